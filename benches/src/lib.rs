@@ -1,0 +1,1 @@
+//! Benchmarks of tippen (see `benches/`).

@@ -1,0 +1,424 @@
+/*! tippen tracker — shows a site's live visitors on its tippen dashboard.
+ *
+ * Embed:
+ *   <script src="https://YOUR-TIPPEN-HOST/tippen-tracker.js"
+ *           data-tippen-api-key="YOUR_SITE_KEY" async></script>
+ *
+ * Optional attributes:
+ *   data-tippen-endpoint="https://host"  API origin (default: the origin of this script's src)
+ *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
+ *   data-tippen-debug                    log what the tracker does with console.debug
+ *
+ * API: window.tippen = { visitorId, tabId, flush() }.
+ * Plain ES2017, no dependencies. The tracker never throws into the host page.
+ */
+(function () {
+  'use strict';
+
+  var VISITOR_KEY = 'tippen_visitor_id';
+  var TAB_KEY = 'tippen_tab_id';
+  var DEFAULT_HEARTBEAT_MS = 30000;
+  var MIN_HEARTBEAT_MS = 250;
+  var MAX_BACKOFF_MS = 5 * 60 * 1000;
+  var VERSION = '0.1.0';
+  var PRIORITY = { heartbeat: 1, visibility: 2, pageview: 3 };
+
+  try {
+    if (typeof window === 'undefined' || typeof document === 'undefined') return;
+    if (window.tippen && window.tippen.__tippen) return; // included twice: the first copy runs
+
+    // ---- configuration from our own <script> tag --------------------------------------
+    var script = document.currentScript;
+    if (!script || !script.hasAttribute || !script.hasAttribute('data-tippen-api-key')) {
+      script = document.querySelector('script[data-tippen-api-key]');
+    }
+    if (!script) return;
+
+    var debugOn = script.hasAttribute('data-tippen-debug');
+    var log = function () {
+      if (!debugOn) return;
+      try {
+        var args = Array.prototype.slice.call(arguments);
+        args.unshift('[tippen]');
+        console.debug.apply(console, args);
+      } catch (e) { /* no console */ }
+    };
+
+    var apiKey = (script.getAttribute('data-tippen-api-key') || '').trim();
+    if (!apiKey) {
+      log('no data-tippen-api-key: not tracking');
+      return;
+    }
+
+    var endpoint = (script.getAttribute('data-tippen-endpoint') || '').trim();
+    if (!endpoint) {
+      try {
+        endpoint = new URL(script.getAttribute('src') || '', location.href).origin;
+      } catch (e) {
+        endpoint = '';
+      }
+      if (!endpoint || endpoint === 'null') endpoint = location.origin;
+    }
+    endpoint = endpoint.replace(/\/+$/, '');
+
+    var heartbeatMs = parseInt(script.getAttribute('data-tippen-heartbeat-ms') || '', 10);
+    if (!(heartbeatMs >= MIN_HEARTBEAT_MS)) heartbeatMs = DEFAULT_HEARTBEAT_MS;
+
+    // ---- identifiers -------------------------------------------------------------------
+    var random9 = function () {
+      var alphabet = '0123456789abcdefghijklmnopqrstuvwxyz';
+      var out = '';
+      var bytes = null;
+      try {
+        bytes = new Uint8Array(9);
+        window.crypto.getRandomValues(bytes);
+      } catch (e) {
+        bytes = null;
+      }
+      for (var i = 0; i < 9; i++) {
+        var n = bytes ? bytes[i] : Math.floor(Math.random() * 256);
+        out += alphabet.charAt(n % 36);
+      }
+      return out;
+    };
+    var storageGet = function (kind, key) {
+      try {
+        return window[kind].getItem(key);
+      } catch (e) {
+        return null;
+      }
+    };
+    var storageSet = function (kind, key, value) {
+      try {
+        window[kind].setItem(key, value);
+      } catch (e) { /* private mode, disabled storage, quota: keep it in memory */ }
+    };
+    var validId = function (value, prefix) {
+      return typeof value === 'string' && value.indexOf(prefix) === 0 && value.length <= 128;
+    };
+
+    var visitorId = storageGet('localStorage', VISITOR_KEY);
+    if (!validId(visitorId, 'visitor_')) {
+      visitorId = 'visitor_' + Date.now() + '_' + random9();
+      storageSet('localStorage', VISITOR_KEY, visitorId);
+    }
+    var newTabId = function () {
+      var id = 'tab_' + Date.now() + '_' + random9();
+      storageSet('sessionStorage', TAB_KEY, id);
+      return id;
+    };
+    var tabId = storageGet('sessionStorage', TAB_KEY);
+    if (!validId(tabId, 'tab_')) tabId = newTabId();
+
+    // ---- state -------------------------------------------------------------------------
+    var lastUrl = location.href;
+    var failures = 0; // consecutive failed sends
+    var backoffUntil = 0; // no sends before this time (ms), except flush()
+    var pending = null; // event held back during backoff, sent by the retry
+    var timer = null;
+    var stopped = false; // after pagehide, until pageshow
+
+    var visibility = function () {
+      return document.visibilityState === 'hidden' ? 'hidden' : 'visible';
+    };
+
+    var schedule = function (delay) {
+      if (timer) clearTimeout(timer);
+      timer = null;
+      if (stopped) return;
+      timer = setTimeout(onTimer, delay);
+    };
+
+    var backoffDelay = function (retryAfterMs) {
+      var exp = Math.min(MAX_BACKOFF_MS, heartbeatMs * Math.pow(2, Math.min(failures, 20)));
+      var jittered = exp / 2 + Math.random() * (exp / 2); // "equal jitter": between half and all
+      return Math.min(MAX_BACKOFF_MS, Math.max(jittered, retryAfterMs || 0));
+    };
+
+    var parseRetryAfter = function (value) {
+      if (!value) return 0;
+      var secs = Number(value);
+      if (isFinite(secs)) return Math.max(0, secs * 1000);
+      var at = Date.parse(value);
+      return isFinite(at) ? Math.max(0, at - Date.now()) : 0;
+    };
+
+    var buildBody = function (event) {
+      return JSON.stringify({
+        event: event,
+        visitor: {
+          visitorId: visitorId,
+          tabId: tabId,
+          url: location.href,
+          timestamp: new Date().toISOString(),
+          userAgent: navigator.userAgent,
+          referrer: document.referrer,
+          visibility: visibility()
+        },
+        website: location.hostname
+      });
+    };
+
+    // Sends one event. Resolves to true on success, false otherwise; never rejects.
+    var post = function (event) {
+      var body = buildBody(event);
+      var hiding = visibility() === 'hidden';
+      log('send', event, visibility(), location.href);
+      var request;
+      try {
+        if (typeof fetch === 'function') {
+          request = fetch(endpoint + '/track/visitor', {
+            method: 'POST',
+            headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': apiKey },
+            body: body,
+            credentials: 'omit',
+            mode: 'cors',
+            // A page going to the background may be frozen or discarded right after this.
+            keepalive: hiding
+          }).then(function (res) {
+            return { status: res.status, retryAfter: res.headers.get('Retry-After') };
+          });
+        } else {
+          request = new Promise(function (resolve) {
+            var xhr = new XMLHttpRequest();
+            xhr.open('POST', endpoint + '/track/visitor', true);
+            xhr.setRequestHeader('Content-Type', 'application/json');
+            xhr.setRequestHeader('X-Tippen-API-Key', apiKey);
+            xhr.onload = function () {
+              resolve({ status: xhr.status, retryAfter: xhr.getResponseHeader('Retry-After') });
+            };
+            xhr.onerror = xhr.ontimeout = function () {
+              resolve({ status: 0, retryAfter: null });
+            };
+            xhr.send(body);
+          });
+        }
+      } catch (e) {
+        request = Promise.resolve({ status: 0, retryAfter: null });
+      }
+      return request.then(null, function () {
+        return { status: 0, retryAfter: null };
+      }).then(function (r) {
+        var retryable = r.status === 0 || r.status === 429 || r.status >= 500;
+        if (!retryable) {
+          if (r.status >= 400) log('rejected with HTTP', r.status, '(not retried)');
+          else log('ok', event);
+          failures = 0;
+          backoffUntil = 0;
+          schedule(heartbeatMs);
+          return r.status < 400;
+        }
+        failures += 1;
+        var delay = backoffDelay(r.status === 429 ? parseRetryAfter(r.retryAfter) : 0);
+        backoffUntil = Date.now() + delay;
+        if (!pending || PRIORITY[event] > PRIORITY[pending]) pending = event;
+        log('failed (' + (r.status || 'network error') + '), retry in', Math.round(delay), 'ms');
+        schedule(delay);
+        return false;
+      }).then(null, function () {
+        return false;
+      });
+    };
+
+    var send = function (event) {
+      if (stopped) return Promise.resolve(false);
+      if (Date.now() < backoffUntil) {
+        // The backend is down or asked us to slow down: the retry carries the latest state.
+        if (!pending || PRIORITY[event] > PRIORITY[pending]) pending = event;
+        log('backing off, holding', event);
+        return Promise.resolve(false);
+      }
+      return post(event);
+    };
+
+    function onTimer() {
+      timer = null;
+      if (stopped) return;
+      var event = pending || 'heartbeat';
+      pending = null;
+      backoffUntil = 0;
+      post(event);
+    }
+
+    // ---- page lifecycle ----------------------------------------------------------------
+    var urlMaybeChanged = function () {
+      try {
+        internalNavUntil = 0; // a same-document navigation, the page stays
+        if (location.href === lastUrl) return;
+        lastUrl = location.href;
+        send('pageview');
+      } catch (e) { /* never break the host page */ }
+    };
+
+    ['pushState', 'replaceState'].forEach(function (name) {
+      var original = history[name];
+      if (typeof original !== 'function') return;
+      history[name] = function () {
+        var result = original.apply(this, arguments); // its exceptions are the page's own
+        urlMaybeChanged();
+        return result;
+      };
+    });
+    window.addEventListener('popstate', urlMaybeChanged);
+    window.addEventListener('hashchange', urlMaybeChanged);
+
+    document.addEventListener('visibilitychange', function () {
+      try {
+        send('visibility');
+      } catch (e) { /* ignore */ }
+    });
+
+    // A link to another page of this site unloads this document, and the next one carries the
+    // tab on under the same tab id (sessionStorage survives): that is no exit, and a leave beacon
+    // would make the dashboard drop the visitor and list it again as new. Remember such a
+    // navigation for a while; anything else that unloads the page (closing the tab, typing
+    // another address, going to another site) is an exit.
+    var internalNavUntil = 0;
+    var markInternal = function (url) {
+      try {
+        var dest = new URL(url, location.href);
+        if (dest.hostname === location.hostname && /^https?:$/.test(dest.protocol)) {
+          internalNavUntil = Date.now() + 10000;
+        }
+      } catch (e) { /* not a URL */ }
+    };
+    try {
+      if (window.navigation && typeof window.navigation.addEventListener === 'function') {
+        window.navigation.addEventListener('navigate', function (e) {
+          try {
+            if (!e.hashChange && !e.downloadRequest && e.destination) markInternal(e.destination.url);
+          } catch (err) { /* ignore */ }
+        });
+        // An intercepted (same-document) navigation finished: this document stays.
+        window.navigation.addEventListener('navigatesuccess', function () {
+          internalNavUntil = 0;
+        });
+      } else {
+        // Bubbling to window, after the page's own handlers: a router's preventDefault shows.
+        window.addEventListener('click', function (e) {
+          try {
+            if (e.defaultPrevented || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey || e.altKey) return;
+            var a = e.target && e.target.closest ? e.target.closest('a[href]') : null;
+            if (!a || a.hasAttribute('download')) return;
+            var target = a.getAttribute('target');
+            if (target && target !== '_self') return;
+            markInternal(a.href);
+          } catch (err) { /* ignore */ }
+        });
+      }
+    } catch (e) { /* ignore */ }
+
+    window.addEventListener('pagehide', function () {
+      try {
+        stopped = true;
+        if (timer) clearTimeout(timer);
+        timer = null;
+        closeChannel();
+        if (Date.now() < internalNavUntil) {
+          log('moving to another page of this site: no leave beacon');
+          return;
+        }
+        var url = endpoint + '/track/leave?apiKey=' + encodeURIComponent(apiKey);
+        // A string body goes out as text/plain: a CORS-safelisted request, no preflight.
+        var body = JSON.stringify({ visitorId: visitorId, tabId: tabId });
+        var queued = false;
+        try {
+          queued = typeof navigator.sendBeacon === 'function' && navigator.sendBeacon(url, body);
+        } catch (e) {
+          queued = false;
+        }
+        if (!queued && typeof fetch === 'function') {
+          fetch(url, { method: 'POST', body: body, keepalive: true, credentials: 'omit', mode: 'cors' })
+            .then(null, function () {});
+        }
+        log('leave beacon', queued ? 'queued' : 'sent with fetch');
+      } catch (e) { /* ignore */ }
+    });
+
+    window.addEventListener('pageshow', function (event) {
+      try {
+        if (!event.persisted) return; // the first load is counted by start()
+        log('restored from the back/forward cache');
+        stopped = false;
+        internalNavUntil = 0;
+        failures = 0;
+        backoffUntil = 0;
+        pending = null;
+        lastUrl = location.href;
+        openChannel();
+        post('pageview');
+      } catch (e) { /* ignore */ }
+    });
+
+    // A duplicated tab (or a window.open with an opener) copies sessionStorage, and with it
+    // our tab id. Tabs announce themselves; a newcomer that hears its id is taken picks a new one.
+    var channel = null;
+    var bornAt = Date.now();
+    function openChannel() {
+      try {
+        if (channel || typeof BroadcastChannel !== 'function') return;
+        channel = new BroadcastChannel('tippen_tabs');
+        channel.onmessage = function (msg) {
+          try {
+            var data = msg.data || {};
+            if (data.tabId !== tabId) return;
+            if (data.type === 'hello') {
+              channel.postMessage({ type: 'taken', tabId: tabId, bornAt: bornAt });
+            } else if (data.type === 'taken' && data.bornAt <= bornAt) {
+              tabId = newTabId();
+              log('tab id was taken by another tab, now', tabId);
+              send('pageview');
+            }
+          } catch (e) { /* ignore */ }
+        };
+        channel.postMessage({ type: 'hello', tabId: tabId });
+      } catch (e) {
+        channel = null;
+      }
+    }
+    function closeChannel() {
+      try {
+        if (channel) channel.close(); // an open channel may keep the page out of the bfcache
+      } catch (e) { /* ignore */ }
+      channel = null;
+    }
+    openChannel();
+
+    var api = {
+      __tippen: true,
+      version: VERSION,
+      get visitorId() {
+        return visitorId;
+      },
+      get tabId() {
+        return tabId;
+      },
+      // Sends a heartbeat now, ignoring any backoff. Resolves to true when the server took it.
+      flush: function () {
+        if (stopped) return Promise.resolve(false);
+        var event = pending || 'heartbeat';
+        pending = null;
+        backoffUntil = 0;
+        return post(event);
+      }
+    };
+    try {
+      Object.defineProperty(window, 'tippen', { value: api, configurable: true, enumerable: false, writable: true });
+    } catch (e) {
+      window.tippen = api;
+    }
+
+    var start = function () {
+      log('tracking', visitorId, tabId, 'to', endpoint, 'every', heartbeatMs, 'ms');
+      post('pageview');
+    };
+    if (document.prerendering) {
+      // Chrome's speculative prerender: count the view only once the user really sees the page.
+      document.addEventListener('prerenderingchange', start, { once: true });
+    } else {
+      start();
+    }
+  } catch (e) {
+    // Never throw into the host page.
+  }
+})();

@@ -1,0 +1,757 @@
+//! The HTTP contract: routing, key checks, status codes, error bodies, CORS and limits, over
+//! `http` types. Hosts convert their request to `http::Request<Bytes>`, call
+//! [`Tippen::handle`] (or [`Tippen::route`] then [`Tippen::execute`] to hold a per-site lock
+//! around the write), send the response, fan [`Handled::broadcasts`] out to the site's
+//! dashboards and arm a timer for [`Handled::deadline`]. The dashboard WebSocket's
+//! authorization and messages are here too. `docs/contract.md` lists every route.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::assets;
+use crate::clock::Timestamp;
+use crate::presence::{Ping, PingKind, Visibility};
+use crate::protocol::{
+    ClientMessage, LeaveRequest, SendVideoInviteRequest, Sequenced, ServerMessage,
+    TrackVisitorRequest, UserActivityRequest,
+};
+use crate::service::{Outcome, ServiceError, Tippen};
+use crate::site::{KeyRole, Site, SiteId};
+
+/// The header carrying the key (Part A).
+pub const API_KEY_HEADER: &str = "x-tippen-api-key";
+
+/// What the host knows about a request beyond the request itself.
+#[derive(Clone, Debug, Default)]
+pub struct RequestContext {
+    /// The client's address, as the host determined it (socket, `CF-Connecting-IP`, API
+    /// Gateway's `sourceIp`, or a trusted proxy's header).
+    pub client_ip: Option<IpAddr>,
+}
+
+/// A handled request: the response and what the host must do next.
+#[derive(Debug)]
+pub struct Handled {
+    /// The response to send.
+    pub response: Response<Bytes>,
+    /// The site the request touched, if any.
+    pub site: Option<SiteId>,
+    /// JSON texts to send to every dashboard of [`site`](Self::site), in order.
+    pub broadcasts: Vec<String>,
+    /// Call [`Tippen::sweep`] for [`site`](Self::site) at this time (keep the earliest).
+    pub deadline: Option<Timestamp>,
+}
+
+impl Handled {
+    fn response(response: Response<Bytes>) -> Self {
+        Handled {
+            response,
+            site: None,
+            broadcasts: Vec::new(),
+            deadline: None,
+        }
+    }
+}
+
+/// The outcome of [`Tippen::route`].
+#[derive(Debug)]
+pub enum Routed {
+    /// Nothing site-specific to do (or an error): here is the answer.
+    Done(Handled),
+    /// An authorized operation on one site, to run with [`Tippen::execute`].
+    Site(SiteCall),
+}
+
+/// An authorized, validated operation on one site. Hosts with one owner per site run it under
+/// that site's lock and fan out its broadcasts before releasing the lock, so dashboards see
+/// messages in sequence order.
+#[derive(Debug)]
+pub struct SiteCall {
+    site: Site,
+    op: Op,
+}
+
+impl SiteCall {
+    /// The site the operation touches.
+    pub fn site(&self) -> &SiteId {
+        &self.site.id
+    }
+}
+
+#[derive(Debug)]
+enum Op {
+    Track {
+        visitor_id: String,
+        ping: Ping,
+        client_ip: Option<IpAddr>,
+    },
+    Leave {
+        visitor_id: String,
+        tab_id: Option<String>,
+    },
+    ListVisitors,
+    SendVideoInvite {
+        visitor_id: String,
+        guest_url: String,
+    },
+    UserActivity {
+        stored: usize,
+    },
+}
+
+/// An error answer: status and message, sent as `{"error":"<message>"}`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Human-readable message naming the problem.
+    pub message: String,
+    allow: Option<&'static str>,
+}
+
+impl ApiError {
+    /// An error with `status` and `message`.
+    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            message: message.into(),
+            allow: None,
+        }
+    }
+
+    fn bad_request(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+
+    /// The JSON response.
+    pub fn into_response(self) -> Response<Bytes> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: &'a str,
+        }
+        let mut r = json_response(
+            self.status,
+            &Body {
+                error: &self.message,
+            },
+        );
+        if let Some(allow) = self.allow {
+            r.headers_mut()
+                .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        r
+    }
+}
+
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::VisitorNotFound => {
+                ApiError::new(StatusCode::NOT_FOUND, "Visitor not found")
+            }
+            ServiceError::Contention(_) => {
+                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+            }
+            ServiceError::Store(err) => {
+                tracing::error!(error = %err, "store failed");
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
+            }
+        }
+    }
+}
+
+fn with_common_headers(mut r: Response<Bytes>) -> Response<Bytes> {
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_ORIGIN,
+        HeaderValue::from_static("*"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    r
+}
+
+fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Bytes> {
+    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    let mut r = Response::new(Bytes::from(bytes));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    with_common_headers(r)
+}
+
+fn static_response(content_type: &'static str, body: &'static str) -> Response<Bytes> {
+    let mut r = Response::new(Bytes::from_static(body.as_bytes()));
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    r.headers_mut().insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=300"),
+    );
+    with_common_headers(r)
+}
+
+fn preflight() -> Response<Bytes> {
+    let mut r = Response::new(Bytes::new());
+    *r.status_mut() = StatusCode::NO_CONTENT;
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("Content-Type, X-Tippen-API-Key"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("86400"),
+    );
+    with_common_headers(r)
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Route {
+    Root,
+    TrackVisitor,
+    TrackLeave,
+    DashboardSocket,
+    Visitors,
+    SendVideoInvite,
+    UserActivity,
+    Tracker,
+    Dashboard,
+    Demo,
+}
+
+impl Route {
+    fn of(path: &str) -> Option<Route> {
+        let path = if path.len() > 1 {
+            path.trim_end_matches('/')
+        } else {
+            path
+        };
+        Some(match path {
+            "/" | "" => Route::Root,
+            "/track/visitor" => Route::TrackVisitor,
+            "/track/leave" => Route::TrackLeave,
+            "/ws/dashboard" => Route::DashboardSocket,
+            "/api/visitors" => Route::Visitors,
+            "/api/send-video-invite" => Route::SendVideoInvite,
+            "/api/track/user-activity" => Route::UserActivity,
+            "/tippen-tracker.js" => Route::Tracker,
+            "/dashboard" => Route::Dashboard,
+            "/demo" => Route::Demo,
+            _ => return None,
+        })
+    }
+
+    fn allow(self) -> &'static str {
+        match self {
+            Route::TrackVisitor
+            | Route::TrackLeave
+            | Route::SendVideoInvite
+            | Route::UserActivity => "POST, OPTIONS",
+            _ => "GET, HEAD, OPTIONS",
+        }
+    }
+
+    fn method_ok(self, m: &Method) -> bool {
+        match self.allow() {
+            "POST, OPTIONS" => m == Method::POST,
+            _ => m == Method::GET || m == Method::HEAD,
+        }
+    }
+}
+
+/// The value of query parameter `name`.
+pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn key_from(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    headers
+        .get(API_KEY_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| query_param(query, "apiKey"))
+        .filter(|k| !k.is_empty())
+}
+
+fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let msg = inner.to_string();
+                // serde_json appends " at line L column C"; the path says more.
+                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+                if path == "." {
+                    ApiError::bad_request(format!("invalid request body: {msg}"))
+                } else {
+                    ApiError::bad_request(format!("{msg} at {path}"))
+                }
+            }
+            _ => ApiError::bad_request(format!("malformed JSON: {inner}")),
+        }
+    })
+}
+
+fn cut(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+fn check_id(what: &str, id: &str, max: usize) -> Result<(), ApiError> {
+    if id.is_empty() || id.len() > max {
+        return Err(ApiError::bad_request(format!(
+            "{what} must be 1 to {max} bytes long"
+        )));
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TrackResponse<'a> {
+    success: bool,
+    session_id: &'a str,
+}
+
+#[derive(Serialize)]
+struct Success {
+    success: bool,
+}
+
+#[derive(Serialize)]
+struct ActivityResponse {
+    success: bool,
+    stored: usize,
+    analyzed: bool,
+}
+
+#[derive(Serialize)]
+struct VisitorsResponse {
+    visitors: Vec<crate::protocol::VisitorView>,
+    seq: u64,
+}
+
+impl Tippen {
+    /// Checks `key` for `need`; the site on success.
+    pub async fn authorize(&self, key: Option<&str>, need: KeyRole) -> Result<Site, ApiError> {
+        let Some(key) = key.filter(|k| !k.is_empty()) else {
+            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "API key required"));
+        };
+        match self.authenticate(key).await? {
+            None => Err(ApiError::new(StatusCode::FORBIDDEN, "invalid API key")),
+            Some((_, KeyRole::Public)) if need == KeyRole::Secret => Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "this endpoint requires the site's secret key",
+            )),
+            Some((site, _)) => Ok(site),
+        }
+    }
+
+    /// Authorizes a request whose key may be in the header, the query or the body.
+    async fn authorize_with_body(
+        &self,
+        header_key: Option<&str>,
+        body_key: Option<&str>,
+        need: KeyRole,
+    ) -> Result<Site, ApiError> {
+        self.authorize(header_key.or(body_key), need).await
+    }
+
+    /// Routes, authorizes and validates a request; site operations are returned unexecuted.
+    pub async fn route(&self, req: Request<Bytes>, ctx: &RequestContext) -> Routed {
+        match self.route_inner(req, ctx).await {
+            Ok(r) => r,
+            Err(e) => Routed::Done(Handled::response(e.into_response())),
+        }
+    }
+
+    async fn route_inner(
+        &self,
+        req: Request<Bytes>,
+        ctx: &RequestContext,
+    ) -> Result<Routed, ApiError> {
+        let (parts, body) = req.into_parts();
+        let path = parts.uri.path();
+        let query = parts.uri.query();
+        let Some(route) = Route::of(path) else {
+            if parts.method == Method::OPTIONS {
+                return Ok(Routed::Done(Handled::response(preflight())));
+            }
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no route for {} {}", parts.method, path),
+            ));
+        };
+        if parts.method == Method::OPTIONS {
+            return Ok(Routed::Done(Handled::response(preflight())));
+        }
+        if !route.method_ok(&parts.method) {
+            let mut e = ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                format!("method {} not allowed on {}", parts.method, path),
+            );
+            e.allow = Some(route.allow());
+            return Err(e);
+        }
+        let limits = &self.config().limits;
+        if body.len() > limits.max_body_bytes {
+            return Err(ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "request body too large (limit {} bytes)",
+                    limits.max_body_bytes
+                ),
+            ));
+        }
+        let key = key_from(&parts.headers, query);
+        let done = |r| Ok(Routed::Done(Handled::response(r)));
+        let call = |site: Site, op: Op| Ok(Routed::Site(SiteCall { site, op }));
+        match route {
+            Route::Root => {
+                let mut r = Response::new(Bytes::from_static(b"Tippen API"));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; charset=utf-8"),
+                );
+                done(with_common_headers(r))
+            }
+            Route::Tracker => done(static_response(
+                "application/javascript; charset=utf-8",
+                assets::TRACKER_JS,
+            )),
+            Route::Dashboard => done(static_response(
+                "text/html; charset=utf-8",
+                assets::DASHBOARD_HTML,
+            )),
+            Route::Demo => done(static_response(
+                "text/html; charset=utf-8",
+                assets::DEMO_HTML,
+            )),
+            Route::DashboardSocket => {
+                self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                Err(ApiError::new(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this endpoint is a WebSocket; send an upgrade request",
+                ))
+            }
+            Route::Visitors => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                call(site, Op::ListVisitors)
+            }
+            Route::TrackVisitor => {
+                if let Some(k) = &key {
+                    // Reject a bad key before parsing anything.
+                    self.authorize(Some(k), KeyRole::Public).await?;
+                }
+                let req: TrackVisitorRequest = parse_body(&body)?;
+                let site = self
+                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
+                    .await?;
+                let kind = match req.event.as_str() {
+                    "pageview" => PingKind::PageView,
+                    "heartbeat" => PingKind::Heartbeat,
+                    "visibility" => PingKind::VisibilityChange,
+                    "leave" => {
+                        check_id(
+                            "visitor.visitorId",
+                            &req.visitor.visitor_id,
+                            limits.max_id_bytes,
+                        )?;
+                        return call(
+                            site,
+                            Op::Leave {
+                                visitor_id: req.visitor.visitor_id,
+                                tab_id: req.visitor.tab_id,
+                            },
+                        );
+                    }
+                    other => {
+                        return Err(ApiError::bad_request(format!(
+                            "unknown event '{}' at event (expected pageview, heartbeat, visibility or leave)",
+                            cut(other.to_owned(), 64)
+                        )));
+                    }
+                };
+                let v = req.visitor;
+                check_id("visitor.visitorId", &v.visitor_id, limits.max_id_bytes)?;
+                let tab_id = v.tab_id.unwrap_or_else(|| "default".to_owned());
+                check_id("visitor.tabId", &tab_id, limits.max_id_bytes)?;
+                let max = limits.max_text_bytes;
+                let ping = Ping {
+                    kind,
+                    tab_id,
+                    url: cut(v.url.unwrap_or_default(), max),
+                    visibility: v.visibility.unwrap_or(Visibility::Visible),
+                    referrer: v.referrer.map(|r| cut(r, max)),
+                    user_agent: v.user_agent.map(|u| cut(u, 512)),
+                    website: cut(req.website.unwrap_or_default(), 253),
+                    client_timestamp: v.timestamp.map(|t| cut(t, 64)),
+                };
+                call(
+                    site,
+                    Op::Track {
+                        visitor_id: v.visitor_id,
+                        ping,
+                        client_ip: ctx.client_ip,
+                    },
+                )
+            }
+            Route::TrackLeave => {
+                if let Some(k) = &key {
+                    self.authorize(Some(k), KeyRole::Public).await?;
+                }
+                let req: LeaveRequest = parse_body(&body)?;
+                let site = self
+                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
+                    .await?;
+                check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
+                call(
+                    site,
+                    Op::Leave {
+                        visitor_id: req.visitor_id,
+                        tab_id: req.tab_id,
+                    },
+                )
+            }
+            Route::SendVideoInvite => {
+                if let Some(k) = &key {
+                    self.authorize(Some(k), KeyRole::Secret).await?;
+                }
+                let req: SendVideoInviteRequest = parse_body(&body)?;
+                let site = self
+                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Secret)
+                    .await?;
+                check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
+                if !(req.guest_url.starts_with("https://") || req.guest_url.starts_with("http://"))
+                    || req.guest_url.len() > limits.max_text_bytes
+                {
+                    return Err(ApiError::bad_request(
+                        "guestUrl must be an http(s) URL of at most 2048 bytes",
+                    ));
+                }
+                call(
+                    site,
+                    Op::SendVideoInvite {
+                        visitor_id: req.visitor_id,
+                        guest_url: req.guest_url,
+                    },
+                )
+            }
+            Route::UserActivity => {
+                if let Some(k) = &key {
+                    self.authorize(Some(k), KeyRole::Public).await?;
+                }
+                // Count first so an oversized batch is a 413 whatever its events look like.
+                #[derive(serde::Deserialize)]
+                struct Count {
+                    #[serde(default)]
+                    events: Option<Vec<serde::de::IgnoredAny>>,
+                }
+                let count: Count = parse_body(&body)?;
+                let n = count.events.as_ref().map_or(0, Vec::len);
+                if n > limits.max_activity_batch {
+                    return Err(ApiError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        format!(
+                            "batch of {n} events exceeds the limit of {} per request",
+                            limits.max_activity_batch
+                        ),
+                    ));
+                }
+                let req: UserActivityRequest = parse_body(&body)?;
+                let site = self
+                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
+                    .await?;
+                check_id("userId", &req.user_id, limits.max_id_bytes)?;
+                call(
+                    site,
+                    Op::UserActivity {
+                        stored: req.events.len(),
+                    },
+                )
+            }
+        }
+    }
+
+    /// Runs an operation returned by [`route`](Self::route).
+    pub async fn execute(&self, call: SiteCall) -> Handled {
+        let site = call.site.id;
+        let result: Result<(Response<Bytes>, Outcome), ApiError> = async {
+            Ok(match call.op {
+                Op::Track {
+                    visitor_id,
+                    ping,
+                    client_ip,
+                } => {
+                    let outcome = self.track(&site, &visitor_id, &ping, client_ip).await?;
+                    let body = TrackResponse {
+                        success: true,
+                        session_id: &visitor_id,
+                    };
+                    (json_response(StatusCode::OK, &body), outcome)
+                }
+                Op::Leave { visitor_id, tab_id } => {
+                    let outcome = self.leave(&site, &visitor_id, tab_id.as_deref()).await?;
+                    (
+                        json_response(StatusCode::OK, &Success { success: true }),
+                        outcome,
+                    )
+                }
+                Op::ListVisitors => {
+                    let seq = self
+                        .store()
+                        .sequence(&site)
+                        .await
+                        .map_err(ServiceError::from)?;
+                    let visitors = self.live_visitors(&site).await?;
+                    (
+                        json_response(StatusCode::OK, &VisitorsResponse { visitors, seq }),
+                        Outcome::default(),
+                    )
+                }
+                Op::SendVideoInvite {
+                    visitor_id,
+                    guest_url,
+                } => {
+                    let outcome = self
+                        .send_video_invite(&site, &visitor_id, &guest_url)
+                        .await?;
+                    (
+                        json_response(StatusCode::OK, &Success { success: true }),
+                        outcome,
+                    )
+                }
+                Op::UserActivity { stored } => (
+                    json_response(
+                        StatusCode::OK,
+                        &ActivityResponse {
+                            success: true,
+                            stored,
+                            analyzed: true,
+                        },
+                    ),
+                    Outcome::default(),
+                ),
+            })
+        }
+        .await;
+        match result {
+            Ok((response, outcome)) => Handled {
+                response,
+                broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
+                deadline: outcome.deadline,
+                site: Some(site),
+            },
+            Err(e) => Handled {
+                site: Some(site),
+                ..Handled::response(e.into_response())
+            },
+        }
+    }
+
+    /// Routes and executes a request in one call (for hosts without per-site locking).
+    pub async fn handle(&self, req: Request<Bytes>, ctx: &RequestContext) -> Handled {
+        match self.route(req, ctx).await {
+            Routed::Done(h) => h,
+            Routed::Site(call) => self.execute(call).await,
+        }
+    }
+
+    /// Authorizes a dashboard WebSocket upgrade (`/ws/dashboard?apiKey=`, or the header).
+    /// On success the host upgrades, subscribes the socket to the site's broadcasts and then
+    /// sends [`dashboard_hello`](Self::dashboard_hello).
+    pub async fn authorize_dashboard(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<SiteId, Response<Bytes>> {
+        let key = key_from(headers, query);
+        self.authorize(key.as_deref(), KeyRole::Secret)
+            .await
+            .map(|s| s.id)
+            .map_err(ApiError::into_response)
+    }
+
+    /// The first message on a new dashboard socket: `INITIAL_VISITORS`.
+    pub async fn dashboard_hello(&self, site: &SiteId) -> Result<String, ServiceError> {
+        Ok(self.snapshot(site).await?.to_json())
+    }
+
+    /// A dashboard's text message; returns the reply to send on the same socket.
+    pub async fn dashboard_message(
+        &self,
+        site: &SiteId,
+        text: &str,
+    ) -> Result<String, ServiceError> {
+        let reply = match serde_json::from_str::<ClientMessage>(text) {
+            Ok(ClientMessage::Ping) => {
+                self.reply(
+                    site,
+                    ServerMessage::Pong {
+                        timestamp: self.now().as_millis(),
+                    },
+                )
+                .await?
+            }
+            Ok(ClientMessage::GetVisitors) => self.snapshot(site).await?,
+            Err(_) => {
+                let kind = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| {
+                        v.get("type")
+                            .and_then(|t| t.as_str())
+                            .map(|t| cut(t.to_owned(), 64))
+                    });
+                let error = match kind {
+                    Some(t) => {
+                        format!("unknown message type '{t}' (expected PING or GET_VISITORS)")
+                    }
+                    None => {
+                        "expected a JSON object with a \"type\" of PING or GET_VISITORS".to_owned()
+                    }
+                };
+                self.reply(site, ServerMessage::Error { error }).await?
+            }
+        };
+        Ok(reply.to_json())
+    }
+
+    /// Time-driven work for one site, as texts to broadcast and the next deadline.
+    pub async fn handle_deadline(
+        &self,
+        site: &SiteId,
+    ) -> Result<(Vec<String>, Option<Timestamp>), ServiceError> {
+        let outcome = self.sweep(site).await?;
+        Ok((
+            outcome.messages.iter().map(Sequenced::to_json).collect(),
+            outcome.deadline,
+        ))
+    }
+}

@@ -1,0 +1,67 @@
+//! Configuration: every timing and limit, with the documented defaults.
+
+use std::time::Duration;
+
+/// Presence timings. Defaults: heartbeat 30 s, visible tab kept 60 s after its last event,
+/// hidden tab 300 s (browsers throttle timers in hidden tabs to once a minute or less).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PresenceConfig {
+    /// How often the tracker sends a heartbeat (told to trackers; not enforced).
+    pub heartbeat_interval: Duration,
+    /// How long a visible tab stays live after its last event.
+    pub visible_grace: Duration,
+    /// How long a hidden tab stays live after its last event.
+    pub hidden_grace: Duration,
+    /// Most tabs kept per visitor; the least recently seen tab is dropped beyond it.
+    pub max_tabs_per_visitor: usize,
+}
+
+impl Default for PresenceConfig {
+    fn default() -> Self {
+        PresenceConfig {
+            heartbeat_interval: Duration::from_secs(30),
+            visible_grace: Duration::from_secs(60),
+            hidden_grace: Duration::from_secs(300),
+            max_tabs_per_visitor: 20,
+        }
+    }
+}
+
+/// Request limits of the HTTP contract.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest accepted request body in bytes (413 beyond). Default 64 KiB.
+    pub max_body_bytes: usize,
+    /// Most events in one `/api/track/user-activity` batch (413 beyond). Default 50.
+    pub max_activity_batch: usize,
+    /// Longest accepted visitor or tab id in bytes (400 beyond). Default 128.
+    pub max_id_bytes: usize,
+    /// URLs, referrers and user agents are cut to this many bytes. Default 2048.
+    pub max_text_bytes: usize,
+    /// Most due visitors handled by one sweep call; the rest wait for the next. Default 1000.
+    pub sweep_batch: usize,
+    /// Attempts of a read-modify-write before giving up on contention. Default 16.
+    pub max_write_attempts: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_body_bytes: 64 * 1024,
+            max_activity_batch: 50,
+            max_id_bytes: 128,
+            max_text_bytes: 2048,
+            sweep_batch: 1000,
+            max_write_attempts: 16,
+        }
+    }
+}
+
+/// Everything configurable in the core.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// Presence timings.
+    pub presence: PresenceConfig,
+    /// Request limits.
+    pub limits: Limits,
+}

@@ -1,0 +1,217 @@
+//! [`MemoryStore`]: the in-process [`Store`], for tests, benchmarks and single-process hosts
+//! that need no persistence.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use crate::clock::Timestamp;
+use crate::presence::VisitorRecord;
+use crate::site::{KeyHash, Site, SiteId};
+use crate::store::{Store, StoreError, Version, Versioned};
+
+/// A [`Store`] in memory: hash maps plus a per-site deadline index (`BTreeSet`).
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    sites: HashMap<SiteId, Site>,
+    keys: HashMap<KeyHash, SiteId>,
+    visitors: HashMap<SiteId, SiteVisitors>,
+}
+
+#[derive(Debug, Default)]
+struct SiteVisitors {
+    records: HashMap<String, Versioned<VisitorRecord>>,
+    by_deadline: BTreeSet<(Timestamp, String)>,
+    sequence: u64,
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic while holding the lock cannot leave the maps half-updated in a way that
+        // matters more than losing the process; keep serving.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Approximate heap bytes held for one site's visitors (for the memory benchmark).
+    pub fn approximate_bytes(&self, site: &SiteId) -> usize {
+        let inner = self.lock();
+        let Some(s) = inner.visitors.get(site) else {
+            return 0;
+        };
+        s.records
+            .iter()
+            .map(|(k, v)| {
+                let r = &v.value;
+                let tabs: usize = r.tabs.capacity() * std::mem::size_of::<crate::presence::Tab>()
+                    + r.tabs
+                        .iter()
+                        .map(|t| t.tab_id.capacity() + t.url.capacity())
+                        .sum::<usize>();
+                // key + record + tabs + index entry (key repeated) + hash map overhead (~1 word)
+                2 * k.capacity()
+                    + std::mem::size_of_val(v)
+                    + r.visitor_id.capacity()
+                    + r.website.capacity()
+                    + r.referrer.as_ref().map_or(0, String::capacity)
+                    + r.user_agent.as_ref().map_or(0, String::capacity)
+                    + r.client_timestamp.as_ref().map_or(0, String::capacity)
+                    + r.company.name.capacity()
+                    + r.company.location.capacity()
+                    + tabs
+                    + std::mem::size_of::<(Timestamp, String)>()
+                    + 2 * std::mem::size_of::<usize>()
+            })
+            .sum()
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl Store for MemoryStore {
+    async fn put_site(&self, site: &Site) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        if let Some(old) = inner.sites.remove(&site.id) {
+            for h in old.key_hashes() {
+                inner.keys.remove(&h);
+            }
+        }
+        for h in site.key_hashes() {
+            inner.keys.insert(h, site.id.clone());
+        }
+        inner.sites.insert(site.id.clone(), site.clone());
+        Ok(())
+    }
+
+    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        Ok(self.lock().sites.values().cloned().collect())
+    }
+
+    async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {
+        let inner = self.lock();
+        Ok(inner
+            .keys
+            .get(key)
+            .and_then(|id| inner.sites.get(id))
+            .cloned())
+    }
+
+    async fn visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
+        Ok(self
+            .lock()
+            .visitors
+            .get(site)
+            .and_then(|s| s.records.get(visitor_id))
+            .cloned())
+    }
+
+    async fn save_visitor(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let mut inner = self.lock();
+        let s = inner.visitors.entry(site.clone()).or_default();
+        let current = s.records.get(&record.visitor_id);
+        if current.map(|v| v.version) != expected {
+            return Err(StoreError::Conflict);
+        }
+        let version = Version(expected.map_or(1, |v| v.0 + 1));
+        if let Some(old) = current {
+            let key = (old.value.deadline, record.visitor_id.clone());
+            s.by_deadline.remove(&key);
+        }
+        s.by_deadline
+            .insert((record.deadline, record.visitor_id.clone()));
+        s.records.insert(
+            record.visitor_id.clone(),
+            Versioned {
+                version,
+                value: record.clone(),
+            },
+        );
+        Ok(version)
+    }
+
+    async fn remove_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let Some(s) = inner.visitors.get_mut(site) else {
+            return Err(StoreError::Conflict);
+        };
+        match s.records.get(visitor_id) {
+            Some(v) if v.version == expected => {
+                let key = (v.value.deadline, visitor_id.to_owned());
+                s.by_deadline.remove(&key);
+                s.records.remove(visitor_id);
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .visitors
+            .get(site)
+            .map(|s| s.records.values().map(|v| v.value.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn due_visitors(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
+        let inner = self.lock();
+        let Some(s) = inner.visitors.get(site) else {
+            return Ok(Vec::new());
+        };
+        Ok(s.by_deadline
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .take(limit)
+            .filter_map(|(_, id)| s.records.get(id).cloned())
+            .collect())
+    }
+
+    async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .lock()
+            .visitors
+            .get(site)
+            .and_then(|s| s.by_deadline.first().map(|(d, _)| *d)))
+    }
+
+    async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
+        let mut inner = self.lock();
+        let s = inner.visitors.entry(site.clone()).or_default();
+        s.sequence += by;
+        Ok(s.sequence)
+    }
+
+    async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError> {
+        Ok(self.lock().visitors.get(site).map_or(0, |s| s.sequence))
+    }
+}

@@ -1,0 +1,442 @@
+//! Presence of one visitor: its tabs, page views and deadline, as pure functions of `now`.
+//!
+//! A visitor is live while at least one tab is live. A tab is live until its last event plus the
+//! grace of its visibility ([`PresenceConfig::visible_grace`] or
+//! [`PresenceConfig::hidden_grace`]); at that instant (`now >= expiry`) it is gone. The record's
+//! [`deadline`](VisitorRecord::deadline) is the earliest tab expiry: the next moment something
+//! about this visitor changes without any input. Stores index records by it so that a sweep
+//! touches only what is due.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::config::PresenceConfig;
+
+/// Page visibility of a tab (Page Visibility API).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// The tab is shown.
+    #[default]
+    Visible,
+    /// The tab is in the background; browsers throttle its timers.
+    Hidden,
+}
+
+/// Why a visitor was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemovalReason {
+    /// No event within the grace period.
+    Inactive,
+    /// The last tab sent an exit beacon.
+    Left,
+}
+
+/// What a tracker reported.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PingKind {
+    /// A page was (re)loaded or the SPA navigated.
+    PageView,
+    /// Still here.
+    Heartbeat,
+    /// The tab's visibility changed.
+    VisibilityChange,
+}
+
+/// One tracker event for one tab, already validated.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Ping {
+    /// What happened.
+    pub kind: PingKind,
+    /// The tab that sent it.
+    pub tab_id: String,
+    /// The tab's current URL (empty: unchanged).
+    pub url: String,
+    /// The tab's visibility.
+    pub visibility: Visibility,
+    /// `document.referrer`, if sent.
+    pub referrer: Option<String>,
+    /// `navigator.userAgent`, if sent.
+    pub user_agent: Option<String>,
+    /// The `website` field.
+    pub website: String,
+    /// The client's own timestamp, recorded as sent and never used for expiry.
+    pub client_timestamp: Option<String>,
+}
+
+/// One tab of a visitor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tab {
+    /// Tracker-chosen tab id.
+    pub tab_id: String,
+    /// Current URL.
+    pub url: String,
+    /// Current visibility.
+    pub visibility: Visibility,
+    /// Server time of the tab's last event.
+    pub last_seen: Timestamp,
+}
+
+impl Tab {
+    /// When this tab stops being live.
+    pub fn expiry(&self, cfg: &PresenceConfig) -> Timestamp {
+        let grace = match self.visibility {
+            Visibility::Visible => cfg.visible_grace,
+            Visibility::Hidden => cfg.hidden_grace,
+        };
+        self.last_seen.plus(grace)
+    }
+
+    /// Whether the tab is live at `now`.
+    pub fn live_at(&self, now: Timestamp, cfg: &PresenceConfig) -> bool {
+        now < self.expiry(cfg)
+    }
+}
+
+/// Where a visitor's company data came from.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrichmentSource {
+    /// A fresh provider lookup.
+    Provider,
+    /// The cross-site cache.
+    Cache,
+    /// No lookup: the fallback name.
+    #[default]
+    Fallback,
+}
+
+/// Company data shown for a visitor.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Company {
+    /// Company name (`Unknown Company`, `Direct Visitor` as fallbacks).
+    pub name: String,
+    /// Location shown in the table.
+    pub location: String,
+    /// Company web domain.
+    pub domain: Option<String>,
+    /// Industry.
+    pub industry: Option<String>,
+    /// Revenue range.
+    pub revenue: Option<String>,
+    /// Employee range.
+    pub employees: Option<String>,
+    /// Location as reported by the provider.
+    pub enriched_location: Option<String>,
+    /// Source of this data.
+    pub source: EnrichmentSource,
+    /// Whether it came from the cache.
+    pub is_cached: bool,
+    /// When it was looked up.
+    pub enriched_at: Option<Timestamp>,
+}
+
+impl Company {
+    /// The fallback for a visitor from a private or local address.
+    pub fn direct_visitor() -> Self {
+        Company::fallback("Direct Visitor")
+    }
+
+    /// The fallback for a visitor whose company is not known.
+    pub fn unknown() -> Self {
+        Company::fallback("Unknown Company")
+    }
+
+    fn fallback(name: &str) -> Self {
+        Company {
+            name: name.to_owned(),
+            location: "Unknown".to_owned(),
+            domain: None,
+            industry: None,
+            revenue: None,
+            employees: None,
+            enriched_location: None,
+            source: EnrichmentSource::Fallback,
+            is_cached: false,
+            enriched_at: None,
+        }
+    }
+}
+
+/// A visitor as stored: everything the dashboard shows, plus the deadline index key.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VisitorRecord {
+    /// Tracker-chosen visitor id (`visitor_<ms>_<random>`).
+    pub visitor_id: String,
+    /// The `website` field of the last event.
+    pub website: String,
+    /// Server time this visit started.
+    pub first_seen: Timestamp,
+    /// Server time of the last event.
+    pub last_activity: Timestamp,
+    /// Page views in this visit.
+    pub page_views: u64,
+    /// Referrer of the first page view.
+    pub referrer: Option<String>,
+    /// Last user agent.
+    pub user_agent: Option<String>,
+    /// Whether the user agent is a known bot.
+    pub is_bot: bool,
+    /// The client's last timestamp, as sent.
+    pub client_timestamp: Option<String>,
+    /// Company data.
+    pub company: Company,
+    /// Live tabs, most recently seen last.
+    pub tabs: Vec<Tab>,
+    /// Earliest tab expiry; [`Timestamp::EPOCH`] when there are no tabs.
+    pub deadline: Timestamp,
+}
+
+/// What a ping changed, as far as a dashboard can see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateKind {
+    /// First event of a visit.
+    NewVisitor,
+    /// A page view or a URL change.
+    Pageview,
+    /// A tab's visibility changed.
+    Visibility,
+    /// A new tab joined the visitor.
+    TabOpened,
+    /// A tab left or expired while others remain.
+    TabClosed,
+}
+
+/// Result of removing tabs from a record.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TabsChange {
+    /// Nothing was removed.
+    Unchanged,
+    /// Some tabs were removed; others remain.
+    TabsClosed,
+    /// The last tab is gone: the visitor is removed for this reason.
+    Removed(RemovalReason),
+}
+
+impl VisitorRecord {
+    /// Starts a visit with its first ping.
+    pub fn start(
+        visitor_id: &str,
+        ping: &Ping,
+        is_bot: bool,
+        company: Company,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> Self {
+        let mut record = VisitorRecord {
+            visitor_id: visitor_id.to_owned(),
+            website: ping.website.clone(),
+            first_seen: now,
+            last_activity: now,
+            page_views: 0,
+            referrer: ping.referrer.clone().filter(|r| !r.is_empty()),
+            user_agent: ping.user_agent.clone(),
+            is_bot,
+            client_timestamp: ping.client_timestamp.clone(),
+            company,
+            tabs: Vec::new(),
+            deadline: Timestamp::EPOCH,
+        };
+        record.apply(ping, now, cfg);
+        record
+    }
+
+    /// Whether some tab is live at `now`.
+    pub fn live_at(&self, now: Timestamp, cfg: &PresenceConfig) -> bool {
+        self.tabs.iter().any(|t| t.live_at(now, cfg))
+    }
+
+    /// Applies a ping to a live record and says what a dashboard should hear, if anything.
+    ///
+    /// The caller has checked [`live_at`](Self::live_at); expired tabs are dropped first.
+    pub fn apply(
+        &mut self,
+        ping: &Ping,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> Option<UpdateKind> {
+        let new_visit = self.tabs.is_empty();
+        self.tabs.retain(|t| t.live_at(now, cfg));
+        self.last_activity = now;
+        if ping.user_agent.is_some() {
+            self.user_agent.clone_from(&ping.user_agent);
+        }
+        if !ping.website.is_empty() {
+            self.website.clone_from(&ping.website);
+        }
+        if ping.client_timestamp.is_some() {
+            self.client_timestamp.clone_from(&ping.client_timestamp);
+        }
+        if ping.kind == PingKind::PageView {
+            self.page_views += 1;
+        }
+        let update = match self.tabs.iter().position(|t| t.tab_id == ping.tab_id) {
+            Some(i) => {
+                let mut tab = self.tabs.remove(i);
+                let url_changed = !ping.url.is_empty() && tab.url != ping.url;
+                let vis_changed = tab.visibility != ping.visibility;
+                if url_changed {
+                    tab.url.clone_from(&ping.url);
+                }
+                tab.visibility = ping.visibility;
+                tab.last_seen = now;
+                self.tabs.push(tab);
+                if ping.kind == PingKind::PageView || url_changed {
+                    Some(UpdateKind::Pageview)
+                } else if vis_changed {
+                    Some(UpdateKind::Visibility)
+                } else {
+                    None
+                }
+            }
+            None => {
+                self.tabs.push(Tab {
+                    tab_id: ping.tab_id.clone(),
+                    url: ping.url.clone(),
+                    visibility: ping.visibility,
+                    last_seen: now,
+                });
+                if self.tabs.len() > cfg.max_tabs_per_visitor.max(1) {
+                    self.tabs.remove(0);
+                }
+                Some(if new_visit {
+                    UpdateKind::NewVisitor
+                } else {
+                    UpdateKind::TabOpened
+                })
+            }
+        };
+        self.recompute_deadline(cfg);
+        update
+    }
+
+    /// An exit beacon: removes `tab_id` (or every tab when `None`).
+    pub fn leave(
+        &mut self,
+        tab_id: Option<&str>,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> TabsChange {
+        let before = self.tabs.len();
+        match tab_id {
+            Some(id) => self.tabs.retain(|t| t.tab_id != id && t.live_at(now, cfg)),
+            None => self.tabs.clear(),
+        }
+        self.recompute_deadline(cfg);
+        if self.tabs.is_empty() {
+            TabsChange::Removed(RemovalReason::Left)
+        } else if self.tabs.len() != before {
+            self.last_activity = self.last_activity.max(now);
+            TabsChange::TabsClosed
+        } else {
+            TabsChange::Unchanged
+        }
+    }
+
+    /// Drops the tabs expired at `now`.
+    pub fn expire(&mut self, now: Timestamp, cfg: &PresenceConfig) -> TabsChange {
+        let before = self.tabs.len();
+        self.tabs.retain(|t| t.live_at(now, cfg));
+        self.recompute_deadline(cfg);
+        if self.tabs.is_empty() {
+            TabsChange::Removed(RemovalReason::Inactive)
+        } else if self.tabs.len() != before {
+            TabsChange::TabsClosed
+        } else {
+            TabsChange::Unchanged
+        }
+    }
+
+    /// Whether every tab is hidden (shown as status `idle`).
+    pub fn is_idle(&self) -> bool {
+        !self.tabs.is_empty() && self.tabs.iter().all(|t| t.visibility == Visibility::Hidden)
+    }
+
+    /// The most recently active tab.
+    pub fn current_tab(&self) -> Option<&Tab> {
+        self.tabs.last()
+    }
+
+    fn recompute_deadline(&mut self, cfg: &PresenceConfig) {
+        self.deadline = self
+            .tabs
+            .iter()
+            .map(|t| t.expiry(cfg))
+            .min()
+            .unwrap_or(Timestamp::EPOCH);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ping(kind: PingKind, tab: &str, url: &str, vis: Visibility) -> Ping {
+        Ping {
+            kind,
+            tab_id: tab.into(),
+            url: url.into(),
+            visibility: vis,
+            referrer: None,
+            user_agent: None,
+            website: "example.com".into(),
+            client_timestamp: None,
+        }
+    }
+
+    #[test]
+    fn deadline_is_earliest_tab_expiry_and_hidden_tabs_last_longer() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let mut r = VisitorRecord::start(
+            "v",
+            &ping(PingKind::PageView, "a", "/", Visibility::Hidden),
+            false,
+            Company::unknown(),
+            t0,
+            &cfg,
+        );
+        assert_eq!(r.deadline, t0.plus(cfg.hidden_grace));
+        let t1 = t0.plus(Duration::from_secs(10));
+        let up = r.apply(
+            &ping(PingKind::PageView, "b", "/x", Visibility::Visible),
+            t1,
+            &cfg,
+        );
+        assert_eq!(up, Some(UpdateKind::TabOpened));
+        assert_eq!(r.deadline, t1.plus(cfg.visible_grace));
+        assert_eq!(r.page_views, 2);
+        // b expires first; a remains.
+        assert_eq!(
+            r.expire(t1.plus(cfg.visible_grace), &cfg),
+            TabsChange::TabsClosed
+        );
+        assert!(r.is_idle());
+        assert_eq!(
+            r.expire(t0.plus(cfg.hidden_grace), &cfg),
+            TabsChange::Removed(RemovalReason::Inactive)
+        );
+    }
+
+    #[test]
+    fn heartbeat_without_change_is_silent() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(5);
+        let p = ping(PingKind::PageView, "a", "/", Visibility::Visible);
+        let mut r = VisitorRecord::start("v", &p, false, Company::unknown(), t0, &cfg);
+        let hb = ping(PingKind::Heartbeat, "a", "/", Visibility::Visible);
+        assert_eq!(r.apply(&hb, t0.plus(Duration::from_secs(30)), &cfg), None);
+        let hidden = ping(PingKind::VisibilityChange, "a", "/", Visibility::Hidden);
+        assert_eq!(
+            r.apply(&hidden, t0.plus(Duration::from_secs(31)), &cfg),
+            Some(UpdateKind::Visibility)
+        );
+        assert_eq!(
+            r.leave(Some("a"), t0, &cfg),
+            TabsChange::Removed(RemovalReason::Left)
+        );
+    }
+}

@@ -1,0 +1,386 @@
+//! The wire protocol: request bodies, the `<Visitor>` JSON and dashboard messages.
+//!
+//! Part A of `protocol.md` (the predecessor's contract) is accepted byte for byte; tippen's
+//! additions are new optional fields and new message types only. JSON names are camelCase,
+//! message `type`s SCREAMING_SNAKE_CASE.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clock::Timestamp;
+use crate::config::PresenceConfig;
+use crate::presence::{EnrichmentSource, RemovalReason, UpdateKind, Visibility, VisitorRecord};
+
+/// Body of `POST /track/visitor`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackVisitorRequest {
+    /// `pageview | heartbeat | visibility | leave`.
+    pub event: String,
+    /// The visitor and tab the event is about.
+    pub visitor: TrackedVisitor,
+    /// The site's host name as the tracker sees it.
+    #[serde(default)]
+    pub website: Option<String>,
+    /// The key, for clients that cannot set headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+}
+
+/// The `visitor` object of [`TrackVisitorRequest`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackedVisitor {
+    /// Tracker-chosen visitor id.
+    pub visitor_id: String,
+    /// Current page URL.
+    #[serde(default)]
+    pub url: Option<String>,
+    /// The client's clock (recorded, not trusted).
+    #[serde(default)]
+    pub timestamp: Option<String>,
+    /// `navigator.userAgent`.
+    #[serde(default)]
+    pub user_agent: Option<String>,
+    /// `document.referrer`.
+    #[serde(default)]
+    pub referrer: Option<String>,
+    /// Addition: per-tab id (default `"default"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tab_id: Option<String>,
+    /// Addition: the tab's visibility (default visible).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visibility: Option<Visibility>,
+}
+
+/// Body of `POST /track/leave` (the exit beacon).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaveRequest {
+    /// The key (`sendBeacon` cannot set headers); may be in the query instead.
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The leaving visitor.
+    pub visitor_id: String,
+    /// The closing tab; `None` means every tab.
+    #[serde(default)]
+    pub tab_id: Option<String>,
+}
+
+/// Body of `POST /api/send-video-invite`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SendVideoInviteRequest {
+    /// The key (Part A sends it in the body).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The invited visitor.
+    pub visitor_id: String,
+    /// Where the visitor joins the call.
+    pub guest_url: String,
+}
+
+/// A logged-in user's subscription tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionTier {
+    /// On a free trial.
+    FreeTrial,
+    /// Paying.
+    Paid,
+    /// Enterprise contract.
+    Enterprise,
+}
+
+/// Body of `POST /api/track/user-activity`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserActivityRequest {
+    /// The key (Part A sends it in the body).
+    #[serde(default)]
+    pub api_key: Option<String>,
+    /// The product's user id.
+    pub user_id: String,
+    /// The user's email.
+    #[serde(default)]
+    pub user_email: Option<String>,
+    /// The user's tier.
+    #[serde(default)]
+    pub subscription_tier: Option<SubscriptionTier>,
+    /// The batch (at most [`Limits::max_activity_batch`](crate::config::Limits)).
+    pub events: Vec<ActivityEvent>,
+}
+
+/// One in-app activity event. `timestamp` is the client's epoch milliseconds.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    rename_all_fields = "camelCase"
+)]
+pub enum ActivityEvent {
+    /// The user moved to a route.
+    Route {
+        /// The route.
+        route: String,
+        /// Client time, ms.
+        timestamp: i64,
+    },
+    /// A click.
+    Click {
+        /// What was clicked.
+        #[serde(default)]
+        element: Option<String>,
+        /// Where.
+        #[serde(default)]
+        route: Option<String>,
+        /// Client time, ms.
+        timestamp: i64,
+    },
+    /// A form was submitted.
+    FormSubmit {
+        /// The form.
+        #[serde(default)]
+        form_id: Option<String>,
+        /// Where.
+        #[serde(default)]
+        route: Option<String>,
+        /// Client time, ms.
+        timestamp: i64,
+    },
+    /// Time spent on a route.
+    PageTime {
+        /// The route.
+        #[serde(default)]
+        route: Option<String>,
+        /// Milliseconds.
+        duration: u64,
+        /// Client time, ms.
+        timestamp: i64,
+    },
+    /// A client-side error.
+    Error {
+        /// Its message.
+        #[serde(default)]
+        message: Option<String>,
+        /// Where.
+        #[serde(default)]
+        route: Option<String>,
+        /// Client time, ms.
+        timestamp: i64,
+    },
+    /// An application-defined event.
+    Custom {
+        /// Its name.
+        name: String,
+        /// Free-form data.
+        #[serde(default)]
+        data: Option<serde_json::Value>,
+        /// Client time, ms.
+        timestamp: i64,
+    },
+}
+
+/// One tab in the `<Visitor>` JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TabView {
+    /// Tab id.
+    pub tab_id: String,
+    /// Current URL.
+    pub url: String,
+    /// Visibility.
+    pub visibility: Visibility,
+    /// Last event, RFC 3339.
+    pub last_seen: String,
+}
+
+/// The `<Visitor>` JSON of Part A, with tippen's additions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VisitorView {
+    /// Visitor id.
+    pub visitor_id: String,
+    /// Company name or fallback.
+    pub company: String,
+    /// Location.
+    pub location: String,
+    /// Role (always `Unknown` today, as in the predecessor).
+    pub last_role: String,
+    /// Page views in this visit.
+    pub page_views: u64,
+    /// Start of this visit, RFC 3339.
+    pub timestamp: String,
+    /// Last event, RFC 3339.
+    pub last_activity: String,
+    /// `active` (some tab visible) or `idle` (all hidden).
+    pub status: String,
+    /// Site host name.
+    pub website: String,
+    /// Company domain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company_domain: Option<String>,
+    /// Industry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub industry: Option<String>,
+    /// Revenue range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revenue: Option<String>,
+    /// Employee range.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub employees: Option<String>,
+    /// Provider's location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enriched_location: Option<String>,
+    /// `provider | cache | fallback`.
+    #[serde(default)]
+    pub enrichment_source: EnrichmentSource,
+    /// Whether the company data came from the cache.
+    #[serde(default)]
+    pub is_cached: bool,
+    /// When the company data was looked up, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enriched_at: Option<String>,
+    /// Addition: the most recently active tab's URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    /// Addition: referrer of the visit's first page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub referrer: Option<String>,
+    /// Addition: user agent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    /// Addition: known bot.
+    #[serde(default)]
+    pub is_bot: bool,
+    /// Addition: live tabs.
+    #[serde(default)]
+    pub tabs: Vec<TabView>,
+}
+
+impl VisitorView {
+    /// The view of `record`, showing only tabs live at `now`.
+    pub fn of(record: &VisitorRecord, now: Timestamp, cfg: &PresenceConfig) -> Self {
+        let c = &record.company;
+        let tabs: Vec<TabView> = record
+            .tabs
+            .iter()
+            .filter(|t| t.live_at(now, cfg))
+            .map(|t| TabView {
+                tab_id: t.tab_id.clone(),
+                url: t.url.clone(),
+                visibility: t.visibility,
+                last_seen: t.last_seen.to_rfc3339(),
+            })
+            .collect();
+        let idle = !tabs.is_empty() && tabs.iter().all(|t| t.visibility == Visibility::Hidden);
+        VisitorView {
+            visitor_id: record.visitor_id.clone(),
+            company: c.name.clone(),
+            location: c.location.clone(),
+            last_role: "Unknown".to_owned(),
+            page_views: record.page_views,
+            timestamp: record.first_seen.to_rfc3339(),
+            last_activity: record.last_activity.to_rfc3339(),
+            status: if idle { "idle" } else { "active" }.to_owned(),
+            website: record.website.clone(),
+            company_domain: c.domain.clone(),
+            industry: c.industry.clone(),
+            revenue: c.revenue.clone(),
+            employees: c.employees.clone(),
+            enriched_location: c.enriched_location.clone(),
+            enrichment_source: c.source,
+            is_cached: c.is_cached,
+            enriched_at: c.enriched_at.map(Timestamp::to_rfc3339),
+            url: tabs.last().map(|t| t.url.clone()),
+            referrer: record.referrer.clone(),
+            user_agent: record.user_agent.clone(),
+            is_bot: record.is_bot,
+            tabs,
+        }
+    }
+}
+
+/// A server → dashboard message (without its sequence number; see [`Sequenced`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+pub enum ServerMessage {
+    /// The site's live visitors (on connect and on `GET_VISITORS`).
+    InitialVisitors {
+        /// Every live visitor.
+        visitors: Vec<VisitorView>,
+    },
+    /// A visitor arrived or changed.
+    VisitorUpdate {
+        /// The visitor as it is now.
+        visitor: Box<VisitorView>,
+        /// What changed.
+        event: UpdateKind,
+    },
+    /// A visitor is gone.
+    VisitorRemoved {
+        /// Who.
+        visitor_id: String,
+        /// Why.
+        reason: RemovalReason,
+    },
+    /// An admin invited a visitor to a video call.
+    VideoInviteSent {
+        /// Who.
+        visitor_id: String,
+        /// Where the visitor joins.
+        guest_url: String,
+    },
+    /// Answer to `PING`.
+    Pong {
+        /// Server time, epoch milliseconds.
+        timestamp: i64,
+    },
+    /// Addition: the dashboard sent something the server does not understand.
+    Error {
+        /// What was wrong.
+        error: String,
+    },
+}
+
+impl ServerMessage {
+    /// Whether this message goes to every dashboard of the site (and so advances `seq`).
+    pub fn is_broadcast(&self) -> bool {
+        matches!(
+            self,
+            ServerMessage::VisitorUpdate { .. }
+                | ServerMessage::VisitorRemoved { .. }
+                | ServerMessage::VideoInviteSent { .. }
+        )
+    }
+}
+
+/// A [`ServerMessage`] with the site's sequence number (`"seq"`), as sent on the wire.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sequenced {
+    /// The message.
+    #[serde(flatten)]
+    pub message: ServerMessage,
+    /// Broadcasts: this message's number; replies: the site's current number.
+    pub seq: u64,
+}
+
+impl Sequenced {
+    /// The JSON text sent over the WebSocket.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
+    }
+}
+
+/// A dashboard → server message.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClientMessage {
+    /// Keep-alive; answered with `PONG`.
+    Ping,
+    /// Asks for a fresh `INITIAL_VISITORS`.
+    GetVisitors,
+}

@@ -1,0 +1,441 @@
+//! [`Tippen`]: the core's operations over an injected [`Store`] and [`Clock`].
+//!
+//! Each operation reads the clock once, reads and conditionally writes records (retrying on a
+//! [`StoreError::Conflict`]), and returns an [`Outcome`]: the dashboard messages it caused,
+//! numbered with the site's sequence, and the deadline the host must wake up for. Nothing is
+//! sent from here; the host fans the messages out.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+
+use thiserror::Error;
+
+use crate::clock::{Clock, Timestamp};
+use crate::config::Config;
+use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, VisitorRecord};
+use crate::protocol::{Sequenced, ServerMessage, VisitorView};
+use crate::site::{KeyHash, KeyRole, Site, SiteId};
+use crate::store::{Store, StoreError, Version};
+
+/// Why an operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ServiceError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Concurrent writers kept winning; the operation gave up after the configured attempts.
+    #[error("too much contention on visitor {0}; try again")]
+    Contention(String),
+    /// The visitor is not (or no longer) present.
+    #[error("Visitor not found")]
+    VisitorNotFound,
+}
+
+/// What an operation caused.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// Messages for every dashboard of the site, in order, each with its sequence number.
+    pub messages: Vec<Sequenced>,
+    /// When the host must call [`Tippen::sweep`] for this site next (`None`: nothing pending).
+    /// After a write this is the written record's deadline (the host keeps the minimum of
+    /// what it has armed); after a sweep it is the site's next deadline.
+    pub deadline: Option<Timestamp>,
+}
+
+/// The core service. Cheap to share (`Arc`), holds no per-request state.
+pub struct Tippen {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    config: Config,
+}
+
+impl std::fmt::Debug for Tippen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tippen")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn bots() -> &'static isbot::Bots {
+    static BOTS: OnceLock<isbot::Bots> = OnceLock::new();
+    BOTS.get_or_init(isbot::Bots::default)
+}
+
+/// Whether a user agent belongs to a known bot (crawlers, monitors, headless tools).
+pub fn is_bot(user_agent: Option<&str>) -> bool {
+    user_agent.is_some_and(|ua| bots().is_bot(ua))
+}
+
+/// Whether an address is private, loopback, link-local or otherwise local (no company behind
+/// it: shown as `Direct Visitor`).
+pub fn is_local_address(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => {
+            v4.is_private()
+                || v4.is_loopback()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_local_address(IpAddr::V4(v4));
+            }
+            let seg = v6.segments()[0];
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || (seg & 0xfe00) == 0xfc00
+                || (seg & 0xffc0) == 0xfe80
+        }
+    }
+}
+
+impl Tippen {
+    /// A service over `store` with `clock` and `config`.
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config) -> Self {
+        Tippen {
+            store,
+            clock,
+            config,
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// The clock's current time.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Registers (or replaces) a site.
+    pub async fn put_site(&self, site: &Site) -> Result<(), ServiceError> {
+        Ok(self.store.put_site(site).await?)
+    }
+
+    /// The site and role of a presented key; `None` for an unknown key.
+    pub async fn authenticate(&self, key: &str) -> Result<Option<(Site, KeyRole)>, ServiceError> {
+        let hash = KeyHash::of(key);
+        let Some(site) = self.store.site_by_key(&hash).await? else {
+            return Ok(None);
+        };
+        Ok(site.role_of(&hash).map(|role| (site, role)))
+    }
+
+    async fn sequence(
+        &self,
+        site: &SiteId,
+        messages: Vec<ServerMessage>,
+    ) -> Result<Vec<Sequenced>, ServiceError> {
+        if messages.is_empty() {
+            return Ok(Vec::new());
+        }
+        let n = messages.len() as u64;
+        let last = self.store.advance_sequence(site, n).await?;
+        Ok(messages
+            .into_iter()
+            .zip(last + 1 - n..)
+            .map(|(message, seq)| Sequenced { message, seq })
+            .collect())
+    }
+
+    fn view(&self, record: &VisitorRecord, now: Timestamp) -> VisitorView {
+        VisitorView::of(record, now, &self.config.presence)
+    }
+
+    /// A tracker event: creates, updates or restarts the visitor's visit.
+    pub async fn track(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        ping: &Ping,
+        client_ip: Option<IpAddr>,
+    ) -> Result<Outcome, ServiceError> {
+        let cfg = &self.config.presence;
+        let now = self.clock.now();
+        for _ in 0..self.config.limits.max_write_attempts {
+            let current = self.store.visitor(site, visitor_id).await?;
+            let mut messages = Vec::with_capacity(2);
+            let (record, expected, update) = match current {
+                Some(v) if v.value.live_at(now, cfg) => {
+                    let mut record = v.value;
+                    let update = record.apply(ping, now, cfg);
+                    (record, Some(v.version), update)
+                }
+                stale => {
+                    if let Some(old) = &stale {
+                        // Expired but not yet swept: report the removal first.
+                        messages.push(ServerMessage::VisitorRemoved {
+                            visitor_id: old.value.visitor_id.clone(),
+                            reason: RemovalReason::Inactive,
+                        });
+                    }
+                    let bot = is_bot(ping.user_agent.as_deref());
+                    let company = match client_ip {
+                        Some(ip) if is_local_address(ip) => Company::direct_visitor(),
+                        _ => Company::unknown(),
+                    };
+                    let record = VisitorRecord::start(visitor_id, ping, bot, company, now, cfg);
+                    (
+                        record,
+                        stale.map(|v| v.version),
+                        Some(UpdateKind::NewVisitor),
+                    )
+                }
+            };
+            match self.store.save_visitor(site, &record, expected).await {
+                Ok(_) => {
+                    if let Some(event) = update {
+                        messages.push(ServerMessage::VisitorUpdate {
+                            visitor: Box::new(self.view(&record, now)),
+                            event,
+                        });
+                    }
+                    return Ok(Outcome {
+                        messages: self.sequence(site, messages).await?,
+                        deadline: Some(record.deadline),
+                    });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention(visitor_id.to_owned()))
+    }
+
+    /// An exit beacon for one tab (`Some`) or the whole visitor (`None`).
+    pub async fn leave(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        tab_id: Option<&str>,
+    ) -> Result<Outcome, ServiceError> {
+        let cfg = &self.config.presence;
+        let now = self.clock.now();
+        for _ in 0..self.config.limits.max_write_attempts {
+            let Some(current) = self.store.visitor(site, visitor_id).await? else {
+                return Ok(Outcome::default());
+            };
+            let mut record = current.value;
+            let change = if record.live_at(now, cfg) {
+                record.leave(tab_id, now, cfg)
+            } else {
+                record.expire(now, cfg)
+            };
+            let written = self
+                .apply_change(site, &record, current.version, change, now)
+                .await;
+            match written {
+                Ok(messages) => {
+                    return Ok(Outcome {
+                        messages: self.sequence(site, messages).await?,
+                        deadline: (!record.tabs.is_empty()).then_some(record.deadline),
+                    });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention(visitor_id.to_owned()))
+    }
+
+    async fn apply_change(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        version: Version,
+        change: TabsChange,
+        now: Timestamp,
+    ) -> Result<Vec<ServerMessage>, StoreError> {
+        match change {
+            TabsChange::Removed(reason) => {
+                self.store
+                    .remove_visitor(site, &record.visitor_id, version)
+                    .await?;
+                Ok(vec![ServerMessage::VisitorRemoved {
+                    visitor_id: record.visitor_id.clone(),
+                    reason,
+                }])
+            }
+            TabsChange::TabsClosed => {
+                self.store.save_visitor(site, record, Some(version)).await?;
+                Ok(vec![ServerMessage::VisitorUpdate {
+                    visitor: Box::new(self.view(record, now)),
+                    event: UpdateKind::TabClosed,
+                }])
+            }
+            TabsChange::Unchanged => Ok(Vec::new()),
+        }
+    }
+
+    /// Time-driven work for a site: drops expired tabs and removes expired visitors.
+    ///
+    /// Costs O(k · log n) for k due records (the store's deadline index). Spurious calls are
+    /// harmless. The outcome's `deadline` is the site's next deadline; it is `<= now` only
+    /// when more than [`Limits::sweep_batch`](crate::config::Limits) records were due, and
+    /// then the host calls again.
+    pub async fn sweep(&self, site: &SiteId) -> Result<Outcome, ServiceError> {
+        let cfg = &self.config.presence;
+        let now = self.clock.now();
+        let due = self
+            .store
+            .due_visitors(site, now, self.config.limits.sweep_batch)
+            .await?;
+        let mut messages = Vec::new();
+        for mut current in due {
+            for _ in 0..self.config.limits.max_write_attempts {
+                let mut record = current.value.clone();
+                let change = record.expire(now, cfg);
+                let result = if change == TabsChange::Unchanged
+                    && record.deadline != current.value.deadline
+                {
+                    // A stale index entry: rewrite to move it.
+                    self.store
+                        .save_visitor(site, &record, Some(current.version))
+                        .await
+                        .map(|_| Vec::new())
+                } else {
+                    self.apply_change(site, &record, current.version, change, now)
+                        .await
+                };
+                match result {
+                    Ok(mut m) => {
+                        messages.append(&mut m);
+                        break;
+                    }
+                    Err(StoreError::Conflict) => {
+                        match self.store.visitor(site, &record.visitor_id).await? {
+                            Some(fresh) => current = fresh,
+                            None => break,
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok(Outcome {
+            messages: self.sequence(site, messages).await?,
+            deadline: self.store.next_deadline(site).await?,
+        })
+    }
+
+    /// The site's next deadline, as stored.
+    pub async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, ServiceError> {
+        Ok(self.store.next_deadline(site).await?)
+    }
+
+    /// The visitors live now (never one whose grace has passed, swept or not), oldest first.
+    pub async fn live_visitors(&self, site: &SiteId) -> Result<Vec<VisitorView>, ServiceError> {
+        let now = self.clock.now();
+        let mut records: Vec<VisitorRecord> = self
+            .store
+            .visitors(site)
+            .await?
+            .into_iter()
+            .filter(|r| r.live_at(now, &self.config.presence))
+            .collect();
+        records.sort_by(|a, b| (a.first_seen, &a.visitor_id).cmp(&(b.first_seen, &b.visitor_id)));
+        Ok(records.iter().map(|r| self.view(r, now)).collect())
+    }
+
+    /// `INITIAL_VISITORS` with the site's current sequence number.
+    ///
+    /// The number is read before the list, so every change numbered up to it is in the list
+    /// (a change numbered after it may be too; applying it again is harmless).
+    pub async fn snapshot(&self, site: &SiteId) -> Result<Sequenced, ServiceError> {
+        let seq = self.store.sequence(site).await?;
+        let visitors = self.live_visitors(site).await?;
+        Ok(Sequenced {
+            message: ServerMessage::InitialVisitors { visitors },
+            seq,
+        })
+    }
+
+    /// A reply to one dashboard, carrying the current sequence number.
+    pub async fn reply(
+        &self,
+        site: &SiteId,
+        message: ServerMessage,
+    ) -> Result<Sequenced, ServiceError> {
+        Ok(Sequenced {
+            message,
+            seq: self.store.sequence(site).await?,
+        })
+    }
+
+    /// Part A's video invite: the visitor must be live; dashboards hear `VIDEO_INVITE_SENT`.
+    pub async fn send_video_invite(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        guest_url: &str,
+    ) -> Result<Outcome, ServiceError> {
+        let now = self.clock.now();
+        let live = self
+            .store
+            .visitor(site, visitor_id)
+            .await?
+            .is_some_and(|v| v.value.live_at(now, &self.config.presence));
+        if !live {
+            return Err(ServiceError::VisitorNotFound);
+        }
+        let message = ServerMessage::VideoInviteSent {
+            visitor_id: visitor_id.to_owned(),
+            guest_url: guest_url.to_owned(),
+        };
+        Ok(Outcome {
+            messages: self.sequence(site, vec![message]).await?,
+            deadline: None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_addresses() {
+        for ip in [
+            "10.1.2.3",
+            "192.168.0.1",
+            "127.0.0.1",
+            "169.254.1.1",
+            "100.64.0.1",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:10.0.0.1",
+        ] {
+            assert!(is_local_address(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "8.8.8.8",
+            "100.128.0.1",
+            "2001:4860::8888",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(!is_local_address(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn bots_are_flagged() {
+        assert!(is_bot(Some(
+            "Mozilla/5.0 (compatible; Googlebot/2.1; +http://www.google.com/bot.html)"
+        )));
+        assert!(!is_bot(Some(
+            "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/120.0 Safari/537.36"
+        )));
+        assert!(!is_bot(None));
+    }
+}

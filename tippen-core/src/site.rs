@@ -1,0 +1,185 @@
+//! Sites (tenants) and their keys.
+//!
+//! A site has a public site key (goes into the tracker snippet, may only track) and a secret key
+//! (dashboards, invites, statistics, deletion). Keys are stored as SHA-256 hashes and compared in
+//! constant time. A site in legacy single-key mode has one key that plays both roles, so the
+//! predecessor's clients keep working.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// A site's stable identifier (not a key; safe to log).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SiteId(pub String);
+
+impl SiteId {
+    /// The id as a string.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for SiteId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<&str> for SiteId {
+    fn from(s: &str) -> Self {
+        SiteId(s.to_owned())
+    }
+}
+
+/// The SHA-256 hash of a key. Only hashes are stored; the key itself never is.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct KeyHash(#[serde(with = "hex_bytes")] pub [u8; 32]);
+
+impl KeyHash {
+    /// Hashes a presented key.
+    pub fn of(key: &str) -> Self {
+        KeyHash(Sha256::digest(key.as_bytes()).into())
+    }
+
+    /// The hash as 64 lowercase hex digits (the storage form).
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+
+    /// Parses 64 hex digits.
+    pub fn from_hex(s: &str) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(s, &mut out).ok()?;
+        Some(KeyHash(out))
+    }
+
+    /// Constant-time comparison.
+    pub fn matches(&self, other: &KeyHash) -> bool {
+        self.0.ct_eq(&other.0).into()
+    }
+}
+
+impl fmt::Debug for KeyHash {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "KeyHash({}…)", &self.to_hex()[..8])
+    }
+}
+
+mod hex_bytes {
+    use serde::{Deserialize, Deserializer, Serializer, de::Error};
+
+    pub fn serialize<S: Serializer>(b: &[u8; 32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&hex::encode(b))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<[u8; 32], D::Error> {
+        let s = String::deserialize(d)?;
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(&s, &mut out).map_err(D::Error::custom)?;
+        Ok(out)
+    }
+}
+
+/// What a presented key may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    /// The public site key: tracking only.
+    Public,
+    /// The secret key (or a legacy single key): everything.
+    Secret,
+}
+
+/// A site as stored: its id, key hashes and policies.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Site {
+    /// Stable id.
+    pub id: SiteId,
+    /// Display name.
+    pub name: String,
+    /// Hash of the public site key (`None` in legacy single-key mode).
+    pub public_key_hash: Option<KeyHash>,
+    /// Hash of the secret key (in legacy mode: of the single key).
+    pub secret_key_hash: KeyHash,
+    /// Legacy single-key mode: the one key both tracks and administers.
+    pub legacy_single_key: bool,
+    /// Honour the browser's Global Privacy Control (`Sec-GPC: 1`) for this site.
+    pub honor_gpc: bool,
+}
+
+impl Site {
+    /// A site with a public and a secret key.
+    pub fn new(id: &str, name: &str, public_key: &str, secret_key: &str) -> Self {
+        Site {
+            id: SiteId::from(id),
+            name: name.to_owned(),
+            public_key_hash: Some(KeyHash::of(public_key)),
+            secret_key_hash: KeyHash::of(secret_key),
+            legacy_single_key: false,
+            honor_gpc: true,
+        }
+    }
+
+    /// A site in legacy single-key mode: `key` tracks and administers.
+    pub fn legacy(id: &str, name: &str, key: &str) -> Self {
+        Site {
+            id: SiteId::from(id),
+            name: name.to_owned(),
+            public_key_hash: None,
+            secret_key_hash: KeyHash::of(key),
+            legacy_single_key: true,
+            honor_gpc: true,
+        }
+    }
+
+    /// The role `key` has on this site, compared in constant time; `None` when it is neither key.
+    pub fn role_of(&self, key: &KeyHash) -> Option<KeyRole> {
+        let secret = self.secret_key_hash.matches(key);
+        let public = self.public_key_hash.is_some_and(|p| p.matches(key));
+        if secret {
+            Some(KeyRole::Secret)
+        } else if public {
+            Some(KeyRole::Public)
+        } else {
+            None
+        }
+    }
+
+    /// Every key hash under which this site is found.
+    pub fn key_hashes(&self) -> impl Iterator<Item = KeyHash> + '_ {
+        std::iter::once(self.secret_key_hash).chain(self.public_key_hash)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roles() {
+        let s = Site::new("a", "A", "pk_a", "sk_a");
+        assert_eq!(s.role_of(&KeyHash::of("pk_a")), Some(KeyRole::Public));
+        assert_eq!(s.role_of(&KeyHash::of("sk_a")), Some(KeyRole::Secret));
+        assert_eq!(s.role_of(&KeyHash::of("nope")), None);
+        let l = Site::legacy("d", "Demo", "demo_api_key");
+        assert_eq!(
+            l.role_of(&KeyHash::of("demo_api_key")),
+            Some(KeyRole::Secret)
+        );
+        assert_eq!(l.key_hashes().count(), 1);
+    }
+
+    #[test]
+    fn hash_round_trips_through_hex_and_serde() {
+        let h = KeyHash::of("x");
+        assert_eq!(KeyHash::from_hex(&h.to_hex()), Some(h));
+        let s = Site::new("a", "A", "p", "s");
+        let json = serde_json::to_string(&s).unwrap();
+        assert!(!json.contains("\"s\""));
+        assert_eq!(serde_json::from_str::<Site>(&json).unwrap(), s);
+    }
+}

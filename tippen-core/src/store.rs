@@ -1,0 +1,128 @@
+//! Persistence: the [`Store`] trait every host implements on its storage.
+//!
+//! # Contract
+//!
+//! The core is the only writer of records and follows optimistic concurrency, so one contract
+//! serves a stateless host with concurrent writers (Lambda + DynamoDB) and a single-owner host
+//! (an axum actor, a Durable Object) alike:
+//!
+//! - Every visitor record has a [`Version`]. [`Store::save_visitor`] writes only when the stored
+//!   version still equals `expected` (`None`: only when no record exists) and returns the new
+//!   version; otherwise it fails with [`StoreError::Conflict`] and writes nothing.
+//!   [`Store::remove_visitor`] is conditional the same way. The core re-reads and retries on a
+//!   conflict, so no update is ever lost. A single-owner host never sees a conflict and pays one
+//!   comparison for the check.
+//! - [`Store::due_visitors`] returns records whose stored `deadline` is `<= now`, earliest
+//!   first, at most `limit`, in O(k · log n) for k results (an index on the deadline, not a scan);
+//!   [`Store::next_deadline`] is the smallest stored deadline, O(log n).
+//! - [`Store::advance_sequence`] atomically adds to the site's message counter and returns the
+//!   new value; two concurrent callers never get overlapping numbers.
+//! - Sites are found by the hash of either of their keys; an unknown hash is `Ok(None)`, never
+//!   a new site.
+//! - Sites are isolated: nothing keyed by one [`SiteId`] is visible under another.
+//!
+//! `tippen_core::testkit` (feature `testkit`) checks all of this against any implementation.
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+use crate::clock::Timestamp;
+use crate::presence::VisitorRecord;
+use crate::site::{KeyHash, Site, SiteId};
+
+/// A record's version for optimistic concurrency. Starts at 1 on insert, +1 per write.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Version(pub u64);
+
+/// A stored value with its version.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The version the value was read at.
+    pub version: Version,
+    /// The value.
+    pub value: T,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// A conditional write found another version (or no record / an existing record).
+    #[error("the record changed since it was read")]
+    Conflict,
+    /// The backing storage failed.
+    #[error("storage failed: {0}")]
+    Backend(String),
+    /// A stored record could not be decoded.
+    #[error("stored record is corrupt: {0}")]
+    Corrupt(String),
+}
+
+/// `Send + Sync` natively; nothing on `wasm32`, where host storage handles are `!Send`.
+#[cfg(not(target_arch = "wasm32"))]
+pub trait MaybeSendSync: Send + Sync {}
+#[cfg(not(target_arch = "wasm32"))]
+impl<T: Send + Sync + ?Sized> MaybeSendSync for T {}
+/// `Send + Sync` natively; nothing on `wasm32`, where host storage handles are `!Send`.
+#[cfg(target_arch = "wasm32")]
+pub trait MaybeSendSync {}
+#[cfg(target_arch = "wasm32")]
+impl<T: ?Sized> MaybeSendSync for T {}
+
+/// Storage of sites, visitors and sequence numbers. See the [module docs](self) for the
+/// contract.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait Store: MaybeSendSync {
+    /// Inserts or replaces a site (matched by id) and its key index entries.
+    async fn put_site(&self, site: &Site) -> Result<(), StoreError>;
+
+    /// Every site.
+    async fn sites(&self) -> Result<Vec<Site>, StoreError>;
+
+    /// The site having a key with this hash.
+    async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError>;
+
+    /// One visitor record.
+    async fn visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<Option<Versioned<VisitorRecord>>, StoreError>;
+
+    /// Writes `record` if the stored version is `expected`; returns the new version.
+    async fn save_visitor(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError>;
+
+    /// Deletes the record if its stored version is `expected`.
+    async fn remove_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError>;
+
+    /// Every stored visitor record of the site (live or not yet swept).
+    async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError>;
+
+    /// Records with `deadline <= now`, earliest first, at most `limit`.
+    async fn due_visitors(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError>;
+
+    /// The smallest stored deadline of the site.
+    async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Adds `by` to the site's message counter and returns the new value.
+    async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError>;
+
+    /// The site's message counter (0 before the first message).
+    async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError>;
+}

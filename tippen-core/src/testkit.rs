@@ -1,0 +1,423 @@
+//! The store conformance suite (feature `testkit`): the behaviour every [`Store`]
+//! implementation must show, so the memory, SQLite, Durable Object and DynamoDB stores run the
+//! very same checks.
+//!
+//! ```
+//! # futures_util::FutureExt::now_or_never(async {
+//! let store = std::sync::Arc::new(tippen_core::MemoryStore::new());
+//! tippen_core::testkit::run_store_suite(store, "doc").await;
+//! # }).unwrap();
+//! ```
+//!
+//! Every check uses site ids starting with `prefix`, so a suite can run against a store that
+//! holds other data (a shared DynamoDB table, a persisted SQLite file). Failures panic with a
+//! message naming the check.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::join_all;
+
+use crate::clock::{ManualClock, Timestamp};
+use crate::config::{Config, PresenceConfig};
+use crate::presence::{Company, EnrichmentSource, Ping, PingKind, Tab, Visibility, VisitorRecord};
+use crate::service::Tippen;
+use crate::site::{KeyHash, Site, SiteId};
+use crate::store::{Store, StoreError, Version};
+
+/// Runs every check against `store`.
+pub async fn run_store_suite(store: Arc<dyn Store>, prefix: &str) {
+    sites_are_found_by_either_key(&*store, prefix).await;
+    conditional_writes(&*store, prefix).await;
+    deadline_index(&*store, prefix).await;
+    sequence_numbers(&*store, prefix).await;
+    sites_are_isolated(&*store, prefix).await;
+    records_round_trip(&*store, prefix).await;
+    concurrent_writers_lose_nothing(store.clone(), prefix).await;
+}
+
+const T0: i64 = 1_729_080_000_000;
+
+/// A record with one visible tab seen at `seen_ms` and the given deadline.
+pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> VisitorRecord {
+    VisitorRecord {
+        visitor_id: visitor_id.to_owned(),
+        website: "example.com".to_owned(),
+        first_seen: Timestamp::from_millis(seen_ms),
+        last_activity: Timestamp::from_millis(seen_ms),
+        page_views: 1,
+        referrer: None,
+        user_agent: None,
+        is_bot: false,
+        client_timestamp: None,
+        company: Company::unknown(),
+        tabs: vec![Tab {
+            tab_id: "t".to_owned(),
+            url: "https://example.com/".to_owned(),
+            visibility: Visibility::Visible,
+            last_seen: Timestamp::from_millis(seen_ms),
+        }],
+        deadline: Timestamp::from_millis(deadline_ms),
+    }
+}
+
+fn site_id(prefix: &str, name: &str) -> SiteId {
+    SiteId(format!("{prefix}-{name}"))
+}
+
+/// Sites are found by the hash of their public or secret key; unknown keys find nothing;
+/// replacing a site retires its old keys.
+pub async fn sites_are_found_by_either_key(store: &dyn Store, prefix: &str) {
+    let id = site_id(prefix, "keys");
+    let pk = format!("{prefix}_pk");
+    let sk = format!("{prefix}_sk");
+    let site = Site::new(id.as_str(), "Keys", &pk, &sk);
+    store.put_site(&site).await.expect("put_site");
+    let by_pk = store
+        .site_by_key(&KeyHash::of(&pk))
+        .await
+        .expect("site_by_key");
+    assert_eq!(by_pk.as_ref(), Some(&site), "site by public key");
+    let by_sk = store
+        .site_by_key(&KeyHash::of(&sk))
+        .await
+        .expect("site_by_key");
+    assert_eq!(by_sk.as_ref(), Some(&site), "site by secret key");
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of(&format!("{prefix}_unknown")))
+            .await
+            .expect("site_by_key"),
+        None,
+        "an unknown key finds no site"
+    );
+    assert!(
+        store
+            .sites()
+            .await
+            .expect("sites")
+            .iter()
+            .any(|s| s == &site),
+        "sites() lists the site"
+    );
+    let sk2 = format!("{prefix}_sk2");
+    let rotated = Site::new(id.as_str(), "Keys", &pk, &sk2);
+    store.put_site(&rotated).await.expect("put_site (rotate)");
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of(&sk))
+            .await
+            .expect("site_by_key"),
+        None,
+        "a rotated-out secret key no longer finds the site"
+    );
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of(&sk2))
+            .await
+            .expect("site_by_key"),
+        Some(rotated),
+        "the new secret key finds the site"
+    );
+}
+
+/// Inserts, updates and deletes are conditional on the version read.
+pub async fn conditional_writes(store: &dyn Store, prefix: &str) {
+    let site = site_id(prefix, "cas");
+    let r = sample_record("v1", T0, T0 + 60_000);
+    assert_eq!(
+        store.visitor(&site, "v1").await.expect("visitor"),
+        None,
+        "no record yet"
+    );
+    let v1 = store.save_visitor(&site, &r, None).await.expect("insert");
+    assert!(
+        matches!(
+            store.save_visitor(&site, &r, None).await,
+            Err(StoreError::Conflict)
+        ),
+        "a second insert of the same visitor conflicts"
+    );
+    let mut r2 = r.clone();
+    r2.page_views = 2;
+    let v2 = store
+        .save_visitor(&site, &r2, Some(v1))
+        .await
+        .expect("update at the read version");
+    assert_ne!(v1, v2, "an update changes the version");
+    let mut stale = r.clone();
+    stale.page_views = 99;
+    assert!(
+        matches!(
+            store.save_visitor(&site, &stale, Some(v1)).await,
+            Err(StoreError::Conflict)
+        ),
+        "an update at a stale version conflicts"
+    );
+    let read = store
+        .visitor(&site, "v1")
+        .await
+        .expect("visitor")
+        .expect("record exists");
+    assert_eq!(read.version, v2, "read returns the latest version");
+    assert_eq!(
+        read.value.page_views, 2,
+        "a conflicting write changed nothing"
+    );
+    assert!(
+        matches!(
+            store.remove_visitor(&site, "v1", v1).await,
+            Err(StoreError::Conflict)
+        ),
+        "a delete at a stale version conflicts"
+    );
+    assert!(
+        matches!(
+            store.remove_visitor(&site, "nobody", Version(1)).await,
+            Err(StoreError::Conflict)
+        ),
+        "deleting a missing record conflicts"
+    );
+    store
+        .remove_visitor(&site, "v1", v2)
+        .await
+        .expect("delete at the read version");
+    assert_eq!(
+        store.visitor(&site, "v1").await.expect("visitor"),
+        None,
+        "deleted"
+    );
+    let again = store
+        .save_visitor(&site, &r, None)
+        .await
+        .expect("insert after delete");
+    assert_eq!(
+        store
+            .visitor(&site, "v1")
+            .await
+            .expect("visitor")
+            .map(|v| v.version),
+        Some(again),
+        "re-inserted"
+    );
+}
+
+/// `due_visitors` returns exactly the records due, earliest first, bounded by `limit`, and
+/// follows updates and deletes; `next_deadline` is the minimum.
+pub async fn deadline_index(store: &dyn Store, prefix: &str) {
+    let site = site_id(prefix, "due");
+    assert_eq!(
+        store.next_deadline(&site).await.expect("next_deadline"),
+        None,
+        "empty site"
+    );
+    let mut versions = Vec::new();
+    for (i, d) in [(3, 30_000), (1, 10_000), (2, 20_000), (4, 40_000)] {
+        let v = store
+            .save_visitor(&site, &sample_record(&format!("v{i}"), T0, T0 + d), None)
+            .await
+            .expect("insert");
+        versions.push((i, v));
+    }
+    assert_eq!(
+        store.next_deadline(&site).await.expect("next_deadline"),
+        Some(Timestamp::from_millis(T0 + 10_000))
+    );
+    let ids = |v: Vec<crate::store::Versioned<VisitorRecord>>| {
+        v.into_iter()
+            .map(|r| r.value.visitor_id)
+            .collect::<Vec<_>>()
+    };
+    let due = store
+        .due_visitors(&site, Timestamp::from_millis(T0 + 20_000), 100)
+        .await
+        .expect("due");
+    assert_eq!(
+        ids(due),
+        ["v1", "v2"],
+        "due at T0+20s, inclusive, earliest first"
+    );
+    let due = store
+        .due_visitors(&site, Timestamp::from_millis(T0 + 40_000), 2)
+        .await
+        .expect("due");
+    assert_eq!(ids(due), ["v1", "v2"], "limit respected");
+    assert!(
+        store
+            .due_visitors(&site, Timestamp::from_millis(T0 + 9_999), 100)
+            .await
+            .expect("due")
+            .is_empty(),
+        "nothing due before the first deadline"
+    );
+    // Moving v1's deadline later removes its old index entry.
+    let v1 = store
+        .visitor(&site, "v1")
+        .await
+        .expect("visitor")
+        .expect("v1");
+    store
+        .save_visitor(
+            &site,
+            &sample_record("v1", T0, T0 + 50_000),
+            Some(v1.version),
+        )
+        .await
+        .expect("update");
+    let due = store
+        .due_visitors(&site, Timestamp::from_millis(T0 + 20_000), 100)
+        .await
+        .expect("due");
+    assert_eq!(ids(due), ["v2"], "an updated deadline moves in the index");
+    let v2 = store
+        .visitor(&site, "v2")
+        .await
+        .expect("visitor")
+        .expect("v2");
+    store
+        .remove_visitor(&site, "v2", v2.version)
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.next_deadline(&site).await.expect("next_deadline"),
+        Some(Timestamp::from_millis(T0 + 30_000)),
+        "a deleted record leaves the index"
+    );
+    let due = store
+        .due_visitors(&site, Timestamp::from_millis(T0 + 60_000), 100)
+        .await
+        .expect("due");
+    assert_eq!(ids(due), ["v3", "v4", "v1"]);
+    assert_eq!(store.visitors(&site).await.expect("visitors").len(), 3);
+}
+
+/// Sequence numbers advance atomically per site.
+pub async fn sequence_numbers(store: &dyn Store, prefix: &str) {
+    let a = site_id(prefix, "seq-a");
+    let b = site_id(prefix, "seq-b");
+    assert_eq!(
+        store.sequence(&a).await.expect("sequence"),
+        0,
+        "starts at 0"
+    );
+    assert_eq!(store.advance_sequence(&a, 1).await.expect("advance"), 1);
+    assert_eq!(store.advance_sequence(&a, 3).await.expect("advance"), 4);
+    assert_eq!(store.sequence(&a).await.expect("sequence"), 4);
+    assert_eq!(store.sequence(&b).await.expect("sequence"), 0, "per site");
+    let all = join_all((0..10).map(|_| store.advance_sequence(&b, 1))).await;
+    let mut got: Vec<u64> = all.into_iter().map(|r| r.expect("advance")).collect();
+    got.sort_unstable();
+    assert_eq!(
+        got,
+        (1..=10).collect::<Vec<_>>(),
+        "concurrent advances never overlap"
+    );
+}
+
+/// One site's records are invisible to another.
+pub async fn sites_are_isolated(store: &dyn Store, prefix: &str) {
+    let a = site_id(prefix, "iso-a");
+    let b = site_id(prefix, "iso-b");
+    store
+        .save_visitor(&a, &sample_record("same", T0, T0 + 1_000), None)
+        .await
+        .expect("insert a");
+    assert_eq!(store.visitor(&b, "same").await.expect("visitor"), None);
+    assert!(store.visitors(&b).await.expect("visitors").is_empty());
+    assert!(
+        store
+            .due_visitors(&b, Timestamp::from_millis(T0 + 5_000), 10)
+            .await
+            .expect("due")
+            .is_empty()
+    );
+    assert_eq!(store.next_deadline(&b).await.expect("next_deadline"), None);
+    store
+        .save_visitor(&b, &sample_record("same", T0, T0 + 2_000), None)
+        .await
+        .expect("the same id in another site is a new record");
+    assert_eq!(store.visitors(&a).await.expect("visitors").len(), 1);
+}
+
+/// Every field of a record survives storage.
+pub async fn records_round_trip(store: &dyn Store, prefix: &str) {
+    let site = site_id(prefix, "rt");
+    let mut r = sample_record("full", T0, T0 + 300_000);
+    r.referrer = Some("https://google.com/?q=ü \"quoted\"".to_owned());
+    r.user_agent = Some("Mozilla/5.0 (compatible; Googlebot/2.1)".to_owned());
+    r.is_bot = true;
+    r.client_timestamp = Some("2025-10-16T12:00:00Z".to_owned());
+    r.company.name = "Acme Corporation".to_owned();
+    r.company.domain = Some("acme.com".to_owned());
+    r.company.source = EnrichmentSource::Cache;
+    r.company.is_cached = true;
+    r.company.enriched_at = Some(Timestamp::from_millis(T0 - 5));
+    r.tabs.push(Tab {
+        tab_id: "hidden-tab".to_owned(),
+        url: "https://example.com/über".to_owned(),
+        visibility: Visibility::Hidden,
+        last_seen: Timestamp::from_millis(T0 + 7),
+    });
+    store.save_visitor(&site, &r, None).await.expect("insert");
+    let back = store
+        .visitor(&site, "full")
+        .await
+        .expect("visitor")
+        .expect("record");
+    assert_eq!(back.value, r, "round trip");
+    assert_eq!(store.visitors(&site).await.expect("visitors"), vec![r]);
+}
+
+/// Many concurrent page views of one visitor through [`Tippen::track`]: none is lost.
+pub async fn concurrent_writers_lose_nothing(store: Arc<dyn Store>, prefix: &str) {
+    let site = site_id(prefix, "race");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
+    let mut config = Config::default();
+    config.limits.max_write_attempts = 10_000;
+    let tippen = Tippen::new(store.clone(), clock.clone(), config);
+    let ping = |tab: usize| Ping {
+        kind: PingKind::PageView,
+        tab_id: format!("tab{}", tab % 3),
+        url: format!("https://example.com/{tab}"),
+        visibility: Visibility::Visible,
+        referrer: None,
+        user_agent: None,
+        website: "example.com".to_owned(),
+        client_timestamp: None,
+    };
+    let pings: Vec<Ping> = (0..24).map(ping).collect();
+    let results = join_all(pings.iter().map(|p| tippen.track(&site, "racer", p, None))).await;
+    let mut messages = 0;
+    for r in results {
+        messages += r.expect("track under contention").messages.len();
+    }
+    let record = store
+        .visitor(&site, "racer")
+        .await
+        .expect("visitor")
+        .expect("record");
+    assert_eq!(
+        record.value.page_views, 24,
+        "every concurrent page view counted"
+    );
+    assert_eq!(record.value.tabs.len(), 3, "three tabs");
+    assert_eq!(
+        store.sequence(&site).await.expect("sequence"),
+        messages as u64,
+        "one sequence number per message"
+    );
+    // Two racing sweeps of an expired visitor: exactly one removal.
+    clock.advance(PresenceConfig::default().visible_grace + Duration::from_millis(1));
+    let sweeps = join_all([tippen.sweep(&site), tippen.sweep(&site)]).await;
+    let removals: usize = sweeps
+        .into_iter()
+        .map(|s| {
+            s.expect("sweep")
+                .messages
+                .iter()
+                .filter(|m| m.to_json().contains("VISITOR_REMOVED"))
+                .count()
+        })
+        .sum();
+    assert_eq!(removals, 1, "racing sweeps remove a visitor exactly once");
+}
