@@ -385,7 +385,6 @@
     openChannel();
 
     var api = {
-      __tippen: true,
       version: VERSION,
       get visitorId() {
         return visitorId;
@@ -403,6 +402,7 @@
       }
     };
     try {
+      Object.defineProperty(api, '__tippen', { value: true }); // marks a running copy
       Object.defineProperty(window, 'tippen', { value: api, configurable: true, enumerable: false, writable: true });
     } catch (e) {
       window.tippen = api;

@@ -301,7 +301,11 @@ fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
             serde_json::error::Category::Data => {
                 let msg = inner.to_string();
                 // serde_json appends " at line L column C"; the path says more.
-                let msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+                let mut msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
+                // Name JSON shapes, not Rust types.
+                if let Some(i) = msg.find("expected struct ") {
+                    msg.replace_range(i.., "expected a JSON object");
+                }
                 if path == "." {
                     ApiError::bad_request(format!("invalid request body: {msg}"))
                 } else {

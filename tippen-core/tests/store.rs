@@ -1,0 +1,139 @@
+//! The store conformance suite on the memory store, and the service's handling of store
+//! failures with a mocked store.
+
+mod common;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use common::*;
+use mockall::mock;
+use tippen_core::api::RequestContext;
+use tippen_core::presence::VisitorRecord;
+use tippen_core::{
+    Config, KeyHash, ManualClock, MemoryStore, Site, SiteId, Store, StoreError, Timestamp, Tippen,
+    Version, Versioned,
+};
+
+#[test]
+fn memory_store_passes_the_conformance_suite() {
+    block(tippen_core::testkit::run_store_suite(
+        Arc::new(MemoryStore::new()),
+        "mem",
+    ));
+}
+
+mock! {
+    pub Storage {}
+    #[async_trait]
+    impl Store for Storage {
+        async fn put_site(&self, site: &Site) -> Result<(), StoreError>;
+        async fn sites(&self) -> Result<Vec<Site>, StoreError>;
+        async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError>;
+        async fn visitor(&self, site: &SiteId, visitor_id: &str) -> Result<Option<Versioned<VisitorRecord>>, StoreError>;
+        async fn save_visitor(&self, site: &SiteId, record: &VisitorRecord, expected: Option<Version>) -> Result<Version, StoreError>;
+        async fn remove_visitor(&self, site: &SiteId, visitor_id: &str, expected: Version) -> Result<(), StoreError>;
+        async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError>;
+        async fn due_visitors(&self, site: &SiteId, now: Timestamp, limit: usize) -> Result<Vec<Versioned<VisitorRecord>>, StoreError>;
+        async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError>;
+        async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError>;
+        async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError>;
+    }
+}
+
+fn service(store: MockStorage) -> Tippen {
+    let mut config = Config::default();
+    config.limits.max_write_attempts = 3;
+    Tippen::new(
+        Arc::new(store),
+        Arc::new(ManualClock::new(Timestamp::from_millis(T0))),
+        config,
+    )
+}
+
+fn track(t: &Tippen) -> tippen_core::api::Handled {
+    let req = http::Request::post("/track/visitor")
+        .header("X-Tippen-API-Key", "pk")
+        .body(bytes::Bytes::from(pageview("v", "t", "https://e.example/")))
+        .unwrap();
+    block(t.handle(req, &RequestContext::default()))
+}
+
+fn with_site(store: &mut MockStorage) {
+    store
+        .expect_site_by_key()
+        .returning(|_| Ok(Some(Site::new("s", "S", "pk", "sk"))));
+}
+
+#[test]
+fn endless_conflicts_give_up_after_the_configured_attempts_with_503() {
+    let mut store = MockStorage::new();
+    with_site(&mut store);
+    store.expect_visitor().times(3).returning(|_, _| Ok(None));
+    store
+        .expect_save_visitor()
+        .times(3)
+        .returning(|_, _, _| Err(StoreError::Conflict));
+    store.expect_advance_sequence().never();
+    let r = track(&service(store));
+    assert_eq!(r.response.status(), 503);
+    assert!(
+        body_json(&r)["error"]
+            .as_str()
+            .unwrap()
+            .contains("contention")
+    );
+    assert!(
+        r.broadcasts.is_empty(),
+        "nothing happened, nothing is announced"
+    );
+}
+
+#[test]
+fn a_failing_backend_is_a_500_without_details() {
+    let mut store = MockStorage::new();
+    with_site(&mut store);
+    store.expect_visitor().returning(|_, _| {
+        Err(StoreError::Backend(
+            "disk on fire at /var/lib/secret".into(),
+        ))
+    });
+    let r = track(&service(store));
+    assert_eq!(r.response.status(), 500);
+    assert_eq!(body_json(&r)["error"], "internal storage error");
+}
+
+#[test]
+fn a_conflict_is_retried_with_a_fresh_read() {
+    let mut store = MockStorage::new();
+    with_site(&mut store);
+    let mut seq = mockall::Sequence::new();
+    store
+        .expect_visitor()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(None));
+    store
+        .expect_save_visitor()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Err(StoreError::Conflict));
+    store
+        .expect_visitor()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(None));
+    store
+        .expect_save_visitor()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(|_, _, expected| expected.is_none())
+        .returning(|_, _, _| Ok(Version(1)));
+    store
+        .expect_advance_sequence()
+        .times(1)
+        .returning(|_, by| Ok(by));
+    let r = track(&service(store));
+    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.broadcasts.len(), 1);
+}
