@@ -31,7 +31,7 @@
 //! ```
 //! use std::{sync::Arc, time::Duration};
 //! use bytes::Bytes;
-//! use tippen_core::{api::RequestContext, Config, ManualClock, MemoryStore, Site, SiteId, Timestamp, Tippen};
+//! use tippen_core::{api::RequestContext, Clock, Config, ManualClock, MemoryStore, Site, SiteId, Timestamp, Tippen};
 //!
 //! # futures_util::FutureExt::now_or_never(async {
 //! let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_729_080_000_000)));
