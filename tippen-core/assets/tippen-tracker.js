@@ -117,6 +117,7 @@
     var pending = null; // event held back during backoff, sent by the retry
     var timer = null;
     var stopped = false; // after pagehide, until pageshow
+    var disabled = false; // the server refused our key: nothing more to send
 
     var visibility = function () {
       return document.visibilityState === 'hidden' ? 'hidden' : 'visible';
@@ -201,10 +202,18 @@
       }).then(function (r) {
         var retryable = r.status === 0 || r.status === 429 || r.status >= 500;
         if (!retryable) {
-          if (r.status >= 400) log('rejected with HTTP', r.status, '(not retried)');
-          else log('ok', event);
           failures = 0;
           backoffUntil = 0;
+          if (r.status === 401 || r.status === 403 || r.status === 404) {
+            // A wrong key or endpoint does not fix itself: stop until the next page load.
+            log('rejected with HTTP', r.status, '- check data-tippen-api-key / data-tippen-endpoint; tracking stopped');
+            disabled = true;
+            stopped = true;
+            schedule(0);
+            return false;
+          }
+          if (r.status >= 400) log('rejected with HTTP', r.status, '(not retried)');
+          else log('ok', event);
           schedule(heartbeatMs);
           return r.status < 400;
         }
@@ -314,6 +323,7 @@
         if (timer) clearTimeout(timer);
         timer = null;
         closeChannel();
+        if (disabled) return;
         if (Date.now() < internalNavUntil) {
           log('moving to another page of this site: no leave beacon');
           return;
@@ -337,7 +347,7 @@
 
     window.addEventListener('pageshow', function (event) {
       try {
-        if (!event.persisted) return; // the first load is counted by start()
+        if (!event.persisted || disabled) return; // the first load is counted by start()
         log('restored from the back/forward cache');
         stopped = false;
         internalNavUntil = 0;

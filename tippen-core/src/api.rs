@@ -95,6 +95,9 @@ enum Op {
         tab_id: Option<String>,
     },
     ListVisitors,
+    DeleteVisitor {
+        visitor_id: String,
+    },
     SendVideoInvite {
         visitor_id: String,
         guest_url: String,
@@ -143,6 +146,13 @@ impl ApiError {
         if let Some(allow) = self.allow {
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
+        }
+        if matches!(
+            self.status,
+            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+        ) {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
         }
         r
     }
@@ -224,6 +234,7 @@ enum Route {
     TrackLeave,
     DashboardSocket,
     Visitors,
+    Visitor,
     SendVideoInvite,
     UserActivity,
     Tracker,
@@ -244,6 +255,9 @@ impl Route {
             "/track/leave" => Route::TrackLeave,
             "/ws/dashboard" => Route::DashboardSocket,
             "/api/visitors" => Route::Visitors,
+            p if p.starts_with("/api/visitors/") && p.len() > "/api/visitors/".len() => {
+                Route::Visitor
+            }
             "/api/send-video-invite" => Route::SendVideoInvite,
             "/api/track/user-activity" => Route::UserActivity,
             "/tippen-tracker.js" => Route::Tracker,
@@ -259,6 +273,7 @@ impl Route {
             | Route::TrackLeave
             | Route::SendVideoInvite
             | Route::UserActivity => "POST, OPTIONS",
+            Route::Visitor => "DELETE, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -266,6 +281,7 @@ impl Route {
     fn method_ok(self, m: &Method) -> bool {
         match self.allow() {
             "POST, OPTIONS" => m == Method::POST,
+            "DELETE, OPTIONS" => m == Method::DELETE,
             _ => m == Method::GET || m == Method::HEAD,
         }
     }
@@ -276,6 +292,15 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.into_owned())
+}
+
+fn percent_decode(s: &str) -> String {
+    // form_urlencoded also maps '+' to ' '; path segments keep '+', so protect it first.
+    let protected = s.replace('+', "%2B");
+    form_urlencoded::parse(format!("x={protected}").as_bytes())
+        .next()
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 fn key_from(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
@@ -469,6 +494,15 @@ impl Tippen {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 call(site, Op::ListVisitors)
             }
+            Route::Visitor => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let raw = path
+                    .trim_end_matches('/')
+                    .trim_start_matches("/api/visitors/");
+                let visitor_id = percent_decode(raw);
+                check_id("visitor id", &visitor_id, limits.max_id_bytes)?;
+                call(site, Op::DeleteVisitor { visitor_id })
+            }
             Route::TrackVisitor => {
                 if let Some(k) = &key {
                     // Reject a bad key before parsing anything.
@@ -638,6 +672,24 @@ impl Tippen {
                     (
                         json_response(StatusCode::OK, &VisitorsResponse { visitors, seq }),
                         Outcome::default(),
+                    )
+                }
+                Op::DeleteVisitor { visitor_id } => {
+                    let (deleted, outcome) = self.delete_visitor(&site, &visitor_id).await?;
+                    #[derive(Serialize)]
+                    struct Deleted {
+                        success: bool,
+                        deleted: bool,
+                    }
+                    (
+                        json_response(
+                            StatusCode::OK,
+                            &Deleted {
+                                success: true,
+                                deleted,
+                            },
+                        ),
+                        outcome,
                     )
                 }
                 Op::SendVideoInvite {

@@ -31,6 +31,8 @@ pub enum RemovalReason {
     Inactive,
     /// The last tab sent an exit beacon.
     Left,
+    /// Addition: an admin deleted the visitor's data (privacy request).
+    Deleted,
 }
 
 /// What a tracker reported.

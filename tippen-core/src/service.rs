@@ -328,6 +328,42 @@ impl Tippen {
         })
     }
 
+    /// Deletes a visitor's data at once (a privacy request); dashboards hear
+    /// `VISITOR_REMOVED` with reason `deleted`. Returns whether there was anything to delete.
+    pub async fn delete_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<(bool, Outcome), ServiceError> {
+        for _ in 0..self.config.limits.max_write_attempts {
+            let Some(current) = self.store.visitor(site, visitor_id).await? else {
+                return Ok((false, Outcome::default()));
+            };
+            match self
+                .store
+                .remove_visitor(site, visitor_id, current.version)
+                .await
+            {
+                Ok(()) => {
+                    let message = ServerMessage::VisitorRemoved {
+                        visitor_id: visitor_id.to_owned(),
+                        reason: RemovalReason::Deleted,
+                    };
+                    return Ok((
+                        true,
+                        Outcome {
+                            messages: self.sequence(site, vec![message]).await?,
+                            deadline: None,
+                        },
+                    ));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention(visitor_id.to_owned()))
+    }
+
     /// The site's next deadline, as stored.
     pub async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, ServiceError> {
         Ok(self.store.next_deadline(site).await?)

@@ -443,3 +443,42 @@ fn assets_are_served() {
         assert!(!r.response.body().is_empty());
     }
 }
+
+#[test]
+fn visitors_can_be_deleted_by_the_secret_key() {
+    let h = harness();
+    h.track("pk_a", &pageview("visitor_1+2", "t", "https://a.example/"));
+    let r = h.send("DELETE", "/api/visitors/visitor_1+2?apiKey=pk_a", &[], "");
+    assert_eq!(r.response.status(), 403, "the public key cannot delete");
+    let r = h.send(
+        "DELETE",
+        "/api/visitors/visitor_1%2B2",
+        &[("X-Tippen-API-Key", "sk_a")],
+        "",
+    );
+    assert_eq!(
+        body_json(&r),
+        serde_json::json!({"success": true, "deleted": true}),
+        "percent-decoded id"
+    );
+    let m: Value = serde_json::from_str(&r.broadcasts[0]).unwrap();
+    assert_eq!(m["type"], "VISITOR_REMOVED");
+    assert_eq!(m["reason"], "deleted");
+    let list = body_json(&h.send("GET", "/api/visitors?apiKey=sk_a", &[], ""));
+    assert!(list["visitors"].as_array().unwrap().is_empty());
+    let r = h.send(
+        "DELETE",
+        "/api/visitors/visitor_1+2",
+        &[("X-Tippen-API-Key", "sk_a")],
+        "",
+    );
+    assert_eq!(
+        body_json(&r),
+        serde_json::json!({"success": true, "deleted": false}),
+        "nothing left"
+    );
+    assert!(r.broadcasts.is_empty());
+    let r = h.send("GET", "/api/visitors/x?apiKey=sk_a", &[], "");
+    assert_eq!(r.response.status(), 405);
+    assert_eq!(r.response.headers()["allow"], "DELETE, OPTIONS");
+}

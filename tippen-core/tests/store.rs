@@ -77,6 +77,7 @@ fn endless_conflicts_give_up_after_the_configured_attempts_with_503() {
     store.expect_advance_sequence().never();
     let r = track(&service(store));
     assert_eq!(r.response.status(), 503);
+    assert_eq!(r.response.headers()["retry-after"], "1");
     assert!(
         body_json(&r)["error"]
             .as_str()
