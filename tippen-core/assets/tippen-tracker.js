@@ -218,7 +218,7 @@
           return r.status < 400;
         }
         failures += 1;
-        var delay = backoffDelay(r.status === 429 ? parseRetryAfter(r.retryAfter) : 0);
+        var delay = backoffDelay(parseRetryAfter(r.retryAfter));
         backoffUntil = Date.now() + delay;
         if (!pending || PRIORITY[event] > PRIORITY[pending]) pending = event;
         log('failed (' + (r.status || 'network error') + '), retry in', Math.round(delay), 'ms');

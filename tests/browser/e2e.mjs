@@ -1,0 +1,372 @@
+// End-to-end test of tippen's tracker and dashboard in headless Chromium.
+//
+// Needs a running tippen server (the caller starts it with short presence timings) and
+//   TIPPEN_BASE_URL          e.g. http://127.0.0.1:18787
+//   TIPPEN_KEY               a legacy key: tracks and opens the dashboard
+//   TIPPEN_ARTIFACTS         folder for screenshots and logs (default <repo>/test-artifacts/browser)
+//   TIPPEN_VISIBLE_GRACE_MS  the server's visible-tab grace (default 3000)
+//   TIPPEN_HIDDEN_GRACE_MS   the server's hidden-tab grace (default 8000)
+//   TIPPEN_CHROMIUM          the browser (default /usr/bin/chromium)
+//
+// Context A is the site owner's dashboard, context B a visitor on the demo store. Exit code 0
+// when every step passed, 1 otherwise (with screenshots of both pages in TIPPEN_ARTIFACTS).
+import { chromium } from 'playwright-core';
+import fs from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const BASE = (process.env.TIPPEN_BASE_URL || 'http://127.0.0.1:18787').replace(/\/+$/, '');
+const KEY = process.env.TIPPEN_KEY || '';
+const ARTIFACTS = path.resolve(process.env.TIPPEN_ARTIFACTS || path.join(here, '..', '..', 'test-artifacts', 'browser'));
+const VISIBLE_GRACE = Number(process.env.TIPPEN_VISIBLE_GRACE_MS || 3000);
+const HIDDEN_GRACE = Number(process.env.TIPPEN_HIDDEN_GRACE_MS || 8000);
+const CHROMIUM = process.env.TIPPEN_CHROMIUM || '/usr/bin/chromium';
+const HEARTBEAT_MS = 1000;
+const ARGS = [
+  '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const WATCHDOG_MS = 90000;
+
+const timings = {};
+const problems = []; // uncaught page errors: a failure even when every step passed
+const consoleLines = [];
+let passed = 0;
+let failed = 0;
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const now = () => Date.now();
+const say = (line) => process.stdout.write(line + '\n');
+
+class StepFailure extends Error {}
+function assert(cond, message) {
+  if (!cond) throw new StepFailure(message);
+}
+
+let browser;
+let dash; // context A's page
+const visitorPages = []; // context B's pages, for screenshots
+
+// What the dashboard shows, for assertions and failure messages.
+function dashboardState() {
+  return dash.evaluate(() => ({
+    connection: (document.getElementById('connection-state') || {}).textContent,
+    count: (document.getElementById('visitor-count') || {}).textContent,
+    rows: Array.from(document.querySelectorAll('#visitors tr[data-visitor-id]')).map((tr) => ({
+      id: tr.getAttribute('data-visitor-id'),
+      status: (tr.querySelector('.status') || {}).textContent,
+      pageViews: (tr.querySelector('.page-views') || {}).textContent,
+      tabs: Array.from(tr.querySelectorAll('.pages [data-tab-id]')).map((t) => ({
+        tabId: t.getAttribute('data-tab-id'), visibility: t.getAttribute('data-visibility'), text: t.textContent,
+      })),
+    })),
+    log: Array.from(document.querySelectorAll('#event-log li')).slice(0, 8).map((li) => li.textContent),
+  }));
+}
+
+// Polls fn in the dashboard until it returns a truthy value; fails with message and what the
+// dashboard showed. Returns [value, elapsed ms].
+async function waitInDashboard(fn, arg, timeoutMs, message) {
+  const t0 = now();
+  try {
+    const handle = await dash.waitForFunction(fn, arg, { timeout: Math.max(1, timeoutMs), polling: 25 });
+    return [await handle.jsonValue(), now() - t0];
+  } catch (e) {
+    if (!/Timeout/i.test(String(e && e.message))) throw e;
+    let state = '(unavailable)';
+    try { state = JSON.stringify(await dashboardState()); } catch { /* page gone */ }
+    throw new StepFailure(`${message} (waited ${now() - t0} ms); dashboard shows: ${state}`);
+  }
+}
+
+async function step(name, fn) {
+  const t0 = now();
+  say(`-- ${name}`);
+  try {
+    await fn();
+    passed += 1;
+    say(`ok   ${name} (${now() - t0} ms)`);
+  } catch (e) {
+    failed += 1;
+    say(`FAIL ${name}: ${e instanceof StepFailure ? e.message : (e && e.stack) || e}`);
+    if (e && typeof e === 'object') e.reported = true;
+    throw e;
+  }
+}
+
+function watch(page, label) {
+  page.on('console', (m) => consoleLines.push(`[${label}] ${m.type()}: ${m.text()}`));
+  page.on('pageerror', (err) => {
+    problems.push(`[${label}] uncaught: ${err.message}`);
+    consoleLines.push(`[${label}] pageerror: ${err.stack || err.message}`);
+  });
+}
+
+async function screenshots(suffix) {
+  fs.mkdirSync(ARTIFACTS, { recursive: true });
+  const shots = [];
+  const take = async (page, name) => {
+    if (!page || page.isClosed()) return;
+    const file = path.join(ARTIFACTS, `${name}-${suffix}.png`);
+    try {
+      await page.screenshot({ path: file, fullPage: true, timeout: 5000 });
+      shots.push(file);
+    } catch (e) {
+      say(`(screenshot of ${name} failed: ${e.message})`);
+    }
+  };
+  await take(dash, 'dashboard');
+  for (let i = 0; i < visitorPages.length; i++) await take(visitorPages[i], `demo-tab${i + 1}`);
+  return shots;
+}
+
+async function main() {
+  assert(KEY, 'TIPPEN_KEY is not set (a legacy key of the running server)');
+  assert(VISIBLE_GRACE + HEARTBEAT_MS + 1000 < HIDDEN_GRACE,
+    `hidden grace ${HIDDEN_GRACE} ms must exceed visible grace ${VISIBLE_GRACE} ms by more than 2 s to tell them apart`);
+
+  // The server must be up before anything else makes sense.
+  let health;
+  try {
+    const res = await fetch(BASE + '/');
+    health = `${res.status} ${(await res.text()).slice(0, 40)}`;
+  } catch (e) {
+    throw new StepFailure(`no tippen server at ${BASE}: ${e.cause ? e.cause.code || e.cause.message : e.message}`);
+  }
+  say(`server ${BASE}: GET / -> ${health}`);
+
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
+  say(`chromium ${browser.version()}`);
+  const ctxA = await browser.newContext({ viewport: { width: 1400, height: 900 } });
+  const ctxB = await browser.newContext({ viewport: { width: 1200, height: 800 } });
+  dash = await ctxA.newPage();
+  watch(dash, 'dashboard');
+  // Every frame of the dashboard's socket, to check the server's sequence numbers.
+  const framesIn = [];
+  const framesOut = [];
+  dash.on('websocket', (ws) => {
+    ws.on('framereceived', (f) => framesIn.push(String(f.payload)));
+    ws.on('framesent', (f) => framesOut.push(String(f.payload)));
+  });
+
+  const demoUrl = `${BASE}/demo?apiKey=${encodeURIComponent(KEY)}&heartbeatMs=${HEARTBEAT_MS}`;
+  let visitorId;
+  let tab1;
+  let tab2;
+  let b1;
+  let b2;
+
+  await step('1. dashboard connects', async () => {
+    const t0 = now();
+    await dash.goto(`${BASE}/dashboard?apiKey=${encodeURIComponent(KEY)}`);
+    const [, ms] = await waitInDashboard(
+      () => (document.getElementById('connection-state') || {}).textContent === 'connected', null, 5000,
+      '#connection-state never read "connected"');
+    timings.dashboardConnectedMs = now() - t0;
+    void ms;
+  });
+
+  await step('2. a visitor opens the demo and appears as exactly one new row within 3 s', async () => {
+    const before = (await dashboardState()).rows.map((r) => r.id);
+    b1 = await ctxB.newPage();
+    visitorPages.push(b1);
+    watch(b1, 'demo-tab1');
+    const t0 = now();
+    await b1.goto(demoUrl);
+    await b1.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 })
+      .catch(() => { throw new StepFailure('window.tippen.visitorId never appeared on the demo page (tracker not running?)'); });
+    ({ visitorId, tabId: tab1 } = await b1.evaluate(() => ({ visitorId: window.tippen.visitorId, tabId: window.tippen.tabId })));
+    assert(/^visitor_\d+_[0-9a-z]{9}$/.test(visitorId), `visitor id ${visitorId} has not the form visitor_<ms>_<9 base36>`);
+    assert(/^tab_\d+_/.test(tab1), `tab id ${tab1} has not the form tab_<ms>_<random>`);
+    await waitInDashboard(
+      (id) => !!document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), visitorId,
+      3000 - (now() - t0), `no row for ${visitorId} within 3 s of opening the demo`);
+    timings.rowAppearedMs = now() - t0;
+    const state = await dashboardState();
+    const added = state.rows.filter((r) => !before.includes(r.id));
+    assert(added.length === 1, `expected exactly one new row, got ${added.length}: ${JSON.stringify(added)}`);
+    assert(added[0].id === visitorId, `the new row is ${added[0].id}, not the demo's visitor ${visitorId}`);
+    assert(state.count === String(state.rows.length), `#visitor-count says ${state.count} but the table has ${state.rows.length} rows`);
+    const row = added[0];
+    assert(row.tabs.length === 1 && row.tabs[0].tabId === tab1 && row.tabs[0].visibility === 'visible',
+      `expected one visible tab line ${tab1}, got ${JSON.stringify(row.tabs)}`);
+    say(`     visitor ${visitorId}, tab ${tab1}`);
+  });
+
+  await step('3. SPA navigation to pricing shows in the pages cell within 2 s', async () => {
+    const t0 = now();
+    await b1.click('#nav-pricing');
+    const url = b1.url();
+    assert(url.includes('page=pricing'), `the demo's URL after clicking #nav-pricing is ${url}`);
+    const [views] = await waitInDashboard(
+      ([id, tab]) => {
+        const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`);
+        const line = row && row.querySelector(`.pages [data-tab-id="${CSS.escape(tab)}"]`);
+        return line && line.textContent.includes('page=pricing') ? row.querySelector('.page-views').textContent : null;
+      }, [visitorId, tab1], 2000 - (now() - t0), `the pages cell of ${visitorId} never showed the pricing URL ${url}`);
+    timings.pricingShownMs = now() - t0;
+    if (Number(views) < 2) say(`     note: page views show ${views} after two pageviews`);
+  });
+
+  await step('4. a hidden tab outlives the visible grace', async () => {
+    let t0 = now();
+    // Headless Chromium keeps every page visible; hide this one the way the browser would.
+    await b1.evaluate(() => {
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => 'hidden' });
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => true });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await waitInDashboard(
+      ([id, tab]) => {
+        const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`);
+        return !!(row && row.querySelector(`.pages [data-tab-id="${CSS.escape(tab)}"][data-visibility="hidden"]`) &&
+          row.querySelector('.status').textContent.trim() === 'idle');
+      }, [visitorId, tab1], 2000, `tab ${tab1} never showed data-visibility="hidden" with status idle`);
+    timings.hiddenShownMs = now() - t0;
+
+    // Then freeze it as Chrome freezes background tabs: no script runs, so no heartbeat goes out.
+    const cdp = await ctxB.newCDPSession(b1);
+    try {
+      await cdp.send('Debugger.enable');
+      const paused = new Promise((resolve) => cdp.once('Debugger.paused', resolve));
+      await cdp.send('Debugger.pause');
+      let pauseTimer;
+      await Promise.race([paused, new Promise((_, reject) => {
+        pauseTimer = setTimeout(() => reject(new StepFailure('the demo page never paused')), HEARTBEAT_MS * 3);
+      })]).finally(() => clearTimeout(pauseTimer));
+      t0 = now(); // the tab's last event reached the server before this
+      const margin = Math.min(1500, Math.max(250, (HIDDEN_GRACE - VISIBLE_GRACE - HEARTBEAT_MS) / 2));
+      const waitMs = VISIBLE_GRACE + margin;
+      say(`     tab frozen; waiting ${waitMs} ms (visible grace ${VISIBLE_GRACE}, hidden grace ${HIDDEN_GRACE})`);
+      await sleep(waitMs);
+      const state = await dashboardState();
+      const row = state.rows.find((r) => r.id === visitorId);
+      assert(row, `the visitor was removed ${waitMs} ms after its hidden tab went quiet: hidden tabs must get the hidden grace (${HIDDEN_GRACE} ms)`);
+      assert(row.tabs.some((t) => t.tabId === tab1 && t.visibility === 'hidden'),
+        `tab ${tab1} is no longer listed as hidden: ${JSON.stringify(row.tabs)}`);
+      timings.hiddenQuietMs = now() - t0;
+    } finally {
+      // Let the tab run again (its heartbeats resume; screenshots need it too).
+      await cdp.send('Debugger.resume').catch(() => {});
+      await cdp.send('Debugger.disable').catch(() => {});
+      await cdp.detach().catch(() => {});
+    }
+  });
+
+  await step('5. a second tab of the same visitor is a second tab line of one row', async () => {
+    b2 = await ctxB.newPage();
+    visitorPages.push(b2);
+    watch(b2, 'demo-tab2');
+    const t0 = now();
+    await b2.goto(demoUrl);
+    await b2.waitForFunction(() => window.tippen && window.tippen.tabId, null, { timeout: 3000 });
+    const ids = await b2.evaluate(() => ({ visitorId: window.tippen.visitorId, tabId: window.tippen.tabId }));
+    tab2 = ids.tabId;
+    assert(ids.visitorId === visitorId, `the second tab has visitor id ${ids.visitorId}, expected ${visitorId} (localStorage)`);
+    assert(tab2 !== tab1, `the second tab reuses tab id ${tab1} (sessionStorage must be per tab)`);
+    await waitInDashboard(
+      ([id, t1, t2]) => {
+        const rows = document.querySelectorAll(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`);
+        if (rows.length !== 1) return false;
+        const lines = Array.from(rows[0].querySelectorAll('.pages [data-tab-id]'));
+        const got = lines.map((l) => l.getAttribute('data-tab-id') + ':' + l.getAttribute('data-visibility')).sort();
+        return JSON.stringify(got) === JSON.stringify([t1 + ':hidden', t2 + ':visible'].sort());
+      }, [visitorId, tab1, tab2], 3000 - (now() - t0),
+      `expected one row for ${visitorId} with tab lines ${tab1} (hidden) and ${tab2} (visible)`);
+    timings.secondTabMs = now() - t0;
+    const state = await dashboardState();
+    assert(state.rows.filter((r) => r.id === visitorId).length === 1, 'more than one row for the visitor');
+    const row = state.rows.find((r) => r.id === visitorId);
+    assert(row.status.trim() === 'active', `status is "${row.status}" with a visible tab, expected active`);
+    await screenshots('two-tabs');
+  });
+
+  await step('6. closing both tabs removes the visitor within 2 s with reason "left"', async () => {
+    // Record the removal time in the page (same machine clock as ours).
+    await dash.evaluate((id) => {
+      window.__removedAt = null;
+      const sel = `#visitors tr[data-visitor-id="${CSS.escape(id)}"]`;
+      const mo = new MutationObserver(() => {
+        if (!document.querySelector(sel) && window.__removedAt == null) { window.__removedAt = Date.now(); mo.disconnect(); }
+      });
+      mo.observe(document.getElementById('visitors'), { subtree: true, childList: true, attributes: true });
+    }, visitorId);
+    const t0 = now();
+    await Promise.all([b1.close({ runBeforeUnload: true }), b2.close({ runBeforeUnload: true })]);
+    await waitInDashboard(
+      (id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), visitorId,
+      2000 - (now() - t0), `the row of ${visitorId} was still there 2 s after both tabs closed`);
+    const removedAt = await dash.evaluate(() => window.__removedAt);
+    timings.removalMs = (removedAt || now()) - t0;
+    say(`     row removed ${timings.removalMs} ms after closing the tabs`);
+    const [reason] = await waitInDashboard(
+      (id) => {
+        const li = document.querySelector(`#event-log li[data-visitor-id="${CSS.escape(id)}"][data-reason]`);
+        return li && li.getAttribute('data-reason');
+      }, visitorId, 1000, `no removal of ${visitorId} in #event-log`);
+    assert(reason === 'left', `the removal's reason is "${reason}", expected "left" (the exit beacon)`);
+    // Nothing that was in flight may bring the visitor back.
+    await sleep(1000);
+    const state = await dashboardState();
+    assert(!state.rows.some((r) => r.id === visitorId), `the visitor ${visitorId} came back after leaving`);
+    assert(state.count === String(state.rows.length), `#visitor-count says ${state.count} but the table has ${state.rows.length} rows`);
+  });
+
+  await step('7. the dashboard saw a gapless sequence and never had to resync', async () => {
+    const msgs = framesIn.map((f) => { try { return JSON.parse(f); } catch { return { unparsable: f }; } });
+    assert(msgs.length && msgs[0].type === 'INITIAL_VISITORS', `the first message is not INITIAL_VISITORS: ${framesIn[0]}`);
+    let last = null;
+    const broadcasts = new Set(['VISITOR_UPDATE', 'VISITOR_REMOVED', 'VIDEO_INVITE_SENT']);
+    for (const m of msgs) {
+      assert(Number.isInteger(m.seq), `a message without an integer seq: ${JSON.stringify(m).slice(0, 200)}`);
+      if (m.type === 'INITIAL_VISITORS') last = m.seq;
+      else if (broadcasts.has(m.type)) {
+        assert(m.seq === last + 1, `broadcast ${m.type} has seq ${m.seq} after ${last} (expected ${last + 1})`);
+        last = m.seq;
+      } else {
+        // a reply carries the current number; a broadcast still on its way may make it run ahead
+        assert(m.seq >= last, `reply ${m.type} carries seq ${m.seq}, below the ${last} already seen`);
+      }
+    }
+    const resyncs = framesOut.filter((f) => f.includes('GET_VISITORS')).length;
+    assert(resyncs === 0, `the dashboard sent GET_VISITORS ${resyncs} time(s)`);
+    timings.dashboardMessages = msgs.length;
+  });
+
+  if (problems.length) throw new StepFailure(`uncaught errors in the pages: ${problems.join('; ')}`);
+}
+
+const watchdog = setTimeout(() => {
+  say(`FAIL the test did not finish within ${WATCHDOG_MS / 1000} s`);
+  process.exit(1);
+}, WATCHDOG_MS);
+
+let ok = false;
+try {
+  await main();
+  ok = true;
+} catch (e) {
+  if (!(e && e.reported)) {
+    failed += 1;
+    say(`FAIL ${e instanceof StepFailure ? e.message : (e && e.stack) || e}`);
+  }
+  try {
+    if (dash) {
+      const shots = await screenshots('failure');
+      if (shots.length) say(`screenshots: ${shots.join(' ')}`);
+    }
+    fs.mkdirSync(ARTIFACTS, { recursive: true });
+    fs.writeFileSync(path.join(ARTIFACTS, 'console.log'), consoleLines.join('\n') + '\n');
+    say(`page console: ${path.join(ARTIFACTS, 'console.log')}`);
+  } catch (err) {
+    say(`(could not save artifacts: ${err.message})`);
+  }
+} finally {
+  if (browser) await browser.close().catch(() => {});
+  clearTimeout(watchdog);
+}
+
+say(JSON.stringify({ ok, base: BASE, visibleGraceMs: VISIBLE_GRACE, hiddenGraceMs: HIDDEN_GRACE, ...timings }));
+say(`e2e: ${passed} passed, ${failed} failed`);
+process.exit(ok ? 0 : 1);
