@@ -1,0 +1,623 @@
+//! Keys and the error table: every error is `{"error":"<message>"}` with the right status.
+
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use super::{leave_ok, listed_visitor, step_failure, track, track_ok};
+use crate::dashboard::{percent_encode, refused};
+use crate::http::{Answer, Http, Req, media_type};
+use crate::wire::{describe_bytes, track_body, unique_id};
+use crate::{Failure, Target};
+
+const NO_KEY: &str = "API key required";
+const BAD_KEY: &str = "invalid API key";
+const NEEDS_SECRET: &str = "this endpoint requires the site's secret key";
+
+/// A refused dashboard upgrade must have `status`, and a body, if any, of the error shape.
+async fn dashboard_refused_with(
+    t: &Target,
+    key: Option<&str>,
+    status: u16,
+    message: &str,
+) -> Result<(), Failure> {
+    let (got, body) = refused(t, key).await?;
+    let sent = format!(
+        "WebSocket upgrade GET /ws/dashboard{}",
+        key.map_or(String::new(), |k| format!("?apiKey={k}"))
+    );
+    if got != status {
+        return Err(step_failure(
+            sent,
+            format!("the upgrade refused with HTTP {status}"),
+            format!("HTTP {got}, body {}", describe_bytes(&body, 300)),
+        ));
+    }
+    if !body.is_empty()
+        && serde_json::from_slice::<Value>(&body).ok() != Some(json!({"error": message}))
+    {
+        return Err(step_failure(
+            sent,
+            format!("HTTP {status} {{\"error\":\"{message}\"}}"),
+            format!("HTTP {got}, body {}", describe_bytes(&body, 300)),
+        ));
+    }
+    Ok(())
+}
+
+/// No key anywhere: `401 {"error":"API key required"}` on every keyed route, and the dashboard
+/// upgrade is refused with 401.
+pub(super) async fn no_key_is_401(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let want = json!({"error": NO_KEY});
+    let id = unique_id("nokey");
+    let requests = [
+        Req::post("/track/visitor").json(&track_body(
+            "pageview",
+            &id,
+            "https://x.test/",
+            json!({}),
+        )),
+        Req::post("/track/leave").json(&json!({"visitorId": id})),
+        Req::get("/api/visitors"),
+        Req::post("/api/send-video-invite")
+            .json(&json!({"visitorId": id, "guestUrl": "https://video.test/g/1"})),
+        Req::post("/api/track/user-activity").json(&json!({
+            "userId": id, "userEmail": "a@b.test", "subscriptionTier": "paid", "events": []
+        })),
+    ];
+    for req in requests {
+        http.send(req).await?.expect_json(401, &want)?;
+    }
+    dashboard_refused_with(t, None, 401, NO_KEY).await
+}
+
+/// An unknown key, in the header, the query or the body: `403 {"error":"invalid API key"}`;
+/// the dashboard upgrade is refused with 403.
+pub(super) async fn unknown_key_is_403(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let want = json!({"error": BAD_KEY});
+    let bogus = unique_id("no_such_key");
+    let id = unique_id("badkey");
+    let body = track_body("pageview", &id, "https://x.test/", json!({}));
+    let mut in_body = body.clone();
+    in_body["apiKey"] = json!(bogus);
+    let requests = [
+        Req::post("/track/visitor").key(&bogus).json(&body),
+        Req::post(format!("/track/visitor?apiKey={}", percent_encode(&bogus))).json(&body),
+        Req::post("/track/visitor").json(&in_body),
+        Req::get("/api/visitors").key(&bogus),
+        Req::post("/api/send-video-invite")
+            .key(&bogus)
+            .json(&json!({"visitorId": id, "guestUrl": "https://video.test/g/1"})),
+    ];
+    for req in requests {
+        http.send(req).await?.expect_json(403, &want)?;
+    }
+    dashboard_refused_with(t, Some(&bogus), 403, BAD_KEY).await
+}
+
+/// The public key on secret-key routes: `403 {"error":"this endpoint requires the site's secret
+/// key"}`, including the dashboard upgrade.
+pub(super) async fn public_key_on_secret_routes_is_403(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let want = json!({"error": NEEDS_SECRET});
+    let id = unique_id("pubkey");
+    track_ok(
+        &http,
+        &t.public_key,
+        "pageview",
+        &id,
+        "https://x.test/",
+        json!({}),
+    )
+    .await?;
+    let requests = [
+        Req::get("/api/visitors").key(&t.public_key),
+        Req::get(format!(
+            "/api/visitors?apiKey={}",
+            percent_encode(&t.public_key)
+        )),
+        Req::post("/api/send-video-invite")
+            .key(&t.public_key)
+            .json(&json!({"visitorId": id, "guestUrl": "https://video.test/g/1"})),
+        Req::post("/api/send-video-invite").json(&json!({
+            "apiKey": t.public_key, "visitorId": id, "guestUrl": "https://video.test/g/1"
+        })),
+    ];
+    for req in requests {
+        http.send(req).await?.expect_json(403, &want)?;
+    }
+    dashboard_refused_with(t, Some(&t.public_key), 403, NEEDS_SECRET).await?;
+    leave_ok(&http, &t.public_key, &id, None).await?;
+    Ok(())
+}
+
+/// The key may travel in the `apiKey` query parameter or the `apiKey` body field.
+pub(super) async fn key_in_query_or_body_is_accepted(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("keyplaces");
+    let ok = json!({"success": true, "sessionId": id});
+    let body = track_body("pageview", &id, "https://x.test/", json!({}));
+    http.send(
+        Req::post(format!(
+            "/track/visitor?apiKey={}",
+            percent_encode(&t.public_key)
+        ))
+        .json(&body),
+    )
+    .await?
+    .expect_json(200, &ok)?;
+    let mut in_body = track_body("heartbeat", &id, "https://x.test/", json!({}));
+    in_body["apiKey"] = json!(t.public_key);
+    http.send(Req::post("/track/visitor").json(&in_body))
+        .await?
+        .expect_json(200, &ok)?;
+    http.send(Req::get(format!(
+        "/api/visitors?apiKey={}",
+        percent_encode(&t.secret_key)
+    )))
+    .await?
+    .expect_ok_json(200)?;
+    leave_ok(&http, &t.public_key, &id, None).await?;
+    Ok(())
+}
+
+/// Malformed JSON: 400 whose message mentions JSON, on every JSON route.
+pub(super) async fn malformed_json_is_400(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let broken = r#"{"event":"pageview","visitor":{"visitorId":"x","#;
+    let requests = [
+        Req::post("/track/visitor")
+            .key(&t.public_key)
+            .raw("application/json", broken),
+        Req::post("/api/send-video-invite")
+            .key(&t.secret_key)
+            .raw("application/json", broken),
+        Req::post("/api/track/user-activity")
+            .key(&t.public_key)
+            .raw("application/json", broken),
+    ];
+    for req in requests {
+        http.send(req).await?.expect_error_mentioning(400, "json")?;
+    }
+    Ok(())
+}
+
+/// A missing required field: 400 whose message names it.
+pub(super) async fn missing_field_is_400_naming_it(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let cases = [
+        (
+            json!({"event": "pageview", "visitor": {"url": "https://x.test/"}, "website": "x.test"}),
+            "visitorId",
+        ),
+        (json!({"event": "pageview", "website": "x.test"}), "visitor"),
+        (
+            json!({"visitor": {"visitorId": unique_id("noevent"), "url": "https://x.test/"}}),
+            "event",
+        ),
+    ];
+    for (body, field) in cases {
+        track(&http, &t.public_key, &body)
+            .await?
+            .expect_error_mentioning(400, field)
+            .map_err(|f| {
+                super::because(f, &format!("`{field}` is missing or of the wrong type"))
+            })?;
+    }
+    http.send(
+        Req::post("/api/send-video-invite")
+            .key(&t.secret_key)
+            .json(&json!({"guestUrl": "https://video.test/g/1"})),
+    )
+    .await?
+    .expect_error_mentioning(400, "visitorId")?;
+    Ok(())
+}
+
+/// A field of the wrong type: 400 whose message names it.
+pub(super) async fn wrong_type_is_400_naming_the_field(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("wrongtype");
+    let cases = [
+        (
+            json!({"event": "pageview", "visitor": {"visitorId": 123, "url": "https://x.test/"}}),
+            "visitorId",
+        ),
+        (json!({"event": "pageview", "visitor": "me"}), "visitor"),
+        (
+            json!({"event": 5, "visitor": {"visitorId": id, "url": "https://x.test/"}}),
+            "event",
+        ),
+        (
+            json!({"event": "pageview", "visitor": {"visitorId": id, "url": 42}}),
+            "url",
+        ),
+        (
+            json!({"event": "pageview", "visitor": {"visitorId": id, "url": "https://x.test/", "tabId": 7}}),
+            "tabId",
+        ),
+    ];
+    for (body, field) in cases {
+        track(&http, &t.public_key, &body)
+            .await?
+            .expect_error_mentioning(400, field)
+            .map_err(|f| {
+                super::because(f, &format!("`{field}` is missing or of the wrong type"))
+            })?;
+    }
+    Ok(())
+}
+
+/// `visitorId` and `tabId` ≤ 128 bytes, `visibility` and `event` from their lists: the limits
+/// themselves pass, one byte more is a 400 naming the field. A `url` over 2048 bytes is
+/// accepted and cut to 2048 bytes (real pages have long tracking query strings).
+pub(super) async fn field_limits_are_enforced(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let base = unique_id("limits");
+    let long_id = format!("{base}{}", "v".repeat(128 - base.len()));
+    let long_url = format!("https://x.test/{}", "p".repeat(2048 - 15));
+    let long_tab = "t".repeat(128);
+    // At the limits: accepted.
+    track_ok(
+        &http,
+        &t.public_key,
+        "pageview",
+        &long_id,
+        &long_url,
+        json!({"tabId": long_tab}),
+    )
+    .await?;
+    leave_ok(&http, &t.public_key, &long_id, None).await?;
+    let id = unique_id("limits");
+    let over = [
+        (
+            track_body(
+                "pageview",
+                &format!("{long_id}v"),
+                "https://x.test/",
+                json!({}),
+            ),
+            "visitorId",
+            "`visitorId` is 129 bytes (limit 128)",
+        ),
+        (
+            track_body(
+                "pageview",
+                &id,
+                "https://x.test/",
+                json!({"tabId": format!("{long_tab}t")}),
+            ),
+            "tabId",
+            "`tabId` is 129 bytes (limit 128)",
+        ),
+        (
+            track_body(
+                "pageview",
+                &id,
+                "https://x.test/",
+                json!({"visibility": "sideways"}),
+            ),
+            "visibility",
+            "`visibility` is \"sideways\" (visible | hidden)",
+        ),
+        (
+            track_body("explode", &id, "https://x.test/", json!({})),
+            "event",
+            "`event` is \"explode\" (pageview | heartbeat | visibility | leave)",
+        ),
+    ];
+    let cut_id = unique_id("longurl");
+    track_ok(
+        &http,
+        &t.public_key,
+        "pageview",
+        &cut_id,
+        &format!("{long_url}pppp"),
+        json!({}),
+    )
+    .await?;
+    let listed = listed_visitor(&http, &t.secret_key, &cut_id).await?;
+    let url_len = listed.get("url").and_then(Value::as_str).map(str::len);
+    if url_len != Some(2048) {
+        return Err(Failure::Mismatch {
+            sent: format!("POST /track/visitor with a 2052-byte url for {cut_id}"),
+            expected: "the visitor listed with its url cut to 2048 bytes".to_owned(),
+            got: format!("url length {url_len:?} in {listed}"),
+        });
+    }
+    leave_ok(&http, &t.public_key, &cut_id, None).await?;
+    for (body, field, why) in over {
+        track(&http, &t.public_key, &body)
+            .await?
+            .expect_error_mentioning(400, field)
+            .map_err(|f| super::because(f, why))?;
+    }
+    Ok(())
+}
+
+/// JSON is accepted whatever the content type says (never a 415): `text/plain` and none.
+pub(super) async fn json_is_accepted_with_any_content_type(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("ctype");
+    let ok = json!({"success": true, "sessionId": id});
+    let body = track_body("pageview", &id, "https://x.test/", json!({})).to_string();
+    http.send(
+        Req::post("/track/visitor")
+            .key(&t.public_key)
+            .raw("text/plain;charset=UTF-8", body.clone()),
+    )
+    .await?
+    .expect_json(200, &ok)?;
+    http.send(
+        Req::post("/track/visitor")
+            .key(&t.public_key)
+            .raw("application/x-www-form-urlencoded", body),
+    )
+    .await?
+    .expect_json(200, &ok)?;
+    leave_ok(&http, &t.public_key, &id, None).await?;
+    Ok(())
+}
+
+/// Unknown routes: 404 with the error shape.
+pub(super) async fn unknown_route_is_404(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let requests = [
+        Req::get("/nope"),
+        Req::get("/track/visitor/extra"),
+        Req::post("/api/nope").key(&t.secret_key).json(&json!({})),
+        // Not under `/api/visitors/`: the contract gives the secret key "deletion" without
+        // naming its path, and a host may serve `DELETE /api/visitors/{id}` there.
+        Req::get("/api/no/such/route").key(&t.secret_key),
+        Req::get("/track").key(&t.public_key),
+    ];
+    for req in requests {
+        http.send(req).await?.expect_error(404)?;
+    }
+    Ok(())
+}
+
+/// A known route with the wrong method: 405 with an `Allow` header naming the right one.
+pub(super) async fn wrong_method_is_405_with_allow(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let cases = [
+        (Method::GET, "/track/visitor", "POST", &t.public_key),
+        (Method::DELETE, "/track/visitor", "POST", &t.public_key),
+        (Method::PUT, "/track/leave", "POST", &t.public_key),
+        (Method::POST, "/api/visitors", "GET", &t.secret_key),
+        (Method::GET, "/api/send-video-invite", "POST", &t.secret_key),
+        (Method::POST, "/", "GET", &t.public_key),
+    ];
+    for (method, path, allowed, key) in cases {
+        let answer = http.send(Req::new(method, path).key(key)).await?;
+        answer.expect_error(405)?;
+        allow_lists(&answer, allowed)?;
+    }
+    Ok(())
+}
+
+fn allow_lists(answer: &Answer, method: &str) -> Result<(), Failure> {
+    let ok = answer.header("allow").is_some_and(|allow| {
+        allow
+            .split(',')
+            .any(|m| m.trim().eq_ignore_ascii_case(method))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(answer.fail(format!("HTTP 405 with an `Allow` header listing {method}")))
+    }
+}
+
+/// A body over 64 KiB: 413 with the error shape.
+pub(super) async fn body_over_64_kib_is_413(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("big");
+    let body = track_body(
+        "pageview",
+        &id,
+        "https://x.test/",
+        json!({"referrer": format!("https://r.test/{}", "a".repeat(65 * 1024))}),
+    );
+    track(&http, &t.public_key, &body)
+        .await?
+        .expect_error(413)?;
+    let mut activity = activity_batch(&t.public_key, &id, 1);
+    activity["userEmail"] = json!(format!("{}@big.test", "a".repeat(70 * 1024)));
+    http.send(Req::post("/api/track/user-activity").json(&activity))
+        .await?
+        .expect_error(413)?;
+    Ok(())
+}
+
+/// A user-activity batch in Part A's shape with `n` events of every kind.
+fn activity_batch(key: &str, user: &str, n: usize) -> Value {
+    let kinds = [
+        json!({"type": "route", "route": "/dashboard"}),
+        json!({"type": "click", "element": "button.save", "route": "/dashboard"}),
+        json!({"type": "form_submit", "formId": "signup", "route": "/onboarding"}),
+        json!({"type": "page_time", "route": "/dashboard", "duration": 120000}),
+        json!({"type": "error", "message": "Failed to load", "route": "/dashboard"}),
+        json!({"type": "custom", "name": "feature_used", "data": {"feature": "export"}}),
+    ];
+    let start = crate::wire::now_ms();
+    let events: Vec<Value> = (0..n)
+        .map(|i| {
+            let mut e = kinds[i % kinds.len()].clone();
+            e["timestamp"] = json!(start + i as i64 * 1000);
+            e
+        })
+        .collect();
+    json!({
+        "apiKey": key,
+        "userId": user,
+        "userEmail": format!("{user}@acme.test"),
+        "subscriptionTier": "free_trial",
+        "events": events,
+    })
+}
+
+/// 50 events: `200 {"success":true,"stored":50,"analyzed":true}`; 51 events: 413.
+pub(super) async fn user_activity_batch_limit_is_50(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let user = unique_id("user");
+    http.send(Req::post("/api/track/user-activity").json(&activity_batch(
+        &t.public_key,
+        &user,
+        50,
+    )))
+    .await?
+    .expect_json(
+        200,
+        &json!({"success": true, "stored": 50, "analyzed": true}),
+    )?;
+    http.send(Req::post("/api/track/user-activity").json(&activity_batch(
+        &t.public_key,
+        &user,
+        51,
+    )))
+    .await?
+    .expect_error(413)?;
+    Ok(())
+}
+
+/// Garbage bodies, headers and keys never produce a 5xx: a 2xx is a JSON object, anything else
+/// has the error shape.
+pub(super) async fn garbage_is_never_a_server_error(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("garbage");
+    let track_bodies: Vec<Vec<u8>> = vec![
+        b"".to_vec(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"{}".to_vec(),
+        b"\"pageview\"".to_vec(),
+        b"1e999999".to_vec(),
+        b"-0".to_vec(),
+        b"{\"event\":\"pageview\",\"visitor\":{\"visitorId\":1e400,\"url\":\"https://x.test/\"}}"
+            .to_vec(),
+        format!("{{\"event\":\"pageview\",\"visitor\":{{\"visitorId\":\"{id}\",\"url\":\"https://x.test/\",\"timestamp\":123456789012345678901234567890}}}}").into_bytes(),
+        format!("{{\"event\":\"pageview\",\"visitor\":{{\"visitorId\":\"{id}\",\"url\":\"https://x.test/\",\"timestamp\":\"not a time\"}},\"website\":[1,2]}}").into_bytes(),
+        format!("{{\"event\":\"pageview\",\"visitor\":{{\"visitorId\":\"{id}\",\"url\":\"https://x.test/\",\"visibility\":null,\"tabId\":null}}}}").into_bytes(),
+        b"{\"event\":\"pageview\",\"visitor\":{\"visitorId\":\"\xff\xfe\",\"url\":\"https://x.test/\"}}".to_vec(),
+        b"\xff\xfe\xfd".to_vec(),
+        b"{\"event\":\"pageview\",\"visitor\":{\"visitorId\":\"\\ud800\",\"url\":\"https://x.test/\"}}".to_vec(),
+        format!("{{\"event\":\"pageview\",\"visitor\":{{\"visitorId\":\"{id}\\u0000\",\"url\":\"https://x.test/\\u0000\"}}}}").into_bytes(),
+        format!("{{\"event\":\"pageview\",\"event\":\"heartbeat\",\"visitor\":{{\"visitorId\":\"{id}\",\"url\":\"https://x.test/\"}}}}").into_bytes(),
+        format!("\u{feff}{{\"event\":\"pageview\",\"visitor\":{{\"visitorId\":\"{id}\",\"url\":\"https://x.test/\"}}}}").into_bytes(),
+        format!("{{\"event\":\"pageview\",\"visitor\":{{\"visitorId\":\"{id}\",\"url\":\"https://x.test/\"}}}} trailing").into_bytes(),
+        b"{\"event\":\"pageview\",\"visitor\":{\"visitorId\":\"\",\"url\":\"\"}}".to_vec(),
+        "[".repeat(20_000).into_bytes(),
+        format!("{}1{}", "{\"a\":".repeat(5_000), "}".repeat(5_000)).into_bytes(),
+    ];
+    let mut requests: Vec<Req> = track_bodies
+        .iter()
+        .map(|b| {
+            Req::post("/track/visitor")
+                .key(&t.public_key)
+                .raw("application/json", b.clone())
+        })
+        .collect();
+    let invite_bodies: [&[u8]; 5] = [
+        b"",
+        b"null",
+        b"{\"visitorId\":[],\"guestUrl\":{}}",
+        b"{\"visitorId\":\"\\ud800\",\"guestUrl\":1e999}",
+        b"\xff",
+    ];
+    for body in invite_bodies {
+        requests.push(
+            Req::post("/api/send-video-invite")
+                .key(&t.secret_key)
+                .raw("application/json", body),
+        );
+    }
+    let activity_bodies = [
+        json!({"apiKey": t.public_key, "userId": id, "events": null}),
+        json!({"apiKey": t.public_key, "userId": id, "events": {}}),
+        json!({"apiKey": t.public_key, "userId": 1e300, "events": [{"type": "route"}]}),
+        json!({"apiKey": t.public_key, "userId": id, "subscriptionTier": "platinum", "events": []}),
+        json!({"apiKey": t.public_key, "userId": id, "events": [{"type": "warp", "timestamp": -1}]}),
+        json!({"apiKey": t.public_key, "userId": id, "events": [{"type": "route", "timestamp": "yesterday"}]}),
+        json!({"apiKey": t.public_key, "userId": id, "events": [{"type": "page_time", "duration": u64::MAX, "timestamp": u64::MAX}]}),
+        json!({"apiKey": ["not", "a", "key"], "userId": id, "events": []}),
+    ];
+    for body in &activity_bodies {
+        requests.push(Req::post("/api/track/user-activity").json(body));
+    }
+    for body in [
+        &b""[..],
+        b"null",
+        b"garbage",
+        b"\xff\xfe",
+        b"{\"visitorId\":[]}",
+    ] {
+        requests.push(
+            Req::post("/track/leave")
+                .key(&t.public_key)
+                .raw("text/plain", body),
+        );
+    }
+    requests.push(
+        Req::post("/track/visitor")
+            .header_value(
+                crate::http::KEY_HEADER,
+                reqwest::header::HeaderValue::from_bytes(b"\xff\xfe").map_err(|e| {
+                    step_failure("building a header", "a header value", e.to_string())
+                })?,
+            )
+            .json(&track_body("pageview", &id, "https://x.test/", json!({}))),
+    );
+    requests.push(
+        Req::post("/track/visitor")
+            .key(&"k".repeat(4096))
+            .json(&track_body("pageview", &id, "https://x.test/", json!({}))),
+    );
+    requests.push(Req::get("/api/visitors?apiKey=%FF%FE&apiKey=&apiKey"));
+    requests.push(Req::get("/api/visitors?%%%=%%%").key(&t.secret_key));
+    requests.push(Req::new(Method::PATCH, "/api/visitors").key(&t.secret_key));
+    requests.push(Req::get("/%FF%FE/..%2F..%2Fetc%2Fpasswd"));
+    for req in requests {
+        let answer = http.send(req).await?;
+        acceptable_non_error(&answer)?;
+    }
+    Ok(())
+}
+
+/// Any status below 500; a 2xx is a JSON object, a 4xx has the error shape.
+fn acceptable_non_error(answer: &Answer) -> Result<(), Failure> {
+    let status = answer.status.as_u16();
+    if status >= 500 {
+        return Err(answer.fail("any status below 500 (a client's garbage is a 4xx)"));
+    }
+    if (200..300).contains(&status) {
+        answer.expect_ok_json(status)?;
+    } else if status >= 400 {
+        answer.error_shape(&format!(
+            "HTTP {status} with a JSON body {{\"error\":\"<message>\"}} (exactly one string field)"
+        ))?;
+    }
+    Ok(())
+}
+
+/// The tracker script, the dashboard page and the demo page are served.
+pub(super) async fn static_pages_are_served(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let pages = [
+        ("/tippen-tracker.js", "application/javascript"),
+        ("/dashboard", "text/html"),
+        ("/demo", "text/html"),
+    ];
+    for (path, media) in pages {
+        let answer = http.send(Req::get(path)).await?;
+        answer.expect_status(200)?;
+        if answer.header("content-type").map(media_type).as_deref() != Some(media) {
+            return Err(answer.fail(format!("HTTP 200 with Content-Type: {media}")));
+        }
+        if answer.body.is_empty() {
+            return Err(answer.fail("a non-empty body"));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,273 @@
+//! Black-box conformance suite for tippen hosts.
+//!
+//! Every tippen host (axum today, AWS Lambda and Cloudflare Workers later) serves one HTTP and
+//! WebSocket contract, written down in `docs/contract.md` (Part A of the predecessor's protocol
+//! byte for byte, plus tippen's Part B additions). This crate checks that contract from the
+//! outside, in the manner of juniper's `run_http_test_suite`: it knows nothing of the server's
+//! internals, it only talks HTTP and WebSocket to a base URL.
+//!
+//! # What the server under test must have
+//!
+//! Three sites, whose keys go into a [`Target`]:
+//!
+//! - a **legacy** single-key site ([`Target::legacy_key`]): its one key is both public and
+//!   secret, the way the predecessor's clients use it;
+//! - the **main** site ([`Target::public_key`], [`Target::secret_key`]): most cases track and
+//!   watch visitors here, concurrently;
+//! - the **other** site ([`Target::other_site_public_key`], [`Target::other_site_secret_key`]):
+//!   only the sequence-number case writes to it, so that one dashboard there sees every broadcast
+//!   number exactly once, in order; the isolation case only reads it. Nothing else may write to
+//!   the other site while the suite runs.
+//!
+//! Presence timings are short for tests (for example a visible grace of 2 s and a hidden grace
+//! of 5 s) and told to the suite in [`Target::visible_grace`] and [`Target::hidden_grace`].
+//! An expiry must be seen no earlier than 0.3 s before its grace period ends and no later than
+//! 1.5 s after; the hidden grace must exceed the visible grace by at least 2 s so the two can be
+//! told apart. The server's heartbeat interval does not matter: the suite sends its own.
+//!
+//! The sites need not be empty: every case makes its own visitor ids with a random suffix and
+//! looks only at those. Cases are independent and run concurrently; the ones that wait for
+//! expiry wait side by side, so the whole suite takes a little more than the hidden grace.
+//!
+//! # Running it from a host's integration test
+//!
+//! A host starts its server on a loopback port with the three sites and short timings, then
+//! calls [`run_all`] and asserts on the [`Report`]:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use tippen_conformance::{Target, run_all};
+//!
+//! # async fn host_test(port: u16) {
+//! // ... start the host's server on 127.0.0.1:{port} with three sites and these timings ...
+//! let target = Target {
+//!     base_url: format!("http://127.0.0.1:{port}"),
+//!     legacy_key: "legacy-key".into(),
+//!     public_key: "pk_main".into(),
+//!     secret_key: "sk_main".into(),
+//!     other_site_public_key: "pk_other".into(),
+//!     other_site_secret_key: "sk_other".into(),
+//!     visible_grace: Duration::from_secs(2),
+//!     hidden_grace: Duration::from_secs(5),
+//! };
+//! let report = run_all(&target).await;
+//! println!("{report}");
+//! report.assert_passed();
+//! # }
+//! ```
+//!
+//! In a tokio test this sits inside `#[tokio::test(flavor = "multi_thread")]`. [`cases`] lists
+//! the cases by name and [`run_cases`] runs a chosen subset, which helps while a host is being
+//! brought up.
+//!
+//! # Failures
+//!
+//! A failing check is a [`Failure`] that says what was sent, what the contract expects and what
+//! came back (status, the headers that matter, the body). The suite never panics on an answer
+//! it did not expect; only [`Report::assert_passed`] panics, listing every failing case.
+//!
+//! Only `http://` base URLs are supported (the WebSocket client is built without TLS): the suite
+//! is meant for servers on this machine.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod cases;
+mod dashboard;
+mod http;
+mod wire;
+
+use std::fmt;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{BoxFuture, join_all};
+
+/// Where the server under test listens, its keys, and its presence timings.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// Base URL without a trailing slash, for example `http://127.0.0.1:3000`.
+    pub base_url: String,
+    /// Key of the legacy single-key site: accepted wherever a public or a secret key is.
+    pub legacy_key: String,
+    /// Public (tracking) key of the main site.
+    pub public_key: String,
+    /// Secret (dashboard) key of the main site.
+    pub secret_key: String,
+    /// Secret key of the other site; only the sequence-number case writes to that site.
+    pub other_site_secret_key: String,
+    /// Public key of the other site.
+    pub other_site_public_key: String,
+    /// How long the server keeps a visible tab after its last event.
+    pub visible_grace: Duration,
+    /// How long the server keeps a hidden tab after its last event.
+    pub hidden_grace: Duration,
+}
+
+/// One named check of the contract.
+pub struct Case {
+    /// Short snake_case name, unique within [`cases`].
+    pub name: &'static str,
+    run: fn(&Target) -> BoxFuture<'_, Result<(), Failure>>,
+}
+
+impl Case {
+    /// Runs this case against `target`.
+    pub async fn run(&self, target: &Target) -> Result<(), Failure> {
+        (self.run)(target).await
+    }
+}
+
+impl fmt::Debug for Case {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Case").field("name", &self.name).finish()
+    }
+}
+
+/// Why a case failed: what was sent, what the contract expects, what came back.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Failure {
+    /// The server answered, but not as the contract says.
+    #[error("sent: {sent}\n  expected: {expected}\n  got: {got}")]
+    Mismatch {
+        /// The request or message that was sent (or the step of the case).
+        sent: String,
+        /// What the contract expects.
+        expected: String,
+        /// What came back.
+        got: String,
+    },
+    /// A request could not be sent or its answer could not be read.
+    #[error("sent: {sent}\n  transport error: {error}")]
+    Transport {
+        /// The request or message that was being sent.
+        sent: String,
+        /// The client library's error, as text.
+        error: String,
+    },
+    /// An expected WebSocket message did not arrive in time.
+    #[error(
+        "sent: {sent}\n  expected within {waited:?}: {expected}\n  got nothing matching; received meanwhile: {seen}"
+    )]
+    Timeout {
+        /// What had been sent before waiting.
+        sent: String,
+        /// The message that was awaited.
+        expected: String,
+        /// How long the case waited.
+        waited: Duration,
+        /// The other messages received while waiting (possibly shortened).
+        seen: String,
+    },
+}
+
+/// The outcome of one case.
+#[derive(Debug)]
+pub struct CaseResult {
+    /// The case's name.
+    pub name: &'static str,
+    /// `Ok` when every check of the case passed.
+    pub outcome: Result<(), Failure>,
+    /// Wall time the case took.
+    pub elapsed: Duration,
+}
+
+/// The outcome of a run: one [`CaseResult`] per case, in [`cases`] order.
+///
+/// Its `Display` is a table of every case with its result and time, followed by the failure
+/// messages.
+#[derive(Debug)]
+pub struct Report {
+    /// Every case's outcome.
+    pub results: Vec<CaseResult>,
+    /// Wall time of the whole run.
+    pub elapsed: Duration,
+}
+
+impl Report {
+    /// True when every case passed.
+    pub fn passed(&self) -> bool {
+        self.results.iter().all(|r| r.outcome.is_ok())
+    }
+
+    /// The failing cases with their failures.
+    pub fn failures(&self) -> impl Iterator<Item = (&'static str, &Failure)> {
+        self.results
+            .iter()
+            .filter_map(|r| r.outcome.as_ref().err().map(|f| (r.name, f)))
+    }
+
+    /// Panics, listing every failing case and why, unless every case passed.
+    #[track_caller]
+    pub fn assert_passed(&self) {
+        if !self.passed() {
+            let failing = self.failures().count();
+            panic!(
+                "{failing} of {} conformance cases failed\n\n{self}",
+                self.results.len()
+            );
+        }
+    }
+}
+
+impl fmt::Display for Report {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let width = self
+            .results
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(4)
+            .max(4);
+        writeln!(f, "{:<width$}  result  time", "case")?;
+        for r in &self.results {
+            let result = if r.outcome.is_ok() { "ok" } else { "FAILED" };
+            writeln!(
+                f,
+                "{:<width$}  {result:<6}  {:>5} ms",
+                r.name,
+                r.elapsed.as_millis()
+            )?;
+        }
+        let failed = self.failures().count();
+        writeln!(
+            f,
+            "{} passed, {failed} failed in {:.1} s",
+            self.results.len() - failed,
+            self.elapsed.as_secs_f64()
+        )?;
+        for (name, failure) in self.failures() {
+            writeln!(f, "\n--- {name}\n  {failure}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Every case of the suite, in a stable order.
+pub fn cases() -> Vec<Case> {
+    cases::all()
+}
+
+/// Runs every case of [`cases`] concurrently against `target` and collects the outcomes.
+pub async fn run_all(target: &Target) -> Report {
+    run_cases(target, cases()).await
+}
+
+/// Runs the given cases concurrently against `target` and collects the outcomes.
+pub async fn run_cases(target: &Target, cases: Vec<Case>) -> Report {
+    let start = Instant::now();
+    let results = join_all(cases.iter().map(|case| async move {
+        let started = Instant::now();
+        let outcome = case.run(target).await;
+        CaseResult {
+            name: case.name,
+            outcome,
+            elapsed: started.elapsed(),
+        }
+    }))
+    .await;
+    Report {
+        results,
+        elapsed: start.elapsed(),
+    }
+}
