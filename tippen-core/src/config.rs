@@ -14,6 +14,10 @@ pub struct PresenceConfig {
     pub hidden_grace: Duration,
     /// Most tabs kept per visitor; the least recently seen tab is dropped beyond it.
     pub max_tabs_per_visitor: usize,
+    /// After a tab's exit beacon, its heartbeats and visibility events are ignored for this
+    /// long, so a request that was in flight when the tab closed does not bring the visitor
+    /// back; a page view from that tab still counts. Zero disables it.
+    pub departure_quiet: Duration,
 }
 
 impl Default for PresenceConfig {
@@ -23,6 +27,7 @@ impl Default for PresenceConfig {
             visible_grace: Duration::from_secs(60),
             hidden_grace: Duration::from_secs(300),
             max_tabs_per_visitor: 20,
+            departure_quiet: Duration::from_secs(10),
         }
     }
 }

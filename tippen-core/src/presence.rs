@@ -96,6 +96,15 @@ impl Tab {
     }
 }
 
+/// A tab that sent an exit beacon, remembered for [`PresenceConfig::departure_quiet`].
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeftTab {
+    /// The tab.
+    pub tab_id: String,
+    /// When its beacon arrived.
+    pub at: Timestamp,
+}
+
 /// Where a visitor's company data came from.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,7 +195,13 @@ pub struct VisitorRecord {
     pub company: Company,
     /// Live tabs, most recently seen last.
     pub tabs: Vec<Tab>,
-    /// Earliest tab expiry; [`Timestamp::EPOCH`] when there are no tabs.
+    /// Tabs that left recently (see [`PresenceConfig::departure_quiet`]). A record with no
+    /// tabs but some left tabs is a departed visitor's tombstone: not listed, removed silently
+    /// at its deadline.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub left_tabs: Vec<LeftTab>,
+    /// Earliest tab expiry (a tombstone: when its quiet period ends); [`Timestamp::EPOCH`]
+    /// when there is nothing to wait for.
     pub deadline: Timestamp,
 }
 
@@ -239,10 +254,46 @@ impl VisitorRecord {
             client_timestamp: ping.client_timestamp.clone(),
             company,
             tabs: Vec::new(),
+            left_tabs: Vec::new(),
             deadline: Timestamp::EPOCH,
         };
         record.apply(ping, now, cfg);
         record
+    }
+
+    /// Whether this is a departed visitor's tombstone (no tabs, some recently left).
+    pub fn is_tombstone(&self) -> bool {
+        self.tabs.is_empty() && !self.left_tabs.is_empty()
+    }
+
+    /// Whether `ping` comes from a tab that left less than
+    /// [`departure_quiet`](PresenceConfig::departure_quiet) ago and is not a page view: such
+    /// a ping was in flight when the tab closed and must change nothing.
+    pub fn ignores(&self, ping: &Ping, now: Timestamp, cfg: &PresenceConfig) -> bool {
+        ping.kind != PingKind::PageView
+            && self
+                .left_tabs
+                .iter()
+                .any(|l| l.tab_id == ping.tab_id && now < l.at.plus(cfg.departure_quiet))
+    }
+
+    /// Carries the recently left tabs of a previous visit over to this one.
+    pub fn inherit_departures(
+        &mut self,
+        previous: &VisitorRecord,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) {
+        self.left_tabs = previous
+            .left_tabs
+            .iter()
+            .filter(|l| {
+                now < l.at.plus(cfg.departure_quiet)
+                    && self.tabs.iter().all(|t| t.tab_id != l.tab_id)
+            })
+            .cloned()
+            .collect();
+        self.recompute_deadline(cfg);
     }
 
     /// Whether some tab is live at `now`.
@@ -261,6 +312,8 @@ impl VisitorRecord {
     ) -> Option<UpdateKind> {
         let new_visit = self.tabs.is_empty();
         self.tabs.retain(|t| t.live_at(now, cfg));
+        self.left_tabs
+            .retain(|l| l.tab_id != ping.tab_id && now < l.at.plus(cfg.departure_quiet));
         self.last_activity = now;
         if ping.user_agent.is_some() {
             self.user_agent.clone_from(&ping.user_agent);
@@ -322,9 +375,23 @@ impl VisitorRecord {
         cfg: &PresenceConfig,
     ) -> TabsChange {
         let before = self.tabs.len();
-        match tab_id {
-            Some(id) => self.tabs.retain(|t| t.tab_id != id && t.live_at(now, cfg)),
-            None => self.tabs.clear(),
+        let quiet = cfg.departure_quiet;
+        self.left_tabs.retain(|l| now < l.at.plus(quiet));
+        let mut left: Vec<String> = match tab_id {
+            Some(id) => vec![id.to_owned()],
+            None => self
+                .tabs
+                .iter()
+                .filter(|t| t.live_at(now, cfg))
+                .map(|t| t.tab_id.clone())
+                .collect(),
+        };
+        self.tabs
+            .retain(|t| !left.contains(&t.tab_id) && t.live_at(now, cfg));
+        if !quiet.is_zero() {
+            self.left_tabs.retain(|l| !left.contains(&l.tab_id));
+            self.left_tabs
+                .extend(left.drain(..).map(|tab_id| LeftTab { tab_id, at: now }));
         }
         self.recompute_deadline(cfg);
         if self.tabs.is_empty() {
@@ -341,6 +408,8 @@ impl VisitorRecord {
     pub fn expire(&mut self, now: Timestamp, cfg: &PresenceConfig) -> TabsChange {
         let before = self.tabs.len();
         self.tabs.retain(|t| t.live_at(now, cfg));
+        self.left_tabs
+            .retain(|l| now < l.at.plus(cfg.departure_quiet));
         self.recompute_deadline(cfg);
         if self.tabs.is_empty() {
             TabsChange::Removed(RemovalReason::Inactive)
@@ -362,12 +431,15 @@ impl VisitorRecord {
     }
 
     fn recompute_deadline(&mut self, cfg: &PresenceConfig) {
-        self.deadline = self
-            .tabs
-            .iter()
-            .map(|t| t.expiry(cfg))
-            .min()
-            .unwrap_or(Timestamp::EPOCH);
+        self.deadline = match self.tabs.iter().map(|t| t.expiry(cfg)).min() {
+            Some(d) => d,
+            None => self
+                .left_tabs
+                .iter()
+                .map(|l| l.at.plus(cfg.departure_quiet))
+                .max()
+                .unwrap_or(Timestamp::EPOCH),
+        };
     }
 }
 

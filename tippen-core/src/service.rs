@@ -164,6 +164,13 @@ impl Tippen {
         let now = self.clock.now();
         for _ in 0..self.config.limits.max_write_attempts {
             let current = self.store.visitor(site, visitor_id).await?;
+            if current
+                .as_ref()
+                .is_some_and(|v| v.value.ignores(ping, now, cfg))
+            {
+                // In flight when its tab closed: changes nothing.
+                return Ok(Outcome::default());
+            }
             let mut messages = Vec::with_capacity(2);
             let (record, expected, update) = match current {
                 Some(v) if v.value.live_at(now, cfg) => {
@@ -172,7 +179,7 @@ impl Tippen {
                     (record, Some(v.version), update)
                 }
                 stale => {
-                    if let Some(old) = &stale {
+                    if let Some(old) = stale.as_ref().filter(|v| !v.value.is_tombstone()) {
                         // Expired but not yet swept: report the removal first.
                         messages.push(ServerMessage::VisitorRemoved {
                             visitor_id: old.value.visitor_id.clone(),
@@ -184,7 +191,10 @@ impl Tippen {
                         Some(ip) if is_local_address(ip) => Company::direct_visitor(),
                         _ => Company::unknown(),
                     };
-                    let record = VisitorRecord::start(visitor_id, ping, bot, company, now, cfg);
+                    let mut record = VisitorRecord::start(visitor_id, ping, bot, company, now, cfg);
+                    if let Some(old) = &stale {
+                        record.inherit_departures(&old.value, now, cfg);
+                    }
                     (
                         record,
                         stale.map(|v| v.version),
@@ -226,11 +236,27 @@ impl Tippen {
                 return Ok(Outcome::default());
             };
             let mut record = current.value;
+            let departures_before = record.left_tabs.clone();
             let change = if record.live_at(now, cfg) {
                 record.leave(tab_id, now, cfg)
+            } else if record.is_tombstone() {
+                // Already gone and announced.
+                return Ok(Outcome::default());
             } else {
                 record.expire(now, cfg)
             };
+            if change == TabsChange::Unchanged && record.left_tabs != departures_before {
+                // Only a departure to remember (a tab this record did not have).
+                match self
+                    .store
+                    .save_visitor(site, &record, Some(current.version))
+                    .await
+                {
+                    Ok(_) => return Ok(Outcome::default()),
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
             let written = self
                 .apply_change(site, &record, current.version, change, now)
                 .await;
@@ -258,9 +284,14 @@ impl Tippen {
     ) -> Result<Vec<ServerMessage>, StoreError> {
         match change {
             TabsChange::Removed(reason) => {
-                self.store
-                    .remove_visitor(site, &record.visitor_id, version)
-                    .await?;
+                if record.is_tombstone() {
+                    // Kept for the departure quiet period, then removed silently by a sweep.
+                    self.store.save_visitor(site, record, Some(version)).await?;
+                } else {
+                    self.store
+                        .remove_visitor(site, &record.visitor_id, version)
+                        .await?;
+                }
                 Ok(vec![ServerMessage::VisitorRemoved {
                     visitor_id: record.visitor_id.clone(),
                     reason,
@@ -295,7 +326,17 @@ impl Tippen {
             for _ in 0..self.config.limits.max_write_attempts {
                 let mut record = current.value.clone();
                 let change = record.expire(now, cfg);
-                let result = if change == TabsChange::Unchanged
+                let result = if current.value.is_tombstone() {
+                    // A departed visitor's quiet period is over: forget it silently.
+                    if current.value.deadline <= now {
+                        self.store
+                            .remove_visitor(site, &record.visitor_id, current.version)
+                            .await
+                            .map(|()| Vec::new())
+                    } else {
+                        Ok(Vec::new())
+                    }
+                } else if change == TabsChange::Unchanged
                     && record.deadline != current.value.deadline
                 {
                     // A stale index entry: rewrite to move it.
@@ -339,11 +380,15 @@ impl Tippen {
             let Some(current) = self.store.visitor(site, visitor_id).await? else {
                 return Ok((false, Outcome::default()));
             };
+            let shown = current
+                .value
+                .live_at(self.clock.now(), &self.config.presence);
             match self
                 .store
                 .remove_visitor(site, visitor_id, current.version)
                 .await
             {
+                Ok(()) if !shown => return Ok((true, Outcome::default())),
                 Ok(()) => {
                     let message = ServerMessage::VisitorRemoved {
                         visitor_id: visitor_id.to_owned(),

@@ -57,6 +57,7 @@ pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> Visito
             visibility: Visibility::Visible,
             last_seen: Timestamp::from_millis(seen_ms),
         }],
+        left_tabs: Vec::new(),
         deadline: Timestamp::from_millis(deadline_ms),
     }
 }

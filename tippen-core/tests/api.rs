@@ -381,7 +381,43 @@ fn tabs_leave_and_sequence() {
     );
     assert_eq!(r.response.status(), 200);
     assert!(r.broadcasts.is_empty());
-    assert_eq!(block(h.tippen.next_deadline(&site)).unwrap(), None);
+    // The departed visitor is remembered for the departure quiet period: a heartbeat that was
+    // in flight when the tab closed does not bring it back.
+    let quiet = tippen_core::PresenceConfig::default().departure_quiet;
+    let left_at = h.tippen.now();
+    assert_eq!(
+        block(h.tippen.next_deadline(&site)).unwrap(),
+        Some(left_at.plus(quiet))
+    );
+    let late = r#"{"event":"heartbeat","visitor":{"visitorId":"v","tabId":"t1"}}"#;
+    let r = h.track("pk_a", late);
+    assert_eq!(r.response.status(), 200);
+    assert!(
+        r.broadcasts.is_empty(),
+        "a late heartbeat of a closed tab is ignored"
+    );
+    let list = body_json(&h.send("GET", "/api/visitors?apiKey=sk_a", &[], ""));
+    assert!(list["visitors"].as_array().unwrap().is_empty());
+    // A page view from that tab is a new visit.
+    let r = h.track("pk_a", &pageview("v", "t1", "https://a.example/back"));
+    assert_eq!(seqs(&r), [("VISITOR_UPDATE:new_visitor".into(), 6)]);
+    let r = h.send(
+        "POST",
+        "/track/leave?apiKey=pk_a",
+        &[],
+        r#"{"visitorId":"v"}"#,
+    );
+    assert_eq!(seqs(&r), [("VISITOR_REMOVED:left".into(), 7)]);
+    // After the quiet period the sweep forgets it silently.
+    h.clock.advance(quiet);
+    let out = block(h.tippen.sweep(&site)).unwrap();
+    assert!(out.messages.is_empty());
+    assert_eq!(out.deadline, None);
+    assert!(
+        block(h.tippen.store().visitor(&site, "v"))
+            .unwrap()
+            .is_none()
+    );
 }
 
 #[test]

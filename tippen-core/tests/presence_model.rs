@@ -10,7 +10,9 @@
 //!   closed the last live tab, `inactive` otherwise), sequence numbers consecutive;
 //! - after a sweep, exactly the live visitors are shown (each removal fired, and only once);
 //! - `next_deadline()` is never later than the earliest real expiry, and after a sweep never
-//!   in the past.
+//!   in the past;
+//! - a heartbeat or visibility event from a tab that sent its exit beacon less than the
+//!   departure quiet period ago changes nothing (it was in flight when the tab closed).
 
 mod common;
 
@@ -60,6 +62,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(VISIBLE_MS - 1),
         55_000u64..65_000,
         Just(HIDDEN_MS),
+        Just(QUIET_MS as u64),
+        5_000u64..15_000,
         280_000u64..320_000,
     ]
     .prop_map(Op::Advance);
@@ -67,12 +71,15 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 const VISIBLE_MS: u64 = 60_000;
+const QUIET_MS: i64 = 10_000;
 const HIDDEN_MS: u64 = 300_000;
 
 #[derive(Default)]
 struct Model {
     /// visitor → tab → (last seen ms, hidden)
     tabs: BTreeMap<String, BTreeMap<String, (i64, bool)>>,
+    /// (visitor, tab) → when its exit beacon arrived.
+    departed: BTreeMap<(String, String), i64>,
     /// Visitors the dashboard currently shows.
     shown: BTreeSet<String>,
     seq: u64,
@@ -196,6 +203,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 );
                 let r = h.track("pk_a", &body);
                 prop_assert_eq!(r.response.status(), 200);
+                let key = (v.clone(), t.clone());
+                if kind != "pageview"
+                    && model
+                        .departed
+                        .get(&key)
+                        .is_some_and(|at| now < at + QUIET_MS)
+                {
+                    prop_assert!(
+                        r.broadcasts.is_empty(),
+                        "a closed tab's late {} changes nothing",
+                        kind
+                    );
+                    continue;
+                }
+                model.departed.remove(&key);
                 // A ping to a visitor with no live tab starts a new visit; a removal of the
                 // old visit not yet swept comes first and is checked against the old state.
                 let restarts = model.alive_tabs(&v, now).is_empty();
@@ -233,6 +255,14 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     Some(t) => alive == [format!("t{t}")],
                     None => !alive.is_empty(),
                 };
+                let departed: Vec<String> = match tab {
+                    Some(t) if !alive.is_empty() => vec![format!("t{t}")],
+                    None => alive.clone(),
+                    _ => Vec::new(),
+                };
+                for t in departed {
+                    model.departed.insert((v.clone(), t), now);
+                }
                 if let Some(tabs) = model.tabs.get_mut(&v) {
                     match tab {
                         Some(t) => {
@@ -366,6 +396,81 @@ fn regression_ping_exactly_at_expiry_reports_removal_then_a_new_visit() {
             visitor: 1,
             tab: 0,
             kind: "pageview",
+            hidden: false,
+        },
+        Op::Sweep,
+    ])
+    .unwrap();
+}
+
+#[test]
+fn regression_a_beacon_for_a_tab_the_record_lacks_is_remembered() {
+    run(vec![
+        Op::Ping {
+            visitor: 2,
+            tab: 1,
+            kind: "pageview",
+            hidden: false,
+        },
+        Op::Leave {
+            visitor: 2,
+            tab: Some(0),
+        },
+        Op::Ping {
+            visitor: 2,
+            tab: 0,
+            kind: "heartbeat",
+            hidden: false,
+        },
+    ])
+    .unwrap();
+}
+
+#[test]
+fn regression_a_second_departure_after_the_first_quiet_period_is_remembered() {
+    run(vec![
+        Op::Ping {
+            visitor: 2,
+            tab: 2,
+            kind: "pageview",
+            hidden: false,
+        },
+        Op::Leave {
+            visitor: 2,
+            tab: Some(0),
+        },
+        Op::Advance(QUIET_MS as u64),
+        Op::Leave {
+            visitor: 2,
+            tab: Some(1),
+        },
+        Op::Ping {
+            visitor: 2,
+            tab: 1,
+            kind: "heartbeat",
+            hidden: false,
+        },
+    ])
+    .unwrap();
+}
+
+#[test]
+fn regression_a_late_heartbeat_after_the_last_tab_left_does_not_resurrect() {
+    run(vec![
+        Op::Ping {
+            visitor: 0,
+            tab: 0,
+            kind: "pageview",
+            hidden: false,
+        },
+        Op::Leave {
+            visitor: 0,
+            tab: None,
+        },
+        Op::Ping {
+            visitor: 0,
+            tab: 0,
+            kind: "heartbeat",
             hidden: false,
         },
         Op::Sweep,
