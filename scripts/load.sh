@@ -17,7 +17,12 @@ s1=$!
 "$CARGO_TARGET_DIR/release/bare_axum" 127.0.0.1:18802 >/dev/null 2>&1 &
 s2=$!
 trap 'kill $s1 $s2 2>/dev/null; rm -rf "$tmp"' EXIT
-sleep 1
+for port in 18801 18802; do
+  for _ in $(seq 1 100); do
+    (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null && break
+    sleep 0.1
+  done
+done
 cat >"$tmp/hb.lua" <<'LUA'
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
