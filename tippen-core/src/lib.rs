@@ -68,6 +68,7 @@ pub mod api;
 pub mod assets;
 pub mod clock;
 pub mod config;
+pub mod enrichment;
 pub mod ids;
 pub mod memory;
 pub mod presence;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::config::PresenceConfig;
+pub use crate::enrichment::EnrichmentSource;
 
 /// Page visibility of a tab (Page Visibility API).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -105,19 +106,6 @@ pub struct LeftTab {
     pub at: Timestamp,
 }
 
-/// Where a visitor's company data came from.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EnrichmentSource {
-    /// A fresh provider lookup.
-    Provider,
-    /// The cross-site cache.
-    Cache,
-    /// No lookup: the fallback name.
-    #[default]
-    Fallback,
-}
-
 /// Company data shown for a visitor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Company {
@@ -146,12 +134,23 @@ pub struct Company {
 impl Company {
     /// The fallback for a visitor from a private or local address.
     pub fn direct_visitor() -> Self {
-        Company::fallback("Direct Visitor")
+        Company::fallback(crate::enrichment::DIRECT_VISITOR)
     }
 
     /// The fallback for a visitor whose company is not known.
     pub fn unknown() -> Self {
-        Company::fallback("Unknown Company")
+        Company::fallback(crate::enrichment::UNKNOWN_COMPANY)
+    }
+
+    /// The fallback for a visitor at `ip` (`None`: address unknown), before any lookup.
+    pub fn fallback_for(ip: Option<std::net::IpAddr>) -> Self {
+        match ip
+            .map(crate::enrichment::classify)
+            .and_then(|c| c.skip_reason())
+        {
+            Some(reason) => Company::fallback(reason.fallback_company()),
+            None => Company::unknown(),
+        }
     }
 
     fn fallback(name: &str) -> Self {

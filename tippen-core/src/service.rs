@@ -68,30 +68,6 @@ pub fn is_bot(user_agent: Option<&str>) -> bool {
     user_agent.is_some_and(|ua| bots().is_bot(ua))
 }
 
-/// Whether an address is private, loopback, link-local or otherwise local (no company behind
-/// it: shown as `Direct Visitor`).
-pub fn is_local_address(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => {
-            v4.is_private()
-                || v4.is_loopback()
-                || v4.is_link_local()
-                || v4.is_unspecified()
-                || (v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64)
-        }
-        IpAddr::V6(v6) => {
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return is_local_address(IpAddr::V4(v4));
-            }
-            let seg = v6.segments()[0];
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || (seg & 0xfe00) == 0xfc00
-                || (seg & 0xffc0) == 0xfe80
-        }
-    }
-}
-
 impl Tippen {
     /// A service over `store` with `clock` and `config`.
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config) -> Self {
@@ -187,10 +163,7 @@ impl Tippen {
                         });
                     }
                     let bot = is_bot(ping.user_agent.as_deref());
-                    let company = match client_ip {
-                        Some(ip) if is_local_address(ip) => Company::direct_visitor(),
-                        _ => Company::unknown(),
-                    };
+                    let company = Company::fallback_for(client_ip);
                     let mut record = VisitorRecord::start(visitor_id, ping, bot, company, now, cfg);
                     if let Some(old) = &stale {
                         record.inherit_departures(&old.value, now, cfg);
@@ -483,31 +456,6 @@ impl Tippen {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn local_addresses() {
-        for ip in [
-            "10.1.2.3",
-            "192.168.0.1",
-            "127.0.0.1",
-            "169.254.1.1",
-            "100.64.0.1",
-            "::1",
-            "fd00::1",
-            "fe80::1",
-            "::ffff:10.0.0.1",
-        ] {
-            assert!(is_local_address(ip.parse().unwrap()), "{ip}");
-        }
-        for ip in [
-            "8.8.8.8",
-            "100.128.0.1",
-            "2001:4860::8888",
-            "::ffff:8.8.8.8",
-        ] {
-            assert!(!is_local_address(ip.parse().unwrap()), "{ip}");
-        }
-    }
 
     #[test]
     fn bots_are_flagged() {
