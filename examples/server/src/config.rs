@@ -1,0 +1,372 @@
+//! The configuration file (TOML) and the environment overrides of the timings. The format is
+//! documented at the top of `main.rs` and in `tippen.example.toml`.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+use tippen_axum::{InvalidProxy, TrustedProxies};
+use tippen_core::{KeyHash, PresenceConfig, Site, SiteId};
+
+/// The id of the demo site.
+pub const DEMO_SITE_ID: &str = "demo";
+/// The demo site's key: public knowledge (it is in the predecessor's docs).
+pub const DEMO_KEY: &str = "demo_api_key";
+
+/// A configuration problem; the message names the file, the site and the field.
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read configuration {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown or mistyped fields.
+    #[error("invalid configuration {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (with line and column).
+        source: Box<toml::de::Error>,
+    },
+    /// A site entry is inconsistent.
+    #[error("site {site:?}: {problem}")]
+    Site {
+        /// The site's id.
+        site: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A trusted proxy entry is not an address or network.
+    #[error(transparent)]
+    Proxy(#[from] InvalidProxy),
+    /// A timing environment variable is not a number of milliseconds.
+    #[error("{var} must be a positive number of milliseconds, got {value:?}")]
+    Env {
+        /// The variable.
+        var: &'static str,
+        /// Its value.
+        value: String,
+    },
+}
+
+/// The file as written.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Proxies (IP addresses or CIDR networks) whose forwarding headers are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Presence timings.
+    #[serde(default)]
+    pub presence: PresenceSection,
+    /// The sites.
+    #[serde(default)]
+    pub sites: Vec<SiteEntry>,
+}
+
+/// `[presence]`: timings in milliseconds; absent ones keep the core's defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PresenceSection {
+    /// Heartbeat interval told to trackers (default 30000).
+    pub heartbeat_ms: Option<u64>,
+    /// How long a visible tab stays live after its last event (default 60000).
+    pub visible_grace_ms: Option<u64>,
+    /// How long a hidden tab stays live after its last event (default 300000).
+    pub hidden_grace_ms: Option<u64>,
+}
+
+/// `[[sites]]`: one site.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteEntry {
+    /// Stable id (not secret; appears in logs).
+    pub id: String,
+    /// Display name (defaults to the id).
+    pub name: Option<String>,
+    /// The public site key (the tracker snippet's key). Not allowed in legacy mode.
+    pub public_key: Option<String>,
+    /// The secret key (dashboards, invites, visitor list); in legacy mode, the one key.
+    pub secret_key: Option<String>,
+    /// Instead of `secret_key`: its SHA-256 as 64 hex digits, to keep the key out of the file.
+    pub secret_key_sha256: Option<String>,
+    /// One key for everything, as the predecessor's clients expect (default false).
+    #[serde(default)]
+    pub legacy_single_key: bool,
+    /// Honour `Sec-GPC: 1` (default true).
+    pub honor_gpc: Option<bool>,
+}
+
+/// Everything the server takes from the file and the environment.
+#[derive(Debug)]
+pub struct Settings {
+    /// Presence timings.
+    pub presence: PresenceConfig,
+    /// Trusted proxies.
+    pub trusted_proxies: TrustedProxies,
+    /// Sites from the file (keys already hashed).
+    pub sites: Vec<Site>,
+}
+
+impl FileConfig {
+    /// Reads and parses a file.
+    pub fn read(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Validates the file, hashes the keys and applies the timing overrides from `env`.
+    pub fn into_settings(
+        self,
+        demo: bool,
+        env: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<Settings, ConfigError> {
+        let mut presence = PresenceConfig::default();
+        let overrides = [
+            ("TIPPEN_HEARTBEAT_MS", self.presence.heartbeat_ms),
+            ("TIPPEN_VISIBLE_GRACE_MS", self.presence.visible_grace_ms),
+            ("TIPPEN_HIDDEN_GRACE_MS", self.presence.hidden_grace_ms),
+        ];
+        for (var, from_file) in overrides {
+            let ms = match env(var).filter(|v| !v.trim().is_empty()) {
+                Some(value) => match value.trim().parse::<u64>() {
+                    Ok(ms) if ms > 0 => Some(ms),
+                    _ => return Err(ConfigError::Env { var, value }),
+                },
+                None => from_file,
+            };
+            if let Some(ms) = ms {
+                let d = Duration::from_millis(ms);
+                match var {
+                    "TIPPEN_HEARTBEAT_MS" => presence.heartbeat_interval = d,
+                    "TIPPEN_VISIBLE_GRACE_MS" => presence.visible_grace = d,
+                    _ => presence.hidden_grace = d,
+                }
+            }
+        }
+        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)?;
+        let mut ids = HashSet::new();
+        let mut keys = HashSet::new();
+        if demo {
+            ids.insert(DEMO_SITE_ID.to_owned());
+            keys.insert(KeyHash::of(DEMO_KEY));
+        }
+        let mut sites = Vec::with_capacity(self.sites.len());
+        for entry in self.sites {
+            let site = entry.into_site()?;
+            let problem = |problem: &str| ConfigError::Site {
+                site: site.id.0.clone(),
+                problem: problem.to_owned(),
+            };
+            if !ids.insert(site.id.0.clone()) {
+                return Err(problem(if demo && site.id.0 == DEMO_SITE_ID {
+                    "the id `demo` is the demo site's; rename the site or run with --no-demo"
+                } else {
+                    "the id is used twice"
+                }));
+            }
+            for h in site.key_hashes() {
+                if !keys.insert(h) {
+                    return Err(problem(
+                        "a key is used twice (by this or another site, or it is the demo key)",
+                    ));
+                }
+            }
+            sites.push(site);
+        }
+        Ok(Settings {
+            presence,
+            trusted_proxies,
+            sites,
+        })
+    }
+}
+
+impl SiteEntry {
+    fn into_site(self) -> Result<Site, ConfigError> {
+        let problem = |problem: &str| ConfigError::Site {
+            site: self.id.clone(),
+            problem: problem.to_owned(),
+        };
+        let valid_id = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_id {
+            return Err(problem(
+                "id must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
+            ));
+        }
+        let secret_key_hash = match (&self.secret_key, &self.secret_key_sha256) {
+            (Some(k), None) if !k.is_empty() => KeyHash::of(k),
+            (None, Some(h)) => KeyHash::from_hex(h.trim())
+                .ok_or_else(|| problem("secret_key_sha256 must be 64 hex digits"))?,
+            (Some(_), Some(_)) => {
+                return Err(problem("give secret_key or secret_key_sha256, not both"));
+            }
+            _ => return Err(problem("secret_key (or secret_key_sha256) is required")),
+        };
+        let public_key_hash = match (&self.public_key, self.legacy_single_key) {
+            (Some(_), true) => {
+                return Err(problem(
+                    "a legacy single-key site has no public_key; its secret_key is its one key",
+                ));
+            }
+            (None, true) => None,
+            (Some(k), false) if !k.is_empty() => Some(KeyHash::of(k)),
+            (_, false) => {
+                return Err(problem(
+                    "public_key is required (or set legacy_single_key = true)",
+                ));
+            }
+        };
+        if public_key_hash == Some(secret_key_hash) {
+            return Err(problem("public_key and secret_key must differ"));
+        }
+        Ok(Site {
+            id: SiteId(self.id.clone()),
+            name: self.name.clone().unwrap_or_else(|| self.id.clone()),
+            public_key_hash,
+            secret_key_hash,
+            legacy_single_key: self.legacy_single_key,
+            honor_gpc: self.honor_gpc.unwrap_or(true),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    fn no_env(_: &'static str) -> Option<String> {
+        None
+    }
+
+    #[test]
+    fn the_example_file_is_valid() {
+        let text = include_str!("../tippen.example.toml");
+        let settings = parse(text)
+            .expect("parses")
+            .into_settings(true, no_env)
+            .expect("valid");
+        assert!(!settings.sites.is_empty());
+        assert!(!settings.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn keys_are_hashed_and_roles_follow() {
+        let hex = KeyHash::of("sk_hidden").to_hex();
+        let text = format!(
+            r#"
+            [[sites]]
+            id = "acme"
+            public_key = "pk_acme"
+            secret_key_sha256 = "{hex}"
+            honor_gpc = false
+
+            [[sites]]
+            id = "old"
+            name = "Old client"
+            legacy_single_key = true
+            secret_key = "one_key"
+            "#
+        );
+        let s = parse(&text).unwrap().into_settings(true, no_env).unwrap();
+        let acme = &s.sites[0];
+        assert_eq!(acme.name, "acme");
+        assert_eq!(
+            acme.role_of(&KeyHash::of("pk_acme")),
+            Some(tippen_core::KeyRole::Public)
+        );
+        assert_eq!(
+            acme.role_of(&KeyHash::of("sk_hidden")),
+            Some(tippen_core::KeyRole::Secret)
+        );
+        assert!(!acme.honor_gpc);
+        let old = &s.sites[1];
+        assert!(old.legacy_single_key && old.public_key_hash.is_none());
+        assert_eq!(
+            old.role_of(&KeyHash::of("one_key")),
+            Some(tippen_core::KeyRole::Secret)
+        );
+    }
+
+    #[test]
+    fn timings_come_from_the_file_then_the_environment() {
+        let text = "[presence]\nvisible_grace_ms = 1000\nhidden_grace_ms = 2000\n";
+        let s = parse(text).unwrap().into_settings(false, no_env).unwrap();
+        assert_eq!(s.presence.visible_grace, Duration::from_secs(1));
+        assert_eq!(s.presence.hidden_grace, Duration::from_secs(2));
+        assert_eq!(s.presence.heartbeat_interval, Duration::from_secs(30));
+        let env = |v: &'static str| (v == "TIPPEN_HIDDEN_GRACE_MS").then(|| "7000".to_owned());
+        let s = parse(text).unwrap().into_settings(false, env).unwrap();
+        assert_eq!(s.presence.hidden_grace, Duration::from_secs(7));
+        let bad = |v: &'static str| (v == "TIPPEN_HEARTBEAT_MS").then(|| "soon".to_owned());
+        let e = parse(text).unwrap().into_settings(false, bad).unwrap_err();
+        assert!(e.to_string().contains("TIPPEN_HEARTBEAT_MS"), "{e}");
+    }
+
+    #[test]
+    fn inconsistent_sites_are_rejected_with_a_reason() {
+        let cases = [
+            (
+                "[[sites]]\nid = \"a\"\nsecret_key = \"s\"\n",
+                "public_key is required",
+            ),
+            ("[[sites]]\nid = \"a\"\npublic_key = \"p\"\n", "secret_key"),
+            (
+                "[[sites]]\nid = \"a\"\nlegacy_single_key = true\npublic_key = \"p\"\nsecret_key = \"s\"\n",
+                "legacy",
+            ),
+            (
+                "[[sites]]\nid = \"a\"\npublic_key = \"p\"\nsecret_key_sha256 = \"zz\"\n",
+                "64 hex digits",
+            ),
+            (
+                "[[sites]]\nid = \"demo\"\npublic_key = \"p\"\nsecret_key = \"s\"\n",
+                "--no-demo",
+            ),
+            (
+                "[[sites]]\nid = \"a\"\npublic_key = \"p\"\nsecret_key = \"s\"\n[[sites]]\nid = \"b\"\npublic_key = \"p\"\nsecret_key = \"t\"\n",
+                "used twice",
+            ),
+            (
+                "[[sites]]\nid = \"a b\"\npublic_key = \"p\"\nsecret_key = \"s\"\n",
+                "id must",
+            ),
+            (
+                "trusted_proxies = [\"localhost\"]\n",
+                "invalid trusted proxy",
+            ),
+        ];
+        for (text, expected) in cases {
+            let e = parse(text)
+                .unwrap()
+                .into_settings(true, no_env)
+                .unwrap_err();
+            assert!(e.to_string().contains(expected), "{text}: {e}");
+        }
+        assert!(
+            parse("[[sites]]\nid = \"a\"\nsecret = \"typo\"\n").is_err(),
+            "unknown fields"
+        );
+    }
+}

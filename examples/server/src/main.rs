@@ -1,0 +1,267 @@
+//! # tippen-server
+//!
+//! The tippen reference server: the whole contract on axum, visitors kept in a SQLite file.
+//!
+//! ```text
+//! cargo run -p tippen-server                 # http://127.0.0.1:8787, ./tippen.db, demo site
+//! cargo run -p tippen-server -- --help
+//! ```
+//!
+//! ## Flags (each with an environment fallback)
+//!
+//! | flag | env | default | |
+//! |---|---|---|---|
+//! | `--listen ADDR` | `TIPPEN_LISTEN` | `127.0.0.1:8787` | address to listen on (`:0` picks a free port) |
+//! | `--db FILE` | `TIPPEN_DB` | `./tippen.db` | SQLite file, created (with its folder) if absent |
+//! | `--config FILE` | `TIPPEN_CONFIG` | none | sites, timings, trusted proxies (below) |
+//! | `--no-demo` | `TIPPEN_NO_DEMO` | off | do not register the demo site |
+//!
+//! Timings can also be overridden (for tests) with `TIPPEN_HEARTBEAT_MS`,
+//! `TIPPEN_VISIBLE_GRACE_MS` and `TIPPEN_HIDDEN_GRACE_MS` (milliseconds). Logs go to stderr,
+//! filtered by `RUST_LOG` (default `info`).
+//!
+//! ## The demo site
+//!
+//! Unless `--no-demo` is given, site `demo` is registered in legacy single-key mode with the key
+//! `demo_api_key`, so the predecessor's documented curl commands work verbatim. That key is
+//! public knowledge: anyone can read that site's visitors. The server logs a warning saying so.
+//! At start it prints the dashboard and demo-page URLs.
+//!
+//! ## Configuration file (TOML)
+//!
+//! ```toml
+//! trusted_proxies = ["127.0.0.1", "10.0.0.0/8"]   # IPs or CIDRs; empty: headers ignored
+//!
+//! [presence]                 # milliseconds; absent keys keep these defaults
+//! heartbeat_ms = 30000
+//! visible_grace_ms = 60000
+//! hidden_grace_ms = 300000
+//!
+//! [[sites]]
+//! id = "acme"                # letters, digits, '-', '_', '.'
+//! name = "Acme Inc."         # optional, defaults to the id
+//! public_key = "pk_…"        # the tracker snippet's key: tracking only
+//! secret_key = "sk_…"        # dashboards, invites, visitor list
+//! # secret_key_sha256 = "…"  # instead of secret_key: its SHA-256 as 64 hex digits
+//! honor_gpc = true           # honour Sec-GPC: 1 (default true)
+//!
+//! [[sites]]
+//! id = "old-client"
+//! legacy_single_key = true   # one key for everything (no public_key)
+//! secret_key = "…"
+//! ```
+//!
+//! Keys are hashed (SHA-256) before they are stored; the database never holds a plain key.
+//! The file is the source of truth for sites: at every start its sites (and the demo site) are
+//! written to the database, and sites the database has but the file no longer lists are retired
+//! with their visitors. `examples/server/tippen.example.toml` is a commented example.
+
+#![forbid(unsafe_code)]
+
+mod config;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use clap::Parser;
+use thiserror::Error;
+use tippen_axum::{HostConfig, HostError, SqliteError, SqliteStore, TippenHost};
+use tippen_core::{Config, ServiceError, Site, Store, StoreError, SystemClock, Tippen};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{ConfigError, DEMO_KEY, DEMO_SITE_ID, FileConfig};
+
+/// The tippen reference server (axum + SQLite).
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Address to listen on (`127.0.0.1:0` picks a free port).
+    #[arg(long, env = "TIPPEN_LISTEN", default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+    /// SQLite database file, created if absent.
+    #[arg(long, env = "TIPPEN_DB", default_value = "./tippen.db")]
+    db: PathBuf,
+    /// Configuration file (TOML): sites, presence timings, trusted proxies.
+    #[arg(long, env = "TIPPEN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Do not register the demo site (`demo`, key `demo_api_key`). From the environment:
+    /// `1`, `true`, `yes` or `on`.
+    #[arg(
+        long,
+        env = "TIPPEN_NO_DEMO",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    no_demo: bool,
+}
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug, Error)]
+enum ServerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Sqlite(#[from] SqliteError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    #[error(transparent)]
+    Host(#[from] HostError),
+    #[error("cannot create the database folder {path}: {source}")]
+    DbFolder {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("server failed: {0}")]
+    Serve(std::io::Error),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tippen-server: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tippen-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), ServerError> {
+    let demo = !args.no_demo;
+    let file = match &args.config {
+        Some(path) => FileConfig::read(path)?,
+        None => FileConfig::default(),
+    };
+    let settings = file.into_settings(demo, |var| std::env::var(var).ok())?;
+
+    if let Some(folder) = args.db.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(folder).map_err(|source| ServerError::DbFolder {
+            path: folder.to_path_buf(),
+            source,
+        })?;
+    }
+    let store = Arc::new(SqliteStore::open(&args.db)?);
+
+    let mut sites = settings.sites;
+    if demo {
+        sites.push(Site::legacy(DEMO_SITE_ID, "Demo", DEMO_KEY));
+        tracing::warn!(
+            "the demo site `{DEMO_SITE_ID}` is enabled in legacy single-key mode with the key \
+             `{DEMO_KEY}`, which is public knowledge: anyone can track to it and read its \
+             visitors; run with --no-demo in production"
+        );
+    }
+    if sites.is_empty() {
+        tracing::warn!("no site is configured: every key will be refused (see --config)");
+    }
+    for old in store.sites().await? {
+        if !sites.iter().any(|s| s.id == old.id) {
+            tracing::warn!(site = %old.id, "site is no longer configured; retiring it and its keys");
+            store.remove_site(&old.id).await?;
+        }
+    }
+    for site in &sites {
+        store.put_site(site).await?;
+        tracing::info!(site = %site.id, legacy = site.legacy_single_key, "site configured");
+    }
+
+    let config = Config {
+        presence: settings.presence,
+        ..Config::default()
+    };
+    tracing::info!(presence = ?config.presence, "presence timings");
+    let tippen = Arc::new(Tippen::new(store, Arc::new(SystemClock), config));
+    let host = TippenHost::with_config(
+        tippen,
+        HostConfig {
+            trusted_proxies: settings.trusted_proxies,
+            ..HostConfig::default()
+        },
+    );
+    host.arm_stored_deadlines().await?;
+
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|source| ServerError::Listen {
+            addr: args.listen,
+            source,
+        })?;
+    let addr = listener.local_addr().map_err(ServerError::Serve)?;
+    tracing::info!(db = %args.db.display(), "tippen listening on http://{addr}");
+    println!("tippen listening on http://{addr}");
+    if demo {
+        println!("  dashboard: http://{addr}/dashboard?apiKey={DEMO_KEY}");
+        println!("  demo page: http://{addr}/demo?apiKey={DEMO_KEY}");
+    } else {
+        println!("  dashboard: http://{addr}/dashboard (enter a site's secret key)");
+    }
+
+    let stopping = host.clone();
+    axum::serve(
+        listener,
+        host.router()
+            .into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutting down");
+        stopping.shutdown().await;
+    })
+    .await
+    .map_err(ServerError::Serve)?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ctrl-C, or SIGTERM on unix.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::warn!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = term => {}
+    }
+}

@@ -1,0 +1,668 @@
+//! [`TippenHost`]: the axum router, the per-site locks, broadcast channels and timers.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, StatusCode};
+use http_body_util::BodyExt;
+use thiserror::Error;
+use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall};
+use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen};
+use tokio::sync::{broadcast, watch};
+use tower_http::trace::TraceLayer;
+
+use crate::ip::TrustedProxies;
+
+/// Settings of the host itself (the core's settings are in [`tippen_core::Config`]).
+#[derive(Clone, Debug)]
+pub struct HostConfig {
+    /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client. Empty by default.
+    pub trusted_proxies: TrustedProxies,
+    /// Messages buffered per site for slow dashboards; a dashboard that falls further behind
+    /// is sent a fresh `INITIAL_VISITORS`. Default 1024.
+    pub broadcast_capacity: usize,
+    /// Largest WebSocket message accepted from a dashboard. Default 64 KiB.
+    pub max_ws_message_bytes: usize,
+    /// How much of an over-limit request body is read and discarded before answering 413, so
+    /// that the client sees the answer rather than a reset connection. Default 1 MiB.
+    pub max_drain_bytes: usize,
+    /// A dashboard that does not take a message within this time is disconnected (it
+    /// reconnects and resyncs). Default 30 s.
+    pub ws_send_timeout: Duration,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            trusted_proxies: TrustedProxies::none(),
+            broadcast_capacity: 1024,
+            max_ws_message_bytes: 64 * 1024,
+            max_drain_bytes: 1024 * 1024,
+            ws_send_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Why a host operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A core operation failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+}
+
+/// tippen hosted on axum and tokio.
+///
+/// Cheap to clone (an `Arc`). Holds, per site, a lock that serializes the site's writes, a
+/// broadcast channel to its dashboards and a timer task armed at the site's next deadline
+/// (created lazily, or by [`arm_stored_deadlines`](Self::arm_stored_deadlines) at startup).
+/// See the [crate docs](crate) for an example.
+#[derive(Clone)]
+pub struct TippenHost {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for TippenHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TippenHost")
+            .field("tippen", &self.inner.tippen)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    tippen: Arc<Tippen>,
+    config: HostConfig,
+    sites: Mutex<HashMap<SiteId, Arc<SiteState>>>,
+    /// `true` once shutdown has begun; dropped with the host, which also stops the tasks.
+    shutdown: watch::Sender<bool>,
+    /// Timer tasks and dashboard sockets still running.
+    active: Arc<Active>,
+}
+
+/// One site's owner state.
+struct SiteState {
+    id: SiteId,
+    /// Held around every write and sweep of the site, and around fanning out its messages,
+    /// so dashboards receive them in sequence order.
+    lock: tokio::sync::Mutex<()>,
+    /// The site's dashboard messages.
+    tx: broadcast::Sender<Utf8Bytes>,
+    /// The earliest deadline the timer must wake up for.
+    armed: watch::Sender<Option<Timestamp>>,
+    timer_started: AtomicBool,
+}
+
+/// Counts running tasks so shutdown can wait for them.
+struct Active(watch::Sender<usize>);
+
+struct ActiveGuard(Arc<Active>);
+
+impl Active {
+    fn enter(self: &Arc<Self>) -> ActiveGuard {
+        self.0.send_modify(|n| *n += 1);
+        ActiveGuard(self.clone())
+    }
+}
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        self.0.0.send_modify(|n| *n = n.saturating_sub(1));
+    }
+}
+
+/// Resolves once shutdown has begun or the host is gone.
+async fn stopped(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|s| *s).await;
+}
+
+impl TippenHost {
+    /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with the default [`HostConfig`].
+    pub fn new(tippen: impl Into<Arc<Tippen>>) -> Self {
+        Self::with_config(tippen, HostConfig::default())
+    }
+
+    /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with `config`.
+    pub fn with_config(tippen: impl Into<Arc<Tippen>>, config: HostConfig) -> Self {
+        TippenHost {
+            inner: Arc::new(Inner {
+                tippen: tippen.into(),
+                config,
+                sites: Mutex::new(HashMap::new()),
+                shutdown: watch::Sender::new(false),
+                active: Arc::new(Active(watch::Sender::new(0))),
+            }),
+        }
+    }
+
+    /// The core service.
+    pub fn tippen(&self) -> &Arc<Tippen> {
+        &self.inner.tippen
+    }
+
+    /// The host's settings.
+    pub fn config(&self) -> &HostConfig {
+        &self.inner.config
+    }
+
+    /// The router serving the whole contract (`docs/contract.md`): every path goes to the
+    /// core, `/ws/dashboard` upgrades to the dashboard WebSocket. Merge it into your app
+    /// (`app.merge(host.router())`); it has a fallback (the core's JSON 404), so the app it
+    /// is merged into must not have one of its own.
+    ///
+    /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the client's
+    /// address is known. A tower-http `TraceLayer` is included. There is deliberately no
+    /// `CorsLayer`: CORS answers (preflights and `Access-Control-Allow-Origin`) are the core's,
+    /// like every other part of the contract.
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/ws/dashboard", any(dashboard_route))
+            // The core routes paths with a trailing slash like those without.
+            .route("/ws/dashboard/", any(dashboard_route))
+            .fallback(http_route)
+            .layer(TraceLayer::new_for_http())
+            .with_state(self.clone())
+    }
+
+    /// Arms every stored site's timer at its next stored deadline, so visitors whose grace
+    /// passed while the server was down are swept at once. Call it once at startup. Returns
+    /// how many sites have a deadline.
+    pub async fn arm_stored_deadlines(&self) -> Result<usize, HostError> {
+        let tippen = &self.inner.tippen;
+        let mut armed = 0;
+        for site in tippen.store().sites().await? {
+            if let Some(deadline) = tippen.next_deadline(&site.id).await? {
+                let state = self.site(&site.id);
+                self.arm(&state, deadline);
+                armed += 1;
+            }
+        }
+        tracing::info!(sites = armed, "armed stored deadlines");
+        Ok(armed)
+    }
+
+    /// Starts shutting down: timers stop and dashboard sockets are closed (code 1001). Returns
+    /// at once; HTTP requests are still answered. Idempotent.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
+    }
+
+    /// Resolves once shutdown has begun (or the host is gone): a future for
+    /// `axum::serve(..).with_graceful_shutdown(..)` when something else calls
+    /// [`shutdown`](Self::shutdown).
+    pub async fn shutdown_requested(&self) {
+        stopped(&mut self.inner.shutdown.subscribe()).await;
+    }
+
+    /// Shuts down (see [`begin_shutdown`](Self::begin_shutdown)) and waits until every timer
+    /// task and dashboard socket has ended. Use it as (part of) the future given to
+    /// `axum::serve(..).with_graceful_shutdown(..)`.
+    pub async fn shutdown(&self) {
+        self.begin_shutdown();
+        let mut rx = self.inner.active.0.subscribe();
+        let _ = rx.wait_for(|n| *n == 0).await;
+        tracing::debug!("tippen host stopped");
+    }
+
+    /// Answers one HTTP request through the core (what the router's fallback does). Useful to
+    /// call tippen from a handler of your own.
+    pub async fn handle(&self, req: Request) -> Response {
+        let (parts, body) = req.into_parts();
+        let limits = &self.inner.tippen.config().limits;
+        let declared = parts
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let body = match read_body(
+            body,
+            limits.max_body_bytes,
+            self.inner.config.max_drain_bytes,
+            declared,
+        )
+        .await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::debug!(error = %e, "could not read request body");
+                return into_axum(
+                    ApiError::new(
+                        StatusCode::BAD_REQUEST,
+                        format!("could not read the request body: {e}"),
+                    )
+                    .into_response(),
+                );
+            }
+        };
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let ctx = RequestContext {
+            client_ip: self.client_ip(peer, &parts.headers),
+        };
+        let req = http::Request::from_parts(parts, body);
+        match self.inner.tippen.route(req, &ctx).await {
+            Routed::Done(handled) => into_axum(handled.response),
+            Routed::Site(call) => {
+                // Run the locked section in its own task: a client that hangs up must not
+                // cancel it between the write and the fan-out.
+                let host = self.clone();
+                match tokio::spawn(async move { host.run_site_call(call).await }).await {
+                    Ok(r) => into_axum(r),
+                    Err(e) => {
+                        tracing::error!(error = %e, "site operation panicked");
+                        into_axum(
+                            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+                                .into_response(),
+                        )
+                    }
+                }
+            }
+        }
+    }
+
+    fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        self.inner.config.trusted_proxies.client_ip(peer, headers)
+    }
+
+    async fn run_site_call(&self, call: SiteCall) -> http::Response<Bytes> {
+        let state = self.site(call.site());
+        let _owner = state.lock.lock().await;
+        let handled = self.inner.tippen.execute(call).await;
+        publish(&state, handled.broadcasts);
+        if let Some(deadline) = handled.deadline {
+            self.arm(&state, deadline);
+        }
+        handled.response
+    }
+
+    fn sites(&self) -> MutexGuard<'_, HashMap<SiteId, Arc<SiteState>>> {
+        self.inner.sites.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The site's state, created on first use.
+    fn site(&self, id: &SiteId) -> Arc<SiteState> {
+        if let Some(s) = self.sites().get(id) {
+            return s.clone();
+        }
+        self.sites()
+            .entry(id.clone())
+            .or_insert_with(|| {
+                Arc::new(SiteState {
+                    id: id.clone(),
+                    lock: tokio::sync::Mutex::new(()),
+                    tx: broadcast::Sender::new(self.inner.config.broadcast_capacity.max(1)),
+                    armed: watch::Sender::new(None),
+                    timer_started: AtomicBool::new(false),
+                })
+            })
+            .clone()
+    }
+
+    /// Keeps the earliest of the armed deadline and `at`, starting the site's timer if needed.
+    fn arm(&self, state: &Arc<SiteState>, at: Timestamp) {
+        state.armed.send_if_modified(|cur| match cur {
+            Some(c) if *c <= at => false,
+            _ => {
+                *cur = Some(at);
+                true
+            }
+        });
+        if *self.inner.shutdown.borrow() || state.timer_started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let task = Timer {
+            tippen: self.inner.tippen.clone(),
+            state: state.clone(),
+            shutdown: self.inner.shutdown.subscribe(),
+            _active: self.inner.active.enter(),
+        };
+        tokio::spawn(task.run());
+    }
+
+    async fn dashboard_session(self, site: SiteId, socket: WebSocket) {
+        let _active = self.inner.active.enter();
+        let mut dashboard = Dashboard {
+            socket,
+            shutdown: self.inner.shutdown.subscribe(),
+            send_timeout: self.inner.config.ws_send_timeout,
+        };
+        if *dashboard.shutdown.borrow() {
+            dashboard.close(1001, "server shutting down").await;
+            return;
+        }
+        let state = self.site(&site);
+        let tippen = &self.inner.tippen;
+        // Subscribe first, then snapshot: nothing published in between is missed.
+        let mut rx = state.tx.subscribe();
+        if !dashboard.hello(tippen, &site).await {
+            return;
+        }
+        tracing::debug!(site = %site, "dashboard connected");
+        loop {
+            tokio::select! {
+                () = stopped(&mut dashboard.shutdown) => {
+                    dashboard.close(1001, "server shutting down").await;
+                    break;
+                }
+                msg = rx.recv() => match msg {
+                    Ok(text) => {
+                        if !dashboard.send(Message::Text(text)).await {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(site = %site, missed, "dashboard lagged; resyncing");
+                        rx = state.tx.subscribe();
+                        if !dashboard.hello(tippen, &site).await {
+                            break;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                incoming = dashboard.socket.recv() => {
+                    let text = match incoming {
+                        Some(Ok(Message::Text(t))) => t.to_string(),
+                        Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                        // tungstenite answers pings by itself.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    };
+                    match tippen.dashboard_message(&site, &text).await {
+                        Ok(reply) => {
+                            if !dashboard.send(Message::Text(reply.into())).await {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(site = %site, error = %e, "dashboard message failed");
+                            dashboard.close(1011, "internal error").await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!(site = %site, "dashboard disconnected");
+    }
+}
+
+/// One dashboard's socket, with the shutdown signal and the send timeout.
+struct Dashboard {
+    socket: WebSocket,
+    shutdown: watch::Receiver<bool>,
+    send_timeout: Duration,
+}
+
+impl Dashboard {
+    /// Sends a message; false when the socket is done (closed, too slow, or shutting down).
+    async fn send(&mut self, msg: Message) -> bool {
+        tokio::select! {
+            sent = tokio::time::timeout(self.send_timeout, self.socket.send(msg)) => match sent {
+                Ok(Ok(())) => true,
+                Ok(Err(_)) => false,
+                Err(_) => {
+                    tracing::debug!("dashboard too slow to take a message; disconnecting");
+                    false
+                }
+            },
+            () = stopped(&mut self.shutdown) => false,
+        }
+    }
+
+    /// Sends `INITIAL_VISITORS`; false when the socket is done.
+    async fn hello(&mut self, tippen: &Tippen, site: &SiteId) -> bool {
+        match tippen.dashboard_hello(site).await {
+            Ok(hello) => self.send(Message::Text(hello.into())).await,
+            Err(e) => {
+                tracing::error!(site = %site, error = %e, "dashboard snapshot failed");
+                self.close(1011, "internal error").await;
+                false
+            }
+        }
+    }
+
+    /// Sends a close frame, waiting at most a second for a client that does not read.
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = Message::Close(Some(CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        }));
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.socket.send(frame)).await;
+    }
+}
+
+fn publish(state: &SiteState, broadcasts: Vec<String>) {
+    for text in broadcasts {
+        // An error only means no dashboard is connected.
+        let _ = state.tx.send(Utf8Bytes::from(text));
+    }
+}
+
+fn into_axum(r: http::Response<Bytes>) -> Response {
+    r.map(Body::from)
+}
+
+/// One site's timer: sleeps until the earliest armed deadline, then sweeps under the site's
+/// lock and re-arms at the deadline the sweep returns.
+struct Timer {
+    tippen: Arc<Tippen>,
+    state: Arc<SiteState>,
+    shutdown: watch::Receiver<bool>,
+    _active: ActiveGuard,
+}
+
+impl Timer {
+    async fn run(mut self) {
+        let mut armed = self.state.armed.subscribe();
+        loop {
+            if *self.shutdown.borrow() {
+                return;
+            }
+            let target = *armed.borrow_and_update();
+            let Some(at) = target else {
+                tokio::select! {
+                    () = stopped(&mut self.shutdown) => return,
+                    r = armed.changed() => if r.is_err() { return },
+                }
+                continue;
+            };
+            let wait = at.since(self.tippen.now());
+            if !wait.is_zero() {
+                tokio::select! {
+                    () = stopped(&mut self.shutdown) => return,
+                    r = armed.changed() => if r.is_err() { return },
+                    () = tokio::time::sleep(wait) => {}
+                }
+                continue;
+            }
+            if !self.fire().await {
+                // The store failed: retry after a pause, deadline still armed.
+                tokio::select! {
+                    () = stopped(&mut self.shutdown) => return,
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
+
+    /// Sweeps the site; false when the store failed.
+    async fn fire(&mut self) -> bool {
+        let site = &self.state.id;
+        let _owner = self.state.lock.lock().await;
+        match self.tippen.handle_deadline(site).await {
+            Ok((messages, next)) => {
+                if !messages.is_empty() {
+                    tracing::debug!(site = %site, messages = messages.len(), "swept");
+                }
+                publish(&self.state, messages);
+                // Under the lock the store's next deadline is exact: replace, not min.
+                self.state.armed.send_replace(next);
+                if next.is_some_and(|n| n <= self.tippen.now()) {
+                    // More than one batch was due: go again, but let others run first.
+                    tokio::task::yield_now().await;
+                }
+                true
+            }
+            Err(e) => {
+                tracing::warn!(site = %site, error = %e, "sweep failed; retrying in 1 s");
+                false
+            }
+        }
+    }
+}
+
+async fn http_route(State(host): State<TippenHost>, req: Request) -> Response {
+    host.handle(req).await
+}
+
+/// `/ws/dashboard`: a WebSocket upgrade after the core authorized the key; anything else
+/// (no upgrade headers, wrong method) is answered by the core like any request.
+async fn dashboard_route(State(host): State<TippenHost>, req: Request) -> Response {
+    let wants_upgrade = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
+    if !wants_upgrade {
+        return host.handle(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let site = match host
+        .tippen()
+        .authorize_dashboard(&parts.headers, parts.uri.query())
+        .await
+    {
+        Ok(site) => site,
+        Err(refusal) => return into_axum(refusal),
+    };
+    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => {
+            let max = host.inner.config.max_ws_message_bytes;
+            ws.max_message_size(max)
+                .max_frame_size(max)
+                .on_failed_upgrade(|e| tracing::debug!(error = %e, "dashboard upgrade failed"))
+                .on_upgrade(move |socket| host.dashboard_session(site, socket))
+        }
+        // Not a valid upgrade (method, version, key): the core answers (405 or 426).
+        Err(rejection) => {
+            tracing::debug!(reason = %rejection.body_text(), "invalid WebSocket upgrade");
+            host.handle(Request::from_parts(parts, body)).await
+        }
+    }
+    .into_response()
+}
+
+/// Why a request body could not be read.
+#[derive(Debug, Error)]
+#[error("{0}")]
+struct BodyError(String);
+
+/// Reads the body, keeping at most `limit + 1` bytes (enough for the core to answer 413),
+/// and discarding up to `drain` more so the client gets to read the answer.
+async fn read_body(
+    mut body: Body,
+    limit: usize,
+    drain: usize,
+    declared: Option<u64>,
+) -> Result<Bytes, BodyError> {
+    let keep = limit.saturating_add(1);
+    let mut first: Option<Bytes> = None;
+    let mut buf = BytesMut::new();
+    let mut total: usize = 0;
+    let over = |total: usize| total > limit;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| BodyError(e.to_string()))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if over(total) {
+            // Keep the first `limit + 1` bytes, then drain (bounded) and stop.
+            let mut kept = match first.take() {
+                Some(f) => BytesMut::from(&f[..]),
+                None => buf,
+            };
+            let room = keep.saturating_sub(kept.len());
+            kept.extend_from_slice(&data[..room.min(data.len())]);
+            let worth_draining = declared.is_none_or(|d| d <= (limit + drain) as u64);
+            if worth_draining {
+                let mut drained = total;
+                while drained <= limit.saturating_add(drain) {
+                    match body.frame().await {
+                        Some(Ok(f)) => {
+                            drained = drained.saturating_add(f.data_ref().map_or(0, |d| d.len()));
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            return Ok(kept.freeze());
+        }
+        match first.take() {
+            None if buf.is_empty() => first = Some(data),
+            None => buf.extend_from_slice(&data),
+            Some(f) => {
+                buf.reserve(f.len() + data.len());
+                buf.extend_from_slice(&f);
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    Ok(first.unwrap_or_else(|| buf.freeze()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunked(chunks: &[&'static [u8]]) -> Body {
+        let stream = futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, std::io::Error>(Bytes::from_static(c)))
+                .collect::<Vec<_>>(),
+        );
+        Body::from_stream(stream)
+    }
+
+    #[tokio::test]
+    async fn small_bodies_are_read_whole() {
+        let b = read_body(chunked(&[b"ab", b"cd", b"e"]), 10, 100, None)
+            .await
+            .unwrap();
+        assert_eq!(&b[..], b"abcde");
+        let b = read_body(chunked(&[b"abcde"]), 5, 100, None).await.unwrap();
+        assert_eq!(&b[..], b"abcde");
+        let b = read_body(Body::empty(), 5, 100, None).await.unwrap();
+        assert!(b.is_empty());
+    }
+
+    #[tokio::test]
+    async fn large_bodies_are_cut_to_limit_plus_one() {
+        let b = read_body(chunked(&[b"abc", b"defgh", b"ijk"]), 4, 100, None)
+            .await
+            .unwrap();
+        assert_eq!(&b[..], b"abcde");
+        let b = read_body(chunked(&[b"abcdefgh"]), 4, 0, Some(8))
+            .await
+            .unwrap();
+        assert_eq!(&b[..], b"abcde");
+    }
+}

@@ -1,0 +1,941 @@
+//! [`SqliteStore`]: a [`Store`] on a SQLite file (feature `sqlite`; SQLite is compiled in).
+//!
+//! # Design: memory first, SQLite behind
+//!
+//! The store keeps every site, visitor and sequence number in memory (presence data is small:
+//! one record per live visitor) and answers every call from there, with the [`Store`]
+//! contract's conditional writes checked under one mutex. Each change also marks its key as
+//! pending, and a dedicated thread that owns the SQLite connection writes the current state of
+//! every pending key in one transaction (ten heartbeats of one visitor between two commits
+//! become one row write). On open, the file is loaded back into memory, so a restarted server
+//! lists the visitors still inside their grace window.
+//!
+//! Durability ([`SqliteOptions`]):
+//! - [`WriteBehind`](SqliteDurability::WriteBehind) (default): a write returns once it is in
+//!   memory and queued; the thread commits it within the commit interval (default 100 ms;
+//!   at most one commit per interval, so under load the disk work is bounded by the number of
+//!   distinct visitors changed, not by the request rate). A crash loses at most the changes of
+//!   that last interval — heartbeats, which the next heartbeat re-sends. This keeps SQLite off
+//!   the request path: a heartbeat costs no disk write of its own.
+//! - [`Immediate`](SqliteDurability::Immediate): every write waits until its transaction is
+//!   committed (group commit: writes queued together share one).
+//!
+//! Sites are always written immediately ([`Store::put_site`] waits for the commit).
+//! [`SqliteStore::flush`] waits until everything written so far is committed; dropping the
+//! store commits what is pending and closes the file.
+//!
+//! One store writes the file: the memory copy is authoritative while it is open. Opening
+//! another store on the same file to read it is fine; writing through both is not.
+//!
+//! SQLite runs in WAL mode with `synchronous=NORMAL` (a commit survives a crash of the
+//! process; after power loss, up to the last checkpoint), a busy timeout, and statements
+//! prepared once and cached.
+//!
+//! Schema (version 1, in `PRAGMA user_version`):
+//!
+//! ```sql
+//! sites     (id TEXT PRIMARY KEY, record TEXT)          -- the site as JSON (key hashes only)
+//! site_keys (key_hash TEXT PRIMARY KEY, site_id TEXT)   -- hex SHA-256 of each key → site
+//! visitors  (site_id, visitor_id, version, deadline, record)   -- PRIMARY KEY (site_id, visitor_id)
+//!           INDEX visitors_by_deadline (site_id, deadline)
+//! sequences (site_id TEXT PRIMARY KEY, value INTEGER)
+//! ```
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, Transaction, params};
+use thiserror::Error;
+use tippen_core::presence::VisitorRecord;
+use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
+use tokio::sync::watch;
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sites (
+    id TEXT PRIMARY KEY NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS site_keys (
+    key_hash TEXT PRIMARY KEY NOT NULL,
+    site_id TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS site_keys_by_site ON site_keys (site_id);
+CREATE TABLE IF NOT EXISTS visitors (
+    site_id TEXT NOT NULL,
+    visitor_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    deadline INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (site_id, visitor_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS visitors_by_deadline ON visitors (site_id, deadline);
+CREATE TABLE IF NOT EXISTS sequences (
+    site_id TEXT PRIMARY KEY NOT NULL,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+";
+
+/// When a write to a [`SqliteStore`] counts as done. See the [module docs](self).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SqliteDurability {
+    /// Done once in memory and queued for the writer thread (default).
+    #[default]
+    WriteBehind,
+    /// Done once committed to the file.
+    Immediate,
+}
+
+/// How a [`SqliteStore`] writes. `Default`: write-behind, at most one commit per 100 ms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct SqliteOptions {
+    /// When a write counts as done.
+    pub durability: SqliteDurability,
+    /// Write-behind only: the shortest time between two commits. Changes made meanwhile are
+    /// coalesced per visitor and committed together, which bounds the disk work under load
+    /// (and the changes a crash can lose). `Duration::ZERO` commits as soon as the writer is
+    /// free. Waiting calls ([`SqliteStore::flush`], sites, `Immediate` writes) do not wait
+    /// for it.
+    pub commit_interval: Duration,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        SqliteOptions {
+            durability: SqliteDurability::WriteBehind,
+            commit_interval: Duration::from_millis(100),
+        }
+    }
+}
+
+impl SqliteOptions {
+    /// Every write waits for its commit.
+    pub fn immediate() -> Self {
+        SqliteOptions {
+            durability: SqliteDurability::Immediate,
+            commit_interval: Duration::ZERO,
+        }
+    }
+
+    /// Write-behind with `commit_interval` between commits.
+    pub fn write_behind(commit_interval: Duration) -> Self {
+        SqliteOptions {
+            durability: SqliteDurability::WriteBehind,
+            commit_interval,
+        }
+    }
+}
+
+/// Opening the database failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SqliteError {
+    /// SQLite refused to open, set up or read the file.
+    #[error("cannot open SQLite database {path}: {source}")]
+    Open {
+        /// The database file.
+        path: PathBuf,
+        /// SQLite's error.
+        source: rusqlite::Error,
+    },
+    /// A stored row could not be decoded.
+    #[error("SQLite database {path} holds a corrupt row: {detail}")]
+    Corrupt {
+        /// The database file.
+        path: PathBuf,
+        /// Which row and why.
+        detail: String,
+    },
+    /// The file was written by a newer version of tippen.
+    #[error(
+        "SQLite database {path} has schema version {found}; this tippen knows up to {SCHEMA_VERSION}"
+    )]
+    NewerSchema {
+        /// The database file.
+        path: PathBuf,
+        /// The schema version found.
+        found: i64,
+    },
+    /// The writer thread could not be started.
+    #[error("cannot start the SQLite writer thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A [`Store`] on a SQLite file, memory first with a writer thread behind. See the
+/// [module docs](self).
+pub struct SqliteStore {
+    path: PathBuf,
+    durability: SqliteDurability,
+    shared: Arc<Shared>,
+    committed: watch::Receiver<Committed>,
+    writer: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("durability", &self.durability)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the store and its writer thread.
+struct Shared {
+    state: Mutex<State>,
+    /// Signalled when there is pending work or the store closes.
+    wake: Condvar,
+}
+
+/// What the writer thread has done: every change numbered up to `generation` is committed;
+/// `failures` counts failed commits (the last one's error in `error`).
+#[derive(Clone, Debug, Default)]
+struct Committed {
+    generation: u64,
+    failures: u64,
+    error: Option<String>,
+}
+
+#[derive(Default)]
+struct State {
+    sites: HashMap<SiteId, Site>,
+    keys: HashMap<KeyHash, SiteId>,
+    visitors: HashMap<SiteId, SiteVisitors>,
+    pending: Pending,
+    /// Number of the last change recorded in `pending`.
+    generation: u64,
+    /// Someone waits for a commit: the writer does not wait for the commit interval.
+    urgent: bool,
+    /// The writer sleeps on the condition variable until there is work (so writers only pay
+    /// for a wake-up when it is needed).
+    writer_idle: bool,
+    closing: bool,
+}
+
+/// A stored visitor record, shared between memory and the writer's batches.
+type SharedRecord = Versioned<Arc<VisitorRecord>>;
+
+#[derive(Default)]
+struct SiteVisitors {
+    /// Shared with the writer's batches, which snapshot records without copying them.
+    records: HashMap<String, SharedRecord>,
+    by_deadline: BTreeSet<(Timestamp, String)>,
+    sequence: u64,
+}
+
+/// What changed since the last batch. Visitors and sequences are only named: the writer
+/// writes their state at the time it takes the batch (the latest), or deletes the row of a
+/// visitor that is gone, so any number of changes to one key costs one row write.
+#[derive(Default)]
+struct Pending {
+    /// Site changes, in order.
+    sites: Vec<SiteOp>,
+    visitors: HashMap<SiteId, HashSet<String>>,
+    sequences: HashSet<SiteId>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.sites.is_empty() && self.visitors.is_empty() && self.sequences.is_empty()
+    }
+
+    fn visitor_changed(&mut self, site: &SiteId, visitor_id: &str) {
+        // Allocate only for the first change of a key in a batch.
+        match self.visitors.get_mut(site) {
+            Some(ids) => {
+                if !ids.contains(visitor_id) {
+                    ids.insert(visitor_id.to_owned());
+                }
+            }
+            None => {
+                self.visitors
+                    .insert(site.clone(), HashSet::from([visitor_id.to_owned()]));
+            }
+        }
+    }
+
+    fn sequence_changed(&mut self, site: &SiteId) {
+        if !self.sequences.contains(site) {
+            self.sequences.insert(site.clone());
+        }
+    }
+}
+
+/// The rows to write, snapshotted from memory by the writer under the lock.
+#[derive(Default)]
+struct Batch {
+    sites: Vec<SiteOp>,
+    /// `Some`: write this version of the record; `None`: delete the row.
+    visitors: Vec<(SiteId, String, Option<SharedRecord>)>,
+    sequences: Vec<(SiteId, u64)>,
+}
+
+impl Batch {
+    fn is_empty(&self) -> bool {
+        self.sites.is_empty() && self.visitors.is_empty() && self.sequences.is_empty()
+    }
+
+    /// Takes the pending changes with the current state of every changed key.
+    fn take(state: &mut State) -> Batch {
+        let pending = std::mem::take(&mut state.pending);
+        let mut visitors = Vec::new();
+        for (site, ids) in pending.visitors {
+            let records = state.visitors.get(&site).map(|s| &s.records);
+            for id in ids {
+                let current = records.and_then(|r| r.get(&id)).cloned();
+                visitors.push((site.clone(), id, current));
+            }
+        }
+        let sequences = pending
+            .sequences
+            .into_iter()
+            .map(|site| {
+                let value = state.visitors.get(&site).map_or(0, |s| s.sequence);
+                (site, value)
+            })
+            .collect();
+        Batch {
+            sites: pending.sites,
+            visitors,
+            sequences,
+        }
+    }
+
+    /// Marks the changes of a batch that failed to commit as pending again (site changes go
+    /// before those made since).
+    fn restore(self, pending: &mut Pending) {
+        let newer_sites = std::mem::replace(&mut pending.sites, self.sites);
+        pending.sites.extend(newer_sites);
+        for (site, id, _) in self.visitors {
+            pending.visitor_changed(&site, &id);
+        }
+        for (site, _) in self.sequences {
+            pending.sequence_changed(&site);
+        }
+    }
+}
+
+enum SiteOp {
+    Put(Site),
+    Remove(SiteId),
+}
+
+fn unshare(v: &SharedRecord) -> Versioned<VisitorRecord> {
+    Versioned {
+        version: v.version,
+        value: (*v.value).clone(),
+    }
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+impl SqliteStore {
+    /// Opens (creating if absent) the database at `path` with the default
+    /// [`SqliteOptions`] (write-behind).
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SqliteError> {
+        Self::open_with(path, SqliteOptions::default())
+    }
+
+    /// Opens (creating if absent) the database at `path` with `options`.
+    pub fn open_with(path: impl AsRef<Path>, options: SqliteOptions) -> Result<Self, SqliteError> {
+        let durability = options.durability;
+        let interval = match durability {
+            SqliteDurability::WriteBehind => options.commit_interval,
+            SqliteDurability::Immediate => Duration::ZERO,
+        };
+        let path = path.as_ref().to_path_buf();
+        let conn = connect(&path)?;
+        let mut state = load(&conn, &path)?;
+        let visitors: usize = state.visitors.values().map(|s| s.records.len()).sum();
+        state.generation = 0;
+        let shared = Arc::new(Shared {
+            state: Mutex::new(state),
+            wake: Condvar::new(),
+        });
+        let (committed_tx, committed) = watch::channel(Committed::default());
+        let writer = {
+            let shared = shared.clone();
+            std::thread::Builder::new()
+                .name("tippen-sqlite".into())
+                .spawn(move || write_loop(conn, &shared, &committed_tx, interval))
+                .map_err(SqliteError::Thread)?
+        };
+        tracing::info!(
+            path = %path.display(),
+            visitors,
+            ?durability,
+            commit_interval = ?interval,
+            "opened SQLite store"
+        );
+        Ok(SqliteStore {
+            path,
+            durability,
+            shared,
+            committed,
+            writer: Some(writer),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.shared.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that `state.pending` changed and wakes the writer when it needs waking;
+    /// returns the change's number. `urgent`: someone will wait for this commit.
+    fn queue(&self, mut state: MutexGuard<'_, State>, urgent: bool) -> u64 {
+        state.generation += 1;
+        self.wake_writer(state, urgent)
+    }
+
+    /// Wakes the writer if it sleeps without work, or, for an `urgent` change, if it waits for
+    /// the commit interval; returns the number of the last change.
+    fn wake_writer(&self, mut state: MutexGuard<'_, State>, urgent: bool) -> u64 {
+        let generation = state.generation;
+        let wake = state.writer_idle || (urgent && !state.urgent);
+        state.urgent |= urgent;
+        state.writer_idle &= !wake;
+        drop(state);
+        if wake {
+            self.shared.wake.notify_one();
+        }
+        generation
+    }
+
+    /// [`queue`](Self::queue) for a write whose caller waits only in `Immediate` mode.
+    fn queued(&self, state: MutexGuard<'_, State>) -> u64 {
+        let urgent = self.durability == SqliteDurability::Immediate;
+        self.queue(state, urgent)
+    }
+
+    /// [`queue`](Self::queue) for a change the caller waits for.
+    fn queued_urgent(&self, state: MutexGuard<'_, State>) -> u64 {
+        self.queue(state, true)
+    }
+
+    /// Waits until change `generation` is committed; fails if a commit failed meanwhile.
+    async fn committed(&self, generation: u64) -> Result<(), StoreError> {
+        let mut rx = self.committed.clone();
+        let failures_before = rx.borrow().failures;
+        let result = rx
+            .wait_for(|c| c.generation >= generation || c.failures > failures_before)
+            .await
+            .map_err(|_| StoreError::Backend("the SQLite writer thread stopped".into()))?;
+        if result.generation >= generation {
+            Ok(())
+        } else {
+            Err(StoreError::Backend(format!(
+                "SQLite commit failed: {}",
+                result.error.as_deref().unwrap_or("unknown error")
+            )))
+        }
+    }
+
+    async fn after_write(&self, generation: u64) -> Result<(), StoreError> {
+        match self.durability {
+            SqliteDurability::WriteBehind => Ok(()),
+            SqliteDurability::Immediate => self.committed(generation).await,
+        }
+    }
+
+    /// Waits until every change made so far is committed to the file.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let generation = {
+            let state = self.state();
+            let generation = state.generation;
+            if state.pending.is_empty() {
+                generation
+            } else {
+                self.wake_writer(state, true)
+            }
+        };
+        self.committed(generation).await
+    }
+
+    /// Deletes a site with its keys, visitors and sequence number, and waits for the commit.
+    /// Returns whether the site existed. (Not part of [`Store`]: the reference server retires
+    /// sites dropped from its configuration with it.)
+    pub async fn remove_site(&self, site: &SiteId) -> Result<bool, StoreError> {
+        let (existed, generation) = self.remove_site_now(site);
+        self.committed(generation).await?;
+        Ok(existed)
+    }
+
+    // The synchronous halves of the writes: the memory update and the queueing happen under
+    // the mutex, which is released before anything is awaited.
+
+    fn remove_site_now(&self, site: &SiteId) -> (bool, u64) {
+        let mut state = self.state();
+        let existed = match state.sites.remove(site) {
+            Some(old) => {
+                for h in old.key_hashes() {
+                    if state.keys.get(&h) == Some(site) {
+                        state.keys.remove(&h);
+                    }
+                }
+                true
+            }
+            None => false,
+        };
+        state.visitors.remove(site);
+        state.pending.visitors.remove(site);
+        state.pending.sequences.remove(site);
+        state.pending.sites.push(SiteOp::Remove(site.clone()));
+        (existed, self.queued_urgent(state))
+    }
+
+    fn put_site_now(&self, site: &Site) -> u64 {
+        let mut state = self.state();
+        if let Some(old) = state.sites.remove(&site.id) {
+            for h in old.key_hashes() {
+                if state.keys.get(&h) == Some(&site.id) {
+                    state.keys.remove(&h);
+                }
+            }
+        }
+        for h in site.key_hashes() {
+            state.keys.insert(h, site.id.clone());
+        }
+        state.sites.insert(site.id.clone(), site.clone());
+        state.pending.sites.push(SiteOp::Put(site.clone()));
+        self.queued_urgent(state)
+    }
+
+    fn save_visitor_now(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Option<Version>,
+    ) -> Result<(Version, u64), StoreError> {
+        let mut state = self.state();
+        let s = state.visitors.entry(site.clone()).or_default();
+        let current = s.records.get(&record.visitor_id);
+        if current.map(|v| v.version) != expected {
+            return Err(StoreError::Conflict);
+        }
+        let version = Version(
+            expected
+                .map_or(Some(1), |v| v.0.checked_add(1))
+                .ok_or_else(|| corrupt("version overflow"))?,
+        );
+        if let Some(old) = current {
+            let key = (old.value.deadline, record.visitor_id.clone());
+            s.by_deadline.remove(&key);
+        }
+        s.by_deadline
+            .insert((record.deadline, record.visitor_id.clone()));
+        let stored = Versioned {
+            version,
+            value: Arc::new(record.clone()),
+        };
+        s.records.insert(record.visitor_id.clone(), stored);
+        state.pending.visitor_changed(site, &record.visitor_id);
+        Ok((version, self.queued(state)))
+    }
+
+    fn remove_visitor_now(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        expected: Version,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let Some(s) = state.visitors.get_mut(site) else {
+            return Err(StoreError::Conflict);
+        };
+        match s.records.get(visitor_id) {
+            Some(v) if v.version == expected => {
+                let key = (v.value.deadline, visitor_id.to_owned());
+                s.by_deadline.remove(&key);
+                s.records.remove(visitor_id);
+            }
+            _ => return Err(StoreError::Conflict),
+        }
+        state.pending.visitor_changed(site, visitor_id);
+        Ok(self.queued(state))
+    }
+
+    fn advance_sequence_now(&self, site: &SiteId, by: u64) -> Result<(u64, u64), StoreError> {
+        let mut state = self.state();
+        let s = state.visitors.entry(site.clone()).or_default();
+        s.sequence = s
+            .sequence
+            .checked_add(by)
+            .ok_or_else(|| corrupt("sequence overflow"))?;
+        let value = s.sequence;
+        state.pending.sequence_changed(site);
+        Ok((value, self.queued(state)))
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.state().closing = true;
+        self.shared.wake.notify_one();
+        // The writer commits what is pending, then exits; wait so the file is closed (and
+        // complete) once the store is gone.
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.join();
+        }
+    }
+}
+
+fn connect(path: &Path) -> Result<Connection, SqliteError> {
+    let open_err = |source| SqliteError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let conn = Connection::open(path).map_err(open_err)?;
+    conn.busy_timeout(Duration::from_secs(5))
+        .map_err(open_err)?;
+    conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+        .map_err(open_err)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    conn.set_prepared_statement_cache_capacity(32);
+    let found: i64 = conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .map_err(open_err)?;
+    if found > SCHEMA_VERSION {
+        return Err(SqliteError::NewerSchema {
+            path: path.to_path_buf(),
+            found,
+        });
+    }
+    conn.execute_batch(SCHEMA).map_err(open_err)?;
+    conn.pragma_update(None, "user_version", SCHEMA_VERSION)
+        .map_err(open_err)?;
+    Ok(conn)
+}
+
+/// Reads the whole file into memory.
+fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
+    let open_err = |source| SqliteError::Open {
+        path: path.to_path_buf(),
+        source,
+    };
+    let bad = |what: String| SqliteError::Corrupt {
+        path: path.to_path_buf(),
+        detail: what,
+    };
+    let mut state = State::default();
+    let mut stmt = conn
+        .prepare("SELECT id, record FROM sites")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(open_err)?;
+    for row in rows {
+        let (id, json) = row.map_err(open_err)?;
+        let site: Site =
+            serde_json::from_str(&json).map_err(|e| bad(format!("site {id:?}: {e}")))?;
+        state.sites.insert(site.id.clone(), site);
+    }
+    let mut stmt = conn
+        .prepare("SELECT key_hash, site_id FROM site_keys")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(open_err)?;
+    for row in rows {
+        let (hash, site) = row.map_err(open_err)?;
+        let hash = KeyHash::from_hex(&hash)
+            .ok_or_else(|| bad(format!("key hash {hash:?} of site {site:?}")))?;
+        state.keys.insert(hash, SiteId(site));
+    }
+    let mut stmt = conn
+        .prepare("SELECT site_id, version, record FROM visitors")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(open_err)?;
+    for row in rows {
+        let (site, version, json) = row.map_err(open_err)?;
+        let record: VisitorRecord = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("a visitor of site {site:?}: {e}")))?;
+        let version = u64::try_from(version)
+            .map_err(|_| bad(format!("visitor {:?} version {version}", record.visitor_id)))?;
+        let s = state.visitors.entry(SiteId(site)).or_default();
+        s.by_deadline
+            .insert((record.deadline, record.visitor_id.clone()));
+        s.records.insert(
+            record.visitor_id.clone(),
+            Versioned {
+                version: Version(version),
+                value: Arc::new(record),
+            },
+        );
+    }
+    let mut stmt = conn
+        .prepare("SELECT site_id, value FROM sequences")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+        .map_err(open_err)?;
+    for row in rows {
+        let (site, value) = row.map_err(open_err)?;
+        state.visitors.entry(SiteId(site)).or_default().sequence =
+            u64::try_from(value).map_err(|_| bad(format!("sequence {value}")))?;
+    }
+    Ok(state)
+}
+
+/// The writer thread: commits pending changes, one transaction per batch, at most one commit
+/// per `interval` unless someone waits, until closed.
+fn write_loop(
+    mut conn: Connection,
+    shared: &Shared,
+    committed: &watch::Sender<Committed>,
+    interval: Duration,
+) {
+    let mut failures = 0u64;
+    let mut last_commit: Option<Instant> = None;
+    loop {
+        let (batch, generation, closing) = {
+            let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+            loop {
+                if state.closing {
+                    break;
+                }
+                if state.pending.is_empty() {
+                    state.writer_idle = true;
+                    state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
+                    continue;
+                }
+                let since = last_commit.map_or(interval, |t| t.elapsed());
+                if state.urgent || since >= interval {
+                    break;
+                }
+                state.writer_idle = false;
+                state = shared
+                    .wake
+                    .wait_timeout(state, interval - since)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            state.writer_idle = false;
+            state.urgent = false;
+            (Batch::take(&mut state), state.generation, state.closing)
+        };
+        if batch.is_empty() {
+            if closing {
+                return;
+            }
+            continue;
+        }
+        last_commit = Some(Instant::now());
+        match write_batch(&mut conn, &batch) {
+            Ok(()) => {
+                committed.send_modify(|c| c.generation = generation);
+            }
+            Err(e) => {
+                failures += 1;
+                tracing::error!(error = %e, failures, "SQLite commit failed; will retry");
+                committed.send_modify(|c| {
+                    c.failures = failures;
+                    c.error = Some(e.to_string());
+                });
+                {
+                    let mut state = shared.state.lock().unwrap_or_else(|e| e.into_inner());
+                    batch.restore(&mut state.pending);
+                }
+                if closing && failures > 3 {
+                    tracing::error!("closing with uncommitted changes");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(200));
+            }
+        }
+    }
+}
+
+fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Error> {
+    let tx = conn.transaction()?;
+    for op in &batch.sites {
+        match op {
+            SiteOp::Put(site) => put_site_row(&tx, site)?,
+            SiteOp::Remove(id) => {
+                tx.execute("DELETE FROM sites WHERE id = ?1", [&id.0])?;
+                for table in ["site_keys", "visitors", "sequences"] {
+                    tx.execute(&format!("DELETE FROM {table} WHERE site_id = ?1"), [&id.0])?;
+                }
+            }
+        }
+    }
+    {
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO visitors (site_id, visitor_id, version, deadline, record)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (site_id, visitor_id) DO UPDATE SET
+                version = excluded.version, deadline = excluded.deadline, record = excluded.record",
+        )?;
+        let mut delete =
+            tx.prepare_cached("DELETE FROM visitors WHERE site_id = ?1 AND visitor_id = ?2")?;
+        for (site, visitor_id, current) in &batch.visitors {
+            match current {
+                Some(v) => {
+                    let json = serde_json::to_string(&*v.value)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    upsert.execute(params![
+                        site.0,
+                        visitor_id,
+                        i64::try_from(v.version.0).unwrap_or(i64::MAX),
+                        v.value.deadline.as_millis(),
+                        json
+                    ])?;
+                }
+                None => {
+                    delete.execute(params![site.0, visitor_id])?;
+                }
+            }
+        }
+        let mut sequence = tx.prepare_cached(
+            "INSERT INTO sequences (site_id, value) VALUES (?1, ?2)
+             ON CONFLICT (site_id) DO UPDATE SET value = excluded.value",
+        )?;
+        for (site, value) in &batch.sequences {
+            sequence.execute(params![site.0, i64::try_from(*value).unwrap_or(i64::MAX)])?;
+        }
+    }
+    tx.commit()
+}
+
+fn put_site_row(tx: &Transaction<'_>, site: &Site) -> Result<(), rusqlite::Error> {
+    let json = serde_json::to_string(site)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.execute("DELETE FROM site_keys WHERE site_id = ?1", [&site.id.0])?;
+    tx.execute(
+        "INSERT INTO sites (id, record) VALUES (?1, ?2)
+         ON CONFLICT (id) DO UPDATE SET record = excluded.record",
+        params![site.id.0, json],
+    )?;
+    for h in site.key_hashes() {
+        tx.execute(
+            "INSERT OR REPLACE INTO site_keys (key_hash, site_id) VALUES (?1, ?2)",
+            params![h.to_hex(), site.id.0],
+        )?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn put_site(&self, site: &Site) -> Result<(), StoreError> {
+        let generation = self.put_site_now(site);
+        // Sites are configuration: always wait for the commit, so an error surfaces.
+        self.committed(generation).await
+    }
+
+    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        let mut sites: Vec<Site> = self.state().sites.values().cloned().collect();
+        sites.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(sites)
+    }
+
+    async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {
+        let state = self.state();
+        Ok(state
+            .keys
+            .get(key)
+            .and_then(|id| state.sites.get(id))
+            .cloned())
+    }
+
+    async fn visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
+        Ok(self
+            .state()
+            .visitors
+            .get(site)
+            .and_then(|s| s.records.get(visitor_id))
+            .map(unshare))
+    }
+
+    async fn save_visitor(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let (version, generation) = self.save_visitor_now(site, record, expected)?;
+        self.after_write(generation).await?;
+        Ok(version)
+    }
+
+    async fn remove_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let generation = self.remove_visitor_now(site, visitor_id, expected)?;
+        self.after_write(generation).await
+    }
+
+    async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
+        Ok(self
+            .state()
+            .visitors
+            .get(site)
+            .map(|s| s.records.values().map(|v| (*v.value).clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn due_visitors(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
+        let state = self.state();
+        let Some(s) = state.visitors.get(site) else {
+            return Ok(Vec::new());
+        };
+        Ok(s.by_deadline
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .take(limit)
+            .filter_map(|(_, id)| s.records.get(id).map(unshare))
+            .collect())
+    }
+
+    async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .state()
+            .visitors
+            .get(site)
+            .and_then(|s| s.by_deadline.first().map(|(d, _)| *d)))
+    }
+
+    async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
+        let (value, generation) = self.advance_sequence_now(site, by)?;
+        self.after_write(generation).await?;
+        Ok(value)
+    }
+
+    async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError> {
+        Ok(self.state().visitors.get(site).map_or(0, |s| s.sequence))
+    }
+}

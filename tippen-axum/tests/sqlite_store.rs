@@ -1,0 +1,198 @@
+//! The core's store conformance suite on [`SqliteStore`], on real files, in both durability
+//! modes; and data surviving a reopen, through the file itself.
+
+use std::sync::Arc;
+
+use tippen_axum::{SqliteOptions, SqliteStore};
+use tippen_core::testkit::{run_store_suite, sample_record};
+use tippen_core::{KeyHash, Site, SiteId, Store, Timestamp, Version};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_write_behind() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store =
+        SqliteStore::open_with(dir.path().join("t.db"), SqliteOptions::default()).expect("open");
+    run_store_suite(Arc::new(store), "behind").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_write_behind_without_interval() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open_with(
+        dir.path().join("t.db"),
+        SqliteOptions::write_behind(std::time::Duration::ZERO),
+    )
+    .expect("open");
+    run_store_suite(Arc::new(store), "eager").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_immediate() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store =
+        SqliteStore::open_with(dir.path().join("t.db"), SqliteOptions::immediate()).expect("open");
+    run_store_suite(Arc::new(store), "immediate").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_suite_twice_on_one_file() {
+    // The suite's checks are scoped by prefix, so a file that already holds data passes too.
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("t.db");
+    run_store_suite(Arc::new(SqliteStore::open(&path).expect("open")), "first").await;
+    run_store_suite(
+        Arc::new(SqliteStore::open(&path).expect("reopen")),
+        "second",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn data_survives_reopening() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("nested.db");
+    let site = Site::new("acme", "Acme", "pk_acme", "sk_acme");
+    let id = SiteId::from("acme");
+    let mut record = sample_record("visitor_1", 1_000, 61_000);
+    record.page_views = 7;
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        store.put_site(&site).await.expect("put_site");
+        let v1 = store
+            .save_visitor(&id, &record, None)
+            .await
+            .expect("insert");
+        record.page_views = 8;
+        store
+            .save_visitor(&id, &record, Some(v1))
+            .await
+            .expect("update");
+        assert_eq!(store.advance_sequence(&id, 5).await.expect("seq"), 5);
+    } // dropped: thread joined, file closed
+
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(store.sites().await.expect("sites"), vec![site.clone()]);
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of("sk_acme"))
+            .await
+            .expect("by key"),
+        Some(site)
+    );
+    let back = store
+        .visitor(&id, "visitor_1")
+        .await
+        .expect("visitor")
+        .expect("record survived");
+    assert_eq!(back.version, Version(2), "version survived");
+    assert_eq!(back.value, record, "record survived");
+    assert_eq!(
+        store.next_deadline(&id).await.expect("next"),
+        Some(Timestamp::from_millis(61_000)),
+        "deadline index survived"
+    );
+    assert_eq!(
+        store.sequence(&id).await.expect("seq"),
+        5,
+        "sequence survived"
+    );
+    // A stale version still conflicts after the reopen.
+    assert!(
+        store
+            .save_visitor(&id, &record, Some(Version(1)))
+            .await
+            .is_err()
+    );
+
+    assert!(store.remove_site(&id).await.expect("remove"));
+    assert!(store.sites().await.expect("sites").is_empty());
+    assert!(store.visitors(&id).await.expect("visitors").is_empty());
+    assert!(!store.remove_site(&id).await.expect("remove again"));
+}
+
+#[test]
+fn a_missing_directory_is_an_open_error() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let err = SqliteStore::open(dir.path().join("no/such/dir/t.db")).expect_err("must fail");
+    assert!(
+        err.to_string().contains("cannot open SQLite database"),
+        "{err}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_and_immediate_writes_reach_the_file() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let site = SiteId::from("s");
+    // Write-behind: after flush() another reader of the file sees the write.
+    let behind_path = dir.path().join("behind.db");
+    let behind = SqliteStore::open(&behind_path).expect("open");
+    behind
+        .save_visitor(&site, &sample_record("v", 1_000, 2_000), None)
+        .await
+        .expect("insert");
+    behind.advance_sequence(&site, 3).await.expect("seq");
+    behind.flush().await.expect("flush");
+    let reader = SqliteStore::open(&behind_path).expect("second reader");
+    assert_eq!(reader.visitors(&site).await.expect("visitors").len(), 1);
+    assert_eq!(reader.sequence(&site).await.expect("seq"), 3);
+    drop(reader);
+    // Immediate: the write is in the file when the call returns.
+    let immediate_path = dir.path().join("immediate.db");
+    let immediate =
+        SqliteStore::open_with(&immediate_path, SqliteOptions::immediate()).expect("open");
+    let v1 = immediate
+        .save_visitor(&site, &sample_record("v", 1_000, 2_000), None)
+        .await
+        .expect("insert");
+    let reader = SqliteStore::open(&immediate_path).expect("second reader");
+    assert_eq!(
+        reader
+            .visitor(&site, "v")
+            .await
+            .expect("visitor")
+            .map(|v| v.version),
+        Some(v1)
+    );
+    drop(reader);
+    immediate
+        .remove_visitor(&site, "v", v1)
+        .await
+        .expect("delete");
+    let reader = SqliteStore::open(&immediate_path).expect("third reader");
+    assert_eq!(reader.visitor(&site, "v").await.expect("visitor"), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_updates_of_one_visitor_are_coalesced_and_the_last_one_persists() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("t.db");
+    let site = SiteId::from("s");
+    let mut record = sample_record("v", 1_000, 2_000);
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        let mut version = None;
+        for i in 1..=500 {
+            record.page_views = i;
+            record.deadline = Timestamp::from_millis(2_000 + i as i64);
+            version = Some(
+                store
+                    .save_visitor(&site, &record, version)
+                    .await
+                    .expect("update"),
+            );
+        }
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    let back = store
+        .visitor(&site, "v")
+        .await
+        .expect("visitor")
+        .expect("record");
+    assert_eq!(back.version, Version(500));
+    assert_eq!(back.value, record);
+    assert_eq!(
+        store.next_deadline(&site).await.expect("next"),
+        Some(Timestamp::from_millis(2_500))
+    );
+}
