@@ -255,6 +255,7 @@ impl TippenHost {
             .map(|c| c.0.ip());
         let ctx = RequestContext {
             client_ip: self.client_ip(peer, &parts.headers),
+            ..RequestContext::default()
         };
         let req = http::Request::from_parts(parts, body);
         match self.inner.tippen.route(req, &ctx).await {
