@@ -27,6 +27,11 @@
 //!    run [`Tippen::route`] → lock → [`Tippen::execute`] → fan out → unlock).
 //! 2. Keep, per site, the earliest deadline seen; at that moment call [`Tippen::sweep`] and
 //!    re-arm at the deadline it returns. Spurious or late calls are harmless.
+//! 3. Hand every [`Handled::lookups`](api::Handled) (enrichment lookups the shared cache could
+//!    not answer) to a [`LookupPlanner`](enrichment::LookupPlanner) owned by the host, without
+//!    delaying the response; when a lookup settles, call [`Tippen::cache_lookup`] once, then
+//!    [`Tippen::complete_lookup`] for each waiting visitor under its site's lock, and fan out
+//!    what it returns.
 //!
 //! ```
 //! use std::{sync::Arc, time::Duration};
