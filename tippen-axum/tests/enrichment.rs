@@ -415,7 +415,8 @@ async fn a_provider_that_never_answers_delays_no_tracking_request() {
             ..fast_planner()
         },
     );
-    config.request_timeout = Duration::from_millis(300);
+    // A host that waited for the provider would take at least this long to answer.
+    config.request_timeout = Duration::from_secs(3);
     let server = start(&dir.path().join("t.db"), config).await;
     let timed = (0..20).map(|i| {
         let server = &server;
@@ -428,13 +429,13 @@ async fn a_provider_that_never_answers_delays_no_tracking_request() {
     for (status, took) in join_all(timed).await {
         assert_eq!(status, 200);
         assert!(
-            took < Duration::from_millis(500),
+            took < Duration::from_secs(1),
             "a tracking request took {took:?}"
         );
     }
     // Two attempts per address time out, then the lookup settles as a failure.
     eventually(
-        Duration::from_secs(10),
+        Duration::from_secs(20),
         "every attempt timed out",
         || async { server.stats().await["failures"]["transient"] == 40 },
     )
@@ -449,7 +450,7 @@ async fn a_provider_that_never_answers_delays_no_tracking_request() {
     // A later page view is still answered at once.
     let t = Instant::now();
     assert_eq!(server.ping("late", &public_ip(50)).await, 200);
-    assert!(t.elapsed() < Duration::from_millis(500));
+    assert!(t.elapsed() < Duration::from_secs(1));
 }
 
 /// Collects formatted log lines.
