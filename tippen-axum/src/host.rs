@@ -21,6 +21,7 @@ use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen};
 use tokio::sync::{broadcast, watch};
 use tower_http::trace::TraceLayer;
 
+use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
 
 /// Settings of the host itself (the core's settings are in [`tippen_core::Config`]).
@@ -39,6 +40,9 @@ pub struct HostConfig {
     /// A dashboard that does not take a message within this time is disconnected (it
     /// reconnects and resyncs). Default 30 s.
     pub ws_send_timeout: Duration,
+    /// IP → company enrichment: the provider and its limits. `None` (default): every visitor
+    /// keeps its fallback company.
+    pub enrichment: Option<EnrichmentConfig>,
 }
 
 impl Default for HostConfig {
@@ -49,6 +53,7 @@ impl Default for HostConfig {
             max_ws_message_bytes: 64 * 1024,
             max_drain_bytes: 1024 * 1024,
             ws_send_timeout: Duration::from_secs(30),
+            enrichment: None,
         }
     }
 }
@@ -73,7 +78,7 @@ pub enum HostError {
 /// See the [crate docs](crate) for an example.
 #[derive(Clone)]
 pub struct TippenHost {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for TippenHost {
@@ -85,9 +90,11 @@ impl std::fmt::Debug for TippenHost {
     }
 }
 
-struct Inner {
-    tippen: Arc<Tippen>,
+pub(crate) struct Inner {
+    pub(crate) tippen: Arc<Tippen>,
     config: HostConfig,
+    /// The enrichment task's channel, when a provider is configured.
+    enrichment: Option<Enrichment>,
     sites: Mutex<HashMap<SiteId, Arc<SiteState>>>,
     /// `true` once shutdown has begun; dropped with the host, which also stops the tasks.
     shutdown: watch::Sender<bool>,
@@ -96,11 +103,11 @@ struct Inner {
 }
 
 /// One site's owner state.
-struct SiteState {
+pub(crate) struct SiteState {
     id: SiteId,
     /// Held around every write and sweep of the site, and around fanning out its messages,
     /// so dashboards receive them in sequence order.
-    lock: tokio::sync::Mutex<()>,
+    pub(crate) lock: tokio::sync::Mutex<()>,
     /// The site's dashboard messages.
     tx: broadcast::Sender<Utf8Bytes>,
     /// The earliest deadline the timer must wake up for.
@@ -127,7 +134,7 @@ impl Drop for ActiveGuard {
 }
 
 /// Resolves once shutdown has begun or the host is gone.
-async fn stopped(rx: &mut watch::Receiver<bool>) {
+pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
 }
 
@@ -139,10 +146,12 @@ impl TippenHost {
 
     /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with `config`.
     pub fn with_config(tippen: impl Into<Arc<Tippen>>, config: HostConfig) -> Self {
+        let enrichment = config.enrichment.clone().map(Enrichment::new);
         TippenHost {
             inner: Arc::new(Inner {
                 tippen: tippen.into(),
                 config,
+                enrichment,
                 sites: Mutex::new(HashMap::new()),
                 shutdown: watch::Sender::new(false),
                 active: Arc::new(Active(watch::Sender::new(0))),
@@ -255,6 +264,7 @@ impl TippenHost {
             .map(|c| c.0.ip());
         let ctx = RequestContext {
             client_ip: self.client_ip(peer, &parts.headers),
+            ..RequestContext::default()
         };
         let req = http::Request::from_parts(parts, body);
         match self.inner.tippen.route(req, &ctx).await {
@@ -289,6 +299,14 @@ impl TippenHost {
         if let Some(deadline) = handled.deadline {
             self.arm(&state, deadline);
         }
+        if let Some(enrichment) = &self.inner.enrichment {
+            // Queued for the enrichment task: the answer never waits for the provider.
+            enrichment.submit(
+                handled.lookups,
+                &self.inner,
+                self.inner.shutdown.subscribe(),
+            );
+        }
         handled.response
     }
 
@@ -297,7 +315,7 @@ impl TippenHost {
     }
 
     /// The site's state, created on first use.
-    fn site(&self, id: &SiteId) -> Arc<SiteState> {
+    pub(crate) fn site(&self, id: &SiteId) -> Arc<SiteState> {
         if let Some(s) = self.sites().get(id) {
             return s.clone();
         }
@@ -448,7 +466,7 @@ impl Dashboard {
     }
 }
 
-fn publish(state: &SiteState, broadcasts: Vec<String>) {
+pub(crate) fn publish(state: &SiteState, broadcasts: Vec<String>) {
     for text in broadcasts {
         // An error only means no dashboard is connected.
         let _ = state.tx.send(Utf8Bytes::from(text));

@@ -53,11 +53,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod enrich;
 mod host;
 mod ip;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 
+pub use enrich::EnrichmentConfig;
 pub use host::{HostConfig, HostError, TippenHost};
 pub use ip::{InvalidProxy, TrustedProxies};
 #[cfg(feature = "sqlite")]

@@ -39,9 +39,16 @@
 //! visitors  (site_id, visitor_id, version, deadline, record)   -- PRIMARY KEY (site_id, visitor_id)
 //!           INDEX visitors_by_deadline (site_id, deadline)
 //! sequences (site_id TEXT PRIMARY KEY, value INTEGER)
+//! enrichment_cache (ip TEXT PRIMARY KEY, expires_at INTEGER, record TEXT)  -- shared by all sites
+//! enrichment_stats (site_id TEXT PRIMARY KEY, record TEXT)                -- counters as JSON
 //! ```
+//!
+//! The enrichment tables were added in version 2; a version 1 file gains them on open. Cache
+//! entries and counters are written behind like visitors (a crash loses at most the last
+//! commit interval's; the cache survives every orderly restart).
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -50,11 +57,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::{Connection, Transaction, params};
 use thiserror::Error;
+use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 use tokio::sync::watch;
 
-const SCHEMA_VERSION: i64 = 1;
+const SCHEMA_VERSION: i64 = 2;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sites (
@@ -78,6 +86,15 @@ CREATE INDEX IF NOT EXISTS visitors_by_deadline ON visitors (site_id, deadline);
 CREATE TABLE IF NOT EXISTS sequences (
     site_id TEXT PRIMARY KEY NOT NULL,
     value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS enrichment_cache (
+    ip TEXT PRIMARY KEY NOT NULL,
+    expires_at INTEGER NOT NULL,
+    record TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS enrichment_stats (
+    site_id TEXT PRIMARY KEY NOT NULL,
+    record TEXT NOT NULL
 ) WITHOUT ROWID;
 ";
 
@@ -208,6 +225,10 @@ struct State {
     sites: HashMap<SiteId, Site>,
     keys: HashMap<KeyHash, SiteId>,
     visitors: HashMap<SiteId, SiteVisitors>,
+    /// The enrichment cache, shared by all sites.
+    lookups: HashMap<IpAddr, CachedLookup>,
+    /// Enrichment counters per site.
+    stats: HashMap<SiteId, EnrichmentStats>,
     pending: Pending,
     /// Number of the last change recorded in `pending`.
     generation: u64,
@@ -239,11 +260,17 @@ struct Pending {
     sites: Vec<SiteOp>,
     visitors: HashMap<SiteId, HashSet<String>>,
     sequences: HashSet<SiteId>,
+    lookups: HashSet<IpAddr>,
+    stats: HashSet<SiteId>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
-        self.sites.is_empty() && self.visitors.is_empty() && self.sequences.is_empty()
+        self.sites.is_empty()
+            && self.visitors.is_empty()
+            && self.sequences.is_empty()
+            && self.lookups.is_empty()
+            && self.stats.is_empty()
     }
 
     fn visitor_changed(&mut self, site: &SiteId, visitor_id: &str) {
@@ -275,11 +302,17 @@ struct Batch {
     /// `Some`: write this version of the record; `None`: delete the row.
     visitors: Vec<(SiteId, String, Option<SharedRecord>)>,
     sequences: Vec<(SiteId, u64)>,
+    lookups: Vec<(IpAddr, CachedLookup)>,
+    stats: Vec<(SiteId, EnrichmentStats)>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
-        self.sites.is_empty() && self.visitors.is_empty() && self.sequences.is_empty()
+        self.sites.is_empty()
+            && self.visitors.is_empty()
+            && self.sequences.is_empty()
+            && self.lookups.is_empty()
+            && self.stats.is_empty()
     }
 
     /// Takes the pending changes with the current state of every changed key.
@@ -301,10 +334,22 @@ impl Batch {
                 (site, value)
             })
             .collect();
+        let lookups = pending
+            .lookups
+            .into_iter()
+            .filter_map(|ip| state.lookups.get(&ip).map(|e| (ip, e.clone())))
+            .collect();
+        let stats = pending
+            .stats
+            .into_iter()
+            .filter_map(|site| state.stats.get(&site).map(|s| (site, s.clone())))
+            .collect();
         Batch {
             sites: pending.sites,
             visitors,
             sequences,
+            lookups,
+            stats,
         }
     }
 
@@ -319,6 +364,12 @@ impl Batch {
         for (site, _) in self.sequences {
             pending.sequence_changed(&site);
         }
+        pending
+            .lookups
+            .extend(self.lookups.into_iter().map(|(ip, _)| ip));
+        pending
+            .stats
+            .extend(self.stats.into_iter().map(|(site, _)| site));
     }
 }
 
@@ -491,8 +542,10 @@ impl SqliteStore {
             None => false,
         };
         state.visitors.remove(site);
+        state.stats.remove(site);
         state.pending.visitors.remove(site);
         state.pending.sequences.remove(site);
+        state.pending.stats.remove(site);
         state.pending.sites.push(SiteOp::Remove(site.clone()));
         (existed, self.queued_urgent(state))
     }
@@ -566,6 +619,25 @@ impl SqliteStore {
         }
         state.pending.visitor_changed(site, visitor_id);
         Ok(self.queued(state))
+    }
+
+    fn put_cached_lookup_now(&self, ip: IpAddr, entry: &CachedLookup) -> u64 {
+        let mut state = self.state();
+        state.lookups.insert(ip, entry.clone());
+        state.pending.lookups.insert(ip);
+        self.queued(state)
+    }
+
+    fn record_enrichment_now(&self, site: &SiteId, events: &[EnrichmentEvent]) -> u64 {
+        let mut state = self.state();
+        let stats = state.stats.entry(site.clone()).or_default();
+        for event in events {
+            stats.record(*event);
+        }
+        if !state.pending.stats.contains(site) {
+            state.pending.stats.insert(site.clone());
+        }
+        self.queued(state)
     }
 
     fn advance_sequence_now(&self, site: &SiteId, by: u64) -> Result<(u64, u64), StoreError> {
@@ -696,6 +768,33 @@ fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
         state.visitors.entry(SiteId(site)).or_default().sequence =
             u64::try_from(value).map_err(|_| bad(format!("sequence {value}")))?;
     }
+    let mut stmt = conn
+        .prepare("SELECT ip, record FROM enrichment_cache")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(open_err)?;
+    for row in rows {
+        let (ip, json) = row.map_err(open_err)?;
+        let addr: IpAddr = ip
+            .parse()
+            .map_err(|_| bad(format!("enrichment cache address {ip:?}")))?;
+        let entry: CachedLookup = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("enrichment cache entry {ip:?}: {e}")))?;
+        state.lookups.insert(addr, entry);
+    }
+    let mut stmt = conn
+        .prepare("SELECT site_id, record FROM enrichment_stats")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(open_err)?;
+    for row in rows {
+        let (site, json) = row.map_err(open_err)?;
+        let counters: EnrichmentStats = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("enrichment stats of site {site:?}: {e}")))?;
+        state.stats.insert(SiteId(site), counters);
+    }
     Ok(state)
 }
 
@@ -775,7 +874,7 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Err
             SiteOp::Put(site) => put_site_row(&tx, site)?,
             SiteOp::Remove(id) => {
                 tx.execute("DELETE FROM sites WHERE id = ?1", [&id.0])?;
-                for table in ["site_keys", "visitors", "sequences"] {
+                for table in ["site_keys", "visitors", "sequences", "enrichment_stats"] {
                     tx.execute(&format!("DELETE FROM {table} WHERE site_id = ?1"), [&id.0])?;
                 }
             }
@@ -814,6 +913,25 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Err
         )?;
         for (site, value) in &batch.sequences {
             sequence.execute(params![site.0, i64::try_from(*value).unwrap_or(i64::MAX)])?;
+        }
+        let mut lookup = tx.prepare_cached(
+            "INSERT INTO enrichment_cache (ip, expires_at, record) VALUES (?1, ?2, ?3)
+             ON CONFLICT (ip) DO UPDATE SET
+                expires_at = excluded.expires_at, record = excluded.record",
+        )?;
+        for (ip, entry) in &batch.lookups {
+            let json = serde_json::to_string(entry)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            lookup.execute(params![ip.to_string(), entry.expires_at.as_millis(), json])?;
+        }
+        let mut stats = tx.prepare_cached(
+            "INSERT INTO enrichment_stats (site_id, record) VALUES (?1, ?2)
+             ON CONFLICT (site_id) DO UPDATE SET record = excluded.record",
+        )?;
+        for (site, counters) in &batch.stats {
+            let json = serde_json::to_string(counters)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            stats.execute(params![site.0, json])?;
         }
     }
     tx.commit()
@@ -937,5 +1055,30 @@ impl Store for SqliteStore {
 
     async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError> {
         Ok(self.state().visitors.get(site).map_or(0, |s| s.sequence))
+    }
+
+    async fn cached_lookup(&self, ip: IpAddr) -> Result<Option<CachedLookup>, StoreError> {
+        Ok(self.state().lookups.get(&ip).cloned())
+    }
+
+    async fn put_cached_lookup(&self, ip: IpAddr, entry: &CachedLookup) -> Result<(), StoreError> {
+        let generation = self.put_cached_lookup_now(ip, entry);
+        self.after_write(generation).await
+    }
+
+    async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError> {
+        Ok(self.state().stats.get(site).cloned().unwrap_or_default())
+    }
+
+    async fn record_enrichment(
+        &self,
+        site: &SiteId,
+        events: &[EnrichmentEvent],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let generation = self.record_enrichment_now(site, events);
+        self.after_write(generation).await
     }
 }

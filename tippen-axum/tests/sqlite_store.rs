@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use tippen_axum::{SqliteOptions, SqliteStore};
+use tippen_core::enrichment::{CachePolicy, CompanyProfile, EnrichmentEvent};
 use tippen_core::testkit::{run_store_suite, sample_record};
 use tippen_core::{KeyHash, Site, SiteId, Store, Timestamp, Version};
 
@@ -55,6 +56,17 @@ async fn data_survives_reopening() {
     let id = SiteId::from("acme");
     let mut record = sample_record("visitor_1", 1_000, 61_000);
     record.page_views = 7;
+    let ip: std::net::IpAddr = "8.8.8.8".parse().unwrap();
+    let entry = CachePolicy::default()
+        .entry_for(
+            &Ok(CompanyProfile {
+                name: "Google LLC".into(),
+                domain: Some("google.com".into()),
+                ..CompanyProfile::default()
+            }),
+            Timestamp::from_millis(1_000),
+        )
+        .expect("cached");
     {
         let store = SqliteStore::open(&path).expect("open");
         store.put_site(&site).await.expect("put_site");
@@ -68,9 +80,31 @@ async fn data_survives_reopening() {
             .await
             .expect("update");
         assert_eq!(store.advance_sequence(&id, 5).await.expect("seq"), 5);
+        store
+            .put_cached_lookup(ip, &entry)
+            .await
+            .expect("put_cached_lookup");
+        store
+            .record_enrichment(
+                &id,
+                &[EnrichmentEvent::CacheHit, EnrichmentEvent::LookupStarted],
+            )
+            .await
+            .expect("record_enrichment");
     } // dropped: thread joined, file closed
 
     let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(
+        store.cached_lookup(ip).await.expect("cached_lookup"),
+        Some(entry),
+        "the enrichment cache survived"
+    );
+    let stats = store.enrichment_stats(&id).await.expect("stats");
+    assert_eq!(
+        (stats.cache_hits, stats.credits_used),
+        (1, 1),
+        "stats survived"
+    );
     assert_eq!(store.sites().await.expect("sites"), vec![site.clone()]);
     assert_eq!(
         store

@@ -20,7 +20,7 @@ use crate::protocol::{
     ClientMessage, LeaveRequest, SendVideoInviteRequest, Sequenced, ServerMessage,
     TrackVisitorRequest, UserActivityRequest,
 };
-use crate::service::{Outcome, ServiceError, Tippen};
+use crate::service::{ClientInfo, LookupRequest, Outcome, ServiceError, Tippen};
 use crate::site::{KeyRole, Site, SiteId};
 
 /// The header carrying the key (Part A).
@@ -32,6 +32,19 @@ pub struct RequestContext {
     /// The client's address, as the host determined it (socket, `CF-Connecting-IP`, API
     /// Gateway's `sourceIp`, or a trusted proxy's header).
     pub client_ip: Option<IpAddr>,
+    /// The client sent Global Privacy Control by other means than the `Sec-GPC: 1` header
+    /// (which [`Tippen::route`] reads itself); hosts normally leave this `false`.
+    pub gpc: bool,
+}
+
+/// The Global Privacy Control request header.
+pub const GPC_HEADER: &str = "sec-gpc";
+
+/// Whether the request carries `Sec-GPC: 1`.
+fn sends_gpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(GPC_HEADER)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
 }
 
 /// A handled request: the response and what the host must do next.
@@ -45,6 +58,9 @@ pub struct Handled {
     pub broadcasts: Vec<String>,
     /// Call [`Tippen::sweep`] for [`site`](Self::site) at this time (keep the earliest).
     pub deadline: Option<Timestamp>,
+    /// Enrichment lookups to run ([`Outcome::lookups`]); never wait for them before
+    /// answering.
+    pub lookups: Vec<LookupRequest>,
 }
 
 impl Handled {
@@ -54,6 +70,7 @@ impl Handled {
             site: None,
             broadcasts: Vec::new(),
             deadline: None,
+            lookups: Vec::new(),
         }
     }
 }
@@ -89,12 +106,14 @@ enum Op {
         visitor_id: String,
         ping: Ping,
         client_ip: Option<IpAddr>,
+        sends_gpc: bool,
     },
     Leave {
         visitor_id: String,
         tab_id: Option<String>,
     },
     ListVisitors,
+    Stats,
     DeleteVisitor {
         visitor_id: String,
     },
@@ -235,6 +254,7 @@ enum Route {
     DashboardSocket,
     Visitors,
     Visitor,
+    Stats,
     SendVideoInvite,
     UserActivity,
     Tracker,
@@ -258,6 +278,7 @@ impl Route {
             p if p.starts_with("/api/visitors/") && p.len() > "/api/visitors/".len() => {
                 Route::Visitor
             }
+            "/api/stats" => Route::Stats,
             "/api/send-video-invite" => Route::SendVideoInvite,
             "/api/track/user-activity" => Route::UserActivity,
             "/tippen-tracker.js" => Route::Tracker,
@@ -499,6 +520,10 @@ impl Tippen {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 call(site, Op::ListVisitors)
             }
+            Route::Stats => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                call(site, Op::Stats)
+            }
             Route::Visitor => {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 let raw = path
@@ -563,6 +588,7 @@ impl Tippen {
                         visitor_id: v.visitor_id,
                         ping,
                         client_ip: ctx.client_ip,
+                        sends_gpc: ctx.gpc || sends_gpc(&parts.headers),
                     },
                 )
             }
@@ -645,6 +671,7 @@ impl Tippen {
 
     /// Runs an operation returned by [`route`](Self::route).
     pub async fn execute(&self, call: SiteCall) -> Handled {
+        let honours_gpc = call.site.honor_gpc;
         let site = call.site.id;
         let result: Result<(Response<Bytes>, Outcome), ApiError> = async {
             Ok(match call.op {
@@ -652,8 +679,14 @@ impl Tippen {
                     visitor_id,
                     ping,
                     client_ip,
+                    sends_gpc,
                 } => {
-                    let outcome = self.track(&site, &visitor_id, &ping, client_ip).await?;
+                    let client = ClientInfo {
+                        ip: client_ip,
+                        sends_gpc,
+                        site_honours_gpc: honours_gpc,
+                    };
+                    let outcome = self.track_client(&site, &visitor_id, &ping, client).await?;
                     let body = TrackResponse {
                         success: true,
                         session_id: &visitor_id,
@@ -676,6 +709,13 @@ impl Tippen {
                     let visitors = self.live_visitors(&site).await?;
                     (
                         json_response(StatusCode::OK, &VisitorsResponse { visitors, seq }),
+                        Outcome::default(),
+                    )
+                }
+                Op::Stats => {
+                    let stats = self.enrichment_stats(&site).await?;
+                    (
+                        json_response(StatusCode::OK, &stats.report()),
                         Outcome::default(),
                     )
                 }
@@ -728,6 +768,7 @@ impl Tippen {
                 response,
                 broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
                 deadline: outcome.deadline,
+                lookups: outcome.lookups,
                 site: Some(site),
             },
             Err(e) => Handled {

@@ -65,6 +65,8 @@ impl Default for Limits {
 /// Everything configurable in the core.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
+    /// How long enrichment results stay in the shared cache (hits 30 days, failures 1 day).
+    pub enrichment_cache: crate::enrichment::CachePolicy,
     /// Presence timings.
     pub presence: PresenceConfig,
     /// Request limits.

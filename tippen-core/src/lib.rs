@@ -27,6 +27,11 @@
 //!    run [`Tippen::route`] → lock → [`Tippen::execute`] → fan out → unlock).
 //! 2. Keep, per site, the earliest deadline seen; at that moment call [`Tippen::sweep`] and
 //!    re-arm at the deadline it returns. Spurious or late calls are harmless.
+//! 3. Hand every [`Handled::lookups`](api::Handled) (enrichment lookups the shared cache could
+//!    not answer) to a [`LookupPlanner`](enrichment::LookupPlanner) owned by the host, without
+//!    delaying the response; when a lookup settles, call [`Tippen::cache_lookup`] once, then
+//!    [`Tippen::complete_lookup`] for each waiting visitor under its site's lock, and fan out
+//!    what it returns.
 //!
 //! ```
 //! use std::{sync::Arc, time::Duration};
@@ -85,6 +90,6 @@ pub use clock::{Clock, ManualClock, Timestamp};
 pub use config::{Config, Limits, PresenceConfig};
 pub use ids::{IdGenerator, SeededIds};
 pub use memory::MemoryStore;
-pub use service::{Outcome, ServiceError, Tippen};
+pub use service::{ClientInfo, LookupRequest, Outcome, ServiceError, Tippen};
 pub use site::{KeyHash, KeyRole, Site, SiteId};
 pub use store::{Store, StoreError, Version, Versioned};

@@ -2,11 +2,13 @@
 //! that need no persistence.
 
 use std::collections::{BTreeSet, HashMap};
+use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 
 use crate::clock::Timestamp;
+use crate::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use crate::presence::VisitorRecord;
 use crate::site::{KeyHash, Site, SiteId};
 use crate::store::{Store, StoreError, Version, Versioned};
@@ -22,6 +24,8 @@ struct Inner {
     sites: HashMap<SiteId, Site>,
     keys: HashMap<KeyHash, SiteId>,
     visitors: HashMap<SiteId, SiteVisitors>,
+    lookups: HashMap<IpAddr, CachedLookup>,
+    stats: HashMap<SiteId, EnrichmentStats>,
 }
 
 #[derive(Debug, Default)]
@@ -213,5 +217,34 @@ impl Store for MemoryStore {
 
     async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError> {
         Ok(self.lock().visitors.get(site).map_or(0, |s| s.sequence))
+    }
+
+    async fn cached_lookup(&self, ip: IpAddr) -> Result<Option<CachedLookup>, StoreError> {
+        Ok(self.lock().lookups.get(&ip).cloned())
+    }
+
+    async fn put_cached_lookup(&self, ip: IpAddr, entry: &CachedLookup) -> Result<(), StoreError> {
+        self.lock().lookups.insert(ip, entry.clone());
+        Ok(())
+    }
+
+    async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError> {
+        Ok(self.lock().stats.get(site).cloned().unwrap_or_default())
+    }
+
+    async fn record_enrichment(
+        &self,
+        site: &SiteId,
+        events: &[EnrichmentEvent],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut inner = self.lock();
+        let stats = inner.stats.entry(site.clone()).or_default();
+        for event in events {
+            stats.record(*event);
+        }
+        Ok(())
     }
 }

@@ -153,7 +153,32 @@ impl Company {
         }
     }
 
-    fn fallback(name: &str) -> Self {
+    /// The company of a provider's profile, from `source` (`Provider`, or `Cache` with
+    /// `is_cached`), looked up at `enriched_at`.
+    pub fn from_profile(
+        profile: &crate::enrichment::CompanyProfile,
+        source: EnrichmentSource,
+        enriched_at: Timestamp,
+    ) -> Self {
+        Company {
+            name: profile.name.clone(),
+            location: profile
+                .location
+                .clone()
+                .unwrap_or_else(|| "Unknown".to_owned()),
+            domain: profile.domain.clone(),
+            industry: profile.industry.clone(),
+            revenue: profile.revenue_range.clone(),
+            employees: profile.employee_range.clone(),
+            enriched_location: profile.location.clone(),
+            source,
+            is_cached: source == EnrichmentSource::Cache,
+            enriched_at: Some(enriched_at),
+        }
+    }
+
+    /// The fallback company named `name` (source `fallback`).
+    pub fn fallback(name: &str) -> Self {
         Company {
             name: name.to_owned(),
             location: "Unknown".to_owned(),
@@ -218,6 +243,8 @@ pub enum UpdateKind {
     TabOpened,
     /// A tab left or expired while others remain.
     TabClosed,
+    /// The visitor's company data arrived (an enrichment lookup finished).
+    Enriched,
 }
 
 /// Result of removing tabs from a record.

@@ -12,6 +12,10 @@ use thiserror::Error;
 
 use crate::clock::{Clock, Timestamp};
 use crate::config::Config;
+use crate::enrichment::{
+    CachedLookup, CompanyProfile, EnrichmentEvent, EnrichmentSource, EnrichmentStats,
+    LookupFailure, VisitorSignals, lookup_target,
+};
 use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, VisitorRecord};
 use crate::protocol::{Sequenced, ServerMessage, VisitorView};
 use crate::site::{KeyHash, KeyRole, Site, SiteId};
@@ -41,6 +45,34 @@ pub struct Outcome {
     /// After a write this is the written record's deadline (the host keeps the minimum of
     /// what it has armed); after a sweep it is the site's next deadline.
     pub deadline: Option<Timestamp>,
+    /// Enrichment lookups the host should run (a new visit whose address the cache could not
+    /// answer). The host deduplicates and rate-limits them with a
+    /// [`LookupPlanner`](crate::enrichment::LookupPlanner), sends the provider request, and
+    /// calls [`Tippen::cache_lookup`] then [`Tippen::complete_lookup`] for each waiter.
+    pub lookups: Vec<LookupRequest>,
+}
+
+/// A visitor waiting for the company behind an address. The address lives only here (and in
+/// the shared cache, keyed by address alone): visitor records never store it.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct LookupRequest {
+    /// The visitor's site (whose credits the lookup uses).
+    pub site: SiteId,
+    /// The visitor.
+    pub visitor_id: String,
+    /// The address to look up, as [`lookup_target`] returned it.
+    pub ip: IpAddr,
+}
+
+/// What is known about the client of a tracking request, beyond the ping.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    /// The client's address, as the host determined it.
+    pub ip: Option<IpAddr>,
+    /// The browser sent `Sec-GPC: 1` (Global Privacy Control).
+    pub sends_gpc: bool,
+    /// The site honours Global Privacy Control ([`Site::honor_gpc`]).
+    pub site_honours_gpc: bool,
 }
 
 /// The core service. Cheap to share (`Arc`), holds no per-request state.
@@ -128,13 +160,37 @@ impl Tippen {
         VisitorView::of(record, now, &self.config.presence)
     }
 
-    /// A tracker event: creates, updates or restarts the visitor's visit.
+    /// A tracker event: creates, updates or restarts the visitor's visit. Same as
+    /// [`track_client`](Self::track_client) with only the address known (no Global Privacy
+    /// Control signal).
     pub async fn track(
         &self,
         site: &SiteId,
         visitor_id: &str,
         ping: &Ping,
         client_ip: Option<IpAddr>,
+    ) -> Result<Outcome, ServiceError> {
+        let client = ClientInfo {
+            ip: client_ip,
+            ..ClientInfo::default()
+        };
+        self.track_client(site, visitor_id, ping, client).await
+    }
+
+    /// A tracker event: creates, updates or restarts the visitor's visit.
+    ///
+    /// A new visit is enriched at once when it can be: no lookup for a bot, a visitor sending
+    /// Global Privacy Control to a site that honours it, or an address that is not public
+    /// ([`lookup_target`]; the visitor gets the fallback company and the skip is counted);
+    /// a fresh entry of the shared cache fills the company (source `cache`, a credit saved);
+    /// otherwise the visitor is listed with the fallback and the outcome's
+    /// [`lookups`](Outcome::lookups) asks the host for a lookup.
+    pub async fn track_client(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        ping: &Ping,
+        client: ClientInfo,
     ) -> Result<Outcome, ServiceError> {
         let cfg = &self.config.presence;
         let now = self.clock.now();
@@ -148,6 +204,7 @@ impl Tippen {
                 return Ok(Outcome::default());
             }
             let mut messages = Vec::with_capacity(2);
+            let mut enrichment = None;
             let (record, expected, update) = match current {
                 Some(v) if v.value.live_at(now, cfg) => {
                     let mut record = v.value;
@@ -163,7 +220,9 @@ impl Tippen {
                         });
                     }
                     let bot = is_bot(ping.user_agent.as_deref());
-                    let company = Company::fallback_for(client_ip);
+                    let first = self.first_company(&client, bot, now).await?;
+                    let company = first.company.clone();
+                    enrichment = Some(first);
                     let mut record = VisitorRecord::start(visitor_id, ping, bot, company, now, cfg);
                     if let Some(old) = &stale {
                         record.inherit_departures(&old.value, now, cfg);
@@ -183,9 +242,21 @@ impl Tippen {
                             event,
                         });
                     }
+                    let mut lookups = Vec::new();
+                    if let Some(first) = enrichment {
+                        if let Some(event) = first.event {
+                            self.record_enrichment_logged(site, &[event]).await;
+                        }
+                        lookups.extend(first.lookup.map(|ip| LookupRequest {
+                            site: site.clone(),
+                            visitor_id: visitor_id.to_owned(),
+                            ip,
+                        }));
+                    }
                     return Ok(Outcome {
                         messages: self.sequence(site, messages).await?,
                         deadline: Some(record.deadline),
+                        lookups,
                     });
                 }
                 Err(StoreError::Conflict) => continue,
@@ -238,6 +309,7 @@ impl Tippen {
                     return Ok(Outcome {
                         messages: self.sequence(site, messages).await?,
                         deadline: (!record.tabs.is_empty()).then_some(record.deadline),
+                        lookups: Vec::new(),
                     });
                 }
                 Err(StoreError::Conflict) => continue,
@@ -339,6 +411,7 @@ impl Tippen {
         Ok(Outcome {
             messages: self.sequence(site, messages).await?,
             deadline: self.store.next_deadline(site).await?,
+            lookups: Vec::new(),
         })
     }
 
@@ -371,7 +444,7 @@ impl Tippen {
                         true,
                         Outcome {
                             messages: self.sequence(site, vec![message]).await?,
-                            deadline: None,
+                            ..Outcome::default()
                         },
                     ));
                 }
@@ -448,9 +521,208 @@ impl Tippen {
         };
         Ok(Outcome {
             messages: self.sequence(site, vec![message]).await?,
-            deadline: None,
+            ..Outcome::default()
         })
     }
+
+    /// The company a new visit starts with, the enrichment event to count, and the address
+    /// to look up when the cache could not answer.
+    async fn first_company(
+        &self,
+        client: &ClientInfo,
+        bot: bool,
+        now: Timestamp,
+    ) -> Result<FirstCompany, ServiceError> {
+        let Some(ip) = client.ip else {
+            // The host could not tell the address: nothing to look up or count.
+            return Ok(FirstCompany {
+                company: Company::unknown(),
+                event: None,
+                lookup: None,
+            });
+        };
+        let signals = VisitorSignals {
+            is_bot: bot,
+            sends_gpc: client.sends_gpc,
+            site_honours_gpc: client.site_honours_gpc,
+        };
+        let target = match lookup_target(ip, signals) {
+            Ok(target) => target,
+            Err(cause) => {
+                return Ok(FirstCompany {
+                    // Named by the address (a local bot is still a direct visitor).
+                    company: Company::fallback_for(Some(ip)),
+                    event: Some(EnrichmentEvent::Skipped(cause)),
+                    lookup: None,
+                });
+            }
+        };
+        let cached = self.store.cached_lookup(target).await?;
+        Ok(match cached.filter(|e| e.is_fresh(now)) {
+            Some(entry) => match entry.profile() {
+                Some(profile) => FirstCompany {
+                    company: Company::from_profile(
+                        profile,
+                        EnrichmentSource::Cache,
+                        entry.looked_up_at,
+                    ),
+                    event: Some(EnrichmentEvent::CacheHit),
+                    lookup: None,
+                },
+                None => FirstCompany {
+                    company: Company::unknown(),
+                    event: Some(EnrichmentEvent::NegativeCacheHit),
+                    lookup: None,
+                },
+            },
+            None => FirstCompany {
+                company: Company::unknown(),
+                event: Some(EnrichmentEvent::CacheMiss),
+                lookup: Some(target),
+            },
+        })
+    }
+
+    async fn record_enrichment_logged(&self, site: &SiteId, events: &[EnrichmentEvent]) {
+        if let Err(e) = self.store.record_enrichment(site, events).await {
+            // Accounting must not fail the visitor's request.
+            tracing::warn!(site = %site, error = %e, "could not record enrichment stats");
+        }
+    }
+
+    /// The shared cache's entry for `ip` if it is still fresh.
+    pub async fn fresh_cached_lookup(
+        &self,
+        ip: IpAddr,
+    ) -> Result<Option<CachedLookup>, ServiceError> {
+        let now = self.clock.now();
+        Ok(self
+            .store
+            .cached_lookup(ip)
+            .await?
+            .filter(|e| e.is_fresh(now)))
+    }
+
+    /// Stores a finished provider lookup of `ip` in the shared cache, as
+    /// [`Config::enrichment_cache`] says (profiles and "not found" only). Call it once per
+    /// settled lookup, before [`complete_lookup`](Self::complete_lookup) for its waiters.
+    /// Returns the stored entry.
+    pub async fn cache_lookup(
+        &self,
+        ip: IpAddr,
+        result: &Result<CompanyProfile, LookupFailure>,
+    ) -> Result<Option<CachedLookup>, ServiceError> {
+        let entry = self
+            .config
+            .enrichment_cache
+            .entry_for(result, self.clock.now());
+        if let Some(entry) = &entry {
+            self.store.put_cached_lookup(ip, entry).await?;
+        }
+        Ok(entry)
+    }
+
+    /// A provider lookup for a waiting visitor finished: a found company replaces the
+    /// visitor's fallback (source `provider`) and dashboards hear `VISITOR_UPDATE` with event
+    /// `enriched`. Nothing changes for a failure, for a visitor no longer live, or for one
+    /// whose company is no longer a fallback.
+    pub async fn complete_lookup(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        result: &Result<CompanyProfile, LookupFailure>,
+    ) -> Result<Outcome, ServiceError> {
+        match result {
+            Ok(profile) => {
+                let company =
+                    Company::from_profile(profile, EnrichmentSource::Provider, self.clock.now());
+                self.enrich_visitor(site, visitor_id, company).await
+            }
+            Err(_) => Ok(Outcome::default()),
+        }
+    }
+
+    /// Fills a waiting visitor's company from a cache entry (source `cache`): for a visitor
+    /// whose lookup was asked for just as another finished and filled the cache.
+    pub async fn apply_cached_lookup(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        entry: &CachedLookup,
+    ) -> Result<Outcome, ServiceError> {
+        match entry.profile() {
+            Some(profile) => {
+                let company =
+                    Company::from_profile(profile, EnrichmentSource::Cache, entry.looked_up_at);
+                self.enrich_visitor(site, visitor_id, company).await
+            }
+            None => Ok(Outcome::default()),
+        }
+    }
+
+    async fn enrich_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        company: Company,
+    ) -> Result<Outcome, ServiceError> {
+        let cfg = &self.config.presence;
+        for _ in 0..self.config.limits.max_write_attempts {
+            let now = self.clock.now();
+            let Some(current) = self.store.visitor(site, visitor_id).await? else {
+                return Ok(Outcome::default());
+            };
+            if !current.value.live_at(now, cfg)
+                || current.value.company.source != EnrichmentSource::Fallback
+            {
+                return Ok(Outcome::default());
+            }
+            let mut record = current.value;
+            record.company = company.clone();
+            match self
+                .store
+                .save_visitor(site, &record, Some(current.version))
+                .await
+            {
+                Ok(_) => {
+                    let message = ServerMessage::VisitorUpdate {
+                        visitor: Box::new(self.view(&record, now)),
+                        event: UpdateKind::Enriched,
+                    };
+                    return Ok(Outcome {
+                        messages: self.sequence(site, vec![message]).await?,
+                        ..Outcome::default()
+                    });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention(visitor_id.to_owned()))
+    }
+
+    /// Adds enrichment events to the site's counters (hosts count provider requests,
+    /// single-flight joins and failures here).
+    pub async fn record_enrichment(
+        &self,
+        site: &SiteId,
+        events: &[EnrichmentEvent],
+    ) -> Result<(), ServiceError> {
+        Ok(self.store.record_enrichment(site, events).await?)
+    }
+
+    /// The site's enrichment counters.
+    pub async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, ServiceError> {
+        Ok(self.store.enrichment_stats(site).await?)
+    }
+}
+
+/// How a new visit starts, enrichment-wise.
+struct FirstCompany {
+    company: Company,
+    /// `None` when the address is unknown: nothing to count.
+    event: Option<EnrichmentEvent>,
+    lookup: Option<IpAddr>,
 }
 
 #[cfg(test)]

@@ -20,13 +20,26 @@
 //! - Sites are found by the hash of either of their keys; an unknown hash is `Ok(None)`, never
 //!   a new site.
 //! - Sites are isolated: nothing keyed by one [`SiteId`] is visible under another.
+//! - The enrichment cache ([`Store::cached_lookup`], [`Store::put_cached_lookup`]) is the one
+//!   thing shared by every site: it is keyed by IP address only, so one site's lookup saves
+//!   another's credit. A put replaces the address's entry. A store may return an entry that
+//!   is no longer fresh (the caller checks [`CachedLookup::is_fresh`]) or drop it once
+//!   expired. It holds no visitor data (no visitor id, no site); persistent stores keep it
+//!   across restarts.
+//! - Enrichment accounting is per site: [`Store::record_enrichment`] adds a batch of
+//!   [`EnrichmentEvent`]s to the site's [`EnrichmentStats`] atomically (two concurrent
+//!   batches both count, no lost update); [`Store::enrichment_stats`] reads them (all zero for
+//!   a site with none).
 //!
 //! `tippen_core::testkit` (feature `testkit`) checks all of this against any implementation.
 
 use async_trait::async_trait;
 use thiserror::Error;
 
+use std::net::IpAddr;
+
 use crate::clock::Timestamp;
+use crate::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use crate::presence::VisitorRecord;
 use crate::site::{KeyHash, Site, SiteId};
 
@@ -125,4 +138,20 @@ pub trait Store: MaybeSendSync {
 
     /// The site's message counter (0 before the first message).
     async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError>;
+
+    /// The enrichment cache's entry for `ip` (shared by every site), fresh or not.
+    async fn cached_lookup(&self, ip: IpAddr) -> Result<Option<CachedLookup>, StoreError>;
+
+    /// Stores (replaces) the enrichment cache's entry for `ip`.
+    async fn put_cached_lookup(&self, ip: IpAddr, entry: &CachedLookup) -> Result<(), StoreError>;
+
+    /// The site's enrichment counters (all zero when nothing was recorded).
+    async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError>;
+
+    /// Adds `events` to the site's enrichment counters, atomically.
+    async fn record_enrichment(
+        &self,
+        site: &SiteId,
+        events: &[EnrichmentEvent],
+    ) -> Result<(), StoreError>;
 }

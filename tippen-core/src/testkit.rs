@@ -34,6 +34,112 @@ pub async fn run_store_suite(store: Arc<dyn Store>, prefix: &str) {
     sites_are_isolated(&*store, prefix).await;
     records_round_trip(&*store, prefix).await;
     concurrent_writers_lose_nothing(store.clone(), prefix).await;
+    enrichment_cache(&*store, prefix).await;
+    enrichment_stats(&*store, prefix).await;
+}
+
+/// An address in 2001:db8::/32 (documentation) derived from `prefix` and `n`, so suites with
+/// different prefixes use different cache keys.
+fn cache_ip(prefix: &str, n: u16) -> std::net::IpAddr {
+    let h = KeyHash::of(prefix).0;
+    std::net::IpAddr::V6(std::net::Ipv6Addr::new(
+        0x2001,
+        0xdb8,
+        u16::from_be_bytes([h[0], h[1]]),
+        u16::from_be_bytes([h[2], h[3]]),
+        u16::from_be_bytes([h[4], h[5]]),
+        u16::from_be_bytes([h[6], h[7]]),
+        0,
+        n,
+    ))
+}
+
+/// The enrichment cache: shared by all sites, keyed by address, a put replaces.
+pub async fn enrichment_cache(store: &dyn Store, prefix: &str) {
+    use crate::enrichment::{CachePolicy, CompanyProfile, LookupFailure};
+    let (a, b) = (cache_ip(prefix, 1), cache_ip(prefix, 2));
+    assert_eq!(store.cached_lookup(a).await.expect("cached_lookup"), None);
+    let t0 = Timestamp::from_millis(T0);
+    let profile = CompanyProfile {
+        name: "Acme".into(),
+        domain: Some("acme.example".into()),
+        industry: Some("Anvils".into()),
+        revenue_range: Some("$1m-$10m".into()),
+        employee_range: Some("11-50".into()),
+        location: Some("Springfield, US".into()),
+    };
+    let hit = CachePolicy::default()
+        .entry_for(&Ok(profile), t0)
+        .expect("a hit is cached");
+    let miss = CachePolicy::default()
+        .entry_for(&Err(LookupFailure::NotFound), t0)
+        .expect("not found is cached");
+    store.put_cached_lookup(a, &hit).await.expect("put");
+    store.put_cached_lookup(b, &miss).await.expect("put");
+    assert_eq!(
+        store.cached_lookup(a).await.expect("cached_lookup"),
+        Some(hit.clone()),
+        "a profile round-trips"
+    );
+    assert_eq!(
+        store.cached_lookup(b).await.expect("cached_lookup"),
+        Some(miss.clone()),
+        "a negative entry round-trips"
+    );
+    store.put_cached_lookup(a, &miss).await.expect("replace");
+    assert_eq!(
+        store.cached_lookup(a).await.expect("cached_lookup"),
+        Some(miss),
+        "a put replaces"
+    );
+    assert_eq!(
+        store
+            .cached_lookup(cache_ip(prefix, 3))
+            .await
+            .expect("cached_lookup"),
+        None
+    );
+}
+
+/// Enrichment counters are per site and batches add up, concurrent ones too.
+pub async fn enrichment_stats(store: &dyn Store, prefix: &str) {
+    use crate::enrichment::{EnrichmentEvent, EnrichmentStats, FailureKind, SkipCause};
+    let a = site_id(prefix, "stats-a");
+    let b = site_id(prefix, "stats-b");
+    assert_eq!(
+        store.enrichment_stats(&a).await.expect("stats"),
+        EnrichmentStats::default()
+    );
+    let batch = [
+        EnrichmentEvent::CacheMiss,
+        EnrichmentEvent::LookupStarted,
+        EnrichmentEvent::Skipped(SkipCause::Bot),
+        EnrichmentEvent::LookupFailed(FailureKind::InvalidKey),
+    ];
+    store.record_enrichment(&a, &batch).await.expect("record");
+    store.record_enrichment(&a, &[]).await.expect("record none");
+    let all =
+        join_all((0..10).map(|_| store.record_enrichment(&a, &[EnrichmentEvent::CacheHit]))).await;
+    for r in all {
+        r.expect("record");
+    }
+    let mut want = EnrichmentStats::default();
+    for e in batch {
+        want.record(e);
+    }
+    for _ in 0..10 {
+        want.record(EnrichmentEvent::CacheHit);
+    }
+    assert_eq!(
+        store.enrichment_stats(&a).await.expect("stats"),
+        want,
+        "every event counted once"
+    );
+    assert_eq!(
+        store.enrichment_stats(&b).await.expect("stats"),
+        EnrichmentStats::default(),
+        "per site"
+    );
 }
 
 const T0: i64 = 1_729_080_000_000;

@@ -455,6 +455,7 @@ fn private_addresses_are_direct_visitors_and_bots_are_flagged() {
         .unwrap();
     let ctx = tippen_core::api::RequestContext {
         client_ip: Some("192.168.1.20".parse().unwrap()),
+        ..Default::default()
     };
     let r = block(h.tippen.handle(req, &ctx));
     let m: Value = serde_json::from_str(&r.broadcasts[0]).unwrap();

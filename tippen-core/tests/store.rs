@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use common::*;
 use mockall::mock;
 use tippen_core::api::RequestContext;
+use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
 use tippen_core::{
     Config, KeyHash, ManualClock, MemoryStore, Site, SiteId, Store, StoreError, Timestamp, Tippen,
@@ -38,6 +39,10 @@ mock! {
         async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError>;
         async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError>;
         async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError>;
+        async fn cached_lookup(&self, ip: std::net::IpAddr) -> Result<Option<CachedLookup>, StoreError>;
+        async fn put_cached_lookup(&self, ip: std::net::IpAddr, entry: &CachedLookup) -> Result<(), StoreError>;
+        async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError>;
+        async fn record_enrichment(&self, site: &SiteId, events: &[EnrichmentEvent]) -> Result<(), StoreError>;
     }
 }
 

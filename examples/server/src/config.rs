@@ -7,8 +7,17 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
-use tippen_axum::{InvalidProxy, TrustedProxies};
+use tippen_axum::{EnrichmentConfig, InvalidProxy, TrustedProxies};
+use tippen_core::enrichment::{ProviderConfig, ProviderConfigError, ProviderKind, RateLimit};
 use tippen_core::{KeyHash, PresenceConfig, Site, SiteId};
+
+/// The provider names accepted in `[enrichment] provider` and `TIPPEN_ENRICHMENT_PROVIDER`.
+const PROVIDERS: [ProviderKind; 4] = [
+    ProviderKind::Ipinfo,
+    ProviderKind::IpinfoLite,
+    ProviderKind::EnrichSo,
+    ProviderKind::PeopleDataLabs,
+];
 
 /// The id of the demo site.
 pub const DEMO_SITE_ID: &str = "demo";
@@ -45,6 +54,12 @@ pub enum ConfigError {
     /// A trusted proxy entry is not an address or network.
     #[error(transparent)]
     Proxy(#[from] InvalidProxy),
+    /// The `[enrichment]` section (or its environment variables) is inconsistent.
+    #[error("enrichment: {0}")]
+    Enrichment(String),
+    /// The provider configuration is unusable (empty key, bad base URL).
+    #[error("enrichment: {0}")]
+    Provider(#[from] ProviderConfigError),
     /// A timing environment variable is not a number of milliseconds.
     #[error("{var} must be a positive number of milliseconds, got {value:?}")]
     Env {
@@ -68,6 +83,25 @@ pub struct FileConfig {
     /// The sites.
     #[serde(default)]
     pub sites: Vec<SiteEntry>,
+    /// IP → company enrichment.
+    #[serde(default)]
+    pub enrichment: EnrichmentSection,
+}
+
+/// `[enrichment]`: the provider; absent: visitors get fallbacks only.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichmentSection {
+    /// `ipinfo`, `ipinfo_lite`, `enrich_so` or `people_data_labs`.
+    pub provider: Option<String>,
+    /// The provider's API key (token).
+    pub api_key: Option<String>,
+    /// Another base URL (a proxy, a test double); default: the provider's production URL.
+    pub base_url: Option<String>,
+    /// Most provider requests per minute (default 50); excess lookups wait in a queue.
+    pub rate_limit_per_minute: Option<u32>,
+    /// A provider request taking longer fails and is retried (milliseconds, default 5000).
+    pub request_timeout_ms: Option<u64>,
 }
 
 /// `[presence]`: timings in milliseconds; absent ones keep the core's defaults.
@@ -112,6 +146,8 @@ pub struct Settings {
     pub trusted_proxies: TrustedProxies,
     /// Sites from the file (keys already hashed).
     pub sites: Vec<Site>,
+    /// The enrichment provider; `None`: fallbacks only.
+    pub enrichment: Option<EnrichmentConfig>,
 }
 
 impl FileConfig {
@@ -157,6 +193,7 @@ impl FileConfig {
             }
         }
         let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)?;
+        let enrichment = self.enrichment.into_config(&env)?;
         let mut ids = HashSet::new();
         let mut keys = HashSet::new();
         if demo {
@@ -190,7 +227,67 @@ impl FileConfig {
             presence,
             trusted_proxies,
             sites,
+            enrichment,
         })
+    }
+}
+
+impl EnrichmentSection {
+    /// The provider, with `TIPPEN_ENRICHMENT_PROVIDER`, `TIPPEN_ENRICHMENT_API_KEY` and
+    /// `TIPPEN_ENRICHMENT_BASE_URL` overriding the file.
+    fn into_config(
+        self,
+        env: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<Option<EnrichmentConfig>, ConfigError> {
+        let pick = |var: &'static str, from_file: Option<String>| {
+            env(var)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+                .or(from_file)
+        };
+        let provider = pick("TIPPEN_ENRICHMENT_PROVIDER", self.provider);
+        let api_key = pick("TIPPEN_ENRICHMENT_API_KEY", self.api_key);
+        let base_url = pick("TIPPEN_ENRICHMENT_BASE_URL", self.base_url);
+        let Some(name) = provider else {
+            if api_key.is_some() || base_url.is_some() {
+                return Err(ConfigError::Enrichment(
+                    "an API key or base URL is set but no provider".into(),
+                ));
+            }
+            return Ok(None);
+        };
+        let kind = PROVIDERS
+            .into_iter()
+            .find(|k| k.as_str() == name)
+            .ok_or_else(|| {
+                let known: Vec<&str> = PROVIDERS.iter().map(|k| k.as_str()).collect();
+                ConfigError::Enrichment(format!(
+                    "unknown provider {name:?} (expected one of {})",
+                    known.join(", ")
+                ))
+            })?;
+        let Some(api_key) = api_key else {
+            return Err(ConfigError::Enrichment(format!(
+                "provider {name} needs api_key (or TIPPEN_ENRICHMENT_API_KEY)"
+            )));
+        };
+        let mut provider = ProviderConfig::new(kind, api_key);
+        if let Some(url) = base_url {
+            provider = provider.with_base_url(url);
+        }
+        let mut config = EnrichmentConfig::from_provider_config(&provider)?;
+        if let Some(n) = self.rate_limit_per_minute {
+            if n == 0 {
+                return Err(ConfigError::Enrichment(
+                    "rate_limit_per_minute must be at least 1".into(),
+                ));
+            }
+            config.planner.rate_limit = RateLimit::new(n, Duration::from_secs(60));
+        }
+        if let Some(ms) = self.request_timeout_ms.filter(|ms| *ms > 0) {
+            config.request_timeout = Duration::from_millis(ms);
+        }
+        Ok(Some(config))
     }
 }
 
@@ -322,6 +419,64 @@ mod tests {
         let bad = |v: &'static str| (v == "TIPPEN_HEARTBEAT_MS").then(|| "soon".to_owned());
         let e = parse(text).unwrap().into_settings(false, bad).unwrap_err();
         assert!(e.to_string().contains("TIPPEN_HEARTBEAT_MS"), "{e}");
+    }
+
+    #[test]
+    fn enrichment_comes_from_the_file_then_the_environment() {
+        let s = parse("").unwrap().into_settings(false, no_env).unwrap();
+        assert!(s.enrichment.is_none(), "no provider: fallbacks only");
+        let text = "[enrichment]\nprovider = \"ipinfo\"\napi_key = \"tok_file\"\nrate_limit_per_minute = 120\n";
+        let s = parse(text).unwrap().into_settings(false, no_env).unwrap();
+        let e = s.enrichment.expect("configured");
+        assert_eq!(e.provider.kind(), ProviderKind::Ipinfo);
+        assert_eq!(e.planner.rate_limit.max_starts, 120);
+        let req = e.provider.build_request("8.8.8.8".parse().unwrap());
+        assert_eq!(req.uri(), "https://ipinfo.io/8.8.8.8");
+        assert!(
+            !format!("{e:?}").contains("tok_file"),
+            "the key is not in Debug"
+        );
+        let env = |v: &'static str| match v {
+            "TIPPEN_ENRICHMENT_PROVIDER" => Some("enrich_so".to_owned()),
+            "TIPPEN_ENRICHMENT_API_KEY" => Some("tok_env".to_owned()),
+            "TIPPEN_ENRICHMENT_BASE_URL" => Some("http://127.0.0.1:9".to_owned()),
+            _ => None,
+        };
+        let e = parse(text)
+            .unwrap()
+            .into_settings(false, env)
+            .unwrap()
+            .enrichment
+            .unwrap();
+        assert_eq!(e.provider.kind(), ProviderKind::EnrichSo);
+        let req = e.provider.build_request("8.8.8.8".parse().unwrap());
+        assert!(
+            req.uri().to_string().starts_with("http://127.0.0.1:9/"),
+            "{}",
+            req.uri()
+        );
+        for (text, expected) in [
+            (
+                "[enrichment]\nprovider = \"clearbit\"\napi_key = \"k\"\n",
+                "unknown provider",
+            ),
+            ("[enrichment]\nprovider = \"ipinfo\"\n", "needs api_key"),
+            ("[enrichment]\napi_key = \"k\"\n", "no provider"),
+            (
+                "[enrichment]\nprovider = \"ipinfo\"\napi_key = \"k\"\nbase_url = \"ftp://x\"\n",
+                "base URL",
+            ),
+            (
+                "[enrichment]\nprovider = \"ipinfo\"\napi_key = \"k\"\nrate_limit_per_minute = 0\n",
+                "at least 1",
+            ),
+        ] {
+            let e = parse(text)
+                .unwrap()
+                .into_settings(false, no_env)
+                .unwrap_err();
+            assert!(e.to_string().contains(expected), "{text}: {e}");
+        }
     }
 
     #[test]

@@ -16,6 +16,11 @@
 //! | `--config FILE` | `TIPPEN_CONFIG` | none | sites, timings, trusted proxies (below) |
 //! | `--no-demo` | `TIPPEN_NO_DEMO` | off | do not register the demo site |
 //!
+//! The enrichment provider can also be set (overriding the file's `[enrichment]`) with
+//! `TIPPEN_ENRICHMENT_PROVIDER`, `TIPPEN_ENRICHMENT_API_KEY` and `TIPPEN_ENRICHMENT_BASE_URL`.
+//! Without a provider the server runs, says so at start, and every visitor gets a fallback
+//! company (`Direct Visitor` / `Unknown Company`).
+//!
 //! Timings can also be overridden (for tests) with `TIPPEN_HEARTBEAT_MS`,
 //! `TIPPEN_VISIBLE_GRACE_MS` and `TIPPEN_HIDDEN_GRACE_MS` (milliseconds). Logs go to stderr,
 //! filtered by `RUST_LOG` (default `info`).
@@ -36,6 +41,13 @@
 //! heartbeat_ms = 30000
 //! visible_grace_ms = 60000
 //! hidden_grace_ms = 300000
+//!
+//! [enrichment]               # IP → company; absent: fallbacks only
+//! provider = "ipinfo"        # ipinfo | ipinfo_lite | enrich_so | people_data_labs
+//! api_key = "…"              # or TIPPEN_ENRICHMENT_API_KEY
+//! # base_url = "https://…"   # another endpoint (proxy, test double)
+//! rate_limit_per_minute = 50 # excess lookups wait in a queue (default 50)
+//! request_timeout_ms = 5000  # a slower provider answer fails and is retried
 //!
 //! [[sites]]
 //! id = "acme"                # letters, digits, '-', '_', '.'
@@ -196,10 +208,22 @@ async fn run(args: Args) -> Result<(), ServerError> {
     };
     tracing::info!(presence = ?config.presence, "presence timings");
     let tippen = Arc::new(Tippen::new(store, Arc::new(SystemClock), config));
+    match &settings.enrichment {
+        Some(e) => tracing::info!(
+            provider = %e.provider.kind(),
+            rate_limit_per_minute = e.planner.rate_limit.max_starts,
+            "enrichment enabled"
+        ),
+        None => tracing::warn!(
+            "no enrichment provider configured ([enrichment] or TIPPEN_ENRICHMENT_PROVIDER): \
+             visitors get fallback companies only"
+        ),
+    }
     let host = TippenHost::with_config(
         tippen,
         HostConfig {
             trusted_proxies: settings.trusted_proxies,
+            enrichment: settings.enrichment,
             ..HostConfig::default()
         },
     );
