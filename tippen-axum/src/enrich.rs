@@ -219,6 +219,10 @@ impl Worker {
             Admission::Queued => {
                 self.charged.insert(ip, site);
             }
+            Admission::Overflow => {
+                tracing::warn!(site = %site, "enrichment queue full: visitor keeps its fallback company");
+                self.count(&site, EnrichmentEvent::QueueFull).await;
+            }
         }
     }
 

@@ -152,6 +152,9 @@ impl Run {
                         prop_assert!(!was_in_flight);
                         self.model.waiting.insert(ip);
                     }
+                    Admission::Overflow => {
+                        prop_assert!(false, "overflow below the default queue bound");
+                    }
                     Admission::Start => {
                         prop_assert!(!was_in_flight && !was_waiting);
                         self.started(ip)?;
@@ -287,4 +290,46 @@ fn a_thousand_requests_from_a_hundred_addresses_cost_a_hundred_starts() {
     run.drain().unwrap();
     assert_eq!(run.model.starts.len(), 100);
     assert_eq!(run.model.notified.len(), 1000);
+}
+
+/// A full queue refuses new addresses (bounded memory) but still lets waiters join addresses
+/// already queued or in flight; once the queue drains, new addresses are queued again.
+#[test]
+fn a_full_queue_refuses_new_addresses_only() {
+    use std::net::IpAddr;
+    use std::time::Duration;
+    use tippen_core::Timestamp;
+    use tippen_core::enrichment::{Admission, LookupPlanner, PlannerConfig, RateLimit};
+
+    let config = PlannerConfig {
+        rate_limit: RateLimit::new(1, Duration::from_secs(60)),
+        max_queued: 2,
+        ..PlannerConfig::default()
+    };
+    let mut p: LookupPlanner<u32> = LookupPlanner::new(config);
+    let t0 = Timestamp::from_millis(1_729_080_000_000);
+    let ip = |n: u8| -> IpAddr { format!("8.8.8.{n}").parse().unwrap() };
+    assert_eq!(p.request(ip(1), 1, t0), Admission::Start);
+    assert_eq!(p.request(ip(2), 2, t0), Admission::Queued);
+    assert_eq!(p.request(ip(3), 3, t0), Admission::Queued);
+    assert_eq!(
+        p.request(ip(4), 4, t0),
+        Admission::Overflow,
+        "a third distinct address"
+    );
+    assert_eq!(
+        p.request(ip(2), 5, t0),
+        Admission::Queued,
+        "joining a queued address"
+    );
+    assert_eq!(
+        p.request(ip(1), 6, t0),
+        Admission::Joined,
+        "joining the flight"
+    );
+    assert_eq!(p.queued(), 2);
+    // A minute later one queued address starts; there is room again.
+    let t1 = t0.plus(Duration::from_secs(60));
+    assert_eq!(p.handle_timeout(t1), vec![ip(2)]);
+    assert_eq!(p.request(ip(4), 7, t1), Admission::Queued);
 }

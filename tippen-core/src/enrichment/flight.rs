@@ -82,6 +82,11 @@ pub struct PlannerConfig {
     pub retry_delay: Duration,
     /// The longest wait honoured from a `Retry-After`. Default 10 minutes.
     pub max_retry_delay: Duration,
+    /// Most distinct addresses waiting to start. Beyond it a new address is refused
+    /// ([`Admission::Overflow`]) rather than queued: at 50 lookups a minute, 10,000 waiting
+    /// addresses is over three hours of backlog, and memory must stay bounded when a flood of
+    /// distinct addresses arrives. Default 10,000.
+    pub max_queued: usize,
 }
 
 impl Default for PlannerConfig {
@@ -91,6 +96,7 @@ impl Default for PlannerConfig {
             max_attempts: 4,
             retry_delay: Duration::from_secs(30),
             max_retry_delay: Duration::from_secs(600),
+            max_queued: 10_000,
         }
     }
 }
@@ -105,6 +111,9 @@ pub enum Admission {
     /// Over the rate limit (or waiting for a retry): the address starts later, from
     /// [`LookupPlanner::handle_timeout`].
     Queued,
+    /// The queue is full ([`PlannerConfig::max_queued`]): no lookup for this address now; the
+    /// waiter is not kept and keeps its fallback company.
+    Overflow,
 }
 
 /// What a finished provider request means for its waiters.
@@ -200,13 +209,17 @@ impl<W> LookupPlanner<W> {
             flight.waiters.push(waiter);
             return Admission::Queued;
         }
+        let start_now = self.may_start(now) && !self.queue_has_ready(now);
+        if !start_now && self.waiting.len() >= self.config.max_queued {
+            return Admission::Overflow;
+        }
         let mut flight = Flight {
             waiters: vec![waiter],
             attempts: 0,
             not_before: now,
         };
         // First come, first served: start at once only if nobody ready is ahead.
-        if self.may_start(now) && !self.queue_has_ready(now) {
+        if start_now {
             self.start(&mut flight, now);
             self.in_flight.insert(ip, flight);
             Admission::Start

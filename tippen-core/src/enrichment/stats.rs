@@ -25,6 +25,8 @@ pub enum EnrichmentEvent {
     JoinedInFlight,
     /// A provider request failed this way.
     LookupFailed(FailureKind),
+    /// The lookup queue was full: no lookup, the visitor keeps its fallback.
+    QueueFull,
 }
 
 /// Counters for one site. Serialized in camelCase for the stats endpoint; use
@@ -47,6 +49,8 @@ pub struct EnrichmentStats {
     pub negative_cache_hits: u64,
     /// Lookups the cache could not answer.
     pub cache_misses: u64,
+    /// Lookups refused because the queue was full (a flood of distinct addresses).
+    pub queue_overflows: u64,
     /// Failed provider requests by kind (`invalidKey` shows a misconfigured key).
     pub failures: BTreeMap<FailureKind, u64>,
     /// Visitors given no lookup, by cause (`private`, `bot`, `globalPrivacyControl`, …).
@@ -70,6 +74,7 @@ impl EnrichmentStats {
             EnrichmentEvent::LookupStarted => self.credits_used += 1,
             EnrichmentEvent::JoinedInFlight => self.credits_saved_by_single_flight += 1,
             EnrichmentEvent::LookupFailed(kind) => *self.failures.entry(kind).or_default() += 1,
+            EnrichmentEvent::QueueFull => self.queue_overflows += 1,
         }
     }
 
@@ -81,6 +86,7 @@ impl EnrichmentStats {
         self.cache_hits += other.cache_hits;
         self.negative_cache_hits += other.negative_cache_hits;
         self.cache_misses += other.cache_misses;
+        self.queue_overflows += other.queue_overflows;
         for (kind, n) in &other.failures {
             *self.failures.entry(*kind).or_default() += n;
         }
@@ -124,7 +130,7 @@ impl EnrichmentStats {
 /// stats.record(EnrichmentEvent::Skipped(SkipReason::Private.into()));
 /// assert_eq!(
 ///     serde_json::to_string(&stats.report()).unwrap(),
-///     r#"{"creditsUsed":1,"creditsSavedByCache":1,"creditsSavedBySingleFlight":0,"cacheHits":1,"negativeCacheHits":0,"cacheMisses":1,"failures":{},"skipsByReason":{"private":1},"creditsSaved":1,"hitRatio":0.5}"#
+///     r#"{"creditsUsed":1,"creditsSavedByCache":1,"creditsSavedBySingleFlight":0,"cacheHits":1,"negativeCacheHits":0,"cacheMisses":1,"queueOverflows":0,"failures":{},"skipsByReason":{"private":1},"creditsSaved":1,"hitRatio":0.5}"#
 /// );
 /// ```
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
