@@ -75,6 +75,7 @@ pub mod clock;
 pub mod config;
 pub mod enrichment;
 pub mod ids;
+pub mod invite;
 pub mod memory;
 pub mod presence;
 pub mod protocol;
