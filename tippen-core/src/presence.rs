@@ -556,6 +556,28 @@ mod tests {
     }
 
     #[test]
+    fn an_open_invite_due_before_the_tabs_sets_the_deadline() {
+        use crate::invite::{InviteConfig, NewInvite};
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let p = ping(PingKind::PageView, "a", "/", Visibility::Hidden);
+        let mut r = VisitorRecord::start("v", &p, false, Company::unknown(), t0, &cfg);
+        let ttl = InviteConfig::default();
+        r.invite = Some(Invite::new(NewInvite::new("i", "v", "u"), t0, &ttl));
+        r.refresh_deadline(&cfg);
+        assert_eq!(r.deadline, t0.plus(ttl.ttl));
+        assert_eq!(
+            r.expire_invite(t0.plus(ttl.ttl), &cfg).map(|m| m.state()),
+            Some(crate::invite::InviteState::Expired)
+        );
+        assert_eq!(r.deadline, t0.plus(cfg.hidden_grace));
+        assert!(
+            r.end_invite(t0, &cfg).is_none(),
+            "a final invite does not end again"
+        );
+    }
+
+    #[test]
     fn heartbeat_without_change_is_silent() {
         let cfg = PresenceConfig::default();
         let t0 = Timestamp::from_millis(5);

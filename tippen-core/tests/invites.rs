@@ -483,3 +483,26 @@ fn errors_are_json() {
     assert_eq!(r.response.status(), 409);
     error_of(&r);
 }
+
+#[test]
+fn generated_invite_ids_come_from_the_injected_generator() {
+    use std::sync::Arc;
+    use tippen_core::{IdGenerator, ManualClock, MemoryStore, SeededIds, Site, Timestamp, Tippen};
+
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
+    let tippen = Tippen::new(Arc::new(MemoryStore::new()), clock, Config::default())
+        .with_ids(Arc::new(SeededIds::new(7)));
+    block(tippen.put_site(&Site::new("a", "Site A", "pk_a", "sk_a"))).unwrap();
+    let h = Harness {
+        tippen,
+        clock: Arc::new(ManualClock::new(Timestamp::from_millis(T0))),
+    };
+    h.track("pk_a", &pageview("v1", "t", "https://example.com/"));
+    let r = invite(
+        &h,
+        "sk_a",
+        json!({"visitorId": "v1", "guestUrl": "https://g/1"}),
+    );
+    let expected = SeededIds::new(7).id("inv");
+    assert_eq!(broadcasts(&r)[1]["inviteId"], expected.as_str());
+}
