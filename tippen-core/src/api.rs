@@ -15,10 +15,11 @@ use serde::de::DeserializeOwned;
 
 use crate::assets;
 use crate::clock::Timestamp;
+use crate::invite::{InviteError, InviteEvent, InviteFromVisitor, InviteToVisitor, NewInvite};
 use crate::presence::{Ping, PingKind, Visibility};
 use crate::protocol::{
-    ClientMessage, LeaveRequest, SendVideoInviteRequest, Sequenced, ServerMessage,
-    TrackVisitorRequest, UserActivityRequest,
+    CancelInviteRequest, ClientMessage, LeaveRequest, SendVideoInviteRequest, Sequenced,
+    ServerMessage, TrackInviteRequest, TrackVisitorRequest, UserActivityRequest,
 };
 use crate::service::{ClientInfo, LookupRequest, Outcome, ServiceError, Tippen};
 use crate::site::{KeyRole, Site, SiteId};
@@ -118,8 +119,15 @@ enum Op {
         visitor_id: String,
     },
     SendVideoInvite {
+        new: NewInvite,
+    },
+    CancelInvite {
         visitor_id: String,
-        guest_url: String,
+        invite_id: String,
+    },
+    AnswerInvite {
+        visitor_id: String,
+        answer: InviteFromVisitor,
     },
     UserActivity {
         stored: usize,
@@ -186,6 +194,10 @@ impl From<ServiceError> for ApiError {
             ServiceError::Contention(_) => {
                 ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
             }
+            ServiceError::Invite(err @ InviteError::NotFound { .. }) => {
+                ApiError::new(StatusCode::NOT_FOUND, err.to_string())
+            }
+            ServiceError::Invite(err) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
             ServiceError::Store(err) => {
                 tracing::error!(error = %err, "store failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
@@ -251,11 +263,13 @@ enum Route {
     Root,
     TrackVisitor,
     TrackLeave,
+    TrackInvite,
     DashboardSocket,
     Visitors,
     Visitor,
     Stats,
     SendVideoInvite,
+    CancelInvite,
     UserActivity,
     Tracker,
     Dashboard,
@@ -273,6 +287,7 @@ impl Route {
             "/" | "" => Route::Root,
             "/track/visitor" => Route::TrackVisitor,
             "/track/leave" => Route::TrackLeave,
+            "/track/invite" => Route::TrackInvite,
             "/ws/dashboard" => Route::DashboardSocket,
             "/api/visitors" => Route::Visitors,
             p if p.starts_with("/api/visitors/") && p.len() > "/api/visitors/".len() => {
@@ -280,6 +295,7 @@ impl Route {
             }
             "/api/stats" => Route::Stats,
             "/api/send-video-invite" => Route::SendVideoInvite,
+            "/api/invites/cancel" => Route::CancelInvite,
             "/api/track/user-activity" => Route::UserActivity,
             "/tippen-tracker.js" => Route::Tracker,
             "/dashboard" => Route::Dashboard,
@@ -292,7 +308,9 @@ impl Route {
         match self {
             Route::TrackVisitor
             | Route::TrackLeave
+            | Route::TrackInvite
             | Route::SendVideoInvite
+            | Route::CancelInvite
             | Route::UserActivity => "POST, OPTIONS",
             Route::Visitor => "DELETE, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
@@ -393,6 +411,14 @@ fn check_id(what: &str, id: &str, max: usize) -> Result<(), ApiError> {
 struct TrackResponse<'a> {
     success: bool,
     session_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    invite: Option<InviteToVisitor>,
+}
+
+#[derive(Serialize)]
+struct InviteStateResponse {
+    success: bool,
+    state: crate::invite::InviteState,
 }
 
 #[derive(Serialize)]
@@ -411,6 +437,22 @@ struct ActivityResponse {
 struct VisitorsResponse {
     visitors: Vec<crate::protocol::VisitorView>,
     seq: u64,
+}
+
+/// `200 {"success":true,"state":…}`, or the conflict (409) of an event that found the invite
+/// expired, keeping the expiry's broadcast.
+fn invite_change_response(change: crate::service::InviteChange) -> (Response<Bytes>, Outcome) {
+    let response = match change.refused {
+        Some(err) => ApiError::from(ServiceError::Invite(err)).into_response(),
+        None => json_response(
+            StatusCode::OK,
+            &InviteStateResponse {
+                success: true,
+                state: change.invite.state,
+            },
+        ),
+    };
+    (response, change.outcome)
 }
 
 impl Tippen {
@@ -625,11 +667,50 @@ impl Tippen {
                         "guestUrl must be an http(s) URL of at most 2048 bytes",
                     ));
                 }
+                let invite_id = match req.invite_id {
+                    Some(id) => {
+                        check_id("inviteId", &id, limits.max_id_bytes)?;
+                        id
+                    }
+                    None => self.new_invite_id(),
+                };
+                let mut new = NewInvite::new(&invite_id, &req.visitor_id, &req.guest_url);
+                new.invited_by = req.invited_by.map(|b| cut(b, 128));
+                call(site, Op::SendVideoInvite { new })
+            }
+            Route::CancelInvite => {
+                if let Some(k) = &key {
+                    self.authorize(Some(k), KeyRole::Secret).await?;
+                }
+                let req: CancelInviteRequest = parse_body(&body)?;
+                let site = self
+                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Secret)
+                    .await?;
+                check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
+                check_id("inviteId", &req.invite_id, limits.max_id_bytes)?;
                 call(
                     site,
-                    Op::SendVideoInvite {
+                    Op::CancelInvite {
                         visitor_id: req.visitor_id,
-                        guest_url: req.guest_url,
+                        invite_id: req.invite_id,
+                    },
+                )
+            }
+            Route::TrackInvite => {
+                if let Some(k) = &key {
+                    self.authorize(Some(k), KeyRole::Public).await?;
+                }
+                let req: TrackInviteRequest = parse_body(&body)?;
+                let site = self
+                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
+                    .await?;
+                check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
+                check_id("inviteId", req.answer.invite_id(), limits.max_id_bytes)?;
+                call(
+                    site,
+                    Op::AnswerInvite {
+                        visitor_id: req.visitor_id,
+                        answer: req.answer,
                     },
                 )
             }
@@ -690,6 +771,7 @@ impl Tippen {
                     let body = TrackResponse {
                         success: true,
                         session_id: &visitor_id,
+                        invite: outcome.invite.clone(),
                     };
                     (json_response(StatusCode::OK, &body), outcome)
                 }
@@ -737,17 +819,28 @@ impl Tippen {
                         outcome,
                     )
                 }
-                Op::SendVideoInvite {
-                    visitor_id,
-                    guest_url,
-                } => {
-                    let outcome = self
-                        .send_video_invite(&site, &visitor_id, &guest_url)
-                        .await?;
+                Op::SendVideoInvite { new } => {
+                    // Part A's answer, byte for byte: the id is in the broadcast.
+                    let (_, outcome) = self.send_invite(&site, new).await?;
                     (
                         json_response(StatusCode::OK, &Success { success: true }),
                         outcome,
                     )
+                }
+                Op::CancelInvite {
+                    visitor_id,
+                    invite_id,
+                } => {
+                    let change = self
+                        .invite_event(&site, &visitor_id, &invite_id, InviteEvent::Cancelled)
+                        .await?;
+                    invite_change_response(change)
+                }
+                Op::AnswerInvite { visitor_id, answer } => {
+                    let change = self
+                        .invite_event(&site, &visitor_id, answer.invite_id(), answer.event())
+                        .await?;
+                    invite_change_response(change)
                 }
                 Op::UserActivity { stored } => (
                     json_response(

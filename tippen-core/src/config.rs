@@ -71,4 +71,6 @@ pub struct Config {
     pub presence: PresenceConfig,
     /// Request limits.
     pub limits: Limits,
+    /// Video invite timings (an unanswered invite expires after 60 s by default).
+    pub invites: crate::invite::InviteConfig,
 }

@@ -91,6 +91,6 @@ pub use clock::{Clock, ManualClock, Timestamp};
 pub use config::{Config, Limits, PresenceConfig};
 pub use ids::{IdGenerator, SeededIds};
 pub use memory::MemoryStore;
-pub use service::{ClientInfo, LookupRequest, Outcome, ServiceError, Tippen};
+pub use service::{ClientInfo, InviteChange, LookupRequest, Outcome, ServiceError, Tippen};
 pub use site::{KeyHash, KeyRole, Site, SiteId};
 pub use store::{Store, StoreError, Version, Versioned};

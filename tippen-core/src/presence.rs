@@ -5,13 +5,15 @@
 //! [`PresenceConfig::hidden_grace`]); at that instant (`now >= expiry`) it is gone. The record's
 //! [`deadline`](VisitorRecord::deadline) is the earliest tab expiry: the next moment something
 //! about this visitor changes without any input. Stores index records by it so that a sweep
-//! touches only what is due.
+//! touches only what is due. While the visitor has tabs, an open video invite's expiry
+//! ([`VisitorRecord::invite`]) counts too: the deadline is the earlier of the two.
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::config::PresenceConfig;
 pub use crate::enrichment::EnrichmentSource;
+use crate::invite::{Invite, InviteEvent, InviteMessage};
 
 /// Page visibility of a tab (Page Visibility API).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -224,8 +226,11 @@ pub struct VisitorRecord {
     /// at its deadline.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_tabs: Vec<LeftTab>,
-    /// Earliest tab expiry (a tombstone: when its quiet period ends); [`Timestamp::EPOCH`]
-    /// when there is nothing to wait for.
+    /// The visitor's current (or last) video invite: at most one open invite per visitor.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<Invite>,
+    /// Earliest tab expiry, or the open invite's expiry if earlier (a tombstone: when its
+    /// quiet period ends); [`Timestamp::EPOCH`] when there is nothing to wait for.
     pub deadline: Timestamp,
 }
 
@@ -281,6 +286,7 @@ impl VisitorRecord {
             company,
             tabs: Vec::new(),
             left_tabs: Vec::new(),
+            invite: None,
             deadline: Timestamp::EPOCH,
         };
         record.apply(ping, now, cfg);
@@ -456,9 +462,37 @@ impl VisitorRecord {
         self.tabs.last()
     }
 
+    /// The open invite, if any.
+    pub fn open_invite(&self) -> Option<&Invite> {
+        self.invite.as_ref().filter(|i| i.is_open())
+    }
+
+    /// Expires the open invite if it is due at `now` (and updates the deadline); the
+    /// dashboard message when it did.
+    pub fn expire_invite(&mut self, now: Timestamp, cfg: &PresenceConfig) -> Option<InviteMessage> {
+        let message = self.invite.as_mut()?.expire(now);
+        self.recompute_deadline(cfg);
+        message
+    }
+
+    /// Ends the open invite because the visitor left (`visitor_left`, or `expired` when it was
+    /// already due); the dashboard message when there was an open invite.
+    pub fn end_invite(&mut self, now: Timestamp, cfg: &PresenceConfig) -> Option<InviteMessage> {
+        let invite = self.invite.as_mut().filter(|i| i.is_open())?;
+        let message = invite.handle(InviteEvent::VisitorLeft, now).ok().flatten();
+        self.recompute_deadline(cfg);
+        message
+    }
+
+    /// Recomputes [`deadline`](Self::deadline) after the tabs or the invite changed.
+    pub fn refresh_deadline(&mut self, cfg: &PresenceConfig) {
+        self.recompute_deadline(cfg);
+    }
+
     fn recompute_deadline(&mut self, cfg: &PresenceConfig) {
+        let invite = self.invite.as_ref().and_then(Invite::deadline);
         self.deadline = match self.tabs.iter().map(|t| t.expiry(cfg)).min() {
-            Some(d) => d,
+            Some(d) => invite.map_or(d, |i| i.min(d)),
             None => self
                 .left_tabs
                 .iter()
@@ -518,6 +552,28 @@ mod tests {
         assert_eq!(
             r.expire(t0.plus(cfg.hidden_grace), &cfg),
             TabsChange::Removed(RemovalReason::Inactive)
+        );
+    }
+
+    #[test]
+    fn an_open_invite_due_before_the_tabs_sets_the_deadline() {
+        use crate::invite::{InviteConfig, NewInvite};
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let p = ping(PingKind::PageView, "a", "/", Visibility::Hidden);
+        let mut r = VisitorRecord::start("v", &p, false, Company::unknown(), t0, &cfg);
+        let ttl = InviteConfig::default();
+        r.invite = Some(Invite::new(NewInvite::new("i", "v", "u"), t0, &ttl));
+        r.refresh_deadline(&cfg);
+        assert_eq!(r.deadline, t0.plus(ttl.ttl));
+        assert_eq!(
+            r.expire_invite(t0.plus(ttl.ttl), &cfg).map(|m| m.state()),
+            Some(crate::invite::InviteState::Expired)
+        );
+        assert_eq!(r.deadline, t0.plus(cfg.hidden_grace));
+        assert!(
+            r.end_invite(t0, &cfg).is_none(),
+            "a final invite does not end again"
         );
     }
 

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::config::PresenceConfig;
+use crate::invite::{InviteFromVisitor, InviteMessage, InviteState};
 use crate::presence::{EnrichmentSource, RemovalReason, UpdateKind, Visibility, VisitorRecord};
 
 /// Body of `POST /track/visitor`.
@@ -77,6 +78,40 @@ pub struct SendVideoInviteRequest {
     pub visitor_id: String,
     /// Where the visitor joins the call.
     pub guest_url: String,
+    /// Addition: the invite's id, an idempotency key (a retry with the same id changes
+    /// nothing); generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_id: Option<String>,
+    /// Addition: who invites (admin label shown to the visitor and other admins).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invited_by: Option<String>,
+}
+
+/// Body of `POST /api/invites/cancel`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelInviteRequest {
+    /// The key, for clients that cannot set headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// The invited visitor.
+    pub visitor_id: String,
+    /// The invite to withdraw.
+    pub invite_id: String,
+}
+
+/// Body of `POST /track/invite`: the visitor's page answers an invite.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TrackInviteRequest {
+    /// The key (may be in the header or query instead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// The answering visitor.
+    pub visitor_id: String,
+    /// The answer (`type` and `inviteId`).
+    #[serde(flatten)]
+    pub answer: InviteFromVisitor,
 }
 
 /// A logged-in user's subscription tier.
@@ -334,6 +369,23 @@ pub enum ServerMessage {
         /// Where the visitor joins.
         guest_url: String,
     },
+    /// Addition: an invite was created (`state: "sent"`) or changed state (see
+    /// [`InviteMessage`]).
+    VideoInviteUpdate {
+        /// The invite.
+        invite_id: String,
+        /// The invited visitor.
+        visitor_id: String,
+        /// Its new state.
+        state: InviteState,
+        /// Who invites.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        invited_by: Option<String>,
+        /// When it expires unanswered, epoch milliseconds.
+        expires_at: Timestamp,
+        /// When the state changed, epoch milliseconds.
+        updated_at: Timestamp,
+    },
     /// Answer to `PING`.
     Pong {
         /// Server time, epoch milliseconds.
@@ -354,7 +406,30 @@ impl ServerMessage {
             ServerMessage::VisitorUpdate { .. }
                 | ServerMessage::VisitorRemoved { .. }
                 | ServerMessage::VideoInviteSent { .. }
+                | ServerMessage::VideoInviteUpdate { .. }
         )
+    }
+}
+
+impl From<InviteMessage> for ServerMessage {
+    fn from(m: InviteMessage) -> Self {
+        match m {
+            InviteMessage::VideoInviteUpdate {
+                invite_id,
+                visitor_id,
+                state,
+                invited_by,
+                expires_at,
+                updated_at,
+            } => ServerMessage::VideoInviteUpdate {
+                invite_id,
+                visitor_id,
+                state,
+                invited_by,
+                expires_at,
+                updated_at,
+            },
+        }
     }
 }
 

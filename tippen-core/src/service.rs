@@ -16,6 +16,8 @@ use crate::enrichment::{
     CachedLookup, CompanyProfile, EnrichmentEvent, EnrichmentSource, EnrichmentStats,
     LookupFailure, VisitorSignals, lookup_target,
 };
+use crate::ids::{IdGenerator, SeededIds};
+use crate::invite::{Invite, InviteError, InviteEvent, InviteToVisitor, NewInvite};
 use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, VisitorRecord};
 use crate::protocol::{Sequenced, ServerMessage, VisitorView};
 use crate::site::{KeyHash, KeyRole, Site, SiteId};
@@ -34,6 +36,9 @@ pub enum ServiceError {
     /// The visitor is not (or no longer) present.
     #[error("Visitor not found")]
     VisitorNotFound,
+    /// A video invite operation was refused (nothing changed).
+    #[error(transparent)]
+    Invite(#[from] InviteError),
 }
 
 /// What an operation caused.
@@ -50,6 +55,21 @@ pub struct Outcome {
     /// [`LookupPlanner`](crate::enrichment::LookupPlanner), sends the provider request, and
     /// calls [`Tippen::cache_lookup`] then [`Tippen::complete_lookup`] for each waiter.
     pub lookups: Vec<LookupRequest>,
+    /// For a tracking call: the visitor's open video invite, to show on its page (it rides
+    /// on the `/track/visitor` response).
+    pub invite: Option<InviteToVisitor>,
+}
+
+/// What [`Tippen::answer_invite`] and [`Tippen::cancel_invite`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InviteChange {
+    /// The invite as it is now.
+    pub invite: Invite,
+    /// The dashboard messages (none for an idempotent no-op).
+    pub outcome: Outcome,
+    /// Set when the event came at or after the invite's expiry: the expiry was applied and
+    /// reported (in [`outcome`](Self::outcome)), and the event conflicts with it.
+    pub refused: Option<InviteError>,
 }
 
 /// A visitor waiting for the company behind an address. The address lives only here (and in
@@ -80,6 +100,7 @@ pub struct Tippen {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     config: Config,
+    ids: Arc<dyn IdGenerator>,
 }
 
 impl std::fmt::Debug for Tippen {
@@ -102,12 +123,24 @@ pub fn is_bot(user_agent: Option<&str>) -> bool {
 
 impl Tippen {
     /// A service over `store` with `clock` and `config`.
+    ///
+    /// Invite ids come from a [`SeededIds`] seeded with the clock's time at construction:
+    /// not cryptographic (invite ids only identify, they authorize nothing); hosts with a
+    /// secure random source inject one with [`with_ids`](Self::with_ids).
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config) -> Self {
+        let seed = clock.now().as_millis() as u64;
         Tippen {
             store,
             clock,
             config,
+            ids: Arc::new(SeededIds::new(seed)),
         }
+    }
+
+    /// The same service generating ids (invite ids) with `ids`.
+    pub fn with_ids(mut self, ids: Arc<dyn IdGenerator>) -> Self {
+        self.ids = ids;
+        self
     }
 
     /// The configuration.
@@ -204,11 +237,22 @@ impl Tippen {
                 return Ok(Outcome::default());
             }
             let mut messages = Vec::with_capacity(2);
+            let mut invite_messages = Vec::new();
             let mut enrichment = None;
             let (record, expected, update) = match current {
                 Some(v) if v.value.live_at(now, cfg) => {
                     let mut record = v.value;
                     let update = record.apply(ping, now, cfg);
+                    // The open invite rides on this response: it is delivered now (or, if its
+                    // time has come, expired).
+                    if let Some(m) = record.expire_invite(now, cfg) {
+                        invite_messages.push(ServerMessage::from(m));
+                    } else if let Some(invite) = record.invite.as_mut().filter(|i| i.is_open())
+                        && let Ok(Some(m)) = invite.handle(InviteEvent::Delivered, now)
+                    {
+                        invite_messages.push(ServerMessage::from(m));
+                    }
+                    record.refresh_deadline(cfg);
                     (record, Some(v.version), update)
                 }
                 stale => {
@@ -218,6 +262,10 @@ impl Tippen {
                             visitor_id: old.value.visitor_id.clone(),
                             reason: RemovalReason::Inactive,
                         });
+                        let mut ended = old.value.clone();
+                        if let Some(m) = ended.end_invite(now, cfg) {
+                            messages.push(m.into());
+                        }
                     }
                     let bot = is_bot(ping.user_agent.as_deref());
                     let first = self.first_company(&client, bot, now).await?;
@@ -242,6 +290,7 @@ impl Tippen {
                             event,
                         });
                     }
+                    messages.append(&mut invite_messages);
                     let mut lookups = Vec::new();
                     if let Some(first) = enrichment {
                         if let Some(event) = first.event {
@@ -257,6 +306,7 @@ impl Tippen {
                         messages: self.sequence(site, messages).await?,
                         deadline: Some(record.deadline),
                         lookups,
+                        invite: record.open_invite().map(|i| i.visitor_message(now)),
                     });
                 }
                 Err(StoreError::Conflict) => continue,
@@ -289,6 +339,10 @@ impl Tippen {
             } else {
                 record.expire(now, cfg)
             };
+            let ended = match change {
+                TabsChange::Removed(_) => record.end_invite(now, cfg),
+                _ => None,
+            };
             if change == TabsChange::Unchanged && record.left_tabs != departures_before {
                 // Only a departure to remember (a tab this record did not have).
                 match self
@@ -305,11 +359,12 @@ impl Tippen {
                 .apply_change(site, &record, current.version, change, now)
                 .await;
             match written {
-                Ok(messages) => {
+                Ok(mut messages) => {
+                    messages.extend(ended.map(ServerMessage::from));
                     return Ok(Outcome {
                         messages: self.sequence(site, messages).await?,
                         deadline: (!record.tabs.is_empty()).then_some(record.deadline),
-                        lookups: Vec::new(),
+                        ..Outcome::default()
                     });
                 }
                 Err(StoreError::Conflict) => continue,
@@ -371,6 +426,10 @@ impl Tippen {
             for _ in 0..self.config.limits.max_write_attempts {
                 let mut record = current.value.clone();
                 let change = record.expire(now, cfg);
+                let ended = match change {
+                    TabsChange::Removed(_) => record.end_invite(now, cfg),
+                    _ => record.expire_invite(now, cfg),
+                };
                 let result = if current.value.is_tombstone() {
                     // A departed visitor's quiet period is over: forget it silently.
                     if current.value.deadline <= now {
@@ -382,16 +441,20 @@ impl Tippen {
                         Ok(Vec::new())
                     }
                 } else if change == TabsChange::Unchanged
-                    && record.deadline != current.value.deadline
+                    && (ended.is_some() || record.deadline != current.value.deadline)
                 {
-                    // A stale index entry: rewrite to move it.
+                    // An expired invite, or a stale index entry: rewrite to move it.
                     self.store
                         .save_visitor(site, &record, Some(current.version))
                         .await
-                        .map(|_| Vec::new())
+                        .map(|_| ended.iter().cloned().map(ServerMessage::from).collect())
                 } else {
                     self.apply_change(site, &record, current.version, change, now)
                         .await
+                        .map(|mut m| {
+                            m.extend(ended.iter().cloned().map(ServerMessage::from));
+                            m
+                        })
                 };
                 match result {
                     Ok(mut m) => {
@@ -411,7 +474,7 @@ impl Tippen {
         Ok(Outcome {
             messages: self.sequence(site, messages).await?,
             deadline: self.store.next_deadline(site).await?,
-            lookups: Vec::new(),
+            ..Outcome::default()
         })
     }
 
@@ -436,14 +499,17 @@ impl Tippen {
             {
                 Ok(()) if !shown => return Ok((true, Outcome::default())),
                 Ok(()) => {
-                    let message = ServerMessage::VisitorRemoved {
+                    let mut messages = vec![ServerMessage::VisitorRemoved {
                         visitor_id: visitor_id.to_owned(),
                         reason: RemovalReason::Deleted,
-                    };
+                    }];
+                    let mut record = current.value;
+                    let ended = record.end_invite(self.clock.now(), &self.config.presence);
+                    messages.extend(ended.map(ServerMessage::from));
                     return Ok((
                         true,
                         Outcome {
-                            messages: self.sequence(site, vec![message]).await?,
+                            messages: self.sequence(site, messages).await?,
                             ..Outcome::default()
                         },
                     ));
@@ -499,30 +565,161 @@ impl Tippen {
         })
     }
 
-    /// Part A's video invite: the visitor must be live; dashboards hear `VIDEO_INVITE_SENT`.
+    /// Part A's video invite: [`send_invite`](Self::send_invite) with a generated id.
     pub async fn send_video_invite(
         &self,
         site: &SiteId,
         visitor_id: &str,
         guest_url: &str,
     ) -> Result<Outcome, ServiceError> {
+        let new = NewInvite::new(&self.new_invite_id(), visitor_id, guest_url);
+        Ok(self.send_invite(site, new).await?.1)
+    }
+
+    /// A fresh invite id (`inv_` and 16 hex digits) from the injected generator.
+    pub fn new_invite_id(&self) -> String {
+        self.ids.id("inv")
+    }
+
+    /// Invites a live visitor to a video call.
+    ///
+    /// The visitor must be live ([`ServiceError::VisitorNotFound`]). The visitor's current
+    /// invite having the same id makes this an idempotent no-op returning it (no message);
+    /// another open invite is refused ([`InviteError::AlreadyOpen`]) unless it is due, in
+    /// which case it expires first (its message). Dashboards hear Part A's
+    /// `VIDEO_INVITE_SENT`, then `VIDEO_INVITE_UPDATE` with state `sent`.
+    pub async fn send_invite(
+        &self,
+        site: &SiteId,
+        new: NewInvite,
+    ) -> Result<(Invite, Outcome), ServiceError> {
+        let cfg = &self.config.presence;
         let now = self.clock.now();
-        let live = self
-            .store
-            .visitor(site, visitor_id)
-            .await?
-            .is_some_and(|v| v.value.live_at(now, &self.config.presence));
-        if !live {
-            return Err(ServiceError::VisitorNotFound);
+        for _ in 0..self.config.limits.max_write_attempts {
+            let current = self
+                .store
+                .visitor(site, &new.visitor_id)
+                .await?
+                .filter(|v| v.value.live_at(now, cfg))
+                .ok_or(ServiceError::VisitorNotFound)?;
+            let mut record = current.value;
+            if let Some(existing) = record
+                .invite
+                .as_ref()
+                .filter(|i| i.invite_id == new.invite_id)
+            {
+                return Ok((existing.clone(), Outcome::default()));
+            }
+            let mut messages = Vec::with_capacity(3);
+            messages.extend(record.expire_invite(now, cfg).map(ServerMessage::from));
+            if let Some(open) = record.open_invite() {
+                return Err(InviteError::AlreadyOpen {
+                    invite_id: open.invite_id.clone(),
+                }
+                .into());
+            }
+            let invite = Invite::new(new.clone(), now, &self.config.invites);
+            messages.push(invite.part_a_message());
+            messages.push(invite.message().into());
+            record.invite = Some(invite.clone());
+            record.refresh_deadline(cfg);
+            match self
+                .store
+                .save_visitor(site, &record, Some(current.version))
+                .await
+            {
+                Ok(_) => {
+                    let outcome = Outcome {
+                        messages: self.sequence(site, messages).await?,
+                        deadline: Some(record.deadline),
+                        ..Outcome::default()
+                    };
+                    return Ok((invite, outcome));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
-        let message = ServerMessage::VideoInviteSent {
-            visitor_id: visitor_id.to_owned(),
-            guest_url: guest_url.to_owned(),
+        Err(ServiceError::Contention(new.visitor_id))
+    }
+
+    /// The admin withdraws an invite (state `cancelled`). See
+    /// [`invite_event`](Self::invite_event).
+    pub async fn cancel_invite(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        invite_id: &str,
+    ) -> Result<InviteChange, ServiceError> {
+        self.invite_event(site, visitor_id, invite_id, InviteEvent::Cancelled)
+            .await
+    }
+
+    /// Applies `event` to the visitor's invite `invite_id` (the visitor's answers, a cancel).
+    ///
+    /// An unknown invite (or visitor) is [`InviteError::NotFound`]; an event contradicting a
+    /// final state is [`InviteError::Conflict`] (nothing changed); an event already reflected
+    /// is a no-op without messages. An event reaching an open invite at or after its expiry
+    /// finds it expired: the expiry is stored and reported, and
+    /// [`InviteChange::refused`] names the conflict.
+    pub async fn invite_event(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        invite_id: &str,
+        event: InviteEvent,
+    ) -> Result<InviteChange, ServiceError> {
+        let cfg = &self.config.presence;
+        let now = self.clock.now();
+        let not_found = || InviteError::NotFound {
+            invite_id: invite_id.to_owned(),
         };
-        Ok(Outcome {
-            messages: self.sequence(site, vec![message]).await?,
-            ..Outcome::default()
-        })
+        for _ in 0..self.config.limits.max_write_attempts {
+            let current = self
+                .store
+                .visitor(site, visitor_id)
+                .await?
+                .ok_or_else(not_found)?;
+            let mut record = current.value;
+            let Some(invite) = record.invite.as_mut().filter(|i| i.invite_id == invite_id) else {
+                return Err(not_found().into());
+            };
+            let Some(message) = invite.handle(event, now)? else {
+                return Ok(InviteChange {
+                    invite: invite.clone(),
+                    outcome: Outcome::default(),
+                    refused: None,
+                });
+            };
+            let refused = (invite.state != event.target()).then(|| InviteError::Conflict {
+                invite_id: invite_id.to_owned(),
+                current: invite.state,
+                requested: event.target(),
+            });
+            let invite = invite.clone();
+            record.refresh_deadline(cfg);
+            match self
+                .store
+                .save_visitor(site, &record, Some(current.version))
+                .await
+            {
+                Ok(_) => {
+                    let outcome = Outcome {
+                        messages: self.sequence(site, vec![message.into()]).await?,
+                        deadline: (!record.tabs.is_empty()).then_some(record.deadline),
+                        ..Outcome::default()
+                    };
+                    return Ok(InviteChange {
+                        invite,
+                        outcome,
+                        refused,
+                    });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention(visitor_id.to_owned()))
     }
 
     /// The company a new visit starts with, the enrichment event to count, and the address

@@ -164,6 +164,7 @@ pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> Visito
             last_seen: Timestamp::from_millis(seen_ms),
         }],
         left_tabs: Vec::new(),
+        invite: None,
         deadline: Timestamp::from_millis(deadline_ms),
     }
 }
