@@ -84,6 +84,7 @@ pub mod site;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod video;
 
 #[cfg(not(target_arch = "wasm32"))]
 pub use clock::SystemClock;
