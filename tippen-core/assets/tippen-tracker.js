@@ -9,6 +9,10 @@
  *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
  *   data-tippen-debug                    log what the tracker does with console.debug
  *
+ * Video invites: a pending invite rides on the /track/visitor response; the tracker shows it
+ * (#tippen-invite, Join / Decline, a countdown), answers through POST /track/invite and opens
+ * the guest URL in a full-screen frame (#tippen-call) on Join.
+ *
  * API: window.tippen = { visitorId, tabId, flush() }.
  * Plain ES2017, no dependencies. The tracker never throws into the host page.
  */
@@ -177,7 +181,14 @@
             // A page going to the background may be frozen or discarded right after this.
             keepalive: hiding
           }).then(function (res) {
-            return { status: res.status, retryAfter: res.headers.get('Retry-After') };
+            var info = { status: res.status, retryAfter: res.headers.get('Retry-After'), body: null };
+            if (!res.ok) return info;
+            return res.json().then(function (b) {
+              info.body = b;
+              return info;
+            }, function () {
+              return info;
+            });
           });
         } else {
           request = new Promise(function (resolve) {
@@ -186,7 +197,13 @@
             xhr.setRequestHeader('Content-Type', 'application/json');
             xhr.setRequestHeader('X-Tippen-API-Key', apiKey);
             xhr.onload = function () {
-              resolve({ status: xhr.status, retryAfter: xhr.getResponseHeader('Retry-After') });
+              var b = null;
+              try {
+                b = xhr.status < 300 ? JSON.parse(xhr.responseText) : null;
+              } catch (e) {
+                b = null;
+              }
+              resolve({ status: xhr.status, retryAfter: xhr.getResponseHeader('Retry-After'), body: b });
             };
             xhr.onerror = xhr.ontimeout = function () {
               resolve({ status: 0, retryAfter: null });
@@ -213,7 +230,10 @@
             return false;
           }
           if (r.status >= 400) log('rejected with HTTP', r.status, '(not retried)');
-          else log('ok', event);
+          else {
+            log('ok', event);
+            onInvite(r.body && typeof r.body === 'object' ? r.body.invite : null);
+          }
           schedule(heartbeatMs);
           return r.status < 400;
         }
@@ -393,6 +413,207 @@
       channel = null;
     }
     openChannel();
+
+    // ---- video invites -----------------------------------------------------------------
+    // A pending invite rides on the /track/visitor response while it is open. It is shown once
+    // (ids already shown are remembered for this tab and across its pages), answered through
+    // POST /track/invite, and hidden when its countdown ends or a later response drops it.
+    var SHOWN_KEY = 'tippen_invites_shown';
+    var invite = null; // { id, el, timer, endsAt }
+    var callEl = null;
+    var shownIds = (function () {
+      try {
+        var list = JSON.parse(storageGet('sessionStorage', SHOWN_KEY) || '[]');
+        return Array.isArray(list) ? list.filter(function (x) { return typeof x === 'string'; }) : [];
+      } catch (e) {
+        return [];
+      }
+    })();
+    var rememberShown = function (id) {
+      shownIds.push(id);
+      if (shownIds.length > 50) shownIds = shownIds.slice(-50);
+      storageSet('sessionStorage', SHOWN_KEY, JSON.stringify(shownIds));
+    };
+    var httpUrl = function (u) {
+      try {
+        var url = new URL(String(u), location.href);
+        return url.protocol === 'https:' || url.protocol === 'http:' ? url.href : null;
+      } catch (e) {
+        return null;
+      }
+    };
+
+    var injectStyle = function () {
+      if (document.getElementById('tippen-invite-style')) return;
+      var st = document.createElement('style');
+      st.id = 'tippen-invite-style';
+      st.textContent =
+        '#tippen-invite{all:initial;position:fixed;right:20px;bottom:20px;z-index:2147483646;' +
+        'box-sizing:border-box;width:320px;max-width:calc(100vw - 40px);padding:18px 18px 16px;' +
+        'background:#fff;color:#1d2330;border-radius:14px;box-shadow:0 12px 40px rgba(0,0,0,.25);' +
+        'font:14px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;display:block}' +
+        '#tippen-invite .tippen-invite-title{display:block;font-weight:700;font-size:16px;margin:0 0 4px}' +
+        '#tippen-invite .tippen-invite-text{display:block;margin:0 0 12px;color:#4b5263}' +
+        '#tippen-invite .tippen-invite-countdown{display:block;margin:0 0 12px;font-size:12px;color:#6b7385}' +
+        '#tippen-invite .tippen-invite-actions{display:flex;gap:8px;justify-content:flex-end}' +
+        '#tippen-invite button{all:initial;box-sizing:border-box;cursor:pointer;padding:8px 16px;' +
+        'border-radius:8px;font:600 14px system-ui,-apple-system,"Segoe UI",Roboto,Arial,sans-serif;' +
+        'border:1px solid #d5d9e0;background:#fff;color:#1d2330}' +
+        '#tippen-invite button.tippen-invite-primary{background:#4f46e5;border-color:#4f46e5;color:#fff}' +
+        '#tippen-invite button:focus-visible{outline:3px solid #a5b4fc;outline-offset:2px}' +
+        '#tippen-call{all:initial;position:fixed;inset:0;z-index:2147483647;background:rgba(0,0,0,.85);display:block}' +
+        '#tippen-call iframe{position:absolute;inset:48px 0 0 0;width:100%;height:calc(100% - 48px);border:0;background:#000}' +
+        '#tippen-call button{all:initial;position:absolute;top:8px;right:12px;cursor:pointer;padding:6px 14px;' +
+        'border-radius:8px;background:#fff;color:#1d2330;font:600 14px system-ui,-apple-system,Arial,sans-serif}';
+      (document.head || document.documentElement).appendChild(st);
+    };
+
+    var reportInvite = function (id, type) {
+      if (disabled) return;
+      var body = JSON.stringify({ visitorId: visitorId, inviteId: id, type: type });
+      log('invite', id, type);
+      try {
+        fetch(endpoint + '/track/invite', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': apiKey },
+          body: body,
+          credentials: 'omit',
+          mode: 'cors',
+          keepalive: true
+        }).then(function (res) {
+          if (!res.ok) log('invite answer', type, 'rejected with HTTP', res.status);
+        }, function () {
+          log('invite answer', type, 'failed');
+        });
+      } catch (e) { /* ignore */ }
+    };
+
+    var hideInvite = function () {
+      if (!invite) return;
+      if (invite.timer) clearInterval(invite.timer);
+      if (invite.el && invite.el.parentNode) invite.el.parentNode.removeChild(invite.el);
+      invite = null;
+    };
+
+    var closeCall = function () {
+      if (callEl && callEl.parentNode) callEl.parentNode.removeChild(callEl);
+      callEl = null;
+    };
+
+    var openCall = function (url) {
+      closeCall();
+      injectStyle();
+      var box = document.createElement('div');
+      box.id = 'tippen-call';
+      box.setAttribute('role', 'dialog');
+      box.setAttribute('aria-modal', 'true');
+      box.setAttribute('aria-label', 'Video call');
+      var close = document.createElement('button');
+      close.type = 'button';
+      close.id = 'tippen-call-close';
+      close.textContent = 'Close';
+      close.setAttribute('aria-label', 'Close the video call');
+      close.addEventListener('click', closeCall);
+      var frame = document.createElement('iframe');
+      frame.src = url;
+      frame.title = 'Video call';
+      frame.setAttribute('allow', 'camera; microphone; fullscreen; display-capture; autoplay');
+      frame.setAttribute('allowfullscreen', '');
+      box.appendChild(close);
+      box.appendChild(frame);
+      box.addEventListener('keydown', function (e) {
+        if (e.key === 'Escape') closeCall();
+      });
+      document.body.appendChild(box);
+      try {
+        close.focus();
+      } catch (e) { /* ignore */ }
+    };
+
+    var showInvite = function (inv) {
+      var id = inv.inviteId;
+      var guestUrl = httpUrl(inv.guestUrl);
+      var expiresIn = Number(inv.expiresIn);
+      if (!(expiresIn > 0)) return;
+      rememberShown(id);
+      injectStyle();
+      var who = typeof inv.invitedBy === 'string' && inv.invitedBy.trim() ? inv.invitedBy.trim().slice(0, 128) : 'Our team';
+      var box = document.createElement('div');
+      box.id = 'tippen-invite';
+      box.setAttribute('data-invite-id', id);
+      box.setAttribute('role', 'alertdialog');
+      box.setAttribute('aria-live', 'assertive');
+      box.setAttribute('aria-labelledby', 'tippen-invite-title');
+      box.setAttribute('aria-describedby', 'tippen-invite-text');
+      var title = document.createElement('span');
+      title.className = 'tippen-invite-title';
+      title.id = 'tippen-invite-title';
+      title.textContent = 'Join a video call?';
+      var text = document.createElement('span');
+      text.className = 'tippen-invite-text';
+      text.id = 'tippen-invite-text';
+      text.textContent = who + ' invites you to a video call.';
+      var countdown = document.createElement('span');
+      countdown.className = 'tippen-invite-countdown';
+      countdown.setAttribute('aria-hidden', 'true');
+      var actions = document.createElement('span');
+      actions.className = 'tippen-invite-actions';
+      var decline = document.createElement('button');
+      decline.type = 'button';
+      decline.id = 'tippen-invite-decline';
+      decline.textContent = 'Decline';
+      var join = document.createElement('button');
+      join.type = 'button';
+      join.id = 'tippen-invite-join';
+      join.className = 'tippen-invite-primary';
+      join.textContent = 'Join';
+      actions.appendChild(decline);
+      actions.appendChild(join);
+      box.appendChild(title);
+      box.appendChild(text);
+      box.appendChild(countdown);
+      box.appendChild(actions);
+
+      var current = { id: id, el: box, timer: null, endsAt: Date.now() + expiresIn };
+      var tick = function () {
+        var left = Math.max(0, Math.ceil((current.endsAt - Date.now()) / 1000));
+        countdown.textContent = 'Expires in ' + left + ' s';
+        if (left <= 0 && invite === current) hideInvite();
+      };
+      decline.addEventListener('click', function () {
+        if (invite !== current) return;
+        hideInvite();
+        reportInvite(id, 'INVITE_DECLINED');
+      });
+      join.addEventListener('click', function () {
+        if (invite !== current) return;
+        hideInvite();
+        reportInvite(id, 'INVITE_ACCEPTED');
+        if (guestUrl) openCall(guestUrl);
+      });
+      hideInvite();
+      invite = current;
+      tick();
+      current.timer = setInterval(tick, 1000);
+      document.body.appendChild(box);
+      reportInvite(id, 'INVITE_SEEN');
+    };
+
+    // Called with the `invite` of every successful /track/visitor response (or null).
+    function onInvite(inv) {
+      try {
+        var valid = inv && typeof inv === 'object' && typeof inv.inviteId === 'string' && inv.inviteId;
+        if (!valid) {
+          hideInvite(); // no longer open (answered elsewhere, cancelled, expired)
+          return;
+        }
+        if (invite && invite.id === inv.inviteId) return; // showing it already
+        if (invite) hideInvite();
+        if (shownIds.indexOf(inv.inviteId) >= 0) return; // never twice
+        if (!document.body) return;
+        showInvite(inv);
+      } catch (e) { /* never break the host page */ }
+    }
 
     var api = {
       version: VERSION,
