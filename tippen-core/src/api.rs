@@ -270,6 +270,7 @@ enum Route {
     TrackLeave,
     TrackInvite,
     DashboardSocket,
+    VisitorSocket,
     Visitors,
     Visitor,
     Stats,
@@ -294,6 +295,7 @@ impl Route {
             "/track/leave" => Route::TrackLeave,
             "/track/invite" => Route::TrackInvite,
             "/ws/dashboard" => Route::DashboardSocket,
+            "/ws/visitor" => Route::VisitorSocket,
             "/api/visitors" => Route::Visitors,
             p if p.starts_with("/api/visitors/") && p.len() > "/api/visitors/".len() => {
                 Route::Visitor
@@ -558,6 +560,13 @@ impl Tippen {
             )),
             Route::DashboardSocket => {
                 self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                Err(ApiError::new(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this endpoint is a WebSocket; send an upgrade request",
+                ))
+            }
+            Route::VisitorSocket => {
+                self.authorize(key.as_deref(), KeyRole::Public).await?;
                 Err(ApiError::new(
                     StatusCode::UPGRADE_REQUIRED,
                     "this endpoint is a WebSocket; send an upgrade request",
