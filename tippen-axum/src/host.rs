@@ -172,7 +172,8 @@ impl TippenHost {
     }
 
     /// The router serving the whole contract (`docs/contract.md`): every path goes to the
-    /// core, `/ws/dashboard` upgrades to the dashboard WebSocket. Merge it into your app
+    /// core, `/ws/dashboard` upgrades to the dashboard WebSocket and `/ws/visitor` to the
+    /// visitor channel. Merge it into your app
     /// (`app.merge(host.router())`); it has a fallback (the core's JSON 404), so the app it
     /// is merged into must not have one of its own.
     ///

@@ -2,7 +2,8 @@
 //! `http` types. Hosts convert their request to `http::Request<Bytes>`, call
 //! [`Tippen::handle`] (or [`Tippen::route`] then [`Tippen::execute`] to hold a per-site lock
 //! around the write), send the response, fan [`Handled::broadcasts`] out to the site's
-//! dashboards and arm a timer for [`Handled::deadline`]. The dashboard WebSocket's
+//! dashboards, push [`Handled::visitor_messages`] to the visitors' `/ws/visitor` sockets and arm
+//! a timer for [`Handled::deadline`]. The dashboard WebSocket's and the visitor channel's
 //! authorization and messages are here too. `docs/contract.md` lists every route.
 
 use std::net::IpAddr;

@@ -104,7 +104,7 @@ pub(crate) fn visitor_updates(messages: &[Sequenced]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What [`Tippen::answer_invite`] and [`Tippen::cancel_invite`] did.
+/// What [`Tippen::invite_event`] and [`Tippen::cancel_invite`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InviteChange {
     /// The invite as it is now.
