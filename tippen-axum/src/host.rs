@@ -110,6 +110,8 @@ pub(crate) struct SiteState {
     pub(crate) lock: tokio::sync::Mutex<()>,
     /// The site's dashboard messages.
     tx: broadcast::Sender<Utf8Bytes>,
+    /// The site's visitor pushes, `(visitorId, json)`; each visitor socket keeps its own.
+    visitors: broadcast::Sender<(Arc<str>, Utf8Bytes)>,
     /// The earliest deadline the timer must wake up for.
     armed: watch::Sender<Option<Timestamp>>,
     timer_started: AtomicBool,
@@ -170,7 +172,8 @@ impl TippenHost {
     }
 
     /// The router serving the whole contract (`docs/contract.md`): every path goes to the
-    /// core, `/ws/dashboard` upgrades to the dashboard WebSocket. Merge it into your app
+    /// core, `/ws/dashboard` upgrades to the dashboard WebSocket and `/ws/visitor` to the
+    /// visitor channel. Merge it into your app
     /// (`app.merge(host.router())`); it has a fallback (the core's JSON 404), so the app it
     /// is merged into must not have one of its own.
     ///
@@ -183,6 +186,8 @@ impl TippenHost {
             .route("/ws/dashboard", any(dashboard_route))
             // The core routes paths with a trailing slash like those without.
             .route("/ws/dashboard/", any(dashboard_route))
+            .route("/ws/visitor", any(visitor_route))
+            .route("/ws/visitor/", any(visitor_route))
             .fallback(http_route)
             .layer(TraceLayer::new_for_http())
             .with_state(self.clone())
@@ -296,6 +301,7 @@ impl TippenHost {
         let _owner = state.lock.lock().await;
         let handled = self.inner.tippen.execute(call).await;
         publish(&state, handled.broadcasts);
+        publish_visitors(&state, handled.visitor_messages);
         if let Some(deadline) = handled.deadline {
             self.arm(&state, deadline);
         }
@@ -326,6 +332,7 @@ impl TippenHost {
                     id: id.clone(),
                     lock: tokio::sync::Mutex::new(()),
                     tx: broadcast::Sender::new(self.inner.config.broadcast_capacity.max(1)),
+                    visitors: broadcast::Sender::new(self.inner.config.broadcast_capacity.max(1)),
                     armed: watch::Sender::new(None),
                     timer_started: AtomicBool::new(false),
                 })
@@ -421,7 +428,142 @@ impl TippenHost {
     }
 }
 
-/// One dashboard's socket, with the shutdown signal and the send timeout.
+impl TippenHost {
+    /// Under the site's lock: subscribes to the site's visitor pushes and runs
+    /// [`Tippen::visitor_hello`], publishing its broadcasts. Nothing published before is
+    /// missed and nothing is received twice.
+    async fn visitor_subscribe(
+        &self,
+        state: &SiteState,
+        visitor_id: &str,
+    ) -> Result<
+        (broadcast::Receiver<(Arc<str>, Utf8Bytes)>, Option<String>),
+        tippen_core::ServiceError,
+    > {
+        let _owner = state.lock.lock().await;
+        let rx = state.visitors.subscribe();
+        let (hello, broadcasts) = self
+            .inner
+            .tippen
+            .visitor_hello(&state.id, visitor_id)
+            .await?;
+        publish(state, broadcasts);
+        Ok((rx, hello))
+    }
+
+    async fn visitor_session(self, site: SiteId, visitor_id: String, socket: WebSocket) {
+        let _active = self.inner.active.enter();
+        let mut conn = Dashboard {
+            socket,
+            shutdown: self.inner.shutdown.subscribe(),
+            send_timeout: self.inner.config.ws_send_timeout,
+        };
+        if *conn.shutdown.borrow() {
+            conn.close(1001, "server shutting down").await;
+            return;
+        }
+        let state = self.site(&site);
+        let tippen = self.inner.tippen.clone();
+        let mut rx = match self.visitor_subscribe(&state, &visitor_id).await {
+            Ok((rx, hello)) => {
+                if let Some(hello) = hello
+                    && !conn.send(Message::Text(hello.into())).await
+                {
+                    return;
+                }
+                rx
+            }
+            Err(e) => {
+                tracing::error!(site = %site, error = %e, "visitor hello failed");
+                conn.close(1011, "internal error").await;
+                return;
+            }
+        };
+        tracing::debug!(site = %site, visitor = %visitor_id, "visitor channel connected");
+        loop {
+            tokio::select! {
+                () = stopped(&mut conn.shutdown) => {
+                    conn.close(1001, "server shutting down").await;
+                    break;
+                }
+                msg = rx.recv() => match msg {
+                    Ok((to, text)) => {
+                        if *to != *visitor_id {
+                            continue;
+                        }
+                        let invite = tippen_core::api::pushed_invite(&text);
+                        if !conn.send(Message::Text(text)).await {
+                            break;
+                        }
+                        if let Some(invite_id) = invite {
+                            let _owner = state.lock.lock().await;
+                            match tippen.invite_delivered(&site, &visitor_id, &invite_id).await {
+                                Ok(broadcasts) => publish(&state, broadcasts),
+                                Err(e) => {
+                                    tracing::warn!(site = %site, error = %e, "invite delivery not recorded");
+                                }
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(missed)) => {
+                        tracing::debug!(site = %site, missed, "visitor socket lagged; resyncing");
+                        match self.visitor_subscribe(&state, &visitor_id).await {
+                            Ok((fresh, hello)) => {
+                                rx = fresh;
+                                if let Some(hello) = hello
+                                    && !conn.send(Message::Text(hello.into())).await
+                                {
+                                    break;
+                                }
+                            }
+                            Err(e) => {
+                                tracing::error!(site = %site, error = %e, "visitor hello failed");
+                                conn.close(1011, "internal error").await;
+                                break;
+                            }
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Closed) => break,
+                },
+                incoming = conn.socket.recv() => {
+                    let text = match incoming {
+                        Some(Ok(Message::Text(t))) => t.to_string(),
+                        Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
+                        // tungstenite answers pings by itself.
+                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
+                    };
+                    let answered = {
+                        let _owner = state.lock.lock().await;
+                        let answered = tippen.visitor_message(&site, &visitor_id, &text).await;
+                        if let Ok((_, broadcasts)) = &answered {
+                            publish(&state, broadcasts.clone());
+                        }
+                        answered
+                    };
+                    match answered {
+                        Ok((reply, _)) => {
+                            if let Some(reply) = reply
+                                && !conn.send(Message::Text(reply.into())).await
+                            {
+                                break;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!(site = %site, error = %e, "visitor message failed");
+                            conn.close(1011, "internal error").await;
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        tracing::debug!(site = %site, visitor = %visitor_id, "visitor channel disconnected");
+    }
+}
+
+/// One WebSocket (a dashboard's or a visitor's), with the shutdown signal and the send
+/// timeout.
 struct Dashboard {
     socket: WebSocket,
     shutdown: watch::Receiver<bool>,
@@ -470,6 +612,16 @@ pub(crate) fn publish(state: &SiteState, broadcasts: Vec<String>) {
     for text in broadcasts {
         // An error only means no dashboard is connected.
         let _ = state.tx.send(Utf8Bytes::from(text));
+    }
+}
+
+/// Fans `(visitorId, json)` pushes out to the site's visitor sockets.
+pub(crate) fn publish_visitors(state: &SiteState, pushes: Vec<(String, String)>) {
+    for (visitor_id, text) in pushes {
+        // An error only means no visitor socket is open.
+        let _ = state
+            .visitors
+            .send((Arc::from(visitor_id), Utf8Bytes::from(text)));
     }
 }
 
@@ -524,12 +676,14 @@ impl Timer {
     async fn fire(&mut self) -> bool {
         let site = &self.state.id;
         let _owner = self.state.lock.lock().await;
-        match self.tippen.handle_deadline(site).await {
-            Ok((messages, next)) => {
-                if !messages.is_empty() {
-                    tracing::debug!(site = %site, messages = messages.len(), "swept");
+        match self.tippen.handle_deadline_with_pushes(site).await {
+            Ok(swept) => {
+                let next = swept.deadline;
+                if !swept.broadcasts.is_empty() {
+                    tracing::debug!(site = %site, messages = swept.broadcasts.len(), "swept");
                 }
-                publish(&self.state, messages);
+                publish(&self.state, swept.broadcasts);
+                publish_visitors(&self.state, swept.visitor_messages);
                 // Under the lock the store's next deadline is exact: replace, not min.
                 self.state.armed.send_replace(next);
                 if next.is_some_and(|n| n <= self.tippen.now()) {
@@ -550,15 +704,48 @@ async fn http_route(State(host): State<TippenHost>, req: Request) -> Response {
     host.handle(req).await
 }
 
+fn wants_upgrade(req: &Request) -> bool {
+    req.headers()
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+/// `/ws/visitor`: the visitor channel, upgraded after the core authorized the key and the
+/// visitor id; anything else is answered by the core like any request.
+async fn visitor_route(State(host): State<TippenHost>, req: Request) -> Response {
+    if !wants_upgrade(&req) {
+        return host.handle(req).await;
+    }
+    let (mut parts, body) = req.into_parts();
+    let (site, visitor_id) = match host
+        .tippen()
+        .authorize_visitor_channel(&parts.headers, parts.uri.query())
+        .await
+    {
+        Ok(v) => v,
+        Err(refusal) => return into_axum(refusal),
+    };
+    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => {
+            let max = host.inner.config.max_ws_message_bytes;
+            ws.max_message_size(max)
+                .max_frame_size(max)
+                .on_failed_upgrade(|e| tracing::debug!(error = %e, "visitor upgrade failed"))
+                .on_upgrade(move |socket| host.visitor_session(site, visitor_id, socket))
+        }
+        Err(rejection) => {
+            tracing::debug!(reason = %rejection.body_text(), "invalid WebSocket upgrade");
+            host.handle(Request::from_parts(parts, body)).await
+        }
+    }
+    .into_response()
+}
+
 /// `/ws/dashboard`: a WebSocket upgrade after the core authorized the key; anything else
 /// (no upgrade headers, wrong method) is answered by the core like any request.
 async fn dashboard_route(State(host): State<TippenHost>, req: Request) -> Response {
-    let wants_upgrade = req
-        .headers()
-        .get(http::header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"));
-    if !wants_upgrade {
+    if !wants_upgrade(&req) {
         return host.handle(req).await;
     }
     let (mut parts, body) = req.into_parts();

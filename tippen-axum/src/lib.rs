@@ -1,7 +1,8 @@
 //! # tippen-axum
 //!
 //! [tippen](tippen_core) hosted on [axum] and tokio: a [`Router`](axum::Router) serving the whole
-//! HTTP and WebSocket contract (`docs/contract.md`), fan-out of dashboard messages per site, a
+//! HTTP and WebSocket contract (`docs/contract.md`), fan-out of dashboard messages per site and
+//! of visitor pushes (the `/ws/visitor` channel: video invites the moment they are sent), a
 //! timer per site driven by the core's deadlines, graceful shutdown, and — with the feature
 //! `sqlite` — a [`Store`](tippen_core::Store) on a SQLite file that survives restarts.
 //!

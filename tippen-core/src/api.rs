@@ -2,7 +2,8 @@
 //! `http` types. Hosts convert their request to `http::Request<Bytes>`, call
 //! [`Tippen::handle`] (or [`Tippen::route`] then [`Tippen::execute`] to hold a per-site lock
 //! around the write), send the response, fan [`Handled::broadcasts`] out to the site's
-//! dashboards and arm a timer for [`Handled::deadline`]. The dashboard WebSocket's
+//! dashboards, push [`Handled::visitor_messages`] to the visitors' `/ws/visitor` sockets and arm
+//! a timer for [`Handled::deadline`]. The dashboard WebSocket's and the visitor channel's
 //! authorization and messages are here too. `docs/contract.md` lists every route.
 
 use std::net::IpAddr;
@@ -62,6 +63,10 @@ pub struct Handled {
     /// Enrichment lookups to run ([`Outcome::lookups`]); never wait for them before
     /// answering.
     pub lookups: Vec<LookupRequest>,
+    /// `(visitorId, json)` texts to send to that visitor's open `/ws/visitor` sockets of
+    /// [`site`](Self::site), in order ([`Outcome::visitor_pushes`]). A socket that sends a
+    /// `VIDEO_INVITE` reports it with [`Tippen::invite_delivered`].
+    pub visitor_messages: Vec<(String, String)>,
 }
 
 impl Handled {
@@ -72,6 +77,7 @@ impl Handled {
             broadcasts: Vec::new(),
             deadline: None,
             lookups: Vec::new(),
+            visitor_messages: Vec::new(),
         }
     }
 }
@@ -265,6 +271,7 @@ enum Route {
     TrackLeave,
     TrackInvite,
     DashboardSocket,
+    VisitorSocket,
     Visitors,
     Visitor,
     Stats,
@@ -289,6 +296,7 @@ impl Route {
             "/track/leave" => Route::TrackLeave,
             "/track/invite" => Route::TrackInvite,
             "/ws/dashboard" => Route::DashboardSocket,
+            "/ws/visitor" => Route::VisitorSocket,
             "/api/visitors" => Route::Visitors,
             p if p.starts_with("/api/visitors/") && p.len() > "/api/visitors/".len() => {
                 Route::Visitor
@@ -553,6 +561,13 @@ impl Tippen {
             )),
             Route::DashboardSocket => {
                 self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                Err(ApiError::new(
+                    StatusCode::UPGRADE_REQUIRED,
+                    "this endpoint is a WebSocket; send an upgrade request",
+                ))
+            }
+            Route::VisitorSocket => {
+                self.authorize(key.as_deref(), KeyRole::Public).await?;
                 Err(ApiError::new(
                     StatusCode::UPGRADE_REQUIRED,
                     "this endpoint is a WebSocket; send an upgrade request",
@@ -859,6 +874,7 @@ impl Tippen {
         match result {
             Ok((response, outcome)) => Handled {
                 response,
+                visitor_messages: outcome.visitor_pushes(),
                 broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
                 deadline: outcome.deadline,
                 lookups: outcome.lookups,
@@ -949,4 +965,179 @@ impl Tippen {
             outcome.deadline,
         ))
     }
+
+    /// [`handle_deadline`](Self::handle_deadline) for hosts with visitor channels: also the
+    /// `(visitorId, json)` pushes for the visitors' sockets (an expired or ended invite).
+    pub async fn handle_deadline_with_pushes(
+        &self,
+        site: &SiteId,
+    ) -> Result<SweepResult, ServiceError> {
+        let outcome = self.sweep(site).await?;
+        Ok(SweepResult {
+            broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
+            visitor_messages: outcome.visitor_pushes(),
+            deadline: outcome.deadline,
+        })
+    }
+
+    /// Authorizes a visitor-channel WebSocket upgrade
+    /// (`GET /ws/visitor?apiKey=<key>&visitorId=<id>`; the key may also be in the
+    /// `X-Tippen-Api-Key` header). Any of the site's keys is accepted (public, secret or a
+    /// legacy single key). No key: 401; an unknown key: 403; a missing or over-long
+    /// `visitorId`: 400. On success the host upgrades, subscribes the socket to the site's
+    /// visitor pushes for that visitor, then sends [`visitor_hello`](Self::visitor_hello).
+    pub async fn authorize_visitor_channel(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Result<(SiteId, String), Response<Bytes>> {
+        let key = key_from(headers, query);
+        let site = self
+            .authorize(key.as_deref(), KeyRole::Public)
+            .await
+            .map_err(ApiError::into_response)?;
+        let visitor_id = query_param(query, "visitorId").unwrap_or_default();
+        check_id("visitorId", &visitor_id, self.config().limits.max_id_bytes)
+            .map_err(ApiError::into_response)?;
+        Ok((site.id, visitor_id))
+    }
+
+    /// The first message on a new visitor socket: the visitor's open invite as a
+    /// `VIDEO_INVITE` (`None` when it has none). Sending it delivers the invite: one in state
+    /// `sent` becomes `delivered`, and the returned dashboard broadcasts say so (an invite
+    /// found due is expired instead, and not sent). Run it under the site's lock and publish
+    /// the broadcasts.
+    pub async fn visitor_hello(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<(Option<String>, Vec<String>), ServiceError> {
+        let now = self.now();
+        let open = self
+            .store()
+            .visitor(site, visitor_id)
+            .await?
+            .filter(|v| v.value.live_at(now, &self.config().presence))
+            .and_then(|v| v.value.open_invite().map(|i| i.invite_id.clone()));
+        let Some(invite_id) = open else {
+            return Ok((None, Vec::new()));
+        };
+        let change = match self
+            .invite_event(site, visitor_id, &invite_id, InviteEvent::Delivered)
+            .await
+        {
+            Ok(change) => change,
+            Err(ServiceError::Invite(_) | ServiceError::VisitorNotFound) => {
+                return Ok((None, Vec::new()));
+            }
+            Err(e) => return Err(e),
+        };
+        let broadcasts = change
+            .outcome
+            .messages
+            .iter()
+            .map(Sequenced::to_json)
+            .collect();
+        let hello = change
+            .invite
+            .is_open()
+            .then(|| serde_json::to_string(&change.invite.visitor_message(now)))
+            .transpose()
+            .unwrap_or_default();
+        Ok((hello, broadcasts))
+    }
+
+    /// A visitor socket delivered the pushed `VIDEO_INVITE` `invite_id`: an invite still
+    /// `sent` becomes `delivered`. Idempotent (later calls, or an invite already further
+    /// along or gone, return nothing). Returns the dashboard broadcasts; run it under the
+    /// site's lock and publish them.
+    pub async fn invite_delivered(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        invite_id: &str,
+    ) -> Result<Vec<String>, ServiceError> {
+        match self
+            .invite_event(site, visitor_id, invite_id, InviteEvent::Delivered)
+            .await
+        {
+            Ok(change) => Ok(change
+                .outcome
+                .messages
+                .iter()
+                .map(Sequenced::to_json)
+                .collect()),
+            Err(ServiceError::Invite(_) | ServiceError::VisitorNotFound) => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A visitor socket's text message: `{"type":"INVITE_SEEN"|"INVITE_ACCEPTED"|
+    /// "INVITE_DECLINED","inviteId":…}`, applied like `POST /track/invite`. Returns the reply
+    /// for the same socket — `{"type":"VIDEO_INVITE_UPDATE","inviteId","state"}` with the
+    /// state now, or `{"type":"ERROR","error":…}` (malformed message, unknown invite,
+    /// conflict) — and the dashboard broadcasts (publish them; run it under the site's lock).
+    /// Only a store failure is an `Err`.
+    pub async fn visitor_message(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        text: &str,
+    ) -> Result<(Option<String>, Vec<String>), ServiceError> {
+        let error =
+            |error: String| serde_json::json!({ "type": "ERROR", "error": error }).to_string();
+        let answer = match serde_json::from_str::<InviteFromVisitor>(text) {
+            Ok(answer) => answer,
+            Err(_) => {
+                let msg = "expected a JSON object with a \"type\" of INVITE_SEEN, \
+                           INVITE_ACCEPTED or INVITE_DECLINED and an \"inviteId\"";
+                return Ok((Some(error(msg.to_owned())), Vec::new()));
+            }
+        };
+        let change = match self
+            .invite_event(site, visitor_id, answer.invite_id(), answer.event())
+            .await
+        {
+            Ok(change) => change,
+            Err(e @ (ServiceError::Invite(_) | ServiceError::VisitorNotFound)) => {
+                return Ok((Some(error(ApiError::from(e).message)), Vec::new()));
+            }
+            Err(e) => return Err(e),
+        };
+        let broadcasts = change
+            .outcome
+            .messages
+            .iter()
+            .map(Sequenced::to_json)
+            .collect();
+        let reply = match change.refused {
+            Some(err) => error(err.to_string()),
+            None => serde_json::to_string(&InviteToVisitor::VideoInviteUpdate {
+                invite_id: change.invite.invite_id.clone(),
+                state: change.invite.state,
+            })
+            .unwrap_or_default(),
+        };
+        Ok((Some(reply), broadcasts))
+    }
+}
+
+/// The invite a visitor push delivers once sent: the `inviteId` of a `VIDEO_INVITE` (report
+/// it with [`Tippen::invite_delivered`]); `None` for any other push.
+pub fn pushed_invite(push: &str) -> Option<String> {
+    match serde_json::from_str::<InviteToVisitor>(push) {
+        Ok(InviteToVisitor::VideoInvite { invite_id, .. }) => Some(invite_id),
+        _ => None,
+    }
+}
+
+/// What [`Tippen::handle_deadline_with_pushes`] produced.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SweepResult {
+    /// JSON texts for every dashboard of the site, in order.
+    pub broadcasts: Vec<String>,
+    /// `(visitorId, json)` texts for that visitor's open sockets, in order.
+    pub visitor_messages: Vec<(String, String)>,
+    /// The site's next deadline.
+    pub deadline: Option<Timestamp>,
 }

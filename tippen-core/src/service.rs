@@ -17,7 +17,7 @@ use crate::enrichment::{
     LookupFailure, VisitorSignals, lookup_target,
 };
 use crate::ids::{IdGenerator, SeededIds};
-use crate::invite::{Invite, InviteError, InviteEvent, InviteToVisitor, NewInvite};
+use crate::invite::{Invite, InviteError, InviteEvent, InviteState, InviteToVisitor, NewInvite};
 use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, VisitorRecord};
 use crate::protocol::{Sequenced, ServerMessage, VisitorView};
 use crate::site::{KeyHash, KeyRole, Site, SiteId};
@@ -58,9 +58,53 @@ pub struct Outcome {
     /// For a tracking call: the visitor's open video invite, to show on its page (it rides
     /// on the `/track/visitor` response).
     pub invite: Option<InviteToVisitor>,
+    /// Messages for one visitor's open visitor-channel sockets, as `(visitorId, json)`: the
+    /// `VIDEO_INVITE` of a newly sent invite. The state changes a page must hear about are
+    /// derived from [`messages`](Self::messages); [`visitor_pushes`](Self::visitor_pushes)
+    /// returns both, in order.
+    pub visitor_messages: Vec<(String, String)>,
 }
 
-/// What [`Tippen::answer_invite`] and [`Tippen::cancel_invite`] did.
+impl Outcome {
+    /// Everything to push to visitors' sockets, as `(visitorId, json)`:
+    /// [`visitor_messages`](Self::visitor_messages), then a
+    /// `{"type":"VIDEO_INVITE_UPDATE","inviteId","state"}` for each invite state change in
+    /// [`messages`](Self::messages) that a page acts on (every state but `sent` and
+    /// `delivered`), so a page hides a popup that was cancelled, expired or answered in
+    /// another tab.
+    pub fn visitor_pushes(&self) -> Vec<(String, String)> {
+        let mut pushes = self.visitor_messages.clone();
+        pushes.extend(visitor_updates(&self.messages));
+        pushes
+    }
+}
+
+/// The visitor-directed `VIDEO_INVITE_UPDATE`s for the invite changes among `messages`.
+pub(crate) fn visitor_updates(messages: &[Sequenced]) -> Vec<(String, String)> {
+    messages
+        .iter()
+        .filter_map(|m| match &m.message {
+            ServerMessage::VideoInviteUpdate {
+                invite_id,
+                visitor_id,
+                state,
+                ..
+            } if !matches!(state, InviteState::Sent | InviteState::Delivered) => {
+                let update = InviteToVisitor::VideoInviteUpdate {
+                    invite_id: invite_id.clone(),
+                    state: *state,
+                };
+                Some((
+                    visitor_id.clone(),
+                    serde_json::to_string(&update).unwrap_or_default(),
+                ))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// What [`Tippen::invite_event`] and [`Tippen::cancel_invite`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InviteChange {
     /// The invite as it is now.
@@ -307,6 +351,7 @@ impl Tippen {
                         deadline: Some(record.deadline),
                         lookups,
                         invite: record.open_invite().map(|i| i.visitor_message(now)),
+                        visitor_messages: Vec::new(),
                     });
                 }
                 Err(StoreError::Conflict) => continue,
@@ -629,9 +674,12 @@ impl Tippen {
                 .await
             {
                 Ok(_) => {
+                    let push =
+                        serde_json::to_string(&invite.visitor_message(now)).unwrap_or_default();
                     let outcome = Outcome {
                         messages: self.sequence(site, messages).await?,
                         deadline: Some(record.deadline),
+                        visitor_messages: vec![(invite.visitor_id.clone(), push)],
                         ..Outcome::default()
                     };
                     return Ok((invite, outcome));

@@ -1,0 +1,322 @@
+//! The visitor channel (`/ws/visitor`) on a real loopback socket, on a temporary SQLite file:
+//! the invite pushed the moment it is sent, delivery reported to dashboards, the visitor's
+//! answer on the socket, the invite in the hello, refusals, cancellation, and isolation
+//! between visitors.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tippen_axum::{SqliteStore, TippenHost};
+use tippen_core::{Config, Site, SystemClock, Tippen};
+use tokio_tungstenite::tungstenite::Message;
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+struct Server {
+    base: String,
+    addr: SocketAddr,
+    client: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+async fn start() -> Server {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let store = SqliteStore::open(dir.path().join("tippen.db")).expect("open SQLite");
+    let tippen = Arc::new(Tippen::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        Config::default(),
+    ));
+    for site in [
+        Site::legacy("legacy", "Legacy", "legacy_key"),
+        Site::new("a", "Site A", "pk_a", "sk_a"),
+    ] {
+        tippen.put_site(&site).await.expect("put_site");
+    }
+    let host = TippenHost::new(tippen);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("local addr");
+    let app = host.router();
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+        .expect("serve");
+    });
+    Server {
+        base: format!("http://{addr}"),
+        addr,
+        client: reqwest::Client::new(),
+        _dir: dir,
+    }
+}
+
+impl Server {
+    async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .header("X-Tippen-API-Key", key)
+            .json(&body)
+            .send()
+            .await
+            .expect("POST");
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn pageview(&self, visitor_id: &str) {
+        let body = json!({
+            "event": "pageview",
+            "visitor": {
+                "visitorId": visitor_id,
+                "url": "https://example.com/pricing",
+                "timestamp": "2025-10-16T12:00:00Z",
+                "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
+            },
+            "website": "example.com",
+        });
+        let (status, _) = self.post("/track/visitor", "pk_a", body).await;
+        assert_eq!(status, 200);
+    }
+
+    async fn invite(&self, visitor_id: &str, invite_id: &str) {
+        let body = json!({
+            "visitorId": visitor_id,
+            "guestUrl": "https://video.example/guest/1",
+            "inviteId": invite_id,
+            "invitedBy": "Alice",
+        });
+        let (status, answer) = self.post("/api/send-video-invite", "sk_a", body).await;
+        assert_eq!((status, answer), (200, json!({"success": true})));
+    }
+
+    async fn socket(&self, path: &str) -> Ws {
+        let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{}{path}", self.addr))
+            .await
+            .expect("connect");
+        assert_eq!(response.status().as_u16(), 101);
+        ws
+    }
+
+    async fn visitor(&self, visitor_id: &str) -> Ws {
+        self.socket(&format!("/ws/visitor?apiKey=pk_a&visitorId={visitor_id}"))
+            .await
+    }
+
+    async fn dashboard(&self) -> Ws {
+        let mut ws = self.socket("/ws/dashboard?apiKey=sk_a").await;
+        next_matching(&mut ws, Duration::from_secs(2), |v| {
+            v["type"] == "INITIAL_VISITORS"
+        })
+        .await;
+        ws
+    }
+}
+
+async fn next_matching(ws: &mut Ws, within: Duration, want: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + within;
+    let mut seen = Vec::new();
+    loop {
+        let msg = tokio::time::timeout_at(deadline, ws.next())
+            .await
+            .unwrap_or_else(|_| panic!("no matching message within {within:?}; saw {seen:?}"))
+            .expect("socket open")
+            .expect("message");
+        let Ok(text) = msg.to_text() else { continue };
+        let Ok(v) = serde_json::from_str::<Value>(text) else {
+            continue;
+        };
+        if want(&v) {
+            return v;
+        }
+        seen.push(v);
+    }
+}
+
+/// Nothing but control frames arrives within `within`.
+async fn quiet(ws: &mut Ws, within: Duration) {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => return,
+            Ok(Some(Ok(Message::Text(t)))) => panic!("unexpected message {t}"),
+            Ok(Some(Ok(_))) => continue,
+            Ok(other) => panic!("socket ended: {other:?}"),
+        }
+    }
+}
+
+fn update(invite_id: &str, state: &str) -> impl Fn(&Value) -> bool {
+    let (invite_id, state) = (invite_id.to_owned(), state.to_owned());
+    move |v| v["type"] == "VIDEO_INVITE_UPDATE" && v["inviteId"] == invite_id && v["state"] == state
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invite_is_pushed_delivered_and_answered_on_the_socket() {
+    let server = start().await;
+    server.pageview("v1").await;
+    server.pageview("v2").await;
+    let mut dashboard = server.dashboard().await;
+    let mut visitor = server.visitor("v1").await;
+    let mut other = server.visitor("v2").await;
+    // Nothing open: no hello.
+    quiet(&mut visitor, Duration::from_millis(200)).await;
+
+    let started = Instant::now();
+    server.invite("v1", "inv_1").await;
+    let pushed = next_matching(&mut visitor, Duration::from_secs(1), |v| {
+        v["type"] == "VIDEO_INVITE"
+    })
+    .await;
+    let latency = started.elapsed();
+    println!(
+        "invite push latency (send request → VIDEO_INVITE on the visitor socket): {latency:?}"
+    );
+    assert!(latency < Duration::from_secs(1), "{latency:?}");
+    assert_eq!(pushed["inviteId"], "inv_1");
+    assert_eq!(pushed["guestUrl"], "https://video.example/guest/1");
+    assert_eq!(pushed["invitedBy"], "Alice");
+    assert!(pushed["expiresIn"].as_u64().is_some_and(|ms| ms > 0));
+
+    // The dashboard hears sent, then delivered (the socket delivered it).
+    next_matching(
+        &mut dashboard,
+        Duration::from_secs(2),
+        update("inv_1", "sent"),
+    )
+    .await;
+    next_matching(
+        &mut dashboard,
+        Duration::from_secs(2),
+        update("inv_1", "delivered"),
+    )
+    .await;
+
+    visitor
+        .send(Message::text(
+            json!({"type": "INVITE_ACCEPTED", "inviteId": "inv_1"}).to_string(),
+        ))
+        .await
+        .expect("send");
+    let reply = next_matching(&mut visitor, Duration::from_secs(2), |v| {
+        v["type"] != "VIDEO_INVITE"
+    })
+    .await;
+    assert_eq!(
+        reply,
+        json!({"type": "VIDEO_INVITE_UPDATE", "inviteId": "inv_1", "state": "accepted"})
+    );
+    next_matching(
+        &mut dashboard,
+        Duration::from_secs(2),
+        update("inv_1", "accepted"),
+    )
+    .await;
+
+    // Answers that make no sense get an ERROR, not a closed socket.
+    visitor
+        .send(Message::text(
+            json!({"type": "INVITE_DECLINED", "inviteId": "inv_1"}).to_string(),
+        ))
+        .await
+        .expect("send");
+    let error = next_matching(&mut visitor, Duration::from_secs(2), |_| true).await;
+    assert_eq!(error["type"], "ERROR", "{error}");
+    visitor.send(Message::text("not json")).await.expect("send");
+    let error = next_matching(&mut visitor, Duration::from_secs(2), |_| true).await;
+    assert_eq!(error["type"], "ERROR", "{error}");
+
+    // Another visitor's socket heard none of it.
+    quiet(&mut other, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_opened_after_the_invite_gets_it_in_the_hello() {
+    let server = start().await;
+    server.pageview("v1").await;
+    let mut dashboard = server.dashboard().await;
+    server.invite("v1", "inv_1").await;
+    next_matching(
+        &mut dashboard,
+        Duration::from_secs(2),
+        update("inv_1", "sent"),
+    )
+    .await;
+
+    let mut visitor = server.visitor("v1").await;
+    let hello = next_matching(&mut visitor, Duration::from_secs(2), |_| true).await;
+    assert_eq!(hello["type"], "VIDEO_INVITE");
+    assert_eq!(hello["inviteId"], "inv_1");
+    next_matching(
+        &mut dashboard,
+        Duration::from_secs(2),
+        update("inv_1", "delivered"),
+    )
+    .await;
+
+    // A second tab gets it too, without a second `delivered`.
+    let mut tab2 = server.visitor("v1").await;
+    let hello = next_matching(&mut tab2, Duration::from_secs(2), |_| true).await;
+    assert_eq!(hello["inviteId"], "inv_1");
+    quiet(&mut dashboard, Duration::from_millis(300)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_invite_reaches_the_visitor_as_an_update() {
+    let server = start().await;
+    server.pageview("v1").await;
+    let mut visitor = server.visitor("v1").await;
+    server.invite("v1", "inv_1").await;
+    next_matching(&mut visitor, Duration::from_secs(2), |v| {
+        v["type"] == "VIDEO_INVITE"
+    })
+    .await;
+    let (status, answer) = server
+        .post(
+            "/api/invites/cancel",
+            "sk_a",
+            json!({"visitorId": "v1", "inviteId": "inv_1"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{answer}");
+    let pushed = next_matching(&mut visitor, Duration::from_secs(2), |_| true).await;
+    assert_eq!(
+        pushed,
+        json!({"type": "VIDEO_INVITE_UPDATE", "inviteId": "inv_1", "state": "cancelled"})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_channel_takes_any_site_key_and_refuses_others() {
+    let server = start().await;
+    for path in [
+        "/ws/visitor?apiKey=sk_a&visitorId=v1",
+        "/ws/visitor?apiKey=legacy_key&visitorId=v1",
+    ] {
+        let mut ws = server.socket(path).await;
+        let _ = ws.close(None).await;
+    }
+    for (path, status) in [
+        ("/ws/visitor?apiKey=nope&visitorId=v1", 403),
+        ("/ws/visitor?visitorId=v1", 401),
+        ("/ws/visitor?apiKey=pk_a", 400),
+    ] {
+        let url = format!("ws://{}{path}", server.addr);
+        match tokio_tungstenite::connect_async(url).await {
+            Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+                assert_eq!(response.status().as_u16(), status, "{path}");
+            }
+            Err(e) => panic!("{path}: unexpected error {e}"),
+            Ok(_) => panic!("{path}: upgraded"),
+        }
+    }
+}
