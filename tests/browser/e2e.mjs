@@ -291,6 +291,8 @@ async function main() {
       const c = await ctxC.newPage();
       visitorPages.push(c);
       watch(c, 'demo-invitee');
+      const visitorSockets = [];
+      c.on('websocket', (ws) => { if (ws.url().includes('/ws/visitor')) visitorSockets.push(ws); });
       await c.goto(demoUrl);
       await c.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
       const invitee = await c.evaluate(() => window.tippen.visitorId);
@@ -315,15 +317,16 @@ async function main() {
       });
       const t0 = now();
       await dash.click(btnSel);
-      // With heartbeatMs=1000 the invite rides on the visitor's next heartbeat (up to ~1 s plus a
-      // round trip). The issue's 1 s target needs the visitor WebSocket channel (being built
-      // separately), which pushes the invite at once; until then this asserts <= 2500 ms.
+      // The tracker's /ws/visitor socket gets the invite pushed the moment it is sent: the
+      // issue's target is the popup within 1 s of the click (the heartbeat is only the fallback).
+      // Wait a little longer than that so a miss still reports how late the popup was.
       await c.waitForSelector('#tippen-invite', { state: 'visible', timeout: 2500 })
         .catch(() => { throw new StepFailure(`#tippen-invite did not show within 2500 ms of the click`); });
       const shownAt = await c.evaluate(() => window.__inviteShownAt);
       timings.inviteToPopupMs = (shownAt || now()) - t0;
       say(`     invite popup shown ${timings.inviteToPopupMs} ms after the click`);
-      assert(timings.inviteToPopupMs <= 2500, `the popup took ${timings.inviteToPopupMs} ms (limit 2500 ms)`);
+      assert(timings.inviteToPopupMs <= 1000, `the popup took ${timings.inviteToPopupMs} ms (limit 1000 ms)`);
+      assert(visitorSockets.length >= 1, 'the tracker opened no /ws/visitor socket');
       const inviteId = await c.getAttribute('#tippen-invite', 'data-invite-id');
       assert(/^inv_[0-9a-f]{16}$/.test(inviteId || ''), `#tippen-invite has data-invite-id ${inviteId}`);
       const text = await c.textContent('#tippen-invite');

@@ -9,9 +9,12 @@
  *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
  *   data-tippen-debug                    log what the tracker does with console.debug
  *
- * Video invites: a pending invite rides on the /track/visitor response; the tracker shows it
- * (#tippen-invite, Join / Decline, a countdown), answers through POST /track/invite and opens
- * the guest URL in a full-screen frame (#tippen-call) on Join.
+ * Video invites: each tab keeps a WebSocket open to /ws/visitor, on which the server pushes an
+ * invite the moment it is sent (VIDEO_INVITE) and its later states (VIDEO_INVITE_UPDATE). A
+ * pending invite also rides on the /track/visitor response (the fallback when the socket is
+ * down). The tracker shows it once (#tippen-invite, Join / Decline, a countdown), answers on the
+ * socket when it is open (else through POST /track/invite) and opens the guest URL in a
+ * full-screen frame (#tippen-call) on Join.
  *
  * API: window.tippen = { visitorId, tabId, flush() }.
  * Plain ES2017, no dependencies. The tracker never throws into the host page.
@@ -167,6 +170,7 @@
     // Sends one event. Resolves to true on success, false otherwise; never rejects.
     var post = function (event) {
       var body = buildBody(event);
+      var sentAt = Date.now();
       var hiding = visibility() === 'hidden';
       log('send', event, visibility(), location.href);
       var request;
@@ -227,12 +231,13 @@
             disabled = true;
             stopped = true;
             schedule(0);
+            closeSocket();
             return false;
           }
           if (r.status >= 400) log('rejected with HTTP', r.status, '(not retried)');
           else {
             log('ok', event);
-            onInvite(r.body && typeof r.body === 'object' ? r.body.invite : null);
+            onInvite(r.body && typeof r.body === 'object' ? r.body.invite : null, sentAt);
           }
           schedule(heartbeatMs);
           return r.status < 400;
@@ -343,6 +348,7 @@
         if (timer) clearTimeout(timer);
         timer = null;
         closeChannel();
+        closeSocket(); // no reconnect until pageshow; an open socket keeps a page out of the bfcache
         if (disabled) return;
         if (Date.now() < internalNavUntil) {
           log('moving to another page of this site: no leave beacon');
@@ -376,6 +382,7 @@
         pending = null;
         lastUrl = location.href;
         openChannel();
+        openSocket();
         post('pageview');
       } catch (e) { /* ignore */ }
     });
@@ -470,6 +477,10 @@
 
     var reportInvite = function (id, type) {
       if (disabled) return;
+      if (sendOnSocket({ type: type, inviteId: id })) {
+        log('invite', id, type, '(socket)');
+        return;
+      }
       var body = JSON.stringify({ visitorId: visitorId, inviteId: id, type: type });
       log('invite', id, type);
       try {
@@ -574,7 +585,7 @@
       box.appendChild(countdown);
       box.appendChild(actions);
 
-      var current = { id: id, el: box, timer: null, endsAt: Date.now() + expiresIn };
+      var current = { id: id, el: box, timer: null, endsAt: Date.now() + expiresIn, shownAt: Date.now() };
       var tick = function () {
         var left = Math.max(0, Math.ceil((current.endsAt - Date.now()) / 1000));
         countdown.textContent = 'Expires in ' + left + ' s';
@@ -599,10 +610,15 @@
       reportInvite(id, 'INVITE_SEEN');
     };
 
-    // Called with the `invite` of every successful /track/visitor response (or null).
-    function onInvite(inv) {
+    // Called with the `invite` of every successful /track/visitor response (or null) and the time
+    // its request went out, and with every VIDEO_INVITE pushed on the visitor socket (no time).
+    function onInvite(inv, sentAt) {
       try {
         var valid = inv && typeof inv === 'object' && typeof inv.inviteId === 'string' && inv.inviteId;
+        // A response to a request sent before the popup showed (say, the socket pushed the invite
+        // while a heartbeat was in flight) is older than the popup: it neither hides nor replaces it.
+        if (invite && typeof sentAt === 'number' && invite.shownAt >= sentAt &&
+            !(valid && invite.id === inv.inviteId)) return;
         if (!valid) {
           hideInvite(); // no longer open (answered elsewhere, cancelled, expired)
           return;
@@ -614,6 +630,151 @@
         showInvite(inv);
       } catch (e) { /* never break the host page */ }
     }
+
+    // A VIDEO_INVITE_UPDATE from the socket: a final state hides the popup (answered in another
+    // tab, cancelled, expired, the visitor left). The call frame of a visitor who joined stays.
+    var FINAL_STATES = { accepted: 1, declined: 1, expired: 1, cancelled: 1, visitor_left: 1 };
+    var onInviteUpdate = function (id, state) {
+      if (typeof id !== 'string' || !id || !FINAL_STATES.hasOwnProperty(state)) return;
+      if (shownIds.indexOf(id) < 0) rememberShown(id); // a late copy of it must not show it
+      if (invite && invite.id === id) {
+        log('invite', id, 'is', state, '- hiding it');
+        hideInvite();
+      }
+    };
+
+    // ---- visitor socket (/ws/visitor) ------------------------------------------------------
+    // One per tab while the page is shown. Closed or failed: reconnected with exponential
+    // backoff and jitter (1 s doubling up to 60 s). Closed on pagehide, reopened on pageshow.
+    var WS_MIN_MS = 1000;
+    var WS_MAX_MS = 60000;
+    var WS_STABLE_MS = 30000; // open this long: the next loss starts the backoff afresh
+    var sock = null;
+    var sockTimer = null;
+    var sockFailures = 0;
+    var sockOpenedAt = 0;
+    var sockWanted = false;
+
+    var socketUrl = function () {
+      try {
+        var u = new URL(endpoint + '/ws/visitor', location.href);
+        if (u.protocol === 'https:') u.protocol = 'wss:';
+        else if (u.protocol === 'http:') u.protocol = 'ws:';
+        else return null;
+        u.search = '?apiKey=' + encodeURIComponent(apiKey) + '&visitorId=' + encodeURIComponent(visitorId);
+        u.hash = '';
+        return u.href;
+      } catch (e) {
+        return null;
+      }
+    };
+
+    var onSocketMessage = function (data) {
+      var msg;
+      try {
+        msg = JSON.parse(String(data));
+      } catch (e) {
+        return;
+      }
+      if (!msg || typeof msg !== 'object') return;
+      if (msg.type === 'VIDEO_INVITE') {
+        log('socket: invite', msg.inviteId);
+        onInvite(msg);
+      } else if (msg.type === 'VIDEO_INVITE_UPDATE') {
+        onInviteUpdate(msg.inviteId, msg.state);
+      } else if (msg.type === 'ERROR') {
+        log('socket: error', msg.error);
+      }
+    };
+
+    var detach = function (ws) {
+      try {
+        ws.onopen = ws.onmessage = ws.onclose = ws.onerror = null;
+      } catch (e) { /* ignore */ }
+    };
+
+    var socketLost = function (ws) {
+      if (sock !== ws) return; // already handled (error then close) or replaced
+      sock = null;
+      detach(ws);
+      try {
+        ws.close();
+      } catch (e) { /* ignore */ }
+      if (sockOpenedAt && Date.now() - sockOpenedAt >= WS_STABLE_MS) sockFailures = 0;
+      sockOpenedAt = 0;
+      if (!sockWanted || stopped || disabled) return;
+      sockFailures += 1;
+      var exp = Math.min(WS_MAX_MS, WS_MIN_MS * Math.pow(2, Math.min(sockFailures - 1, 16)));
+      var delay = Math.min(WS_MAX_MS, Math.max(WS_MIN_MS, exp / 2 + Math.random() * (exp / 2)));
+      log('socket closed, reconnecting in', Math.round(delay), 'ms');
+      sockTimer = setTimeout(function () {
+        sockTimer = null;
+        connectSocket();
+      }, delay);
+    };
+
+    function connectSocket() {
+      if (sock || sockTimer || !sockWanted || stopped || disabled) return;
+      if (typeof WebSocket !== 'function') return;
+      var url = socketUrl();
+      if (!url) return;
+      var ws;
+      try {
+        ws = new WebSocket(url);
+      } catch (e) {
+        return; // refused outright (a blocked scheme, say): the heartbeat carries invites
+      }
+      sock = ws;
+      ws.onopen = function () {
+        if (sock !== ws) return;
+        sockOpenedAt = Date.now();
+        log('socket open');
+      };
+      ws.onmessage = function (m) {
+        try {
+          if (sock === ws) onSocketMessage(m.data);
+        } catch (e) { /* never break the host page */ }
+      };
+      ws.onerror = ws.onclose = function () {
+        try {
+          socketLost(ws);
+        } catch (e) { /* ignore */ }
+      };
+    }
+
+    function openSocket() {
+      try {
+        sockWanted = true;
+        sockFailures = 0;
+        connectSocket();
+      } catch (e) { /* ignore */ }
+    }
+
+    function closeSocket() {
+      try {
+        sockWanted = false;
+        if (sockTimer) clearTimeout(sockTimer);
+        sockTimer = null;
+        var ws = sock;
+        sock = null;
+        sockOpenedAt = 0;
+        if (ws) {
+          detach(ws);
+          ws.close(1000);
+        }
+      } catch (e) { /* ignore */ }
+    }
+
+    // Sends a message on the socket if it is open. True when it went out.
+    var sendOnSocket = function (msg) {
+      try {
+        if (!sock || sock.readyState !== 1) return false;
+        sock.send(JSON.stringify(msg));
+        return true;
+      } catch (e) {
+        return false;
+      }
+    };
 
     var api = {
       version: VERSION,
@@ -642,6 +803,7 @@
     var start = function () {
       log('tracking', visitorId, tabId, 'to', endpoint, 'every', heartbeatMs, 'ms');
       post('pageview');
+      openSocket();
     };
     if (document.prerendering) {
       // Chrome's speculative prerender: count the view only once the user really sees the page.
