@@ -290,6 +290,25 @@ pub struct VisitorView {
     /// Addition: live tabs.
     #[serde(default)]
     pub tabs: Vec<TabView>,
+    /// Addition: the visitor's open invite, if any (so a dashboard that connects later shows
+    /// who holds it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite: Option<OpenInviteView>,
+}
+
+/// The open invite shown in the `<Visitor>` JSON.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OpenInviteView {
+    /// The invite.
+    pub invite_id: String,
+    /// Its state (`sent`, `delivered` or `seen`).
+    pub state: InviteState,
+    /// Who invites.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invited_by: Option<String>,
+    /// When it expires unanswered, epoch milliseconds.
+    pub expires_at: Timestamp,
 }
 
 impl VisitorView {
@@ -331,6 +350,16 @@ impl VisitorView {
             user_agent: record.user_agent.clone(),
             is_bot: record.is_bot,
             tabs,
+            invite: record
+                .invite
+                .as_ref()
+                .filter(|i| i.is_open() && !i.is_due(now))
+                .map(|i| OpenInviteView {
+                    invite_id: i.invite_id.clone(),
+                    state: i.state,
+                    invited_by: i.invited_by.clone(),
+                    expires_at: i.expires_at,
+                }),
         }
     }
 }

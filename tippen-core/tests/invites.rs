@@ -506,3 +506,36 @@ fn generated_invite_ids_come_from_the_injected_generator() {
     let expected = SeededIds::new(7).id("inv");
     assert_eq!(broadcasts(&r)[1]["inviteId"], expected.as_str());
 }
+
+/// The `<Visitor>` JSON carries the open invite (so a dashboard that connects later shows the
+/// lock), and no longer once it is answered.
+#[test]
+fn the_visitor_json_shows_the_open_invite_only() {
+    let h = with_visitor(Config::default());
+    let list = |h: &Harness| body_json(&h.send("GET", "/api/visitors?apiKey=sk_a", &[], ""));
+    assert!(
+        list(&h)["visitors"][0].get("invite").is_none(),
+        "no invite yet"
+    );
+    let r = invite(
+        &h,
+        "sk_a",
+        json!({"visitorId": "v1", "guestUrl": "https://g.example/1", "inviteId": "inv_open", "invitedBy": "Ada"}),
+    );
+    assert_eq!(r.response.status(), 200);
+    let v = &list(&h)["visitors"][0];
+    assert_eq!(v["invite"]["inviteId"], "inv_open");
+    assert_eq!(v["invite"]["state"], "sent");
+    assert_eq!(v["invite"]["invitedBy"], "Ada");
+    assert!(v["invite"]["expiresAt"].is_i64());
+    assert_eq!(
+        answer(&h, "v1", "inv_open", "INVITE_DECLINED")
+            .response
+            .status(),
+        200
+    );
+    assert!(
+        list(&h)["visitors"][0].get("invite").is_none(),
+        "a final invite is not shown"
+    );
+}
