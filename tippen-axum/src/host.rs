@@ -363,7 +363,7 @@ impl TippenHost {
 
     async fn dashboard_session(self, site: SiteId, socket: WebSocket) {
         let _active = self.inner.active.enter();
-        let mut dashboard = Dashboard {
+        let mut dashboard = Peer {
             socket,
             shutdown: self.inner.shutdown.subscribe(),
             send_timeout: self.inner.config.ws_send_timeout,
@@ -451,9 +451,34 @@ impl TippenHost {
         Ok((rx, hello))
     }
 
+    /// Subscribes a visitor socket and sends it the hello; `None` when the socket is done
+    /// (send failed, or the hello failed and the socket was closed).
+    async fn visitor_connect(
+        &self,
+        state: &SiteState,
+        visitor_id: &str,
+        conn: &mut Peer,
+    ) -> Option<broadcast::Receiver<(Arc<str>, Utf8Bytes)>> {
+        match self.visitor_subscribe(state, visitor_id).await {
+            Ok((rx, hello)) => {
+                if let Some(hello) = hello
+                    && !conn.send(Message::Text(hello.into())).await
+                {
+                    return None;
+                }
+                Some(rx)
+            }
+            Err(e) => {
+                tracing::error!(site = %state.id, error = %e, "visitor hello failed");
+                conn.close(1011, "internal error").await;
+                None
+            }
+        }
+    }
+
     async fn visitor_session(self, site: SiteId, visitor_id: String, socket: WebSocket) {
         let _active = self.inner.active.enter();
-        let mut conn = Dashboard {
+        let mut conn = Peer {
             socket,
             shutdown: self.inner.shutdown.subscribe(),
             send_timeout: self.inner.config.ws_send_timeout,
@@ -464,20 +489,8 @@ impl TippenHost {
         }
         let state = self.site(&site);
         let tippen = self.inner.tippen.clone();
-        let mut rx = match self.visitor_subscribe(&state, &visitor_id).await {
-            Ok((rx, hello)) => {
-                if let Some(hello) = hello
-                    && !conn.send(Message::Text(hello.into())).await
-                {
-                    return;
-                }
-                rx
-            }
-            Err(e) => {
-                tracing::error!(site = %site, error = %e, "visitor hello failed");
-                conn.close(1011, "internal error").await;
-                return;
-            }
+        let Some(mut rx) = self.visitor_connect(&state, &visitor_id, &mut conn).await else {
+            return;
         };
         tracing::debug!(site = %site, visitor = %visitor_id, "visitor channel connected");
         loop {
@@ -507,20 +520,9 @@ impl TippenHost {
                     }
                     Err(broadcast::error::RecvError::Lagged(missed)) => {
                         tracing::debug!(site = %site, missed, "visitor socket lagged; resyncing");
-                        match self.visitor_subscribe(&state, &visitor_id).await {
-                            Ok((fresh, hello)) => {
-                                rx = fresh;
-                                if let Some(hello) = hello
-                                    && !conn.send(Message::Text(hello.into())).await
-                                {
-                                    break;
-                                }
-                            }
-                            Err(e) => {
-                                tracing::error!(site = %site, error = %e, "visitor hello failed");
-                                conn.close(1011, "internal error").await;
-                                break;
-                            }
+                        match self.visitor_connect(&state, &visitor_id, &mut conn).await {
+                            Some(fresh) => rx = fresh,
+                            None => break,
                         }
                     }
                     Err(broadcast::error::RecvError::Closed) => break,
@@ -564,13 +566,13 @@ impl TippenHost {
 
 /// One WebSocket (a dashboard's or a visitor's), with the shutdown signal and the send
 /// timeout.
-struct Dashboard {
+struct Peer {
     socket: WebSocket,
     shutdown: watch::Receiver<bool>,
     send_timeout: Duration,
 }
 
-impl Dashboard {
+impl Peer {
     /// Sends a message; false when the socket is done (closed, too slow, or shutting down).
     async fn send(&mut self, msg: Message) -> bool {
         tokio::select! {
