@@ -67,6 +67,7 @@ async fn start(host_config: HostConfig) -> Server {
 
 fn target(base_url: &str) -> Target {
     Target {
+        dashboard_ws_url: None,
         base_url: base_url.to_owned(),
         legacy_key: "legacy_key".into(),
         public_key: "pk_a".into(),

@@ -19,6 +19,13 @@ const REPLIES: [&str; 3] = ["INITIAL_VISITORS", "PONG", "ERROR"];
 
 /// `ws://…/ws/dashboard?apiKey=…` for `key` (no query parameter when `key` is `None`).
 pub(crate) fn dashboard_url(target: &Target, key: Option<&str>) -> String {
+    if let Some(url) = &target.dashboard_ws_url {
+        let sep = if url.contains('?') { '&' } else { '?' };
+        return match key {
+            Some(key) => format!("{url}{sep}apiKey={}", percent_encode(key)),
+            None => url.clone(),
+        };
+    }
     let base = target.base_url.trim_end_matches('/');
     let base = if let Some(rest) = base.strip_prefix("https://") {
         format!("wss://{rest}")

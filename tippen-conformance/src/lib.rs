@@ -42,6 +42,7 @@
 //! // ... start the host's server on 127.0.0.1:{port} with three sites and these timings ...
 //! let target = Target {
 //!     base_url: format!("http://127.0.0.1:{port}"),
+//!     dashboard_ws_url: None,
 //!     legacy_key: "legacy-key".into(),
 //!     public_key: "pk_main".into(),
 //!     secret_key: "sk_main".into(),
@@ -55,6 +56,10 @@
 //! report.assert_passed();
 //! # }
 //! ```
+//!
+//! A host whose server runs outside the test process (wrangler dev, cargo lambda watch) runs
+//! the suite with the `tippen-conformance` binary instead, configured by environment
+//! variables (`tippen-conformance --help` lists them); it exits non-zero when a case fails.
 //!
 //! In a tokio test this sits inside `#[tokio::test(flavor = "multi_thread")]`. [`cases`] lists
 //! the cases by name and [`run_cases`] runs a chosen subset, which helps while a host is being
@@ -87,6 +92,11 @@ use futures_util::future::{BoxFuture, join_all};
 pub struct Target {
     /// Base URL without a trailing slash, for example `http://127.0.0.1:3000`.
     pub base_url: String,
+    /// Where dashboards connect, when that is not `{base_url}/ws/dashboard` (a host whose
+    /// WebSockets are served elsewhere, such as API Gateway's WebSocket API): a `ws://` URL,
+    /// possibly with a query, to which the suite appends `apiKey=<key>`. `None` (the usual
+    /// case): derived from [`base_url`](Self::base_url).
+    pub dashboard_ws_url: Option<String>,
     /// Key of the legacy single-key site: accepted wherever a public or a secret key is.
     pub legacy_key: String,
     /// Public (tracking) key of the main site.
