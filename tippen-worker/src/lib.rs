@@ -1,5 +1,79 @@
-//! tippen on Cloudflare Workers with one Durable Object per site.
+//! # tippen-worker
 //!
-//! Not built yet (issue 7): this crate only reserves the name and the place in the workspace.
-//! It will convert `worker::Request`s into [`tippen_core::api`] calls, keep each site's state in
-//! its Durable Object's storage, and arm one alarm at the core's next deadline.
+//! [tippen](tippen_core) on Cloudflare Workers, the way the predecessor ran: one Durable Object
+//! per site, WebSocket hibernation, one alarm per object.
+//!
+//! ```text
+//!  request ──► Worker: fetch() ──────────────┐  static assets, preflights, every error
+//!              (sites from TIPPEN_SITES,     │  the core answers without a site: here
+//!               keys → site id)              │
+//!                     │ site-scoped work     ▼
+//!                     └──► Durable Object idFromName(<site id>): SiteObject
+//!                           · tippen_core::Tippen over DurableObjectStore (SQLite storage)
+//!                           · dashboards and visitor channels: hibernatable WebSockets,
+//!                             tags `dashboard` / `visitor:<id>`, role in the attachment
+//!                           · one alarm at the core's next deadline → sweep → re-arm
+//! ```
+//!
+//! The adapter is thin: [`fetch`] and [`SiteObject`] convert the runtime's requests to
+//! `http::Request<Bytes>` and back and leave routing, validation, status codes, error bodies
+//! and CORS to [`tippen_core::api`]. The Worker authenticates the presented key against the
+//! configured sites (in memory) and forwards to the Durable Object named after the **site id**
+//! — never after the raw key, and never for an unknown key. The object runs the request
+//! through the core again with its own storage, which makes it the single owner of the site:
+//! it handles one event at a time and its SQL storage is synchronous, so a read-modify-write
+//! is atomic and dashboards receive messages in sequence order.
+//!
+//! Time comes from `Date.now()` ([`WorkerClock`]), ids from `crypto.getRandomValues`
+//! ([`CryptoIds`]), the client's address from `CF-Connecting-IP`. Configuration is described
+//! in [`config`].
+//!
+//! ## Use
+//!
+//! ```text
+//! use worker::*;
+//!
+//! #[event(fetch)]
+//! async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+//!     tippen_worker::fetch(req, &env).await
+//! }
+//!
+//! #[durable_object]
+//! pub struct TippenSite {
+//!     inner: tippen_worker::SiteObject,
+//! }
+//!
+//! impl DurableObject for TippenSite {
+//!     fn new(state: State, env: Env) -> Self {
+//!         Self { inner: tippen_worker::SiteObject::new(state, env) }
+//!     }
+//!     async fn fetch(&self, req: Request) -> Result<Response> {
+//!         self.inner.fetch(req).await
+//!     }
+//!     async fn alarm(&self) -> Result<Response> {
+//!         self.inner.alarm().await
+//!     }
+//!     // websocket_message / websocket_close / websocket_error delegate the same way.
+//! }
+//! ```
+//!
+//! `examples/worker` is the complete deployable Worker (`wrangler.toml`, pinned `package.json`).
+//!
+//! Not served on this host yet: company enrichment (visitors keep their fallback company; the
+//! `lookups` the core asks for are logged and dropped).
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod convert;
+mod front;
+mod object;
+mod runtime;
+pub mod store;
+
+pub use config::{ConfigError, WorkerConfig};
+pub use front::{SITE_HEADER, SITE_OBJECT_BINDING, STORE_SUITE_PATH, fetch};
+pub use object::{DASHBOARD_TAG, SiteObject, visitor_tag};
+pub use runtime::{CryptoIds, WorkerClock};
+pub use store::DurableObjectStore;

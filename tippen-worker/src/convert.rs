@@ -1,0 +1,99 @@
+//! Conversions between the Workers runtime's requests and responses and the core's `http`
+//! types, and the client's address.
+
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use worker::{Headers, Request, Response};
+
+/// The header Cloudflare sets to the address of the client that connected to it.
+pub const CONNECTING_IP_HEADER: &str = "cf-connecting-ip";
+
+/// Copies a request's method, path, query and headers into an `http::Request` with `body`.
+pub fn http_request(req: &Request, body: Bytes) -> worker::Result<http::Request<Bytes>> {
+    let url = req.url()?;
+    let path_and_query = match url.query() {
+        Some(q) => format!("{}?{q}", url.path()),
+        None => url.path().to_owned(),
+    };
+    let mut builder = http::Request::builder()
+        .method(req.method().as_ref())
+        .uri(path_and_query);
+    if let Some(headers) = builder.headers_mut() {
+        *headers = http_headers(req.headers());
+    }
+    builder
+        .body(body)
+        .map_err(|e| worker::Error::RustError(format!("request: {e}")))
+}
+
+/// The runtime's headers as an `http::HeaderMap` (values that are not valid header values
+/// are left out).
+pub fn http_headers(headers: &Headers) -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    for (name, value) in headers.entries() {
+        if let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_bytes()),
+            http::HeaderValue::from_str(&value),
+        ) {
+            map.append(name, value);
+        }
+    }
+    map
+}
+
+/// The core's response as the runtime's.
+pub fn worker_response(response: http::Response<Bytes>) -> worker::Result<Response> {
+    let (parts, body) = response.into_parts();
+    let headers = Headers::new();
+    for (name, value) in &parts.headers {
+        if let Ok(value) = value.to_str() {
+            headers.append(name.as_str(), value)?;
+        }
+    }
+    Ok(Response::builder()
+        .with_status(parts.status.as_u16())
+        .with_headers(headers)
+        .fixed(body.to_vec()))
+}
+
+/// The client's address: `CF-Connecting-IP`, which Cloudflare's edge sets (and overwrites)
+/// on every request that reaches a Worker.
+pub fn client_ip(headers: &http::HeaderMap) -> Option<IpAddr> {
+    headers
+        .get(CONNECTING_IP_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Whether a request asks for a WebSocket upgrade.
+pub fn wants_upgrade(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::UPGRADE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_ip_comes_from_cf_connecting_ip() {
+        let mut h = http::HeaderMap::new();
+        assert_eq!(client_ip(&h), None);
+        h.insert(CONNECTING_IP_HEADER, "203.0.113.9".parse().unwrap());
+        h.insert("x-forwarded-for", "198.51.100.1".parse().unwrap());
+        assert_eq!(client_ip(&h), Some("203.0.113.9".parse().unwrap()));
+        h.insert(CONNECTING_IP_HEADER, "not an address".parse().unwrap());
+        assert_eq!(client_ip(&h), None);
+    }
+
+    #[test]
+    fn upgrade_is_case_insensitive() {
+        let mut h = http::HeaderMap::new();
+        assert!(!wants_upgrade(&h));
+        h.insert(http::header::UPGRADE, "WebSocket".parse().unwrap());
+        assert!(wants_upgrade(&h));
+    }
+}

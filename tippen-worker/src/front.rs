@@ -1,0 +1,178 @@
+//! The Worker's `fetch`: answers what needs no site (static assets, preflights, errors) and
+//! forwards site-scoped work to the site's Durable Object.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::StatusCode;
+use tippen_core::api::{ApiError, RequestContext, Routed};
+use tippen_core::{MemoryStore, SiteId, Tippen};
+use worker::{Env, Headers, Method, Request, RequestInit, Response};
+
+use crate::config::WorkerConfig;
+use crate::convert::{client_ip, http_request, wants_upgrade, worker_response};
+use crate::runtime::{CryptoIds, WorkerClock};
+
+/// The Durable Object namespace binding the Worker forwards to (`[[durable_objects.bindings]]`
+/// `name` in `wrangler.toml`).
+pub const SITE_OBJECT_BINDING: &str = "TIPPEN_SITE";
+
+/// Internal header naming the site a forwarded request belongs to. The Worker sets it (after
+/// authenticating the key) on every request it forwards; clients cannot reach a Durable
+/// Object directly.
+pub const SITE_HEADER: &str = "x-tippen-site";
+
+/// The store conformance route (only with `TIPPEN_TEST_ROUTES=1` and the crate feature
+/// `test-routes`): `POST /__tippen/test/store-suite?prefix=<p>` runs
+/// `tippen_core::testkit::run_store_suite` on a Durable Object's storage.
+pub const STORE_SUITE_PATH: &str = "/__tippen/test/store-suite";
+
+/// The name of the Durable Object the store conformance route runs in (no site uses it).
+pub(crate) const STORE_SUITE_OBJECT: &str = "__tippen_store_suite";
+
+/// Reads a variable or secret of the Worker's environment.
+pub(crate) fn env_value(env: &Env, name: &str) -> Option<String> {
+    env.secret(name)
+        .map(|s| s.to_string())
+        .or_else(|_| env.var(name).map(|v| v.to_string()))
+        .ok()
+}
+
+/// Reads the configuration from the environment.
+pub(crate) fn load_config(env: &Env) -> Result<WorkerConfig, crate::config::ConfigError> {
+    WorkerConfig::from_vars(|name| env_value(env, name))
+}
+
+/// A `500` naming a configuration problem (the operator's, never the client's).
+pub(crate) fn config_error(e: &crate::config::ConfigError) -> worker::Result<Response> {
+    tracing::error!(error = %e, "tippen configuration");
+    worker_response(
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("server misconfigured: {e}"),
+        )
+        .into_response(),
+    )
+}
+
+/// The Worker's core: the configured sites in memory (to authenticate keys and validate
+/// requests); no visitor data is ever written to it.
+struct Front {
+    sites_json: String,
+    config: WorkerConfig,
+    tippen: Tippen,
+}
+
+thread_local! {
+    /// The front core, rebuilt when `TIPPEN_SITES` changes (an isolate serves one deployment,
+    /// so in practice it is built once per isolate).
+    static FRONT: RefCell<Option<Rc<Front>>> = const { RefCell::new(None) };
+}
+
+async fn front(env: &Env) -> Result<Rc<Front>, crate::config::ConfigError> {
+    let sites_json = env_value(env, "TIPPEN_SITES").unwrap_or_default();
+    if let Some(front) = FRONT.with(|f| f.borrow().clone())
+        && front.sites_json == sites_json
+    {
+        return Ok(front);
+    }
+    let config = load_config(env)?;
+    let store = Arc::new(MemoryStore::new());
+    let tippen = Tippen::new(store, Arc::new(WorkerClock), config.core.clone())
+        .with_ids(Arc::new(CryptoIds));
+    for site in &config.sites {
+        // A memory store cannot fail.
+        let _ = tippen.put_site(site).await;
+    }
+    let front = Rc::new(Front {
+        sites_json,
+        config,
+        tippen,
+    });
+    FRONT.with(|f| *f.borrow_mut() = Some(front.clone()));
+    Ok(front)
+}
+
+/// Handles one request to the Worker: the whole HTTP and WebSocket contract
+/// (`docs/contract.md`). Site-scoped work goes to the Durable Object named after the site's
+/// id (`idFromName(site id)`), found from the presented key — never for an unknown key, which
+/// the core answers here (`401`/`403`). Call it from your `#[event(fetch)]`.
+pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
+    let front = match front(env).await {
+        Ok(front) => front,
+        Err(e) => return config_error(&e),
+    };
+    let path = req.path();
+    let route_path = path.trim_end_matches('/');
+    if route_path == STORE_SUITE_PATH && front.config.test_routes {
+        let body = Bytes::new();
+        return forward(env, STORE_SUITE_OBJECT, &req, body).await;
+    }
+    let headers = crate::convert::http_headers(req.headers());
+    let socket = matches!(route_path, "/ws/dashboard" | "/ws/visitor");
+    if socket && wants_upgrade(&headers) && req.method() == Method::Get {
+        let query = req.url()?.query().map(str::to_owned);
+        let site = if route_path == "/ws/dashboard" {
+            front
+                .tippen
+                .authorize_dashboard(&headers, query.as_deref())
+                .await
+        } else {
+            front
+                .tippen
+                .authorize_visitor_channel(&headers, query.as_deref())
+                .await
+                .map(|(site, _)| site)
+        };
+        return match site {
+            Ok(site) => forward(env, site.as_str(), &req, Bytes::new()).await,
+            Err(refusal) => worker_response(refusal),
+        };
+    }
+    let body = Bytes::from(req.bytes().await.unwrap_or_default());
+    let http_req = http_request(&req, body.clone())?;
+    let ctx = RequestContext {
+        client_ip: client_ip(http_req.headers()),
+        ..RequestContext::default()
+    };
+    match front.tippen.route(http_req, &ctx).await {
+        Routed::Done(handled) => worker_response(handled.response),
+        Routed::Site(call) => forward(env, call.site().as_str(), &req, body).await,
+    }
+}
+
+/// Sends the request (method, URL, headers, `body`) to the Durable Object named `object`,
+/// adding [`SITE_HEADER`].
+async fn forward(env: &Env, object: &str, req: &Request, body: Bytes) -> worker::Result<Response> {
+    let stub = env
+        .durable_object(SITE_OBJECT_BINDING)?
+        .id_from_name(object)?
+        .get_stub()?;
+    let headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        if !name.eq_ignore_ascii_case(SITE_HEADER) {
+            headers.append(&name, &value)?;
+        }
+    }
+    headers.set(SITE_HEADER, object)?;
+    let method = req.method();
+    let mut init = RequestInit::new();
+    init.with_method(method.clone()).with_headers(headers);
+    if !body.is_empty() && !matches!(method, Method::Get | Method::Head) {
+        init.with_body(Some(js_sys::Uint8Array::from(body.as_ref()).into()));
+    }
+    let forwarded = Request::new_with_init(req.url()?.as_str(), &init)?;
+    stub.fetch_with_request(forwarded).await
+}
+
+/// The site a Durable Object serves, from a forwarded request's [`SITE_HEADER`].
+pub(crate) fn forwarded_site(req: &Request) -> Option<SiteId> {
+    req.headers()
+        .get(SITE_HEADER)
+        .ok()
+        .flatten()
+        .filter(|s| !s.is_empty())
+        .map(SiteId)
+}

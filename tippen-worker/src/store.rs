@@ -1,0 +1,409 @@
+//! [`DurableObjectStore`]: the [`Store`] on a SQLite-backed Durable Object's storage
+//! (`ctx.storage.sql`).
+//!
+//! The SQL API of a Durable Object is synchronous and the object runs one event at a time, so
+//! every method here runs to completion without yielding: a read-compare-write is atomic and
+//! the store never reports a [`StoreError::Conflict`] it did not find in the data. The output
+//! gate holds each response until its writes are durable.
+//!
+//! Tables (created on first use, all prefixed `tippen_`):
+//!
+//! - `tippen_visitors(site, id, version, deadline, body)` with an index on `(site, deadline)`:
+//!   visitor records as JSON, the deadline index of the contract.
+//! - `tippen_sites(id, body)` and `tippen_site_keys(hash, site)`: sites and their key index.
+//! - `tippen_records(kind, site, key, version, body)`: every other record kind as versioned
+//!   JSON (sequence numbers, enrichment counters, the enrichment cache). A new kind of record
+//!   needs no new table: use [`DurableObjectStore::record`] and
+//!   [`DurableObjectStore::put_record`] with a new `kind`.
+
+use std::net::IpAddr;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
+use tippen_core::presence::VisitorRecord;
+use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
+use worker::{SqlStorage, SqlStorageValue};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS tippen_sites (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tippen_site_keys (hash TEXT PRIMARY KEY, site TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tippen_visitors (
+  site TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+  deadline INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (site, id));
+CREATE INDEX IF NOT EXISTS tippen_visitors_by_deadline ON tippen_visitors (site, deadline);
+CREATE TABLE IF NOT EXISTS tippen_records (
+  kind TEXT NOT NULL, site TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
+  body TEXT NOT NULL, PRIMARY KEY (kind, site, key));
+";
+
+/// Record kind of a site's message counter (`key` empty, body: the number).
+const SEQUENCE: &str = "sequence";
+/// Record kind of a site's enrichment counters (`key` empty, body: `EnrichmentStats`).
+const ENRICHMENT_STATS: &str = "enrichment_stats";
+/// Record kind of the enrichment cache (`site` empty, `key` the address).
+const LOOKUP: &str = "lookup";
+
+/// A [`Store`] on a Durable Object's SQLite storage. See the [module docs](self).
+#[derive(Clone, Debug)]
+pub struct DurableObjectStore {
+    sql: SqlStorage,
+}
+
+fn backend(e: worker::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(format!("{what}: {e}"))
+}
+
+fn text(v: &str) -> SqlStorageValue {
+    SqlStorageValue::String(v.to_owned())
+}
+
+fn int(v: i64) -> SqlStorageValue {
+    SqlStorageValue::Integer(v)
+}
+
+fn as_i64(v: &SqlStorageValue) -> Result<i64, StoreError> {
+    match v {
+        SqlStorageValue::Integer(i) => Ok(*i),
+        SqlStorageValue::Float(f) if f.fract() == 0.0 => Ok(*f as i64),
+        other => Err(corrupt("expected an integer", format!("{other:?}"))),
+    }
+}
+
+fn as_str(v: &SqlStorageValue) -> Result<&str, StoreError> {
+    match v {
+        SqlStorageValue::String(s) => Ok(s),
+        other => Err(corrupt("expected text", format!("{other:?}"))),
+    }
+}
+
+fn version_of(v: &SqlStorageValue) -> Result<Version, StoreError> {
+    u64::try_from(as_i64(v)?)
+        .map(Version)
+        .map_err(|e| corrupt("version", e))
+}
+
+fn decode<T: DeserializeOwned>(what: &str, body: &str) -> Result<T, StoreError> {
+    serde_json::from_str(body).map_err(|e| corrupt(what, e))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Backend(format!("encode: {e}")))
+}
+
+impl DurableObjectStore {
+    /// A store on `sql` (from `state.storage().sql()`), creating its tables if needed.
+    pub fn new(sql: SqlStorage) -> Result<Self, StoreError> {
+        for statement in SCHEMA.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+            sql.exec(statement, None).map_err(backend)?;
+        }
+        Ok(DurableObjectStore { sql })
+    }
+
+    fn rows(
+        &self,
+        query: &str,
+        bindings: Vec<SqlStorageValue>,
+    ) -> Result<Vec<Vec<SqlStorageValue>>, StoreError> {
+        let cursor = self.sql.exec(query, bindings).map_err(backend)?;
+        cursor.raw().collect::<Result<Vec<_>, _>>().map_err(backend)
+    }
+
+    fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<(), StoreError> {
+        self.sql.exec(query, bindings).map_err(backend).map(|_| ())
+    }
+
+    /// A record of kind `kind` (a generic versioned JSON record: use a new kind for a new
+    /// sort of data), or `None`.
+    pub fn record<T: DeserializeOwned>(
+        &self,
+        kind: &str,
+        site: &str,
+        key: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let rows = self.rows(
+            "SELECT version, body FROM tippen_records WHERE kind = ? AND site = ? AND key = ?",
+            vec![text(kind), text(site), text(key)],
+        )?;
+        rows.first()
+            .map(|row| {
+                Ok(Versioned {
+                    version: version_of(&row[0])?,
+                    value: decode(kind, as_str(&row[1])?)?,
+                })
+            })
+            .transpose()
+    }
+
+    /// Writes a record of kind `kind` if its stored version is `expected` (`None`: only if
+    /// absent); returns the new version, or [`StoreError::Conflict`].
+    pub fn put_record<T: Serialize>(
+        &self,
+        kind: &str,
+        site: &str,
+        key: &str,
+        value: &T,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let current = self
+            .rows(
+                "SELECT version FROM tippen_records WHERE kind = ? AND site = ? AND key = ?",
+                vec![text(kind), text(site), text(key)],
+            )?
+            .first()
+            .map(|row| version_of(&row[0]))
+            .transpose()?;
+        if current != expected {
+            return Err(StoreError::Conflict);
+        }
+        self.replace_record(kind, site, key, value, expected)
+    }
+
+    /// Writes a record of kind `kind` whatever is stored; returns the new version.
+    fn replace_record<T: Serialize>(
+        &self,
+        kind: &str,
+        site: &str,
+        key: &str,
+        value: &T,
+        previous: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let version = Version(previous.map_or(1, |v| v.0 + 1));
+        self.run(
+            "INSERT OR REPLACE INTO tippen_records (kind, site, key, version, body) \
+             VALUES (?, ?, ?, ?, ?)",
+            vec![
+                text(kind),
+                text(site),
+                text(key),
+                int(version.0 as i64),
+                text(&encode(value)?),
+            ],
+        )?;
+        Ok(version)
+    }
+
+    /// Reads, changes and writes a record in one step (atomic: nothing else runs in between).
+    fn update_record<T: Serialize + DeserializeOwned + Default>(
+        &self,
+        kind: &str,
+        site: &str,
+        key: &str,
+        change: impl FnOnce(&mut T),
+    ) -> Result<T, StoreError> {
+        let current = self.record::<T>(kind, site, key)?;
+        let previous = current.as_ref().map(|v| v.version);
+        let mut value = current.map(|v| v.value).unwrap_or_default();
+        change(&mut value);
+        self.replace_record(kind, site, key, &value, previous)?;
+        Ok(value)
+    }
+
+    fn visitor_version(&self, site: &SiteId, id: &str) -> Result<Option<Version>, StoreError> {
+        self.rows(
+            "SELECT version FROM tippen_visitors WHERE site = ? AND id = ?",
+            vec![text(site.as_str()), text(id)],
+        )?
+        .first()
+        .map(|row| version_of(&row[0]))
+        .transpose()
+    }
+
+    fn visitor_rows(
+        &self,
+        query: &str,
+        bindings: Vec<SqlStorageValue>,
+    ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
+        self.rows(query, bindings)?
+            .iter()
+            .map(|row| {
+                Ok(Versioned {
+                    version: version_of(&row[0])?,
+                    value: decode("visitor", as_str(&row[1])?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl Store for DurableObjectStore {
+    async fn put_site(&self, site: &Site) -> Result<(), StoreError> {
+        self.run(
+            "DELETE FROM tippen_site_keys WHERE site = ?",
+            vec![text(site.id.as_str())],
+        )?;
+        for hash in site.key_hashes() {
+            self.run(
+                "INSERT OR REPLACE INTO tippen_site_keys (hash, site) VALUES (?, ?)",
+                vec![text(&hash.to_hex()), text(site.id.as_str())],
+            )?;
+        }
+        self.run(
+            "INSERT OR REPLACE INTO tippen_sites (id, body) VALUES (?, ?)",
+            vec![text(site.id.as_str()), text(&encode(site)?)],
+        )
+    }
+
+    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        self.rows("SELECT body FROM tippen_sites", vec![])?
+            .iter()
+            .map(|row| decode("site", as_str(&row[0])?))
+            .collect()
+    }
+
+    async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {
+        let rows = self.rows(
+            "SELECT s.body FROM tippen_site_keys k JOIN tippen_sites s ON s.id = k.site \
+             WHERE k.hash = ?",
+            vec![text(&key.to_hex())],
+        )?;
+        rows.first()
+            .map(|row| decode("site", as_str(&row[0])?))
+            .transpose()
+    }
+
+    async fn visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
+        Ok(self
+            .visitor_rows(
+                "SELECT version, body FROM tippen_visitors WHERE site = ? AND id = ?",
+                vec![text(site.as_str()), text(visitor_id)],
+            )?
+            .pop())
+    }
+
+    async fn save_visitor(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        if self.visitor_version(site, &record.visitor_id)? != expected {
+            return Err(StoreError::Conflict);
+        }
+        let version = Version(expected.map_or(1, |v| v.0 + 1));
+        self.run(
+            "INSERT OR REPLACE INTO tippen_visitors (site, id, version, deadline, body) \
+             VALUES (?, ?, ?, ?, ?)",
+            vec![
+                text(site.as_str()),
+                text(&record.visitor_id),
+                int(version.0 as i64),
+                int(record.deadline.as_millis()),
+                text(&encode(record)?),
+            ],
+        )?;
+        Ok(version)
+    }
+
+    async fn remove_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        if self.visitor_version(site, visitor_id)? != Some(expected) {
+            return Err(StoreError::Conflict);
+        }
+        self.run(
+            "DELETE FROM tippen_visitors WHERE site = ? AND id = ?",
+            vec![text(site.as_str()), text(visitor_id)],
+        )
+    }
+
+    async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
+        Ok(self
+            .visitor_rows(
+                "SELECT version, body FROM tippen_visitors WHERE site = ?",
+                vec![text(site.as_str())],
+            )?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
+    }
+
+    async fn due_visitors(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
+        self.visitor_rows(
+            "SELECT version, body FROM tippen_visitors WHERE site = ? AND deadline <= ? \
+             ORDER BY deadline, id LIMIT ?",
+            vec![
+                text(site.as_str()),
+                int(now.as_millis()),
+                int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        )
+    }
+
+    async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        self.rows(
+            "SELECT deadline FROM tippen_visitors WHERE site = ? ORDER BY deadline LIMIT 1",
+            vec![text(site.as_str())],
+        )?
+        .first()
+        .map(|row| as_i64(&row[0]).map(Timestamp::from_millis))
+        .transpose()
+    }
+
+    async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
+        self.update_record::<u64>(SEQUENCE, site.as_str(), "", |n| *n += by)
+    }
+
+    async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError> {
+        Ok(self
+            .record::<u64>(SEQUENCE, site.as_str(), "")?
+            .map_or(0, |v| v.value))
+    }
+
+    async fn cached_lookup(&self, ip: IpAddr) -> Result<Option<CachedLookup>, StoreError> {
+        Ok(self
+            .record::<CachedLookup>(LOOKUP, "", &ip.to_string())?
+            .map(|v| v.value))
+    }
+
+    async fn put_cached_lookup(&self, ip: IpAddr, entry: &CachedLookup) -> Result<(), StoreError> {
+        let key = ip.to_string();
+        let previous = self
+            .record::<serde_json::Value>(LOOKUP, "", &key)?
+            .map(|v| v.version);
+        self.replace_record(LOOKUP, "", &key, entry, previous)
+            .map(|_| ())
+    }
+
+    async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError> {
+        Ok(self
+            .record::<EnrichmentStats>(ENRICHMENT_STATS, site.as_str(), "")?
+            .map(|v| v.value)
+            .unwrap_or_default())
+    }
+
+    async fn record_enrichment(
+        &self,
+        site: &SiteId,
+        events: &[EnrichmentEvent],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.update_record::<EnrichmentStats>(ENRICHMENT_STATS, site.as_str(), "", |stats| {
+            for event in events {
+                stats.record(*event);
+            }
+        })
+        .map(|_| ())
+    }
+}
