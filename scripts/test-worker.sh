@@ -90,7 +90,7 @@ start_wrangler() {
 base=http://127.0.0.1:8801
 step "wrangler dev --local on $base"
 start_wrangler 8801 8811 "$artifacts/wrangler-conformance.log"
-export TIPPEN_BASE_URL=$base TIPPEN_VISIBLE_GRACE_MS=2000 TIPPEN_HIDDEN_GRACE_MS=5000
+export TIPPEN_BASE_URL=$base TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=6000  # as in wrangler.test.toml
 
 step "store conformance suite on Durable Object storage"
 node "$example/tests/checks.mjs" store-suite

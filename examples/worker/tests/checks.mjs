@@ -118,24 +118,30 @@ async function alarm() {
   console.log(`ok alarm: VISITOR_REMOVED (inactive) on the dashboard ${after} ms after the page view (grace ${visibleGraceMs} ms; ${after - visibleGraceMs} ms late)`);
 }
 
-function objectFiles(dir) {
-  const found = [];
+/** Durable Object storage under wrangler's --persist-to: object id -> its SQLite bytes (db + WAL). */
+function objectStorage(dir) {
+  const objects = new Map();
   const walk = (d) => {
     for (const name of readdirSync(d)) {
       const p = join(d, name);
-      if (statSync(p).isDirectory()) walk(p);
-      else if (/\.sqlite$/.test(name) && /TippenSite/.test(p)) found.push(p);
+      if (statSync(p).isDirectory()) {
+        walk(p);
+        continue;
+      }
+      const m = /^([0-9a-f]{64})\.sqlite(-wal)?$/.exec(name);
+      if (m && /TippenSite/.test(d)) {
+        objects.set(m[1], Buffer.concat([objects.get(m[1]) ?? Buffer.alloc(0), readFileSync(p)]));
+      }
     }
   };
   walk(dir);
-  return found;
+  return objects;
 }
 
 async function isolation() {
   const id = unique('twin');
   const boardB = await dashboard('sk_b');
   await boardB.waitFor('INITIAL_VISITORS', (m) => m.type === 'INITIAL_VISITORS', 5000);
-  const before = process.env.TIPPEN_PERSIST_DIR ? objectFiles(process.env.TIPPEN_PERSIST_DIR) : [];
   await track('pk_a', id);
   const a = await visitors('sk_a');
   const b = await visitors('sk_b');
@@ -154,9 +160,10 @@ async function isolation() {
   check(va.pageViews === 1 && vb.pageViews === 1, 'page views were counted per site');
   boardB.close();
   if (process.env.TIPPEN_PERSIST_DIR) {
-    const files = objectFiles(process.env.TIPPEN_PERSIST_DIR);
-    check(files.length >= 2, `expected one Durable Object storage file per site, found ${files.length}: ${files}`);
-    console.log(`ok isolation: separate records, separate dashboards, ${files.length} Durable Object storage files (${before.length} before)`);
+    // The visitor id is stored by exactly two Durable Objects: site A's and site B's.
+    const holders = [...objectStorage(process.env.TIPPEN_PERSIST_DIR)].filter(([, bytes]) => bytes.includes(id));
+    check(holders.length === 2, `expected the visitor in two Durable Objects' storage, found it in ${holders.length}`);
+    console.log(`ok isolation: separate records, separate dashboards, two Durable Objects (${holders.map(([o]) => o.slice(0, 8)).join(', ')})`);
   } else {
     console.log('ok isolation: separate records and dashboards');
   }
