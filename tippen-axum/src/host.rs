@@ -17,12 +17,13 @@ use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use thiserror::Error;
 use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall};
-use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen};
+use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen, Transport, TransportError};
 use tokio::sync::{broadcast, watch};
 use tower_http::trace::TraceLayer;
 
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
+use crate::transport::HttpTransport;
 
 /// Settings of the host itself (the core's settings are in [`tippen_core::Config`]).
 #[derive(Clone, Debug)]
@@ -43,6 +44,9 @@ pub struct HostConfig {
     /// IP → company enrichment: the provider and its limits. `None` (default): every visitor
     /// keeps its fallback company.
     pub enrichment: Option<EnrichmentConfig>,
+    /// Time limit of an outbound call made while a client waits (the video provider of
+    /// `POST /api/video-call`). Default 10 s.
+    pub outbound_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -54,6 +58,7 @@ impl Default for HostConfig {
             max_drain_bytes: 1024 * 1024,
             ws_send_timeout: Duration::from_secs(30),
             enrichment: None,
+            outbound_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -95,6 +100,8 @@ pub(crate) struct Inner {
     config: HostConfig,
     /// The enrichment task's channel, when a provider is configured.
     enrichment: Option<Enrichment>,
+    /// Outbound HTTP for requests that need it (the video provider).
+    transport: Option<HttpTransport>,
     sites: Mutex<HashMap<SiteId, Arc<SiteState>>>,
     /// `true` once shutdown has begun; dropped with the host, which also stops the tasks.
     shutdown: watch::Sender<bool>,
@@ -149,11 +156,15 @@ impl TippenHost {
     /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with `config`.
     pub fn with_config(tippen: impl Into<Arc<Tippen>>, config: HostConfig) -> Self {
         let enrichment = config.enrichment.clone().map(Enrichment::new);
+        let transport = HttpTransport::new(config.outbound_timeout)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot build the outbound HTTP client"))
+            .ok();
         TippenHost {
             inner: Arc::new(Inner {
                 tippen: tippen.into(),
                 config,
                 enrichment,
+                transport,
                 sites: Mutex::new(HashMap::new()),
                 shutdown: watch::Sender::new(false),
                 active: Arc::new(Active(watch::Sender::new(0))),
@@ -272,8 +283,21 @@ impl TippenHost {
             ..RequestContext::default()
         };
         let req = http::Request::from_parts(parts, body);
-        match self.inner.tippen.route(req, &ctx).await {
+        let mut routed = self.inner.tippen.route(req, &ctx).await;
+        if let Routed::Outbound(mut call) = routed {
+            // Outside the site's lock: the provider may take seconds.
+            let answer = match &self.inner.transport {
+                Some(transport) => transport.send(call.take_request()).await,
+                None => Err(TransportError::Unavailable),
+            };
+            routed = self.inner.tippen.resume(call, answer);
+        }
+        match routed {
             Routed::Done(handled) => into_axum(handled.response),
+            Routed::Outbound(_) => into_axum(
+                ApiError::new(StatusCode::BAD_GATEWAY, "more than one outbound call")
+                    .into_response(),
+            ),
             Routed::Site(call) => {
                 // Run the locked section in its own task: a client that hangs up must not
                 // cancel it between the write and the fan-out.
