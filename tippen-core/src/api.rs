@@ -1323,22 +1323,25 @@ impl Tippen {
     /// "INVITE_DECLINED","inviteId":…}`, applied like `POST /track/invite`. Returns the reply
     /// for the same socket — `{"type":"VIDEO_INVITE_UPDATE","inviteId","state"}` with the
     /// state now, or `{"type":"ERROR","error":…}` (malformed message, unknown invite,
-    /// conflict) — and the dashboard broadcasts (publish them; run it under the site's lock).
-    /// Only a store failure is an `Err`.
+    /// conflict) — the dashboard broadcasts, and the pushes for the visitor's sockets (its
+    /// other tabs hide the popup); run it under the site's lock and publish both. Only a store
+    /// failure is an `Err`.
     pub async fn visitor_message(
         &self,
         site: &SiteId,
         visitor_id: &str,
         text: &str,
-    ) -> Result<(Option<String>, Vec<String>), ServiceError> {
-        let error =
-            |error: String| serde_json::json!({ "type": "ERROR", "error": error }).to_string();
+    ) -> Result<VisitorAnswer, ServiceError> {
+        let error = |error: String| VisitorAnswer {
+            reply: Some(serde_json::json!({ "type": "ERROR", "error": error }).to_string()),
+            ..VisitorAnswer::default()
+        };
         let answer = match serde_json::from_str::<InviteFromVisitor>(text) {
             Ok(answer) => answer,
             Err(_) => {
                 let msg = "expected a JSON object with a \"type\" of INVITE_SEEN, \
                            INVITE_ACCEPTED or INVITE_DECLINED and an \"inviteId\"";
-                return Ok((Some(error(msg.to_owned())), Vec::new()));
+                return Ok(error(msg.to_owned()));
             }
         };
         let change = match self
@@ -1347,7 +1350,7 @@ impl Tippen {
         {
             Ok(change) => change,
             Err(e @ (ServiceError::Invite(_) | ServiceError::VisitorNotFound)) => {
-                return Ok((Some(error(ApiError::from(e).message)), Vec::new()));
+                return Ok(error(ApiError::from(e).message));
             }
             Err(e) => return Err(e),
         };
@@ -1357,16 +1360,35 @@ impl Tippen {
             .iter()
             .map(Sequenced::to_json)
             .collect();
+        let visitor_pushes = change.outcome.visitor_pushes();
         let reply = match change.refused {
-            Some(err) => error(err.to_string()),
+            Some(err) => {
+                serde_json::json!({ "type": "ERROR", "error": err.to_string() }).to_string()
+            }
             None => serde_json::to_string(&InviteToVisitor::VideoInviteUpdate {
                 invite_id: change.invite.invite_id.clone(),
                 state: change.invite.state,
             })
             .unwrap_or_default(),
         };
-        Ok((Some(reply), broadcasts))
+        Ok(VisitorAnswer {
+            reply: Some(reply),
+            broadcasts,
+            visitor_pushes,
+        })
     }
+}
+
+/// What [`Tippen::visitor_message`] returns for a visitor socket's message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VisitorAnswer {
+    /// The reply for the socket that sent the message.
+    pub reply: Option<String>,
+    /// JSON texts for every dashboard of the site, in order.
+    pub broadcasts: Vec<String>,
+    /// `(visitorId, json)` texts for that visitor's open sockets (every tab, the sender's
+    /// included: an update it already has is harmless).
+    pub visitor_pushes: Vec<(String, String)>,
 }
 
 /// The invite a visitor push delivers once sent: the `inviteId` of a `VIDEO_INVITE` (report
