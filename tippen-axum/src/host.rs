@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,13 +16,14 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use thiserror::Error;
-use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall};
-use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen};
+use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, VisitorAnswer};
+use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen, Transport, TransportError};
 use tokio::sync::{broadcast, watch};
 use tower_http::trace::TraceLayer;
 
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
+use crate::transport::HttpTransport;
 
 /// Settings of the host itself (the core's settings are in [`tippen_core::Config`]).
 #[derive(Clone, Debug)]
@@ -43,6 +44,9 @@ pub struct HostConfig {
     /// IP → company enrichment: the provider and its limits. `None` (default): every visitor
     /// keeps its fallback company.
     pub enrichment: Option<EnrichmentConfig>,
+    /// Time limit of an outbound call made while a client waits (the video provider of
+    /// `POST /api/video-call`). Default 10 s.
+    pub outbound_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -54,6 +58,7 @@ impl Default for HostConfig {
             max_drain_bytes: 1024 * 1024,
             ws_send_timeout: Duration::from_secs(30),
             enrichment: None,
+            outbound_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -95,6 +100,8 @@ pub(crate) struct Inner {
     config: HostConfig,
     /// The enrichment task's channel, when a provider is configured.
     enrichment: Option<Enrichment>,
+    /// Outbound HTTP for requests that need it (the video provider).
+    transport: Option<HttpTransport>,
     sites: Mutex<HashMap<SiteId, Arc<SiteState>>>,
     /// `true` once shutdown has begun; dropped with the host, which also stops the tasks.
     shutdown: watch::Sender<bool>,
@@ -110,8 +117,8 @@ pub(crate) struct SiteState {
     pub(crate) lock: tokio::sync::Mutex<()>,
     /// The site's dashboard messages.
     tx: broadcast::Sender<Utf8Bytes>,
-    /// The site's visitor pushes, `(visitorId, json)`; each visitor socket keeps its own.
-    visitors: broadcast::Sender<(Arc<str>, Utf8Bytes)>,
+    /// The site's visitor pushes; each visitor socket keeps the ones for its visitor.
+    visitors: broadcast::Sender<VisitorPush>,
     /// The earliest deadline the timer must wake up for.
     armed: watch::Sender<Option<Timestamp>>,
     timer_started: AtomicBool,
@@ -149,11 +156,15 @@ impl TippenHost {
     /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with `config`.
     pub fn with_config(tippen: impl Into<Arc<Tippen>>, config: HostConfig) -> Self {
         let enrichment = config.enrichment.clone().map(Enrichment::new);
+        let transport = HttpTransport::new(config.outbound_timeout)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot build the outbound HTTP client"))
+            .ok();
         TippenHost {
             inner: Arc::new(Inner {
                 tippen: tippen.into(),
                 config,
                 enrichment,
+                transport,
                 sites: Mutex::new(HashMap::new()),
                 shutdown: watch::Sender::new(false),
                 active: Arc::new(Active(watch::Sender::new(0))),
@@ -272,8 +283,21 @@ impl TippenHost {
             ..RequestContext::default()
         };
         let req = http::Request::from_parts(parts, body);
-        match self.inner.tippen.route(req, &ctx).await {
+        let mut routed = self.inner.tippen.route(req, &ctx).await;
+        if let Routed::Outbound(mut call) = routed {
+            // Outside the site's lock: the provider may take seconds.
+            let answer = match &self.inner.transport {
+                Some(transport) => transport.send(call.take_request()).await,
+                None => Err(TransportError::Unavailable),
+            };
+            routed = self.inner.tippen.resume(call, answer);
+        }
+        match routed {
             Routed::Done(handled) => into_axum(handled.response),
+            Routed::Outbound(_) => into_axum(
+                ApiError::new(StatusCode::BAD_GATEWAY, "more than one outbound call")
+                    .into_response(),
+            ),
             Routed::Site(call) => {
                 // Run the locked section in its own task: a client that hangs up must not
                 // cancel it between the write and the fan-out.
@@ -301,7 +325,7 @@ impl TippenHost {
         let _owner = state.lock.lock().await;
         let handled = self.inner.tippen.execute(call).await;
         publish(&state, handled.broadcasts);
-        publish_visitors(&state, handled.visitor_messages);
+        publish_visitors(&state, handled.visitor_messages, None);
         if let Some(deadline) = handled.deadline {
             self.arm(&state, deadline);
         }
@@ -436,10 +460,7 @@ impl TippenHost {
         &self,
         state: &SiteState,
         visitor_id: &str,
-    ) -> Result<
-        (broadcast::Receiver<(Arc<str>, Utf8Bytes)>, Option<String>),
-        tippen_core::ServiceError,
-    > {
+    ) -> Result<(broadcast::Receiver<VisitorPush>, Option<String>), tippen_core::ServiceError> {
         let _owner = state.lock.lock().await;
         let rx = state.visitors.subscribe();
         let (hello, broadcasts) = self
@@ -458,7 +479,7 @@ impl TippenHost {
         state: &SiteState,
         visitor_id: &str,
         conn: &mut Peer,
-    ) -> Option<broadcast::Receiver<(Arc<str>, Utf8Bytes)>> {
+    ) -> Option<broadcast::Receiver<VisitorPush>> {
         match self.visitor_subscribe(state, visitor_id).await {
             Ok((rx, hello)) => {
                 if let Some(hello) = hello
@@ -489,6 +510,7 @@ impl TippenHost {
         }
         let state = self.site(&site);
         let tippen = self.inner.tippen.clone();
+        let socket_no = NEXT_VISITOR_SOCKET.fetch_add(1, Ordering::Relaxed);
         let Some(mut rx) = self.visitor_connect(&state, &visitor_id, &mut conn).await else {
             return;
         };
@@ -500,8 +522,8 @@ impl TippenHost {
                     break;
                 }
                 msg = rx.recv() => match msg {
-                    Ok((to, text)) => {
-                        if *to != *visitor_id {
+                    Ok((to, text, origin)) => {
+                        if *to != *visitor_id || origin == Some(socket_no) {
                             continue;
                         }
                         let invite = tippen_core::api::pushed_invite(&text);
@@ -538,13 +560,14 @@ impl TippenHost {
                     let answered = {
                         let _owner = state.lock.lock().await;
                         let answered = tippen.visitor_message(&site, &visitor_id, &text).await;
-                        if let Ok((_, broadcasts)) = &answered {
-                            publish(&state, broadcasts.clone());
+                        if let Ok(answer) = &answered {
+                            publish(&state, answer.broadcasts.clone());
+                            publish_visitors(&state, answer.visitor_pushes.clone(), Some(socket_no));
                         }
                         answered
                     };
                     match answered {
-                        Ok((reply, _)) => {
+                        Ok(VisitorAnswer { reply, .. }) => {
                             if let Some(reply) = reply
                                 && !conn.send(Message::Text(reply.into())).await
                             {
@@ -617,13 +640,25 @@ pub(crate) fn publish(state: &SiteState, broadcasts: Vec<String>) {
     }
 }
 
-/// Fans `(visitorId, json)` pushes out to the site's visitor sockets.
-pub(crate) fn publish_visitors(state: &SiteState, pushes: Vec<(String, String)>) {
+/// A push for one visitor's sockets: `(visitorId, json, the socket it answers)`. The socket
+/// whose own message caused it already has the reply and skips it.
+pub(crate) type VisitorPush = (Arc<str>, Utf8Bytes, Option<u64>);
+
+/// Numbers visitor sockets, so that a push can skip the socket that caused it.
+static NEXT_VISITOR_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+/// Fans `(visitorId, json)` pushes out to the site's visitor sockets (all of them but
+/// `origin`, the socket whose message caused them).
+pub(crate) fn publish_visitors(
+    state: &SiteState,
+    pushes: Vec<(String, String)>,
+    origin: Option<u64>,
+) {
     for (visitor_id, text) in pushes {
         // An error only means no visitor socket is open.
         let _ = state
             .visitors
-            .send((Arc::from(visitor_id), Utf8Bytes::from(text)));
+            .send((Arc::from(visitor_id), Utf8Bytes::from(text), origin));
     }
 }
 
@@ -685,7 +720,7 @@ impl Timer {
                     tracing::debug!(site = %site, messages = swept.broadcasts.len(), "swept");
                 }
                 publish(&self.state, swept.broadcasts);
-                publish_visitors(&self.state, swept.visitor_messages);
+                publish_visitors(&self.state, swept.visitor_messages, None);
                 // Under the lock the store's next deadline is exact: replace, not min.
                 self.state.armed.send_replace(next);
                 if next.is_some_and(|n| n <= self.tippen.now()) {

@@ -84,6 +84,7 @@ pub mod site;
 pub mod store;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transport;
 pub mod video;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -95,3 +96,4 @@ pub use memory::MemoryStore;
 pub use service::{ClientInfo, InviteChange, LookupRequest, Outcome, ServiceError, Tippen};
 pub use site::{KeyHash, KeyRole, Site, SiteId};
 pub use store::{Store, StoreError, Version, Versioned};
+pub use transport::{Transport, TransportError};

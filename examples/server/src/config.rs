@@ -9,6 +9,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tippen_axum::{EnrichmentConfig, InvalidProxy, TrustedProxies};
 use tippen_core::enrichment::{ProviderConfig, ProviderConfigError, ProviderKind, RateLimit};
+use tippen_core::invite::InviteConfig;
 use tippen_core::{KeyHash, PresenceConfig, Site, SiteId};
 
 /// The provider names accepted in `[enrichment] provider` and `TIPPEN_ENRICHMENT_PROVIDER`.
@@ -60,6 +61,9 @@ pub enum ConfigError {
     /// The provider configuration is unusable (empty key, bad base URL).
     #[error("enrichment: {0}")]
     Provider(#[from] ProviderConfigError),
+    /// The video provider's base URL is not an http(s) URL.
+    #[error("the video provider URL must start with https:// or http://, got {0:?}")]
+    VideoProviderUrl(String),
     /// A timing environment variable is not a number of milliseconds.
     #[error("{var} must be a positive number of milliseconds, got {value:?}")]
     Env {
@@ -86,6 +90,20 @@ pub struct FileConfig {
     /// IP → company enrichment.
     #[serde(default)]
     pub enrichment: EnrichmentSection,
+    /// Video-call invites.
+    #[serde(default)]
+    pub invites: InvitesSection,
+}
+
+/// `[invites]`: how long an invite waits for an answer, and the video provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitesSection {
+    /// An unanswered invite expires after this many milliseconds (default 60000).
+    pub ttl_ms: Option<u64>,
+    /// Base URL of the video provider's API (the predecessor's `…/create-session` shape);
+    /// enables `POST /api/video-call`. Absent: admins invite with their own guest URL.
+    pub video_provider_url: Option<String>,
 }
 
 /// `[enrichment]`: the provider; absent: visitors get fallbacks only.
@@ -148,6 +166,10 @@ pub struct Settings {
     pub sites: Vec<Site>,
     /// The enrichment provider; `None`: fallbacks only.
     pub enrichment: Option<EnrichmentConfig>,
+    /// Invite timings.
+    pub invites: InviteConfig,
+    /// Base URL of the video provider, when one is configured.
+    pub video_provider_url: Option<String>,
 }
 
 impl FileConfig {
@@ -170,7 +192,9 @@ impl FileConfig {
         env: impl Fn(&'static str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
         let mut presence = PresenceConfig::default();
+        let mut invites = InviteConfig::default();
         let overrides = [
+            ("TIPPEN_INVITE_TTL_MS", self.invites.ttl_ms),
             ("TIPPEN_HEARTBEAT_MS", self.presence.heartbeat_ms),
             ("TIPPEN_VISIBLE_GRACE_MS", self.presence.visible_grace_ms),
             ("TIPPEN_HIDDEN_GRACE_MS", self.presence.hidden_grace_ms),
@@ -188,12 +212,21 @@ impl FileConfig {
                 match var {
                     "TIPPEN_HEARTBEAT_MS" => presence.heartbeat_interval = d,
                     "TIPPEN_VISIBLE_GRACE_MS" => presence.visible_grace = d,
+                    "TIPPEN_INVITE_TTL_MS" => invites.ttl = d,
                     _ => presence.hidden_grace = d,
                 }
             }
         }
         let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)?;
         let enrichment = self.enrichment.into_config(&env)?;
+        let video_provider_url = env("TIPPEN_VIDEO_PROVIDER_URL")
+            .filter(|v| !v.trim().is_empty())
+            .or(self.invites.video_provider_url);
+        if let Some(url) = &video_provider_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::VideoProviderUrl(url.clone()));
+        }
         let mut ids = HashSet::new();
         let mut keys = HashSet::new();
         if demo {
@@ -228,6 +261,8 @@ impl FileConfig {
             trusted_proxies,
             sites,
             enrichment,
+            invites,
+            video_provider_url,
         })
     }
 }
