@@ -8,7 +8,8 @@
 #   3. starts `wrangler dev --local` with a fresh --persist-to and runs, against it, the store
 #      conformance suite on Durable Object storage (test route), the black-box conformance suite
 #      (tippen-conformance, the same binary the other hosts pass), removal by the alarm over a
-#      real dashboard WebSocket, and two-site isolation (two Durable Objects);
+#      real dashboard WebSocket, the visitor channel (/ws/visitor), and two-site isolation
+#      (two Durable Objects);
 #   4. restarts wrangler on the same --persist-to and checks a visitor inside its window is
 #      listed again;
 #   5. prints the gzip size of the wasm bundle.
@@ -99,6 +100,9 @@ step "black-box conformance suite (tippen-conformance) against wrangler dev"
 TIPPEN_LEGACY_KEY=legacy_key TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a \
   TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b \
   "$CARGO_TARGET_DIR/debug/tippen-conformance"
+
+step "visitor channel (/ws/visitor) on hibernatable sockets"
+node "$example/tests/checks.mjs" visitor-channel
 
 step "removal by the Durable Object alarm, seen over a real WebSocket"
 node "$example/tests/checks.mjs" alarm

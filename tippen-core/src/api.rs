@@ -421,6 +421,25 @@ fn key_from(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         .filter(|k| !k.is_empty())
 }
 
+/// The key a request presents, from the places the routes accept it: the `X-Tippen-API-Key`
+/// header, the `apiKey` query parameter, or an `apiKey` string field of a JSON body (in that
+/// order). Nothing else is checked. For hosts that must pick a site's owner before running the
+/// request (the Workers host forwards to the site's Durable Object); [`Tippen::route`] still
+/// decides every answer.
+pub fn presented_key(req: &Request<Bytes>) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct BodyKey {
+        #[serde(rename = "apiKey")]
+        api_key: Option<String>,
+    }
+    key_from(req.headers(), req.uri().query()).or_else(|| {
+        serde_json::from_slice::<BodyKey>(req.body())
+            .ok()
+            .and_then(|b| b.api_key)
+            .filter(|k| !k.is_empty())
+    })
+}
+
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(

@@ -8,6 +8,7 @@
 //! | `TIPPEN_VISIBLE_GRACE_MS` | a visible tab is dropped this long after its last event | 60000 |
 //! | `TIPPEN_HIDDEN_GRACE_MS` | a hidden tab is dropped this long after its last event | 300000 |
 //! | `TIPPEN_INVITE_TTL_MS` | an unanswered video invite expires after this long | 60000 |
+//! | `TIPPEN_VIDEO_PROVIDER_URL` | the video-session provider (`POST /api/video-call`), called with `fetch` | none (`501` on that route) |
 //! | `TIPPEN_TEST_ROUTES` | `1` serves the store conformance route (tests only; needs the crate feature `test-routes`) | off |
 //!
 //! `TIPPEN_SITES` is a JSON array; each site has a public and a secret key, or one legacy key:
@@ -41,6 +42,9 @@ pub enum ConfigError {
     /// Two sites share an id.
     #[error("site id {0} appears twice in TIPPEN_SITES")]
     DuplicateId(String),
+    /// `TIPPEN_VIDEO_PROVIDER_URL` is not an http(s) URL.
+    #[error("TIPPEN_VIDEO_PROVIDER_URL must be an http:// or https:// URL, got {0:?}")]
+    VideoProviderUrl(String),
     /// A timing is not a whole number of milliseconds.
     #[error("{name} must be a whole number of milliseconds, got {value:?}")]
     Millis {
@@ -94,6 +98,8 @@ pub struct WorkerConfig {
     pub sites: Vec<Site>,
     /// The core's settings (timings from the environment, the rest default).
     pub core: Config,
+    /// The video-session provider's base URL (`TIPPEN_VIDEO_PROVIDER_URL`).
+    pub video_provider_url: Option<String>,
     /// Whether the test-only routes are served (`TIPPEN_TEST_ROUTES=1`).
     pub test_routes: bool,
 }
@@ -137,10 +143,19 @@ impl WorkerConfig {
         if let Some(d) = millis("TIPPEN_INVITE_TTL_MS")? {
             core.invites.ttl = d;
         }
+        let video_provider_url = var("TIPPEN_VIDEO_PROVIDER_URL")
+            .map(|u| u.trim().to_owned())
+            .filter(|u| !u.is_empty());
+        if let Some(url) = &video_provider_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::VideoProviderUrl(url.clone()));
+        }
         let test_routes = var("TIPPEN_TEST_ROUTES").is_some_and(|v| v.trim() == "1");
         Ok(WorkerConfig {
             sites,
             core,
+            video_provider_url,
             test_routes,
         })
     }
@@ -199,6 +214,7 @@ mod tests {
             Duration::from_secs(30)
         );
         assert!(config.test_routes);
+        assert_eq!(config.video_provider_url, None);
     }
 
     #[test]
@@ -238,6 +254,24 @@ mod tests {
                 ..
             }
         ));
+        assert_eq!(
+            WorkerConfig::from_vars(vars(&[
+                ("TIPPEN_SITES", "[]"),
+                ("TIPPEN_VIDEO_PROVIDER_URL", "ftp://x")
+            ]))
+            .unwrap_err(),
+            ConfigError::VideoProviderUrl("ftp://x".into())
+        );
+        assert_eq!(
+            WorkerConfig::from_vars(vars(&[
+                ("TIPPEN_SITES", "[]"),
+                ("TIPPEN_VIDEO_PROVIDER_URL", " https://video.example/ ")
+            ]))
+            .unwrap()
+            .video_provider_url
+            .as_deref(),
+            Some("https://video.example/")
+        );
         assert!(
             !WorkerConfig::from_vars(vars(&[("TIPPEN_SITES", "[]")]))
                 .unwrap()

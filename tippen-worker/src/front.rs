@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use tippen_core::api::{ApiError, RequestContext, Routed};
+use tippen_core::api::{ApiError, RequestContext, Routed, presented_key};
 use tippen_core::{MemoryStore, SiteId, Tippen};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
@@ -96,9 +96,10 @@ async fn front(env: &Env) -> Result<Rc<Front>, crate::config::ConfigError> {
 }
 
 /// Handles one request to the Worker: the whole HTTP and WebSocket contract
-/// (`docs/contract.md`). Site-scoped work goes to the Durable Object named after the site's
-/// id (`idFromName(site id)`), found from the presented key — never for an unknown key, which
-/// the core answers here (`401`/`403`). Call it from your `#[event(fetch)]`.
+/// (`docs/contract.md`). A request presenting a known key goes to the Durable Object named
+/// after that key's site id (`idFromName(site id)`), which answers it; a request without a
+/// key or with an unknown one is answered here by the core (`401`/`403`, static pages,
+/// preflights) and never reaches an object. Call it from your `#[event(fetch)]`.
 pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
     let front = match front(env).await {
         Ok(front) => front,
@@ -133,13 +134,23 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
     }
     let body = Bytes::from(req.bytes().await.unwrap_or_default());
     let http_req = http_request(&req, body.clone())?;
+    // A known key: the site's object runs the whole contract (its answers are the core's,
+    // errors included). No key or an unknown one: the core answers here (401, 403, and what
+    // needs no site: static pages, preflights, 404, 405, 413).
+    if let Some(key) = presented_key(&http_req)
+        && let Ok(Some((site, _))) = front.tippen.authenticate(&key).await
+    {
+        return forward(env, site.id.as_str(), &req, body).await;
+    }
     let ctx = RequestContext {
         client_ip: client_ip(http_req.headers()),
         ..RequestContext::default()
     };
     match front.tippen.route(http_req, &ctx).await {
         Routed::Done(handled) => worker_response(handled.response),
+        // Unreachable without a known key; forwarding by the authorized site is still right.
         Routed::Site(call) => forward(env, call.site().as_str(), &req, body).await,
+        Routed::Outbound(call) => forward(env, call.site().as_str(), &req, body).await,
     }
 }
 

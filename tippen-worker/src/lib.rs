@@ -71,9 +71,11 @@ mod front;
 mod object;
 mod runtime;
 pub mod store;
+mod transport;
 
 pub use config::{ConfigError, WorkerConfig};
 pub use front::{SITE_HEADER, SITE_OBJECT_BINDING, STORE_SUITE_PATH, fetch};
 pub use object::{DASHBOARD_TAG, SiteObject, visitor_tag};
 pub use runtime::{CryptoIds, WorkerClock};
 pub use store::DurableObjectStore;
+pub use transport::FetchTransport;

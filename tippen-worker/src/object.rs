@@ -8,6 +8,7 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tippen_core::api::{ApiError, RequestContext, pushed_invite};
+use tippen_core::video::CustomerConnect;
 use tippen_core::{SiteId, Timestamp, Tippen};
 use worker::{
     Env, Method, Request, Response, ScheduledTime, State, WebSocket, WebSocketIncomingMessage,
@@ -19,6 +20,7 @@ use crate::convert::{client_ip, http_headers, http_request, wants_upgrade, worke
 use crate::front::{config_error, forwarded_site, load_config};
 use crate::runtime::{CryptoIds, WorkerClock};
 use crate::store::DurableObjectStore;
+use crate::transport::FetchTransport;
 
 /// Tag of every dashboard socket.
 pub const DASHBOARD_TAG: &str = "dashboard";
@@ -73,6 +75,8 @@ pub struct SiteObject {
     runtime: RefCell<Option<Rc<Runtime>>>,
     /// The alarm as last read or set (`None`: not read yet; `Some(None)`: no alarm).
     armed: Cell<Option<Option<i64>>>,
+    /// Outbound HTTP (the video provider).
+    transport: FetchTransport,
 }
 
 impl std::fmt::Debug for SiteObject {
@@ -101,6 +105,7 @@ impl SiteObject {
             env,
             runtime: RefCell::new(None),
             armed: Cell::new(None),
+            transport: FetchTransport::default(),
         }
     }
 
@@ -127,8 +132,11 @@ impl SiteObject {
             (None, None) => return Err(RuntimeError::NoSite),
         };
         self.sync_site(&store, &config, &site).await?;
-        let tippen = Tippen::new(Arc::new(store), Arc::new(WorkerClock), config.core.clone())
+        let mut tippen = Tippen::new(Arc::new(store), Arc::new(WorkerClock), config.core.clone())
             .with_ids(Arc::new(CryptoIds));
+        if let Some(url) = &config.video_provider_url {
+            tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
+        }
         let rt = Rc::new(Runtime { tippen, site });
         *self.runtime.borrow_mut() = Some(rt.clone());
         Ok(rt)
@@ -184,13 +192,14 @@ impl SiteObject {
             client_ip: client_ip(http_req.headers()),
             ..RequestContext::default()
         };
-        let handled = rt.tippen.handle(http_req, &ctx).await;
+        let handled = rt.tippen.handle_with(http_req, &ctx, &self.transport).await;
         if handled.site.as_ref().is_some_and(|s| *s != rt.site) {
             // The Worker forwards by site; a key of another site here is a routing bug.
             tracing::warn!(site = %rt.site, "request for another site reached this object");
         }
         self.publish(&handled.broadcasts);
-        self.push_visitors(&rt, handled.visitor_messages).await;
+        self.push_visitors(&rt, handled.visitor_messages, None)
+            .await;
         if !handled.lookups.is_empty() {
             tracing::debug!(
                 lookups = handled.lookups.len(),
@@ -288,15 +297,21 @@ impl SiteObject {
         }
     }
 
-    /// Sends `(visitorId, json)` pushes to the visitors' sockets; a `VIDEO_INVITE` that
-    /// reached a socket is reported delivered (and dashboards hear it).
-    async fn push_visitors(&self, rt: &Runtime, pushes: Vec<(String, String)>) {
+    /// Sends `(visitorId, json)` pushes to the visitors' sockets (but `except`); a
+    /// `VIDEO_INVITE` that reached a socket is reported delivered (and dashboards hear it).
+    async fn push_visitors(
+        &self,
+        rt: &Runtime,
+        pushes: Vec<(String, String)>,
+        except: Option<&WebSocket>,
+    ) {
         for (visitor_id, text) in pushes {
             let sockets = self
                 .state
                 .get_websockets_with_tag(&visitor_tag(&visitor_id));
             let sent = sockets
                 .iter()
+                .filter(|ws| Some(*ws) != except)
                 .filter(|ws| ws.send_with_str(&text).is_ok())
                 .count();
             if sent == 0 {
@@ -367,7 +382,7 @@ impl SiteObject {
             .await
             .map_err(|e| worker::Error::RustError(format!("sweep failed: {e}")))?;
         self.publish(&swept.broadcasts);
-        self.push_visitors(&rt, swept.visitor_messages).await;
+        self.push_visitors(&rt, swept.visitor_messages, None).await;
         // The sweep's deadline is the store's next one, exact here: replace whatever is
         // armed. One already due (more than a sweep batch was due) fires again at once.
         self.set_alarm(swept.deadline).await?;
@@ -411,12 +426,16 @@ impl SiteObject {
                     .visitor_message(&rt.site, &visitor_id, &text)
                     .await
                 {
-                    Ok((reply, broadcasts)) => {
-                        self.publish(&broadcasts);
-                        match reply {
+                    Ok(answer) => {
+                        self.publish(&answer.broadcasts);
+                        let sent = match &answer.reply {
                             Some(reply) => ws.send_with_str(reply),
                             None => Ok(()),
-                        }
+                        };
+                        // The visitor's other tabs hear the change (the sender has the reply).
+                        self.push_visitors(&rt, answer.visitor_pushes, Some(&ws))
+                            .await;
+                        sent
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "visitor message failed");

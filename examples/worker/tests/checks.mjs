@@ -7,6 +7,7 @@
 //   node tests/checks.mjs restart-before   a visitor (and a dashboard's seq) before a restart
 //   node tests/checks.mjs restart-after    ... listed again after wrangler restarted
 //   node tests/checks.mjs store-suite      tippen_core::testkit::run_store_suite on DO storage
+//   node tests/checks.mjs visitor-channel  /ws/visitor: pushes, delivery, answers, hello, refusals
 //
 // Environment: TIPPEN_BASE_URL, TIPPEN_VISIBLE_GRACE_MS, TIPPEN_STATE_FILE (restart),
 // TIPPEN_PERSIST_DIR (isolation: where wrangler keeps Durable Object storage).
@@ -60,8 +61,34 @@ async function visitors(secret) {
 
 /** A dashboard socket that records every message with its arrival time. */
 function dashboard(secret) {
+  return socket(`/ws/dashboard?apiKey=${encodeURIComponent(secret)}`);
+}
+
+/** A visitor-channel socket (one tab). */
+function visitorSocket(key, visitorId) {
+  return socket(`/ws/visitor?apiKey=${encodeURIComponent(key)}&visitorId=${encodeURIComponent(visitorId)}`);
+}
+
+/** The HTTP status a refused WebSocket upgrade was answered with. */
+function refusedWith(path) {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`${wsBase}/ws/dashboard?apiKey=${encodeURIComponent(secret)}`);
+    const ws = new WebSocket(`${wsBase}${path}`);
+    ws.on('unexpected-response', (_req, res) => {
+      resolve(res.statusCode);
+      ws.terminate();
+    });
+    ws.on('open', () => {
+      ws.close();
+      reject(new Error(`${path} was upgraded`));
+    });
+    ws.on('error', () => {});
+  });
+}
+
+/** A socket that records every message with its arrival time. */
+function socket(path) {
+  return new Promise((resolve, reject) => {
+    const ws = new WebSocket(`${wsBase}${path}`);
     const messages = [];
     const waiters = [];
     ws.on('message', (data) => {
@@ -90,6 +117,9 @@ function dashboard(secret) {
             waiters.push({ predicate, resolve: (m) => { clearTimeout(timer); res(m); } });
           });
         },
+        send(value) { ws.send(typeof value === 'string' ? value : JSON.stringify(value)); },
+        /** How many messages so far match. */
+        count(predicate) { return messages.filter((m) => predicate(m.value)).length; },
         close() { ws.close(); },
       }),
     );
@@ -204,7 +234,91 @@ async function storeSuite() {
   console.log(`ok store suite: run_store_suite passed on Durable Object storage (prefix ${prefix})`);
 }
 
+async function post(path, key, body) {
+  const res = await fetch(`${base}${path}`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': key },
+    body: JSON.stringify(body),
+  });
+  return { status: res.status, body: await res.json() };
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const update = (inviteId, state) => (m) => m.type === 'VIDEO_INVITE_UPDATE' && m.inviteId === inviteId && m.state === state;
+
+async function visitorChannel() {
+  const v1 = unique('chan');
+  const v2 = unique('chan_other');
+  await track('pk_a', v1);
+  await track('pk_a', v2);
+  const board = await dashboard('sk_a');
+  await board.waitFor('INITIAL_VISITORS', (m) => m.type === 'INITIAL_VISITORS', 5000);
+  const tab1 = await visitorSocket('pk_a', v1);
+  const tab2 = await visitorSocket('pk_a', v1);
+  const other = await visitorSocket('pk_a', v2);
+  await sleep(200);
+  check(tab1.messages.length === 0, `a socket without an open invite got a hello: ${JSON.stringify(tab1.messages)}`);
+
+  // Pushed at once to every tab; the dashboard hears sent, then delivered once.
+  const inviteId = unique('inv');
+  const started = Date.now();
+  const sent = await post('/api/send-video-invite', 'sk_a', { visitorId: v1, inviteId, guestUrl: 'https://video.example/guest/1', invitedBy: 'Alice' });
+  check(sent.status === 200 && sent.body.success === true, `send-video-invite answered ${sent.status} ${JSON.stringify(sent.body)}`);
+  const pushed = await tab1.waitFor('VIDEO_INVITE on tab 1', (m) => m.type === 'VIDEO_INVITE', 2000);
+  const latency = pushed.at - started;
+  check(pushed.value.inviteId === inviteId && pushed.value.guestUrl === 'https://video.example/guest/1' && pushed.value.invitedBy === 'Alice' && pushed.value.expiresIn > 0, `VIDEO_INVITE ${JSON.stringify(pushed.value)}`);
+  await tab2.waitFor('VIDEO_INVITE on tab 2', (m) => m.type === 'VIDEO_INVITE', 2000);
+  await board.waitFor('VIDEO_INVITE_UPDATE sent', update(inviteId, 'sent'), 2000);
+  await board.waitFor('VIDEO_INVITE_UPDATE delivered', update(inviteId, 'delivered'), 2000);
+
+  // Answered on tab 1: the reply there, the update on tab 2 only, the dashboard hears it.
+  tab1.send({ type: 'INVITE_ACCEPTED', inviteId });
+  await tab1.waitFor('the reply accepted', update(inviteId, 'accepted'), 2000);
+  await tab2.waitFor('the update accepted on the other tab', update(inviteId, 'accepted'), 2000);
+  await board.waitFor('VIDEO_INVITE_UPDATE accepted', update(inviteId, 'accepted'), 2000);
+  await sleep(300);
+  check(tab1.count(update(inviteId, 'accepted')) === 1, 'the answering tab got the update twice');
+  check(board.count(update(inviteId, 'delivered')) === 1, 'two tabs delivered the invite twice');
+
+  // Nonsense gets an ERROR on the socket, which stays open.
+  tab1.send({ type: 'INVITE_DECLINED', inviteId });
+  await tab1.waitFor('ERROR for declining an accepted invite', (m) => m.type === 'ERROR' && /accepted/.test(m.error), 2000);
+  tab1.send('not json');
+  await tab1.waitFor('ERROR for text that is not JSON', (m) => m.type === 'ERROR' && !/accepted/.test(m.error), 2000);
+  check(other.messages.length === 0, `another visitor's socket heard ${JSON.stringify(other.messages)}`);
+
+  // A socket opened after an invite gets it in its hello (which delivers it); a cancel
+  // reaches it as an update.
+  other.close();
+  await sleep(300);
+  const late = unique('inv');
+  await post('/api/send-video-invite', 'sk_a', { visitorId: v2, inviteId: late, guestUrl: 'https://video.example/guest/2' });
+  await board.waitFor('VIDEO_INVITE_UPDATE sent', update(late, 'sent'), 2000);
+  await sleep(300);
+  check(board.count(update(late, 'delivered')) === 0, 'delivered with no socket open');
+  const tab3 = await visitorSocket('pk_a', v2);
+  const hello = await tab3.waitFor('VIDEO_INVITE hello', (m) => m.type === 'VIDEO_INVITE', 2000);
+  check(hello.value.inviteId === late, `hello ${JSON.stringify(hello.value)}`);
+  await board.waitFor('VIDEO_INVITE_UPDATE delivered by the hello', update(late, 'delivered'), 2000);
+  const cancelled = await post('/api/invites/cancel', 'sk_a', { visitorId: v2, inviteId: late });
+  check(cancelled.status === 200 && cancelled.body.state === 'cancelled', `cancel answered ${JSON.stringify(cancelled)}`);
+  await tab3.waitFor('VIDEO_INVITE_UPDATE cancelled', update(late, 'cancelled'), 2000);
+
+  // Refusals are plain HTTP answers: unknown key (Worker), no key (Worker), no visitorId (object).
+  for (const [path, status] of [
+    [`/ws/visitor?apiKey=nope&visitorId=${v1}`, 403],
+    [`/ws/visitor?visitorId=${v1}`, 401],
+    ['/ws/visitor?apiKey=pk_a', 400],
+  ]) {
+    const got = await refusedWith(path);
+    check(got === status, `${path} answered ${got}, expected ${status}`);
+  }
+  for (const s of [board, tab1, tab2, tab3]) s.close();
+  console.log(`ok visitor channel: push to two tabs in ${latency} ms, delivered once, answered on the socket, other tab updated, hello, cancel, refusals 403/401/400`);
+}
+
 const commands = {
+  'visitor-channel': visitorChannel,
   alarm,
   isolation,
   'restart-before': restartBefore,
