@@ -25,7 +25,8 @@
 //! is atomic and dashboards receive messages in sequence order.
 //!
 //! Time comes from `Date.now()` ([`WorkerClock`]), ids from `crypto.getRandomValues`
-//! ([`CryptoIds`]), the client's address from `CF-Connecting-IP`. Configuration is described
+//! ([`CryptoIds`]), the client's address from `CF-Connecting-IP`; the video provider of
+//! `POST /api/video-call` is called with the runtime's `fetch` ([`FetchTransport`]). Configuration is described
 //! in [`config`].
 //!
 //! ## Use

@@ -8,10 +8,12 @@
 //   node tests/checks.mjs restart-after    ... listed again after wrangler restarted
 //   node tests/checks.mjs store-suite      tippen_core::testkit::run_store_suite on DO storage
 //   node tests/checks.mjs visitor-channel  /ws/visitor: pushes, delivery, answers, hello, refusals
+//   node tests/checks.mjs video-call       POST /api/video-call against a stand-in provider (fetch)
 //
 // Environment: TIPPEN_BASE_URL, TIPPEN_VISIBLE_GRACE_MS, TIPPEN_STATE_FILE (restart),
 // TIPPEN_PERSIST_DIR (isolation: where wrangler keeps Durable Object storage).
 import { readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
+import { createServer } from 'node:http';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 
@@ -317,7 +319,59 @@ async function visitorChannel() {
   console.log(`ok visitor channel: push to two tabs in ${latency} ms, delivered once, answered on the socket, other tab updated, hello, cancel, refusals 403/401/400`);
 }
 
+/**
+ * A stand-in video provider (CustomerConnect's `POST /create-session`) on
+ * TIPPEN_VIDEO_PROVIDER_PORT; the Durable Object reaches it with worker::Fetch.
+ */
+async function videoCall() {
+  const port = Number(process.env.TIPPEN_VIDEO_PROVIDER_PORT ?? 8805);
+  const seen = [];
+  let mode = 'ok';
+  const provider = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      seen.push({ method: req.method, url: req.url, body: body ? JSON.parse(body) : null });
+      if (mode === 'fail') {
+        res.writeHead(500, { 'Content-Type': 'application/json' });
+        res.end('{"success":false,"error":"down"}');
+        return;
+      }
+      const n = seen.length;
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({ success: true, sessionId: `s${n}`, roomId: `r${n}`, urls: { host: `https://video.example/host/s${n}`, guest: `https://video.example/guest/s${n}` } }));
+    });
+  });
+  await new Promise((r) => provider.listen(port, '127.0.0.1', r));
+  try {
+    const id = unique('call');
+    await track('pk_a', id);
+    const tab = await visitorSocket('pk_a', id);
+    const call = await post('/api/video-call', 'sk_a', { visitorId: id, invitedBy: 'Alice' });
+    check(call.status === 200, `video-call answered ${call.status} ${JSON.stringify(call.body)}`);
+    check(call.body.hostUrl === 'https://video.example/host/s1' && call.body.guestUrl === 'https://video.example/guest/s1' && call.body.state === 'sent', `video-call answered ${JSON.stringify(call.body)}`);
+    check(seen.length === 1 && seen[0].method === 'POST' && seen[0].url === '/create-session', `the provider saw ${JSON.stringify(seen)}`);
+    check(seen[0].body.hostName === 'Alice' && seen[0].body.guestName === 'Visitor' && seen[0].body.isAdmin === true, `the provider was asked ${JSON.stringify(seen[0].body)}`);
+    const pushed = await tab.waitFor('VIDEO_INVITE with the provider\'s guest URL', (m) => m.type === 'VIDEO_INVITE', 2000);
+    check(pushed.value.guestUrl === 'https://video.example/guest/s1' && pushed.value.inviteId === call.body.inviteId, `pushed ${JSON.stringify(pushed.value)}`);
+    // A retry with the invite id creates no second session.
+    const retry = await post('/api/video-call', 'sk_a', { visitorId: id, inviteId: call.body.inviteId });
+    check(retry.status === 200 && retry.body.hostUrl === call.body.hostUrl && seen.length === 1, `retry answered ${JSON.stringify(retry)} after ${seen.length} sessions`);
+    // A failing provider is a 502 naming it; nothing changes.
+    mode = 'fail';
+    const other = unique('call');
+    await track('pk_a', other);
+    const failed = await post('/api/video-call', 'sk_a', { visitorId: other });
+    check(failed.status === 502 && typeof failed.body.error === 'string', `a failing provider answered ${JSON.stringify(failed)}`);
+    tab.close();
+    console.log(`ok video call: session created through worker::Fetch (${seen.length} provider requests), invite pushed with its guest URL, retry idempotent, provider failure 502`);
+  } finally {
+    provider.close();
+  }
+}
+
 const commands = {
+  'video-call': videoCall,
   'visitor-channel': visitorChannel,
   alarm,
   isolation,
