@@ -52,6 +52,13 @@ step "build the Worker (worker-build --release, with the test routes)"
 wasm="$example/build/index_bg.wasm"
 [ -f "$wasm" ] || { echo "no $wasm after the build" >&2; exit 1; }
 
+# std's clock on wasm32-unknown-unknown panics with this message; the bundle must not contain
+# a path to it (time comes from Date.now()).
+if grep -q "time not implemented on this platform" "$wasm"; then
+  echo "the wasm bundle references SystemTime/Instant (std's unsupported clock)" >&2
+  exit 1
+fi
+
 cargo build -q -p tippen-conformance
 
 export WRANGLER_SEND_METRICS=false CLOUDFLARE_CF_FETCH_ENABLED=false
