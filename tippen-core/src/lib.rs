@@ -82,6 +82,7 @@ pub mod protocol;
 pub mod service;
 pub mod site;
 pub mod store;
+pub mod support;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod video;
