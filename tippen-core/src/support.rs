@@ -315,6 +315,44 @@ fn event_route(e: &ActivityEvent) -> Option<&str> {
 
 const ONE_MS: Duration = Duration::from_millis(1);
 
+fn cut_text(s: &mut String, max: usize) {
+    if s.len() > max {
+        let mut end = max;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+}
+
+/// The event with every text field cut to `max` bytes (routes, elements, messages, ids,
+/// names), as the endpoint stores it.
+pub fn bounded_event(mut event: ActivityEvent, max: usize) -> ActivityEvent {
+    let cut_opt = |s: &mut Option<String>| {
+        if let Some(s) = s.as_mut() {
+            cut_text(s, max);
+        }
+    };
+    match &mut event {
+        ActivityEvent::Route { route, .. } => cut_text(route, max),
+        ActivityEvent::Click { element, route, .. } => {
+            cut_opt(element);
+            cut_opt(route);
+        }
+        ActivityEvent::FormSubmit { form_id, route, .. } => {
+            cut_opt(form_id);
+            cut_opt(route);
+        }
+        ActivityEvent::PageTime { route, .. } => cut_opt(route),
+        ActivityEvent::Error { message, route, .. } => {
+            cut_opt(message);
+            cut_opt(route);
+        }
+        ActivityEvent::Custom { name, .. } => cut_text(name, max),
+    }
+    event
+}
+
 impl UserRecord {
     /// A user first seen at `now`, with no events yet.
     pub fn new(user_id: &str, now: Timestamp, cfg: &SupportConfig) -> Self {
@@ -560,6 +598,32 @@ impl UserRecord {
             alert_since: self.alert_since.map(Timestamp::to_rfc3339),
         }
     }
+}
+
+/// Why a user stopped needing support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// No trigger holds any more.
+    Recovered,
+    /// The user's retention ended (no events for [`SupportConfig::retention`]).
+    Expired,
+    /// The user's data was deleted.
+    Deleted,
+}
+
+/// A support alert to notify people of outside the dashboards (a Slack message), asked for
+/// when a trigger started to hold and the user's cooldown allowed it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SupportNotice {
+    /// The user's site.
+    pub site: crate::site::SiteId,
+    /// The user's summary at the alert.
+    pub user: UserSummary,
+    /// The triggers that started to hold.
+    pub raised: Vec<Trigger>,
+    /// When.
+    pub at: Timestamp,
 }
 
 /// A user's activity summary, as the support endpoint and `SUPPORT_ALERT` show it.
