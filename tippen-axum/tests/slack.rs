@@ -21,11 +21,14 @@ use tippen_core::{Config, MemoryStore, Site, SystemClock, Tippen};
 
 const SECRET_PATH: &str = "/services/T0001/B0001/SECRETxyz123";
 
+/// A scripted answer: status and `Retry-After`.
+type Answer = (u16, Option<&'static str>);
+
 /// A stand-in for Slack: records every POST, answers from a script (then 200 `ok`).
 #[derive(Clone, Default)]
 struct Receiver {
     got: Arc<Mutex<Vec<(Instant, Value)>>>,
-    script: Arc<Mutex<VecDeque<(u16, Option<&'static str>)>>>,
+    script: Arc<Mutex<VecDeque<Answer>>>,
 }
 
 async fn receive(State(r): State<Receiver>, body: String) -> impl IntoResponse {
@@ -48,7 +51,7 @@ async fn receive(State(r): State<Receiver>, body: String) -> impl IntoResponse {
     }
 }
 
-async fn start_receiver(script: &[(u16, Option<&'static str>)]) -> (Receiver, String) {
+async fn start_receiver(script: &[Answer]) -> (Receiver, String) {
     let r = Receiver::default();
     r.script.lock().unwrap().extend(script.iter().copied());
     let app = Router::new()
