@@ -113,14 +113,15 @@ function startServer() {
   const dbDir = fs.mkdtempSync(path.join(os.tmpdir(), 'tippen-support-'));
   fs.mkdirSync(ARTIFACTS, { recursive: true });
   const log = fs.openSync(path.join(ARTIFACTS, 'support-server.log'), 'w');
+  const env = {
+    ...process.env,
+    RUST_LOG: 'info',
+    TIPPEN_SLACK_WEBHOOK_URL: `http://127.0.0.1:${SLACK_PORT}${HOOK_PATH}`,
+    TIPPEN_PUBLIC_URL: PUBLIC_URL,
+  };
+  for (const k of ['TIPPEN_CONFIG', 'TIPPEN_NO_DEMO', 'TIPPEN_LISTEN', 'TIPPEN_DB']) delete env[k];
   server = spawn(SERVER_BIN, ['--listen', `127.0.0.1:${PORT}`, '--db', path.join(dbDir, 'tippen.db')], {
-    env: {
-      ...process.env,
-      RUST_LOG: 'info',
-      TIPPEN_SLACK_WEBHOOK_URL: `http://127.0.0.1:${SLACK_PORT}${HOOK_PATH}`,
-      TIPPEN_PUBLIC_URL: PUBLIC_URL,
-      TIPPEN_CONFIG: '',
-    },
+    env,
     stdio: ['ignore', log, log],
   });
   server.dbDir = dbDir;
@@ -154,6 +155,7 @@ async function step(name, fn) {
     say(`ok   ${name} (${now() - t0} ms)`);
   } catch (e) {
     say(`FAIL ${name}: ${e instanceof StepFailure ? e.message : (e && e.stack) || e}`);
+    if (e && typeof e === 'object') e.reported = true;
     throw e;
   }
 }
@@ -313,7 +315,7 @@ try {
   await main();
   ok = true;
 } catch (e) {
-  if (!(e instanceof StepFailure) && !String(e && e.message).length) say(`FAIL ${e && e.stack}`);
+  if (!(e && e.reported)) say(`FAIL ${e instanceof StepFailure ? e.message : (e && e.stack) || e}`);
   try {
     fs.mkdirSync(ARTIFACTS, { recursive: true });
     if (dash && !dash.isClosed()) await dash.screenshot({ path: path.join(ARTIFACTS, 'support-dashboard-failed.png'), fullPage: true });
