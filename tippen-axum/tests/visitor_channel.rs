@@ -320,3 +320,31 @@ async fn the_channel_takes_any_site_key_and_refuses_others() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_on_one_tab_reaches_the_other_tabs_once() {
+    let server = start().await;
+    server.pageview("v1").await;
+    let mut tab1 = server.visitor("v1").await;
+    let mut tab2 = server.visitor("v1").await;
+    server.invite("v1", "inv_1").await;
+    for tab in [&mut tab1, &mut tab2] {
+        let push =
+            next_matching(tab, Duration::from_secs(2), |v| v["type"] == "VIDEO_INVITE").await;
+        assert_eq!(push["inviteId"], "inv_1");
+    }
+
+    tab1.send(Message::text(
+        json!({"type": "INVITE_DECLINED", "inviteId": "inv_1"}).to_string(),
+    ))
+    .await
+    .expect("send");
+    let declined = json!({"type": "VIDEO_INVITE_UPDATE", "inviteId": "inv_1", "state": "declined"});
+    // The answering tab gets its reply, once; the other tab hears the update and hides its popup.
+    let reply = next_matching(&mut tab1, Duration::from_secs(2), |_| true).await;
+    assert_eq!(reply, declined);
+    let pushed = next_matching(&mut tab2, Duration::from_secs(2), |_| true).await;
+    assert_eq!(pushed, declined);
+    quiet(&mut tab1, Duration::from_millis(300)).await;
+    quiet(&mut tab2, Duration::from_millis(100)).await;
+}

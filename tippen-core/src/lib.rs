@@ -86,6 +86,7 @@ pub mod store;
 pub mod support;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transport;
 pub mod video;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -99,3 +100,4 @@ pub use service::{
 };
 pub use site::{KeyHash, KeyRole, Site, SiteId};
 pub use store::{Store, StoreError, Version, Versioned};
+pub use transport::{Transport, TransportError};

@@ -22,6 +22,7 @@ use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, Visi
 use crate::protocol::{Sequenced, ServerMessage, VisitorView};
 use crate::site::{KeyHash, KeyRole, Site, SiteId};
 use crate::store::{Store, StoreError, Version};
+use crate::video::VideoProvider;
 
 mod support;
 pub use support::SupportOverview;
@@ -152,6 +153,7 @@ pub struct Tippen {
     clock: Arc<dyn Clock>,
     config: Config,
     ids: Arc<dyn IdGenerator>,
+    video: Option<Arc<dyn VideoProvider>>,
 }
 
 impl std::fmt::Debug for Tippen {
@@ -185,7 +187,20 @@ impl Tippen {
             clock,
             config,
             ids: Arc::new(SeededIds::new(seed)),
+            video: None,
         }
+    }
+
+    /// The same service creating video sessions with `provider`, which enables the one-call
+    /// invite endpoint `POST /api/video-call` (without a provider it answers 501).
+    pub fn with_video_provider(mut self, provider: Arc<dyn VideoProvider>) -> Self {
+        self.video = Some(provider);
+        self
+    }
+
+    /// The video-session provider, when one is configured.
+    pub fn video_provider(&self) -> Option<&Arc<dyn VideoProvider>> {
+        self.video.as_ref()
     }
 
     /// The same service generating ids (invite ids) with `ids`.

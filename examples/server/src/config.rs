@@ -9,6 +9,7 @@ use serde::Deserialize;
 use thiserror::Error;
 use tippen_axum::{EnrichmentConfig, InvalidProxy, TrustedProxies};
 use tippen_core::enrichment::{ProviderConfig, ProviderConfigError, ProviderKind, RateLimit};
+use tippen_core::invite::InviteConfig;
 use tippen_core::protocol::SubscriptionTier;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::support::{RuleScope, SupportConfig};
@@ -66,6 +67,9 @@ pub enum ConfigError {
     /// The `[support]` section (or its environment variables) is inconsistent.
     #[error("support: {0}")]
     Support(String),
+    /// The video provider's base URL is not an http(s) URL.
+    #[error("the video provider URL must start with https:// or http://, got {0:?}")]
+    VideoProviderUrl(String),
     /// A timing environment variable is not a number of milliseconds.
     #[error("{var} must be a positive number of milliseconds, got {value:?}")]
     Env {
@@ -92,11 +96,25 @@ pub struct FileConfig {
     /// IP → company enrichment.
     #[serde(default)]
     pub enrichment: EnrichmentSection,
+    /// Video-call invites.
+    #[serde(default)]
+    pub invites: InvitesSection,
     /// The server's public base URL (links back to the dashboard in Slack messages).
     pub public_url: Option<String>,
     /// Support triggers and Slack.
     #[serde(default)]
     pub support: SupportSection,
+}
+
+/// `[invites]`: how long an invite waits for an answer, and the video provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitesSection {
+    /// An unanswered invite expires after this many milliseconds (default 60000).
+    pub ttl_ms: Option<u64>,
+    /// Base URL of the video provider's API (the predecessor's `…/create-session` shape);
+    /// enables `POST /api/video-call`. Absent: admins invite with their own guest URL.
+    pub video_provider_url: Option<String>,
 }
 
 /// `[support]`: the support rules' thresholds (milliseconds, counts), the tiers each rule
@@ -202,6 +220,10 @@ pub struct Settings {
     pub support: SupportConfig,
     /// Slack notifications; `None`: alerts go to dashboards only.
     pub slack: Option<SlackConfig>,
+    /// Invite timings.
+    pub invites: InviteConfig,
+    /// Base URL of the video provider, when one is configured.
+    pub video_provider_url: Option<String>,
 }
 
 impl FileConfig {
@@ -224,7 +246,9 @@ impl FileConfig {
         env: impl Fn(&'static str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
         let mut presence = PresenceConfig::default();
+        let mut invites = InviteConfig::default();
         let overrides = [
+            ("TIPPEN_INVITE_TTL_MS", self.invites.ttl_ms),
             ("TIPPEN_HEARTBEAT_MS", self.presence.heartbeat_ms),
             ("TIPPEN_VISIBLE_GRACE_MS", self.presence.visible_grace_ms),
             ("TIPPEN_HIDDEN_GRACE_MS", self.presence.hidden_grace_ms),
@@ -242,6 +266,7 @@ impl FileConfig {
                 match var {
                     "TIPPEN_HEARTBEAT_MS" => presence.heartbeat_interval = d,
                     "TIPPEN_VISIBLE_GRACE_MS" => presence.visible_grace = d,
+                    "TIPPEN_INVITE_TTL_MS" => invites.ttl = d,
                     _ => presence.hidden_grace = d,
                 }
             }
@@ -253,6 +278,14 @@ impl FileConfig {
             .filter(|v| !v.is_empty())
             .or(self.public_url);
         let (support, slack) = self.support.into_config(public_url, &env)?;
+        let video_provider_url = env("TIPPEN_VIDEO_PROVIDER_URL")
+            .filter(|v| !v.trim().is_empty())
+            .or(self.invites.video_provider_url);
+        if let Some(url) = &video_provider_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::VideoProviderUrl(url.clone()));
+        }
         let mut ids = HashSet::new();
         let mut keys = HashSet::new();
         if demo {
@@ -289,6 +322,8 @@ impl FileConfig {
             enrichment,
             support,
             slack,
+            invites,
+            video_provider_url,
         })
     }
 }

@@ -103,6 +103,7 @@ use std::sync::Arc;
 use clap::Parser;
 use thiserror::Error;
 use tippen_axum::{HostConfig, HostError, SqliteError, SqliteStore, TippenHost};
+use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, ServiceError, Site, Store, StoreError, SystemClock, Tippen};
 use tracing_subscriber::EnvFilter;
 
@@ -228,6 +229,7 @@ async fn run(args: Args) -> Result<(), ServerError> {
     let config = Config {
         presence: settings.presence,
         support: settings.support,
+        invites: settings.invites,
         ..Config::default()
     };
     match &settings.slack {
@@ -241,8 +243,19 @@ async fn run(args: Args) -> Result<(), ServerError> {
              support alerts go to dashboards only"
         ),
     }
-    tracing::info!(presence = ?config.presence, "presence timings");
-    let tippen = Arc::new(Tippen::new(store, Arc::new(SystemClock), config));
+    tracing::info!(presence = ?config.presence, invites = ?config.invites, "timings");
+    let mut tippen = Tippen::new(store, Arc::new(SystemClock), config);
+    match &settings.video_provider_url {
+        Some(url) => {
+            tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
+            tracing::info!("video provider configured: POST /api/video-call creates sessions");
+        }
+        None => tracing::info!(
+            "no video provider ([invites] video_provider_url or TIPPEN_VIDEO_PROVIDER_URL): \
+             admins invite with their own guest URL"
+        ),
+    }
+    let tippen = Arc::new(tippen);
     match &settings.enrichment {
         Some(e) => tracing::info!(
             provider = %e.provider.kind(),
