@@ -60,4 +60,7 @@ TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACT
   TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_PORT=18790 \
   node tests/browser/e2e.mjs
 
+step "support triggers end-to-end (headless Chromium, local Slack receiver)"
+scripts/test-support.sh
+
 step "all tests passed"
