@@ -9,13 +9,14 @@
 #      conformance suite on Durable Object storage (test route), the black-box conformance suite
 #      (tippen-conformance, the same binary the other hosts pass), removal by the alarm over a
 #      real dashboard WebSocket, the visitor channel (/ws/visitor), /api/video-call against a
-#      stand-in provider (worker::Fetch), and two-site isolation (two Durable Objects);
+#      stand-in provider and support alerts to a stand-in Slack webhook (worker::Fetch), and
+#      two-site isolation (two Durable Objects);
 #   4. restarts wrangler on the same --persist-to and checks a visitor inside its window is
 #      listed again;
 #   5. prints the gzip size of the wasm bundle.
 #
 # Every wrangler it starts is stopped by its pid, also on failure. Ports: 8801-8803 (HTTP),
-# 8805 (stand-in video provider), 8811-8813 (inspector).
+# 8805 (stand-in video provider), 8806 (stand-in Slack webhook), 8811-8813 (inspector).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -97,9 +98,10 @@ start_wrangler() {
 
 base=http://127.0.0.1:8801
 step "wrangler dev --local on $base"
-# The video provider is a stand-in the video-call check runs on port 8805.
+# The video provider and the Slack webhook are stand-ins the checks run on ports 8805, 8806.
 start_wrangler 8801 8811 "$artifacts/wrangler-conformance.log" \
-  --var TIPPEN_VIDEO_PROVIDER_URL:http://127.0.0.1:8805
+  --var TIPPEN_VIDEO_PROVIDER_URL:http://127.0.0.1:8805 \
+  --var TIPPEN_SLACK_WEBHOOK_URL:http://127.0.0.1:8806/hook
 export TIPPEN_BASE_URL=$base TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=6000  # as in wrangler.test.toml
 
 step "store conformance suite on Durable Object storage"
@@ -115,6 +117,9 @@ node "$example/tests/checks.mjs" visitor-channel
 
 step "POST /api/video-call: the provider reached through worker::Fetch"
 TIPPEN_VIDEO_PROVIDER_PORT=8805 node "$example/tests/checks.mjs" video-call
+
+step "support alert to Slack through worker::Fetch"
+TIPPEN_SLACK_PORT=8806 node "$example/tests/checks.mjs" slack
 
 step "removal by the Durable Object alarm, seen over a real WebSocket"
 node "$example/tests/checks.mjs" alarm

@@ -23,6 +23,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
+use crate::slack::SlackNotifier;
 use crate::transport::HttpTransport;
 
 /// Settings of the host itself (the core's settings are in [`tippen_core::Config`]).
@@ -44,6 +45,11 @@ pub struct HostConfig {
     /// IP → company enrichment: the provider and its limits. `None` (default): every visitor
     /// keeps its fallback company.
     pub enrichment: Option<EnrichmentConfig>,
+    /// Slack notifications of support alerts (the webhook, the dashboard's public URL,
+    /// retries), sent on the outbound transport (each attempt limited by
+    /// [`outbound_timeout`](Self::outbound_timeout)). `None` (default): alerts reach the
+    /// dashboards only.
+    pub slack: Option<tippen_core::slack::SlackConfig>,
     /// Time limit of an outbound call made while a client waits (the video provider of
     /// `POST /api/video-call`). Default 10 s.
     pub outbound_timeout: Duration,
@@ -58,6 +64,7 @@ impl Default for HostConfig {
             max_drain_bytes: 1024 * 1024,
             ws_send_timeout: Duration::from_secs(30),
             enrichment: None,
+            slack: None,
             outbound_timeout: Duration::from_secs(10),
         }
     }
@@ -100,6 +107,8 @@ pub(crate) struct Inner {
     config: HostConfig,
     /// The enrichment task's channel, when a provider is configured.
     enrichment: Option<Enrichment>,
+    /// The Slack transport, when a webhook is configured.
+    slack: Option<SlackNotifier>,
     /// Outbound HTTP for requests that need it (the video provider).
     transport: Option<HttpTransport>,
     sites: Mutex<HashMap<SiteId, Arc<SiteState>>>,
@@ -156,14 +165,28 @@ impl TippenHost {
     /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with `config`.
     pub fn with_config(tippen: impl Into<Arc<Tippen>>, config: HostConfig) -> Self {
         let enrichment = config.enrichment.clone().map(Enrichment::new);
+        let tippen: Arc<Tippen> = tippen.into();
         let transport = HttpTransport::new(config.outbound_timeout)
             .inspect_err(|e| tracing::error!(error = %e, "cannot build the outbound HTTP client"))
             .ok();
+        let slack = match (config.slack.clone(), &transport) {
+            (Some(s), Some(t)) => Some(SlackNotifier::new(
+                t.clone(),
+                s,
+                tippen.config().support.clone(),
+            )),
+            (Some(_), None) => {
+                tracing::error!("no outbound HTTP client: Slack notifications are off");
+                None
+            }
+            (None, _) => None,
+        };
         TippenHost {
             inner: Arc::new(Inner {
-                tippen: tippen.into(),
+                tippen,
                 config,
                 enrichment,
+                slack,
                 transport,
                 sites: Mutex::new(HashMap::new()),
                 shutdown: watch::Sender::new(false),
@@ -326,6 +349,11 @@ impl TippenHost {
         let handled = self.inner.tippen.execute(call).await;
         publish(&state, handled.broadcasts);
         publish_visitors(&state, handled.visitor_messages, None);
+        notify(
+            self.inner.slack.as_ref(),
+            &self.inner.shutdown.subscribe(),
+            handled.notifications,
+        );
         if let Some(deadline) = handled.deadline {
             self.arm(&state, deadline);
         }
@@ -377,6 +405,7 @@ impl TippenHost {
             return;
         }
         let task = Timer {
+            slack: self.inner.slack.clone(),
             tippen: self.inner.tippen.clone(),
             state: state.clone(),
             shutdown: self.inner.shutdown.subscribe(),
@@ -662,6 +691,24 @@ pub(crate) fn publish_visitors(
     }
 }
 
+/// Hands support notices to the Slack transport (dropped when none is configured).
+fn notify(
+    slack: Option<&SlackNotifier>,
+    shutdown: &watch::Receiver<bool>,
+    notices: Vec<tippen_core::support::SupportNotice>,
+) {
+    if notices.is_empty() {
+        return;
+    }
+    match slack {
+        Some(slack) => slack.submit(notices, shutdown),
+        None => tracing::debug!(
+            alerts = notices.len(),
+            "no Slack webhook configured; support alerts go to dashboards only"
+        ),
+    }
+}
+
 fn into_axum(r: http::Response<Bytes>) -> Response {
     r.map(Body::from)
 }
@@ -669,6 +716,8 @@ fn into_axum(r: http::Response<Bytes>) -> Response {
 /// One site's timer: sleeps until the earliest armed deadline, then sweeps under the site's
 /// lock and re-arms at the deadline the sweep returns.
 struct Timer {
+    /// The Slack transport (notifications of time-driven triggers).
+    slack: Option<SlackNotifier>,
     tippen: Arc<Tippen>,
     state: Arc<SiteState>,
     shutdown: watch::Receiver<bool>,
@@ -721,6 +770,7 @@ impl Timer {
                 }
                 publish(&self.state, swept.broadcasts);
                 publish_visitors(&self.state, swept.visitor_messages, None);
+                notify(self.slack.as_ref(), &self.shutdown, swept.notifications);
                 // Under the lock the store's next deadline is exact: replace, not min.
                 self.state.armed.send_replace(next);
                 if next.is_some_and(|n| n <= self.tippen.now()) {

@@ -57,6 +57,7 @@
 mod enrich;
 mod host;
 mod ip;
+mod slack;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
 mod transport;

@@ -66,6 +66,9 @@ pub struct Handled {
     /// Enrichment lookups to run ([`Outcome::lookups`]); never wait for them before
     /// answering.
     pub lookups: Vec<LookupRequest>,
+    /// Support alerts for the host's notifier (Slack), cooldown applied
+    /// ([`Outcome::notifications`]); never wait for their delivery before answering.
+    pub notifications: Vec<crate::support::SupportNotice>,
     /// `(visitorId, json)` texts to send to that visitor's open `/ws/visitor` sockets of
     /// [`site`](Self::site), in order ([`Outcome::visitor_pushes`]). A socket that sends a
     /// `VIDEO_INVITE` reports it with [`Tippen::invite_delivered`].
@@ -81,6 +84,7 @@ impl Handled {
             deadline: None,
             lookups: Vec::new(),
             visitor_messages: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 }
@@ -177,7 +181,13 @@ enum Op {
         answer: InviteFromVisitor,
     },
     UserActivity {
-        stored: usize,
+        user_id: String,
+        identity: crate::support::UserIdentity,
+        events: Vec<crate::protocol::ActivityEvent>,
+    },
+    SupportUsers,
+    DeleteUser {
+        user_id: String,
     },
 }
 
@@ -338,6 +348,9 @@ enum Route {
     VideoCall,
     CancelInvite,
     UserActivity,
+    SupportUsers,
+    User,
+    AppTracker,
     Tracker,
     Dashboard,
     Demo,
@@ -366,6 +379,9 @@ impl Route {
             "/api/video-call" => Route::VideoCall,
             "/api/invites/cancel" => Route::CancelInvite,
             "/api/track/user-activity" => Route::UserActivity,
+            "/api/support/users" => Route::SupportUsers,
+            p if p.starts_with("/api/users/") && p.len() > "/api/users/".len() => Route::User,
+            "/tippen-app-tracker.js" => Route::AppTracker,
             "/tippen-tracker.js" => Route::Tracker,
             "/dashboard" => Route::Dashboard,
             "/demo" => Route::Demo,
@@ -382,7 +398,7 @@ impl Route {
             | Route::VideoCall
             | Route::CancelInvite
             | Route::UserActivity => "POST, OPTIONS",
-            Route::Visitor => "DELETE, OPTIONS",
+            Route::Visitor | Route::User => "DELETE, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -632,6 +648,21 @@ impl Tippen {
                 "application/javascript; charset=utf-8",
                 assets::TRACKER_JS,
             )),
+            Route::AppTracker => done(static_response(
+                "application/javascript; charset=utf-8",
+                assets::APP_TRACKER_JS,
+            )),
+            Route::SupportUsers => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                call(site, Op::SupportUsers)
+            }
+            Route::User => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let raw = path.trim_end_matches('/').trim_start_matches("/api/users/");
+                let user_id = percent_decode(raw);
+                check_id("user id", &user_id, limits.max_id_bytes)?;
+                call(site, Op::DeleteUser { user_id })
+            }
             Route::Dashboard => done(static_response(
                 "text/html; charset=utf-8",
                 assets::DASHBOARD_HTML,
@@ -862,10 +893,25 @@ impl Tippen {
                     .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
                     .await?;
                 check_id("userId", &req.user_id, limits.max_id_bytes)?;
+                let identity = crate::support::UserIdentity {
+                    email: req
+                        .user_email
+                        .map(|e| cut(e, 254))
+                        .filter(|e| !e.is_empty()),
+                    tier: req.subscription_tier,
+                };
+                let max = limits.max_text_bytes;
+                let events = req
+                    .events
+                    .into_iter()
+                    .map(|e| crate::support::bounded_event(e, max))
+                    .collect();
                 call(
                     site,
                     Op::UserActivity {
-                        stored: req.events.len(),
+                        user_id: req.user_id,
+                        identity,
+                        events,
                     },
                 )
             }
@@ -971,17 +1017,48 @@ impl Tippen {
                         .await?;
                     invite_change_response(change)
                 }
-                Op::UserActivity { stored } => (
-                    json_response(
-                        StatusCode::OK,
-                        &ActivityResponse {
-                            success: true,
-                            stored,
-                            analyzed: true,
-                        },
-                    ),
+                Op::UserActivity {
+                    user_id,
+                    identity,
+                    events,
+                } => {
+                    let outcome = self
+                        .record_activity(&site, &user_id, &identity, &events)
+                        .await?;
+                    (
+                        json_response(
+                            StatusCode::OK,
+                            &ActivityResponse {
+                                success: true,
+                                stored: events.len(),
+                                analyzed: true,
+                            },
+                        ),
+                        outcome,
+                    )
+                }
+                Op::SupportUsers => (
+                    json_response(StatusCode::OK, &self.support_overview(&site).await?),
                     Outcome::default(),
                 ),
+                Op::DeleteUser { user_id } => {
+                    let (deleted, outcome) = self.delete_user(&site, &user_id).await?;
+                    #[derive(Serialize)]
+                    struct Deleted {
+                        success: bool,
+                        deleted: bool,
+                    }
+                    (
+                        json_response(
+                            StatusCode::OK,
+                            &Deleted {
+                                success: true,
+                                deleted,
+                            },
+                        ),
+                        outcome,
+                    )
+                }
             })
         }
         .await;
@@ -992,6 +1069,7 @@ impl Tippen {
                 broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
                 deadline: outcome.deadline,
                 lookups: outcome.lookups,
+                notifications: outcome.notifications,
                 site: Some(site),
             },
             Err(e) => Handled {
@@ -1243,6 +1321,7 @@ impl Tippen {
             broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
             visitor_messages: outcome.visitor_pushes(),
             deadline: outcome.deadline,
+            notifications: outcome.notifications,
         })
     }
 
@@ -1428,4 +1507,6 @@ pub struct SweepResult {
     pub visitor_messages: Vec<(String, String)>,
     /// The site's next deadline.
     pub deadline: Option<Timestamp>,
+    /// Support alerts of time-driven triggers, for the host's notifier (Slack).
+    pub notifications: Vec<crate::support::SupportNotice>,
 }

@@ -459,6 +459,25 @@ pub enum ServerMessage {
         /// When the state changed, epoch milliseconds.
         updated_at: Timestamp,
     },
+    /// Addition: a logged-in user needs support — a trigger started to hold (`raised`), or
+    /// one stopped while others still hold (`raised` empty). `user` is the summary now.
+    SupportAlert {
+        /// The user's summary (its `triggers` are every trigger holding).
+        user: Box<crate::support::UserSummary>,
+        /// The triggers that started to hold with this message.
+        raised: Vec<crate::support::Trigger>,
+    },
+    /// Addition: a user no longer needs support.
+    SupportRecovered {
+        /// The product's user id.
+        user_id: String,
+        /// The triggers that held until now.
+        cleared: Vec<crate::support::Trigger>,
+        /// `recovered` (no trigger holds), `expired` (retention ended) or `deleted`.
+        resolution: crate::support::Resolution,
+        /// When, RFC 3339.
+        at: String,
+    },
     /// Answer to `PING`.
     Pong {
         /// Server time, epoch milliseconds.
@@ -480,6 +499,8 @@ impl ServerMessage {
                 | ServerMessage::VisitorRemoved { .. }
                 | ServerMessage::VideoInviteSent { .. }
                 | ServerMessage::VideoInviteUpdate { .. }
+                | ServerMessage::SupportAlert { .. }
+                | ServerMessage::SupportRecovered { .. }
         )
     }
 }

@@ -9,6 +9,8 @@
 //! | `TIPPEN_HIDDEN_GRACE_MS` | a hidden tab is dropped this long after its last event | 300000 |
 //! | `TIPPEN_INVITE_TTL_MS` | an unanswered video invite expires after this long | 60000 |
 //! | `TIPPEN_VIDEO_PROVIDER_URL` | the video-session provider (`POST /api/video-call`), called with `fetch` | none (`501` on that route) |
+//! | `TIPPEN_SLACK_WEBHOOK_URL` | Slack incoming webhook for support alerts (a **secret**), called with `fetch` | none (dashboards only) |
+//! | `TIPPEN_PUBLIC_URL` | the Worker's public base URL, for the link in Slack messages | none |
 //! | `TIPPEN_TEST_ROUTES` | `1` serves the store conformance route (tests only; needs the crate feature `test-routes`) | off |
 //!
 //! `TIPPEN_SITES` is a JSON array; each site has a public and a secret key, or one legacy key:
@@ -24,6 +26,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::{Config, Site};
 
 /// Why the environment does not describe a usable configuration.
@@ -45,6 +48,9 @@ pub enum ConfigError {
     /// `TIPPEN_VIDEO_PROVIDER_URL` is not an http(s) URL.
     #[error("TIPPEN_VIDEO_PROVIDER_URL must be an http:// or https:// URL, got {0:?}")]
     VideoProviderUrl(String),
+    /// `TIPPEN_SLACK_WEBHOOK_URL` or `TIPPEN_PUBLIC_URL` is unusable.
+    #[error("Slack: {0}")]
+    Slack(String),
     /// A timing is not a whole number of milliseconds.
     #[error("{name} must be a whole number of milliseconds, got {value:?}")]
     Millis {
@@ -100,6 +106,8 @@ pub struct WorkerConfig {
     pub core: Config,
     /// The video-session provider's base URL (`TIPPEN_VIDEO_PROVIDER_URL`).
     pub video_provider_url: Option<String>,
+    /// Slack notifications of support alerts (`TIPPEN_SLACK_WEBHOOK_URL`).
+    pub slack: Option<SlackConfig>,
     /// Whether the test-only routes are served (`TIPPEN_TEST_ROUTES=1`).
     pub test_routes: bool,
 }
@@ -151,11 +159,35 @@ impl WorkerConfig {
         {
             return Err(ConfigError::VideoProviderUrl(url.clone()));
         }
+        let nonempty = |name: &str| {
+            var(name)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
+        let slack = match nonempty("TIPPEN_SLACK_WEBHOOK_URL") {
+            None => None,
+            Some(url) => {
+                let webhook =
+                    WebhookUrl::parse(&url).map_err(|e| ConfigError::Slack(e.to_string()))?;
+                let mut slack = SlackConfig::new(webhook);
+                let public = nonempty("TIPPEN_PUBLIC_URL");
+                if let Some(base) = &public
+                    && !(base.starts_with("http://") || base.starts_with("https://"))
+                {
+                    return Err(ConfigError::Slack(format!(
+                        "TIPPEN_PUBLIC_URL must be an http(s) URL, got {base:?}"
+                    )));
+                }
+                slack.dashboard_base_url = public;
+                Some(slack)
+            }
+        };
         let test_routes = var("TIPPEN_TEST_ROUTES").is_some_and(|v| v.trim() == "1");
         Ok(WorkerConfig {
             sites,
             core,
             video_provider_url,
+            slack,
             test_routes,
         })
     }
@@ -215,6 +247,32 @@ mod tests {
         );
         assert!(config.test_routes);
         assert_eq!(config.video_provider_url, None);
+        assert!(config.slack.is_none());
+    }
+
+    #[test]
+    fn slack_comes_from_the_webhook_secret() {
+        let config = WorkerConfig::from_vars(vars(&[
+            ("TIPPEN_SITES", "[]"),
+            ("TIPPEN_SLACK_WEBHOOK_URL", "http://127.0.0.1:8806/hook"),
+            ("TIPPEN_PUBLIC_URL", "https://tippen.example"),
+        ]))
+        .unwrap();
+        let slack = config.slack.unwrap();
+        assert_eq!(slack.webhook.expose(), "http://127.0.0.1:8806/hook");
+        assert_eq!(
+            slack.dashboard_base_url.as_deref(),
+            Some("https://tippen.example")
+        );
+        assert!(matches!(
+            WorkerConfig::from_vars(vars(&[
+                ("TIPPEN_SITES", "[]"),
+                ("TIPPEN_SLACK_WEBHOOK_URL", "http://127.0.0.1:8806/hook"),
+                ("TIPPEN_PUBLIC_URL", "tippen.example"),
+            ]))
+            .unwrap_err(),
+            ConfigError::Slack(_)
+        ));
     }
 
     #[test]

@@ -8,11 +8,13 @@ use bytes::Bytes;
 use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use tippen_core::api::{ApiError, RequestContext, pushed_invite};
+use tippen_core::slack::SlackConfig;
+use tippen_core::support::SupportNotice;
 use tippen_core::video::CustomerConnect;
 use tippen_core::{SiteId, Timestamp, Tippen};
 use worker::{
-    Env, Method, Request, Response, ScheduledTime, State, WebSocket, WebSocketIncomingMessage,
-    WebSocketPair,
+    Delay, Env, Method, Request, Response, ScheduledTime, State, WebSocket,
+    WebSocketIncomingMessage, WebSocketPair,
 };
 
 use crate::config::WorkerConfig;
@@ -54,6 +56,8 @@ enum Attachment {
 struct Runtime {
     tippen: Tippen,
     site: SiteId,
+    /// Slack notifications of support alerts, when a webhook is configured.
+    slack: Option<Rc<SlackConfig>>,
 }
 
 /// One site's state and sockets, as a Durable Object (SQLite-backed class).
@@ -137,7 +141,12 @@ impl SiteObject {
         if let Some(url) = &config.video_provider_url {
             tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
         }
-        let rt = Rc::new(Runtime { tippen, site });
+        let slack = config.slack.clone().map(Rc::new);
+        let rt = Rc::new(Runtime {
+            tippen,
+            site,
+            slack,
+        });
         *self.runtime.borrow_mut() = Some(rt.clone());
         Ok(rt)
     }
@@ -206,6 +215,7 @@ impl SiteObject {
                 "enrichment is not configured on this host; visitors keep their fallback company"
             );
         }
+        self.notify(&rt, handled.notifications);
         if let Some(deadline) = handled.deadline {
             self.arm_at_most(deadline).await?;
         }
@@ -330,6 +340,35 @@ impl SiteObject {
         }
     }
 
+    /// Sends support notices to Slack in the background (`waitUntil`): the answer never waits
+    /// for Slack; retries wait with the runtime's timers.
+    fn notify(&self, rt: &Runtime, notices: Vec<SupportNotice>) {
+        if notices.is_empty() {
+            return;
+        }
+        let Some(slack) = rt.slack.clone() else {
+            tracing::debug!(
+                alerts = notices.len(),
+                "no Slack webhook configured; support alerts go to dashboards only"
+            );
+            return;
+        };
+        let support = rt.tippen.config().support.clone();
+        let transport = self.transport;
+        for notice in notices {
+            let slack = slack.clone();
+            let support = support.clone();
+            self.state.wait_until(async move {
+                let delivered =
+                    tippen_core::slack::deliver(&transport, &slack, &support, &notice, |d| {
+                        Delay::from(d)
+                    })
+                    .await;
+                tracing::info!(site = %notice.site, delivered = ?delivered, "Slack notification");
+            });
+        }
+    }
+
     /// The alarm as stored (read once per instance, then tracked here).
     async fn current_alarm(&self) -> worker::Result<Option<i64>> {
         if let Some(known) = self.armed.get() {
@@ -383,6 +422,7 @@ impl SiteObject {
             .map_err(|e| worker::Error::RustError(format!("sweep failed: {e}")))?;
         self.publish(&swept.broadcasts);
         self.push_visitors(&rt, swept.visitor_messages, None).await;
+        self.notify(&rt, swept.notifications);
         // The sweep's deadline is the store's next one, exact here: replace whatever is
         // armed. One already due (more than a sweep batch was due) fires again at once.
         self.set_alarm(swept.deadline).await?;

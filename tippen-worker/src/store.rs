@@ -8,8 +8,9 @@
 //!
 //! Tables (created on first use, all prefixed `tippen_`):
 //!
-//! - `tippen_visitors(site, id, version, deadline, body)` with an index on `(site, deadline)`:
-//!   visitor records as JSON, the deadline index of the contract.
+//! - `tippen_visitors(site, id, version, deadline, body)` and `tippen_users(...)` (support
+//!   users), each with an index on `(site, deadline)`: records as JSON, the deadline indexes
+//!   of the contract.
 //! - `tippen_sites(id, body)` and `tippen_site_keys(hash, site)`: sites and their key index.
 //! - `tippen_records(kind, site, key, version, body)`: every other record kind as versioned
 //!   JSON (sequence numbers, enrichment counters, the enrichment cache). A new kind of record
@@ -23,6 +24,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
+use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 use worker::{SqlStorage, SqlStorageValue};
 
@@ -33,6 +35,10 @@ CREATE TABLE IF NOT EXISTS tippen_visitors (
   site TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
   deadline INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (site, id));
 CREATE INDEX IF NOT EXISTS tippen_visitors_by_deadline ON tippen_visitors (site, deadline);
+CREATE TABLE IF NOT EXISTS tippen_users (
+  site TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
+  deadline INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (site, id));
+CREATE INDEX IF NOT EXISTS tippen_users_by_deadline ON tippen_users (site, deadline);
 CREATE TABLE IF NOT EXISTS tippen_records (
   kind TEXT NOT NULL, site TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
   body TEXT NOT NULL, PRIMARY KEY (kind, site, key));
@@ -204,9 +210,14 @@ impl DurableObjectStore {
         Ok(value)
     }
 
-    fn visitor_version(&self, site: &SiteId, id: &str) -> Result<Option<Version>, StoreError> {
+    fn indexed_version(
+        &self,
+        table: Indexed,
+        site: &SiteId,
+        id: &str,
+    ) -> Result<Option<Version>, StoreError> {
         self.rows(
-            "SELECT version FROM tippen_visitors WHERE site = ? AND id = ?",
+            &format!("SELECT version FROM {} WHERE site = ? AND id = ?", table.0),
             vec![text(site.as_str()), text(id)],
         )?
         .first()
@@ -214,22 +225,128 @@ impl DurableObjectStore {
         .transpose()
     }
 
-    fn visitor_rows(
+    fn indexed_rows<T: DeserializeOwned>(
         &self,
-        query: &str,
+        table: Indexed,
+        filter: &str,
         bindings: Vec<SqlStorageValue>,
-    ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
-        self.rows(query, bindings)?
+    ) -> Result<Vec<Versioned<T>>, StoreError> {
+        let query = format!("SELECT version, body FROM {} WHERE {filter}", table.0);
+        self.rows(&query, bindings)?
             .iter()
             .map(|row| {
                 Ok(Versioned {
                     version: version_of(&row[0])?,
-                    value: decode("visitor", as_str(&row[1])?)?,
+                    value: decode(table.0, as_str(&row[1])?)?,
                 })
             })
             .collect()
     }
+
+    fn indexed_get<T: DeserializeOwned>(
+        &self,
+        table: Indexed,
+        site: &SiteId,
+        id: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        Ok(self
+            .indexed_rows(
+                table,
+                "site = ? AND id = ?",
+                vec![text(site.as_str()), text(id)],
+            )?
+            .pop())
+    }
+
+    fn indexed_save<T: Serialize>(
+        &self,
+        table: Indexed,
+        site: &SiteId,
+        id: &str,
+        deadline: Timestamp,
+        value: &T,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        if self.indexed_version(table, site, id)? != expected {
+            return Err(StoreError::Conflict);
+        }
+        let version = Version(expected.map_or(1, |v| v.0 + 1));
+        self.run(
+            &format!(
+                "INSERT OR REPLACE INTO {} (site, id, version, deadline, body) \
+                 VALUES (?, ?, ?, ?, ?)",
+                table.0
+            ),
+            vec![
+                text(site.as_str()),
+                text(id),
+                int(version.0 as i64),
+                int(deadline.as_millis()),
+                text(&encode(value)?),
+            ],
+        )?;
+        Ok(version)
+    }
+
+    fn indexed_remove(
+        &self,
+        table: Indexed,
+        site: &SiteId,
+        id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        if self.indexed_version(table, site, id)? != Some(expected) {
+            return Err(StoreError::Conflict);
+        }
+        self.run(
+            &format!("DELETE FROM {} WHERE site = ? AND id = ?", table.0),
+            vec![text(site.as_str()), text(id)],
+        )
+    }
+
+    fn indexed_due<T: DeserializeOwned>(
+        &self,
+        table: Indexed,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<T>>, StoreError> {
+        self.indexed_rows(
+            table,
+            "site = ? AND deadline <= ? ORDER BY deadline, id LIMIT ?",
+            vec![
+                text(site.as_str()),
+                int(now.as_millis()),
+                int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        )
+    }
+
+    fn indexed_next_deadline(
+        &self,
+        table: Indexed,
+        site: &SiteId,
+    ) -> Result<Option<Timestamp>, StoreError> {
+        self.rows(
+            &format!(
+                "SELECT deadline FROM {} WHERE site = ? ORDER BY deadline LIMIT 1",
+                table.0
+            ),
+            vec![text(site.as_str())],
+        )?
+        .first()
+        .map(|row| as_i64(&row[0]).map(Timestamp::from_millis))
+        .transpose()
+    }
 }
+
+/// A table of records with a deadline index (same columns: site, id, version, deadline,
+/// body). Only the constants below exist, so table names never come from input.
+#[derive(Clone, Copy, Debug)]
+struct Indexed(&'static str);
+
+const VISITORS: Indexed = Indexed("tippen_visitors");
+const USERS: Indexed = Indexed("tippen_users");
 
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
 #[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
@@ -274,12 +391,7 @@ impl Store for DurableObjectStore {
         site: &SiteId,
         visitor_id: &str,
     ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
-        Ok(self
-            .visitor_rows(
-                "SELECT version, body FROM tippen_visitors WHERE site = ? AND id = ?",
-                vec![text(site.as_str()), text(visitor_id)],
-            )?
-            .pop())
+        self.indexed_get(VISITORS, site, visitor_id)
     }
 
     async fn save_visitor(
@@ -288,22 +400,14 @@ impl Store for DurableObjectStore {
         record: &VisitorRecord,
         expected: Option<Version>,
     ) -> Result<Version, StoreError> {
-        if self.visitor_version(site, &record.visitor_id)? != expected {
-            return Err(StoreError::Conflict);
-        }
-        let version = Version(expected.map_or(1, |v| v.0 + 1));
-        self.run(
-            "INSERT OR REPLACE INTO tippen_visitors (site, id, version, deadline, body) \
-             VALUES (?, ?, ?, ?, ?)",
-            vec![
-                text(site.as_str()),
-                text(&record.visitor_id),
-                int(version.0 as i64),
-                int(record.deadline.as_millis()),
-                text(&encode(record)?),
-            ],
-        )?;
-        Ok(version)
+        self.indexed_save(
+            VISITORS,
+            site,
+            &record.visitor_id,
+            record.deadline,
+            record,
+            expected,
+        )
     }
 
     async fn remove_visitor(
@@ -312,21 +416,12 @@ impl Store for DurableObjectStore {
         visitor_id: &str,
         expected: Version,
     ) -> Result<(), StoreError> {
-        if self.visitor_version(site, visitor_id)? != Some(expected) {
-            return Err(StoreError::Conflict);
-        }
-        self.run(
-            "DELETE FROM tippen_visitors WHERE site = ? AND id = ?",
-            vec![text(site.as_str()), text(visitor_id)],
-        )
+        self.indexed_remove(VISITORS, site, visitor_id, expected)
     }
 
     async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
         Ok(self
-            .visitor_rows(
-                "SELECT version, body FROM tippen_visitors WHERE site = ?",
-                vec![text(site.as_str())],
-            )?
+            .indexed_rows::<VisitorRecord>(VISITORS, "site = ?", vec![text(site.as_str())])?
             .into_iter()
             .map(|v| v.value)
             .collect())
@@ -338,25 +433,11 @@ impl Store for DurableObjectStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
-        self.visitor_rows(
-            "SELECT version, body FROM tippen_visitors WHERE site = ? AND deadline <= ? \
-             ORDER BY deadline, id LIMIT ?",
-            vec![
-                text(site.as_str()),
-                int(now.as_millis()),
-                int(i64::try_from(limit).unwrap_or(i64::MAX)),
-            ],
-        )
+        self.indexed_due(VISITORS, site, now, limit)
     }
 
     async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
-        self.rows(
-            "SELECT deadline FROM tippen_visitors WHERE site = ? ORDER BY deadline LIMIT 1",
-            vec![text(site.as_str())],
-        )?
-        .first()
-        .map(|row| as_i64(&row[0]).map(Timestamp::from_millis))
-        .transpose()
+        self.indexed_next_deadline(VISITORS, site)
     }
 
     async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
@@ -405,5 +486,59 @@ impl Store for DurableObjectStore {
             }
         })
         .map(|_| ())
+    }
+
+    async fn user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+    ) -> Result<Option<Versioned<UserRecord>>, StoreError> {
+        self.indexed_get(USERS, site, user_id)
+    }
+
+    async fn save_user(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        self.indexed_save(
+            USERS,
+            site,
+            &record.user_id,
+            record.deadline,
+            record,
+            expected,
+        )
+    }
+
+    async fn remove_user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        self.indexed_remove(USERS, site, user_id, expected)
+    }
+
+    async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(self
+            .indexed_rows::<UserRecord>(USERS, "site = ?", vec![text(site.as_str())])?
+            .into_iter()
+            .map(|v| v.value)
+            .collect())
+    }
+
+    async fn due_users(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
+        self.indexed_due(USERS, site, now, limit)
+    }
+
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        self.indexed_next_deadline(USERS, site)
     }
 }

@@ -9,6 +9,7 @@
 //   node tests/checks.mjs store-suite      tippen_core::testkit::run_store_suite on DO storage
 //   node tests/checks.mjs visitor-channel  /ws/visitor: pushes, delivery, answers, hello, refusals
 //   node tests/checks.mjs video-call       POST /api/video-call against a stand-in provider (fetch)
+//   node tests/checks.mjs slack            support alert -> Slack stand-in webhook (fetch, waitUntil)
 //
 // Environment: TIPPEN_BASE_URL, TIPPEN_VISIBLE_GRACE_MS, TIPPEN_STATE_FILE (restart),
 // TIPPEN_PERSIST_DIR (isolation: where wrangler keeps Durable Object storage).
@@ -370,7 +371,49 @@ async function videoCall() {
   }
 }
 
+/**
+ * Support triggers: an error burst raises SUPPORT_ALERT on the dashboard and one Slack
+ * notification, sent by the Durable Object with worker::Fetch to a stand-in webhook on
+ * TIPPEN_SLACK_PORT.
+ */
+async function slack() {
+  const port = Number(process.env.TIPPEN_SLACK_PORT ?? 8806);
+  const received = [];
+  const receiver = createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => { body += c; });
+    req.on('end', () => {
+      received.push({ at: Date.now(), url: req.url, body: JSON.parse(body) });
+      res.writeHead(200, { 'Content-Type': 'text/plain' });
+      res.end('ok');
+    });
+  });
+  await new Promise((r) => receiver.listen(port, '127.0.0.1', r));
+  try {
+    const board = await dashboard('sk_a');
+    await board.waitFor('INITIAL_VISITORS', (m) => m.type === 'INITIAL_VISITORS', 5000);
+    const userId = unique('user');
+    const now = Date.now();
+    const events = [0, 1, 2, 3].map((i) => ({ type: 'error', message: `boom ${i}`, route: '/settings', timestamp: now + i }));
+    const answer = await post('/api/track/user-activity', 'pk_a', { userId, userEmail: 'stuck@example.com', events });
+    check(answer.status === 200 && answer.body.stored === 4, `user-activity answered ${JSON.stringify(answer)}`);
+    const alert = await board.waitFor('SUPPORT_ALERT', (m) => m.type === 'SUPPORT_ALERT' && JSON.stringify(m).includes(userId), 3000);
+    for (let i = 0; i < 50 && received.length === 0; i++) await sleep(100);
+    check(received.length === 1, `the Slack webhook got ${received.length} requests`);
+    check(received[0].url === '/hook' && JSON.stringify(received[0].body).includes('stuck@example.com'), `Slack got ${JSON.stringify(received[0])}`);
+    // A second burst within the cooldown alerts no second time on Slack.
+    await post('/api/track/user-activity', 'pk_a', { userId, events });
+    await sleep(1000);
+    check(received.length === 1, `a second burst within the cooldown reached Slack (${received.length} requests)`);
+    board.close();
+    console.log(`ok support + Slack: SUPPORT_ALERT on the dashboard, one Slack message through worker::Fetch ${received[0].at - alert.at} ms after the alert, cooldown respected`);
+  } finally {
+    receiver.close();
+  }
+}
+
 const commands = {
+  slack,
   'video-call': videoCall,
   'visitor-channel': visitorChannel,
   alarm,
