@@ -3,22 +3,19 @@
 //! the invite, the admin gets the host URL, the visitor's socket gets the guest URL; retries,
 //! refusals and provider failures create nothing.
 
-use std::net::SocketAddr;
+mod common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Json;
 use axum::extract::State;
 use axum::routing::post;
-use futures_util::StreamExt;
+use common::{Server, next_matching};
 use http::StatusCode;
 use serde_json::{Value, json};
-use tippen_axum::{SqliteStore, TippenHost};
+use tippen_core::Site;
 use tippen_core::video::CustomerConnect;
-use tippen_core::{Config, Site, SystemClock, Tippen};
-
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How the stand-in provider answers.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -96,71 +93,18 @@ async fn start_provider() -> (String, Provider) {
     (format!("http://{addr}/public/video-connect"), provider)
 }
 
-struct Server {
-    base: String,
-    addr: SocketAddr,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
 async fn start(provider_url: Option<&str>) -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(dir.path().join("tippen.db")).expect("open SQLite");
-    let mut tippen = Tippen::new(Arc::new(store), Arc::new(SystemClock), Config::default());
-    if let Some(url) = provider_url {
-        tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
-    }
-    let tippen = Arc::new(tippen);
-    tippen
-        .put_site(&Site::new("a", "Site A", "pk_a", "sk_a"))
-        .await
-        .expect("put_site");
-    let host = TippenHost::new(tippen);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let app = host.router();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve");
-    });
-    Server {
-        base: format!("http://{addr}"),
-        addr,
-        client: reqwest::Client::new(),
-        _dir: dir,
-    }
+    common::start(
+        &[Site::new("a", "Site A", "pk_a", "sk_a")],
+        |tippen| match provider_url {
+            Some(url) => tippen.with_video_provider(Arc::new(CustomerConnect::new(url))),
+            None => tippen,
+        },
+    )
+    .await
 }
 
 impl Server {
-    async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("X-Tippen-API-Key", key)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn pageview(&self, visitor_id: &str) {
-        let body = json!({
-            "event": "pageview",
-            "visitor": {"visitorId": visitor_id, "url": "https://example.com/pricing",
-                        "timestamp": "2025-10-16T12:00:00Z"},
-            "website": "example.com",
-        });
-        assert_eq!(self.post("/track/visitor", "pk_a", body).await.0, 200);
-    }
-
     async fn call(&self, body: Value) -> (u16, Value) {
         self.post("/api/video-call", "sk_a", body).await
     }
@@ -183,33 +127,6 @@ impl Server {
             .find(|x| x["visitorId"] == visitor_id)
             .map(|x| x["invite"].clone())
             .unwrap_or(Value::Null)
-    }
-
-    async fn socket(&self, path: &str) -> Ws {
-        let (ws, _) = tokio_tungstenite::connect_async(format!("ws://{}{path}", self.addr))
-            .await
-            .expect("connect");
-        ws
-    }
-}
-
-async fn next_matching(ws: &mut Ws, within: Duration, want: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no matching message within {within:?}; saw {seen:?}"))
-            .expect("socket open")
-            .expect("message");
-        let Ok(text) = msg.to_text() else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
-            continue;
-        };
-        if want(&v) {
-            return v;
-        }
-        seen.push(v);
     }
 }
 
