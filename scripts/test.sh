@@ -58,4 +58,5 @@ TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACT
   TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 \
   node tests/browser/e2e.mjs
 
+./scripts/test-lambda.sh
 step "all tests passed"

@@ -3,14 +3,18 @@
 //! (`410 GoneException`) is forgotten.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures_util::StreamExt;
 use futures_util::stream;
-use tippen_core::{SiteId, Tippen};
+use tippen_core::{Clock, SiteId, SystemClock, Tippen};
 
 use crate::store::{Connection, DynamoStore, FanoutTarget};
+
+/// How long a connection may wait for its greeting before fan-outs give up on it.
+pub const GREETING_LIMIT: Duration = Duration::from_secs(30);
 
 /// What became of one `PostToConnection`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,6 +90,12 @@ impl Fanout {
     /// in its outbox (its greeting sends them after the first message). A gone connection is
     /// forgotten. Returns whether the texts reached the connection or its outbox.
     async fn deliver(&self, target: FanoutTarget, texts: &[String]) -> bool {
+        if !target.greeted && target.connected_at.plus(GREETING_LIMIT) < SystemClock.now() {
+            // Its greeting never happened (the asynchronous invocation was lost): the client
+            // got nothing, it reconnects; queueing for it forever would only cost.
+            self.forget(target.connection).await;
+            return false;
+        }
         if !target.greeted {
             match self.store.append_outbox(&target.connection, texts).await {
                 Ok(true) => return true,

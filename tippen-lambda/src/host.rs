@@ -55,7 +55,11 @@ pub struct LambdaHost {
     fanout: Fanout,
     lambda: aws_sdk_lambda::Client,
     config: Arc<LambdaConfig>,
+    site_ids: Arc<std::sync::Mutex<Option<CachedSiteIds>>>,
 }
+
+/// The site ids as read at an instant.
+type CachedSiteIds = (std::time::Instant, Vec<SiteId>);
 
 impl LambdaHost {
     /// Reads the environment, builds the clients and registers the configured sites (cold
@@ -115,6 +119,7 @@ impl LambdaHost {
             fanout,
             lambda: aws_sdk_lambda::Client::new(sdk),
             config: Arc::new(config),
+            site_ids: Arc::default(),
         }
     }
 
@@ -179,12 +184,21 @@ impl LambdaHost {
     /// nothing more is due, fanning the messages out. Returns how many messages were sent.
     pub async fn sweep_all(&self) -> Result<usize, HostError> {
         let mut sent = 0;
-        for site in self.store.sites().await? {
+        for site in self.site_ids().await? {
+            // One cheap index read decides whether the site has anything due.
+            if self
+                .tippen
+                .next_deadline(&site)
+                .await?
+                .is_none_or(|d| d > self.tippen.now())
+            {
+                continue;
+            }
             // Bounded: a sweep returns a due deadline only while more batches are due.
             for _ in 0..100 {
-                let swept = self.tippen.handle_deadline_with_pushes(&site.id).await?;
+                let swept = self.tippen.handle_deadline_with_pushes(&site).await?;
                 sent += swept.broadcasts.len();
-                self.publish(&site.id, &swept.broadcasts, &swept.visitor_messages)
+                self.publish(&site, &swept.broadcasts, &swept.visitor_messages)
                     .await;
                 // More than one batch was due: go again.
                 if swept.deadline.is_none_or(|d| d > self.tippen.now()) {
@@ -193,5 +207,29 @@ impl LambdaHost {
             }
         }
         Ok(sent)
+    }
+
+    /// Every site's id, re-read from the store at most every `site_cache_ttl` by this
+    /// instance (the scheduled function runs often; sites change rarely).
+    async fn site_ids(&self) -> Result<Vec<SiteId>, HostError> {
+        let ttl = self.config.site_cache_ttl;
+        {
+            let cached = self.site_ids.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, ids)) = cached.as_ref()
+                && at.elapsed() < ttl
+            {
+                return Ok(ids.clone());
+            }
+        }
+        let ids: Vec<SiteId> = self
+            .store
+            .sites()
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        *self.site_ids.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), ids.clone()));
+        Ok(ids)
     }
 }

@@ -18,7 +18,7 @@
 //! | message counter | `SEQ#<site>` | `SEQ` | `n` (atomic `ADD`) |
 //! | enrichment cache | `IP#<address>` | `CACHE` | `doc`, `v`, `ttl` |
 //! | enrichment counters | `STATS#<site>` | `STATS` | one number per counter (`st.creditsUsed`, `st.skipsByReason.bot`), atomic `ADD` |
-//! | WebSocket connection | `CONN#<site>` | `D#<connectionId>` (dashboard), `W#<visitor>#<connectionId>` | `cid`, `ready`, `greeted`, `outbox`, `ttl` |
+//! | WebSocket connection | `CONN#<site>` | `D#<connectionId>` (dashboard), `W#<visitor>#<connectionId>` | `cid`, `at`, `greeted`, `outbox`, `ttl` |
 //! | connection by id | `CID#<connectionId>` | `CONN` | `site`, `role`, `visitor`, `ttl` |
 //!
 //! The global secondary index `due` (partition `dsite`, sort `dl` as a number) holds only
@@ -245,6 +245,8 @@ pub struct FanoutTarget {
     pub connection: Connection,
     /// Its first message was sent: post directly. Otherwise append to its outbox.
     pub greeted: bool,
+    /// When `$connect` stored it.
+    pub connected_at: Timestamp,
 }
 
 impl Connection {
@@ -575,6 +577,7 @@ impl DynamoStore {
         let ttl = n(now.as_millis().div_euclid(1000) + 3 * 3600);
         let mut by_site = Self::key(&format!("CONN#{}", conn.site), &conn.sort_key());
         by_site.insert("cid".to_owned(), s(&conn.connection_id));
+        by_site.insert("at".to_owned(), n(now.as_millis()));
         by_site.insert(attr::TTL.to_owned(), ttl.clone());
         let mut by_id = Self::key(&format!("CID#{}", conn.connection_id), "CONN");
         by_id.insert(attr::SITE.to_owned(), s(conn.site.as_str()));
@@ -589,50 +592,22 @@ impl DynamoStore {
             by_id.insert("visitor".to_owned(), s(v));
         }
         by_id.insert(attr::TTL.to_owned(), ttl);
-        let put = |item: Item| -> Result<TransactWriteItem, StoreError> {
-            Ok(TransactWriteItem::builder()
-                .put(
-                    Put::builder()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
-                        .build()
-                        .map_err(|e| backend("TransactWriteItems", e))?,
-                )
-                .build())
-        };
-        self.client
-            .transact_write_items()
-            .transact_items(put(by_site)?)
-            .transact_items(put(by_id)?)
-            .send()
-            .await
-            .map_err(|e| backend("TransactWriteItems", e))?;
+        // Two plain writes, by id first: a crash between them leaves only an entry no
+        // fan-out reads, which TTL removes (a transaction would cost twice the capacity).
+        for item in [by_id, by_site] {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| backend("PutItem", e))?;
+        }
         Ok(())
     }
 
     fn connection_key(conn: &Connection) -> Item {
         Self::key(&format!("CONN#{}", conn.site), &conn.sort_key())
-    }
-
-    /// Opens the connection's outbox: from now on fan-outs include it, appending to its
-    /// outbox until it is [greeted](Self::greet_connection). Returns false when the connection
-    /// is no longer stored (`$disconnect` came first).
-    pub async fn open_outbox(&self, conn: &Connection) -> Result<bool, StoreError> {
-        let out = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(Self::connection_key(conn)))
-            .update_expression("SET ready = :t")
-            .condition_expression("attribute_exists(pk)")
-            .expression_attribute_values(":t", AttributeValue::Bool(true))
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
     }
 
     /// Appends messages to the outbox of a connection not greeted yet. Returns false (nothing
@@ -662,8 +637,7 @@ impl DynamoStore {
     }
 
     /// Marks the connection greeted (its first message was sent) and takes its outbox: the
-    /// messages fanned out since [`open_outbox`](Self::open_outbox), in order. `None` when
-    /// the connection is gone.
+    /// messages fanned out since it was stored, in order. `None` when the connection is gone.
     pub async fn greet_connection(
         &self,
         conn: &Connection,
@@ -718,31 +692,23 @@ impl DynamoStore {
 
     /// Forgets a connection (both entries). Removing one already gone is not an error.
     pub async fn remove_connection(&self, conn: &Connection) -> Result<(), StoreError> {
-        let delete = |pk: String, sk: String| -> Result<TransactWriteItem, StoreError> {
-            Ok(TransactWriteItem::builder()
-                .delete(
-                    Delete::builder()
-                        .table_name(&self.table)
-                        .set_key(Some(Self::key(&pk, &sk)))
-                        .build()
-                        .map_err(|e| backend("TransactWriteItems", e))?,
-                )
-                .build())
-        };
-        self.client
-            .transact_write_items()
-            .transact_items(delete(format!("CONN#{}", conn.site), conn.sort_key())?)
-            .transact_items(delete(
-                format!("CID#{}", conn.connection_id),
-                "CONN".into(),
-            )?)
-            .send()
-            .await
-            .map_err(|e| backend("TransactWriteItems", e))?;
+        // By site first: once it is gone no fan-out reaches the connection.
+        for key in [
+            Self::connection_key(conn),
+            Self::key(&format!("CID#{}", conn.connection_id), "CONN"),
+        ] {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .send()
+                .await
+                .map_err(|e| backend("DeleteItem", e))?;
+        }
         Ok(())
     }
 
-    /// The site's dashboard connections whose outbox is open.
+    /// The site's dashboard connections.
     pub async fn dashboard_connections(
         &self,
         site: &SiteId,
@@ -751,7 +717,7 @@ impl DynamoStore {
             .await
     }
 
-    /// One visitor's visitor-channel connections whose outbox is open.
+    /// One visitor's visitor-channel connections.
     pub async fn visitor_connections(
         &self,
         site: &SiteId,
@@ -769,24 +735,21 @@ impl DynamoStore {
         prefix: &str,
         role: impl Fn(&Item) -> ConnectionRole,
     ) -> Result<Vec<FanoutTarget>, StoreError> {
-        self.query_all(
-            &format!("CONN#{site}"),
-            Some(prefix),
-            Some("attribute_exists(ready)"),
-        )
-        .await?
-        .iter()
-        .map(|item| {
-            Ok(FanoutTarget {
-                connection: Connection {
-                    connection_id: get_s(item, "cid")?.to_owned(),
-                    site: site.clone(),
-                    role: role(item),
-                },
-                greeted: item.contains_key("greeted"),
+        self.query_all(&format!("CONN#{site}"), Some(prefix), None)
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(FanoutTarget {
+                    connection: Connection {
+                        connection_id: get_s(item, "cid")?.to_owned(),
+                        site: site.clone(),
+                        role: role(item),
+                    },
+                    greeted: item.contains_key("greeted"),
+                    connected_at: Timestamp::from_millis(get_n(item, "at").unwrap_or(0)),
+                })
             })
-        })
-        .collect()
+            .collect()
     }
 }
 

@@ -4,10 +4,12 @@
 //!
 //! API Gateway does not let a function send on a connection before its `$connect` returned.
 //! So `$connect` stores the connection and invokes this same function asynchronously
-//! (`InvocationType=Event`) with a [`Hello`] event; that invocation waits until the
-//! connection is open (`GetConnection`), sends the first message (`INITIAL_VISITORS` for a
-//! dashboard, the open invite for a visitor), and only then marks the connection ready for
-//! fan-out, so nothing else ever arrives before the first message.
+//! (`InvocationType=Event`) with a [`Hello`] event. Until the greeting is done, fan-outs
+//! append the connection's messages to its outbox in DynamoDB instead of posting them. The
+//! greeting waits until the connection is open (`GetConnection`), sends the first message
+//! (`INITIAL_VISITORS` for a dashboard, the open invite for a visitor), marks the connection
+//! greeted and sends its outbox (dashboard messages the snapshot already reflects are
+//! skipped). Nothing arrives before the first message and nothing after the snapshot is lost.
 
 use std::time::Duration;
 
@@ -174,8 +176,9 @@ impl LambdaHost {
         }
     }
 
-    /// Greets a new connection (the asynchronous invocation `$connect` made): waits until
-    /// it is open, opens its outbox (fan-outs now queue for it), sends the first message,
+    /// Greets a new connection (the asynchronous invocation `$connect` made; until then
+    /// fan-outs queue messages in the connection's outbox): waits until it is open, sends the
+    /// first message,
     /// then marks it greeted and sends what was queued meanwhile, in order. Nothing reaches
     /// the connection before its first message, and nothing fanned out after its snapshot is
     /// lost.
@@ -186,9 +189,6 @@ impl LambdaHost {
         if !self.wait_open(&conn.connection_id).await {
             tracing::info!(connection = %conn.connection_id, "connection never opened");
             self.fanout().forget(conn).await;
-            return Ok(());
-        }
-        if !self.store().open_outbox(&conn).await? {
             return Ok(());
         }
         let tippen = self.tippen();
