@@ -46,6 +46,7 @@ cargo build -q -p tippen-server
 db_dir=$(mktemp -d)
 port=18787
 TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 TIPPEN_HEARTBEAT_MS=1000 RUST_LOG=warn \
+  TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_URL="http://127.0.0.1:18790/video" \
   "$CARGO_TARGET_DIR/debug/tippen-server" --listen "127.0.0.1:$port" --db "$db_dir/tippen.db" \
   >"$artifacts/e2e-server.log" 2>&1 &
 server=$!
@@ -56,7 +57,11 @@ for _ in $(seq 1 100); do
 done
 TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACTS="$artifacts" \
   TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 \
+  TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_PORT=18790 \
   node tests/browser/e2e.mjs
+
+step "support triggers end-to-end (headless Chromium, local Slack receiver)"
+scripts/test-support.sh
 
 ./scripts/test-lambda.sh
 step "all tests passed"

@@ -7,11 +7,15 @@
 //   TIPPEN_VISIBLE_GRACE_MS  the server's visible-tab grace (default 3000)
 //   TIPPEN_HIDDEN_GRACE_MS   the server's hidden-tab grace (default 8000)
 //   TIPPEN_CHROMIUM          the browser (default /usr/bin/chromium)
+//   TIPPEN_INVITE_TTL_MS     the server's invite expiry (default 4000)
+//   TIPPEN_VIDEO_PROVIDER_PORT  where this test serves a stand-in video provider, which the
+//                            server must use as http://127.0.0.1:<port>/video (default 18790)
 //
 // Context A is the site owner's dashboard, context B a visitor on the demo store. Exit code 0
 // when every step passed, 1 otherwise (with screenshots of both pages in TIPPEN_ARTIFACTS).
 import { chromium } from 'playwright-core';
 import fs from 'node:fs';
+import http from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -23,6 +27,9 @@ const VISIBLE_GRACE = Number(process.env.TIPPEN_VISIBLE_GRACE_MS || 3000);
 const HIDDEN_GRACE = Number(process.env.TIPPEN_HIDDEN_GRACE_MS || 8000);
 const CHROMIUM = process.env.TIPPEN_CHROMIUM || '/usr/bin/chromium';
 const HEARTBEAT_MS = 1000;
+const INVITE_TTL = Number(process.env.TIPPEN_INVITE_TTL_MS || 4000);
+const PROVIDER_PORT = Number(process.env.TIPPEN_VIDEO_PROVIDER_PORT || 18790);
+const PROVIDER = `http://127.0.0.1:${PROVIDER_PORT}`;
 const ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
@@ -121,6 +128,50 @@ async function screenshots(suffix) {
   return shots;
 }
 
+// A stand-in of the video provider (the predecessor's API shape): POST /video/create-session
+// with {hostName, guestName, isAdmin} -> {success, sessionId, roomId, urls: {host, guest}}; the
+// host and guest URLs are small pages it serves itself, so the call frame loads for real.
+const sessions = [];
+function startProvider() {
+  const server = http.createServer((req, res) => {
+    if (req.method === 'POST' && req.url === '/video/create-session') {
+      let raw = '';
+      req.on('data', (c) => { raw += c; });
+      req.on('end', () => {
+        let body;
+        try { body = JSON.parse(raw); } catch { body = { unparsable: raw }; }
+        const n = sessions.length + 1;
+        const session = {
+          request: body,
+          sessionId: `sess_${n}`,
+          host: `${PROVIDER}/host/sess_${n}`,
+          guest: `${PROVIDER}/guest/sess_${n}`,
+        };
+        sessions.push(session);
+        res.writeHead(200, { 'content-type': 'application/json' });
+        res.end(JSON.stringify({
+          success: true, sessionId: session.sessionId, roomId: `room_${n}`,
+          urls: { host: session.host, guest: session.guest },
+        }));
+      });
+      return;
+    }
+    const m = /^\/(host|guest)\/(sess_\d+)$/.exec(req.url || '');
+    if (req.method === 'GET' && m) {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(`<!doctype html><title>${m[1]} ${m[2]}</title><h1 id="call">${m[1]} of ${m[2]}</h1>`);
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'application/json' });
+    res.end('{"error":"not found"}');
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(PROVIDER_PORT, '127.0.0.1', () => resolve(server));
+  });
+}
+let provider;
+
 async function main() {
   assert(KEY, 'TIPPEN_KEY is not set (a legacy key of the running server)');
   assert(VISIBLE_GRACE + HEARTBEAT_MS + 1000 < HIDDEN_GRACE,
@@ -135,6 +186,8 @@ async function main() {
     throw new StepFailure(`no tippen server at ${BASE}: ${e.cause ? e.cause.code || e.cause.message : e.message}`);
   }
   say(`server ${BASE}: GET / -> ${health}`);
+  provider = await startProvider();
+  say(`stand-in video provider ${PROVIDER}/video`);
 
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   say(`chromium ${browser.version()}`);
@@ -301,9 +354,7 @@ async function main() {
       await waitInDashboard(
         (sel) => { const b = document.querySelector(sel); return !!(b && !b.hidden && !b.disabled); }, btnSel, 3000,
         `no enabled .invite-button for ${invitee}`);
-      // A guest URL on the test server itself: no DNS for the frame (a 404 page is fine).
-      await dash.fill('#invite-base-url', `${BASE}/guest/{inviteId}`);
-      await dash.dispatchEvent('#invite-base-url', 'change');
+      const sessionsBefore = sessions.length;
       // Record when the popup appears, on the page's clock (same machine as ours).
       await c.evaluate(() => {
         window.__inviteShownAt = null;
@@ -342,8 +393,18 @@ async function main() {
       await c.click('#tippen-invite-join');
       await c.waitForSelector('#tippen-call iframe', { state: 'visible', timeout: 1000 })
         .catch(() => { throw new StepFailure('#tippen-call iframe not visible after Join'); });
+      // One call to the dashboard's server created the provider's session (POST /api/video-call).
+      assert(sessions.length === sessionsBefore + 1, `the provider created ${sessions.length - sessionsBefore} sessions, expected 1`);
+      const session = sessions[sessions.length - 1];
+      assert(session.request.hostName === 'Admin' && session.request.isAdmin === true,
+        `the provider was asked ${JSON.stringify(session.request)}`);
       const src = await c.getAttribute('#tippen-call iframe', 'src');
-      assert(src === `${BASE}/guest/${inviteId}`, `the call frame shows ${src}, expected ${BASE}/guest/${inviteId}`);
+      assert(src === session.guest, `the call frame shows ${src}, expected the provider's guest URL ${session.guest}`);
+      const frameText = await c.frameLocator('#tippen-call iframe').locator('#call').textContent({ timeout: 2000 });
+      assert(frameText === `guest of ${session.sessionId}`, `the call frame reads "${frameText}"`);
+      // The admin's way into the call: the host URL the one call returned.
+      const hostHref = await dash.getAttribute(`#visitors tr[data-visitor-id="${invitee}"] a.host-link`, 'href');
+      assert(hostHref === session.host, `the dashboard's host link is ${hostHref}, expected ${session.host}`);
       assert(!(await c.$('#tippen-invite')), 'the popup is still there after Join');
       await waitInDashboard(
         (id) => {
@@ -357,6 +418,93 @@ async function main() {
     } finally {
       await ctxC.close().catch(() => {});
     }
+  });
+
+  // Another invitee (desktop user agent, so not a bot) for the remaining invite paths.
+  const uaD = `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/${browser.version()} Safari/537.36`;
+  const ctxD = await browser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
+  let d;
+  let dId;
+  const inviteCell = (id) => `#visitors tr[data-visitor-id="${id}"] td.invite`;
+  async function inviteD() {
+    const btnSel = `${inviteCell(dId)} .invite-button`;
+    await waitInDashboard(
+      (sel) => { const b = document.querySelector(sel); return !!(b && !b.hidden && !b.disabled); }, btnSel, 3000,
+      `no enabled .invite-button for ${dId}`);
+    await dash.click(btnSel);
+    await d.waitForSelector('#tippen-invite', { state: 'visible', timeout: 2500 })
+      .catch(() => { throw new StepFailure('#tippen-invite did not show within 2500 ms of the click'); });
+    return d.getAttribute('#tippen-invite', 'data-invite-id');
+  }
+  async function dashboardInviteState(id, want, timeoutMs) {
+    await waitInDashboard(
+      ([sel, w]) => { const n = document.querySelector(sel + ' .invite-state'); return !!(n && n.textContent.trim() === w); },
+      [inviteCell(id), want], timeoutMs, `.invite-state of ${id} never read "${want}" within ${timeoutMs} ms`);
+  }
+
+  await step('6b. Decline hides the popup and the dashboard shows declined', async () => {
+    d = await ctxD.newPage();
+    visitorPages.push(d);
+    watch(d, 'demo-invitee-2');
+    await d.goto(demoUrl);
+    await d.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
+    dId = await d.evaluate(() => window.tippen.visitorId);
+    const inviteId = await inviteD();
+    const t0 = now();
+    await d.click('#tippen-invite-decline');
+    assert(!(await d.$('#tippen-invite')), 'the popup is still there after Decline');
+    assert(!(await d.$('#tippen-call')), 'a call frame opened after Decline');
+    await dashboardInviteState(dId, 'declined', 2000);
+    timings.declineToDashboardMs = now() - t0;
+    const logged = await dash.$(`#event-log li[data-invite-id="${inviteId}"][data-invite-state="declined"]`);
+    assert(logged, `no "declined" entry for ${inviteId} in #event-log`);
+  });
+
+  await step('6c. an unanswered invite expires: the popup goes, the dashboard shows expired', async () => {
+    const inviteId = await inviteD();
+    const t0 = now();
+    // Nobody answers. The server's deadline expires it; the page hides the popup.
+    await dashboardInviteState(dId, 'expired', INVITE_TTL + 2000);
+    timings.inviteExpiredAfterMs = now() - t0;
+    assert(timings.inviteExpiredAfterMs >= INVITE_TTL - 1500,
+      `the invite expired ${timings.inviteExpiredAfterMs} ms after it was sent; its expiry is ${INVITE_TTL} ms`);
+    await d.waitForSelector('#tippen-invite', { state: 'detached', timeout: 1500 })
+      .catch(() => { throw new StepFailure('the popup is still shown after the invite expired'); });
+    const logged = await dash.$(`#event-log li[data-invite-id="${inviteId}"][data-invite-state="expired"]`);
+    assert(logged, `no "expired" entry for ${inviteId} in #event-log`);
+    say(`     invite expired ${timings.inviteExpiredAfterMs} ms after it was sent (expiry ${INVITE_TTL} ms)`);
+  });
+
+  await step('6d. the visitor closes the tab with an invite open: visitor_left', async () => {
+    const inviteId = await inviteD();
+    const t0 = now();
+    await d.close({ runBeforeUnload: true });
+    await waitInDashboard(
+      (sel) => !!document.querySelector(sel), `#event-log li[data-invite-id="${inviteId}"][data-invite-state="visitor_left"]`,
+      2000, `no "visitor_left" entry for ${inviteId} in #event-log within 2 s of closing the tab`);
+    await waitInDashboard(
+      (id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), dId,
+      2000, `the row of ${dId} was still there after its tab closed`);
+    timings.closeToVisitorLeftMs = now() - t0;
+    await ctxD.close().catch(() => {});
+  });
+
+  await step('6e. an invite to an unknown visitor is 404 "Visitor not found" and creates no session', async () => {
+    const nobody = `visitor_${Date.now()}_nobody`;
+    const before = sessions.length;
+    for (const [route, body] of [
+      ['/api/send-video-invite', { apiKey: KEY, visitorId: nobody, guestUrl: `${PROVIDER}/guest/x` }],
+      ['/api/video-call', { apiKey: KEY, visitorId: nobody }],
+    ]) {
+      // From the dashboard's page, as the dashboard itself would send it.
+      const answer = await dash.evaluate(async ([url, b]) => {
+        const res = await fetch(url, { method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(b) });
+        return { status: res.status, body: await res.text() };
+      }, [BASE + route, body]);
+      assert(answer.status === 404 && answer.body === '{"error":"Visitor not found"}',
+        `${route} for an unknown visitor answered ${answer.status} ${answer.body}`);
+    }
+    assert(sessions.length === before, 'a session was created for an unknown visitor');
   });
 
   await step('7. closing both tabs removes the visitor within 2 s with reason "left"', async () => {
@@ -441,6 +589,7 @@ try {
   }
 } finally {
   if (browser) await browser.close().catch(() => {});
+  if (provider) provider.close();
   clearTimeout(watchdog);
 }
 

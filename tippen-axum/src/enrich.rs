@@ -19,16 +19,16 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use bytes::Bytes;
 use tippen_core::enrichment::{
     Admission, CompanyProfile, Completion, EnrichmentEvent, LookupFailure, LookupPlanner,
     PlannerConfig, Provider, ProviderConfig, ProviderConfigError,
 };
 use tippen_core::protocol::Sequenced;
-use tippen_core::{LookupRequest, SiteId, Tippen};
+use tippen_core::{LookupRequest, SiteId, Tippen, Transport};
 use tokio::sync::{mpsc, watch};
 
 use crate::host::{Inner, TippenHost, publish, stopped};
+use crate::transport::HttpTransport;
 
 /// Enrichment settings of a [`TippenHost`](crate::TippenHost): the provider, its rate limit
 /// and retries, and how long one provider request may take.
@@ -114,8 +114,7 @@ struct Worker {
     host: Weak<Inner>,
     tippen: Arc<Tippen>,
     provider: Arc<dyn Provider>,
-    timeout: Duration,
-    client: reqwest::Client,
+    transport: HttpTransport,
     planner: LookupPlanner<Waiter>,
     /// The site charged for each address in flight or queued.
     charged: HashMap<IpAddr, SiteId>,
@@ -132,17 +131,13 @@ impl Worker {
         inner: &Arc<Inner>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Self, reqwest::Error> {
-        let client = reqwest::Client::builder()
-            .connect_timeout(config.request_timeout)
-            .user_agent(concat!("tippen/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let transport = HttpTransport::new(config.request_timeout)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(Worker {
             host: Arc::downgrade(inner),
             tippen: inner.tippen.clone(),
             provider: config.provider.clone(),
-            timeout: config.request_timeout,
-            client,
+            transport,
             planner: LookupPlanner::new(config.planner),
             charged: HashMap::new(),
             done_tx,
@@ -231,13 +226,12 @@ impl Worker {
         if let Some(site) = self.charged.get(&ip).cloned() {
             self.count(&site, EnrichmentEvent::LookupStarted).await;
         }
-        let client = self.client.clone();
+        let transport = self.transport.clone();
         let provider = self.provider.clone();
         let tippen = self.tippen.clone();
-        let timeout = self.timeout;
         let done = self.done_tx.clone();
         tokio::spawn(async move {
-            let result = lookup(&client, &*provider, &tippen, ip, timeout).await;
+            let result = lookup(&transport, &*provider, &tippen, ip).await;
             let _ = done.send((ip, result));
         });
     }
@@ -336,38 +330,16 @@ async fn sleep_for(wait: Option<Duration>) {
     }
 }
 
-/// One provider request: the core builds it, reqwest sends it, the core parses the answer.
-/// A timeout or a connection error is [`LookupFailure::Transient`].
+/// One provider request: the core builds it, the transport sends it, the core parses the
+/// answer. A timeout or a connection error is [`LookupFailure::Transient`].
 async fn lookup(
-    client: &reqwest::Client,
+    transport: &HttpTransport,
     provider: &dyn Provider,
     tippen: &Tippen,
     ip: IpAddr,
-    timeout: Duration,
 ) -> Result<CompanyProfile, LookupFailure> {
-    let (parts, body) = provider.build_request(ip).into_parts();
-    let request = client
-        .request(parts.method, parts.uri.to_string())
-        .headers(parts.headers)
-        .body(body);
-    let exchange = async {
-        let response = request.send().await?;
-        let status = response.status();
-        let headers = response.headers().clone();
-        let body: Bytes = response.bytes().await?;
-        Ok::<_, reqwest::Error>((status, headers, body))
-    };
-    match tokio::time::timeout(timeout, exchange).await {
-        Err(_) => Err(LookupFailure::Transient(format!(
-            "no answer within {} ms",
-            timeout.as_millis()
-        ))),
-        Ok(Err(e)) => Err(LookupFailure::Transient(e.without_url().to_string())),
-        Ok(Ok((status, headers, body))) => {
-            let mut response = http::Response::new(body);
-            *response.status_mut() = status;
-            *response.headers_mut() = headers;
-            provider.parse_response(&response, tippen.now())
-        }
+    match transport.send(provider.build_request(ip)).await {
+        Err(e) => Err(LookupFailure::Transient(e.to_string())),
+        Ok(response) => provider.parse_response(&response, tippen.now()),
     }
 }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -16,13 +16,15 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use thiserror::Error;
-use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall};
-use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen};
+use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, VisitorAnswer};
+use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen, Transport, TransportError};
 use tokio::sync::{broadcast, watch};
 use tower_http::trace::TraceLayer;
 
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
+use crate::slack::SlackNotifier;
+use crate::transport::HttpTransport;
 
 /// Settings of the host itself (the core's settings are in [`tippen_core::Config`]).
 #[derive(Clone, Debug)]
@@ -43,6 +45,14 @@ pub struct HostConfig {
     /// IP → company enrichment: the provider and its limits. `None` (default): every visitor
     /// keeps its fallback company.
     pub enrichment: Option<EnrichmentConfig>,
+    /// Slack notifications of support alerts (the webhook, the dashboard's public URL,
+    /// retries), sent on the outbound transport (each attempt limited by
+    /// [`outbound_timeout`](Self::outbound_timeout)). `None` (default): alerts reach the
+    /// dashboards only.
+    pub slack: Option<tippen_core::slack::SlackConfig>,
+    /// Time limit of an outbound call made while a client waits (the video provider of
+    /// `POST /api/video-call`). Default 10 s.
+    pub outbound_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -54,6 +64,8 @@ impl Default for HostConfig {
             max_drain_bytes: 1024 * 1024,
             ws_send_timeout: Duration::from_secs(30),
             enrichment: None,
+            slack: None,
+            outbound_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -95,6 +107,10 @@ pub(crate) struct Inner {
     config: HostConfig,
     /// The enrichment task's channel, when a provider is configured.
     enrichment: Option<Enrichment>,
+    /// The Slack transport, when a webhook is configured.
+    slack: Option<SlackNotifier>,
+    /// Outbound HTTP for requests that need it (the video provider).
+    transport: Option<HttpTransport>,
     sites: Mutex<HashMap<SiteId, Arc<SiteState>>>,
     /// `true` once shutdown has begun; dropped with the host, which also stops the tasks.
     shutdown: watch::Sender<bool>,
@@ -110,8 +126,8 @@ pub(crate) struct SiteState {
     pub(crate) lock: tokio::sync::Mutex<()>,
     /// The site's dashboard messages.
     tx: broadcast::Sender<Utf8Bytes>,
-    /// The site's visitor pushes, `(visitorId, json)`; each visitor socket keeps its own.
-    visitors: broadcast::Sender<(Arc<str>, Utf8Bytes)>,
+    /// The site's visitor pushes; each visitor socket keeps the ones for its visitor.
+    visitors: broadcast::Sender<VisitorPush>,
     /// The earliest deadline the timer must wake up for.
     armed: watch::Sender<Option<Timestamp>>,
     timer_started: AtomicBool,
@@ -149,11 +165,29 @@ impl TippenHost {
     /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with `config`.
     pub fn with_config(tippen: impl Into<Arc<Tippen>>, config: HostConfig) -> Self {
         let enrichment = config.enrichment.clone().map(Enrichment::new);
+        let tippen: Arc<Tippen> = tippen.into();
+        let transport = HttpTransport::new(config.outbound_timeout)
+            .inspect_err(|e| tracing::error!(error = %e, "cannot build the outbound HTTP client"))
+            .ok();
+        let slack = match (config.slack.clone(), &transport) {
+            (Some(s), Some(t)) => Some(SlackNotifier::new(
+                t.clone(),
+                s,
+                tippen.config().support.clone(),
+            )),
+            (Some(_), None) => {
+                tracing::error!("no outbound HTTP client: Slack notifications are off");
+                None
+            }
+            (None, _) => None,
+        };
         TippenHost {
             inner: Arc::new(Inner {
-                tippen: tippen.into(),
+                tippen,
                 config,
                 enrichment,
+                slack,
+                transport,
                 sites: Mutex::new(HashMap::new()),
                 shutdown: watch::Sender::new(false),
                 active: Arc::new(Active(watch::Sender::new(0))),
@@ -272,8 +306,21 @@ impl TippenHost {
             ..RequestContext::default()
         };
         let req = http::Request::from_parts(parts, body);
-        match self.inner.tippen.route(req, &ctx).await {
+        let mut routed = self.inner.tippen.route(req, &ctx).await;
+        if let Routed::Outbound(mut call) = routed {
+            // Outside the site's lock: the provider may take seconds.
+            let answer = match &self.inner.transport {
+                Some(transport) => transport.send(call.take_request()).await,
+                None => Err(TransportError::Unavailable),
+            };
+            routed = self.inner.tippen.resume(call, answer);
+        }
+        match routed {
             Routed::Done(handled) => into_axum(handled.response),
+            Routed::Outbound(_) => into_axum(
+                ApiError::new(StatusCode::BAD_GATEWAY, "more than one outbound call")
+                    .into_response(),
+            ),
             Routed::Site(call) => {
                 // Run the locked section in its own task: a client that hangs up must not
                 // cancel it between the write and the fan-out.
@@ -301,7 +348,12 @@ impl TippenHost {
         let _owner = state.lock.lock().await;
         let handled = self.inner.tippen.execute(call).await;
         publish(&state, handled.broadcasts);
-        publish_visitors(&state, handled.visitor_messages);
+        publish_visitors(&state, handled.visitor_messages, None);
+        notify(
+            self.inner.slack.as_ref(),
+            &self.inner.shutdown.subscribe(),
+            handled.notifications,
+        );
         if let Some(deadline) = handled.deadline {
             self.arm(&state, deadline);
         }
@@ -353,6 +405,7 @@ impl TippenHost {
             return;
         }
         let task = Timer {
+            slack: self.inner.slack.clone(),
             tippen: self.inner.tippen.clone(),
             state: state.clone(),
             shutdown: self.inner.shutdown.subscribe(),
@@ -436,10 +489,7 @@ impl TippenHost {
         &self,
         state: &SiteState,
         visitor_id: &str,
-    ) -> Result<
-        (broadcast::Receiver<(Arc<str>, Utf8Bytes)>, Option<String>),
-        tippen_core::ServiceError,
-    > {
+    ) -> Result<(broadcast::Receiver<VisitorPush>, Option<String>), tippen_core::ServiceError> {
         let _owner = state.lock.lock().await;
         let rx = state.visitors.subscribe();
         let (hello, broadcasts) = self
@@ -458,7 +508,7 @@ impl TippenHost {
         state: &SiteState,
         visitor_id: &str,
         conn: &mut Peer,
-    ) -> Option<broadcast::Receiver<(Arc<str>, Utf8Bytes)>> {
+    ) -> Option<broadcast::Receiver<VisitorPush>> {
         match self.visitor_subscribe(state, visitor_id).await {
             Ok((rx, hello)) => {
                 if let Some(hello) = hello
@@ -489,6 +539,7 @@ impl TippenHost {
         }
         let state = self.site(&site);
         let tippen = self.inner.tippen.clone();
+        let socket_no = NEXT_VISITOR_SOCKET.fetch_add(1, Ordering::Relaxed);
         let Some(mut rx) = self.visitor_connect(&state, &visitor_id, &mut conn).await else {
             return;
         };
@@ -500,8 +551,8 @@ impl TippenHost {
                     break;
                 }
                 msg = rx.recv() => match msg {
-                    Ok((to, text)) => {
-                        if *to != *visitor_id {
+                    Ok((to, text, origin)) => {
+                        if *to != *visitor_id || origin == Some(socket_no) {
                             continue;
                         }
                         let invite = tippen_core::api::pushed_invite(&text);
@@ -538,13 +589,14 @@ impl TippenHost {
                     let answered = {
                         let _owner = state.lock.lock().await;
                         let answered = tippen.visitor_message(&site, &visitor_id, &text).await;
-                        if let Ok((_, broadcasts)) = &answered {
-                            publish(&state, broadcasts.clone());
+                        if let Ok(answer) = &answered {
+                            publish(&state, answer.broadcasts.clone());
+                            publish_visitors(&state, answer.visitor_pushes.clone(), Some(socket_no));
                         }
                         answered
                     };
                     match answered {
-                        Ok((reply, _)) => {
+                        Ok(VisitorAnswer { reply, .. }) => {
                             if let Some(reply) = reply
                                 && !conn.send(Message::Text(reply.into())).await
                             {
@@ -617,13 +669,43 @@ pub(crate) fn publish(state: &SiteState, broadcasts: Vec<String>) {
     }
 }
 
-/// Fans `(visitorId, json)` pushes out to the site's visitor sockets.
-pub(crate) fn publish_visitors(state: &SiteState, pushes: Vec<(String, String)>) {
+/// A push for one visitor's sockets: `(visitorId, json, the socket it answers)`. The socket
+/// whose own message caused it already has the reply and skips it.
+pub(crate) type VisitorPush = (Arc<str>, Utf8Bytes, Option<u64>);
+
+/// Numbers visitor sockets, so that a push can skip the socket that caused it.
+static NEXT_VISITOR_SOCKET: AtomicU64 = AtomicU64::new(1);
+
+/// Fans `(visitorId, json)` pushes out to the site's visitor sockets (all of them but
+/// `origin`, the socket whose message caused them).
+pub(crate) fn publish_visitors(
+    state: &SiteState,
+    pushes: Vec<(String, String)>,
+    origin: Option<u64>,
+) {
     for (visitor_id, text) in pushes {
         // An error only means no visitor socket is open.
         let _ = state
             .visitors
-            .send((Arc::from(visitor_id), Utf8Bytes::from(text)));
+            .send((Arc::from(visitor_id), Utf8Bytes::from(text), origin));
+    }
+}
+
+/// Hands support notices to the Slack transport (dropped when none is configured).
+fn notify(
+    slack: Option<&SlackNotifier>,
+    shutdown: &watch::Receiver<bool>,
+    notices: Vec<tippen_core::support::SupportNotice>,
+) {
+    if notices.is_empty() {
+        return;
+    }
+    match slack {
+        Some(slack) => slack.submit(notices, shutdown),
+        None => tracing::debug!(
+            alerts = notices.len(),
+            "no Slack webhook configured; support alerts go to dashboards only"
+        ),
     }
 }
 
@@ -634,6 +716,8 @@ fn into_axum(r: http::Response<Bytes>) -> Response {
 /// One site's timer: sleeps until the earliest armed deadline, then sweeps under the site's
 /// lock and re-arms at the deadline the sweep returns.
 struct Timer {
+    /// The Slack transport (notifications of time-driven triggers).
+    slack: Option<SlackNotifier>,
     tippen: Arc<Tippen>,
     state: Arc<SiteState>,
     shutdown: watch::Receiver<bool>,
@@ -685,7 +769,8 @@ impl Timer {
                     tracing::debug!(site = %site, messages = swept.broadcasts.len(), "swept");
                 }
                 publish(&self.state, swept.broadcasts);
-                publish_visitors(&self.state, swept.visitor_messages);
+                publish_visitors(&self.state, swept.visitor_messages, None);
+                notify(self.slack.as_ref(), &self.shutdown, swept.notifications);
                 // Under the lock the store's next deadline is exact: replace, not min.
                 self.state.armed.send_replace(next);
                 if next.is_some_and(|n| n <= self.tippen.now()) {

@@ -57,11 +57,14 @@
 mod enrich;
 mod host;
 mod ip;
+mod slack;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+mod transport;
 
 pub use enrich::EnrichmentConfig;
 pub use host::{HostConfig, HostError, TippenHost};
 pub use ip::{InvalidProxy, TrustedProxies};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDurability, SqliteError, SqliteOptions, SqliteStore};
+pub use transport::HttpTransport;

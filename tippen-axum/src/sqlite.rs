@@ -41,9 +41,13 @@
 //! sequences (site_id TEXT PRIMARY KEY, value INTEGER)
 //! enrichment_cache (ip TEXT PRIMARY KEY, expires_at INTEGER, record TEXT)  -- shared by all sites
 //! enrichment_stats (site_id TEXT PRIMARY KEY, record TEXT)                -- counters as JSON
+//! users     (site_id, user_id, version, deadline, record)      -- PRIMARY KEY (site_id, user_id)
+//!           INDEX users_by_deadline (site_id, deadline)        -- support triggers (record as JSON,
+//!                                                              -- its capped raw events inside)
 //! ```
 //!
-//! The enrichment tables were added in version 2; a version 1 file gains them on open. Cache
+//! The enrichment tables were added in version 2 and the users table in version 3; an older
+//! file gains them on open. Users are written behind like visitors. Cache
 //! entries and counters are written behind like visitors (a crash loses at most the last
 //! commit interval's; the cache survives every orderly restart).
 
@@ -59,10 +63,11 @@ use rusqlite::{Connection, Transaction, params};
 use thiserror::Error;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
+use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 use tokio::sync::watch;
 
-const SCHEMA_VERSION: i64 = 2;
+const SCHEMA_VERSION: i64 = 3;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sites (
@@ -96,6 +101,15 @@ CREATE TABLE IF NOT EXISTS enrichment_stats (
     site_id TEXT PRIMARY KEY NOT NULL,
     record TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS users (
+    site_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    deadline INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (site_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_by_deadline ON users (site_id, deadline);
 ";
 
 /// When a write to a [`SqliteStore`] counts as done. See the [module docs](self).
@@ -229,6 +243,8 @@ struct State {
     lookups: HashMap<IpAddr, CachedLookup>,
     /// Enrichment counters per site.
     stats: HashMap<SiteId, EnrichmentStats>,
+    /// Support users per site.
+    users: HashMap<SiteId, SiteUsers>,
     pending: Pending,
     /// Number of the last change recorded in `pending`.
     generation: u64,
@@ -251,6 +267,15 @@ struct SiteVisitors {
     sequence: u64,
 }
 
+/// A stored support user record, shared between memory and the writer's batches.
+type SharedUser = Versioned<Arc<UserRecord>>;
+
+#[derive(Default)]
+struct SiteUsers {
+    records: HashMap<String, SharedUser>,
+    by_deadline: BTreeSet<(Timestamp, String)>,
+}
+
 /// What changed since the last batch. Visitors and sequences are only named: the writer
 /// writes their state at the time it takes the batch (the latest), or deletes the row of a
 /// visitor that is gone, so any number of changes to one key costs one row write.
@@ -262,11 +287,13 @@ struct Pending {
     sequences: HashSet<SiteId>,
     lookups: HashSet<IpAddr>,
     stats: HashSet<SiteId>,
+    users: HashMap<SiteId, HashSet<String>>,
 }
 
 impl Pending {
     fn is_empty(&self) -> bool {
         self.sites.is_empty()
+            && self.users.is_empty()
             && self.visitors.is_empty()
             && self.sequences.is_empty()
             && self.lookups.is_empty()
@@ -288,6 +315,13 @@ impl Pending {
         }
     }
 
+    fn user_changed(&mut self, site: &SiteId, user_id: &str) {
+        let ids = self.users.entry(site.clone()).or_default();
+        if !ids.contains(user_id) {
+            ids.insert(user_id.to_owned());
+        }
+    }
+
     fn sequence_changed(&mut self, site: &SiteId) {
         if !self.sequences.contains(site) {
             self.sequences.insert(site.clone());
@@ -304,11 +338,14 @@ struct Batch {
     sequences: Vec<(SiteId, u64)>,
     lookups: Vec<(IpAddr, CachedLookup)>,
     stats: Vec<(SiteId, EnrichmentStats)>,
+    /// `Some`: write this version of the user; `None`: delete the row.
+    users: Vec<(SiteId, String, Option<SharedUser>)>,
 }
 
 impl Batch {
     fn is_empty(&self) -> bool {
         self.sites.is_empty()
+            && self.users.is_empty()
             && self.visitors.is_empty()
             && self.sequences.is_empty()
             && self.lookups.is_empty()
@@ -324,6 +361,14 @@ impl Batch {
             for id in ids {
                 let current = records.and_then(|r| r.get(&id)).cloned();
                 visitors.push((site.clone(), id, current));
+            }
+        }
+        let mut users = Vec::new();
+        for (site, ids) in pending.users {
+            let records = state.users.get(&site).map(|s| &s.records);
+            for id in ids {
+                let current = records.and_then(|r| r.get(&id)).cloned();
+                users.push((site.clone(), id, current));
             }
         }
         let sequences = pending
@@ -350,6 +395,7 @@ impl Batch {
             sequences,
             lookups,
             stats,
+            users,
         }
     }
 
@@ -363,6 +409,9 @@ impl Batch {
         }
         for (site, _) in self.sequences {
             pending.sequence_changed(&site);
+        }
+        for (site, id, _) in self.users {
+            pending.user_changed(&site, &id);
         }
         pending
             .lookups
@@ -378,7 +427,7 @@ enum SiteOp {
     Remove(SiteId),
 }
 
-fn unshare(v: &SharedRecord) -> Versioned<VisitorRecord> {
+fn unshare<T: Clone>(v: &Versioned<Arc<T>>) -> Versioned<T> {
     Versioned {
         version: v.version,
         value: (*v.value).clone(),
@@ -543,6 +592,8 @@ impl SqliteStore {
         };
         state.visitors.remove(site);
         state.stats.remove(site);
+        state.users.remove(site);
+        state.pending.users.remove(site);
         state.pending.visitors.remove(site);
         state.pending.sequences.remove(site);
         state.pending.stats.remove(site);
@@ -618,6 +669,60 @@ impl SqliteStore {
             _ => return Err(StoreError::Conflict),
         }
         state.pending.visitor_changed(site, visitor_id);
+        Ok(self.queued(state))
+    }
+
+    fn save_user_now(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        expected: Option<Version>,
+    ) -> Result<(Version, u64), StoreError> {
+        let mut state = self.state();
+        let s = state.users.entry(site.clone()).or_default();
+        let current = s.records.get(&record.user_id);
+        if current.map(|v| v.version) != expected {
+            return Err(StoreError::Conflict);
+        }
+        let version = Version(
+            expected
+                .map_or(Some(1), |v| v.0.checked_add(1))
+                .ok_or_else(|| corrupt("version overflow"))?,
+        );
+        if let Some(old) = current {
+            let key = (old.value.deadline, record.user_id.clone());
+            s.by_deadline.remove(&key);
+        }
+        s.by_deadline
+            .insert((record.deadline, record.user_id.clone()));
+        let stored = Versioned {
+            version,
+            value: Arc::new(record.clone()),
+        };
+        s.records.insert(record.user_id.clone(), stored);
+        state.pending.user_changed(site, &record.user_id);
+        Ok((version, self.queued(state)))
+    }
+
+    fn remove_user_now(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        expected: Version,
+    ) -> Result<u64, StoreError> {
+        let mut state = self.state();
+        let Some(s) = state.users.get_mut(site) else {
+            return Err(StoreError::Conflict);
+        };
+        match s.records.get(user_id) {
+            Some(v) if v.version == expected => {
+                let key = (v.value.deadline, user_id.to_owned());
+                s.by_deadline.remove(&key);
+                s.records.remove(user_id);
+            }
+            _ => return Err(StoreError::Conflict),
+        }
+        state.pending.user_changed(site, user_id);
         Ok(self.queued(state))
     }
 
@@ -795,6 +900,35 @@ fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
             .map_err(|e| bad(format!("enrichment stats of site {site:?}: {e}")))?;
         state.stats.insert(SiteId(site), counters);
     }
+    let mut stmt = conn
+        .prepare("SELECT site_id, version, record FROM users")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(open_err)?;
+    for row in rows {
+        let (site, version, json) = row.map_err(open_err)?;
+        let record: UserRecord = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("a user of site {site:?}: {e}")))?;
+        let version = u64::try_from(version)
+            .map_err(|_| bad(format!("user {:?} version {version}", record.user_id)))?;
+        let s = state.users.entry(SiteId(site)).or_default();
+        s.by_deadline
+            .insert((record.deadline, record.user_id.clone()));
+        s.records.insert(
+            record.user_id.clone(),
+            Versioned {
+                version: Version(version),
+                value: Arc::new(record),
+            },
+        );
+    }
     Ok(state)
 }
 
@@ -874,7 +1008,13 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Err
             SiteOp::Put(site) => put_site_row(&tx, site)?,
             SiteOp::Remove(id) => {
                 tx.execute("DELETE FROM sites WHERE id = ?1", [&id.0])?;
-                for table in ["site_keys", "visitors", "sequences", "enrichment_stats"] {
+                for table in [
+                    "site_keys",
+                    "visitors",
+                    "sequences",
+                    "enrichment_stats",
+                    "users",
+                ] {
                     tx.execute(&format!("DELETE FROM {table} WHERE site_id = ?1"), [&id.0])?;
                 }
             }
@@ -932,6 +1072,32 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Err
             let json = serde_json::to_string(counters)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             stats.execute(params![site.0, json])?;
+        }
+        let mut upsert_user = tx.prepare_cached(
+            "INSERT INTO users (site_id, user_id, version, deadline, record)
+             VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (site_id, user_id) DO UPDATE SET
+                version = excluded.version, deadline = excluded.deadline, record = excluded.record",
+        )?;
+        let mut delete_user =
+            tx.prepare_cached("DELETE FROM users WHERE site_id = ?1 AND user_id = ?2")?;
+        for (site, user_id, current) in &batch.users {
+            match current {
+                Some(v) => {
+                    let json = serde_json::to_string(&*v.value)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    upsert_user.execute(params![
+                        site.0,
+                        user_id,
+                        i64::try_from(v.version.0).unwrap_or(i64::MAX),
+                        v.value.deadline.as_millis(),
+                        json
+                    ])?;
+                }
+                None => {
+                    delete_user.execute(params![site.0, user_id])?;
+                }
+            }
         }
     }
     tx.commit()
@@ -1080,5 +1246,74 @@ impl Store for SqliteStore {
         }
         let generation = self.record_enrichment_now(site, events);
         self.after_write(generation).await
+    }
+
+    async fn user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+    ) -> Result<Option<Versioned<UserRecord>>, StoreError> {
+        Ok(self
+            .state()
+            .users
+            .get(site)
+            .and_then(|s| s.records.get(user_id))
+            .map(unshare))
+    }
+
+    async fn save_user(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let (version, generation) = self.save_user_now(site, record, expected)?;
+        self.after_write(generation).await?;
+        Ok(version)
+    }
+
+    async fn remove_user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let generation = self.remove_user_now(site, user_id, expected)?;
+        self.after_write(generation).await
+    }
+
+    async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(self
+            .state()
+            .users
+            .get(site)
+            .map(|s| s.records.values().map(|v| (*v.value).clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn due_users(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
+        let state = self.state();
+        let Some(s) = state.users.get(site) else {
+            return Ok(Vec::new());
+        };
+        Ok(s.by_deadline
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .take(limit)
+            .filter_map(|(_, id)| s.records.get(id).map(unshare))
+            .collect())
+    }
+
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .state()
+            .users
+            .get(site)
+            .and_then(|s| s.by_deadline.first().map(|(d, _)| *d)))
     }
 }

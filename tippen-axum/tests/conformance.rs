@@ -2,10 +2,13 @@
 //! conformance suite, and host-specific checks (no lost update under concurrency, client
 //! addresses through trusted proxies, graceful shutdown).
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::next_matching;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
 use tippen_axum::{HostConfig, SqliteStore, TippenHost, TrustedProxies};
@@ -240,28 +243,6 @@ async fn shutdown_closes_dashboards_and_stops_timers() {
         .await
         .expect("axum's graceful shutdown completes")
         .expect("server task");
-}
-
-/// Reads dashboard messages until one satisfies `want`, for at most `within`.
-async fn next_matching<S>(ws: &mut S, within: Duration, want: impl Fn(&Value) -> bool) -> Value
-where
-    S: futures_util::Stream<Item = Result<Message, tokio_tungstenite::tungstenite::Error>> + Unpin,
-{
-    let deadline = tokio::time::Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no matching message within {within:?}; saw {seen:?}"))
-            .expect("socket open")
-            .expect("message");
-        let Ok(text) = msg.to_text() else { continue };
-        let v: Value = serde_json::from_str(text).expect("JSON");
-        if want(&v) {
-            return v;
-        }
-        seen.push(v);
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

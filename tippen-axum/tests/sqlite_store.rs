@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tippen_axum::{SqliteOptions, SqliteStore};
 use tippen_core::enrichment::{CachePolicy, CompanyProfile, EnrichmentEvent};
-use tippen_core::testkit::{run_store_suite, sample_record};
+use tippen_core::testkit::{run_store_suite, sample_record, sample_user};
 use tippen_core::{KeyHash, Site, SiteId, Store, Timestamp, Version};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -56,6 +56,7 @@ async fn data_survives_reopening() {
     let id = SiteId::from("acme");
     let mut record = sample_record("visitor_1", 1_000, 61_000);
     record.page_views = 7;
+    let mut user = sample_user("user_1", 1_000, 90_000);
     let ip: std::net::IpAddr = "8.8.8.8".parse().unwrap();
     let entry = CachePolicy::default()
         .entry_for(
@@ -80,6 +81,23 @@ async fn data_survives_reopening() {
             .await
             .expect("update");
         assert_eq!(store.advance_sequence(&id, 5).await.expect("seq"), 5);
+        let u1 = store
+            .save_user(&id, &user, None)
+            .await
+            .expect("insert user");
+        user.event_count = 9;
+        store
+            .save_user(&id, &user, Some(u1))
+            .await
+            .expect("update user");
+        let gone = store
+            .save_user(&id, &sample_user("gone", 1_000, 5_000), None)
+            .await
+            .expect("insert user");
+        store
+            .remove_user(&id, "gone", gone)
+            .await
+            .expect("remove user");
         store
             .put_cached_lookup(ip, &entry)
             .await
@@ -130,6 +148,26 @@ async fn data_survives_reopening() {
         5,
         "sequence survived"
     );
+    let back = store
+        .user(&id, "user_1")
+        .await
+        .expect("user")
+        .expect("user survived");
+    assert_eq!(
+        (back.version, &back.value),
+        (Version(2), &user),
+        "user survived"
+    );
+    assert_eq!(
+        store.user(&id, "gone").await.expect("user"),
+        None,
+        "a removed user stays removed"
+    );
+    assert_eq!(
+        store.next_user_deadline(&id).await.expect("next"),
+        Some(Timestamp::from_millis(90_000)),
+        "user deadline index survived"
+    );
     // A stale version still conflicts after the reopen.
     assert!(
         store
@@ -141,6 +179,7 @@ async fn data_survives_reopening() {
     assert!(store.remove_site(&id).await.expect("remove"));
     assert!(store.sites().await.expect("sites").is_empty());
     assert!(store.visitors(&id).await.expect("visitors").is_empty());
+    assert!(store.users(&id).await.expect("users").is_empty());
     assert!(!store.remove_site(&id).await.expect("remove again"));
 }
 

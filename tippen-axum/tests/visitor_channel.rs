@@ -3,91 +3,28 @@
 //! answer on the socket, the invite in the hello, refusals, cancellation, and isolation
 //! between visitors.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
+
 use std::time::{Duration, Instant};
 
-use futures_util::{SinkExt, StreamExt};
+use common::{Server, next_matching, quiet};
+use futures_util::SinkExt;
 use serde_json::{Value, json};
-use tippen_axum::{SqliteStore, TippenHost};
-use tippen_core::{Config, Site, SystemClock, Tippen};
+use tippen_core::Site;
 use tokio_tungstenite::tungstenite::Message;
 
-type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-struct Server {
-    base: String,
-    addr: SocketAddr,
-    client: reqwest::Client,
-    _dir: tempfile::TempDir,
-}
-
 async fn start() -> Server {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let store = SqliteStore::open(dir.path().join("tippen.db")).expect("open SQLite");
-    let tippen = Arc::new(Tippen::new(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        Config::default(),
-    ));
-    for site in [
-        Site::legacy("legacy", "Legacy", "legacy_key"),
-        Site::new("a", "Site A", "pk_a", "sk_a"),
-    ] {
-        tippen.put_site(&site).await.expect("put_site");
-    }
-    let host = TippenHost::new(tippen);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
-    let app = host.router();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .expect("serve");
-    });
-    Server {
-        base: format!("http://{addr}"),
-        addr,
-        client: reqwest::Client::new(),
-        _dir: dir,
-    }
+    common::start(
+        &[
+            Site::legacy("legacy", "Legacy", "legacy_key"),
+            Site::new("a", "Site A", "pk_a", "sk_a"),
+        ],
+        |t| t,
+    )
+    .await
 }
 
 impl Server {
-    async fn post(&self, path: &str, key: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .header("X-Tippen-API-Key", key)
-            .json(&body)
-            .send()
-            .await
-            .expect("POST");
-        let status = r.status().as_u16();
-        (status, r.json().await.unwrap_or(Value::Null))
-    }
-
-    async fn pageview(&self, visitor_id: &str) {
-        let body = json!({
-            "event": "pageview",
-            "visitor": {
-                "visitorId": visitor_id,
-                "url": "https://example.com/pricing",
-                "timestamp": "2025-10-16T12:00:00Z",
-                "userAgent": "Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0",
-            },
-            "website": "example.com",
-        });
-        let (status, _) = self.post("/track/visitor", "pk_a", body).await;
-        assert_eq!(status, 200);
-    }
-
     async fn invite(&self, visitor_id: &str, invite_id: &str) {
         let body = json!({
             "visitorId": visitor_id,
@@ -97,61 +34,6 @@ impl Server {
         });
         let (status, answer) = self.post("/api/send-video-invite", "sk_a", body).await;
         assert_eq!((status, answer), (200, json!({"success": true})));
-    }
-
-    async fn socket(&self, path: &str) -> Ws {
-        let (ws, response) = tokio_tungstenite::connect_async(format!("ws://{}{path}", self.addr))
-            .await
-            .expect("connect");
-        assert_eq!(response.status().as_u16(), 101);
-        ws
-    }
-
-    async fn visitor(&self, visitor_id: &str) -> Ws {
-        self.socket(&format!("/ws/visitor?apiKey=pk_a&visitorId={visitor_id}"))
-            .await
-    }
-
-    async fn dashboard(&self) -> Ws {
-        let mut ws = self.socket("/ws/dashboard?apiKey=sk_a").await;
-        next_matching(&mut ws, Duration::from_secs(2), |v| {
-            v["type"] == "INITIAL_VISITORS"
-        })
-        .await;
-        ws
-    }
-}
-
-async fn next_matching(ws: &mut Ws, within: Duration, want: impl Fn(&Value) -> bool) -> Value {
-    let deadline = tokio::time::Instant::now() + within;
-    let mut seen = Vec::new();
-    loop {
-        let msg = tokio::time::timeout_at(deadline, ws.next())
-            .await
-            .unwrap_or_else(|_| panic!("no matching message within {within:?}; saw {seen:?}"))
-            .expect("socket open")
-            .expect("message");
-        let Ok(text) = msg.to_text() else { continue };
-        let Ok(v) = serde_json::from_str::<Value>(text) else {
-            continue;
-        };
-        if want(&v) {
-            return v;
-        }
-        seen.push(v);
-    }
-}
-
-/// Nothing but control frames arrives within `within`.
-async fn quiet(ws: &mut Ws, within: Duration) {
-    let deadline = tokio::time::Instant::now() + within;
-    loop {
-        match tokio::time::timeout_at(deadline, ws.next()).await {
-            Err(_) => return,
-            Ok(Some(Ok(Message::Text(t)))) => panic!("unexpected message {t}"),
-            Ok(Some(Ok(_))) => continue,
-            Ok(other) => panic!("socket ended: {other:?}"),
-        }
     }
 }
 
@@ -319,4 +201,32 @@ async fn the_channel_takes_any_site_key_and_refuses_others() {
             Ok(_) => panic!("{path}: upgraded"),
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_on_one_tab_reaches_the_other_tabs_once() {
+    let server = start().await;
+    server.pageview("v1").await;
+    let mut tab1 = server.visitor("v1").await;
+    let mut tab2 = server.visitor("v1").await;
+    server.invite("v1", "inv_1").await;
+    for tab in [&mut tab1, &mut tab2] {
+        let push =
+            next_matching(tab, Duration::from_secs(2), |v| v["type"] == "VIDEO_INVITE").await;
+        assert_eq!(push["inviteId"], "inv_1");
+    }
+
+    tab1.send(Message::text(
+        json!({"type": "INVITE_DECLINED", "inviteId": "inv_1"}).to_string(),
+    ))
+    .await
+    .expect("send");
+    let declined = json!({"type": "VIDEO_INVITE_UPDATE", "inviteId": "inv_1", "state": "declined"});
+    // The answering tab gets its reply, once; the other tab hears the update and hides its popup.
+    let reply = next_matching(&mut tab1, Duration::from_secs(2), |_| true).await;
+    assert_eq!(reply, declined);
+    let pushed = next_matching(&mut tab2, Duration::from_secs(2), |_| true).await;
+    assert_eq!(pushed, declined);
+    quiet(&mut tab1, Duration::from_millis(300)).await;
+    quiet(&mut tab2, Duration::from_millis(100)).await;
 }

@@ -20,10 +20,13 @@ use crate::invite::{InviteError, InviteEvent, InviteFromVisitor, InviteToVisitor
 use crate::presence::{Ping, PingKind, Visibility};
 use crate::protocol::{
     CancelInviteRequest, ClientMessage, LeaveRequest, SendVideoInviteRequest, Sequenced,
-    ServerMessage, TrackInviteRequest, TrackVisitorRequest, UserActivityRequest,
+    ServerMessage, TrackInviteRequest, TrackVisitorRequest, UserActivityRequest, VideoCallRequest,
+    VideoCallResponse,
 };
 use crate::service::{ClientInfo, LookupRequest, Outcome, ServiceError, Tippen};
 use crate::site::{KeyRole, Site, SiteId};
+use crate::transport::{Transport, TransportError};
+use crate::video::{SessionRequest, VideoError};
 
 /// The header carrying the key (Part A).
 pub const API_KEY_HEADER: &str = "x-tippen-api-key";
@@ -63,6 +66,9 @@ pub struct Handled {
     /// Enrichment lookups to run ([`Outcome::lookups`]); never wait for them before
     /// answering.
     pub lookups: Vec<LookupRequest>,
+    /// Support alerts for the host's notifier (Slack), cooldown applied
+    /// ([`Outcome::notifications`]); never wait for their delivery before answering.
+    pub notifications: Vec<crate::support::SupportNotice>,
     /// `(visitorId, json)` texts to send to that visitor's open `/ws/visitor` sockets of
     /// [`site`](Self::site), in order ([`Outcome::visitor_pushes`]). A socket that sends a
     /// `VIDEO_INVITE` reports it with [`Tippen::invite_delivered`].
@@ -78,6 +84,7 @@ impl Handled {
             deadline: None,
             lookups: Vec::new(),
             visitor_messages: Vec::new(),
+            notifications: Vec::new(),
         }
     }
 }
@@ -89,6 +96,41 @@ pub enum Routed {
     Done(Handled),
     /// An authorized operation on one site, to run with [`Tippen::execute`].
     Site(SiteCall),
+    /// The request needs an outbound HTTP call first (the video provider of
+    /// `POST /api/video-call`): send [`OutboundCall::request`] with the host's
+    /// [`Transport`](crate::Transport), then pass the answer to [`Tippen::resume`], which
+    /// routes on.
+    Outbound(OutboundCall),
+}
+
+/// A request waiting for an outbound HTTP answer (see [`Routed::Outbound`]).
+#[derive(Debug)]
+pub struct OutboundCall {
+    site: Site,
+    request: Request<Bytes>,
+    pending: Pending,
+}
+
+impl OutboundCall {
+    /// The site the request is for.
+    pub fn site(&self) -> &SiteId {
+        &self.site.id
+    }
+
+    /// The request to send (clone it, or take it with [`into_request`](Self::into_request)).
+    pub fn request(&self) -> &Request<Bytes> {
+        &self.request
+    }
+
+    /// The request to send, leaving an empty one in its place.
+    pub fn take_request(&mut self) -> Request<Bytes> {
+        std::mem::take(&mut self.request)
+    }
+}
+
+#[derive(Debug)]
+enum Pending {
+    VideoCall { new: NewInvite },
 }
 
 /// An authorized, validated operation on one site. Hosts with one owner per site run it under
@@ -127,6 +169,9 @@ enum Op {
     SendVideoInvite {
         new: NewInvite,
     },
+    VideoCall {
+        new: NewInvite,
+    },
     CancelInvite {
         visitor_id: String,
         invite_id: String,
@@ -136,8 +181,32 @@ enum Op {
         answer: InviteFromVisitor,
     },
     UserActivity {
-        stored: usize,
+        user_id: String,
+        identity: crate::support::UserIdentity,
+        events: Vec<crate::protocol::ActivityEvent>,
     },
+    SupportUsers,
+    DeleteUser {
+        user_id: String,
+    },
+}
+
+fn no_video_provider() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_IMPLEMENTED,
+        "no video provider is configured on this server; use /api/send-video-invite with a guestUrl",
+    )
+}
+
+fn video_call_response(invite: &crate::invite::Invite) -> VideoCallResponse {
+    VideoCallResponse {
+        success: true,
+        invite_id: invite.invite_id.clone(),
+        host_url: invite.host_url.clone().unwrap_or_default(),
+        guest_url: invite.guest_url.clone(),
+        state: invite.state,
+        expires_at: invite.expires_at,
+    }
 }
 
 /// An error answer: status and message, sent as `{"error":"<message>"}`.
@@ -276,8 +345,12 @@ enum Route {
     Visitor,
     Stats,
     SendVideoInvite,
+    VideoCall,
     CancelInvite,
     UserActivity,
+    SupportUsers,
+    User,
+    AppTracker,
     Tracker,
     Dashboard,
     Demo,
@@ -303,8 +376,12 @@ impl Route {
             }
             "/api/stats" => Route::Stats,
             "/api/send-video-invite" => Route::SendVideoInvite,
+            "/api/video-call" => Route::VideoCall,
             "/api/invites/cancel" => Route::CancelInvite,
             "/api/track/user-activity" => Route::UserActivity,
+            "/api/support/users" => Route::SupportUsers,
+            p if p.starts_with("/api/users/") && p.len() > "/api/users/".len() => Route::User,
+            "/tippen-app-tracker.js" => Route::AppTracker,
             "/tippen-tracker.js" => Route::Tracker,
             "/dashboard" => Route::Dashboard,
             "/demo" => Route::Demo,
@@ -318,9 +395,10 @@ impl Route {
             | Route::TrackLeave
             | Route::TrackInvite
             | Route::SendVideoInvite
+            | Route::VideoCall
             | Route::CancelInvite
             | Route::UserActivity => "POST, OPTIONS",
-            Route::Visitor => "DELETE, OPTIONS",
+            Route::Visitor | Route::User => "DELETE, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -551,6 +629,21 @@ impl Tippen {
                 "application/javascript; charset=utf-8",
                 assets::TRACKER_JS,
             )),
+            Route::AppTracker => done(static_response(
+                "application/javascript; charset=utf-8",
+                assets::APP_TRACKER_JS,
+            )),
+            Route::SupportUsers => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                call(site, Op::SupportUsers)
+            }
+            Route::User => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let raw = path.trim_end_matches('/').trim_start_matches("/api/users/");
+                let user_id = percent_decode(raw);
+                check_id("user id", &user_id, limits.max_id_bytes)?;
+                call(site, Op::DeleteUser { user_id })
+            }
             Route::Dashboard => done(static_response(
                 "text/html; charset=utf-8",
                 assets::DASHBOARD_HTML,
@@ -693,6 +786,32 @@ impl Tippen {
                 new.invited_by = req.invited_by.map(|b| cut(b, 128));
                 call(site, Op::SendVideoInvite { new })
             }
+            Route::VideoCall => {
+                if let Some(k) = &key {
+                    self.authorize(Some(k), KeyRole::Secret).await?;
+                }
+                let req: VideoCallRequest = parse_body(&body)?;
+                let site = self
+                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Secret)
+                    .await?;
+                check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
+                let invite_id = match req.invite_id {
+                    Some(id) => {
+                        check_id("inviteId", &id, limits.max_id_bytes)?;
+                        id
+                    }
+                    None => self.new_invite_id(),
+                };
+                self.route_video_call(
+                    site,
+                    req.visitor_id,
+                    invite_id,
+                    req.invited_by,
+                    req.host_name,
+                    req.guest_name,
+                )
+                .await
+            }
             Route::CancelInvite => {
                 if let Some(k) = &key {
                     self.authorize(Some(k), KeyRole::Secret).await?;
@@ -755,10 +874,25 @@ impl Tippen {
                     .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
                     .await?;
                 check_id("userId", &req.user_id, limits.max_id_bytes)?;
+                let identity = crate::support::UserIdentity {
+                    email: req
+                        .user_email
+                        .map(|e| cut(e, 254))
+                        .filter(|e| !e.is_empty()),
+                    tier: req.subscription_tier,
+                };
+                let max = limits.max_text_bytes;
+                let events = req
+                    .events
+                    .into_iter()
+                    .map(|e| crate::support::bounded_event(e, max))
+                    .collect();
                 call(
                     site,
                     Op::UserActivity {
-                        stored: req.events.len(),
+                        user_id: req.user_id,
+                        identity,
+                        events,
                     },
                 )
             }
@@ -842,6 +976,13 @@ impl Tippen {
                         outcome,
                     )
                 }
+                Op::VideoCall { new } => {
+                    let (invite, outcome) = self.send_invite(&site, new).await?;
+                    (
+                        json_response(StatusCode::OK, &video_call_response(&invite)),
+                        outcome,
+                    )
+                }
                 Op::CancelInvite {
                     visitor_id,
                     invite_id,
@@ -857,17 +998,48 @@ impl Tippen {
                         .await?;
                     invite_change_response(change)
                 }
-                Op::UserActivity { stored } => (
-                    json_response(
-                        StatusCode::OK,
-                        &ActivityResponse {
-                            success: true,
-                            stored,
-                            analyzed: true,
-                        },
-                    ),
+                Op::UserActivity {
+                    user_id,
+                    identity,
+                    events,
+                } => {
+                    let outcome = self
+                        .record_activity(&site, &user_id, &identity, &events)
+                        .await?;
+                    (
+                        json_response(
+                            StatusCode::OK,
+                            &ActivityResponse {
+                                success: true,
+                                stored: events.len(),
+                                analyzed: true,
+                            },
+                        ),
+                        outcome,
+                    )
+                }
+                Op::SupportUsers => (
+                    json_response(StatusCode::OK, &self.support_overview(&site).await?),
                     Outcome::default(),
                 ),
+                Op::DeleteUser { user_id } => {
+                    let (deleted, outcome) = self.delete_user(&site, &user_id).await?;
+                    #[derive(Serialize)]
+                    struct Deleted {
+                        success: bool,
+                        deleted: bool,
+                    }
+                    (
+                        json_response(
+                            StatusCode::OK,
+                            &Deleted {
+                                success: true,
+                                deleted,
+                            },
+                        ),
+                        outcome,
+                    )
+                }
             })
         }
         .await;
@@ -878,6 +1050,7 @@ impl Tippen {
                 broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
                 deadline: outcome.deadline,
                 lookups: outcome.lookups,
+                notifications: outcome.notifications,
                 site: Some(site),
             },
             Err(e) => Handled {
@@ -887,12 +1060,164 @@ impl Tippen {
         }
     }
 
-    /// Routes and executes a request in one call (for hosts without per-site locking).
+    /// Routes and executes a request in one call (for hosts without per-site locking), with
+    /// no outbound HTTP: a request that needs it ([`Routed::Outbound`]) is answered as if the
+    /// transport were [`Unavailable`](TransportError::Unavailable). See
+    /// [`handle_with`](Self::handle_with).
     pub async fn handle(&self, req: Request<Bytes>, ctx: &RequestContext) -> Handled {
-        match self.route(req, ctx).await {
-            Routed::Done(h) => h,
-            Routed::Site(call) => self.execute(call).await,
+        let mut routed = self.route(req, ctx).await;
+        loop {
+            match routed {
+                Routed::Done(h) => return h,
+                Routed::Site(call) => return self.execute(call).await,
+                Routed::Outbound(call) => {
+                    routed = self.resume(call, Err(TransportError::Unavailable));
+                }
+            }
         }
+    }
+
+    /// Routes and executes a request in one call, sending outbound requests with `transport`.
+    pub async fn handle_with(
+        &self,
+        req: Request<Bytes>,
+        ctx: &RequestContext,
+        transport: &dyn Transport,
+    ) -> Handled {
+        let mut routed = self.route(req, ctx).await;
+        loop {
+            match routed {
+                Routed::Done(h) => return h,
+                Routed::Site(call) => return self.execute(call).await,
+                Routed::Outbound(mut call) => {
+                    let answer = transport.send(call.take_request()).await;
+                    routed = self.resume(call, answer);
+                }
+            }
+        }
+    }
+
+    /// Continues a request after its outbound call ([`Routed::Outbound`]) with the answer, or
+    /// the transport's failure. A provider that failed or answered out of contract is a
+    /// `502 {"error":…}` naming the problem (`503` with `Retry-After` when it rate limits);
+    /// nothing has changed then.
+    pub fn resume(
+        &self,
+        call: OutboundCall,
+        answer: Result<Response<Bytes>, TransportError>,
+    ) -> Routed {
+        let OutboundCall { site, pending, .. } = call;
+        match pending {
+            Pending::VideoCall { mut new } => {
+                let Some(provider) = self.video_provider() else {
+                    return Routed::Done(Handled::response(no_video_provider().into_response()));
+                };
+                let session = match answer {
+                    Ok(response) => provider.parse_session(&response),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "video provider unreachable");
+                        return Routed::Done(Handled::response(
+                            ApiError::new(
+                                StatusCode::BAD_GATEWAY,
+                                format!("the video provider could not be reached: {e}"),
+                            )
+                            .into_response(),
+                        ));
+                    }
+                };
+                match session {
+                    Ok(session) => {
+                        new.guest_url = session.guest_url;
+                        new.host_url = Some(session.host_url);
+                        Routed::Site(SiteCall {
+                            site,
+                            op: Op::VideoCall { new },
+                        })
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "video provider failed");
+                        let status = match e {
+                            VideoError::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
+                            _ => StatusCode::BAD_GATEWAY,
+                        };
+                        Routed::Done(Handled::response(
+                            ApiError::new(status, e.to_string()).into_response(),
+                        ))
+                    }
+                }
+            }
+        }
+    }
+
+    /// `POST /api/video-call` after validation: answers a retry (same invite id) from the
+    /// stored invite, refuses an absent visitor (404) or one with another open invite (409)
+    /// before any session is created, and otherwise asks for the provider call.
+    async fn route_video_call(
+        &self,
+        site: Site,
+        visitor_id: String,
+        invite_id: String,
+        invited_by: Option<String>,
+        host_name: Option<String>,
+        guest_name: Option<String>,
+    ) -> Result<Routed, ApiError> {
+        let Some(provider) = self.video_provider() else {
+            return Err(no_video_provider());
+        };
+        let now = self.now();
+        let cfg = &self.config().presence;
+        let record = self
+            .store()
+            .visitor(&site.id, &visitor_id)
+            .await
+            .map_err(ServiceError::from)?
+            .map(|v| v.value)
+            .filter(|v| v.live_at(now, cfg))
+            .ok_or(ServiceError::VisitorNotFound)?;
+        if let Some(invite) = record.invite.as_ref() {
+            if invite.invite_id == invite_id && invite.host_url.is_some() {
+                return Ok(Routed::Done(Handled::response(json_response(
+                    StatusCode::OK,
+                    &video_call_response(invite),
+                ))));
+            }
+            if invite.is_open() && !invite.is_due(now) && invite.invite_id != invite_id {
+                return Err(ServiceError::Invite(InviteError::AlreadyOpen {
+                    invite_id: invite.invite_id.clone(),
+                })
+                .into());
+            }
+        }
+        let invited_by = invited_by.map(|b| cut(b, 128));
+        let session = SessionRequest {
+            host_name: cut(
+                host_name
+                    .or_else(|| invited_by.clone())
+                    .unwrap_or_else(|| "Tippen".to_owned()),
+                128,
+            ),
+            guest_name: cut(
+                guest_name
+                    // A known company names the guest; the fallbacks ("Unknown Company") do not.
+                    .or_else(|| {
+                        record
+                            .company
+                            .domain
+                            .is_some()
+                            .then(|| record.company.name.clone())
+                    })
+                    .unwrap_or_else(|| "Visitor".to_owned()),
+                128,
+            ),
+        };
+        let request = provider.create_session_request(&session);
+        let mut new = NewInvite::new(&invite_id, &visitor_id, "");
+        new.invited_by = invited_by;
+        Ok(Routed::Outbound(OutboundCall {
+            site,
+            request,
+            pending: Pending::VideoCall { new },
+        }))
     }
 
     /// Authorizes a dashboard WebSocket upgrade (`/ws/dashboard?apiKey=`, or the header).
@@ -977,6 +1302,7 @@ impl Tippen {
             broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
             visitor_messages: outcome.visitor_pushes(),
             deadline: outcome.deadline,
+            notifications: outcome.notifications,
         })
     }
 
@@ -1076,22 +1402,25 @@ impl Tippen {
     /// "INVITE_DECLINED","inviteId":…}`, applied like `POST /track/invite`. Returns the reply
     /// for the same socket — `{"type":"VIDEO_INVITE_UPDATE","inviteId","state"}` with the
     /// state now, or `{"type":"ERROR","error":…}` (malformed message, unknown invite,
-    /// conflict) — and the dashboard broadcasts (publish them; run it under the site's lock).
-    /// Only a store failure is an `Err`.
+    /// conflict) — the dashboard broadcasts, and the pushes for the visitor's sockets (its
+    /// other tabs hide the popup); run it under the site's lock and publish both. Only a store
+    /// failure is an `Err`.
     pub async fn visitor_message(
         &self,
         site: &SiteId,
         visitor_id: &str,
         text: &str,
-    ) -> Result<(Option<String>, Vec<String>), ServiceError> {
-        let error =
-            |error: String| serde_json::json!({ "type": "ERROR", "error": error }).to_string();
+    ) -> Result<VisitorAnswer, ServiceError> {
+        let error = |error: String| VisitorAnswer {
+            reply: Some(serde_json::json!({ "type": "ERROR", "error": error }).to_string()),
+            ..VisitorAnswer::default()
+        };
         let answer = match serde_json::from_str::<InviteFromVisitor>(text) {
             Ok(answer) => answer,
             Err(_) => {
                 let msg = "expected a JSON object with a \"type\" of INVITE_SEEN, \
                            INVITE_ACCEPTED or INVITE_DECLINED and an \"inviteId\"";
-                return Ok((Some(error(msg.to_owned())), Vec::new()));
+                return Ok(error(msg.to_owned()));
             }
         };
         let change = match self
@@ -1100,7 +1429,7 @@ impl Tippen {
         {
             Ok(change) => change,
             Err(e @ (ServiceError::Invite(_) | ServiceError::VisitorNotFound)) => {
-                return Ok((Some(error(ApiError::from(e).message)), Vec::new()));
+                return Ok(error(ApiError::from(e).message));
             }
             Err(e) => return Err(e),
         };
@@ -1110,16 +1439,35 @@ impl Tippen {
             .iter()
             .map(Sequenced::to_json)
             .collect();
+        let visitor_pushes = change.outcome.visitor_pushes();
         let reply = match change.refused {
-            Some(err) => error(err.to_string()),
+            Some(err) => {
+                serde_json::json!({ "type": "ERROR", "error": err.to_string() }).to_string()
+            }
             None => serde_json::to_string(&InviteToVisitor::VideoInviteUpdate {
                 invite_id: change.invite.invite_id.clone(),
                 state: change.invite.state,
             })
             .unwrap_or_default(),
         };
-        Ok((Some(reply), broadcasts))
+        Ok(VisitorAnswer {
+            reply: Some(reply),
+            broadcasts,
+            visitor_pushes,
+        })
     }
+}
+
+/// What [`Tippen::visitor_message`] returns for a visitor socket's message.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VisitorAnswer {
+    /// The reply for the socket that sent the message.
+    pub reply: Option<String>,
+    /// JSON texts for every dashboard of the site, in order.
+    pub broadcasts: Vec<String>,
+    /// `(visitorId, json)` texts for that visitor's open sockets (every tab, the sender's
+    /// included: an update it already has is harmless).
+    pub visitor_pushes: Vec<(String, String)>,
 }
 
 /// The invite a visitor push delivers once sent: the `inviteId` of a `VIDEO_INVITE` (report
@@ -1140,4 +1488,6 @@ pub struct SweepResult {
     pub visitor_messages: Vec<(String, String)>,
     /// The site's next deadline.
     pub deadline: Option<Timestamp>,
+    /// Support alerts of time-driven triggers, for the host's notifier (Slack).
+    pub notifications: Vec<crate::support::SupportNotice>,
 }

@@ -73,4 +73,7 @@ pub struct Config {
     pub limits: Limits,
     /// Video invite timings (an unanswered invite expires after 60 s by default).
     pub invites: crate::invite::InviteConfig,
+    /// Support triggers: rule thresholds and tiers, the Slack cooldown, what is kept per user
+    /// (see [`crate::support`]).
+    pub support: crate::support::SupportConfig,
 }

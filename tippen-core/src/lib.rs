@@ -81,9 +81,12 @@ pub mod presence;
 pub mod protocol;
 pub mod service;
 pub mod site;
+pub mod slack;
 pub mod store;
+pub mod support;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+pub mod transport;
 pub mod video;
 
 #[cfg(not(target_arch = "wasm32"))]
@@ -92,6 +95,9 @@ pub use clock::{Clock, ManualClock, Timestamp};
 pub use config::{Config, Limits, PresenceConfig};
 pub use ids::{IdGenerator, SeededIds};
 pub use memory::MemoryStore;
-pub use service::{ClientInfo, InviteChange, LookupRequest, Outcome, ServiceError, Tippen};
+pub use service::{
+    ClientInfo, InviteChange, LookupRequest, Outcome, ServiceError, SupportOverview, Tippen,
+};
 pub use site::{KeyHash, KeyRole, Site, SiteId};
 pub use store::{Store, StoreError, Version, Versioned};
+pub use transport::{Transport, TransportError};

@@ -12,6 +12,7 @@ use crate::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use crate::presence::VisitorRecord;
 use crate::site::{KeyHash, Site, SiteId};
 use crate::store::{Store, StoreError, Version, Versioned};
+use crate::support::UserRecord;
 
 /// A [`Store`] in memory: hash maps plus a per-site deadline index (`BTreeSet`).
 #[derive(Debug, Default)]
@@ -26,6 +27,13 @@ struct Inner {
     visitors: HashMap<SiteId, SiteVisitors>,
     lookups: HashMap<IpAddr, CachedLookup>,
     stats: HashMap<SiteId, EnrichmentStats>,
+    users: HashMap<SiteId, SiteUsers>,
+}
+
+#[derive(Debug, Default)]
+struct SiteUsers {
+    records: HashMap<String, Versioned<UserRecord>>,
+    by_deadline: BTreeSet<(Timestamp, String)>,
 }
 
 #[derive(Debug, Default)]
@@ -246,5 +254,103 @@ impl Store for MemoryStore {
             stats.record(*event);
         }
         Ok(())
+    }
+
+    async fn user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+    ) -> Result<Option<Versioned<UserRecord>>, StoreError> {
+        Ok(self
+            .lock()
+            .users
+            .get(site)
+            .and_then(|s| s.records.get(user_id))
+            .cloned())
+    }
+
+    async fn save_user(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let mut inner = self.lock();
+        let s = inner.users.entry(site.clone()).or_default();
+        let current = s.records.get(&record.user_id);
+        if current.map(|v| v.version) != expected {
+            return Err(StoreError::Conflict);
+        }
+        let version = Version(expected.map_or(1, |v| v.0 + 1));
+        if let Some(old) = current {
+            let key = (old.value.deadline, record.user_id.clone());
+            s.by_deadline.remove(&key);
+        }
+        s.by_deadline
+            .insert((record.deadline, record.user_id.clone()));
+        s.records.insert(
+            record.user_id.clone(),
+            Versioned {
+                version,
+                value: record.clone(),
+            },
+        );
+        Ok(version)
+    }
+
+    async fn remove_user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let mut inner = self.lock();
+        let Some(s) = inner.users.get_mut(site) else {
+            return Err(StoreError::Conflict);
+        };
+        match s.records.get(user_id) {
+            Some(v) if v.version == expected => {
+                let key = (v.value.deadline, user_id.to_owned());
+                s.by_deadline.remove(&key);
+                s.records.remove(user_id);
+                Ok(())
+            }
+            _ => Err(StoreError::Conflict),
+        }
+    }
+
+    async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
+        Ok(self
+            .lock()
+            .users
+            .get(site)
+            .map(|s| s.records.values().map(|v| v.value.clone()).collect())
+            .unwrap_or_default())
+    }
+
+    async fn due_users(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
+        let inner = self.lock();
+        let Some(s) = inner.users.get(site) else {
+            return Ok(Vec::new());
+        };
+        Ok(s.by_deadline
+            .iter()
+            .take_while(|(d, _)| *d <= now)
+            .take(limit)
+            .filter_map(|(_, id)| s.records.get(id).cloned())
+            .collect())
+    }
+
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self
+            .lock()
+            .users
+            .get(site)
+            .and_then(|s| s.by_deadline.first().map(|(d, _)| *d)))
     }
 }

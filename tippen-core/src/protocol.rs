@@ -67,6 +67,50 @@ pub struct LeaveRequest {
     pub tab_id: Option<String>,
 }
 
+/// Body of `POST /api/video-call`: create a video session with the configured provider and
+/// invite the visitor to it, in one call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoCallRequest {
+    /// The key, for clients that cannot set headers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key: Option<String>,
+    /// The invited visitor.
+    pub visitor_id: String,
+    /// The invite's id, an idempotency key: a retry with the same id creates no second
+    /// session and no second invite. Generated when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invite_id: Option<String>,
+    /// Who invites (admin label shown to the visitor and other admins; the host's name in the
+    /// call unless `hostName` is given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invited_by: Option<String>,
+    /// The admin's name in the call. Default: `invitedBy`, else `Tippen`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_name: Option<String>,
+    /// The visitor's name in the call. Default: the visitor's company, else `Visitor`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest_name: Option<String>,
+}
+
+/// Answer of `POST /api/video-call`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VideoCallResponse {
+    /// Always `true`.
+    pub success: bool,
+    /// The invite's id (the one given, or the generated one).
+    pub invite_id: String,
+    /// Where the admin joins the call.
+    pub host_url: String,
+    /// Where the visitor joins (sent to the visitor with the invite).
+    pub guest_url: String,
+    /// The invite's state (`sent`, or a later state when this was a retry).
+    pub state: crate::invite::InviteState,
+    /// When the invite expires unanswered.
+    pub expires_at: Timestamp,
+}
+
 /// Body of `POST /api/send-video-invite`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -415,6 +459,25 @@ pub enum ServerMessage {
         /// When the state changed, epoch milliseconds.
         updated_at: Timestamp,
     },
+    /// Addition: a logged-in user needs support — a trigger started to hold (`raised`), or
+    /// one stopped while others still hold (`raised` empty). `user` is the summary now.
+    SupportAlert {
+        /// The user's summary (its `triggers` are every trigger holding).
+        user: Box<crate::support::UserSummary>,
+        /// The triggers that started to hold with this message.
+        raised: Vec<crate::support::Trigger>,
+    },
+    /// Addition: a user no longer needs support.
+    SupportRecovered {
+        /// The product's user id.
+        user_id: String,
+        /// The triggers that held until now.
+        cleared: Vec<crate::support::Trigger>,
+        /// `recovered` (no trigger holds), `expired` (retention ended) or `deleted`.
+        resolution: crate::support::Resolution,
+        /// When, RFC 3339.
+        at: String,
+    },
     /// Answer to `PING`.
     Pong {
         /// Server time, epoch milliseconds.
@@ -436,6 +499,8 @@ impl ServerMessage {
                 | ServerMessage::VisitorRemoved { .. }
                 | ServerMessage::VideoInviteSent { .. }
                 | ServerMessage::VideoInviteUpdate { .. }
+                | ServerMessage::SupportAlert { .. }
+                | ServerMessage::SupportRecovered { .. }
         )
     }
 }

@@ -22,6 +22,10 @@ use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, Visi
 use crate::protocol::{Sequenced, ServerMessage, VisitorView};
 use crate::site::{KeyHash, KeyRole, Site, SiteId};
 use crate::store::{Store, StoreError, Version};
+use crate::video::VideoProvider;
+
+mod support;
+pub use support::SupportOverview;
 
 /// Why an operation failed.
 #[derive(Debug, Error)]
@@ -63,6 +67,10 @@ pub struct Outcome {
     /// derived from [`messages`](Self::messages); [`visitor_pushes`](Self::visitor_pushes)
     /// returns both, in order.
     pub visitor_messages: Vec<(String, String)>,
+    /// Support alerts to notify people of outside the dashboards (Slack), cooldown already
+    /// applied: the host delivers each ([`crate::slack`] builds the request) without delaying
+    /// the response.
+    pub notifications: Vec<crate::support::SupportNotice>,
 }
 
 impl Outcome {
@@ -145,6 +153,7 @@ pub struct Tippen {
     clock: Arc<dyn Clock>,
     config: Config,
     ids: Arc<dyn IdGenerator>,
+    video: Option<Arc<dyn VideoProvider>>,
 }
 
 impl std::fmt::Debug for Tippen {
@@ -178,7 +187,20 @@ impl Tippen {
             clock,
             config,
             ids: Arc::new(SeededIds::new(seed)),
+            video: None,
         }
+    }
+
+    /// The same service creating video sessions with `provider`, which enables the one-call
+    /// invite endpoint `POST /api/video-call` (without a provider it answers 501).
+    pub fn with_video_provider(mut self, provider: Arc<dyn VideoProvider>) -> Self {
+        self.video = Some(provider);
+        self
+    }
+
+    /// The video-session provider, when one is configured.
+    pub fn video_provider(&self) -> Option<&Arc<dyn VideoProvider>> {
+        self.video.as_ref()
     }
 
     /// The same service generating ids (invite ids) with `ids`.
@@ -216,7 +238,7 @@ impl Tippen {
         Ok(site.role_of(&hash).map(|role| (site, role)))
     }
 
-    async fn sequence(
+    pub(crate) async fn sequence(
         &self,
         site: &SiteId,
         messages: Vec<ServerMessage>,
@@ -351,7 +373,7 @@ impl Tippen {
                         deadline: Some(record.deadline),
                         lookups,
                         invite: record.open_invite().map(|i| i.visitor_message(now)),
-                        visitor_messages: Vec::new(),
+                        ..Outcome::default()
                     });
                 }
                 Err(StoreError::Conflict) => continue,
@@ -453,7 +475,9 @@ impl Tippen {
         }
     }
 
-    /// Time-driven work for a site: drops expired tabs and removes expired visitors.
+    /// Time-driven work for a site: drops expired tabs and removes expired visitors, and
+    /// re-evaluates the support rules of due users (time-driven triggers, windows ageing out,
+    /// retention).
     ///
     /// Costs O(k · log n) for k due records (the store's deadline index). Spurious calls are
     /// harmless. The outcome's `deadline` is the site's next deadline; it is `<= now` only
@@ -462,11 +486,11 @@ impl Tippen {
     pub async fn sweep(&self, site: &SiteId) -> Result<Outcome, ServiceError> {
         let cfg = &self.config.presence;
         let now = self.clock.now();
+        let (mut messages, notifications) = self.sweep_users(site, now).await?;
         let due = self
             .store
             .due_visitors(site, now, self.config.limits.sweep_batch)
             .await?;
-        let mut messages = Vec::new();
         for mut current in due {
             for _ in 0..self.config.limits.max_write_attempts {
                 let mut record = current.value.clone();
@@ -518,7 +542,8 @@ impl Tippen {
         }
         Ok(Outcome {
             messages: self.sequence(site, messages).await?,
-            deadline: self.store.next_deadline(site).await?,
+            deadline: self.next_deadline(site).await?,
+            notifications,
             ..Outcome::default()
         })
     }
@@ -566,9 +591,12 @@ impl Tippen {
         Err(ServiceError::Contention(visitor_id.to_owned()))
     }
 
-    /// The site's next deadline, as stored.
+    /// The site's next deadline, as stored: the earliest of its visitors' and its support
+    /// users'.
     pub async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, ServiceError> {
-        Ok(self.store.next_deadline(site).await?)
+        let visitors = self.store.next_deadline(site).await?;
+        let users = self.store.next_user_deadline(site).await?;
+        Ok(visitors.into_iter().chain(users).min())
     }
 
     /// The visitors live now (never one whose grace has passed, swept or not), oldest first.

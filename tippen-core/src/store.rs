@@ -31,6 +31,13 @@
 //!   batches both count, no lost update); [`Store::enrichment_stats`] reads them (all zero for
 //!   a site with none).
 //!
+//! - Support users ([`UserRecord`], keyed by site and user id) follow the visitors' contract:
+//!   [`Store::save_user`] and [`Store::remove_user`] are conditional on the [`Version`] the
+//!   same way, [`Store::due_users`] returns records whose stored `deadline` is `<= now`,
+//!   earliest first, at most `limit` (an index, not a scan) and
+//!   [`Store::next_user_deadline`] is the smallest. A user record carries its own bounded
+//!   list of raw events, so storing it is one write; no other table is needed.
+//!
 //! `tippen_core::testkit` (feature `testkit`) checks all of this against any implementation.
 
 use async_trait::async_trait;
@@ -42,6 +49,7 @@ use crate::clock::Timestamp;
 use crate::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use crate::presence::VisitorRecord;
 use crate::site::{KeyHash, Site, SiteId};
+use crate::support::UserRecord;
 
 /// A record's version for optimistic concurrency. Starts at 1 on insert, +1 per write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -154,4 +162,42 @@ pub trait Store: MaybeSendSync {
         site: &SiteId,
         events: &[EnrichmentEvent],
     ) -> Result<(), StoreError>;
+
+    /// One support user record.
+    async fn user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+    ) -> Result<Option<Versioned<UserRecord>>, StoreError>;
+
+    /// Writes the user `record` if the stored version is `expected` (`None`: only when no
+    /// record exists); returns the new version.
+    async fn save_user(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError>;
+
+    /// Deletes the user record if its stored version is `expected`.
+    async fn remove_user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError>;
+
+    /// Every stored user record of the site.
+    async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// User records with `deadline <= now`, earliest first, at most `limit`.
+    async fn due_users(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<UserRecord>>, StoreError>;
+
+    /// The smallest stored user deadline of the site.
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError>;
 }

@@ -24,6 +24,7 @@ use crate::presence::{Company, EnrichmentSource, Ping, PingKind, Tab, Visibility
 use crate::service::Tippen;
 use crate::site::{KeyHash, Site, SiteId};
 use crate::store::{Store, StoreError, Version};
+use crate::support::UserRecord;
 
 /// Runs every check against `store`.
 pub async fn run_store_suite(store: Arc<dyn Store>, prefix: &str) {
@@ -36,6 +37,8 @@ pub async fn run_store_suite(store: Arc<dyn Store>, prefix: &str) {
     concurrent_writers_lose_nothing(store.clone(), prefix).await;
     enrichment_cache(&*store, prefix).await;
     enrichment_stats(&*store, prefix).await;
+    user_records(&*store, prefix).await;
+    user_deadline_index(&*store, prefix).await;
 }
 
 /// An address in 2001:db8::/32 (documentation) derived from `prefix` and `n`, so suites with
@@ -528,4 +531,217 @@ pub async fn concurrent_writers_lose_nothing(store: Arc<dyn Store>, prefix: &str
         })
         .sum();
     assert_eq!(removals, 1, "racing sweeps remove a visitor exactly once");
+}
+
+/// A support user record seen at `seen_ms` with the given deadline, carrying one raw event
+/// of every kind (so a round trip covers them all).
+pub fn sample_user(user_id: &str, seen_ms: i64, deadline_ms: i64) -> UserRecord {
+    use crate::protocol::{ActivityEvent, SubscriptionTier};
+    use crate::support::{StoredEvent, SupportConfig, Trigger};
+    let seen = Timestamp::from_millis(seen_ms);
+    let mut r = UserRecord::new(user_id, seen, &SupportConfig::default());
+    r.email = Some("jöhn@acme.example".to_owned());
+    r.tier = Some(SubscriptionTier::FreeTrial);
+    r.route = Some("/dashboard".to_owned());
+    r.interactions.push_back(seen);
+    r.errors.push_back(seen);
+    r.event_count = 6;
+    r.error_count = 1;
+    r.last_error = Some("Failed to load \"x\"".to_owned());
+    r.triggers = vec![Trigger::ErrorBurst];
+    r.alert_since = Some(seen);
+    r.last_notified = Some(seen);
+    let events = [
+        ActivityEvent::Route {
+            route: "/dashboard".into(),
+            timestamp: 1,
+        },
+        ActivityEvent::Click {
+            element: Some("button.save".into()),
+            route: Some("/dashboard".into()),
+            timestamp: 2,
+        },
+        ActivityEvent::FormSubmit {
+            form_id: Some("signup".into()),
+            route: None,
+            timestamp: 3,
+        },
+        ActivityEvent::PageTime {
+            route: Some("/dashboard".into()),
+            duration: 120_000,
+            timestamp: 4,
+        },
+        ActivityEvent::Error {
+            message: Some("Failed".into()),
+            route: None,
+            timestamp: 5,
+        },
+        ActivityEvent::Custom {
+            name: "feature_used".into(),
+            data: Some(serde_json::json!({"feature": "export", "n": [1, 2.5, null]})),
+            timestamp: 6,
+        },
+    ];
+    r.raw_events = events
+        .into_iter()
+        .map(|event| StoredEvent {
+            received_at: seen,
+            event,
+        })
+        .collect();
+    r.deadline = Timestamp::from_millis(deadline_ms);
+    r
+}
+
+/// User records: conditional writes and deletes, round trip of every field, isolation.
+pub async fn user_records(store: &dyn Store, prefix: &str) {
+    let site = site_id(prefix, "users");
+    let other = site_id(prefix, "users-other");
+    assert_eq!(store.user(&site, "u1").await.expect("user"), None);
+    let r = sample_user("u1", T0, T0 + 60_000);
+    let v1 = store.save_user(&site, &r, None).await.expect("insert");
+    assert_eq!(v1, Version(1), "versions start at 1");
+    assert!(
+        matches!(
+            store.save_user(&site, &r, None).await,
+            Err(StoreError::Conflict)
+        ),
+        "insert over an existing user conflicts"
+    );
+    let back = store
+        .user(&site, "u1")
+        .await
+        .expect("user")
+        .expect("record");
+    assert_eq!(back.version, v1);
+    assert_eq!(back.value, r, "every field round-trips");
+    let mut r2 = r.clone();
+    r2.event_count = 7;
+    let v2 = store.save_user(&site, &r2, Some(v1)).await.expect("update");
+    assert_eq!(v2, Version(2));
+    assert!(
+        matches!(
+            store.save_user(&site, &r2, Some(v1)).await,
+            Err(StoreError::Conflict)
+        ),
+        "a stale version conflicts"
+    );
+    assert!(
+        matches!(
+            store.remove_user(&site, "u1", v1).await,
+            Err(StoreError::Conflict)
+        ),
+        "a stale delete conflicts"
+    );
+    assert_eq!(
+        store.user(&other, "u1").await.expect("user"),
+        None,
+        "sites are isolated"
+    );
+    assert!(store.users(&other).await.expect("users").is_empty());
+    assert_eq!(store.users(&site).await.expect("users"), vec![r2]);
+    store.remove_user(&site, "u1", v2).await.expect("delete");
+    assert_eq!(store.user(&site, "u1").await.expect("user"), None);
+    assert_eq!(
+        store.next_user_deadline(&site).await.expect("next"),
+        None,
+        "index emptied"
+    );
+    assert!(
+        matches!(
+            store.remove_user(&site, "u1", v2).await,
+            Err(StoreError::Conflict)
+        ),
+        "deleting a missing user conflicts"
+    );
+    let again = store
+        .save_user(&site, &r, None)
+        .await
+        .expect("insert after delete");
+    assert_eq!(again, Version(1));
+}
+
+/// `due_users` returns exactly the users due, earliest first, bounded by `limit`, and follows
+/// updates and deletes; `next_user_deadline` is the minimum; visitor deadlines are separate.
+pub async fn user_deadline_index(store: &dyn Store, prefix: &str) {
+    let site = site_id(prefix, "users-due");
+    assert_eq!(store.next_user_deadline(&site).await.expect("next"), None);
+    for (i, d) in [(3, 30_000), (1, 10_000), (2, 20_000), (4, 40_000)] {
+        store
+            .save_user(&site, &sample_user(&format!("u{i}"), T0, T0 + d), None)
+            .await
+            .expect("insert");
+    }
+    store
+        .save_visitor(&site, &sample_record("v", T0, T0 + 1_000), None)
+        .await
+        .expect("a visitor");
+    assert_eq!(
+        store.next_user_deadline(&site).await.expect("next"),
+        Some(Timestamp::from_millis(T0 + 10_000)),
+        "the users' minimum, not the visitor's"
+    );
+    let ids = |v: Vec<crate::store::Versioned<UserRecord>>| {
+        v.into_iter().map(|r| r.value.user_id).collect::<Vec<_>>()
+    };
+    let due = store
+        .due_users(&site, Timestamp::from_millis(T0 + 20_000), 100)
+        .await
+        .expect("due");
+    assert_eq!(
+        ids(due),
+        ["u1", "u2"],
+        "due at T0+20s, inclusive, earliest first"
+    );
+    let due = store
+        .due_users(&site, Timestamp::from_millis(T0 + 40_000), 2)
+        .await
+        .expect("due");
+    assert_eq!(ids(due), ["u1", "u2"], "limit respected");
+    assert!(
+        store
+            .due_users(&site, Timestamp::from_millis(T0 + 9_999), 100)
+            .await
+            .expect("due")
+            .is_empty(),
+        "nothing due before the first deadline"
+    );
+    let u1 = store.user(&site, "u1").await.expect("user").expect("u1");
+    store
+        .save_user(&site, &sample_user("u1", T0, T0 + 50_000), Some(u1.version))
+        .await
+        .expect("update");
+    let due = store
+        .due_users(&site, Timestamp::from_millis(T0 + 20_000), 100)
+        .await
+        .expect("due");
+    assert_eq!(ids(due), ["u2"], "an updated deadline moves in the index");
+    let u2 = store.user(&site, "u2").await.expect("user").expect("u2");
+    store
+        .remove_user(&site, "u2", u2.version)
+        .await
+        .expect("delete");
+    assert_eq!(
+        store.next_user_deadline(&site).await.expect("next"),
+        Some(Timestamp::from_millis(T0 + 30_000)),
+        "a deleted record leaves the index"
+    );
+    let due = store
+        .due_users(&site, Timestamp::from_millis(T0 + 60_000), 100)
+        .await
+        .expect("due");
+    assert_eq!(ids(due), ["u3", "u4", "u1"]);
+    assert_eq!(store.users(&site).await.expect("users").len(), 3);
+    assert!(
+        store
+            .due_users(
+                &site_id(prefix, "users-none"),
+                Timestamp::from_millis(T0 + 60_000),
+                10
+            )
+            .await
+            .expect("due")
+            .is_empty(),
+        "another site has none"
+    );
 }

@@ -11,6 +11,7 @@ use mockall::mock;
 use tippen_core::api::RequestContext;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
+use tippen_core::support::UserRecord;
 use tippen_core::{
     Config, KeyHash, ManualClock, MemoryStore, Site, SiteId, Store, StoreError, Timestamp, Tippen,
     Version, Versioned,
@@ -43,6 +44,12 @@ mock! {
         async fn put_cached_lookup(&self, ip: std::net::IpAddr, entry: &CachedLookup) -> Result<(), StoreError>;
         async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError>;
         async fn record_enrichment(&self, site: &SiteId, events: &[EnrichmentEvent]) -> Result<(), StoreError>;
+        async fn user(&self, site: &SiteId, user_id: &str) -> Result<Option<Versioned<UserRecord>>, StoreError>;
+        async fn save_user(&self, site: &SiteId, record: &UserRecord, expected: Option<Version>) -> Result<Version, StoreError>;
+        async fn remove_user(&self, site: &SiteId, user_id: &str, expected: Version) -> Result<(), StoreError>;
+        async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError>;
+        async fn due_users(&self, site: &SiteId, now: Timestamp, limit: usize) -> Result<Vec<Versioned<UserRecord>>, StoreError>;
+        async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError>;
     }
 }
 

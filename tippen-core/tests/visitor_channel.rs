@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use http::HeaderMap;
 use serde_json::{Value, json};
-use tippen_core::api::{Handled, pushed_invite};
+use tippen_core::api::{Handled, VisitorAnswer, pushed_invite};
 use tippen_core::invite::InviteConfig;
 use tippen_core::{Config, SiteId};
 
@@ -193,28 +193,35 @@ fn the_visitor_answers_on_the_socket() {
     let h = with_visitor(Config::default());
     invite(&h, "i1");
     let say = |text: &str| block(h.tippen.visitor_message(&site(), "v1", text)).unwrap();
-    let reply = |r: &(Option<String>, Vec<String>)| {
-        serde_json::from_str::<Value>(r.0.as_deref().unwrap()).unwrap()
-    };
+    let reply =
+        |r: &VisitorAnswer| serde_json::from_str::<Value>(r.reply.as_deref().unwrap()).unwrap();
 
     let r = say(r#"{"type":"INVITE_SEEN","inviteId":"i1"}"#);
     assert_eq!(
         reply(&r),
         json!({"type":"VIDEO_INVITE_UPDATE","inviteId":"i1","state":"seen"})
     );
-    assert_eq!(states(&r.1), ["seen"]);
+    assert_eq!(states(&r.broadcasts), ["seen"]);
     let r = say(r#"{"type":"INVITE_ACCEPTED","inviteId":"i1"}"#);
     assert_eq!(reply(&r)["state"], "accepted");
-    assert_eq!(states(&r.1), ["accepted"]);
+    assert_eq!(states(&r.broadcasts), ["accepted"]);
+    // The visitor's other tabs hear it too (they hide the popup).
+    assert_eq!(
+        r.visitor_pushes,
+        [(
+            "v1".to_owned(),
+            r#"{"type":"VIDEO_INVITE_UPDATE","inviteId":"i1","state":"accepted"}"#.to_owned()
+        )]
+    );
     // Repeating it is a no-op with the same reply.
     let r = say(r#"{"type":"INVITE_ACCEPTED","inviteId":"i1"}"#);
     assert_eq!(reply(&r)["state"], "accepted");
-    assert!(r.1.is_empty());
+    assert!(r.broadcasts.is_empty() && r.visitor_pushes.is_empty());
 
     let r = say(r#"{"type":"INVITE_DECLINED","inviteId":"i1"}"#);
     assert_eq!(reply(&r)["type"], "ERROR");
     assert!(reply(&r)["error"].as_str().unwrap().contains("accepted"));
-    assert!(r.1.is_empty());
+    assert!(r.broadcasts.is_empty() && r.visitor_pushes.is_empty());
     let r = say(r#"{"type":"INVITE_SEEN","inviteId":"nope"}"#);
     assert_eq!(
         reply(&r),
@@ -228,6 +235,6 @@ fn the_visitor_answers_on_the_socket() {
     ] {
         let r = say(junk);
         assert_eq!(reply(&r)["type"], "ERROR", "{junk}");
-        assert!(r.1.is_empty());
+        assert!(r.broadcasts.is_empty() && r.visitor_pushes.is_empty());
     }
 }

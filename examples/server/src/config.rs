@@ -9,6 +9,10 @@ use serde::Deserialize;
 use thiserror::Error;
 use tippen_axum::{EnrichmentConfig, InvalidProxy, TrustedProxies};
 use tippen_core::enrichment::{ProviderConfig, ProviderConfigError, ProviderKind, RateLimit};
+use tippen_core::invite::InviteConfig;
+use tippen_core::protocol::SubscriptionTier;
+use tippen_core::slack::{SlackConfig, WebhookUrl};
+use tippen_core::support::{RuleScope, SupportConfig};
 use tippen_core::{KeyHash, PresenceConfig, Site, SiteId};
 
 /// The provider names accepted in `[enrichment] provider` and `TIPPEN_ENRICHMENT_PROVIDER`.
@@ -60,6 +64,12 @@ pub enum ConfigError {
     /// The provider configuration is unusable (empty key, bad base URL).
     #[error("enrichment: {0}")]
     Provider(#[from] ProviderConfigError),
+    /// The `[support]` section (or its environment variables) is inconsistent.
+    #[error("support: {0}")]
+    Support(String),
+    /// The video provider's base URL is not an http(s) URL.
+    #[error("the video provider URL must start with https:// or http://, got {0:?}")]
+    VideoProviderUrl(String),
     /// A timing environment variable is not a number of milliseconds.
     #[error("{var} must be a positive number of milliseconds, got {value:?}")]
     Env {
@@ -86,6 +96,64 @@ pub struct FileConfig {
     /// IP → company enrichment.
     #[serde(default)]
     pub enrichment: EnrichmentSection,
+    /// Video-call invites.
+    #[serde(default)]
+    pub invites: InvitesSection,
+    /// The server's public base URL (links back to the dashboard in Slack messages).
+    pub public_url: Option<String>,
+    /// Support triggers and Slack.
+    #[serde(default)]
+    pub support: SupportSection,
+}
+
+/// `[invites]`: how long an invite waits for an answer, and the video provider.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InvitesSection {
+    /// An unanswered invite expires after this many milliseconds (default 60000).
+    pub ttl_ms: Option<u64>,
+    /// Base URL of the video provider's API (the predecessor's `…/create-session` shape);
+    /// enables `POST /api/video-call`. Absent: admins invite with their own guest URL.
+    pub video_provider_url: Option<String>,
+}
+
+/// `[support]`: the support rules' thresholds (milliseconds, counts), the tiers each rule
+/// applies to, and Slack; absent ones keep the core's defaults.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupportSection {
+    /// Stuck: the same page for more than this (default 300000).
+    pub stuck_after_ms: Option<u64>,
+    /// A user is present while their last event is at most this old (default 120000).
+    pub presence_window_ms: Option<u64>,
+    /// Low activity: the window (default 600000).
+    pub low_activity_window_ms: Option<u64>,
+    /// Low activity: fewer interactions than this in the window (default 3).
+    pub low_activity_min_events: Option<usize>,
+    /// Error burst: the window (default 300000).
+    pub error_window_ms: Option<u64>,
+    /// Error burst: more errors than this in the window (default 3).
+    pub error_burst_max: Option<usize>,
+    /// Inactivity: no events for this long (default 900000).
+    pub inactivity_after_ms: Option<u64>,
+    /// Tiers each rule applies to: `["all"]`, a list of `free_trial`, `paid`,
+    /// `enterprise`, or `[]` to turn the rule off.
+    pub stuck_tiers: Option<Vec<String>>,
+    /// See `stuck_tiers` (default `["free_trial"]`).
+    pub low_activity_tiers: Option<Vec<String>>,
+    /// See `stuck_tiers` (default `["all"]`).
+    pub error_burst_tiers: Option<Vec<String>>,
+    /// See `stuck_tiers` (default `["free_trial"]`).
+    pub inactivity_tiers: Option<Vec<String>>,
+    /// At most one Slack message per user per this long (default 600000).
+    pub slack_cooldown_ms: Option<u64>,
+    /// A user without events for this long is forgotten; raw events are kept no longer
+    /// (default 86400000).
+    pub retention_ms: Option<u64>,
+    /// Raw events kept per user (default 100).
+    pub max_raw_events: Option<usize>,
+    /// The Slack incoming webhook; better from `TIPPEN_SLACK_WEBHOOK_URL`.
+    pub slack_webhook_url: Option<String>,
 }
 
 /// `[enrichment]`: the provider; absent: visitors get fallbacks only.
@@ -148,6 +216,14 @@ pub struct Settings {
     pub sites: Vec<Site>,
     /// The enrichment provider; `None`: fallbacks only.
     pub enrichment: Option<EnrichmentConfig>,
+    /// Support rules.
+    pub support: SupportConfig,
+    /// Slack notifications; `None`: alerts go to dashboards only.
+    pub slack: Option<SlackConfig>,
+    /// Invite timings.
+    pub invites: InviteConfig,
+    /// Base URL of the video provider, when one is configured.
+    pub video_provider_url: Option<String>,
 }
 
 impl FileConfig {
@@ -170,7 +246,9 @@ impl FileConfig {
         env: impl Fn(&'static str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
         let mut presence = PresenceConfig::default();
+        let mut invites = InviteConfig::default();
         let overrides = [
+            ("TIPPEN_INVITE_TTL_MS", self.invites.ttl_ms),
             ("TIPPEN_HEARTBEAT_MS", self.presence.heartbeat_ms),
             ("TIPPEN_VISIBLE_GRACE_MS", self.presence.visible_grace_ms),
             ("TIPPEN_HIDDEN_GRACE_MS", self.presence.hidden_grace_ms),
@@ -188,12 +266,26 @@ impl FileConfig {
                 match var {
                     "TIPPEN_HEARTBEAT_MS" => presence.heartbeat_interval = d,
                     "TIPPEN_VISIBLE_GRACE_MS" => presence.visible_grace = d,
+                    "TIPPEN_INVITE_TTL_MS" => invites.ttl = d,
                     _ => presence.hidden_grace = d,
                 }
             }
         }
         let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)?;
         let enrichment = self.enrichment.into_config(&env)?;
+        let public_url = env("TIPPEN_PUBLIC_URL")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .or(self.public_url);
+        let (support, slack) = self.support.into_config(public_url, &env)?;
+        let video_provider_url = env("TIPPEN_VIDEO_PROVIDER_URL")
+            .filter(|v| !v.trim().is_empty())
+            .or(self.invites.video_provider_url);
+        if let Some(url) = &video_provider_url
+            && !(url.starts_with("https://") || url.starts_with("http://"))
+        {
+            return Err(ConfigError::VideoProviderUrl(url.clone()));
+        }
         let mut ids = HashSet::new();
         let mut keys = HashSet::new();
         if demo {
@@ -228,7 +320,133 @@ impl FileConfig {
             trusted_proxies,
             sites,
             enrichment,
+            support,
+            slack,
+            invites,
+            video_provider_url,
         })
+    }
+}
+
+fn scope(field: &str, tiers: &[String]) -> Result<RuleScope, ConfigError> {
+    let mut out = Vec::new();
+    for t in tiers {
+        match t.as_str() {
+            "all" if tiers.len() == 1 => return Ok(RuleScope::everyone()),
+            "free_trial" => out.push(SubscriptionTier::FreeTrial),
+            "paid" => out.push(SubscriptionTier::Paid),
+            "enterprise" => out.push(SubscriptionTier::Enterprise),
+            other => {
+                return Err(ConfigError::Support(format!(
+                    "{field}: unknown tier {other:?} (expected [\"all\"], [] or a list of \
+                     free_trial, paid, enterprise)"
+                )));
+            }
+        }
+    }
+    if out.is_empty() {
+        Ok(RuleScope {
+            enabled: false,
+            tiers: Vec::new(),
+        })
+    } else {
+        Ok(RuleScope::only(&out))
+    }
+}
+
+impl SupportSection {
+    /// The rules, and Slack from `slack_webhook_url` or `TIPPEN_SLACK_WEBHOOK_URL` (which wins)
+    /// with `public_url` for the dashboard link.
+    fn into_config(
+        self,
+        public_url: Option<String>,
+        env: impl Fn(&'static str) -> Option<String>,
+    ) -> Result<(SupportConfig, Option<SlackConfig>), ConfigError> {
+        let mut c = SupportConfig::default();
+        let ms = |field: &str, v: Option<u64>, into: &mut Duration| match v {
+            Some(0) => Err(ConfigError::Support(format!("{field} must be at least 1"))),
+            Some(ms) => {
+                *into = Duration::from_millis(ms);
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        ms("stuck_after_ms", self.stuck_after_ms, &mut c.stuck_after)?;
+        ms(
+            "presence_window_ms",
+            self.presence_window_ms,
+            &mut c.presence_window,
+        )?;
+        ms(
+            "low_activity_window_ms",
+            self.low_activity_window_ms,
+            &mut c.low_activity_window,
+        )?;
+        ms("error_window_ms", self.error_window_ms, &mut c.error_window)?;
+        ms(
+            "inactivity_after_ms",
+            self.inactivity_after_ms,
+            &mut c.inactivity_after,
+        )?;
+        ms(
+            "slack_cooldown_ms",
+            self.slack_cooldown_ms,
+            &mut c.slack_cooldown,
+        )?;
+        ms("retention_ms", self.retention_ms, &mut c.retention)?;
+        if let Some(n) = self.low_activity_min_events {
+            c.low_activity_min_events = n;
+        }
+        if let Some(n) = self.error_burst_max {
+            c.error_burst_max = n;
+        }
+        if let Some(n) = self.max_raw_events {
+            c.max_raw_events = n;
+        }
+        for (field, tiers, into) in [
+            ("stuck_tiers", &self.stuck_tiers, &mut c.stuck),
+            (
+                "low_activity_tiers",
+                &self.low_activity_tiers,
+                &mut c.low_activity,
+            ),
+            (
+                "error_burst_tiers",
+                &self.error_burst_tiers,
+                &mut c.error_burst,
+            ),
+            (
+                "inactivity_tiers",
+                &self.inactivity_tiers,
+                &mut c.inactivity,
+            ),
+        ] {
+            if let Some(tiers) = tiers {
+                *into = scope(field, tiers)?;
+            }
+        }
+        let webhook = env("TIPPEN_SLACK_WEBHOOK_URL")
+            .map(|v| v.trim().to_owned())
+            .filter(|v| !v.is_empty())
+            .or(self.slack_webhook_url);
+        let slack = match webhook {
+            None => None,
+            Some(url) => {
+                let webhook =
+                    WebhookUrl::parse(&url).map_err(|e| ConfigError::Support(e.to_string()))?;
+                let mut slack = SlackConfig::new(webhook);
+                if let Some(base) = &public_url
+                    && !(base.starts_with("http://") || base.starts_with("https://"))
+                {
+                    return Err(ConfigError::Support(format!(
+                        "public_url must be an http(s) URL, got {base:?}"
+                    )));
+                }
+                slack.dashboard_base_url = public_url;
+                Some(slack)
+            }
+        };
+        Ok((c, slack))
     }
 }
 
@@ -477,6 +695,86 @@ mod tests {
                 .unwrap_err();
             assert!(e.to_string().contains(expected), "{text}: {e}");
         }
+    }
+
+    #[test]
+    fn support_rules_and_slack_come_from_the_file_then_the_environment() {
+        let s = parse("").unwrap().into_settings(false, no_env).unwrap();
+        assert_eq!(s.support, SupportConfig::default());
+        assert!(s.slack.is_none(), "no webhook: dashboards only");
+        let text = r#"
+            public_url = "https://tippen.example"
+            [support]
+            stuck_after_ms = 1000
+            error_burst_max = 5
+            stuck_tiers = ["paid", "enterprise"]
+            low_activity_tiers = []
+            error_burst_tiers = ["all"]
+            slack_webhook_url = "https://hooks.slack.com/services/T/B/file_secret"
+        "#;
+        let s = parse(text).unwrap().into_settings(false, no_env).unwrap();
+        assert_eq!(s.support.stuck_after, Duration::from_secs(1));
+        assert_eq!(s.support.error_burst_max, 5);
+        assert!(s.support.stuck.applies_to(Some(SubscriptionTier::Paid)));
+        assert!(
+            !s.support
+                .stuck
+                .applies_to(Some(SubscriptionTier::FreeTrial))
+        );
+        assert!(
+            !s.support
+                .low_activity
+                .applies_to(Some(SubscriptionTier::FreeTrial))
+        );
+        assert!(s.support.error_burst.applies_to(None));
+        let slack = s.slack.expect("configured");
+        assert_eq!(
+            slack.webhook.expose(),
+            "https://hooks.slack.com/services/T/B/file_secret"
+        );
+        assert_eq!(
+            slack.dashboard_base_url.as_deref(),
+            Some("https://tippen.example")
+        );
+        assert!(
+            !format!("{slack:?}").contains("file_secret"),
+            "not in Debug"
+        );
+        let env = |v: &'static str| match v {
+            "TIPPEN_SLACK_WEBHOOK_URL" => Some("http://127.0.0.1:9/hook".to_owned()),
+            "TIPPEN_PUBLIC_URL" => Some("http://localhost:8787".to_owned()),
+            _ => None,
+        };
+        let slack = parse(text)
+            .unwrap()
+            .into_settings(false, env)
+            .unwrap()
+            .slack
+            .unwrap();
+        assert_eq!(slack.webhook.expose(), "http://127.0.0.1:9/hook");
+        assert_eq!(
+            slack.dashboard_base_url.as_deref(),
+            Some("http://localhost:8787")
+        );
+        for (text, expected) in [
+            ("[support]\nstuck_tiers = [\"gold\"]\n", "unknown tier"),
+            ("[support]\nerror_window_ms = 0\n", "at least 1"),
+            ("[support]\nslack_webhook_url = \"hooks\"\n", "webhook URL"),
+            (
+                "public_url = \"tippen.example\"\n[support]\nslack_webhook_url = \"https://h/x\"\n",
+                "public_url",
+            ),
+        ] {
+            let e = parse(text)
+                .unwrap()
+                .into_settings(false, no_env)
+                .unwrap_err();
+            assert!(e.to_string().contains(expected), "{text}: {e}");
+        }
+        assert!(
+            parse("[support]\nstuck_after = 1\n").is_err(),
+            "unknown fields"
+        );
     }
 
     #[test]

@@ -21,6 +21,10 @@
 //! Without a provider the server runs, says so at start, and every visitor gets a fallback
 //! company (`Direct Visitor` / `Unknown Company`).
 //!
+//! Support alerts go to Slack when `TIPPEN_SLACK_WEBHOOK_URL` (or `[support]
+//! slack_webhook_url`) is set; `TIPPEN_PUBLIC_URL` (or `public_url`) is the server's public
+//! base URL, for the link back to the dashboard in each message.
+//!
 //! Timings can also be overridden (for tests) with `TIPPEN_HEARTBEAT_MS`,
 //! `TIPPEN_VISIBLE_GRACE_MS` and `TIPPEN_HIDDEN_GRACE_MS` (milliseconds). Logs go to stderr,
 //! filtered by `RUST_LOG` (default `info`).
@@ -48,6 +52,25 @@
 //! # base_url = "https://…"   # another endpoint (proxy, test double)
 //! rate_limit_per_minute = 50 # excess lookups wait in a queue (default 50)
 //! request_timeout_ms = 5000  # a slower provider answer fails and is retried
+//!
+//! public_url = "https://tippen.example.com"   # links in Slack messages (or TIPPEN_PUBLIC_URL)
+//!
+//! [support]                  # support triggers; absent keys keep these defaults
+//! stuck_after_ms = 300000    # stuck: same page longer than this, while present
+//! presence_window_ms = 120000 # present: an event within this
+//! low_activity_window_ms = 600000
+//! low_activity_min_events = 3 # low activity: fewer interactions in the window
+//! error_window_ms = 300000
+//! error_burst_max = 3        # error burst: more errors in the window
+//! inactivity_after_ms = 900000
+//! stuck_tiers = ["all"]      # ["all"], [] (off) or free_trial / paid / enterprise
+//! low_activity_tiers = ["free_trial"]
+//! error_burst_tiers = ["all"]
+//! inactivity_tiers = ["free_trial"]
+//! slack_cooldown_ms = 600000 # at most one Slack message per user per this
+//! retention_ms = 86400000    # users and raw events are forgotten after this without events
+//! max_raw_events = 100       # raw events kept per user
+//! # slack_webhook_url = "https://hooks.slack.com/services/…"  # better: TIPPEN_SLACK_WEBHOOK_URL
 //!
 //! [[sites]]
 //! id = "acme"                # letters, digits, '-', '_', '.'
@@ -80,6 +103,7 @@ use std::sync::Arc;
 use clap::Parser;
 use thiserror::Error;
 use tippen_axum::{HostConfig, HostError, SqliteError, SqliteStore, TippenHost};
+use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, ServiceError, Site, Store, StoreError, SystemClock, Tippen};
 use tracing_subscriber::EnvFilter;
 
@@ -204,10 +228,34 @@ async fn run(args: Args) -> Result<(), ServerError> {
 
     let config = Config {
         presence: settings.presence,
+        support: settings.support,
+        invites: settings.invites,
         ..Config::default()
     };
-    tracing::info!(presence = ?config.presence, "presence timings");
-    let tippen = Arc::new(Tippen::new(store, Arc::new(SystemClock), config));
+    match &settings.slack {
+        Some(s) => tracing::info!(
+            webhook = %s.webhook,
+            dashboard_links = s.dashboard_base_url.is_some(),
+            "support alerts go to Slack"
+        ),
+        None => tracing::info!(
+            "no Slack webhook ([support] slack_webhook_url or TIPPEN_SLACK_WEBHOOK_URL): \
+             support alerts go to dashboards only"
+        ),
+    }
+    tracing::info!(presence = ?config.presence, invites = ?config.invites, "timings");
+    let mut tippen = Tippen::new(store, Arc::new(SystemClock), config);
+    match &settings.video_provider_url {
+        Some(url) => {
+            tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
+            tracing::info!("video provider configured: POST /api/video-call creates sessions");
+        }
+        None => tracing::info!(
+            "no video provider ([invites] video_provider_url or TIPPEN_VIDEO_PROVIDER_URL): \
+             admins invite with their own guest URL"
+        ),
+    }
+    let tippen = Arc::new(tippen);
     match &settings.enrichment {
         Some(e) => tracing::info!(
             provider = %e.provider.kind(),
@@ -224,6 +272,7 @@ async fn run(args: Args) -> Result<(), ServerError> {
         HostConfig {
             trusted_proxies: settings.trusted_proxies,
             enrichment: settings.enrichment,
+            slack: settings.slack,
             ..HostConfig::default()
         },
     );

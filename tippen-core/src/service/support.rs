@@ -1,0 +1,262 @@
+//! The support operations of [`Tippen`]: activity batches, due users, the overview and
+//! deletion, over the [`UserRecord`] state machine of [`crate::support`].
+
+use crate::clock::Timestamp;
+use crate::protocol::{ActivityEvent, ServerMessage};
+use crate::site::SiteId;
+use crate::store::StoreError;
+use crate::support::{
+    Resolution, SupportChange, SupportNotice, UserIdentity, UserRecord, UserSummary,
+};
+
+use super::{Outcome, ServiceError, Tippen};
+
+/// What [`Tippen::support_overview`] returns.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SupportOverview {
+    /// Users seen within retention, most recently active first (at most
+    /// [`Tippen::SUPPORT_OVERVIEW_LIMIT`]).
+    pub users: Vec<UserSummary>,
+    /// The users needing support now (open alerts), longest-standing first.
+    pub alerts: Vec<UserSummary>,
+    /// The site's message counter when the overview was read.
+    pub seq: u64,
+}
+
+impl Tippen {
+    /// Most users listed by [`support_overview`](Self::support_overview).
+    pub const SUPPORT_OVERVIEW_LIMIT: usize = 500;
+
+    fn support_messages(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        change: Option<SupportChange>,
+        now: Timestamp,
+        messages: &mut Vec<ServerMessage>,
+        notifications: &mut Vec<SupportNotice>,
+    ) {
+        let cfg = &self.config().support;
+        match change {
+            None => {}
+            Some(SupportChange::Alert { raised, notify }) => {
+                let user = record.summary(now, cfg);
+                if notify {
+                    notifications.push(SupportNotice {
+                        site: site.clone(),
+                        user: user.clone(),
+                        raised: raised.clone(),
+                        at: now,
+                    });
+                }
+                messages.push(ServerMessage::SupportAlert {
+                    user: Box::new(user),
+                    raised,
+                });
+            }
+            Some(SupportChange::Recovered { cleared }) => {
+                messages.push(ServerMessage::SupportRecovered {
+                    user_id: record.user_id.clone(),
+                    cleared,
+                    resolution: Resolution::Recovered,
+                    at: now.to_rfc3339(),
+                });
+            }
+        }
+    }
+
+    fn ended(record: &UserRecord, resolution: Resolution, now: Timestamp) -> Option<ServerMessage> {
+        record
+            .needs_support()
+            .then(|| ServerMessage::SupportRecovered {
+                user_id: record.user_id.clone(),
+                cleared: record.triggers.clone(),
+                resolution,
+                at: now.to_rfc3339(),
+            })
+    }
+
+    /// A batch of in-app activity events of one user (`POST /api/track/user-activity`),
+    /// received now: applies it to the user's record (creating it on a first event; an empty
+    /// batch only updates a known user's email and tier), evaluates the rules and
+    /// reports alerts (`SUPPORT_ALERT` / `SUPPORT_RECOVERED`), the Slack notifications the
+    /// cooldown allows, and the user's deadline.
+    pub async fn record_activity(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        identity: &UserIdentity,
+        events: &[ActivityEvent],
+    ) -> Result<Outcome, ServiceError> {
+        let cfg = &self.config().support;
+        let now = self.now();
+        for _ in 0..self.config().limits.max_write_attempts {
+            let current = self.store().user(site, user_id).await?;
+            if events.is_empty()
+                && current
+                    .as_ref()
+                    .is_none_or(|v| v.value.expired_at(now, cfg))
+            {
+                // Nothing to record for a user not (or no longer) known.
+                return Ok(Outcome::default());
+            }
+            let mut messages = Vec::new();
+            let mut notifications = Vec::new();
+            let (mut record, expected) = match current {
+                Some(v) if !v.value.expired_at(now, cfg) => (v.value, Some(v.version)),
+                Some(v) => {
+                    // Retention ended but not yet swept: start over.
+                    messages.extend(Self::ended(&v.value, Resolution::Expired, now));
+                    (UserRecord::new(user_id, now, cfg), Some(v.version))
+                }
+                None => (UserRecord::new(user_id, now, cfg), None),
+            };
+            let change = record.apply_batch(identity, events, now, cfg);
+            match self.store().save_user(site, &record, expected).await {
+                Ok(_) => {
+                    self.support_messages(
+                        site,
+                        &record,
+                        change,
+                        now,
+                        &mut messages,
+                        &mut notifications,
+                    );
+                    return Ok(Outcome {
+                        messages: self.sequence(site, messages).await?,
+                        deadline: Some(record.deadline),
+                        notifications,
+                        ..Outcome::default()
+                    });
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention(user_id.to_owned()))
+    }
+
+    /// The time-driven part of the support rules for the users due at `now` (at most
+    /// [`Limits::sweep_batch`](crate::config::Limits)): re-evaluates each, removes those whose
+    /// retention ended. Returns the unsequenced messages and the notifications.
+    pub(super) async fn sweep_users(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+    ) -> Result<(Vec<ServerMessage>, Vec<SupportNotice>), ServiceError> {
+        let cfg = &self.config().support;
+        let due = self
+            .store()
+            .due_users(site, now, self.config().limits.sweep_batch)
+            .await?;
+        let mut messages = Vec::new();
+        let mut notifications = Vec::new();
+        for mut current in due {
+            for _ in 0..self.config().limits.max_write_attempts {
+                if current.value.deadline > now {
+                    // Moved on by a concurrent write.
+                    break;
+                }
+                let result = if current.value.expired_at(now, cfg) {
+                    self.store()
+                        .remove_user(site, &current.value.user_id, current.version)
+                        .await
+                        .map(|()| {
+                            messages.extend(Self::ended(&current.value, Resolution::Expired, now));
+                        })
+                } else {
+                    let mut record = current.value.clone();
+                    let change = record.handle_timeout(now, cfg);
+                    self.store()
+                        .save_user(site, &record, Some(current.version))
+                        .await
+                        .map(|_| {
+                            self.support_messages(
+                                site,
+                                &record,
+                                change,
+                                now,
+                                &mut messages,
+                                &mut notifications,
+                            );
+                        })
+                };
+                match result {
+                    Ok(()) => break,
+                    Err(StoreError::Conflict) => {
+                        match self.store().user(site, &current.value.user_id).await? {
+                            Some(fresh) => current = fresh,
+                            None => break,
+                        }
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        }
+        Ok((messages, notifications))
+    }
+
+    /// The site's support users (summaries) and open alerts.
+    pub async fn support_overview(&self, site: &SiteId) -> Result<SupportOverview, ServiceError> {
+        let cfg = &self.config().support;
+        let now = self.now();
+        let seq = self.store().sequence(site).await?;
+        let mut records: Vec<UserRecord> = self
+            .store()
+            .users(site)
+            .await?
+            .into_iter()
+            .filter(|r| !r.expired_at(now, cfg))
+            .collect();
+        records.sort_by(|a, b| (b.last_event, &a.user_id).cmp(&(a.last_event, &b.user_id)));
+        let mut alerts: Vec<&UserRecord> = records.iter().filter(|r| r.needs_support()).collect();
+        alerts.sort_by(|a, b| (a.alert_since, &a.user_id).cmp(&(b.alert_since, &b.user_id)));
+        Ok(SupportOverview {
+            alerts: alerts.iter().map(|r| r.summary(now, cfg)).collect(),
+            users: records
+                .iter()
+                .take(Self::SUPPORT_OVERVIEW_LIMIT)
+                .map(|r| r.summary(now, cfg))
+                .collect(),
+            seq,
+        })
+    }
+
+    /// Deletes a user's activity data at once (a privacy request); a user needing support
+    /// is reported recovered with resolution `deleted`. Returns whether there was anything
+    /// to delete.
+    pub async fn delete_user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+    ) -> Result<(bool, Outcome), ServiceError> {
+        let now = self.now();
+        for _ in 0..self.config().limits.max_write_attempts {
+            let Some(current) = self.store().user(site, user_id).await? else {
+                return Ok((false, Outcome::default()));
+            };
+            match self
+                .store()
+                .remove_user(site, user_id, current.version)
+                .await
+            {
+                Ok(()) => {
+                    let messages = Self::ended(&current.value, Resolution::Deleted, now)
+                        .into_iter()
+                        .collect();
+                    return Ok((
+                        true,
+                        Outcome {
+                            messages: self.sequence(site, messages).await?,
+                            ..Outcome::default()
+                        },
+                    ));
+                }
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention(user_id.to_owned()))
+    }
+}

@@ -1,0 +1,231 @@
+//! The support endpoints over the HTTP contract: ingest (Part A byte for byte), the
+//! overview, deletion, the in-app tracker asset, and their errors.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use serde_json::{Value, json};
+
+fn error_of(h: &tippen_core::api::Handled) -> String {
+    body_json(h)["error"]
+        .as_str()
+        .expect("an error message")
+        .to_owned()
+}
+
+fn activity(h: &Harness, body: Value) -> tippen_core::api::Handled {
+    h.send("POST", "/api/track/user-activity", &[], body.to_string())
+}
+
+fn part_a_batch() -> Value {
+    // protocol.md Part A, verbatim.
+    serde_json::from_str(
+        r#"{
+      "apiKey": "pk_a",
+      "userId": "user_123",
+      "userEmail": "john@acme.com",
+      "subscriptionTier": "free_trial",
+      "events": [
+        {"type":"route","route":"/dashboard","timestamp":1729080000000},
+        {"type":"click","element":"button.save","route":"/dashboard","timestamp":1729080001000},
+        {"type":"form_submit","formId":"signup","route":"/onboarding","timestamp":1729080002000},
+        {"type":"page_time","route":"/dashboard","duration":120000,"timestamp":1729080003000},
+        {"type":"error","message":"Failed to load","route":"/dashboard","timestamp":1729080004000},
+        {"type":"custom","name":"feature_used","data":{"feature":"export"},"timestamp":1729080005000}
+      ]
+    }"#,
+    )
+    .unwrap()
+}
+
+#[test]
+fn part_a_batch_is_stored_analyzed_and_summarized() {
+    let h = harness();
+    let r = activity(&h, part_a_batch());
+    assert_eq!(r.response.status(), 200);
+    assert_eq!(
+        r.response.body().as_ref(),
+        br#"{"success":true,"stored":6,"analyzed":true}"#
+    );
+    assert!(r.broadcasts.is_empty(), "nothing holds yet");
+    assert!(r.deadline.is_some(), "time-driven rules armed");
+    let o = h.send(
+        "GET",
+        "/api/support/users",
+        &[("X-Tippen-API-Key", "sk_a")],
+        "",
+    );
+    assert_eq!(o.response.status(), 200);
+    let o = body_json(&o);
+    let u = &o["users"][0];
+    assert_eq!(u["userId"], "user_123");
+    assert_eq!(u["userEmail"], "john@acme.com");
+    assert_eq!(u["subscriptionTier"], "free_trial");
+    assert_eq!(u["route"], "/dashboard", "the last route named");
+    assert_eq!(u["eventCount"], 6);
+    assert_eq!(u["errorCount"], 1);
+    assert_eq!(u["eventsInWindow"], 4, "route, click, form_submit, custom");
+    assert_eq!(u["errorsInWindow"], 1);
+    assert_eq!(u["needsSupport"], false);
+    assert_eq!(u["lastError"], "Failed to load");
+    assert_eq!(o["alerts"], json!([]));
+    // Client timestamps are recorded, not used: the server's clock is.
+    assert_eq!(u["lastActivity"], "2024-10-16T12:00:00.000Z");
+}
+
+#[test]
+fn four_errors_alert_the_dashboards_once_and_the_overview_lists_it() {
+    let h = harness();
+    let err = json!({"type":"error","message":"x","route":"/app","timestamp":1});
+    let r = activity(
+        &h,
+        json!({"apiKey":"pk_a","userId":"u1","events":[err, err, err, err]}),
+    );
+    assert_eq!(r.broadcasts.len(), 1);
+    let m: Value = serde_json::from_str(&r.broadcasts[0]).unwrap();
+    assert_eq!(m["type"], "SUPPORT_ALERT");
+    assert_eq!(m["raised"], json!(["error_burst"]));
+    assert_eq!(m["user"]["triggers"], json!(["error_burst"]));
+    assert_eq!(m["seq"], 1);
+    assert_eq!(r.notifications.len(), 1, "one Slack notification");
+    // A fifth error changes nothing.
+    let r = activity(&h, json!({"apiKey":"pk_a","userId":"u1","events":[err]}));
+    assert!(r.broadcasts.is_empty() && r.notifications.is_empty());
+    let o = body_json(&h.send("GET", "/api/support/users?apiKey=sk_a", &[], ""));
+    assert_eq!(o["alerts"][0]["userId"], "u1");
+    assert_eq!(o["seq"], 1);
+    // Recovery by the deadline alone: the errors age out after 5 min.
+    h.clock.advance(Duration::from_secs(300));
+    let swept =
+        futures_util::FutureExt::now_or_never(h.tippen.sweep(&tippen_core::SiteId::from("a")))
+            .unwrap()
+            .unwrap();
+    let m: Value = serde_json::from_str(&swept.messages[0].to_json()).unwrap();
+    assert_eq!(m["type"], "SUPPORT_RECOVERED");
+    assert_eq!(m["userId"], "u1");
+    assert_eq!(m["cleared"], json!(["error_burst"]));
+    assert_eq!(m["resolution"], "recovered");
+}
+
+#[test]
+fn bad_batches_are_named_4xx() {
+    let h = harness();
+    let cases = [
+        (json!({"apiKey":"pk_a","events":[]}), 400, "userId"),
+        (json!({"apiKey":"pk_a","userId":"u"}), 400, "events"),
+        (
+            json!({"apiKey":"pk_a","userId":"u","events":[{"type":"teleport","timestamp":1}]}),
+            400,
+            "events[0]",
+        ),
+        (
+            json!({"apiKey":"pk_a","userId":"u","events":[{"type":"route","timestamp":1}]}),
+            400,
+            "route",
+        ),
+        (
+            json!({"apiKey":"pk_a","userId":"u","events":[{"type":"click"}]}),
+            400,
+            "timestamp",
+        ),
+        (
+            json!({"apiKey":"pk_a","userId":"u","subscriptionTier":"gold","events":[]}),
+            400,
+            "subscriptionTier",
+        ),
+        (
+            json!({"apiKey":"pk_a","userId":"","events":[]}),
+            400,
+            "userId",
+        ),
+        (json!({"userId":"u","events":[]}), 401, "API key required"),
+        (
+            json!({"apiKey":"nope","userId":"u","events":[]}),
+            403,
+            "invalid API key",
+        ),
+    ];
+    for (body, status, names) in cases {
+        let r = activity(&h, body.clone());
+        assert_eq!(r.response.status(), status, "{body}");
+        assert!(
+            error_of(&r).contains(names),
+            "{body}: {} should name {names}",
+            error_of(&r)
+        );
+    }
+    let r = h.send("POST", "/api/track/user-activity", &[], "{not json");
+    assert_eq!(r.response.status(), 400);
+}
+
+#[test]
+fn overview_and_deletion_need_the_secret_key() {
+    let h = harness();
+    activity(&h, part_a_batch());
+    for (method, path) in [
+        ("GET", "/api/support/users"),
+        ("DELETE", "/api/users/user_123"),
+    ] {
+        let r = h.send(method, path, &[("X-Tippen-API-Key", "pk_a")], "");
+        assert_eq!(
+            r.response.status(),
+            403,
+            "{method} {path} with the public key"
+        );
+        let r = h.send(method, path, &[], "");
+        assert_eq!(r.response.status(), 401);
+    }
+    let r = h.send(
+        "POST",
+        "/api/support/users",
+        &[("X-Tippen-API-Key", "sk_a")],
+        "",
+    );
+    assert_eq!(r.response.status(), 405);
+    // Other sites see nothing.
+    let o = body_json(&h.send("GET", "/api/support/users?apiKey=sk_b", &[], ""));
+    assert_eq!(o["users"], json!([]));
+    let r = h.send("DELETE", "/api/users/user_123?apiKey=sk_a", &[], "");
+    assert_eq!(body_json(&r), json!({"success":true,"deleted":true}));
+    let r = h.send("DELETE", "/api/users/user_123?apiKey=sk_a", &[], "");
+    assert_eq!(body_json(&r), json!({"success":true,"deleted":false}));
+    let o = body_json(&h.send("GET", "/api/support/users?apiKey=sk_a", &[], ""));
+    assert_eq!(o["users"], json!([]));
+}
+
+#[test]
+fn deleting_a_flagged_user_tells_the_dashboards() {
+    let h = harness();
+    let err = json!({"type":"error","timestamp":1});
+    activity(
+        &h,
+        json!({"apiKey":"pk_a","userId":"u 2","events":[err, err, err, err]}),
+    );
+    let r = h.send("DELETE", "/api/users/u%202?apiKey=sk_a", &[], "");
+    let m: Value = serde_json::from_str(&r.broadcasts[0]).unwrap();
+    assert_eq!(m["type"], "SUPPORT_RECOVERED");
+    assert_eq!(m["userId"], "u 2");
+    assert_eq!(m["resolution"], "deleted");
+}
+
+#[test]
+fn the_in_app_tracker_is_served() {
+    let h = harness();
+    let r = h.send("GET", "/tippen-app-tracker.js", &[], "");
+    assert_eq!(r.response.status(), 200);
+    assert_eq!(
+        r.response.headers()["content-type"],
+        "application/javascript; charset=utf-8"
+    );
+    let js = String::from_utf8_lossy(r.response.body());
+    for part in [
+        "data-tippen-api-key",
+        "sendBeacon",
+        "pagehide",
+        "/api/track/user-activity",
+    ] {
+        assert!(js.contains(part), "{part}");
+    }
+}
