@@ -140,6 +140,18 @@ impl Fanout {
     /// Sends `(visitorId, json)` pushes to the visitors' open channels. A `VIDEO_INVITE`
     /// that reached a socket marks the invite delivered; the dashboards hear it.
     pub async fn to_visitors(&self, tippen: &Tippen, site: &SiteId, pushes: &[(String, String)]) {
+        self.to_visitors_except(tippen, site, pushes, None).await;
+    }
+
+    /// [`to_visitors`](Self::to_visitors), skipping the connection `except` (the socket that
+    /// sent the message the pushes answer).
+    pub async fn to_visitors_except(
+        &self,
+        tippen: &Tippen,
+        site: &SiteId,
+        pushes: &[(String, String)],
+        except: Option<&str>,
+    ) {
         for (visitor_id, text) in pushes {
             let targets = match self.store.visitor_connections(site, visitor_id).await {
                 Ok(targets) => targets,
@@ -150,6 +162,9 @@ impl Fanout {
             };
             let mut delivered = false;
             for target in targets {
+                if except == Some(target.connection.connection_id.as_str()) {
+                    continue;
+                }
                 delivered |= self.deliver(target, std::slice::from_ref(text)).await;
             }
             if delivered && let Some(invite_id) = tippen_core::api::pushed_invite(text) {

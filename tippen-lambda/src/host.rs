@@ -165,6 +165,12 @@ impl LambdaHost {
             self.publish(site, &handled.broadcasts, &handled.visitor_messages)
                 .await;
         }
+        if !handled.notifications.is_empty() {
+            tracing::warn!(
+                alerts = handled.notifications.len(),
+                "support alerts not sent to Slack: no Slack delivery on Lambda yet"
+            );
+        }
         if !handled.lookups.is_empty() {
             tracing::debug!(
                 lookups = handled.lookups.len(),
@@ -198,6 +204,13 @@ impl LambdaHost {
             for _ in 0..100 {
                 let swept = self.tippen.handle_deadline_with_pushes(&site).await?;
                 sent += swept.broadcasts.len();
+                if !swept.notifications.is_empty() {
+                    tracing::warn!(
+                        site = %site,
+                        alerts = swept.notifications.len(),
+                        "support alerts not sent to Slack: no Slack delivery on Lambda yet"
+                    );
+                }
                 self.publish(&site, &swept.broadcasts, &swept.visitor_messages)
                     .await;
                 // More than one batch was due: go again.

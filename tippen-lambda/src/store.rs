@@ -14,7 +14,8 @@
 //! |---|---|---|---|
 //! | site | `SITES` | site id | `doc`, `v` |
 //! | key index | `KEY#<sha-256 hex>` | `KEY` | `site` |
-//! | visitor | `V#<site>` | visitor id | `doc`, `v`, `dsite` + `dl` (deadline index), `ttl` |
+//! | visitor | `V#<site>` | visitor id | `doc`, `v`, `dsite` (= site) + `dl` (deadline index), `ttl` |
+//! | support user | `U#<site>` | user id | `doc`, `v`, `dsite` (= `U#<site>`) + `dl`, `ttl` |
 //! | message counter | `SEQ#<site>` | `SEQ` | `n` (atomic `ADD`) |
 //! | enrichment cache | `IP#<address>` | `CACHE` | `doc`, `v`, `ttl` |
 //! | enrichment counters | `STATS#<site>` | `STATS` | one number per counter (`st.creditsUsed`, `st.skipsByReason.bot`), atomic `ADD` |
@@ -50,6 +51,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
+use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 
 /// Attribute names of the table.
@@ -203,6 +205,11 @@ where
 
 fn visitor_pk(site: &SiteId) -> String {
     format!("V#{site}")
+}
+
+/// Support users share the `due` index with visitors under their own partition, `U#<site>`.
+fn user_pk(site: &SiteId) -> String {
+    format!("U#{site}")
 }
 
 fn key_pk(hash: &KeyHash) -> String {
@@ -512,11 +519,19 @@ impl DynamoStore {
         }
     }
 
-    fn visitor_item(site: &SiteId, record: &VisitorRecord) -> Result<Item, StoreError> {
-        let deadline = record.deadline.as_millis();
-        let mut item = Self::key(&visitor_pk(site), &record.visitor_id);
+    /// An item of a record kind with a deadline: `doc`, and the `due` index entry (partition
+    /// `due_partition`, sort key the deadline) plus a TTL past the deadline.
+    fn deadline_item<T: Serialize>(
+        pk: &str,
+        sk: &str,
+        due_partition: &str,
+        record: &T,
+        deadline: Timestamp,
+    ) -> Result<Item, StoreError> {
+        let deadline = deadline.as_millis();
+        let mut item = Self::key(pk, sk);
         item.insert(attr::DOC.to_owned(), s(encode(record)?));
-        item.insert(attr::DUE_SITE.to_owned(), s(site.as_str()));
+        item.insert(attr::DUE_SITE.to_owned(), s(due_partition));
         item.insert(attr::DEADLINE.to_owned(), n(deadline));
         item.insert(
             attr::TTL.to_owned(),
@@ -525,7 +540,7 @@ impl DynamoStore {
         Ok(item)
     }
 
-    fn versioned_visitor(item: &Item) -> Result<Versioned<VisitorRecord>, StoreError> {
+    fn versioned<T: DeserializeOwned>(item: &Item) -> Result<Versioned<T>, StoreError> {
         Ok(Versioned {
             version: Version(get_n(item, attr::VERSION)? as u64),
             value: decode(item)?,
@@ -534,7 +549,7 @@ impl DynamoStore {
 
     async fn due_query(
         &self,
-        site: &SiteId,
+        due_partition: &str,
         now: Option<Timestamp>,
         limit: usize,
     ) -> Result<Vec<Item>, StoreError> {
@@ -548,7 +563,7 @@ impl DynamoStore {
                 .index_name(DUE_INDEX)
                 .scan_index_forward(true)
                 .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
-                .expression_attribute_values(":site", s(site.as_str()))
+                .expression_attribute_values(":site", s(due_partition))
                 .set_exclusive_start_key(start.take());
             req = match now {
                 Some(now) => req
@@ -842,7 +857,7 @@ impl Store for DynamoStore {
     ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
         self.get_versioned(&visitor_pk(site), visitor_id)
             .await?
-            .map(|item| Self::versioned_visitor(&item))
+            .map(|item| Self::versioned(&item))
             .transpose()
     }
 
@@ -852,8 +867,14 @@ impl Store for DynamoStore {
         record: &VisitorRecord,
         expected: Option<Version>,
     ) -> Result<Version, StoreError> {
-        self.put_versioned(Self::visitor_item(site, record)?, expected)
-            .await
+        let item = Self::deadline_item(
+            &visitor_pk(site),
+            &record.visitor_id,
+            site.as_str(),
+            record,
+            record.deadline,
+        )?;
+        self.put_versioned(item, expected).await
     }
 
     async fn remove_visitor(
@@ -880,18 +901,20 @@ impl Store for DynamoStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
-        self.due_query(site, Some(now), limit)
+        self.due_query(site.as_str(), Some(now), limit)
             .await?
             .iter()
-            .map(Self::versioned_visitor)
+            .map(Self::versioned)
             .collect()
     }
 
     async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
-        Ok(match self.due_query(site, None, 1).await?.first() {
-            Some(item) => Some(Timestamp::from_millis(get_n(item, attr::DEADLINE)?)),
-            None => None,
-        })
+        Ok(
+            match self.due_query(site.as_str(), None, 1).await?.first() {
+                Some(item) => Some(Timestamp::from_millis(get_n(item, attr::DEADLINE)?)),
+                None => None,
+            },
+        )
     }
 
     async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
@@ -1023,5 +1046,67 @@ impl Store for DynamoStore {
             .await
             .map_err(|e| backend("UpdateItem", e))?;
         Ok(())
+    }
+
+    async fn user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+    ) -> Result<Option<Versioned<UserRecord>>, StoreError> {
+        self.get_versioned(&user_pk(site), user_id)
+            .await?
+            .map(|item| Self::versioned(&item))
+            .transpose()
+    }
+
+    async fn save_user(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let pk = user_pk(site);
+        let item = Self::deadline_item(&pk, &record.user_id, &pk, record, record.deadline)?;
+        self.put_versioned(item, expected).await
+    }
+
+    async fn remove_user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        self.delete_versioned(&user_pk(site), user_id, expected)
+            .await
+    }
+
+    async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
+        self.query_all(&user_pk(site), None, None)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn due_users(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
+        self.due_query(&user_pk(site), Some(now), limit)
+            .await?
+            .iter()
+            .map(Self::versioned)
+            .collect()
+    }
+
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(
+            match self.due_query(&user_pk(site), None, 1).await?.first() {
+                Some(item) => Some(Timestamp::from_millis(get_n(item, attr::DEADLINE)?)),
+                None => None,
+            },
+        )
     }
 }

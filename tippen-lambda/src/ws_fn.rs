@@ -237,11 +237,22 @@ impl LambdaHost {
                 self.fanout().post(&connection_id, &reply).await;
             }
             ConnectionRole::Visitor(visitor) => {
-                let (reply, broadcasts) = tippen.visitor_message(&conn.site, visitor, text).await?;
-                if let Some(reply) = reply {
-                    self.fanout().post(&connection_id, &reply).await;
+                let answer = tippen.visitor_message(&conn.site, visitor, text).await?;
+                if let Some(reply) = &answer.reply {
+                    self.fanout().post(&connection_id, reply).await;
                 }
-                self.fanout().to_dashboards(&conn.site, &broadcasts).await;
+                self.fanout()
+                    .to_dashboards(&conn.site, &answer.broadcasts)
+                    .await;
+                // The visitor's other tabs hear the change; the sender has the reply.
+                self.fanout()
+                    .to_visitors_except(
+                        tippen,
+                        &conn.site,
+                        &answer.visitor_pushes,
+                        Some(&connection_id),
+                    )
+                    .await;
             }
         }
         Ok(())
