@@ -264,6 +264,7 @@ async function main() {
       `${PUBLIC_URL}/dashboard#support=${USER}`]) {
       assert(text.includes(part), `the Slack message lacks ${part}: ${text}`);
     }
+    await dash.screenshot({ path: path.join(ARTIFACTS, 'support-dashboard.png'), fullPage: true }).catch(() => {});
     const log = fs.readFileSync(server.logFile, 'utf8');
     assert(!log.includes('hooksecret42'), 'the webhook URL appears in the server log');
     assert(log.includes('Slack notified'), 'the server did not log the delivery');

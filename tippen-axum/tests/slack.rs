@@ -2,8 +2,9 @@
 //! message per alert, the per-user cooldown, retries on 429 (honouring `Retry-After`) and
 //! 5xx, and a webhook URL that never reaches the logs.
 
+mod common;
+
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -12,7 +13,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::post;
-use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tippen_axum::{HostConfig, TippenHost};
 use tippen_core::slack::{RetryPolicy, SlackConfig, WebhookUrl};
@@ -57,9 +57,7 @@ async fn start_receiver(script: &[Answer]) -> (Receiver, String) {
     let app = Router::new()
         .route(SECRET_PATH, post(receive))
         .with_state(r.clone());
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let addr = common::serve(app).await;
     (r, format!("http://{addr}{SECRET_PATH}"))
 }
 
@@ -87,17 +85,7 @@ async fn start_tippen(support: SupportConfig, webhook: &str, retry: RetryPolicy)
             ..HostConfig::default()
         },
     );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let app = host.router();
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-        .unwrap()
-    });
+    let addr = common::serve(host.router()).await;
     format!("http://{addr}")
 }
 
@@ -171,13 +159,16 @@ async fn one_message_per_alert_after_a_429_honouring_retry_after_and_the_dashboa
         base.replace("http://", "ws://")
     );
     let (mut ws, _) = tokio_tungstenite::connect_async(ws_url).await.unwrap();
-    let hello = ws.next().await.unwrap().unwrap();
-    assert!(hello.to_text().unwrap().contains("INITIAL_VISITORS"));
+    common::next_matching(&mut ws, Duration::from_secs(5), |m| {
+        m["type"] == "INITIAL_VISITORS"
+    })
+    .await;
 
     errors(&base, "user_42", 4).await;
-    let alert: Value =
-        serde_json::from_str(ws.next().await.unwrap().unwrap().to_text().unwrap()).unwrap();
-    assert_eq!(alert["type"], "SUPPORT_ALERT");
+    let alert = common::next_matching(&mut ws, Duration::from_secs(5), |m| {
+        m["type"] == "SUPPORT_ALERT"
+    })
+    .await;
     assert_eq!(alert["user"]["userId"], "user_42");
     assert_eq!(alert["raised"], json!(["error_burst"]));
 

@@ -881,11 +881,11 @@ impl Tippen {
                         .filter(|e| !e.is_empty()),
                     tier: req.subscription_tier,
                 };
-                let max = limits.max_text_bytes;
+                let support = &self.config().support;
                 let events = req
                     .events
                     .into_iter()
-                    .map(|e| crate::support::bounded_event(e, max))
+                    .map(|e| crate::support::bounded_event(e, support))
                     .collect();
                 call(
                     site,

@@ -113,6 +113,12 @@ pub struct SupportConfig {
     /// Raw events older than this are dropped, and a user without events for this long is
     /// removed. Default 24 h.
     pub retention: Duration,
+    /// Text fields of a stored event (route, element, message, form id, name) are cut to this
+    /// many bytes. Default 512.
+    pub max_event_text_bytes: usize,
+    /// A custom event's `data` larger than this (as JSON) is stored as
+    /// `{"truncated":true,"bytes":n}`. Default 1024.
+    pub max_event_data_bytes: usize,
 }
 
 impl Default for SupportConfig {
@@ -133,6 +139,8 @@ impl Default for SupportConfig {
             max_window_events: 200,
             max_raw_events: 100,
             retention: Duration::from_secs(24 * 60 * 60),
+            max_event_text_bytes: 512,
+            max_event_data_bytes: 1024,
         }
     }
 }
@@ -325,9 +333,13 @@ fn cut_text(s: &mut String, max: usize) {
     }
 }
 
-/// The event with every text field cut to `max` bytes (routes, elements, messages, ids,
-/// names), as the endpoint stores it.
-pub fn bounded_event(mut event: ActivityEvent, max: usize) -> ActivityEvent {
+/// The event as stored: every text field (routes, elements, messages, ids, names) cut to
+/// [`SupportConfig::max_event_text_bytes`], a custom event's `data` over
+/// [`SupportConfig::max_event_data_bytes`] replaced by `{"truncated":true,"bytes":n}`. With
+/// the defaults one stored event is at most about 2.5 KB, so a record with 100 raw events
+/// stays far below the item limits of key-value stores (DynamoDB: 400 KB).
+pub fn bounded_event(mut event: ActivityEvent, cfg: &SupportConfig) -> ActivityEvent {
+    let max = cfg.max_event_text_bytes;
     let cut_opt = |s: &mut Option<String>| {
         if let Some(s) = s.as_mut() {
             cut_text(s, max);
@@ -348,7 +360,15 @@ pub fn bounded_event(mut event: ActivityEvent, max: usize) -> ActivityEvent {
             cut_opt(message);
             cut_opt(route);
         }
-        ActivityEvent::Custom { name, .. } => cut_text(name, max),
+        ActivityEvent::Custom { name, data, .. } => {
+            cut_text(name, max);
+            if let Some(d) = data.as_ref() {
+                let bytes = serde_json::to_vec(d).map_or(usize::MAX, |v| v.len());
+                if bytes > cfg.max_event_data_bytes {
+                    *data = Some(serde_json::json!({"truncated": true, "bytes": bytes}));
+                }
+            }
+        }
     }
     event
 }
@@ -762,6 +782,64 @@ mod tests {
                 cleared: vec![Trigger::Stuck]
             })
         );
+    }
+
+    #[test]
+    fn a_record_full_of_the_largest_events_stays_small() {
+        let cfg = SupportConfig::default();
+        let big = "x".repeat(10_000);
+        let events: Vec<ActivityEvent> = [
+            ActivityEvent::Click {
+                element: Some(big.clone()),
+                route: Some(big.clone()),
+                timestamp: i64::MAX,
+            },
+            ActivityEvent::Error {
+                message: Some(big.clone()),
+                route: Some(big.clone()),
+                timestamp: i64::MIN,
+            },
+            ActivityEvent::Custom {
+                name: big.clone(),
+                data: Some(serde_json::json!({ "blob": big })),
+                timestamp: 0,
+            },
+        ]
+        .into_iter()
+        .cycle()
+        .take(300)
+        .map(|e| bounded_event(e, &cfg))
+        .collect();
+        let mut u = UserRecord::new("u", at(0), &cfg);
+        for (i, chunk) in events.chunks(50).enumerate() {
+            u.apply_batch(&paid(), chunk, at(i as i64), &cfg);
+        }
+        assert_eq!(u.raw_events.len(), cfg.max_raw_events);
+        let bytes = serde_json::to_vec(&u).unwrap().len();
+        assert!(bytes < 200_000, "a full record is {bytes} bytes");
+        for stored in &u.raw_events {
+            match &stored.event {
+                ActivityEvent::Click {
+                    element: Some(a),
+                    route: Some(b),
+                    ..
+                }
+                | ActivityEvent::Error {
+                    message: Some(a),
+                    route: Some(b),
+                    ..
+                } => assert_eq!((a.len(), b.len()), (512, 512)),
+                ActivityEvent::Custom {
+                    name,
+                    data: Some(d),
+                    ..
+                } => {
+                    assert_eq!(name.len(), 512);
+                    assert_eq!(d["truncated"], true);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
     }
 
     #[test]

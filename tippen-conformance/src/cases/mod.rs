@@ -15,6 +15,7 @@ mod expiry;
 mod invites;
 mod part_a;
 mod sites;
+mod support;
 mod tabs;
 
 /// How long a prompt consequence (a broadcast after a request, a reply) may take.
@@ -90,6 +91,8 @@ pub(crate) fn all() -> Vec<Case> {
         case!(invites::invite_reaches_dashboards),
         case!(invites::part_a_invite_with_key_in_body),
         case!(invites::invite_for_absent_visitor_is_404),
+        // Support triggers.
+        case!(support::error_burst_alerts_dashboards_and_the_overview),
     ]
 }
 
