@@ -65,4 +65,6 @@ scripts/test-support.sh
 
 step "Cloudflare Workers host under wrangler dev"; scripts/test-worker.sh
 
+step "AWS Lambda host under cargo lambda watch, DynamoDB on moto"; scripts/test-lambda.sh
+
 step "all tests passed"

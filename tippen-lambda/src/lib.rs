@@ -1,6 +1,40 @@
-//! tippen on AWS Lambda, API Gateway WebSockets and DynamoDB.
+//! # tippen-lambda
 //!
-//! Not built yet (issue 8): this crate only reserves the name and the place in the workspace.
-//! It will convert `lambda_http` requests into [`tippen_core::api`] calls, keep state in a
-//! DynamoDB implementation of [`tippen_core::store::Store`], and drive the core's deadline work
-//! from a scheduled function.
+//! tippen on AWS Lambda, API Gateway and DynamoDB — the stateless host. Three functions share
+//! one [`LambdaHost`]:
+//!
+//! - **HTTP** (feature `http`, [`http_fn`]): API Gateway HTTP API / function URL events are
+//!   converted to `http::Request<Bytes>` and answered by the core's HTTP contract; the
+//!   client address is `requestContext`'s `sourceIp`, never a header. Dashboard messages and
+//!   visitor pushes are posted before the invocation returns.
+//! - **WebSocket** (feature `websocket`, [`ws_fn`]): the WebSocket API's `$connect` (key check;
+//!   `role=visitor&visitorId=…` opens the visitor channel, anything else a dashboard),
+//!   `$disconnect` and `$default` routes. Connections are stored per site in DynamoDB and
+//!   messages go out with `PostToConnection` ([`fanout`]); a `410 Gone` connection is
+//!   forgotten.
+//! - **Scheduled** (feature `scheduled`, [`sweep_fn`]): an EventBridge rule runs the deadline
+//!   work of every site ([`LambdaHost::sweep_all`]). Expiry never depends on it: reads filter
+//!   visitors whose grace has passed.
+//!
+//! State lives in one DynamoDB table ([`store`]) written with conditional writes on a version
+//! attribute, so concurrent invocations never lose an update. `template.yaml` in
+//! `examples/lambda` deploys it all; the crate's README section explains local runs.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod config;
+pub mod fanout;
+pub mod host;
+#[cfg(feature = "http")]
+pub mod http_fn;
+pub mod store;
+#[cfg(feature = "scheduled")]
+pub mod sweep_fn;
+#[cfg(feature = "websocket")]
+pub mod ws_fn;
+
+pub use config::{ConfigError, LambdaConfig, SiteConfig};
+pub use fanout::{Fanout, Posted};
+pub use host::{HostError, LambdaHost, sdk_config};
+pub use store::{Connection, ConnectionRole, DynamoStore, FanoutTarget};

@@ -1,0 +1,195 @@
+#!/usr/bin/env bash
+# Tests tippen-lambda for real on this machine: moto (DynamoDB), `cargo lambda watch` (the
+# three functions), the API Gateway WebSocket stand-in (tests/apigw-ws) and a periodic
+# invoker of the scheduled function. Runs the DynamoDB store suite + concurrency test against
+# moto, then the black-box conformance suite (HTTP through the function URL endpoint,
+# WebSockets through the stand-in). Stops every process it started, by pid, also on failure.
+#
+# Installs when missing (pinned): cargo-lambda 1.9.2 and moto[server] 5.2.1 (pip), the
+# stand-in's npm packages (package-lock.json).
+#
+# Ports: 9100 (cargo lambda watch), 9101 (stand-in), 5100 (moto); override with
+# TIPPEN_LAMBDA_PORT, TIPPEN_STANDIN_PORT, TIPPEN_MOTO_PORT.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tippen/target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+artifacts="$root/test-artifacts/lambda"
+mkdir -p "$artifacts"
+step() { printf '\n=== lambda: %s (%ss)\n' "$1" "$SECONDS"; }
+
+lambda_port="${TIPPEN_LAMBDA_PORT:-9100}"
+standin_port="${TIPPEN_STANDIN_PORT:-9101}"
+moto_port="${TIPPEN_MOTO_PORT:-5100}"
+# Test graces, as short as this machine allows: every request here makes ~5 round trips to
+# moto (Python, one request at a time) on 2 shared cores, so a step can take a second or
+# more under the suite's load; 2 s / 5 s graces let visitors expire between two steps of one
+# case. The expiry bound itself (VISITOR_REMOVED within 1.5 s of the grace) is the suite's.
+visible_ms=4000
+hidden_ms=8000
+
+pids=()
+cleanup() {
+  local pid
+  for pid in "${pids[@]}"; do
+    # cargo lambda watch runs the functions as its children: stop the whole group we made.
+    kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+  done
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT
+# Starts "$@" in its own process group (so its children stop with it); records its pid.
+start() {
+  local log=$1
+  shift
+  setsid "$@" >"$artifacts/$log" 2>&1 &
+  pids+=("$!")
+}
+wait_for() {
+  local what=$1 url=$2
+  for _ in $(seq 1 300); do
+    if curl -s -m 2 -o /dev/null "$url"; then return 0; fi
+    sleep 0.1
+  done
+  echo "$what did not come up at $url" >&2
+  return 1
+}
+# Waits until something accepts connections on 127.0.0.1:$2.
+wait_port() {
+  local what=$1 port=$2
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$what did not listen on port $port" >&2
+  return 1
+}
+
+step "tools"
+if ! cargo lambda --version 2>/dev/null | grep -q '^cargo-lambda 1\.9\.2'; then
+  pip install --quiet "cargo-lambda==1.9.2"
+fi
+if ! python3 -c 'import moto, flask, flask_cors' 2>/dev/null || ! python3 -c 'import moto; assert moto.__version__ == "5.2.1"' 2>/dev/null; then
+  pip install --quiet "moto[server]==5.2.1"
+fi
+if [ ! -d tests/apigw-ws/node_modules ] || [ tests/apigw-ws/package-lock.json -nt tests/apigw-ws/node_modules ]; then
+  (cd tests/apigw-ws && npm ci --no-audit --no-fund --loglevel=error)
+fi
+
+step "clippy (tippen-lambda, every feature)"
+cargo clippy -p tippen-lambda -p tippen-lambda-example --all-targets --all-features -- -D warnings
+
+step "build the functions and the conformance runner (once)"
+cargo build -p tippen-lambda-example --bins
+cargo build -p tippen-conformance
+cargo test -p tippen-lambda --features moto-tests --no-run
+
+step "moto (DynamoDB) on 127.0.0.1:$moto_port"
+# One request at a time (tests/moto/serve.py says why): DynamoDB's conditional writes are
+# atomic per item, moto's threaded server's are not.
+start moto.log python3 tests/moto/serve.py 127.0.0.1 "$moto_port"
+wait_for moto "http://127.0.0.1:$moto_port/moto-api/"
+
+export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
+
+step "DynamoDB store: conformance suite + concurrency test against moto"
+TIPPEN_DYNAMODB_ENDPOINT="http://127.0.0.1:$moto_port" \
+  cargo test -p tippen-lambda --features moto-tests -- --nocapture
+
+step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
+sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a"},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b"}]'
+table="tippen-conformance-$$"
+# The functions' environment, as template.yaml sets it on AWS (endpoints point at moto, the
+# stand-in's Management API and its asynchronous Invoke API instead).
+export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$moto_port"
+export AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$standin_port"
+export TIPPEN_TABLE="$table"
+export TIPPEN_WS_ENDPOINT="http://127.0.0.1:$standin_port/local"
+export TIPPEN_WS_FUNCTION=tippen-ws
+export TIPPEN_SITES="$sites"
+export TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms TIPPEN_HEARTBEAT_MS=1000
+export RUST_LOG="${RUST_LOG:-warn}"
+# On AWS the deployment creates the table (template.yaml); here the admin binary does.
+"$CARGO_TARGET_DIR/debug/tippen-create-table"
+# cargo lambda watch emulates the Lambda control plane: the Invoke API and function URLs on
+# $lambda_port. With --only-lambda-apis it does not `cargo run` the functions on demand;
+# this script starts several instances of each (Lambda runs concurrent invocations on
+# separate instances), each polling the runtime API for its function.
+start watch.log cargo-lambda lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$lambda_port"
+wait_port "cargo lambda watch" "$lambda_port"
+for fn in tippen-http:16 tippen-ws:16 tippen-sweep:1; do
+  name=${fn%%:*}
+  for i in $(seq 1 "${fn##*:}"); do
+    start "$name-$i.log" env AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$lambda_port/.rt/$name" \
+      AWS_LAMBDA_FUNCTION_NAME="$name" AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256 \
+      "$CARGO_TARGET_DIR/debug/$name"
+  done
+done
+start standin.log env STANDIN_PORT="$standin_port" STANDIN_INVOKE_URL="http://127.0.0.1:$lambda_port" \
+  STANDIN_FUNCTION=tippen-ws STANDIN_STAGE=local node tests/apigw-ws/standin.mjs
+fn_url="http://127.0.0.1:$lambda_port/lambda-url/tippen-http"
+wait_for "the stand-in" "http://127.0.0.1:$standin_port/"
+curl -fsS -m 20 "$fn_url/" >/dev/null || { echo "the HTTP function does not answer" >&2; tail -20 "$artifacts"/tippen-http-1.log >&2; exit 1; }
+
+# EventBridge runs the scheduled function every minute on AWS. The conformance suite's
+# graces are 2 s / 5 s and it expects VISITOR_REMOVED within 1.5 s of a grace ending, so
+# here the same function is invoked through the Invoke API every 300 ms instead. Reads
+# never depend on it: the core filters expired visitors lazily.
+start sweeper.log bash -c "while :; do curl -s -o /dev/null -X POST -d '{}' \
+  http://127.0.0.1:$lambda_port/2015-03-31/functions/tippen-sweep/invocations; sleep 0.3; done"
+sweeper=${pids[-1]}
+
+step "conformance suite against the Lambda host"
+# All cases of the suite, in six concurrent batches rather than all 44 at once: on a 2-core
+# machine moto (Python) serves ~100 DynamoDB calls/s, and the suite's opening burst (every
+# case connecting a dashboard and tracking at once) otherwise queues requests for seconds,
+# longer than the 2 s grace the cases rely on.
+# One case runs outside the function URL: garbage_is_never_a_server_error sends JSON-typed
+# bodies that are not UTF-8, which cargo lambda watch's function URL answers with its own 500
+# before invoking the function; http-events.mjs below sends those bodies the way API Gateway
+# delivers them (base64) and checks the function's 400.
+rm -f "$artifacts"/conformance-*.txt
+conformance() {
+  local name=$1 filter=$2
+  TIPPEN_CASES="$filter" TIPPEN_BASE_URL="$fn_url" \
+  TIPPEN_DASHBOARD_WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
+  TIPPEN_LEGACY_KEY=legacy_key TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a \
+  TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b \
+  TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms \
+    "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-$name.txt"
+}
+conformance part-a "root_,predecessor_,full_part_a,heartbeat_is,legacy_key_is,_is_401,_is_403,key_in_query"
+conformance errors "malformed_,missing_field,wrong_type,field_limits,json_is_accepted,unknown_route,wrong_method,body_over"
+conformance sites "batch_limit,static_pages,preflight_,every_response,sites_are,same_visitor,api_visitors_lists"
+conformance dashboards "dashboard_,invite"
+conformance presence "tab,leav,expire,heartbeats_keep,api_visitors_never"
+conformance support "error_burst_alerts"
+cases_all=$(grep -c 'case!(' tippen-conformance/src/cases/mod.rs)
+cases_run=$(cat "$artifacts"/conformance-*.txt | grep -cE '  (ok|FAILED) ')
+echo "conformance cases run against the Lambda host: $cases_run of $cases_all (+ garbage_is_never_a_server_error's non-UTF-8 bodies below)"
+[ "$cases_run" = $((cases_all - 1)) ] || { echo "expected every case but one through the function URL" >&2; exit 1; }
+
+step "API Gateway events through the Invoke API: sourceIp, non-UTF-8 bodies"
+FN_URL="$fn_url" INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
+  node tests/apigw-ws/http-events.mjs
+
+step "the scheduled function removes a timed-out visitor; VISITOR_REMOVED reaches a dashboard"
+kill -TERM -- "-$sweeper" 2>/dev/null || true
+FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
+INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
+VISIBLE_GRACE_MS=$visible_ms node tests/apigw-ws/sweep-check.mjs
+
+step "measure: latency of a tracking request through cargo lambda watch (200 sequential)"
+for i in $(seq 1 200); do
+  curl -s -o /dev/null -w '%{time_total}\n' -X POST "$fn_url/track/visitor" \
+    -H 'X-Tippen-API-Key: pk_a' -H 'Content-Type: application/json' \
+    -d '{"event":"heartbeat","visitor":{"visitorId":"latency-probe","url":"https://latency.test/"},"website":"latency.test"}'
+done | sort -n | awk '{ t[NR] = $1 * 1000 } END {
+  printf "tracking request (heartbeat, debug build, moto): median %.1f ms, p95 %.1f ms, max %.1f ms over %d\n",
+    t[int(NR * 0.5)], t[int(NR * 0.95)], t[NR], NR }' | tee "$artifacts/latency.txt"
+
+step "lambda host passed"

@@ -1,0 +1,49 @@
+// The scheduled function removes a timed-out visitor and the removal reaches a connected
+// dashboard — with nothing else sweeping (the periodic invoker is stopped first):
+//   1. track a visitor, connect a dashboard through the stand-in, see it listed;
+//   2. wait past the visible grace: no VISITOR_REMOVED may arrive (no sweep ran), and
+//      /api/visitors already hides the visitor (lazy expiry on read);
+//   3. invoke tippen-sweep once through cargo lambda watch's Invoke API: VISITOR_REMOVED
+//      (reason inactive) must reach the dashboard within 3 s.
+// Env: FN_URL, WS_URL, INVOKE_URL, PUBLIC_KEY, SECRET_KEY, VISIBLE_GRACE_MS.
+import WebSocket from 'ws';
+
+const { FN_URL, WS_URL, INVOKE_URL, PUBLIC_KEY, SECRET_KEY } = process.env;
+const grace = Number(process.env.VISIBLE_GRACE_MS);
+const id = `sweepcheck_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
+const fail = (msg) => { console.error(`sweep check FAILED: ${msg}`); process.exit(1); };
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+const tracked = await fetch(`${FN_URL}/track/visitor`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json', 'x-tippen-api-key': PUBLIC_KEY },
+  body: JSON.stringify({ event: 'pageview', visitor: { visitorId: id, url: 'https://sweep.test/' }, website: 'sweep.test' }),
+});
+if (tracked.status !== 200) fail(`track answered ${tracked.status}`);
+
+const messages = [];
+const ws = new WebSocket(`${WS_URL}${WS_URL.includes('?') ? '&' : '?'}apiKey=${encodeURIComponent(SECRET_KEY)}`);
+ws.on('message', (data) => messages.push(JSON.parse(data.toString())));
+await new Promise((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject); });
+for (let i = 0; i < 50 && messages.length === 0; i++) await sleep(100);
+const first = messages[0];
+if (first?.type !== 'INITIAL_VISITORS') fail(`first message ${JSON.stringify(first)}`);
+if (!first.visitors.some((v) => v.visitorId === id)) fail('the visitor is not in INITIAL_VISITORS');
+
+const removed = () => messages.find((m) => m.type === 'VISITOR_REMOVED' && m.visitorId === id);
+await sleep(grace + 1000);
+if (removed()) fail('VISITOR_REMOVED arrived although no sweep ran');
+const listed = await (await fetch(`${FN_URL}/api/visitors`, { headers: { 'x-tippen-api-key': SECRET_KEY } })).json();
+if (listed.visitors.some((v) => v.visitorId === id)) fail('/api/visitors lists a visitor whose grace has passed');
+
+const t0 = Date.now();
+const swept = await fetch(`${INVOKE_URL}/2015-03-31/functions/tippen-sweep/invocations`, { method: 'POST', body: '{}' });
+const answer = await swept.text();
+if (swept.status !== 200) fail(`sweep invocation answered ${swept.status} ${answer}`);
+for (let i = 0; i < 30 && !removed(); i++) await sleep(100);
+const m = removed();
+if (!m) fail(`no VISITOR_REMOVED within 3 s of the sweep (sweep answered ${answer})`);
+if (m.reason !== 'inactive') fail(`reason ${m.reason}`);
+console.log(`sweep check ok: the sweep invocation (${answer}) removed ${id}; VISITOR_REMOVED reached the dashboard ${Date.now() - t0} ms after the invoke`);
+ws.close();
+process.exit(0);

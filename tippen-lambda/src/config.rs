@@ -1,0 +1,194 @@
+//! [`LambdaConfig`]: what a function reads from its environment (set by `template.yaml`).
+
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+use tippen_core::{Config, Site};
+
+/// Why the environment could not be read.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A required variable is missing.
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    /// A variable has a value that cannot be used.
+    #[error("environment variable {name}: {problem}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+}
+
+/// One site as configured in `TIPPEN_SITES` (JSON array).
+///
+/// ```json
+/// [{"id":"acme","name":"Acme","publicKey":"pk_…","secretKey":"sk_…"},
+///  {"id":"demo","name":"Demo","legacyKey":"demo_api_key"}]
+/// ```
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteConfig {
+    /// The site id.
+    pub id: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Public (tracking) key.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Secret (dashboard, admin) key.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// One key for everything (the predecessor's clients).
+    #[serde(default)]
+    pub legacy_key: Option<String>,
+    /// Honour Global Privacy Control for enrichment.
+    #[serde(default)]
+    pub honor_gpc: bool,
+}
+
+impl SiteConfig {
+    /// The core's site (keys hashed).
+    pub fn to_site(&self) -> Result<Site, String> {
+        let name = self.name.as_deref().unwrap_or(&self.id);
+        let mut site = match (&self.legacy_key, &self.public_key, &self.secret_key) {
+            (Some(key), None, None) => Site::legacy(&self.id, name, key),
+            (None, Some(pk), Some(sk)) => Site::new(&self.id, name, pk, sk),
+            _ => {
+                return Err(format!(
+                    "site {:?}: give either legacyKey, or publicKey and secretKey",
+                    self.id
+                ));
+            }
+        };
+        site.honor_gpc = self.honor_gpc;
+        Ok(site)
+    }
+}
+
+/// Everything a tippen function reads from its environment.
+#[derive(Clone, Debug)]
+pub struct LambdaConfig {
+    /// `TIPPEN_TABLE`: the DynamoDB table.
+    pub table: String,
+    /// `TIPPEN_WS_ENDPOINT`: the WebSocket API's Management API endpoint
+    /// (`https://{api-id}.execute-api.{region}.amazonaws.com/{stage}`).
+    pub ws_endpoint: String,
+    /// `TIPPEN_WS_FUNCTION` (default: this function's own name, `AWS_LAMBDA_FUNCTION_NAME`):
+    /// the WebSocket function, invoked asynchronously to greet a new connection.
+    pub ws_function: Option<String>,
+    /// `TIPPEN_SITES`: sites registered (idempotently) at cold start; JSON, see
+    /// [`SiteConfig`]. In production it is resolved from Secrets Manager by the template.
+    pub sites: Vec<Site>,
+    /// The core's settings: `TIPPEN_HEARTBEAT_MS`, `TIPPEN_VISIBLE_GRACE_MS`,
+    /// `TIPPEN_HIDDEN_GRACE_MS` override the presence defaults.
+    pub core: Config,
+    /// `TIPPEN_FANOUT_CONCURRENCY` (default 16): `PostToConnection` calls in flight per batch.
+    pub fanout_concurrency: usize,
+    /// `TIPPEN_SITE_CACHE_MS` (default 30000): how long an instance keeps a site found by
+    /// key (a key rotation reaches running instances within this time).
+    pub site_cache_ttl: Duration,
+}
+
+fn var(name: &'static str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn millis(name: &'static str) -> Result<Option<Duration>, ConfigError> {
+    var(name)
+        .map(|v| {
+            v.trim()
+                .parse::<u64>()
+                .map(Duration::from_millis)
+                .map_err(|e| ConfigError::Invalid {
+                    name,
+                    problem: format!("{v:?} is not a number of milliseconds: {e}"),
+                })
+        })
+        .transpose()
+}
+
+impl LambdaConfig {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let table = var("TIPPEN_TABLE").ok_or(ConfigError::Missing("TIPPEN_TABLE"))?;
+        let ws_endpoint =
+            var("TIPPEN_WS_ENDPOINT").ok_or(ConfigError::Missing("TIPPEN_WS_ENDPOINT"))?;
+        let ws_function = var("TIPPEN_WS_FUNCTION").or_else(|| var("AWS_LAMBDA_FUNCTION_NAME"));
+        let sites = match var("TIPPEN_SITES") {
+            None => Vec::new(),
+            Some(json) => {
+                let parsed: Vec<SiteConfig> =
+                    serde_json::from_str(&json).map_err(|e| ConfigError::Invalid {
+                        name: "TIPPEN_SITES",
+                        problem: e.to_string(),
+                    })?;
+                parsed
+                    .iter()
+                    .map(SiteConfig::to_site)
+                    .collect::<Result<_, _>>()
+                    .map_err(|problem| ConfigError::Invalid {
+                        name: "TIPPEN_SITES",
+                        problem,
+                    })?
+            }
+        };
+        let mut core = Config::default();
+        if let Some(d) = millis("TIPPEN_HEARTBEAT_MS")? {
+            core.presence.heartbeat_interval = d;
+        }
+        if let Some(d) = millis("TIPPEN_VISIBLE_GRACE_MS")? {
+            core.presence.visible_grace = d;
+        }
+        if let Some(d) = millis("TIPPEN_HIDDEN_GRACE_MS")? {
+            core.presence.hidden_grace = d;
+        }
+        let fanout_concurrency = match var("TIPPEN_FANOUT_CONCURRENCY") {
+            None => 16,
+            Some(v) => v.trim().parse().map_err(|e| ConfigError::Invalid {
+                name: "TIPPEN_FANOUT_CONCURRENCY",
+                problem: format!("{v:?}: {e}"),
+            })?,
+        };
+        let site_cache_ttl = millis("TIPPEN_SITE_CACHE_MS")?.unwrap_or(Duration::from_secs(30));
+        Ok(LambdaConfig {
+            table,
+            ws_endpoint,
+            ws_function,
+            sites,
+            core,
+            fanout_concurrency,
+            site_cache_ttl,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_need_a_legacy_key_or_both_keys() {
+        let ok: Vec<SiteConfig> = serde_json::from_str(
+            r#"[{"id":"a","publicKey":"pk","secretKey":"sk"},{"id":"d","name":"Demo","legacyKey":"k"}]"#,
+        )
+        .unwrap();
+        let sites: Vec<Site> = ok.iter().map(|s| s.to_site().unwrap()).collect();
+        assert!(!sites[0].legacy_single_key);
+        assert!(sites[1].legacy_single_key);
+        assert_eq!(sites[1].name, "Demo");
+        let bad: Vec<SiteConfig> =
+            serde_json::from_str(r#"[{"id":"a","publicKey":"pk"}]"#).unwrap();
+        assert!(
+            bad[0]
+                .to_site()
+                .unwrap_err()
+                .contains("publicKey and secretKey")
+        );
+        assert!(serde_json::from_str::<Vec<SiteConfig>>(r#"[{"id":"a","pubKey":"x"}]"#).is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! [`LambdaHost`]: the core, the DynamoDB store and the fan-out, shared by the three
+//! functions. Everything here runs inside one invocation: nothing is left running after the
+//! handler returns (Lambda freezes the process then).
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use thiserror::Error;
+use tippen_core::api::RequestContext;
+use tippen_core::{ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
+
+use crate::config::{ConfigError, LambdaConfig};
+use crate::fanout::Fanout;
+use crate::store::DynamoStore;
+
+/// Why a function could not start or an operation failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum HostError {
+    /// The environment is incomplete or wrong.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A core operation failed.
+    #[error(transparent)]
+    Service(#[from] ServiceError),
+    /// An AWS call outside the store failed.
+    #[error("AWS call failed: {0}")]
+    Aws(String),
+}
+
+/// The AWS SDK configuration with a rustls (ring) HTTPS client and no OpenSSL. Endpoint
+/// overrides come from the standard variables (`AWS_ENDPOINT_URL_DYNAMODB`, …) only.
+pub async fn sdk_config() -> aws_config::SdkConfig {
+    use aws_smithy_http_client::{Builder, tls};
+    let http = Builder::new()
+        .tls_provider(tls::Provider::Rustls(
+            tls::rustls_provider::CryptoMode::Ring,
+        ))
+        .build_https();
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .http_client(http)
+        .load()
+        .await
+}
+
+/// tippen on Lambda: the core over DynamoDB, and the fan-out to API Gateway connections.
+#[derive(Clone, Debug)]
+pub struct LambdaHost {
+    tippen: Arc<Tippen>,
+    store: Arc<DynamoStore>,
+    fanout: Fanout,
+    lambda: aws_sdk_lambda::Client,
+    config: Arc<LambdaConfig>,
+    site_ids: Arc<std::sync::Mutex<Option<CachedSiteIds>>>,
+}
+
+/// The site ids as read at an instant.
+type CachedSiteIds = (std::time::Instant, Vec<SiteId>);
+
+impl LambdaHost {
+    /// Reads the environment, builds the clients and registers the configured sites (cold
+    /// start).
+    pub async fn from_env() -> Result<Self, HostError> {
+        let config = LambdaConfig::from_env()?;
+        let sdk = sdk_config().await;
+        let host = Self::new(&sdk, config);
+        for site in &host.config.sites {
+            host.register_site(site).await?;
+        }
+        Ok(host)
+    }
+
+    /// Stores a configured site unless it is stored already as it is (every cold start of
+    /// every function does this: it must be cheap and must tolerate racing instances).
+    async fn register_site(&self, site: &tippen_core::Site) -> Result<(), HostError> {
+        let mut attempt = 0;
+        loop {
+            let stored = self.store.site_by_key(&site.secret_key_hash).await?;
+            if stored.as_ref() == Some(site) {
+                return Ok(());
+            }
+            match self.tippen.put_site(site).await {
+                Ok(()) => return Ok(()),
+                // Another instance registering at the same moment cancels our transaction.
+                Err(e) if attempt < 5 => {
+                    attempt += 1;
+                    tracing::debug!(site = %site.id, error = %e, "site registration raced; retrying");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    /// A host over the given SDK configuration and settings (registers no site).
+    pub fn new(sdk: &aws_config::SdkConfig, config: LambdaConfig) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let store = Arc::new(
+            DynamoStore::new(dynamodb, &config.table).with_site_cache(config.site_cache_ttl),
+        );
+        let management = aws_sdk_apigatewaymanagement::Client::from_conf(
+            aws_sdk_apigatewaymanagement::config::Builder::from(sdk)
+                .endpoint_url(&config.ws_endpoint)
+                .build(),
+        );
+        let fanout = Fanout::new(management, store.clone(), config.fanout_concurrency);
+        let tippen = Arc::new(Tippen::new(
+            store.clone(),
+            Arc::new(SystemClock),
+            config.core.clone(),
+        ));
+        LambdaHost {
+            tippen,
+            store,
+            fanout,
+            lambda: aws_sdk_lambda::Client::new(sdk),
+            config: Arc::new(config),
+            site_ids: Arc::default(),
+        }
+    }
+
+    /// The core service.
+    pub fn tippen(&self) -> &Arc<Tippen> {
+        &self.tippen
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<DynamoStore> {
+        &self.store
+    }
+
+    /// The fan-out.
+    pub fn fanout(&self) -> &Fanout {
+        &self.fanout
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &LambdaConfig {
+        &self.config
+    }
+
+    /// The Lambda client (asynchronous self-invocation of the WebSocket function).
+    pub fn lambda(&self) -> &aws_sdk_lambda::Client {
+        &self.lambda
+    }
+
+    /// Answers one HTTP request through the core, then sends its dashboard messages and
+    /// visitor pushes before returning (the invocation ends with the response).
+    /// `source_ip` is API Gateway's `requestContext` source address, never a header.
+    pub async fn handle_http(
+        &self,
+        req: http::Request<Bytes>,
+        source_ip: Option<IpAddr>,
+    ) -> http::Response<Bytes> {
+        let ctx = RequestContext {
+            client_ip: source_ip,
+            ..RequestContext::default()
+        };
+        let handled = self.tippen.handle(req, &ctx).await;
+        if let Some(site) = &handled.site {
+            self.publish(site, &handled.broadcasts, &handled.visitor_messages)
+                .await;
+        }
+        if !handled.notifications.is_empty() {
+            tracing::warn!(
+                alerts = handled.notifications.len(),
+                "support alerts not sent to Slack: no Slack delivery on Lambda yet"
+            );
+        }
+        if !handled.lookups.is_empty() {
+            tracing::debug!(
+                lookups = handled.lookups.len(),
+                "enrichment is not run on Lambda yet; visitors keep the fallback company"
+            );
+        }
+        handled.response
+    }
+
+    /// Sends dashboard messages, then visitor pushes, of one site.
+    pub async fn publish(&self, site: &SiteId, broadcasts: &[String], pushes: &[(String, String)]) {
+        self.fanout.to_dashboards(site, broadcasts).await;
+        self.fanout.to_visitors(&self.tippen, site, pushes).await;
+    }
+
+    /// The deadline work of every site (the scheduled function): sweeps each site until
+    /// nothing more is due, fanning the messages out. Returns how many messages were sent.
+    pub async fn sweep_all(&self) -> Result<usize, HostError> {
+        let mut sent = 0;
+        for site in self.site_ids().await? {
+            // One cheap index read decides whether the site has anything due.
+            if self
+                .tippen
+                .next_deadline(&site)
+                .await?
+                .is_none_or(|d| d > self.tippen.now())
+            {
+                continue;
+            }
+            // Bounded: a sweep returns a due deadline only while more batches are due.
+            for _ in 0..100 {
+                let swept = self.tippen.handle_deadline_with_pushes(&site).await?;
+                sent += swept.broadcasts.len();
+                if !swept.notifications.is_empty() {
+                    tracing::warn!(
+                        site = %site,
+                        alerts = swept.notifications.len(),
+                        "support alerts not sent to Slack: no Slack delivery on Lambda yet"
+                    );
+                }
+                self.publish(&site, &swept.broadcasts, &swept.visitor_messages)
+                    .await;
+                // More than one batch was due: go again.
+                if swept.deadline.is_none_or(|d| d > self.tippen.now()) {
+                    break;
+                }
+            }
+        }
+        Ok(sent)
+    }
+
+    /// Every site's id, re-read from the store at most every `site_cache_ttl` by this
+    /// instance (the scheduled function runs often; sites change rarely).
+    async fn site_ids(&self) -> Result<Vec<SiteId>, HostError> {
+        let ttl = self.config.site_cache_ttl;
+        {
+            let cached = self.site_ids.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, ids)) = cached.as_ref()
+                && at.elapsed() < ttl
+            {
+                return Ok(ids.clone());
+            }
+        }
+        let ids: Vec<SiteId> = self
+            .store
+            .sites()
+            .await?
+            .into_iter()
+            .map(|s| s.id)
+            .collect();
+        *self.site_ids.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some((std::time::Instant::now(), ids.clone()));
+        Ok(ids)
+    }
+}

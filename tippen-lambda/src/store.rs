@@ -1,0 +1,1112 @@
+//! [`DynamoStore`]: the core's [`Store`] on one DynamoDB table.
+//!
+//! # Table design
+//!
+//! One table, string partition key `pk` and string sort key `sk`; every record kind is a
+//! versioned item written through the same helpers ([`DynamoStore::get_versioned`],
+//! [`DynamoStore::put_versioned`], [`DynamoStore::delete_versioned`]): its value is a JSON
+//! document in `doc`, its version a number in `v`, and every write is a conditional write on
+//! `v` (or on the item's absence), so two Lambda invocations writing the same record at the
+//! same moment never lose an update — one of them gets [`StoreError::Conflict`] and the core
+//! re-reads and retries.
+//!
+//! | record | `pk` | `sk` | other attributes |
+//! |---|---|---|---|
+//! | site | `SITES` | site id | `doc`, `v` |
+//! | key index | `KEY#<sha-256 hex>` | `KEY` | `site` |
+//! | visitor | `V#<site>` | visitor id | `doc`, `v`, `dsite` (= site) + `dl` (deadline index), `ttl` |
+//! | support user | `U#<site>` | user id | `doc`, `v`, `dsite` (= `U#<site>`) + `dl`, `ttl` |
+//! | message counter | `SEQ#<site>` | `SEQ` | `n` (atomic `ADD`) |
+//! | enrichment cache | `IP#<address>` | `CACHE` | `doc`, `v`, `ttl` |
+//! | enrichment counters | `STATS#<site>` | `STATS` | one number per counter (`st.creditsUsed`, `st.skipsByReason.bot`), atomic `ADD` |
+//! | WebSocket connection | `CONN#<site>` | `D#<connectionId>` (dashboard), `W#<visitor>#<connectionId>` | `cid`, `at`, `greeted`, `outbox`, `ttl` |
+//! | connection by id | `CID#<connectionId>` | `CONN` | `site`, `role`, `visitor`, `ttl` |
+//!
+//! The global secondary index `due` (partition `dsite`, sort `dl` as a number) holds only
+//! visitor items: [`Store::due_visitors`] and [`Store::next_deadline`] are Queries on it,
+//! O(k + log n), never a Scan. Index reads are eventually consistent; a stale entry is
+//! harmless because the core's sweep writes conditionally and re-reads on a conflict.
+//!
+//! Expiry is decided by the core comparing times, never by DynamoDB: TTL deletion (`ttl`,
+//! seconds since the epoch) only cleans up items long after they stopped mattering (it can lag
+//! for days). A new record kind (say, support-trigger state) is one more `pk` prefix and a
+//! couple of lines over the versioned helpers.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
+    KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    TransactWriteItem,
+};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
+use tippen_core::presence::VisitorRecord;
+use tippen_core::support::UserRecord;
+use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
+
+/// Attribute names of the table.
+mod attr {
+    pub const PK: &str = "pk";
+    pub const SK: &str = "sk";
+    pub const DOC: &str = "doc";
+    pub const VERSION: &str = "v";
+    pub const DUE_SITE: &str = "dsite";
+    pub const DEADLINE: &str = "dl";
+    pub const TTL: &str = "ttl";
+    pub const SITE: &str = "site";
+    pub const COUNTER: &str = "n";
+    pub const WRITE_TOKEN: &str = "wt";
+}
+
+/// Name of the deadline index.
+pub const DUE_INDEX: &str = "due";
+
+/// How long past its deadline a visitor item lives before DynamoDB's TTL may delete it. The
+/// core has removed it long before; this only bounds what a lost sweep leaves behind.
+const VISITOR_TTL_SLACK_SECS: i64 = 24 * 3600;
+
+type Item = HashMap<String, AttributeValue>;
+
+/// The core's [`Store`] on a DynamoDB table (see the [module docs](self) for the design).
+#[derive(Clone, Debug)]
+pub struct DynamoStore {
+    client: Client,
+    table: String,
+    sites: Arc<SiteCache>,
+}
+
+/// Sites found by key, kept for a short time by one instance (every request authenticates;
+/// sites change rarely). Unknown keys are never cached.
+#[derive(Debug, Default)]
+struct SiteCache {
+    ttl: Duration,
+    entries: Mutex<HashMap<KeyHash, (Instant, Site)>>,
+}
+
+impl SiteCache {
+    const MAX_ENTRIES: usize = 4096;
+
+    fn get(&self, key: &KeyHash) -> Option<Site> {
+        if self.ttl.is_zero() {
+            return None;
+        }
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, site)| site.clone())
+    }
+
+    fn put(&self, key: KeyHash, site: &Site) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= Self::MAX_ENTRIES {
+            entries.clear();
+        }
+        entries.insert(key, (Instant::now(), site.clone()));
+    }
+
+    fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+fn backend<E: std::fmt::Debug>(op: &str, e: E) -> StoreError {
+    StoreError::Backend(format!("DynamoDB {op}: {e:?}"))
+}
+
+/// A token unique to one write (not to its retries): lets a retried conditional write that
+/// fails against its own earlier attempt recognize it.
+fn write_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    static KEYS: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut h = KEYS.get_or_init(Default::default).build_hasher();
+    h.write_u64(n);
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!("{:016x}{n:x}", h.finish())
+}
+
+fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
+        .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} missing or not a string")))
+}
+
+fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} missing or not a number")))
+}
+
+fn decode<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+    serde_json::from_str(get_s(item, attr::DOC)?)
+        .map_err(|e| StoreError::Corrupt(format!("{}: {e}", describe_key(item))))
+}
+
+fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn describe_key(item: &Item) -> String {
+    let part = |k| {
+        item.get(k)
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default()
+    };
+    format!("{}/{}", part(attr::PK), part(attr::SK))
+}
+
+/// Whether an SDK error is a failed condition (a conditional write lost, or a transaction
+/// cancelled because one of its conditions failed).
+fn condition_failed<E, R>(e: &SdkError<E, R>) -> bool
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata,
+{
+    e.as_service_error()
+        .and_then(|e| e.code())
+        .is_some_and(|c| {
+            c == "ConditionalCheckFailedException" || c == "TransactionCanceledException"
+        })
+}
+
+fn visitor_pk(site: &SiteId) -> String {
+    format!("V#{site}")
+}
+
+/// Support users share the `due` index with visitors under their own partition, `U#<site>`.
+fn user_pk(site: &SiteId) -> String {
+    format!("U#{site}")
+}
+
+fn key_pk(hash: &KeyHash) -> String {
+    format!("KEY#{}", hash.to_hex())
+}
+
+const SITES_PK: &str = "SITES";
+
+/// Prefix of the enrichment counter attributes (`st.creditsUsed`, `st.skipsByReason.bot`).
+const STATS_PREFIX: &str = "st.";
+
+fn stats_pk(site: &SiteId) -> String {
+    format!("STATS#{site}")
+}
+
+/// A WebSocket connection's role.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ConnectionRole {
+    /// An admin dashboard of the site: gets every dashboard message.
+    Dashboard,
+    /// One visitor's page (the visitor channel): gets that visitor's invite pushes.
+    Visitor(String),
+}
+
+/// A stored WebSocket connection of API Gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Connection {
+    /// API Gateway's connection id.
+    pub connection_id: String,
+    /// The site it belongs to.
+    pub site: SiteId,
+    /// Dashboard or visitor.
+    pub role: ConnectionRole,
+}
+
+/// A connection to fan a message out to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct FanoutTarget {
+    /// The connection.
+    pub connection: Connection,
+    /// Its first message was sent: post directly. Otherwise append to its outbox.
+    pub greeted: bool,
+    /// When `$connect` stored it.
+    pub connected_at: Timestamp,
+}
+
+impl Connection {
+    fn sort_key(&self) -> String {
+        match &self.role {
+            ConnectionRole::Dashboard => format!("D#{}", self.connection_id),
+            ConnectionRole::Visitor(v) => format!("W#{v}#{}", self.connection_id),
+        }
+    }
+}
+
+impl DynamoStore {
+    /// A store on `table` through `client`.
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoStore {
+            client,
+            table: table.into(),
+            sites: Arc::default(),
+        }
+    }
+
+    /// The same store keeping sites found by key for `ttl` in this process (off by default).
+    /// A key rotated in another process is honoured here within `ttl`; a rotation through
+    /// this store at once.
+    pub fn with_site_cache(mut self, ttl: Duration) -> Self {
+        self.sites = Arc::new(SiteCache {
+            ttl,
+            entries: Mutex::default(),
+        });
+        self
+    }
+
+    /// The table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    /// The DynamoDB client.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates the table with its deadline index and TTL attribute (tests and local runs;
+    /// deployments declare the same in `template.yaml`). Idempotent: an existing table is
+    /// left as it is.
+    pub async fn create_table(&self) -> Result<(), StoreError> {
+        let key = |name: &str, t: KeyType| {
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(t)
+                .build()
+                .map_err(|e| backend("CreateTable", e))
+        };
+        let def = |name: &str, t: ScalarAttributeType| {
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(t)
+                .build()
+                .map_err(|e| backend("CreateTable", e))
+        };
+        let due = GlobalSecondaryIndex::builder()
+            .index_name(DUE_INDEX)
+            .key_schema(key(attr::DUE_SITE, KeyType::Hash)?)
+            .key_schema(key(attr::DEADLINE, KeyType::Range)?)
+            .projection(
+                Projection::builder()
+                    .projection_type(ProjectionType::All)
+                    .build(),
+            )
+            .build()
+            .map_err(|e| backend("CreateTable", e))?;
+        let created = self
+            .client
+            .create_table()
+            .table_name(&self.table)
+            .billing_mode(BillingMode::PayPerRequest)
+            .key_schema(key(attr::PK, KeyType::Hash)?)
+            .key_schema(key(attr::SK, KeyType::Range)?)
+            .attribute_definitions(def(attr::PK, ScalarAttributeType::S)?)
+            .attribute_definitions(def(attr::SK, ScalarAttributeType::S)?)
+            .attribute_definitions(def(attr::DUE_SITE, ScalarAttributeType::S)?)
+            .attribute_definitions(def(attr::DEADLINE, ScalarAttributeType::N)?)
+            .global_secondary_indexes(due)
+            .send()
+            .await;
+        match created {
+            Ok(_) => {}
+            Err(e)
+                if e.as_service_error()
+                    .is_some_and(|e| e.is_resource_in_use_exception()) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(backend("CreateTable", e)),
+        }
+        self.client
+            .update_time_to_live()
+            .table_name(&self.table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attr::TTL)
+                    .enabled(true)
+                    .build()
+                    .map_err(|e| backend("UpdateTimeToLive", e))?,
+            )
+            .send()
+            .await
+            .map_err(|e| backend("UpdateTimeToLive", e))?;
+        Ok(())
+    }
+
+    fn key(pk: &str, sk: &str) -> Item {
+        HashMap::from([(attr::PK.to_owned(), s(pk)), (attr::SK.to_owned(), s(sk))])
+    }
+
+    /// Reads a versioned item (strongly consistent).
+    pub async fn get_versioned(&self, pk: &str, sk: &str) -> Result<Option<Item>, StoreError> {
+        let out = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| backend("GetItem", e))?;
+        Ok(out.item)
+    }
+
+    /// Writes `item` (which must hold `pk` and `sk`) with version `expected + 1` if the stored
+    /// version is `expected` (`None`: only if no item exists). Returns the new version, or
+    /// [`StoreError::Conflict`] without writing.
+    pub async fn put_versioned(
+        &self,
+        mut item: Item,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let next = Version(expected.map_or(1, |v| v.0 + 1));
+        item.insert(attr::VERSION.to_owned(), n(next.0));
+        let token = write_token();
+        item.insert(attr::WRITE_TOKEN.to_owned(), s(&token));
+        let req = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        let req = match expected {
+            None => req.condition_expression("attribute_not_exists(pk)"),
+            Some(v) => req
+                .condition_expression("#v = :v")
+                .expression_attribute_names("#v", attr::VERSION)
+                .expression_attribute_values(":v", n(v.0)),
+        };
+        match req.send().await {
+            Ok(_) => Ok(next),
+            Err(e) if condition_failed(&e) => {
+                // The SDK retries a request whose answer was lost (a timeout, a 5xx); if the
+                // first attempt had landed, the retry fails its condition against our own
+                // write. That is success, not a conflict (else the core would apply the
+                // change twice).
+                let stored = e.as_service_error().and_then(|e| match e {
+                    PutItemError::ConditionalCheckFailedException(c) => c.item(),
+                    _ => None,
+                });
+                let ours = stored.is_some_and(|old| {
+                    old.get(attr::WRITE_TOKEN).and_then(|v| v.as_s().ok()) == Some(&token)
+                });
+                if ours {
+                    Ok(next)
+                } else {
+                    Err(StoreError::Conflict)
+                }
+            }
+            Err(e) => Err(backend("PutItem", e)),
+        }
+    }
+
+    /// Deletes an item if its stored version is `expected`; [`StoreError::Conflict`] when it
+    /// is not (or when there is no item).
+    pub async fn delete_versioned(
+        &self,
+        pk: &str,
+        sk: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(pk, sk)))
+            .condition_expression("#v = :v")
+            .expression_attribute_names("#v", attr::VERSION)
+            .expression_attribute_values(":v", n(expected.0))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Err(StoreError::Conflict),
+            Err(e) => Err(backend("DeleteItem", e)),
+        }
+    }
+
+    /// Reads, changes and conditionally writes one JSON document (`doc`, versioned) until no
+    /// other writer intervened (a document that does not exist starts from `T::default()`);
+    /// returns the value written. The building block for a new record kind.
+    pub async fn update_doc<T, F>(&self, pk: &str, sk: &str, mut change: F) -> Result<T, StoreError>
+    where
+        T: Serialize + DeserializeOwned + Default,
+        F: FnMut(&mut T),
+    {
+        loop {
+            let current = self.get_versioned(pk, sk).await?;
+            let (mut value, version) = match &current {
+                Some(item) => (
+                    decode::<T>(item)?,
+                    Some(Version(get_n(item, attr::VERSION)? as u64)),
+                ),
+                None => (T::default(), None),
+            };
+            change(&mut value);
+            let mut item = Self::key(pk, sk);
+            item.insert(attr::DOC.to_owned(), s(encode(&value)?));
+            match self.put_versioned(item, version).await {
+                Ok(_) => return Ok(value),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// All items of one partition (a Query, paginated), optionally only those whose sort key
+    /// starts with `sk_prefix` and those passing `filter`.
+    async fn query_all(
+        &self,
+        pk: &str,
+        sk_prefix: Option<&str>,
+        filter: Option<&str>,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .expression_attribute_values(":pk", s(pk))
+                .set_exclusive_start_key(start.take())
+                .set_filter_expression(filter.map(str::to_owned));
+            req = match sk_prefix {
+                Some(prefix) => req
+                    .key_condition_expression("pk = :pk AND begins_with(sk, :prefix)")
+                    .expression_attribute_values(":prefix", s(prefix)),
+                None => req.key_condition_expression("pk = :pk"),
+            };
+            let out = req.send().await.map_err(|e| backend("Query", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// An item of a record kind with a deadline: `doc`, and the `due` index entry (partition
+    /// `due_partition`, sort key the deadline) plus a TTL past the deadline.
+    fn deadline_item<T: Serialize>(
+        pk: &str,
+        sk: &str,
+        due_partition: &str,
+        record: &T,
+        deadline: Timestamp,
+    ) -> Result<Item, StoreError> {
+        let deadline = deadline.as_millis();
+        let mut item = Self::key(pk, sk);
+        item.insert(attr::DOC.to_owned(), s(encode(record)?));
+        item.insert(attr::DUE_SITE.to_owned(), s(due_partition));
+        item.insert(attr::DEADLINE.to_owned(), n(deadline));
+        item.insert(
+            attr::TTL.to_owned(),
+            n(deadline.div_euclid(1000) + VISITOR_TTL_SLACK_SECS),
+        );
+        Ok(item)
+    }
+
+    fn versioned<T: DeserializeOwned>(item: &Item) -> Result<Versioned<T>, StoreError> {
+        Ok(Versioned {
+            version: Version(get_n(item, attr::VERSION)? as u64),
+            value: decode(item)?,
+        })
+    }
+
+    async fn due_query(
+        &self,
+        due_partition: &str,
+        now: Option<Timestamp>,
+        limit: usize,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        let mut start: Option<Item> = None;
+        while items.len() < limit {
+            let mut req = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(DUE_INDEX)
+                .scan_index_forward(true)
+                .limit(i32::try_from(limit - items.len()).unwrap_or(i32::MAX))
+                .expression_attribute_values(":site", s(due_partition))
+                .set_exclusive_start_key(start.take());
+            req = match now {
+                Some(now) => req
+                    .key_condition_expression("dsite = :site AND dl <= :now")
+                    .expression_attribute_values(":now", n(now.as_millis())),
+                None => req.key_condition_expression("dsite = :site"),
+            };
+            let out = req.send().await.map_err(|e| backend("Query due", e))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        items.truncate(limit);
+        Ok(items)
+    }
+
+    /// Stores a WebSocket connection (both its per-site entry and its by-id entry), expiring
+    /// by TTL after API Gateway's 2-hour connection limit.
+    pub async fn put_connection(
+        &self,
+        conn: &Connection,
+        now: Timestamp,
+    ) -> Result<(), StoreError> {
+        let ttl = n(now.as_millis().div_euclid(1000) + 3 * 3600);
+        let mut by_site = Self::key(&format!("CONN#{}", conn.site), &conn.sort_key());
+        by_site.insert("cid".to_owned(), s(&conn.connection_id));
+        by_site.insert("at".to_owned(), n(now.as_millis()));
+        by_site.insert(attr::TTL.to_owned(), ttl.clone());
+        let mut by_id = Self::key(&format!("CID#{}", conn.connection_id), "CONN");
+        by_id.insert(attr::SITE.to_owned(), s(conn.site.as_str()));
+        by_id.insert(
+            "role".to_owned(),
+            s(match conn.role {
+                ConnectionRole::Dashboard => "dashboard",
+                ConnectionRole::Visitor(_) => "visitor",
+            }),
+        );
+        if let ConnectionRole::Visitor(v) = &conn.role {
+            by_id.insert("visitor".to_owned(), s(v));
+        }
+        by_id.insert(attr::TTL.to_owned(), ttl);
+        // Two plain writes, by id first: a crash between them leaves only an entry no
+        // fan-out reads, which TTL removes (a transaction would cost twice the capacity).
+        for item in [by_id, by_site] {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .set_item(Some(item))
+                .send()
+                .await
+                .map_err(|e| backend("PutItem", e))?;
+        }
+        Ok(())
+    }
+
+    fn connection_key(conn: &Connection) -> Item {
+        Self::key(&format!("CONN#{}", conn.site), &conn.sort_key())
+    }
+
+    /// Appends messages to the outbox of a connection not greeted yet. Returns false (nothing
+    /// appended) when the connection has been greeted meanwhile (post directly) or is gone.
+    pub async fn append_outbox(
+        &self,
+        conn: &Connection,
+        texts: &[String],
+    ) -> Result<bool, StoreError> {
+        let list = AttributeValue::L(texts.iter().map(|t| s(t.as_str())).collect());
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::connection_key(conn)))
+            .update_expression("SET outbox = list_append(if_not_exists(outbox, :empty), :m)")
+            .condition_expression("attribute_exists(pk) AND attribute_not_exists(greeted)")
+            .expression_attribute_values(":empty", AttributeValue::L(Vec::new()))
+            .expression_attribute_values(":m", list)
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
+    /// Marks the connection greeted (its first message was sent) and takes its outbox: the
+    /// messages fanned out since it was stored, in order. `None` when the connection is gone.
+    pub async fn greet_connection(
+        &self,
+        conn: &Connection,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::connection_key(conn)))
+            .update_expression("SET greeted = :t REMOVE outbox")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":t", AttributeValue::Bool(true))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await;
+        match out {
+            Ok(out) => {
+                let old = out.attributes.unwrap_or_default();
+                let outbox = match old.get("outbox") {
+                    Some(AttributeValue::L(items)) => items
+                        .iter()
+                        .filter_map(|v| v.as_s().ok().cloned())
+                        .collect(),
+                    _ => Vec::new(),
+                };
+                Ok(Some(outbox))
+            }
+            Err(e) if condition_failed(&e) => Ok(None),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
+    /// The connection with this id, if stored.
+    pub async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        let Some(item) = self
+            .get_versioned(&format!("CID#{connection_id}"), "CONN")
+            .await?
+        else {
+            return Ok(None);
+        };
+        let site = SiteId(get_s(&item, attr::SITE)?.to_owned());
+        let role = match get_s(&item, "role")? {
+            "visitor" => ConnectionRole::Visitor(get_s(&item, "visitor")?.to_owned()),
+            _ => ConnectionRole::Dashboard,
+        };
+        Ok(Some(Connection {
+            connection_id: connection_id.to_owned(),
+            site,
+            role,
+        }))
+    }
+
+    /// Forgets a connection (both entries). Removing one already gone is not an error.
+    pub async fn remove_connection(&self, conn: &Connection) -> Result<(), StoreError> {
+        // By site first: once it is gone no fan-out reaches the connection.
+        for key in [
+            Self::connection_key(conn),
+            Self::key(&format!("CID#{}", conn.connection_id), "CONN"),
+        ] {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(key))
+                .send()
+                .await
+                .map_err(|e| backend("DeleteItem", e))?;
+        }
+        Ok(())
+    }
+
+    /// The site's dashboard connections.
+    pub async fn dashboard_connections(
+        &self,
+        site: &SiteId,
+    ) -> Result<Vec<FanoutTarget>, StoreError> {
+        self.fanout_targets(site, "D#", |_| ConnectionRole::Dashboard)
+            .await
+    }
+
+    /// One visitor's visitor-channel connections.
+    pub async fn visitor_connections(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<Vec<FanoutTarget>, StoreError> {
+        self.fanout_targets(site, &format!("W#{visitor_id}#"), |_| {
+            ConnectionRole::Visitor(visitor_id.to_owned())
+        })
+        .await
+    }
+
+    async fn fanout_targets(
+        &self,
+        site: &SiteId,
+        prefix: &str,
+        role: impl Fn(&Item) -> ConnectionRole,
+    ) -> Result<Vec<FanoutTarget>, StoreError> {
+        self.query_all(&format!("CONN#{site}"), Some(prefix), None)
+            .await?
+            .iter()
+            .map(|item| {
+                Ok(FanoutTarget {
+                    connection: Connection {
+                        connection_id: get_s(item, "cid")?.to_owned(),
+                        site: site.clone(),
+                        role: role(item),
+                    },
+                    greeted: item.contains_key("greeted"),
+                    connected_at: Timestamp::from_millis(get_n(item, "at").unwrap_or(0)),
+                })
+            })
+            .collect()
+    }
+}
+
+#[async_trait]
+impl Store for DynamoStore {
+    async fn put_site(&self, site: &Site) -> Result<(), StoreError> {
+        let old: Option<Site> = match self.get_versioned(SITES_PK, site.id.as_str()).await? {
+            Some(item) => Some(decode(&item)?),
+            None => None,
+        };
+        let mut tx = Vec::new();
+        let mut site_item = Self::key(SITES_PK, site.id.as_str());
+        site_item.insert(attr::DOC.to_owned(), s(encode(site)?));
+        site_item.insert(attr::VERSION.to_owned(), n(1));
+        let put = |item: Item| -> Result<TransactWriteItem, StoreError> {
+            Ok(TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .build()
+                        .map_err(|e| backend("TransactWriteItems", e))?,
+                )
+                .build())
+        };
+        tx.push(put(site_item)?);
+        let new_hashes: Vec<KeyHash> = site.key_hashes().collect();
+        for hash in &new_hashes {
+            let mut item = Self::key(&key_pk(hash), "KEY");
+            item.insert(attr::SITE.to_owned(), s(site.id.as_str()));
+            tx.push(put(item)?);
+        }
+        for hash in old.iter().flat_map(|o| o.key_hashes()) {
+            if !new_hashes.contains(&hash) {
+                tx.push(
+                    TransactWriteItem::builder()
+                        .delete(
+                            Delete::builder()
+                                .table_name(&self.table)
+                                .set_key(Some(Self::key(&key_pk(&hash), "KEY")))
+                                .build()
+                                .map_err(|e| backend("TransactWriteItems", e))?,
+                        )
+                        .build(),
+                );
+            }
+        }
+        self.client
+            .transact_write_items()
+            .set_transact_items(Some(tx))
+            .send()
+            .await
+            .map_err(|e| backend("TransactWriteItems", e))?;
+        self.sites.clear();
+        Ok(())
+    }
+
+    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        self.query_all(SITES_PK, None, None)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {
+        if let Some(site) = self.sites.get(key) {
+            return Ok(Some(site));
+        }
+        let Some(entry) = self.get_versioned(&key_pk(key), "KEY").await? else {
+            return Ok(None);
+        };
+        let id = get_s(&entry, attr::SITE)?;
+        let Some(item) = self.get_versioned(SITES_PK, id).await? else {
+            return Ok(None);
+        };
+        let site: Site = decode(&item)?;
+        // A key entry left behind by a racing rotation never authorizes.
+        if site.role_of(key).is_none() {
+            return Ok(None);
+        }
+        self.sites.put(*key, &site);
+        Ok(Some(site))
+    }
+
+    async fn visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
+        self.get_versioned(&visitor_pk(site), visitor_id)
+            .await?
+            .map(|item| Self::versioned(&item))
+            .transpose()
+    }
+
+    async fn save_visitor(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let item = Self::deadline_item(
+            &visitor_pk(site),
+            &record.visitor_id,
+            site.as_str(),
+            record,
+            record.deadline,
+        )?;
+        self.put_versioned(item, expected).await
+    }
+
+    async fn remove_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        self.delete_versioned(&visitor_pk(site), visitor_id, expected)
+            .await
+    }
+
+    async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
+        self.query_all(&visitor_pk(site), None, None)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn due_visitors(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
+        self.due_query(site.as_str(), Some(now), limit)
+            .await?
+            .iter()
+            .map(Self::versioned)
+            .collect()
+    }
+
+    async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(
+            match self.due_query(site.as_str(), None, 1).await?.first() {
+                Some(item) => Some(Timestamp::from_millis(get_n(item, attr::DEADLINE)?)),
+                None => None,
+            },
+        )
+    }
+
+    async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&format!("SEQ#{site}"), "SEQ")))
+            .update_expression("ADD #n :by")
+            .expression_attribute_names("#n", attr::COUNTER)
+            .expression_attribute_values(":by", n(by))
+            .return_values(ReturnValue::UpdatedNew)
+            .send()
+            .await
+            .map_err(|e| backend("UpdateItem", e))?;
+        let attrs = out.attributes.unwrap_or_default();
+        Ok(get_n(&attrs, attr::COUNTER)? as u64)
+    }
+
+    async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError> {
+        match self.get_versioned(&format!("SEQ#{site}"), "SEQ").await? {
+            Some(item) => Ok(get_n(&item, attr::COUNTER)? as u64),
+            None => Ok(0),
+        }
+    }
+
+    async fn cached_lookup(&self, ip: IpAddr) -> Result<Option<CachedLookup>, StoreError> {
+        self.get_versioned(&format!("IP#{ip}"), "CACHE")
+            .await?
+            .map(|item| decode(&item))
+            .transpose()
+    }
+
+    async fn put_cached_lookup(&self, ip: IpAddr, entry: &CachedLookup) -> Result<(), StoreError> {
+        let mut item = Self::key(&format!("IP#{ip}"), "CACHE");
+        item.insert(attr::DOC.to_owned(), s(encode(entry)?));
+        item.insert(attr::VERSION.to_owned(), n(1));
+        item.insert(
+            attr::TTL.to_owned(),
+            n(entry.expires_at.as_millis().div_euclid(1000)),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError> {
+        let Some(item) = self.get_versioned(&stats_pk(site), "STATS").await? else {
+            return Ok(EnrichmentStats::default());
+        };
+        // `st.<field>` and `st.<field>.<key>` number attributes back into the JSON shape.
+        let mut json = serde_json::Map::new();
+        for (name, value) in &item {
+            let Some(path) = name.strip_prefix(STATS_PREFIX) else {
+                continue;
+            };
+            let count: u64 = value
+                .as_n()
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("counter {name} is not a number")))?;
+            match path.split_once('.') {
+                None => {
+                    json.insert(path.to_owned(), count.into());
+                }
+                Some((field, key)) => {
+                    let map = json
+                        .entry(field.to_owned())
+                        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                    if let Some(map) = map.as_object_mut() {
+                        map.insert(key.to_owned(), count.into());
+                    }
+                }
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(json))
+            .map_err(|e| StoreError::Corrupt(format!("enrichment counters of {site}: {e}")))
+    }
+
+    async fn record_enrichment(
+        &self,
+        site: &SiteId,
+        events: &[EnrichmentEvent],
+    ) -> Result<(), StoreError> {
+        // One atomic `ADD` of every counter the batch moves: no read, no retry, and two
+        // concurrent batches both count.
+        let mut delta = EnrichmentStats::default();
+        for e in events {
+            delta.record(*e);
+        }
+        let json = serde_json::to_value(&delta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let mut counters = Vec::new();
+        for (field, value) in json.as_object().into_iter().flatten() {
+            match value {
+                serde_json::Value::Number(n) => counters.push((field.clone(), n.as_u64())),
+                serde_json::Value::Object(map) => {
+                    for (key, n) in map {
+                        counters.push((format!("{field}.{key}"), n.as_u64()));
+                    }
+                }
+                _ => {}
+            }
+        }
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&stats_pk(site), "STATS")));
+        let mut adds = Vec::new();
+        for (i, (name, by)) in counters.into_iter().enumerate() {
+            let Some(by) = by.filter(|by| *by > 0) else {
+                continue;
+            };
+            adds.push(format!("#c{i} :c{i}"));
+            req = req
+                .expression_attribute_names(format!("#c{i}"), format!("{STATS_PREFIX}{name}"))
+                .expression_attribute_values(format!(":c{i}"), n(by));
+        }
+        if adds.is_empty() {
+            return Ok(());
+        }
+        req.update_expression(format!("ADD {}", adds.join(", ")))
+            .send()
+            .await
+            .map_err(|e| backend("UpdateItem", e))?;
+        Ok(())
+    }
+
+    async fn user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+    ) -> Result<Option<Versioned<UserRecord>>, StoreError> {
+        self.get_versioned(&user_pk(site), user_id)
+            .await?
+            .map(|item| Self::versioned(&item))
+            .transpose()
+    }
+
+    async fn save_user(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let pk = user_pk(site);
+        let item = Self::deadline_item(&pk, &record.user_id, &pk, record, record.deadline)?;
+        self.put_versioned(item, expected).await
+    }
+
+    async fn remove_user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        self.delete_versioned(&user_pk(site), user_id, expected)
+            .await
+    }
+
+    async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
+        self.query_all(&user_pk(site), None, None)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
+    async fn due_users(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
+        self.due_query(&user_pk(site), Some(now), limit)
+            .await?
+            .iter()
+            .map(Self::versioned)
+            .collect()
+    }
+
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(
+            match self.due_query(&user_pk(site), None, 1).await?.first() {
+                Some(item) => Some(Timestamp::from_millis(get_n(item, attr::DEADLINE)?)),
+                None => None,
+            },
+        )
+    }
+}
