@@ -28,7 +28,7 @@ use tippen_core::{LookupRequest, SiteId, Tippen, Transport};
 use tokio::sync::{mpsc, watch};
 
 use crate::host::{Inner, TippenHost, publish, stopped};
-use crate::transport::HttpTransport;
+use tippen_http::HttpTransport;
 
 /// Enrichment settings of a [`TippenHost`](crate::TippenHost): the provider, its rate limit
 /// and retries, and how long one provider request may take.

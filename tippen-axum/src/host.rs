@@ -24,7 +24,7 @@ use tower_http::trace::TraceLayer;
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
 use crate::slack::SlackNotifier;
-use crate::transport::HttpTransport;
+use tippen_http::HttpTransport;
 
 /// Settings of the host itself (the core's settings are in [`tippen_core::Config`]).
 #[derive(Clone, Debug)]

@@ -60,11 +60,10 @@ mod ip;
 mod slack;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
-mod transport;
 
 pub use enrich::EnrichmentConfig;
 pub use host::{HostConfig, HostError, TippenHost};
 pub use ip::{InvalidProxy, TrustedProxies};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDurability, SqliteError, SqliteOptions, SqliteStore};
-pub use transport::HttpTransport;
+pub use tippen_http::HttpTransport;

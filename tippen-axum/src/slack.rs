@@ -15,7 +15,7 @@ use tippen_core::support::{SupportConfig, SupportNotice};
 use tokio::sync::watch;
 
 use crate::host::stopped;
-use crate::transport::HttpTransport;
+use tippen_http::HttpTransport;
 
 /// Sends support notices to a Slack incoming webhook.
 #[derive(Clone, Debug)]

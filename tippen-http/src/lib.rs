@@ -1,5 +1,11 @@
+//! # tippen-http
+//!
 //! [`HttpTransport`]: the core's outbound HTTP ([`tippen_core::Transport`]) over reqwest with
-//! rustls.
+//! rustls — the video provider, the enrichment provider and Slack, for every native host
+//! (tippen-axum, tippen-lambda). The Worker sends with `fetch` instead.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
 
 use std::time::Duration;
 
@@ -18,6 +24,10 @@ pub struct HttpTransport {
 
 impl HttpTransport {
     /// A transport giving each exchange at most `timeout` (connect, send, whole answer).
+    ///
+    /// # Errors
+    ///
+    /// The TLS backend could not be initialised.
     pub fn new(timeout: Duration) -> Result<Self, reqwest::Error> {
         let client = reqwest::Client::builder()
             .connect_timeout(timeout)
