@@ -5,11 +5,14 @@
 # moto, then the black-box conformance suite (HTTP through the function URL endpoint,
 # WebSockets through the stand-in). Stops every process it started, by pid, also on failure.
 #
+# Then the outbound HTTPS checks (tests/apigw-ws/outbound-check.mjs): the video provider and
+# Slack, stand-ins served by tests/apigw-ws/outbound-standin.mjs.
+#
 # Installs when missing (pinned): cargo-lambda 1.9.2 and moto[server] 5.2.1 (pip), the
 # stand-in's npm packages (package-lock.json).
 #
-# Ports: 9100 (cargo lambda watch), 9101 (stand-in), 5100 (moto); override with
-# TIPPEN_LAMBDA_PORT, TIPPEN_STANDIN_PORT, TIPPEN_MOTO_PORT.
+# Ports: 9100 (cargo lambda watch), 9101 (stand-in), 9102 (outbound stand-ins), 5100 (moto);
+# override with TIPPEN_LAMBDA_PORT, TIPPEN_STANDIN_PORT, TIPPEN_OUTBOUND_PORT, TIPPEN_MOTO_PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -22,6 +25,7 @@ step() { printf '\n=== lambda: %s (%ss)\n' "$1" "$SECONDS"; }
 lambda_port="${TIPPEN_LAMBDA_PORT:-9100}"
 standin_port="${TIPPEN_STANDIN_PORT:-9101}"
 moto_port="${TIPPEN_MOTO_PORT:-5100}"
+outbound_port="${TIPPEN_OUTBOUND_PORT:-9102}"
 # Test graces, as short as this machine allows: every request here makes ~5 round trips to
 # moto (Python, one request at a time) on 2 shared cores, so a step can take a second or
 # more under the suite's load; 2 s / 5 s graces let visitors expire between two steps of one
@@ -113,6 +117,14 @@ export TIPPEN_WS_FUNCTION=tippen-ws
 export TIPPEN_SITES="$sites"
 export TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms TIPPEN_HEARTBEAT_MS=1000
 export RUST_LOG="${RUST_LOG:-warn}"
+# Outbound HTTPS (the HTTP and scheduled functions): the video provider and the Slack webhook
+# are stand-ins (outbound-standin.mjs), started before the functions.
+outbound_url="http://127.0.0.1:$outbound_port"
+export TIPPEN_VIDEO_PROVIDER_URL="$outbound_url/video"
+export TIPPEN_SLACK_WEBHOOK_URL="$outbound_url/slack/hook"
+export TIPPEN_PUBLIC_URL="https://dashboard.outbound.test"
+start outbound.log env OUTBOUND_PORT="$outbound_port" node tests/apigw-ws/outbound-standin.mjs
+wait_for "the outbound stand-ins" "$outbound_url/control/state"
 # On AWS the deployment creates the table (template.yaml); here the admin binary does.
 "$CARGO_TARGET_DIR/debug/tippen-create-table"
 # cargo lambda watch emulates the Lambda control plane: the Invoke API and function URLs on
@@ -182,6 +194,11 @@ kill -TERM -- "-$sweeper" 2>/dev/null || true
 FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
 INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
 VISIBLE_GRACE_MS=$visible_ms node tests/apigw-ws/sweep-check.mjs
+
+step "outbound HTTPS: video provider (200, 500 -> 502) and Slack (one message per error burst)"
+FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
+OUTBOUND_URL="$outbound_url" PUBLIC_URL="$TIPPEN_PUBLIC_URL" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
+  node tests/apigw-ws/outbound-check.mjs
 
 step "measure: latency of a tracking request through cargo lambda watch (200 sequential)"
 for i in $(seq 1 200); do

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::{Config, Site};
 
 /// Why the environment could not be read.
@@ -92,6 +93,22 @@ pub struct LambdaConfig {
     /// `TIPPEN_SITE_CACHE_MS` (default 30000): how long an instance keeps a site found by
     /// key (a key rotation reaches running instances within this time).
     pub site_cache_ttl: Duration,
+    /// `TIPPEN_VIDEO_PROVIDER_URL`: the video-session provider's base URL
+    /// (`tippen_core::video::CustomerConnect`), used by the HTTP function for
+    /// `POST /api/video-call` (feature `outbound`). None: that route answers 501.
+    pub video_provider_url: Option<String>,
+    /// `TIPPEN_SLACK_WEBHOOK_URL` (+ `TIPPEN_PUBLIC_URL` for the dashboard link): Slack
+    /// notifications of support alerts (feature `outbound`). None: dashboards only.
+    pub slack: Option<SlackConfig>,
+    /// `TIPPEN_OUTBOUND_TIMEOUT_MS` (default 5000): the time limit of one outbound exchange
+    /// (connect, send, whole answer).
+    pub outbound_timeout: Duration,
+    /// `TIPPEN_SLACK_BUDGET_MS` (default 4000): how long an invocation waits for its Slack
+    /// deliveries (all retries included) before it returns. Lambda freezes the process once
+    /// the handler returns, so delivery cannot continue in the background: what is not
+    /// delivered within the budget is dropped (and logged). Keep it well below the function's
+    /// timeout.
+    pub slack_budget: Duration,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -155,6 +172,39 @@ impl LambdaConfig {
             })?,
         };
         let site_cache_ttl = millis("TIPPEN_SITE_CACHE_MS")?.unwrap_or(Duration::from_secs(30));
+        let video_provider_url = var("TIPPEN_VIDEO_PROVIDER_URL").map(|u| u.trim().to_owned());
+        if let Some(url) = &video_provider_url
+            && !is_http_url(url)
+        {
+            return Err(ConfigError::Invalid {
+                name: "TIPPEN_VIDEO_PROVIDER_URL",
+                problem: format!("{url:?} is not an http:// or https:// URL"),
+            });
+        }
+        let slack = match var("TIPPEN_SLACK_WEBHOOK_URL") {
+            None => None,
+            Some(url) => {
+                let webhook = WebhookUrl::parse(url.trim()).map_err(|e| ConfigError::Invalid {
+                    name: "TIPPEN_SLACK_WEBHOOK_URL",
+                    problem: e.to_string(),
+                })?;
+                let public = var("TIPPEN_PUBLIC_URL").map(|u| u.trim().to_owned());
+                if let Some(base) = &public
+                    && !is_http_url(base)
+                {
+                    return Err(ConfigError::Invalid {
+                        name: "TIPPEN_PUBLIC_URL",
+                        problem: format!("{base:?} is not an http:// or https:// URL"),
+                    });
+                }
+                let mut slack = SlackConfig::new(webhook);
+                slack.dashboard_base_url = public;
+                Some(slack)
+            }
+        };
+        let outbound_timeout =
+            millis("TIPPEN_OUTBOUND_TIMEOUT_MS")?.unwrap_or(Duration::from_secs(5));
+        let slack_budget = millis("TIPPEN_SLACK_BUDGET_MS")?.unwrap_or(Duration::from_secs(4));
         Ok(LambdaConfig {
             table,
             ws_endpoint,
@@ -163,8 +213,16 @@ impl LambdaConfig {
             core,
             fanout_concurrency,
             site_cache_ttl,
+            video_provider_url,
+            slack,
+            outbound_timeout,
+            slack_budget,
         })
     }
+}
+
+fn is_http_url(url: &str) -> bool {
+    url.starts_with("https://") || url.starts_with("http://")
 }
 
 #[cfg(test)]

@@ -8,10 +8,13 @@ use std::sync::Arc;
 use bytes::Bytes;
 use thiserror::Error;
 use tippen_core::api::RequestContext;
+use tippen_core::support::SupportNotice;
 use tippen_core::{ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
 
 use crate::config::{ConfigError, LambdaConfig};
 use crate::fanout::Fanout;
+#[cfg(feature = "outbound")]
+use crate::outbound::Outbound;
 use crate::store::DynamoStore;
 
 /// Why a function could not start or an operation failed.
@@ -56,6 +59,9 @@ pub struct LambdaHost {
     lambda: aws_sdk_lambda::Client,
     config: Arc<LambdaConfig>,
     site_ids: Arc<std::sync::Mutex<Option<CachedSiteIds>>>,
+    /// The video provider's and Slack's HTTPS client (None when it could not be built).
+    #[cfg(feature = "outbound")]
+    outbound: Option<Arc<Outbound>>,
 }
 
 /// The site ids as read at an instant.
@@ -108,11 +114,16 @@ impl LambdaHost {
                 .build(),
         );
         let fanout = Fanout::new(management, store.clone(), config.fanout_concurrency);
-        let tippen = Arc::new(Tippen::new(
-            store.clone(),
-            Arc::new(SystemClock),
-            config.core.clone(),
-        ));
+        #[cfg_attr(not(feature = "outbound"), allow(unused_mut))]
+        let mut tippen = Tippen::new(store.clone(), Arc::new(SystemClock), config.core.clone());
+        #[cfg(feature = "outbound")]
+        if let Some(url) = &config.video_provider_url {
+            tippen =
+                tippen.with_video_provider(Arc::new(tippen_core::video::CustomerConnect::new(url)));
+        }
+        let tippen = Arc::new(tippen);
+        #[cfg(feature = "outbound")]
+        let outbound = Outbound::new(&config).map(Arc::new);
         LambdaHost {
             tippen,
             store,
@@ -120,6 +131,8 @@ impl LambdaHost {
             lambda: aws_sdk_lambda::Client::new(sdk),
             config: Arc::new(config),
             site_ids: Arc::default(),
+            #[cfg(feature = "outbound")]
+            outbound,
         }
     }
 
@@ -148,9 +161,11 @@ impl LambdaHost {
         &self.lambda
     }
 
-    /// Answers one HTTP request through the core, then sends its dashboard messages and
-    /// visitor pushes before returning (the invocation ends with the response).
-    /// `source_ip` is API Gateway's `requestContext` source address, never a header.
+    /// Answers one HTTP request through the core — its outbound call (the video provider) over
+    /// HTTPS when built with feature `outbound` — then sends its dashboard messages, visitor
+    /// pushes and Slack notifications before returning (the invocation ends with the
+    /// response). `source_ip` is API Gateway's `requestContext` source address, never a
+    /// header.
     pub async fn handle_http(
         &self,
         req: http::Request<Bytes>,
@@ -160,17 +175,22 @@ impl LambdaHost {
             client_ip: source_ip,
             ..RequestContext::default()
         };
+        #[cfg(feature = "outbound")]
+        let handled = match &self.outbound {
+            Some(outbound) => {
+                self.tippen
+                    .handle_with(req, &ctx, outbound.transport())
+                    .await
+            }
+            None => self.tippen.handle(req, &ctx).await,
+        };
+        #[cfg(not(feature = "outbound"))]
         let handled = self.tippen.handle(req, &ctx).await;
         if let Some(site) = &handled.site {
             self.publish(site, &handled.broadcasts, &handled.visitor_messages)
                 .await;
         }
-        if !handled.notifications.is_empty() {
-            tracing::warn!(
-                alerts = handled.notifications.len(),
-                "support alerts not sent to Slack: no Slack delivery on Lambda yet"
-            );
-        }
+        self.notify(handled.notifications).await;
         if !handled.lookups.is_empty() {
             tracing::debug!(
                 lookups = handled.lookups.len(),
@@ -184,6 +204,26 @@ impl LambdaHost {
     pub async fn publish(&self, site: &SiteId, broadcasts: &[String], pushes: &[(String, String)]) {
         self.fanout.to_dashboards(site, broadcasts).await;
         self.fanout.to_visitors(&self.tippen, site, pushes).await;
+    }
+
+    /// Delivers support notices to Slack before returning, within `TIPPEN_SLACK_BUDGET_MS`
+    /// (see [`crate::outbound`]'s notes). Without feature `outbound` or a working client
+    /// they are only logged (dashboards have them already). Returns how many Slack took.
+    pub async fn notify(&self, notices: Vec<SupportNotice>) -> usize {
+        if notices.is_empty() {
+            return 0;
+        }
+        #[cfg(feature = "outbound")]
+        if let Some(outbound) = &self.outbound {
+            return outbound
+                .notify(&self.tippen.config().support, notices)
+                .await;
+        }
+        tracing::warn!(
+            alerts = notices.len(),
+            "support alerts not sent to Slack: this function has no outbound HTTPS client"
+        );
+        0
     }
 
     /// The deadline work of every site (the scheduled function): sweeps each site until
@@ -204,15 +244,9 @@ impl LambdaHost {
             for _ in 0..100 {
                 let swept = self.tippen.handle_deadline_with_pushes(&site).await?;
                 sent += swept.broadcasts.len();
-                if !swept.notifications.is_empty() {
-                    tracing::warn!(
-                        site = %site,
-                        alerts = swept.notifications.len(),
-                        "support alerts not sent to Slack: no Slack delivery on Lambda yet"
-                    );
-                }
                 self.publish(&site, &swept.broadcasts, &swept.visitor_messages)
                     .await;
+                self.notify(swept.notifications).await;
                 // More than one batch was due: go again.
                 if swept.deadline.is_none_or(|d| d > self.tippen.now()) {
                     break;

@@ -16,6 +16,12 @@
 //!   work of every site ([`LambdaHost::sweep_all`]). Expiry never depends on it: reads filter
 //!   visitors whose grace has passed.
 //!
+//! Outbound HTTPS (feature `outbound`, on with `http` and `scheduled`; [`outbound`]): the
+//! video provider (`TIPPEN_VIDEO_PROVIDER_URL`) and Slack (`TIPPEN_SLACK_WEBHOOK_URL`) over
+//! reqwest with rustls ([`tippen_http`]). Slack is delivered before the invocation returns,
+//! within a time budget. The WebSocket function makes no outbound call and does not link it.
+//! Enrichment is not run on Lambda (visitors keep the fallback company).
+//!
 //! State lives in one DynamoDB table ([`store`]) written with conditional writes on a version
 //! attribute, so concurrent invocations never lose an update. `template.yaml` in
 //! `examples/lambda` deploys it all; the crate's README section explains local runs.
@@ -28,6 +34,8 @@ pub mod fanout;
 pub mod host;
 #[cfg(feature = "http")]
 pub mod http_fn;
+#[cfg(feature = "outbound")]
+pub mod outbound;
 pub mod store;
 #[cfg(feature = "scheduled")]
 pub mod sweep_fn;
