@@ -227,8 +227,17 @@ impl LambdaHost {
     }
 
     /// The deadline work of every site (the scheduled function): sweeps each site until
-    /// nothing more is due, fanning the messages out. Returns how many messages were sent.
+    /// nothing more is due, fanning the messages out, then delivers the support alerts of the
+    /// whole sweep to Slack at once (one budget per invocation, also when a site failed).
+    /// Returns how many messages were sent.
     pub async fn sweep_all(&self) -> Result<usize, HostError> {
+        let mut notices = Vec::new();
+        let swept = self.sweep_sites(&mut notices).await;
+        self.notify(notices).await;
+        swept
+    }
+
+    async fn sweep_sites(&self, notices: &mut Vec<SupportNotice>) -> Result<usize, HostError> {
         let mut sent = 0;
         for site in self.site_ids().await? {
             // One cheap index read decides whether the site has anything due.
@@ -246,7 +255,7 @@ impl LambdaHost {
                 sent += swept.broadcasts.len();
                 self.publish(&site, &swept.broadcasts, &swept.visitor_messages)
                     .await;
-                self.notify(swept.notifications).await;
+                notices.extend(swept.notifications);
                 // More than one batch was due: go again.
                 if swept.deadline.is_none_or(|d| d > self.tippen.now()) {
                     break;
