@@ -11,12 +11,16 @@
 #      real dashboard WebSocket, the visitor channel (/ws/visitor), /api/video-call against a
 #      stand-in provider and support alerts to a stand-in Slack webhook (worker::Fetch), and
 #      two-site isolation (two Durable Objects);
-#   4. restarts wrangler on the same --persist-to and checks a visitor inside its window is
+#   4. starts a second `wrangler dev` with an enrichment provider (a stand-in IPinfo the check
+#      runs) and checks a visitor's company arrives over the dashboard socket, and that the
+#      other site's visitor from the same address is served from the shared KV cache;
+#   5. restarts wrangler on the same --persist-to and checks a visitor inside its window is
 #      listed again;
-#   5. prints the gzip size of the wasm bundle.
+#   6. prints the gzip size of the wasm bundle.
 #
 # Every wrangler it starts is stopped by its pid, also on failure. Ports: 8801-8803 (HTTP),
-# 8805 (stand-in video provider), 8806 (stand-in Slack webhook), 8811-8813 (inspector).
+# 8805 (stand-in video provider), 8806 (stand-in Slack webhook), 8811-8813 (inspector);
+# enrichment: 8820 (HTTP), 8821 (inspector), 8822 (stand-in IPinfo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -126,6 +130,16 @@ node "$example/tests/checks.mjs" alarm
 
 step "two sites are isolated (two Durable Objects)"
 TIPPEN_PERSIST_DIR="$persist/state" node "$example/tests/checks.mjs" isolation
+stop_wrangler
+
+step "enrichment through worker::Fetch, the cache shared across sites in KV"
+# wrangler dev --local passes a client-sent CF-Connecting-IP through (the check relies on
+# it and fails if it did not), so the check picks the visitor's public address with it.
+start_wrangler 8820 8821 "$artifacts/wrangler-enrichment.log" \
+  --var TIPPEN_ENRICHMENT_PROVIDER:ipinfo --var TIPPEN_ENRICHMENT_API_KEY:test_token \
+  --var TIPPEN_ENRICHMENT_BASE_URL:http://127.0.0.1:8822
+TIPPEN_BASE_URL=http://127.0.0.1:8820 TIPPEN_ENRICHMENT_PORT=8822 \
+  node "$example/tests/checks.mjs" enrichment
 stop_wrangler
 
 step "a wrangler restart keeps state (same --persist-to)"

@@ -10,9 +10,10 @@
 //! ([`Tippen::complete_lookup`], under its site's lock), whose dashboards hear
 //! `VISITOR_UPDATE` with event `enriched`.
 //!
-//! Accounting per site: the site of the first visitor waiting for an address is charged the
-//! provider requests for it (retries too); every later visitor waiting for the same address
-//! counts as a credit saved by single flight.
+//! Accounting per site is the core's [`LookupDriver`] (shared with the other hosts): the site
+//! of the first visitor waiting for an address is charged the provider requests for it
+//! (retries too); every later visitor waiting for the same address counts as a credit saved by
+//! single flight.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -20,8 +21,8 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use tippen_core::enrichment::{
-    Admission, CompanyProfile, Completion, EnrichmentEvent, LookupFailure, LookupPlanner,
-    PlannerConfig, Provider, ProviderConfig, ProviderConfigError,
+    CompanyProfile, Completion, EnrichmentEvent, LookupDriver, LookupFailure, PlannerConfig,
+    Provider, ProviderConfig, ProviderConfigError, SiteEvent,
 };
 use tippen_core::protocol::Sequenced;
 use tippen_core::{LookupRequest, SiteId, Tippen, Transport};
@@ -106,18 +107,14 @@ impl Enrichment {
     }
 }
 
-/// A visitor waiting for an address's company.
-type Waiter = (SiteId, String);
-
 /// The task owning the planner.
 struct Worker {
     host: Weak<Inner>,
     tippen: Arc<Tippen>,
     provider: Arc<dyn Provider>,
     transport: HttpTransport,
-    planner: LookupPlanner<Waiter>,
-    /// The site charged for each address in flight or queued.
-    charged: HashMap<IpAddr, SiteId>,
+    /// Single flight, rate limit and the site charged for each address.
+    driver: LookupDriver<String>,
     done_tx: mpsc::UnboundedSender<(IpAddr, Result<CompanyProfile, LookupFailure>)>,
     done_rx: mpsc::UnboundedReceiver<(IpAddr, Result<CompanyProfile, LookupFailure>)>,
     shutdown: watch::Receiver<bool>,
@@ -138,8 +135,7 @@ impl Worker {
             tippen: inner.tippen.clone(),
             provider: config.provider.clone(),
             transport,
-            planner: LookupPlanner::new(config.planner),
-            charged: HashMap::new(),
+            driver: LookupDriver::new(config.planner),
             done_tx,
             done_rx,
             shutdown,
@@ -151,7 +147,7 @@ impl Worker {
         tracing::info!(provider = %self.provider.kind(), "enrichment started");
         loop {
             let wait = self
-                .planner
+                .driver
                 .next_deadline()
                 .map(|at| at.since(self.tippen.now()));
             tokio::select! {
@@ -163,7 +159,7 @@ impl Worker {
                 Some((ip, result)) = self.done_rx.recv() => self.done(ip, result).await,
                 () = sleep_for(wait) => {
                     let now = self.tippen.now();
-                    for ip in self.planner.handle_timeout(now) {
+                    for ip in self.driver.handle_timeout(now) {
                         self.start(ip).await;
                     }
                 }
@@ -177,6 +173,12 @@ impl Worker {
         }
     }
 
+    async fn record(&self, events: Vec<SiteEvent>) {
+        for (site, event) in events {
+            self.count(&site, event).await;
+        }
+    }
+
     async fn request(&mut self, request: LookupRequest) {
         let LookupRequest {
             site,
@@ -184,7 +186,7 @@ impl Worker {
             ip,
         } = request;
         // A lookup of this address may have settled since the visitor's cache check.
-        if !self.charged.contains_key(&ip) {
+        if !self.driver.is_pending(ip) {
             match self.tippen.fresh_cached_lookup(ip).await {
                 Ok(Some(entry)) => {
                     self.count(&site, EnrichmentEvent::JoinedInFlight).await;
@@ -200,31 +202,25 @@ impl Worker {
                 Err(e) => tracing::warn!(error = %e, "enrichment cache read failed"),
             }
         }
-        let joined = self.charged.contains_key(&ip);
         let now = self.tippen.now();
-        match self.planner.request(ip, (site.clone(), visitor_id), now) {
-            Admission::Start => {
-                self.charged.insert(ip, site);
-                self.start(ip).await;
-            }
-            Admission::Joined => self.count(&site, EnrichmentEvent::JoinedInFlight).await,
-            Admission::Queued if joined => {
-                self.count(&site, EnrichmentEvent::JoinedInFlight).await;
-            }
-            Admission::Queued => {
-                self.charged.insert(ip, site);
-            }
-            Admission::Overflow => {
-                tracing::warn!(site = %site, "enrichment queue full: visitor keeps its fallback company");
-                self.count(&site, EnrichmentEvent::QueueFull).await;
-            }
+        let requested = self.driver.request(site, visitor_id, ip, now);
+        if requested
+            .events
+            .iter()
+            .any(|(_, e)| *e == EnrichmentEvent::QueueFull)
+        {
+            tracing::warn!("enrichment queue full: visitor keeps its fallback company");
+        }
+        self.record(requested.events).await;
+        if requested.start {
+            self.start(ip).await;
         }
     }
 
     /// Sends the provider request for `ip` in its own task.
     async fn start(&mut self, ip: IpAddr) {
-        if let Some(site) = self.charged.get(&ip).cloned() {
-            self.count(&site, EnrichmentEvent::LookupStarted).await;
+        if let Some((site, event)) = self.driver.started(ip) {
+            self.count(&site, event).await;
         }
         let transport = self.transport.clone();
         let provider = self.provider.clone();
@@ -240,35 +236,30 @@ impl Worker {
         let provider = self.provider.kind();
         match &result {
             Ok(_) => self.key_rejected = false,
-            Err(failure) => {
-                if let Some(site) = self.charged.get(&ip).cloned() {
-                    self.count(&site, EnrichmentEvent::LookupFailed(failure.kind()))
-                        .await;
-                }
-                match failure {
-                    LookupFailure::InvalidKey => {
-                        if !std::mem::replace(&mut self.key_rejected, true) {
-                            tracing::error!(
-                                %provider,
-                                "the enrichment provider rejected the API key; visitors get fallbacks until the key is fixed"
-                            );
-                        }
+            Err(failure) => match failure {
+                LookupFailure::InvalidKey => {
+                    if !std::mem::replace(&mut self.key_rejected, true) {
+                        tracing::error!(
+                            %provider,
+                            "the enrichment provider rejected the API key; visitors get fallbacks until the key is fixed"
+                        );
                     }
-                    LookupFailure::QuotaExhausted => {
-                        tracing::error!(%provider, "the enrichment provider's quota is exhausted");
-                    }
-                    LookupFailure::NotFound => {}
-                    other => tracing::warn!(%provider, error = %other, "enrichment lookup failed"),
                 }
-            }
+                LookupFailure::QuotaExhausted => {
+                    tracing::error!(%provider, "the enrichment provider's quota is exhausted");
+                }
+                LookupFailure::NotFound => {}
+                other => tracing::warn!(%provider, error = %other, "enrichment lookup failed"),
+            },
         }
         let now = self.tippen.now();
-        match self.planner.complete(ip, &result, now) {
+        let (events, completion) = self.driver.complete(ip, &result, now);
+        self.record(events).await;
+        match completion {
             Completion::Retrying { at } => {
                 tracing::debug!(%provider, retry_in = ?at.since(now), "enrichment lookup will be retried");
             }
             Completion::Settled(waiters) => {
-                self.charged.remove(&ip);
                 // Cache first: a request arriving after this finds the answer there.
                 if let Err(e) = self.tippen.cache_lookup(ip, &result).await {
                     tracing::warn!(error = %e, "could not store the enrichment result");

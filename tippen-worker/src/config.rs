@@ -11,6 +11,9 @@
 //! | `TIPPEN_VIDEO_PROVIDER_URL` | the video-session provider (`POST /api/video-call`), called with `fetch` | none (`501` on that route) |
 //! | `TIPPEN_SLACK_WEBHOOK_URL` | Slack incoming webhook for support alerts (a **secret**), called with `fetch` | none (dashboards only) |
 //! | `TIPPEN_PUBLIC_URL` | the Worker's public base URL, for the link in Slack messages | none |
+//! | `TIPPEN_ENRICHMENT_PROVIDER` | IP → company enrichment: `ipinfo`, `ipinfo_lite`, `enrich_so` or `people_data_labs`, called with `fetch` from the site's Durable Object | none (visitors keep the fallback company) |
+//! | `TIPPEN_ENRICHMENT_API_KEY` | the provider's API key (a **secret**: `wrangler secret put TIPPEN_ENRICHMENT_API_KEY`) | required with a provider |
+//! | `TIPPEN_ENRICHMENT_BASE_URL` | another base URL for the provider (a proxy, a test stand-in) | the provider's |
 //! | `TIPPEN_TEST_ROUTES` | `1` serves the store conformance route (tests only; needs the crate feature `test-routes`) | off |
 //!
 //! `TIPPEN_SITES` is a JSON array; each site has a public and a secret key, or one legacy key:
@@ -26,6 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+use tippen_core::enrichment::{ProviderConfig, ProviderKind};
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::{Config, Site};
 
@@ -51,6 +55,9 @@ pub enum ConfigError {
     /// `TIPPEN_SLACK_WEBHOOK_URL` or `TIPPEN_PUBLIC_URL` is unusable.
     #[error("Slack: {0}")]
     Slack(String),
+    /// The enrichment settings (`TIPPEN_ENRICHMENT_*`) are unusable.
+    #[error("enrichment: {0}")]
+    Enrichment(String),
     /// A timing is not a whole number of milliseconds.
     #[error("{name} must be a whole number of milliseconds, got {value:?}")]
     Millis {
@@ -108,8 +115,58 @@ pub struct WorkerConfig {
     pub video_provider_url: Option<String>,
     /// Slack notifications of support alerts (`TIPPEN_SLACK_WEBHOOK_URL`).
     pub slack: Option<SlackConfig>,
+    /// The enrichment provider (`TIPPEN_ENRICHMENT_*`), validated.
+    pub enrichment: Option<ProviderConfig>,
     /// Whether the test-only routes are served (`TIPPEN_TEST_ROUTES=1`).
     pub test_routes: bool,
+}
+
+/// The provider names accepted in `TIPPEN_ENRICHMENT_PROVIDER`.
+const PROVIDERS: [ProviderKind; 4] = [
+    ProviderKind::Ipinfo,
+    ProviderKind::IpinfoLite,
+    ProviderKind::EnrichSo,
+    ProviderKind::PeopleDataLabs,
+];
+
+/// The provider `TIPPEN_ENRICHMENT_PROVIDER`, `TIPPEN_ENRICHMENT_API_KEY` and
+/// `TIPPEN_ENRICHMENT_BASE_URL` name (read through `nonempty`), checked by building it once.
+fn enrichment(
+    nonempty: impl Fn(&str) -> Option<String>,
+) -> Result<Option<ProviderConfig>, ConfigError> {
+    let api_key = nonempty("TIPPEN_ENRICHMENT_API_KEY");
+    let base_url = nonempty("TIPPEN_ENRICHMENT_BASE_URL");
+    let Some(name) = nonempty("TIPPEN_ENRICHMENT_PROVIDER") else {
+        if api_key.is_some() || base_url.is_some() {
+            return Err(ConfigError::Enrichment(
+                "TIPPEN_ENRICHMENT_API_KEY or TIPPEN_ENRICHMENT_BASE_URL is set but no TIPPEN_ENRICHMENT_PROVIDER".into(),
+            ));
+        }
+        return Ok(None);
+    };
+    let kind = PROVIDERS
+        .into_iter()
+        .find(|k| k.as_str() == name)
+        .ok_or_else(|| {
+            let known: Vec<&str> = PROVIDERS.iter().map(|k| k.as_str()).collect();
+            ConfigError::Enrichment(format!(
+                "unknown TIPPEN_ENRICHMENT_PROVIDER {name:?} (expected one of {})",
+                known.join(", ")
+            ))
+        })?;
+    let Some(api_key) = api_key else {
+        return Err(ConfigError::Enrichment(format!(
+            "provider {name} needs TIPPEN_ENRICHMENT_API_KEY"
+        )));
+    };
+    let mut provider = ProviderConfig::new(kind, api_key);
+    if let Some(url) = base_url {
+        provider = provider.with_base_url(url);
+    }
+    provider
+        .build()
+        .map_err(|e| ConfigError::Enrichment(e.to_string()))?;
+    Ok(Some(provider))
 }
 
 impl WorkerConfig {
@@ -182,12 +239,14 @@ impl WorkerConfig {
                 Some(slack)
             }
         };
+        let enrichment = enrichment(nonempty)?;
         let test_routes = var("TIPPEN_TEST_ROUTES").is_some_and(|v| v.trim() == "1");
         Ok(WorkerConfig {
             sites,
             core,
             video_provider_url,
             slack,
+            enrichment,
             test_routes,
         })
     }
@@ -248,6 +307,45 @@ mod tests {
         assert!(config.test_routes);
         assert_eq!(config.video_provider_url, None);
         assert!(config.slack.is_none());
+    }
+
+    #[test]
+    fn enrichment_comes_from_the_reference_server_names() {
+        let config = WorkerConfig::from_vars(vars(&[
+            ("TIPPEN_SITES", "[]"),
+            ("TIPPEN_ENRICHMENT_PROVIDER", "ipinfo"),
+            ("TIPPEN_ENRICHMENT_API_KEY", "tok"),
+            ("TIPPEN_ENRICHMENT_BASE_URL", "http://127.0.0.1:8822"),
+        ]))
+        .unwrap();
+        let provider = config.enrichment.unwrap();
+        assert_eq!(provider.kind, ProviderKind::Ipinfo);
+        assert_eq!(provider.base_url.as_deref(), Some("http://127.0.0.1:8822"));
+        let without = WorkerConfig::from_vars(vars(&[("TIPPEN_SITES", "[]")])).unwrap();
+        assert!(without.enrichment.is_none());
+        for bad in [
+            vec![
+                ("TIPPEN_ENRICHMENT_PROVIDER", "maxmind"),
+                ("TIPPEN_ENRICHMENT_API_KEY", "k"),
+            ],
+            vec![("TIPPEN_ENRICHMENT_PROVIDER", "ipinfo")],
+            vec![("TIPPEN_ENRICHMENT_API_KEY", "k")],
+            vec![
+                ("TIPPEN_ENRICHMENT_PROVIDER", "ipinfo"),
+                ("TIPPEN_ENRICHMENT_API_KEY", "k"),
+                ("TIPPEN_ENRICHMENT_BASE_URL", "ftp://x"),
+            ],
+        ] {
+            let mut pairs = vec![("TIPPEN_SITES", "[]")];
+            pairs.extend(bad.iter().copied());
+            assert!(
+                matches!(
+                    WorkerConfig::from_vars(vars(&pairs)),
+                    Err(ConfigError::Enrichment(_))
+                ),
+                "{bad:?} was accepted"
+            );
+        }
     }
 
     #[test]

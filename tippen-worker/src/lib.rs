@@ -60,14 +60,16 @@
 //!
 //! `examples/worker` is the complete deployable Worker (`wrangler.toml`, pinned `package.json`).
 //!
-//! Not served on this host yet: company enrichment (visitors keep their fallback company; the
-//! `lookups` the core asks for are logged and dropped).
+//! Company enrichment (`TIPPEN_ENRICHMENT_PROVIDER`): each site's object runs the lookups the
+//! core asks for in the background with `fetch`; the cache is shared by all sites through the
+//! KV namespace bound as `TIPPEN_ENRICHMENT_CACHE` (see [`store`]).
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
 pub mod convert;
+mod enrich;
 mod front;
 mod object;
 mod runtime;
@@ -78,5 +80,5 @@ pub use config::{ConfigError, WorkerConfig};
 pub use front::{SITE_HEADER, SITE_OBJECT_BINDING, STORE_SUITE_PATH, fetch};
 pub use object::{DASHBOARD_TAG, SiteObject, visitor_tag};
 pub use runtime::{CryptoIds, WorkerClock};
-pub use store::DurableObjectStore;
+pub use store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};
 pub use transport::FetchTransport;

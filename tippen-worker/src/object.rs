@@ -19,9 +19,10 @@ use worker::{
 
 use crate::config::WorkerConfig;
 use crate::convert::{client_ip, http_headers, http_request, wants_upgrade, worker_response};
+use crate::enrich::Enrichment;
 use crate::front::{config_error, forwarded_site, load_config};
 use crate::runtime::{CryptoIds, WorkerClock};
-use crate::store::DurableObjectStore;
+use crate::store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};
 use crate::transport::FetchTransport;
 
 /// Tag of every dashboard socket.
@@ -54,10 +55,12 @@ enum Attachment {
 
 /// The core, its store and the site, built once per object instance.
 struct Runtime {
-    tippen: Tippen,
+    tippen: Rc<Tippen>,
     site: SiteId,
     /// Slack notifications of support alerts, when a webhook is configured.
     slack: Option<Rc<SlackConfig>>,
+    /// IP → company enrichment, when a provider is configured.
+    enrichment: Option<Rc<Enrichment>>,
 }
 
 /// One site's state and sockets, as a Durable Object (SQLite-backed class).
@@ -74,7 +77,8 @@ struct Runtime {
 /// Wrap it in a `#[durable_object]` struct and delegate each `DurableObject` method to it
 /// (see `examples/worker`).
 pub struct SiteObject {
-    state: State,
+    /// Shared with the background enrichment tasks (they publish to the site's sockets).
+    state: Rc<State>,
     env: Env,
     runtime: RefCell<Option<Rc<Runtime>>>,
     /// The alarm as last read or set (`None`: not read yet; `Some(None)`: no alarm).
@@ -105,7 +109,7 @@ impl SiteObject {
             state.set_websocket_auto_response(&pair);
         }
         SiteObject {
-            state,
+            state: Rc::new(state),
             env,
             runtime: RefCell::new(None),
             armed: Cell::new(None),
@@ -120,8 +124,16 @@ impl SiteObject {
             return Ok(rt);
         }
         let config = load_config(&self.env).map_err(RuntimeError::Config)?;
-        let store =
+        let mut store =
             DurableObjectStore::new(self.state.storage().sql()).map_err(RuntimeError::Store)?;
+        match self.env.kv(ENRICHMENT_CACHE_BINDING) {
+            Ok(kv) => store = store.with_shared_cache(kv),
+            Err(_) if config.enrichment.is_some() => tracing::warn!(
+                binding = ENRICHMENT_CACHE_BINDING,
+                "no KV namespace bound: each site's object keeps its own enrichment cache"
+            ),
+            Err(_) => {}
+        }
         let stored = store
             .record::<SiteId>(META, "", "site")
             .map_err(RuntimeError::Store)?;
@@ -142,10 +154,17 @@ impl SiteObject {
             tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
         }
         let slack = config.slack.clone().map(Rc::new);
+        let enrichment = match &config.enrichment {
+            None => None,
+            Some(provider) => Some(Rc::new(Enrichment::new(provider).map_err(|e| {
+                RuntimeError::Config(crate::config::ConfigError::Enrichment(e.to_string()))
+            })?)),
+        };
         let rt = Rc::new(Runtime {
-            tippen,
+            tippen: Rc::new(tippen),
             site,
             slack,
+            enrichment,
         });
         *self.runtime.borrow_mut() = Some(rt.clone());
         Ok(rt)
@@ -209,12 +228,7 @@ impl SiteObject {
         self.publish(&handled.broadcasts);
         self.push_visitors(&rt, handled.visitor_messages, None)
             .await;
-        if !handled.lookups.is_empty() {
-            tracing::debug!(
-                lookups = handled.lookups.len(),
-                "enrichment is not configured on this host; visitors keep their fallback company"
-            );
-        }
+        self.enrich(&rt, handled.lookups);
         self.notify(&rt, handled.notifications);
         if let Some(deadline) = handled.deadline {
             self.arm_at_most(deadline).await?;
@@ -295,16 +309,32 @@ impl SiteObject {
 
     /// Sends each text to every dashboard of the site, in order.
     fn publish(&self, broadcasts: &[String]) {
-        if broadcasts.is_empty() {
+        publish(&self.state, broadcasts);
+    }
+
+    /// Runs the lookups the core asked for in the background: the answer never waits for the
+    /// provider (see [`Enrichment`]).
+    fn enrich(&self, rt: &Rc<Runtime>, lookups: Vec<tippen_core::LookupRequest>) {
+        if lookups.is_empty() {
             return;
         }
-        let sockets = self.state.get_websockets_with_tag(DASHBOARD_TAG);
-        for text in broadcasts {
-            for ws in &sockets {
-                // A failed send means the socket is closing; its close event cleans up.
-                let _ = ws.send_with_str(text);
-            }
-        }
+        let Some(enrichment) = rt.enrichment.clone() else {
+            tracing::debug!(
+                lookups = lookups.len(),
+                "no enrichment provider configured; visitors keep their fallback company"
+            );
+            return;
+        };
+        let tippen = rt.tippen.clone();
+        let state = self.state.clone();
+        let transport = self.transport;
+        wasm_bindgen_futures::spawn_local(async move {
+            enrichment
+                .submit(tippen, transport, lookups, move |texts| {
+                    publish(&state, &texts)
+                })
+                .await;
+        });
     }
 
     /// Sends `(visitorId, json)` pushes to the visitors' sockets (but `except`); a
@@ -548,6 +578,20 @@ impl SiteObject {
             )
             .into_response(),
         )
+    }
+}
+
+/// Sends each text to every dashboard socket of the object, in order.
+fn publish(state: &State, broadcasts: &[String]) {
+    if broadcasts.is_empty() {
+        return;
+    }
+    let sockets = state.get_websockets_with_tag(DASHBOARD_TAG);
+    for text in broadcasts {
+        for ws in &sockets {
+            // A failed send means the socket is closing; its close event cleans up.
+            let _ = ws.send_with_str(text);
+        }
     }
 }
 

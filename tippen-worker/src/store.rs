@@ -16,6 +16,12 @@
 //!   JSON (sequence numbers, enrichment counters, the enrichment cache). A new kind of record
 //!   needs no new table: use [`DurableObjectStore::record`] and
 //!   [`DurableObjectStore::put_record`] with a new `kind`.
+//!
+//! The enrichment cache is shared by all sites: with [`DurableObjectStore::with_shared_cache`]
+//! (the Worker binds the KV namespace [`ENRICHMENT_CACHE_BINDING`]) its entries live in KV,
+//! keyed `lookup:<address>`, each expiring with the entry (KV's expiration, at least 60 s
+//! out); without it, in the object's own `tippen_records` (one object's cache). The per-site
+//! counters (`record_enrichment`) stay in the object.
 
 use std::net::IpAddr;
 
@@ -26,7 +32,14 @@ use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
 use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
-use worker::{SqlStorage, SqlStorageValue};
+use worker::send::SendFuture;
+use worker::{KvStore, SqlStorage, SqlStorageValue};
+
+/// The KV namespace binding holding the enrichment cache shared by every site's object.
+pub const ENRICHMENT_CACHE_BINDING: &str = "TIPPEN_ENRICHMENT_CACHE";
+
+/// KV's shortest expiration (seconds ahead).
+const KV_MIN_TTL_SECS: i64 = 60;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS tippen_sites (id TEXT PRIMARY KEY, body TEXT NOT NULL);
@@ -55,6 +68,8 @@ const LOOKUP: &str = "lookup";
 #[derive(Clone, Debug)]
 pub struct DurableObjectStore {
     sql: SqlStorage,
+    /// The enrichment cache shared across sites, when bound.
+    shared_cache: Option<KvStore>,
 }
 
 fn backend(e: worker::Error) -> StoreError {
@@ -108,7 +123,20 @@ impl DurableObjectStore {
         for statement in SCHEMA.split(';').map(str::trim).filter(|s| !s.is_empty()) {
             sql.exec(statement, None).map_err(backend)?;
         }
-        Ok(DurableObjectStore { sql })
+        Ok(DurableObjectStore {
+            sql,
+            shared_cache: None,
+        })
+    }
+
+    /// The same store with the enrichment cache in `kv` (shared by every site's object).
+    pub fn with_shared_cache(mut self, kv: KvStore) -> Self {
+        self.shared_cache = Some(kv);
+        self
+    }
+
+    fn cache_key(ip: IpAddr) -> String {
+        format!("{LOOKUP}:{ip}")
     }
 
     fn rows(
@@ -451,12 +479,33 @@ impl Store for DurableObjectStore {
     }
 
     async fn cached_lookup(&self, ip: IpAddr) -> Result<Option<CachedLookup>, StoreError> {
+        if let Some(kv) = &self.shared_cache {
+            // The runtime is single-threaded; the JS future never crosses threads.
+            let body = SendFuture::new(kv.get(&Self::cache_key(ip)).text())
+                .await
+                .map_err(|e| StoreError::Backend(format!("KV get: {e}")))?;
+            return body
+                .map(|b| decode::<CachedLookup>("enrichment cache entry", &b))
+                .transpose();
+        }
         Ok(self
             .record::<CachedLookup>(LOOKUP, "", &ip.to_string())?
             .map(|v| v.value))
     }
 
     async fn put_cached_lookup(&self, ip: IpAddr, entry: &CachedLookup) -> Result<(), StoreError> {
+        if let Some(kv) = &self.shared_cache {
+            // Expire with the entry (readers check freshness anyway); KV needs 60 s at least.
+            let now = js_sys::Date::now() as i64;
+            let ttl = ((entry.expires_at.as_millis() - now) / 1000).max(KV_MIN_TTL_SECS);
+            let put = kv
+                .put(&Self::cache_key(ip), encode(entry)?)
+                .map_err(|e| StoreError::Backend(format!("KV put: {e}")))?
+                .expiration_ttl(ttl as u64);
+            return SendFuture::new(put.execute())
+                .await
+                .map_err(|e| StoreError::Backend(format!("KV put: {e}")));
+        }
         let key = ip.to_string();
         let previous = self
             .record::<serde_json::Value>(LOOKUP, "", &key)?

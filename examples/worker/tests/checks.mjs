@@ -10,6 +10,8 @@
 //   node tests/checks.mjs visitor-channel  /ws/visitor: pushes, delivery, answers, hello, refusals
 //   node tests/checks.mjs video-call       POST /api/video-call against a stand-in provider (fetch)
 //   node tests/checks.mjs slack            support alert -> Slack stand-in webhook (fetch, waitUntil)
+//   node tests/checks.mjs enrichment       IP -> company through a stand-in IPinfo (fetch), then
+//                                          the other site served from the shared KV cache
 //
 // Environment: TIPPEN_BASE_URL, TIPPEN_VISIBLE_GRACE_MS, TIPPEN_STATE_FILE (restart),
 // TIPPEN_PERSIST_DIR (isolation: where wrangler keeps Durable Object storage).
@@ -33,10 +35,10 @@ function check(condition, message) {
 
 const unique = (prefix) => `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
 
-async function track(key, visitorId, { event = 'pageview', visibility = 'visible' } = {}) {
+async function track(key, visitorId, { event = 'pageview', visibility = 'visible', headers = {} } = {}) {
   const res = await fetch(`${base}/track/visitor`, {
     method: 'POST',
-    headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': key },
+    headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': key, ...headers },
     body: JSON.stringify({
       event,
       visitor: {
@@ -413,7 +415,88 @@ async function slack() {
   }
 }
 
+/**
+ * Enrichment: a stand-in IPinfo (`GET /<ip>`, Bearer token) on TIPPEN_ENRICHMENT_PORT, which
+ * the Worker runs with TIPPEN_ENRICHMENT_PROVIDER=ipinfo and TIPPEN_ENRICHMENT_API_KEY=test_token.
+ * wrangler dev --local passes a client-sent CF-Connecting-IP through, so the page views come
+ * "from" a public address. A page view of site a → its dashboard gets VISITOR_UPDATE with the
+ * stand-in's company (the tracking answer does not wait for the slow stand-in); a visitor of
+ * site b from the same address is served from the shared KV cache with no further provider
+ * request, and each site's /api/stats counts its part.
+ */
+async function enrichment() {
+  const port = Number(process.env.TIPPEN_ENRICHMENT_PORT ?? 8822);
+  const providerDelayMs = 500;
+  const seen = [];
+  const provider = createServer((req, res) => {
+    const ip = decodeURIComponent(req.url.slice(1));
+    const request = { at: Date.now(), url: req.url, ip, authorization: req.headers.authorization };
+    seen.push(request);
+    setTimeout(() => {
+      request.answeredAt = Date.now();
+      res.writeHead(200, { 'Content-Type': 'application/json' });
+      res.end(JSON.stringify({
+        ip, city: 'Zurich', region: 'Zurich', country: 'CH', org: 'AS64500 Stand-in Networks',
+        company: { name: 'Stand-in Corp', domain: 'standin.example', type: 'business' },
+      }));
+    }, providerDelayMs);
+  });
+  await new Promise((r) => provider.listen(port, '127.0.0.1', r));
+  try {
+    const rnd = () => 1 + Math.floor(Math.random() * 250);
+    // 9.0.0.0/8 is globally reachable (not special-purpose): the core looks it up.
+    const ip = `9.${rnd()}.${rnd()}.${rnd()}`;
+    const from = { 'CF-Connecting-IP': ip };
+
+    const stats = async (secret) => {
+      const res = await fetch(`${base}/api/stats?apiKey=${secret}`);
+      const body = await res.text();
+      check(res.status === 200, `GET /api/stats answered ${res.status} ${body}`);
+      return JSON.parse(body);
+    };
+    const before = { a: await stats('sk_a'), b: await stats('sk_b') };
+
+    const boardA = await dashboard('sk_a');
+    await boardA.waitFor('INITIAL_VISITORS', (m) => m.type === 'INITIAL_VISITORS', 5000);
+    const first = unique('enrich');
+    const sentAt = Date.now();
+    await track('pk_a', first, { headers: from });
+    const answeredAt = Date.now();
+    const enriched = await boardA.waitFor(
+      'VISITOR_UPDATE with the stand-in company',
+      (m) => m.type === 'VISITOR_UPDATE' && m.visitor?.visitorId === first && m.visitor.company === 'Stand-in Corp',
+      5000,
+    );
+    check(seen.length === 1 && seen[0].ip === ip, `the provider saw ${JSON.stringify(seen)} (is CF-Connecting-IP passed through?)`);
+    check(seen[0].authorization === 'Bearer test_token', `the provider got authorization ${seen[0].authorization}`);
+    check(answeredAt < seen[0].answeredAt, `/track/visitor answered ${answeredAt - seen[0].answeredAt} ms after the provider: it waited for the lookup`);
+    check(enriched.value.event === 'enriched' && enriched.value.visitor.enrichmentSource === 'provider', `enriched visitor ${JSON.stringify(enriched.value)}`);
+    check(enriched.value.visitor.companyDomain === 'standin.example', `enriched visitor has no domain: ${JSON.stringify(enriched.value)}`);
+
+    // Site b, same address: the shared cache answers at once, no provider request.
+    const second = unique('enrich');
+    await track('pk_b', second, { headers: from });
+    const onB = (await visitors('sk_b')).visitors.find((v) => v.visitorId === second);
+    check(onB && onB.company === 'Stand-in Corp' && onB.enrichmentSource === 'cache' && onB.isCached === true, `site b listed ${JSON.stringify(onB)}`);
+    await sleep(providerDelayMs + 200);
+    check(seen.length === 1, `the provider was asked ${seen.length} times for one address`);
+
+    // Counted since the start of this check (the sites may have stats from earlier steps).
+    const after = { a: await stats('sk_a'), b: await stats('sk_b') };
+    const delta = (site, field) => after[site][field] - before[site][field];
+    const a = { creditsUsed: delta('a', 'creditsUsed'), cacheMisses: delta('a', 'cacheMisses') };
+    const b = { cacheHits: delta('b', 'cacheHits'), creditsSavedByCache: delta('b', 'creditsSavedByCache'), creditsUsed: delta('b', 'creditsUsed') };
+    check(a.creditsUsed === 1 && a.cacheMisses === 1, `site a stats ${JSON.stringify(before.a)} -> ${JSON.stringify(after.a)}`);
+    check(b.cacheHits === 1 && b.creditsSavedByCache === 1 && b.creditsUsed === 0, `site b stats ${JSON.stringify(before.b)} -> ${JSON.stringify(after.b)}`);
+    boardA.close();
+    console.log(`ok enrichment: /track/visitor answered in ${answeredAt - sentAt} ms (provider stand-in takes ${providerDelayMs} ms); VISITOR_UPDATE (enriched) with the stand-in's company ${enriched.at - sentAt} ms after the page view, 1 provider request through worker::Fetch from the client-sent CF-Connecting-IP; site b's visitor from the shared KV cache with 0 further requests; stats a creditsUsed=${a.creditsUsed} cacheMisses=${a.cacheMisses}, b cacheHits=${b.cacheHits} creditsUsed=${b.creditsUsed}`);
+  } finally {
+    provider.close();
+  }
+}
+
 const commands = {
+  enrichment,
   slack,
   'video-call': videoCall,
   'visitor-channel': visitorChannel,

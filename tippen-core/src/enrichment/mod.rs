@@ -24,6 +24,7 @@
 //!    [`EnrichmentStats`].
 
 pub mod cache;
+pub mod driver;
 pub mod enrich_so;
 pub mod flight;
 pub mod ip;
@@ -39,6 +40,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub use cache::{CachePolicy, CachedLookup, CachedOutcome};
+pub use driver::{LookupDriver, Requested, SiteEvent};
 pub use enrich_so::EnrichSo;
 pub use flight::{Admission, Completion, LookupPlanner, PlannerConfig, RateLimit};
 pub use ip::{
