@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
-use tippen_core::enrichment::{ProviderConfig, ProviderKind};
+use tippen_core::enrichment::ProviderConfig;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::{Config, Site};
 
@@ -122,51 +122,17 @@ pub struct WorkerConfig {
 }
 
 /// The provider names accepted in `TIPPEN_ENRICHMENT_PROVIDER`.
-const PROVIDERS: [ProviderKind; 4] = [
-    ProviderKind::Ipinfo,
-    ProviderKind::IpinfoLite,
-    ProviderKind::EnrichSo,
-    ProviderKind::PeopleDataLabs,
-];
-
 /// The provider `TIPPEN_ENRICHMENT_PROVIDER`, `TIPPEN_ENRICHMENT_API_KEY` and
 /// `TIPPEN_ENRICHMENT_BASE_URL` name (read through `nonempty`), checked by building it once.
 fn enrichment(
     nonempty: impl Fn(&str) -> Option<String>,
 ) -> Result<Option<ProviderConfig>, ConfigError> {
-    let api_key = nonempty("TIPPEN_ENRICHMENT_API_KEY");
-    let base_url = nonempty("TIPPEN_ENRICHMENT_BASE_URL");
-    let Some(name) = nonempty("TIPPEN_ENRICHMENT_PROVIDER") else {
-        if api_key.is_some() || base_url.is_some() {
-            return Err(ConfigError::Enrichment(
-                "TIPPEN_ENRICHMENT_API_KEY or TIPPEN_ENRICHMENT_BASE_URL is set but no TIPPEN_ENRICHMENT_PROVIDER".into(),
-            ));
-        }
-        return Ok(None);
-    };
-    let kind = PROVIDERS
-        .into_iter()
-        .find(|k| k.as_str() == name)
-        .ok_or_else(|| {
-            let known: Vec<&str> = PROVIDERS.iter().map(|k| k.as_str()).collect();
-            ConfigError::Enrichment(format!(
-                "unknown TIPPEN_ENRICHMENT_PROVIDER {name:?} (expected one of {})",
-                known.join(", ")
-            ))
-        })?;
-    let Some(api_key) = api_key else {
-        return Err(ConfigError::Enrichment(format!(
-            "provider {name} needs TIPPEN_ENRICHMENT_API_KEY"
-        )));
-    };
-    let mut provider = ProviderConfig::new(kind, api_key);
-    if let Some(url) = base_url {
-        provider = provider.with_base_url(url);
-    }
-    provider
-        .build()
-        .map_err(|e| ConfigError::Enrichment(e.to_string()))?;
-    Ok(Some(provider))
+    ProviderConfig::from_settings(
+        nonempty("TIPPEN_ENRICHMENT_PROVIDER"),
+        nonempty("TIPPEN_ENRICHMENT_API_KEY"),
+        nonempty("TIPPEN_ENRICHMENT_BASE_URL"),
+    )
+    .map_err(|e| ConfigError::Enrichment(e.to_string()))
 }
 
 impl WorkerConfig {
@@ -261,6 +227,7 @@ impl WorkerConfig {
 mod tests {
     use super::*;
     use std::collections::HashMap;
+    use tippen_core::enrichment::ProviderKind;
     use tippen_core::{KeyHash, KeyRole};
 
     fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {

@@ -8,20 +8,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 use tippen_axum::{EnrichmentConfig, InvalidProxy, TrustedProxies};
-use tippen_core::enrichment::{ProviderConfig, ProviderConfigError, ProviderKind, RateLimit};
+use tippen_core::enrichment::{ProviderConfig, ProviderConfigError, RateLimit};
 use tippen_core::invite::InviteConfig;
 use tippen_core::protocol::SubscriptionTier;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::support::{RuleScope, SupportConfig};
 use tippen_core::{KeyHash, PresenceConfig, Site, SiteId};
-
-/// The provider names accepted in `[enrichment] provider` and `TIPPEN_ENRICHMENT_PROVIDER`.
-const PROVIDERS: [ProviderKind; 4] = [
-    ProviderKind::Ipinfo,
-    ProviderKind::IpinfoLite,
-    ProviderKind::EnrichSo,
-    ProviderKind::PeopleDataLabs,
-];
 
 /// The id of the demo site.
 pub const DEMO_SITE_ID: &str = "demo";
@@ -466,33 +458,11 @@ impl EnrichmentSection {
         let provider = pick("TIPPEN_ENRICHMENT_PROVIDER", self.provider);
         let api_key = pick("TIPPEN_ENRICHMENT_API_KEY", self.api_key);
         let base_url = pick("TIPPEN_ENRICHMENT_BASE_URL", self.base_url);
-        let Some(name) = provider else {
-            if api_key.is_some() || base_url.is_some() {
-                return Err(ConfigError::Enrichment(
-                    "an API key or base URL is set but no provider".into(),
-                ));
-            }
+        let Some(provider) = ProviderConfig::from_settings(provider, api_key, base_url)
+            .map_err(|e| ConfigError::Enrichment(e.to_string()))?
+        else {
             return Ok(None);
         };
-        let kind = PROVIDERS
-            .into_iter()
-            .find(|k| k.as_str() == name)
-            .ok_or_else(|| {
-                let known: Vec<&str> = PROVIDERS.iter().map(|k| k.as_str()).collect();
-                ConfigError::Enrichment(format!(
-                    "unknown provider {name:?} (expected one of {})",
-                    known.join(", ")
-                ))
-            })?;
-        let Some(api_key) = api_key else {
-            return Err(ConfigError::Enrichment(format!(
-                "provider {name} needs api_key (or TIPPEN_ENRICHMENT_API_KEY)"
-            )));
-        };
-        let mut provider = ProviderConfig::new(kind, api_key);
-        if let Some(url) = base_url {
-            provider = provider.with_base_url(url);
-        }
         let mut config = EnrichmentConfig::from_provider_config(&provider)?;
         if let Some(n) = self.rate_limit_per_minute {
             if n == 0 {
@@ -566,6 +536,7 @@ impl SiteEntry {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tippen_core::enrichment::ProviderKind;
 
     fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
         toml::from_str(text)

@@ -51,7 +51,7 @@ pub use ipinfo::Ipinfo;
 pub use people_data_labs::PeopleDataLabs;
 pub use provider::{
     ApiKey, CompanyProfile, FailureKind, LookupFailure, Provider, ProviderConfig,
-    ProviderConfigError, ProviderKind, parse_retry_after,
+    ProviderConfigError, ProviderKind, ProviderSettingsError, parse_retry_after,
 };
 pub use stats::{EnrichmentEvent, EnrichmentStats, StatsReport};
 

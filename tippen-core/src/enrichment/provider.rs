@@ -173,6 +173,19 @@ pub enum ProviderKind {
 }
 
 impl ProviderKind {
+    /// Every provider.
+    pub const ALL: [ProviderKind; 4] = [
+        ProviderKind::Ipinfo,
+        ProviderKind::IpinfoLite,
+        ProviderKind::EnrichSo,
+        ProviderKind::PeopleDataLabs,
+    ];
+
+    /// The provider whose [`as_str`](Self::as_str) name is `name`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == name)
+    }
+
     /// The stable snake_case name, as in configuration.
     pub const fn as_str(self) -> &'static str {
         match self {
@@ -306,7 +319,61 @@ pub enum ProviderConfigError {
     },
 }
 
+/// Why provider settings (a name, a key, a base URL, from a file or the environment) name no
+/// usable provider.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderSettingsError {
+    /// A key or base URL is set, but no provider name.
+    #[error(
+        "an API key or base URL is set but no provider (api_key / TIPPEN_ENRICHMENT_API_KEY need provider / TIPPEN_ENRICHMENT_PROVIDER)"
+    )]
+    NoProvider,
+    /// The provider name is not one of [`ProviderKind::ALL`].
+    #[error(
+        "unknown provider {name:?} (expected one of ipinfo, ipinfo_lite, enrich_so, people_data_labs)"
+    )]
+    UnknownProvider {
+        /// The name as configured.
+        name: String,
+    },
+    /// A provider is named, but no API key is set.
+    #[error("provider {name} needs api_key (or TIPPEN_ENRICHMENT_API_KEY)")]
+    MissingApiKey {
+        /// The provider's name.
+        name: String,
+    },
+    /// The key or the base URL is unusable.
+    #[error(transparent)]
+    Invalid(#[from] ProviderConfigError),
+}
+
 impl ProviderConfig {
+    /// The provider that `provider` (a [`ProviderKind`] name), `api_key` and `base_url` settings
+    /// name, checked by building it once; `None` when none is named and nothing else is set.
+    /// Every host reads its settings (a file, the environment, Worker vars) into these three.
+    pub fn from_settings(
+        provider: Option<String>,
+        api_key: Option<String>,
+        base_url: Option<String>,
+    ) -> Result<Option<Self>, ProviderSettingsError> {
+        let Some(name) = provider else {
+            if api_key.is_some() || base_url.is_some() {
+                return Err(ProviderSettingsError::NoProvider);
+            }
+            return Ok(None);
+        };
+        let kind = ProviderKind::from_name(&name)
+            .ok_or(ProviderSettingsError::UnknownProvider { name: name.clone() })?;
+        let api_key = api_key.ok_or(ProviderSettingsError::MissingApiKey { name })?;
+        let mut config = ProviderConfig::new(kind, api_key);
+        if let Some(url) = base_url {
+            config = config.with_base_url(url);
+        }
+        config.build()?;
+        Ok(Some(config))
+    }
+
     /// A configuration for `kind` at its production URL.
     pub fn new(kind: ProviderKind, api_key: impl Into<ApiKey>) -> Self {
         ProviderConfig {
