@@ -10,7 +10,7 @@
 
 use std::sync::Arc;
 
-use tippen_core::slack::{self, Delivered, SlackConfig};
+use tippen_core::slack::{self, SlackConfig};
 use tippen_core::support::{SupportConfig, SupportNotice};
 use tokio::sync::watch;
 
@@ -60,20 +60,7 @@ impl SlackNotifier {
                     tokio::time::sleep,
                 );
                 tokio::select! {
-                    done = delivery => match done {
-                        Delivered::Yes { attempts } => tracing::info!(
-                            site = %notice.site,
-                            user = %notice.user.user_id,
-                            attempts,
-                            "Slack notified"
-                        ),
-                        Delivered::No { reason } => tracing::warn!(
-                            site = %notice.site,
-                            user = %notice.user.user_id,
-                            %reason,
-                            "Slack notification dropped"
-                        ),
-                    },
+                    done = delivery => done.log(&notice),
                     () = stopped(&mut shutdown) => tracing::debug!(
                         user = %notice.user.user_id,
                         "shutting down: Slack notification not sent"

@@ -37,13 +37,16 @@ use crate::support::{SupportConfig, SupportNotice, Trigger};
 #[derive(Clone, PartialEq, Eq)]
 pub struct WebhookUrl(String);
 
-/// A webhook URL was refused.
+/// A Slack setting was refused.
 #[derive(Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SlackError {
     /// Not an `http://` or `https://` URL with a host.
     #[error("the Slack webhook URL must be an http(s) URL with a host")]
     InvalidWebhookUrl,
+    /// The public base URL (for the dashboard link) is not an `http://` or `https://` URL.
+    #[error("the public URL (TIPPEN_PUBLIC_URL) must be an http(s) URL, got {0:?}")]
+    InvalidPublicUrl(String),
 }
 
 impl WebhookUrl {
@@ -121,6 +124,26 @@ pub struct SlackConfig {
 }
 
 impl SlackConfig {
+    /// The configuration that a webhook URL setting and a public base URL setting name
+    /// (`TIPPEN_SLACK_WEBHOOK_URL`, `TIPPEN_PUBLIC_URL` on every host); `None` without a
+    /// webhook. Blank settings count as unset.
+    pub fn from_settings(
+        webhook: Option<&str>,
+        public_url: Option<&str>,
+    ) -> Result<Option<Self>, SlackError> {
+        let Some(webhook) = webhook.map(str::trim).filter(|w| !w.is_empty()) else {
+            return Ok(None);
+        };
+        let mut config = SlackConfig::new(WebhookUrl::parse(webhook)?);
+        if let Some(base) = public_url.map(str::trim).filter(|b| !b.is_empty()) {
+            if !(base.starts_with("http://") || base.starts_with("https://")) {
+                return Err(SlackError::InvalidPublicUrl(base.to_owned()));
+            }
+            config.dashboard_base_url = Some(base.to_owned());
+        }
+        Ok(Some(config))
+    }
+
     /// Notifications to `webhook`, no dashboard link, default retries.
     pub fn new(webhook: WebhookUrl) -> Self {
         SlackConfig {
@@ -335,6 +358,26 @@ pub enum Delivered {
     },
 }
 
+impl Delivered {
+    /// Logs the outcome for `notice` (site and user; never the webhook URL).
+    pub fn log(&self, notice: &SupportNotice) {
+        match self {
+            Delivered::Yes { attempts } => tracing::info!(
+                site = %notice.site,
+                user = %notice.user.user_id,
+                attempts,
+                "Slack notified"
+            ),
+            Delivered::No { reason } => tracing::warn!(
+                site = %notice.site,
+                user = %notice.user.user_id,
+                %reason,
+                "Slack notification dropped"
+            ),
+        }
+    }
+}
+
 /// Delivers a notice: builds the message and the request, sends it with `transport`, and
 /// retries as `config.retry` says, waiting with the host's `sleep` (a tokio sleep, a Workers
 /// timer). No IO of its own; a host that must stop early drops the future.
@@ -381,6 +424,33 @@ mod tests {
     use super::*;
     use crate::clock::Timestamp;
     use crate::support::UserSummary;
+
+    #[test]
+    fn settings_name_a_config_or_say_what_is_wrong() {
+        assert_eq!(
+            SlackConfig::from_settings(None, Some("https://x")),
+            Ok(None)
+        );
+        assert_eq!(SlackConfig::from_settings(Some("  "), None), Ok(None));
+        let c = SlackConfig::from_settings(
+            Some(" https://hooks.slack.com/services/T/B/x "),
+            Some("https://tippen.example"),
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            c.dashboard_base_url.as_deref(),
+            Some("https://tippen.example")
+        );
+        assert_eq!(
+            SlackConfig::from_settings(Some("ftp://x"), None),
+            Err(SlackError::InvalidWebhookUrl)
+        );
+        assert_eq!(
+            SlackConfig::from_settings(Some("https://hooks.slack.com/x"), Some("tippen.example")),
+            Err(SlackError::InvalidPublicUrl("tippen.example".into()))
+        );
+    }
 
     fn notice() -> SupportNotice {
         SupportNotice {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
-use tippen_core::slack::{SlackConfig, WebhookUrl};
+use tippen_core::slack::{SlackConfig, SlackError};
 use tippen_core::{Config, Site};
 
 /// Why the environment could not be read.
@@ -181,27 +181,17 @@ impl LambdaConfig {
                 problem: format!("{url:?} is not an http:// or https:// URL"),
             });
         }
-        let slack = match var("TIPPEN_SLACK_WEBHOOK_URL") {
-            None => None,
-            Some(url) => {
-                let webhook = WebhookUrl::parse(url.trim()).map_err(|e| ConfigError::Invalid {
-                    name: "TIPPEN_SLACK_WEBHOOK_URL",
-                    problem: e.to_string(),
-                })?;
-                let public = var("TIPPEN_PUBLIC_URL").map(|u| u.trim().to_owned());
-                if let Some(base) = &public
-                    && !is_http_url(base)
-                {
-                    return Err(ConfigError::Invalid {
-                        name: "TIPPEN_PUBLIC_URL",
-                        problem: format!("{base:?} is not an http:// or https:// URL"),
-                    });
-                }
-                let mut slack = SlackConfig::new(webhook);
-                slack.dashboard_base_url = public;
-                Some(slack)
-            }
-        };
+        let slack = SlackConfig::from_settings(
+            var("TIPPEN_SLACK_WEBHOOK_URL").as_deref(),
+            var("TIPPEN_PUBLIC_URL").as_deref(),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            name: match e {
+                SlackError::InvalidPublicUrl(_) => "TIPPEN_PUBLIC_URL",
+                _ => "TIPPEN_SLACK_WEBHOOK_URL",
+            },
+            problem: e.to_string(),
+        })?;
         let outbound_timeout =
             millis("TIPPEN_OUTBOUND_TIMEOUT_MS")?.unwrap_or(Duration::from_secs(5));
         let slack_budget = millis("TIPPEN_SLACK_BUDGET_MS")?.unwrap_or(Duration::from_secs(4));

@@ -65,20 +65,7 @@ impl Outbound {
         let deliveries = notices.iter().map(|notice| async move {
             let done =
                 slack::deliver(&self.transport, config, support, notice, tokio::time::sleep).await;
-            match &done {
-                Delivered::Yes { attempts } => tracing::info!(
-                    site = %notice.site,
-                    user = %notice.user.user_id,
-                    attempts,
-                    "Slack notified"
-                ),
-                Delivered::No { reason } => tracing::warn!(
-                    site = %notice.site,
-                    user = %notice.user.user_id,
-                    %reason,
-                    "Slack notification dropped"
-                ),
-            }
+            done.log(notice);
             matches!(done, Delivered::Yes { .. })
         });
         match tokio::time::timeout(self.budget, futures_util::future::join_all(deliveries)).await {

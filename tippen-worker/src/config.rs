@@ -30,7 +30,7 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 use tippen_core::enrichment::ProviderConfig;
-use tippen_core::slack::{SlackConfig, WebhookUrl};
+use tippen_core::slack::SlackConfig;
 use tippen_core::{Config, Site};
 
 /// Why the environment does not describe a usable configuration.
@@ -187,24 +187,11 @@ impl WorkerConfig {
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty())
         };
-        let slack = match nonempty("TIPPEN_SLACK_WEBHOOK_URL") {
-            None => None,
-            Some(url) => {
-                let webhook =
-                    WebhookUrl::parse(&url).map_err(|e| ConfigError::Slack(e.to_string()))?;
-                let mut slack = SlackConfig::new(webhook);
-                let public = nonempty("TIPPEN_PUBLIC_URL");
-                if let Some(base) = &public
-                    && !(base.starts_with("http://") || base.starts_with("https://"))
-                {
-                    return Err(ConfigError::Slack(format!(
-                        "TIPPEN_PUBLIC_URL must be an http(s) URL, got {base:?}"
-                    )));
-                }
-                slack.dashboard_base_url = public;
-                Some(slack)
-            }
-        };
+        let slack = SlackConfig::from_settings(
+            nonempty("TIPPEN_SLACK_WEBHOOK_URL").as_deref(),
+            nonempty("TIPPEN_PUBLIC_URL").as_deref(),
+        )
+        .map_err(|e| ConfigError::Slack(e.to_string()))?;
         let enrichment = enrichment(nonempty)?;
         let test_routes = var("TIPPEN_TEST_ROUTES").is_some_and(|v| v.trim() == "1");
         Ok(WorkerConfig {

@@ -394,7 +394,7 @@ impl SiteObject {
                         Delay::from(d)
                     })
                     .await;
-                tracing::info!(site = %notice.site, delivered = ?delivered, "Slack notification");
+                delivered.log(&notice);
             });
         }
     }
