@@ -191,6 +191,22 @@ enum Op {
     },
 }
 
+/// `200 {"success":true,"deleted":<bool>}`: the answer of a deletion (visitor or user).
+fn deleted_response(deleted: bool) -> Response<Bytes> {
+    #[derive(Serialize)]
+    struct Deleted {
+        success: bool,
+        deleted: bool,
+    }
+    json_response(
+        StatusCode::OK,
+        &Deleted {
+            success: true,
+            deleted,
+        },
+    )
+}
+
 fn no_video_provider() -> ApiError {
     ApiError::new(
         StatusCode::NOT_IMPLEMENTED,
@@ -971,21 +987,7 @@ impl Tippen {
                 }
                 Op::DeleteVisitor { visitor_id } => {
                     let (deleted, outcome) = self.delete_visitor(&site, &visitor_id).await?;
-                    #[derive(Serialize)]
-                    struct Deleted {
-                        success: bool,
-                        deleted: bool,
-                    }
-                    (
-                        json_response(
-                            StatusCode::OK,
-                            &Deleted {
-                                success: true,
-                                deleted,
-                            },
-                        ),
-                        outcome,
-                    )
+                    (deleted_response(deleted), outcome)
                 }
                 Op::SendVideoInvite { new } => {
                     // Part A's answer, byte for byte: the id is in the broadcast.
@@ -1043,21 +1045,7 @@ impl Tippen {
                 ),
                 Op::DeleteUser { user_id } => {
                     let (deleted, outcome) = self.delete_user(&site, &user_id).await?;
-                    #[derive(Serialize)]
-                    struct Deleted {
-                        success: bool,
-                        deleted: bool,
-                    }
-                    (
-                        json_response(
-                            StatusCode::OK,
-                            &Deleted {
-                                success: true,
-                                deleted,
-                            },
-                        ),
-                        outcome,
-                    )
+                    (deleted_response(deleted), outcome)
                 }
             })
         }
