@@ -8,6 +8,11 @@
 //   overridden to http://HOST:PORT/STAGE): POST (PostToConnection), GET (GetConnection) and
 //   DELETE /STAGE/@connections/<id>; an unknown or closed connection is 410 GoneException,
 //   as on AWS (a connection whose $connect has not returned yet is not open).
+// - API Gateway's HTTP API (payload format 2.0) on /http/<function>/<path>: the request
+//   becomes the event API Gateway sends (a body that is not UTF-8 base64-encoded, the
+//   client's address as requestContext.http.sourceIp), invoked synchronously; the function's
+//   answer (statusCode, headers, cookies, body, isBase64Encoded) becomes the HTTP response.
+//   Unlike cargo lambda watch's function URLs, it carries any body bytes.
 // - Lambda's asynchronous Invoke (X-Amz-Invocation-Type: Event) on
 //   /2015-03-31/functions/<name>/invocations: answered 202 at once, then forwarded to cargo
 //   lambda watch, which only runs invocations synchronously.
@@ -65,6 +70,49 @@ function event(routeKey, eventType, id, req, extra = {}) {
   };
 }
 
+/** One HTTP API request: event (payload 2.0) -> synchronous invoke -> HTTP response. */
+async function httpApiRequest(name, path, url, req, body, res) {
+  const headers = {};
+  const cookies = [];
+  for (const [k, v] of Object.entries(req.headers)) {
+    if (k === 'cookie') cookies.push(...String(v).split(/;\s*/));
+    else headers[k] = Array.isArray(v) ? v.join(',') : v;
+  }
+  let text = null;
+  try { text = new TextDecoder('utf-8', { fatal: true }).decode(body); } catch { text = null; }
+  const now = new Date();
+  const ev = {
+    version: '2.0',
+    routeKey: '$default',
+    rawPath: path,
+    rawQueryString: url.search.replace(/^\?/, ''),
+    cookies: cookies.length ? cookies : undefined,
+    headers,
+    requestContext: {
+      accountId: '123456789012', apiId: 'standin', domainName: req.headers.host ?? HOST, domainPrefix: 'standin',
+      http: { method: req.method, path, protocol: `HTTP/${req.httpVersion}`, sourceIp: req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1', userAgent: req.headers['user-agent'] ?? '' },
+      requestId: crypto.randomUUID(), routeKey: '$default', stage: '$default',
+      time: now.toUTCString(), timeEpoch: now.getTime(),
+    },
+    body: body.length === 0 ? undefined : text ?? body.toString('base64'),
+    isBase64Encoded: body.length > 0 && text === null,
+  };
+  let answer;
+  try {
+    answer = await invoke(name, ev);
+  } catch (e) {
+    console.error('HTTP API invoke failed:', e.message);
+    res.writeHead(500, { 'content-type': 'application/json' });
+    return res.end(JSON.stringify({ message: 'Internal Server Error' }));
+  }
+  const out = answer?.body == null ? Buffer.alloc(0) : Buffer.from(answer.body, answer.isBase64Encoded ? 'base64' : 'utf8');
+  const outHeaders = { ...(answer?.headers ?? {}) };
+  for (const [k, vs] of Object.entries(answer?.multiValueHeaders ?? {})) outHeaders[k] = vs;
+  if (answer?.cookies?.length) outHeaders['set-cookie'] = answer.cookies;
+  res.writeHead(Number(answer?.statusCode ?? 200), outHeaders);
+  res.end(out);
+}
+
 function refuse(socket, status, body) {
   const text = body ?? '';
   socket.end(
@@ -106,6 +154,8 @@ const server = http.createServer(async (req, res) => {
       return res.end();
     }
   }
+  const httpApi = url.pathname.match(/^\/http\/([^/]+)(\/.*)?$/);
+  if (httpApi) return httpApiRequest(decodeURIComponent(httpApi[1]), httpApi[2] ?? '/', url, req, body, res);
   const inv = url.pathname.match(/^\/2015-03-31\/functions\/([^/]+)\/invocations$/);
   if (inv && req.method === 'POST' && req.headers['x-amz-invocation-type'] === 'Event') {
     res.writeHead(202, { 'content-type': 'application/json' });

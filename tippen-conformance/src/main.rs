@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tippen_conformance::{Target, cases, run_cases};
+use tippen_conformance::{Target, cases, run_cases_bounded};
 
 /// Runs tippen's HTTP + WebSocket conformance suite against a running host.
 #[derive(Debug, Parser)]
@@ -41,6 +41,12 @@ struct Args {
     /// Run only the cases whose names contain one of these substrings (comma-separated).
     #[arg(long, env = "TIPPEN_CASES", value_delimiter = ',')]
     cases: Vec<String>,
+    /// Leave out the cases whose names contain one of these substrings (comma-separated).
+    #[arg(long, env = "TIPPEN_SKIP_CASES", value_delimiter = ',')]
+    skip_cases: Vec<String>,
+    /// Run at most this many cases at a time (all at once when absent).
+    #[arg(long, env = "TIPPEN_CONCURRENCY")]
+    concurrency: Option<usize>,
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -60,12 +66,13 @@ async fn main() -> ExitCode {
     let selected: Vec<_> = cases()
         .into_iter()
         .filter(|c| args.cases.is_empty() || args.cases.iter().any(|s| c.name.contains(s)))
+        .filter(|c| !args.skip_cases.iter().any(|s| c.name.contains(s)))
         .collect();
     if selected.is_empty() {
         eprintln!("no case matches {:?}", args.cases);
         return ExitCode::FAILURE;
     }
-    let report = run_cases(&target, selected).await;
+    let report = run_cases_bounded(&target, selected, args.concurrency.unwrap_or(usize::MAX)).await;
     println!("{report}");
     if report.passed() {
         ExitCode::SUCCESS

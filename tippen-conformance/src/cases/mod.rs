@@ -59,6 +59,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(errors::body_over_64_kib_is_413),
         case!(errors::user_activity_batch_limit_is_50),
         case!(errors::garbage_is_never_a_server_error),
+        case!(errors::non_utf8_input_is_never_a_server_error),
         case!(errors::static_pages_are_served),
         // CORS.
         case!(cors::preflight_is_answered),
