@@ -11,8 +11,8 @@
 # (asynchronous invocation), which asks the stand-in IPinfo (500 ms per answer), fills the
 # shared DynamoDB cache and updates the dashboards.
 #
-# Installs when missing (pinned): cargo-lambda 1.9.2 and moto[server] 5.2.1 (pip), the
-# stand-in's npm packages (package-lock.json).
+# Installs when missing (pinned): cargo-lambda 1.9.2, moto[server] 5.2.1 and cfn-lint 1.51.0
+# (pip), the stand-in's npm packages (package-lock.json). cfn-lint checks template.yaml.
 #
 # Ports: 9100 (cargo lambda watch), 9101 (stand-in), 9102 (outbound stand-ins), 5100 (moto);
 # override with TIPPEN_LAMBDA_PORT, TIPPEN_STANDIN_PORT, TIPPEN_OUTBOUND_PORT, TIPPEN_MOTO_PORT.
@@ -83,9 +83,15 @@ fi
 if ! python3 -c 'import moto, flask, flask_cors' 2>/dev/null || ! python3 -c 'import moto; assert moto.__version__ == "5.2.1"' 2>/dev/null; then
   pip install --quiet "moto[server]==5.2.1"
 fi
+if ! cfn-lint --version 2>/dev/null | grep -q '^cfn-lint 1\.51\.0$'; then
+  pip install --quiet "cfn-lint==1.51.0"
+fi
 if [ ! -d tests/apigw-ws/node_modules ] || [ tests/apigw-ws/package-lock.json -nt tests/apigw-ws/node_modules ]; then
   (cd tests/apigw-ws && npm ci --no-audit --no-fund --loglevel=error)
 fi
+
+step "template.yaml: cfn-lint (after the SAM transform)"
+cfn-lint examples/lambda/template.yaml
 
 step "clippy (tippen-lambda, every feature)"
 cargo clippy -p tippen-lambda -p tippen-lambda-example --all-targets --all-features -- -D warnings
