@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Tests tippen-lambda for real on this machine: moto (DynamoDB), `cargo lambda watch` (the
-# three functions), the API Gateway WebSocket stand-in (tests/apigw-ws) and a periodic
+# four functions), the API Gateway WebSocket stand-in (tests/apigw-ws) and a periodic
 # invoker of the scheduled function. Runs the DynamoDB store suite + concurrency test against
 # moto, then the black-box conformance suite (HTTP through the function URL endpoint,
 # WebSockets through the stand-in). Stops every process it started, by pid, also on failure.
 #
 # Then the outbound HTTPS checks (tests/apigw-ws/outbound-check.mjs): the video provider and
-# Slack, stand-ins served by tests/apigw-ws/outbound-standin.mjs.
+# Slack, stand-ins served by tests/apigw-ws/outbound-standin.mjs. Then company enrichment
+# (tests/apigw-ws/enrich-check.mjs): the HTTP function hands lookups to the enrichment function
+# (asynchronous invocation), which asks the stand-in IPinfo (500 ms per answer), fills the
+# shared DynamoDB cache and updates the dashboards.
 #
 # Installs when missing (pinned): cargo-lambda 1.9.2, moto[server] 5.2.1 and cfn-lint 1.51.0
 # (pip), the stand-in's npm packages (package-lock.json).
@@ -127,7 +130,16 @@ outbound_url="http://127.0.0.1:$outbound_port"
 export TIPPEN_VIDEO_PROVIDER_URL="$outbound_url/video"
 export TIPPEN_SLACK_WEBHOOK_URL="$outbound_url/slack/hook"
 export TIPPEN_PUBLIC_URL="https://dashboard.outbound.test"
-start outbound.log env OUTBOUND_PORT="$outbound_port" node tests/apigw-ws/outbound-standin.mjs
+# Company enrichment: the HTTP function hands lookups to tippen-enrich (asynchronous Invoke,
+# through the stand-in like the WebSocket function's greeting); tippen-enrich asks the
+# stand-in IPinfo on the outbound stand-ins' port, which answers after $enrichment_delay_ms.
+# (The conformance suite's requests come from 127.0.0.1, a loopback address the core never
+# looks up: enabling enrichment changes nothing for it.)
+enrichment_delay_ms=500
+export TIPPEN_ENRICH_FUNCTION=tippen-enrich
+export TIPPEN_ENRICHMENT_PROVIDER=ipinfo TIPPEN_ENRICHMENT_API_KEY=test_token
+export TIPPEN_ENRICHMENT_BASE_URL="$outbound_url/ipinfo"
+start outbound.log env OUTBOUND_PORT="$outbound_port" ENRICHMENT_DELAY_MS="$enrichment_delay_ms" node tests/apigw-ws/outbound-standin.mjs
 wait_for "the outbound stand-ins" "$outbound_url/control/state"
 # On AWS the deployment creates the table (template.yaml); here the admin binary does.
 "$CARGO_TARGET_DIR/debug/tippen-create-table"
@@ -137,7 +149,7 @@ wait_for "the outbound stand-ins" "$outbound_url/control/state"
 # separate instances), each polling the runtime API for its function.
 start watch.log cargo-lambda lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$lambda_port"
 wait_port "cargo lambda watch" "$lambda_port"
-for fn in tippen-http:16 tippen-ws:16 tippen-sweep:1; do
+for fn in tippen-http:16 tippen-ws:16 tippen-sweep:1 tippen-enrich:2; do
   name=${fn%%:*}
   for i in $(seq 1 "${fn##*:}"); do
     start "$name-$i.log" env AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$lambda_port/.rt/$name" \
@@ -203,6 +215,12 @@ step "outbound HTTPS: video provider (200, 500 -> 502) and Slack (one message pe
 FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
 OUTBOUND_URL="$outbound_url" PUBLIC_URL="$TIPPEN_PUBLIC_URL" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
   node tests/apigw-ws/outbound-check.mjs
+
+step "company enrichment: asynchronous hand-off, stand-in IPinfo (${enrichment_delay_ms} ms), shared cache, exact stats"
+FN_URL="$fn_url" INVOKE_URL="http://127.0.0.1:$lambda_port" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
+OUTBOUND_URL="$outbound_url" ENRICHMENT_DELAY_MS="$enrichment_delay_ms" \
+PUBLIC_KEY=pk_a SECRET_KEY=sk_a OTHER_PUBLIC_KEY=pk_b OTHER_SECRET_KEY=sk_b \
+  node tests/apigw-ws/enrich-check.mjs | tee "$artifacts/enrichment.txt"
 
 step "measure: latency of a tracking request through cargo lambda watch (200 sequential)"
 for i in $(seq 1 200); do

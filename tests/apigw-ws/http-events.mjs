@@ -7,32 +7,13 @@
 //      {"error":…} naming the problem (cargo lambda watch's function URL answers such a
 //      JSON-typed body with its own 500 before the function is invoked).
 // Env: FN_URL, INVOKE_URL, PUBLIC_KEY, SECRET_KEY.
+import { httpEvent, invoke as invokeFn } from './events.mjs';
+
 const { FN_URL, INVOKE_URL, PUBLIC_KEY, SECRET_KEY } = process.env;
 const fail = (msg) => { console.error(`HTTP event check FAILED: ${msg}`); process.exit(1); };
 
-function event(path, headers, body, { base64 = false, sourceIp = '192.0.2.7' } = {}) {
-  return {
-    version: '2.0',
-    routeKey: '$default',
-    rawPath: path,
-    rawQueryString: '',
-    headers,
-    requestContext: {
-      accountId: '123456789012', apiId: 'check', domainName: 'check.example', domainPrefix: 'check',
-      http: { method: 'POST', path, protocol: 'HTTP/1.1', sourceIp, userAgent: 'http-events.mjs' },
-      requestId: `check-${Date.now()}`, routeKey: '$default', stage: '$default',
-      time: '30/Nov/2026:00:00:00 +0000', timeEpoch: Date.now(),
-    },
-    body: base64 ? Buffer.from(body).toString('base64') : body,
-    isBase64Encoded: base64,
-  };
-}
-
-async function invoke(ev) {
-  const res = await fetch(`${INVOKE_URL}/2015-03-31/functions/tippen-http/invocations`, { method: 'POST', body: JSON.stringify(ev) });
-  if (res.status !== 200) fail(`invoke answered ${res.status}: ${await res.text()}`);
-  return res.json();
-}
+const event = httpEvent;
+const invoke = (ev) => invokeFn(INVOKE_URL, 'tippen-http', ev).catch((e) => fail(e.message));
 
 const stats = async () => (await fetch(`${FN_URL}/api/stats?apiKey=${encodeURIComponent(SECRET_KEY)}`)).json();
 

@@ -3,12 +3,18 @@
 //                               {hostName, guestName, isAdmin} -> {success, sessionId, roomId,
 //                               urls: {host, guest}}), or a 500 while failing is switched on;
 //   POST /slack/hook            a Slack incoming webhook: records the message, answers "ok";
+//   GET  /ipinfo/<ip>           IPinfo (the enrichment provider; the answer shape of the
+//                               Worker's stand-in in examples/worker/tests/checks.mjs), after
+//                               ENRICHMENT_DELAY_MS (default 500) so a caller that waits for it
+//                               shows;
 //   POST /control/provider      {"fail": true|false} switches the provider's 500s;
-//   GET  /control/state         {"provider": [request bodies], "slack": [messages]}.
+//   GET  /control/state         {"provider": [request bodies], "slack": [messages],
+//                               "ipinfo": [{ip, authorization, at, answeredAt}]}.
 import http from 'node:http';
 
 const port = Number(process.env.OUTBOUND_PORT);
-const state = { provider: [], slack: [] };
+const enrichmentDelayMs = Number(process.env.ENRICHMENT_DELAY_MS ?? 500);
+const state = { provider: [], slack: [], ipinfo: [] };
 let fail = false;
 
 const readJson = (req) => new Promise((resolve) => {
@@ -36,6 +42,19 @@ http.createServer(async (req, res) => {
     state.slack.push(await readJson(req));
     res.writeHead(200, { 'content-type': 'text/plain' });
     return res.end('ok');
+  }
+  if (req.method === 'GET' && req.url.startsWith('/ipinfo/')) {
+    const ip = decodeURIComponent(req.url.slice('/ipinfo/'.length));
+    const request = { ip, authorization: req.headers.authorization, at: Date.now() };
+    state.ipinfo.push(request);
+    setTimeout(() => {
+      request.answeredAt = Date.now();
+      send(res, 200, {
+        ip, city: 'Zurich', region: 'Zurich', country: 'CH', org: 'AS64500 Stand-in Networks',
+        company: { name: 'Stand-in Corp', domain: 'standin.example', type: 'business' },
+      });
+    }, enrichmentDelayMs);
+    return;
   }
   if (req.method === 'POST' && req.url === '/control/provider') {
     fail = (await readJson(req)).fail === true;

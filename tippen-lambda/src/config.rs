@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+use tippen_core::enrichment::{ProviderConfig, ProviderSettingsError};
 use tippen_core::slack::{SlackConfig, SlackError};
 use tippen_core::{Config, Site};
 
@@ -109,6 +110,20 @@ pub struct LambdaConfig {
     /// delivered within the budget is dropped (and logged). Keep it well below the function's
     /// timeout.
     pub slack_budget: Duration,
+    /// `TIPPEN_ENRICH_FUNCTION`: the enrichment function (name or ARN). The HTTP function hands
+    /// the lookups the core asks for to it in an asynchronous invocation
+    /// ([`crate::enrich`]). None: no enrichment; visitors keep the fallback company.
+    pub enrich_function: Option<String>,
+    /// `TIPPEN_ENRICHMENT_PROVIDER` (`ipinfo|ipinfo_lite|enrich_so|people_data_labs`),
+    /// `TIPPEN_ENRICHMENT_API_KEY`, optionally `TIPPEN_ENRICHMENT_BASE_URL`: the provider the
+    /// enrichment function calls (the reference server's and the Worker's names; checked by
+    /// [`ProviderConfig::from_settings`]). Required by the enrichment function only.
+    pub enrichment: Option<ProviderConfig>,
+    /// `TIPPEN_ENRICH_BUDGET_MS` (default 20000): how long one enrichment invocation waits for
+    /// lookups the rate limit queued or a provider asked to retry. Keep it below the
+    /// function's timeout minus one provider request (`TIPPEN_OUTBOUND_TIMEOUT_MS`) and the
+    /// fan-out.
+    pub enrich_budget: Duration,
 }
 
 fn var(name: &'static str) -> Option<String> {
@@ -195,6 +210,23 @@ impl LambdaConfig {
         let outbound_timeout =
             millis("TIPPEN_OUTBOUND_TIMEOUT_MS")?.unwrap_or(Duration::from_secs(5));
         let slack_budget = millis("TIPPEN_SLACK_BUDGET_MS")?.unwrap_or(Duration::from_secs(4));
+        let enrich_function = var("TIPPEN_ENRICH_FUNCTION");
+        let enrichment = ProviderConfig::from_settings(
+            var("TIPPEN_ENRICHMENT_PROVIDER"),
+            var("TIPPEN_ENRICHMENT_API_KEY"),
+            var("TIPPEN_ENRICHMENT_BASE_URL"),
+        )
+        .map_err(|e| ConfigError::Invalid {
+            name: match e {
+                ProviderSettingsError::MissingApiKey { .. } => "TIPPEN_ENRICHMENT_API_KEY",
+                ProviderSettingsError::Invalid(_) => {
+                    "TIPPEN_ENRICHMENT_API_KEY or TIPPEN_ENRICHMENT_BASE_URL"
+                }
+                _ => "TIPPEN_ENRICHMENT_PROVIDER",
+            },
+            problem: e.to_string(),
+        })?;
+        let enrich_budget = millis("TIPPEN_ENRICH_BUDGET_MS")?.unwrap_or(Duration::from_secs(20));
         Ok(LambdaConfig {
             table,
             ws_endpoint,
@@ -207,6 +239,9 @@ impl LambdaConfig {
             slack,
             outbound_timeout,
             slack_budget,
+            enrich_function,
+            enrichment,
+            enrich_budget,
         })
     }
 }

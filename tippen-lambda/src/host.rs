@@ -12,6 +12,8 @@ use tippen_core::support::SupportNotice;
 use tippen_core::{ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
 
 use crate::config::{ConfigError, LambdaConfig};
+#[cfg(feature = "enrich")]
+use crate::enrich_fn::Enrichment;
 use crate::fanout::Fanout;
 #[cfg(feature = "outbound")]
 use crate::outbound::Outbound;
@@ -62,6 +64,10 @@ pub struct LambdaHost {
     /// The video provider's and Slack's HTTPS client (None when it could not be built).
     #[cfg(feature = "outbound")]
     outbound: Option<Arc<Outbound>>,
+    /// The enrichment provider and this instance's lookup bookkeeping (the enrichment
+    /// function; None without `TIPPEN_ENRICHMENT_PROVIDER`).
+    #[cfg(feature = "enrich")]
+    enrichment: Option<Arc<Enrichment>>,
 }
 
 /// The site ids as read at an instant.
@@ -124,6 +130,17 @@ impl LambdaHost {
         let tippen = Arc::new(tippen);
         #[cfg(feature = "outbound")]
         let outbound = Outbound::new(&config).map(Arc::new);
+        #[cfg(feature = "enrich")]
+        let enrichment = config
+            .enrichment
+            .as_ref()
+            .and_then(|provider| match provider.build() {
+                Ok(provider) => Some(Arc::new(Enrichment::new(provider))),
+                Err(e) => {
+                    tracing::error!(error = %e, "enrichment provider unusable");
+                    None
+                }
+            });
         LambdaHost {
             tippen,
             store,
@@ -133,6 +150,8 @@ impl LambdaHost {
             site_ids: Arc::default(),
             #[cfg(feature = "outbound")]
             outbound,
+            #[cfg(feature = "enrich")]
+            enrichment,
         }
     }
 
@@ -156,7 +175,20 @@ impl LambdaHost {
         &self.config
     }
 
-    /// The Lambda client (asynchronous self-invocation of the WebSocket function).
+    /// The outbound HTTPS client (None when it could not be built).
+    #[cfg(feature = "outbound")]
+    pub fn outbound(&self) -> Option<&Outbound> {
+        self.outbound.as_deref()
+    }
+
+    /// The enrichment provider and lookup bookkeeping (None without a provider).
+    #[cfg(feature = "enrich")]
+    pub fn enrichment(&self) -> Option<&Enrichment> {
+        self.enrichment.as_deref()
+    }
+
+    /// The Lambda client (asynchronous invocations: the WebSocket function's greeting, the
+    /// enrichment function).
     pub fn lambda(&self) -> &aws_sdk_lambda::Client {
         &self.lambda
     }
@@ -164,7 +196,8 @@ impl LambdaHost {
     /// Answers one HTTP request through the core — its outbound call (the video provider) over
     /// HTTPS when built with feature `outbound` — then sends its dashboard messages, visitor
     /// pushes and Slack notifications before returning (the invocation ends with the
-    /// response). `source_ip` is API Gateway's `requestContext` source address, never a
+    /// response). Enrichment lookups are handed to the enrichment function in an asynchronous
+    /// invocation ([`crate::enrich`]): the answer never waits for the provider. `source_ip` is API Gateway's `requestContext` source address, never a
     /// header.
     pub async fn handle_http(
         &self,
@@ -190,13 +223,9 @@ impl LambdaHost {
             self.publish(site, &handled.broadcasts, &handled.visitor_messages)
                 .await;
         }
+        // After the dashboards heard of the visitor: its enriched update comes later.
+        self.hand_off_lookups(handled.lookups).await;
         self.notify(handled.notifications).await;
-        if !handled.lookups.is_empty() {
-            tracing::debug!(
-                lookups = handled.lookups.len(),
-                "enrichment is not run on Lambda yet; visitors keep the fallback company"
-            );
-        }
         handled.response
     }
 

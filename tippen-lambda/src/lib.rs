@@ -1,6 +1,6 @@
 //! # tippen-lambda
 //!
-//! tippen on AWS Lambda, API Gateway and DynamoDB — the stateless host. Three functions share
+//! tippen on AWS Lambda, API Gateway and DynamoDB — the stateless host. Four functions share
 //! one [`LambdaHost`]:
 //!
 //! - **HTTP** (feature `http`, [`http_fn`]): API Gateway HTTP API / function URL events are
@@ -15,12 +15,16 @@
 //! - **Scheduled** (feature `scheduled`, [`sweep_fn`]): an EventBridge rule runs the deadline
 //!   work of every site ([`LambdaHost::sweep_all`]). Expiry never depends on it: reads filter
 //!   visitors whose grace has passed.
+//! - **Enrichment** (feature `enrich`, [`enrich_fn`]): the HTTP function hands the company
+//!   lookups the core asks for to this function in an asynchronous invocation and answers at
+//!   once; the function runs them (shared DynamoDB cache, provider over HTTPS, per-site stats)
+//!   and fans the `VISITOR_UPDATE`s out before it returns. Design and deployment notes:
+//!   [`enrich`].
 //!
-//! Outbound HTTPS (feature `outbound`, on with `http` and `scheduled`; [`outbound`]): the
+//! Outbound HTTPS (feature `outbound`, on with `http`, `scheduled` and `enrich`; [`outbound`]): the
 //! video provider (`TIPPEN_VIDEO_PROVIDER_URL`) and Slack (`TIPPEN_SLACK_WEBHOOK_URL`) over
 //! reqwest with rustls ([`tippen_http`]). Slack is delivered before the invocation returns,
 //! within a time budget. The WebSocket function makes no outbound call and does not link it.
-//! Enrichment is not run on Lambda (visitors keep the fallback company).
 //!
 //! State lives in one DynamoDB table ([`store`]) written with conditional writes on a version
 //! attribute, so concurrent invocations never lose an update. `template.yaml` in
@@ -30,6 +34,9 @@
 #![deny(missing_docs)]
 
 pub mod config;
+pub mod enrich;
+#[cfg(feature = "enrich")]
+pub mod enrich_fn;
 pub mod fanout;
 pub mod host;
 #[cfg(feature = "http")]

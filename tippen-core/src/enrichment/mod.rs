@@ -22,6 +22,10 @@
 //!    hands back every waiter to notify; [`CachePolicy::entry_for`] says what to store.
 //! 6. **Account** — each step is an [`EnrichmentEvent`] recorded in the site's
 //!    [`EnrichmentStats`].
+//!
+//! Steps 2–6 for the lookups a request asked for ([`LookupRequest`](crate::LookupRequest)) are
+//! [`run_lookups`], as one bounded call, for hosts whose work must end with an invocation
+//! (AWS Lambda); long-running hosts run the same steps from their own event loops.
 
 pub mod cache;
 pub mod driver;
@@ -31,6 +35,7 @@ pub mod ip;
 pub mod ipinfo;
 pub mod people_data_labs;
 pub mod provider;
+pub mod run;
 pub mod stats;
 
 use std::fmt;
@@ -53,6 +58,7 @@ pub use provider::{
     ApiKey, CompanyProfile, FailureKind, LookupFailure, Provider, ProviderConfig,
     ProviderConfigError, ProviderKind, ProviderSettingsError, parse_retry_after,
 };
+pub use run::{LookupRun, lookup, run_lookups};
 pub use stats::{EnrichmentEvent, EnrichmentStats, StatsReport};
 
 /// The company shown for a visitor on a private or local address.
