@@ -49,6 +49,20 @@ pub mod sweep_fn;
 #[cfg(feature = "websocket")]
 pub mod ws_fn;
 
+/// Logging for a function, set up first thing in `main`: lambda_runtime's default subscriber.
+/// `tracing` events go to stdout (CloudWatch Logs) as text lines, or as JSON objects when
+/// Lambda's advanced logging controls set `AWS_LAMBDA_LOG_FORMAT=JSON`, at the level of
+/// `AWS_LAMBDA_LOG_LEVEL`, else `RUST_LOG` (a filter), else `INFO`.
+#[cfg(any(
+    feature = "http",
+    feature = "websocket",
+    feature = "scheduled",
+    feature = "enrich"
+))]
+pub fn init_logging() {
+    lambda_runtime::tracing::init_default_subscriber();
+}
+
 pub use config::{ConfigError, LambdaConfig, SiteConfig};
 pub use fanout::{Fanout, Posted};
 pub use host::{HostError, LambdaHost, sdk_config};

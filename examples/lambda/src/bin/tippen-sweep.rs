@@ -7,11 +7,6 @@ use tippen_lambda::{HostError, LambdaHost};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), HostError> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-        .without_time()
-        .with_ansi(false)
-        .init();
-    let host = LambdaHost::from_env().await?;
-    tippen_lambda::sweep_fn::run(host).await
+    tippen_lambda::init_logging();
+    tippen_lambda::sweep_fn::run(LambdaHost::from_env().await?).await
 }
