@@ -111,6 +111,14 @@ step "DynamoDB store: conformance suite + concurrency test against moto"
 TIPPEN_DYNAMODB_ENDPOINT="http://127.0.0.1:$moto_port" \
   cargo test -p tippen-lambda --features moto-tests -- --nocapture
 
+# The functions as `cargo build` made them (debug), or, with TIPPEN_LAMBDA_BOOTSTRAP_DIR set
+# (e.g. $CARGO_TARGET_DIR/lambda after `cargo lambda build --release --bin X --features Y` per
+# function), the release bootstraps a deployment would upload.
+function_binary() {
+  if [ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ]; then echo "$TIPPEN_LAMBDA_BOOTSTRAP_DIR/$1/bootstrap"; else echo "$CARGO_TARGET_DIR/debug/$1"; fi
+}
+build_kind=$([ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ] && echo release || echo debug)
+
 step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
 sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a"},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b"}]'
 table="tippen-conformance-$$"
@@ -154,7 +162,7 @@ for fn in tippen-http:16 tippen-ws:16 tippen-sweep:1 tippen-enrich:2; do
   for i in $(seq 1 "${fn##*:}"); do
     start "$name-$i.log" env AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$lambda_port/.rt/$name" \
       AWS_LAMBDA_FUNCTION_NAME="$name" AWS_LAMBDA_FUNCTION_VERSION=1 AWS_LAMBDA_FUNCTION_MEMORY_SIZE=256 \
-      "$CARGO_TARGET_DIR/debug/$name"
+      "$(function_binary "$name")"
   done
 done
 start standin.log env STANDIN_PORT="$standin_port" STANDIN_INVOKE_URL="http://127.0.0.1:$lambda_port" \
@@ -228,7 +236,7 @@ for i in $(seq 1 200); do
     -H 'X-Tippen-API-Key: pk_a' -H 'Content-Type: application/json' \
     -d '{"event":"heartbeat","visitor":{"visitorId":"latency-probe","url":"https://latency.test/"},"website":"latency.test"}'
 done | sort -n | awk '{ t[NR] = $1 * 1000 } END {
-  printf "tracking request (heartbeat, debug build, moto): median %.1f ms, p95 %.1f ms, max %.1f ms over %d\n",
+  printf "tracking request (heartbeat, '"$build_kind"' build, moto): median %.1f ms, p95 %.1f ms, max %.1f ms over %d\n",
     t[int(NR * 0.5)], t[int(NR * 0.95)], t[NR], NR }' | tee "$artifacts/latency.txt"
 
 step "lambda host passed"
