@@ -51,7 +51,7 @@
 //! entries and counters are written behind like visitors (a crash loses at most the last
 //! commit interval's; the cache survives every orderly restart).
 
-use std::collections::{BTreeSet, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -63,6 +63,7 @@ use rusqlite::{Connection, Transaction, params};
 use thiserror::Error;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
+use tippen_core::records::RecordTable;
 use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 use tokio::sync::watch;
@@ -244,7 +245,7 @@ struct State {
     /// Enrichment counters per site.
     stats: HashMap<SiteId, EnrichmentStats>,
     /// Support users per site.
-    users: HashMap<SiteId, SiteUsers>,
+    users: HashMap<SiteId, RecordTable<Arc<UserRecord>>>,
     pending: Pending,
     /// Number of the last change recorded in `pending`.
     generation: u64,
@@ -262,19 +263,12 @@ type SharedRecord = Versioned<Arc<VisitorRecord>>;
 #[derive(Default)]
 struct SiteVisitors {
     /// Shared with the writer's batches, which snapshot records without copying them.
-    records: HashMap<String, SharedRecord>,
-    by_deadline: BTreeSet<(Timestamp, String)>,
+    records: RecordTable<Arc<VisitorRecord>>,
     sequence: u64,
 }
 
 /// A stored support user record, shared between memory and the writer's batches.
 type SharedUser = Versioned<Arc<UserRecord>>;
-
-#[derive(Default)]
-struct SiteUsers {
-    records: HashMap<String, SharedUser>,
-    by_deadline: BTreeSet<(Timestamp, String)>,
-}
 
 /// What changed since the last batch. Visitors and sequences are only named: the writer
 /// writes their state at the time it takes the batch (the latest), or deletes the row of a
@@ -365,7 +359,7 @@ impl Batch {
         }
         let mut users = Vec::new();
         for (site, ids) in pending.users {
-            let records = state.users.get(&site).map(|s| &s.records);
+            let records = state.users.get(&site);
             for id in ids {
                 let current = records.and_then(|r| r.get(&id)).cloned();
                 users.push((site.clone(), id, current));
@@ -626,26 +620,7 @@ impl SqliteStore {
     ) -> Result<(Version, u64), StoreError> {
         let mut state = self.state();
         let s = state.visitors.entry(site.clone()).or_default();
-        let current = s.records.get(&record.visitor_id);
-        if current.map(|v| v.version) != expected {
-            return Err(StoreError::Conflict);
-        }
-        let version = Version(
-            expected
-                .map_or(Some(1), |v| v.0.checked_add(1))
-                .ok_or_else(|| corrupt("version overflow"))?,
-        );
-        if let Some(old) = current {
-            let key = (old.value.deadline, record.visitor_id.clone());
-            s.by_deadline.remove(&key);
-        }
-        s.by_deadline
-            .insert((record.deadline, record.visitor_id.clone()));
-        let stored = Versioned {
-            version,
-            value: Arc::new(record.clone()),
-        };
-        s.records.insert(record.visitor_id.clone(), stored);
+        let version = s.records.save(Arc::new(record.clone()), expected)?;
         state.pending.visitor_changed(site, &record.visitor_id);
         Ok((version, self.queued(state)))
     }
@@ -657,16 +632,9 @@ impl SqliteStore {
         expected: Version,
     ) -> Result<u64, StoreError> {
         let mut state = self.state();
-        let Some(s) = state.visitors.get_mut(site) else {
-            return Err(StoreError::Conflict);
-        };
-        match s.records.get(visitor_id) {
-            Some(v) if v.version == expected => {
-                let key = (v.value.deadline, visitor_id.to_owned());
-                s.by_deadline.remove(&key);
-                s.records.remove(visitor_id);
-            }
-            _ => return Err(StoreError::Conflict),
+        match state.visitors.get_mut(site) {
+            Some(s) => s.records.remove(visitor_id, expected)?,
+            None => return Err(StoreError::Conflict),
         }
         state.pending.visitor_changed(site, visitor_id);
         Ok(self.queued(state))
@@ -680,26 +648,7 @@ impl SqliteStore {
     ) -> Result<(Version, u64), StoreError> {
         let mut state = self.state();
         let s = state.users.entry(site.clone()).or_default();
-        let current = s.records.get(&record.user_id);
-        if current.map(|v| v.version) != expected {
-            return Err(StoreError::Conflict);
-        }
-        let version = Version(
-            expected
-                .map_or(Some(1), |v| v.0.checked_add(1))
-                .ok_or_else(|| corrupt("version overflow"))?,
-        );
-        if let Some(old) = current {
-            let key = (old.value.deadline, record.user_id.clone());
-            s.by_deadline.remove(&key);
-        }
-        s.by_deadline
-            .insert((record.deadline, record.user_id.clone()));
-        let stored = Versioned {
-            version,
-            value: Arc::new(record.clone()),
-        };
-        s.records.insert(record.user_id.clone(), stored);
+        let version = s.save(Arc::new(record.clone()), expected)?;
         state.pending.user_changed(site, &record.user_id);
         Ok((version, self.queued(state)))
     }
@@ -711,16 +660,9 @@ impl SqliteStore {
         expected: Version,
     ) -> Result<u64, StoreError> {
         let mut state = self.state();
-        let Some(s) = state.users.get_mut(site) else {
-            return Err(StoreError::Conflict);
-        };
-        match s.records.get(user_id) {
-            Some(v) if v.version == expected => {
-                let key = (v.value.deadline, user_id.to_owned());
-                s.by_deadline.remove(&key);
-                s.records.remove(user_id);
-            }
-            _ => return Err(StoreError::Conflict),
+        match state.users.get_mut(site) {
+            Some(s) => s.remove(user_id, expected)?,
+            None => return Err(StoreError::Conflict),
         }
         state.pending.user_changed(site, user_id);
         Ok(self.queued(state))
@@ -851,16 +793,12 @@ fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
             .map_err(|e| bad(format!("a visitor of site {site:?}: {e}")))?;
         let version = u64::try_from(version)
             .map_err(|_| bad(format!("visitor {:?} version {version}", record.visitor_id)))?;
-        let s = state.visitors.entry(SiteId(site)).or_default();
-        s.by_deadline
-            .insert((record.deadline, record.visitor_id.clone()));
-        s.records.insert(
-            record.visitor_id.clone(),
-            Versioned {
-                version: Version(version),
-                value: Arc::new(record),
-            },
-        );
+        state
+            .visitors
+            .entry(SiteId(site))
+            .or_default()
+            .records
+            .load(Arc::new(record), Version(version));
     }
     let mut stmt = conn
         .prepare("SELECT site_id, value FROM sequences")
@@ -918,16 +856,11 @@ fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
             .map_err(|e| bad(format!("a user of site {site:?}: {e}")))?;
         let version = u64::try_from(version)
             .map_err(|_| bad(format!("user {:?} version {version}", record.user_id)))?;
-        let s = state.users.entry(SiteId(site)).or_default();
-        s.by_deadline
-            .insert((record.deadline, record.user_id.clone()));
-        s.records.insert(
-            record.user_id.clone(),
-            Versioned {
-                version: Version(version),
-                value: Arc::new(record),
-            },
-        );
+        state
+            .users
+            .entry(SiteId(site))
+            .or_default()
+            .load(Arc::new(record), Version(version));
     }
     Ok(state)
 }
@@ -1183,7 +1116,7 @@ impl Store for SqliteStore {
             .state()
             .visitors
             .get(site)
-            .map(|s| s.records.values().map(|v| (*v.value).clone()).collect())
+            .map(|s| s.records.values().map(|v| (**v).clone()).collect())
             .unwrap_or_default())
     }
 
@@ -1193,16 +1126,12 @@ impl Store for SqliteStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
-        let state = self.state();
-        let Some(s) = state.visitors.get(site) else {
-            return Ok(Vec::new());
-        };
-        Ok(s.by_deadline
-            .iter()
-            .take_while(|(d, _)| *d <= now)
-            .take(limit)
-            .filter_map(|(_, id)| s.records.get(id).map(unshare))
-            .collect())
+        Ok(self
+            .state()
+            .visitors
+            .get(site)
+            .map(|s| s.records.due(now, limit).map(unshare).collect())
+            .unwrap_or_default())
     }
 
     async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
@@ -1210,7 +1139,7 @@ impl Store for SqliteStore {
             .state()
             .visitors
             .get(site)
-            .and_then(|s| s.by_deadline.first().map(|(d, _)| *d)))
+            .and_then(|s| s.records.next_deadline()))
     }
 
     async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
@@ -1257,7 +1186,7 @@ impl Store for SqliteStore {
             .state()
             .users
             .get(site)
-            .and_then(|s| s.records.get(user_id))
+            .and_then(|s| s.get(user_id))
             .map(unshare))
     }
 
@@ -1287,7 +1216,7 @@ impl Store for SqliteStore {
             .state()
             .users
             .get(site)
-            .map(|s| s.records.values().map(|v| (*v.value).clone()).collect())
+            .map(|s| s.values().map(|v| (**v).clone()).collect())
             .unwrap_or_default())
     }
 
@@ -1297,23 +1226,15 @@ impl Store for SqliteStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
-        let state = self.state();
-        let Some(s) = state.users.get(site) else {
-            return Ok(Vec::new());
-        };
-        Ok(s.by_deadline
-            .iter()
-            .take_while(|(d, _)| *d <= now)
-            .take(limit)
-            .filter_map(|(_, id)| s.records.get(id).map(unshare))
-            .collect())
-    }
-
-    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
         Ok(self
             .state()
             .users
             .get(site)
-            .and_then(|s| s.by_deadline.first().map(|(d, _)| *d)))
+            .map(|s| s.due(now, limit).map(unshare).collect())
+            .unwrap_or_default())
+    }
+
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.state().users.get(site).and_then(|s| s.next_deadline()))
     }
 }

@@ -79,6 +79,7 @@ pub mod invite;
 pub mod memory;
 pub mod presence;
 pub mod protocol;
+pub mod records;
 pub mod service;
 pub mod site;
 pub mod slack;

@@ -1,7 +1,7 @@
 //! [`MemoryStore`]: the in-process [`Store`], for tests, benchmarks and single-process hosts
 //! that need no persistence.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Mutex, MutexGuard};
 
@@ -10,11 +10,12 @@ use async_trait::async_trait;
 use crate::clock::Timestamp;
 use crate::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use crate::presence::VisitorRecord;
+use crate::records::RecordTable;
 use crate::site::{KeyHash, Site, SiteId};
 use crate::store::{Store, StoreError, Version, Versioned};
 use crate::support::UserRecord;
 
-/// A [`Store`] in memory: hash maps plus a per-site deadline index (`BTreeSet`).
+/// A [`Store`] in memory: hash maps, visitors and users in per-site [`RecordTable`]s.
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
@@ -27,19 +28,12 @@ struct Inner {
     visitors: HashMap<SiteId, SiteVisitors>,
     lookups: HashMap<IpAddr, CachedLookup>,
     stats: HashMap<SiteId, EnrichmentStats>,
-    users: HashMap<SiteId, SiteUsers>,
-}
-
-#[derive(Debug, Default)]
-struct SiteUsers {
-    records: HashMap<String, Versioned<UserRecord>>,
-    by_deadline: BTreeSet<(Timestamp, String)>,
+    users: HashMap<SiteId, RecordTable<UserRecord>>,
 }
 
 #[derive(Debug, Default)]
 struct SiteVisitors {
-    records: HashMap<String, Versioned<VisitorRecord>>,
-    by_deadline: BTreeSet<(Timestamp, String)>,
+    records: RecordTable<VisitorRecord>,
     sequence: u64,
 }
 
@@ -139,25 +133,7 @@ impl Store for MemoryStore {
     ) -> Result<Version, StoreError> {
         let mut inner = self.lock();
         let s = inner.visitors.entry(site.clone()).or_default();
-        let current = s.records.get(&record.visitor_id);
-        if current.map(|v| v.version) != expected {
-            return Err(StoreError::Conflict);
-        }
-        let version = Version(expected.map_or(1, |v| v.0 + 1));
-        if let Some(old) = current {
-            let key = (old.value.deadline, record.visitor_id.clone());
-            s.by_deadline.remove(&key);
-        }
-        s.by_deadline
-            .insert((record.deadline, record.visitor_id.clone()));
-        s.records.insert(
-            record.visitor_id.clone(),
-            Versioned {
-                version,
-                value: record.clone(),
-            },
-        );
-        Ok(version)
+        s.records.save(record.clone(), expected)
     }
 
     async fn remove_visitor(
@@ -166,18 +142,9 @@ impl Store for MemoryStore {
         visitor_id: &str,
         expected: Version,
     ) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let Some(s) = inner.visitors.get_mut(site) else {
-            return Err(StoreError::Conflict);
-        };
-        match s.records.get(visitor_id) {
-            Some(v) if v.version == expected => {
-                let key = (v.value.deadline, visitor_id.to_owned());
-                s.by_deadline.remove(&key);
-                s.records.remove(visitor_id);
-                Ok(())
-            }
-            _ => Err(StoreError::Conflict),
+        match self.lock().visitors.get_mut(site) {
+            Some(s) => s.records.remove(visitor_id, expected),
+            None => Err(StoreError::Conflict),
         }
     }
 
@@ -186,7 +153,7 @@ impl Store for MemoryStore {
             .lock()
             .visitors
             .get(site)
-            .map(|s| s.records.values().map(|v| v.value.clone()).collect())
+            .map(|s| s.records.values().cloned().collect())
             .unwrap_or_default())
     }
 
@@ -196,16 +163,12 @@ impl Store for MemoryStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
-        let inner = self.lock();
-        let Some(s) = inner.visitors.get(site) else {
-            return Ok(Vec::new());
-        };
-        Ok(s.by_deadline
-            .iter()
-            .take_while(|(d, _)| *d <= now)
-            .take(limit)
-            .filter_map(|(_, id)| s.records.get(id).cloned())
-            .collect())
+        Ok(self
+            .lock()
+            .visitors
+            .get(site)
+            .map(|s| s.records.due(now, limit).cloned().collect())
+            .unwrap_or_default())
     }
 
     async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
@@ -213,7 +176,7 @@ impl Store for MemoryStore {
             .lock()
             .visitors
             .get(site)
-            .and_then(|s| s.by_deadline.first().map(|(d, _)| *d)))
+            .and_then(|s| s.records.next_deadline()))
     }
 
     async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
@@ -265,7 +228,7 @@ impl Store for MemoryStore {
             .lock()
             .users
             .get(site)
-            .and_then(|s| s.records.get(user_id))
+            .and_then(|s| s.get(user_id))
             .cloned())
     }
 
@@ -277,25 +240,7 @@ impl Store for MemoryStore {
     ) -> Result<Version, StoreError> {
         let mut inner = self.lock();
         let s = inner.users.entry(site.clone()).or_default();
-        let current = s.records.get(&record.user_id);
-        if current.map(|v| v.version) != expected {
-            return Err(StoreError::Conflict);
-        }
-        let version = Version(expected.map_or(1, |v| v.0 + 1));
-        if let Some(old) = current {
-            let key = (old.value.deadline, record.user_id.clone());
-            s.by_deadline.remove(&key);
-        }
-        s.by_deadline
-            .insert((record.deadline, record.user_id.clone()));
-        s.records.insert(
-            record.user_id.clone(),
-            Versioned {
-                version,
-                value: record.clone(),
-            },
-        );
-        Ok(version)
+        s.save(record.clone(), expected)
     }
 
     async fn remove_user(
@@ -304,18 +249,9 @@ impl Store for MemoryStore {
         user_id: &str,
         expected: Version,
     ) -> Result<(), StoreError> {
-        let mut inner = self.lock();
-        let Some(s) = inner.users.get_mut(site) else {
-            return Err(StoreError::Conflict);
-        };
-        match s.records.get(user_id) {
-            Some(v) if v.version == expected => {
-                let key = (v.value.deadline, user_id.to_owned());
-                s.by_deadline.remove(&key);
-                s.records.remove(user_id);
-                Ok(())
-            }
-            _ => Err(StoreError::Conflict),
+        match self.lock().users.get_mut(site) {
+            Some(s) => s.remove(user_id, expected),
+            None => Err(StoreError::Conflict),
         }
     }
 
@@ -324,7 +260,7 @@ impl Store for MemoryStore {
             .lock()
             .users
             .get(site)
-            .map(|s| s.records.values().map(|v| v.value.clone()).collect())
+            .map(|s| s.values().cloned().collect())
             .unwrap_or_default())
     }
 
@@ -334,23 +270,15 @@ impl Store for MemoryStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
-        let inner = self.lock();
-        let Some(s) = inner.users.get(site) else {
-            return Ok(Vec::new());
-        };
-        Ok(s.by_deadline
-            .iter()
-            .take_while(|(d, _)| *d <= now)
-            .take(limit)
-            .filter_map(|(_, id)| s.records.get(id).cloned())
-            .collect())
-    }
-
-    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
         Ok(self
             .lock()
             .users
             .get(site)
-            .and_then(|s| s.by_deadline.first().map(|(d, _)| *d)))
+            .map(|s| s.due(now, limit).cloned().collect())
+            .unwrap_or_default())
+    }
+
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        Ok(self.lock().users.get(site).and_then(|s| s.next_deadline()))
     }
 }

@@ -547,6 +547,28 @@ impl DynamoStore {
         })
     }
 
+    /// At most `limit` records of the `due` index partition whose deadline has come.
+    async fn due_records<T: DeserializeOwned>(
+        &self,
+        due_partition: &str,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<T>>, StoreError> {
+        self.due_query(due_partition, Some(now), limit)
+            .await?
+            .iter()
+            .map(Self::versioned)
+            .collect()
+    }
+
+    /// The earliest deadline in the `due` index partition.
+    async fn next_due(&self, due_partition: &str) -> Result<Option<Timestamp>, StoreError> {
+        match self.due_query(due_partition, None, 1).await?.first() {
+            Some(item) => Ok(Some(Timestamp::from_millis(get_n(item, attr::DEADLINE)?))),
+            None => Ok(None),
+        }
+    }
+
     async fn due_query(
         &self,
         due_partition: &str,
@@ -901,20 +923,11 @@ impl Store for DynamoStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
-        self.due_query(site.as_str(), Some(now), limit)
-            .await?
-            .iter()
-            .map(Self::versioned)
-            .collect()
+        self.due_records(site.as_str(), now, limit).await
     }
 
     async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
-        Ok(
-            match self.due_query(site.as_str(), None, 1).await?.first() {
-                Some(item) => Some(Timestamp::from_millis(get_n(item, attr::DEADLINE)?)),
-                None => None,
-            },
-        )
+        self.next_due(site.as_str()).await
     }
 
     async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
@@ -1094,19 +1107,10 @@ impl Store for DynamoStore {
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
-        self.due_query(&user_pk(site), Some(now), limit)
-            .await?
-            .iter()
-            .map(Self::versioned)
-            .collect()
+        self.due_records(&user_pk(site), now, limit).await
     }
 
     async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
-        Ok(
-            match self.due_query(&user_pk(site), None, 1).await?.first() {
-                Some(item) => Some(Timestamp::from_millis(get_n(item, attr::DEADLINE)?)),
-                None => None,
-            },
-        )
+        self.next_due(&user_pk(site)).await
     }
 }
