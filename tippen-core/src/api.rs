@@ -472,6 +472,32 @@ pub fn presented_key(req: &Request<Bytes>) -> Option<String> {
     })
 }
 
+/// A JSON request body that may carry the site's key (`apiKey`).
+trait KeyedBody: DeserializeOwned {
+    /// The key in the body, if any.
+    fn api_key(&self) -> Option<&str>;
+}
+
+macro_rules! keyed_body {
+    ($($t:ty),* $(,)?) => {
+        $(impl KeyedBody for $t {
+            fn api_key(&self) -> Option<&str> {
+                self.api_key.as_deref()
+            }
+        })*
+    };
+}
+
+keyed_body!(
+    TrackVisitorRequest,
+    LeaveRequest,
+    SendVideoInviteRequest,
+    VideoCallRequest,
+    CancelInviteRequest,
+    TrackInviteRequest,
+    UserActivityRequest,
+);
+
 fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::bad_request(
@@ -592,14 +618,38 @@ impl Tippen {
         }
     }
 
-    /// Authorizes a request whose key may be in the header, the query or the body.
-    async fn authorize_with_body(
+    /// Parses a JSON body that may carry the key (`apiKey`) and authorizes the request: with
+    /// `key` (header or query) when there is one — checked before the body is parsed, so a
+    /// bad key is refused whatever the body — else with the body's.
+    async fn keyed_body<T: KeyedBody>(
         &self,
-        header_key: Option<&str>,
-        body_key: Option<&str>,
+        key: Option<&str>,
+        body: &[u8],
         need: KeyRole,
-    ) -> Result<Site, ApiError> {
-        self.authorize(header_key.or(body_key), need).await
+    ) -> Result<(T, Site), ApiError> {
+        self.keyed_body_checked(key, body, need, |_| Ok(())).await
+    }
+
+    /// [`keyed_body`](Self::keyed_body) with `precheck` run on the raw body after the header
+    /// key's check and before parsing (a limit that must win over any other complaint).
+    async fn keyed_body_checked<T: KeyedBody>(
+        &self,
+        key: Option<&str>,
+        body: &[u8],
+        need: KeyRole,
+        precheck: impl FnOnce(&[u8]) -> Result<(), ApiError>,
+    ) -> Result<(T, Site), ApiError> {
+        let header_site = match key {
+            Some(k) => Some(self.authorize(Some(k), need).await?),
+            None => None,
+        };
+        precheck(body)?;
+        let req: T = parse_body(body)?;
+        let site = match header_site {
+            Some(site) => site,
+            None => self.authorize(req.api_key(), need).await?,
+        };
+        Ok((req, site))
     }
 
     /// Routes, authorizes and validates a request; site operations are returned unexecuted.
@@ -719,13 +769,8 @@ impl Tippen {
                 call(site, Op::DeleteVisitor { visitor_id })
             }
             Route::TrackVisitor => {
-                if let Some(k) = &key {
-                    // Reject a bad key before parsing anything.
-                    self.authorize(Some(k), KeyRole::Public).await?;
-                }
-                let req: TrackVisitorRequest = parse_body(&body)?;
-                let site = self
-                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
+                let (req, site): (TrackVisitorRequest, _) = self
+                    .keyed_body(key.as_deref(), &body, KeyRole::Public)
                     .await?;
                 let kind = match req.event.as_str() {
                     "pageview" => PingKind::PageView,
@@ -778,12 +823,8 @@ impl Tippen {
                 )
             }
             Route::TrackLeave => {
-                if let Some(k) = &key {
-                    self.authorize(Some(k), KeyRole::Public).await?;
-                }
-                let req: LeaveRequest = parse_body(&body)?;
-                let site = self
-                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
+                let (req, site): (LeaveRequest, _) = self
+                    .keyed_body(key.as_deref(), &body, KeyRole::Public)
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 call(
@@ -795,12 +836,8 @@ impl Tippen {
                 )
             }
             Route::SendVideoInvite => {
-                if let Some(k) = &key {
-                    self.authorize(Some(k), KeyRole::Secret).await?;
-                }
-                let req: SendVideoInviteRequest = parse_body(&body)?;
-                let site = self
-                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Secret)
+                let (req, site): (SendVideoInviteRequest, _) = self
+                    .keyed_body(key.as_deref(), &body, KeyRole::Secret)
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 if !(req.guest_url.starts_with("https://") || req.guest_url.starts_with("http://"))
@@ -822,12 +859,8 @@ impl Tippen {
                 call(site, Op::SendVideoInvite { new })
             }
             Route::VideoCall => {
-                if let Some(k) = &key {
-                    self.authorize(Some(k), KeyRole::Secret).await?;
-                }
-                let req: VideoCallRequest = parse_body(&body)?;
-                let site = self
-                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Secret)
+                let (req, site): (VideoCallRequest, _) = self
+                    .keyed_body(key.as_deref(), &body, KeyRole::Secret)
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 let invite_id = match req.invite_id {
@@ -848,12 +881,8 @@ impl Tippen {
                 .await
             }
             Route::CancelInvite => {
-                if let Some(k) = &key {
-                    self.authorize(Some(k), KeyRole::Secret).await?;
-                }
-                let req: CancelInviteRequest = parse_body(&body)?;
-                let site = self
-                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Secret)
+                let (req, site): (CancelInviteRequest, _) = self
+                    .keyed_body(key.as_deref(), &body, KeyRole::Secret)
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 check_id("inviteId", &req.invite_id, limits.max_id_bytes)?;
@@ -866,12 +895,8 @@ impl Tippen {
                 )
             }
             Route::TrackInvite => {
-                if let Some(k) = &key {
-                    self.authorize(Some(k), KeyRole::Public).await?;
-                }
-                let req: TrackInviteRequest = parse_body(&body)?;
-                let site = self
-                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
+                let (req, site): (TrackInviteRequest, _) = self
+                    .keyed_body(key.as_deref(), &body, KeyRole::Public)
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 check_id("inviteId", req.answer.invite_id(), limits.max_id_bytes)?;
@@ -884,29 +909,26 @@ impl Tippen {
                 )
             }
             Route::UserActivity => {
-                if let Some(k) = &key {
-                    self.authorize(Some(k), KeyRole::Public).await?;
-                }
                 // Count first so an oversized batch is a 413 whatever its events look like.
                 #[derive(serde::Deserialize)]
                 struct Count {
                     #[serde(default)]
                     events: Option<Vec<serde::de::IgnoredAny>>,
                 }
-                let count: Count = parse_body(&body)?;
-                let n = count.events.as_ref().map_or(0, Vec::len);
-                if n > limits.max_activity_batch {
-                    return Err(ApiError::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        format!(
-                            "batch of {n} events exceeds the limit of {} per request",
-                            limits.max_activity_batch
-                        ),
-                    ));
-                }
-                let req: UserActivityRequest = parse_body(&body)?;
-                let site = self
-                    .authorize_with_body(key.as_deref(), req.api_key.as_deref(), KeyRole::Public)
+                let max = limits.max_activity_batch;
+                let count_events = |body: &[u8]| {
+                    let count: Count = parse_body(body)?;
+                    let n = count.events.as_ref().map_or(0, Vec::len);
+                    if n > max {
+                        return Err(ApiError::new(
+                            StatusCode::PAYLOAD_TOO_LARGE,
+                            format!("batch of {n} events exceeds the limit of {max} per request"),
+                        ));
+                    }
+                    Ok(())
+                };
+                let (req, site): (UserActivityRequest, _) = self
+                    .keyed_body_checked(key.as_deref(), &body, KeyRole::Public, count_events)
                     .await?;
                 check_id("userId", &req.user_id, limits.max_id_bytes)?;
                 let identity = crate::support::UserIdentity {
