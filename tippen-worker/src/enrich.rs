@@ -102,13 +102,8 @@ impl Task {
             self.give(&answer, &request.site, &request.visitor_id).await;
             return;
         }
-        let LookupRequest {
-            site,
-            visitor_id,
-            ip,
-        } = request;
-        let now = self.tippen.now();
-        let requested = self.driver().request(site, visitor_id, ip, now);
+        let ip = request.ip;
+        let requested = steps::request(&mut self.driver(), request, self.tippen.now());
         if steps::admitted(&self.tippen, requested).await {
             self.start(ip).await;
         }

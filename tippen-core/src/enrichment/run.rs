@@ -110,12 +110,8 @@ async fn admit(
         deliver(request.site, messages, run);
         return None;
     }
-    let LookupRequest {
-        site,
-        visitor_id,
-        ip,
-    } = request;
-    let requested = driver.request(site, visitor_id, ip, tippen.now());
+    let ip = request.ip;
+    let requested = steps::request(driver, request, tippen.now());
     steps::admitted(tippen, requested).await.then_some(ip)
 }
 

@@ -8,8 +8,8 @@
 //! 1. [`from_cache`] — when nobody is looking the address up
 //!    ([`LookupDriver::is_pending`]), the shared cache may have the answer since the visitor's
 //!    own check: then [`Answer::give`] it to the visitor, and that is all.
-//! 2. [`admitted`] — records what [`LookupDriver::request`] counted and says whether to start
-//!    the provider request now.
+//! 2. [`request`] (the driver call), then [`admitted`] — records what it counted and says
+//!    whether to start the provider request now.
 //! 3. [`record`] the [`LookupDriver::started`] event, then [`lookup`]: the provider request.
 //! 4. [`FailureLog::log`] the result, then [`settle`] what [`LookupDriver::complete`] said:
 //!    retried later, or stored in the cache and handed back with its waiters, to whom the host
@@ -20,11 +20,9 @@
 
 use std::net::IpAddr;
 
-#[cfg(doc)]
-use super::LookupDriver;
 use super::{
-    CachedLookup, CompanyProfile, Completion, EnrichmentEvent, LookupFailure, Provider,
-    ProviderKind, Requested, SiteEvent,
+    CachedLookup, CompanyProfile, Completion, EnrichmentEvent, LookupDriver, LookupFailure,
+    Provider, ProviderKind, Requested, SiteEvent,
 };
 use crate::protocol::Sequenced;
 use crate::service::LookupRequest;
@@ -88,6 +86,20 @@ pub async fn from_cache(tippen: &Tippen, request: &LookupRequest) -> Option<Answ
             None
         }
     }
+}
+
+/// Step 2's driver call: [`LookupDriver::request`] for `lookup` (its visitor is the waiter).
+pub fn request(
+    driver: &mut LookupDriver<String>,
+    lookup: LookupRequest,
+    now: Timestamp,
+) -> Requested {
+    let LookupRequest {
+        site,
+        visitor_id,
+        ip,
+    } = lookup;
+    driver.request(site, visitor_id, ip, now)
 }
 
 /// Step 2: records what [`LookupDriver::request`] counted (warning when the queue was full:
@@ -173,5 +185,86 @@ pub async fn settle<W>(
             }
             Some(waiters)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    /// Log lines written by the subscriber under test.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The lines `f` logs at debug and above.
+    fn logged(f: impl FnOnce()) -> Vec<String> {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .with_max_level(tracing::Level::DEBUG)
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        text.lines().map(str::to_owned).collect()
+    }
+
+    #[test]
+    fn a_rejected_key_is_logged_once_until_a_lookup_succeeds() {
+        let provider = ProviderKind::Ipinfo;
+        let rejected: Result<(), _> = Err(LookupFailure::InvalidKey);
+        let mut log = FailureLog::default();
+        let lines = logged(|| {
+            log.log(provider, &rejected);
+            log.log(provider, &rejected);
+            log.log(provider, &Ok(()));
+            log.log(provider, &rejected);
+        });
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        for line in &lines {
+            assert!(line.starts_with("ERROR"), "{line}");
+            assert!(line.contains("rejected the API key"), "{line}");
+            assert!(line.contains("provider=ipinfo"), "{line}");
+        }
+    }
+
+    #[test]
+    fn failures_are_logged_by_kind() {
+        let provider = ProviderKind::Ipinfo;
+        let mut log = FailureLog::default();
+        let lines = logged(|| {
+            log.log::<()>(provider, &Err(LookupFailure::QuotaExhausted));
+            log.log::<()>(provider, &Err(LookupFailure::QuotaExhausted));
+            log.log::<()>(provider, &Err(LookupFailure::NotFound));
+            log.log::<()>(provider, &Err(LookupFailure::Transient("timed out".into())));
+        });
+        assert_eq!(lines.len(), 3, "not found is not logged: {lines:?}");
+        for quota in &lines[..2] {
+            assert!(quota.starts_with("ERROR"), "{quota}");
+            assert!(quota.contains("quota is exhausted"), "{quota}");
+        }
+        assert!(lines[2].starts_with(" WARN"), "{}", lines[2]);
+        assert!(
+            lines[2].contains("enrichment lookup failed"),
+            "{}",
+            lines[2]
+        );
+        assert!(lines[2].contains("timed out"), "{}", lines[2]);
     }
 }
