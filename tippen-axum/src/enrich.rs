@@ -10,7 +10,8 @@
 //! ([`Tippen::complete_lookup`], under its site's lock), whose dashboards hear
 //! `VISITOR_UPDATE` with event `enriched`.
 //!
-//! Accounting per site is the core's [`LookupDriver`] (shared with the other hosts): the site
+//! These steps are the core's ([`steps`]); this host keeps the channel task, the per-site lock
+//! and the tokio timers. Accounting per site is the core's [`LookupDriver`] (shared with the other hosts): the site
 //! of the first visitor waiting for an address is charged the provider requests for it
 //! (retries too); every later visitor waiting for the same address counts as a credit saved by
 //! single flight.
@@ -20,12 +21,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
+use tippen_core::enrichment::steps::{self, Answer, FailureLog};
 use tippen_core::enrichment::{
-    CompanyProfile, Completion, EnrichmentEvent, LookupDriver, LookupFailure, PlannerConfig,
-    Provider, ProviderConfig, ProviderConfigError, SiteEvent,
+    CompanyProfile, LookupDriver, LookupFailure, PlannerConfig, Provider, ProviderConfig,
+    ProviderConfigError,
 };
-use tippen_core::protocol::Sequenced;
-use tippen_core::{LookupRequest, SiteId, Tippen, Transport};
+use tippen_core::{LookupRequest, SiteId, Tippen};
 use tokio::sync::{mpsc, watch};
 
 use crate::host::{Inner, TippenHost, publish, stopped};
@@ -118,8 +119,8 @@ struct Worker {
     done_tx: mpsc::UnboundedSender<(IpAddr, Result<CompanyProfile, LookupFailure>)>,
     done_rx: mpsc::UnboundedReceiver<(IpAddr, Result<CompanyProfile, LookupFailure>)>,
     shutdown: watch::Receiver<bool>,
-    /// The last answer said the key is invalid (logged once until a lookup succeeds).
-    key_rejected: bool,
+    /// Logs failed lookups (a rejected key once until one succeeds).
+    failures: FailureLog,
 }
 
 impl Worker {
@@ -139,7 +140,7 @@ impl Worker {
             done_tx,
             done_rx,
             shutdown,
-            key_rejected: false,
+            failures: FailureLog::default(),
         })
     }
 
@@ -167,129 +168,57 @@ impl Worker {
         }
     }
 
-    async fn count(&self, site: &SiteId, event: EnrichmentEvent) {
-        if let Err(e) = self.tippen.record_enrichment(site, &[event]).await {
-            tracing::warn!(site = %site, error = %e, "could not record enrichment stats");
-        }
-    }
-
-    async fn record(&self, events: Vec<SiteEvent>) {
-        for (site, event) in events {
-            self.count(&site, event).await;
-        }
-    }
-
     async fn request(&mut self, request: LookupRequest) {
-        let LookupRequest {
-            site,
-            visitor_id,
-            ip,
-        } = request;
         // A lookup of this address may have settled since the visitor's cache check.
-        if !self.driver.is_pending(ip) {
-            match self.tippen.fresh_cached_lookup(ip).await {
-                Ok(Some(entry)) => {
-                    self.count(&site, EnrichmentEvent::JoinedInFlight).await;
-                    let tippen = self.tippen.clone();
-                    self.deliver(site, vec![visitor_id], move |site, visitor| {
-                        let tippen = tippen.clone();
-                        let entry = entry.clone();
-                        async move { tippen.apply_cached_lookup(&site, &visitor, &entry).await }
-                    });
-                    return;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "enrichment cache read failed"),
-            }
-        }
-        let now = self.tippen.now();
-        let requested = self.driver.request(site, visitor_id, ip, now);
-        if requested
-            .events
-            .iter()
-            .any(|(_, e)| *e == EnrichmentEvent::QueueFull)
+        if !self.driver.is_pending(request.ip)
+            && let Some(answer) = steps::from_cache(&self.tippen, &request).await
         {
-            tracing::warn!("enrichment queue full: visitor keeps its fallback company");
+            self.deliver(request.site, vec![request.visitor_id], Arc::new(answer));
+            return;
         }
-        self.record(requested.events).await;
-        if requested.start {
+        let ip = request.ip;
+        let requested = steps::request(&mut self.driver, request, self.tippen.now());
+        if steps::admitted(&self.tippen, requested).await {
             self.start(ip).await;
         }
     }
 
     /// Sends the provider request for `ip` in its own task.
     async fn start(&mut self, ip: IpAddr) {
-        if let Some((site, event)) = self.driver.started(ip) {
-            self.count(&site, event).await;
-        }
+        steps::record(&self.tippen, self.driver.started(ip).into_iter().collect()).await;
         let transport = self.transport.clone();
         let provider = self.provider.clone();
         let tippen = self.tippen.clone();
         let done = self.done_tx.clone();
         tokio::spawn(async move {
-            let result = lookup(&transport, &*provider, &tippen, ip).await;
+            let result = steps::lookup(&*provider, &transport, ip, tippen.now()).await;
             let _ = done.send((ip, result));
         });
     }
 
     async fn done(&mut self, ip: IpAddr, result: Result<CompanyProfile, LookupFailure>) {
         let provider = self.provider.kind();
-        match &result {
-            Ok(_) => self.key_rejected = false,
-            Err(failure) => match failure {
-                LookupFailure::InvalidKey => {
-                    if !std::mem::replace(&mut self.key_rejected, true) {
-                        tracing::error!(
-                            %provider,
-                            "the enrichment provider rejected the API key; visitors get fallbacks until the key is fixed"
-                        );
-                    }
-                }
-                LookupFailure::QuotaExhausted => {
-                    tracing::error!(%provider, "the enrichment provider's quota is exhausted");
-                }
-                LookupFailure::NotFound => {}
-                other => tracing::warn!(%provider, error = %other, "enrichment lookup failed"),
-            },
-        }
+        self.failures.log(provider, &result);
         let now = self.tippen.now();
-        let (events, completion) = self.driver.complete(ip, &result, now);
-        self.record(events).await;
-        match completion {
-            Completion::Retrying { at } => {
-                tracing::debug!(%provider, retry_in = ?at.since(now), "enrichment lookup will be retried");
-            }
-            Completion::Settled(waiters) => {
-                // Cache first: a request arriving after this finds the answer there.
-                if let Err(e) = self.tippen.cache_lookup(ip, &result).await {
-                    tracing::warn!(error = %e, "could not store the enrichment result");
-                }
-                let mut by_site: HashMap<SiteId, Vec<String>> = HashMap::new();
-                for (site, visitor) in waiters {
-                    by_site.entry(site).or_default().push(visitor);
-                }
-                let result = Arc::new(result);
-                for (site, visitors) in by_site {
-                    let tippen = self.tippen.clone();
-                    let result = result.clone();
-                    self.deliver(site, visitors, move |site, visitor| {
-                        let tippen = tippen.clone();
-                        let result = result.clone();
-                        async move { tippen.complete_lookup(&site, &visitor, &result).await }
-                    });
-                }
-            }
+        let completed = self.driver.complete(ip, &result, now);
+        let Some(waiters) =
+            steps::settle(&self.tippen, provider, ip, &result, now, completed).await
+        else {
+            return;
+        };
+        let mut by_site: HashMap<SiteId, Vec<String>> = HashMap::new();
+        for (site, visitor) in waiters {
+            by_site.entry(site).or_default().push(visitor);
+        }
+        let answer = Arc::new(Answer::Lookup(result));
+        for (site, visitors) in by_site {
+            self.deliver(site, visitors, answer.clone());
         }
     }
 
-    /// Updates `visitors` of `site` with `update`, under the site's lock, publishing what it
+    /// Gives `answer` to `visitors` of `site`, under the site's lock, publishing what it
     /// broadcasts; in its own task so the planner never waits for a site.
-    fn deliver<F, Fut>(&self, site: SiteId, visitors: Vec<String>, update: F)
-    where
-        F: Fn(SiteId, String) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = Result<tippen_core::Outcome, tippen_core::ServiceError>>
-            + Send,
-    {
+    fn deliver(&self, site: SiteId, visitors: Vec<String>, answer: Arc<Answer>) {
         let Some(inner) = self.host.upgrade() else {
             return;
         };
@@ -298,17 +227,10 @@ impl Worker {
             let state = host.site(&site);
             let _owner = state.lock.lock().await;
             for visitor in visitors {
-                match update(site.clone(), visitor).await {
-                    Ok(outcome) => {
-                        publish(
-                            &state,
-                            outcome.messages.iter().map(Sequenced::to_json).collect(),
-                        );
-                    }
-                    Err(e) => {
-                        tracing::warn!(site = %site, error = %e, "could not update an enriched visitor");
-                    }
-                }
+                publish(
+                    &state,
+                    answer.give(&host.inner.tippen, &site, &visitor).await,
+                );
             }
         });
     }
@@ -318,19 +240,5 @@ async fn sleep_for(wait: Option<Duration>) {
     match wait {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
-    }
-}
-
-/// One provider request: the core builds it, the transport sends it, the core parses the
-/// answer. A timeout or a connection error is [`LookupFailure::Transient`].
-async fn lookup(
-    transport: &HttpTransport,
-    provider: &dyn Provider,
-    tippen: &Tippen,
-    ip: IpAddr,
-) -> Result<CompanyProfile, LookupFailure> {
-    match transport.send(provider.build_request(ip)).await {
-        Err(e) => Err(LookupFailure::Transient(e.to_string())),
-        Ok(response) => provider.parse_response(&response, tippen.now()),
     }
 }

@@ -7,7 +7,9 @@
 //! [`FetchTransport`](crate::transport::FetchTransport) (`worker::Fetch`). When a lookup
 //! settles, the result goes to the shared cache ([`Tippen::cache_lookup`], KV) and to each
 //! waiting visitor ([`Tippen::complete_lookup`]); the `VISITOR_UPDATE`s go to the site's
-//! dashboards. Timers (a queued lookup, a retry) are runtime `setTimeout`s ([`Delay`]).
+//! dashboards. Those steps are the core's ([`steps`]); what is this host's own is the
+//! background tasks (`spawn_local`), the timers (a queued lookup, a retry: runtime
+//! `setTimeout`s, [`Delay`]) and publishing.
 //!
 //! One object serves one site, so the driver here single-flights the lookups of that site;
 //! across sites the shared cache saves the credits.
@@ -16,12 +18,12 @@ use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
 use std::rc::Rc;
 
+use tippen_core::enrichment::steps::{self, Answer, FailureLog};
 use tippen_core::enrichment::{
-    CompanyProfile, Completion, LookupDriver, LookupFailure, PlannerConfig, Provider,
-    ProviderConfig, ProviderConfigError, SiteEvent,
+    CompanyProfile, LookupDriver, LookupFailure, PlannerConfig, Provider, ProviderConfig,
+    ProviderConfigError,
 };
-use tippen_core::protocol::Sequenced;
-use tippen_core::{LookupRequest, SiteId, Tippen, Transport};
+use tippen_core::{LookupRequest, SiteId, Tippen};
 use worker::Delay;
 
 use crate::transport::FetchTransport;
@@ -33,6 +35,8 @@ type Publish = Rc<dyn Fn(Vec<String>)>;
 pub struct Enrichment {
     provider: Box<dyn Provider>,
     driver: RefCell<LookupDriver<String>>,
+    /// Logs failed lookups (a rejected key once until one succeeds).
+    failures: RefCell<FailureLog>,
     /// When the pending timer fires (one at a time).
     timer: Cell<Option<tippen_core::Timestamp>>,
 }
@@ -60,6 +64,7 @@ impl Enrichment {
         Ok(Enrichment {
             provider: config.build()?,
             driver: RefCell::new(LookupDriver::new(PlannerConfig::default())),
+            failures: RefCell::new(FailureLog::default()),
             timer: Cell::new(None),
         })
     }
@@ -90,45 +95,16 @@ impl Task {
         self.enrichment.driver.borrow_mut()
     }
 
-    async fn record(&self, events: Vec<SiteEvent>) {
-        for (site, event) in events {
-            if let Err(e) = self.tippen.record_enrichment(&site, &[event]).await {
-                tracing::warn!(site = %site, error = %e, "could not record enrichment stats");
-            }
-        }
-    }
-
     async fn request(&self, request: LookupRequest) {
-        let LookupRequest {
-            site,
-            visitor_id,
-            ip,
-        } = request;
         // A lookup of this address may have settled since the visitor's cache check.
-        let pending = self.enrichment.driver.borrow().is_pending(ip);
-        if !pending {
-            match self.tippen.fresh_cached_lookup(ip).await {
-                Ok(Some(entry)) => {
-                    self.record(vec![(
-                        site.clone(),
-                        tippen_core::enrichment::EnrichmentEvent::JoinedInFlight,
-                    )])
-                    .await;
-                    let outcome = self
-                        .tippen
-                        .apply_cached_lookup(&site, &visitor_id, &entry)
-                        .await;
-                    self.deliver(&site, outcome);
-                    return;
-                }
-                Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "enrichment cache read failed"),
-            }
+        let pending = self.enrichment.driver.borrow().is_pending(request.ip);
+        if !pending && let Some(answer) = steps::from_cache(&self.tippen, &request).await {
+            self.give(&answer, &request.site, &request.visitor_id).await;
+            return;
         }
-        let now = self.tippen.now();
-        let requested = self.driver().request(site, visitor_id, ip, now);
-        self.record(requested.events).await;
-        if requested.start {
+        let ip = request.ip;
+        let requested = steps::request(&mut self.driver(), request, self.tippen.now());
+        if steps::admitted(&self.tippen, requested).await {
             self.start(ip).await;
         }
         self.arm();
@@ -137,70 +113,34 @@ impl Task {
     /// Sends the provider request for `ip` in its own task.
     async fn start(&self, ip: IpAddr) {
         let started = self.enrichment.driver.borrow().started(ip);
-        self.record(started.into_iter().collect()).await;
+        steps::record(&self.tippen, started.into_iter().collect()).await;
         let task = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            let result = task.lookup(ip).await;
+            let provider = &*task.enrichment.provider;
+            let result = steps::lookup(provider, &task.transport, ip, task.tippen.now()).await;
             task.done(ip, result).await;
         });
     }
 
-    /// One provider request: the core builds it, `fetch` sends it, the core parses the answer.
-    async fn lookup(&self, ip: IpAddr) -> Result<CompanyProfile, LookupFailure> {
-        let provider = &self.enrichment.provider;
-        match self.transport.send(provider.build_request(ip)).await {
-            Err(e) => Err(LookupFailure::Transient(e.to_string())),
-            Ok(response) => provider.parse_response(&response, self.tippen.now()),
-        }
-    }
-
     async fn done(&self, ip: IpAddr, result: Result<CompanyProfile, LookupFailure>) {
         let provider = self.enrichment.provider.kind();
-        if let Err(failure) = &result {
-            match failure {
-                LookupFailure::NotFound => {}
-                LookupFailure::InvalidKey => tracing::error!(
-                    %provider,
-                    "the enrichment provider rejected the API key; visitors get fallbacks"
-                ),
-                other => tracing::warn!(%provider, error = %other, "enrichment lookup failed"),
-            }
-        }
+        self.enrichment.failures.borrow_mut().log(provider, &result);
         let now = self.tippen.now();
-        let (events, completion) = self.driver().complete(ip, &result, now);
-        self.record(events).await;
-        match completion {
-            Completion::Retrying { at } => {
-                tracing::debug!(%provider, retry_in = ?at.since(now), "enrichment lookup will be retried");
-                self.arm();
-            }
-            Completion::Settled(waiters) => {
-                // Cache first: a request arriving after this finds the answer there.
-                if let Err(e) = self.tippen.cache_lookup(ip, &result).await {
-                    tracing::warn!(error = %e, "could not store the enrichment result");
-                }
+        let completed = self.driver().complete(ip, &result, now);
+        match steps::settle(&self.tippen, provider, ip, &result, now, completed).await {
+            None => self.arm(),
+            Some(waiters) => {
+                let answer = Answer::Lookup(result);
                 for (site, visitor) in waiters {
-                    let outcome = self.tippen.complete_lookup(&site, &visitor, &result).await;
-                    self.deliver(&site, outcome);
+                    self.give(&answer, &site, &visitor).await;
                 }
             }
         }
     }
 
-    /// Publishes what updating a visitor broadcast.
-    fn deliver(
-        &self,
-        site: &SiteId,
-        outcome: Result<tippen_core::Outcome, tippen_core::ServiceError>,
-    ) {
-        match outcome {
-            Ok(outcome) => {
-                (self.publish)(outcome.messages.iter().map(Sequenced::to_json).collect())
-            }
-            Err(e) => {
-                tracing::warn!(site = %site, error = %e, "could not update an enriched visitor");
-            }
-        }
+    /// Gives `answer` to a visitor and publishes what that broadcast.
+    async fn give(&self, answer: &Answer, site: &SiteId, visitor: &str) {
+        (self.publish)(answer.give(&self.tippen, site, visitor).await);
     }
 
     /// A timer at the driver's next deadline (queued or retried lookups); an early or extra

@@ -25,7 +25,7 @@
 //!
 //! Steps 2–6 for the lookups a request asked for ([`LookupRequest`](crate::LookupRequest)) are
 //! [`run_lookups`], as one bounded call, for hosts whose work must end with an invocation
-//! (AWS Lambda); long-running hosts run the same steps from their own event loops.
+//! (AWS Lambda); long-running hosts run the same [`steps`] from their own event loops.
 
 pub mod cache;
 pub mod driver;
@@ -37,6 +37,7 @@ pub mod people_data_labs;
 pub mod provider;
 pub mod run;
 pub mod stats;
+pub mod steps;
 
 use std::fmt;
 use std::net::IpAddr;
@@ -58,8 +59,9 @@ pub use provider::{
     ApiKey, CompanyProfile, FailureKind, LookupFailure, Provider, ProviderConfig,
     ProviderConfigError, ProviderKind, ProviderSettingsError, parse_retry_after,
 };
-pub use run::{LookupRun, lookup, run_lookups};
+pub use run::{LookupRun, run_lookups};
 pub use stats::{EnrichmentEvent, EnrichmentStats, StatsReport};
+pub use steps::{Answer, FailureLog, lookup};
 
 /// The company shown for a visitor on a private or local address.
 pub const DIRECT_VISITOR: &str = "Direct Visitor";

@@ -7,7 +7,8 @@
 //! have the answer since the visitor's own check), then admission (start, join, queue), the
 //! provider request (built and parsed by the core's [`Provider`], sent over the host's
 //! [`Transport`]), and settling — the result goes to the shared cache
-//! ([`Tippen::cache_lookup`]) and to each waiting visitor ([`Tippen::complete_lookup`]).
+//! ([`Tippen::cache_lookup`]) and to each waiting visitor ([`Tippen::complete_lookup`]): the
+//! [`steps`] the long-running hosts call from their own loops.
 //! Queued lookups (rate limit) and retries are waited for with the host's `sleep` while their
 //! time comes before `until`; what is still pending then stays in the driver for the host's
 //! next call. Provider requests are sent one at a time.
@@ -15,11 +16,9 @@
 use std::collections::VecDeque;
 use std::net::IpAddr;
 
-use super::{
-    CompanyProfile, Completion, EnrichmentEvent, LookupDriver, LookupFailure, Provider, SiteEvent,
-};
-use crate::protocol::Sequenced;
-use crate::service::{LookupRequest, Outcome, ServiceError};
+use super::steps::{self, Answer, FailureLog, lookup};
+use super::{CompanyProfile, LookupDriver, LookupFailure, Provider};
+use crate::service::LookupRequest;
 use crate::transport::Transport;
 use crate::{SiteId, Timestamp, Tippen};
 
@@ -36,20 +35,6 @@ pub struct LookupRun {
     /// Lookups were still queued or waiting for a retry at `until`; they stay in the driver
     /// (a later call with the same driver starts them when due).
     pub unfinished: bool,
-}
-
-/// One provider request: the core builds it, `transport` sends it, the core parses the answer.
-/// A transport error (timeout, connection) is [`LookupFailure::Transient`].
-pub async fn lookup(
-    provider: &dyn Provider,
-    transport: &dyn Transport,
-    ip: IpAddr,
-    now: Timestamp,
-) -> Result<CompanyProfile, LookupFailure> {
-    match transport.send(provider.build_request(ip)).await {
-        Err(e) => Err(LookupFailure::Transient(e.to_string())),
-        Ok(response) => provider.parse_response(&response, now),
-    }
 }
 
 /// Runs `lookups` (and whatever `driver` has queued from an earlier call that is due) to the
@@ -70,6 +55,7 @@ where
     Fut: std::future::Future<Output = ()>,
 {
     let mut run = LookupRun::default();
+    let mut failures = FailureLog::default();
     let mut due: VecDeque<IpAddr> = driver.handle_timeout(tippen.now()).into();
     for request in lookups {
         if let Some(ip) = admit(tippen, driver, request, &mut run).await {
@@ -78,12 +64,19 @@ where
     }
     loop {
         while let Some(ip) = due.pop_front() {
-            if let Some(event) = driver.started(ip) {
-                record(tippen, vec![event]).await;
-            }
+            steps::record(tippen, driver.started(ip).into_iter().collect()).await;
             run.provider_requests += 1;
             let result = lookup(provider, transport, ip, tippen.now()).await;
-            settle(tippen, provider, driver, ip, result, &mut run).await;
+            settle(
+                tippen,
+                provider,
+                driver,
+                &mut failures,
+                ip,
+                result,
+                &mut run,
+            )
+            .await;
         }
         let Some(at) = driver.next_deadline() else {
             return run;
@@ -108,38 +101,18 @@ async fn admit(
     request: LookupRequest,
     run: &mut LookupRun,
 ) -> Option<IpAddr> {
-    let LookupRequest {
-        site,
-        visitor_id,
-        ip,
-    } = request;
-    if !driver.is_pending(ip) {
-        match tippen.fresh_cached_lookup(ip).await {
-            Ok(Some(entry)) => {
-                // Another lookup settled since the visitor's own cache check.
-                record(
-                    tippen,
-                    vec![(site.clone(), EnrichmentEvent::JoinedInFlight)],
-                )
-                .await;
-                let outcome = tippen.apply_cached_lookup(&site, &visitor_id, &entry).await;
-                deliver(site, outcome, run);
-                return None;
-            }
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "enrichment cache read failed"),
-        }
-    }
-    let requested = driver.request(site, visitor_id, ip, tippen.now());
-    if requested
-        .events
-        .iter()
-        .any(|(_, e)| *e == EnrichmentEvent::QueueFull)
+    if !driver.is_pending(request.ip)
+        && let Some(answer) = steps::from_cache(tippen, &request).await
     {
-        tracing::warn!("enrichment queue full: visitor keeps its fallback company");
+        let messages = answer
+            .give(tippen, &request.site, &request.visitor_id)
+            .await;
+        deliver(request.site, messages, run);
+        return None;
     }
-    record(tippen, requested.events).await;
-    requested.start.then_some(ip)
+    let ip = request.ip;
+    let requested = steps::request(driver, request, tippen.now());
+    steps::admitted(tippen, requested).await.then_some(ip)
 }
 
 /// The provider answered for `ip`: count, then retry later or settle (cache first, then each
@@ -148,63 +121,28 @@ async fn settle(
     tippen: &Tippen,
     provider: &dyn Provider,
     driver: &mut LookupDriver<String>,
+    failures: &mut FailureLog,
     ip: IpAddr,
     result: Result<CompanyProfile, LookupFailure>,
     run: &mut LookupRun,
 ) {
     let kind = provider.kind();
-    if let Err(failure) = &result {
-        match failure {
-            LookupFailure::NotFound => {}
-            LookupFailure::InvalidKey => tracing::error!(
-                provider = %kind,
-                "the enrichment provider rejected the API key; visitors get fallbacks"
-            ),
-            LookupFailure::QuotaExhausted => {
-                tracing::error!(provider = %kind, "the enrichment provider's quota is exhausted");
-            }
-            other => tracing::warn!(provider = %kind, error = %other, "enrichment lookup failed"),
-        }
-    }
+    failures.log(kind, &result);
     let now = tippen.now();
-    let (events, completion) = driver.complete(ip, &result, now);
-    record(tippen, events).await;
-    match completion {
-        Completion::Retrying { at } => {
-            tracing::debug!(provider = %kind, retry_in = ?at.since(now), "enrichment lookup will be retried");
-        }
-        Completion::Settled(waiters) => {
-            // Cache first: a request arriving after this finds the answer there.
-            if let Err(e) = tippen.cache_lookup(ip, &result).await {
-                tracing::warn!(error = %e, "could not store the enrichment result");
-            }
-            for (site, visitor) in waiters {
-                let outcome = tippen.complete_lookup(&site, &visitor, &result).await;
-                deliver(site, outcome, run);
-            }
+    let completed = driver.complete(ip, &result, now);
+    if let Some(waiters) = steps::settle(tippen, kind, ip, &result, now, completed).await {
+        let answer = Answer::Lookup(result);
+        for (site, visitor) in waiters {
+            let messages = answer.give(tippen, &site, &visitor).await;
+            deliver(site, messages, run);
         }
     }
 }
 
-async fn record(tippen: &Tippen, events: Vec<SiteEvent>) {
-    for (site, event) in events {
-        if let Err(e) = tippen.record_enrichment(&site, &[event]).await {
-            tracing::warn!(site = %site, error = %e, "could not record enrichment stats");
-        }
-    }
-}
-
-fn deliver(site: SiteId, outcome: Result<Outcome, ServiceError>, run: &mut LookupRun) {
-    match outcome {
-        Ok(outcome) => {
-            if !outcome.messages.is_empty() {
-                run.enriched += 1;
-                run.messages.push((
-                    site,
-                    outcome.messages.iter().map(Sequenced::to_json).collect(),
-                ));
-            }
-        }
-        Err(e) => tracing::warn!(site = %site, error = %e, "could not update an enriched visitor"),
+/// Keeps what giving a visitor its company broadcast, to send.
+fn deliver(site: SiteId, messages: Vec<String>, run: &mut LookupRun) {
+    if !messages.is_empty() {
+        run.enriched += 1;
+        run.messages.push((site, messages));
     }
 }
