@@ -32,7 +32,7 @@ outbound_port="${TIPPEN_OUTBOUND_PORT:-9102}"
 # Test graces and how many conformance cases run at once (see the conformance step).
 visible_ms=${TIPPEN_LAMBDA_VISIBLE_GRACE_MS:-2000}
 hidden_ms=${TIPPEN_LAMBDA_HIDDEN_GRACE_MS:-5000}
-conformance_concurrency=${TIPPEN_LAMBDA_CONFORMANCE_CONCURRENCY:-8}
+conformance_concurrency=${TIPPEN_LAMBDA_CONFORMANCE_CONCURRENCY:-4}
 
 pids=()
 cleanup() {
