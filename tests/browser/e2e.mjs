@@ -56,8 +56,8 @@ let dash; // context A's page
 const visitorPages = []; // context B's pages, for screenshots
 
 // What the dashboard shows, for assertions and failure messages.
-function dashboardState() {
-  return dash.evaluate(() => ({
+function dashboardState(page = dash) {
+  return page.evaluate(() => ({
     connection: (document.getElementById('connection-state') || {}).textContent,
     count: (document.getElementById('visitor-count') || {}).textContent,
     rows: Array.from(document.querySelectorAll('#visitors tr[data-visitor-id]')).map((tr) => ({
@@ -74,15 +74,15 @@ function dashboardState() {
 
 // Polls fn in the dashboard until it returns a truthy value; fails with message and what the
 // dashboard showed. Returns [value, elapsed ms].
-async function waitInDashboard(fn, arg, timeoutMs, message) {
+async function waitInDashboard(fn, arg, timeoutMs, message, page = dash) {
   const t0 = now();
   try {
-    const handle = await dash.waitForFunction(fn, arg, { timeout: Math.max(1, timeoutMs), polling: 25 });
+    const handle = await page.waitForFunction(fn, arg, { timeout: Math.max(1, timeoutMs), polling: 25 });
     return [await handle.jsonValue(), now() - t0];
   } catch (e) {
     if (!/Timeout/i.test(String(e && e.message))) throw e;
     let state = '(unavailable)';
-    try { state = JSON.stringify(await dashboardState()); } catch { /* page gone */ }
+    try { state = JSON.stringify(await dashboardState(page)); } catch { /* page gone */ }
     throw new StepFailure(`${message} (waited ${now() - t0} ms); dashboard shows: ${state}`);
   }
 }
@@ -558,6 +558,170 @@ async function main() {
     assert(resyncs === 0, `the dashboard sent GET_VISITORS ${resyncs} time(s)`);
     timings.dashboardMessages = msgs.length;
   });
+
+  // A second dashboard whose socket runs through a Playwright route between the page and the
+  // real server: frames pass unchanged, except that one real broadcast is held back or dropped,
+  // as a host with several writers (Lambda) may deliver them.
+  const relay = {
+    mode: 'pass', // 'pass' | 'hold' | 'drop'
+    match: null, // which broadcast to hold or drop
+    held: null, // { msg, text, at, seq }
+    dropped: null, // { msg, at, seq }
+    nextAt: null, // when the first broadcast after the held/dropped one was forwarded
+    releasedAt: null,
+    forwarded: [], // { seq, type, at } in the order the page got them
+    toServer: [], // { text, at }
+    waiters: [],
+  };
+  const BROADCASTS = new Set(['VISITOR_UPDATE', 'VISITOR_REMOVED', 'VIDEO_INVITE_SENT', 'VIDEO_INVITE_UPDATE',
+    'SUPPORT_ALERT', 'SUPPORT_RECOVERED']);
+  const HOLD_EXTRA_MS = 300; // n+1 reaches the page this long after n+2
+  const REORDER_WAIT_MS = 1000; // dashboard.html's REORDER_WAIT_MS
+  const relayed = (cond, timeoutMs, message) => new Promise((resolve, reject) => {
+    if (cond()) { resolve(); return; }
+    const w = { cond, resolve };
+    relay.waiters.push(w);
+    setTimeout(() => {
+      relay.waiters = relay.waiters.filter((x) => x !== w);
+      reject(new StepFailure(`${message} (waited ${timeoutMs} ms); the page got ${JSON.stringify(relay.forwarded.slice(-6))}`));
+    }, timeoutMs);
+  });
+  const relayChanged = () => {
+    relay.waiters = relay.waiters.filter((w) => { if (w.cond()) { w.resolve(); return false; } return true; });
+  };
+  function fromServer(ws, text) {
+    let msg = {};
+    try { msg = JSON.parse(text); } catch { /* forwarded as is */ }
+    const forward = (m, t) => {
+      ws.send(t);
+      relay.forwarded.push({ seq: m.seq, type: m.type, at: now() });
+    };
+    const broadcast = BROADCASTS.has(msg.type) && Number.isInteger(msg.seq);
+    if (broadcast && relay.mode === 'hold' && !relay.held && relay.match(msg)) {
+      relay.held = { msg, text, at: now(), seq: msg.seq };
+    } else if (broadcast && relay.mode === 'hold' && relay.held && !relay.nextAt && msg.seq > relay.held.seq) {
+      forward(msg, text);
+      relay.nextAt = now();
+      setTimeout(() => {
+        forward(relay.held.msg, relay.held.text);
+        relay.releasedAt = now();
+        relay.mode = 'pass';
+        relayChanged();
+      }, HOLD_EXTRA_MS);
+    } else if (broadcast && relay.mode === 'drop' && !relay.dropped && relay.match(msg)) {
+      relay.dropped = { msg, at: now(), seq: msg.seq };
+    } else {
+      forward(msg, text);
+      if (broadcast && relay.dropped && !relay.nextAt && msg.seq > relay.dropped.seq) relay.nextAt = now();
+    }
+    relayChanged();
+  }
+  const serverVisitor = async (id) => {
+    const res = await fetch(`${BASE}/api/visitors`, { headers: { 'X-Tippen-API-Key': KEY } });
+    const body = await res.json();
+    return (body.visitors || []).find((v) => v.visitorId === id);
+  };
+  const rowOf = ([id, want]) => {
+    const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`);
+    const pages = row && row.querySelector('.pages');
+    return pages && pages.textContent.includes(want) ? row.querySelector('.page-views').textContent : null;
+  };
+  const ctxE = await browser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
+  let rd;
+  let e;
+  let eId;
+  try {
+    await step('9. a broadcast overtaken by the next one is held back, not resynced: both apply in order', async () => {
+      rd = await ctxA.newPage();
+      watch(rd, 'dashboard-routed');
+      await rd.routeWebSocket(/\/ws\/dashboard/, (ws) => {
+        const server = ws.connectToServer();
+        ws.onMessage((m) => { relay.toServer.push({ text: String(m), at: now() }); relayChanged(); server.send(m); });
+        server.onMessage((m) => fromServer(ws, String(m)));
+      });
+      await rd.goto(`${BASE}/dashboard?apiKey=${encodeURIComponent(KEY)}`);
+      await waitInDashboard(
+        () => (document.getElementById('connection-state') || {}).textContent === 'connected', null, 5000,
+        'the routed dashboard never read "connected"', rd);
+      await relayed(() => relay.forwarded.some((f) => f.type === 'INITIAL_VISITORS'), 3000, 'no INITIAL_VISITORS through the route');
+      // Hold the next visitor's new_visitor update (n+1); the following broadcast (n+2) passes.
+      relay.match = (m) => m.type === 'VISITOR_UPDATE' && m.event === 'new_visitor';
+      relay.mode = 'hold';
+      const sentBefore = relay.toServer.length;
+      e = await ctxE.newPage();
+      visitorPages.push(e);
+      watch(e, 'demo-reorder');
+      await e.goto(demoUrl);
+      await e.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
+      eId = await e.evaluate(() => window.tippen.visitorId);
+      await relayed(() => relay.held, 3000, 'the route saw no new_visitor broadcast to hold');
+      assert(relay.held.msg.visitor.visitorId === eId, `held the arrival of ${relay.held.msg.visitor.visitorId}, not ${eId}`);
+      await e.click('#nav-pricing');
+      await relayed(() => relay.releasedAt, 3000, 'no broadcast followed the held one');
+      const order = relay.forwarded.map((f) => f.seq);
+      const iHeld = order.indexOf(relay.held.seq);
+      const iNext = order.indexOf(relay.held.seq + 1);
+      assert(iNext >= 0 && iNext < iHeld, `the page did not get #${relay.held.seq + 1} before #${relay.held.seq}: ${JSON.stringify(order.slice(-6))}`);
+      timings.reorderHeldMs = relay.releasedAt - relay.held.at;
+      timings.reorderOvertakenByMs = relay.releasedAt - relay.nextAt;
+      say(`     held #${relay.held.seq} (new_visitor) ${timings.reorderHeldMs} ms; #${relay.held.seq + 1} reached the page ${timings.reorderOvertakenByMs} ms before it`);
+      const [views] = await waitInDashboard(rowOf, [eId, 'page=pricing'], 2000,
+        `the routed dashboard never showed ${eId} on page=pricing`, rd);
+      timings.reorderAppliedAfterReleaseMs = now() - relay.releasedAt;
+      // Give a resync time to show if the page were going to send one.
+      await sleep(Math.max(0, relay.releasedAt + REORDER_WAIT_MS + 500 - now()));
+      const asked = relay.toServer.slice(sentBefore).filter((f) => f.text.includes('GET_VISITORS'));
+      assert(asked.length === 0, `the page sent GET_VISITORS ${asked.length} time(s) although nothing was lost`);
+      const state = await dashboardState(rd);
+      const resyncLogged = state.log.filter((l) => l.includes('resync'));
+      assert(resyncLogged.length === 0, `the page logged a resync: ${JSON.stringify(resyncLogged)}`);
+      // n+1 applied first: the row was new when the update came (it logs new_visitor, not the
+      // pageview); n+2 applied last: the row shows pricing (n+1 would have put the first page back).
+      const arrival = await rd.getAttribute(`#event-log li[data-visitor-id="${eId}"][data-event]`, 'data-event');
+      assert(arrival === 'new_visitor', `the row of ${eId} was created by a "${arrival}" update, not by the held new_visitor`);
+      const row = (await rd.evaluate(rowOf, [eId, 'page=pricing']));
+      assert(row !== null, `${eId} no longer shows page=pricing: ${JSON.stringify(state.rows.find((r) => r.id === eId))}`);
+      const server = await serverVisitor(eId);
+      assert(server && String(server.pageViews) === views, `the page shows ${views} page views, the server ${server && server.pageViews}`);
+      assert(state.count === String(state.rows.length), `#visitor-count says ${state.count} but the table has ${state.rows.length} rows`);
+    });
+
+    await step('10. a broadcast lost for good: the page resyncs after the reorder wait and the snapshot is right', async () => {
+      relay.match = (m) => m.type === 'VISITOR_UPDATE' && m.visitor && m.visitor.visitorId === eId;
+      relay.nextAt = null;
+      relay.mode = 'drop';
+      const sentBefore = relay.toServer.length;
+      await e.click('#nav-about');
+      await relayed(() => relay.dropped, 3000, 'the route saw no broadcast of the about page to drop');
+      await e.click('#nav-home');
+      await relayed(() => relay.nextAt, 3000, 'no broadcast followed the dropped one');
+      await relayed(() => relay.toServer.slice(sentBefore).some((f) => f.text.includes('GET_VISITORS')),
+        REORDER_WAIT_MS + 3000, 'the page never sent GET_VISITORS after a lost broadcast');
+      const ask = relay.toServer.slice(sentBefore).find((f) => f.text.includes('GET_VISITORS'));
+      timings.lostToResyncMs = ask.at - relay.nextAt;
+      say(`     dropped #${relay.dropped.seq}; GET_VISITORS ${timings.lostToResyncMs} ms after #${relay.dropped.seq + 1} reached the page (wait ${REORDER_WAIT_MS} ms)`);
+      assert(timings.lostToResyncMs >= REORDER_WAIT_MS - 100,
+        `the page resynced ${timings.lostToResyncMs} ms after the gap opened, before its ${REORDER_WAIT_MS} ms wait`);
+      assert(timings.lostToResyncMs <= REORDER_WAIT_MS + 1500,
+        `the page resynced only ${timings.lostToResyncMs} ms after the gap opened (wait ${REORDER_WAIT_MS} ms)`);
+      await waitInDashboard(
+        () => Array.from(document.querySelectorAll('#event-log li[data-kind="resync"]')).some((li) => li.textContent.includes('resynced')),
+        null, 2000, 'the page never logged "resynced"', rd);
+      const snapshot = relay.forwarded.filter((f) => f.type === 'INITIAL_VISITORS' && f.at >= ask.at);
+      assert(snapshot.length === 1 && snapshot[0].seq >= relay.dropped.seq + 1,
+        `after GET_VISITORS the page got ${JSON.stringify(snapshot)} (want one snapshot at #${relay.dropped.seq + 1} or later)`);
+      const [views] = await waitInDashboard(rowOf, [eId, 'page=home'], 2000, `the routed dashboard never showed ${eId} on page=home`, rd);
+      const server = await serverVisitor(eId);
+      assert(server && String(server.pageViews) === views, `the page shows ${views} page views after the resync, the server ${server && server.pageViews}`);
+      await sleep(REORDER_WAIT_MS + 500);
+      const asked = relay.toServer.slice(sentBefore).filter((f) => f.text.includes('GET_VISITORS')).length;
+      assert(asked === 1, `the page sent GET_VISITORS ${asked} times for one lost broadcast`);
+      const state = await dashboardState(rd);
+      assert(state.count === String(state.rows.length), `#visitor-count says ${state.count} but the table has ${state.rows.length} rows`);
+    });
+  } finally {
+    await ctxE.close().catch(() => {});
+  }
 
   if (problems.length) throw new StepFailure(`uncaught errors in the pages: ${problems.join('; ')}`);
 }
