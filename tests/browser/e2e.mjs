@@ -569,6 +569,8 @@ async function main() {
     dropped: null, // { msg, at, seq }
     nextAt: null, // when the first broadcast after the held/dropped one was forwarded
     releasedAt: null,
+    holdSnapshot: false, // keep the next INITIAL_VISITORS back (relay.snapshot) until released
+    snapshot: null, // { text, seq, at }
     forwarded: [], // { seq, type, at } in the order the page got them
     toServer: [], // { text, at }
     waiters: [],
@@ -597,7 +599,9 @@ async function main() {
       relay.forwarded.push({ seq: m.seq, type: m.type, at: now() });
     };
     const broadcast = BROADCASTS.has(msg.type) && Number.isInteger(msg.seq);
-    if (broadcast && relay.mode === 'hold' && !relay.held && relay.match(msg)) {
+    if (msg.type === 'INITIAL_VISITORS' && relay.holdSnapshot && !relay.snapshot) {
+      relay.snapshot = { msg, text, seq: msg.seq, at: now() };
+    } else if (broadcast && relay.mode === 'hold' && !relay.held && relay.match(msg)) {
       relay.held = { msg, text, at: now(), seq: msg.seq };
     } else if (broadcast && relay.mode === 'hold' && relay.held && !relay.nextAt && msg.seq > relay.held.seq) {
       forward(msg, text);
@@ -628,6 +632,7 @@ async function main() {
   };
   const ctxE = await browser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
   let rd;
+  let dashSend; // sends a frame to the routed dashboard page
   let e;
   let eId;
   try {
@@ -635,6 +640,7 @@ async function main() {
       rd = await ctxA.newPage();
       watch(rd, 'dashboard-routed');
       await rd.routeWebSocket(/\/ws\/dashboard/, (ws) => {
+        dashSend = (t) => ws.send(t);
         const server = ws.connectToServer();
         ws.onMessage((m) => { relay.toServer.push({ text: String(m), at: now() }); relayChanged(); server.send(m); });
         server.onMessage((m) => fromServer(ws, String(m)));
@@ -718,6 +724,44 @@ async function main() {
       assert(asked === 1, `the page sent GET_VISITORS ${asked} times for one lost broadcast`);
       const state = await dashboardState(rd);
       assert(state.count === String(state.rows.length), `#visitor-count says ${state.count} but the table has ${state.rows.length} rows`);
+    });
+
+    await step('11. broadcasts newer than a resync\'s snapshot, held when it comes, apply right after it', async () => {
+      relay.match = (m) => m.type === 'VISITOR_UPDATE' && m.visitor && m.visitor.visitorId === eId;
+      relay.dropped = null;
+      relay.nextAt = null;
+      relay.holdSnapshot = true;
+      relay.mode = 'drop';
+      const sentBefore = relay.toServer.length;
+      await e.click('#nav-pricing'); // n+1: lost
+      await relayed(() => relay.dropped, 3000, 'the route saw no broadcast of the pricing page to drop');
+      await e.click('#nav-about'); // n+2: held by the page, which resyncs after its wait
+      await relayed(() => relay.snapshot, REORDER_WAIT_MS + 3000, 'no snapshot answered the resync');
+      // n+3 happens after the snapshot was taken and overtakes it on the way to the page.
+      const n3 = relay.forwarded.length;
+      await e.click('#nav-home');
+      await relayed(() => relay.forwarded.slice(n3).some((f) => f.type === 'VISITOR_UPDATE' && f.seq > relay.snapshot.seq),
+        3000, `no broadcast newer than the snapshot (#${relay.snapshot && relay.snapshot.seq}) reached the page`);
+      const newer = relay.forwarded.slice(n3).find((f) => f.type === 'VISITOR_UPDATE' && f.seq > relay.snapshot.seq);
+      assert(relay.snapshot.seq >= relay.dropped.seq + 1, `the snapshot is at #${relay.snapshot.seq}, before the lost #${relay.dropped.seq}`);
+      relay.holdSnapshot = false;
+      const snap = relay.snapshot;
+      const tRelease = now();
+      dashSend(snap.text);
+      relay.forwarded.push({ seq: snap.seq, type: 'INITIAL_VISITORS', at: tRelease });
+      say(`     lost #${relay.dropped.seq}; snapshot at #${snap.seq} held ${tRelease - snap.at} ms while #${newer.seq} overtook it`);
+      // #n+3 (held by the page) is applied at once from the buffer: no second wait, no second resync.
+      const [views] = await waitInDashboard(rowOf, [eId, 'page=home'], REORDER_WAIT_MS / 2,
+        `${eId} did not show page=home right after the snapshot (the held #${newer.seq} was not applied)`, rd);
+      timings.snapshotToHeldAppliedMs = now() - tRelease;
+      await sleep(REORDER_WAIT_MS + 500);
+      const asked = relay.toServer.slice(sentBefore).filter((f) => f.text.includes('GET_VISITORS')).length;
+      assert(asked === 1, `the page sent GET_VISITORS ${asked} times for one lost broadcast`);
+      const server = await serverVisitor(eId);
+      assert(server && String(server.pageViews) === views, `the page shows ${views} page views, the server ${server && server.pageViews}`);
+      const state = await dashboardState(rd);
+      const row = state.rows.find((r) => r.id === eId);
+      assert(row && row.tabs.length === 1 && row.tabs[0].text.includes('page=home'), `the row of ${eId} is ${JSON.stringify(row)}`);
     });
   } finally {
     await ctxE.close().catch(() => {});
