@@ -213,7 +213,7 @@ step "API Gateway events through the Invoke API: sourceIp, non-UTF-8 bodies"
 FN_URL="$fn_url" INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
   node tests/apigw-ws/http-events.mjs
 
-step "the scheduled function removes a timed-out visitor; VISITOR_REMOVED reaches a dashboard"
+step "the scheduled function removes a timed-out visitor (one pass, and a windowed run that waits for the deadline); VISITOR_REMOVED reaches a dashboard"
 kill -TERM -- "-$sweeper" 2>/dev/null || true
 FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
 INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \

@@ -4,7 +4,11 @@
 //   2. wait past the visible grace: no VISITOR_REMOVED may arrive (no sweep ran), and
 //      /api/visitors already hides the visitor (lazy expiry on read);
 //   3. invoke tippen-sweep once through cargo lambda watch's Invoke API: VISITOR_REMOVED
-//      (reason inactive) must reach the dashboard within 3 s.
+//      (reason inactive) must reach the dashboard within 3 s;
+//   4. a windowed run (`{"windowMs": grace + 2000}`, what the EventBridge rule sends on AWS),
+//      invoked right after a second visitor's page view, stays for that visitor's deadline:
+//      its VISITOR_REMOVED must arrive within [grace - 300 ms, grace + 1500 ms] of the page
+//      view's answer (the conformance suite's bounds), while the invocation is still running.
 // Env: FN_URL, WS_URL, INVOKE_URL, PUBLIC_KEY, SECRET_KEY, VISIBLE_GRACE_MS.
 import WebSocket from 'ws';
 
@@ -44,6 +48,34 @@ for (let i = 0; i < 30 && !removed(); i++) await sleep(100);
 const m = removed();
 if (!m) fail(`no VISITOR_REMOVED within 3 s of the sweep (sweep answered ${answer})`);
 if (m.reason !== 'inactive') fail(`reason ${m.reason}`);
-console.log(`sweep check ok: the sweep invocation (${answer}) removed ${id}; VISITOR_REMOVED reached the dashboard ${Date.now() - t0} ms after the invoke`);
+const oneShotMs = Date.now() - t0;
+
+const id2 = `${id}_windowed`;
+const tracked2 = await fetch(`${FN_URL}/track/visitor`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json', 'x-tippen-api-key': PUBLIC_KEY },
+  body: JSON.stringify({ event: 'pageview', visitor: { visitorId: id2, url: 'https://sweep.test/' }, website: 'sweep.test' }),
+});
+const answered2 = Date.now();
+if (tracked2.status !== 200) fail(`second track answered ${tracked2.status}`);
+const windowMs = grace + 2000;
+let invocationDone = null;
+const windowed = fetch(`${INVOKE_URL}/2015-03-31/functions/tippen-sweep/invocations`, {
+  method: 'POST', body: JSON.stringify({ windowMs }),
+}).then(async (res) => { invocationDone = Date.now(); return { status: res.status, text: await res.text() }; });
+const removed2 = () => messages.find((m) => m.type === 'VISITOR_REMOVED' && m.visitorId === id2);
+for (let i = 0; i < (windowMs + 3000) / 20 && !removed2(); i++) await sleep(20);
+const seenAt = Date.now();
+if (!removed2()) {
+  const done = await Promise.race([windowed, sleep(5000).then(() => ({ status: 'still running', text: '' }))]);
+  fail(`the windowed sweep (${windowMs} ms) did not remove ${id2}; the invocation: ${done.status} ${done.text}${invocationDone ? `, returned ${invocationDone - answered2} ms after the page view` : ''}`);
+}
+const after = seenAt - answered2;
+if (after < grace - 300 || after > grace + 1500) fail(`VISITOR_REMOVED ${after} ms after the page view's answer (grace ${grace} ms; bounds ${grace - 300}..${grace + 1500})`);
+// The removal must come from the windowed run itself (no other sweep runs here).
+if (invocationDone !== null && invocationDone < answered2 + grace - 300) fail(`the windowed invocation returned ${invocationDone - answered2} ms after the page view, before the visitor's grace ended`);
+const done = await windowed;
+if (done.status !== 200) fail(`windowed sweep answered ${done.status} ${done.text}`);
+console.log(`sweep check ok: the sweep invocation (${answer}) removed ${id}; VISITOR_REMOVED reached the dashboard ${oneShotMs} ms after the invoke; a windowed run (${windowMs} ms) removed ${id2} ${after} ms after its page view (grace ${grace} ms) and returned ${invocationDone - answered2} ms after it (${done.text})`);
 ws.close();
 process.exit(0);

@@ -256,26 +256,57 @@ impl LambdaHost {
     }
 
     /// The deadline work of every site (the scheduled function): sweeps each site until
-    /// nothing more is due, fanning the messages out, then delivers the support alerts of the
-    /// whole sweep to Slack at once (one budget per invocation, also when a site failed).
-    /// Returns how many messages were sent.
-    pub async fn sweep_all(&self) -> Result<usize, HostError> {
-        let mut notices = Vec::new();
-        let swept = self.sweep_sites(&mut notices).await;
-        self.notify(notices).await;
-        swept
+    /// nothing more is due, fanning the messages out, and delivers the pass's support alerts
+    /// to Slack (also when a site failed). With a `window`, the invocation then stays for
+    /// the deadlines that come within it: it sleeps until the earliest one — at most
+    /// [`SWEEP_POLL`](Self::SWEEP_POLL) at a time, so a deadline set meanwhile by another
+    /// invocation is not missed by more than that — and sweeps again, so removals reach
+    /// dashboards when they are due instead of at the next scheduled run. Returns how many
+    /// messages were sent.
+    pub async fn sweep_all(&self, window: std::time::Duration) -> Result<usize, HostError> {
+        let until = self.tippen.now().plus(window);
+        let mut sent = 0;
+        loop {
+            let mut notices = Vec::new();
+            let pass = self.sweep_sites(&mut notices).await;
+            self.notify(notices).await;
+            let (n, next) = pass?;
+            sent += n;
+            let now = self.tippen.now();
+            tracing::debug!(sent = n, ?next, ?until, "sweep pass");
+            match next {
+                Some(at) if at <= until => {
+                    let wait = at.since(now).min(Self::SWEEP_POLL);
+                    tokio::time::sleep(wait).await;
+                }
+                // Nothing due within the window: the next scheduled run takes over.
+                _ => return Ok(sent),
+            }
+        }
     }
 
-    async fn sweep_sites(&self, notices: &mut Vec<SupportNotice>) -> Result<usize, HostError> {
+    /// The longest a windowed sweep ([`sweep_all`](Self::sweep_all)) sleeps before it looks
+    /// at the sites' deadlines again.
+    pub const SWEEP_POLL: std::time::Duration = std::time::Duration::from_secs(1);
+
+    /// One pass over every site: the messages sent, and the earliest deadline left.
+    async fn sweep_sites(
+        &self,
+        notices: &mut Vec<SupportNotice>,
+    ) -> Result<(usize, Option<tippen_core::Timestamp>), HostError> {
         let mut sent = 0;
+        let mut next: Option<tippen_core::Timestamp> = None;
+        let mut earliest = |d: Option<tippen_core::Timestamp>| {
+            next = match (next, d) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+        };
         for site in self.site_ids().await? {
             // One cheap index read decides whether the site has anything due.
-            if self
-                .tippen
-                .next_deadline(&site)
-                .await?
-                .is_none_or(|d| d > self.tippen.now())
-            {
+            let due = self.tippen.next_deadline(&site).await?;
+            if due.is_none_or(|d| d > self.tippen.now()) {
+                earliest(due);
                 continue;
             }
             // Bounded: a sweep returns a due deadline only while more batches are due.
@@ -287,11 +318,12 @@ impl LambdaHost {
                 notices.extend(swept.notifications);
                 // More than one batch was due: go again.
                 if swept.deadline.is_none_or(|d| d > self.tippen.now()) {
+                    earliest(swept.deadline);
                     break;
                 }
             }
         }
-        Ok(sent)
+        Ok((sent, next))
     }
 
     /// Every site's id, re-read from the store at most every `site_cache_ttl` by this

@@ -2,21 +2,50 @@
 //! work for every site — visitors whose grace passed, invites that expired — and fans the
 //! messages out. Reads never wait for it: the core hides a visitor whose grace has passed
 //! from `INITIAL_VISITORS`, `/api/visitors` and invite lookups even before it is swept.
+//!
+//! The event may carry `{"windowMs": n}` (the rule's input in `template.yaml`): the invocation
+//! then also handles the deadlines due within `n` ms ([`LambdaHost::sweep_all`]), so a
+//! visitor's removal reaches dashboards about when its grace ends rather than up to a minute
+//! later. Any other event (EventBridge's own, `{}`) is one pass.
+
+use std::time::Duration;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
 
 use crate::host::{HostError, LambdaHost};
 
-/// Runs the scheduled function until the Lambda runtime stops it. The event's content is
-/// ignored (any EventBridge event, or `{}` from a test's Invoke call).
+/// The longest window an event may ask for (a scheduled run every minute needs less; the
+/// function's timeout must be longer than the window).
+pub const MAX_WINDOW: Duration = Duration::from_secs(600);
+
+/// The window an event asks for: `windowMs` (a number of milliseconds up to
+/// [`MAX_WINDOW`]); none (zero) when the event has no such field.
+pub fn window(event: &Value) -> Result<Duration, String> {
+    match event.get("windowMs") {
+        None | Some(Value::Null) => Ok(Duration::ZERO),
+        Some(v) => v
+            .as_u64()
+            .map(Duration::from_millis)
+            .filter(|w| *w <= MAX_WINDOW)
+            .ok_or_else(|| {
+                format!(
+                    "windowMs must be a whole number of milliseconds up to {}, not {v}",
+                    MAX_WINDOW.as_millis()
+                )
+            }),
+    }
+}
+
+/// Runs the scheduled function until the Lambda runtime stops it.
 pub async fn run(host: LambdaHost) -> Result<(), HostError> {
-    lambda_runtime::run(service_fn(move |_event: LambdaEvent<Value>| {
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
         let host = host.clone();
         // Boxed: keeps the runtime's future type shallow (and the binary's layout queries).
         Box::pin(async move {
+            let window = window(&event.payload).map_err(lambda_runtime::Error::from)?;
             let sent = host
-                .sweep_all()
+                .sweep_all(window)
                 .await
                 .map_err(lambda_runtime::Error::from)?;
             Ok::<_, lambda_runtime::Error>(json!({ "messages": sent }))
@@ -24,4 +53,27 @@ pub async fn run(host: LambdaHost) -> Result<(), HostError> {
     }))
     .await
     .map_err(|e| HostError::Aws(format!("Lambda runtime: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_window_comes_from_the_event() {
+        assert_eq!(window(&json!({})), Ok(Duration::ZERO));
+        // EventBridge's own scheduled event has no windowMs.
+        assert_eq!(
+            window(&json!({"detail-type": "Scheduled Event", "source": "aws.events"})),
+            Ok(Duration::ZERO)
+        );
+        assert_eq!(
+            window(&json!({"windowMs": 50000})),
+            Ok(Duration::from_millis(50000))
+        );
+        for bad in [json!(-1), json!(1.5), json!("50000"), json!(600_001)] {
+            let err = window(&json!({ "windowMs": bad })).expect_err("refused");
+            assert!(err.contains("windowMs"), "{err}");
+        }
+    }
 }
