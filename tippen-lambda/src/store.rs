@@ -547,6 +547,27 @@ impl DynamoStore {
         })
     }
 
+    /// The versioned record `sk` of partition `pk`.
+    async fn record<T: DeserializeOwned>(
+        &self,
+        pk: &str,
+        sk: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        self.get_versioned(pk, sk)
+            .await?
+            .map(|item| Self::versioned(&item))
+            .transpose()
+    }
+
+    /// Every record of partition `pk`.
+    async fn records<T: DeserializeOwned>(&self, pk: &str) -> Result<Vec<T>, StoreError> {
+        self.query_all(pk, None, None)
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
+    }
+
     /// At most `limit` records of the `due` index partition whose deadline has come.
     async fn due_records<T: DeserializeOwned>(
         &self,
@@ -877,10 +898,7 @@ impl Store for DynamoStore {
         site: &SiteId,
         visitor_id: &str,
     ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
-        self.get_versioned(&visitor_pk(site), visitor_id)
-            .await?
-            .map(|item| Self::versioned(&item))
-            .transpose()
+        self.record(&visitor_pk(site), visitor_id).await
     }
 
     async fn save_visitor(
@@ -910,11 +928,7 @@ impl Store for DynamoStore {
     }
 
     async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
-        self.query_all(&visitor_pk(site), None, None)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        self.records(&visitor_pk(site)).await
     }
 
     async fn due_visitors(
@@ -1066,10 +1080,7 @@ impl Store for DynamoStore {
         site: &SiteId,
         user_id: &str,
     ) -> Result<Option<Versioned<UserRecord>>, StoreError> {
-        self.get_versioned(&user_pk(site), user_id)
-            .await?
-            .map(|item| Self::versioned(&item))
-            .transpose()
+        self.record(&user_pk(site), user_id).await
     }
 
     async fn save_user(
@@ -1094,11 +1105,7 @@ impl Store for DynamoStore {
     }
 
     async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
-        self.query_all(&user_pk(site), None, None)
-            .await?
-            .iter()
-            .map(decode)
-            .collect()
+        self.records(&user_pk(site)).await
     }
 
     async fn due_users(
