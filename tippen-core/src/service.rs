@@ -125,8 +125,10 @@ pub struct InviteChange {
 }
 
 /// A visitor waiting for the company behind an address. The address lives only here (and in
-/// the shared cache, keyed by address alone): visitor records never store it.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+/// the shared cache, keyed by address alone): visitor records never store it. Serializable
+/// (`{"site","visitorId","ip"}`) for hosts that hand lookups to another process.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LookupRequest {
     /// The visitor's site (whose credits the lookup uses).
     pub site: SiteId,

@@ -29,53 +29,19 @@
 //! lost and the visitor keeps the fallback company (a later visit from that address asks
 //! again, since nothing was cached).
 
-use std::net::IpAddr;
-
 use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::InvocationType;
 use serde::{Deserialize, Serialize};
-use tippen_core::{LookupRequest, SiteId};
+use tippen_core::LookupRequest;
 
 use crate::host::LambdaHost;
-
-/// One lookup the core asked for, as the asynchronous invocation carries it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct Lookup {
-    /// The visitor's site.
-    pub site: String,
-    /// The visitor.
-    pub visitor_id: String,
-    /// The address to look up.
-    pub ip: IpAddr,
-}
-
-impl From<LookupRequest> for Lookup {
-    fn from(r: LookupRequest) -> Self {
-        Lookup {
-            site: r.site.0,
-            visitor_id: r.visitor_id,
-            ip: r.ip,
-        }
-    }
-}
-
-impl From<Lookup> for LookupRequest {
-    fn from(l: Lookup) -> Self {
-        LookupRequest {
-            site: SiteId(l.site),
-            visitor_id: l.visitor_id,
-            ip: l.ip,
-        }
-    }
-}
 
 /// The enrichment function's event: `{"tippenLookups":[{"site":…,"visitorId":…,"ip":…}]}`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EnrichEvent {
     /// The lookups to run.
-    pub tippen_lookups: Vec<Lookup>,
+    pub tippen_lookups: Vec<LookupRequest>,
 }
 
 impl LambdaHost {
@@ -95,7 +61,7 @@ impl LambdaHost {
             return false;
         };
         let event = EnrichEvent {
-            tippen_lookups: lookups.into_iter().map(Lookup::from).collect(),
+            tippen_lookups: lookups,
         };
         let payload = match serde_json::to_vec(&event) {
             Ok(payload) => payload,
@@ -133,12 +99,12 @@ mod tests {
     #[test]
     fn the_event_round_trips_and_rejects_unknown_fields() {
         let request = LookupRequest {
-            site: SiteId::from("a"),
+            site: tippen_core::SiteId::from("a"),
             visitor_id: "v1".into(),
             ip: "9.9.9.9".parse().unwrap(),
         };
         let event = EnrichEvent {
-            tippen_lookups: vec![Lookup::from(request.clone())],
+            tippen_lookups: vec![request.clone()],
         };
         let json = serde_json::to_string(&event).unwrap();
         assert_eq!(
@@ -146,7 +112,7 @@ mod tests {
             r#"{"tippenLookups":[{"site":"a","visitorId":"v1","ip":"9.9.9.9"}]}"#
         );
         let back: EnrichEvent = serde_json::from_str(&json).unwrap();
-        assert_eq!(LookupRequest::from(back.tippen_lookups[0].clone()), request);
+        assert_eq!(back.tippen_lookups[0], request);
         assert!(serde_json::from_str::<EnrichEvent>(r#"{"tippenLookups":[],"x":1}"#).is_err());
         assert!(
             serde_json::from_str::<EnrichEvent>(

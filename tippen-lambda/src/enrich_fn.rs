@@ -42,7 +42,7 @@ impl LambdaHost {
         };
         let tippen = self.tippen();
         let until = tippen.now().plus(self.config().enrich_budget);
-        let lookups = event.tippen_lookups.into_iter().map(Into::into).collect();
+        let lookups = event.tippen_lookups;
         let run = {
             let mut driver = enrichment.driver.lock().await;
             run_lookups(

@@ -197,8 +197,8 @@ impl LambdaHost {
     /// HTTPS when built with feature `outbound` — then sends its dashboard messages, visitor
     /// pushes and Slack notifications before returning (the invocation ends with the
     /// response). Enrichment lookups are handed to the enrichment function in an asynchronous
-    /// invocation ([`crate::enrich`]): the answer never waits for the provider. `source_ip` is API Gateway's `requestContext` source address, never a
-    /// header.
+    /// invocation ([`crate::enrich`]): the answer never waits for the provider. `source_ip` is
+    /// API Gateway's `requestContext` source address, never a header.
     pub async fn handle_http(
         &self,
         req: http::Request<Bytes>,
@@ -256,74 +256,73 @@ impl LambdaHost {
     }
 
     /// The deadline work of every site (the scheduled function): sweeps each site until
-    /// nothing more is due, fanning the messages out, and delivers the pass's support alerts
-    /// to Slack (also when a site failed). With a `window`, the invocation then stays for
-    /// the deadlines that come within it: it sleeps until the earliest one — at most
-    /// [`SWEEP_POLL`](Self::SWEEP_POLL) at a time, so a deadline set meanwhile by another
-    /// invocation is not missed by more than that — and sweeps again, so removals reach
-    /// dashboards when they are due instead of at the next scheduled run. Returns how many
-    /// messages were sent.
+    /// nothing more is due, fanning the messages out, and delivers the support alerts to
+    /// Slack (also when a site failed). With a `window`, the invocation then stays for the
+    /// deadlines the pass found within it: it sleeps until the earliest, sweeps that site
+    /// again, and so on, so those removals reach dashboards when they are due instead of at
+    /// the next scheduled run. Only sites with such a deadline are read again; a deadline set
+    /// meanwhile by another invocation is the next run's (with graces longer than the window,
+    /// none falls within it). Returns how many messages were sent.
     pub async fn sweep_all(&self, window: std::time::Duration) -> Result<usize, HostError> {
         let until = self.tippen.now().plus(window);
+        let mut notices = Vec::new();
         let mut sent = 0;
-        loop {
-            let mut notices = Vec::new();
-            let pass = self.sweep_sites(&mut notices).await;
-            self.notify(notices).await;
-            let (n, next) = pass?;
-            sent += n;
-            let now = self.tippen.now();
-            tracing::debug!(sent = n, ?next, ?until, "sweep pass");
-            match next {
-                Some(at) if at <= until => {
-                    let wait = at.since(now).min(Self::SWEEP_POLL);
-                    tokio::time::sleep(wait).await;
-                }
-                // Nothing due within the window: the next scheduled run takes over.
-                _ => return Ok(sent),
-            }
-        }
-    }
-
-    /// The longest a windowed sweep ([`sweep_all`](Self::sweep_all)) sleeps before it looks
-    /// at the sites' deadlines again.
-    pub const SWEEP_POLL: std::time::Duration = std::time::Duration::from_secs(1);
-
-    /// One pass over every site: the messages sent, and the earliest deadline left.
-    async fn sweep_sites(
-        &self,
-        notices: &mut Vec<SupportNotice>,
-    ) -> Result<(usize, Option<tippen_core::Timestamp>), HostError> {
-        let mut sent = 0;
-        let mut next: Option<tippen_core::Timestamp> = None;
-        let mut earliest = |d: Option<tippen_core::Timestamp>| {
-            next = match (next, d) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-        };
+        let mut waiting = Vec::new();
+        let mut first_pass = Ok(());
         for site in self.site_ids().await? {
-            // One cheap index read decides whether the site has anything due.
-            let due = self.tippen.next_deadline(&site).await?;
-            if due.is_none_or(|d| d > self.tippen.now()) {
-                earliest(due);
-                continue;
-            }
-            // Bounded: a sweep returns a due deadline only while more batches are due.
-            for _ in 0..100 {
-                let swept = self.tippen.handle_deadline_with_pushes(&site).await?;
-                sent += swept.broadcasts.len();
-                self.publish(&site, &swept.broadcasts, &swept.visitor_messages)
-                    .await;
-                notices.extend(swept.notifications);
-                // More than one batch was due: go again.
-                if swept.deadline.is_none_or(|d| d > self.tippen.now()) {
-                    earliest(swept.deadline);
+            match self.sweep_site(&site, &mut notices).await {
+                Ok((n, next)) => {
+                    sent += n;
+                    waiting.extend(next.filter(|at| *at <= until).map(|at| (at, site)));
+                }
+                Err(e) => {
+                    first_pass = Err(e);
                     break;
                 }
             }
         }
-        Ok((sent, next))
+        self.notify(std::mem::take(&mut notices)).await;
+        first_pass?;
+        while let Some(index) = (0..waiting.len()).min_by_key(|&i| waiting[i].0) {
+            let (at, site) = waiting.swap_remove(index);
+            let now = self.tippen.now();
+            if at > now {
+                tokio::time::sleep(at.since(now)).await;
+            }
+            let swept = self.sweep_site(&site, &mut notices).await;
+            self.notify(std::mem::take(&mut notices)).await;
+            let (n, next) = swept?;
+            sent += n;
+            waiting.extend(next.filter(|at| *at <= until).map(|at| (at, site)));
+        }
+        Ok(sent)
+    }
+
+    /// Sweeps one site until nothing more is due: the messages sent, and its next deadline.
+    async fn sweep_site(
+        &self,
+        site: &SiteId,
+        notices: &mut Vec<SupportNotice>,
+    ) -> Result<(usize, Option<tippen_core::Timestamp>), HostError> {
+        // One cheap index read decides whether the site has anything due.
+        let due = self.tippen.next_deadline(site).await?;
+        if due.is_none_or(|d| d > self.tippen.now()) {
+            return Ok((0, due));
+        }
+        let mut sent = 0;
+        // Bounded: a sweep returns a due deadline only while more batches are due.
+        for _ in 0..100 {
+            let swept = self.tippen.handle_deadline_with_pushes(site).await?;
+            sent += swept.broadcasts.len();
+            self.publish(site, &swept.broadcasts, &swept.visitor_messages)
+                .await;
+            notices.extend(swept.notifications);
+            // More than one batch was due: go again.
+            if swept.deadline.is_none_or(|d| d > self.tippen.now()) {
+                return Ok((sent, swept.deadline));
+            }
+        }
+        Ok((sent, self.tippen.next_deadline(site).await?))
     }
 
     /// Every site's id, re-read from the store at most every `site_cache_ttl` by this
