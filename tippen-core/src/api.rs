@@ -1,10 +1,9 @@
 //! The HTTP contract: routing, key checks, status codes, error bodies, CORS and limits, over
 //! `http` types. Hosts convert their request to `http::Request<Bytes>`, call
 //! [`Tippen::handle`] (or [`Tippen::route`] then [`Tippen::execute`] to hold a per-site lock
-//! around the write), send the response, fan [`Handled::broadcasts`] out to the site's
-//! dashboards, push [`Handled::visitor_messages`] to the visitors' `/ws/visitor` sockets and arm
-//! a timer for [`Handled::deadline`]. The dashboard WebSocket's and the visitor channel's
-//! authorization and messages are here too. `docs/contract.md` lists every route.
+//! around the write) and apply the [`Effects`] they answer with through
+//! [`host::apply`](crate::host::apply). The dashboard WebSocket's and the visitor channel's
+//! authorization and messages are here too, answering with [`Effects`] as well. `docs/contract.md` lists every route.
 
 use std::net::IpAddr;
 
@@ -15,15 +14,15 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::assets;
-use crate::clock::Timestamp;
+use crate::effects::Effects;
 use crate::invite::{InviteError, InviteEvent, InviteFromVisitor, InviteToVisitor, NewInvite};
 use crate::presence::{Ping, PingKind, Visibility};
 use crate::protocol::{
-    CancelInviteRequest, ClientMessage, LeaveRequest, SendVideoInviteRequest, Sequenced,
-    ServerMessage, TrackInviteRequest, TrackVisitorRequest, UserActivityRequest, VideoCallRequest,
+    CancelInviteRequest, ClientMessage, LeaveRequest, SendVideoInviteRequest, ServerMessage,
+    TrackInviteRequest, TrackVisitorRequest, UserActivityRequest, VideoCallRequest,
     VideoCallResponse,
 };
-use crate::service::{ClientInfo, LookupRequest, Outcome, ServiceError, Tippen};
+use crate::service::{ClientInfo, Outcome, ServiceError, Tippen};
 use crate::site::{KeyRole, Site, SiteId};
 use crate::transport::{Transport, TransportError};
 use crate::video::{SessionRequest, VideoError};
@@ -52,48 +51,11 @@ fn sends_gpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
 }
 
-/// A handled request: the response and what the host must do next.
-#[derive(Debug)]
-pub struct Handled {
-    /// The response to send.
-    pub response: Response<Bytes>,
-    /// The site the request touched, if any.
-    pub site: Option<SiteId>,
-    /// JSON texts to send to every dashboard of [`site`](Self::site), in order.
-    pub broadcasts: Vec<String>,
-    /// Call [`Tippen::sweep`] for [`site`](Self::site) at this time (keep the earliest).
-    pub deadline: Option<Timestamp>,
-    /// Enrichment lookups to run ([`Outcome::lookups`]); never wait for them before
-    /// answering.
-    pub lookups: Vec<LookupRequest>,
-    /// Support alerts for the host's notifier (Slack), cooldown applied
-    /// ([`Outcome::notifications`]); never wait for their delivery before answering.
-    pub notifications: Vec<crate::support::SupportNotice>,
-    /// `(visitorId, json)` texts to send to that visitor's open `/ws/visitor` sockets of
-    /// [`site`](Self::site), in order ([`Outcome::visitor_pushes`]). A socket that sends a
-    /// `VIDEO_INVITE` reports it with [`Tippen::invite_delivered`].
-    pub visitor_messages: Vec<(String, String)>,
-}
-
-impl Handled {
-    fn response(response: Response<Bytes>) -> Self {
-        Handled {
-            response,
-            site: None,
-            broadcasts: Vec::new(),
-            deadline: None,
-            lookups: Vec::new(),
-            visitor_messages: Vec::new(),
-            notifications: Vec::new(),
-        }
-    }
-}
-
 /// The outcome of [`Tippen::route`].
 #[derive(Debug)]
 pub enum Routed {
     /// Nothing site-specific to do (or an error): here is the answer.
-    Done(Handled),
+    Done(Effects),
     /// An authorized operation on one site, to run with [`Tippen::execute`].
     Site(SiteCall),
     /// The request needs an outbound HTTP call first (the video provider of
@@ -656,7 +618,7 @@ impl Tippen {
     pub async fn route(&self, req: Request<Bytes>, ctx: &RequestContext) -> Routed {
         match self.route_inner(req, ctx).await {
             Ok(r) => r,
-            Err(e) => Routed::Done(Handled::response(e.into_response())),
+            Err(e) => Routed::Done(Effects::respond(e.into_response())),
         }
     }
 
@@ -670,7 +632,7 @@ impl Tippen {
         let query = parts.uri.query();
         let Some(route) = Route::of(path) else {
             if parts.method == Method::OPTIONS {
-                return Ok(Routed::Done(Handled::response(preflight())));
+                return Ok(Routed::Done(Effects::respond(preflight())));
             }
             return Err(ApiError::new(
                 StatusCode::NOT_FOUND,
@@ -678,7 +640,7 @@ impl Tippen {
             ));
         };
         if parts.method == Method::OPTIONS {
-            return Ok(Routed::Done(Handled::response(preflight())));
+            return Ok(Routed::Done(Effects::respond(preflight())));
         }
         if !route.method_ok(&parts.method) {
             let mut e = ApiError::new(
@@ -699,7 +661,7 @@ impl Tippen {
             ));
         }
         let key = key_from(&parts.headers, query);
-        let done = |r| Ok(Routed::Done(Handled::response(r)));
+        let done = |r| Ok(Routed::Done(Effects::respond(r)));
         let call = |site: Site, op: Op| Ok(Routed::Site(SiteCall { site, op }));
         match route {
             Route::Root => {
@@ -957,7 +919,7 @@ impl Tippen {
     }
 
     /// Runs an operation returned by [`route`](Self::route).
-    pub async fn execute(&self, call: SiteCall) -> Handled {
+    pub async fn execute(&self, call: SiteCall) -> Effects {
         let honours_gpc = call.site.honor_gpc;
         let site = call.site.id;
         let result: Result<(Response<Bytes>, Outcome), ApiError> = async {
@@ -1073,18 +1035,13 @@ impl Tippen {
         }
         .await;
         match result {
-            Ok((response, outcome)) => Handled {
-                response,
-                visitor_messages: outcome.visitor_pushes(),
-                broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
-                deadline: outcome.deadline,
-                lookups: outcome.lookups,
-                notifications: outcome.notifications,
-                site: Some(site),
+            Ok((response, outcome)) => Effects {
+                response: Some(response),
+                ..Effects::from_outcome(&site, outcome, false)
             },
-            Err(e) => Handled {
+            Err(e) => Effects {
                 site: Some(site),
-                ..Handled::response(e.into_response())
+                ..Effects::respond(e.into_response())
             },
         }
     }
@@ -1093,7 +1050,7 @@ impl Tippen {
     /// no outbound HTTP: a request that needs it ([`Routed::Outbound`]) is answered as if the
     /// transport were [`Unavailable`](TransportError::Unavailable). See
     /// [`handle_with`](Self::handle_with).
-    pub async fn handle(&self, req: Request<Bytes>, ctx: &RequestContext) -> Handled {
+    pub async fn handle(&self, req: Request<Bytes>, ctx: &RequestContext) -> Effects {
         let mut routed = self.route(req, ctx).await;
         loop {
             match routed {
@@ -1112,7 +1069,7 @@ impl Tippen {
         req: Request<Bytes>,
         ctx: &RequestContext,
         transport: &dyn Transport,
-    ) -> Handled {
+    ) -> Effects {
         let mut routed = self.route(req, ctx).await;
         loop {
             match routed {
@@ -1139,13 +1096,13 @@ impl Tippen {
         match pending {
             Pending::VideoCall { mut new } => {
                 let Some(provider) = self.video_provider() else {
-                    return Routed::Done(Handled::response(no_video_provider().into_response()));
+                    return Routed::Done(Effects::respond(no_video_provider().into_response()));
                 };
                 let session = match answer {
                     Ok(response) => provider.parse_session(&response),
                     Err(e) => {
                         tracing::warn!(error = %e, "video provider unreachable");
-                        return Routed::Done(Handled::response(
+                        return Routed::Done(Effects::respond(
                             ApiError::new(
                                 StatusCode::BAD_GATEWAY,
                                 format!("the video provider could not be reached: {e}"),
@@ -1169,7 +1126,7 @@ impl Tippen {
                             VideoError::RateLimited => StatusCode::SERVICE_UNAVAILABLE,
                             _ => StatusCode::BAD_GATEWAY,
                         };
-                        Routed::Done(Handled::response(
+                        Routed::Done(Effects::respond(
                             ApiError::new(status, e.to_string()).into_response(),
                         ))
                     }
@@ -1205,7 +1162,7 @@ impl Tippen {
             .ok_or(ServiceError::VisitorNotFound)?;
         if let Some(invite) = record.invite.as_ref() {
             if invite.invite_id == invite_id && invite.host_url.is_some() {
-                return Ok(Routed::Done(Handled::response(json_response(
+                return Ok(Routed::Done(Effects::respond(json_response(
                     StatusCode::OK,
                     &video_call_response(invite),
                 ))));
@@ -1249,32 +1206,81 @@ impl Tippen {
         }))
     }
 
-    /// Authorizes a dashboard WebSocket upgrade (`/ws/dashboard?apiKey=`, or the header).
-    /// On success the host upgrades, subscribes the socket to the site's broadcasts and then
-    /// sends [`dashboard_hello`](Self::dashboard_hello).
-    pub async fn authorize_dashboard(
+    /// Authorizes a WebSocket upgrade of `path` (`/ws/dashboard` or `/ws/visitor`, a
+    /// trailing slash allowed): `None` when the path is not a socket path, else the socket's
+    /// role or the refusal to send instead of upgrading. The key comes from the
+    /// `X-Tippen-Api-Key` header or the `apiKey` query parameter. A dashboard needs the
+    /// secret key; the visitor channel any of the site's keys and a `visitorId` (no key: 401;
+    /// an unknown key: 403; a missing or over-long `visitorId`: 400). On success the host
+    /// upgrades, subscribes the socket, then sends what [`socket_open`](Self::socket_open)
+    /// answers.
+    pub async fn authorize_socket(
         &self,
+        path: &str,
         headers: &HeaderMap,
         query: Option<&str>,
-    ) -> Result<SiteId, Response<Bytes>> {
+    ) -> Option<Result<SocketRole, Response<Bytes>>> {
+        let path = path.strip_suffix('/').unwrap_or(path);
+        let need = match path {
+            "/ws/dashboard" => KeyRole::Secret,
+            "/ws/visitor" => KeyRole::Public,
+            _ => return None,
+        };
         let key = key_from(headers, query);
-        self.authorize(key.as_deref(), KeyRole::Secret)
-            .await
-            .map(|s| s.id)
-            .map_err(ApiError::into_response)
+        let result = async {
+            let site = self.authorize(key.as_deref(), need).await?.id;
+            if need == KeyRole::Secret {
+                return Ok(SocketRole::Dashboard { site });
+            }
+            let visitor_id = query_param(query, "visitorId").unwrap_or_default();
+            check_id("visitorId", &visitor_id, self.config().limits.max_id_bytes)?;
+            Ok(SocketRole::Visitor { site, visitor_id })
+        }
+        .await;
+        Some(result.map_err(ApiError::into_response))
     }
 
-    /// The first message on a new dashboard socket: `INITIAL_VISITORS`.
-    pub async fn dashboard_hello(&self, site: &SiteId) -> Result<String, ServiceError> {
-        Ok(self.snapshot(site).await?.to_json())
+    /// A socket authorized by [`authorize_socket`](Self::authorize_socket) has opened (the
+    /// host has subscribed it): its first message as the reply. A dashboard gets
+    /// `INITIAL_VISITORS`; a visitor its open invite as a `VIDEO_INVITE` (none when it has
+    /// none). Sending that delivers the invite: one in state `sent` becomes `delivered`, and
+    /// the broadcasts say so (an invite found due is expired instead, and not sent). Run it
+    /// under the site's owner and apply the effects.
+    pub async fn socket_open(&self, role: &SocketRole) -> Result<Effects, ServiceError> {
+        match role {
+            SocketRole::Dashboard { site } => Ok(Effects {
+                site: Some(site.clone()),
+                ..Effects::reply(self.snapshot(site).await?.to_json())
+            }),
+            SocketRole::Visitor { site, visitor_id } => self.visitor_hello(site, visitor_id).await,
+        }
+    }
+
+    /// A text frame from a socket authorized by [`authorize_socket`](Self::authorize_socket):
+    /// the reply for the same socket and what else it caused. Run it under the site's owner
+    /// and apply the effects with this socket as their origin (its own pushes skip it). Only
+    /// a store failure is an `Err`; a malformed frame is answered with an `ERROR` reply.
+    pub async fn socket_frame(
+        &self,
+        role: &SocketRole,
+        text: &str,
+    ) -> Result<Effects, ServiceError> {
+        match role {
+            SocketRole::Dashboard { site } => {
+                let reply = self.dashboard_message(site, text).await?;
+                Ok(Effects {
+                    site: Some(site.clone()),
+                    ..Effects::reply(reply)
+                })
+            }
+            SocketRole::Visitor { site, visitor_id } => {
+                self.visitor_message(site, visitor_id, text).await
+            }
+        }
     }
 
     /// A dashboard's text message; returns the reply to send on the same socket.
-    pub async fn dashboard_message(
-        &self,
-        site: &SiteId,
-        text: &str,
-    ) -> Result<String, ServiceError> {
+    async fn dashboard_message(&self, site: &SiteId, text: &str) -> Result<String, ServiceError> {
         let reply = match serde_json::from_str::<ClientMessage>(text) {
             Ok(ClientMessage::Ping) => {
                 self.reply(
@@ -1308,65 +1314,26 @@ impl Tippen {
         Ok(reply.to_json())
     }
 
-    /// Time-driven work for one site, as texts to broadcast and the next deadline.
-    pub async fn handle_deadline(
-        &self,
-        site: &SiteId,
-    ) -> Result<(Vec<String>, Option<Timestamp>), ServiceError> {
+    /// A site's deadline has come (its timer fired): sweeps what is due — expired visitors,
+    /// invites and support triggers — and answers with what that broadcasts and pushes, and
+    /// the site's next deadline, [`Deadline::Exactly`](crate::effects::Deadline) (read under
+    /// the site's owner). Spurious or late calls are harmless. When the deadline returned is
+    /// already due, more than one batch was: call again.
+    pub async fn handle_timeout(&self, site: &SiteId) -> Result<Effects, ServiceError> {
         let outcome = self.sweep(site).await?;
-        Ok((
-            outcome.messages.iter().map(Sequenced::to_json).collect(),
-            outcome.deadline,
-        ))
+        Ok(Effects::from_outcome(site, outcome, true))
     }
 
-    /// [`handle_deadline`](Self::handle_deadline) for hosts with visitor channels: also the
-    /// `(visitorId, json)` pushes for the visitors' sockets (an expired or ended invite).
-    pub async fn handle_deadline_with_pushes(
-        &self,
-        site: &SiteId,
-    ) -> Result<SweepResult, ServiceError> {
-        let outcome = self.sweep(site).await?;
-        Ok(SweepResult {
-            broadcasts: outcome.messages.iter().map(Sequenced::to_json).collect(),
-            visitor_messages: outcome.visitor_pushes(),
-            deadline: outcome.deadline,
-            notifications: outcome.notifications,
-        })
-    }
-
-    /// Authorizes a visitor-channel WebSocket upgrade
-    /// (`GET /ws/visitor?apiKey=<key>&visitorId=<id>`; the key may also be in the
-    /// `X-Tippen-Api-Key` header). Any of the site's keys is accepted (public, secret or a
-    /// legacy single key). No key: 401; an unknown key: 403; a missing or over-long
-    /// `visitorId`: 400. On success the host upgrades, subscribes the socket to the site's
-    /// visitor pushes for that visitor, then sends [`visitor_hello`](Self::visitor_hello).
-    pub async fn authorize_visitor_channel(
-        &self,
-        headers: &HeaderMap,
-        query: Option<&str>,
-    ) -> Result<(SiteId, String), Response<Bytes>> {
-        let key = key_from(headers, query);
-        let site = self
-            .authorize(key.as_deref(), KeyRole::Public)
-            .await
-            .map_err(ApiError::into_response)?;
-        let visitor_id = query_param(query, "visitorId").unwrap_or_default();
-        check_id("visitorId", &visitor_id, self.config().limits.max_id_bytes)
-            .map_err(ApiError::into_response)?;
-        Ok((site.id, visitor_id))
-    }
-
-    /// The first message on a new visitor socket: the visitor's open invite as a
-    /// `VIDEO_INVITE` (`None` when it has none). Sending it delivers the invite: one in state
-    /// `sent` becomes `delivered`, and the returned dashboard broadcasts say so (an invite
-    /// found due is expired instead, and not sent). Run it under the site's lock and publish
-    /// the broadcasts.
-    pub async fn visitor_hello(
+    /// The visitor channel's hello (see [`socket_open`](Self::socket_open)).
+    async fn visitor_hello(
         &self,
         site: &SiteId,
         visitor_id: &str,
-    ) -> Result<(Option<String>, Vec<String>), ServiceError> {
+    ) -> Result<Effects, ServiceError> {
+        let quiet = || Effects {
+            site: Some(site.clone()),
+            ..Effects::default()
+        };
         let now = self.now();
         let open = self
             .store()
@@ -1375,74 +1342,65 @@ impl Tippen {
             .filter(|v| v.value.live_at(now, &self.config().presence))
             .and_then(|v| v.value.open_invite().map(|i| i.invite_id.clone()));
         let Some(invite_id) = open else {
-            return Ok((None, Vec::new()));
+            return Ok(quiet());
         };
         let change = match self
             .invite_event(site, visitor_id, &invite_id, InviteEvent::Delivered)
             .await
         {
             Ok(change) => change,
-            Err(ServiceError::Invite(_) | ServiceError::VisitorNotFound) => {
-                return Ok((None, Vec::new()));
-            }
+            Err(ServiceError::Invite(_) | ServiceError::VisitorNotFound) => return Ok(quiet()),
             Err(e) => return Err(e),
         };
-        let broadcasts = change
-            .outcome
-            .messages
-            .iter()
-            .map(Sequenced::to_json)
-            .collect();
-        let hello = change
+        let reply = change
             .invite
             .is_open()
             .then(|| serde_json::to_string(&change.invite.visitor_message(now)))
             .transpose()
             .unwrap_or_default();
-        Ok((hello, broadcasts))
+        Ok(Effects {
+            reply,
+            ..Effects::from_outcome(site, change.outcome, false)
+        })
     }
 
-    /// A visitor socket delivered the pushed `VIDEO_INVITE` `invite_id`: an invite still
-    /// `sent` becomes `delivered`. Idempotent (later calls, or an invite already further
-    /// along or gone, return nothing). Returns the dashboard broadcasts; run it under the
-    /// site's lock and publish them.
+    /// A visitor socket took the pushed `VIDEO_INVITE` `invite_id`: an invite still `sent`
+    /// becomes `delivered`. Idempotent (later calls, or an invite already further along or
+    /// gone, change nothing). [`host::apply`](crate::host::apply) calls it once per push that
+    /// reached a socket.
     pub async fn invite_delivered(
         &self,
         site: &SiteId,
         visitor_id: &str,
         invite_id: &str,
-    ) -> Result<Vec<String>, ServiceError> {
+    ) -> Result<Effects, ServiceError> {
         match self
             .invite_event(site, visitor_id, invite_id, InviteEvent::Delivered)
             .await
         {
-            Ok(change) => Ok(change
-                .outcome
-                .messages
-                .iter()
-                .map(Sequenced::to_json)
-                .collect()),
-            Err(ServiceError::Invite(_) | ServiceError::VisitorNotFound) => Ok(Vec::new()),
+            Ok(change) => Ok(Effects::from_outcome(site, change.outcome, false)),
+            Err(ServiceError::Invite(_) | ServiceError::VisitorNotFound) => Ok(Effects {
+                site: Some(site.clone()),
+                ..Effects::default()
+            }),
             Err(e) => Err(e),
         }
     }
 
     /// A visitor socket's text message: `{"type":"INVITE_SEEN"|"INVITE_ACCEPTED"|
-    /// "INVITE_DECLINED","inviteId":…}`, applied like `POST /track/invite`. Returns the reply
-    /// for the same socket — `{"type":"VIDEO_INVITE_UPDATE","inviteId","state"}` with the
-    /// state now, or `{"type":"ERROR","error":…}` (malformed message, unknown invite,
-    /// conflict) — the dashboard broadcasts, and the pushes for the visitor's sockets (its
-    /// other tabs hide the popup); run it under the site's lock and publish both. Only a store
-    /// failure is an `Err`.
-    pub async fn visitor_message(
+    /// "INVITE_DECLINED","inviteId":…}`, applied like `POST /track/invite`. The reply is
+    /// `{"type":"VIDEO_INVITE_UPDATE","inviteId","state"}` with the state now, or
+    /// `{"type":"ERROR","error":…}` (malformed message, unknown invite, conflict); the pushes
+    /// tell the visitor's other tabs (the popup hides).
+    async fn visitor_message(
         &self,
         site: &SiteId,
         visitor_id: &str,
         text: &str,
-    ) -> Result<VisitorAnswer, ServiceError> {
-        let error = |error: String| VisitorAnswer {
-            reply: Some(serde_json::json!({ "type": "ERROR", "error": error }).to_string()),
-            ..VisitorAnswer::default()
+    ) -> Result<Effects, ServiceError> {
+        let error = |error: String| Effects {
+            site: Some(site.clone()),
+            ..Effects::reply(serde_json::json!({ "type": "ERROR", "error": error }).to_string())
         };
         let answer = match serde_json::from_str::<InviteFromVisitor>(text) {
             Ok(answer) => answer,
@@ -1462,13 +1420,6 @@ impl Tippen {
             }
             Err(e) => return Err(e),
         };
-        let broadcasts = change
-            .outcome
-            .messages
-            .iter()
-            .map(Sequenced::to_json)
-            .collect();
-        let visitor_pushes = change.outcome.visitor_pushes();
         let reply = match change.refused {
             Some(err) => {
                 serde_json::json!({ "type": "ERROR", "error": err.to_string() }).to_string()
@@ -1479,44 +1430,35 @@ impl Tippen {
             })
             .unwrap_or_default(),
         };
-        Ok(VisitorAnswer {
+        Ok(Effects {
             reply: Some(reply),
-            broadcasts,
-            visitor_pushes,
+            ..Effects::from_outcome(site, change.outcome, false)
         })
     }
 }
 
-/// What [`Tippen::visitor_message`] returns for a visitor socket's message.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct VisitorAnswer {
-    /// The reply for the socket that sent the message.
-    pub reply: Option<String>,
-    /// JSON texts for every dashboard of the site, in order.
-    pub broadcasts: Vec<String>,
-    /// `(visitorId, json)` texts for that visitor's open sockets (every tab, the sender's
-    /// included: an update it already has is harmless).
-    pub visitor_pushes: Vec<(String, String)>,
+/// What a WebSocket authorized by [`Tippen::authorize_socket`] is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SocketRole {
+    /// A dashboard (`/ws/dashboard`) of a site: it hears every broadcast of the site.
+    Dashboard {
+        /// The site.
+        site: SiteId,
+    },
+    /// A visitor's channel (`/ws/visitor`): it hears the pushes for that visitor.
+    Visitor {
+        /// The site.
+        site: SiteId,
+        /// The visitor.
+        visitor_id: String,
+    },
 }
 
-/// The invite a visitor push delivers once sent: the `inviteId` of a `VIDEO_INVITE` (report
-/// it with [`Tippen::invite_delivered`]); `None` for any other push.
-pub fn pushed_invite(push: &str) -> Option<String> {
-    match serde_json::from_str::<InviteToVisitor>(push) {
-        Ok(InviteToVisitor::VideoInvite { invite_id, .. }) => Some(invite_id),
-        _ => None,
+impl SocketRole {
+    /// The site of the socket.
+    pub fn site(&self) -> &SiteId {
+        match self {
+            SocketRole::Dashboard { site } | SocketRole::Visitor { site, .. } => site,
+        }
     }
-}
-
-/// What [`Tippen::handle_deadline_with_pushes`] produced.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct SweepResult {
-    /// JSON texts for every dashboard of the site, in order.
-    pub broadcasts: Vec<String>,
-    /// `(visitorId, json)` texts for that visitor's open sockets, in order.
-    pub visitor_messages: Vec<(String, String)>,
-    /// The site's next deadline.
-    pub deadline: Option<Timestamp>,
-    /// Support alerts of time-driven triggers, for the host's notifier (Slack).
-    pub notifications: Vec<crate::support::SupportNotice>,
 }

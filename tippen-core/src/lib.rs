@@ -14,29 +14,30 @@
 //! - **No broadcasting.** Every operation returns what happened — dashboard messages numbered
 //!   with the site's sequence — and the host fans them out.
 //! - **Deadlines out.** Time-driven work (a visitor whose grace has passed) is reported as a
-//!   deadline; the host wakes up then and calls [`Tippen::sweep`] — with a tokio timer, a
+//!   deadline; the host wakes up then and calls [`Tippen::handle_timeout`] — with a tokio timer, a
 //!   Durable Object alarm or a scheduled Lambda.
 //!
 //! ## The drive loop
 //!
-//! Input (a request, with the clock's `now`) → events out (response + broadcasts) → the next
-//! deadline. Invariants a host keeps:
+//! Input (a request, a socket frame, a deadline, a settled lookup — with the clock's `now`)
+//! → one [`Effects`] value out → applied by the host through [`host::apply`] and its small
+//! [`host::HostIo`]. Invariants a host keeps (and [`host::apply`] keeps for it):
 //!
-//! 1. Send every message of [`Handled::broadcasts`](api::Handled) to the site's dashboards, in
-//!    order, before the next operation's messages for that site (hosts with one owner per site
-//!    run [`Tippen::route`] → lock → [`Tippen::execute`] → fan out → unlock).
-//! 2. Keep, per site, the earliest deadline seen; at that moment call [`Tippen::sweep`] and
-//!    re-arm at the deadline it returns. Spurious or late calls are harmless.
-//! 3. Hand every [`Handled::lookups`](api::Handled) (enrichment lookups the shared cache could
-//!    not answer) to a [`LookupPlanner`](enrichment::LookupPlanner) owned by the host, without
-//!    delaying the response; when a lookup settles, call [`Tippen::cache_lookup`] once, then
-//!    [`Tippen::complete_lookup`] for each waiting visitor under its site's lock, and fan out
-//!    what it returns.
+//! 1. Apply each [`Effects`] before the next input's for the same site; hosts with one owner
+//!    per site run [`Tippen::route`] → lock → [`Tippen::execute`] → [`host::apply`] → unlock,
+//!    so dashboards see a site's broadcasts in sequence order.
+//! 2. Apply in the one order: broadcasts, visitor pushes (a delivered invite reported once
+//!    per push), the deadline, lookups, notifications; the response or reply is sent last.
+//! 3. Keep, per site, the deadline [`Effects::deadline`] asks for ([`Deadline::merge`]); at
+//!    that moment call [`Tippen::handle_timeout`] and apply what it returns. Spurious or late
+//!    calls are harmless.
+//! 4. Start [`Effects::lookups`] without delaying the answer; when a lookup settles, apply
+//!    what [`enrichment::steps::Answer::give`] returns for each waiting visitor.
 //!
 //! ```
 //! use std::{sync::Arc, time::Duration};
 //! use bytes::Bytes;
-//! use tippen_core::{api::RequestContext, Clock, Config, ManualClock, MemoryStore, Site, SiteId, Timestamp, Tippen};
+//! use tippen_core::{api::RequestContext, Clock, Config, Deadline, ManualClock, MemoryStore, Site, SiteId, Timestamp, Tippen};
 //!
 //! # futures_util::FutureExt::now_or_never(async {
 //! let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_729_080_000_000)));
@@ -48,23 +49,25 @@
 //!     .header("X-Tippen-API-Key", "demo_api_key")
 //!     .body(Bytes::from_static(br#"{"event":"pageview","visitor":{"visitorId":"test","url":"https://test.com","timestamp":"2025-10-16T12:00:00Z"},"website":"test.com"}"#))
 //!     .unwrap();
-//! let handled = tippen.handle(req, &RequestContext::default()).await;
-//! assert_eq!(handled.response.body().as_ref(), br#"{"success":true,"sessionId":"test"}"#);
+//! let effects = tippen.handle(req, &RequestContext::default()).await;
+//! assert_eq!(effects.response.as_ref().unwrap().body().as_ref(), br#"{"success":true,"sessionId":"test"}"#);
 //!
-//! // Events out: one VISITOR_UPDATE for the site's dashboards.
-//! assert!(handled.broadcasts[0].starts_with(r#"{"type":"VISITOR_UPDATE""#));
+//! // Effects out: one VISITOR_UPDATE for the site's dashboards, serialized once.
+//! assert!(effects.broadcasts[0].text.starts_with(r#"{"type":"VISITOR_UPDATE""#));
 //!
 //! // Deadline out: 60 s later the visitor is due.
-//! let due = handled.deadline.unwrap();
+//! let due = effects.deadline.unwrap().at().unwrap();
 //! assert_eq!(due, clock.now().plus(Duration::from_secs(60)));
 //!
-//! // The host's timer fires at the deadline: sweep.
+//! // The host's timer fires at the deadline.
 //! clock.set(due);
-//! let outcome = tippen.sweep(&SiteId::from("demo")).await.unwrap();
-//! assert!(outcome.messages[0].to_json().contains(r#""reason":"inactive""#));
-//! assert_eq!(outcome.deadline, None); // nothing left to wait for
+//! let swept = tippen.handle_timeout(&SiteId::from("demo")).await.unwrap();
+//! assert!(swept.broadcasts[0].text.contains(r#""reason":"inactive""#));
+//! assert_eq!(swept.deadline, Some(Deadline::Exactly(None))); // nothing left to wait for
 //! # }).unwrap();
 //! ```
+//!
+//! A host applies effects through [`host::apply`]; see the [`host`] module for the order.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -73,7 +76,9 @@ pub mod api;
 pub mod assets;
 pub mod clock;
 pub mod config;
+pub mod effects;
 pub mod enrichment;
+pub mod host;
 pub mod ids;
 pub mod invite;
 pub mod memory;
@@ -94,6 +99,7 @@ pub mod video;
 pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use config::{Config, Limits, PresenceConfig};
+pub use effects::{Broadcast, Deadline, Effects, VisitorPush};
 pub use ids::{IdGenerator, SeededIds};
 pub use memory::MemoryStore;
 pub use service::{

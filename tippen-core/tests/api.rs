@@ -7,7 +7,7 @@ use common::*;
 use serde_json::Value;
 use tippen_core::{Config, SiteId};
 
-fn error_of(h: &tippen_core::api::Handled) -> String {
+fn error_of(h: &tippen_core::Effects) -> String {
     let v = body_json(h);
     let obj = v.as_object().expect("error body is an object");
     assert_eq!(obj.len(), 1, "error body has exactly one field: {v}");
@@ -143,17 +143,20 @@ fn error_table() {
     for (method, uri, headers, body, status, needle) in cases {
         let r = h.send(method, uri, &headers, body.clone());
         assert_eq!(
-            r.response.status().as_u16(),
+            r.response.as_ref().unwrap().status().as_u16(),
             status,
             "{method} {uri} {body}: {:?}",
-            r.response.body()
+            r.response.as_ref().unwrap().body()
         );
         let msg = error_of(&r);
         assert!(
             msg.contains(needle),
             "{method} {uri} {body}: message {msg:?} lacks {needle:?}"
         );
-        assert_eq!(r.response.headers()["access-control-allow-origin"], "*");
+        assert_eq!(
+            r.response.as_ref().unwrap().headers()["access-control-allow-origin"],
+            "*"
+        );
         assert!(r.broadcasts.is_empty(), "an error broadcasts nothing");
     }
 }
@@ -162,7 +165,10 @@ fn error_table() {
 fn method_not_allowed_names_the_allowed_methods() {
     let h = harness();
     let r = h.send("GET", "/track/visitor", &[], "");
-    assert_eq!(r.response.headers()["allow"], "POST, OPTIONS");
+    assert_eq!(
+        r.response.as_ref().unwrap().headers()["allow"],
+        "POST, OPTIONS"
+    );
 }
 
 #[test]
@@ -174,7 +180,7 @@ fn invalid_utf8_and_huge_bodies_are_client_errors() {
         &[("X-Tippen-API-Key", "pk_a")],
         vec![0xff, 0xfe, b'{'],
     );
-    assert_eq!(r.response.status(), 400);
+    assert_eq!(r.response.as_ref().unwrap().status(), 400);
     let big = format!(
         r#"{{"event":"pageview","visitor":{{"visitorId":"x","url":"{}"}}}}"#,
         "a".repeat(70_000)
@@ -185,7 +191,7 @@ fn invalid_utf8_and_huge_bodies_are_client_errors() {
         &[("X-Tippen-API-Key", "pk_a")],
         big,
     );
-    assert_eq!(r.response.status(), 413);
+    assert_eq!(r.response.as_ref().unwrap().status(), 413);
     assert_eq!(error_of(&r), "request body too large (limit 65536 bytes)");
 }
 
@@ -203,11 +209,11 @@ fn activity_batches_over_the_limit_are_413_not_truncated() {
     };
     let r = h.send("POST", "/api/track/user-activity", &[], batch(50));
     assert_eq!(
-        r.response.body().as_ref(),
+        r.response.as_ref().unwrap().body().as_ref(),
         br#"{"success":true,"stored":50,"analyzed":true}"#
     );
     let r = h.send("POST", "/api/track/user-activity", &[], batch(51));
-    assert_eq!(r.response.status(), 413);
+    assert_eq!(r.response.as_ref().unwrap().status(), 413);
     assert!(error_of(&r).contains("51 events exceeds the limit of 50"));
 }
 
@@ -224,8 +230,8 @@ fn cors_preflight() {
             ],
             "",
         );
-        assert_eq!(r.response.status(), 204);
-        let hd = r.response.headers();
+        assert_eq!(r.response.as_ref().unwrap().status(), 204);
+        let hd = r.response.as_ref().unwrap().headers();
         assert_eq!(hd["access-control-allow-origin"], "*");
         assert!(
             hd["access-control-allow-headers"]
@@ -247,27 +253,39 @@ fn key_roles_and_key_locations() {
     let h = harness();
     let pv = pageview("v1", "t", "https://example.com/");
     // Public key tracks (header, query or body).
-    assert_eq!(h.track("pk_a", &pv).response.status(), 200);
+    assert_eq!(
+        h.track("pk_a", &pv).response.as_ref().unwrap().status(),
+        200
+    );
     let r = h.send("POST", "/track/visitor?apiKey=pk_a", &[], pv.clone());
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     let with_body_key = pv.replacen('{', r#"{"apiKey":"pk_a","#, 1);
     assert_eq!(
         h.send("POST", "/track/visitor", &[], with_body_key)
             .response
+            .as_ref()
+            .unwrap()
             .status(),
         200
     );
     // Secret key tracks too; legacy key does everything.
-    assert_eq!(h.track("sk_a", &pv).response.status(), 200);
+    assert_eq!(
+        h.track("sk_a", &pv).response.as_ref().unwrap().status(),
+        200
+    );
     assert_eq!(
         h.send("GET", "/api/visitors?apiKey=sk_a", &[], "")
             .response
+            .as_ref()
+            .unwrap()
             .status(),
         200
     );
     assert_eq!(
         h.send("GET", "/api/visitors?apiKey=demo_api_key", &[], "")
             .response
+            .as_ref()
+            .unwrap()
             .status(),
         200
     );
@@ -279,7 +297,7 @@ fn key_roles_and_key_locations() {
         &[("X-Tippen-API-Key", "wrong")],
         with_body_key,
     );
-    assert_eq!(r.response.status(), 403);
+    assert_eq!(r.response.as_ref().unwrap().status(), 403);
     // Unknown keys never create a site.
     h.track("pk_new", &pv);
     assert!(
@@ -307,14 +325,14 @@ fn sites_are_isolated() {
         &[],
         r#"{"apiKey":"sk_b","visitorId":"shared-id","guestUrl":"https://g.example/"}"#,
     );
-    assert_eq!(r.response.status(), 404);
+    assert_eq!(r.response.as_ref().unwrap().status(), 404);
 }
 
 #[test]
 fn tabs_leave_and_sequence() {
     let h = harness();
     let site = SiteId::from("a");
-    let seqs = |r: &tippen_core::api::Handled| -> Vec<(String, u64)> {
+    let seqs = |r: &tippen_core::Effects| -> Vec<(String, u64)> {
         r.broadcasts
             .iter()
             .map(|b| {
@@ -379,7 +397,7 @@ fn tabs_leave_and_sequence() {
         &[],
         r#"{"visitorId":"ghost"}"#,
     );
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     assert!(r.broadcasts.is_empty());
     // The departed visitor is remembered for the departure quiet period: a heartbeat that was
     // in flight when the tab closed does not bring it back.
@@ -391,7 +409,7 @@ fn tabs_leave_and_sequence() {
     );
     let late = r#"{"event":"heartbeat","visitor":{"visitorId":"v","tabId":"t1"}}"#;
     let r = h.track("pk_a", late);
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     assert!(
         r.broadcasts.is_empty(),
         "a late heartbeat of a closed tab is ignored"
@@ -475,9 +493,9 @@ fn assets_are_served() {
         ("/demo", "text/html; charset=utf-8"),
     ] {
         let r = h.send("GET", path, &[], "");
-        assert_eq!(r.response.status(), 200, "{path}");
-        assert_eq!(r.response.headers()["content-type"], ct);
-        assert!(!r.response.body().is_empty());
+        assert_eq!(r.response.as_ref().unwrap().status(), 200, "{path}");
+        assert_eq!(r.response.as_ref().unwrap().headers()["content-type"], ct);
+        assert!(!r.response.as_ref().unwrap().body().is_empty());
     }
 }
 
@@ -486,7 +504,11 @@ fn visitors_can_be_deleted_by_the_secret_key() {
     let h = harness();
     h.track("pk_a", &pageview("visitor_1+2", "t", "https://a.example/"));
     let r = h.send("DELETE", "/api/visitors/visitor_1+2?apiKey=pk_a", &[], "");
-    assert_eq!(r.response.status(), 403, "the public key cannot delete");
+    assert_eq!(
+        r.response.as_ref().unwrap().status(),
+        403,
+        "the public key cannot delete"
+    );
     let r = h.send(
         "DELETE",
         "/api/visitors/visitor_1%2B2",
@@ -516,6 +538,9 @@ fn visitors_can_be_deleted_by_the_secret_key() {
     );
     assert!(r.broadcasts.is_empty());
     let r = h.send("GET", "/api/visitors/x?apiKey=sk_a", &[], "");
-    assert_eq!(r.response.status(), 405);
-    assert_eq!(r.response.headers()["allow"], "DELETE, OPTIONS");
+    assert_eq!(r.response.as_ref().unwrap().status(), 405);
+    assert_eq!(
+        r.response.as_ref().unwrap().headers()["allow"],
+        "DELETE, OPTIONS"
+    );
 }

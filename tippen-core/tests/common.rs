@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use futures_util::FutureExt;
-use tippen_core::api::{Handled, RequestContext};
+use tippen_core::Effects as Handled;
+use tippen_core::api::RequestContext;
 use tippen_core::{Config, ManualClock, MemoryStore, Site, Timestamp, Tippen};
 
 pub const T0: i64 = 1_729_080_000_000;
@@ -60,10 +61,10 @@ impl Harness {
 }
 
 pub fn body_json(h: &Handled) -> serde_json::Value {
-    serde_json::from_slice(h.response.body()).unwrap_or_else(|e| {
+    serde_json::from_slice(h.response.as_ref().unwrap().body()).unwrap_or_else(|e| {
         panic!(
             "body is not JSON ({e}): {:?}",
-            String::from_utf8_lossy(h.response.body())
+            String::from_utf8_lossy(h.response.as_ref().unwrap().body())
         )
     })
 }

@@ -12,7 +12,8 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use common::*;
 use serde_json::Value;
-use tippen_core::api::{Handled, RequestContext};
+use tippen_core::Effects as Handled;
+use tippen_core::api::RequestContext;
 use tippen_core::enrichment::{
     LookupDriver, PlannerConfig, Provider, ProviderConfig, ProviderKind, run_lookups,
 };
@@ -101,13 +102,14 @@ fn pageview(h: &Harness, key: &str, visitor: &str) -> Handled {
 
 fn stats(h: &Harness, key: &str) -> Value {
     let r = h.send("GET", &format!("/api/stats?apiKey={key}"), &[], "");
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     body_json(&r)
 }
 
-fn enriched(messages: &[String]) -> Value {
+fn enriched(effects: &tippen_core::Effects) -> Value {
+    let messages = effects.broadcast_texts();
     assert_eq!(messages.len(), 1, "{messages:?}");
-    let m: Value = serde_json::from_str(&messages[0]).unwrap();
+    let m: Value = serde_json::from_str(messages[0]).unwrap();
     assert_eq!(m["type"], "VISITOR_UPDATE");
     assert_eq!(m["event"], "enriched");
     m["visitor"].clone()
@@ -144,10 +146,14 @@ fn one_provider_request_serves_both_sites_after_a_retry_within_the_deadline() {
     assert_eq!(run.provider_requests, 2);
     assert_eq!(run.enriched, 2);
     assert!(!run.unfinished);
-    let sites: Vec<&SiteId> = run.messages.iter().map(|(s, _)| s).collect();
+    let sites: Vec<&SiteId> = run
+        .effects
+        .iter()
+        .map(|e| e.site.as_ref().unwrap())
+        .collect();
     assert_eq!(sites, vec![&SiteId::from("a"), &SiteId::from("b")]);
-    for (_, messages) in &run.messages {
-        let v = enriched(messages);
+    for effects in &run.effects {
+        let v = enriched(effects);
         assert_eq!(v["company"], "Stand-in Corp");
         assert_eq!(v["companyDomain"], "standin.example");
         assert_eq!(v["enrichmentSource"], "provider");
@@ -188,7 +194,7 @@ fn a_retry_due_after_the_deadline_waits_in_the_driver_for_the_next_call() {
         no_sleep,
     ));
     assert_eq!(run.provider_requests, 1);
-    assert!(run.unfinished && run.messages.is_empty());
+    assert!(run.unfinished && run.effects.is_empty());
 
     // A later call with nothing new starts the retry once it is due.
     // (Within the visitor's grace: an expired visitor is not updated.)
@@ -205,8 +211,8 @@ fn a_retry_due_after_the_deadline_waits_in_the_driver_for_the_next_call() {
     ));
     assert_eq!(run.provider_requests, 1);
     assert!(!run.unfinished);
-    assert_eq!(run.messages.len(), 1);
-    assert_eq!(enriched(&run.messages[0].1)["company"], "Stand-in Corp");
+    assert_eq!(run.effects.len(), 1);
+    assert_eq!(enriched(&run.effects[0])["company"], "Stand-in Corp");
     assert_eq!(stats(&h, "sk_a")["creditsUsed"], 2);
 }
 
@@ -234,7 +240,7 @@ fn a_visitor_whose_address_was_cached_meanwhile_gets_the_cache_without_a_request
     ));
     assert!(transport.asked().is_empty());
     assert_eq!(run.provider_requests, 0);
-    let v = enriched(&run.messages[0].1);
+    let v = enriched(&run.effects[0]);
     assert_eq!(v["company"], "Stand-in Corp");
     assert_eq!(v["enrichmentSource"], "cache");
     assert_eq!(stats(&h, "sk_a")["creditsUsed"], 0);

@@ -163,12 +163,15 @@ fn responses_have_the_documented_shapes() {
         "demo_api_key",
         r#"{"event":"pageview","visitor":{"visitorId":"test","url":"https://test.com","timestamp":"2025-10-16T12:00:00Z"},"website":"test.com"}"#,
     );
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     assert_eq!(
-        r.response.body().as_ref(),
+        r.response.as_ref().unwrap().body().as_ref(),
         br#"{"success":true,"sessionId":"test"}"#
     );
-    assert_eq!(r.response.headers()["content-type"], "application/json");
+    assert_eq!(
+        r.response.as_ref().unwrap().headers()["content-type"],
+        "application/json"
+    );
     // The full Part A example.
     let r = h.track("demo_api_key", TRACK);
     assert_eq!(
@@ -208,9 +211,9 @@ fn responses_have_the_documented_shapes() {
 
     // No key: exactly Part A's body.
     let r = h.send("POST", "/track/visitor", &[], TRACK);
-    assert_eq!(r.response.status(), 401);
+    assert_eq!(r.response.as_ref().unwrap().status(), 401);
     assert_eq!(
-        r.response.body().as_ref(),
+        r.response.as_ref().unwrap().body().as_ref(),
         br#"{"error":"API key required"}"#
     );
 
@@ -221,7 +224,10 @@ fn responses_have_the_documented_shapes() {
         &[],
         r#"{"apiKey":"demo_api_key","visitorId":"test","guestUrl":"https://app.example/guest/abc123"}"#,
     );
-    assert_eq!(r.response.body().as_ref(), br#"{"success":true}"#);
+    assert_eq!(
+        r.response.as_ref().unwrap().body().as_ref(),
+        br#"{"success":true}"#
+    );
     let m: Value = serde_json::from_str(&r.broadcasts[0]).unwrap();
     assert_eq!(m["type"], "VIDEO_INVITE_SENT");
     assert_eq!(m["visitorId"], "test");
@@ -232,9 +238,9 @@ fn responses_have_the_documented_shapes() {
         &[],
         r#"{"apiKey":"demo_api_key","visitorId":"gone","guestUrl":"https://x.example/"}"#,
     );
-    assert_eq!(r.response.status(), 404);
+    assert_eq!(r.response.as_ref().unwrap().status(), 404);
     assert_eq!(
-        r.response.body().as_ref(),
+        r.response.as_ref().unwrap().body().as_ref(),
         br#"{"error":"Visitor not found"}"#
     );
 
@@ -246,14 +252,14 @@ fn responses_have_the_documented_shapes() {
         USER_ACTIVITY.replace("<key>", "demo_api_key"),
     );
     assert_eq!(
-        r.response.body().as_ref(),
+        r.response.as_ref().unwrap().body().as_ref(),
         br#"{"success":true,"stored":6,"analyzed":true}"#
     );
 
     // GET / health check.
     let r = h.send("GET", "/", &[], "");
-    assert_eq!(r.response.status(), 200);
-    assert_eq!(r.response.body().as_ref(), b"Tippen API");
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().body().as_ref(), b"Tippen API");
 }
 
 #[test]
@@ -263,34 +269,45 @@ fn dashboard_socket_messages() {
         "demo_api_key",
         &pageview("v1", "t1", "https://example.com/"),
     );
-    let site = tippen_core::SiteId::from("demo");
+    let site = tippen_core::api::SocketRole::Dashboard {
+        site: tippen_core::SiteId::from("demo"),
+    };
     let hello: Value =
-        serde_json::from_str(&block(h.tippen.dashboard_hello(&site)).unwrap()).unwrap();
+        serde_json::from_str(&block(h.tippen.socket_open(&site)).unwrap().reply.unwrap()).unwrap();
     assert_eq!(hello["type"], "INITIAL_VISITORS");
     assert_eq!(hello["seq"], 1);
     assert_eq!(hello["visitors"][0]["visitorId"], "v1");
     let pong: Value = serde_json::from_str(
-        &block(h.tippen.dashboard_message(&site, r#"{"type":"PING"}"#)).unwrap(),
+        &block(h.tippen.socket_frame(&site, r#"{"type":"PING"}"#))
+            .unwrap()
+            .reply
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(pong, json!({"type": "PONG", "timestamp": T0, "seq": 1}));
     let again: Value = serde_json::from_str(
-        &block(
-            h.tippen
-                .dashboard_message(&site, r#"{"type":"GET_VISITORS"}"#),
-        )
-        .unwrap(),
+        &block(h.tippen.socket_frame(&site, r#"{"type":"GET_VISITORS"}"#))
+            .unwrap()
+            .reply
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(again, hello);
     let err: Value = serde_json::from_str(
-        &block(h.tippen.dashboard_message(&site, r#"{"type":"FOO"}"#)).unwrap(),
+        &block(h.tippen.socket_frame(&site, r#"{"type":"FOO"}"#))
+            .unwrap()
+            .reply
+            .unwrap(),
     )
     .unwrap();
     assert_eq!(err["type"], "ERROR");
     assert!(err["error"].as_str().unwrap().contains("FOO"));
-    let err: Value =
-        serde_json::from_str(&block(h.tippen.dashboard_message(&site, "not json")).unwrap())
-            .unwrap();
+    let err: Value = serde_json::from_str(
+        &block(h.tippen.socket_frame(&site, "not json"))
+            .unwrap()
+            .reply
+            .unwrap(),
+    )
+    .unwrap();
     assert_eq!(err["type"], "ERROR");
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::*;
 use serde_json::{Value, json};
-use tippen_core::api::Handled;
+use tippen_core::Effects as Handled;
 use tippen_core::invite::InviteConfig;
 use tippen_core::{Config, SiteId};
 
@@ -58,7 +58,7 @@ fn heartbeat(visitor: &str, tab: &str) -> String {
 fn with_visitor(config: Config) -> Harness {
     let h = harness_with(config);
     let r = h.track("pk_a", &pageview("v1", "t", "https://example.com/"));
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     h
 }
 
@@ -78,8 +78,11 @@ fn part_a_invite_broadcasts_sent_then_update_with_consecutive_seq() {
         "sk_a",
         json!({"visitorId": "v1", "guestUrl": "https://video.example/g/1"}),
     );
-    assert_eq!(r.response.status(), 200);
-    assert_eq!(r.response.body().as_ref(), br#"{"success":true}"#);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
+    assert_eq!(
+        r.response.as_ref().unwrap().body().as_ref(),
+        br#"{"success":true}"#
+    );
     let m = broadcasts(&r);
     assert_eq!(m.len(), 2, "{m:?}");
     let n = seq(&m[0]);
@@ -96,7 +99,10 @@ fn part_a_invite_broadcasts_sent_then_update_with_consecutive_seq() {
                "expiresAt":T0 + 60_000,"updatedAt":T0,"seq":n + 1})
     );
     // The host is told to wake up for the invite's expiry, not only the tab's.
-    assert_eq!(r.deadline.map(|d| d.as_millis()), Some(T0 + 60_000));
+    assert_eq!(
+        r.deadline.and_then(|d| d.at()).map(|d| d.as_millis()),
+        Some(T0 + 60_000)
+    );
 
     // Legacy single-key site: the one key may invite.
     let h = harness();
@@ -106,7 +112,7 @@ fn part_a_invite_broadcasts_sent_then_update_with_consecutive_seq() {
         "demo_api_key",
         json!({"visitorId": "v9", "guestUrl": "https://video.example/g/9"}),
     );
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     assert_eq!(broadcasts(&r).len(), 2);
 }
 
@@ -116,15 +122,18 @@ fn retry_with_the_same_invite_id_is_idempotent_and_a_second_open_invite_is_409()
     let body = json!({"visitorId": "v1", "guestUrl": "https://video.example/g/1",
                       "inviteId": "inv_admin_1", "invitedBy": "Alice"});
     let first = invite(&h, "sk_a", body.clone());
-    assert_eq!(first.response.status(), 200);
+    assert_eq!(first.response.as_ref().unwrap().status(), 200);
     let m = broadcasts(&first);
     assert_eq!(update(&m[1]), ("inv_admin_1", "sent"));
     assert_eq!(m[1]["invitedBy"], "Alice");
 
     h.clock.advance(Duration::from_secs(1));
     let again = invite(&h, "sk_a", body);
-    assert_eq!(again.response.status(), 200);
-    assert_eq!(again.response.body().as_ref(), br#"{"success":true}"#);
+    assert_eq!(again.response.as_ref().unwrap().status(), 200);
+    assert_eq!(
+        again.response.as_ref().unwrap().body().as_ref(),
+        br#"{"success":true}"#
+    );
     assert!(again.broadcasts.is_empty(), "a retry broadcasts nothing");
 
     let other = invite(
@@ -132,7 +141,7 @@ fn retry_with_the_same_invite_id_is_idempotent_and_a_second_open_invite_is_409()
         "sk_a",
         json!({"visitorId": "v1", "guestUrl": "https://video.example/g/2", "inviteId": "inv_2"}),
     );
-    assert_eq!(other.response.status(), 409);
+    assert_eq!(other.response.as_ref().unwrap().status(), 409);
     assert!(other.broadcasts.is_empty());
     let e = error_of(&other);
     assert!(e.contains("inv_admin_1"), "{e}");
@@ -141,6 +150,8 @@ fn retry_with_the_same_invite_id_is_idempotent_and_a_second_open_invite_is_409()
     assert_eq!(
         answer(&h, "v1", "inv_admin_1", "INVITE_DECLINED")
             .response
+            .as_ref()
+            .unwrap()
             .status(),
         200
     );
@@ -149,7 +160,7 @@ fn retry_with_the_same_invite_id_is_idempotent_and_a_second_open_invite_is_409()
         "sk_a",
         json!({"visitorId": "v1", "guestUrl": "https://video.example/g/2", "inviteId": "inv_2"}),
     );
-    assert_eq!(second.response.status(), 200);
+    assert_eq!(second.response.as_ref().unwrap().status(), 200);
     assert_eq!(update(&broadcasts(&second)[1]), ("inv_2", "sent"));
 }
 
@@ -162,7 +173,7 @@ fn the_visitor_answers_seen_then_accepted_by_post() {
         json!({"visitorId": "v1", "guestUrl": "https://g/1", "inviteId": "i1"}),
     );
     let seen = answer(&h, "v1", "i1", "INVITE_SEEN");
-    assert_eq!(seen.response.status(), 200);
+    assert_eq!(seen.response.as_ref().unwrap().status(), 200);
     assert_eq!(body_json(&seen), json!({"success": true, "state": "seen"}));
     let m = broadcasts(&seen);
     assert_eq!(m.len(), 1);
@@ -187,13 +198,16 @@ fn the_visitor_answers_seen_then_accepted_by_post() {
     // Repeats are no-ops; a contradiction is a 409 naming both states.
     let repeat = answer(&h, "v1", "i1", "INVITE_ACCEPTED");
     assert_eq!(
-        (repeat.response.status().as_u16(), repeat.broadcasts.len()),
+        (
+            repeat.response.as_ref().unwrap().status().as_u16(),
+            repeat.broadcasts.len()
+        ),
         (200, 0)
     );
     let late_seen = answer(&h, "v1", "i1", "INVITE_SEEN");
     assert_eq!(body_json(&late_seen)["state"], "accepted");
     let declined = answer(&h, "v1", "i1", "INVITE_DECLINED");
-    assert_eq!(declined.response.status(), 409);
+    assert_eq!(declined.response.as_ref().unwrap().status(), 409);
     let e = error_of(&declined);
     assert!(e.contains("accepted") && e.contains("declined"), "{e}");
 }
@@ -204,7 +218,7 @@ fn the_invite_rides_on_the_heartbeat_response_and_becomes_delivered() {
     // Without an invite the body stays Part A's, byte for byte.
     let hb = h.track("pk_a", &heartbeat("v1", "t"));
     assert_eq!(
-        hb.response.body().as_ref(),
+        hb.response.as_ref().unwrap().body().as_ref(),
         br#"{"success":true,"sessionId":"v1"}"#
     );
     invite(
@@ -215,7 +229,7 @@ fn the_invite_rides_on_the_heartbeat_response_and_becomes_delivered() {
     );
     h.clock.advance(Duration::from_secs(15));
     let hb = h.track("pk_a", &heartbeat("v1", "t"));
-    assert_eq!(hb.response.status(), 200);
+    assert_eq!(hb.response.as_ref().unwrap().status(), 200);
     assert_eq!(
         body_json(&hb),
         json!({"success": true, "sessionId": "v1",
@@ -237,7 +251,7 @@ fn the_invite_rides_on_the_heartbeat_response_and_becomes_delivered() {
     answer(&h, "v1", "i1", "INVITE_DECLINED");
     let hb = h.track("pk_a", &heartbeat("v1", "t"));
     assert_eq!(
-        hb.response.body().as_ref(),
+        hb.response.as_ref().unwrap().body().as_ref(),
         br#"{"success":true,"sessionId":"v1"}"#
     );
 }
@@ -257,7 +271,10 @@ fn an_unanswered_invite_expires_by_sweep_at_exactly_the_ttl() {
         "sk_a",
         json!({"visitorId": "v1", "guestUrl": "https://g/1", "inviteId": "i1"}),
     );
-    assert_eq!(r.deadline.map(|d| d.as_millis()), Some(T0 + 20_000));
+    assert_eq!(
+        r.deadline.and_then(|d| d.at()).map(|d| d.as_millis()),
+        Some(T0 + 20_000)
+    );
     assert_eq!(
         block(h.tippen.next_deadline(&site))
             .unwrap()
@@ -279,7 +296,7 @@ fn an_unanswered_invite_expires_by_sweep_at_exactly_the_ttl() {
     assert_eq!(out.deadline.map(|d| d.as_millis()), Some(T0 + 60_000));
 
     let late = answer(&h, "v1", "i1", "INVITE_ACCEPTED");
-    assert_eq!(late.response.status(), 409);
+    assert_eq!(late.response.as_ref().unwrap().status(), 409);
     let e = error_of(&late);
     assert!(e.contains("expired") && e.contains("accepted"), "{e}");
     assert!(late.broadcasts.is_empty());
@@ -298,7 +315,7 @@ fn an_answer_at_the_deadline_finds_it_expired_and_the_expiry_is_broadcast() {
     h.track("pk_a", &heartbeat("v1", "t"));
     h.clock.advance(Duration::from_secs(1));
     let late = answer(&h, "v1", "i1", "INVITE_ACCEPTED");
-    assert_eq!(late.response.status(), 409);
+    assert_eq!(late.response.as_ref().unwrap().status(), 409);
     let e = error_of(&late);
     assert!(e.contains("expired") && e.contains("accepted"), "{e}");
     let m = broadcasts(&late);
@@ -320,7 +337,7 @@ fn the_visitor_leaving_ends_its_invite_with_visitor_left() {
         &[("X-Tippen-API-Key", "pk_a")],
         r#"{"visitorId":"v1","tabId":"t"}"#,
     );
-    assert_eq!(left.response.status(), 200);
+    assert_eq!(left.response.as_ref().unwrap().status(), 200);
     let m = broadcasts(&left);
     assert_eq!(m.len(), 2, "{m:?}");
     assert_eq!(m[0]["type"], "VISITOR_REMOVED");
@@ -407,14 +424,14 @@ fn the_admin_cancels() {
         &[("X-Tippen-API-Key", "pk_a")],
         body.clone(),
     );
-    assert_eq!(public.response.status(), 403);
+    assert_eq!(public.response.as_ref().unwrap().status(), 403);
     let c = h.send(
         "POST",
         "/api/invites/cancel",
         &[("X-Tippen-API-Key", "sk_a")],
         body.clone(),
     );
-    assert_eq!(c.response.status(), 200);
+    assert_eq!(c.response.as_ref().unwrap().status(), 200);
     assert_eq!(
         body_json(&c),
         json!({"success": true, "state": "cancelled"})
@@ -425,7 +442,7 @@ fn the_admin_cancels() {
     let hb = h.track("pk_a", &heartbeat("v1", "t"));
     assert!(body_json(&hb).get("invite").is_none());
     let late = answer(&h, "v1", "i1", "INVITE_ACCEPTED");
-    assert_eq!(late.response.status(), 409);
+    assert_eq!(late.response.as_ref().unwrap().status(), 409);
     assert!(error_of(&late).contains("cancelled"));
 }
 
@@ -437,15 +454,15 @@ fn errors_are_json() {
         "sk_a",
         json!({"visitorId": "nobody", "guestUrl": "https://g/1"}),
     );
-    assert_eq!(r.response.status(), 404);
+    assert_eq!(r.response.as_ref().unwrap().status(), 404);
     assert_eq!(error_of(&r), "Visitor not found");
     assert!(r.broadcasts.is_empty());
 
     let r = answer(&h, "v1", "nope", "INVITE_SEEN");
-    assert_eq!(r.response.status(), 404);
+    assert_eq!(r.response.as_ref().unwrap().status(), 404);
     assert!(error_of(&r).contains("nope"));
     let r = answer(&h, "nobody", "nope", "INVITE_SEEN");
-    assert_eq!(r.response.status(), 404);
+    assert_eq!(r.response.as_ref().unwrap().status(), 404);
     error_of(&r);
     let r = h.send(
         "POST",
@@ -453,11 +470,11 @@ fn errors_are_json() {
         &[("X-Tippen-API-Key", "sk_a")],
         json!({"visitorId": "v1", "inviteId": "nope"}).to_string(),
     );
-    assert_eq!(r.response.status(), 404);
+    assert_eq!(r.response.as_ref().unwrap().status(), 404);
     error_of(&r);
 
     let r = answer(&h, "v1", "i1", "INVITE_JOINED");
-    assert_eq!(r.response.status(), 400);
+    assert_eq!(r.response.as_ref().unwrap().status(), 400);
     error_of(&r);
     let r = h.send(
         "POST",
@@ -465,9 +482,9 @@ fn errors_are_json() {
         &[],
         json!({"visitorId": "v1", "inviteId": "i1", "type": "INVITE_SEEN"}).to_string(),
     );
-    assert_eq!(r.response.status(), 401);
+    assert_eq!(r.response.as_ref().unwrap().status(), 401);
     let r = h.send("GET", "/track/invite", &[("X-Tippen-API-Key", "pk_a")], "");
-    assert_eq!(r.response.status(), 405);
+    assert_eq!(r.response.as_ref().unwrap().status(), 405);
     error_of(&r);
 
     invite(
@@ -480,7 +497,7 @@ fn errors_are_json() {
         "sk_a",
         json!({"visitorId": "v1", "guestUrl": "https://g/1", "inviteId": "i2"}),
     );
-    assert_eq!(r.response.status(), 409);
+    assert_eq!(r.response.as_ref().unwrap().status(), 409);
     error_of(&r);
 }
 
@@ -522,7 +539,7 @@ fn the_visitor_json_shows_the_open_invite_only() {
         "sk_a",
         json!({"visitorId": "v1", "guestUrl": "https://g.example/1", "inviteId": "inv_open", "invitedBy": "Ada"}),
     );
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     let v = &list(&h)["visitors"][0];
     assert_eq!(v["invite"]["inviteId"], "inv_open");
     assert_eq!(v["invite"]["state"], "sent");
@@ -531,6 +548,8 @@ fn the_visitor_json_shows_the_open_invite_only() {
     assert_eq!(
         answer(&h, "v1", "inv_open", "INVITE_DECLINED")
             .response
+            .as_ref()
+            .unwrap()
             .status(),
         200
     );

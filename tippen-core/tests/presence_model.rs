@@ -124,7 +124,7 @@ impl Model {
     /// `left`.
     fn observe(
         &mut self,
-        broadcasts: &[String],
+        broadcasts: &[tippen_core::Broadcast],
         now: i64,
         expected_left: Option<&str>,
     ) -> Result<(), TestCaseError> {
@@ -202,7 +202,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     r#"{{"event":"{kind}","visitor":{{"visitorId":"{v}","tabId":"{t}","url":"https://e.example/{tab}","visibility":"{vis}"}}}}"#
                 );
                 let r = h.track("pk_a", &body);
-                prop_assert_eq!(r.response.status(), 200);
+                prop_assert_eq!(r.response.as_ref().unwrap().status(), 200);
                 let key = (v.clone(), t.clone());
                 if kind != "pageview"
                     && model
@@ -250,7 +250,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 };
                 let alive = model.alive_tabs(&v, now);
                 let r = h.send("POST", "/track/leave?apiKey=pk_a", &[], body);
-                prop_assert_eq!(r.response.status(), 200);
+                prop_assert_eq!(r.response.as_ref().unwrap().status(), 200);
                 let closes_last = match tab {
                     Some(t) => alive == [format!("t{t}")],
                     None => !alive.is_empty(),
@@ -276,7 +276,11 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Advance(ms) => h.clock.advance(Duration::from_millis(ms)),
             Op::Sweep => {
                 let out = block(h.tippen.sweep(&site)).unwrap();
-                let texts: Vec<String> = out.messages.iter().map(|m| m.to_json()).collect();
+                let texts: Vec<_> = out
+                    .messages
+                    .iter()
+                    .map(tippen_core::Broadcast::new)
+                    .collect();
                 model.observe(&texts, now, None)?;
                 prop_assert_eq!(
                     &model.shown,

@@ -63,7 +63,7 @@ fn service(store: MockStorage) -> Tippen {
     )
 }
 
-fn track(t: &Tippen) -> tippen_core::api::Handled {
+fn track(t: &Tippen) -> tippen_core::Effects {
     let req = http::Request::post("/track/visitor")
         .header("X-Tippen-API-Key", "pk")
         .body(bytes::Bytes::from(pageview("v", "t", "https://e.example/")))
@@ -88,8 +88,8 @@ fn endless_conflicts_give_up_after_the_configured_attempts_with_503() {
         .returning(|_, _, _| Err(StoreError::Conflict));
     store.expect_advance_sequence().never();
     let r = track(&service(store));
-    assert_eq!(r.response.status(), 503);
-    assert_eq!(r.response.headers()["retry-after"], "1");
+    assert_eq!(r.response.as_ref().unwrap().status(), 503);
+    assert_eq!(r.response.as_ref().unwrap().headers()["retry-after"], "1");
     assert!(
         body_json(&r)["error"]
             .as_str()
@@ -112,7 +112,7 @@ fn a_failing_backend_is_a_500_without_details() {
         ))
     });
     let r = track(&service(store));
-    assert_eq!(r.response.status(), 500);
+    assert_eq!(r.response.as_ref().unwrap().status(), 500);
     assert_eq!(body_json(&r)["error"], "internal storage error");
 }
 
@@ -147,6 +147,6 @@ fn a_conflict_is_retried_with_a_fresh_read() {
         .times(1)
         .returning(|_, by| Ok(by));
     let r = track(&service(store));
-    assert_eq!(r.response.status(), 200);
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
     assert_eq!(r.broadcasts.len(), 1);
 }

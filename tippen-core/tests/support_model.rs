@@ -224,7 +224,11 @@ impl World {
         self.h.clock.now().as_millis()
     }
 
-    fn absorb(&mut self, broadcasts: &[String], notices: &[tippen_core::support::SupportNotice]) {
+    fn absorb(
+        &mut self,
+        broadcasts: &[tippen_core::Broadcast],
+        notices: &[tippen_core::support::SupportNotice],
+    ) {
         let now = self.now();
         let mut notified_now = BTreeSet::new();
         for n in notices {
@@ -290,20 +294,15 @@ impl World {
         }
     }
 
-    fn arm(&mut self, d: Option<Timestamp>) {
+    fn arm(&mut self, d: Option<tippen_core::Deadline>) {
         if let Some(d) = d {
-            self.armed = Some(self.armed.map_or(d, |a| a.min(d)));
+            self.armed = d.merge(self.armed);
         }
     }
 
     fn sweep(&mut self) {
-        let r = block(
-            self.h
-                .tippen
-                .handle_deadline_with_pushes(&SiteId::from("demo")),
-        )
-        .expect("sweep");
-        self.armed = r.deadline;
+        let r = block(self.h.tippen.handle_timeout(&SiteId::from("demo"))).expect("sweep");
+        self.arm(r.deadline);
         self.absorb(&r.broadcasts, &r.notifications);
     }
 
@@ -385,9 +384,9 @@ impl World {
                 let h = self
                     .h
                     .send("POST", "/api/track/user-activity", &[], body.to_string());
-                assert_eq!(h.response.status(), 200);
+                assert_eq!(h.response.as_ref().unwrap().status(), 200);
                 assert_eq!(
-                    h.response.body().as_ref(),
+                    h.response.as_ref().unwrap().body().as_ref(),
                     format!(
                         r#"{{"success":true,"stored":{},"analyzed":true}}"#,
                         events.len()
@@ -434,7 +433,8 @@ impl World {
         let overview = self
             .h
             .send("GET", "/api/support/users?apiKey=demo_api_key", &[], "");
-        let overview: Value = serde_json::from_slice(overview.response.body()).expect("JSON");
+        let overview: Value =
+            serde_json::from_slice(overview.response.as_ref().unwrap().body()).expect("JSON");
         for (idx, mu) in &self.model {
             let id = format!("u{idx}");
             let expect = if mu.expired(now, &self.cfg) {

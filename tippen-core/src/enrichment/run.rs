@@ -18,16 +18,17 @@ use std::net::IpAddr;
 
 use super::steps::{self, Answer, FailureLog, lookup};
 use super::{CompanyProfile, LookupDriver, LookupFailure, Provider};
+use crate::effects::Effects;
 use crate::service::LookupRequest;
 use crate::transport::Transport;
-use crate::{SiteId, Timestamp, Tippen};
+use crate::{Timestamp, Tippen};
 
 /// What one [`run_lookups`] call did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub struct LookupRun {
-    /// Dashboard messages to send (`VISITOR_UPDATE`s of enriched visitors), per site, in
-    /// order.
-    pub messages: Vec<(SiteId, Vec<String>)>,
+    /// What the enriched visitors' updates ask of the host (their `VISITOR_UPDATE`
+    /// broadcasts), in order: apply each with [`host::apply`](crate::host::apply).
+    pub effects: Vec<Effects>,
     /// Provider requests sent.
     pub provider_requests: usize,
     /// Visitors given a company (from the provider or the shared cache).
@@ -107,7 +108,7 @@ async fn admit(
         let messages = answer
             .give(tippen, &request.site, &request.visitor_id)
             .await;
-        deliver(request.site, messages, run);
+        deliver(messages, run);
         return None;
     }
     let ip = request.ip;
@@ -134,15 +135,15 @@ async fn settle(
         let answer = Answer::Lookup(result);
         for (site, visitor) in waiters {
             let messages = answer.give(tippen, &site, &visitor).await;
-            deliver(site, messages, run);
+            deliver(messages, run);
         }
     }
 }
 
 /// Keeps what giving a visitor its company broadcast, to send.
-fn deliver(site: SiteId, messages: Vec<String>, run: &mut LookupRun) {
-    if !messages.is_empty() {
+fn deliver(effects: Effects, run: &mut LookupRun) {
+    if !effects.broadcasts.is_empty() {
         run.enriched += 1;
-        run.messages.push((site, messages));
+        run.effects.push(effects);
     }
 }

@@ -24,7 +24,7 @@ use super::{
     CachedLookup, CompanyProfile, Completion, EnrichmentEvent, LookupDriver, LookupFailure,
     Provider, ProviderKind, Requested, SiteEvent,
 };
-use crate::protocol::Sequenced;
+use crate::effects::Effects;
 use crate::service::LookupRequest;
 use crate::transport::Transport;
 use crate::{SiteId, Timestamp, Tippen};
@@ -39,19 +39,19 @@ pub enum Answer {
 }
 
 impl Answer {
-    /// Gives the answer to `visitor` of `site`; returns the dashboard messages to send (the
-    /// visitor's `VISITOR_UPDATE`), none when the update failed (logged: the visitor keeps its
-    /// fallback company).
-    pub async fn give(&self, tippen: &Tippen, site: &SiteId, visitor: &str) -> Vec<String> {
+    /// Gives the answer to `visitor` of `site`; returns the effects to apply (the visitor's
+    /// `VISITOR_UPDATE` broadcast), none when the update failed (logged: the visitor keeps
+    /// its fallback company).
+    pub async fn give(&self, tippen: &Tippen, site: &SiteId, visitor: &str) -> Effects {
         let outcome = match self {
             Answer::Cached(entry) => tippen.apply_cached_lookup(site, visitor, entry).await,
             Answer::Lookup(result) => tippen.complete_lookup(site, visitor, result).await,
         };
         match outcome {
-            Ok(outcome) => outcome.messages.iter().map(Sequenced::to_json).collect(),
+            Ok(outcome) => Effects::from_outcome(site, outcome, false),
             Err(e) => {
                 tracing::warn!(site = %site, error = %e, "could not update an enriched visitor");
-                Vec::new()
+                Effects::default()
             }
         }
     }
