@@ -29,7 +29,7 @@ use tippen_core::enrichment::{
 use tippen_core::{LookupRequest, SiteId, Tippen};
 use tokio::sync::{mpsc, watch};
 
-use crate::host::{Inner, TippenHost, publish, stopped};
+use crate::host::{Inner, TippenHost, stopped};
 use tippen_http::HttpTransport;
 
 /// Enrichment settings of a [`TippenHost`](crate::TippenHost): the provider, its rate limit
@@ -227,10 +227,8 @@ impl Worker {
             let state = host.site(&site);
             let _owner = state.lock.lock().await;
             for visitor in visitors {
-                publish(
-                    &state,
-                    answer.give(&host.inner.tippen, &site, &visitor).await,
-                );
+                let effects = answer.give(&host.inner.tippen, &site, &visitor).await;
+                host.apply(effects, None).await;
             }
         });
     }

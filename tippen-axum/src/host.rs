@@ -16,8 +16,13 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use thiserror::Error;
-use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, VisitorAnswer};
-use tippen_core::{ServiceError, SiteId, StoreError, Timestamp, Tippen, Transport, TransportError};
+use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, SocketRole};
+use tippen_core::host::{self as seam, HostIo};
+use tippen_core::support::SupportNotice;
+use tippen_core::{
+    Broadcast, Deadline, Effects, LookupRequest, ServiceError, SiteId, StoreError, Timestamp,
+    Tippen, Transport, TransportError, VisitorPush,
+};
 use tokio::sync::{broadcast, watch};
 use tower_http::trace::TraceLayer;
 
@@ -127,7 +132,10 @@ pub(crate) struct SiteState {
     /// The site's dashboard messages.
     tx: broadcast::Sender<Utf8Bytes>,
     /// The site's visitor pushes; each visitor socket keeps the ones for its visitor.
-    visitors: broadcast::Sender<VisitorPush>,
+    visitors: broadcast::Sender<Push>,
+    /// Open visitor sockets per visitor: `(socket number)`s, so a push knows whether it
+    /// reaches anyone.
+    sockets: Mutex<HashMap<Arc<str>, Vec<u64>>>,
     /// The earliest deadline the timer must wake up for.
     armed: watch::Sender<Option<Timestamp>>,
     timer_started: AtomicBool,
@@ -217,11 +225,11 @@ impl TippenHost {
     /// like every other part of the contract.
     pub fn router(&self) -> Router {
         Router::new()
-            .route("/ws/dashboard", any(dashboard_route))
+            .route("/ws/dashboard", any(socket_route))
             // The core routes paths with a trailing slash like those without.
-            .route("/ws/dashboard/", any(dashboard_route))
-            .route("/ws/visitor", any(visitor_route))
-            .route("/ws/visitor/", any(visitor_route))
+            .route("/ws/dashboard/", any(socket_route))
+            .route("/ws/visitor", any(socket_route))
+            .route("/ws/visitor/", any(socket_route))
             .fallback(http_route)
             .layer(TraceLayer::new_for_http())
             .with_state(self.clone())
@@ -236,7 +244,7 @@ impl TippenHost {
         for site in tippen.store().sites().await? {
             if let Some(deadline) = tippen.next_deadline(&site.id).await? {
                 let state = self.site(&site.id);
-                self.arm(&state, deadline);
+                self.arm(&state, Deadline::AtMost(deadline));
                 armed += 1;
             }
         }
@@ -316,7 +324,9 @@ impl TippenHost {
             routed = self.inner.tippen.resume(call, answer);
         }
         match routed {
-            Routed::Done(handled) => into_axum(handled.response),
+            Routed::Done(effects) => {
+                into_axum(self.apply(effects, None).await.response.unwrap_or_default())
+            }
             Routed::Outbound(_) => into_axum(
                 ApiError::new(StatusCode::BAD_GATEWAY, "more than one outbound call")
                     .into_response(),
@@ -346,26 +356,14 @@ impl TippenHost {
     async fn run_site_call(&self, call: SiteCall) -> http::Response<Bytes> {
         let state = self.site(call.site());
         let _owner = state.lock.lock().await;
-        let handled = self.inner.tippen.execute(call).await;
-        publish(&state, handled.broadcasts);
-        publish_visitors(&state, handled.visitor_messages, None);
-        notify(
-            self.inner.slack.as_ref(),
-            &self.inner.shutdown.subscribe(),
-            handled.notifications,
-        );
-        if let Some(deadline) = handled.deadline {
-            self.arm(&state, deadline);
-        }
-        if let Some(enrichment) = &self.inner.enrichment {
-            // Queued for the enrichment task: the answer never waits for the provider.
-            enrichment.submit(
-                handled.lookups,
-                &self.inner,
-                self.inner.shutdown.subscribe(),
-            );
-        }
-        handled.response
+        let effects = self.inner.tippen.execute(call).await;
+        self.apply(effects, None).await.response.unwrap_or_default()
+    }
+
+    /// Applies `effects` through the shared host layer (see [`tippen_core::host`]); call it
+    /// under the site's lock.
+    pub(crate) async fn apply(&self, effects: Effects, origin: Option<&u64>) -> seam::Answer {
+        seam::apply(&self.inner.tippen, self, effects, origin).await
     }
 
     fn sites(&self) -> MutexGuard<'_, HashMap<SiteId, Arc<SiteState>>> {
@@ -385,6 +383,7 @@ impl TippenHost {
                     lock: tokio::sync::Mutex::new(()),
                     tx: broadcast::Sender::new(self.inner.config.broadcast_capacity.max(1)),
                     visitors: broadcast::Sender::new(self.inner.config.broadcast_capacity.max(1)),
+                    sockets: Mutex::new(HashMap::new()),
                     armed: watch::Sender::new(None),
                     timer_started: AtomicBool::new(false),
                 })
@@ -392,21 +391,20 @@ impl TippenHost {
             .clone()
     }
 
-    /// Keeps the earliest of the armed deadline and `at`, starting the site's timer if needed.
-    fn arm(&self, state: &Arc<SiteState>, at: Timestamp) {
-        state.armed.send_if_modified(|cur| match cur {
-            Some(c) if *c <= at => false,
-            _ => {
-                *cur = Some(at);
-                true
-            }
+    /// Arms the site's timer at `deadline` (the earliest, or exactly it after a sweep),
+    /// starting the timer task if needed.
+    fn arm(&self, state: &Arc<SiteState>, deadline: Deadline) {
+        state.armed.send_if_modified(|cur| {
+            let next = deadline.merge(*cur);
+            let changed = next != *cur;
+            *cur = next;
+            changed
         });
         if *self.inner.shutdown.borrow() || state.timer_started.swap(true, Ordering::AcqRel) {
             return;
         }
         let task = Timer {
-            slack: self.inner.slack.clone(),
-            tippen: self.inner.tippen.clone(),
+            host: Arc::downgrade(&self.inner),
             state: state.clone(),
             shutdown: self.inner.shutdown.subscribe(),
             _active: self.inner.active.enter(),
@@ -414,169 +412,90 @@ impl TippenHost {
         tokio::spawn(task.run());
     }
 
-    async fn dashboard_session(self, site: SiteId, socket: WebSocket) {
-        let _active = self.inner.active.enter();
-        let mut dashboard = Peer {
-            socket,
-            shutdown: self.inner.shutdown.subscribe(),
-            send_timeout: self.inner.config.ws_send_timeout,
-        };
-        if *dashboard.shutdown.borrow() {
-            dashboard.close(1001, "server shutting down").await;
-            return;
-        }
-        let state = self.site(&site);
-        let tippen = &self.inner.tippen;
-        // Subscribe first, then snapshot: nothing published in between is missed.
-        let mut rx = state.tx.subscribe();
-        if !dashboard.hello(tippen, &site).await {
-            return;
-        }
-        tracing::debug!(site = %site, "dashboard connected");
-        loop {
-            tokio::select! {
-                () = stopped(&mut dashboard.shutdown) => {
-                    dashboard.close(1001, "server shutting down").await;
-                    break;
-                }
-                msg = rx.recv() => match msg {
-                    Ok(text) => {
-                        if !dashboard.send(Message::Text(text)).await {
-                            break;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!(site = %site, missed, "dashboard lagged; resyncing");
-                        rx = state.tx.subscribe();
-                        if !dashboard.hello(tippen, &site).await {
-                            break;
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Closed) => break,
-                },
-                incoming = dashboard.socket.recv() => {
-                    let text = match incoming {
-                        Some(Ok(Message::Text(t))) => t.to_string(),
-                        Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                        // tungstenite answers pings by itself.
-                        Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                        Some(Ok(Message::Close(_)) | Err(_)) | None => break,
-                    };
-                    match tippen.dashboard_message(&site, &text).await {
-                        Ok(reply) => {
-                            if !dashboard.send(Message::Text(reply.into())).await {
-                                break;
-                            }
-                        }
-                        Err(e) => {
-                            tracing::error!(site = %site, error = %e, "dashboard message failed");
-                            dashboard.close(1011, "internal error").await;
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        tracing::debug!(site = %site, "dashboard disconnected");
-    }
-}
-
-impl TippenHost {
-    /// Under the site's lock: subscribes to the site's visitor pushes and runs
-    /// [`Tippen::visitor_hello`], publishing its broadcasts. Nothing published before is
-    /// missed and nothing is received twice.
-    async fn visitor_subscribe(
+    /// Under the site's lock: subscribes the socket to what it hears, then sends what
+    /// [`Tippen::socket_open`] answers (applying its effects), so nothing published before is
+    /// missed and nothing is received twice. `None` when the socket is done.
+    async fn subscribe(
         &self,
         state: &SiteState,
-        visitor_id: &str,
-    ) -> Result<(broadcast::Receiver<VisitorPush>, Option<String>), tippen_core::ServiceError> {
-        let _owner = state.lock.lock().await;
-        let rx = state.visitors.subscribe();
-        let (hello, broadcasts) = self
-            .inner
-            .tippen
-            .visitor_hello(&state.id, visitor_id)
-            .await?;
-        publish(state, broadcasts);
-        Ok((rx, hello))
-    }
-
-    /// Subscribes a visitor socket and sends it the hello; `None` when the socket is done
-    /// (send failed, or the hello failed and the socket was closed).
-    async fn visitor_connect(
-        &self,
-        state: &SiteState,
-        visitor_id: &str,
+        role: &SocketRole,
         conn: &mut Peer,
-    ) -> Option<broadcast::Receiver<VisitorPush>> {
-        match self.visitor_subscribe(state, visitor_id).await {
-            Ok((rx, hello)) => {
-                if let Some(hello) = hello
-                    && !conn.send(Message::Text(hello.into())).await
+    ) -> Option<Feed> {
+        let opened = {
+            let _owner = state.lock.lock().await;
+            let feed = match role {
+                SocketRole::Dashboard { .. } => Feed::Dashboard(state.tx.subscribe()),
+                SocketRole::Visitor { .. } => Feed::Visitor(state.visitors.subscribe()),
+            };
+            match self.inner.tippen.socket_open(role).await {
+                Ok(effects) => Ok((feed, self.apply(effects, Some(&conn.number)).await.reply)),
+                Err(e) => Err(e),
+            }
+        };
+        match opened {
+            Ok((feed, reply)) => {
+                if let Some(reply) = reply
+                    && !conn.send(Message::Text(reply.into())).await
                 {
                     return None;
                 }
-                Some(rx)
+                Some(feed)
             }
             Err(e) => {
-                tracing::error!(site = %state.id, error = %e, "visitor hello failed");
+                tracing::error!(site = %state.id, error = %e, "socket hello failed");
                 conn.close(1011, "internal error").await;
                 None
             }
         }
     }
 
-    async fn visitor_session(self, site: SiteId, visitor_id: String, socket: WebSocket) {
+    /// One socket, dashboard or visitor, from its upgrade to its end.
+    async fn session(self, role: SocketRole, socket: WebSocket) {
         let _active = self.inner.active.enter();
         let mut conn = Peer {
             socket,
             shutdown: self.inner.shutdown.subscribe(),
             send_timeout: self.inner.config.ws_send_timeout,
+            number: NEXT_SOCKET.fetch_add(1, Ordering::Relaxed),
         };
         if *conn.shutdown.borrow() {
             conn.close(1001, "server shutting down").await;
             return;
         }
+        let site = role.site().clone();
         let state = self.site(&site);
-        let tippen = self.inner.tippen.clone();
-        let socket_no = NEXT_VISITOR_SOCKET.fetch_add(1, Ordering::Relaxed);
-        let Some(mut rx) = self.visitor_connect(&state, &visitor_id, &mut conn).await else {
+        let _listed = match &role {
+            SocketRole::Visitor { visitor_id, .. } => Some(Listed::new(
+                &state,
+                Arc::from(visitor_id.as_str()),
+                conn.number,
+            )),
+            SocketRole::Dashboard { .. } => None,
+        };
+        let Some(mut feed) = self.subscribe(&state, &role, &mut conn).await else {
             return;
         };
-        tracing::debug!(site = %site, visitor = %visitor_id, "visitor channel connected");
+        tracing::debug!(site = %site, role = ?role, "socket connected");
         loop {
             tokio::select! {
                 () = stopped(&mut conn.shutdown) => {
                     conn.close(1001, "server shutting down").await;
                     break;
                 }
-                msg = rx.recv() => match msg {
-                    Ok((to, text, origin)) => {
-                        if *to != *visitor_id || origin == Some(socket_no) {
-                            continue;
-                        }
-                        let invite = tippen_core::api::pushed_invite(&text);
+                heard = feed.next(&role, conn.number) => match heard {
+                    Heard::Text(text) => {
                         if !conn.send(Message::Text(text)).await {
                             break;
                         }
-                        if let Some(invite_id) = invite {
-                            let _owner = state.lock.lock().await;
-                            match tippen.invite_delivered(&site, &visitor_id, &invite_id).await {
-                                Ok(broadcasts) => publish(&state, broadcasts),
-                                Err(e) => {
-                                    tracing::warn!(site = %site, error = %e, "invite delivery not recorded");
-                                }
-                            }
-                        }
                     }
-                    Err(broadcast::error::RecvError::Lagged(missed)) => {
-                        tracing::debug!(site = %site, missed, "visitor socket lagged; resyncing");
-                        match self.visitor_connect(&state, &visitor_id, &mut conn).await {
-                            Some(fresh) => rx = fresh,
+                    Heard::Lagged(missed) => {
+                        tracing::debug!(site = %site, missed, "socket lagged; resyncing");
+                        match self.subscribe(&state, &role, &mut conn).await {
+                            Some(fresh) => feed = fresh,
                             None => break,
                         }
                     }
-                    Err(broadcast::error::RecvError::Closed) => break,
+                    Heard::Closed => break,
                 },
                 incoming = conn.socket.recv() => {
                     let text = match incoming {
@@ -588,15 +507,13 @@ impl TippenHost {
                     };
                     let answered = {
                         let _owner = state.lock.lock().await;
-                        let answered = tippen.visitor_message(&site, &visitor_id, &text).await;
-                        if let Ok(answer) = &answered {
-                            publish(&state, answer.broadcasts.clone());
-                            publish_visitors(&state, answer.visitor_pushes.clone(), Some(socket_no));
+                        match self.inner.tippen.socket_frame(&role, &text).await {
+                            Ok(effects) => Ok(self.apply(effects, Some(&conn.number)).await.reply),
+                            Err(e) => Err(e),
                         }
-                        answered
                     };
                     match answered {
-                        Ok(VisitorAnswer { reply, .. }) => {
+                        Ok(reply) => {
                             if let Some(reply) = reply
                                 && !conn.send(Message::Text(reply.into())).await
                             {
@@ -604,7 +521,7 @@ impl TippenHost {
                             }
                         }
                         Err(e) => {
-                            tracing::error!(site = %site, error = %e, "visitor message failed");
+                            tracing::error!(site = %site, error = %e, "socket message failed");
                             conn.close(1011, "internal error").await;
                             break;
                         }
@@ -612,7 +529,135 @@ impl TippenHost {
                 }
             }
         }
-        tracing::debug!(site = %site, visitor = %visitor_id, "visitor channel disconnected");
+        tracing::debug!(site = %site, "socket disconnected");
+    }
+}
+
+/// What a socket hears from its site: every broadcast (a dashboard), or the pushes for its
+/// visitor (a visitor channel).
+enum Feed {
+    Dashboard(broadcast::Receiver<Utf8Bytes>),
+    Visitor(broadcast::Receiver<Push>),
+}
+
+/// The next thing a socket hears.
+enum Heard {
+    Text(Utf8Bytes),
+    Lagged(u64),
+    Closed,
+}
+
+impl Feed {
+    async fn next(&mut self, role: &SocketRole, socket: u64) -> Heard {
+        let heard = match self {
+            Feed::Dashboard(rx) => rx.recv().await,
+            Feed::Visitor(rx) => loop {
+                match rx.recv().await {
+                    Ok(push) => {
+                        let mine = matches!(role, SocketRole::Visitor { visitor_id, .. } if *push.to == **visitor_id);
+                        if mine && push.skip != Some(socket) {
+                            break Ok(push.text);
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            },
+        };
+        match heard {
+            Ok(text) => Heard::Text(text),
+            Err(broadcast::error::RecvError::Lagged(missed)) => Heard::Lagged(missed),
+            Err(broadcast::error::RecvError::Closed) => Heard::Closed,
+        }
+    }
+}
+
+/// A visitor socket listed in its site's [`SiteState::sockets`] while it is open.
+struct Listed {
+    state: Arc<SiteState>,
+    visitor: Arc<str>,
+    number: u64,
+}
+
+impl Listed {
+    fn new(state: &Arc<SiteState>, visitor: Arc<str>, number: u64) -> Self {
+        lock(&state.sockets)
+            .entry(visitor.clone())
+            .or_default()
+            .push(number);
+        Listed {
+            state: state.clone(),
+            visitor,
+            number,
+        }
+    }
+}
+
+impl Drop for Listed {
+    fn drop(&mut self) {
+        let mut sockets = lock(&self.state.sockets);
+        if let Some(list) = sockets.get_mut(&self.visitor) {
+            list.retain(|n| *n != self.number);
+            if list.is_empty() {
+                sockets.remove(&self.visitor);
+            }
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The host's side of the shared host layer: dashboards and visitor sockets through the
+/// site's channels, the site's timer, the enrichment task and the Slack notifier.
+#[async_trait::async_trait]
+impl HostIo for TippenHost {
+    /// A socket's number ([`NEXT_SOCKET`]).
+    type Socket = u64;
+
+    async fn broadcast(&self, site: &SiteId, messages: &[Broadcast]) {
+        let state = self.site(site);
+        for m in messages {
+            // An error only means no dashboard is connected.
+            let _ = state.tx.send(Utf8Bytes::from(&*m.text));
+        }
+    }
+
+    async fn push(&self, site: &SiteId, push: &VisitorPush, skip: Option<&u64>) -> bool {
+        let state = self.site(site);
+        let to: Arc<str> = Arc::from(push.visitor_id.as_str());
+        let reached = lock(&state.sockets)
+            .get(&to)
+            .is_some_and(|list| list.iter().any(|n| Some(n) != skip));
+        // An error only means no visitor socket is open.
+        let _ = state.visitors.send(Push {
+            to,
+            text: Utf8Bytes::from(&*push.text),
+            skip: skip.copied(),
+        });
+        reached
+    }
+
+    async fn arm(&self, site: &SiteId, deadline: Deadline) {
+        let state = self.site(site);
+        TippenHost::arm(self, &state, deadline);
+    }
+
+    async fn start_lookups(&self, lookups: Vec<LookupRequest>) {
+        if let Some(enrichment) = &self.inner.enrichment {
+            // Queued for the enrichment task: the answer never waits for the provider.
+            enrichment.submit(lookups, &self.inner, self.inner.shutdown.subscribe());
+        }
+    }
+
+    async fn notify(&self, notices: Vec<SupportNotice>) {
+        match &self.inner.slack {
+            Some(slack) => slack.submit(notices, &self.inner.shutdown.subscribe()),
+            None => tracing::debug!(
+                alerts = notices.len(),
+                "no Slack webhook configured; support alerts go to dashboards only"
+            ),
+        }
     }
 }
 
@@ -622,6 +667,8 @@ struct Peer {
     socket: WebSocket,
     shutdown: watch::Receiver<bool>,
     send_timeout: Duration,
+    /// The socket's number: a push its own frame caused skips it.
+    number: u64,
 }
 
 impl Peer {
@@ -640,18 +687,6 @@ impl Peer {
         }
     }
 
-    /// Sends `INITIAL_VISITORS`; false when the socket is done.
-    async fn hello(&mut self, tippen: &Tippen, site: &SiteId) -> bool {
-        match tippen.dashboard_hello(site).await {
-            Ok(hello) => self.send(Message::Text(hello.into())).await,
-            Err(e) => {
-                tracing::error!(site = %site, error = %e, "dashboard snapshot failed");
-                self.close(1011, "internal error").await;
-                false
-            }
-        }
-    }
-
     /// Sends a close frame, waiting at most a second for a client that does not read.
     async fn close(&mut self, code: u16, reason: &'static str) {
         let frame = Message::Close(Some(CloseFrame {
@@ -662,63 +697,27 @@ impl Peer {
     }
 }
 
-pub(crate) fn publish(state: &SiteState, broadcasts: Vec<String>) {
-    for text in broadcasts {
-        // An error only means no dashboard is connected.
-        let _ = state.tx.send(Utf8Bytes::from(text));
-    }
+/// A push for one visitor's sockets; the socket whose own frame caused it (`skip`) already
+/// has the reply.
+#[derive(Clone)]
+pub(crate) struct Push {
+    to: Arc<str>,
+    text: Utf8Bytes,
+    skip: Option<u64>,
 }
 
-/// A push for one visitor's sockets: `(visitorId, json, the socket it answers)`. The socket
-/// whose own message caused it already has the reply and skips it.
-pub(crate) type VisitorPush = (Arc<str>, Utf8Bytes, Option<u64>);
-
-/// Numbers visitor sockets, so that a push can skip the socket that caused it.
-static NEXT_VISITOR_SOCKET: AtomicU64 = AtomicU64::new(1);
-
-/// Fans `(visitorId, json)` pushes out to the site's visitor sockets (all of them but
-/// `origin`, the socket whose message caused them).
-pub(crate) fn publish_visitors(
-    state: &SiteState,
-    pushes: Vec<(String, String)>,
-    origin: Option<u64>,
-) {
-    for (visitor_id, text) in pushes {
-        // An error only means no visitor socket is open.
-        let _ = state
-            .visitors
-            .send((Arc::from(visitor_id), Utf8Bytes::from(text), origin));
-    }
-}
-
-/// Hands support notices to the Slack transport (dropped when none is configured).
-fn notify(
-    slack: Option<&SlackNotifier>,
-    shutdown: &watch::Receiver<bool>,
-    notices: Vec<tippen_core::support::SupportNotice>,
-) {
-    if notices.is_empty() {
-        return;
-    }
-    match slack {
-        Some(slack) => slack.submit(notices, shutdown),
-        None => tracing::debug!(
-            alerts = notices.len(),
-            "no Slack webhook configured; support alerts go to dashboards only"
-        ),
-    }
-}
+/// Numbers sockets, so that a push can skip the socket that caused it.
+static NEXT_SOCKET: AtomicU64 = AtomicU64::new(1);
 
 fn into_axum(r: http::Response<Bytes>) -> Response {
     r.map(Body::from)
 }
 
-/// One site's timer: sleeps until the earliest armed deadline, then sweeps under the site's
-/// lock and re-arms at the deadline the sweep returns.
+/// One site's timer: sleeps until the earliest armed deadline, then calls
+/// [`Tippen::handle_timeout`] under the site's lock and applies what it returns (which re-arms
+/// at the site's next deadline).
 struct Timer {
-    /// The Slack transport (notifications of time-driven triggers).
-    slack: Option<SlackNotifier>,
-    tippen: Arc<Tippen>,
+    host: std::sync::Weak<Inner>,
     state: Arc<SiteState>,
     shutdown: watch::Receiver<bool>,
     _active: ActiveGuard,
@@ -731,22 +730,28 @@ impl Timer {
             if *self.shutdown.borrow() {
                 return;
             }
-            let target = *armed.borrow_and_update();
-            let Some(at) = target else {
-                tokio::select! {
-                    () = stopped(&mut self.shutdown) => return,
-                    r = armed.changed() => if r.is_err() { return },
-                }
-                continue;
+            let Some(host) = self.host.upgrade().map(|inner| TippenHost { inner }) else {
+                return;
             };
-            let wait = at.since(self.tippen.now());
-            if !wait.is_zero() {
-                tokio::select! {
-                    () = stopped(&mut self.shutdown) => return,
-                    r = armed.changed() => if r.is_err() { return },
-                    () = tokio::time::sleep(wait) => {}
+            let target = *armed.borrow_and_update();
+            let wait = target.map(|at| at.since(host.inner.tippen.now()));
+            drop(host);
+            match wait {
+                Some(wait) if wait.is_zero() => {}
+                _ => {
+                    let sleep = async {
+                        match wait {
+                            Some(wait) => tokio::time::sleep(wait).await,
+                            None => std::future::pending().await,
+                        }
+                    };
+                    tokio::select! {
+                        () = stopped(&mut self.shutdown) => return,
+                        r = armed.changed() => if r.is_err() { return },
+                        () = sleep => {}
+                    }
+                    continue;
                 }
-                continue;
             }
             if !self.fire().await {
                 // The store failed: retry after a pause, deadline still armed.
@@ -758,22 +763,21 @@ impl Timer {
         }
     }
 
-    /// Sweeps the site; false when the store failed.
+    /// Handles the site's deadline; false when the store failed.
     async fn fire(&mut self) -> bool {
+        let Some(host) = self.host.upgrade().map(|inner| TippenHost { inner }) else {
+            return true;
+        };
         let site = &self.state.id;
         let _owner = self.state.lock.lock().await;
-        match self.tippen.handle_deadline_with_pushes(site).await {
-            Ok(swept) => {
-                let next = swept.deadline;
-                if !swept.broadcasts.is_empty() {
-                    tracing::debug!(site = %site, messages = swept.broadcasts.len(), "swept");
+        match host.inner.tippen.handle_timeout(site).await {
+            Ok(effects) => {
+                if !effects.broadcasts.is_empty() {
+                    tracing::debug!(site = %site, messages = effects.broadcasts.len(), "swept");
                 }
-                publish(&self.state, swept.broadcasts);
-                publish_visitors(&self.state, swept.visitor_messages, None);
-                notify(self.slack.as_ref(), &self.shutdown, swept.notifications);
-                // Under the lock the store's next deadline is exact: replace, not min.
-                self.state.armed.send_replace(next);
-                if next.is_some_and(|n| n <= self.tippen.now()) {
+                let next = effects.deadline.and_then(Deadline::at);
+                host.apply(effects, None).await;
+                if next.is_some_and(|n| n <= host.inner.tippen.now()) {
                     // More than one batch was due: go again, but let others run first.
                     tokio::task::yield_now().await;
                 }
@@ -798,59 +802,29 @@ fn wants_upgrade(req: &Request) -> bool {
         .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
 }
 
-/// `/ws/visitor`: the visitor channel, upgraded after the core authorized the key and the
-/// visitor id; anything else is answered by the core like any request.
-async fn visitor_route(State(host): State<TippenHost>, req: Request) -> Response {
+/// `/ws/dashboard` and `/ws/visitor`: a WebSocket upgrade after the core authorized it;
+/// anything else (no upgrade headers, wrong method) is answered by the core like any request.
+async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response {
     if !wants_upgrade(&req) {
         return host.handle(req).await;
     }
     let (mut parts, body) = req.into_parts();
-    let (site, visitor_id) = match host
+    let authorized = host
         .tippen()
-        .authorize_visitor_channel(&parts.headers, parts.uri.query())
-        .await
-    {
-        Ok(v) => v,
-        Err(refusal) => return into_axum(refusal),
+        .authorize_socket(parts.uri.path(), &parts.headers, parts.uri.query())
+        .await;
+    let role = match authorized {
+        Some(Ok(role)) => role,
+        Some(Err(refusal)) => return into_axum(refusal),
+        None => return host.handle(Request::from_parts(parts, body)).await,
     };
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => {
             let max = host.inner.config.max_ws_message_bytes;
             ws.max_message_size(max)
                 .max_frame_size(max)
-                .on_failed_upgrade(|e| tracing::debug!(error = %e, "visitor upgrade failed"))
-                .on_upgrade(move |socket| host.visitor_session(site, visitor_id, socket))
-        }
-        Err(rejection) => {
-            tracing::debug!(reason = %rejection.body_text(), "invalid WebSocket upgrade");
-            host.handle(Request::from_parts(parts, body)).await
-        }
-    }
-    .into_response()
-}
-
-/// `/ws/dashboard`: a WebSocket upgrade after the core authorized the key; anything else
-/// (no upgrade headers, wrong method) is answered by the core like any request.
-async fn dashboard_route(State(host): State<TippenHost>, req: Request) -> Response {
-    if !wants_upgrade(&req) {
-        return host.handle(req).await;
-    }
-    let (mut parts, body) = req.into_parts();
-    let site = match host
-        .tippen()
-        .authorize_dashboard(&parts.headers, parts.uri.query())
-        .await
-    {
-        Ok(site) => site,
-        Err(refusal) => return into_axum(refusal),
-    };
-    match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
-        Ok(ws) => {
-            let max = host.inner.config.max_ws_message_bytes;
-            ws.max_message_size(max)
-                .max_frame_size(max)
-                .on_failed_upgrade(|e| tracing::debug!(error = %e, "dashboard upgrade failed"))
-                .on_upgrade(move |socket| host.dashboard_session(site, socket))
+                .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
+                .on_upgrade(move |socket| host.session(role, socket))
         }
         // Not a valid upgrade (method, version, key): the core answers (405 or 426).
         Err(rejection) => {
