@@ -24,6 +24,7 @@ use crate::site::{KeyHash, KeyRole, Site, SiteId};
 use crate::store::{Store, StoreError, Version};
 use crate::video::VideoProvider;
 
+mod reads;
 mod support;
 pub use support::SupportOverview;
 

@@ -9,26 +9,31 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use http::{HeaderMap, Method, Request, Response, StatusCode};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
+use http::{Method, Request, Response, StatusCode};
+
+mod extract;
+mod response;
+mod socket;
+
+pub use extract::{API_KEY_HEADER, GPC_HEADER, presented_key, query_param};
+pub use response::ApiError;
+pub use socket::SocketRole;
+
+use extract::*;
+use response::*;
 
 use crate::assets;
 use crate::effects::Effects;
-use crate::invite::{InviteError, InviteEvent, InviteFromVisitor, InviteToVisitor, NewInvite};
+use crate::invite::{InviteError, InviteEvent, InviteFromVisitor, NewInvite};
 use crate::presence::{Ping, PingKind, Visibility};
 use crate::protocol::{
-    CancelInviteRequest, ClientMessage, LeaveRequest, SendVideoInviteRequest, ServerMessage,
-    TrackInviteRequest, TrackVisitorRequest, UserActivityRequest, VideoCallRequest,
-    VideoCallResponse,
+    CancelInviteRequest, LeaveRequest, SendVideoInviteRequest, TrackInviteRequest,
+    TrackVisitorRequest, UserActivityRequest, VideoCallRequest,
 };
 use crate::service::{ClientInfo, Outcome, ServiceError, Tippen};
 use crate::site::{KeyRole, Site, SiteId};
 use crate::transport::{Transport, TransportError};
 use crate::video::{SessionRequest, VideoError};
-
-/// The header carrying the key (Part A).
-pub const API_KEY_HEADER: &str = "x-tippen-api-key";
 
 /// What the host knows about a request beyond the request itself.
 #[derive(Clone, Debug, Default)]
@@ -39,16 +44,6 @@ pub struct RequestContext {
     /// The client sent Global Privacy Control by other means than the `Sec-GPC: 1` header
     /// (which [`Tippen::route`] reads itself); hosts normally leave this `false`.
     pub gpc: bool,
-}
-
-/// The Global Privacy Control request header.
-pub const GPC_HEADER: &str = "sec-gpc";
-
-/// Whether the request carries `Sec-GPC: 1`.
-fn sends_gpc(headers: &HeaderMap) -> bool {
-    headers
-        .get(GPC_HEADER)
-        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
 }
 
 /// The outcome of [`Tippen::route`].
@@ -153,164 +148,6 @@ enum Op {
     },
 }
 
-/// `200 {"success":true,"deleted":<bool>}`: the answer of a deletion (visitor or user).
-fn deleted_response(deleted: bool) -> Response<Bytes> {
-    #[derive(Serialize)]
-    struct Deleted {
-        success: bool,
-        deleted: bool,
-    }
-    json_response(
-        StatusCode::OK,
-        &Deleted {
-            success: true,
-            deleted,
-        },
-    )
-}
-
-fn no_video_provider() -> ApiError {
-    ApiError::new(
-        StatusCode::NOT_IMPLEMENTED,
-        "no video provider is configured on this server; use /api/send-video-invite with a guestUrl",
-    )
-}
-
-fn video_call_response(invite: &crate::invite::Invite) -> VideoCallResponse {
-    VideoCallResponse {
-        success: true,
-        invite_id: invite.invite_id.clone(),
-        host_url: invite.host_url.clone().unwrap_or_default(),
-        guest_url: invite.guest_url.clone(),
-        state: invite.state,
-        expires_at: invite.expires_at,
-    }
-}
-
-/// An error answer: status and message, sent as `{"error":"<message>"}`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ApiError {
-    /// HTTP status.
-    pub status: StatusCode,
-    /// Human-readable message naming the problem.
-    pub message: String,
-    allow: Option<&'static str>,
-}
-
-impl ApiError {
-    /// An error with `status` and `message`.
-    pub fn new(status: StatusCode, message: impl Into<String>) -> Self {
-        ApiError {
-            status,
-            message: message.into(),
-            allow: None,
-        }
-    }
-
-    fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, message)
-    }
-
-    /// The JSON response.
-    pub fn into_response(self) -> Response<Bytes> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            error: &'a str,
-        }
-        let mut r = json_response(
-            self.status,
-            &Body {
-                error: &self.message,
-            },
-        );
-        if let Some(allow) = self.allow {
-            r.headers_mut()
-                .insert(header::ALLOW, HeaderValue::from_static(allow));
-        }
-        if matches!(
-            self.status,
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        ) {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
-        }
-        r
-    }
-}
-
-impl From<ServiceError> for ApiError {
-    fn from(e: ServiceError) -> Self {
-        match e {
-            ServiceError::VisitorNotFound => {
-                ApiError::new(StatusCode::NOT_FOUND, "Visitor not found")
-            }
-            ServiceError::Contention(_) => {
-                ApiError::new(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
-            }
-            ServiceError::Invite(err @ InviteError::NotFound { .. }) => {
-                ApiError::new(StatusCode::NOT_FOUND, err.to_string())
-            }
-            ServiceError::Invite(err) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
-            ServiceError::Store(err) => {
-                tracing::error!(error = %err, "store failed");
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")
-            }
-        }
-    }
-}
-
-fn with_common_headers(mut r: Response<Bytes>) -> Response<Bytes> {
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_ORIGIN,
-        HeaderValue::from_static("*"),
-    );
-    h.entry(header::CACHE_CONTROL)
-        .or_insert(HeaderValue::from_static("no-store"));
-    r
-}
-
-fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Response<Bytes> {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
-    let mut r = Response::new(Bytes::from(bytes));
-    *r.status_mut() = status;
-    r.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    with_common_headers(r)
-}
-
-fn static_response(content_type: &'static str, body: &'static str) -> Response<Bytes> {
-    let mut r = Response::new(Bytes::from_static(body.as_bytes()));
-    r.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
-    r.headers_mut().insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=300"),
-    );
-    with_common_headers(r)
-}
-
-fn preflight() -> Response<Bytes> {
-    let mut r = Response::new(Bytes::new());
-    *r.status_mut() = StatusCode::NO_CONTENT;
-    let h = r.headers_mut();
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_METHODS,
-        HeaderValue::from_static("GET, POST, DELETE, OPTIONS"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_ALLOW_HEADERS,
-        HeaderValue::from_static("Content-Type, X-Tippen-API-Key"),
-    );
-    h.insert(
-        header::ACCESS_CONTROL_MAX_AGE,
-        HeaderValue::from_static("86400"),
-    );
-    with_common_headers(r)
-}
-
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Route {
     Root,
@@ -388,180 +225,6 @@ impl Route {
             _ => m == Method::GET || m == Method::HEAD,
         }
     }
-}
-
-/// The value of query parameter `name`.
-pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
-    form_urlencoded::parse(query?.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
-fn percent_decode(s: &str) -> String {
-    // form_urlencoded also maps '+' to ' '; path segments keep '+', so protect it first.
-    let protected = s.replace('+', "%2B");
-    form_urlencoded::parse(format!("x={protected}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default()
-}
-
-fn key_from(headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-    headers
-        .get(API_KEY_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| query_param(query, "apiKey"))
-        .filter(|k| !k.is_empty())
-}
-
-/// The key a request presents, from the places the routes accept it: the `X-Tippen-API-Key`
-/// header, the `apiKey` query parameter, or an `apiKey` string field of a JSON body (in that
-/// order). Nothing else is checked. For hosts that must pick a site's owner before running the
-/// request (the Workers host forwards to the site's Durable Object); [`Tippen::route`] still
-/// decides every answer.
-pub fn presented_key(req: &Request<Bytes>) -> Option<String> {
-    #[derive(serde::Deserialize)]
-    struct BodyKey {
-        #[serde(rename = "apiKey")]
-        api_key: Option<String>,
-    }
-    key_from(req.headers(), req.uri().query()).or_else(|| {
-        serde_json::from_slice::<BodyKey>(req.body())
-            .ok()
-            .and_then(|b| b.api_key)
-            .filter(|k| !k.is_empty())
-    })
-}
-
-/// A JSON request body that may carry the site's key (`apiKey`).
-trait KeyedBody: DeserializeOwned {
-    /// The key in the body, if any.
-    fn api_key(&self) -> Option<&str>;
-}
-
-macro_rules! keyed_body {
-    ($($t:ty),* $(,)?) => {
-        $(impl KeyedBody for $t {
-            fn api_key(&self) -> Option<&str> {
-                self.api_key.as_deref()
-            }
-        })*
-    };
-}
-
-keyed_body!(
-    TrackVisitorRequest,
-    LeaveRequest,
-    SendVideoInviteRequest,
-    VideoCallRequest,
-    CancelInviteRequest,
-    TrackInviteRequest,
-    UserActivityRequest,
-);
-
-fn parse_body<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_request(
-            "request body is empty; expected a JSON object",
-        ));
-    }
-    // The hot path (heartbeats) parses once without tracking paths; only a failed parse pays
-    // for a second pass that names the field.
-    if let Ok(value) = serde_json::from_slice(body) {
-        return Ok(value);
-    }
-    let de = &mut serde_json::Deserializer::from_slice(body);
-    serde_path_to_error::deserialize(de).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner();
-        match inner.classify() {
-            serde_json::error::Category::Data => {
-                let msg = inner.to_string();
-                // serde_json appends " at line L column C"; the path says more.
-                let mut msg = msg.split(" at line ").next().unwrap_or(&msg).to_owned();
-                // Name JSON shapes, not Rust types.
-                if let Some(i) = msg.find("expected struct ") {
-                    msg.replace_range(i.., "expected a JSON object");
-                }
-                if path == "." {
-                    ApiError::bad_request(format!("invalid request body: {msg}"))
-                } else {
-                    ApiError::bad_request(format!("{msg} at {path}"))
-                }
-            }
-            _ => ApiError::bad_request(format!("malformed JSON: {inner}")),
-        }
-    })
-}
-
-fn cut(mut s: String, max: usize) -> String {
-    if s.len() > max {
-        let mut end = max;
-        while !s.is_char_boundary(end) {
-            end -= 1;
-        }
-        s.truncate(end);
-    }
-    s
-}
-
-fn check_id(what: &str, id: &str, max: usize) -> Result<(), ApiError> {
-    if id.is_empty() || id.len() > max {
-        return Err(ApiError::bad_request(format!(
-            "{what} must be 1 to {max} bytes long"
-        )));
-    }
-    Ok(())
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "camelCase")]
-struct TrackResponse<'a> {
-    success: bool,
-    session_id: &'a str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    invite: Option<InviteToVisitor>,
-}
-
-#[derive(Serialize)]
-struct InviteStateResponse {
-    success: bool,
-    state: crate::invite::InviteState,
-}
-
-#[derive(Serialize)]
-struct Success {
-    success: bool,
-}
-
-#[derive(Serialize)]
-struct ActivityResponse {
-    success: bool,
-    stored: usize,
-    analyzed: bool,
-}
-
-#[derive(Serialize)]
-struct VisitorsResponse {
-    visitors: Vec<crate::protocol::VisitorView>,
-    seq: u64,
-}
-
-/// `200 {"success":true,"state":…}`, or the conflict (409) of an event that found the invite
-/// expired, keeping the expiry's broadcast.
-fn invite_change_response(change: crate::service::InviteChange) -> (Response<Bytes>, Outcome) {
-    let response = match change.refused {
-        Some(err) => ApiError::from(ServiceError::Invite(err)).into_response(),
-        None => json_response(
-            StatusCode::OK,
-            &InviteStateResponse {
-                success: true,
-                state: change.invite.state,
-            },
-        ),
-    };
-    (response, change.outcome)
 }
 
 impl Tippen {
@@ -951,12 +614,7 @@ impl Tippen {
                     )
                 }
                 Op::ListVisitors => {
-                    let seq = self
-                        .store()
-                        .sequence(&site)
-                        .await
-                        .map_err(ServiceError::from)?;
-                    let visitors = self.live_visitors(&site).await?;
+                    let (visitors, seq) = self.visitor_listing(&site).await?;
                     (
                         json_response(StatusCode::OK, &VisitorsResponse { visitors, seq }),
                         Outcome::default(),
@@ -1151,14 +809,9 @@ impl Tippen {
             return Err(no_video_provider());
         };
         let now = self.now();
-        let cfg = &self.config().presence;
         let record = self
-            .store()
-            .visitor(&site.id, &visitor_id)
-            .await
-            .map_err(ServiceError::from)?
-            .map(|v| v.value)
-            .filter(|v| v.live_at(now, cfg))
+            .present_visitor(&site.id, &visitor_id)
+            .await?
             .ok_or(ServiceError::VisitorNotFound)?;
         if let Some(invite) = record.invite.as_ref() {
             if invite.invite_id == invite_id && invite.host_url.is_some() {
@@ -1206,114 +859,6 @@ impl Tippen {
         }))
     }
 
-    /// Authorizes a WebSocket upgrade of `path` (`/ws/dashboard` or `/ws/visitor`, a
-    /// trailing slash allowed): `None` when the path is not a socket path, else the socket's
-    /// role or the refusal to send instead of upgrading. The key comes from the
-    /// `X-Tippen-Api-Key` header or the `apiKey` query parameter. A dashboard needs the
-    /// secret key; the visitor channel any of the site's keys and a `visitorId` (no key: 401;
-    /// an unknown key: 403; a missing or over-long `visitorId`: 400). On success the host
-    /// upgrades, subscribes the socket, then sends what [`socket_open`](Self::socket_open)
-    /// answers.
-    pub async fn authorize_socket(
-        &self,
-        path: &str,
-        headers: &HeaderMap,
-        query: Option<&str>,
-    ) -> Option<Result<SocketRole, Response<Bytes>>> {
-        let path = path.strip_suffix('/').unwrap_or(path);
-        let need = match path {
-            "/ws/dashboard" => KeyRole::Secret,
-            "/ws/visitor" => KeyRole::Public,
-            _ => return None,
-        };
-        let key = key_from(headers, query);
-        let result = async {
-            let site = self.authorize(key.as_deref(), need).await?.id;
-            if need == KeyRole::Secret {
-                return Ok(SocketRole::Dashboard { site });
-            }
-            let visitor_id = query_param(query, "visitorId").unwrap_or_default();
-            check_id("visitorId", &visitor_id, self.config().limits.max_id_bytes)?;
-            Ok(SocketRole::Visitor { site, visitor_id })
-        }
-        .await;
-        Some(result.map_err(ApiError::into_response))
-    }
-
-    /// A socket authorized by [`authorize_socket`](Self::authorize_socket) has opened (the
-    /// host has subscribed it): its first message as the reply. A dashboard gets
-    /// `INITIAL_VISITORS`; a visitor its open invite as a `VIDEO_INVITE` (none when it has
-    /// none). Sending that delivers the invite: one in state `sent` becomes `delivered`, and
-    /// the broadcasts say so (an invite found due is expired instead, and not sent). Run it
-    /// under the site's owner and apply the effects.
-    pub async fn socket_open(&self, role: &SocketRole) -> Result<Effects, ServiceError> {
-        match role {
-            SocketRole::Dashboard { site } => Ok(Effects {
-                site: Some(site.clone()),
-                ..Effects::reply(self.snapshot(site).await?.to_json())
-            }),
-            SocketRole::Visitor { site, visitor_id } => self.visitor_hello(site, visitor_id).await,
-        }
-    }
-
-    /// A text frame from a socket authorized by [`authorize_socket`](Self::authorize_socket):
-    /// the reply for the same socket and what else it caused. Run it under the site's owner
-    /// and apply the effects with this socket as their origin (its own pushes skip it). Only
-    /// a store failure is an `Err`; a malformed frame is answered with an `ERROR` reply.
-    pub async fn socket_frame(
-        &self,
-        role: &SocketRole,
-        text: &str,
-    ) -> Result<Effects, ServiceError> {
-        match role {
-            SocketRole::Dashboard { site } => {
-                let reply = self.dashboard_message(site, text).await?;
-                Ok(Effects {
-                    site: Some(site.clone()),
-                    ..Effects::reply(reply)
-                })
-            }
-            SocketRole::Visitor { site, visitor_id } => {
-                self.visitor_message(site, visitor_id, text).await
-            }
-        }
-    }
-
-    /// A dashboard's text message; returns the reply to send on the same socket.
-    async fn dashboard_message(&self, site: &SiteId, text: &str) -> Result<String, ServiceError> {
-        let reply = match serde_json::from_str::<ClientMessage>(text) {
-            Ok(ClientMessage::Ping) => {
-                self.reply(
-                    site,
-                    ServerMessage::Pong {
-                        timestamp: self.now().as_millis(),
-                    },
-                )
-                .await?
-            }
-            Ok(ClientMessage::GetVisitors) => self.snapshot(site).await?,
-            Err(_) => {
-                let kind = serde_json::from_str::<serde_json::Value>(text)
-                    .ok()
-                    .and_then(|v| {
-                        v.get("type")
-                            .and_then(|t| t.as_str())
-                            .map(|t| cut(t.to_owned(), 64))
-                    });
-                let error = match kind {
-                    Some(t) => {
-                        format!("unknown message type '{t}' (expected PING or GET_VISITORS)")
-                    }
-                    None => {
-                        "expected a JSON object with a \"type\" of PING or GET_VISITORS".to_owned()
-                    }
-                };
-                self.reply(site, ServerMessage::Error { error }).await?
-            }
-        };
-        Ok(reply.to_json())
-    }
-
     /// A site's deadline has come (its timer fired): sweeps what is due — expired visitors,
     /// invites and support triggers — and answers with what that broadcasts and pushes, and
     /// the site's next deadline, [`Deadline::Exactly`](crate::effects::Deadline) (read under
@@ -1322,143 +867,5 @@ impl Tippen {
     pub async fn handle_timeout(&self, site: &SiteId) -> Result<Effects, ServiceError> {
         let outcome = self.sweep(site).await?;
         Ok(Effects::from_outcome(site, outcome, true))
-    }
-
-    /// The visitor channel's hello (see [`socket_open`](Self::socket_open)).
-    async fn visitor_hello(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-    ) -> Result<Effects, ServiceError> {
-        let quiet = || Effects {
-            site: Some(site.clone()),
-            ..Effects::default()
-        };
-        let now = self.now();
-        let open = self
-            .store()
-            .visitor(site, visitor_id)
-            .await?
-            .filter(|v| v.value.live_at(now, &self.config().presence))
-            .and_then(|v| v.value.open_invite().map(|i| i.invite_id.clone()));
-        let Some(invite_id) = open else {
-            return Ok(quiet());
-        };
-        let change = match self
-            .invite_event(site, visitor_id, &invite_id, InviteEvent::Delivered)
-            .await
-        {
-            Ok(change) => change,
-            Err(ServiceError::Invite(_) | ServiceError::VisitorNotFound) => return Ok(quiet()),
-            Err(e) => return Err(e),
-        };
-        let reply = change
-            .invite
-            .is_open()
-            .then(|| serde_json::to_string(&change.invite.visitor_message(now)))
-            .transpose()
-            .unwrap_or_default();
-        Ok(Effects {
-            reply,
-            ..Effects::from_outcome(site, change.outcome, false)
-        })
-    }
-
-    /// A visitor socket took the pushed `VIDEO_INVITE` `invite_id`: an invite still `sent`
-    /// becomes `delivered`. Idempotent (later calls, or an invite already further along or
-    /// gone, change nothing). [`host::apply`](crate::host::apply) calls it once per push that
-    /// reached a socket.
-    pub async fn invite_delivered(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-        invite_id: &str,
-    ) -> Result<Effects, ServiceError> {
-        match self
-            .invite_event(site, visitor_id, invite_id, InviteEvent::Delivered)
-            .await
-        {
-            Ok(change) => Ok(Effects::from_outcome(site, change.outcome, false)),
-            Err(ServiceError::Invite(_) | ServiceError::VisitorNotFound) => Ok(Effects {
-                site: Some(site.clone()),
-                ..Effects::default()
-            }),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// A visitor socket's text message: `{"type":"INVITE_SEEN"|"INVITE_ACCEPTED"|
-    /// "INVITE_DECLINED","inviteId":…}`, applied like `POST /track/invite`. The reply is
-    /// `{"type":"VIDEO_INVITE_UPDATE","inviteId","state"}` with the state now, or
-    /// `{"type":"ERROR","error":…}` (malformed message, unknown invite, conflict); the pushes
-    /// tell the visitor's other tabs (the popup hides).
-    async fn visitor_message(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-        text: &str,
-    ) -> Result<Effects, ServiceError> {
-        let error = |error: String| Effects {
-            site: Some(site.clone()),
-            ..Effects::reply(serde_json::json!({ "type": "ERROR", "error": error }).to_string())
-        };
-        let answer = match serde_json::from_str::<InviteFromVisitor>(text) {
-            Ok(answer) => answer,
-            Err(_) => {
-                let msg = "expected a JSON object with a \"type\" of INVITE_SEEN, \
-                           INVITE_ACCEPTED or INVITE_DECLINED and an \"inviteId\"";
-                return Ok(error(msg.to_owned()));
-            }
-        };
-        let change = match self
-            .invite_event(site, visitor_id, answer.invite_id(), answer.event())
-            .await
-        {
-            Ok(change) => change,
-            Err(e @ (ServiceError::Invite(_) | ServiceError::VisitorNotFound)) => {
-                return Ok(error(ApiError::from(e).message));
-            }
-            Err(e) => return Err(e),
-        };
-        let reply = match change.refused {
-            Some(err) => {
-                serde_json::json!({ "type": "ERROR", "error": err.to_string() }).to_string()
-            }
-            None => serde_json::to_string(&InviteToVisitor::VideoInviteUpdate {
-                invite_id: change.invite.invite_id.clone(),
-                state: change.invite.state,
-            })
-            .unwrap_or_default(),
-        };
-        Ok(Effects {
-            reply: Some(reply),
-            ..Effects::from_outcome(site, change.outcome, false)
-        })
-    }
-}
-
-/// What a WebSocket authorized by [`Tippen::authorize_socket`] is.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum SocketRole {
-    /// A dashboard (`/ws/dashboard`) of a site: it hears every broadcast of the site.
-    Dashboard {
-        /// The site.
-        site: SiteId,
-    },
-    /// A visitor's channel (`/ws/visitor`): it hears the pushes for that visitor.
-    Visitor {
-        /// The site.
-        site: SiteId,
-        /// The visitor.
-        visitor_id: String,
-    },
-}
-
-impl SocketRole {
-    /// The site of the socket.
-    pub fn site(&self) -> &SiteId {
-        match self {
-            SocketRole::Dashboard { site } | SocketRole::Visitor { site, .. } => site,
-        }
     }
 }
