@@ -81,6 +81,7 @@ pub mod presence;
 pub mod protocol;
 pub mod records;
 pub mod service;
+pub mod settings;
 pub mod site;
 pub mod slack;
 pub mod store;
