@@ -86,6 +86,7 @@ pub mod presence;
 pub mod protocol;
 pub mod records;
 pub mod service;
+pub mod settings;
 pub mod site;
 pub mod slack;
 pub mod store;

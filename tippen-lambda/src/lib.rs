@@ -63,7 +63,7 @@ pub fn init_logging() {
     lambda_runtime::tracing::init_default_subscriber();
 }
 
-pub use config::{ConfigError, LambdaConfig, SiteConfig};
+pub use config::{ConfigError, LambdaConfig};
 pub use fanout::{Fanout, Posted};
 pub use host::{HostError, LambdaHost, sdk_config};
 pub use store::{Connection, ConnectionRole, DynamoStore, FanoutTarget};

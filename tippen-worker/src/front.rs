@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 use tippen_core::api::{ApiError, RequestContext, Routed, presented_key};
+use tippen_core::settings::register_sites;
 use tippen_core::{MemoryStore, SiteId, Tippen};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
@@ -82,10 +83,8 @@ async fn front(env: &Env) -> Result<Rc<Front>, crate::config::ConfigError> {
     let store = Arc::new(MemoryStore::new());
     let tippen = Tippen::new(store, Arc::new(WorkerClock), config.core.clone())
         .with_ids(Arc::new(CryptoIds));
-    for site in &config.sites {
-        // A memory store cannot fail.
-        let _ = tippen.put_site(site).await;
-    }
+    // A memory store cannot fail.
+    let _ = register_sites(&tippen, &config.sites).await;
     let front = Rc::new(Front {
         sites_json,
         config,

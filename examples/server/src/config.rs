@@ -1,19 +1,27 @@
-//! The configuration file (TOML) and the environment overrides of the timings. The format is
-//! documented at the top of `main.rs` and in `tippen.example.toml`.
+//! The configuration file (TOML) and the environment. The format is documented at the top of
+//! `main.rs` and in `tippen.example.toml`.
+//!
+//! What every host reads and checks the same way (sites and keys, timings, the video provider,
+//! Slack, enrichment, support rules) goes through [`tippen_core::settings`]: the file's values
+//! enter under the environment's names (named by their field in messages) and the environment
+//! overrides them. Only what is this server's own is checked here: the shape of a `[[sites]]`
+//! entry, trusted proxies, the enrichment rate limit and timeout.
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
 use tippen_axum::{EnrichmentConfig, InvalidProxy, TrustedProxies};
+use tippen_core::KeyHash;
 use tippen_core::enrichment::{ProviderConfig, ProviderConfigError, RateLimit};
 use tippen_core::invite::InviteConfig;
-use tippen_core::protocol::SubscriptionTier;
-use tippen_core::slack::{SlackConfig, WebhookUrl};
-use tippen_core::support::{RuleScope, SupportConfig};
-use tippen_core::{KeyHash, PresenceConfig, Site, SiteId};
+use tippen_core::settings::{
+    self, SecretKey, Setting, SettingsError, SiteKeys, SiteProblem, SiteSpec, names,
+};
+use tippen_core::slack::SlackConfig;
+use tippen_core::support::SupportConfig;
+use tippen_core::{PresenceConfig, Site};
 
 /// The id of the demo site.
 pub const DEMO_SITE_ID: &str = "demo";
@@ -39,37 +47,31 @@ pub enum ConfigError {
         /// The parser's message (with line and column).
         source: Box<toml::de::Error>,
     },
-    /// A site entry is inconsistent.
+    /// A `[[sites]]` entry has an inconsistent set of fields.
     #[error("site {site:?}: {problem}")]
     Site {
         /// The site's id.
         site: String,
         /// What is wrong.
-        problem: String,
+        problem: &'static str,
     },
+    /// A configured site takes the demo site's id.
+    #[error(
+        "site {DEMO_SITE_ID:?}: the id `demo` is the demo site's; rename the site or run with --no-demo"
+    )]
+    DemoSiteId,
+    /// A setting every host shares is unusable (see [`tippen_core::settings`]).
+    #[error(transparent)]
+    Settings(#[from] SettingsError),
     /// A trusted proxy entry is not an address or network.
     #[error(transparent)]
     Proxy(#[from] InvalidProxy),
-    /// The `[enrichment]` section (or its environment variables) is inconsistent.
-    #[error("enrichment: {0}")]
-    Enrichment(String),
+    /// The `[enrichment]` section's rate limit is 0.
+    #[error("enrichment: rate_limit_per_minute must be at least 1")]
+    RateLimit,
     /// The provider configuration is unusable (empty key, bad base URL).
     #[error("enrichment: {0}")]
     Provider(#[from] ProviderConfigError),
-    /// The `[support]` section (or its environment variables) is inconsistent.
-    #[error("support: {0}")]
-    Support(String),
-    /// The video provider's base URL is not an http(s) URL.
-    #[error("the video provider URL must start with https:// or http://, got {0:?}")]
-    VideoProviderUrl(String),
-    /// A timing environment variable is not a number of milliseconds.
-    #[error("{var} must be a positive number of milliseconds, got {value:?}")]
-    Env {
-        /// The variable.
-        var: &'static str,
-        /// Its value.
-        value: String,
-    },
 }
 
 /// The file as written.
@@ -231,304 +233,179 @@ impl FileConfig {
         })
     }
 
-    /// Validates the file, hashes the keys and applies the timing overrides from `env`.
+    /// Checks the file with the environment `env` over it (the shared checks, then this
+    /// server's), hashes the keys, and adds the demo site when `demo`.
     pub fn into_settings(
-        self,
+        mut self,
         demo: bool,
         env: impl Fn(&'static str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
-        let mut presence = PresenceConfig::default();
-        let mut invites = InviteConfig::default();
-        let overrides = [
-            ("TIPPEN_INVITE_TTL_MS", self.invites.ttl_ms),
-            ("TIPPEN_HEARTBEAT_MS", self.presence.heartbeat_ms),
-            ("TIPPEN_VISIBLE_GRACE_MS", self.presence.visible_grace_ms),
-            ("TIPPEN_HIDDEN_GRACE_MS", self.presence.hidden_grace_ms),
-        ];
-        for (var, from_file) in overrides {
-            let ms = match env(var).filter(|v| !v.trim().is_empty()) {
-                Some(value) => match value.trim().parse::<u64>() {
-                    Ok(ms) if ms > 0 => Some(ms),
-                    _ => return Err(ConfigError::Env { var, value }),
-                },
-                None => from_file,
-            };
-            if let Some(ms) = ms {
-                let d = Duration::from_millis(ms);
-                match var {
-                    "TIPPEN_HEARTBEAT_MS" => presence.heartbeat_interval = d,
-                    "TIPPEN_VISIBLE_GRACE_MS" => presence.visible_grace = d,
-                    "TIPPEN_INVITE_TTL_MS" => invites.ttl = d,
-                    _ => presence.hidden_grace = d,
-                }
-            }
-        }
-        let trusted_proxies = TrustedProxies::parse(&self.trusted_proxies)?;
-        let enrichment = self.enrichment.into_config(&env)?;
-        let public_url = env("TIPPEN_PUBLIC_URL")
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .or(self.public_url);
-        let (support, slack) = self.support.into_config(public_url, &env)?;
-        let video_provider_url = env("TIPPEN_VIDEO_PROVIDER_URL")
-            .filter(|v| !v.trim().is_empty())
-            .or(self.invites.video_provider_url);
-        if let Some(url) = &video_provider_url
-            && !(url.starts_with("https://") || url.starts_with("http://"))
-        {
-            return Err(ConfigError::VideoProviderUrl(url.clone()));
-        }
-        let mut ids = HashSet::new();
-        let mut keys = HashSet::new();
+        let mut sites = std::mem::take(&mut self.sites)
+            .into_iter()
+            .map(SiteEntry::into_spec)
+            .collect::<Result<Vec<_>, _>>()?;
         if demo {
-            ids.insert(DEMO_SITE_ID.to_owned());
-            keys.insert(KeyHash::of(DEMO_KEY));
+            sites.push(SiteSpec {
+                id: DEMO_SITE_ID.to_owned(),
+                name: Some("Demo".to_owned()),
+                keys: SiteKeys::Legacy(SecretKey::Plain(DEMO_KEY.to_owned())),
+                honor_gpc: None,
+            });
         }
-        let mut sites = Vec::with_capacity(self.sites.len());
-        for entry in self.sites {
-            let site = entry.into_site()?;
-            let problem = |problem: &str| ConfigError::Site {
-                site: site.id.0.clone(),
-                problem: problem.to_owned(),
-            };
-            if !ids.insert(site.id.0.clone()) {
-                return Err(problem(if demo && site.id.0 == DEMO_SITE_ID {
-                    "the id `demo` is the demo site's; rename the site or run with --no-demo"
-                } else {
-                    "the id is used twice"
-                }));
-            }
-            for h in site.key_hashes() {
-                if !keys.insert(h) {
-                    return Err(problem(
-                        "a key is used twice (by this or another site, or it is the demo key)",
-                    ));
-                }
-            }
-            sites.push(site);
-        }
-        Ok(Settings {
-            presence,
-            trusted_proxies,
-            sites,
-            enrichment,
-            support,
-            slack,
-            invites,
-            video_provider_url,
-        })
-    }
-}
-
-fn scope(field: &str, tiers: &[String]) -> Result<RuleScope, ConfigError> {
-    let mut out = Vec::new();
-    for t in tiers {
-        match t.as_str() {
-            "all" if tiers.len() == 1 => return Ok(RuleScope::everyone()),
-            "free_trial" => out.push(SubscriptionTier::FreeTrial),
-            "paid" => out.push(SubscriptionTier::Paid),
-            "enterprise" => out.push(SubscriptionTier::Enterprise),
-            other => {
-                return Err(ConfigError::Support(format!(
-                    "{field}: unknown tier {other:?} (expected [\"all\"], [] or a list of \
-                     free_trial, paid, enterprise)"
-                )));
-            }
-        }
-    }
-    if out.is_empty() {
-        Ok(RuleScope {
-            enabled: false,
-            tiers: Vec::new(),
-        })
-    } else {
-        Ok(RuleScope::only(&out))
-    }
-}
-
-impl SupportSection {
-    /// The rules, and Slack from `slack_webhook_url` or `TIPPEN_SLACK_WEBHOOK_URL` (which wins)
-    /// with `public_url` for the dashboard link.
-    fn into_config(
-        self,
-        public_url: Option<String>,
-        env: impl Fn(&'static str) -> Option<String>,
-    ) -> Result<(SupportConfig, Option<SlackConfig>), ConfigError> {
-        let mut c = SupportConfig::default();
-        let ms = |field: &str, v: Option<u64>, into: &mut Duration| match v {
-            Some(0) => Err(ConfigError::Support(format!("{field} must be at least 1"))),
-            Some(ms) => {
-                *into = Duration::from_millis(ms);
-                Ok(())
-            }
-            None => Ok(()),
-        };
-        ms("stuck_after_ms", self.stuck_after_ms, &mut c.stuck_after)?;
-        ms(
-            "presence_window_ms",
-            self.presence_window_ms,
-            &mut c.presence_window,
-        )?;
-        ms(
-            "low_activity_window_ms",
-            self.low_activity_window_ms,
-            &mut c.low_activity_window,
-        )?;
-        ms("error_window_ms", self.error_window_ms, &mut c.error_window)?;
-        ms(
-            "inactivity_after_ms",
-            self.inactivity_after_ms,
-            &mut c.inactivity_after,
-        )?;
-        ms(
-            "slack_cooldown_ms",
-            self.slack_cooldown_ms,
-            &mut c.slack_cooldown,
-        )?;
-        ms("retention_ms", self.retention_ms, &mut c.retention)?;
-        if let Some(n) = self.low_activity_min_events {
-            c.low_activity_min_events = n;
-        }
-        if let Some(n) = self.error_burst_max {
-            c.error_burst_max = n;
-        }
-        if let Some(n) = self.max_raw_events {
-            c.max_raw_events = n;
-        }
-        for (field, tiers, into) in [
-            ("stuck_tiers", &self.stuck_tiers, &mut c.stuck),
-            (
-                "low_activity_tiers",
-                &self.low_activity_tiers,
-                &mut c.low_activity,
-            ),
-            (
-                "error_burst_tiers",
-                &self.error_burst_tiers,
-                &mut c.error_burst,
-            ),
-            (
-                "inactivity_tiers",
-                &self.inactivity_tiers,
-                &mut c.inactivity,
-            ),
-        ] {
-            if let Some(tiers) = tiers {
-                *into = scope(field, tiers)?;
-            }
-        }
-        let webhook = env("TIPPEN_SLACK_WEBHOOK_URL")
-            .map(|v| v.trim().to_owned())
-            .filter(|v| !v.is_empty())
-            .or(self.slack_webhook_url);
-        let slack = match webhook {
+        let env = settings::env_lookup(env);
+        let lookup = |name| env(name).or_else(|| self.setting(name));
+        let shared =
+            settings::Settings::from_lookup(lookup, "sites", sites).map_err(|e| match e {
+                SettingsError::Site {
+                    site,
+                    problem: SiteProblem::DuplicateId,
+                    ..
+                } if demo && site == DEMO_SITE_ID => ConfigError::DemoSiteId,
+                e => e.into(),
+            })?;
+        let enrichment = match &shared.enrichment {
+            Some(provider) => Some(self.enrichment.axum_config(provider)?),
             None => None,
-            Some(url) => {
-                let webhook =
-                    WebhookUrl::parse(&url).map_err(|e| ConfigError::Support(e.to_string()))?;
-                let mut slack = SlackConfig::new(webhook);
-                if let Some(base) = &public_url
-                    && !(base.starts_with("http://") || base.starts_with("https://"))
-                {
-                    return Err(ConfigError::Support(format!(
-                        "public_url must be an http(s) URL, got {base:?}"
-                    )));
-                }
-                slack.dashboard_base_url = public_url;
-                Some(slack)
-            }
         };
-        Ok((c, slack))
+        Ok(Settings {
+            presence: shared.config.presence,
+            trusted_proxies: TrustedProxies::parse(&self.trusted_proxies)?,
+            sites: shared.sites,
+            enrichment,
+            support: shared.config.support,
+            slack: shared.slack,
+            invites: shared.config.invites,
+            video_provider_url: shared.video_provider_url,
+        })
     }
+
+    /// The file's value of the shared setting `name`, named by its field.
+    fn setting(&self, name: &'static str) -> Option<Setting> {
+        let (p, i, s, e) = (
+            &self.presence,
+            &self.invites,
+            &self.support,
+            &self.enrichment,
+        );
+        match name {
+            names::HEARTBEAT_MS => number("presence.heartbeat_ms", p.heartbeat_ms),
+            names::VISIBLE_GRACE_MS => number("presence.visible_grace_ms", p.visible_grace_ms),
+            names::HIDDEN_GRACE_MS => number("presence.hidden_grace_ms", p.hidden_grace_ms),
+            names::INVITE_TTL_MS => number("invites.ttl_ms", i.ttl_ms),
+            names::VIDEO_PROVIDER_URL => text("invites.video_provider_url", &i.video_provider_url),
+            names::PUBLIC_URL => text("public_url", &self.public_url),
+            names::SLACK_WEBHOOK_URL => text("support.slack_webhook_url", &s.slack_webhook_url),
+            names::ENRICHMENT_PROVIDER => text("enrichment.provider", &e.provider),
+            names::ENRICHMENT_API_KEY => text("enrichment.api_key", &e.api_key),
+            names::ENRICHMENT_BASE_URL => text("enrichment.base_url", &e.base_url),
+            names::SUPPORT_STUCK_AFTER_MS => number("support.stuck_after_ms", s.stuck_after_ms),
+            names::SUPPORT_PRESENCE_WINDOW_MS => {
+                number("support.presence_window_ms", s.presence_window_ms)
+            }
+            names::SUPPORT_LOW_ACTIVITY_WINDOW_MS => {
+                number("support.low_activity_window_ms", s.low_activity_window_ms)
+            }
+            names::SUPPORT_LOW_ACTIVITY_MIN_EVENTS => {
+                number("support.low_activity_min_events", s.low_activity_min_events)
+            }
+            names::SUPPORT_ERROR_WINDOW_MS => number("support.error_window_ms", s.error_window_ms),
+            names::SUPPORT_ERROR_BURST_MAX => number("support.error_burst_max", s.error_burst_max),
+            names::SUPPORT_INACTIVITY_AFTER_MS => {
+                number("support.inactivity_after_ms", s.inactivity_after_ms)
+            }
+            names::SUPPORT_STUCK_TIERS => tiers("support.stuck_tiers", &s.stuck_tiers),
+            names::SUPPORT_LOW_ACTIVITY_TIERS => {
+                tiers("support.low_activity_tiers", &s.low_activity_tiers)
+            }
+            names::SUPPORT_ERROR_BURST_TIERS => {
+                tiers("support.error_burst_tiers", &s.error_burst_tiers)
+            }
+            names::SUPPORT_INACTIVITY_TIERS => {
+                tiers("support.inactivity_tiers", &s.inactivity_tiers)
+            }
+            names::SUPPORT_SLACK_COOLDOWN_MS => {
+                number("support.slack_cooldown_ms", s.slack_cooldown_ms)
+            }
+            names::SUPPORT_RETENTION_MS => number("support.retention_ms", s.retention_ms),
+            names::SUPPORT_MAX_RAW_EVENTS => number("support.max_raw_events", s.max_raw_events),
+            _ => None,
+        }
+    }
+}
+
+fn number(field: &'static str, value: Option<impl ToString>) -> Option<Setting> {
+    value.map(|v| Setting::new(field, v.to_string()))
+}
+
+fn text(field: &'static str, value: &Option<String>) -> Option<Setting> {
+    value.as_ref().map(|v| Setting::new(field, v.as_str()))
+}
+
+/// A TOML list of tiers in the shared form: `[]` is `none`, the rest comma-separated.
+fn tiers(field: &'static str, value: &Option<Vec<String>>) -> Option<Setting> {
+    value.as_ref().map(|t| match t.as_slice() {
+        [] => Setting::new(field, "none"),
+        t => Setting::new(field, t.join(",")),
+    })
 }
 
 impl EnrichmentSection {
-    /// The provider, with `TIPPEN_ENRICHMENT_PROVIDER`, `TIPPEN_ENRICHMENT_API_KEY` and
-    /// `TIPPEN_ENRICHMENT_BASE_URL` overriding the file.
-    fn into_config(
-        self,
-        env: impl Fn(&'static str) -> Option<String>,
-    ) -> Result<Option<EnrichmentConfig>, ConfigError> {
-        let pick = |var: &'static str, from_file: Option<String>| {
-            env(var)
-                .map(|v| v.trim().to_owned())
-                .filter(|v| !v.is_empty())
-                .or(from_file)
-        };
-        let provider = pick("TIPPEN_ENRICHMENT_PROVIDER", self.provider);
-        let api_key = pick("TIPPEN_ENRICHMENT_API_KEY", self.api_key);
-        let base_url = pick("TIPPEN_ENRICHMENT_BASE_URL", self.base_url);
-        let Some(provider) = ProviderConfig::from_settings(provider, api_key, base_url)
-            .map_err(|e| ConfigError::Enrichment(e.to_string()))?
-        else {
-            return Ok(None);
-        };
-        let mut config = EnrichmentConfig::from_provider_config(&provider)?;
-        if let Some(n) = self.rate_limit_per_minute {
-            if n == 0 {
-                return Err(ConfigError::Enrichment(
-                    "rate_limit_per_minute must be at least 1".into(),
-                ));
-            }
-            config.planner.rate_limit = RateLimit::new(n, Duration::from_secs(60));
+    /// The axum host's enrichment: the checked `provider`, with this section's rate limit and
+    /// request timeout.
+    fn axum_config(&self, provider: &ProviderConfig) -> Result<EnrichmentConfig, ConfigError> {
+        let mut config = EnrichmentConfig::from_provider_config(provider)?;
+        match self.rate_limit_per_minute {
+            Some(0) => return Err(ConfigError::RateLimit),
+            Some(n) => config.planner.rate_limit = RateLimit::new(n, Duration::from_secs(60)),
+            None => {}
         }
         if let Some(ms) = self.request_timeout_ms.filter(|ms| *ms > 0) {
             config.request_timeout = Duration::from_millis(ms);
         }
-        Ok(Some(config))
+        Ok(config)
     }
 }
 
 impl SiteEntry {
-    fn into_site(self) -> Result<Site, ConfigError> {
-        let problem = |problem: &str| ConfigError::Site {
+    /// The site as the shared checks take it, after the checks of this entry's fields.
+    fn into_spec(self) -> Result<SiteSpec, ConfigError> {
+        let problem = |problem| ConfigError::Site {
             site: self.id.clone(),
-            problem: problem.to_owned(),
+            problem,
         };
-        let valid_id = !self.id.is_empty()
-            && self.id.len() <= 64
-            && self
-                .id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
-        if !valid_id {
-            return Err(problem(
-                "id must be 1 to 64 characters of letters, digits, '-', '_' or '.'",
-            ));
-        }
-        let secret_key_hash = match (&self.secret_key, &self.secret_key_sha256) {
-            (Some(k), None) if !k.is_empty() => KeyHash::of(k),
-            (None, Some(h)) => KeyHash::from_hex(h.trim())
-                .ok_or_else(|| problem("secret_key_sha256 must be 64 hex digits"))?,
+        let secret = match (&self.secret_key, &self.secret_key_sha256) {
+            (Some(k), None) => SecretKey::Plain(k.clone()),
+            (None, Some(h)) => SecretKey::Sha256(
+                KeyHash::from_hex(h.trim())
+                    .ok_or_else(|| problem("secret_key_sha256 must be 64 hex digits"))?,
+            ),
             (Some(_), Some(_)) => {
                 return Err(problem("give secret_key or secret_key_sha256, not both"));
             }
-            _ => return Err(problem("secret_key (or secret_key_sha256) is required")),
+            (None, None) => return Err(problem("secret_key (or secret_key_sha256) is required")),
         };
-        let public_key_hash = match (&self.public_key, self.legacy_single_key) {
+        let keys = match (&self.public_key, self.legacy_single_key) {
             (Some(_), true) => {
                 return Err(problem(
                     "a legacy single-key site has no public_key; its secret_key is its one key",
                 ));
             }
-            (None, true) => None,
-            (Some(k), false) if !k.is_empty() => Some(KeyHash::of(k)),
-            (_, false) => {
+            (None, true) => SiteKeys::Legacy(secret),
+            (Some(public), false) => SiteKeys::Pair {
+                public: public.clone(),
+                secret,
+            },
+            (None, false) => {
                 return Err(problem(
                     "public_key is required (or set legacy_single_key = true)",
                 ));
             }
         };
-        if public_key_hash == Some(secret_key_hash) {
-            return Err(problem("public_key and secret_key must differ"));
-        }
-        Ok(Site {
-            id: SiteId(self.id.clone()),
-            name: self.name.clone().unwrap_or_else(|| self.id.clone()),
-            public_key_hash,
-            secret_key_hash,
-            legacy_single_key: self.legacy_single_key,
-            honor_gpc: self.honor_gpc.unwrap_or(true),
+        Ok(SiteSpec {
+            id: self.id,
+            name: self.name,
+            keys,
+            honor_gpc: self.honor_gpc,
         })
     }
 }
@@ -537,6 +414,7 @@ impl SiteEntry {
 mod tests {
     use super::*;
     use tippen_core::enrichment::ProviderKind;
+    use tippen_core::protocol::SubscriptionTier;
 
     fn parse(text: &str) -> Result<FileConfig, toml::de::Error> {
         toml::from_str(text)
@@ -792,5 +670,28 @@ mod tests {
             parse("[[sites]]\nid = \"a\"\nsecret = \"typo\"\n").is_err(),
             "unknown fields"
         );
+    }
+
+    #[test]
+    fn file_values_go_through_the_shared_checks_named_by_their_field() {
+        let e = parse("[presence]\nheartbeat_ms = 0\n")
+            .unwrap()
+            .into_settings(false, no_env)
+            .unwrap_err();
+        assert_eq!(e.to_string(), "presence.heartbeat_ms must be at least 1");
+        let e = parse("[[sites]]\nid = \"a\"\npublic_key = \"demo_api_key\"\nsecret_key = \"s\"\n")
+            .unwrap()
+            .into_settings(true, no_env)
+            .unwrap_err();
+        assert!(e.to_string().contains("used twice"), "the demo key: {e}");
+        let text = "[support]\nstuck_tiers = [\"paid\"]\n";
+        let env = |v: &'static str| match v {
+            "TIPPEN_SUPPORT_STUCK_TIERS" => Some("none".to_owned()),
+            "TIPPEN_INVITE_TTL_MS" => Some("4000".to_owned()),
+            _ => None,
+        };
+        let s = parse(text).unwrap().into_settings(false, env).unwrap();
+        assert!(!s.support.stuck.enabled, "the environment wins");
+        assert_eq!(s.invites.ttl, Duration::from_secs(4));
     }
 }

@@ -26,8 +26,11 @@
 //! base URL, for the link back to the dashboard in each message.
 //!
 //! Timings can also be overridden (for tests) with `TIPPEN_HEARTBEAT_MS`,
-//! `TIPPEN_VISIBLE_GRACE_MS` and `TIPPEN_HIDDEN_GRACE_MS` (milliseconds). Logs go to stderr,
-//! filtered by `RUST_LOG` (default `info`).
+//! `TIPPEN_VISIBLE_GRACE_MS`, `TIPPEN_HIDDEN_GRACE_MS` and `TIPPEN_INVITE_TTL_MS`
+//! (milliseconds), the video provider with `TIPPEN_VIDEO_PROVIDER_URL`, and each `[support]`
+//! key with `TIPPEN_SUPPORT_<KEY>` (tiers: `all`, `none` or a comma-separated list): the names
+//! and checks every host shares (`tippen_core::settings`). Logs go to stderr, filtered by
+//! `RUST_LOG` (default `info`).
 //!
 //! ## The demo site
 //!
@@ -103,8 +106,9 @@ use std::sync::Arc;
 use clap::Parser;
 use thiserror::Error;
 use tippen_axum::{HostConfig, HostError, SqliteError, SqliteStore, TippenHost};
+use tippen_core::settings::register_sites;
 use tippen_core::video::CustomerConnect;
-use tippen_core::{Config, ServiceError, Site, Store, StoreError, SystemClock, Tippen};
+use tippen_core::{Config, ServiceError, Store, StoreError, SystemClock, Tippen};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{ConfigError, DEMO_KEY, DEMO_SITE_ID, FileConfig};
@@ -203,9 +207,8 @@ async fn run(args: Args) -> Result<(), ServerError> {
     }
     let store = Arc::new(SqliteStore::open(&args.db)?);
 
-    let mut sites = settings.sites;
+    let sites = settings.sites;
     if demo {
-        sites.push(Site::legacy(DEMO_SITE_ID, "Demo", DEMO_KEY));
         tracing::warn!(
             "the demo site `{DEMO_SITE_ID}` is enabled in legacy single-key mode with the key \
              `{DEMO_KEY}`, which is public knowledge: anyone can track to it and read its \
@@ -221,11 +224,6 @@ async fn run(args: Args) -> Result<(), ServerError> {
             store.remove_site(&old.id).await?;
         }
     }
-    for site in &sites {
-        store.put_site(site).await?;
-        tracing::info!(site = %site.id, legacy = site.legacy_single_key, "site configured");
-    }
-
     let config = Config {
         presence: settings.presence,
         support: settings.support,
@@ -256,6 +254,10 @@ async fn run(args: Args) -> Result<(), ServerError> {
         ),
     }
     let tippen = Arc::new(tippen);
+    register_sites(&tippen, &sites).await?;
+    for site in &sites {
+        tracing::info!(site = %site.id, legacy = site.legacy_single_key, "site configured");
+    }
     match &settings.enrichment {
         Some(e) => tracing::info!(
             provider = %e.provider.kind(),

@@ -1,0 +1,667 @@
+//! Host settings: the sites and the common `TIPPEN_*` variables, read and checked once for
+//! every host.
+//!
+//! Every host reads the same names (the reference server also from its TOML file, whose values
+//! the environment overrides) and gets one [`Settings`]: the core [`Config`], the [`Site`]s
+//! with their keys hashed, and the optional video provider, Slack and enrichment settings.
+//! What only one host has (a DynamoDB table, the Worker's test routes, trusted proxies) stays
+//! in that host. This module does no IO: it reads through a lookup function.
+//!
+//! | variable | meaning | default |
+//! |---|---|---|
+//! | `TIPPEN_SITES` | the sites, a JSON array of [`SiteEntry`] | none |
+//! | `TIPPEN_HEARTBEAT_MS` | heartbeat interval told to trackers | 30000 |
+//! | `TIPPEN_VISIBLE_GRACE_MS` | a visible tab is dropped this long after its last event | 60000 |
+//! | `TIPPEN_HIDDEN_GRACE_MS` | a hidden tab is dropped this long after its last event | 300000 |
+//! | `TIPPEN_INVITE_TTL_MS` | an unanswered video invite expires after this long | 60000 |
+//! | `TIPPEN_VIDEO_PROVIDER_URL` | the video-session provider (`POST /api/video-call`) | none (`501`) |
+//! | `TIPPEN_SLACK_WEBHOOK_URL` | Slack incoming webhook for support alerts (a secret) | none |
+//! | `TIPPEN_PUBLIC_URL` | the public base URL, for the dashboard link in Slack messages | none |
+//! | `TIPPEN_ENRICHMENT_PROVIDER` | `ipinfo`, `ipinfo_lite`, `enrich_so` or `people_data_labs` | none |
+//! | `TIPPEN_ENRICHMENT_API_KEY` | the provider's API key (a secret) | required with a provider |
+//! | `TIPPEN_ENRICHMENT_BASE_URL` | another base URL for the provider (a proxy, a test double) | the provider's |
+//! | `TIPPEN_SUPPORT_<KEY>` | the support rules: `STUCK_AFTER_MS`, `PRESENCE_WINDOW_MS`, `LOW_ACTIVITY_WINDOW_MS`, `LOW_ACTIVITY_MIN_EVENTS`, `ERROR_WINDOW_MS`, `ERROR_BURST_MAX`, `INACTIVITY_AFTER_MS`, `SLACK_COOLDOWN_MS`, `RETENTION_MS`, `MAX_RAW_EVENTS`, and the tiers of each rule `STUCK_TIERS`, `LOW_ACTIVITY_TIERS`, `ERROR_BURST_TIERS`, `INACTIVITY_TIERS` (`all`, `none`, or a comma-separated list of `free_trial`, `paid`, `enterprise`) | [`SupportConfig::default`] |
+//!
+//! The rules, the same on every host: blank values count as unset; timings are whole numbers
+//! of milliseconds, at least 1; URLs are `http://` or `https://` with a host; a site id is 1 to
+//! 64 letters, digits, `-`, `_` or `.`, used once; every key is non-empty and belongs to one
+//! site in one role (a site's public and secret keys differ).
+//!
+//! ```
+//! use tippen_core::settings::Settings;
+//!
+//! let env = |name: &str| match name {
+//!     "TIPPEN_SITES" => Some(r#"[{"id":"acme","publicKey":"pk_acme","secretKey":"sk_acme"}]"#.to_owned()),
+//!     "TIPPEN_VISIBLE_GRACE_MS" => Some("2000".to_owned()),
+//!     _ => None,
+//! };
+//! let settings = Settings::from_vars(env).unwrap();
+//! assert_eq!(settings.sites[0].name, "acme");
+//! assert_eq!(settings.config.presence.visible_grace.as_millis(), 2000);
+//!
+//! let reused = |name: &str| (name == "TIPPEN_SITES").then(|| {
+//!     r#"[{"id":"a","legacyKey":"k"},{"id":"b","publicKey":"k","secretKey":"s"}]"#.to_owned()
+//! });
+//! let e = Settings::from_vars(reused).unwrap_err();
+//! assert_eq!(e.to_string(), r#"TIPPEN_SITES: site "b": a key is used twice (site "a" has it too)"#);
+//! ```
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+use crate::enrichment::{ProviderConfig, ProviderConfigError, ProviderSettingsError};
+use crate::protocol::SubscriptionTier;
+use crate::slack::{SlackConfig, SlackError};
+use crate::support::{RuleScope, SupportConfig};
+use crate::{Config, KeyHash, ServiceError, Site, SiteId, Tippen};
+
+/// The names of the variables this module reads.
+pub mod names {
+    /// The sites (JSON).
+    pub const SITES: &str = "TIPPEN_SITES";
+    /// Heartbeat interval (ms).
+    pub const HEARTBEAT_MS: &str = "TIPPEN_HEARTBEAT_MS";
+    /// A visible tab's grace (ms).
+    pub const VISIBLE_GRACE_MS: &str = "TIPPEN_VISIBLE_GRACE_MS";
+    /// A hidden tab's grace (ms).
+    pub const HIDDEN_GRACE_MS: &str = "TIPPEN_HIDDEN_GRACE_MS";
+    /// An unanswered invite's lifetime (ms).
+    pub const INVITE_TTL_MS: &str = "TIPPEN_INVITE_TTL_MS";
+    /// The video-session provider's base URL.
+    pub const VIDEO_PROVIDER_URL: &str = "TIPPEN_VIDEO_PROVIDER_URL";
+    /// The Slack incoming webhook.
+    pub const SLACK_WEBHOOK_URL: &str = "TIPPEN_SLACK_WEBHOOK_URL";
+    /// The public base URL (dashboard links).
+    pub const PUBLIC_URL: &str = "TIPPEN_PUBLIC_URL";
+    /// The enrichment provider's name.
+    pub const ENRICHMENT_PROVIDER: &str = "TIPPEN_ENRICHMENT_PROVIDER";
+    /// The enrichment provider's API key.
+    pub const ENRICHMENT_API_KEY: &str = "TIPPEN_ENRICHMENT_API_KEY";
+    /// The enrichment provider's base URL.
+    pub const ENRICHMENT_BASE_URL: &str = "TIPPEN_ENRICHMENT_BASE_URL";
+    /// Support: stuck after (ms).
+    pub const SUPPORT_STUCK_AFTER_MS: &str = "TIPPEN_SUPPORT_STUCK_AFTER_MS";
+    /// Support: presence window (ms).
+    pub const SUPPORT_PRESENCE_WINDOW_MS: &str = "TIPPEN_SUPPORT_PRESENCE_WINDOW_MS";
+    /// Support: low-activity window (ms).
+    pub const SUPPORT_LOW_ACTIVITY_WINDOW_MS: &str = "TIPPEN_SUPPORT_LOW_ACTIVITY_WINDOW_MS";
+    /// Support: low activity below this many interactions.
+    pub const SUPPORT_LOW_ACTIVITY_MIN_EVENTS: &str = "TIPPEN_SUPPORT_LOW_ACTIVITY_MIN_EVENTS";
+    /// Support: error-burst window (ms).
+    pub const SUPPORT_ERROR_WINDOW_MS: &str = "TIPPEN_SUPPORT_ERROR_WINDOW_MS";
+    /// Support: error burst above this many errors.
+    pub const SUPPORT_ERROR_BURST_MAX: &str = "TIPPEN_SUPPORT_ERROR_BURST_MAX";
+    /// Support: inactivity after (ms).
+    pub const SUPPORT_INACTIVITY_AFTER_MS: &str = "TIPPEN_SUPPORT_INACTIVITY_AFTER_MS";
+    /// Support: the tiers `stuck` applies to.
+    pub const SUPPORT_STUCK_TIERS: &str = "TIPPEN_SUPPORT_STUCK_TIERS";
+    /// Support: the tiers `low_activity` applies to.
+    pub const SUPPORT_LOW_ACTIVITY_TIERS: &str = "TIPPEN_SUPPORT_LOW_ACTIVITY_TIERS";
+    /// Support: the tiers `error_burst` applies to.
+    pub const SUPPORT_ERROR_BURST_TIERS: &str = "TIPPEN_SUPPORT_ERROR_BURST_TIERS";
+    /// Support: the tiers `inactivity` applies to.
+    pub const SUPPORT_INACTIVITY_TIERS: &str = "TIPPEN_SUPPORT_INACTIVITY_TIERS";
+    /// Support: one Slack message per user per this (ms).
+    pub const SUPPORT_SLACK_COOLDOWN_MS: &str = "TIPPEN_SUPPORT_SLACK_COOLDOWN_MS";
+    /// Support: users and raw events are forgotten after this (ms).
+    pub const SUPPORT_RETENTION_MS: &str = "TIPPEN_SUPPORT_RETENTION_MS";
+    /// Support: raw events kept per user.
+    pub const SUPPORT_MAX_RAW_EVENTS: &str = "TIPPEN_SUPPORT_MAX_RAW_EVENTS";
+}
+
+/// Why the settings are unusable; each variant names the setting (a variable, or the file
+/// field it came from) and the problem.
+#[derive(Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SettingsError {
+    /// Not a whole non-negative number.
+    #[error("{name} must be a whole number, got {value:?}")]
+    NotANumber {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// Zero where at least 1 is needed.
+    #[error("{name} must be at least 1")]
+    Zero {
+        /// The setting.
+        name: &'static str,
+    },
+    /// Not an `http://` or `https://` URL with a host.
+    #[error("{name} must be an http:// or https:// URL, got {value:?}")]
+    NotHttpUrl {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// A support rule's tiers name an unknown tier.
+    #[error(
+        "{name}: unknown tier {tier:?} (expected all, none, or a list of free_trial, paid, enterprise)"
+    )]
+    UnknownTier {
+        /// The setting.
+        name: &'static str,
+        /// The tier as given.
+        tier: String,
+    },
+    /// The Slack webhook or the public URL is unusable.
+    #[error("{name}: {problem}")]
+    Slack {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        problem: SlackError,
+    },
+    /// The enrichment provider settings are unusable.
+    #[error("{name}: {problem}")]
+    Enrichment {
+        /// The setting.
+        name: &'static str,
+        /// What is wrong.
+        problem: ProviderSettingsError,
+    },
+    /// The site list is not a JSON array of [`SiteEntry`].
+    #[error("{name} is not a JSON array of sites: {problem}")]
+    SitesJson {
+        /// The setting.
+        name: &'static str,
+        /// The parser's message.
+        problem: String,
+    },
+    /// A site is unusable.
+    #[error("{name}: site {site:?}: {problem}")]
+    Site {
+        /// The setting the site list came from.
+        name: &'static str,
+        /// The site's id.
+        site: String,
+        /// What is wrong.
+        problem: SiteProblem,
+    },
+}
+
+/// What is wrong with one configured site.
+#[derive(Clone, Debug, Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SiteProblem {
+    /// The id is empty, too long or has other characters than letters, digits, `-_.`.
+    #[error("the id must be 1 to 64 characters of letters, digits, '-', '_' or '.'")]
+    InvalidId,
+    /// Neither both keys nor one legacy key (or both).
+    #[error("give publicKey and secretKey, or legacyKey")]
+    Keys,
+    /// A key is empty.
+    #[error("a key is empty")]
+    EmptyKey,
+    /// The public key is the secret key.
+    #[error("the public and the secret key must differ")]
+    SameKeys,
+    /// Another site has the same id.
+    #[error("the id is used twice")]
+    DuplicateId,
+    /// Another site has this key (in any role).
+    #[error("a key is used twice (site {other:?} has it too)")]
+    ReusedKey {
+        /// The other site's id.
+        other: String,
+    },
+}
+
+/// One setting's value and where it came from (a variable, a file field), for messages.
+/// `Debug` shows only the name: values may be secrets.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Setting {
+    /// The variable or field.
+    pub name: &'static str,
+    /// The value as given (trimmed).
+    pub value: String,
+}
+
+impl fmt::Debug for Setting {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Setting({})", self.name)
+    }
+}
+
+impl Setting {
+    /// A value of `name`.
+    pub fn new(name: &'static str, value: impl Into<String>) -> Self {
+        Setting {
+            name,
+            value: value.into().trim().to_owned(),
+        }
+    }
+
+    /// The value as a whole number.
+    pub fn number<T: FromStr>(&self) -> Result<T, SettingsError> {
+        self.value.parse().map_err(|_| SettingsError::NotANumber {
+            name: self.name,
+            value: self.value.clone(),
+        })
+    }
+
+    /// The value as milliseconds (0 allowed).
+    pub fn millis(&self) -> Result<Duration, SettingsError> {
+        self.number().map(Duration::from_millis)
+    }
+
+    /// The value as milliseconds, at least 1.
+    pub fn positive_millis(&self) -> Result<Duration, SettingsError> {
+        match self.millis()? {
+            Duration::ZERO => Err(SettingsError::Zero { name: self.name }),
+            d => Ok(d),
+        }
+    }
+
+    /// The value, checked to be an `http://` or `https://` URL with a host.
+    pub fn http_url(self) -> Result<String, SettingsError> {
+        let uri: Option<http::Uri> = self.value.parse().ok();
+        match uri.as_ref().map(|u| (u.scheme_str(), u.host())) {
+            Some((Some("http" | "https"), Some(h))) if !h.is_empty() => Ok(self.value),
+            _ => Err(SettingsError::NotHttpUrl {
+                name: self.name,
+                value: self.value,
+            }),
+        }
+    }
+
+    /// The value as a rule's tiers: `all`, `none`, or a comma-separated list of tiers.
+    fn tiers(&self) -> Result<RuleScope, SettingsError> {
+        match self.value.as_str() {
+            "all" => return Ok(RuleScope::everyone()),
+            "none" => {
+                return Ok(RuleScope {
+                    enabled: false,
+                    tiers: Vec::new(),
+                });
+            }
+            _ => {}
+        }
+        let mut tiers = Vec::new();
+        for tier in self.value.split(',').map(str::trim) {
+            tiers.push(match tier {
+                "free_trial" => SubscriptionTier::FreeTrial,
+                "paid" => SubscriptionTier::Paid,
+                "enterprise" => SubscriptionTier::Enterprise,
+                other => {
+                    return Err(SettingsError::UnknownTier {
+                        name: self.name,
+                        tier: other.to_owned(),
+                    });
+                }
+            });
+        }
+        Ok(RuleScope::only(&tiers))
+    }
+}
+
+/// A lookup of [`Setting`]s over environment-style variables (`var` gives a variable's value,
+/// `None` when unset): values are trimmed, blank ones count as unset.
+pub fn env_lookup(
+    var: impl Fn(&'static str) -> Option<String>,
+) -> impl Fn(&'static str) -> Option<Setting> {
+    move |name| {
+        var(name)
+            .map(|v| Setting::new(name, v))
+            .filter(|s| !s.value.is_empty())
+    }
+}
+
+/// A secret key as configured: the key, or its SHA-256 (to keep it out of the configuration).
+#[derive(Clone, PartialEq, Eq)]
+pub enum SecretKey {
+    /// The key itself.
+    Plain(String),
+    /// Its SHA-256.
+    Sha256(KeyHash),
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SecretKey::Plain(_) => f.write_str("Plain([redacted])"),
+            SecretKey::Sha256(h) => write!(f, "Sha256({h:?})"),
+        }
+    }
+}
+
+impl SecretKey {
+    fn hash(&self) -> Result<KeyHash, SiteProblem> {
+        match self {
+            SecretKey::Plain(k) if k.is_empty() => Err(SiteProblem::EmptyKey),
+            SecretKey::Plain(k) => Ok(KeyHash::of(k)),
+            SecretKey::Sha256(h) => Ok(*h),
+        }
+    }
+}
+
+/// A site's keys as configured.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SiteKeys {
+    /// A public (tracking) key and a secret key.
+    Pair {
+        /// The public key (it is in the tracker snippet; not a secret).
+        public: String,
+        /// The secret key.
+        secret: SecretKey,
+    },
+    /// One key for everything (legacy single-key mode).
+    Legacy(SecretKey),
+}
+
+/// A site as configured, before the checks (a host's file format reads into this).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SiteSpec {
+    /// The id.
+    pub id: String,
+    /// Display name (default: the id).
+    pub name: Option<String>,
+    /// The keys.
+    pub keys: SiteKeys,
+    /// Honour Global Privacy Control (default true).
+    pub honor_gpc: Option<bool>,
+}
+
+impl SiteSpec {
+    /// The site, keys hashed, after the checks of one site (id syntax, non-empty and distinct
+    /// keys).
+    fn into_site(self) -> Result<Site, SiteProblem> {
+        let valid_id = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if !valid_id {
+            return Err(SiteProblem::InvalidId);
+        }
+        let (public_key_hash, secret_key_hash, legacy_single_key) = match &self.keys {
+            SiteKeys::Pair { public, .. } if public.is_empty() => {
+                return Err(SiteProblem::EmptyKey);
+            }
+            SiteKeys::Pair { public, secret } => (Some(KeyHash::of(public)), secret.hash()?, false),
+            SiteKeys::Legacy(key) => (None, key.hash()?, true),
+        };
+        if public_key_hash == Some(secret_key_hash) {
+            return Err(SiteProblem::SameKeys);
+        }
+        Ok(Site {
+            name: self.name.unwrap_or_else(|| self.id.clone()),
+            id: SiteId(self.id),
+            public_key_hash,
+            secret_key_hash,
+            legacy_single_key,
+            honor_gpc: self.honor_gpc.unwrap_or(true),
+        })
+    }
+}
+
+/// One site in `TIPPEN_SITES`, a JSON array; a site has a public and a secret key, or one
+/// legacy key:
+///
+/// ```json
+/// [{"id":"acme","name":"Acme","publicKey":"pk_acme","secretKey":"sk_acme"},
+///  {"id":"demo","name":"Demo","legacyKey":"demo_api_key","honorGpc":true}]
+/// ```
+#[derive(Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SiteEntry {
+    /// The id.
+    pub id: String,
+    /// Display name (default: the id).
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Public (tracking) key.
+    #[serde(default)]
+    pub public_key: Option<String>,
+    /// Secret (dashboard, admin) key.
+    #[serde(default)]
+    pub secret_key: Option<String>,
+    /// One key for everything (the predecessor's clients).
+    #[serde(default)]
+    pub legacy_key: Option<String>,
+    /// Honour Global Privacy Control for enrichment (default true).
+    #[serde(default)]
+    pub honor_gpc: Option<bool>,
+}
+
+impl SiteEntry {
+    /// The site as configured: `legacyKey` alone, or `publicKey` and `secretKey`.
+    pub fn into_spec(self) -> Result<SiteSpec, SiteProblem> {
+        let keys = match (self.public_key, self.secret_key, self.legacy_key) {
+            (Some(public), Some(secret), None) => SiteKeys::Pair {
+                public,
+                secret: SecretKey::Plain(secret),
+            },
+            (None, None, Some(key)) => SiteKeys::Legacy(SecretKey::Plain(key)),
+            _ => return Err(SiteProblem::Keys),
+        };
+        Ok(SiteSpec {
+            id: self.id,
+            name: self.name,
+            keys,
+            honor_gpc: self.honor_gpc,
+        })
+    }
+}
+
+/// The settings every host shares, checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Settings {
+    /// The core's configuration: presence and invite timings, support rules; the rest default.
+    pub config: Config,
+    /// The sites, keys hashed.
+    pub sites: Vec<Site>,
+    /// The video-session provider's base URL (`tippen_core::video::CustomerConnect`).
+    pub video_provider_url: Option<String>,
+    /// Slack notifications of support alerts; `None`: dashboards only.
+    pub slack: Option<SlackConfig>,
+    /// The enrichment provider (built once to check it); `None`: fallback companies only.
+    pub enrichment: Option<ProviderConfig>,
+}
+
+impl Settings {
+    /// Reads environment-style variables (`var` gives a variable's value, `None` when unset),
+    /// `TIPPEN_SITES` included (unset: no site).
+    pub fn from_vars(var: impl Fn(&'static str) -> Option<String>) -> Result<Self, SettingsError> {
+        let lookup = env_lookup(var);
+        let sites = match lookup(names::SITES) {
+            None => Vec::new(),
+            Some(json) => parse_sites(&json)?,
+        };
+        Self::from_lookup(lookup, names::SITES, sites)
+    }
+
+    /// Reads the variables through `lookup` (which may take values from a file, named by their
+    /// field), and checks `sites` (read from `sites_from`).
+    pub fn from_lookup(
+        lookup: impl Fn(&'static str) -> Option<Setting>,
+        sites_from: &'static str,
+        sites: Vec<SiteSpec>,
+    ) -> Result<Self, SettingsError> {
+        let sites = check_sites(sites_from, sites)?;
+        let mut config = Config::default();
+        let p = &mut config.presence;
+        for (name, into) in [
+            (names::HEARTBEAT_MS, &mut p.heartbeat_interval),
+            (names::VISIBLE_GRACE_MS, &mut p.visible_grace),
+            (names::HIDDEN_GRACE_MS, &mut p.hidden_grace),
+            (names::INVITE_TTL_MS, &mut config.invites.ttl),
+        ] {
+            if let Some(s) = lookup(name) {
+                *into = s.positive_millis()?;
+            }
+        }
+        config.support = support(&lookup)?;
+        let video_provider_url = lookup(names::VIDEO_PROVIDER_URL)
+            .map(Setting::http_url)
+            .transpose()?;
+        let webhook = lookup(names::SLACK_WEBHOOK_URL);
+        let public_url = lookup(names::PUBLIC_URL);
+        let slack = SlackConfig::from_settings(
+            webhook.as_ref().map(|s| s.value.as_str()),
+            public_url.as_ref().map(|s| s.value.as_str()),
+        )
+        .map_err(|problem| SettingsError::Slack {
+            name: match (&problem, &webhook, &public_url) {
+                (SlackError::InvalidPublicUrl(_), _, Some(s)) => s.name,
+                (_, Some(s), _) => s.name,
+                _ => names::SLACK_WEBHOOK_URL,
+            },
+            problem,
+        })?;
+        let enrichment = enrichment(&lookup)?;
+        Ok(Settings {
+            config,
+            sites,
+            video_provider_url,
+            slack,
+            enrichment,
+        })
+    }
+
+    /// The configured site with this id.
+    pub fn site(&self, id: &str) -> Option<&Site> {
+        self.sites.iter().find(|s| s.id.as_str() == id)
+    }
+}
+
+/// Parses a JSON array of [`SiteEntry`].
+fn parse_sites(json: &Setting) -> Result<Vec<SiteSpec>, SettingsError> {
+    let entries: Vec<SiteEntry> =
+        serde_json::from_str(&json.value).map_err(|e| SettingsError::SitesJson {
+            name: json.name,
+            problem: e.to_string(),
+        })?;
+    entries
+        .into_iter()
+        .map(|entry| {
+            let site = entry.id.clone();
+            entry.into_spec().map_err(|problem| SettingsError::Site {
+                name: json.name,
+                site,
+                problem,
+            })
+        })
+        .collect()
+}
+
+/// Checks each site and the list: ids used once, each key (hash) in one site and one role.
+fn check_sites(name: &'static str, specs: Vec<SiteSpec>) -> Result<Vec<Site>, SettingsError> {
+    let mut sites: Vec<Site> = Vec::with_capacity(specs.len());
+    for spec in specs {
+        let id = spec.id.clone();
+        let problem = |problem| SettingsError::Site {
+            name,
+            site: id.clone(),
+            problem,
+        };
+        let site = spec.into_site().map_err(problem)?;
+        for other in &sites {
+            if other.id == site.id {
+                return Err(problem(SiteProblem::DuplicateId));
+            }
+            if site
+                .key_hashes()
+                .any(|h| other.key_hashes().any(|o| o == h))
+            {
+                return Err(problem(SiteProblem::ReusedKey {
+                    other: other.id.0.clone(),
+                }));
+            }
+        }
+        sites.push(site);
+    }
+    Ok(sites)
+}
+
+/// The support rules, from the `TIPPEN_SUPPORT_*` settings over the defaults.
+fn support(
+    lookup: &impl Fn(&'static str) -> Option<Setting>,
+) -> Result<SupportConfig, SettingsError> {
+    let mut c = SupportConfig::default();
+    for (name, into) in [
+        (names::SUPPORT_STUCK_AFTER_MS, &mut c.stuck_after),
+        (names::SUPPORT_PRESENCE_WINDOW_MS, &mut c.presence_window),
+        (
+            names::SUPPORT_LOW_ACTIVITY_WINDOW_MS,
+            &mut c.low_activity_window,
+        ),
+        (names::SUPPORT_ERROR_WINDOW_MS, &mut c.error_window),
+        (names::SUPPORT_INACTIVITY_AFTER_MS, &mut c.inactivity_after),
+        (names::SUPPORT_SLACK_COOLDOWN_MS, &mut c.slack_cooldown),
+        (names::SUPPORT_RETENTION_MS, &mut c.retention),
+    ] {
+        if let Some(s) = lookup(name) {
+            *into = s.positive_millis()?;
+        }
+    }
+    for (name, into) in [
+        (
+            names::SUPPORT_LOW_ACTIVITY_MIN_EVENTS,
+            &mut c.low_activity_min_events,
+        ),
+        (names::SUPPORT_ERROR_BURST_MAX, &mut c.error_burst_max),
+        (names::SUPPORT_MAX_RAW_EVENTS, &mut c.max_raw_events),
+    ] {
+        if let Some(s) = lookup(name) {
+            *into = s.number()?;
+        }
+    }
+    for (name, into) in [
+        (names::SUPPORT_STUCK_TIERS, &mut c.stuck),
+        (names::SUPPORT_LOW_ACTIVITY_TIERS, &mut c.low_activity),
+        (names::SUPPORT_ERROR_BURST_TIERS, &mut c.error_burst),
+        (names::SUPPORT_INACTIVITY_TIERS, &mut c.inactivity),
+    ] {
+        if let Some(s) = lookup(name) {
+            *into = s.tiers()?;
+        }
+    }
+    Ok(c)
+}
+
+/// The enrichment provider, built once to check it; the error names the setting at fault.
+fn enrichment(
+    lookup: &impl Fn(&'static str) -> Option<Setting>,
+) -> Result<Option<ProviderConfig>, SettingsError> {
+    let provider = lookup(names::ENRICHMENT_PROVIDER);
+    let api_key = lookup(names::ENRICHMENT_API_KEY);
+    let base_url = lookup(names::ENRICHMENT_BASE_URL);
+    let name_of = |s: &Option<Setting>, default| s.as_ref().map_or(default, |s| s.name);
+    let value = |s: &Option<Setting>| s.as_ref().map(|s| s.value.clone());
+    ProviderConfig::from_settings(value(&provider), value(&api_key), value(&base_url)).map_err(
+        |problem| SettingsError::Enrichment {
+            name: match &problem {
+                ProviderSettingsError::MissingApiKey { .. }
+                | ProviderSettingsError::Invalid(
+                    ProviderConfigError::EmptyApiKey | ProviderConfigError::InvalidApiKey,
+                ) => name_of(&api_key, names::ENRICHMENT_API_KEY),
+                ProviderSettingsError::Invalid(_) => name_of(&base_url, names::ENRICHMENT_BASE_URL),
+                _ => name_of(&provider, names::ENRICHMENT_PROVIDER),
+            },
+            problem,
+        },
+    )
+}
+
+/// Stores every configured site the store does not hold as it is (a new site, changed keys or
+/// policies); returns how many were written. Sites the store has but `sites` lacks are kept.
+pub async fn register_sites(tippen: &Tippen, sites: &[Site]) -> Result<usize, ServiceError> {
+    let stored = tippen.store().sites().await?;
+    let mut written = 0;
+    for site in sites.iter().filter(|s| !stored.contains(s)) {
+        tippen.put_site(site).await?;
+        written += 1;
+    }
+    Ok(written)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,425 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use super::*;
+use crate::enrichment::ProviderKind;
+use crate::{KeyRole, ManualClock, MemoryStore, Timestamp};
+
+fn vars(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+fn read(pairs: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+    Settings::from_vars(vars(pairs))
+}
+
+fn sites(json: &str) -> Result<Settings, SettingsError> {
+    read(&[("TIPPEN_SITES", json)])
+}
+
+fn site_problem(json: &str) -> (String, SiteProblem) {
+    match sites(json).unwrap_err() {
+        SettingsError::Site {
+            name: "TIPPEN_SITES",
+            site,
+            problem,
+        } => (site, problem),
+        other => panic!("{json}: {other:?}"),
+    }
+}
+
+#[test]
+fn nothing_set_is_the_defaults() {
+    let s = read(&[]).unwrap();
+    assert_eq!(s.config, Config::default());
+    assert!(s.sites.is_empty());
+    assert_eq!(s.video_provider_url, None);
+    assert!(s.slack.is_none() && s.enrichment.is_none());
+    let blank = read(&[
+        ("TIPPEN_SITES", " "),
+        ("TIPPEN_HEARTBEAT_MS", ""),
+        ("TIPPEN_VIDEO_PROVIDER_URL", "  "),
+        ("TIPPEN_ENRICHMENT_PROVIDER", ""),
+    ])
+    .unwrap();
+    assert_eq!(blank, s, "blank values count as unset");
+}
+
+#[test]
+fn a_good_configuration_is_read_whole() {
+    let s = read(&[
+        (
+            "TIPPEN_SITES",
+            r#"[{"id":"a","name":"A","publicKey":"pk_a","secretKey":"sk_a"},
+                {"id":"demo","legacyKey":"demo_api_key","honorGpc":false}]"#,
+        ),
+        ("TIPPEN_HEARTBEAT_MS", "1000"),
+        ("TIPPEN_VISIBLE_GRACE_MS", "2000"),
+        ("TIPPEN_HIDDEN_GRACE_MS", " 5000 "),
+        ("TIPPEN_INVITE_TTL_MS", "4000"),
+        ("TIPPEN_VIDEO_PROVIDER_URL", " https://video.example/ "),
+        ("TIPPEN_SLACK_WEBHOOK_URL", "http://127.0.0.1:8806/hook"),
+        ("TIPPEN_PUBLIC_URL", "https://tippen.example"),
+        ("TIPPEN_ENRICHMENT_PROVIDER", "ipinfo"),
+        ("TIPPEN_ENRICHMENT_API_KEY", "tok"),
+        ("TIPPEN_ENRICHMENT_BASE_URL", "http://127.0.0.1:8822"),
+        ("TIPPEN_SUPPORT_STUCK_AFTER_MS", "1000"),
+        ("TIPPEN_SUPPORT_ERROR_BURST_MAX", "5"),
+        ("TIPPEN_SUPPORT_STUCK_TIERS", "paid, enterprise"),
+        ("TIPPEN_SUPPORT_LOW_ACTIVITY_TIERS", "none"),
+        ("TIPPEN_SUPPORT_INACTIVITY_TIERS", "all"),
+        ("TIPPEN_SUPPORT_MAX_RAW_EVENTS", "0"),
+    ])
+    .unwrap();
+
+    assert_eq!(s.sites.len(), 2);
+    let a = s.site("a").unwrap();
+    assert_eq!(a.name, "A");
+    assert_eq!(a.role_of(&KeyHash::of("pk_a")), Some(KeyRole::Public));
+    assert_eq!(a.role_of(&KeyHash::of("sk_a")), Some(KeyRole::Secret));
+    assert!(
+        !a.legacy_single_key && a.honor_gpc,
+        "GPC is honoured by default"
+    );
+    let demo = s.site("demo").unwrap();
+    assert!(demo.legacy_single_key && demo.public_key_hash.is_none());
+    assert_eq!(
+        demo.role_of(&KeyHash::of("demo_api_key")),
+        Some(KeyRole::Secret)
+    );
+    assert!(!demo.honor_gpc);
+    assert_eq!(demo.name, "demo", "the name defaults to the id");
+
+    let p = &s.config.presence;
+    assert_eq!(p.heartbeat_interval, Duration::from_secs(1));
+    assert_eq!(p.visible_grace, Duration::from_secs(2));
+    assert_eq!(p.hidden_grace, Duration::from_secs(5));
+    assert_eq!(s.config.invites.ttl, Duration::from_secs(4));
+    assert_eq!(
+        s.video_provider_url.as_deref(),
+        Some("https://video.example/")
+    );
+
+    let slack = s.slack.as_ref().unwrap();
+    assert_eq!(slack.webhook.expose(), "http://127.0.0.1:8806/hook");
+    assert_eq!(
+        slack.dashboard_base_url.as_deref(),
+        Some("https://tippen.example")
+    );
+    let provider = s.enrichment.as_ref().unwrap();
+    assert_eq!(provider.kind, ProviderKind::Ipinfo);
+    assert_eq!(provider.base_url.as_deref(), Some("http://127.0.0.1:8822"));
+
+    let support = &s.config.support;
+    assert_eq!(support.stuck_after, Duration::from_secs(1));
+    assert_eq!(support.error_burst_max, 5);
+    assert_eq!(support.max_raw_events, 0, "counts may be 0");
+    assert!(support.stuck.applies_to(Some(SubscriptionTier::Paid)));
+    assert!(!support.stuck.applies_to(Some(SubscriptionTier::FreeTrial)));
+    assert!(!support.low_activity.enabled);
+    assert!(support.inactivity.applies_to(None));
+    assert_eq!(support.error_burst, SupportConfig::default().error_burst);
+    assert_eq!(support.retention, SupportConfig::default().retention);
+}
+
+#[test]
+fn numbers_must_be_whole_and_timings_positive() {
+    assert_eq!(
+        read(&[("TIPPEN_VISIBLE_GRACE_MS", "2s")]).unwrap_err(),
+        SettingsError::NotANumber {
+            name: "TIPPEN_VISIBLE_GRACE_MS",
+            value: "2s".into()
+        }
+    );
+    for name in [
+        "TIPPEN_HEARTBEAT_MS",
+        "TIPPEN_INVITE_TTL_MS",
+        "TIPPEN_SUPPORT_ERROR_WINDOW_MS",
+        "TIPPEN_SUPPORT_RETENTION_MS",
+    ] {
+        let e = read(&[(name, "0")]).unwrap_err();
+        assert_eq!(e, SettingsError::Zero { name }, "{name}");
+        assert_eq!(e.to_string(), format!("{name} must be at least 1"));
+    }
+    assert!(matches!(
+        read(&[("TIPPEN_SUPPORT_ERROR_BURST_MAX", "-1")]).unwrap_err(),
+        SettingsError::NotANumber {
+            name: "TIPPEN_SUPPORT_ERROR_BURST_MAX",
+            ..
+        }
+    ));
+}
+
+#[test]
+fn urls_must_be_http_or_https_with_a_host() {
+    for bad in ["ftp://x", "video.example", "https://", "http:///path"] {
+        assert_eq!(
+            read(&[("TIPPEN_VIDEO_PROVIDER_URL", bad)]).unwrap_err(),
+            SettingsError::NotHttpUrl {
+                name: "TIPPEN_VIDEO_PROVIDER_URL",
+                value: bad.into()
+            },
+            "{bad}"
+        );
+    }
+    let slack = |hook: &str, public: &str| {
+        read(&[
+            ("TIPPEN_SLACK_WEBHOOK_URL", hook),
+            ("TIPPEN_PUBLIC_URL", public),
+        ])
+    };
+    assert_eq!(
+        slack("hooks", "").unwrap_err(),
+        SettingsError::Slack {
+            name: "TIPPEN_SLACK_WEBHOOK_URL",
+            problem: SlackError::InvalidWebhookUrl
+        }
+    );
+    assert!(matches!(
+        slack("http://127.0.0.1:8806/hook", "tippen.example").unwrap_err(),
+        SettingsError::Slack {
+            name: "TIPPEN_PUBLIC_URL",
+            problem: SlackError::InvalidPublicUrl(_)
+        }
+    ));
+    assert!(
+        slack("", "tippen.example").unwrap().slack.is_none(),
+        "the public URL alone is unused"
+    );
+}
+
+#[test]
+fn tiers_are_all_none_or_known_ones() {
+    let e = read(&[("TIPPEN_SUPPORT_STUCK_TIERS", "paid,gold")]).unwrap_err();
+    assert_eq!(
+        e,
+        SettingsError::UnknownTier {
+            name: "TIPPEN_SUPPORT_STUCK_TIERS",
+            tier: "gold".into()
+        }
+    );
+    assert!(matches!(
+        read(&[("TIPPEN_SUPPORT_ERROR_BURST_TIERS", "all,paid")]).unwrap_err(),
+        SettingsError::UnknownTier { tier, .. } if tier == "all"
+    ));
+}
+
+#[test]
+fn enrichment_errors_name_the_setting_at_fault() {
+    let cases: [(&[(&str, &str)], &str); 5] = [
+        (
+            &[
+                ("TIPPEN_ENRICHMENT_PROVIDER", "maxmind"),
+                ("TIPPEN_ENRICHMENT_API_KEY", "k"),
+            ],
+            "TIPPEN_ENRICHMENT_PROVIDER",
+        ),
+        (
+            &[("TIPPEN_ENRICHMENT_PROVIDER", "ipinfo")],
+            "TIPPEN_ENRICHMENT_API_KEY",
+        ),
+        (
+            &[("TIPPEN_ENRICHMENT_API_KEY", "k")],
+            "TIPPEN_ENRICHMENT_PROVIDER",
+        ),
+        (
+            &[
+                ("TIPPEN_ENRICHMENT_PROVIDER", "ipinfo"),
+                ("TIPPEN_ENRICHMENT_API_KEY", "k"),
+                ("TIPPEN_ENRICHMENT_BASE_URL", "ftp://x"),
+            ],
+            "TIPPEN_ENRICHMENT_BASE_URL",
+        ),
+        (
+            &[
+                ("TIPPEN_ENRICHMENT_PROVIDER", "ipinfo"),
+                ("TIPPEN_ENRICHMENT_API_KEY", "bad\nkey"),
+            ],
+            "TIPPEN_ENRICHMENT_API_KEY",
+        ),
+    ];
+    for (pairs, expected) in cases {
+        match read(pairs) {
+            Err(SettingsError::Enrichment { name, .. }) => assert_eq!(name, expected, "{pairs:?}"),
+            other => panic!("{pairs:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn the_site_list_must_be_json_of_known_fields() {
+    for json in ["{", r#"{"id":"a"}"#, r#"[{"id":"a","pubKey":"x"}]"#] {
+        assert!(
+            matches!(
+                sites(json),
+                Err(SettingsError::SitesJson {
+                    name: "TIPPEN_SITES",
+                    ..
+                })
+            ),
+            "{json}"
+        );
+    }
+}
+
+#[test]
+fn each_site_needs_a_legacy_key_or_both_keys() {
+    for json in [
+        r#"[{"id":"a","publicKey":"pk"}]"#,
+        r#"[{"id":"a","secretKey":"sk"}]"#,
+        r#"[{"id":"a"}]"#,
+        r#"[{"id":"a","publicKey":"pk","secretKey":"sk","legacyKey":"k"}]"#,
+    ] {
+        assert_eq!(
+            site_problem(json),
+            ("a".into(), SiteProblem::Keys),
+            "{json}"
+        );
+    }
+    let e = sites(r#"[{"id":"a","publicKey":"pk"}]"#).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"TIPPEN_SITES: site "a": give publicKey and secretKey, or legacyKey"#
+    );
+}
+
+#[test]
+fn keys_must_be_non_empty_and_distinct() {
+    for json in [
+        r#"[{"id":"a","legacyKey":""}]"#,
+        r#"[{"id":"a","publicKey":"","secretKey":"sk"}]"#,
+        r#"[{"id":"a","publicKey":"pk","secretKey":""}]"#,
+    ] {
+        assert_eq!(
+            site_problem(json),
+            ("a".into(), SiteProblem::EmptyKey),
+            "{json}"
+        );
+    }
+    assert_eq!(
+        site_problem(r#"[{"id":"a","publicKey":"k","secretKey":"k"}]"#),
+        ("a".into(), SiteProblem::SameKeys)
+    );
+}
+
+#[test]
+fn ids_must_be_short_plain_and_unique() {
+    let long = "x".repeat(65);
+    for id in ["", "a b", "a/b", "é", long.as_str()] {
+        let json = format!(r#"[{{"id":"{id}","legacyKey":"k"}}]"#);
+        assert_eq!(
+            site_problem(&json),
+            (id.to_owned(), SiteProblem::InvalidId),
+            "{id}"
+        );
+    }
+    assert!(sites(r#"[{"id":"A-z_0.9","legacyKey":"k"}]"#).is_ok());
+    assert_eq!(
+        site_problem(r#"[{"id":"a","legacyKey":"k"},{"id":"a","legacyKey":"j"}]"#),
+        ("a".into(), SiteProblem::DuplicateId)
+    );
+}
+
+#[test]
+fn a_key_belongs_to_one_site_in_one_role() {
+    let reused = |json| site_problem(json);
+    let by_a = SiteProblem::ReusedKey { other: "a".into() };
+    // The same key as a legacy key and as another site's public or secret key, or as two
+    // sites' public keys.
+    assert_eq!(
+        reused(r#"[{"id":"a","legacyKey":"k"},{"id":"b","publicKey":"k","secretKey":"s"}]"#),
+        ("b".into(), by_a.clone())
+    );
+    assert_eq!(
+        reused(r#"[{"id":"a","publicKey":"p","secretKey":"k"},{"id":"b","legacyKey":"k"}]"#),
+        ("b".into(), by_a.clone())
+    );
+    assert_eq!(
+        reused(
+            r#"[{"id":"a","publicKey":"p","secretKey":"s"},{"id":"b","publicKey":"s","secretKey":"t"}]"#
+        ),
+        ("b".into(), by_a.clone())
+    );
+    assert_eq!(
+        reused(
+            r#"[{"id":"a","publicKey":"p","secretKey":"s"},{"id":"b","publicKey":"p","secretKey":"t"}]"#
+        ),
+        ("b".into(), by_a)
+    );
+}
+
+#[test]
+fn a_lookup_names_where_each_value_came_from() {
+    // The reference server's way: its file's values, named by their field, under the
+    // environment's.
+    let file = |name: &'static str| match name {
+        names::HIDDEN_GRACE_MS => Some(Setting::new("presence.hidden_grace_ms", "0")),
+        names::PUBLIC_URL => Some(Setting::new("public_url", "tippen.example")),
+        names::SLACK_WEBHOOK_URL => Some(Setting::new("support.slack_webhook_url", "https://h/x")),
+        _ => None,
+    };
+    let specs = vec![SiteSpec {
+        id: "a".into(),
+        name: None,
+        keys: SiteKeys::Pair {
+            public: "p".into(),
+            secret: SecretKey::Sha256(KeyHash::of("p")),
+        },
+        honor_gpc: None,
+    }];
+    let env = env_lookup(vars(&[("TIPPEN_HIDDEN_GRACE_MS", "7000")]));
+    let lookup = |name| env(name).or_else(|| file(name));
+    assert_eq!(
+        Settings::from_lookup(lookup, "sites", specs.clone()).unwrap_err(),
+        SettingsError::Site {
+            name: "sites",
+            site: "a".into(),
+            problem: SiteProblem::SameKeys
+        },
+        "a key given as its hash is checked too"
+    );
+    let e = Settings::from_lookup(lookup, "sites", Vec::new()).unwrap_err();
+    assert!(
+        e.to_string().starts_with("public_url: "),
+        "the file's field is named: {e}"
+    );
+    let e = Settings::from_lookup(file, "sites", Vec::new()).unwrap_err();
+    assert_eq!(
+        e,
+        SettingsError::Zero {
+            name: "presence.hidden_grace_ms"
+        }
+    );
+}
+
+#[test]
+fn secrets_stay_out_of_debug() {
+    let s = Setting::new("TIPPEN_ENRICHMENT_API_KEY", "tok_secret");
+    assert!(!format!("{s:?}").contains("tok_secret"));
+    assert!(!format!("{:?}", SecretKey::Plain("sk_secret".into())).contains("sk_secret"));
+}
+
+#[test]
+fn registering_writes_only_what_changed() {
+    futures_util::FutureExt::now_or_never(async {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
+        let tippen = Tippen::new(Arc::new(MemoryStore::new()), clock, Config::default());
+        let sites = sites(
+            r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a"},{"id":"b","legacyKey":"k"}]"#,
+        )
+        .unwrap()
+        .sites;
+        assert_eq!(register_sites(&tippen, &sites).await.unwrap(), 2);
+        assert_eq!(register_sites(&tippen, &sites).await.unwrap(), 0);
+        let mut changed = sites.clone();
+        changed[1].honor_gpc = false;
+        assert_eq!(register_sites(&tippen, &changed).await.unwrap(), 1);
+        assert_eq!(tippen.store().sites().await.unwrap().len(), 2);
+        assert!(tippen.authenticate("sk_a").await.unwrap().is_some());
+    })
+    .unwrap();
+}
