@@ -1,5 +1,6 @@
 //! The browser assets every host serves: the tracker script, the dashboard and the demo page.
-//! Plain files, no build step; embedded so that every host serves the same bytes.
+//! Plain files, no build step; embedded so that every host serves the same bytes. Behind the
+//! crate feature `assets` (on by default): a backend serving its own pages can leave them out.
 
 /// `/tippen-tracker.js`: the visitor tracker.
 pub const TRACKER_JS: &str = include_str!("../assets/tippen-tracker.js");
@@ -10,3 +11,27 @@ pub const APP_TRACKER_JS: &str = include_str!("../assets/tippen-app-tracker.js")
 pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
 /// `/demo`: a demo page carrying the tracker.
 pub const DEMO_HTML: &str = include_str!("../assets/demo.html");
+
+/// A served asset: its content type and bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Asset {
+    /// The `Content-Type` it is served with.
+    pub content_type: &'static str,
+    /// The file.
+    pub body: &'static str,
+}
+
+const JS: &str = "application/javascript; charset=utf-8";
+const HTML: &str = "text/html; charset=utf-8";
+
+/// The asset served at `path` (without a trailing slash), if any.
+pub fn find(path: &str) -> Option<Asset> {
+    let (content_type, body) = match path {
+        "/tippen-tracker.js" => (JS, TRACKER_JS),
+        "/tippen-app-tracker.js" => (JS, APP_TRACKER_JS),
+        "/dashboard" => (HTML, DASHBOARD_HTML),
+        "/demo" => (HTML, DEMO_HTML),
+        _ => return None,
+    };
+    Some(Asset { content_type, body })
+}

@@ -73,6 +73,7 @@
 #![deny(missing_docs)]
 
 pub mod api;
+#[cfg(feature = "assets")]
 pub mod assets;
 pub mod clock;
 pub mod config;
@@ -88,6 +89,7 @@ pub mod records;
 pub mod service;
 pub mod settings;
 pub mod site;
+#[cfg(feature = "slack")]
 pub mod slack;
 pub mod store;
 pub mod support;

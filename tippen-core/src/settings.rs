@@ -55,6 +55,7 @@ use thiserror::Error;
 
 use crate::enrichment::{ProviderConfig, ProviderConfigError, ProviderSettingsError};
 use crate::protocol::SubscriptionTier;
+#[cfg(feature = "slack")]
 use crate::slack::{SlackConfig, SlackError};
 use crate::support::{RuleScope, SupportConfig};
 use crate::{Config, KeyHash, ServiceError, Site, SiteId, Tippen};
@@ -151,6 +152,7 @@ pub enum SettingsError {
         tier: String,
     },
     /// The Slack webhook or the public URL is unusable.
+    #[cfg(feature = "slack")]
     #[error("{name}: {problem}")]
     Slack {
         /// The setting.
@@ -461,6 +463,7 @@ pub struct Settings {
     /// The video-session provider's base URL (`tippen_core::video::CustomerConnect`).
     pub video_provider_url: Option<String>,
     /// Slack notifications of support alerts; `None`: dashboards only.
+    #[cfg(feature = "slack")]
     pub slack: Option<SlackConfig>,
     /// The enrichment provider (built once to check it); `None`: fallback companies only.
     pub enrichment: Option<ProviderConfig>,
@@ -502,25 +505,14 @@ impl Settings {
         let video_provider_url = lookup(names::VIDEO_PROVIDER_URL)
             .map(Setting::http_url)
             .transpose()?;
-        let webhook = lookup(names::SLACK_WEBHOOK_URL);
-        let public_url = lookup(names::PUBLIC_URL);
-        let slack = SlackConfig::from_settings(
-            webhook.as_ref().map(|s| s.value.as_str()),
-            public_url.as_ref().map(|s| s.value.as_str()),
-        )
-        .map_err(|problem| SettingsError::Slack {
-            name: match (&problem, &webhook, &public_url) {
-                (SlackError::InvalidPublicUrl(_), _, Some(s)) => s.name,
-                (_, Some(s), _) => s.name,
-                _ => names::SLACK_WEBHOOK_URL,
-            },
-            problem,
-        })?;
+        #[cfg(feature = "slack")]
+        let slack = slack(&lookup)?;
         let enrichment = enrichment(&lookup)?;
         Ok(Settings {
             config,
             sites,
             video_provider_url,
+            #[cfg(feature = "slack")]
             slack,
             enrichment,
         })
@@ -661,6 +653,27 @@ pub async fn register_sites(tippen: &Tippen, sites: &[Site]) -> Result<usize, Se
         written += 1;
     }
     Ok(written)
+}
+
+/// The Slack settings (`TIPPEN_SLACK_WEBHOOK_URL`, `TIPPEN_PUBLIC_URL`), checked.
+#[cfg(feature = "slack")]
+fn slack(
+    lookup: &impl Fn(&'static str) -> Option<Setting>,
+) -> Result<Option<SlackConfig>, SettingsError> {
+    let webhook = lookup(names::SLACK_WEBHOOK_URL);
+    let public_url = lookup(names::PUBLIC_URL);
+    SlackConfig::from_settings(
+        webhook.as_ref().map(|s| s.value.as_str()),
+        public_url.as_ref().map(|s| s.value.as_str()),
+    )
+    .map_err(|problem| SettingsError::Slack {
+        name: match (&problem, &webhook, &public_url) {
+            (SlackError::InvalidPublicUrl(_), _, Some(s)) => s.name,
+            (_, Some(s), _) => s.name,
+            _ => names::SLACK_WEBHOOK_URL,
+        },
+        problem,
+    })
 }
 
 #[cfg(test)]

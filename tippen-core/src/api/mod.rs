@@ -22,6 +22,7 @@ pub use socket::SocketRole;
 use extract::*;
 use response::*;
 
+#[cfg(feature = "assets")]
 use crate::assets;
 use crate::effects::Effects;
 use crate::invite::{InviteError, InviteEvent, InviteFromVisitor, NewInvite};
@@ -165,10 +166,9 @@ enum Route {
     UserActivity,
     SupportUsers,
     User,
-    AppTracker,
-    Tracker,
-    Dashboard,
-    Demo,
+    /// A browser asset (feature `assets`).
+    #[cfg(feature = "assets")]
+    Asset(assets::Asset),
 }
 
 impl Route {
@@ -178,6 +178,10 @@ impl Route {
         } else {
             path
         };
+        #[cfg(feature = "assets")]
+        if let Some(asset) = assets::find(path) {
+            return Some(Route::Asset(asset));
+        }
         Some(match path {
             "/" | "" => Route::Root,
             "/track/visitor" => Route::TrackVisitor,
@@ -196,10 +200,6 @@ impl Route {
             "/api/track/user-activity" => Route::UserActivity,
             "/api/support/users" => Route::SupportUsers,
             p if p.starts_with("/api/users/") && p.len() > "/api/users/".len() => Route::User,
-            "/tippen-app-tracker.js" => Route::AppTracker,
-            "/tippen-tracker.js" => Route::Tracker,
-            "/dashboard" => Route::Dashboard,
-            "/demo" => Route::Demo,
             _ => return None,
         })
     }
@@ -335,14 +335,8 @@ impl Tippen {
                 );
                 done(with_common_headers(r))
             }
-            Route::Tracker => done(static_response(
-                "application/javascript; charset=utf-8",
-                assets::TRACKER_JS,
-            )),
-            Route::AppTracker => done(static_response(
-                "application/javascript; charset=utf-8",
-                assets::APP_TRACKER_JS,
-            )),
+            #[cfg(feature = "assets")]
+            Route::Asset(asset) => done(static_response(asset.content_type, asset.body)),
             Route::SupportUsers => {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 call(site, Op::SupportUsers)
@@ -354,14 +348,6 @@ impl Tippen {
                 check_id("user id", &user_id, limits.max_id_bytes)?;
                 call(site, Op::DeleteUser { user_id })
             }
-            Route::Dashboard => done(static_response(
-                "text/html; charset=utf-8",
-                assets::DASHBOARD_HTML,
-            )),
-            Route::Demo => done(static_response(
-                "text/html; charset=utf-8",
-                assets::DEMO_HTML,
-            )),
             Route::DashboardSocket => {
                 self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 Err(ApiError::new(

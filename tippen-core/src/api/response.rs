@@ -137,6 +137,7 @@ pub(super) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
     with_common_headers(r)
 }
 
+#[cfg(feature = "assets")]
 pub(super) fn static_response(content_type: &'static str, body: &'static str) -> Response<Bytes> {
     let mut r = Response::new(Bytes::from_static(body.as_bytes()));
     r.headers_mut()
