@@ -17,7 +17,7 @@ use crate::enrichment::{
     CachedLookup, CompanyProfile, EnrichmentEvent, EnrichmentSource, EnrichmentStats,
     LookupFailure, VisitorSignals, lookup_target,
 };
-use crate::ids::{IdGenerator, SeededIds};
+use crate::ids::{IdGenerator, SecureIds};
 use crate::invite::{Invite, InviteError, InviteEvent, InviteState, InviteToVisitor, NewInvite};
 use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, VisitorRecord};
 use crate::protocol::{Sequenced, ServerMessage, VisitorView};
@@ -183,16 +183,15 @@ pub fn is_bot(user_agent: Option<&str>) -> bool {
 impl Tippen {
     /// A service over `store` with `clock` and `config`.
     ///
-    /// Invite ids come from a [`SeededIds`] seeded with the clock's time at construction:
-    /// not cryptographic (invite ids only identify, they authorize nothing); hosts with a
-    /// secure random source inject one with [`with_ids`](Self::with_ids).
+    /// Invite ids come from [`SecureIds`], the platform's secure random source (on
+    /// `wasm32-unknown-unknown`, `crypto.getRandomValues`). Tests that want reproducible ids
+    /// inject a [`SeededIds`](crate::SeededIds) with [`with_ids`](Self::with_ids).
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config) -> Self {
-        let seed = clock.now().as_millis() as u64;
         Tippen {
             store,
             clock,
             config,
-            ids: Arc::new(SeededIds::new(seed)),
+            ids: Arc::new(SecureIds),
             video: None,
         }
     }
@@ -209,7 +208,8 @@ impl Tippen {
         self.video.as_ref()
     }
 
-    /// The same service generating ids (invite ids) with `ids`.
+    /// The same service generating ids (invite ids) with `ids`: a
+    /// [`SeededIds`](crate::SeededIds) for deterministic tests, or a host's own source.
     pub fn with_ids(mut self, ids: Arc<dyn IdGenerator>) -> Self {
         self.ids = ids;
         self
