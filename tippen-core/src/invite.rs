@@ -26,7 +26,6 @@
 //!   counts in the visitor record's deadline, so the store's deadline index brings a due
 //!   invite to the sweep.
 
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -34,6 +33,7 @@ use thiserror::Error;
 
 use crate::clock::Timestamp;
 use crate::protocol::ServerMessage;
+pub use crate::protocol::{InviteFromVisitor, InviteState};
 
 /// Invite timings. Default: an unanswered invite expires 60 s after it was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -47,63 +47,6 @@ impl Default for InviteConfig {
         InviteConfig {
             ttl: Duration::from_secs(60),
         }
-    }
-}
-
-/// Where an invite is in its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InviteState {
-    /// Created; not yet known to have reached the visitor.
-    Sent,
-    /// Pushed to the visitor (over its channel or in a heartbeat response).
-    Delivered,
-    /// The visitor's page showed it.
-    Seen,
-    /// The visitor joined (final).
-    Accepted,
-    /// The visitor declined (final).
-    Declined,
-    /// Nobody answered before [`Invite::expires_at`] (final).
-    Expired,
-    /// The admin withdrew it (final).
-    Cancelled,
-    /// The visitor left the site while it was open (final).
-    VisitorLeft,
-}
-
-impl InviteState {
-    /// Whether the invite can still change (`sent`, `delivered`, `seen`).
-    pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            InviteState::Sent | InviteState::Delivered | InviteState::Seen
-        )
-    }
-
-    /// Whether the invite will never change again.
-    pub fn is_final(self) -> bool {
-        !self.is_open()
-    }
-
-    /// The wire name (`sent`, …, `visitor_left`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InviteState::Sent => "sent",
-            InviteState::Delivered => "delivered",
-            InviteState::Seen => "seen",
-            InviteState::Accepted => "accepted",
-            InviteState::Declined => "declined",
-            InviteState::Expired => "expired",
-            InviteState::Cancelled => "cancelled",
-            InviteState::VisitorLeft => "visitor_left",
-        }
-    }
-}
-
-impl fmt::Display for InviteState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -425,47 +368,35 @@ pub enum InviteToVisitor {
     },
 }
 
-/// A visitor → server message: the visitor's page reports on an invite.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    tag = "type",
-    rename_all = "SCREAMING_SNAKE_CASE",
-    rename_all_fields = "camelCase"
-)]
-pub enum InviteFromVisitor {
-    /// The page showed it.
-    InviteSeen {
-        /// The invite.
-        invite_id: String,
-    },
-    /// The visitor clicked Join.
-    InviteAccepted {
-        /// The invite.
-        invite_id: String,
-    },
-    /// The visitor clicked Decline.
-    InviteDeclined {
-        /// The invite.
-        invite_id: String,
-    },
-}
-
 impl InviteFromVisitor {
-    /// The invite it is about.
-    pub fn invite_id(&self) -> &str {
-        match self {
-            InviteFromVisitor::InviteSeen { invite_id }
-            | InviteFromVisitor::InviteAccepted { invite_id }
-            | InviteFromVisitor::InviteDeclined { invite_id } => invite_id,
-        }
-    }
-
     /// The event to apply ([`Tippen::invite_event`](crate::Tippen::invite_event)).
     pub fn event(&self) -> InviteEvent {
         match self {
             InviteFromVisitor::InviteSeen { .. } => InviteEvent::Seen,
             InviteFromVisitor::InviteAccepted { .. } => InviteEvent::Accepted,
             InviteFromVisitor::InviteDeclined { .. } => InviteEvent::Declined,
+        }
+    }
+}
+
+impl From<InviteMessage> for ServerMessage {
+    fn from(m: InviteMessage) -> Self {
+        match m {
+            InviteMessage::VideoInviteUpdate {
+                invite_id,
+                visitor_id,
+                state,
+                invited_by,
+                expires_at,
+                updated_at,
+            } => ServerMessage::VideoInviteUpdate {
+                invite_id,
+                visitor_id,
+                state,
+                invited_by,
+                expires_at,
+                updated_at,
+            },
         }
     }
 }

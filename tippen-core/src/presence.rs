@@ -12,31 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::config::PresenceConfig;
-pub use crate::enrichment::EnrichmentSource;
 use crate::invite::{Invite, InviteEvent, InviteMessage};
-
-/// Page visibility of a tab (Page Visibility API).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Visibility {
-    /// The tab is shown.
-    #[default]
-    Visible,
-    /// The tab is in the background; browsers throttle its timers.
-    Hidden,
-}
-
-/// Why a visitor was removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RemovalReason {
-    /// No event within the grace period.
-    Inactive,
-    /// The last tab sent an exit beacon.
-    Left,
-    /// Addition: an admin deleted the visitor's data (privacy request).
-    Deleted,
-}
+pub use crate::protocol::{EnrichmentSource, RemovalReason, UpdateKind, Visibility};
+use crate::protocol::{OpenInviteView, TabView, VisitorView};
 
 /// What a tracker reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,24 +210,6 @@ pub struct VisitorRecord {
     /// Earliest tab expiry, or the open invite's expiry if earlier (a tombstone: when its
     /// quiet period ends); [`Timestamp::EPOCH`] when there is nothing to wait for.
     pub deadline: Timestamp,
-}
-
-/// What a ping changed, as far as a dashboard can see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpdateKind {
-    /// First event of a visit.
-    NewVisitor,
-    /// A page view or a URL change.
-    Pageview,
-    /// A tab's visibility changed.
-    Visibility,
-    /// A new tab joined the visitor.
-    TabOpened,
-    /// A tab left or expired while others remain.
-    TabClosed,
-    /// The visitor's company data arrived (an enrichment lookup finished).
-    Enriched,
 }
 
 /// Result of removing tabs from a record.
@@ -500,6 +460,59 @@ impl VisitorRecord {
                 .max()
                 .unwrap_or(Timestamp::EPOCH),
         };
+    }
+}
+
+impl VisitorView {
+    /// The view of `record`, showing only tabs live at `now`.
+    pub fn of(record: &VisitorRecord, now: Timestamp, cfg: &PresenceConfig) -> Self {
+        let c = &record.company;
+        let tabs: Vec<TabView> = record
+            .tabs
+            .iter()
+            .filter(|t| t.live_at(now, cfg))
+            .map(|t| TabView {
+                tab_id: t.tab_id.clone(),
+                url: t.url.clone(),
+                visibility: t.visibility,
+                last_seen: t.last_seen.to_rfc3339(),
+            })
+            .collect();
+        let idle = !tabs.is_empty() && tabs.iter().all(|t| t.visibility == Visibility::Hidden);
+        VisitorView {
+            visitor_id: record.visitor_id.clone(),
+            company: c.name.clone(),
+            location: c.location.clone(),
+            last_role: "Unknown".to_owned(),
+            page_views: record.page_views,
+            timestamp: record.first_seen.to_rfc3339(),
+            last_activity: record.last_activity.to_rfc3339(),
+            status: if idle { "idle" } else { "active" }.to_owned(),
+            website: record.website.clone(),
+            company_domain: c.domain.clone(),
+            industry: c.industry.clone(),
+            revenue: c.revenue.clone(),
+            employees: c.employees.clone(),
+            enriched_location: c.enriched_location.clone(),
+            enrichment_source: c.source,
+            is_cached: c.is_cached,
+            enriched_at: c.enriched_at.map(Timestamp::to_rfc3339),
+            url: tabs.last().map(|t| t.url.clone()),
+            referrer: record.referrer.clone(),
+            user_agent: record.user_agent.clone(),
+            is_bot: record.is_bot,
+            tabs,
+            invite: record
+                .invite
+                .as_ref()
+                .filter(|i| i.is_open() && !i.is_due(now))
+                .map(|i| OpenInviteView {
+                    invite_id: i.invite_id.clone(),
+                    state: i.state,
+                    invited_by: i.invited_by.clone(),
+                    expires_at: i.expires_at,
+                }),
+        }
     }
 }
 

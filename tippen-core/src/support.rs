@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::protocol::{ActivityEvent, SubscriptionTier};
+pub use crate::protocol::{Resolution, Trigger, UserSummary};
 
 /// One rule's switch and the tiers it applies to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,39 +158,7 @@ impl SupportConfig {
     }
 }
 
-/// Why a user needs support.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// On the same route for too long while present.
-    Stuck,
-    /// Too few interactions in the window while present.
-    LowActivity,
-    /// Too many errors in the window.
-    ErrorBurst,
-    /// No events for too long.
-    Inactivity,
-}
-
 impl Trigger {
-    /// Every trigger, in report order.
-    pub const ALL: [Trigger; 4] = [
-        Trigger::Stuck,
-        Trigger::LowActivity,
-        Trigger::ErrorBurst,
-        Trigger::Inactivity,
-    ];
-
-    /// The wire name (`stuck`, `low_activity`, `error_burst`, `inactivity`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Stuck => "stuck",
-            Trigger::LowActivity => "low_activity",
-            Trigger::ErrorBurst => "error_burst",
-            Trigger::Inactivity => "inactivity",
-        }
-    }
-
     /// A sentence for people, with the configured thresholds.
     pub fn describe(self, cfg: &SupportConfig) -> String {
         let min = |d: Duration| d.as_secs().div_ceil(60);
@@ -620,18 +589,6 @@ impl UserRecord {
     }
 }
 
-/// Why a user stopped needing support.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Resolution {
-    /// No trigger holds any more.
-    Recovered,
-    /// The user's retention ended (no events for [`SupportConfig::retention`]).
-    Expired,
-    /// The user's data was deleted.
-    Deleted,
-}
-
 /// A support alert to notify people of outside the dashboards (a Slack message), asked for
 /// when a trigger started to hold and the user's cooldown allowed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -644,52 +601,6 @@ pub struct SupportNotice {
     pub raised: Vec<Trigger>,
     /// When.
     pub at: Timestamp,
-}
-
-/// A user's activity summary, as the support endpoint and `SUPPORT_ALERT` show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserSummary {
-    /// The product's user id.
-    pub user_id: String,
-    /// The user's email.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_email: Option<String>,
-    /// The user's tier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subscription_tier: Option<SubscriptionTier>,
-    /// The current route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    /// Since when, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_route_since: Option<String>,
-    /// Time on the current route, milliseconds.
-    pub time_on_page_ms: u64,
-    /// First event, RFC 3339.
-    pub first_seen: String,
-    /// Last event, RFC 3339.
-    pub last_activity: String,
-    /// An event within the presence window.
-    pub present: bool,
-    /// Interactions in the low-activity window.
-    pub events_in_window: u64,
-    /// Errors in the error window.
-    pub errors_in_window: u64,
-    /// Events in total.
-    pub event_count: u64,
-    /// Errors in total.
-    pub error_count: u64,
-    /// The last error's message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Whether a trigger holds.
-    pub needs_support: bool,
-    /// The triggers holding (`stuck`, `low_activity`, `error_burst`, `inactivity`).
-    pub triggers: Vec<Trigger>,
-    /// Since when the user needs support, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert_since: Option<String>,
 }
 
 #[cfg(test)]
