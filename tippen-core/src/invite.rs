@@ -21,7 +21,7 @@
 //!   [`InviteError::Conflict`], naming both states.
 //! - **Every state change yields exactly one [`InviteMessage`]** for dashboards; no-ops yield
 //!   none. The creation also maps to Part A's `VIDEO_INVITE_SENT`
-//!   ([`Invite::part_a_message`]).
+//!   (`Invite::part_a_message`).
 //! - An open invite's [`deadline`](Invite::deadline) is its expiry; a final one has none. It
 //!   counts in the visitor record's deadline, so the store's deadline index brings a due
 //!   invite to the sweep.
@@ -247,7 +247,7 @@ impl Invite {
 
     /// Part A's dashboard message for its creation,
     /// `{"type":"VIDEO_INVITE_SENT","visitorId":…,"guestUrl":…}`.
-    pub fn part_a_message(&self) -> ServerMessage {
+    pub(crate) fn part_a_message(&self) -> ServerMessage {
         ServerMessage::VideoInviteSent {
             visitor_id: self.visitor_id.clone(),
             guest_url: self.guest_url.clone(),

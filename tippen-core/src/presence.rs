@@ -123,7 +123,7 @@ impl Company {
     }
 
     /// The fallback for a visitor at `ip` (`None`: address unknown), before any lookup.
-    pub fn fallback_for(ip: Option<std::net::IpAddr>) -> Self {
+    pub(crate) fn fallback_for(ip: Option<std::net::IpAddr>) -> Self {
         match ip
             .map(crate::enrichment::classify)
             .and_then(|c| c.skip_reason())
@@ -135,7 +135,7 @@ impl Company {
 
     /// The company of a provider's profile, from `source` (`Provider`, or `Cache` with
     /// `is_cached`), looked up at `enriched_at`.
-    pub fn from_profile(
+    pub(crate) fn from_profile(
         profile: &crate::enrichment::CompanyProfile,
         source: EnrichmentSource,
         enriched_at: Timestamp,
@@ -254,14 +254,14 @@ impl VisitorRecord {
     }
 
     /// Whether this is a departed visitor's tombstone (no tabs, some recently left).
-    pub fn is_tombstone(&self) -> bool {
+    pub(crate) fn is_tombstone(&self) -> bool {
         self.tabs.is_empty() && !self.left_tabs.is_empty()
     }
 
     /// Whether `ping` comes from a tab that left less than
     /// [`departure_quiet`](PresenceConfig::departure_quiet) ago and is not a page view: such
     /// a ping was in flight when the tab closed and must change nothing.
-    pub fn ignores(&self, ping: &Ping, now: Timestamp, cfg: &PresenceConfig) -> bool {
+    pub(crate) fn ignores(&self, ping: &Ping, now: Timestamp, cfg: &PresenceConfig) -> bool {
         ping.kind != PingKind::PageView
             && self
                 .left_tabs
@@ -270,7 +270,7 @@ impl VisitorRecord {
     }
 
     /// Carries the recently left tabs of a previous visit over to this one.
-    pub fn inherit_departures(
+    pub(crate) fn inherit_departures(
         &mut self,
         previous: &VisitorRecord,
         now: Timestamp,
@@ -423,13 +423,17 @@ impl VisitorRecord {
     }
 
     /// The open invite, if any.
-    pub fn open_invite(&self) -> Option<&Invite> {
+    pub(crate) fn open_invite(&self) -> Option<&Invite> {
         self.invite.as_ref().filter(|i| i.is_open())
     }
 
     /// Expires the open invite if it is due at `now` (and updates the deadline); the
     /// dashboard message when it did.
-    pub fn expire_invite(&mut self, now: Timestamp, cfg: &PresenceConfig) -> Option<InviteMessage> {
+    pub(crate) fn expire_invite(
+        &mut self,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> Option<InviteMessage> {
         let message = self.invite.as_mut()?.expire(now);
         self.recompute_deadline(cfg);
         message
@@ -437,7 +441,11 @@ impl VisitorRecord {
 
     /// Ends the open invite because the visitor left (`visitor_left`, or `expired` when it was
     /// already due); the dashboard message when there was an open invite.
-    pub fn end_invite(&mut self, now: Timestamp, cfg: &PresenceConfig) -> Option<InviteMessage> {
+    pub(crate) fn end_invite(
+        &mut self,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> Option<InviteMessage> {
         let invite = self.invite.as_mut().filter(|i| i.is_open())?;
         let message = invite.handle(InviteEvent::VisitorLeft, now).ok().flatten();
         self.recompute_deadline(cfg);
@@ -445,7 +453,7 @@ impl VisitorRecord {
     }
 
     /// Recomputes [`deadline`](Self::deadline) after the tabs or the invite changed.
-    pub fn refresh_deadline(&mut self, cfg: &PresenceConfig) {
+    pub(crate) fn refresh_deadline(&mut self, cfg: &PresenceConfig) {
         self.recompute_deadline(cfg);
     }
 

@@ -176,7 +176,7 @@ fn bots() -> &'static isbot::Bots {
 }
 
 /// Whether a user agent belongs to a known bot (crawlers, monitors, headless tools).
-pub fn is_bot(user_agent: Option<&str>) -> bool {
+pub(crate) fn is_bot(user_agent: Option<&str>) -> bool {
     user_agent.is_some_and(|ua| bots().is_bot(ua))
 }
 

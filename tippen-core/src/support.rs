@@ -307,7 +307,7 @@ fn cut_text(s: &mut String, max: usize) {
 /// [`SupportConfig::max_event_data_bytes`] replaced by `{"truncated":true,"bytes":n}`. With
 /// the defaults one stored event is at most about 2.5 KB, so a record with 100 raw events
 /// stays far below the item limits of key-value stores (DynamoDB: 400 KB).
-pub fn bounded_event(mut event: ActivityEvent, cfg: &SupportConfig) -> ActivityEvent {
+pub(crate) fn bounded_event(mut event: ActivityEvent, cfg: &SupportConfig) -> ActivityEvent {
     let max = cfg.max_event_text_bytes;
     let cut_opt = |s: &mut Option<String>| {
         if let Some(s) = s.as_mut() {
@@ -368,28 +368,28 @@ impl UserRecord {
     }
 
     /// Whether the user is present at `now` (an event within the presence window).
-    pub fn present_at(&self, now: Timestamp, cfg: &SupportConfig) -> bool {
+    pub(crate) fn present_at(&self, now: Timestamp, cfg: &SupportConfig) -> bool {
         now.since(self.last_event) <= cfg.presence_window && self.last_event <= now
     }
 
     /// Whether the user needs support (as of the last evaluation).
-    pub fn needs_support(&self) -> bool {
+    pub(crate) fn needs_support(&self) -> bool {
         !self.triggers.is_empty()
     }
 
     /// Whether the record's retention has ended at `now` (remove it).
-    pub fn expired_at(&self, now: Timestamp, cfg: &SupportConfig) -> bool {
+    pub(crate) fn expired_at(&self, now: Timestamp, cfg: &SupportConfig) -> bool {
         now >= self.last_event.plus(cfg.retention)
     }
 
     /// Interactions received in the low-activity window ending at `now` (saturates at the
     /// window's bound).
-    pub fn interactions_in_window(&self, now: Timestamp, cfg: &SupportConfig) -> usize {
+    pub(crate) fn interactions_in_window(&self, now: Timestamp, cfg: &SupportConfig) -> usize {
         in_window(&self.interactions, now, cfg.low_activity_window)
     }
 
     /// Errors received in the error window ending at `now` (saturates at the window's bound).
-    pub fn errors_in_window(&self, now: Timestamp, cfg: &SupportConfig) -> usize {
+    pub(crate) fn errors_in_window(&self, now: Timestamp, cfg: &SupportConfig) -> usize {
         in_window(&self.errors, now, cfg.error_window)
     }
 
