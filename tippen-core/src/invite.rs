@@ -1,5 +1,9 @@
-//! Video-call invites: the lifecycle of one invite as pure functions of `now`, and [`Invites`],
-//! a per-site book of them (in memory; the reference the stores follow).
+//! Video-call invites: the lifecycle of one invite as pure functions of `now`.
+//!
+//! A visitor's record ([`VisitorRecord::invite`](crate::presence::VisitorRecord::invite))
+//! holds its current invite, so at most one is open per visitor; the service
+//! ([`Tippen::send_invite`](crate::Tippen::send_invite),
+//! [`Tippen::invite_event`](crate::Tippen::invite_event), the sweep) drives it.
 //!
 //! ```text
 //! sent → delivered → seen → accepted | declined | expired | cancelled | visitor_left
@@ -17,13 +21,11 @@
 //!   [`InviteError::Conflict`], naming both states.
 //! - **Every state change yields exactly one [`InviteMessage`]** for dashboards; no-ops yield
 //!   none. The creation also maps to Part A's `VIDEO_INVITE_SENT`
-//!   ([`Invite::part_a_message`]).
-//! - An open invite's [`deadline`](Invite::deadline) is its expiry; a final one has none. The
-//!   book indexes open invites by deadline so that a [`sweep`](Invites::sweep) touches only
-//!   what is due.
+//!   (`Invite::part_a_message`).
+//! - An open invite's [`deadline`](Invite::deadline) is its expiry; a final one has none. It
+//!   counts in the visitor record's deadline, so the store's deadline index brings a due
+//!   invite to the sweep.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -31,6 +33,7 @@ use thiserror::Error;
 
 use crate::clock::Timestamp;
 use crate::protocol::ServerMessage;
+pub use crate::protocol::{InviteFromVisitor, InviteState};
 
 /// Invite timings. Default: an unanswered invite expires 60 s after it was sent.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,63 +47,6 @@ impl Default for InviteConfig {
         InviteConfig {
             ttl: Duration::from_secs(60),
         }
-    }
-}
-
-/// Where an invite is in its lifecycle.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum InviteState {
-    /// Created; not yet known to have reached the visitor.
-    Sent,
-    /// Pushed to the visitor (over its channel or in a heartbeat response).
-    Delivered,
-    /// The visitor's page showed it.
-    Seen,
-    /// The visitor joined (final).
-    Accepted,
-    /// The visitor declined (final).
-    Declined,
-    /// Nobody answered before [`Invite::expires_at`] (final).
-    Expired,
-    /// The admin withdrew it (final).
-    Cancelled,
-    /// The visitor left the site while it was open (final).
-    VisitorLeft,
-}
-
-impl InviteState {
-    /// Whether the invite can still change (`sent`, `delivered`, `seen`).
-    pub fn is_open(self) -> bool {
-        matches!(
-            self,
-            InviteState::Sent | InviteState::Delivered | InviteState::Seen
-        )
-    }
-
-    /// Whether the invite will never change again.
-    pub fn is_final(self) -> bool {
-        !self.is_open()
-    }
-
-    /// The wire name (`sent`, …, `visitor_left`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InviteState::Sent => "sent",
-            InviteState::Delivered => "delivered",
-            InviteState::Seen => "seen",
-            InviteState::Accepted => "accepted",
-            InviteState::Declined => "declined",
-            InviteState::Expired => "expired",
-            InviteState::Cancelled => "cancelled",
-            InviteState::VisitorLeft => "visitor_left",
-        }
-    }
-}
-
-impl fmt::Display for InviteState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
     }
 }
 
@@ -149,12 +95,6 @@ pub enum InviteError {
     #[error("invite {invite_id} not found")]
     NotFound {
         /// The id asked for.
-        invite_id: String,
-    },
-    /// The id is taken by an invite to another visitor.
-    #[error("invite id {invite_id} is already used for another visitor")]
-    IdReused {
-        /// The id.
         invite_id: String,
     },
     /// The event contradicts the invite's final state.
@@ -307,7 +247,7 @@ impl Invite {
 
     /// Part A's dashboard message for its creation,
     /// `{"type":"VIDEO_INVITE_SENT","visitorId":…,"guestUrl":…}`.
-    pub fn part_a_message(&self) -> ServerMessage {
+    pub(crate) fn part_a_message(&self) -> ServerMessage {
         ServerMessage::VideoInviteSent {
             visitor_id: self.visitor_id.clone(),
             guest_url: self.guest_url.clone(),
@@ -360,207 +300,6 @@ fn check(current: InviteState, event: InviteEvent) -> Step {
     }
 }
 
-/// What one call did to the book.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    /// The invite the call was about, as it is now.
-    pub invite: Invite,
-    /// Whether the call created it (send the Part A message too: [`Invite::part_a_message`]).
-    pub created: bool,
-    /// One dashboard message per state change, in order; empty for a no-op. A `send` that
-    /// found the visitor's open invite due carries that invite's `expired` first.
-    pub messages: Vec<InviteMessage>,
-}
-
-impl Change {
-    /// Whether nothing changed.
-    pub fn is_noop(&self) -> bool {
-        self.messages.is_empty()
-    }
-}
-
-/// A per-site book of invites, in memory: at most one open invite per visitor, idempotent by
-/// invite id, open invites indexed by deadline.
-///
-/// Final invites are kept (so that a retried `send` or a late answer is recognised) until
-/// [`prune`](Self::prune) drops them.
-#[derive(Clone, Debug, Default)]
-pub struct Invites {
-    config: InviteConfig,
-    by_id: BTreeMap<String, Invite>,
-    /// visitor → its open invite.
-    open: BTreeMap<String, String>,
-    /// (expires_at, invite_id) of every open invite.
-    by_deadline: BTreeSet<(Timestamp, String)>,
-}
-
-impl Invites {
-    /// An empty book.
-    pub fn new(config: InviteConfig) -> Self {
-        Invites {
-            config,
-            ..Invites::default()
-        }
-    }
-
-    /// The configuration.
-    pub fn config(&self) -> &InviteConfig {
-        &self.config
-    }
-
-    /// Sends an invite at `now`.
-    ///
-    /// The same invite id again returns the existing invite without a message (after
-    /// expiring it if due); the id on another visitor is [`InviteError::IdReused`]. A visitor
-    /// with another open invite gets [`InviteError::AlreadyOpen`], unless that invite is due:
-    /// it expires (first message) and the new one is sent.
-    pub fn send(&mut self, new: NewInvite, now: Timestamp) -> Result<Change, InviteError> {
-        if let Some(existing) = self.by_id.get(&new.invite_id) {
-            if existing.visitor_id != new.visitor_id {
-                return Err(InviteError::IdReused {
-                    invite_id: new.invite_id,
-                });
-            }
-            let mut messages = Vec::new();
-            messages.extend(self.expire_one(&new.invite_id, now));
-            return Ok(Change {
-                invite: self.by_id[&new.invite_id].clone(),
-                created: false,
-                messages,
-            });
-        }
-        let mut messages = Vec::new();
-        if let Some(open_id) = self.open.get(&new.visitor_id).cloned() {
-            match self.expire_one(&open_id, now) {
-                Some(m) => messages.push(m),
-                None => return Err(InviteError::AlreadyOpen { invite_id: open_id }),
-            }
-        }
-        let invite = Invite::new(new, now, &self.config);
-        messages.push(invite.message());
-        self.open
-            .insert(invite.visitor_id.clone(), invite.invite_id.clone());
-        self.by_deadline
-            .insert((invite.expires_at, invite.invite_id.clone()));
-        self.by_id.insert(invite.invite_id.clone(), invite.clone());
-        Ok(Change {
-            invite,
-            created: true,
-            messages,
-        })
-    }
-
-    /// Applies `event` to invite `invite_id` at `now` (see [`Invite::handle`]).
-    pub fn handle(
-        &mut self,
-        invite_id: &str,
-        event: InviteEvent,
-        now: Timestamp,
-    ) -> Result<Change, InviteError> {
-        let Some(invite) = self.by_id.get_mut(invite_id) else {
-            return Err(InviteError::NotFound {
-                invite_id: invite_id.to_owned(),
-            });
-        };
-        let was_open = invite.is_open();
-        let message = invite.handle(event, now)?;
-        let invite = invite.clone();
-        if was_open && !invite.is_open() {
-            self.unindex(&invite);
-        }
-        Ok(Change {
-            invite,
-            created: false,
-            messages: message.into_iter().collect(),
-        })
-    }
-
-    /// The visitor is gone: its open invite, if any, ends with `visitor_left` (or `expired`
-    /// when it was due).
-    pub fn visitor_left(&mut self, visitor_id: &str, now: Timestamp) -> Option<Change> {
-        let invite_id = self.open.get(visitor_id)?.clone();
-        self.handle(&invite_id, InviteEvent::VisitorLeft, now).ok()
-    }
-
-    /// The visitor's open invite.
-    pub fn open_for(&self, visitor_id: &str) -> Option<&Invite> {
-        self.open.get(visitor_id).and_then(|id| self.by_id.get(id))
-    }
-
-    /// The invite with this id.
-    pub fn get(&self, invite_id: &str) -> Option<&Invite> {
-        self.by_id.get(invite_id)
-    }
-
-    /// Every invite, by id.
-    pub fn iter(&self) -> impl Iterator<Item = &Invite> {
-        self.by_id.values()
-    }
-
-    /// How many invites the book holds (open and final).
-    pub fn len(&self) -> usize {
-        self.by_id.len()
-    }
-
-    /// Whether the book is empty.
-    pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
-    }
-
-    /// The earliest deadline of an open invite.
-    pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.by_deadline.first().map(|(d, _)| *d)
-    }
-
-    /// Expires every invite due at `now`, earliest first: O(k log n) for k due of n open.
-    pub fn sweep(&mut self, now: Timestamp) -> Vec<Change> {
-        let mut changes = Vec::new();
-        while let Some((due, id)) = self.by_deadline.first().cloned() {
-            if due > now {
-                break;
-            }
-            match self.expire_one(&id, now) {
-                Some(message) => changes.push(Change {
-                    invite: self.by_id[&id].clone(),
-                    created: false,
-                    messages: vec![message],
-                }),
-                // Not reachable while the index is consistent; never loop on it.
-                None => {
-                    self.by_deadline.remove(&(due, id));
-                }
-            }
-        }
-        changes
-    }
-
-    /// Forgets final invites last changed before `cutoff`; returns how many.
-    pub fn prune(&mut self, cutoff: Timestamp) -> usize {
-        let before = self.by_id.len();
-        self.by_id
-            .retain(|_, i| i.is_open() || i.updated_at >= cutoff);
-        before - self.by_id.len()
-    }
-
-    /// Expires `invite_id` if due, keeping the indexes.
-    fn expire_one(&mut self, invite_id: &str, now: Timestamp) -> Option<InviteMessage> {
-        let invite = self.by_id.get_mut(invite_id)?;
-        let message = invite.expire(now)?;
-        let invite = invite.clone();
-        self.unindex(&invite);
-        Some(message)
-    }
-
-    /// Removes a now-final invite from the open indexes.
-    fn unindex(&mut self, invite: &Invite) {
-        self.by_deadline
-            .remove(&(invite.expires_at, invite.invite_id.clone()));
-        if self.open.get(&invite.visitor_id) == Some(&invite.invite_id) {
-            self.open.remove(&invite.visitor_id);
-        }
-    }
-}
-
 /// A server → dashboard message about an invite (numbered by the site's sequence like every
 /// broadcast, when the wiring adds it to the dashboard stream).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -589,18 +328,6 @@ pub enum InviteMessage {
 }
 
 impl InviteMessage {
-    /// The JSON text.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
-    }
-
-    /// The invite it is about.
-    pub fn invite_id(&self) -> &str {
-        match self {
-            InviteMessage::VideoInviteUpdate { invite_id, .. } => invite_id,
-        }
-    }
-
     /// The state it reports.
     pub fn state(&self) -> InviteState {
         match self {
@@ -641,47 +368,35 @@ pub enum InviteToVisitor {
     },
 }
 
-/// A visitor → server message: the visitor's page reports on an invite.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(
-    tag = "type",
-    rename_all = "SCREAMING_SNAKE_CASE",
-    rename_all_fields = "camelCase"
-)]
-pub enum InviteFromVisitor {
-    /// The page showed it.
-    InviteSeen {
-        /// The invite.
-        invite_id: String,
-    },
-    /// The visitor clicked Join.
-    InviteAccepted {
-        /// The invite.
-        invite_id: String,
-    },
-    /// The visitor clicked Decline.
-    InviteDeclined {
-        /// The invite.
-        invite_id: String,
-    },
-}
-
 impl InviteFromVisitor {
-    /// The invite it is about.
-    pub fn invite_id(&self) -> &str {
-        match self {
-            InviteFromVisitor::InviteSeen { invite_id }
-            | InviteFromVisitor::InviteAccepted { invite_id }
-            | InviteFromVisitor::InviteDeclined { invite_id } => invite_id,
-        }
-    }
-
-    /// The event to apply ([`Invites::handle`]).
+    /// The event to apply ([`Tippen::invite_event`](crate::Tippen::invite_event)).
     pub fn event(&self) -> InviteEvent {
         match self {
             InviteFromVisitor::InviteSeen { .. } => InviteEvent::Seen,
             InviteFromVisitor::InviteAccepted { .. } => InviteEvent::Accepted,
             InviteFromVisitor::InviteDeclined { .. } => InviteEvent::Declined,
+        }
+    }
+}
+
+impl From<InviteMessage> for ServerMessage {
+    fn from(m: InviteMessage) -> Self {
+        match m {
+            InviteMessage::VideoInviteUpdate {
+                invite_id,
+                visitor_id,
+                state,
+                invited_by,
+                expires_at,
+                updated_at,
+            } => ServerMessage::VideoInviteUpdate {
+                invite_id,
+                visitor_id,
+                state,
+                invited_by,
+                expires_at,
+                updated_at,
+            },
         }
     }
 }
@@ -845,147 +560,35 @@ mod tests {
         );
     }
 
-    fn book() -> Invites {
-        Invites::new(InviteConfig {
-            ttl: Duration::from_secs(10),
-        })
-    }
-
-    #[test]
-    fn send_is_idempotent_by_id_and_one_open_per_visitor() {
-        let mut b = book();
-        let c = b
-            .send(NewInvite::new("i1", "v1", "https://g/1"), T0)
-            .unwrap();
-        assert!(c.created);
-        assert_eq!(c.messages.len(), 1);
-        assert_eq!(c.invite.state, S::Sent);
-        assert_eq!(b.next_deadline(), Some(at(10_000)));
-        // Retry: same invite, no message.
-        let again = b
-            .send(NewInvite::new("i1", "v1", "https://g/1"), at(5))
-            .unwrap();
-        assert!(!again.created && again.is_noop());
-        assert_eq!(again.invite, c.invite);
-        // Another id while open: refused.
-        assert_eq!(
-            b.send(NewInvite::new("i2", "v1", "https://g/2"), at(5)),
-            Err(InviteError::AlreadyOpen {
-                invite_id: "i1".into()
-            })
-        );
-        // The same id for another visitor: refused.
-        assert_eq!(
-            b.send(NewInvite::new("i1", "v2", "https://g/1"), at(5)),
-            Err(InviteError::IdReused {
-                invite_id: "i1".into()
-            })
-        );
-        // Another visitor: fine.
-        b.send(NewInvite::new("i3", "v2", "https://g/3"), at(6))
-            .unwrap();
-        assert_eq!(b.open_for("v2").unwrap().invite_id, "i3");
-        // Once i1 is final, v1 may be invited again.
-        b.handle("i1", E::Declined, at(7)).unwrap();
-        assert!(b.open_for("v1").is_none());
-        let c = b
-            .send(NewInvite::new("i2", "v1", "https://g/2"), at(8))
-            .unwrap();
-        assert!(c.created);
-        // A retry of the declined one stays declined.
-        let old = b
-            .send(NewInvite::new("i1", "v1", "https://g/1"), at(9))
-            .unwrap();
-        assert_eq!((old.invite.state, old.is_noop()), (S::Declined, true));
-        assert_eq!(b.open_for("v1").unwrap().invite_id, "i2");
-    }
-
-    #[test]
-    fn send_over_a_due_invite_expires_it_first() {
-        let mut b = book();
-        b.send(NewInvite::new("i1", "v1", "u"), T0).unwrap();
-        let c = b.send(NewInvite::new("i2", "v1", "u"), at(10_000)).unwrap();
-        let states: Vec<_> = c
-            .messages
-            .iter()
-            .map(|m| (m.invite_id(), m.state()))
-            .collect();
-        assert_eq!(states, [("i1", S::Expired), ("i2", S::Sent)]);
-        assert_eq!(b.get("i1").unwrap().state, S::Expired);
-        assert_eq!(b.next_deadline(), Some(at(20_000)));
-    }
-
-    #[test]
-    fn handle_unknown_and_visitor_left() {
-        let mut b = book();
-        assert_eq!(
-            b.handle("nope", E::Seen, T0),
-            Err(InviteError::NotFound {
-                invite_id: "nope".into()
-            })
-        );
-        assert!(b.visitor_left("v1", T0).is_none());
-        b.send(NewInvite::new("i1", "v1", "u"), T0).unwrap();
-        b.handle("i1", E::Delivered, at(1)).unwrap();
-        let c = b.visitor_left("v1", at(2)).unwrap();
-        assert_eq!(c.messages[0].state(), S::VisitorLeft);
-        assert!(b.open_for("v1").is_none());
-        assert_eq!(b.next_deadline(), None);
-        assert!(b.visitor_left("v1", at(3)).is_none());
-    }
-
-    #[test]
-    fn sweep_expires_exactly_the_due_ones_in_order() {
-        let mut b = book();
-        b.send(NewInvite::new("a", "v1", "u"), T0).unwrap();
-        b.send(NewInvite::new("b", "v2", "u"), at(100)).unwrap();
-        b.send(NewInvite::new("c", "v3", "u"), at(200)).unwrap();
-        b.handle("b", E::Accepted, at(300)).unwrap();
-        assert!(b.sweep(at(9_999)).is_empty());
-        assert_eq!(b.next_deadline(), Some(at(10_000)));
-        let out = b.sweep(at(10_200));
-        let ids: Vec<_> = out.iter().map(|c| c.invite.invite_id.as_str()).collect();
-        assert_eq!(ids, ["a", "c"]);
-        assert!(out.iter().all(|c| c.messages.len() == 1));
-        assert_eq!(b.next_deadline(), None);
-        assert!(b.sweep(at(99_999)).is_empty());
-        assert_eq!(b.get("b").unwrap().state, S::Accepted);
-        assert_eq!(
-            b.prune(at(10_200)),
-            1,
-            "b and the expired ones at 10_200 stay"
-        );
-        assert_eq!(b.len(), 2);
-    }
-
     #[test]
     fn wire_shapes() {
-        let mut b = book();
         let mut new = NewInvite::new("inv_1", "visitor_123", "https://app.example/guest/abc123");
         new.invited_by = Some("Alice".into());
         new.host_url = Some("https://app.example/host/abc123".into());
-        let c = b.send(new, T0).unwrap();
+        let ttl = InviteConfig {
+            ttl: Duration::from_secs(10),
+        };
+        let invite = Invite::new(new, T0, &ttl);
         assert_eq!(
-            serde_json::to_value(&c.messages[0]).unwrap(),
+            serde_json::to_value(invite.message()).unwrap(),
             json!({"type":"VIDEO_INVITE_UPDATE","inviteId":"inv_1","visitorId":"visitor_123",
                    "state":"sent","invitedBy":"Alice","expiresAt":1_729_080_010_000_i64,
                    "updatedAt":1_729_080_000_000_i64})
         );
         assert_eq!(
-            serde_json::to_string(&c.invite.part_a_message()).unwrap(),
+            serde_json::to_string(&invite.part_a_message()).unwrap(),
             r#"{"type":"VIDEO_INVITE_SENT","visitorId":"visitor_123","guestUrl":"https://app.example/guest/abc123"}"#
         );
         assert_eq!(
-            serde_json::to_value(&c.invite).unwrap(),
+            serde_json::to_value(&invite).unwrap(),
             json!({"inviteId":"inv_1","visitorId":"visitor_123",
                    "guestUrl":"https://app.example/guest/abc123",
                    "hostUrl":"https://app.example/host/abc123","invitedBy":"Alice",
                    "createdAt":1_729_080_000_000_i64,"expiresAt":1_729_080_010_000_i64,
                    "state":"sent","updatedAt":1_729_080_000_000_i64})
         );
-        let back: Invite =
-            serde_json::from_value(serde_json::to_value(&c.invite).unwrap()).unwrap();
-        assert_eq!(back, c.invite);
+        let back: Invite = serde_json::from_value(serde_json::to_value(&invite).unwrap()).unwrap();
+        assert_eq!(back, invite);
     }
 
     #[test]

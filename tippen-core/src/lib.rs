@@ -7,8 +7,9 @@
 //! It is sans-IO in the manner of quinn-proto and str0m:
 //!
 //! - **No clock.** Time comes from an injected [`Clock`]; pure functions take `now`.
-//!   `Instant`, `SystemTime::now()` and unseeded randomness do not appear (it builds for
-//!   `wasm32-unknown-unknown`).
+//!   `Instant` and `SystemTime::now()` do not appear (it builds for `wasm32-unknown-unknown`).
+//!   Randomness (invite ids) comes from an injected [`IdGenerator`]: [`SecureIds`] (the
+//!   platform's secure source) by default, [`SeededIds`] in deterministic tests.
 //! - **No IO.** Records live behind the async [`Store`] trait (see its contract: versioned,
 //!   conditional writes), which each host implements on its storage.
 //! - **No broadcasting.** Every operation returns what happened — dashboard messages numbered
@@ -103,7 +104,7 @@ pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock, Timestamp};
 pub use config::{Config, Limits, PresenceConfig};
 pub use effects::{Broadcast, Deadline, Effects, VisitorPush};
-pub use ids::{IdGenerator, SeededIds};
+pub use ids::{IdGenerator, SecureIds, SeededIds};
 pub use memory::MemoryStore;
 pub use service::{
     ClientInfo, InviteChange, LookupRequest, Outcome, ServiceError, SupportOverview, Tippen,

@@ -12,31 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::config::PresenceConfig;
-pub use crate::enrichment::EnrichmentSource;
 use crate::invite::{Invite, InviteEvent, InviteMessage};
-
-/// Page visibility of a tab (Page Visibility API).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Visibility {
-    /// The tab is shown.
-    #[default]
-    Visible,
-    /// The tab is in the background; browsers throttle its timers.
-    Hidden,
-}
-
-/// Why a visitor was removed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum RemovalReason {
-    /// No event within the grace period.
-    Inactive,
-    /// The last tab sent an exit beacon.
-    Left,
-    /// Addition: an admin deleted the visitor's data (privacy request).
-    Deleted,
-}
+pub use crate::protocol::{EnrichmentSource, RemovalReason, UpdateKind, Visibility};
+use crate::protocol::{OpenInviteView, TabView, VisitorView};
 
 /// What a tracker reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -145,7 +123,7 @@ impl Company {
     }
 
     /// The fallback for a visitor at `ip` (`None`: address unknown), before any lookup.
-    pub fn fallback_for(ip: Option<std::net::IpAddr>) -> Self {
+    pub(crate) fn fallback_for(ip: Option<std::net::IpAddr>) -> Self {
         match ip
             .map(crate::enrichment::classify)
             .and_then(|c| c.skip_reason())
@@ -157,7 +135,7 @@ impl Company {
 
     /// The company of a provider's profile, from `source` (`Provider`, or `Cache` with
     /// `is_cached`), looked up at `enriched_at`.
-    pub fn from_profile(
+    pub(crate) fn from_profile(
         profile: &crate::enrichment::CompanyProfile,
         source: EnrichmentSource,
         enriched_at: Timestamp,
@@ -234,24 +212,6 @@ pub struct VisitorRecord {
     pub deadline: Timestamp,
 }
 
-/// What a ping changed, as far as a dashboard can see.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum UpdateKind {
-    /// First event of a visit.
-    NewVisitor,
-    /// A page view or a URL change.
-    Pageview,
-    /// A tab's visibility changed.
-    Visibility,
-    /// A new tab joined the visitor.
-    TabOpened,
-    /// A tab left or expired while others remain.
-    TabClosed,
-    /// The visitor's company data arrived (an enrichment lookup finished).
-    Enriched,
-}
-
 /// Result of removing tabs from a record.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TabsChange {
@@ -294,14 +254,14 @@ impl VisitorRecord {
     }
 
     /// Whether this is a departed visitor's tombstone (no tabs, some recently left).
-    pub fn is_tombstone(&self) -> bool {
+    pub(crate) fn is_tombstone(&self) -> bool {
         self.tabs.is_empty() && !self.left_tabs.is_empty()
     }
 
     /// Whether `ping` comes from a tab that left less than
     /// [`departure_quiet`](PresenceConfig::departure_quiet) ago and is not a page view: such
     /// a ping was in flight when the tab closed and must change nothing.
-    pub fn ignores(&self, ping: &Ping, now: Timestamp, cfg: &PresenceConfig) -> bool {
+    pub(crate) fn ignores(&self, ping: &Ping, now: Timestamp, cfg: &PresenceConfig) -> bool {
         ping.kind != PingKind::PageView
             && self
                 .left_tabs
@@ -310,7 +270,7 @@ impl VisitorRecord {
     }
 
     /// Carries the recently left tabs of a previous visit over to this one.
-    pub fn inherit_departures(
+    pub(crate) fn inherit_departures(
         &mut self,
         previous: &VisitorRecord,
         now: Timestamp,
@@ -463,13 +423,17 @@ impl VisitorRecord {
     }
 
     /// The open invite, if any.
-    pub fn open_invite(&self) -> Option<&Invite> {
+    pub(crate) fn open_invite(&self) -> Option<&Invite> {
         self.invite.as_ref().filter(|i| i.is_open())
     }
 
     /// Expires the open invite if it is due at `now` (and updates the deadline); the
     /// dashboard message when it did.
-    pub fn expire_invite(&mut self, now: Timestamp, cfg: &PresenceConfig) -> Option<InviteMessage> {
+    pub(crate) fn expire_invite(
+        &mut self,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> Option<InviteMessage> {
         let message = self.invite.as_mut()?.expire(now);
         self.recompute_deadline(cfg);
         message
@@ -477,7 +441,11 @@ impl VisitorRecord {
 
     /// Ends the open invite because the visitor left (`visitor_left`, or `expired` when it was
     /// already due); the dashboard message when there was an open invite.
-    pub fn end_invite(&mut self, now: Timestamp, cfg: &PresenceConfig) -> Option<InviteMessage> {
+    pub(crate) fn end_invite(
+        &mut self,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> Option<InviteMessage> {
         let invite = self.invite.as_mut().filter(|i| i.is_open())?;
         let message = invite.handle(InviteEvent::VisitorLeft, now).ok().flatten();
         self.recompute_deadline(cfg);
@@ -485,7 +453,7 @@ impl VisitorRecord {
     }
 
     /// Recomputes [`deadline`](Self::deadline) after the tabs or the invite changed.
-    pub fn refresh_deadline(&mut self, cfg: &PresenceConfig) {
+    pub(crate) fn refresh_deadline(&mut self, cfg: &PresenceConfig) {
         self.recompute_deadline(cfg);
     }
 
@@ -500,6 +468,59 @@ impl VisitorRecord {
                 .max()
                 .unwrap_or(Timestamp::EPOCH),
         };
+    }
+}
+
+impl VisitorView {
+    /// The view of `record`, showing only tabs live at `now`.
+    pub fn of(record: &VisitorRecord, now: Timestamp, cfg: &PresenceConfig) -> Self {
+        let c = &record.company;
+        let tabs: Vec<TabView> = record
+            .tabs
+            .iter()
+            .filter(|t| t.live_at(now, cfg))
+            .map(|t| TabView {
+                tab_id: t.tab_id.clone(),
+                url: t.url.clone(),
+                visibility: t.visibility,
+                last_seen: t.last_seen.to_rfc3339(),
+            })
+            .collect();
+        let idle = !tabs.is_empty() && tabs.iter().all(|t| t.visibility == Visibility::Hidden);
+        VisitorView {
+            visitor_id: record.visitor_id.clone(),
+            company: c.name.clone(),
+            location: c.location.clone(),
+            last_role: "Unknown".to_owned(),
+            page_views: record.page_views,
+            timestamp: record.first_seen.to_rfc3339(),
+            last_activity: record.last_activity.to_rfc3339(),
+            status: if idle { "idle" } else { "active" }.to_owned(),
+            website: record.website.clone(),
+            company_domain: c.domain.clone(),
+            industry: c.industry.clone(),
+            revenue: c.revenue.clone(),
+            employees: c.employees.clone(),
+            enriched_location: c.enriched_location.clone(),
+            enrichment_source: c.source,
+            is_cached: c.is_cached,
+            enriched_at: c.enriched_at.map(Timestamp::to_rfc3339),
+            url: tabs.last().map(|t| t.url.clone()),
+            referrer: record.referrer.clone(),
+            user_agent: record.user_agent.clone(),
+            is_bot: record.is_bot,
+            tabs,
+            invite: record
+                .invite
+                .as_ref()
+                .filter(|i| i.is_open() && !i.is_due(now))
+                .map(|i| OpenInviteView {
+                    invite_id: i.invite_id.clone(),
+                    state: i.state,
+                    invited_by: i.invited_by.clone(),
+                    expires_at: i.expires_at,
+                }),
+        }
     }
 }
 

@@ -3,13 +3,17 @@
 //! Part A of `protocol.md` (the predecessor's contract) is accepted byte for byte; tippen's
 //! additions are new optional fields and new message types only. JSON names are camelCase,
 //! message `type`s SCREAMING_SNAKE_CASE.
+//!
+//! The bottom layer: it depends on no domain module. The enums and shapes the domain modules
+//! share with the wire ([`InviteState`], [`Visibility`], [`Trigger`], [`UserSummary`], …) are
+//! defined here and re-exported by them; building a view from a record (`VisitorView::of`,
+//! `UserRecord::summary`) happens above, in `presence` and `support`.
+
+use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
-use crate::config::PresenceConfig;
-use crate::invite::{InviteFromVisitor, InviteMessage, InviteState};
-use crate::presence::{EnrichmentSource, RemovalReason, UpdateKind, Visibility, VisitorRecord};
 
 /// Body of `POST /track/visitor`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -106,7 +110,7 @@ pub struct VideoCallResponse {
     /// Where the visitor joins (sent to the visitor with the invite).
     pub guest_url: String,
     /// The invite's state (`sent`, or a later state when this was a retry).
-    pub state: crate::invite::InviteState,
+    pub state: InviteState,
     /// When the invite expires unanswered.
     pub expires_at: Timestamp,
 }
@@ -355,59 +359,6 @@ pub struct OpenInviteView {
     pub expires_at: Timestamp,
 }
 
-impl VisitorView {
-    /// The view of `record`, showing only tabs live at `now`.
-    pub fn of(record: &VisitorRecord, now: Timestamp, cfg: &PresenceConfig) -> Self {
-        let c = &record.company;
-        let tabs: Vec<TabView> = record
-            .tabs
-            .iter()
-            .filter(|t| t.live_at(now, cfg))
-            .map(|t| TabView {
-                tab_id: t.tab_id.clone(),
-                url: t.url.clone(),
-                visibility: t.visibility,
-                last_seen: t.last_seen.to_rfc3339(),
-            })
-            .collect();
-        let idle = !tabs.is_empty() && tabs.iter().all(|t| t.visibility == Visibility::Hidden);
-        VisitorView {
-            visitor_id: record.visitor_id.clone(),
-            company: c.name.clone(),
-            location: c.location.clone(),
-            last_role: "Unknown".to_owned(),
-            page_views: record.page_views,
-            timestamp: record.first_seen.to_rfc3339(),
-            last_activity: record.last_activity.to_rfc3339(),
-            status: if idle { "idle" } else { "active" }.to_owned(),
-            website: record.website.clone(),
-            company_domain: c.domain.clone(),
-            industry: c.industry.clone(),
-            revenue: c.revenue.clone(),
-            employees: c.employees.clone(),
-            enriched_location: c.enriched_location.clone(),
-            enrichment_source: c.source,
-            is_cached: c.is_cached,
-            enriched_at: c.enriched_at.map(Timestamp::to_rfc3339),
-            url: tabs.last().map(|t| t.url.clone()),
-            referrer: record.referrer.clone(),
-            user_agent: record.user_agent.clone(),
-            is_bot: record.is_bot,
-            tabs,
-            invite: record
-                .invite
-                .as_ref()
-                .filter(|i| i.is_open() && !i.is_due(now))
-                .map(|i| OpenInviteView {
-                    invite_id: i.invite_id.clone(),
-                    state: i.state,
-                    invited_by: i.invited_by.clone(),
-                    expires_at: i.expires_at,
-                }),
-        }
-    }
-}
-
 /// A server → dashboard message (without its sequence number; see [`Sequenced`]).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(
@@ -443,7 +394,7 @@ pub enum ServerMessage {
         guest_url: String,
     },
     /// Addition: an invite was created (`state: "sent"`) or changed state (see
-    /// [`InviteMessage`]).
+    /// [`InviteMessage`](crate::invite::InviteMessage)).
     VideoInviteUpdate {
         /// The invite.
         invite_id: String,
@@ -463,18 +414,18 @@ pub enum ServerMessage {
     /// one stopped while others still hold (`raised` empty). `user` is the summary now.
     SupportAlert {
         /// The user's summary (its `triggers` are every trigger holding).
-        user: Box<crate::support::UserSummary>,
+        user: Box<UserSummary>,
         /// The triggers that started to hold with this message.
-        raised: Vec<crate::support::Trigger>,
+        raised: Vec<Trigger>,
     },
     /// Addition: a user no longer needs support.
     SupportRecovered {
         /// The product's user id.
         user_id: String,
         /// The triggers that held until now.
-        cleared: Vec<crate::support::Trigger>,
+        cleared: Vec<Trigger>,
         /// `recovered` (no trigger holds), `expired` (retention ended) or `deleted`.
-        resolution: crate::support::Resolution,
+        resolution: Resolution,
         /// When, RFC 3339.
         at: String,
     },
@@ -505,28 +456,6 @@ impl ServerMessage {
     }
 }
 
-impl From<InviteMessage> for ServerMessage {
-    fn from(m: InviteMessage) -> Self {
-        match m {
-            InviteMessage::VideoInviteUpdate {
-                invite_id,
-                visitor_id,
-                state,
-                invited_by,
-                expires_at,
-                updated_at,
-            } => ServerMessage::VideoInviteUpdate {
-                invite_id,
-                visitor_id,
-                state,
-                invited_by,
-                expires_at,
-                updated_at,
-            },
-        }
-    }
-}
-
 /// A [`ServerMessage`] with the site's sequence number (`"seq"`), as sent on the wire.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sequenced {
@@ -552,4 +481,251 @@ pub enum ClientMessage {
     Ping,
     /// Asks for a fresh `INITIAL_VISITORS`.
     GetVisitors,
+}
+
+// ---- Wire enums and shapes of the domain modules ----
+//
+// Here, at the bottom, so that the protocol depends on no domain module: `invite`, `presence`,
+// `support` and `enrichment` re-export them and build them from their records (for example
+// `VisitorView::of` in `presence`).
+
+/// Where an invite is in its lifecycle.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum InviteState {
+    /// Created; not yet known to have reached the visitor.
+    Sent,
+    /// Pushed to the visitor (over its channel or in a heartbeat response).
+    Delivered,
+    /// The visitor's page showed it.
+    Seen,
+    /// The visitor joined (final).
+    Accepted,
+    /// The visitor declined (final).
+    Declined,
+    /// Nobody answered before
+    /// [`Invite::expires_at`](crate::invite::Invite::expires_at) (final).
+    Expired,
+    /// The admin withdrew it (final).
+    Cancelled,
+    /// The visitor left the site while it was open (final).
+    VisitorLeft,
+}
+
+impl InviteState {
+    /// Whether the invite can still change (`sent`, `delivered`, `seen`).
+    pub fn is_open(self) -> bool {
+        matches!(
+            self,
+            InviteState::Sent | InviteState::Delivered | InviteState::Seen
+        )
+    }
+
+    /// Whether the invite will never change again.
+    pub fn is_final(self) -> bool {
+        !self.is_open()
+    }
+
+    /// The wire name (`sent`, …, `visitor_left`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InviteState::Sent => "sent",
+            InviteState::Delivered => "delivered",
+            InviteState::Seen => "seen",
+            InviteState::Accepted => "accepted",
+            InviteState::Declined => "declined",
+            InviteState::Expired => "expired",
+            InviteState::Cancelled => "cancelled",
+            InviteState::VisitorLeft => "visitor_left",
+        }
+    }
+}
+
+impl fmt::Display for InviteState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A visitor → server message: the visitor's page reports on an invite.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(
+    tag = "type",
+    rename_all = "SCREAMING_SNAKE_CASE",
+    rename_all_fields = "camelCase"
+)]
+pub enum InviteFromVisitor {
+    /// The page showed it.
+    InviteSeen {
+        /// The invite.
+        invite_id: String,
+    },
+    /// The visitor clicked Join.
+    InviteAccepted {
+        /// The invite.
+        invite_id: String,
+    },
+    /// The visitor clicked Decline.
+    InviteDeclined {
+        /// The invite.
+        invite_id: String,
+    },
+}
+
+impl InviteFromVisitor {
+    /// The invite it is about.
+    pub fn invite_id(&self) -> &str {
+        match self {
+            InviteFromVisitor::InviteSeen { invite_id }
+            | InviteFromVisitor::InviteAccepted { invite_id }
+            | InviteFromVisitor::InviteDeclined { invite_id } => invite_id,
+        }
+    }
+}
+
+/// Page visibility of a tab (Page Visibility API).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Visibility {
+    /// The tab is shown.
+    #[default]
+    Visible,
+    /// The tab is in the background; browsers throttle its timers.
+    Hidden,
+}
+
+/// Why a visitor was removed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RemovalReason {
+    /// No event within the grace period.
+    Inactive,
+    /// The last tab sent an exit beacon.
+    Left,
+    /// Addition: an admin deleted the visitor's data (privacy request).
+    Deleted,
+}
+
+/// What a ping changed, as far as a dashboard can see.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UpdateKind {
+    /// First event of a visit.
+    NewVisitor,
+    /// A page view or a URL change.
+    Pageview,
+    /// A tab's visibility changed.
+    Visibility,
+    /// A new tab joined the visitor.
+    TabOpened,
+    /// A tab left or expired while others remain.
+    TabClosed,
+    /// The visitor's company data arrived (an enrichment lookup finished).
+    Enriched,
+}
+
+/// Why a user needs support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Trigger {
+    /// On the same route for too long while present.
+    Stuck,
+    /// Too few interactions in the window while present.
+    LowActivity,
+    /// Too many errors in the window.
+    ErrorBurst,
+    /// No events for too long.
+    Inactivity,
+}
+
+impl Trigger {
+    /// Every trigger, in report order.
+    pub const ALL: [Trigger; 4] = [
+        Trigger::Stuck,
+        Trigger::LowActivity,
+        Trigger::ErrorBurst,
+        Trigger::Inactivity,
+    ];
+
+    /// The wire name (`stuck`, `low_activity`, `error_burst`, `inactivity`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Trigger::Stuck => "stuck",
+            Trigger::LowActivity => "low_activity",
+            Trigger::ErrorBurst => "error_burst",
+            Trigger::Inactivity => "inactivity",
+        }
+    }
+}
+
+/// Why a user stopped needing support.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Resolution {
+    /// No trigger holds any more.
+    Recovered,
+    /// The user's retention ended (no events for
+    /// [`SupportConfig::retention`](crate::support::SupportConfig::retention)).
+    Expired,
+    /// The user's data was deleted.
+    Deleted,
+}
+
+/// A user's activity summary, as the support endpoint and `SUPPORT_ALERT` show it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserSummary {
+    /// The product's user id.
+    pub user_id: String,
+    /// The user's email.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_email: Option<String>,
+    /// The user's tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscription_tier: Option<SubscriptionTier>,
+    /// The current route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub route: Option<String>,
+    /// Since when, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_route_since: Option<String>,
+    /// Time on the current route, milliseconds.
+    pub time_on_page_ms: u64,
+    /// First event, RFC 3339.
+    pub first_seen: String,
+    /// Last event, RFC 3339.
+    pub last_activity: String,
+    /// An event within the presence window.
+    pub present: bool,
+    /// Interactions in the low-activity window.
+    pub events_in_window: u64,
+    /// Errors in the error window.
+    pub errors_in_window: u64,
+    /// Events in total.
+    pub event_count: u64,
+    /// Errors in total.
+    pub error_count: u64,
+    /// The last error's message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// Whether a trigger holds.
+    pub needs_support: bool,
+    /// The triggers holding (`stuck`, `low_activity`, `error_burst`, `inactivity`).
+    pub triggers: Vec<Trigger>,
+    /// Since when the user needs support, RFC 3339.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_since: Option<String>,
+}
+
+/// Where a visitor's company data came from (the visitor JSON's `enrichmentSource`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrichmentSource {
+    /// A provider lookup made for this visitor (or joined while in flight).
+    Provider,
+    /// The shared cache, without a lookup.
+    Cache,
+    /// No data: the fallback company of a skip or a failure.
+    #[default]
+    Fallback,
 }

@@ -1,7 +1,8 @@
 //! [`Tippen`]: the core's operations over an injected [`Store`] and [`Clock`].
 //!
 //! Each operation reads the clock once, reads and conditionally writes records (retrying on a
-//! [`StoreError::Conflict`]), and returns an [`Outcome`]: the dashboard messages it caused,
+//! [`StoreError::Conflict`]; every operation goes through the one loop of `service/update.rs`,
+//! with its change to the record written as a pure transition), and returns an [`Outcome`]: the dashboard messages it caused,
 //! numbered with the site's sequence, and the deadline the host must wake up for. Nothing is
 //! sent from here; the host fans the messages out.
 
@@ -16,17 +17,20 @@ use crate::enrichment::{
     CachedLookup, CompanyProfile, EnrichmentEvent, EnrichmentSource, EnrichmentStats,
     LookupFailure, VisitorSignals, lookup_target,
 };
-use crate::ids::{IdGenerator, SeededIds};
+use crate::ids::{IdGenerator, SecureIds};
 use crate::invite::{Invite, InviteError, InviteEvent, InviteState, InviteToVisitor, NewInvite};
 use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, VisitorRecord};
 use crate::protocol::{Sequenced, ServerMessage, VisitorView};
 use crate::site::{KeyHash, KeyRole, Site, SiteId};
-use crate::store::{Store, StoreError, Version};
+use crate::store::{Store, StoreError, Versioned};
 use crate::video::VideoProvider;
 
 mod reads;
 mod support;
+mod update;
+
 pub use support::SupportOverview;
+use update::Write;
 
 /// Why an operation failed.
 #[derive(Debug, Error)]
@@ -173,23 +177,22 @@ fn bots() -> &'static isbot::Bots {
 }
 
 /// Whether a user agent belongs to a known bot (crawlers, monitors, headless tools).
-pub fn is_bot(user_agent: Option<&str>) -> bool {
+pub(crate) fn is_bot(user_agent: Option<&str>) -> bool {
     user_agent.is_some_and(|ua| bots().is_bot(ua))
 }
 
 impl Tippen {
     /// A service over `store` with `clock` and `config`.
     ///
-    /// Invite ids come from a [`SeededIds`] seeded with the clock's time at construction:
-    /// not cryptographic (invite ids only identify, they authorize nothing); hosts with a
-    /// secure random source inject one with [`with_ids`](Self::with_ids).
+    /// Invite ids come from [`SecureIds`], the platform's secure random source (on
+    /// `wasm32-unknown-unknown`, `crypto.getRandomValues`). Tests that want reproducible ids
+    /// inject a [`SeededIds`](crate::SeededIds) with [`with_ids`](Self::with_ids).
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, config: Config) -> Self {
-        let seed = clock.now().as_millis() as u64;
         Tippen {
             store,
             clock,
             config,
-            ids: Arc::new(SeededIds::new(seed)),
+            ids: Arc::new(SecureIds),
             video: None,
         }
     }
@@ -206,7 +209,8 @@ impl Tippen {
         self.video.as_ref()
     }
 
-    /// The same service generating ids (invite ids) with `ids`.
+    /// The same service generating ids (invite ids) with `ids`: a
+    /// [`SeededIds`](crate::SeededIds) for deterministic tests, or a host's own source.
     pub fn with_ids(mut self, ids: Arc<dyn IdGenerator>) -> Self {
         self.ids = ids;
         self
@@ -294,96 +298,127 @@ impl Tippen {
         ping: &Ping,
         client: ClientInfo,
     ) -> Result<Outcome, ServiceError> {
-        let cfg = &self.config.presence;
         let now = self.clock.now();
-        for _ in 0..self.config.limits.max_write_attempts {
-            let current = self.store.visitor(site, visitor_id).await?;
-            if current
-                .as_ref()
-                .is_some_and(|v| v.value.ignores(ping, now, cfg))
-            {
-                // In flight when its tab closed: changes nothing.
-                return Ok(Outcome::default());
-            }
-            let mut messages = Vec::with_capacity(2);
-            let mut invite_messages = Vec::new();
-            let mut enrichment = None;
-            let (record, expected, update) = match current {
-                Some(v) if v.value.live_at(now, cfg) => {
-                    let mut record = v.value;
-                    let update = record.apply(ping, now, cfg);
-                    // The open invite rides on this response: it is delivered now (or, if its
-                    // time has come, expired).
-                    if let Some(m) = record.expire_invite(now, cfg) {
-                        invite_messages.push(ServerMessage::from(m));
-                    } else if let Some(invite) = record.invite.as_mut().filter(|i| i.is_open())
-                        && let Ok(Some(m)) = invite.handle(InviteEvent::Delivered, now)
-                    {
-                        invite_messages.push(ServerMessage::from(m));
-                    }
-                    record.refresh_deadline(cfg);
-                    (record, Some(v.version), update)
-                }
-                stale => {
-                    if let Some(old) = stale.as_ref().filter(|v| !v.value.is_tombstone()) {
-                        // Expired but not yet swept: report the removal first.
-                        messages.push(ServerMessage::VisitorRemoved {
-                            visitor_id: old.value.visitor_id.clone(),
-                            reason: RemovalReason::Inactive,
-                        });
-                        let mut ended = old.value.clone();
-                        if let Some(m) = ended.end_invite(now, cfg) {
-                            messages.push(m.into());
-                        }
-                    }
-                    let bot = is_bot(ping.user_agent.as_deref());
-                    let first = self.first_company(&client, bot, now).await?;
-                    let company = first.company.clone();
-                    enrichment = Some(first);
-                    let mut record = VisitorRecord::start(visitor_id, ping, bot, company, now, cfg);
-                    if let Some(old) = &stale {
-                        record.inherit_departures(&old.value, now, cfg);
-                    }
-                    (
-                        record,
-                        stale.map(|v| v.version),
-                        Some(UpdateKind::NewVisitor),
-                    )
+        // A new visit's company, read from the shared cache only when a transition asks for
+        // it: then the record it was given is tried again with the company.
+        let mut first = None;
+        let mut read = None;
+        let tracked = loop {
+            let transition = |current: Option<Versioned<VisitorRecord>>| {
+                Ok(self.track_step(visitor_id, ping, first.as_ref(), current, now))
+            };
+            let step = match read.take() {
+                None => self.update(site, visitor_id, transition).await?,
+                Some(current) => {
+                    self.update_from(site, visitor_id, current, transition)
+                        .await?
                 }
             };
-            match self.store.save_visitor(site, &record, expected).await {
-                Ok(_) => {
-                    if let Some(event) = update {
-                        messages.push(ServerMessage::VisitorUpdate {
-                            visitor: Box::new(self.view(&record, now)),
-                            event,
-                        });
-                    }
-                    messages.append(&mut invite_messages);
-                    let mut lookups = Vec::new();
-                    if let Some(first) = enrichment {
-                        if let Some(event) = first.event {
-                            self.record_enrichment_logged(site, &[event]).await;
-                        }
-                        lookups.extend(first.lookup.map(|ip| LookupRequest {
-                            site: site.clone(),
-                            visitor_id: visitor_id.to_owned(),
-                            ip,
-                        }));
-                    }
-                    return Ok(Outcome {
-                        messages: self.sequence(site, messages).await?,
-                        deadline: Some(record.deadline),
-                        lookups,
-                        invite: record.open_invite().map(|i| i.visitor_message(now)),
-                        ..Outcome::default()
-                    });
+            match step {
+                TrackStep::NeedsCompany(current) => {
+                    let bot = is_bot(ping.user_agent.as_deref());
+                    first = Some(self.first_company(&client, bot, now).await?);
+                    read = Some(*current);
                 }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
+                TrackStep::Ignored => return Ok(Outcome::default()),
+                TrackStep::Tracked(tracked) => break *tracked,
             }
+        };
+        let mut lookups = Vec::new();
+        if let Some(first) = tracked.enrichment {
+            if let Some(event) = first.event {
+                self.record_enrichment_logged(site, &[event]).await;
+            }
+            lookups.extend(first.lookup.map(|ip| LookupRequest {
+                site: site.clone(),
+                visitor_id: visitor_id.to_owned(),
+                ip,
+            }));
         }
-        Err(ServiceError::Contention(visitor_id.to_owned()))
+        Ok(Outcome {
+            messages: self.sequence(site, tracked.messages).await?,
+            deadline: Some(tracked.deadline),
+            lookups,
+            invite: tracked.invite,
+            ..Outcome::default()
+        })
+    }
+
+    /// The transition of a tracker event (see [`track_client`](Self::track_client)).
+    fn track_step(
+        &self,
+        visitor_id: &str,
+        ping: &Ping,
+        first: Option<&FirstCompany>,
+        current: Option<Versioned<VisitorRecord>>,
+        now: Timestamp,
+    ) -> (Write<VisitorRecord>, TrackStep) {
+        let cfg = &self.config.presence;
+        if current
+            .as_ref()
+            .is_some_and(|v| v.value.ignores(ping, now, cfg))
+        {
+            // In flight when its tab closed: changes nothing.
+            return (Write::Keep, TrackStep::Ignored);
+        }
+        let mut messages = Vec::with_capacity(2);
+        let mut invite_messages = Vec::new();
+        let mut enrichment = None;
+        let (record, update) = match current {
+            Some(v) if v.value.live_at(now, cfg) => {
+                let mut record = v.value;
+                let update = record.apply(ping, now, cfg);
+                // The open invite rides on this response: it is delivered now (or, if its
+                // time has come, expired).
+                if let Some(m) = record.expire_invite(now, cfg) {
+                    invite_messages.push(ServerMessage::from(m));
+                } else if let Some(invite) = record.invite.as_mut().filter(|i| i.is_open())
+                    && let Ok(Some(m)) = invite.handle(InviteEvent::Delivered, now)
+                {
+                    invite_messages.push(ServerMessage::from(m));
+                }
+                record.refresh_deadline(cfg);
+                (record, update)
+            }
+            stale => {
+                let Some(first) = first else {
+                    return (Write::Keep, TrackStep::NeedsCompany(Box::new(stale)));
+                };
+                if let Some(old) = stale.as_ref().filter(|v| !v.value.is_tombstone()) {
+                    // Expired but not yet swept: report the removal first.
+                    messages.push(ServerMessage::VisitorRemoved {
+                        visitor_id: old.value.visitor_id.clone(),
+                        reason: RemovalReason::Inactive,
+                    });
+                    let mut ended = old.value.clone();
+                    if let Some(m) = ended.end_invite(now, cfg) {
+                        messages.push(m.into());
+                    }
+                }
+                enrichment = Some(first.clone());
+                let company = first.company.clone();
+                let mut record =
+                    VisitorRecord::start(visitor_id, ping, first.is_bot, company, now, cfg);
+                if let Some(old) = &stale {
+                    record.inherit_departures(&old.value, now, cfg);
+                }
+                (record, Some(UpdateKind::NewVisitor))
+            }
+        };
+        if let Some(event) = update {
+            messages.push(ServerMessage::VisitorUpdate {
+                visitor: Box::new(self.view(&record, now)),
+                event,
+            });
+        }
+        messages.append(&mut invite_messages);
+        let tracked = Tracked {
+            messages,
+            deadline: record.deadline,
+            invite: record.open_invite().map(|i| i.visitor_message(now)),
+            enrichment,
+        };
+        (Write::Save(record), TrackStep::Tracked(Box::new(tracked)))
     }
 
     /// An exit beacon for one tab (`Some`) or the whole visitor (`None`).
@@ -395,86 +430,78 @@ impl Tippen {
     ) -> Result<Outcome, ServiceError> {
         let cfg = &self.config.presence;
         let now = self.clock.now();
-        for _ in 0..self.config.limits.max_write_attempts {
-            let Some(current) = self.store.visitor(site, visitor_id).await? else {
-                return Ok(Outcome::default());
-            };
-            let mut record = current.value;
-            let departures_before = record.left_tabs.clone();
-            let change = if record.live_at(now, cfg) {
-                record.leave(tab_id, now, cfg)
-            } else if record.is_tombstone() {
-                // Already gone and announced.
-                return Ok(Outcome::default());
-            } else {
-                record.expire(now, cfg)
-            };
-            let ended = match change {
-                TabsChange::Removed(_) => record.end_invite(now, cfg),
-                _ => None,
-            };
-            if change == TabsChange::Unchanged && record.left_tabs != departures_before {
-                // Only a departure to remember (a tab this record did not have).
-                match self
-                    .store
-                    .save_visitor(site, &record, Some(current.version))
-                    .await
-                {
-                    Ok(_) => return Ok(Outcome::default()),
-                    Err(StoreError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            let written = self
-                .apply_change(site, &record, current.version, change, now)
-                .await;
-            match written {
-                Ok(mut messages) => {
+        let left = self
+            .update(
+                site,
+                visitor_id,
+                |current: Option<Versioned<VisitorRecord>>| {
+                    let Some(current) = current else {
+                        return Ok((Write::Keep, None));
+                    };
+                    let mut record = current.value;
+                    let departures_before = record.left_tabs.clone();
+                    let change = if record.live_at(now, cfg) {
+                        record.leave(tab_id, now, cfg)
+                    } else if record.is_tombstone() {
+                        // Already gone and announced.
+                        return Ok((Write::Keep, None));
+                    } else {
+                        record.expire(now, cfg)
+                    };
+                    let ended = match change {
+                        TabsChange::Removed(_) => record.end_invite(now, cfg),
+                        _ => None,
+                    };
+                    if change == TabsChange::Unchanged && record.left_tabs != departures_before {
+                        // Only a departure to remember (a tab this record did not have).
+                        return Ok((Write::Save(record), None));
+                    }
+                    let deadline = (!record.tabs.is_empty()).then_some(record.deadline);
+                    let (write, mut messages) = self.settle(record, change, now);
                     messages.extend(ended.map(ServerMessage::from));
-                    return Ok(Outcome {
-                        messages: self.sequence(site, messages).await?,
-                        deadline: (!record.tabs.is_empty()).then_some(record.deadline),
-                        ..Outcome::default()
-                    });
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Contention(visitor_id.to_owned()))
+                    Ok((write, Some((messages, deadline))))
+                },
+            )
+            .await?;
+        let Some((messages, deadline)) = left else {
+            return Ok(Outcome::default());
+        };
+        Ok(Outcome {
+            messages: self.sequence(site, messages).await?,
+            deadline,
+            ..Outcome::default()
+        })
     }
 
-    async fn apply_change(
+    /// What to write for `record` after its tabs changed by `change`, and what dashboards
+    /// hear once it is written.
+    fn settle(
         &self,
-        site: &SiteId,
-        record: &VisitorRecord,
-        version: Version,
+        record: VisitorRecord,
         change: TabsChange,
         now: Timestamp,
-    ) -> Result<Vec<ServerMessage>, StoreError> {
+    ) -> (Write<VisitorRecord>, Vec<ServerMessage>) {
         match change {
             TabsChange::Removed(reason) => {
-                if record.is_tombstone() {
-                    // Kept for the departure quiet period, then removed silently by a sweep.
-                    self.store.save_visitor(site, record, Some(version)).await?;
-                } else {
-                    self.store
-                        .remove_visitor(site, &record.visitor_id, version)
-                        .await?;
-                }
-                Ok(vec![ServerMessage::VisitorRemoved {
+                let removed = ServerMessage::VisitorRemoved {
                     visitor_id: record.visitor_id.clone(),
                     reason,
-                }])
+                };
+                if record.is_tombstone() {
+                    // Kept for the departure quiet period, then removed silently by a sweep.
+                    (Write::Save(record), vec![removed])
+                } else {
+                    (Write::Remove, vec![removed])
+                }
             }
             TabsChange::TabsClosed => {
-                self.store.save_visitor(site, record, Some(version)).await?;
-                Ok(vec![ServerMessage::VisitorUpdate {
-                    visitor: Box::new(self.view(record, now)),
+                let update = ServerMessage::VisitorUpdate {
+                    visitor: Box::new(self.view(&record, now)),
                     event: UpdateKind::TabClosed,
-                }])
+                };
+                (Write::Save(record), vec![update])
             }
-            TabsChange::Unchanged => Ok(Vec::new()),
+            TabsChange::Unchanged => (Write::Keep, Vec::new()),
         }
     }
 
@@ -494,53 +521,44 @@ impl Tippen {
             .store
             .due_visitors(site, now, self.config.limits.sweep_batch)
             .await?;
-        for mut current in due {
-            for _ in 0..self.config.limits.max_write_attempts {
-                let mut record = current.value.clone();
-                let change = record.expire(now, cfg);
-                let ended = match change {
-                    TabsChange::Removed(_) => record.end_invite(now, cfg),
-                    _ => record.expire_invite(now, cfg),
-                };
-                let result = if current.value.is_tombstone() {
-                    // A departed visitor's quiet period is over: forget it silently.
-                    if current.value.deadline <= now {
-                        self.store
-                            .remove_visitor(site, &record.visitor_id, current.version)
-                            .await
-                            .map(|()| Vec::new())
-                    } else {
-                        Ok(Vec::new())
-                    }
-                } else if change == TabsChange::Unchanged
-                    && (ended.is_some() || record.deadline != current.value.deadline)
-                {
-                    // An expired invite, or a stale index entry: rewrite to move it.
-                    self.store
-                        .save_visitor(site, &record, Some(current.version))
-                        .await
-                        .map(|_| ended.iter().cloned().map(ServerMessage::from).collect())
-                } else {
-                    self.apply_change(site, &record, current.version, change, now)
-                        .await
-                        .map(|mut m| {
-                            m.extend(ended.iter().cloned().map(ServerMessage::from));
-                            m
-                        })
-                };
-                match result {
-                    Ok(mut m) => {
-                        messages.append(&mut m);
-                        break;
-                    }
-                    Err(StoreError::Conflict) => {
-                        match self.store.visitor(site, &record.visitor_id).await? {
-                            Some(fresh) => current = fresh,
-                            None => break,
+        for current in due {
+            let id = current.value.visitor_id.clone();
+            let swept = self
+                .update_from(site, &id, Some(current), |current| {
+                    let Some(current) = current else {
+                        return Ok((Write::Keep, Vec::new()));
+                    };
+                    let mut record = current.value.clone();
+                    let change = record.expire(now, cfg);
+                    let ended = match change {
+                        TabsChange::Removed(_) => record.end_invite(now, cfg),
+                        _ => record.expire_invite(now, cfg),
+                    };
+                    let ended = ended.map(ServerMessage::from);
+                    Ok(if current.value.is_tombstone() {
+                        // A departed visitor's quiet period is over: forget it silently.
+                        if current.value.deadline <= now {
+                            (Write::Remove, Vec::new())
+                        } else {
+                            (Write::Keep, Vec::new())
                         }
-                    }
-                    Err(e) => return Err(e.into()),
-                }
+                    } else if change == TabsChange::Unchanged
+                        && (ended.is_some() || record.deadline != current.value.deadline)
+                    {
+                        // An expired invite, or a stale index entry: rewrite to move it.
+                        (Write::Save(record), ended.into_iter().collect())
+                    } else {
+                        let (write, mut messages) = self.settle(record, change, now);
+                        messages.extend(ended);
+                        (write, messages)
+                    })
+                })
+                .await;
+            match swept {
+                Ok(mut m) => messages.append(&mut m),
+                // Concurrent writers kept moving it: they re-armed its deadline.
+                Err(ServiceError::Contention(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok(Outcome {
@@ -558,40 +576,39 @@ impl Tippen {
         site: &SiteId,
         visitor_id: &str,
     ) -> Result<(bool, Outcome), ServiceError> {
-        for _ in 0..self.config.limits.max_write_attempts {
-            let Some(current) = self.store.visitor(site, visitor_id).await? else {
-                return Ok((false, Outcome::default()));
-            };
-            let shown = current
-                .value
-                .live_at(self.clock.now(), &self.config.presence);
-            match self
-                .store
-                .remove_visitor(site, visitor_id, current.version)
-                .await
-            {
-                Ok(()) if !shown => return Ok((true, Outcome::default())),
-                Ok(()) => {
-                    let mut messages = vec![ServerMessage::VisitorRemoved {
-                        visitor_id: visitor_id.to_owned(),
-                        reason: RemovalReason::Deleted,
-                    }];
-                    let mut record = current.value;
-                    let ended = record.end_invite(self.clock.now(), &self.config.presence);
-                    messages.extend(ended.map(ServerMessage::from));
-                    return Ok((
-                        true,
-                        Outcome {
-                            messages: self.sequence(site, messages).await?,
-                            ..Outcome::default()
-                        },
-                    ));
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Contention(visitor_id.to_owned()))
+        let deleted = self
+            .update(
+                site,
+                visitor_id,
+                |current: Option<Versioned<VisitorRecord>>| {
+                    let Some(current) = current else {
+                        return Ok((Write::Keep, None));
+                    };
+                    let now = self.clock.now();
+                    let mut messages = Vec::new();
+                    if current.value.live_at(now, &self.config.presence) {
+                        messages.push(ServerMessage::VisitorRemoved {
+                            visitor_id: visitor_id.to_owned(),
+                            reason: RemovalReason::Deleted,
+                        });
+                        let mut record = current.value;
+                        let ended = record.end_invite(now, &self.config.presence);
+                        messages.extend(ended.map(ServerMessage::from));
+                    }
+                    Ok((Write::Remove, Some(messages)))
+                },
+            )
+            .await?;
+        let Some(messages) = deleted else {
+            return Ok((false, Outcome::default()));
+        };
+        Ok((
+            true,
+            Outcome {
+                messages: self.sequence(site, messages).await?,
+                ..Outcome::default()
+            },
+        ))
     }
 
     /// The site's next deadline, as stored: the earliest of its visitors' and its support
@@ -671,55 +688,52 @@ impl Tippen {
     ) -> Result<(Invite, Outcome), ServiceError> {
         let cfg = &self.config.presence;
         let now = self.clock.now();
-        for _ in 0..self.config.limits.max_write_attempts {
-            let current = self
-                .store
-                .visitor(site, &new.visitor_id)
-                .await?
-                .filter(|v| v.value.live_at(now, cfg))
-                .ok_or(ServiceError::VisitorNotFound)?;
-            let mut record = current.value;
-            if let Some(existing) = record
-                .invite
-                .as_ref()
-                .filter(|i| i.invite_id == new.invite_id)
-            {
-                return Ok((existing.clone(), Outcome::default()));
-            }
-            let mut messages = Vec::with_capacity(3);
-            messages.extend(record.expire_invite(now, cfg).map(ServerMessage::from));
-            if let Some(open) = record.open_invite() {
-                return Err(InviteError::AlreadyOpen {
-                    invite_id: open.invite_id.clone(),
-                }
-                .into());
-            }
-            let invite = Invite::new(new.clone(), now, &self.config.invites);
-            messages.push(invite.part_a_message());
-            messages.push(invite.message().into());
-            record.invite = Some(invite.clone());
-            record.refresh_deadline(cfg);
-            match self
-                .store
-                .save_visitor(site, &record, Some(current.version))
-                .await
-            {
-                Ok(_) => {
-                    let push =
-                        serde_json::to_string(&invite.visitor_message(now)).unwrap_or_default();
-                    let outcome = Outcome {
-                        messages: self.sequence(site, messages).await?,
-                        deadline: Some(record.deadline),
-                        visitor_messages: vec![(invite.visitor_id.clone(), push)],
-                        ..Outcome::default()
-                    };
-                    return Ok((invite, outcome));
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Contention(new.visitor_id))
+        let sent = self
+            .update(
+                site,
+                &new.visitor_id,
+                |current: Option<Versioned<VisitorRecord>>| {
+                    let current = current
+                        .filter(|v| v.value.live_at(now, cfg))
+                        .ok_or(ServiceError::VisitorNotFound)?;
+                    let mut record = current.value;
+                    if let Some(existing) = record
+                        .invite
+                        .as_ref()
+                        .filter(|i| i.invite_id == new.invite_id)
+                    {
+                        return Ok((Write::Keep, (existing.clone(), None)));
+                    }
+                    let mut messages = Vec::with_capacity(3);
+                    messages.extend(record.expire_invite(now, cfg).map(ServerMessage::from));
+                    if let Some(open) = record.open_invite() {
+                        return Err(InviteError::AlreadyOpen {
+                            invite_id: open.invite_id.clone(),
+                        }
+                        .into());
+                    }
+                    let invite = Invite::new(new.clone(), now, &self.config.invites);
+                    messages.push(invite.part_a_message());
+                    messages.push(invite.message().into());
+                    record.invite = Some(invite.clone());
+                    record.refresh_deadline(cfg);
+                    let deadline = record.deadline;
+                    Ok((Write::Save(record), (invite, Some((messages, deadline)))))
+                },
+            )
+            .await?;
+        let (invite, Some((messages, deadline))) = sent else {
+            // The same invite again: an idempotent no-op.
+            return Ok((sent.0, Outcome::default()));
+        };
+        let push = serde_json::to_string(&invite.visitor_message(now)).unwrap_or_default();
+        let outcome = Outcome {
+            messages: self.sequence(site, messages).await?,
+            deadline: Some(deadline),
+            visitor_messages: vec![(invite.visitor_id.clone(), push)],
+            ..Outcome::default()
+        };
+        Ok((invite, outcome))
     }
 
     /// The admin withdraws an invite (state `cancelled`). See
@@ -753,52 +767,48 @@ impl Tippen {
         let not_found = || InviteError::NotFound {
             invite_id: invite_id.to_owned(),
         };
-        for _ in 0..self.config.limits.max_write_attempts {
-            let current = self
-                .store
-                .visitor(site, visitor_id)
-                .await?
-                .ok_or_else(not_found)?;
-            let mut record = current.value;
-            let Some(invite) = record.invite.as_mut().filter(|i| i.invite_id == invite_id) else {
-                return Err(not_found().into());
-            };
-            let Some(message) = invite.handle(event, now)? else {
-                return Ok(InviteChange {
-                    invite: invite.clone(),
-                    outcome: Outcome::default(),
-                    refused: None,
-                });
-            };
-            let refused = (invite.state != event.target()).then(|| InviteError::Conflict {
-                invite_id: invite_id.to_owned(),
-                current: invite.state,
-                requested: event.target(),
-            });
-            let invite = invite.clone();
-            record.refresh_deadline(cfg);
-            match self
-                .store
-                .save_visitor(site, &record, Some(current.version))
-                .await
-            {
-                Ok(_) => {
-                    let outcome = Outcome {
-                        messages: self.sequence(site, vec![message.into()]).await?,
-                        deadline: (!record.tabs.is_empty()).then_some(record.deadline),
-                        ..Outcome::default()
+        let (invite, changed) = self
+            .update(
+                site,
+                visitor_id,
+                |current: Option<Versioned<VisitorRecord>>| {
+                    let mut record = current.ok_or_else(not_found)?.value;
+                    let Some(invite) = record.invite.as_mut().filter(|i| i.invite_id == invite_id)
+                    else {
+                        return Err(not_found().into());
                     };
-                    return Ok(InviteChange {
-                        invite,
-                        outcome,
-                        refused,
+                    let Some(message) = invite.handle(event, now)? else {
+                        return Ok((Write::Keep, (invite.clone(), None)));
+                    };
+                    let refused = (invite.state != event.target()).then(|| InviteError::Conflict {
+                        invite_id: invite_id.to_owned(),
+                        current: invite.state,
+                        requested: event.target(),
                     });
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Contention(visitor_id.to_owned()))
+                    let invite = invite.clone();
+                    record.refresh_deadline(cfg);
+                    let deadline = (!record.tabs.is_empty()).then_some(record.deadline);
+                    let changed = (ServerMessage::from(message), deadline, refused);
+                    Ok((Write::Save(record), (invite, Some(changed))))
+                },
+            )
+            .await?;
+        let Some((message, deadline, refused)) = changed else {
+            return Ok(InviteChange {
+                invite,
+                outcome: Outcome::default(),
+                refused: None,
+            });
+        };
+        Ok(InviteChange {
+            invite,
+            outcome: Outcome {
+                messages: self.sequence(site, vec![message]).await?,
+                deadline,
+                ..Outcome::default()
+            },
+            refused,
+        })
     }
 
     /// The company a new visit starts with, the enrichment event to count, and the address
@@ -812,6 +822,7 @@ impl Tippen {
         let Some(ip) = client.ip else {
             // The host could not tell the address: nothing to look up or count.
             return Ok(FirstCompany {
+                is_bot: bot,
                 company: Company::unknown(),
                 event: None,
                 lookup: None,
@@ -826,6 +837,7 @@ impl Tippen {
             Ok(target) => target,
             Err(cause) => {
                 return Ok(FirstCompany {
+                    is_bot: bot,
                     // Named by the address (a local bot is still a direct visitor).
                     company: Company::fallback_for(Some(ip)),
                     event: Some(EnrichmentEvent::Skipped(cause)),
@@ -837,6 +849,7 @@ impl Tippen {
         Ok(match cached.filter(|e| e.is_fresh(now)) {
             Some(entry) => match entry.profile() {
                 Some(profile) => FirstCompany {
+                    is_bot: bot,
                     company: Company::from_profile(
                         profile,
                         EnrichmentSource::Cache,
@@ -846,12 +859,14 @@ impl Tippen {
                     lookup: None,
                 },
                 None => FirstCompany {
+                    is_bot: bot,
                     company: Company::unknown(),
                     event: Some(EnrichmentEvent::NegativeCacheHit),
                     lookup: None,
                 },
             },
             None => FirstCompany {
+                is_bot: bot,
                 company: Company::unknown(),
                 event: Some(EnrichmentEvent::CacheMiss),
                 lookup: Some(target),
@@ -943,38 +958,32 @@ impl Tippen {
         company: Company,
     ) -> Result<Outcome, ServiceError> {
         let cfg = &self.config.presence;
-        for _ in 0..self.config.limits.max_write_attempts {
-            let now = self.clock.now();
-            let Some(current) = self.store.visitor(site, visitor_id).await? else {
-                return Ok(Outcome::default());
-            };
-            if !current.value.live_at(now, cfg)
-                || current.value.company.source != EnrichmentSource::Fallback
-            {
-                return Ok(Outcome::default());
-            }
-            let mut record = current.value;
-            record.company = company.clone();
-            match self
-                .store
-                .save_visitor(site, &record, Some(current.version))
-                .await
-            {
-                Ok(_) => {
+        let enriched = self
+            .update(
+                site,
+                visitor_id,
+                |current: Option<Versioned<VisitorRecord>>| {
+                    let now = self.clock.now();
+                    let Some(current) = current.filter(|v| {
+                        v.value.live_at(now, cfg)
+                            && v.value.company.source == EnrichmentSource::Fallback
+                    }) else {
+                        return Ok((Write::Keep, None));
+                    };
+                    let mut record = current.value;
+                    record.company = company.clone();
                     let message = ServerMessage::VisitorUpdate {
                         visitor: Box::new(self.view(&record, now)),
                         event: UpdateKind::Enriched,
                     };
-                    return Ok(Outcome {
-                        messages: self.sequence(site, vec![message]).await?,
-                        ..Outcome::default()
-                    });
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Contention(visitor_id.to_owned()))
+                    Ok((Write::Save(record), Some(message)))
+                },
+            )
+            .await?;
+        Ok(Outcome {
+            messages: self.sequence(site, enriched.into_iter().collect()).await?,
+            ..Outcome::default()
+        })
     }
 
     /// Adds enrichment events to the site's counters (hosts count provider requests,
@@ -994,11 +1003,37 @@ impl Tippen {
 }
 
 /// How a new visit starts, enrichment-wise.
+#[derive(Clone)]
 struct FirstCompany {
+    /// Whether the visitor's user agent is a known bot.
+    is_bot: bool,
     company: Company,
     /// `None` when the address is unknown: nothing to count.
     event: Option<EnrichmentEvent>,
     lookup: Option<IpAddr>,
+}
+
+/// What the transition of a tracker event decided.
+enum TrackStep {
+    /// A ping in flight when its tab closed: nothing changes.
+    Ignored,
+    /// A new visit starts: read its company from the shared cache, then try again on this
+    /// record (as read, nothing written).
+    NeedsCompany(Box<Option<Versioned<VisitorRecord>>>),
+    /// The record is written.
+    Tracked(Box<Tracked>),
+}
+
+/// A tracker event's written result, for the outcome.
+struct Tracked {
+    /// Unsequenced dashboard messages, in order.
+    messages: Vec<ServerMessage>,
+    /// The written record's deadline.
+    deadline: Timestamp,
+    /// The visitor's open invite, to show on its page.
+    invite: Option<InviteToVisitor>,
+    /// The company this new visit started with (`None`: not a new visit).
+    enrichment: Option<FirstCompany>,
 }
 
 #[cfg(test)]

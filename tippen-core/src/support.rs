@@ -44,6 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::protocol::{ActivityEvent, SubscriptionTier};
+pub use crate::protocol::{Resolution, Trigger, UserSummary};
 
 /// One rule's switch and the tiers it applies to.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -157,39 +158,7 @@ impl SupportConfig {
     }
 }
 
-/// Why a user needs support.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Trigger {
-    /// On the same route for too long while present.
-    Stuck,
-    /// Too few interactions in the window while present.
-    LowActivity,
-    /// Too many errors in the window.
-    ErrorBurst,
-    /// No events for too long.
-    Inactivity,
-}
-
 impl Trigger {
-    /// Every trigger, in report order.
-    pub const ALL: [Trigger; 4] = [
-        Trigger::Stuck,
-        Trigger::LowActivity,
-        Trigger::ErrorBurst,
-        Trigger::Inactivity,
-    ];
-
-    /// The wire name (`stuck`, `low_activity`, `error_burst`, `inactivity`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Trigger::Stuck => "stuck",
-            Trigger::LowActivity => "low_activity",
-            Trigger::ErrorBurst => "error_burst",
-            Trigger::Inactivity => "inactivity",
-        }
-    }
-
     /// A sentence for people, with the configured thresholds.
     pub fn describe(self, cfg: &SupportConfig) -> String {
         let min = |d: Duration| d.as_secs().div_ceil(60);
@@ -338,7 +307,7 @@ fn cut_text(s: &mut String, max: usize) {
 /// [`SupportConfig::max_event_data_bytes`] replaced by `{"truncated":true,"bytes":n}`. With
 /// the defaults one stored event is at most about 2.5 KB, so a record with 100 raw events
 /// stays far below the item limits of key-value stores (DynamoDB: 400 KB).
-pub fn bounded_event(mut event: ActivityEvent, cfg: &SupportConfig) -> ActivityEvent {
+pub(crate) fn bounded_event(mut event: ActivityEvent, cfg: &SupportConfig) -> ActivityEvent {
     let max = cfg.max_event_text_bytes;
     let cut_opt = |s: &mut Option<String>| {
         if let Some(s) = s.as_mut() {
@@ -399,28 +368,28 @@ impl UserRecord {
     }
 
     /// Whether the user is present at `now` (an event within the presence window).
-    pub fn present_at(&self, now: Timestamp, cfg: &SupportConfig) -> bool {
+    pub(crate) fn present_at(&self, now: Timestamp, cfg: &SupportConfig) -> bool {
         now.since(self.last_event) <= cfg.presence_window && self.last_event <= now
     }
 
     /// Whether the user needs support (as of the last evaluation).
-    pub fn needs_support(&self) -> bool {
+    pub(crate) fn needs_support(&self) -> bool {
         !self.triggers.is_empty()
     }
 
     /// Whether the record's retention has ended at `now` (remove it).
-    pub fn expired_at(&self, now: Timestamp, cfg: &SupportConfig) -> bool {
+    pub(crate) fn expired_at(&self, now: Timestamp, cfg: &SupportConfig) -> bool {
         now >= self.last_event.plus(cfg.retention)
     }
 
     /// Interactions received in the low-activity window ending at `now` (saturates at the
     /// window's bound).
-    pub fn interactions_in_window(&self, now: Timestamp, cfg: &SupportConfig) -> usize {
+    pub(crate) fn interactions_in_window(&self, now: Timestamp, cfg: &SupportConfig) -> usize {
         in_window(&self.interactions, now, cfg.low_activity_window)
     }
 
     /// Errors received in the error window ending at `now` (saturates at the window's bound).
-    pub fn errors_in_window(&self, now: Timestamp, cfg: &SupportConfig) -> usize {
+    pub(crate) fn errors_in_window(&self, now: Timestamp, cfg: &SupportConfig) -> usize {
         in_window(&self.errors, now, cfg.error_window)
     }
 
@@ -620,18 +589,6 @@ impl UserRecord {
     }
 }
 
-/// Why a user stopped needing support.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Resolution {
-    /// No trigger holds any more.
-    Recovered,
-    /// The user's retention ended (no events for [`SupportConfig::retention`]).
-    Expired,
-    /// The user's data was deleted.
-    Deleted,
-}
-
 /// A support alert to notify people of outside the dashboards (a Slack message), asked for
 /// when a trigger started to hold and the user's cooldown allowed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -644,52 +601,6 @@ pub struct SupportNotice {
     pub raised: Vec<Trigger>,
     /// When.
     pub at: Timestamp,
-}
-
-/// A user's activity summary, as the support endpoint and `SUPPORT_ALERT` show it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct UserSummary {
-    /// The product's user id.
-    pub user_id: String,
-    /// The user's email.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub user_email: Option<String>,
-    /// The user's tier.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub subscription_tier: Option<SubscriptionTier>,
-    /// The current route.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub route: Option<String>,
-    /// Since when, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub on_route_since: Option<String>,
-    /// Time on the current route, milliseconds.
-    pub time_on_page_ms: u64,
-    /// First event, RFC 3339.
-    pub first_seen: String,
-    /// Last event, RFC 3339.
-    pub last_activity: String,
-    /// An event within the presence window.
-    pub present: bool,
-    /// Interactions in the low-activity window.
-    pub events_in_window: u64,
-    /// Errors in the error window.
-    pub errors_in_window: u64,
-    /// Events in total.
-    pub event_count: u64,
-    /// Errors in total.
-    pub error_count: u64,
-    /// The last error's message.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_error: Option<String>,
-    /// Whether a trigger holds.
-    pub needs_support: bool,
-    /// The triggers holding (`stuck`, `low_activity`, `error_burst`, `inactivity`).
-    pub triggers: Vec<Trigger>,
-    /// Since when the user needs support, RFC 3339.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub alert_since: Option<String>,
 }
 
 #[cfg(test)]

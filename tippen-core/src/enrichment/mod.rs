@@ -45,6 +45,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::protocol::EnrichmentSource;
 pub use cache::{CachePolicy, CachedLookup, CachedOutcome};
 pub use driver::{LookupDriver, Requested, SiteEvent};
 pub use enrich_so::EnrichSo;
@@ -68,19 +69,6 @@ pub const DIRECT_VISITOR: &str = "Direct Visitor";
 
 /// The company shown when nothing is known: a skipped public address, a bot, a failed lookup.
 pub const UNKNOWN_COMPANY: &str = "Unknown Company";
-
-/// Where a visitor's company data came from (the visitor JSON's `enrichmentSource`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EnrichmentSource {
-    /// A provider lookup made for this visitor (or joined while in flight).
-    Provider,
-    /// The shared cache, without a lookup.
-    Cache,
-    /// No data: the fallback company of a skip or a failure.
-    #[default]
-    Fallback,
-}
 
 /// Why a visitor gets no lookup.
 ///

@@ -4,11 +4,12 @@
 use crate::clock::Timestamp;
 use crate::protocol::{ActivityEvent, ServerMessage};
 use crate::site::SiteId;
-use crate::store::StoreError;
+use crate::store::Versioned;
 use crate::support::{
     Resolution, SupportChange, SupportNotice, UserIdentity, UserRecord, UserSummary,
 };
 
+use super::update::Write;
 use super::{Outcome, ServiceError, Tippen};
 
 /// What [`Tippen::support_overview`] returns.
@@ -91,50 +92,52 @@ impl Tippen {
     ) -> Result<Outcome, ServiceError> {
         let cfg = &self.config().support;
         let now = self.now();
-        for _ in 0..self.config().limits.max_write_attempts {
-            let current = self.store().user(site, user_id).await?;
-            if events.is_empty()
-                && current
-                    .as_ref()
-                    .is_none_or(|v| v.value.expired_at(now, cfg))
-            {
-                // Nothing to record for a user not (or no longer) known.
-                return Ok(Outcome::default());
-            }
-            let mut messages = Vec::new();
-            let mut notifications = Vec::new();
-            let (mut record, expected) = match current {
-                Some(v) if !v.value.expired_at(now, cfg) => (v.value, Some(v.version)),
-                Some(v) => {
-                    // Retention ended but not yet swept: start over.
-                    messages.extend(Self::ended(&v.value, Resolution::Expired, now));
-                    (UserRecord::new(user_id, now, cfg), Some(v.version))
+        let recorded = self
+            .update(site, user_id, |current: Option<Versioned<UserRecord>>| {
+                if events.is_empty()
+                    && current
+                        .as_ref()
+                        .is_none_or(|v| v.value.expired_at(now, cfg))
+                {
+                    // Nothing to record for a user not (or no longer) known.
+                    return Ok((Write::Keep, None));
                 }
-                None => (UserRecord::new(user_id, now, cfg), None),
-            };
-            let change = record.apply_batch(identity, events, now, cfg);
-            match self.store().save_user(site, &record, expected).await {
-                Ok(_) => {
-                    self.support_messages(
-                        site,
-                        &record,
-                        change,
-                        now,
-                        &mut messages,
-                        &mut notifications,
-                    );
-                    return Ok(Outcome {
-                        messages: self.sequence(site, messages).await?,
-                        deadline: Some(record.deadline),
-                        notifications,
-                        ..Outcome::default()
-                    });
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Contention(user_id.to_owned()))
+                let mut messages = Vec::new();
+                let mut notifications = Vec::new();
+                let mut record = match current {
+                    Some(v) if !v.value.expired_at(now, cfg) => v.value,
+                    Some(v) => {
+                        // Retention ended but not yet swept: start over.
+                        messages.extend(Self::ended(&v.value, Resolution::Expired, now));
+                        UserRecord::new(user_id, now, cfg)
+                    }
+                    None => UserRecord::new(user_id, now, cfg),
+                };
+                let change = record.apply_batch(identity, events, now, cfg);
+                self.support_messages(
+                    site,
+                    &record,
+                    change,
+                    now,
+                    &mut messages,
+                    &mut notifications,
+                );
+                let deadline = record.deadline;
+                Ok((
+                    Write::Save(record),
+                    Some((messages, notifications, deadline)),
+                ))
+            })
+            .await?;
+        let Some((messages, notifications, deadline)) = recorded else {
+            return Ok(Outcome::default());
+        };
+        Ok(Outcome {
+            messages: self.sequence(site, messages).await?,
+            deadline: Some(deadline),
+            notifications,
+            ..Outcome::default()
+        })
     }
 
     /// The time-driven part of the support rules for the users due at `now` (at most
@@ -152,46 +155,41 @@ impl Tippen {
             .await?;
         let mut messages = Vec::new();
         let mut notifications = Vec::new();
-        for mut current in due {
-            for _ in 0..self.config().limits.max_write_attempts {
-                if current.value.deadline > now {
-                    // Moved on by a concurrent write.
-                    break;
-                }
-                let result = if current.value.expired_at(now, cfg) {
-                    self.store()
-                        .remove_user(site, &current.value.user_id, current.version)
-                        .await
-                        .map(|()| {
-                            messages.extend(Self::ended(&current.value, Resolution::Expired, now));
-                        })
-                } else {
-                    let mut record = current.value.clone();
-                    let change = record.handle_timeout(now, cfg);
-                    self.store()
-                        .save_user(site, &record, Some(current.version))
-                        .await
-                        .map(|_| {
-                            self.support_messages(
-                                site,
-                                &record,
-                                change,
-                                now,
-                                &mut messages,
-                                &mut notifications,
-                            );
-                        })
-                };
-                match result {
-                    Ok(()) => break,
-                    Err(StoreError::Conflict) => {
-                        match self.store().user(site, &current.value.user_id).await? {
-                            Some(fresh) => current = fresh,
-                            None => break,
-                        }
+        for current in due {
+            let id = current.value.user_id.clone();
+            let swept = self
+                .update_from(site, &id, Some(current), |current| {
+                    let mut messages = Vec::new();
+                    let mut notifications = Vec::new();
+                    let Some(current) = current.filter(|v| v.value.deadline <= now) else {
+                        // Gone, or moved on by a concurrent write.
+                        return Ok((Write::Keep, (messages, notifications)));
+                    };
+                    if current.value.expired_at(now, cfg) {
+                        messages.extend(Self::ended(&current.value, Resolution::Expired, now));
+                        return Ok((Write::Remove, (messages, notifications)));
                     }
-                    Err(e) => return Err(e.into()),
+                    let mut record = current.value;
+                    let change = record.handle_timeout(now, cfg);
+                    self.support_messages(
+                        site,
+                        &record,
+                        change,
+                        now,
+                        &mut messages,
+                        &mut notifications,
+                    );
+                    Ok((Write::Save(record), (messages, notifications)))
+                })
+                .await;
+            match swept {
+                Ok((m, n)) => {
+                    messages.extend(m);
+                    notifications.extend(n);
                 }
+                // Concurrent writers kept moving it: they re-armed its deadline.
+                Err(ServiceError::Contention(_)) => {}
+                Err(e) => return Err(e),
             }
         }
         Ok((messages, notifications))
@@ -232,31 +230,26 @@ impl Tippen {
         user_id: &str,
     ) -> Result<(bool, Outcome), ServiceError> {
         let now = self.now();
-        for _ in 0..self.config().limits.max_write_attempts {
-            let Some(current) = self.store().user(site, user_id).await? else {
-                return Ok((false, Outcome::default()));
-            };
-            match self
-                .store()
-                .remove_user(site, user_id, current.version)
-                .await
-            {
-                Ok(()) => {
-                    let messages = Self::ended(&current.value, Resolution::Deleted, now)
-                        .into_iter()
-                        .collect();
-                    return Ok((
-                        true,
-                        Outcome {
-                            messages: self.sequence(site, messages).await?,
-                            ..Outcome::default()
-                        },
-                    ));
-                }
-                Err(StoreError::Conflict) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(ServiceError::Contention(user_id.to_owned()))
+        let deleted = self
+            .update(site, user_id, |current: Option<Versioned<UserRecord>>| {
+                Ok(match current {
+                    None => (Write::Keep, None),
+                    Some(v) => (
+                        Write::Remove,
+                        Some(Self::ended(&v.value, Resolution::Deleted, now)),
+                    ),
+                })
+            })
+            .await?;
+        let Some(ended) = deleted else {
+            return Ok((false, Outcome::default()));
+        };
+        Ok((
+            true,
+            Outcome {
+                messages: self.sequence(site, ended.into_iter().collect()).await?,
+                ..Outcome::default()
+            },
+        ))
     }
 }

@@ -1,0 +1,178 @@
+//! The one optimistic-concurrency loop of every record update: read the versioned record,
+//! apply a pure transition, write conditionally on the version read, and on a
+//! [`StoreError::Conflict`] re-read and try again, at most
+//! [`Limits::max_write_attempts`](crate::config::Limits) times.
+//!
+//! A transition sees the record as read (`None`: there is none) and returns what to write
+//! ([`Write`]) and the operation's answer, which the caller gets once the write went through.
+//! It may run several times for one operation, so it only computes: messages, views and
+//! deadlines are built in it, sequencing and accounting happen after the write.
+
+use async_trait::async_trait;
+
+use crate::presence::VisitorRecord;
+use crate::site::SiteId;
+use crate::store::{MaybeSendSync, Store, StoreError, Version, Versioned};
+use crate::support::UserRecord;
+
+use super::{ServiceError, Tippen};
+
+/// What a transition asks the store to do with the record it was given.
+#[derive(Debug)]
+pub(crate) enum Write<R> {
+    /// Nothing.
+    Keep,
+    /// Store this record, on the version read (on no record: insert it).
+    Save(R),
+    /// Delete the record read, on its version (nothing to do when there was none).
+    Remove,
+}
+
+/// A record kept under a [`Version`]: a visitor or a support user.
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub(crate) trait VersionedRecord: Sized + MaybeSendSync {
+    /// Reads the record `id` of `site`.
+    async fn read(
+        store: &dyn Store,
+        site: &SiteId,
+        id: &str,
+    ) -> Result<Option<Versioned<Self>>, StoreError>;
+
+    /// Writes `record` if the stored version is `expected`.
+    async fn save(
+        store: &dyn Store,
+        site: &SiteId,
+        record: &Self,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError>;
+
+    /// Deletes the record `id` if its stored version is `expected`.
+    async fn remove(
+        store: &dyn Store,
+        site: &SiteId,
+        id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError>;
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl VersionedRecord for VisitorRecord {
+    async fn read(
+        store: &dyn Store,
+        site: &SiteId,
+        id: &str,
+    ) -> Result<Option<Versioned<Self>>, StoreError> {
+        store.visitor(site, id).await
+    }
+
+    async fn save(
+        store: &dyn Store,
+        site: &SiteId,
+        record: &Self,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        store.save_visitor(site, record, expected).await
+    }
+
+    async fn remove(
+        store: &dyn Store,
+        site: &SiteId,
+        id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        store.remove_visitor(site, id, expected).await
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl VersionedRecord for UserRecord {
+    async fn read(
+        store: &dyn Store,
+        site: &SiteId,
+        id: &str,
+    ) -> Result<Option<Versioned<Self>>, StoreError> {
+        store.user(site, id).await
+    }
+
+    async fn save(
+        store: &dyn Store,
+        site: &SiteId,
+        record: &Self,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        store.save_user(site, record, expected).await
+    }
+
+    async fn remove(
+        store: &dyn Store,
+        site: &SiteId,
+        id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        store.remove_user(site, id, expected).await
+    }
+}
+
+impl Tippen {
+    /// Reads record `id` of `site`, applies `transition` and writes what it asks for,
+    /// retrying on a conflict; the transition's answer once written.
+    ///
+    /// A transition's error ends the operation at once, nothing written.
+    /// [`ServiceError::Contention`] when every attempt lost to a concurrent writer.
+    pub(crate) async fn update<R: VersionedRecord, T>(
+        &self,
+        site: &SiteId,
+        id: &str,
+        transition: impl FnMut(Option<Versioned<R>>) -> Result<(Write<R>, T), ServiceError>,
+    ) -> Result<T, ServiceError> {
+        self.retry(site, id, None, transition).await
+    }
+
+    /// [`update`](Self::update) starting from `current`, the record as already read (by a
+    /// sweep from the deadline index, or by an earlier attempt): the first attempt applies
+    /// the transition to it, a conflict re-reads.
+    pub(crate) async fn update_from<R: VersionedRecord, T>(
+        &self,
+        site: &SiteId,
+        id: &str,
+        current: Option<Versioned<R>>,
+        transition: impl FnMut(Option<Versioned<R>>) -> Result<(Write<R>, T), ServiceError>,
+    ) -> Result<T, ServiceError> {
+        self.retry(site, id, Some(current), transition).await
+    }
+
+    /// The loop. `read` is the first attempt's record when the caller has already read it.
+    async fn retry<R: VersionedRecord, T>(
+        &self,
+        site: &SiteId,
+        id: &str,
+        mut read: Option<Option<Versioned<R>>>,
+        mut transition: impl FnMut(Option<Versioned<R>>) -> Result<(Write<R>, T), ServiceError>,
+    ) -> Result<T, ServiceError> {
+        let store = self.store().as_ref();
+        for _ in 0..self.config().limits.max_write_attempts {
+            let current = match read.take() {
+                Some(current) => current,
+                None => R::read(store, site, id).await?,
+            };
+            let version = current.as_ref().map(|v| v.version);
+            let (write, answer) = transition(current)?;
+            let written = match (write, version) {
+                (Write::Keep, _) | (Write::Remove, None) => Ok(()),
+                (Write::Save(record), expected) => {
+                    R::save(store, site, &record, expected).await.map(drop)
+                }
+                (Write::Remove, Some(expected)) => R::remove(store, site, id, expected).await,
+            };
+            match written {
+                Ok(()) => return Ok(answer),
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(ServiceError::Contention(id.to_owned()))
+    }
+}
