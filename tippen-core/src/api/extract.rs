@@ -51,7 +51,7 @@ pub(super) fn key_from(headers: &HeaderMap, query: Option<&str>) -> Option<Strin
 /// The key a request presents, from the places the routes accept it: the `X-Tippen-API-Key`
 /// header, the `apiKey` query parameter, or an `apiKey` string field of a JSON body (in that
 /// order). Nothing else is checked. For hosts that must pick a site's owner before running the
-/// request (the Workers host forwards to the site's Durable Object); [`Tippen::route`] still
+/// request (the Workers host forwards to the site's Durable Object); [`Tippen::route`](crate::Tippen::route) still
 /// decides every answer.
 pub fn presented_key(req: &Request<Bytes>) -> Option<String> {
     #[derive(serde::Deserialize)]

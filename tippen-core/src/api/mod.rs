@@ -56,7 +56,7 @@ pub enum Routed {
     Site(SiteCall),
     /// The request needs an outbound HTTP call first (the video provider of
     /// `POST /api/video-call`): send [`OutboundCall::request`] with the host's
-    /// [`Transport`](crate::Transport), then pass the answer to [`Tippen::resume`], which
+    /// [`Transport`], then pass the answer to [`Tippen::resume`], which
     /// routes on.
     Outbound(OutboundCall),
 }
@@ -75,7 +75,7 @@ impl OutboundCall {
         &self.site.id
     }
 
-    /// The request to send (clone it, or take it with [`into_request`](Self::into_request)).
+    /// The request to send (clone it, or take it with [`take_request`](Self::take_request)).
     pub fn request(&self) -> &Request<Bytes> {
         &self.request
     }
