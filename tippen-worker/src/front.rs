@@ -12,7 +12,7 @@ use tippen_core::{MemoryStore, SiteId, Tippen};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 use crate::config::WorkerConfig;
-use crate::convert::{client_ip, http_request, wants_upgrade, worker_response};
+use crate::convert::{client_ip, effects_response, http_request, wants_upgrade, worker_response};
 use crate::runtime::{CryptoIds, WorkerClock};
 
 /// The Durable Object namespace binding the Worker forwards to (`[[durable_objects.bindings]]`
@@ -106,29 +106,19 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
         Err(e) => return config_error(&e),
     };
     let path = req.path();
-    let route_path = path.trim_end_matches('/');
-    if route_path == STORE_SUITE_PATH && front.config.test_routes {
+    if path.trim_end_matches('/') == STORE_SUITE_PATH && front.config.test_routes {
         let body = Bytes::new();
         return forward(env, STORE_SUITE_OBJECT, &req, body).await;
     }
     let headers = crate::convert::http_headers(req.headers());
-    let socket = matches!(route_path, "/ws/dashboard" | "/ws/visitor");
-    if socket && wants_upgrade(&headers) && req.method() == Method::Get {
-        let query = req.url()?.query().map(str::to_owned);
-        let site = if route_path == "/ws/dashboard" {
-            front
-                .tippen
-                .authorize_dashboard(&headers, query.as_deref())
-                .await
-        } else {
-            front
-                .tippen
-                .authorize_visitor_channel(&headers, query.as_deref())
-                .await
-                .map(|(site, _)| site)
-        };
-        return match site {
-            Ok(site) => forward(env, site.as_str(), &req, Bytes::new()).await,
+    if wants_upgrade(&headers)
+        && req.method() == Method::Get
+        && let Some(authorized) = (front.tippen)
+            .authorize_socket(&path, &headers, req.url()?.query())
+            .await
+    {
+        return match authorized {
+            Ok(role) => forward(env, role.site().as_str(), &req, Bytes::new()).await,
             Err(refusal) => worker_response(refusal),
         };
     }
@@ -147,7 +137,7 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
         ..RequestContext::default()
     };
     match front.tippen.route(http_req, &ctx).await {
-        Routed::Done(handled) => worker_response(handled.response),
+        Routed::Done(done) => effects_response(done.response),
         // Unreachable without a known key; forwarding by the authorized site is still right.
         Routed::Site(call) => forward(env, call.site().as_str(), &req, body).await,
         Routed::Outbound(call) => forward(env, call.site().as_str(), &req, body).await,

@@ -11,8 +11,10 @@
 //!                     └──► Durable Object idFromName(<site id>): SiteObject
 //!                           · tippen_core::Tippen over DurableObjectStore (SQLite storage)
 //!                           · dashboards and visitor channels: hibernatable WebSockets,
-//!                             tags `dashboard` / `visitor:<id>`, role in the attachment
+//!                             tagged `dashboard` / `visitor:<id>` (the tag is the role)
 //!                           · one alarm at the core's next deadline → sweep → re-arm
+//!                           · every Effects the core answers with applied through
+//!                             tippen_core::host::apply (one HostIo for the object)
 //! ```
 //!
 //! The adapter is thin: [`fetch`] and [`SiteObject`] convert the runtime's requests to
