@@ -7,12 +7,14 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use tippen_core::api::{ApiError, RequestContext, Routed, presented_key};
+use tippen_core::api::{ApiError, RequestContext, Routed, SocketRole, presented_key};
 use tippen_core::{MemoryStore, SiteId, Tippen};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 use crate::config::WorkerConfig;
-use crate::convert::{client_ip, effects_response, http_request, wants_upgrade, worker_response};
+use crate::convert::{
+    client_ip, effects_response, http_headers, http_request, wants_upgrade, worker_response,
+};
 use crate::runtime::{CryptoIds, WorkerClock};
 
 /// The Durable Object namespace binding the Worker forwards to (`[[durable_objects.bindings]]`
@@ -105,18 +107,10 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
         Ok(front) => front,
         Err(e) => return config_error(&e),
     };
-    let path = req.path();
-    if path.trim_end_matches('/') == STORE_SUITE_PATH && front.config.test_routes {
-        let body = Bytes::new();
-        return forward(env, STORE_SUITE_OBJECT, &req, body).await;
+    if req.path().trim_end_matches('/') == STORE_SUITE_PATH && front.config.test_routes {
+        return forward(env, STORE_SUITE_OBJECT, &req, Bytes::new()).await;
     }
-    let headers = crate::convert::http_headers(req.headers());
-    if wants_upgrade(&headers)
-        && req.method() == Method::Get
-        && let Some(authorized) = (front.tippen)
-            .authorize_socket(&path, &headers, req.url()?.query())
-            .await
-    {
+    if let Some(authorized) = authorize_upgrade(&front.tippen, &req).await? {
         return match authorized {
             Ok(role) => forward(env, role.site().as_str(), &req, Bytes::new()).await,
             Err(refusal) => worker_response(refusal),
@@ -142,6 +136,21 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
         Routed::Site(call) => forward(env, call.site().as_str(), &req, body).await,
         Routed::Outbound(call) => forward(env, call.site().as_str(), &req, body).await,
     }
+}
+
+/// The core's word on a WebSocket upgrade ([`Tippen::authorize_socket`]): `None` when `req`
+/// is not a `GET` asking for one to a socket path, else the socket's role or the refusal.
+pub(crate) async fn authorize_upgrade(
+    tippen: &Tippen,
+    req: &Request,
+) -> worker::Result<Option<Result<SocketRole, http::Response<Bytes>>>> {
+    let headers = http_headers(req.headers());
+    if !wants_upgrade(&headers) || req.method() != Method::Get {
+        return Ok(None);
+    }
+    Ok(tippen
+        .authorize_socket(&req.path(), &headers, req.url()?.query())
+        .await)
 }
 
 /// Sends the request (method, URL, headers, `body`) to the Durable Object named `object`,

@@ -16,16 +16,14 @@ use tippen_core::video::CustomerConnect;
 use tippen_core::{Broadcast, Deadline, Effects, LookupRequest, SiteId, Tippen, VisitorPush};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{
-    Delay, Env, Method, Request, Response, ScheduledTime, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    Delay, Env, Request, Response, ScheduledTime, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair,
 };
 
 use crate::config::WorkerConfig;
-use crate::convert::{
-    client_ip, effects_response, http_headers, http_request, wants_upgrade, worker_response,
-};
+use crate::convert::{client_ip, effects_response, http_request, worker_response};
 use crate::enrich::Enrichment;
-use crate::front::{config_error, forwarded_site, load_config};
+use crate::front::{authorize_upgrade, config_error, forwarded_site, load_config};
 use crate::runtime::{CryptoIds, WorkerClock};
 use crate::store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};
 use crate::transport::FetchTransport;
@@ -207,8 +205,7 @@ impl SiteObject {
 
     /// Handles a request the Worker forwarded (the `DurableObject::fetch` of your wrapper).
     pub async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let path = req.path();
-        if path.trim_end_matches('/') == crate::front::STORE_SUITE_PATH {
+        if req.path().trim_end_matches('/') == crate::front::STORE_SUITE_PATH {
             return self.store_suite(&req).await;
         }
         let rt = match self.runtime(forwarded_site(&req)).await {
@@ -216,13 +213,7 @@ impl SiteObject {
             Err(RuntimeError::Config(e)) => return config_error(&e),
             Err(e) => return internal(e),
         };
-        let headers = http_headers(req.headers());
-        if wants_upgrade(&headers)
-            && req.method() == Method::Get
-            && let Some(authorized) = (rt.tippen)
-                .authorize_socket(&path, &headers, req.url()?.query())
-                .await
-        {
+        if let Some(authorized) = authorize_upgrade(&rt.tippen, &req).await? {
             return match authorized {
                 Ok(role) => self.accept(&rt, role).await,
                 Err(refusal) => worker_response(refusal),
@@ -497,24 +488,20 @@ impl HostIo for Host {
     /// Sends support notices to Slack in the background (`waitUntil`): the answer never waits
     /// for Slack; retries wait with the runtime's timers.
     async fn notify(&self, notices: Vec<SupportNotice>) {
-        let Some(slack) = self.slack.clone() else {
+        let Some(slack) = &self.slack else {
             tracing::debug!(
                 alerts = notices.len(),
                 "no Slack webhook configured; support alerts go to dashboards only"
             );
             return;
         };
-        let support = self.tippen.config().support.clone();
-        let transport = self.transport;
         for notice in notices {
-            let (slack, support) = (slack.clone(), support.clone());
+            let (host, slack) = (self.clone(), slack.clone());
             self.state.wait_until(async move {
-                let delivered =
-                    tippen_core::slack::deliver(&transport, &slack, &support, &notice, |d| {
-                        Delay::from(d)
-                    })
-                    .await;
-                delivered.log(&notice);
+                let support = &host.tippen.config().support;
+                tippen_core::slack::deliver(&host.transport, &slack, support, &notice, Delay::from)
+                    .await
+                    .log(&notice);
             });
         }
     }
