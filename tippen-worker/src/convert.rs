@@ -57,6 +57,14 @@ pub fn worker_response(response: http::Response<Bytes>) -> worker::Result<Respon
         .fixed(body.to_vec()))
 }
 
+/// The response of a request's effects (a `500` if the core gave none).
+pub fn effects_response(response: Option<http::Response<Bytes>>) -> worker::Result<Response> {
+    worker_response(response.unwrap_or_else(|| {
+        let status = http::StatusCode::INTERNAL_SERVER_ERROR;
+        tippen_core::api::ApiError::new(status, "no response").into_response()
+    }))
+}
+
 /// The client's address: `CF-Connecting-IP`, which Cloudflare's edge sets (and overwrites)
 /// on every request that reaches a Worker.
 pub fn client_ip(headers: &http::HeaderMap) -> Option<IpAddr> {

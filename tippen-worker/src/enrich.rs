@@ -1,18 +1,20 @@
 //! [`Enrichment`]: IP → company lookups inside a site's Durable Object.
 //!
-//! The object hands over the lookups the core asks for (`Handled::lookups`) and answers at
+//! The object hands over the lookups the core asks for ([`Effects::lookups`]) and answers at
 //! once; the lookups run in the background (`spawn_local`): the bookkeeping is the core's
 //! [`LookupDriver`] (single flight, rate limit, retries, which site is charged), the provider
 //! request is built and parsed by the core's [`Provider`] and sent with
 //! [`FetchTransport`](crate::transport::FetchTransport) (`worker::Fetch`). When a lookup
-//! settles, the result goes to the shared cache ([`Tippen::cache_lookup`], KV) and to each
-//! waiting visitor ([`Tippen::complete_lookup`]); the `VISITOR_UPDATE`s go to the site's
-//! dashboards. Those steps are the core's ([`steps`]); what is this host's own is the
-//! background tasks (`spawn_local`), the timers (a queued lookup, a retry: runtime
-//! `setTimeout`s, [`Delay`]) and publishing.
+//! settles, the result goes to the shared cache (KV) and to each waiting visitor
+//! ([`Answer::give`]), whose effects (the `VISITOR_UPDATE`) the object applies like any
+//! other. Those steps are the core's ([`steps`]); what is this host's own is the background
+//! tasks (`spawn_local`) and the timers (a queued lookup, a retry: runtime `setTimeout`s,
+//! [`Delay`]).
 //!
 //! One object serves one site, so the driver here single-flights the lookups of that site;
 //! across sites the shared cache saves the credits.
+//!
+//! [`Effects::lookups`]: tippen_core::Effects::lookups
 
 use std::cell::{Cell, RefCell};
 use std::net::IpAddr;
@@ -23,13 +25,10 @@ use tippen_core::enrichment::{
     CompanyProfile, LookupDriver, LookupFailure, PlannerConfig, Provider, ProviderConfig,
     ProviderConfigError,
 };
-use tippen_core::{LookupRequest, SiteId, Tippen};
+use tippen_core::{LookupRequest, SiteId};
 use worker::Delay;
 
-use crate::transport::FetchTransport;
-
-/// Sends texts to the site's dashboards.
-type Publish = Rc<dyn Fn(Vec<String>)>;
+use crate::object::Host;
 
 /// The provider and the lookup bookkeeping of one object.
 pub struct Enrichment {
@@ -53,9 +52,8 @@ impl std::fmt::Debug for Enrichment {
 #[derive(Clone)]
 struct Task {
     enrichment: Rc<Enrichment>,
-    tippen: Rc<Tippen>,
-    transport: FetchTransport,
-    publish: Publish,
+    /// The object, which applies what giving a visitor its company causes.
+    host: Host,
 }
 
 impl Enrichment {
@@ -69,20 +67,11 @@ impl Enrichment {
         })
     }
 
-    /// Runs `lookups` (call it in a background task); `publish` sends the resulting
-    /// broadcasts to the site's dashboards.
-    pub async fn submit(
-        self: Rc<Self>,
-        tippen: Rc<Tippen>,
-        transport: FetchTransport,
-        lookups: Vec<LookupRequest>,
-        publish: impl Fn(Vec<String>) + 'static,
-    ) {
+    /// Runs `lookups` (call it in a background task); `host` applies their effects.
+    pub(crate) async fn submit(self: Rc<Self>, host: Host, lookups: Vec<LookupRequest>) {
         let task = Task {
             enrichment: self,
-            tippen,
-            transport,
-            publish: Rc::new(publish),
+            host,
         };
         for lookup in lookups {
             task.request(lookup).await;
@@ -98,13 +87,13 @@ impl Task {
     async fn request(&self, request: LookupRequest) {
         // A lookup of this address may have settled since the visitor's cache check.
         let pending = self.enrichment.driver.borrow().is_pending(request.ip);
-        if !pending && let Some(answer) = steps::from_cache(&self.tippen, &request).await {
+        if !pending && let Some(answer) = steps::from_cache(&self.host.tippen, &request).await {
             self.give(&answer, &request.site, &request.visitor_id).await;
             return;
         }
         let ip = request.ip;
-        let requested = steps::request(&mut self.driver(), request, self.tippen.now());
-        if steps::admitted(&self.tippen, requested).await {
+        let requested = steps::request(&mut self.driver(), request, self.host.tippen.now());
+        if steps::admitted(&self.host.tippen, requested).await {
             self.start(ip).await;
         }
         self.arm();
@@ -113,11 +102,12 @@ impl Task {
     /// Sends the provider request for `ip` in its own task.
     async fn start(&self, ip: IpAddr) {
         let started = self.enrichment.driver.borrow().started(ip);
-        steps::record(&self.tippen, started.into_iter().collect()).await;
+        steps::record(&self.host.tippen, started.into_iter().collect()).await;
         let task = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
             let provider = &*task.enrichment.provider;
-            let result = steps::lookup(provider, &task.transport, ip, task.tippen.now()).await;
+            let result =
+                steps::lookup(provider, &task.host.transport, ip, task.host.tippen.now()).await;
             task.done(ip, result).await;
         });
     }
@@ -125,9 +115,9 @@ impl Task {
     async fn done(&self, ip: IpAddr, result: Result<CompanyProfile, LookupFailure>) {
         let provider = self.enrichment.provider.kind();
         self.enrichment.failures.borrow_mut().log(provider, &result);
-        let now = self.tippen.now();
+        let now = self.host.tippen.now();
         let completed = self.driver().complete(ip, &result, now);
-        match steps::settle(&self.tippen, provider, ip, &result, now, completed).await {
+        match steps::settle(&self.host.tippen, provider, ip, &result, now, completed).await {
             None => self.arm(),
             Some(waiters) => {
                 let answer = Answer::Lookup(result);
@@ -138,9 +128,11 @@ impl Task {
         }
     }
 
-    /// Gives `answer` to a visitor and publishes what that broadcast.
+    /// Gives `answer` to a visitor and applies what that causes.
     async fn give(&self, answer: &Answer, site: &SiteId, visitor: &str) {
-        (self.publish)(answer.give(&self.tippen, site, visitor).await);
+        let effects = answer.give(&self.host.tippen, site, visitor).await;
+        // An alarm that could not be set is logged; no one waits for this task.
+        let _ = self.host.apply(effects, None).await;
     }
 
     /// A timer at the driver's next deadline (queued or retried lookups); an early or extra
@@ -155,12 +147,12 @@ impl Task {
         self.enrichment.timer.set(Some(at));
         let task = self.clone();
         wasm_bindgen_futures::spawn_local(async move {
-            let wait = at.since(task.tippen.now());
+            let wait = at.since(task.host.tippen.now());
             Delay::from(wait).await;
             if task.enrichment.timer.get() == Some(at) {
                 task.enrichment.timer.set(None);
             }
-            let now = task.tippen.now();
+            let now = task.host.tippen.now();
             let due = task.driver().handle_timeout(now);
             for ip in due {
                 task.start(ip).await;

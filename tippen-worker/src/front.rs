@@ -7,14 +7,16 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use tippen_core::api::{ApiError, RequestContext, Routed, presented_key};
+use tippen_core::api::{ApiError, RequestContext, Routed, SocketRole, presented_key};
 use tippen_core::settings::register_sites;
 use tippen_core::{MemoryStore, SiteId, Tippen};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 use crate::config::WorkerConfig;
-use crate::convert::{client_ip, http_request, wants_upgrade, worker_response};
-use crate::runtime::{CryptoIds, WorkerClock};
+use crate::convert::{
+    client_ip, effects_response, http_headers, http_request, wants_upgrade, worker_response,
+};
+use crate::runtime::WorkerClock;
 
 /// The Durable Object namespace binding the Worker forwards to (`[[durable_objects.bindings]]`
 /// `name` in `wrangler.toml`).
@@ -81,8 +83,7 @@ async fn front(env: &Env) -> Result<Rc<Front>, crate::config::ConfigError> {
     }
     let config = load_config(env)?;
     let store = Arc::new(MemoryStore::new());
-    let tippen = Tippen::new(store, Arc::new(WorkerClock), config.core.clone())
-        .with_ids(Arc::new(CryptoIds));
+    let tippen = Tippen::new(store, Arc::new(WorkerClock), config.core.clone());
     // A memory store cannot fail.
     let _ = register_sites(&tippen, &config.sites).await;
     let front = Rc::new(Front {
@@ -104,30 +105,12 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
         Ok(front) => front,
         Err(e) => return config_error(&e),
     };
-    let path = req.path();
-    let route_path = path.trim_end_matches('/');
-    if route_path == STORE_SUITE_PATH && front.config.test_routes {
-        let body = Bytes::new();
-        return forward(env, STORE_SUITE_OBJECT, &req, body).await;
+    if req.path().trim_end_matches('/') == STORE_SUITE_PATH && front.config.test_routes {
+        return forward(env, STORE_SUITE_OBJECT, &req, Bytes::new()).await;
     }
-    let headers = crate::convert::http_headers(req.headers());
-    let socket = matches!(route_path, "/ws/dashboard" | "/ws/visitor");
-    if socket && wants_upgrade(&headers) && req.method() == Method::Get {
-        let query = req.url()?.query().map(str::to_owned);
-        let site = if route_path == "/ws/dashboard" {
-            front
-                .tippen
-                .authorize_dashboard(&headers, query.as_deref())
-                .await
-        } else {
-            front
-                .tippen
-                .authorize_visitor_channel(&headers, query.as_deref())
-                .await
-                .map(|(site, _)| site)
-        };
-        return match site {
-            Ok(site) => forward(env, site.as_str(), &req, Bytes::new()).await,
+    if let Some(authorized) = authorize_upgrade(&front.tippen, &req).await? {
+        return match authorized {
+            Ok(role) => forward(env, role.site().as_str(), &req, Bytes::new()).await,
             Err(refusal) => worker_response(refusal),
         };
     }
@@ -146,11 +129,26 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
         ..RequestContext::default()
     };
     match front.tippen.route(http_req, &ctx).await {
-        Routed::Done(handled) => worker_response(handled.response),
+        Routed::Done(done) => effects_response(done.response),
         // Unreachable without a known key; forwarding by the authorized site is still right.
         Routed::Site(call) => forward(env, call.site().as_str(), &req, body).await,
         Routed::Outbound(call) => forward(env, call.site().as_str(), &req, body).await,
     }
+}
+
+/// The core's word on a WebSocket upgrade ([`Tippen::authorize_socket`]): `None` when `req`
+/// is not a `GET` asking for one to a socket path, else the socket's role or the refusal.
+pub(crate) async fn authorize_upgrade(
+    tippen: &Tippen,
+    req: &Request,
+) -> worker::Result<Option<Result<SocketRole, http::Response<Bytes>>>> {
+    let headers = http_headers(req.headers());
+    if !wants_upgrade(&headers) || req.method() != Method::Get {
+        return Ok(None);
+    }
+    Ok(tippen
+        .authorize_socket(&req.path(), &headers, req.url()?.query())
+        .await)
 }
 
 /// Sends the request (method, URL, headers, `body`) to the Durable Object named `object`,

@@ -11,8 +11,10 @@
 //!                     └──► Durable Object idFromName(<site id>): SiteObject
 //!                           · tippen_core::Tippen over DurableObjectStore (SQLite storage)
 //!                           · dashboards and visitor channels: hibernatable WebSockets,
-//!                             tags `dashboard` / `visitor:<id>`, role in the attachment
+//!                             tagged `dashboard` / `visitor:<id>` (the tag is the role)
 //!                           · one alarm at the core's next deadline → sweep → re-arm
+//!                           · every Effects the core answers with applied through
+//!                             tippen_core::host::apply (one HostIo for the object)
 //! ```
 //!
 //! The adapter is thin: [`fetch`] and [`SiteObject`] convert the runtime's requests to
@@ -25,7 +27,7 @@
 //! is atomic and dashboards receive messages in sequence order.
 //!
 //! Time comes from `Date.now()` ([`WorkerClock`]), ids from `crypto.getRandomValues`
-//! ([`CryptoIds`]), the client's address from `CF-Connecting-IP`; the video provider of
+//! (the core's default `SecureIds`), the client's address from `CF-Connecting-IP`; the video provider of
 //! `POST /api/video-call` is called with the runtime's `fetch` ([`FetchTransport`]). Configuration is described
 //! in [`config`].
 //!
@@ -79,6 +81,6 @@ mod transport;
 pub use config::{ConfigError, WorkerConfig};
 pub use front::{SITE_HEADER, SITE_OBJECT_BINDING, STORE_SUITE_PATH, fetch};
 pub use object::{DASHBOARD_TAG, SiteObject, visitor_tag};
-pub use runtime::{CryptoIds, WorkerClock};
+pub use runtime::WorkerClock;
 pub use store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};
 pub use transport::FetchTransport;

@@ -1,36 +1,42 @@
 //! [`SiteObject`]: one site's owner, run as a Durable Object.
 
 use std::cell::{Cell, RefCell};
+use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use http::StatusCode;
-use serde::{Deserialize, Serialize};
-use tippen_core::api::{ApiError, RequestContext, pushed_invite};
+use tippen_core::api::{ApiError, RequestContext, SocketRole};
+use tippen_core::host::{self, Answer, HostIo};
 use tippen_core::slack::SlackConfig;
 use tippen_core::support::SupportNotice;
 use tippen_core::video::CustomerConnect;
-use tippen_core::{SiteId, Timestamp, Tippen};
+use tippen_core::{Broadcast, Deadline, Effects, LookupRequest, SiteId, Tippen, VisitorPush};
+use worker::send::{SendFuture, SendWrapper};
 use worker::{
-    Delay, Env, Method, Request, Response, ScheduledTime, State, WebSocket,
-    WebSocketIncomingMessage, WebSocketPair,
+    Delay, Env, Request, Response, ScheduledTime, State, WebSocket, WebSocketIncomingMessage,
+    WebSocketPair,
 };
 
 use crate::config::WorkerConfig;
-use crate::convert::{client_ip, http_headers, http_request, wants_upgrade, worker_response};
+use crate::convert::{client_ip, effects_response, http_request, worker_response};
 use crate::enrich::Enrichment;
-use crate::front::{config_error, forwarded_site, load_config};
-use crate::runtime::{CryptoIds, WorkerClock};
+use crate::front::{authorize_upgrade, config_error, forwarded_site, load_config};
+use crate::runtime::WorkerClock;
 use crate::store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};
 use crate::transport::FetchTransport;
 
 /// Tag of every dashboard socket.
 pub const DASHBOARD_TAG: &str = "dashboard";
 
+/// Prefix of a visitor's socket tag.
+const VISITOR_TAG: &str = "visitor:";
+
 /// Tag of a visitor's sockets: `visitor:<visitorId>`.
 pub fn visitor_tag(visitor_id: &str) -> String {
-    format!("visitor:{visitor_id}")
+    format!("{VISITOR_TAG}{visitor_id}")
 }
 
 /// Largest WebSocket message accepted from a client (64 KiB, as on the axum host).
@@ -39,28 +45,35 @@ const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
 /// Record kind of the object's own facts (which site it serves).
 const META: &str = "meta";
 
-/// What a hibernated socket is, kept in its attachment so it survives eviction.
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "role", rename_all = "camelCase")]
-enum Attachment {
-    /// An admin dashboard.
-    Dashboard,
-    /// A visitor's tab.
-    #[serde(rename_all = "camelCase")]
-    Visitor {
-        /// The visitor.
-        visitor_id: String,
-    },
-}
-
-/// The core, its store and the site, built once per object instance.
-struct Runtime {
-    tippen: Rc<Tippen>,
+/// The core, its site and what applying its effects needs, built once per object instance.
+pub(crate) struct Runtime {
+    pub(crate) tippen: Rc<Tippen>,
     site: SiteId,
+    state: Rc<State>,
+    /// Outbound HTTP (the video provider, enrichment, Slack).
+    pub(crate) transport: FetchTransport,
     /// Slack notifications of support alerts, when a webhook is configured.
     slack: Option<Rc<SlackConfig>>,
     /// IP → company enrichment, when a provider is configured.
     enrichment: Option<Rc<Enrichment>>,
+    /// The alarm as last read or set (`None`: not read yet; `Some(None)`: no alarm).
+    armed: Cell<Option<Option<i64>>>,
+    /// Why the alarm could not be set while effects were applied.
+    arm_failure: Cell<Option<worker::Error>>,
+}
+
+/// The object's [`HostIo`]: a handle on its [`Runtime`] that background tasks keep too. It is
+/// `Send`/`Sync` only for the trait's bounds on native targets (the Workers runtime has one
+/// thread).
+#[derive(Clone)]
+pub(crate) struct Host(SendWrapper<Rc<Runtime>>);
+
+impl Deref for Host {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.0
+    }
 }
 
 /// One site's state and sockets, as a Durable Object (SQLite-backed class).
@@ -68,30 +81,26 @@ struct Runtime {
 /// - **State** lives in the object's SQLite storage ([`DurableObjectStore`]); nothing is kept
 ///   only in memory, so an evicted or restarted object carries on where it was.
 /// - **Sockets** use the WebSocket hibernation API: dashboards are accepted with the tag
-///   [`DASHBOARD_TAG`], visitor channels with [`visitor_tag`]; each socket's role is in its
-///   attachment. A text message `ping` is answered `pong` by the runtime without waking the
-///   object (`setWebSocketAutoResponse`).
+///   [`DASHBOARD_TAG`], visitor channels with [`visitor_tag`]; the tag says what a socket is.
+///   A text message `ping` is answered `pong` by the runtime without waking the object
+///   (`setWebSocketAutoResponse`).
 /// - **Time** is one alarm at the core's next deadline, re-armed after every change and every
 ///   alarm; the alarm sweeps (idempotent: a spurious or repeated alarm changes nothing).
+/// - **Effects**: every request, socket opening or frame, alarm and settled lookup answers
+///   with the core's [`Effects`], applied through [`host::apply`] (its order) and this
+///   object's [`HostIo`].
 ///
 /// Wrap it in a `#[durable_object]` struct and delegate each `DurableObject` method to it
 /// (see `examples/worker`).
 pub struct SiteObject {
-    /// Shared with the background enrichment tasks (they publish to the site's sockets).
     state: Rc<State>,
     env: Env,
-    runtime: RefCell<Option<Rc<Runtime>>>,
-    /// The alarm as last read or set (`None`: not read yet; `Some(None)`: no alarm).
-    armed: Cell<Option<Option<i64>>>,
-    /// Outbound HTTP (the video provider).
-    transport: FetchTransport,
+    runtime: RefCell<Option<Host>>,
 }
 
 impl std::fmt::Debug for SiteObject {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SiteObject")
-            .field("armed", &self.armed.get())
-            .finish_non_exhaustive()
+        f.debug_struct("SiteObject").finish_non_exhaustive()
     }
 }
 
@@ -112,14 +121,12 @@ impl SiteObject {
             state: Rc::new(state),
             env,
             runtime: RefCell::new(None),
-            armed: Cell::new(None),
-            transport: FetchTransport::default(),
         }
     }
 
     /// The core for this object's site. `site` names it on the first forwarded request; later
     /// (and after eviction) it is read from storage.
-    async fn runtime(&self, site: Option<SiteId>) -> Result<Rc<Runtime>, RuntimeError> {
+    async fn runtime(&self, site: Option<SiteId>) -> Result<Host, RuntimeError> {
         if let Some(rt) = self.runtime.borrow().clone() {
             return Ok(rt);
         }
@@ -148,24 +155,26 @@ impl SiteObject {
             (None, None) => return Err(RuntimeError::NoSite),
         };
         self.sync_site(&store, &config, &site).await?;
-        let mut tippen = Tippen::new(Arc::new(store), Arc::new(WorkerClock), config.core.clone())
-            .with_ids(Arc::new(CryptoIds));
+        let mut tippen = Tippen::new(Arc::new(store), Arc::new(WorkerClock), config.core.clone());
         if let Some(url) = &config.video_provider_url {
             tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
         }
-        let slack = config.slack.clone().map(Rc::new);
         let enrichment = match &config.enrichment {
             None => None,
             Some(provider) => Some(Rc::new(Enrichment::new(provider).map_err(|e| {
                 RuntimeError::Config(crate::config::ConfigError::Enrichment(e.to_string()))
             })?)),
         };
-        let rt = Rc::new(Runtime {
+        let rt = Host(SendWrapper::new(Rc::new(Runtime {
             tippen: Rc::new(tippen),
             site,
-            slack,
+            state: self.state.clone(),
+            transport: FetchTransport::default(),
+            slack: config.slack.clone().map(Rc::new),
             enrichment,
-        });
+            armed: Cell::new(None),
+            arm_failure: Cell::new(None),
+        })));
         *self.runtime.borrow_mut() = Some(rt.clone());
         Ok(rt)
     }
@@ -195,9 +204,7 @@ impl SiteObject {
 
     /// Handles a request the Worker forwarded (the `DurableObject::fetch` of your wrapper).
     pub async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        let path = req.path();
-        let route_path = path.trim_end_matches('/');
-        if route_path == crate::front::STORE_SUITE_PATH {
+        if req.path().trim_end_matches('/') == crate::front::STORE_SUITE_PATH {
             return self.store_suite(&req).await;
         }
         let rt = match self.runtime(forwarded_site(&req)).await {
@@ -205,14 +212,11 @@ impl SiteObject {
             Err(RuntimeError::Config(e)) => return config_error(&e),
             Err(e) => return internal(e),
         };
-        let headers = http_headers(req.headers());
-        if wants_upgrade(&headers) && req.method() == Method::Get {
-            let query = req.url()?.query().map(str::to_owned);
-            match route_path {
-                "/ws/dashboard" => return self.accept_dashboard(&rt, &headers, query).await,
-                "/ws/visitor" => return self.accept_visitor(&rt, &headers, query).await,
-                _ => {}
-            }
+        if let Some(authorized) = authorize_upgrade(&rt.tippen, &req).await? {
+            return match authorized {
+                Ok(role) => self.accept(&rt, role).await,
+                Err(refusal) => worker_response(refusal),
+            };
         }
         let body = Bytes::from(req.bytes().await.unwrap_or_default());
         let http_req = http_request(&req, body)?;
@@ -220,242 +224,60 @@ impl SiteObject {
             client_ip: client_ip(http_req.headers()),
             ..RequestContext::default()
         };
-        let handled = rt.tippen.handle_with(http_req, &ctx, &self.transport).await;
-        if handled.site.as_ref().is_some_and(|s| *s != rt.site) {
+        let effects = rt.tippen.handle_with(http_req, &ctx, &rt.transport).await;
+        if effects.site.as_ref().is_some_and(|s| *s != rt.site) {
             // The Worker forwards by site; a key of another site here is a routing bug.
             tracing::warn!(site = %rt.site, "request for another site reached this object");
         }
-        self.publish(&handled.broadcasts);
-        self.push_visitors(&rt, handled.visitor_messages, None)
-            .await;
-        self.enrich(&rt, handled.lookups);
-        self.notify(&rt, handled.notifications);
-        if let Some(deadline) = handled.deadline {
-            self.arm_at_most(deadline).await?;
-        }
-        worker_response(handled.response)
+        effects_response(rt.apply(effects, None).await?.response)
     }
 
-    async fn accept_dashboard(
-        &self,
-        rt: &Runtime,
-        headers: &http::HeaderMap,
-        query: Option<String>,
-    ) -> worker::Result<Response> {
-        let site = match rt
-            .tippen
-            .authorize_dashboard(headers, query.as_deref())
-            .await
-        {
-            Ok(site) => site,
-            Err(refusal) => return worker_response(refusal),
-        };
-        if site != rt.site {
+    /// Upgrades a socket the core authorized: subscribes it (its tag), then sends what the
+    /// core answers for its opening (a dashboard's snapshot, a visitor's open invite).
+    async fn accept(&self, rt: &Host, role: SocketRole) -> worker::Result<Response> {
+        if *role.site() != rt.site {
+            let site = role.site();
             return internal(format!(
-                "dashboard of {site} reached the object of {}",
-                rt.site
-            ));
-        }
-        let hello = match rt.tippen.dashboard_hello(&site).await {
-            Ok(hello) => hello,
-            Err(e) => return internal(e),
-        };
-        let pair = WebSocketPair::new()?;
-        self.state
-            .accept_websocket_with_tags(&pair.server, &[DASHBOARD_TAG]);
-        pair.server.serialize_attachment(&Attachment::Dashboard)?;
-        pair.server.send_with_str(hello)?;
-        Response::from_websocket(pair.client)
-    }
-
-    async fn accept_visitor(
-        &self,
-        rt: &Runtime,
-        headers: &http::HeaderMap,
-        query: Option<String>,
-    ) -> worker::Result<Response> {
-        let (site, visitor_id) = match rt
-            .tippen
-            .authorize_visitor_channel(headers, query.as_deref())
-            .await
-        {
-            Ok(v) => v,
-            Err(refusal) => return worker_response(refusal),
-        };
-        if site != rt.site {
-            return internal(format!(
-                "visitor of {site} reached the object of {}",
+                "a socket of {site} reached the object of {}",
                 rt.site
             ));
         }
         let pair = WebSocketPair::new()?;
-        let tag = visitor_tag(&visitor_id);
+        let tag = match &role {
+            SocketRole::Dashboard { .. } => DASHBOARD_TAG.to_owned(),
+            SocketRole::Visitor { visitor_id, .. } => visitor_tag(visitor_id),
+        };
         self.state
             .accept_websocket_with_tags(&pair.server, &[tag.as_str()]);
-        pair.server.serialize_attachment(&Attachment::Visitor {
-            visitor_id: visitor_id.clone(),
-        })?;
-        match rt.tippen.visitor_hello(&site, &visitor_id).await {
-            Ok((hello, broadcasts)) => {
-                if let Some(hello) = hello {
-                    pair.server.send_with_str(hello)?;
-                }
-                self.publish(&broadcasts);
-            }
+        let opened = match rt.tippen.socket_open(&role).await {
+            Ok(opened) => opened,
             Err(e) => return internal(e),
+        };
+        if let Some(hello) = rt.apply(opened, Some(&pair.server)).await?.reply {
+            pair.server.send_with_str(hello)?;
         }
         Response::from_websocket(pair.client)
-    }
-
-    /// Sends each text to every dashboard of the site, in order.
-    fn publish(&self, broadcasts: &[String]) {
-        publish(&self.state, broadcasts);
-    }
-
-    /// Runs the lookups the core asked for in the background: the answer never waits for the
-    /// provider (see [`Enrichment`]).
-    fn enrich(&self, rt: &Rc<Runtime>, lookups: Vec<tippen_core::LookupRequest>) {
-        if lookups.is_empty() {
-            return;
-        }
-        let Some(enrichment) = rt.enrichment.clone() else {
-            tracing::debug!(
-                lookups = lookups.len(),
-                "no enrichment provider configured; visitors keep their fallback company"
-            );
-            return;
-        };
-        let tippen = rt.tippen.clone();
-        let state = self.state.clone();
-        let transport = self.transport;
-        wasm_bindgen_futures::spawn_local(async move {
-            enrichment
-                .submit(tippen, transport, lookups, move |texts| {
-                    publish(&state, &texts)
-                })
-                .await;
-        });
-    }
-
-    /// Sends `(visitorId, json)` pushes to the visitors' sockets (but `except`); a
-    /// `VIDEO_INVITE` that reached a socket is reported delivered (and dashboards hear it).
-    async fn push_visitors(
-        &self,
-        rt: &Runtime,
-        pushes: Vec<(String, String)>,
-        except: Option<&WebSocket>,
-    ) {
-        for (visitor_id, text) in pushes {
-            let sockets = self
-                .state
-                .get_websockets_with_tag(&visitor_tag(&visitor_id));
-            let sent = sockets
-                .iter()
-                .filter(|ws| Some(*ws) != except)
-                .filter(|ws| ws.send_with_str(&text).is_ok())
-                .count();
-            if sent == 0 {
-                continue;
-            }
-            if let Some(invite_id) = pushed_invite(&text) {
-                match rt
-                    .tippen
-                    .invite_delivered(&rt.site, &visitor_id, &invite_id)
-                    .await
-                {
-                    Ok(broadcasts) => self.publish(&broadcasts),
-                    Err(e) => tracing::warn!(error = %e, "invite delivery not recorded"),
-                }
-            }
-        }
-    }
-
-    /// Sends support notices to Slack in the background (`waitUntil`): the answer never waits
-    /// for Slack; retries wait with the runtime's timers.
-    fn notify(&self, rt: &Runtime, notices: Vec<SupportNotice>) {
-        if notices.is_empty() {
-            return;
-        }
-        let Some(slack) = rt.slack.clone() else {
-            tracing::debug!(
-                alerts = notices.len(),
-                "no Slack webhook configured; support alerts go to dashboards only"
-            );
-            return;
-        };
-        let support = rt.tippen.config().support.clone();
-        let transport = self.transport;
-        for notice in notices {
-            let slack = slack.clone();
-            let support = support.clone();
-            self.state.wait_until(async move {
-                let delivered =
-                    tippen_core::slack::deliver(&transport, &slack, &support, &notice, |d| {
-                        Delay::from(d)
-                    })
-                    .await;
-                delivered.log(&notice);
-            });
-        }
-    }
-
-    /// The alarm as stored (read once per instance, then tracked here).
-    async fn current_alarm(&self) -> worker::Result<Option<i64>> {
-        if let Some(known) = self.armed.get() {
-            return Ok(known);
-        }
-        let stored = self.state.storage().get_alarm().await?;
-        self.armed.set(Some(stored));
-        Ok(stored)
-    }
-
-    async fn set_alarm(&self, at: Option<Timestamp>) -> worker::Result<()> {
-        let storage = self.state.storage();
-        match at {
-            Some(at) => {
-                let ms = at.as_millis();
-                let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
-                storage.set_alarm(ScheduledTime::new(date)).await?;
-                self.armed.set(Some(Some(ms)));
-            }
-            None => {
-                storage.delete_alarm().await?;
-                self.armed.set(Some(None));
-            }
-        }
-        Ok(())
-    }
-
-    /// Arms the alarm at `deadline` unless it is already armed earlier.
-    async fn arm_at_most(&self, deadline: Timestamp) -> worker::Result<()> {
-        match self.current_alarm().await? {
-            Some(at) if at <= deadline.as_millis() => Ok(()),
-            _ => self.set_alarm(Some(deadline)).await,
-        }
     }
 
     /// The alarm fired: sweeps the site and re-arms at its next deadline (the
     /// `DurableObject::alarm` of your wrapper). At-least-once delivery is harmless: a sweep
     /// with nothing due changes nothing.
     pub async fn alarm(&self) -> worker::Result<Response> {
-        // The runtime cleared the alarm that fired.
-        self.armed.set(Some(None));
         let rt = match self.runtime(None).await {
             Ok(rt) => rt,
             Err(RuntimeError::NoSite) => return Response::ok("no site"),
             Err(e) => return Err(worker::Error::RustError(e.to_string())),
         };
+        // The runtime cleared the alarm that fired.
+        rt.armed.set(Some(None));
         let swept = rt
             .tippen
-            .handle_deadline_with_pushes(&rt.site)
+            .handle_timeout(&rt.site)
             .await
             .map_err(|e| worker::Error::RustError(format!("sweep failed: {e}")))?;
-        self.publish(&swept.broadcasts);
-        self.push_visitors(&rt, swept.visitor_messages, None).await;
-        self.notify(&rt, swept.notifications);
-        // The sweep's deadline is the store's next one, exact here: replace whatever is
-        // armed. One already due (more than a sweep batch was due) fires again at once.
-        self.set_alarm(swept.deadline).await?;
+        // The sweep's deadline is exact: it replaces whatever is armed, and one already due
+        // (more than a sweep batch was due) fires again at once.
+        rt.apply(swept, None).await?;
         Response::ok("swept")
     }
 
@@ -480,40 +302,19 @@ impl SiteObject {
                 return ws.close(Some(1011), Some("internal error"));
             }
         };
-        match ws.deserialize_attachment::<Attachment>()? {
-            Some(Attachment::Dashboard) => {
-                match rt.tippen.dashboard_message(&rt.site, &text).await {
-                    Ok(reply) => ws.send_with_str(reply),
-                    Err(e) => {
-                        tracing::error!(error = %e, "dashboard message failed");
-                        ws.close(Some(1011), Some("internal error"))
-                    }
-                }
+        let Some(role) = rt.role_of(&ws) else {
+            return ws.close(Some(1011), Some("unknown socket"));
+        };
+        let effects = match rt.tippen.socket_frame(&role, &text).await {
+            Ok(effects) => effects,
+            Err(e) => {
+                tracing::error!(error = %e, "socket message failed");
+                return ws.close(Some(1011), Some("internal error"));
             }
-            Some(Attachment::Visitor { visitor_id }) => {
-                match rt
-                    .tippen
-                    .visitor_message(&rt.site, &visitor_id, &text)
-                    .await
-                {
-                    Ok(answer) => {
-                        self.publish(&answer.broadcasts);
-                        let sent = match &answer.reply {
-                            Some(reply) => ws.send_with_str(reply),
-                            None => Ok(()),
-                        };
-                        // The visitor's other tabs hear the change (the sender has the reply).
-                        self.push_visitors(&rt, answer.visitor_pushes, Some(&ws))
-                            .await;
-                        sent
-                    }
-                    Err(e) => {
-                        tracing::error!(error = %e, "visitor message failed");
-                        ws.close(Some(1011), Some("internal error"))
-                    }
-                }
-            }
-            None => ws.close(Some(1011), Some("unknown socket")),
+        };
+        match rt.apply(effects, Some(&ws)).await?.reply {
+            Some(reply) => ws.send_with_str(reply),
+            None => Ok(()),
         }
     }
 
@@ -581,16 +382,126 @@ impl SiteObject {
     }
 }
 
-/// Sends each text to every dashboard socket of the object, in order.
-fn publish(state: &State, broadcasts: &[String]) {
-    if broadcasts.is_empty() {
-        return;
+impl Host {
+    /// Applies `effects` through this object ([`host::apply`]); returns the response or reply
+    /// to send, or why the alarm could not be set.
+    pub(crate) async fn apply(
+        &self,
+        effects: Effects,
+        origin: Option<&WebSocket>,
+    ) -> worker::Result<Answer> {
+        let answer = host::apply(&self.tippen, self, effects, origin).await;
+        self.arm_failure.take().map_or(Ok(answer), Err)
     }
-    let sockets = state.get_websockets_with_tag(DASHBOARD_TAG);
-    for text in broadcasts {
-        for ws in &sockets {
-            // A failed send means the socket is closing; its close event cleans up.
-            let _ = ws.send_with_str(text);
+}
+
+impl Runtime {
+    /// What a socket of this object is, from its tag.
+    fn role_of(&self, ws: &WebSocket) -> Option<SocketRole> {
+        let site = self.site.clone();
+        match self.state.get_tags(ws).first()?.as_str() {
+            DASHBOARD_TAG => Some(SocketRole::Dashboard { site }),
+            tag => Some(SocketRole::Visitor {
+                site,
+                visitor_id: tag.strip_prefix(VISITOR_TAG)?.to_owned(),
+            }),
+        }
+    }
+
+    /// Sets the alarm `deadline` asks for: an [`AtMost`](Deadline::AtMost) keeps an earlier
+    /// alarm, an [`Exactly`](Deadline::Exactly) replaces it.
+    async fn set_alarm(&self, deadline: Deadline) -> worker::Result<()> {
+        let storage = self.state.storage();
+        if let Deadline::AtMost(at) = deadline {
+            let armed = match self.armed.get() {
+                Some(known) => known,
+                None => storage.get_alarm().await?,
+            };
+            self.armed.set(Some(armed));
+            if armed.is_some_and(|armed| armed <= at.as_millis()) {
+                return Ok(());
+            }
+        }
+        let at = deadline.at().map(|at| at.as_millis());
+        match at {
+            Some(ms) => {
+                let date = js_sys::Date::new(&wasm_bindgen::JsValue::from_f64(ms as f64));
+                storage.set_alarm(ScheduledTime::new(date)).await?;
+            }
+            None => storage.delete_alarm().await?,
+        }
+        self.armed.set(Some(at));
+        Ok(())
+    }
+}
+
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+impl HostIo for Host {
+    type Socket = WebSocket;
+
+    async fn broadcast(&self, _site: &SiteId, messages: &[Broadcast]) {
+        let sockets = self.state.get_websockets_with_tag(DASHBOARD_TAG);
+        for message in messages {
+            for ws in &sockets {
+                // A failed send means the socket is closing; its close event cleans up.
+                let _ = ws.send_with_str(&*message.text);
+            }
+        }
+    }
+
+    async fn push(&self, _site: &SiteId, push: &VisitorPush, skip: Option<&WebSocket>) -> bool {
+        let sockets = self
+            .state
+            .get_websockets_with_tag(&visitor_tag(&push.visitor_id));
+        let sent = sockets
+            .iter()
+            .filter(|ws| Some(*ws) != skip)
+            .filter(|ws| ws.send_with_str(&*push.text).is_ok())
+            .count();
+        sent > 0
+    }
+
+    async fn arm(&self, _site: &SiteId, deadline: Deadline) {
+        // The runtime is single-threaded; the storage futures never cross threads.
+        if let Err(e) = SendFuture::new(self.set_alarm(deadline)).await {
+            tracing::error!(error = %e, "the alarm could not be set");
+            self.arm_failure.set(Some(e));
+        }
+    }
+
+    /// Runs the lookups in the background: the answer never waits for the provider (see
+    /// [`Enrichment`]).
+    async fn start_lookups(&self, lookups: Vec<LookupRequest>) {
+        match self.enrichment.clone() {
+            Some(enrichment) => {
+                wasm_bindgen_futures::spawn_local(enrichment.submit(self.clone(), lookups))
+            }
+            None => tracing::debug!(
+                lookups = lookups.len(),
+                "no enrichment provider configured; visitors keep their fallback company"
+            ),
+        }
+    }
+
+    /// Sends support notices to Slack in the background (`waitUntil`): the answer never waits
+    /// for Slack; retries wait with the runtime's timers.
+    async fn notify(&self, notices: Vec<SupportNotice>) {
+        let Some(slack) = &self.slack else {
+            tracing::debug!(
+                alerts = notices.len(),
+                "no Slack webhook configured; support alerts go to dashboards only"
+            );
+            return;
+        };
+        for notice in notices {
+            let (host, slack) = (self.clone(), slack.clone());
+            self.state.wait_until(async move {
+                let support = &host.tippen.config().support;
+                tippen_core::slack::deliver(&host.transport, &slack, support, &notice, Delay::from)
+                    .await
+                    .log(&notice);
+            });
         }
     }
 }

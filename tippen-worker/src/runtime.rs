@@ -1,14 +1,7 @@
-//! The Workers runtime's clock and random source, injected into the core.
+//! The Workers runtime's clock, injected into the core (ids come from the core's default
+//! `SecureIds`: `crypto.getRandomValues` through getrandom's `wasm_js` backend).
 
-use tippen_core::{Clock, IdGenerator, Timestamp};
-use wasm_bindgen::prelude::wasm_bindgen;
-
-#[wasm_bindgen]
-extern "C" {
-    /// `crypto.getRandomValues(buf)`: the runtime's secure random source.
-    #[wasm_bindgen(js_namespace = crypto, js_name = getRandomValues)]
-    fn get_random_values(buf: &mut [u8]);
-}
+use tippen_core::{Clock, Timestamp};
 
 /// The Workers runtime's clock: `Date.now()`.
 ///
@@ -20,17 +13,5 @@ pub struct WorkerClock;
 impl Clock for WorkerClock {
     fn now(&self) -> Timestamp {
         Timestamp::from_millis(js_sys::Date::now() as i64)
-    }
-}
-
-/// Ids from `crypto.getRandomValues`.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct CryptoIds;
-
-impl IdGenerator for CryptoIds {
-    fn next_u64(&self) -> u64 {
-        let mut buf = [0u8; 8];
-        get_random_values(&mut buf);
-        u64::from_le_bytes(buf)
     }
 }
