@@ -66,4 +66,4 @@ pub fn init_logging() {
 pub use config::{ConfigError, LambdaConfig, SiteConfig};
 pub use fanout::{Fanout, Posted};
 pub use host::{HostError, LambdaHost, sdk_config};
-pub use store::{Connection, ConnectionRole, DynamoStore, FanoutTarget};
+pub use store::{Connection, DynamoStore, FanoutTarget};
