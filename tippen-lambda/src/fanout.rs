@@ -10,7 +10,8 @@ use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures_util::StreamExt;
 use futures_util::stream;
-use tippen_core::{Broadcast, Clock, SiteId, SystemClock, VisitorPush};
+use tippen_core::api::SocketRole;
+use tippen_core::{Clock, SystemClock};
 
 use crate::store::{Connection, DynamoStore, FanoutTarget};
 
@@ -126,43 +127,28 @@ impl Fanout {
         }
     }
 
-    /// Sends `messages` (in order) to every dashboard of `site`, at most `concurrency`
-    /// connections at a time; forgets connections that are gone.
-    pub async fn to_dashboards(&self, site: &SiteId, messages: &[Broadcast]) {
-        if messages.is_empty() {
-            return;
-        }
-        let targets = match self.store.dashboard_connections(site).await {
+    /// Sends `texts` (in order) to every connection of `role` — a site's dashboards, or a
+    /// visitor's channels — but `skip`, at most `concurrency` connections at a time; forgets
+    /// connections that are gone. Returns whether any took them (posted or queued).
+    pub async fn send<T: Deref<Target = str> + Sync>(
+        &self,
+        role: &SocketRole,
+        texts: &[T],
+        skip: Option<&str>,
+    ) -> bool {
+        let mut targets = match self.store.connections(role).await {
             Ok(targets) => targets,
             Err(e) => {
-                tracing::error!(site = %site, error = %e, "could not list dashboards");
-                return;
-            }
-        };
-        stream::iter(targets)
-            .for_each_concurrent(self.concurrency, |target| async move {
-                self.deliver(target, messages).await;
-            })
-            .await;
-    }
-
-    /// Sends `push` to its visitor's open channels on `site`, except the connection `skip`
-    /// (the one whose frame caused it). Returns whether any took it (posted or queued).
-    pub async fn to_visitor(&self, site: &SiteId, push: &VisitorPush, skip: Option<&str>) -> bool {
-        let targets = match self.store.visitor_connections(site, &push.visitor_id).await {
-            Ok(targets) => targets,
-            Err(e) => {
-                tracing::error!(site = %site, error = %e, "could not list visitor sockets");
+                tracing::error!(site = %role.site(), error = %e, "could not list connections");
                 return false;
             }
         };
-        let mut delivered = false;
-        for target in targets {
-            if skip != Some(target.connection.connection_id.as_str()) {
-                delivered |= self.deliver(target, std::slice::from_ref(push)).await;
-            }
-        }
-        delivered
+        targets.retain(|t| skip != Some(t.connection.connection_id.as_str()));
+        stream::iter(targets)
+            .map(|target| self.deliver(target, texts))
+            .buffer_unordered(self.concurrency)
+            .fold(false, |any, took| async move { any | took })
+            .await
     }
 
     /// Forgets a connection API Gateway no longer has.

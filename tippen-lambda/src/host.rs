@@ -8,7 +8,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
-use tippen_core::api::RequestContext;
+use tippen_core::api::{ApiError, RequestContext, SocketRole};
 use tippen_core::host::{self, HostIo};
 use tippen_core::support::SupportNotice;
 use tippen_core::{
@@ -227,10 +227,7 @@ impl LambdaHost {
         let answer = self.apply(effects, None).await;
         // The core answers every request; a missing answer would be its bug, not the client's.
         answer.response.unwrap_or_else(|| {
-            let e = tippen_core::api::ApiError::new(
-                http::StatusCode::INTERNAL_SERVER_ERROR,
-                "no response",
-            );
+            let e = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "no response");
             e.into_response()
         })
     }
@@ -348,11 +345,18 @@ impl HostIo for LambdaHost {
     type Socket = str;
 
     async fn broadcast(&self, site: &SiteId, messages: &[Broadcast]) {
-        self.fanout.to_dashboards(site, messages).await;
+        let dashboards = SocketRole::Dashboard { site: site.clone() };
+        self.fanout.send(&dashboards, messages, None).await;
     }
 
     async fn push(&self, site: &SiteId, push: &VisitorPush, skip: Option<&str>) -> bool {
-        self.fanout.to_visitor(site, push, skip).await
+        let visitor = SocketRole::Visitor {
+            site: site.clone(),
+            visitor_id: push.visitor_id.clone(),
+        };
+        self.fanout
+            .send(&visitor, std::slice::from_ref(push), skip)
+            .await
     }
 
     /// Nothing to arm: the core's writes keep each site's deadline in DynamoDB, where the

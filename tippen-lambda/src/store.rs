@@ -247,13 +247,16 @@ pub struct FanoutTarget {
 }
 
 impl Connection {
-    fn sort_key(&self) -> String {
-        match &self.role {
-            SocketRole::Dashboard { .. } => format!("D#{}", self.connection_id),
-            SocketRole::Visitor { visitor_id, .. } => {
-                format!("W#{visitor_id}#{}", self.connection_id)
-            }
+    /// The sort key prefix of `role`'s connections under `CONN#<site>`.
+    fn prefix(role: &SocketRole) -> String {
+        match role {
+            SocketRole::Dashboard { .. } => "D#".to_owned(),
+            SocketRole::Visitor { visitor_id, .. } => format!("W#{visitor_id}#"),
         }
+    }
+
+    fn sort_key(&self) -> String {
+        Self::prefix(&self.role) + &self.connection_id
     }
 }
 
@@ -758,36 +761,10 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The site's dashboard connections.
-    pub async fn dashboard_connections(
-        &self,
-        site: &SiteId,
-    ) -> Result<Vec<FanoutTarget>, StoreError> {
-        let role = SocketRole::Dashboard { site: site.clone() };
-        self.fanout_targets(site, "D#", role).await
-    }
-
-    /// One visitor's visitor-channel connections.
-    pub async fn visitor_connections(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-    ) -> Result<Vec<FanoutTarget>, StoreError> {
-        let role = SocketRole::Visitor {
-            site: site.clone(),
-            visitor_id: visitor_id.to_owned(),
-        };
-        self.fanout_targets(site, &format!("W#{visitor_id}#"), role)
-            .await
-    }
-
-    async fn fanout_targets(
-        &self,
-        site: &SiteId,
-        prefix: &str,
-        role: SocketRole,
-    ) -> Result<Vec<FanoutTarget>, StoreError> {
-        self.query_all(&format!("CONN#{site}"), Some(prefix), None)
+    /// The connections of `role`: its site's dashboards, or its visitor's channels.
+    pub async fn connections(&self, role: &SocketRole) -> Result<Vec<FanoutTarget>, StoreError> {
+        let pk = format!("CONN#{}", role.site());
+        self.query_all(&pk, Some(&Connection::prefix(role)), None)
             .await?
             .iter()
             .map(|item| {
