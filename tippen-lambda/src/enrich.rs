@@ -3,9 +3,10 @@
 //!
 //! Lambda freezes the process as soon as a handler returns, so the HTTP function can neither
 //! wait for the provider (the tracking answer would wait with it) nor leave a lookup running
-//! in the background. It hands the lookups the core asked for ([`Effects::lookups`](tippen_core::Effects::lookups)) to the
-//! enrichment function (`TIPPEN_ENRICH_FUNCTION`) in an **asynchronous invocation**
-//! (`InvocationType=Event`: Lambda queues the event and answers at once) and returns.
+//! in the background. It hands the lookups the core asked for
+//! ([`Effects::lookups`](tippen_core::Effects::lookups)) to the enrichment function
+//! (`TIPPEN_ENRICH_FUNCTION`) in an **asynchronous invocation** (`InvocationType=Event`:
+//! Lambda queues the event and answers at once) and returns.
 //!
 //! The enrichment function (feature `enrich`, [`crate::enrich_fn`]) runs them with the
 //! core's [`run_lookups`](tippen_core::enrichment::run_lookups): the shared cache first (the
@@ -47,9 +48,9 @@ pub struct EnrichEvent {
 
 impl LambdaHost {
     /// Hands `lookups` to the enrichment function (asynchronous invocation; returns once
-    /// Lambda queued the event): this host's [`HostIo::start_lookups`](tippen_core::host::HostIo::start_lookups).
-    /// Without `TIPPEN_ENRICH_FUNCTION`, or when the invocation fails, they are dropped
-    /// (logged): the visitors keep the fallback company.
+    /// Lambda queued the event): this host's `HostIo::start_lookups`. Without
+    /// `TIPPEN_ENRICH_FUNCTION`, or when the invocation fails, they are dropped (logged): the
+    /// visitors keep the fallback company.
     pub async fn hand_off_lookups(&self, lookups: Vec<LookupRequest>) {
         let Some(function) = &self.config().enrich_function else {
             tracing::debug!(
