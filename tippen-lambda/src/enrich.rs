@@ -3,9 +3,10 @@
 //!
 //! Lambda freezes the process as soon as a handler returns, so the HTTP function can neither
 //! wait for the provider (the tracking answer would wait with it) nor leave a lookup running
-//! in the background. It hands the lookups the core asked for (`Handled::lookups`) to the
-//! enrichment function (`TIPPEN_ENRICH_FUNCTION`) in an **asynchronous invocation**
-//! (`InvocationType=Event`: Lambda queues the event and answers at once) and returns.
+//! in the background. It hands the lookups the core asked for
+//! ([`Effects::lookups`](tippen_core::Effects::lookups)) to the enrichment function
+//! (`TIPPEN_ENRICH_FUNCTION`) in an **asynchronous invocation** (`InvocationType=Event`:
+//! Lambda queues the event and answers at once) and returns.
 //!
 //! The enrichment function (feature `enrich`, [`crate::enrich_fn`]) runs them with the
 //! core's [`run_lookups`](tippen_core::enrichment::run_lookups): the shared cache first (the
@@ -13,8 +14,9 @@
 //! provider over [`tippen_http::HttpTransport`] (request built and parsed by the core),
 //! the result to the cache ([`Tippen::cache_lookup`](tippen_core::Tippen::cache_lookup)) and
 //! to each waiting visitor ([`Tippen::complete_lookup`](tippen_core::Tippen::complete_lookup)),
-//! the per-site counters to the store, and the `VISITOR_UPDATE`s to the site's dashboards
-//! through the [`Fanout`](crate::Fanout) — all before the invocation returns.
+//! the per-site counters to the store, and the effects of the visitors' updates (their
+//! `VISITOR_UPDATE`s) applied through [`LambdaHost::apply`] — all before the invocation
+//! returns.
 //!
 //! Single flight and the rate limit are the core's [`LookupDriver`](tippen_core::enrichment::LookupDriver),
 //! kept by each instance across its invocations (Lambda runs one invocation at a time per
@@ -46,19 +48,16 @@ pub struct EnrichEvent {
 
 impl LambdaHost {
     /// Hands `lookups` to the enrichment function (asynchronous invocation; returns once
-    /// Lambda queued the event). Without `TIPPEN_ENRICH_FUNCTION`, or when the invocation
-    /// fails, they are dropped (logged): the visitors keep the fallback company. Returns
-    /// whether they were handed off.
-    pub async fn hand_off_lookups(&self, lookups: Vec<LookupRequest>) -> bool {
-        if lookups.is_empty() {
-            return false;
-        }
+    /// Lambda queued the event): this host's `HostIo::start_lookups`. Without
+    /// `TIPPEN_ENRICH_FUNCTION`, or when the invocation fails, they are dropped (logged): the
+    /// visitors keep the fallback company.
+    pub async fn hand_off_lookups(&self, lookups: Vec<LookupRequest>) {
         let Some(function) = &self.config().enrich_function else {
             tracing::debug!(
                 lookups = lookups.len(),
                 "no TIPPEN_ENRICH_FUNCTION: enrichment is off; visitors keep the fallback company"
             );
-            return false;
+            return;
         };
         let event = EnrichEvent {
             tippen_lookups: lookups,
@@ -67,7 +66,7 @@ impl LambdaHost {
             Ok(payload) => payload,
             Err(e) => {
                 tracing::error!(error = %e, "could not encode the enrichment event");
-                return false;
+                return;
             }
         };
         let sent = self
@@ -78,16 +77,12 @@ impl LambdaHost {
             .payload(Blob::new(payload))
             .send()
             .await;
-        match sent {
-            Ok(_) => true,
-            Err(e) => {
-                tracing::warn!(
-                    lookups = event.tippen_lookups.len(),
-                    error = ?e,
-                    "could not invoke the enrichment function; visitors keep the fallback company"
-                );
-                false
-            }
+        if let Err(e) = sent {
+            tracing::warn!(
+                lookups = event.tippen_lookups.len(),
+                error = ?e,
+                "could not invoke the enrichment function; visitors keep the fallback company"
+            );
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The enrichment function (feature `enrich`): runs the lookups the HTTP function handed over
 //! in an asynchronous invocation ([`EnrichEvent`]), to the end or until
-//! `TIPPEN_ENRICH_BUDGET_MS`, and fans the `VISITOR_UPDATE`s out before it returns. See
+//! `TIPPEN_ENRICH_BUDGET_MS`, and applies their effects (the `VISITOR_UPDATE`s) before it
+//! returns. See
 //! [`crate::enrich`] for the design and what a deployment should set.
 
 use std::sync::Arc;
@@ -34,8 +35,8 @@ impl Enrichment {
 
 impl LambdaHost {
     /// Runs one enrichment event: the lookups (and any this instance queued earlier that are
-    /// due) through the core's [`run_lookups`], within the budget; then sends the dashboard
-    /// messages, site by site, in order.
+    /// due) through the core's [`run_lookups`], within the budget; then applies the enriched
+    /// visitors' effects, in order.
     pub async fn enrich(&self, event: EnrichEvent) -> Result<LookupRun, HostError> {
         let (Some(enrichment), Some(outbound)) = (self.enrichment(), self.outbound()) else {
             return Err(ConfigError::Missing("TIPPEN_ENRICHMENT_PROVIDER").into());
@@ -43,7 +44,7 @@ impl LambdaHost {
         let tippen = self.tippen();
         let until = tippen.now().plus(self.config().enrich_budget);
         let lookups = event.tippen_lookups;
-        let run = {
+        let mut run = {
             let mut driver = enrichment.driver.lock().await;
             run_lookups(
                 tippen,
@@ -56,8 +57,8 @@ impl LambdaHost {
             )
             .await
         };
-        for (site, messages) in &run.messages {
-            self.fanout().to_dashboards(site, messages).await;
+        for effects in std::mem::take(&mut run.effects) {
+            self.apply(effects, None).await;
         }
         if run.unfinished {
             tracing::info!(

@@ -2,6 +2,7 @@
 //! (`PostToConnection`), concurrently with a bound; a connection API Gateway reports gone
 //! (`410 GoneException`) is forgotten.
 
+use std::ops::Deref;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use aws_sdk_apigatewaymanagement::Client;
 use aws_sdk_apigatewaymanagement::primitives::Blob;
 use futures_util::StreamExt;
 use futures_util::stream;
-use tippen_core::{Clock, SiteId, SystemClock, Tippen};
+use tippen_core::api::SocketRole;
+use tippen_core::{Clock, SystemClock};
 
 use crate::store::{Connection, DynamoStore, FanoutTarget};
 
@@ -76,7 +78,11 @@ impl Fanout {
     }
 
     /// Posts `texts`, in order, to one connection; stops at the first failure.
-    pub async fn post_all(&self, connection_id: &str, texts: &[String]) -> Posted {
+    pub async fn post_all<T: Deref<Target = str> + Sync>(
+        &self,
+        connection_id: &str,
+        texts: &[T],
+    ) -> Posted {
         for text in texts {
             match self.post(connection_id, text).await {
                 Posted::Sent => {}
@@ -89,7 +95,11 @@ impl Fanout {
     /// Sends `texts` (in order) to one target: posted when it has been greeted, else queued
     /// in its outbox (its greeting sends them after the first message). A gone connection is
     /// forgotten. Returns whether the texts reached the connection or its outbox.
-    async fn deliver(&self, target: FanoutTarget, texts: &[String]) -> bool {
+    async fn deliver<T: Deref<Target = str> + Sync>(
+        &self,
+        target: FanoutTarget,
+        texts: &[T],
+    ) -> bool {
         if !target.greeted && target.connected_at.plus(GREETING_LIMIT) < SystemClock.now() {
             // Its greeting never happened (the asynchronous invocation was lost): the client
             // got nothing, it reconnects; queueing for it forever would only cost.
@@ -117,65 +127,28 @@ impl Fanout {
         }
     }
 
-    /// Sends `messages` (in order) to every dashboard of `site`, at most `concurrency`
-    /// connections at a time; forgets connections that are gone.
-    pub async fn to_dashboards(&self, site: &SiteId, messages: &[String]) {
-        if messages.is_empty() {
-            return;
-        }
-        let targets = match self.store.dashboard_connections(site).await {
+    /// Sends `texts` (in order) to every connection of `role` — a site's dashboards, or a
+    /// visitor's channels — but `skip`, at most `concurrency` connections at a time; forgets
+    /// connections that are gone. Returns whether any took them (posted or queued).
+    pub async fn send<T: Deref<Target = str> + Sync>(
+        &self,
+        role: &SocketRole,
+        texts: &[T],
+        skip: Option<&str>,
+    ) -> bool {
+        let mut targets = match self.store.connections(role).await {
             Ok(targets) => targets,
             Err(e) => {
-                tracing::error!(site = %site, error = %e, "could not list dashboards");
-                return;
+                tracing::error!(site = %role.site(), error = %e, "could not list connections");
+                return false;
             }
         };
+        targets.retain(|t| skip != Some(t.connection.connection_id.as_str()));
         stream::iter(targets)
-            .for_each_concurrent(self.concurrency, |target| async move {
-                self.deliver(target, messages).await;
-            })
-            .await;
-    }
-
-    /// Sends `(visitorId, json)` pushes to the visitors' open channels. A `VIDEO_INVITE`
-    /// that reached a socket marks the invite delivered; the dashboards hear it.
-    pub async fn to_visitors(&self, tippen: &Tippen, site: &SiteId, pushes: &[(String, String)]) {
-        self.to_visitors_except(tippen, site, pushes, None).await;
-    }
-
-    /// [`to_visitors`](Self::to_visitors), skipping the connection `except` (the socket that
-    /// sent the message the pushes answer).
-    pub async fn to_visitors_except(
-        &self,
-        tippen: &Tippen,
-        site: &SiteId,
-        pushes: &[(String, String)],
-        except: Option<&str>,
-    ) {
-        for (visitor_id, text) in pushes {
-            let targets = match self.store.visitor_connections(site, visitor_id).await {
-                Ok(targets) => targets,
-                Err(e) => {
-                    tracing::error!(site = %site, error = %e, "could not list visitor sockets");
-                    continue;
-                }
-            };
-            let mut delivered = false;
-            for target in targets {
-                if except == Some(target.connection.connection_id.as_str()) {
-                    continue;
-                }
-                delivered |= self.deliver(target, std::slice::from_ref(text)).await;
-            }
-            if delivered && let Some(invite_id) = tippen_core::api::pushed_invite(text) {
-                match tippen.invite_delivered(site, visitor_id, &invite_id).await {
-                    Ok(broadcasts) => self.to_dashboards(site, &broadcasts).await,
-                    Err(e) => {
-                        tracing::warn!(site = %site, error = %e, "invite delivery not recorded");
-                    }
-                }
-            }
-        }
+            .map(|target| self.deliver(target, texts))
+            .buffer_unordered(self.concurrency)
+            .fold(false, |any, took| async move { any | took })
+            .await
     }
 
     /// Forgets a connection API Gateway no longer has.

@@ -5,11 +5,16 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
-use tippen_core::api::RequestContext;
+use tippen_core::api::{ApiError, RequestContext, SocketRole};
+use tippen_core::host::{self, HostIo};
 use tippen_core::support::SupportNotice;
-use tippen_core::{ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
+use tippen_core::{
+    Broadcast, Deadline, Effects, LookupRequest, ServiceError, SiteId, Store, StoreError,
+    SystemClock, Timestamp, Tippen, VisitorPush,
+};
 
 use crate::config::{ConfigError, LambdaConfig};
 #[cfg(feature = "enrich")]
@@ -194,11 +199,11 @@ impl LambdaHost {
     }
 
     /// Answers one HTTP request through the core — its outbound call (the video provider) over
-    /// HTTPS when built with feature `outbound` — then sends its dashboard messages, visitor
-    /// pushes and Slack notifications before returning (the invocation ends with the
-    /// response). Enrichment lookups are handed to the enrichment function in an asynchronous
-    /// invocation ([`crate::enrich`]): the answer never waits for the provider. `source_ip` is
-    /// API Gateway's `requestContext` source address, never a header.
+    /// HTTPS when built with feature `outbound` — and applies its effects before returning (the
+    /// invocation ends with the response): dashboard messages, visitor pushes, enrichment
+    /// lookups handed to the enrichment function ([`crate::enrich`]; the answer never waits
+    /// for the provider) and Slack notifications. `source_ip` is API Gateway's
+    /// `requestContext` source address, never a header.
     pub async fn handle_http(
         &self,
         req: http::Request<Bytes>,
@@ -209,7 +214,7 @@ impl LambdaHost {
             ..RequestContext::default()
         };
         #[cfg(feature = "outbound")]
-        let handled = match &self.outbound {
+        let effects = match &self.outbound {
             Some(outbound) => {
                 self.tippen
                     .handle_with(req, &ctx, outbound.transport())
@@ -218,51 +223,31 @@ impl LambdaHost {
             None => self.tippen.handle(req, &ctx).await,
         };
         #[cfg(not(feature = "outbound"))]
-        let handled = self.tippen.handle(req, &ctx).await;
-        if let Some(site) = &handled.site {
-            self.publish(site, &handled.broadcasts, &handled.visitor_messages)
-                .await;
-        }
-        // After the dashboards heard of the visitor: its enriched update comes later.
-        self.hand_off_lookups(handled.lookups).await;
-        self.notify(handled.notifications).await;
-        handled.response
+        let effects = self.tippen.handle(req, &ctx).await;
+        let answer = self.apply(effects, None).await;
+        // The core answers every request; a missing answer would be its bug, not the client's.
+        answer.response.unwrap_or_else(|| {
+            let e = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "no response");
+            e.into_response()
+        })
     }
 
-    /// Sends dashboard messages, then visitor pushes, of one site.
-    pub async fn publish(&self, site: &SiteId, broadcasts: &[String], pushes: &[(String, String)]) {
-        self.fanout.to_dashboards(site, broadcasts).await;
-        self.fanout.to_visitors(&self.tippen, site, pushes).await;
-    }
-
-    /// Delivers support notices to Slack before returning, within `TIPPEN_SLACK_BUDGET_MS`
-    /// (see [`crate::outbound`]'s notes). Without feature `outbound` or a working client
-    /// they are only logged (dashboards have them already). Returns how many Slack took.
-    pub async fn notify(&self, notices: Vec<SupportNotice>) -> usize {
-        if notices.is_empty() {
-            return 0;
-        }
-        #[cfg(feature = "outbound")]
-        if let Some(outbound) = &self.outbound {
-            return outbound
-                .notify(&self.tippen.config().support, notices)
-                .await;
-        }
-        tracing::warn!(
-            alerts = notices.len(),
-            "support alerts not sent to Slack: this function has no outbound HTTPS client"
-        );
-        0
+    /// Performs `effects` through [`host::apply`] (this host's [`HostIo`]): `origin` is the
+    /// connection whose frame caused them (their visitor pushes skip it). Returns the
+    /// response or reply to send.
+    pub async fn apply(&self, effects: Effects, origin: Option<&str>) -> host::Answer {
+        host::apply(&self.tippen, self, effects, origin).await
     }
 
     /// The deadline work of every site (the scheduled function): sweeps each site until
-    /// nothing more is due, fanning the messages out, and delivers the support alerts to
-    /// Slack (also when a site failed). With a `window`, the invocation then stays for the
-    /// deadlines the pass found within it: it sleeps until the earliest, sweeps that site
-    /// again, and so on, so those removals reach dashboards when they are due instead of at
-    /// the next scheduled run. Only sites with such a deadline are read again; a deadline set
-    /// meanwhile by another invocation is the next run's (with graces longer than the window,
-    /// none falls within it). Returns how many messages were sent.
+    /// nothing more is due, applying what each sweep asks for, and delivers the support
+    /// alerts of the pass to Slack at once (also when a site failed). With a `window`, the
+    /// invocation then stays for the deadlines the pass found within it: it sleeps until the
+    /// earliest, sweeps that site again, and so on, so those removals reach dashboards when
+    /// they are due instead of at the next scheduled run. Only sites with such a deadline are
+    /// read again; a deadline set meanwhile by another invocation is the next run's (with
+    /// graces longer than the window, none falls within it). Returns how many messages were
+    /// sent.
     pub async fn sweep_all(&self, window: std::time::Duration) -> Result<usize, HostError> {
         let until = self.tippen.now().plus(window);
         let mut notices = Vec::new();
@@ -281,7 +266,7 @@ impl LambdaHost {
                 }
             }
         }
-        self.notify(std::mem::take(&mut notices)).await;
+        HostIo::notify(self, std::mem::take(&mut notices)).await;
         first_pass?;
         while let Some(index) = (0..waiting.len()).min_by_key(|&i| waiting[i].0) {
             let (at, site) = waiting.swap_remove(index);
@@ -290,7 +275,7 @@ impl LambdaHost {
                 tokio::time::sleep(at.since(now)).await;
             }
             let swept = self.sweep_site(&site, &mut notices).await;
-            self.notify(std::mem::take(&mut notices)).await;
+            HostIo::notify(self, std::mem::take(&mut notices)).await;
             let (n, next) = swept?;
             sent += n;
             waiting.extend(next.filter(|at| *at <= until).map(|at| (at, site)));
@@ -298,12 +283,14 @@ impl LambdaHost {
         Ok(sent)
     }
 
-    /// Sweeps one site until nothing more is due: the messages sent, and its next deadline.
+    /// Sweeps one site until nothing more is due, applying each sweep's effects but keeping
+    /// their support alerts in `notices` (one Slack delivery for the pass): the messages
+    /// sent, and the site's next deadline.
     async fn sweep_site(
         &self,
         site: &SiteId,
         notices: &mut Vec<SupportNotice>,
-    ) -> Result<(usize, Option<tippen_core::Timestamp>), HostError> {
+    ) -> Result<(usize, Option<Timestamp>), HostError> {
         // One cheap index read decides whether the site has anything due.
         let due = self.tippen.next_deadline(site).await?;
         if due.is_none_or(|d| d > self.tippen.now()) {
@@ -312,14 +299,14 @@ impl LambdaHost {
         let mut sent = 0;
         // Bounded: a sweep returns a due deadline only while more batches are due.
         for _ in 0..100 {
-            let swept = self.tippen.handle_deadline_with_pushes(site).await?;
+            let mut swept = self.tippen.handle_timeout(site).await?;
+            let next = swept.deadline.and_then(Deadline::at);
             sent += swept.broadcasts.len();
-            self.publish(site, &swept.broadcasts, &swept.visitor_messages)
-                .await;
-            notices.extend(swept.notifications);
+            notices.append(&mut swept.notifications);
+            self.apply(swept, None).await;
             // More than one batch was due: go again.
-            if swept.deadline.is_none_or(|d| d > self.tippen.now()) {
-                return Ok((sent, swept.deadline));
+            if next.is_none_or(|d| d > self.tippen.now()) {
+                return Ok((sent, next));
             }
         }
         Ok((sent, self.tippen.next_deadline(site).await?))
@@ -347,5 +334,56 @@ impl LambdaHost {
         *self.site_ids.lock().unwrap_or_else(|e| e.into_inner()) =
             Some((std::time::Instant::now(), ids.clone()));
         Ok(ids)
+    }
+}
+
+/// The Lambda host's side of [`host::apply`]: API Gateway connections, the enrichment
+/// function and Slack, all done before the invocation returns.
+#[async_trait]
+impl HostIo for LambdaHost {
+    /// A connection id.
+    type Socket = str;
+
+    async fn broadcast(&self, site: &SiteId, messages: &[Broadcast]) {
+        let dashboards = SocketRole::Dashboard { site: site.clone() };
+        self.fanout.send(&dashboards, messages, None).await;
+    }
+
+    async fn push(&self, site: &SiteId, push: &VisitorPush, skip: Option<&str>) -> bool {
+        let visitor = SocketRole::Visitor {
+            site: site.clone(),
+            visitor_id: push.visitor_id.clone(),
+        };
+        self.fanout
+            .send(&visitor, std::slice::from_ref(push), skip)
+            .await
+    }
+
+    /// Nothing to arm: the core's writes keep each site's deadline in DynamoDB, where the
+    /// scheduled function ([`LambdaHost::sweep_all`]) reads it.
+    async fn arm(&self, _site: &SiteId, _deadline: Deadline) {}
+
+    async fn start_lookups(&self, lookups: Vec<LookupRequest>) {
+        self.hand_off_lookups(lookups).await;
+    }
+
+    /// Delivers support notices to Slack before returning, within `TIPPEN_SLACK_BUDGET_MS`
+    /// (see [`crate::outbound`]'s notes). Without feature `outbound` or a working client
+    /// they are only logged (dashboards have them already).
+    async fn notify(&self, notices: Vec<SupportNotice>) {
+        if notices.is_empty() {
+            return;
+        }
+        #[cfg(feature = "outbound")]
+        if let Some(outbound) = &self.outbound {
+            outbound
+                .notify(&self.tippen.config().support, notices)
+                .await;
+            return;
+        }
+        tracing::warn!(
+            alerts = notices.len(),
+            "support alerts not sent to Slack: this function has no outbound HTTPS client"
+        );
     }
 }

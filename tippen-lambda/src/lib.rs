@@ -1,17 +1,17 @@
 //! # tippen-lambda
 //!
 //! tippen on AWS Lambda, API Gateway and DynamoDB — the stateless host. Four functions share
-//! one [`LambdaHost`]:
+//! one [`LambdaHost`], which applies every `Effects` the core answers with through
+//! `tippen_core::host::apply` as its one `HostIo`, before the invocation returns:
 //!
 //! - **HTTP** (feature `http`, [`http_fn`]): API Gateway HTTP API / function URL events are
 //!   converted to `http::Request<Bytes>` and answered by the core's HTTP contract; the
-//!   client address is `requestContext`'s `sourceIp`, never a header. Dashboard messages and
-//!   visitor pushes are posted before the invocation returns.
+//!   client address is `requestContext`'s `sourceIp`, never a header.
 //! - **WebSocket** (feature `websocket`, [`ws_fn`]): the WebSocket API's `$connect` (key check;
-//!   `role=visitor&visitorId=…` opens the visitor channel, anything else a dashboard),
-//!   `$disconnect` and `$default` routes. Connections are stored per site in DynamoDB and
-//!   messages go out with `PostToConnection` ([`fanout`]); a `410 Gone` connection is
-//!   forgotten.
+//!   `role=visitor&visitorId=…` opens the visitor channel, no role or `role=dashboard` a
+//!   dashboard), `$disconnect` and `$default` routes. Connections are stored per site in
+//!   DynamoDB and messages go out with `PostToConnection` ([`fanout`]); a `410 Gone`
+//!   connection is forgotten.
 //! - **Scheduled** (feature `scheduled`, [`sweep_fn`]): an EventBridge rule runs the deadline
 //!   work of every site ([`LambdaHost::sweep_all`]). Expiry never depends on it: reads filter
 //!   visitors whose grace has passed.
@@ -66,4 +66,4 @@ pub fn init_logging() {
 pub use config::{ConfigError, LambdaConfig};
 pub use fanout::{Fanout, Posted};
 pub use host::{HostError, LambdaHost, sdk_config};
-pub use store::{Connection, ConnectionRole, DynamoStore, FanoutTarget};
+pub use store::{Connection, DynamoStore, FanoutTarget};

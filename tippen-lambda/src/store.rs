@@ -49,6 +49,7 @@ use aws_sdk_dynamodb::types::{
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use tippen_core::api::SocketRole;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
 use tippen_core::support::UserRecord;
@@ -225,24 +226,13 @@ fn stats_pk(site: &SiteId) -> String {
     format!("STATS#{site}")
 }
 
-/// A WebSocket connection's role.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum ConnectionRole {
-    /// An admin dashboard of the site: gets every dashboard message.
-    Dashboard,
-    /// One visitor's page (the visitor channel): gets that visitor's invite pushes.
-    Visitor(String),
-}
-
 /// A stored WebSocket connection of API Gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Connection {
     /// API Gateway's connection id.
     pub connection_id: String,
-    /// The site it belongs to.
-    pub site: SiteId,
-    /// Dashboard or visitor.
-    pub role: ConnectionRole,
+    /// Its site, and whether it is a dashboard or a visitor's channel.
+    pub role: SocketRole,
 }
 
 /// A connection to fan a message out to.
@@ -257,11 +247,16 @@ pub struct FanoutTarget {
 }
 
 impl Connection {
-    fn sort_key(&self) -> String {
-        match &self.role {
-            ConnectionRole::Dashboard => format!("D#{}", self.connection_id),
-            ConnectionRole::Visitor(v) => format!("W#{v}#{}", self.connection_id),
+    /// The sort key prefix of `role`'s connections under `CONN#<site>`.
+    fn prefix(role: &SocketRole) -> String {
+        match role {
+            SocketRole::Dashboard { .. } => "D#".to_owned(),
+            SocketRole::Visitor { visitor_id, .. } => format!("W#{visitor_id}#"),
         }
+    }
+
+    fn sort_key(&self) -> String {
+        Self::prefix(&self.role) + &self.connection_id
     }
 }
 
@@ -633,22 +628,20 @@ impl DynamoStore {
         now: Timestamp,
     ) -> Result<(), StoreError> {
         let ttl = n(now.as_millis().div_euclid(1000) + 3 * 3600);
-        let mut by_site = Self::key(&format!("CONN#{}", conn.site), &conn.sort_key());
+        let mut by_site = Self::connection_key(conn);
         by_site.insert("cid".to_owned(), s(&conn.connection_id));
         by_site.insert("at".to_owned(), n(now.as_millis()));
         by_site.insert(attr::TTL.to_owned(), ttl.clone());
         let mut by_id = Self::key(&format!("CID#{}", conn.connection_id), "CONN");
-        by_id.insert(attr::SITE.to_owned(), s(conn.site.as_str()));
-        by_id.insert(
-            "role".to_owned(),
-            s(match conn.role {
-                ConnectionRole::Dashboard => "dashboard",
-                ConnectionRole::Visitor(_) => "visitor",
-            }),
-        );
-        if let ConnectionRole::Visitor(v) = &conn.role {
-            by_id.insert("visitor".to_owned(), s(v));
-        }
+        by_id.insert(attr::SITE.to_owned(), s(conn.role.site().as_str()));
+        let role = match &conn.role {
+            SocketRole::Dashboard { .. } => "dashboard",
+            SocketRole::Visitor { visitor_id, .. } => {
+                by_id.insert("visitor".to_owned(), s(visitor_id));
+                "visitor"
+            }
+        };
+        by_id.insert("role".to_owned(), s(role));
         by_id.insert(attr::TTL.to_owned(), ttl);
         // Two plain writes, by id first: a crash between them leaves only an entry no
         // fan-out reads, which TTL removes (a transaction would cost twice the capacity).
@@ -665,7 +658,7 @@ impl DynamoStore {
     }
 
     fn connection_key(conn: &Connection) -> Item {
-        Self::key(&format!("CONN#{}", conn.site), &conn.sort_key())
+        Self::key(&format!("CONN#{}", conn.role.site()), &conn.sort_key())
     }
 
     /// Appends messages to the outbox of a connection not greeted yet. Returns false (nothing
@@ -673,9 +666,9 @@ impl DynamoStore {
     pub async fn append_outbox(
         &self,
         conn: &Connection,
-        texts: &[String],
+        texts: &[impl std::ops::Deref<Target = str>],
     ) -> Result<bool, StoreError> {
-        let list = AttributeValue::L(texts.iter().map(|t| s(t.as_str())).collect());
+        let list = AttributeValue::L(texts.iter().map(|t| s(&**t)).collect());
         let out = self
             .client
             .update_item()
@@ -738,12 +731,14 @@ impl DynamoStore {
         };
         let site = SiteId(get_s(&item, attr::SITE)?.to_owned());
         let role = match get_s(&item, "role")? {
-            "visitor" => ConnectionRole::Visitor(get_s(&item, "visitor")?.to_owned()),
-            _ => ConnectionRole::Dashboard,
+            "visitor" => SocketRole::Visitor {
+                site,
+                visitor_id: get_s(&item, "visitor")?.to_owned(),
+            },
+            _ => SocketRole::Dashboard { site },
         };
         Ok(Some(Connection {
             connection_id: connection_id.to_owned(),
-            site,
             role,
         }))
     }
@@ -766,42 +761,17 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// The site's dashboard connections.
-    pub async fn dashboard_connections(
-        &self,
-        site: &SiteId,
-    ) -> Result<Vec<FanoutTarget>, StoreError> {
-        self.fanout_targets(site, "D#", |_| ConnectionRole::Dashboard)
-            .await
-    }
-
-    /// One visitor's visitor-channel connections.
-    pub async fn visitor_connections(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-    ) -> Result<Vec<FanoutTarget>, StoreError> {
-        self.fanout_targets(site, &format!("W#{visitor_id}#"), |_| {
-            ConnectionRole::Visitor(visitor_id.to_owned())
-        })
-        .await
-    }
-
-    async fn fanout_targets(
-        &self,
-        site: &SiteId,
-        prefix: &str,
-        role: impl Fn(&Item) -> ConnectionRole,
-    ) -> Result<Vec<FanoutTarget>, StoreError> {
-        self.query_all(&format!("CONN#{site}"), Some(prefix), None)
+    /// The connections of `role`: its site's dashboards, or its visitor's channels.
+    pub async fn connections(&self, role: &SocketRole) -> Result<Vec<FanoutTarget>, StoreError> {
+        let pk = format!("CONN#{}", role.site());
+        self.query_all(&pk, Some(&Connection::prefix(role)), None)
             .await?
             .iter()
             .map(|item| {
                 Ok(FanoutTarget {
                     connection: Connection {
                         connection_id: get_s(item, "cid")?.to_owned(),
-                        site: site.clone(),
-                        role: role(item),
+                        role: role.clone(),
                     },
                     greeted: item.contains_key("greeted"),
                     connected_at: Timestamp::from_millis(get_n(item, "at").unwrap_or(0)),

@@ -25,7 +25,7 @@ use tippen_core::api::ApiError;
 
 use crate::fanout::Posted;
 use crate::host::{HostError, LambdaHost};
-use crate::store::{Connection, ConnectionRole};
+use crate::store::Connection;
 
 /// The event `$connect` sends (asynchronously) to greet a new connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -103,28 +103,10 @@ impl LambdaHost {
         connection_id: String,
     ) -> Result<ApiGatewayProxyResponse, HostError> {
         let query = query_string(req);
-        let role = req
-            .query_string_parameters
-            .first("role")
-            .unwrap_or("dashboard");
-        let (site, role) = match role {
-            "visitor" => match self
-                .tippen()
-                .authorize_visitor_channel(&req.headers, Some(&query))
-                .await
-            {
-                Ok((site, visitor)) => (site, ConnectionRole::Visitor(visitor)),
-                Err(refusal) => return Ok(from_core(refusal)),
-            },
-            "dashboard" => match self
-                .tippen()
-                .authorize_dashboard(&req.headers, Some(&query))
-                .await
-            {
-                Ok(site) => (site, ConnectionRole::Dashboard),
-                Err(refusal) => return Ok(from_core(refusal)),
-            },
-            other => {
+        let path = match req.query_string_parameters.first("role") {
+            None | Some("dashboard") => "/ws/dashboard",
+            Some("visitor") => "/ws/visitor",
+            Some(other) => {
                 let e = ApiError::new(
                     http::StatusCode::BAD_REQUEST,
                     format!("unknown role {other:?} (expected dashboard or visitor)"),
@@ -132,9 +114,16 @@ impl LambdaHost {
                 return Ok(from_core(e.into_response()));
             }
         };
+        let authorized = self
+            .tippen()
+            .authorize_socket(path, &req.headers, Some(&query));
+        let role = match authorized.await {
+            Some(Ok(role)) => role,
+            Some(Err(refusal)) => return Ok(from_core(refusal)),
+            None => unreachable!("{path} is a socket path"),
+        };
         let conn = Connection {
             connection_id: connection_id.clone(),
-            site,
             role,
         };
         self.store()
@@ -191,18 +180,11 @@ impl LambdaHost {
             self.fanout().forget(conn).await;
             return Ok(());
         }
-        let tippen = self.tippen();
-        let (first, seen_seq) = match &conn.role {
-            ConnectionRole::Dashboard => {
-                let snapshot = tippen.snapshot(&conn.site).await?;
-                (Some(snapshot.to_json()), Some(snapshot.seq))
-            }
-            ConnectionRole::Visitor(visitor) => {
-                let (hello, broadcasts) = tippen.visitor_hello(&conn.site, visitor).await?;
-                self.fanout().to_dashboards(&conn.site, &broadcasts).await;
-                (hello, None)
-            }
-        };
+        // The first message is the reply; its effects (a visitor's invite now delivered)
+        // go out first.
+        let opened = self.tippen().socket_open(&conn.role).await?;
+        let first = self.apply(opened, Some(&conn.connection_id)).await.reply;
+        let seen_seq = first.as_deref().and_then(message_seq);
         if let Some(first) = first
             && self.fanout().post(&conn.connection_id, &first).await != Posted::Sent
         {
@@ -215,10 +197,7 @@ impl LambdaHost {
         // Dashboard messages the snapshot already reflects are skipped.
         let queued: Vec<String> = queued
             .into_iter()
-            .filter(|text| match seen_seq {
-                Some(seen) => message_seq(text).is_none_or(|seq| seq > seen),
-                None => true,
-            })
+            .filter(|text| seen_seq.is_none_or(|seen| message_seq(text).is_none_or(|s| s > seen)))
             .collect();
         if self.fanout().post_all(&conn.connection_id, &queued).await == Posted::Gone {
             self.fanout().forget(conn).await;
@@ -230,30 +209,10 @@ impl LambdaHost {
         let Some(conn) = self.store().connection(&connection_id).await? else {
             return Ok(());
         };
-        let tippen = self.tippen();
-        match &conn.role {
-            ConnectionRole::Dashboard => {
-                let reply = tippen.dashboard_message(&conn.site, text).await?;
-                self.fanout().post(&connection_id, &reply).await;
-            }
-            ConnectionRole::Visitor(visitor) => {
-                let answer = tippen.visitor_message(&conn.site, visitor, text).await?;
-                if let Some(reply) = &answer.reply {
-                    self.fanout().post(&connection_id, reply).await;
-                }
-                self.fanout()
-                    .to_dashboards(&conn.site, &answer.broadcasts)
-                    .await;
-                // The visitor's other tabs hear the change; the sender has the reply.
-                self.fanout()
-                    .to_visitors_except(
-                        tippen,
-                        &conn.site,
-                        &answer.visitor_pushes,
-                        Some(&connection_id),
-                    )
-                    .await;
-            }
+        let effects = self.tippen().socket_frame(&conn.role, text).await?;
+        // Pushes skip this connection: it gets the reply.
+        if let Some(reply) = self.apply(effects, Some(&connection_id)).await.reply {
+            self.fanout().post(&connection_id, &reply).await;
         }
         Ok(())
     }
