@@ -67,7 +67,9 @@ pub struct Answer {
 }
 
 /// Performs `effects` through `io` in the documented order (see the [module](self)), and
-/// returns the response or reply for the host to send. `origin` is the socket whose frame
+/// returns the response or reply for the host to send. Broadcasts, pushes and the deadline
+/// need [`Effects::site`] (the core sets it wherever there are any); lookups and
+/// notifications do not. `origin` is the socket whose frame
 /// caused the effects, if any (pushes skip it).
 pub async fn apply<I: HostIo + ?Sized>(
     tippen: &Tippen,
@@ -86,38 +88,37 @@ pub async fn apply<I: HostIo + ?Sized>(
         mut notifications,
     } = effects;
     let answer = Answer { response, reply };
-    let Some(site) = site else {
-        return answer;
-    };
-    if !broadcasts.is_empty() {
-        io.broadcast(&site, &broadcasts).await;
-    }
-    let mut pushes = std::collections::VecDeque::from(pushes);
-    while let Some(push) = pushes.pop_front() {
-        let reached = io.push(&site, &push, origin).await;
-        let Some(invite_id) = push.invite.as_deref().filter(|_| reached) else {
-            continue;
-        };
-        match tippen
-            .invite_delivered(&site, &push.visitor_id, invite_id)
-            .await
-        {
-            Ok(delivered) => {
-                if !delivered.broadcasts.is_empty() {
-                    io.broadcast(&site, &delivered.broadcasts).await;
+    if let Some(site) = site {
+        if !broadcasts.is_empty() {
+            io.broadcast(&site, &broadcasts).await;
+        }
+        let mut pushes = std::collections::VecDeque::from(pushes);
+        while let Some(push) = pushes.pop_front() {
+            let reached = io.push(&site, &push, origin).await;
+            let Some(invite_id) = push.invite.as_deref().filter(|_| reached) else {
+                continue;
+            };
+            match tippen
+                .invite_delivered(&site, &push.visitor_id, invite_id)
+                .await
+            {
+                Ok(delivered) => {
+                    if !delivered.broadcasts.is_empty() {
+                        io.broadcast(&site, &delivered.broadcasts).await;
+                    }
+                    pushes.extend(delivered.pushes);
+                    deadline = merge_deadlines(deadline, delivered.deadline);
+                    lookups.extend(delivered.lookups);
+                    notifications.extend(delivered.notifications);
                 }
-                pushes.extend(delivered.pushes);
-                deadline = merge_deadlines(deadline, delivered.deadline);
-                lookups.extend(delivered.lookups);
-                notifications.extend(delivered.notifications);
-            }
-            Err(e) => {
-                tracing::warn!(site = %site, error = %e, "invite delivery not recorded");
+                Err(e) => {
+                    tracing::warn!(site = %site, error = %e, "invite delivery not recorded");
+                }
             }
         }
-    }
-    if let Some(deadline) = deadline {
-        io.arm(&site, deadline).await;
+        if let Some(deadline) = deadline {
+            io.arm(&site, deadline).await;
+        }
     }
     if !lookups.is_empty() {
         io.start_lookups(lookups).await;

@@ -120,7 +120,11 @@ impl LambdaHost {
         let role = match authorized.await {
             Some(Ok(role)) => role,
             Some(Err(refusal)) => return Ok(from_core(refusal)),
-            None => unreachable!("{path} is a socket path"),
+            // Both paths above are socket paths; answer like an unknown route all the same.
+            None => {
+                let e = ApiError::new(http::StatusCode::NOT_FOUND, format!("{path} is no socket"));
+                return Ok(from_core(e.into_response()));
+            }
         };
         let conn = Connection {
             connection_id: connection_id.clone(),
