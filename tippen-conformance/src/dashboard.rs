@@ -298,6 +298,15 @@ impl Dashboard {
         }
     }
 
+    /// How many of the messages received so far satisfy `matches`.
+    pub(crate) fn count(&self, matches: impl Fn(&Value) -> bool) -> usize {
+        self.seen
+            .iter()
+            .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+            .filter(|m| matches(m))
+            .count()
+    }
+
     /// A mismatch on this connection.
     pub(crate) fn mismatch(&self, expected: &str, got: &Value) -> Failure {
         Failure::Mismatch {
