@@ -1,6 +1,6 @@
 //! Black-box conformance suite for tippen hosts.
 //!
-//! Every tippen host (axum today, AWS Lambda and Cloudflare Workers later) serves one HTTP and
+//! Every tippen host (axum, AWS Lambda, Cloudflare Workers) serves one HTTP and
 //! WebSocket contract, written down in `docs/contract.md` (Part A of the predecessor's protocol
 //! byte for byte, plus tippen's Part B additions). This crate checks that contract from the
 //! outside, in the manner of juniper's `run_http_test_suite`: it knows nothing of the server's
@@ -28,6 +28,20 @@
 //! The sites need not be empty: every case makes its own visitor ids with a random suffix and
 //! looks only at those. Cases are independent and run concurrently; the ones that wait for
 //! expiry wait side by side, so the whole suite takes a little more than the hidden grace.
+//!
+//! # Outbound services: the stand-ins
+//!
+//! Some cases need the host to reach outbound services: `POST /api/video-call` a video
+//! provider, support alerts a Slack webhook, enrichment IPinfo. The suite serves stand-ins of
+//! all three itself, on one port ([`StandIns`]; its module documentation lists the paths and
+//! the host settings), and the host under test is pointed at them before it starts. A
+//! [`Target`] declares what its host uses in [`Target::outbound`]; a case needing something
+//! not declared is not run and is listed in [`Report::not_run`] (never counted as passed).
+//! Enrichment also needs [`Outbound::client_ip_header`], the header through which the suite
+//! makes a request come from a public address as the host reads client addresses.
+//!
+//! The visitor channel is reached at `{base_url}/ws/visitor` unless
+//! [`Target::visitor_ws_url`] says otherwise.
 //!
 //! # Running it from a host's integration test
 //!
@@ -68,7 +82,8 @@
 //! brought up; [`run_cases_bounded`] runs them at most N at a time, for hosts whose local
 //! stand-ins (an emulated database serving one call at a time) cannot take the whole suite's
 //! opening burst. The binary has the same choices (`TIPPEN_CASES`, `TIPPEN_SKIP_CASES`,
-//! `TIPPEN_CONCURRENCY`).
+//! `TIPPEN_CONCURRENCY`), and serves the stand-ins with `--stand-ins <addr>` (`--with
+//! video,slack,enrichment`, `--client-ip-header`, `--require-all`).
 //!
 //! # Failures
 //!
