@@ -98,7 +98,7 @@ pub(super) async fn visitor_channel_pushes_invites_and_takes_answers(
     dashboard.note(format!("POST /api/send-video-invite {invite} for {id}"));
     for state in ["sent", "delivered"] {
         dashboard
-            .wait_for(&format!("VIDEO_INVITE_UPDATE {state}"), PROMPT, |m| {
+            .wait_for_any_order(&format!("VIDEO_INVITE_UPDATE {state}"), PROMPT, |m| {
                 is_invite_update(m, &invite, state)
             })
             .await?;
@@ -119,7 +119,7 @@ pub(super) async fn visitor_channel_pushes_invites_and_takes_answers(
         }
         dashboard.note(format!("{answer} on the visitor channel"));
         dashboard
-            .wait_for(&format!("VIDEO_INVITE_UPDATE {state}"), PROMPT, |m| {
+            .wait_for_any_order(&format!("VIDEO_INVITE_UPDATE {state}"), PROMPT, |m| {
                 is_invite_update(m, &invite, state)
             })
             .await?;
@@ -196,7 +196,7 @@ pub(super) async fn visitor_channel_hello_carries_the_open_invite(
         "POST /api/send-video-invite {invite}, no channel open"
     ));
     dashboard
-        .wait_for("VIDEO_INVITE_UPDATE sent", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE sent", PROMPT, |m| {
             is_invite_update(m, &invite, "sent")
         })
         .await?;
@@ -219,7 +219,7 @@ pub(super) async fn visitor_channel_hello_carries_the_open_invite(
         dashboard.note(format!("visitor channel {tab} opened"));
         if tabs.is_empty() {
             dashboard
-                .wait_for(
+                .wait_for_any_order(
                     "VIDEO_INVITE_UPDATE delivered (by the hello)",
                     PROMPT,
                     |m| is_invite_update(m, &invite, "delivered"),
@@ -233,6 +233,14 @@ pub(super) async fn visitor_channel_hello_carries_the_open_invite(
             is_invite_update(m, &invite, "delivered")
         })
         .await?;
+    let delivered = dashboard.count(|m| is_invite_update(m, &invite, "delivered"));
+    if delivered != 1 {
+        return Err(step_failure(
+            format!("two channels of {id} opened, {invite} open"),
+            "one VIDEO_INVITE_UPDATE delivered",
+            format!("{delivered}"),
+        ));
+    }
 
     http.send(
         Req::post("/api/invites/cancel")
@@ -254,7 +262,7 @@ pub(super) async fn visitor_channel_hello_carries_the_open_invite(
     }
     dashboard.note(format!("POST /api/invites/cancel {invite}"));
     dashboard
-        .wait_for("VIDEO_INVITE_UPDATE cancelled", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE cancelled", PROMPT, |m| {
             is_invite_update(m, &invite, "cancelled")
         })
         .await?;

@@ -32,13 +32,13 @@ pub(super) async fn deleting_a_visitor_removes_it_everywhere(t: &Target) -> Resu
         .expect_json(200, &json!({"success": true, "deleted": true}))?;
     dashboard.note(format!("DELETE {path} (an invite open)"));
     let (removed, _) = dashboard
-        .wait_for("VISITOR_REMOVED", PROMPT, |m| is_removal(m, &id))
+        .wait_for_any_order("VISITOR_REMOVED", PROMPT, |m| is_removal(m, &id))
         .await?;
     if removed["reason"] != "deleted" {
         return Err(dashboard.mismatch("VISITOR_REMOVED with reason `deleted`", &removed));
     }
     let (left, _) = dashboard
-        .wait_for("VIDEO_INVITE_UPDATE visitor_left", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE visitor_left", PROMPT, |m| {
             is_invite_update(m, &invite, "visitor_left")
         })
         .await?;

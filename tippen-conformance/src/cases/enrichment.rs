@@ -99,7 +99,7 @@ pub(super) async fn enrichment_reaches_dashboards_and_is_counted(
         "POST /track/visitor {first} with {header}: {ip} (a public address)"
     ));
     let (new, _) = dashboard
-        .wait_for("VISITOR_UPDATE new_visitor", PROMPT, |m| {
+        .wait_for_any_order("VISITOR_UPDATE new_visitor", PROMPT, |m| {
             is_update(m, &first, "new_visitor")
         })
         .await?;
@@ -112,7 +112,7 @@ pub(super) async fn enrichment_reaches_dashboards_and_is_counted(
         ));
     }
     let (enriched, _) = dashboard
-        .wait_for(
+        .wait_for_any_order(
             "VISITOR_UPDATE enriched with the stand-in's company",
             ENRICHED_WITHIN,
             |m| is_update(m, &first, "enriched"),

@@ -144,7 +144,7 @@ pub(super) async fn invite_rides_on_track_visitor_and_is_answered_over_http(
     super::send_invite(&http, t, &id, &invite, "Bob").await?;
     dashboard.note(format!("POST /api/send-video-invite {invite}"));
     dashboard
-        .wait_for("VIDEO_INVITE_UPDATE sent", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE sent", PROMPT, |m| {
             super::is_invite_update(m, &invite, "sent")
         })
         .await?;
@@ -172,7 +172,7 @@ pub(super) async fn invite_rides_on_track_visitor_and_is_answered_over_http(
     }
     dashboard.note(format!("heartbeat of {id}, its answer carrying {invite}"));
     dashboard
-        .wait_for("VIDEO_INVITE_UPDATE delivered", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE delivered", PROMPT, |m| {
             super::is_invite_update(m, &invite, "delivered")
         })
         .await?;
@@ -207,7 +207,7 @@ pub(super) async fn invite_rides_on_track_visitor_and_is_answered_over_http(
         "POST /track/invite {invite}: seen, seen again, accepted"
     ));
     dashboard
-        .wait_for("VIDEO_INVITE_UPDATE accepted", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE accepted", PROMPT, |m| {
             super::is_invite_update(m, &invite, "accepted")
         })
         .await?;
@@ -289,7 +289,7 @@ pub(super) async fn invite_conflicts_retries_cancel_and_visitor_left(
         "invite {first} sent twice (a retry), {second} refused, {first} cancelled"
     ));
     dashboard
-        .wait_for("VIDEO_INVITE_UPDATE cancelled", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE cancelled", PROMPT, |m| {
             super::is_invite_update(m, &first, "cancelled")
         })
         .await?;
@@ -315,17 +315,17 @@ pub(super) async fn invite_conflicts_retries_cancel_and_visitor_left(
         .expect_json(200, &json!({"success": true}))?;
     dashboard.note(format!("invite {second} after the cancel"));
     dashboard
-        .wait_for("VIDEO_INVITE_UPDATE sent", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE sent", PROMPT, |m| {
             super::is_invite_update(m, &second, "sent")
         })
         .await?;
     leave_ok(&http, &t.public_key, &id, None).await?;
     dashboard.note(format!("POST /track/leave {id} with {second} open"));
     let (removed, _) = dashboard
-        .wait_for("VISITOR_REMOVED", PROMPT, |m| is_removal(m, &id))
+        .wait_for_any_order("VISITOR_REMOVED", PROMPT, |m| is_removal(m, &id))
         .await?;
     let (left, _) = dashboard
-        .wait_for("VIDEO_INVITE_UPDATE visitor_left", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE visitor_left", PROMPT, |m| {
             super::is_invite_update(m, &second, "visitor_left")
         })
         .await?;

@@ -110,7 +110,7 @@ pub(super) async fn support_alert_reaches_slack_once(t: &Target) -> Result<(), F
             &json!({"success": true, "stored": 4, "analyzed": true}),
         )?;
     dashboard
-        .wait_for(&format!("SUPPORT_ALERT for {user}"), PROMPT, |m| {
+        .wait_for_any_order(&format!("SUPPORT_ALERT for {user}"), PROMPT, |m| {
             is_type(m, "SUPPORT_ALERT") && m["user"]["userId"].as_str() == Some(user.as_str())
         })
         .await?;

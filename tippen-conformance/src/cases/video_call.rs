@@ -98,7 +98,7 @@ pub(super) async fn video_call_creates_a_session_and_sends_the_invite(
     }
     dashboard.note(format!("POST /api/video-call for {id}"));
     let (sent, _) = dashboard
-        .wait_for("VIDEO_INVITE_SENT", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_SENT", PROMPT, |m| {
             is_type(m, "VIDEO_INVITE_SENT") && m["visitorId"] == id.as_str()
         })
         .await?;
@@ -109,7 +109,7 @@ pub(super) async fn video_call_creates_a_session_and_sends_the_invite(
         ));
     }
     dashboard
-        .wait_for("VIDEO_INVITE_UPDATE sent", PROMPT, |m| {
+        .wait_for_any_order("VIDEO_INVITE_UPDATE sent", PROMPT, |m| {
             is_invite_update(m, &invite, "sent")
         })
         .await?;
