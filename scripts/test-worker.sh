@@ -109,7 +109,7 @@ step "black-box conformance suite (tippen-conformance, every case) against wrang
 TIPPEN_LEGACY_KEY=legacy_key TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a \
   TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b \
   TIPPEN_STAND_INS=$stand_ins TIPPEN_WITH=video,slack,enrichment \
-  TIPPEN_CLIENT_IP_HEADER=CF-Connecting-IP TIPPEN_REQUIRE_ALL=1 \
+  TIPPEN_CLIENT_IP_HEADER=CF-Connecting-IP TIPPEN_REQUIRE_ALL=true \
   "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-worker.txt"
 
 step "removal by the Durable Object alarm, seen over a real WebSocket"
