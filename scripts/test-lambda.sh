@@ -2,20 +2,22 @@
 # Tests tippen-lambda for real on this machine: moto (DynamoDB), `cargo lambda watch` (the
 # four functions), the API Gateway WebSocket stand-in (tests/apigw-ws) and a periodic
 # invoker of the scheduled function. Runs the DynamoDB store suite + concurrency test against
-# moto, then the black-box conformance suite (HTTP through the function URL endpoint,
-# WebSockets through the stand-in). Stops every process it started, by pid, also on failure.
+# moto, then the black-box conformance suite, every case (HTTP through the function URL
+# endpoint, or the stand-in's HTTP API where a case needs what a function URL cannot carry;
+# WebSockets — dashboards and the visitor channel — through the stand-in). The functions'
+# outbound services (video provider, Slack webhook, IPinfo) point at the stand-ins the
+# conformance runner serves while it runs; its enrichment cases go through the HTTP function's
+# asynchronous hand-off to the enrichment function, the shared DynamoDB cache and the fan-out.
+# Then the Lambda-specific checks: API Gateway events (sourceIp, base64 bodies), the scheduled
+# function's sweep, and Slack delivered before the function answers (Lambda freezes after).
+# Stops every process it started, by pid, also on failure.
 #
-# Then the outbound HTTPS checks (tests/apigw-ws/outbound-check.mjs): the video provider and
-# Slack, stand-ins served by tests/apigw-ws/outbound-standin.mjs. Then company enrichment
-# (tests/apigw-ws/enrich-check.mjs): the HTTP function hands lookups to the enrichment function
-# (asynchronous invocation), which asks the stand-in IPinfo (500 ms per answer), fills the
-# shared DynamoDB cache and updates the dashboards.
+# Tools (cargo-lambda, moto, cfn-lint, the stand-in's npm packages): scripts/install.sh lambda,
+# run here when missing.
 #
-# Installs when missing (pinned): cargo-lambda 1.9.2, moto[server] 5.2.1 and cfn-lint 1.51.0
-# (pip), the stand-in's npm packages (package-lock.json).
-#
-# Ports: 9100 (cargo lambda watch), 9101 (stand-in), 9102 (outbound stand-ins), 5100 (moto);
-# override with TIPPEN_LAMBDA_PORT, TIPPEN_STANDIN_PORT, TIPPEN_OUTBOUND_PORT, TIPPEN_MOTO_PORT.
+# Ports: 9100 (cargo lambda watch), 9101 (stand-in), 9102 (the conformance runner's stand-ins
+# of the outbound services), 5100 (moto); override with TIPPEN_LAMBDA_PORT,
+# TIPPEN_STANDIN_PORT, TIPPEN_OUTBOUND_PORT, TIPPEN_MOTO_PORT.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -75,18 +77,7 @@ wait_port() {
 }
 
 step "tools"
-if ! cargo lambda --version 2>/dev/null | grep -q '^cargo-lambda 1\.9\.2'; then
-  pip install --quiet "cargo-lambda==1.9.2"
-fi
-if ! python3 -c 'import moto, flask, flask_cors' 2>/dev/null || ! python3 -c 'import moto; assert moto.__version__ == "5.2.1"' 2>/dev/null; then
-  pip install --quiet "moto[server]==5.2.1"
-fi
-if ! cfn-lint --version 2>/dev/null | grep -q '^cfn-lint 1\.51\.0'; then
-  pip install --quiet "cfn-lint==1.51.0"
-fi
-if [ ! -d tests/apigw-ws/node_modules ] || [ tests/apigw-ws/package-lock.json -nt tests/apigw-ws/node_modules ]; then
-  (cd tests/apigw-ws && npm ci --no-audit --no-fund --loglevel=error)
-fi
+scripts/install.sh lambda
 
 step "template.yaml: cfn-lint (SAM transform, CloudFormation resource schemas)"
 cfn-lint examples/lambda/template.yaml
@@ -120,7 +111,9 @@ function_binary() {
 build_kind=$([ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ] && echo release || echo debug)
 
 step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
-sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a"},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b"}]'
+# honorGpc is spelled out: tippen-lambda's site configuration defaults it to false, where the
+# contract (and the other hosts) honour Global Privacy Control by default.
+sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key","honorGpc":true},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a","honorGpc":true},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b","honorGpc":true}]'
 table="tippen-conformance-$$"
 # The functions' environment, as template.yaml sets it on AWS (endpoints point at moto, the
 # stand-in's Management API and its asynchronous Invoke API instead).
@@ -132,23 +125,20 @@ export TIPPEN_WS_FUNCTION=tippen-ws
 export TIPPEN_SITES="$sites"
 export TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms TIPPEN_HEARTBEAT_MS=1000
 export RUST_LOG="${RUST_LOG:-warn}"
-# Outbound HTTPS (the HTTP and scheduled functions): the video provider and the Slack webhook
-# are stand-ins (outbound-standin.mjs), started before the functions.
+# Outbound HTTPS (the HTTP and scheduled functions): the video provider, the Slack webhook
+# and IPinfo are the stand-ins the conformance runner serves on $outbound_port while it runs
+# (tippen-conformance --stand-ins).
 outbound_url="http://127.0.0.1:$outbound_port"
 export TIPPEN_VIDEO_PROVIDER_URL="$outbound_url/video"
 export TIPPEN_SLACK_WEBHOOK_URL="$outbound_url/slack/hook"
 export TIPPEN_PUBLIC_URL="https://dashboard.outbound.test"
 # Company enrichment: the HTTP function hands lookups to tippen-enrich (asynchronous Invoke,
-# through the stand-in like the WebSocket function's greeting); tippen-enrich asks the
-# stand-in IPinfo on the outbound stand-ins' port, which answers after $enrichment_delay_ms.
-# (The conformance suite's requests come from 127.0.0.1, a loopback address the core never
-# looks up: enabling enrichment changes nothing for it.)
-enrichment_delay_ms=500
+# through the stand-in like the WebSocket function's greeting); tippen-enrich asks the IPinfo
+# stand-in (key conformance_token). Requests come from 127.0.0.1, a loopback address the core
+# never looks up, except the enrichment cases' (below).
 export TIPPEN_ENRICH_FUNCTION=tippen-enrich
-export TIPPEN_ENRICHMENT_PROVIDER=ipinfo TIPPEN_ENRICHMENT_API_KEY=test_token
+export TIPPEN_ENRICHMENT_PROVIDER=ipinfo TIPPEN_ENRICHMENT_API_KEY=conformance_token
 export TIPPEN_ENRICHMENT_BASE_URL="$outbound_url/ipinfo"
-start outbound.log env OUTBOUND_PORT="$outbound_port" ENRICHMENT_DELAY_MS="$enrichment_delay_ms" node tests/apigw-ws/outbound-standin.mjs
-wait_for "the outbound stand-ins" "$outbound_url/control/state"
 # On AWS the deployment creates the table (template.yaml); here the admin binary does.
 "$CARGO_TARGET_DIR/debug/tippen-create-table"
 # cargo lambda watch emulates the Lambda control plane: the Invoke API and function URLs on
@@ -186,27 +176,35 @@ step "conformance suite against the Lambda host"
 #   DynamoDB call at a time (a Query over a partition of 40 visitors takes ~12 ms), and with
 #   every case opening a dashboard at once a request queues longer than the suite allows
 #   between two steps of a case (a visitor listed 0.5 s before its grace ends);
-# - non_utf8_input_is_never_a_server_error runs through the stand-in's API Gateway HTTP
-#   API (payload 2.0, such bodies base64-encoded, as API Gateway does): cargo lambda watch's
-#   function URL answers a JSON- or text-typed body that is not UTF-8 with its own 500 before
-#   invoking the function (a header that is not UTF-8 too).
+# - through the stand-in's API Gateway HTTP API (payload 2.0) instead of the function URL:
+#   non_utf8_input_is_never_a_server_error (such bodies base64-encoded, as API Gateway does;
+#   cargo lambda watch's function URL answers a JSON- or text-typed body that is not UTF-8
+#   with its own 500 before invoking the function, a header that is not UTF-8 too), and the
+#   enrichment cases, which need the client's address to be a public one: the stand-in
+#   takes it from the test header X-Standin-Source-Ip as requestContext.http.sourceIp (a
+#   function URL's sourceIp is always the caller's, here 127.0.0.1).
 rm -f "$artifacts"/conformance-*.txt
 conformance() {
   local name=$1 base_url=$2
   shift 2
   env "$@" TIPPEN_BASE_URL="$base_url" \
   TIPPEN_DASHBOARD_WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
+  TIPPEN_VISITOR_WS_URL="ws://127.0.0.1:$standin_port/?role=visitor" \
   TIPPEN_LEGACY_KEY=legacy_key TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a \
   TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b \
   TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms \
+  TIPPEN_STAND_INS="127.0.0.1:$outbound_port" TIPPEN_REQUIRE_ALL=true \
     "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-$name.txt"
 }
-non_utf8=non_utf8_input_is_never_a_server_error
-conformance function-url "$fn_url" TIPPEN_SKIP_CASES=$non_utf8 TIPPEN_CONCURRENCY=$conformance_concurrency
-conformance http-api "http://127.0.0.1:$standin_port/http/tippen-http" TIPPEN_CASES=$non_utf8
+via_http_api=non_utf8_input_is_never_a_server_error,enrichment_reaches_dashboards_and_is_counted,global_privacy_control_skips_the_lookup
+conformance function-url "$fn_url" TIPPEN_SKIP_CASES=$via_http_api TIPPEN_CONCURRENCY=$conformance_concurrency \
+  TIPPEN_WITH=video,slack
+conformance http-api "http://127.0.0.1:$standin_port/http/tippen-http" TIPPEN_CASES=$via_http_api \
+  TIPPEN_WITH=enrichment TIPPEN_CLIENT_IP_HEADER=X-Standin-Source-Ip
 cases_all=$(grep -c 'case!(' tippen-conformance/src/cases/mod.rs)
 cases_run=$(cat "$artifacts"/conformance-*.txt | grep -cE '  (ok|FAILED) ')
-echo "conformance cases run against the Lambda host: $cases_run of $cases_all ($((cases_all - 1)) through the function URL, 1 through the HTTP API stand-in)"
+cases_api=$(grep -cE '  (ok|FAILED) ' "$artifacts/conformance-http-api.txt")
+echo "conformance cases run against the Lambda host: $cases_run of $cases_all ($((cases_run - cases_api)) through the function URL, $cases_api through the HTTP API stand-in)"
 [ "$cases_run" = "$cases_all" ] || { echo "expected every case of the suite" >&2; exit 1; }
 
 step "API Gateway events through the Invoke API: sourceIp, non-UTF-8 bodies"
@@ -219,16 +217,10 @@ FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
 INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
 VISIBLE_GRACE_MS=$visible_ms node tests/apigw-ws/sweep-check.mjs
 
-step "outbound HTTPS: video provider (200, 500 -> 502) and Slack (one message per error burst)"
-FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
-OUTBOUND_URL="$outbound_url" PUBLIC_URL="$TIPPEN_PUBLIC_URL" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
-  node tests/apigw-ws/outbound-check.mjs
-
-step "company enrichment: asynchronous hand-off, stand-in IPinfo (${enrichment_delay_ms} ms), shared cache, exact stats"
-FN_URL="$fn_url" INVOKE_URL="http://127.0.0.1:$lambda_port" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
-OUTBOUND_URL="$outbound_url" ENRICHMENT_DELAY_MS="$enrichment_delay_ms" \
-PUBLIC_KEY=pk_a SECRET_KEY=sk_a OTHER_PUBLIC_KEY=pk_b OTHER_SECRET_KEY=sk_b \
-  node tests/apigw-ws/enrich-check.mjs | tee "$artifacts/enrichment.txt"
+step "Slack: one message per error burst, delivered before the function answers"
+# The conformance runner has exited: the check serves the Slack webhook on $outbound_port itself.
+FN_URL="$fn_url" OUTBOUND_PORT="$outbound_port" PUBLIC_URL="$TIPPEN_PUBLIC_URL" PUBLIC_KEY=pk_a \
+  node tests/apigw-ws/slack-check.mjs
 
 step "measure: latency of a tracking request through cargo lambda watch (200 sequential)"
 for i in $(seq 1 200); do

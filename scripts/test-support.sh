@@ -4,8 +4,8 @@
 # Chromium. tests/browser/support.mjs starts its own tippen-server (ports 18800-18802 unless
 # TIPPEN_SUPPORT_PORT is set) with the Slack webhook pointing at its receiver, and stops it.
 #
-# Needs what scripts/test.sh installs (chromium, tests/browser/node_modules); run on its own
-# it installs the npm packages if missing.
+# Needs chromium and tests/browser's npm packages: scripts/install.sh browser (run here; it
+# does nothing when they are there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -14,9 +14,7 @@ artifacts="${TIPPEN_ARTIFACTS:-$root/test-artifacts}"
 mkdir -p "$artifacts"
 port="${TIPPEN_SUPPORT_PORT:-18800}"
 
-if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
-  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-fi
+scripts/install.sh browser
 cargo build -q -p tippen-server
 
 node_pid=

@@ -1,12 +1,29 @@
 #!/usr/bin/env bash
-# Runs every test of tippen: static checks, the wasm32 build of the core, the workspace's
-# tests (core unit/golden/property tests, store conformance on memory and SQLite, the
-# black-box HTTP + WebSocket conformance suite against the axum host on a real socket, the
-# restart test) and the browser end-to-end test in headless Chromium.
+# Runs tippen's tests. With no option, every test of every host (what CI runs, .ci/run):
 #
-# Installs what it needs when missing: the wasm32 target, rustfmt/clippy, Debian's chromium,
-# the npm packages of tests/browser. Reuses a target dir outside the clone
-# (CARGO_TARGET_DIR, default ~/.cache/tippen/target) so repeated runs build incrementally.
+#   common   static checks (rustfmt, clippy on the whole workspace), the wasm32 build of the
+#            core, the tests of the crates no host owns (tippen-core unit/golden/property
+#            tests and store conformance on memory, tippen-http, tippen-conformance, benches);
+#   axum     tippen-axum and the reference server's tests (the black-box HTTP + WebSocket
+#            conformance suite on a real socket with every case — its stand-ins as the video
+#            provider, Slack and IPinfo —, SQLite store conformance, the restart test), the
+#            browser end-to-end test and the support triggers' end-to-end test in headless
+#            Chromium (scripts/test-support.sh);
+#   worker   the Workers host under wrangler dev (scripts/test-worker.sh);
+#   lambda   the Lambda host under cargo lambda watch with DynamoDB on moto
+#            (scripts/test-lambda.sh).
+#
+# Options:
+#   --host axum|worker|lambda   the common part, then only that host's part (repeatable)
+#   --fast                      the inner loop: rustfmt, clippy, the common crates' tests and
+#                               tippen-axum's (no wasm32 build, no browser, no other host)
+#
+# Installing is apart from testing: scripts/install.sh installs what the chosen parts need
+# when it is missing (the Rust components; chromium and the browser tests' npm packages for
+# axum; wasm-bindgen-cli, worker-build and wrangler for worker; cargo-lambda, moto and
+# cfn-lint for lambda), and does nothing when all is there. Reuses a target dir outside the
+# clone (CARGO_TARGET_DIR, default ~/.cache/tippen/target) so repeated runs build
+# incrementally.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -15,19 +32,43 @@ export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
 artifacts="$root/test-artifacts"
 mkdir -p "$artifacts"
 step() { printf '\n=== %s (%ss)\n' "$1" "$SECONDS"; }
-as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+usage() { echo "usage: scripts/test.sh [--fast] [--host axum|worker|lambda]..." >&2; exit 2; }
 
-step "toolchain"
-rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
-command -v cargo-clippy >/dev/null || rustup component add clippy
-command -v rustfmt >/dev/null || rustup component add rustfmt
-if ! command -v chromium >/dev/null || ! command -v curl >/dev/null; then
-  as_root apt-get update -q
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver curl
+fast=false
+hosts=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --fast) fast=true ;;
+    --host)
+      [ $# -ge 2 ] || usage
+      case "$2" in axum | worker | lambda) hosts+=("$2") ;; *) usage ;; esac
+      shift
+      ;;
+    --host=*)
+      case "${1#--host=}" in axum | worker | lambda) hosts+=("${1#--host=}") ;; *) usage ;; esac
+      ;;
+    -h | --help) usage ;;
+    *) usage ;;
+  esac
+  shift
+done
+if $fast && [ ${#hosts[@]} -gt 0 ]; then
+  echo "--fast runs the axum tests only; leave out --host" >&2
+  exit 2
 fi
-if [ ! -d tests/browser/node_modules ] || [ tests/browser/package-lock.json -nt tests/browser/node_modules ]; then
-  (cd tests/browser && npm ci --no-audit --no-fund --loglevel=error)
-fi
+[ ${#hosts[@]} -gt 0 ] || $fast || hosts=(axum worker lambda)
+runs() { local h; for h in "${hosts[@]}"; do [ "$h" = "$1" ] && return 0; done; return 1; }
+
+# The crates no host owns, and each host's.
+common_crates=(-p tippen-core -p tippen-http -p tippen-conformance -p tippen-benches)
+axum_crates=(-p tippen-axum -p tippen-server)
+
+step "install what is missing"
+parts=(rust)
+runs axum && parts+=(browser)
+runs worker && parts+=(worker)
+runs lambda && parts+=(lambda)
+scripts/install.sh "${parts[@]}"
 
 step "format"
 cargo fmt --all -- --check
@@ -35,36 +76,62 @@ cargo fmt --all -- --check
 step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
+if $fast; then
+  step "tests of the common crates and tippen-axum (fast mode)"
+  cargo test "${common_crates[@]}" "${axum_crates[@]}"
+  step "fast checks passed"
+  exit 0
+fi
+
 step "tippen-core for wasm32-unknown-unknown"
 cargo build -q -p tippen-core --target wasm32-unknown-unknown
 
-step "workspace tests"
-cargo test --workspace
+step "tests of the common crates"
+cargo test "${common_crates[@]}"
 
-step "browser end-to-end (headless Chromium)"
-cargo build -q -p tippen-server
-db_dir=$(mktemp -d)
-port=18787
-TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 TIPPEN_HEARTBEAT_MS=1000 RUST_LOG=warn \
-  TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_URL="http://127.0.0.1:18790/video" \
-  "$CARGO_TARGET_DIR/debug/tippen-server" --listen "127.0.0.1:$port" --db "$db_dir/tippen.db" \
-  >"$artifacts/e2e-server.log" 2>&1 &
-server=$!
-trap 'kill $server 2>/dev/null || true; rm -rf "$db_dir"' EXIT
-for _ in $(seq 1 100); do
-  curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
-  sleep 0.1
-done
-TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACTS="$artifacts" \
-  TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 \
-  TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_PORT=18790 \
-  node tests/browser/e2e.mjs
+if runs axum; then
+  step "axum: tippen-axum and the reference server (conformance suite, every case)"
+  cargo test "${axum_crates[@]}"
 
-step "support triggers end-to-end (headless Chromium, local Slack receiver)"
-scripts/test-support.sh
+  step "axum: browser end-to-end (headless Chromium)"
+  cargo build -q -p tippen-server
+  db_dir=$(mktemp -d)
+  port=18787
+  TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 TIPPEN_HEARTBEAT_MS=1000 RUST_LOG=warn \
+    TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_URL="http://127.0.0.1:18790/video" \
+    "$CARGO_TARGET_DIR/debug/tippen-server" --listen "127.0.0.1:$port" --db "$db_dir/tippen.db" \
+    >"$artifacts/e2e-server.log" 2>&1 &
+  server=$!
+  trap 'kill $server 2>/dev/null || true; rm -rf "$db_dir"' EXIT
+  for _ in $(seq 1 100); do
+    curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break
+    sleep 0.1
+  done
+  TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACTS="$artifacts" \
+    TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 \
+    TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_PORT=18790 \
+    node tests/browser/e2e.mjs
+  kill "$server" 2>/dev/null || true
+  wait "$server" 2>/dev/null || true
+  rm -rf "$db_dir"
+  trap - EXIT
 
-step "Cloudflare Workers host under wrangler dev"; scripts/test-worker.sh
+  step "axum: support triggers end-to-end (headless Chromium, local Slack receiver)"
+  scripts/test-support.sh
+fi
 
-step "AWS Lambda host under cargo lambda watch, DynamoDB on moto"; scripts/test-lambda.sh
+if runs worker; then
+  step "worker: tippen-worker's native unit tests"
+  cargo test -p tippen-worker -p tippen-worker-example
+  step "worker: the Cloudflare Workers host under wrangler dev"
+  scripts/test-worker.sh
+fi
 
-step "all tests passed"
+if runs lambda; then
+  step "lambda: tippen-lambda's unit tests"
+  cargo test -p tippen-lambda -p tippen-lambda-example
+  step "lambda: the AWS Lambda host under cargo lambda watch, DynamoDB on moto"
+  scripts/test-lambda.sh
+fi
+
+step "all tests passed (${hosts[*]:-fast})"

@@ -1,6 +1,6 @@
 // API Gateway HTTP API (payload 2.0) events for the HTTP function, sent to cargo lambda
 // watch's Invoke API: what the local function URL cannot produce (a chosen sourceIp, a
-// base64 body). Shared by http-events.mjs and enrich-check.mjs.
+// base64 body). Used by http-events.mjs.
 
 /** An HTTP API event for `path` from `sourceIp` (default 192.0.2.7, a documentation address). */
 export function httpEvent(path, headers, body, { base64 = false, sourceIp = '192.0.2.7', method = 'POST' } = {}) {

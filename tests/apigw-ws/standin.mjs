@@ -12,7 +12,9 @@
 //   becomes the event API Gateway sends (a body that is not UTF-8 base64-encoded, the
 //   client's address as requestContext.http.sourceIp), invoked synchronously; the function's
 //   answer (statusCode, headers, cookies, body, isBase64Encoded) becomes the HTTP response.
-//   Unlike cargo lambda watch's function URLs, it carries any body bytes.
+//   Unlike cargo lambda watch's function URLs, it carries any body bytes. A test may name the
+//   client's address in the header X-Standin-Source-Ip (the conformance suite's enrichment
+//   cases do): it becomes sourceIp, as if the request had come from there.
 // - Lambda's asynchronous Invoke (X-Amz-Invocation-Type: Event) on
 //   /2015-03-31/functions/<name>/invocations: answered 202 at once, then forwarded to cargo
 //   lambda watch, which only runs invocations synchronously.
@@ -90,7 +92,7 @@ async function httpApiRequest(name, path, url, req, body, res) {
     headers,
     requestContext: {
       accountId: '123456789012', apiId: 'standin', domainName: req.headers.host ?? HOST, domainPrefix: 'standin',
-      http: { method: req.method, path, protocol: `HTTP/${req.httpVersion}`, sourceIp: req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1', userAgent: req.headers['user-agent'] ?? '' },
+      http: { method: req.method, path, protocol: `HTTP/${req.httpVersion}`, sourceIp: req.headers['x-standin-source-ip'] ?? req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1', userAgent: req.headers['user-agent'] ?? '' },
       requestId: crypto.randomUUID(), routeKey: '$default', stage: '$default',
       time: now.toUTCString(), timeEpoch: now.getTime(),
     },

@@ -1,5 +1,6 @@
 //! The host in-process on a real loopback socket, on a temporary SQLite file: the shared
-//! conformance suite, and host-specific checks (no lost update under concurrency, client
+//! conformance suite (every case, its stand-ins as the video provider, Slack and IPinfo), and
+//! host-specific checks (no lost update under concurrency, client
 //! addresses through trusted proxies, graceful shutdown).
 
 mod common;
@@ -11,8 +12,11 @@ use std::time::{Duration, Instant};
 use common::next_matching;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tippen_axum::{HostConfig, SqliteStore, TippenHost, TrustedProxies};
-use tippen_conformance::{Target, run_all};
+use tippen_axum::{EnrichmentConfig, HostConfig, SqliteStore, TippenHost, TrustedProxies};
+use tippen_conformance::{IPINFO_TOKEN, Outbound, StandIns, Target, run_all};
+use tippen_core::enrichment::{ProviderConfig, ProviderKind};
+use tippen_core::slack::{SlackConfig, WebhookUrl};
+use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, Site, SystemClock, Tippen};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -28,13 +32,21 @@ struct Server {
 }
 
 async fn start(host_config: HostConfig) -> Server {
+    start_with(host_config, |t| t).await
+}
+
+async fn start_with(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path().join("tippen.db")).expect("open SQLite");
     let mut config = Config::default();
     config.presence.visible_grace = VISIBLE_GRACE;
     config.presence.hidden_grace = HIDDEN_GRACE;
     config.presence.heartbeat_interval = Duration::from_secs(1);
-    let tippen = Arc::new(Tippen::new(Arc::new(store), Arc::new(SystemClock), config));
+    let tippen = Arc::new(configure(Tippen::new(
+        Arc::new(store),
+        Arc::new(SystemClock),
+        config,
+    )));
     for site in [
         Site::legacy("legacy", "Legacy", "legacy_key"),
         Site::new("a", "Site A", "pk_a", "sk_a"),
@@ -68,9 +80,10 @@ async fn start(host_config: HostConfig) -> Server {
     }
 }
 
-fn target(base_url: &str) -> Target {
+fn target(base_url: &str, outbound: Outbound) -> Target {
     Target {
         dashboard_ws_url: None,
+        visitor_ws_url: None,
         base_url: base_url.to_owned(),
         legacy_key: "legacy_key".into(),
         public_key: "pk_a".into(),
@@ -79,6 +92,7 @@ fn target(base_url: &str) -> Target {
         other_site_secret_key: "sk_b".into(),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
+        outbound,
     }
 }
 
@@ -108,12 +122,36 @@ async fn visitors(client: &reqwest::Client, base: &str, secret: &str) -> Vec<Val
     answer["visitors"].as_array().cloned().unwrap_or_default()
 }
 
+/// The whole suite, every capability: the suite's stand-ins serve as the video provider, the
+/// Slack webhook and IPinfo; loopback is a trusted proxy, so `X-Forwarded-For` names the
+/// client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_passes() {
-    let server = start(HostConfig::default()).await;
-    let report = run_all(&target(&server.base_url)).await;
+    let stand_ins = StandIns::start("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("stand-ins");
+    let provider = ProviderConfig::new(ProviderKind::Ipinfo, IPINFO_TOKEN)
+        .with_base_url(stand_ins.ipinfo_base_url());
+    let host_config = HostConfig {
+        trusted_proxies: TrustedProxies::parse(["127.0.0.1"]).expect("proxies"),
+        enrichment: Some(EnrichmentConfig::from_provider_config(&provider).expect("provider")),
+        slack: Some(SlackConfig::new(
+            WebhookUrl::parse(&stand_ins.slack_webhook_url()).expect("webhook"),
+        )),
+        ..HostConfig::default()
+    };
+    let video = Arc::new(CustomerConnect::new(&stand_ins.video_provider_url()));
+    let server = start_with(host_config, |t| t.with_video_provider(video)).await;
+    let outbound = Outbound {
+        stand_ins: Some(stand_ins),
+        video_provider: true,
+        slack: true,
+        enrichment: true,
+        client_ip_header: Some("X-Forwarded-For".into()),
+    };
+    let report = run_all(&target(&server.base_url, outbound)).await;
     println!("{report}");
-    report.assert_passed();
+    report.assert_all_ran_and_passed();
     server.host.shutdown().await;
 }
 

@@ -1,7 +1,8 @@
 //! Enrichment end to end against a local stand-in provider speaking IPinfo's wire format:
 //! credits under concurrency (single flight, shared cache), retries of 429 and 202, a provider
-//! that never answers, an invalid key, the dashboard update, and the SQLite cache across a
-//! restart.
+//! that never answers, an invalid key, and the SQLite cache across a restart. (The company
+//! reaching a dashboard, the shared cache across sites and exact stats are cases of the shared
+//! conformance suite, run in `conformance.rs`.)
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,6 @@ use std::time::{Duration, Instant};
 use axum::extract::{Path as UrlPath, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use futures_util::StreamExt;
 use futures_util::future::join_all;
 use serde_json::{Value, json};
 use tippen_axum::{
@@ -507,48 +507,6 @@ async fn an_invalid_key_shows_in_stats_and_logs_not_as_a_crash() {
         "the log names the problem: {text}"
     );
     assert!(!text.contains(wrong_key), "the key is never logged: {text}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dashboard_sees_the_company_arrive() {
-    let provider = stand_in(Mode::Found {
-        delay: Duration::from_millis(100),
-    })
-    .await;
-    let dir = tempfile::tempdir().expect("temp dir");
-    let server = start(
-        &dir.path().join("t.db"),
-        enrichment(&provider, TOKEN, fast_planner()),
-    )
-    .await;
-    let ws_url = format!(
-        "{}/ws/dashboard?apiKey=sk_a",
-        server.base_url.replace("http://", "ws://")
-    );
-    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
-        .await
-        .expect("connect");
-    let mut next = async || -> Value {
-        let msg = tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message in time")
-            .expect("open")
-            .expect("ok");
-        serde_json::from_str(msg.to_text().expect("text")).expect("json")
-    };
-    assert_eq!(next().await["type"], "INITIAL_VISITORS");
-    assert_eq!(server.ping("v1", "23.7.7.7").await, 200);
-    let first = next().await;
-    assert_eq!(first["event"], "new_visitor");
-    assert_eq!(first["visitor"]["company"], "Unknown Company");
-    let update = next().await;
-    assert_eq!(update["type"], "VISITOR_UPDATE");
-    assert_eq!(update["event"], "enriched");
-    assert_eq!(update["visitor"]["visitorId"], "v1");
-    assert_eq!(update["visitor"]["company"], company_name("23.7.7.7"));
-    assert_eq!(update["visitor"]["enrichmentSource"], "provider");
-    assert_eq!(update["visitor"]["location"], "Springfield, Oregon, US");
-    assert_eq!(update["seq"], first["seq"].as_u64().unwrap() + 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

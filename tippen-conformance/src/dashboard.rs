@@ -257,6 +257,26 @@ impl Dashboard {
         Err(self.timeout(expected, within))
     }
 
+    /// Like [`Dashboard::wait_for`], but a matching message received earlier (skipped while
+    /// waiting for another) counts too: for broadcasts that hosts with several writers may
+    /// deliver in either order (each predicate names a unique id and state).
+    pub(crate) async fn wait_for_any_order(
+        &mut self,
+        expected: &str,
+        within: Duration,
+        matches: impl Fn(&Value) -> bool,
+    ) -> Result<(Value, Instant), Failure> {
+        let earlier = self
+            .seen
+            .iter()
+            .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+            .find(|m| matches(m));
+        match earlier {
+            Some(m) => Ok((m, Instant::now())),
+            None => self.wait_for(expected, within, matches).await,
+        }
+    }
+
     /// Reads messages for `window` and fails if one satisfies `forbidden`.
     pub(crate) async fn expect_none(
         &mut self,
@@ -296,6 +316,15 @@ impl Dashboard {
         } else {
             Err(self.mismatch("INITIAL_VISITORS with a `visitors` array", &answer))
         }
+    }
+
+    /// How many of the messages received so far satisfy `matches`.
+    pub(crate) fn count(&self, matches: impl Fn(&Value) -> bool) -> usize {
+        self.seen
+            .iter()
+            .filter_map(|text| serde_json::from_str::<Value>(text).ok())
+            .filter(|m| matches(m))
+            .count()
     }
 
     /// A mismatch on this connection.

@@ -1,6 +1,6 @@
 //! Black-box conformance suite for tippen hosts.
 //!
-//! Every tippen host (axum today, AWS Lambda and Cloudflare Workers later) serves one HTTP and
+//! Every tippen host (axum, AWS Lambda, Cloudflare Workers) serves one HTTP and
 //! WebSocket contract, written down in `docs/contract.md` (Part A of the predecessor's protocol
 //! byte for byte, plus tippen's Part B additions). This crate checks that contract from the
 //! outside, in the manner of juniper's `run_http_test_suite`: it knows nothing of the server's
@@ -29,6 +29,20 @@
 //! looks only at those. Cases are independent and run concurrently; the ones that wait for
 //! expiry wait side by side, so the whole suite takes a little more than the hidden grace.
 //!
+//! # Outbound services: the stand-ins
+//!
+//! Some cases need the host to reach outbound services: `POST /api/video-call` a video
+//! provider, support alerts a Slack webhook, enrichment IPinfo. The suite serves stand-ins of
+//! all three itself, on one port ([`StandIns`]; its module documentation lists the paths and
+//! the host settings), and the host under test is pointed at them before it starts. A
+//! [`Target`] declares what its host uses in [`Target::outbound`]; a case needing something
+//! not declared is not run and is listed in [`Report::not_run`] (never counted as passed).
+//! Enrichment also needs [`Outbound::client_ip_header`], the header through which the suite
+//! makes a request come from a public address as the host reads client addresses.
+//!
+//! The visitor channel is reached at `{base_url}/ws/visitor` unless
+//! [`Target::visitor_ws_url`] says otherwise.
+//!
 //! # Running it from a host's integration test
 //!
 //! A host starts its server on a loopback port with the three sites and short timings, then
@@ -48,8 +62,10 @@
 //!     secret_key: "sk_main".into(),
 //!     other_site_public_key: "pk_other".into(),
 //!     other_site_secret_key: "sk_other".into(),
+//!     visitor_ws_url: None,
 //!     visible_grace: Duration::from_secs(2),
 //!     hidden_grace: Duration::from_secs(5),
+//!     outbound: Default::default(),
 //! };
 //! let report = run_all(&target).await;
 //! println!("{report}");
@@ -66,7 +82,8 @@
 //! brought up; [`run_cases_bounded`] runs them at most N at a time, for hosts whose local
 //! stand-ins (an emulated database serving one call at a time) cannot take the whole suite's
 //! opening burst. The binary has the same choices (`TIPPEN_CASES`, `TIPPEN_SKIP_CASES`,
-//! `TIPPEN_CONCURRENCY`).
+//! `TIPPEN_CONCURRENCY`), and serves the stand-ins with `--stand-ins <addr>` (`--with
+//! video,slack,enrichment`, `--client-ip-header`, `--require-all`).
 //!
 //! # Failures
 //!
@@ -83,7 +100,11 @@
 mod cases;
 mod dashboard;
 mod http;
+mod socket;
+mod stand_ins;
 mod wire;
+
+pub use stand_ins::{ENRICHMENT_DELAY, IPINFO_TOKEN, StandIns};
 
 use std::fmt;
 use std::time::{Duration, Instant};
@@ -101,6 +122,10 @@ pub struct Target {
     /// possibly with a query, to which the suite appends `apiKey=<key>`. `None` (the usual
     /// case): derived from [`base_url`](Self::base_url).
     pub dashboard_ws_url: Option<String>,
+    /// Where the visitor channel is, when not `{base_url}/ws/visitor` (API Gateway's WebSocket
+    /// API): a `ws://` URL, possibly with a query, to which the suite appends
+    /// `apiKey=<key>&visitorId=<id>`. `None`: derived from [`base_url`](Self::base_url).
+    pub visitor_ws_url: Option<String>,
     /// Key of the legacy single-key site: accepted wherever a public or a secret key is.
     pub legacy_key: String,
     /// Public (tracking) key of the main site.
@@ -115,12 +140,86 @@ pub struct Target {
     pub visible_grace: Duration,
     /// How long the server keeps a hidden tab after its last event.
     pub hidden_grace: Duration,
+    /// The outbound services the host was pointed at (the suite's [`StandIns`]); the cases
+    /// that need one run only when it is declared here.
+    pub outbound: Outbound,
+}
+
+impl Target {
+    /// True when the host was configured with `capability` (see [`Outbound`]).
+    pub fn has(&self, capability: Capability) -> bool {
+        let o = &self.outbound;
+        o.stand_ins.is_some()
+            && match capability {
+                Capability::VideoProvider => o.video_provider,
+                Capability::Slack => o.slack,
+                Capability::Enrichment => o.enrichment && o.client_ip_header.is_some(),
+            }
+    }
+}
+
+/// The outbound services a host under test was pointed at: all of them at the suite's
+/// [`StandIns`] (see there for the host settings). A case that needs one whose flag is off is
+/// reported as not run ([`Report::not_run`]), never as passed.
+#[derive(Debug, Clone, Default)]
+pub struct Outbound {
+    /// The stand-ins the suite serves (started by the runner before the host is asked).
+    pub stand_ins: Option<StandIns>,
+    /// `TIPPEN_VIDEO_PROVIDER_URL` points at [`StandIns::video_provider_url`].
+    pub video_provider: bool,
+    /// `TIPPEN_SLACK_WEBHOOK_URL` points at [`StandIns::slack_webhook_url`].
+    pub slack: bool,
+    /// The enrichment provider is the IPinfo stand-in ([`StandIns::ipinfo_base_url`], key
+    /// [`IPINFO_TOKEN`]).
+    pub enrichment: bool,
+    /// A request header through which the suite can make a tracking request come from a
+    /// public address, as the host reads its clients' addresses: `X-Forwarded-For` behind a
+    /// trusted proxy (axum), `CF-Connecting-IP` (`wrangler dev` passes it through), a header
+    /// the test's API Gateway stand-in turns into `sourceIp` (Lambda). Needed for
+    /// enrichment.
+    pub client_ip_header: Option<String>,
+}
+
+/// An outbound service some cases need the host to be configured with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capability {
+    /// The video provider (`POST /api/video-call`).
+    VideoProvider,
+    /// The Slack webhook (support alerts).
+    Slack,
+    /// Company enrichment through IPinfo, and a header carrying the client's address.
+    Enrichment,
+}
+
+impl Capability {
+    /// The capability's name in the runner's `--with` list.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::VideoProvider => "video",
+            Capability::Slack => "slack",
+            Capability::Enrichment => "enrichment",
+        }
+    }
+}
+
+impl fmt::Display for Capability {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Capability::VideoProvider => "the video provider stand-in (--with video)",
+            Capability::Slack => "the Slack webhook stand-in (--with slack)",
+            Capability::Enrichment => {
+                "the IPinfo stand-in and a client address header (--with enrichment, --client-ip-header)"
+            }
+        })
+    }
 }
 
 /// One named check of the contract.
 pub struct Case {
     /// Short snake_case name, unique within [`cases`].
     pub name: &'static str,
+    /// The outbound service the case needs the host to be configured with, if any.
+    pub needs: Option<Capability>,
     run: fn(&Target) -> BoxFuture<'_, Result<(), Failure>>,
 }
 
@@ -133,7 +232,10 @@ impl Case {
 
 impl fmt::Debug for Case {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Case").field("name", &self.name).finish()
+        f.debug_struct("Case")
+            .field("name", &self.name)
+            .field("needs", &self.needs)
+            .finish()
     }
 }
 
@@ -194,6 +296,8 @@ pub struct CaseResult {
 pub struct Report {
     /// Every case's outcome.
     pub results: Vec<CaseResult>,
+    /// The cases given but not run, because the target lacks what they need.
+    pub not_run: Vec<(&'static str, Capability)>,
     /// Wall time of the whole run.
     pub elapsed: Duration,
 }
@@ -202,6 +306,15 @@ impl Report {
     /// True when every case passed.
     pub fn passed(&self) -> bool {
         self.results.iter().all(|r| r.outcome.is_ok())
+    }
+
+    /// Panics unless every case given was run and passed.
+    #[track_caller]
+    pub fn assert_all_ran_and_passed(&self) {
+        self.assert_passed();
+        if !self.not_run.is_empty() {
+            panic!("cases not run for want of a capability\n\n{self}");
+        }
     }
 
     /// The failing cases with their failures.
@@ -250,6 +363,9 @@ impl fmt::Display for Report {
             self.results.len() - failed,
             self.elapsed.as_secs_f64()
         )?;
+        for (name, needs) in &self.not_run {
+            writeln!(f, "not run: {name} (needs {needs})")?;
+        }
         for (name, failure) in self.failures() {
             writeln!(f, "\n--- {name}\n  {failure}")?;
         }
@@ -262,7 +378,8 @@ pub fn cases() -> Vec<Case> {
     cases::all()
 }
 
-/// Runs every case of [`cases`] concurrently against `target` and collects the outcomes.
+/// Runs every case of [`cases`] concurrently against `target` and collects the outcomes (the
+/// cases needing a capability the target lacks are listed in [`Report::not_run`]).
 pub async fn run_all(target: &Target) -> Report {
     run_cases(target, cases()).await
 }
@@ -279,6 +396,13 @@ pub async fn run_cases(target: &Target, cases: Vec<Case>) -> Report {
 /// time counts from its own start.
 pub async fn run_cases_bounded(target: &Target, cases: Vec<Case>, limit: usize) -> Report {
     let start = Instant::now();
+    let (cases, lacking): (Vec<Case>, Vec<Case>) = cases
+        .into_iter()
+        .partition(|c| c.needs.is_none_or(|need| target.has(need)));
+    let not_run = lacking
+        .iter()
+        .filter_map(|c| c.needs.map(|need| (c.name, need)))
+        .collect();
     let mut results: Vec<(usize, CaseResult)> = stream::iter(cases.iter().enumerate())
         .map(|(index, case)| async move {
             let started = Instant::now();
@@ -297,6 +421,7 @@ pub async fn run_cases_bounded(target: &Target, cases: Vec<Case>, limit: usize) 
     let results = results.into_iter().map(|(_, result)| result).collect();
     Report {
         results,
+        not_run,
         elapsed: start.elapsed(),
     }
 }

@@ -1,11 +1,17 @@
 //! `tippen-conformance`: runs the black-box suite against a server that is already running
 //! (wrangler dev, cargo lambda watch, a deployed host) and exits non-zero when a case fails.
+//!
+//! With `--stand-ins <addr>` it first serves the stand-ins of the outbound services (video
+//! provider, Slack webhook, IPinfo) on that address, where the host was pointed before it
+//! started; `--with video,slack,enrichment` says which of them the host uses, and only then do
+//! the cases that need them run (the others are listed as not run, never as passed).
 
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use tippen_conformance::{Target, cases, run_cases_bounded};
+use tippen_conformance::{Capability, Outbound, StandIns, Target, cases, run_cases_bounded};
 
 /// Runs tippen's HTTP + WebSocket conformance suite against a running host.
 #[derive(Debug, Parser)]
@@ -47,11 +53,71 @@ struct Args {
     /// Run at most this many cases at a time (all at once when absent).
     #[arg(long, env = "TIPPEN_CONCURRENCY")]
     concurrency: Option<usize>,
+    /// Where the visitor channel is, when not `{base-url}/ws/visitor`; `apiKey=<key>&visitorId=<id>`
+    /// is appended.
+    #[arg(long, env = "TIPPEN_VISITOR_WS_URL")]
+    visitor_ws_url: Option<String>,
+    /// Serve the stand-ins (video provider at /video, Slack webhook at /slack/hook, IPinfo at
+    /// /ipinfo with the key `conformance_token`) on this address, e.g. 127.0.0.1:8805.
+    #[arg(long, env = "TIPPEN_STAND_INS")]
+    stand_ins: Option<SocketAddr>,
+    /// The stand-ins the host was pointed at (comma-separated: video, slack, enrichment); the
+    /// cases needing one run only when it is listed.
+    #[arg(long = "with", env = "TIPPEN_WITH", value_delimiter = ',')]
+    with: Vec<String>,
+    /// The request header through which a tracking request names the client's address, as
+    /// the host reads it (X-Forwarded-For behind a trusted proxy, CF-Connecting-IP, ...);
+    /// needed by the enrichment cases.
+    #[arg(long, env = "TIPPEN_CLIENT_IP_HEADER")]
+    client_ip_header: Option<String>,
+    /// Fail when a selected case is not run for want of a capability.
+    #[arg(long, env = "TIPPEN_REQUIRE_ALL")]
+    require_all: bool,
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() -> ExitCode {
     let args = Args::parse();
+    let known = [
+        Capability::VideoProvider,
+        Capability::Slack,
+        Capability::Enrichment,
+    ];
+    for name in &args.with {
+        if !known.iter().any(|c| c.name() == name) {
+            eprintln!("--with: unknown capability {name:?} (video, slack, enrichment)");
+            return ExitCode::FAILURE;
+        }
+    }
+    let with = |c: Capability| args.with.iter().any(|n| n == c.name());
+    if !args.with.is_empty() && args.stand_ins.is_none() {
+        eprintln!("--with {:?} needs --stand-ins <addr>", args.with);
+        return ExitCode::FAILURE;
+    }
+    if with(Capability::Enrichment) && args.client_ip_header.is_none() {
+        eprintln!("--with enrichment needs --client-ip-header");
+        return ExitCode::FAILURE;
+    }
+    let stand_ins = match args.stand_ins {
+        Some(addr) => match StandIns::start(addr).await {
+            Ok(s) => {
+                println!("stand-ins on {}:\n{}\n", s.base_url(), s.host_settings());
+                Some(s)
+            }
+            Err(e) => {
+                eprintln!("cannot serve the stand-ins on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let outbound = Outbound {
+        stand_ins,
+        video_provider: with(Capability::VideoProvider),
+        slack: with(Capability::Slack),
+        enrichment: with(Capability::Enrichment),
+        client_ip_header: args.client_ip_header.clone(),
+    };
     let target = Target {
         base_url: args.base_url.trim_end_matches('/').to_owned(),
         dashboard_ws_url: args.dashboard_ws_url,
@@ -62,6 +128,8 @@ async fn main() -> ExitCode {
         other_site_secret_key: args.other_site_secret_key,
         visible_grace: Duration::from_millis(args.visible_grace_ms),
         hidden_grace: Duration::from_millis(args.hidden_grace_ms),
+        visitor_ws_url: args.visitor_ws_url,
+        outbound,
     };
     let selected: Vec<_> = cases()
         .into_iter()
@@ -74,6 +142,14 @@ async fn main() -> ExitCode {
     }
     let report = run_cases_bounded(&target, selected, args.concurrency.unwrap_or(usize::MAX)).await;
     println!("{report}");
+    let explicitly_chosen = !args.cases.is_empty();
+    if !report.not_run.is_empty() && (args.require_all || explicitly_chosen) {
+        eprintln!(
+            "{} selected case(s) not run: the host was not pointed at what they need",
+            report.not_run.len()
+        );
+        return ExitCode::FAILURE;
+    }
     if report.passed() {
         ExitCode::SUCCESS
     } else {

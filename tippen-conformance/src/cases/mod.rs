@@ -8,15 +8,20 @@ use crate::http::{Answer, Http, Req};
 use crate::wire::{describe_json, find_visitor, track_body};
 use crate::{Case, Failure};
 
+mod channel;
 mod cors;
 mod dashboard;
+mod deletion;
+mod enrichment;
 mod errors;
 mod expiry;
 mod invites;
 mod part_a;
 mod sites;
+mod stats;
 mod support;
 mod tabs;
+mod video_call;
 
 /// How long a prompt consequence (a broadcast after a request, a reply) may take.
 pub(crate) const PROMPT: Duration = Duration::from_secs(3);
@@ -30,6 +35,14 @@ macro_rules! case {
     ($module:ident :: $name:ident) => {
         Case {
             name: stringify!($name),
+            needs: None,
+            run: |target| Box::pin($module::$name(target)),
+        }
+    };
+    ($module:ident :: $name:ident, needs $need:ident) => {
+        Case {
+            name: stringify!($name),
+            needs: Some(crate::Capability::$need),
             run: |target| Box::pin($module::$name(target)),
         }
     };
@@ -92,8 +105,26 @@ pub(crate) fn all() -> Vec<Case> {
         case!(invites::invite_reaches_dashboards),
         case!(invites::part_a_invite_with_key_in_body),
         case!(invites::invite_for_absent_visitor_is_404),
+        case!(invites::invite_rides_on_track_visitor_and_is_answered_over_http),
+        case!(invites::invite_conflicts_retries_cancel_and_visitor_left),
+        // The visitor channel.
+        case!(channel::visitor_channel_pushes_invites_and_takes_answers),
+        case!(channel::visitor_channel_hello_carries_the_open_invite),
+        case!(channel::visitor_channel_keys_and_refusals),
+        // Privacy deletion and statistics.
+        case!(deletion::deleting_a_visitor_removes_it_everywhere),
+        case!(deletion::deleting_unknown_ids_is_false_and_needs_the_secret_key),
+        case!(stats::api_stats_answers_the_accounting),
+        // The video provider (stand-in).
+        case!(video_call::video_call_creates_a_session_and_sends_the_invite, needs VideoProvider),
+        case!(video_call::video_call_refusals_ask_no_provider, needs VideoProvider),
+        case!(video_call::video_call_provider_failures_send_nothing, needs VideoProvider),
+        // Enrichment (IPinfo stand-in).
+        case!(enrichment::enrichment_reaches_dashboards_and_is_counted, needs Enrichment),
+        case!(enrichment::global_privacy_control_skips_the_lookup, needs Enrichment),
         // Support triggers.
         case!(support::error_burst_alerts_dashboards_and_the_overview),
+        case!(support::support_alert_reaches_slack_once, needs Slack),
     ]
 }
 
@@ -282,4 +313,63 @@ pub(crate) fn because(failure: Failure, why: &str) -> Failure {
         },
         other => other,
     }
+}
+
+/// Tracks a page view of `visitor_id` in a hidden tab (`tab_1`): the visitor stays for the
+/// hidden grace, long enough for a case's steps on a slow host, without heartbeats (whose
+/// answers would deliver a pending invite).
+pub(crate) async fn track_hidden(
+    http: &Http,
+    key: &str,
+    visitor_id: &str,
+) -> Result<Sent, Failure> {
+    track_ok(
+        http,
+        key,
+        "pageview",
+        visitor_id,
+        "https://x.test/invite",
+        json!({"tabId": "tab_1", "visibility": "hidden"}),
+    )
+    .await
+}
+
+/// `POST /api/send-video-invite` with the secret key, expecting Part A's `200 {"success":true}`.
+pub(crate) async fn send_invite(
+    http: &Http,
+    t: &crate::Target,
+    visitor_id: &str,
+    invite_id: &str,
+    invited_by: &str,
+) -> Result<(), Failure> {
+    http.send(
+        Req::post("/api/send-video-invite")
+            .key(&t.secret_key)
+            .json(&json!({
+                "visitorId": visitor_id,
+                "inviteId": invite_id,
+                "invitedBy": invited_by,
+                "guestUrl": guest_url(invite_id),
+            })),
+    )
+    .await?
+    .expect_json(200, &json!({"success": true}))?;
+    Ok(())
+}
+
+/// The guest URL the cases invite with.
+pub(crate) fn guest_url(invite_id: &str) -> String {
+    format!("https://video.conformance.test/guest/{invite_id}")
+}
+
+/// True when `message` is a `VIDEO_INVITE_UPDATE` of `invite_id` to `state`.
+pub(crate) fn is_invite_update(message: &Value, invite_id: &str, state: &str) -> bool {
+    crate::dashboard::is_type(message, "VIDEO_INVITE_UPDATE")
+        && message.get("inviteId").and_then(Value::as_str) == Some(invite_id)
+        && message.get("state").and_then(Value::as_str) == Some(state)
+}
+
+/// The visitor channel's exact update message.
+pub(crate) fn channel_update(invite_id: &str, state: &str) -> Value {
+    json!({"type": "VIDEO_INVITE_UPDATE", "inviteId": invite_id, "state": state})
 }

@@ -79,3 +79,65 @@ pub(super) async fn error_burst_alerts_dashboards_and_the_overview(
     dashboard.close().await;
     Ok(())
 }
+
+/// An error burst of a user with an email: one message on the Slack stand-in naming the user,
+/// and none for a second burst within the cooldown.
+pub(super) async fn support_alert_reaches_slack_once(t: &Target) -> Result<(), Failure> {
+    let Some(s) = t.outbound.stand_ins.as_ref() else {
+        return Err(super::step_failure(
+            "(starting the case)",
+            "the suite's stand-ins",
+            "none configured",
+        ));
+    };
+    let http = Http::new(t)?;
+    let user = unique_id("slack_user");
+    let email = format!("{user}@acme.test");
+    let mut dashboard = Dashboard::connect(t, &t.secret_key).await?;
+    let error = json!({"type": "error", "message": "Failed to load", "route": "/billing",
+        "timestamp": crate::wire::now_ms()});
+    let batch = json!({
+        "apiKey": t.public_key,
+        "userId": user,
+        "userEmail": email,
+        "subscriptionTier": "paid",
+        "events": [error, error, error, error],
+    });
+    http.send(Req::post("/api/track/user-activity").json(&batch))
+        .await?
+        .expect_json(
+            200,
+            &json!({"success": true, "stored": 4, "analyzed": true}),
+        )?;
+    dashboard
+        .wait_for_any_order(&format!("SUPPORT_ALERT for {user}"), PROMPT, |m| {
+            is_type(m, "SUPPORT_ALERT") && m["user"]["userId"].as_str() == Some(user.as_str())
+        })
+        .await?;
+    let deadline = std::time::Instant::now() + PROMPT;
+    while s.slack_messages(&email).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let got = s.slack_messages(&email);
+    if got.len() != 1 {
+        return Err(super::step_failure(
+            format!("an error burst of {user} ({email})"),
+            format!("one Slack message naming {email} within {PROMPT:?}"),
+            format!("{} message(s): {}", got.len(), serde_json::Value::from(got)),
+        ));
+    }
+    http.send(Req::post("/api/track/user-activity").json(&batch))
+        .await?
+        .expect_ok_json(200)?;
+    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    let got = s.slack_messages(&email).len();
+    if got != 1 {
+        return Err(super::step_failure(
+            format!("a second error burst of {user} within the cooldown"),
+            "still one Slack message",
+            format!("{got}"),
+        ));
+    }
+    dashboard.close().await;
+    Ok(())
+}
