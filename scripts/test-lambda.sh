@@ -111,9 +111,8 @@ function_binary() {
 build_kind=$([ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ] && echo release || echo debug)
 
 step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
-# honorGpc is spelled out: tippen-lambda's site configuration defaults it to false, where the
-# contract (and the other hosts) honour Global Privacy Control by default.
-sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key","honorGpc":true},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a","honorGpc":true},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b","honorGpc":true}]'
+# honorGpc is left to its default (true, as on every host: tippen_core::settings).
+sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a"},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b"}]'
 table="tippen-conformance-$$"
 # The functions' environment, as template.yaml sets it on AWS (endpoints point at moto, the
 # stand-in's Management API and its asynchronous Invoke API instead).

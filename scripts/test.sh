@@ -83,8 +83,9 @@ if $fast; then
   exit 0
 fi
 
-step "tippen-core for wasm32-unknown-unknown"
+step "tippen-core for wasm32-unknown-unknown, and without its default features"
 cargo build -q -p tippen-core --target wasm32-unknown-unknown
+cargo clippy -q -p tippen-core --no-default-features -- -D warnings
 
 step "tests of the common crates"
 cargo test "${common_crates[@]}"
