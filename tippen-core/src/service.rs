@@ -117,7 +117,7 @@ pub(crate) fn visitor_updates(messages: &[Sequenced]) -> Vec<(String, String)> {
         .collect()
 }
 
-/// What [`Tippen::invite_event`] and [`Tippen::cancel_invite`] did.
+/// What [`Tippen::invite_event`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct InviteChange {
     /// The invite as it is now.
@@ -658,17 +658,6 @@ impl Tippen {
         })
     }
 
-    /// Part A's video invite: [`send_invite`](Self::send_invite) with a generated id.
-    pub async fn send_video_invite(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-        guest_url: &str,
-    ) -> Result<Outcome, ServiceError> {
-        let new = NewInvite::new(&self.new_invite_id(), visitor_id, guest_url);
-        Ok(self.send_invite(site, new).await?.1)
-    }
-
     /// A fresh invite id (`inv_` and 16 hex digits) from the injected generator.
     pub fn new_invite_id(&self) -> String {
         self.ids.id("inv")
@@ -734,18 +723,6 @@ impl Tippen {
             ..Outcome::default()
         };
         Ok((invite, outcome))
-    }
-
-    /// The admin withdraws an invite (state `cancelled`). See
-    /// [`invite_event`](Self::invite_event).
-    pub async fn cancel_invite(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-        invite_id: &str,
-    ) -> Result<InviteChange, ServiceError> {
-        self.invite_event(site, visitor_id, invite_id, InviteEvent::Cancelled)
-            .await
     }
 
     /// Applies `event` to the visitor's invite `invite_id` (the visitor's answers, a cancel).

@@ -458,11 +458,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
             }
             Op::Event { visitor, id, event } => {
                 let (v, id) = (VISITORS[*visitor as usize], format!("i{id}"));
-                let r = if *event == InviteEvent::Cancelled {
-                    block(h.tippen.cancel_invite(&site, v, &id))
-                } else {
-                    block(h.tippen.invite_event(&site, v, &id, *event))
-                };
+                let r = block(h.tippen.invite_event(&site, v, &id, *event));
                 let expect = model.event(v, &id, *event, now);
                 if let Ok(change) = &r {
                     let modelled = model.visitors.get(v).and_then(|r| r.invite.as_ref());
