@@ -85,38 +85,11 @@ impl Dashboard {
 
     async fn connect_with(target: &Target, key: &str, exact_seq: bool) -> Result<Self, Failure> {
         let url = dashboard_url(target, Some(key));
-        let sent = format!("WebSocket upgrade GET {url}");
-        let connected = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async(url.as_str()),
-        )
-        .await
-        .map_err(|_| Failure::Transport {
-            sent: sent.clone(),
-            error: format!("no upgrade within {CONNECT_TIMEOUT:?}"),
-        })?;
-        let (ws, _) = connected.map_err(|e| match e {
-            WsError::Http(response) => Failure::Mismatch {
-                sent: sent.clone(),
-                expected: "HTTP 101 Switching Protocols".into(),
-                got: format!(
-                    "HTTP {}, body {}",
-                    response.status().as_u16(),
-                    response
-                        .body()
-                        .as_deref()
-                        .map_or("(none)".into(), |b| describe_bytes(b, 300))
-                ),
-            },
-            other => Failure::Transport {
-                sent: sent.clone(),
-                error: other.to_string(),
-            },
-        })?;
+        let ws = upgrade(&url).await?;
         let mut dashboard = Dashboard {
             ws,
             label: format!("dashboard {url}"),
-            last_sent: sent,
+            last_sent: format!("WebSocket upgrade GET {url}"),
             seen: Vec::new(),
             last_seq: None,
             exact_seq,
@@ -452,4 +425,37 @@ pub(crate) fn mentions(message: &Value, visitor_id: &str) -> bool {
         || message
             .get("visitors")
             .is_some_and(|list| crate::wire::find_visitor(list, visitor_id).is_some())
+}
+
+/// Opens a WebSocket to `url`: a failed or refused upgrade is a [`Failure`] naming what came
+/// back.
+pub(crate) async fn upgrade(
+    url: &str,
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, Failure> {
+    let sent = format!("WebSocket upgrade GET {url}");
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
+        .await
+        .map_err(|_| Failure::Transport {
+            sent: sent.clone(),
+            error: format!("no upgrade within {CONNECT_TIMEOUT:?}"),
+        })?;
+    let (ws, _) = connected.map_err(|e| match e {
+        WsError::Http(response) => Failure::Mismatch {
+            sent: sent.clone(),
+            expected: "HTTP 101 Switching Protocols".into(),
+            got: format!(
+                "HTTP {}, body {}",
+                response.status().as_u16(),
+                response
+                    .body()
+                    .as_deref()
+                    .map_or("(none)".into(), |b| describe_bytes(b, 300))
+            ),
+        },
+        other => Failure::Transport {
+            sent: sent.clone(),
+            error: other.to_string(),
+        },
+    })?;
+    Ok(ws)
 }

@@ -8,7 +8,7 @@ use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use crate::dashboard::percent_encode;
+use crate::dashboard::{percent_encode, upgrade};
 use crate::wire::{describe_bytes, describe_json};
 use crate::{Failure, Target};
 
@@ -62,38 +62,11 @@ impl VisitorSocket {
         tab: &str,
     ) -> Result<Self, Failure> {
         let url = visitor_url(target, Some(key), Some(visitor_id));
-        let sent = format!("WebSocket upgrade GET {url}");
-        let connected = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            tokio_tungstenite::connect_async(url.as_str()),
-        )
-        .await
-        .map_err(|_| Failure::Transport {
-            sent: sent.clone(),
-            error: format!("no upgrade within {CONNECT_TIMEOUT:?}"),
-        })?;
-        let (ws, _) = connected.map_err(|e| match e {
-            WsError::Http(response) => Failure::Mismatch {
-                sent: sent.clone(),
-                expected: "HTTP 101 Switching Protocols".into(),
-                got: format!(
-                    "HTTP {}, body {}",
-                    response.status().as_u16(),
-                    response
-                        .body()
-                        .as_deref()
-                        .map_or("(none)".into(), |b| describe_bytes(b, 300))
-                ),
-            },
-            other => Failure::Transport {
-                sent: sent.clone(),
-                error: other.to_string(),
-            },
-        })?;
+        let ws = upgrade(&url).await?;
         Ok(VisitorSocket {
             ws,
             label: format!("visitor channel ({tab}) of {visitor_id}"),
-            last_sent: sent,
+            last_sent: format!("WebSocket upgrade GET {url}"),
             received: Vec::new(),
         })
     }
