@@ -1,29 +1,17 @@
-//! Enrichment on tokio: one task owns the provider's [`LookupPlanner`] (single flight and
-//! rate limit), fed through a channel with the lookups the core asks for; provider requests
-//! run in their own tasks with reqwest, so a tracking request never waits for the provider.
-//!
-//! The drive loop, per the core's rules: a lookup request → [`LookupPlanner::request`]
-//! (start, join or queue); a timer at [`LookupPlanner::next_deadline`] →
-//! [`LookupPlanner::handle_timeout`] starts what the rate limit allows; a provider answer →
-//! [`LookupPlanner::complete`], which retries (429, 202, transient) or settles: the result goes
-//! to the shared cache ([`Tippen::cache_lookup`]) and to each waiting visitor
-//! ([`Tippen::complete_lookup`], under its site's lock), whose dashboards hear
-//! `VISITOR_UPDATE` with event `enriched`.
-//!
-//! These steps are the core's ([`steps`]); this host keeps the channel task, the per-site lock
-//! and the tokio timers. Accounting per site is the core's [`LookupDriver`] (shared with the other hosts): the site
-//! of the first visitor waiting for an address is charged the provider requests for it
-//! (retries too); every later visitor waiting for the same address counts as a credit saved by
-//! single flight.
+//! Enrichment on tokio: one task owns the core's [`Enricher`] (cache check, single flight,
+//! rate limit, retries, settling: the drive loop every long-running host shares), fed through
+//! a channel with the lookups the core asks for; provider requests run in their own tasks with
+//! reqwest, so a tracking request never waits for the provider; a visitor's enrichment is
+//! given and applied under its site's lock, in a task of its own. This host keeps only the
+//! channel task, the tokio timer at [`Enricher::next_deadline`] and those tasks.
 
-use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
-use tippen_core::enrichment::steps::{self, Answer, FailureLog};
+use tippen_core::enrichment::steps::{self, Answer};
 use tippen_core::enrichment::{
-    CompanyProfile, LookupDriver, LookupFailure, PlannerConfig, Provider, ProviderConfig,
+    CompanyProfile, Enricher, LookupFailure, LookupIo, PlannerConfig, Provider, ProviderConfig,
     ProviderConfigError,
 };
 use tippen_core::{LookupRequest, SiteId, Tippen};
@@ -108,19 +96,22 @@ impl Enrichment {
     }
 }
 
-/// The task owning the planner.
+/// The task owning the [`Enricher`]: lookups in, provider answers in, its timer.
 struct Worker {
+    io: Io,
+    enricher: Enricher,
+    done_rx: mpsc::UnboundedReceiver<(IpAddr, Result<CompanyProfile, LookupFailure>)>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// The host's side of the [`Enricher`]: provider requests in their own tasks (reqwest), and
+/// a visitor's enrichment under its site's lock.
+struct Io {
     host: Weak<Inner>,
     tippen: Arc<Tippen>,
     provider: Arc<dyn Provider>,
     transport: HttpTransport,
-    /// Single flight, rate limit and the site charged for each address.
-    driver: LookupDriver<String>,
     done_tx: mpsc::UnboundedSender<(IpAddr, Result<CompanyProfile, LookupFailure>)>,
-    done_rx: mpsc::UnboundedReceiver<(IpAddr, Result<CompanyProfile, LookupFailure>)>,
-    shutdown: watch::Receiver<bool>,
-    /// Logs failed lookups (a rejected key once until one succeeds).
-    failures: FailureLog,
 }
 
 impl Worker {
@@ -132,60 +123,45 @@ impl Worker {
         let transport = HttpTransport::new(config.request_timeout)?;
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         Ok(Worker {
-            host: Arc::downgrade(inner),
-            tippen: inner.tippen.clone(),
-            provider: config.provider.clone(),
-            transport,
-            driver: LookupDriver::new(config.planner),
-            done_tx,
+            io: Io {
+                host: Arc::downgrade(inner),
+                tippen: inner.tippen.clone(),
+                provider: config.provider.clone(),
+                transport,
+                done_tx,
+            },
+            enricher: Enricher::new(config.provider.clone(), config.planner),
             done_rx,
             shutdown,
-            failures: FailureLog::default(),
         })
     }
 
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<LookupRequest>) {
-        tracing::info!(provider = %self.provider.kind(), "enrichment started");
+        tracing::info!(provider = %self.io.provider.kind(), "enrichment started");
+        let tippen = self.io.tippen.clone();
         loop {
             let wait = self
-                .driver
+                .enricher
                 .next_deadline()
-                .map(|at| at.since(self.tippen.now()));
+                .map(|at| at.since(tippen.now()));
             tokio::select! {
                 () = stopped(&mut self.shutdown) => return,
                 request = rx.recv() => match request {
-                    Some(request) => self.request(request).await,
+                    Some(request) => self.enricher.submit(&tippen, &self.io, request).await,
                     None => return,
                 },
-                Some((ip, result)) = self.done_rx.recv() => self.done(ip, result).await,
-                () = sleep_for(wait) => {
-                    let now = self.tippen.now();
-                    for ip in self.driver.handle_timeout(now) {
-                        self.start(ip).await;
-                    }
+                Some((ip, result)) = self.done_rx.recv() => {
+                    self.enricher.done(&tippen, &self.io, ip, result).await;
                 }
+                () = sleep_for(wait) => self.enricher.handle_timeout(&tippen, &self.io).await,
             }
         }
     }
+}
 
-    async fn request(&mut self, request: LookupRequest) {
-        // A lookup of this address may have settled since the visitor's cache check.
-        if !self.driver.is_pending(request.ip)
-            && let Some(answer) = steps::from_cache(&self.tippen, &request).await
-        {
-            self.deliver(request.site, vec![request.visitor_id], Arc::new(answer));
-            return;
-        }
-        let ip = request.ip;
-        let requested = steps::request(&mut self.driver, request, self.tippen.now());
-        if steps::admitted(&self.tippen, requested).await {
-            self.start(ip).await;
-        }
-    }
-
-    /// Sends the provider request for `ip` in its own task.
-    async fn start(&mut self, ip: IpAddr) {
-        steps::record(&self.tippen, self.driver.started(ip).into_iter().collect()).await;
+#[async_trait::async_trait]
+impl LookupIo for Io {
+    fn spawn_lookup(&self, ip: IpAddr) {
         let transport = self.transport.clone();
         let provider = self.provider.clone();
         let tippen = self.tippen.clone();
@@ -196,29 +172,8 @@ impl Worker {
         });
     }
 
-    async fn done(&mut self, ip: IpAddr, result: Result<CompanyProfile, LookupFailure>) {
-        let provider = self.provider.kind();
-        self.failures.log(provider, &result);
-        let now = self.tippen.now();
-        let completed = self.driver.complete(ip, &result, now);
-        let Some(waiters) =
-            steps::settle(&self.tippen, provider, ip, &result, now, completed).await
-        else {
-            return;
-        };
-        let mut by_site: HashMap<SiteId, Vec<String>> = HashMap::new();
-        for (site, visitor) in waiters {
-            by_site.entry(site).or_default().push(visitor);
-        }
-        let answer = Arc::new(Answer::Lookup(result));
-        for (site, visitors) in by_site {
-            self.deliver(site, visitors, answer.clone());
-        }
-    }
-
-    /// Gives `answer` to `visitors` of `site`, under the site's lock, publishing what it
-    /// broadcasts; in its own task so the planner never waits for a site.
-    fn deliver(&self, site: SiteId, visitors: Vec<String>, answer: Arc<Answer>) {
+    /// In its own task, so the enricher never waits for a site's lock.
+    async fn deliver(&self, site: SiteId, visitor: String, answer: Arc<Answer>) {
         let Some(inner) = self.host.upgrade() else {
             return;
         };
@@ -226,10 +181,8 @@ impl Worker {
             let host = TippenHost { inner };
             let state = host.site(&site);
             let _owner = state.lock.lock().await;
-            for visitor in visitors {
-                let effects = answer.give(&host.inner.tippen, &site, &visitor).await;
-                host.apply(effects, None).await;
-            }
+            let effects = answer.give(&host.inner.tippen, &site, &visitor).await;
+            host.apply(effects, None).await;
         });
     }
 }

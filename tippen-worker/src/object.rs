@@ -55,7 +55,7 @@ pub(crate) struct Runtime {
     /// Slack notifications of support alerts, when a webhook is configured.
     slack: Option<Rc<SlackConfig>>,
     /// IP → company enrichment, when a provider is configured.
-    enrichment: Option<Rc<Enrichment>>,
+    pub(crate) enrichment: Option<Rc<Enrichment>>,
     /// The alarm as last read or set (`None`: not read yet; `Some(None)`: no alarm).
     armed: Cell<Option<Option<i64>>>,
     /// Why the alarm could not be set while effects were applied.

@@ -29,6 +29,7 @@
 
 pub mod cache;
 pub mod driver;
+pub mod engine;
 pub mod enrich_so;
 pub mod flight;
 pub mod ip;
@@ -48,6 +49,7 @@ use serde::{Deserialize, Serialize};
 pub use crate::protocol::EnrichmentSource;
 pub use cache::{CachePolicy, CachedLookup, CachedOutcome};
 pub use driver::{LookupDriver, Requested, SiteEvent};
+pub use engine::{Enricher, LookupIo};
 pub use enrich_so::EnrichSo;
 pub use flight::{Admission, Completion, LookupPlanner, PlannerConfig, RateLimit};
 pub use ip::{

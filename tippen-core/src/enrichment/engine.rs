@@ -1,0 +1,127 @@
+//! [`Enricher`]: the enrichment drive loop of a long-running host (axum, a Durable Object),
+//! written once. The host only sends provider requests, sleeps until
+//! [`Enricher::next_deadline`], and runs a visitor's enrichment under its site's owner
+//! ([`LookupIo`]); the bookkeeping — cache check, admission, single flight, rate limit,
+//! retries, failure logging, settling — is here, made of the [`steps`].
+//!
+//! No lock is held across an `.await`: tasks of a single-threaded runtime interleave there.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use async_trait::async_trait;
+
+use super::steps::{self, Answer, FailureLog};
+use super::{CompanyProfile, LookupDriver, LookupFailure, PlannerConfig, Provider};
+use crate::service::LookupRequest;
+use crate::{SiteId, Timestamp, Tippen};
+
+/// What a long-running host does for its [`Enricher`].
+#[cfg_attr(not(target_arch = "wasm32"), async_trait)]
+#[cfg_attr(target_arch = "wasm32", async_trait(?Send))]
+pub trait LookupIo {
+    /// Sends the provider request for `ip` in the background ([`steps::lookup`] with the
+    /// host's transport) and, when it answers, calls [`Enricher::done`]. Never waits for it.
+    fn spawn_lookup(&self, ip: IpAddr);
+
+    /// Gives `answer` to `visitor` of `site` ([`Answer::give`]) under the site's owner, and
+    /// applies the effects (`tippen_core::host::apply`).
+    async fn deliver(&self, site: SiteId, visitor: String, answer: Arc<Answer>);
+}
+
+/// The provider and the lookup bookkeeping of one long-running host.
+pub struct Enricher {
+    provider: Arc<dyn Provider>,
+    driver: Mutex<LookupDriver<String>>,
+    failures: Mutex<FailureLog>,
+}
+
+impl std::fmt::Debug for Enricher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher")
+            .field("provider", &self.provider.kind())
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Enricher {
+    /// An enricher for `provider`, rate limited and retried as `planner` says.
+    pub fn new(provider: Arc<dyn Provider>, planner: PlannerConfig) -> Self {
+        Enricher {
+            provider,
+            driver: Mutex::new(LookupDriver::new(planner)),
+            failures: Mutex::new(FailureLog::default()),
+        }
+    }
+
+    /// The provider (to build and parse its requests: [`steps::lookup`]).
+    pub fn provider(&self) -> &Arc<dyn Provider> {
+        &self.provider
+    }
+
+    /// When to call [`handle_timeout`](Self::handle_timeout) next (a queued lookup, a retry).
+    pub fn next_deadline(&self) -> Option<Timestamp> {
+        lock(&self.driver).next_deadline()
+    }
+
+    /// A lookup the core asked for: answered from the shared cache when nobody is looking the
+    /// address up and the cache has it now, else admitted (started, joined or queued).
+    pub async fn submit<I: LookupIo + ?Sized>(
+        &self,
+        tippen: &Tippen,
+        io: &I,
+        request: LookupRequest,
+    ) {
+        let pending = lock(&self.driver).is_pending(request.ip);
+        if !pending && let Some(answer) = steps::from_cache(tippen, &request).await {
+            io.deliver(request.site, request.visitor_id, Arc::new(answer))
+                .await;
+            return;
+        }
+        let ip = request.ip;
+        let requested = steps::request(&mut lock(&self.driver), request, tippen.now());
+        if steps::admitted(tippen, requested).await {
+            self.start(tippen, io, ip).await;
+        }
+    }
+
+    /// The provider answered for `ip`: retried later, or settled — the shared cache first,
+    /// then each waiting visitor.
+    pub async fn done<I: LookupIo + ?Sized>(
+        &self,
+        tippen: &Tippen,
+        io: &I,
+        ip: IpAddr,
+        result: Result<CompanyProfile, LookupFailure>,
+    ) {
+        let kind = self.provider.kind();
+        lock(&self.failures).log(kind, &result);
+        let now = tippen.now();
+        let completed = lock(&self.driver).complete(ip, &result, now);
+        if let Some(waiters) = steps::settle(tippen, kind, ip, &result, now, completed).await {
+            let answer = Arc::new(Answer::Lookup(result));
+            for (site, visitor) in waiters {
+                io.deliver(site, visitor, answer.clone()).await;
+            }
+        }
+    }
+
+    /// The host's timer reached [`next_deadline`](Self::next_deadline): starts what the rate
+    /// limit and the retries allow now. An early or extra call starts nothing.
+    pub async fn handle_timeout<I: LookupIo + ?Sized>(&self, tippen: &Tippen, io: &I) {
+        let due = lock(&self.driver).handle_timeout(tippen.now());
+        for ip in due {
+            self.start(tippen, io, ip).await;
+        }
+    }
+
+    async fn start<I: LookupIo + ?Sized>(&self, tippen: &Tippen, io: &I, ip: IpAddr) {
+        let started = lock(&self.driver).started(ip);
+        steps::record(tippen, started.into_iter().collect()).await;
+        io.spawn_lookup(ip);
+    }
+}
