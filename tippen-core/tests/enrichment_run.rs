@@ -245,3 +245,104 @@ fn a_visitor_whose_address_was_cached_meanwhile_gets_the_cache_without_a_request
     assert_eq!(v["enrichmentSource"], "cache");
     assert_eq!(stats(&h, "sk_a")["creditsUsed"], 0);
 }
+
+/// The long-running hosts' side of an [`Enricher`]: records the provider requests it was asked
+/// to start and gives visitors their answers at once.
+struct Recording<'a> {
+    tippen: &'a tippen_core::Tippen,
+    spawned: Mutex<Vec<IpAddr>>,
+    delivered: Mutex<Vec<(SiteId, Value)>>,
+}
+
+#[async_trait]
+impl tippen_core::enrichment::LookupIo for Recording<'_> {
+    fn spawn_lookup(&self, ip: IpAddr) {
+        self.spawned.lock().unwrap().push(ip);
+    }
+
+    async fn deliver(
+        &self,
+        site: SiteId,
+        visitor: String,
+        answer: std::sync::Arc<tippen_core::enrichment::Answer>,
+    ) {
+        let effects = answer.give(self.tippen, &site, &visitor).await;
+        self.delivered
+            .lock()
+            .unwrap()
+            .push((site, enriched(&effects)));
+    }
+}
+
+#[test]
+fn the_enricher_single_flights_retries_at_its_deadline_and_then_serves_the_cache() {
+    use tippen_core::enrichment::{Enricher, lookup};
+    let h = harness();
+    let io = Recording {
+        tippen: &h.tippen,
+        spawned: Mutex::default(),
+        delivered: Mutex::default(),
+    };
+    let enricher = Enricher::new(provider().into(), PlannerConfig::default());
+    let transport = Scripted::answering(vec![too_many(2), company()]);
+    let ip: IpAddr = IP.parse().unwrap();
+    let ask = |key: &str, visitor: &str| {
+        for request in pageview(&h, key, visitor).lookups {
+            block(enricher.submit(&h.tippen, &io, request));
+        }
+    };
+    let answer = || {
+        block(lookup(
+            &**enricher.provider(),
+            &transport,
+            ip,
+            h.tippen.now(),
+        ))
+    };
+
+    // Two sites' visitors from one address: one provider request.
+    ask("pk_a", "va");
+    ask("pk_b", "vb");
+    assert_eq!(*io.spawned.lock().unwrap(), [ip]);
+    assert_eq!(enricher.next_deadline(), None);
+
+    // Rate limited: nobody is answered, and the retry is due in 2 s.
+    block(enricher.done(&h.tippen, &io, ip, answer()));
+    assert!(io.delivered.lock().unwrap().is_empty());
+    let due = enricher.next_deadline().expect("a retry");
+    assert_eq!(due, h.tippen.now().plus(Duration::from_secs(2)));
+    block(enricher.handle_timeout(&h.tippen, &io));
+    assert_eq!(
+        io.spawned.lock().unwrap().len(),
+        1,
+        "an early wake-up starts nothing"
+    );
+    h.clock.set(due);
+    block(enricher.handle_timeout(&h.tippen, &io));
+    assert_eq!(*io.spawned.lock().unwrap(), [ip, ip]);
+
+    // A third visitor arrives meanwhile; the host has not handed its lookup over yet.
+    let held = pageview(&h, "pk_a", "vc").lookups;
+    assert_eq!(held.len(), 1, "nothing is cached yet");
+
+    // The answer reaches both waiting visitors, each on its own site.
+    block(enricher.done(&h.tippen, &io, ip, answer()));
+    let delivered = std::mem::take(&mut *io.delivered.lock().unwrap());
+    let sites: Vec<&str> = delivered.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(sites, ["a", "b"]);
+    for (_, visitor) in &delivered {
+        assert_eq!(visitor["company"], "Stand-in Corp");
+        assert_eq!(visitor["enrichmentSource"], "provider");
+    }
+    assert_eq!(transport.asked().len(), 2);
+
+    // The held lookup, handed over after the address settled: answered from the shared
+    // cache, without a provider request.
+    for request in held {
+        block(enricher.submit(&h.tippen, &io, request));
+    }
+    assert_eq!(io.spawned.lock().unwrap().len(), 2);
+    let delivered = io.delivered.lock().unwrap();
+    assert_eq!(delivered.len(), 1);
+    assert_eq!(delivered[0].1["enrichmentSource"], "cache");
+}
