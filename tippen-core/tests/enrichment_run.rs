@@ -15,7 +15,7 @@ use serde_json::Value;
 use tippen_core::Effects as Handled;
 use tippen_core::api::RequestContext;
 use tippen_core::enrichment::{
-    LookupDriver, PlannerConfig, Provider, ProviderConfig, ProviderKind, run_lookups,
+    Enricher, PlannerConfig, Provider, ProviderConfig, ProviderKind, run_lookups,
 };
 use tippen_core::{LookupRequest, SiteId, Transport, TransportError};
 
@@ -124,14 +124,13 @@ fn one_provider_request_serves_both_sites_after_a_retry_within_the_deadline() {
 
     let transport = Scripted::answering(vec![too_many(2), company()]);
     let provider = provider();
-    let mut driver = LookupDriver::new(PlannerConfig::default());
+    let enricher = Enricher::new(provider.into(), PlannerConfig::default());
     let slept = Mutex::new(Vec::new());
     let until = h.tippen.now().plus(Duration::from_secs(10));
     let run = block(run_lookups(
         &h.tippen,
-        &*provider,
+        &enricher,
         &transport,
-        &mut driver,
         lookups,
         until,
         |d| {
@@ -180,18 +179,12 @@ fn a_retry_due_after_the_deadline_waits_in_the_driver_for_the_next_call() {
     let lookups = pageview(&h, "pk_a", "va").lookups;
     let transport = Scripted::answering(vec![too_many(15), company()]);
     let provider = provider();
-    let mut driver = LookupDriver::new(PlannerConfig::default());
+    let enricher = Enricher::new(provider.into(), PlannerConfig::default());
     let no_sleep =
         |_: Duration| -> std::future::Ready<()> { panic!("nothing is due before the deadline") };
     let until = h.tippen.now().plus(Duration::from_secs(10));
     let run = block(run_lookups(
-        &h.tippen,
-        &*provider,
-        &transport,
-        &mut driver,
-        lookups,
-        until,
-        no_sleep,
+        &h.tippen, &enricher, &transport, lookups, until, no_sleep,
     ));
     assert_eq!(run.provider_requests, 1);
     assert!(run.unfinished && run.effects.is_empty());
@@ -202,9 +195,8 @@ fn a_retry_due_after_the_deadline_waits_in_the_driver_for_the_next_call() {
     let until = h.tippen.now().plus(Duration::from_secs(10));
     let run = block(run_lookups(
         &h.tippen,
-        &*provider,
+        &enricher,
         &transport,
-        &mut driver,
         Vec::new(),
         until,
         no_sleep,
@@ -227,13 +219,12 @@ fn a_visitor_whose_address_was_cached_meanwhile_gets_the_cache_without_a_request
     block(h.tippen.cache_lookup(ip, &profile)).unwrap();
 
     let transport = Scripted::default();
-    let mut driver = LookupDriver::new(PlannerConfig::default());
+    let enricher = Enricher::new(provider.into(), PlannerConfig::default());
     let until = h.tippen.now().plus(Duration::from_secs(10));
     let run = block(run_lookups(
         &h.tippen,
-        &*provider,
+        &enricher,
         &transport,
-        &mut driver,
         lookups,
         until,
         |_| std::future::ready(()),
@@ -276,7 +267,7 @@ impl tippen_core::enrichment::LookupIo for Recording<'_> {
 
 #[test]
 fn the_enricher_single_flights_retries_at_its_deadline_and_then_serves_the_cache() {
-    use tippen_core::enrichment::{Enricher, lookup};
+    use tippen_core::enrichment::lookup;
     let h = harness();
     let io = Recording {
         tippen: &h.tippen,

@@ -18,7 +18,7 @@
 //! `VISITOR_UPDATE`s) applied through [`LambdaHost::apply`] — all before the invocation
 //! returns.
 //!
-//! Single flight and the rate limit are the core's [`LookupDriver`](tippen_core::enrichment::LookupDriver),
+//! Single flight and the rate limit are the core's [`Enricher`](tippen_core::enrichment::Enricher) (the one every host drives),
 //! kept by each instance across its invocations (Lambda runs one invocation at a time per
 //! instance). They are **per instance**: Lambda starts more instances when events arrive
 //! faster than one instance handles them. A deployment that must hold the provider's rate
@@ -26,7 +26,7 @@
 //! (`template.yaml` does): events then queue in Lambda's asynchronous queue and one instance
 //! drives them all. Two instances looking up the same address at once would each spend a
 //! credit; the shared cache prevents it afterwards. A lookup queued by the rate limit (or a
-//! retry) that is not due within `TIPPEN_ENRICH_BUDGET_MS` stays in the instance's driver and
+//! retry) that is not due within `TIPPEN_ENRICH_BUDGET_MS` stays in the instance's enricher and
 //! is started by that instance's next invocation; if the instance is recycled first it is
 //! lost and the visitor keeps the fallback company (a later visit from that address asks
 //! again, since nothing was cached).

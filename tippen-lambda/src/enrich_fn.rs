@@ -8,8 +8,7 @@ use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
 use serde_json::{Value, json};
-use tippen_core::enrichment::{LookupDriver, LookupRun, PlannerConfig, Provider, run_lookups};
-use tokio::sync::Mutex;
+use tippen_core::enrichment::{Enricher, LookupRun, PlannerConfig, Provider, run_lookups};
 
 use crate::config::ConfigError;
 use crate::enrich::EnrichEvent;
@@ -18,8 +17,7 @@ use crate::host::{HostError, LambdaHost};
 /// The provider and the lookup bookkeeping of one instance (kept across its invocations).
 #[derive(Debug)]
 pub struct Enrichment {
-    provider: Box<dyn Provider>,
-    driver: Mutex<LookupDriver<String>>,
+    enricher: Enricher,
 }
 
 impl Enrichment {
@@ -27,8 +25,7 @@ impl Enrichment {
     /// minute, 4 attempts).
     pub fn new(provider: Box<dyn Provider>) -> Self {
         Enrichment {
-            provider,
-            driver: Mutex::new(LookupDriver::new(PlannerConfig::default())),
+            enricher: Enricher::new(provider.into(), PlannerConfig::default()),
         }
     }
 }
@@ -44,19 +41,15 @@ impl LambdaHost {
         let tippen = self.tippen();
         let until = tippen.now().plus(self.config().enrich_budget);
         let lookups = event.tippen_lookups;
-        let mut run = {
-            let mut driver = enrichment.driver.lock().await;
-            run_lookups(
-                tippen,
-                &*enrichment.provider,
-                outbound.transport(),
-                &mut driver,
-                lookups,
-                until,
-                tokio::time::sleep,
-            )
-            .await
-        };
+        let mut run = run_lookups(
+            tippen,
+            &enrichment.enricher,
+            outbound.transport(),
+            lookups,
+            until,
+            tokio::time::sleep,
+        )
+        .await;
         for effects in std::mem::take(&mut run.effects) {
             self.apply(effects, None).await;
         }
