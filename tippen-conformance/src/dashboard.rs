@@ -355,41 +355,7 @@ impl Dashboard {
 /// Tries to open a dashboard that the server must refuse; returns the HTTP status and body of
 /// the refusal, or a failure when the upgrade succeeds.
 pub(crate) async fn refused(target: &Target, key: Option<&str>) -> Result<(u16, Vec<u8>), Failure> {
-    let url = dashboard_url(target, key);
-    let sent = format!("WebSocket upgrade GET {url}");
-    let attempt = tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        tokio_tungstenite::connect_async(url.as_str()),
-    )
-    .await
-    .map_err(|_| Failure::Transport {
-        sent: sent.clone(),
-        error: format!("no answer within {CONNECT_TIMEOUT:?}"),
-    })?;
-    match attempt {
-        Ok((mut ws, _)) => {
-            let first = tokio::time::timeout(Duration::from_millis(500), ws.next())
-                .await
-                .ok()
-                .flatten()
-                .and_then(Result::ok)
-                .map_or("(nothing)".to_owned(), |m| m.to_string());
-            let _ = ws.close(None).await;
-            Err(Failure::Mismatch {
-                sent,
-                expected: "the upgrade refused with HTTP 401 or 403".into(),
-                got: format!("HTTP 101, the socket opened; first message {first}"),
-            })
-        }
-        Err(WsError::Http(response)) => Ok((
-            response.status().as_u16(),
-            response.body().clone().unwrap_or_default(),
-        )),
-        Err(other) => Err(Failure::Transport {
-            sent,
-            error: other.to_string(),
-        }),
-    }
+    crate::socket::refused_at(&dashboard_url(target, key)).await
 }
 
 /// True when `message` has `"type": kind`.
