@@ -63,6 +63,23 @@ runs() { local h; for h in "${hosts[@]}"; do [ "$h" = "$1" ] && return 0; done; 
 common_crates=(-p tippen-core -p tippen-http -p tippen-conformance -p tippen-benches)
 axum_crates=(-p tippen-axum -p tippen-server)
 
+# The target dir outlives clones and grows with every toolchain, feature set and change; a full
+# disk makes the linker die with SIGBUS. Below the floor, drop the incremental caches first, then
+# the whole dir (the run is then a cold one, slower but whole).
+free_gb() { df -Pk "$(dirname "$CARGO_TARGET_DIR")" | awk 'NR==2 {print int($4 / 1048576)}'; }
+mkdir -p "$CARGO_TARGET_DIR"
+floor_gb="${TIPPEN_DISK_FLOOR_GB:-20}"
+if [ "$(free_gb)" -lt "$floor_gb" ]; then
+  echo "only $(free_gb) GB free: removing $CARGO_TARGET_DIR's incremental caches" >&2
+  rm -rf "$CARGO_TARGET_DIR"/*/incremental "$CARGO_TARGET_DIR"/*/*/incremental
+fi
+if [ "$(free_gb)" -lt "$floor_gb" ]; then
+  echo "still only $(free_gb) GB free: removing $CARGO_TARGET_DIR" >&2
+  rm -rf "$CARGO_TARGET_DIR"
+  mkdir -p "$CARGO_TARGET_DIR"
+fi
+echo "$(free_gb) GB free beside $CARGO_TARGET_DIR ($(du -sh "$CARGO_TARGET_DIR" | cut -f1) used by it)"
+
 step "install what is missing"
 parts=(rust)
 runs axum && parts+=(browser)
