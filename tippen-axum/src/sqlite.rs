@@ -1120,6 +1120,14 @@ impl Store for SqliteStore {
             .unwrap_or_default())
     }
 
+    async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError> {
+        Ok(self
+            .state()
+            .visitors
+            .get(site)
+            .map_or(0, |s| s.records.len()))
+    }
+
     async fn due_visitors(
         &self,
         site: &SiteId,
@@ -1218,6 +1226,10 @@ impl Store for SqliteStore {
             .get(site)
             .map(|s| s.values().map(|v| (**v).clone()).collect())
             .unwrap_or_default())
+    }
+
+    async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError> {
+        Ok(self.state().users.get(site).map_or(0, |s| s.len()))
     }
 
     async fn due_users(

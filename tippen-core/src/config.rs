@@ -32,15 +32,37 @@ impl Default for PresenceConfig {
     }
 }
 
-/// Request limits of the HTTP contract.
+/// Request limits and quotas of the HTTP contract. Every quota answers with a documented 4xx
+/// and `{"error": …}` when exceeded, and nothing grows (`docs/contract.md`, "Limits and
+/// quotas").
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// Largest accepted request body in bytes (413 beyond). Default 64 KiB.
     pub max_body_bytes: usize,
     /// Most events in one `/api/track/user-activity` batch (413 beyond). Default 50.
     pub max_activity_batch: usize,
-    /// Longest accepted visitor or tab id in bytes (400 beyond). Default 128.
+    /// Longest accepted id in bytes — visitor, tab, invite and user ids on every route and
+    /// socket frame (400 beyond). Default 128.
     pub max_id_bytes: usize,
+    /// Longest accepted API key in bytes; a longer one is refused as unknown (403) without
+    /// being hashed. Default 256.
+    pub max_key_bytes: usize,
+    /// Largest accepted WebSocket text frame (dashboard or visitor channel) in bytes; a larger
+    /// one is answered with an `ERROR` message and changes nothing. Default 4 KiB.
+    pub max_frame_bytes: usize,
+    /// Most departed tabs remembered per visitor (see
+    /// [`PresenceConfig::departure_quiet`]); beyond it the oldest departure is forgotten, so a
+    /// flood of exit beacons with new tab ids does not grow the record. Default 20.
+    pub max_departed_tabs: usize,
+    /// Most visitor records a site holds (live visitors, departed ones in their quiet period,
+    /// opt-out tombstones). A new visitor beyond it is refused with 429; existing visitors
+    /// keep being tracked. Default 10,000.
+    pub max_visitors_per_site: usize,
+    /// Most support users a site holds; a new user beyond it is refused with 429 (known users
+    /// keep being analysed). What is held per user is bounded by
+    /// [`SupportConfig`](crate::support::SupportConfig) (`max_raw_events`,
+    /// `max_window_events`). Default 10,000.
+    pub max_users_per_site: usize,
     /// URLs, referrers and user agents are cut to this many bytes. Default 2048.
     pub max_text_bytes: usize,
     /// Most due visitors handled by one sweep call; the rest wait for the next. Default 1000.
@@ -55,9 +77,31 @@ impl Default for Limits {
             max_body_bytes: 64 * 1024,
             max_activity_batch: 50,
             max_id_bytes: 128,
+            max_key_bytes: 256,
+            max_frame_bytes: 4096,
+            max_departed_tabs: 20,
+            max_visitors_per_site: 10_000,
+            max_users_per_site: 10_000,
             max_text_bytes: 2048,
             sweep_batch: 1000,
             max_write_attempts: 16,
+        }
+    }
+}
+
+/// Privacy: what a deletion leaves behind.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PrivacyConfig {
+    /// A deleted visitor's id is kept (nothing else) for this long as an opt-out tombstone:
+    /// its tracking calls are refused with `410` instead of recreating the visitor.
+    /// Default 30 days.
+    pub opt_out_retention: Duration,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            opt_out_retention: Duration::from_secs(30 * 24 * 60 * 60),
         }
     }
 }
@@ -76,4 +120,6 @@ pub struct Config {
     /// Support triggers: rule thresholds and tiers, the Slack cooldown, what is kept per user
     /// (see [`crate::support`]).
     pub support: crate::support::SupportConfig,
+    /// Privacy: the opt-out tombstone a deletion leaves.
+    pub privacy: PrivacyConfig,
 }

@@ -157,6 +157,14 @@ impl Store for MemoryStore {
             .unwrap_or_default())
     }
 
+    async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError> {
+        Ok(self
+            .lock()
+            .visitors
+            .get(site)
+            .map_or(0, |s| s.records.len()))
+    }
+
     async fn due_visitors(
         &self,
         site: &SiteId,
@@ -262,6 +270,10 @@ impl Store for MemoryStore {
             .get(site)
             .map(|s| s.values().cloned().collect())
             .unwrap_or_default())
+    }
+
+    async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError> {
+        Ok(self.lock().users.get(site).map_or(0, |s| s.len()))
     }
 
     async fn due_users(

@@ -48,6 +48,9 @@ pub enum ServiceError {
     /// A video invite operation was refused (nothing changed).
     #[error(transparent)]
     Invite(#[from] InviteError),
+    /// A quota of [`Limits`](crate::config::Limits) would be exceeded (nothing changed).
+    #[error("{0}")]
+    Quota(String),
 }
 
 /// What an operation caused.
@@ -316,6 +319,9 @@ impl Tippen {
             };
             match step {
                 TrackStep::NeedsCompany(current) => {
+                    if current.is_none() {
+                        self.check_visitor_quota(site).await?;
+                    }
                     let bot = is_bot(ping.user_agent.as_deref());
                     first = Some(self.first_company(&client, bot, now).await?);
                     read = Some(*current);
@@ -342,6 +348,19 @@ impl Tippen {
             invite: tracked.invite,
             ..Outcome::default()
         })
+    }
+
+    /// Refuses a new visitor when the site holds
+    /// [`Limits::max_visitors_per_site`](crate::config::Limits) records already.
+    async fn check_visitor_quota(&self, site: &SiteId) -> Result<(), ServiceError> {
+        let max = self.config.limits.max_visitors_per_site;
+        if self.store.count_visitors(site).await? >= max {
+            tracing::warn!(site = %site, max, "visitor quota reached; refusing a new visitor");
+            return Err(ServiceError::Quota(format!(
+                "this site has reached its limit of {max} visitors; try again later"
+            )));
+        }
+        Ok(())
     }
 
     /// The transition of a tracker event (see [`track_client`](Self::track_client)).
@@ -441,7 +460,9 @@ impl Tippen {
                     let mut record = current.value;
                     let departures_before = record.left_tabs.clone();
                     let change = if record.live_at(now, cfg) {
-                        record.leave(tab_id, now, cfg)
+                        let change = record.leave(tab_id, now, cfg);
+                        cap_departures(&mut record, self.config.limits.max_departed_tabs);
+                        change
                     } else if record.is_tombstone() {
                         // Already gone and announced.
                         return Ok((Write::Keep, None));
@@ -976,6 +997,17 @@ impl Tippen {
     /// The site's enrichment counters.
     pub async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, ServiceError> {
         Ok(self.store.enrichment_stats(site).await?)
+    }
+}
+
+/// Forgets the oldest departures beyond `max` (at least one is kept: the tab that just left),
+/// so exit beacons naming ever new tab ids cannot grow a record.
+fn cap_departures(record: &mut VisitorRecord, max: usize) {
+    let max = max.max(1);
+    if record.left_tabs.len() > max {
+        record.left_tabs.sort_by_key(|l| l.at);
+        let excess = record.left_tabs.len() - max;
+        record.left_tabs.drain(..excess);
     }
 }
 

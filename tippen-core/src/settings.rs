@@ -20,6 +20,14 @@
 //! | `TIPPEN_ENRICHMENT_PROVIDER` | `ipinfo`, `ipinfo_lite`, `enrich_so` or `people_data_labs` | none |
 //! | `TIPPEN_ENRICHMENT_API_KEY` | the provider's API key (a secret) | required with a provider |
 //! | `TIPPEN_ENRICHMENT_BASE_URL` | another base URL for the provider (a proxy, a test double) | the provider's |
+//! | `TIPPEN_MAX_BODY_BYTES` | largest request body (413 beyond) | 65536 |
+//! | `TIPPEN_MAX_ID_BYTES` | longest visitor, tab, invite or user id (400 beyond) | 128 |
+//! | `TIPPEN_MAX_FRAME_BYTES` | largest WebSocket text frame (an `ERROR` reply beyond) | 4096 |
+//! | `TIPPEN_MAX_TABS_PER_VISITOR` | tabs kept per visitor (the least recently seen dropped beyond) | 20 |
+//! | `TIPPEN_MAX_DEPARTED_TABS` | departed tabs remembered per visitor (the oldest forgotten beyond) | 20 |
+//! | `TIPPEN_MAX_VISITORS_PER_SITE` | visitor records per site (a new visitor is 429 beyond) | 10000 |
+//! | `TIPPEN_MAX_USERS_PER_SITE` | support users per site (a new user is 429 beyond) | 10000 |
+//! | `TIPPEN_OPT_OUT_RETENTION_MS` | how long a deleted visitor's id stays opted out (410) | 2592000000 (30 days) |
 //! | `TIPPEN_SUPPORT_<KEY>` | the support rules: `STUCK_AFTER_MS`, `PRESENCE_WINDOW_MS`, `LOW_ACTIVITY_WINDOW_MS`, `LOW_ACTIVITY_MIN_EVENTS`, `ERROR_WINDOW_MS`, `ERROR_BURST_MAX`, `INACTIVITY_AFTER_MS`, `SLACK_COOLDOWN_MS`, `RETENTION_MS`, `MAX_RAW_EVENTS`, and the tiers of each rule `STUCK_TIERS`, `LOW_ACTIVITY_TIERS`, `ERROR_BURST_TIERS`, `INACTIVITY_TIERS` (`all`, `none`, or a comma-separated list of `free_trial`, `paid`, `enterprise`) | [`SupportConfig::default`] |
 //!
 //! The rules, the same on every host: blank values count as unset; timings are whole numbers
@@ -98,6 +106,22 @@ pub mod names {
     pub const SUPPORT_ERROR_BURST_MAX: &str = "TIPPEN_SUPPORT_ERROR_BURST_MAX";
     /// Support: inactivity after (ms).
     pub const SUPPORT_INACTIVITY_AFTER_MS: &str = "TIPPEN_SUPPORT_INACTIVITY_AFTER_MS";
+    /// Largest request body (bytes).
+    pub const MAX_BODY_BYTES: &str = "TIPPEN_MAX_BODY_BYTES";
+    /// Longest id (bytes).
+    pub const MAX_ID_BYTES: &str = "TIPPEN_MAX_ID_BYTES";
+    /// Largest WebSocket text frame (bytes).
+    pub const MAX_FRAME_BYTES: &str = "TIPPEN_MAX_FRAME_BYTES";
+    /// Tabs kept per visitor.
+    pub const MAX_TABS_PER_VISITOR: &str = "TIPPEN_MAX_TABS_PER_VISITOR";
+    /// Departed tabs remembered per visitor.
+    pub const MAX_DEPARTED_TABS: &str = "TIPPEN_MAX_DEPARTED_TABS";
+    /// Visitor records per site.
+    pub const MAX_VISITORS_PER_SITE: &str = "TIPPEN_MAX_VISITORS_PER_SITE";
+    /// Support users per site.
+    pub const MAX_USERS_PER_SITE: &str = "TIPPEN_MAX_USERS_PER_SITE";
+    /// How long a deleted visitor stays opted out (ms).
+    pub const OPT_OUT_RETENTION_MS: &str = "TIPPEN_OPT_OUT_RETENTION_MS";
     /// Support: the tiers `stuck` applies to.
     pub const SUPPORT_STUCK_TIERS: &str = "TIPPEN_SUPPORT_STUCK_TIERS";
     /// Support: the tiers `low_activity` applies to.
@@ -246,6 +270,14 @@ impl Setting {
             name: self.name,
             value: self.value.clone(),
         })
+    }
+
+    /// The value as a whole number, at least 1.
+    pub fn positive_number(&self) -> Result<usize, SettingsError> {
+        match self.number()? {
+            0 => Err(SettingsError::Zero { name: self.name }),
+            n => Ok(n),
+        }
     }
 
     /// The value as milliseconds (0 allowed).
@@ -456,7 +488,8 @@ impl SiteEntry {
 /// The settings every host shares, checked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Settings {
-    /// The core's configuration: presence and invite timings, support rules; the rest default.
+    /// The core's configuration: presence and invite timings, limits and quotas, the opt-out
+    /// retention, support rules; the rest default.
     pub config: Config,
     /// The sites, keys hashed.
     pub sites: Vec<Site>,
@@ -496,9 +529,30 @@ impl Settings {
             (names::VISIBLE_GRACE_MS, &mut p.visible_grace),
             (names::HIDDEN_GRACE_MS, &mut p.hidden_grace),
             (names::INVITE_TTL_MS, &mut config.invites.ttl),
+            (
+                names::OPT_OUT_RETENTION_MS,
+                &mut config.privacy.opt_out_retention,
+            ),
         ] {
             if let Some(s) = lookup(name) {
                 *into = s.positive_millis()?;
+            }
+        }
+        let l = &mut config.limits;
+        for (name, into) in [
+            (names::MAX_BODY_BYTES, &mut l.max_body_bytes),
+            (names::MAX_ID_BYTES, &mut l.max_id_bytes),
+            (names::MAX_FRAME_BYTES, &mut l.max_frame_bytes),
+            (
+                names::MAX_TABS_PER_VISITOR,
+                &mut config.presence.max_tabs_per_visitor,
+            ),
+            (names::MAX_DEPARTED_TABS, &mut l.max_departed_tabs),
+            (names::MAX_VISITORS_PER_SITE, &mut l.max_visitors_per_site),
+            (names::MAX_USERS_PER_SITE, &mut l.max_users_per_site),
+        ] {
+            if let Some(s) = lookup(name) {
+                *into = s.positive_number()?;
             }
         }
         config.support = support(&lookup)?;

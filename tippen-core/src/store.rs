@@ -130,6 +130,14 @@ pub trait Store: MaybeSendSync {
     /// Every stored visitor record of the site (live or not yet swept).
     async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError>;
 
+    /// How many visitor records the site holds (what [`visitors`](Self::visitors) would
+    /// return), for the quota on visitors per site; asked only when a new visitor would be
+    /// created. The default counts [`visitors`](Self::visitors); stores override it with a
+    /// cheaper count.
+    async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError> {
+        Ok(self.visitors(site).await?.len())
+    }
+
     /// Records with `deadline <= now`, earliest first, at most `limit`.
     async fn due_visitors(
         &self,
@@ -189,6 +197,12 @@ pub trait Store: MaybeSendSync {
 
     /// Every stored user record of the site.
     async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError>;
+
+    /// How many user records the site holds, for the quota on support users per site; asked
+    /// only when a new user would be created. The default counts [`users`](Self::users).
+    async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError> {
+        Ok(self.users(site).await?.len())
+    }
 
     /// User records with `deadline <= now`, earliest first, at most `limit`.
     async fn due_users(

@@ -50,6 +50,8 @@ mock! {
         async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError>;
         async fn due_users(&self, site: &SiteId, now: Timestamp, limit: usize) -> Result<Vec<Versioned<UserRecord>>, StoreError>;
         async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError>;
+        async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError>;
+        async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError>;
     }
 }
 
@@ -75,6 +77,8 @@ fn with_site(store: &mut MockStorage) {
     store
         .expect_site_by_key()
         .returning(|_| Ok(Some(Site::new("s", "S", "pk", "sk"))));
+    store.expect_count_visitors().returning(|_| Ok(0));
+    store.expect_count_users().returning(|_| Ok(0));
 }
 
 #[test]

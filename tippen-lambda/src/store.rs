@@ -44,7 +44,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue,
-    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, TimeToLiveSpecification,
+    ReturnValuesOnConditionCheckFailure, ScalarAttributeType, Select, TimeToLiveSpecification,
     TransactWriteItem,
 };
 use serde::Serialize;
@@ -514,6 +514,32 @@ impl DynamoStore {
         }
     }
 
+    /// How many items partition `pk` holds (a `Select: COUNT` query: nothing is transferred,
+    /// though DynamoDB still reads the items; asked only when a new visitor or user would be
+    /// created, for the quotas).
+    async fn count_all(&self, pk: &str) -> Result<usize, StoreError> {
+        let mut count = 0usize;
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(pk))
+                .select(Select::Count)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            count += usize::try_from(out.count).unwrap_or(0);
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok(count),
+            }
+        }
+    }
+
     /// An item of a record kind with a deadline: `doc`, and the `due` index entry (partition
     /// `due_partition`, sort key the deadline) plus a TTL past the deadline.
     fn deadline_item<T: Serialize>(
@@ -901,6 +927,10 @@ impl Store for DynamoStore {
         self.records(&visitor_pk(site)).await
     }
 
+    async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError> {
+        self.count_all(&visitor_pk(site)).await
+    }
+
     async fn due_visitors(
         &self,
         site: &SiteId,
@@ -1076,6 +1106,10 @@ impl Store for DynamoStore {
 
     async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
         self.records(&user_pk(site)).await
+    }
+
+    async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError> {
+        self.count_all(&user_pk(site)).await
     }
 
     async fn due_users(

@@ -148,6 +148,20 @@ impl DurableObjectStore {
         cursor.raw().collect::<Result<Vec<_>, _>>().map_err(backend)
     }
 
+    /// How many rows of the indexed `table` belong to `site`.
+    fn count(&self, table: Indexed, site: &SiteId) -> Result<usize, StoreError> {
+        let rows = self.rows(
+            &format!("SELECT COUNT(*) FROM {} WHERE site = ?", table.0),
+            vec![text(site.as_str())],
+        )?;
+        let n = rows
+            .first()
+            .and_then(|r| r.first())
+            .map(as_i64)
+            .transpose()?;
+        Ok(usize::try_from(n.unwrap_or(0)).unwrap_or(0))
+    }
+
     fn run(&self, query: &str, bindings: Vec<SqlStorageValue>) -> Result<(), StoreError> {
         self.sql.exec(query, bindings).map_err(backend).map(|_| ())
     }
@@ -455,6 +469,10 @@ impl Store for DurableObjectStore {
             .collect())
     }
 
+    async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError> {
+        self.count(VISITORS, site)
+    }
+
     async fn due_visitors(
         &self,
         site: &SiteId,
@@ -576,6 +594,10 @@ impl Store for DurableObjectStore {
             .into_iter()
             .map(|v| v.value)
             .collect())
+    }
+
+    async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError> {
+        self.count(USERS, site)
     }
 
     async fn due_users(

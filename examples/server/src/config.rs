@@ -21,7 +21,7 @@ use tippen_core::settings::{
 };
 use tippen_core::slack::SlackConfig;
 use tippen_core::support::SupportConfig;
-use tippen_core::{PresenceConfig, Site};
+use tippen_core::{Limits, PresenceConfig, PrivacyConfig, Site};
 
 /// The id of the demo site.
 pub const DEMO_SITE_ID: &str = "demo";
@@ -98,6 +98,32 @@ pub struct FileConfig {
     /// Support triggers and Slack.
     #[serde(default)]
     pub support: SupportSection,
+    /// Request limits and quotas.
+    #[serde(default)]
+    pub limits: LimitsSection,
+}
+
+/// `[limits]`: request limits and quotas (`tippen_core::Limits`) and the opt-out retention;
+/// absent keys keep the core's defaults. Each is also `TIPPEN_<KEY in capitals>`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsSection {
+    /// Largest request body in bytes (default 65536; 413 beyond).
+    pub max_body_bytes: Option<usize>,
+    /// Longest visitor, tab, invite or user id in bytes (default 128; 400 beyond).
+    pub max_id_bytes: Option<usize>,
+    /// Largest WebSocket text frame in bytes (default 4096; an `ERROR` reply beyond).
+    pub max_frame_bytes: Option<usize>,
+    /// Tabs kept per visitor (default 20; the least recently seen is dropped beyond).
+    pub max_tabs_per_visitor: Option<usize>,
+    /// Departed tabs remembered per visitor (default 20; the oldest is forgotten beyond).
+    pub max_departed_tabs: Option<usize>,
+    /// Visitor records per site (default 10000; a new visitor is 429 beyond).
+    pub max_visitors_per_site: Option<usize>,
+    /// Support users per site (default 10000; a new user is 429 beyond).
+    pub max_users_per_site: Option<usize>,
+    /// How long a deleted visitor's id stays opted out, in milliseconds (default 30 days).
+    pub opt_out_retention_ms: Option<u64>,
 }
 
 /// `[invites]`: how long an invite waits for an answer, and the video provider.
@@ -218,6 +244,10 @@ pub struct Settings {
     pub invites: InviteConfig,
     /// Base URL of the video provider, when one is configured.
     pub video_provider_url: Option<String>,
+    /// Request limits and quotas.
+    pub limits: Limits,
+    /// Privacy (the opt-out retention).
+    pub privacy: PrivacyConfig,
 }
 
 impl FileConfig {
@@ -276,16 +306,19 @@ impl FileConfig {
             slack: shared.slack,
             invites: shared.config.invites,
             video_provider_url: shared.video_provider_url,
+            limits: shared.config.limits,
+            privacy: shared.config.privacy,
         })
     }
 
     /// The file's value of the shared setting `name`, named by its field.
     fn setting(&self, name: &'static str) -> Option<Setting> {
-        let (p, i, s, e) = (
+        let (p, i, s, e, l) = (
             &self.presence,
             &self.invites,
             &self.support,
             &self.enrichment,
+            &self.limits,
         );
         match name {
             names::HEARTBEAT_MS => number("presence.heartbeat_ms", p.heartbeat_ms),
@@ -328,6 +361,20 @@ impl FileConfig {
             }
             names::SUPPORT_RETENTION_MS => number("support.retention_ms", s.retention_ms),
             names::SUPPORT_MAX_RAW_EVENTS => number("support.max_raw_events", s.max_raw_events),
+            names::MAX_BODY_BYTES => number("limits.max_body_bytes", l.max_body_bytes),
+            names::MAX_ID_BYTES => number("limits.max_id_bytes", l.max_id_bytes),
+            names::MAX_FRAME_BYTES => number("limits.max_frame_bytes", l.max_frame_bytes),
+            names::MAX_TABS_PER_VISITOR => {
+                number("limits.max_tabs_per_visitor", l.max_tabs_per_visitor)
+            }
+            names::MAX_DEPARTED_TABS => number("limits.max_departed_tabs", l.max_departed_tabs),
+            names::MAX_VISITORS_PER_SITE => {
+                number("limits.max_visitors_per_site", l.max_visitors_per_site)
+            }
+            names::MAX_USERS_PER_SITE => number("limits.max_users_per_site", l.max_users_per_site),
+            names::OPT_OUT_RETENTION_MS => {
+                number("limits.opt_out_retention_ms", l.opt_out_retention_ms)
+            }
             _ => None,
         }
     }

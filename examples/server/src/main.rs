@@ -75,6 +75,16 @@
 //! max_raw_events = 100       # raw events kept per user
 //! # slack_webhook_url = "https://hooks.slack.com/services/…"  # better: TIPPEN_SLACK_WEBHOOK_URL
 //!
+//! [limits]                   # quotas; absent keys keep these defaults (also TIPPEN_MAX_…)
+//! max_body_bytes = 65536     # 413 beyond
+//! max_id_bytes = 128         # visitor, tab, invite and user ids; 400 beyond
+//! max_frame_bytes = 4096     # WebSocket text frames; an ERROR reply beyond
+//! max_tabs_per_visitor = 20  # the least recently seen tab is dropped beyond
+//! max_departed_tabs = 20     # departures remembered per visitor; the oldest forgotten beyond
+//! max_visitors_per_site = 10000 # a new visitor is 429 beyond
+//! max_users_per_site = 10000 # a new support user is 429 beyond
+//! opt_out_retention_ms = 2592000000 # a deleted visitor's id is refused (410) this long
+//!
 //! [[sites]]
 //! id = "acme"                # letters, digits, '-', '_', '.'
 //! name = "Acme Inc."         # optional, defaults to the id
@@ -228,6 +238,8 @@ async fn run(args: Args) -> Result<(), ServerError> {
         presence: settings.presence,
         support: settings.support,
         invites: settings.invites,
+        limits: settings.limits,
+        privacy: settings.privacy,
         ..Config::default()
     };
     match &settings.slack {

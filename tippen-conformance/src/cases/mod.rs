@@ -8,6 +8,7 @@ use crate::http::{Answer, Http, Req};
 use crate::wire::{describe_json, find_visitor, track_body};
 use crate::{Case, Failure};
 
+mod abuse;
 mod channel;
 mod cors;
 mod dashboard;
@@ -74,6 +75,10 @@ pub(crate) fn all() -> Vec<Case> {
         case!(errors::garbage_is_never_a_server_error),
         case!(errors::non_utf8_input_is_never_a_server_error),
         case!(errors::static_pages_are_served),
+        // Abuse of the public key: bounded ids, keys and frames.
+        case!(abuse::leave_flood_with_huge_tab_ids_is_refused),
+        case!(abuse::over_long_keys_and_ids_are_refused),
+        case!(abuse::over_long_dashboard_frames_get_an_error),
         // CORS.
         case!(cors::preflight_is_answered),
         case!(cors::every_response_allows_any_origin),

@@ -233,6 +233,10 @@ impl Tippen {
         let Some(key) = key.filter(|k| !k.is_empty()) else {
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "API key required"));
         };
+        if key.len() > self.config().limits.max_key_bytes {
+            // No site has such a key: refused without hashing it.
+            return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid API key"));
+        }
         match self.authenticate(key).await? {
             None => Err(ApiError::new(StatusCode::FORBIDDEN, "invalid API key")),
             Some((_, KeyRole::Public)) if need == KeyRole::Secret => Err(ApiError::new(
@@ -393,6 +397,9 @@ impl Tippen {
                             &req.visitor.visitor_id,
                             limits.max_id_bytes,
                         )?;
+                        if let Some(tab_id) = &req.visitor.tab_id {
+                            check_id("visitor.tabId", tab_id, limits.max_id_bytes)?;
+                        }
                         return call(
                             site,
                             Op::Leave {
@@ -438,6 +445,9 @@ impl Tippen {
                     .keyed_body(key.as_deref(), &body, KeyRole::Public)
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
+                if let Some(tab_id) = &req.tab_id {
+                    check_id("tabId", tab_id, limits.max_id_bytes)?;
+                }
                 call(
                     site,
                     Op::Leave {

@@ -51,6 +51,8 @@ pub struct ApiError {
     /// Human-readable message naming the problem.
     pub message: String,
     pub(super) allow: Option<&'static str>,
+    /// `Retry-After` in seconds (429 and 503 say 1 unless set).
+    pub(super) retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -60,7 +62,14 @@ impl ApiError {
             status,
             message: message.into(),
             allow: None,
+            retry_after: None,
         }
+    }
+
+    /// The same error answered with `Retry-After: <secs>`.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
     }
 
     pub(super) fn bad_request(message: impl Into<String>) -> Self {
@@ -83,7 +92,10 @@ impl ApiError {
             r.headers_mut()
                 .insert(header::ALLOW, HeaderValue::from_static(allow));
         }
-        if matches!(
+        if let Some(secs) = self.retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        } else if matches!(
             self.status,
             StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
         ) {
@@ -107,6 +119,10 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, err.to_string())
             }
             ServiceError::Invite(err) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+            ServiceError::Quota(message) => ApiError {
+                retry_after: Some(60),
+                ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)
+            },
             ServiceError::Store(err) => {
                 tracing::error!(error = %err, "store failed");
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal storage error")

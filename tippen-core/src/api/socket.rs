@@ -88,6 +88,12 @@ impl Tippen {
 
     /// A dashboard's text message; returns the reply to send on the same socket.
     async fn dashboard_message(&self, site: &SiteId, text: &str) -> Result<String, ServiceError> {
+        if let Some(error) = self.oversized(text) {
+            return Ok(self
+                .reply(site, ServerMessage::Error { error })
+                .await?
+                .to_json());
+        }
         let reply = match serde_json::from_str::<ClientMessage>(text) {
             Ok(ClientMessage::Ping) => {
                 self.reply(
@@ -119,6 +125,14 @@ impl Tippen {
             }
         };
         Ok(reply.to_json())
+    }
+
+    /// The complaint about a frame over [`Limits::max_frame_bytes`](crate::config::Limits)
+    /// (answered with an `ERROR`, nothing else done; the socket stays open).
+    fn oversized(&self, text: &str) -> Option<String> {
+        let max = self.config().limits.max_frame_bytes;
+        (text.len() > max)
+            .then(|| format!("message of {} bytes exceeds the limit of {max}", text.len()))
     }
 
     /// The visitor channel's hello (see [`socket_open`](Self::socket_open)).
@@ -197,7 +211,14 @@ impl Tippen {
             site: Some(site.clone()),
             ..Effects::reply(serde_json::json!({ "type": "ERROR", "error": error }).to_string())
         };
+        if let Some(message) = self.oversized(text) {
+            return Ok(error(message));
+        }
         let answer = match serde_json::from_str::<InviteFromVisitor>(text) {
+            Ok(answer) if answer.invite_id().len() > self.config().limits.max_id_bytes => {
+                let max = self.config().limits.max_id_bytes;
+                return Ok(error(format!("inviteId must be 1 to {max} bytes long")));
+            }
             Ok(answer) => answer,
             Err(_) => {
                 let msg = "expected a JSON object with a \"type\" of INVITE_SEEN, \

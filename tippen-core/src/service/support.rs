@@ -92,43 +92,63 @@ impl Tippen {
     ) -> Result<Outcome, ServiceError> {
         let cfg = &self.config().support;
         let now = self.now();
-        let recorded = self
-            .update(site, user_id, |current: Option<Versioned<UserRecord>>| {
-                if events.is_empty()
-                    && current
-                        .as_ref()
-                        .is_none_or(|v| v.value.expired_at(now, cfg))
-                {
-                    // Nothing to record for a user not (or no longer) known.
-                    return Ok((Write::Keep, None));
-                }
-                let mut messages = Vec::new();
-                let mut notifications = Vec::new();
-                let mut record = match current {
-                    Some(v) if !v.value.expired_at(now, cfg) => v.value,
-                    Some(v) => {
-                        // Retention ended but not yet swept: start over.
-                        messages.extend(Self::ended(&v.value, Resolution::Expired, now));
-                        UserRecord::new(user_id, now, cfg)
+        // A new user is counted against the site's quota once, then the batch is tried again.
+        let mut quota_checked = false;
+        let recorded = loop {
+            let step = self
+                .update(site, user_id, |current: Option<Versioned<UserRecord>>| {
+                    if events.is_empty()
+                        && current
+                            .as_ref()
+                            .is_none_or(|v| v.value.expired_at(now, cfg))
+                    {
+                        // Nothing to record for a user not (or no longer) known.
+                        return Ok((Write::Keep, Some(None)));
                     }
-                    None => UserRecord::new(user_id, now, cfg),
-                };
-                let change = record.apply_batch(identity, events, now, cfg);
-                self.support_messages(
-                    site,
-                    &record,
-                    change,
-                    now,
-                    &mut messages,
-                    &mut notifications,
-                );
-                let deadline = record.deadline;
-                Ok((
-                    Write::Save(record),
-                    Some((messages, notifications, deadline)),
-                ))
-            })
-            .await?;
+                    if current.is_none() && !quota_checked {
+                        return Ok((Write::Keep, None));
+                    }
+                    let mut messages = Vec::new();
+                    let mut notifications = Vec::new();
+                    let mut record = match current {
+                        Some(v) if !v.value.expired_at(now, cfg) => v.value,
+                        Some(v) => {
+                            // Retention ended but not yet swept: start over.
+                            messages.extend(Self::ended(&v.value, Resolution::Expired, now));
+                            UserRecord::new(user_id, now, cfg)
+                        }
+                        None => UserRecord::new(user_id, now, cfg),
+                    };
+                    let change = record.apply_batch(identity, events, now, cfg);
+                    self.support_messages(
+                        site,
+                        &record,
+                        change,
+                        now,
+                        &mut messages,
+                        &mut notifications,
+                    );
+                    let deadline = record.deadline;
+                    Ok((
+                        Write::Save(record),
+                        Some(Some((messages, notifications, deadline))),
+                    ))
+                })
+                .await?;
+            match step {
+                Some(recorded) => break recorded,
+                None => {
+                    let max = self.config().limits.max_users_per_site;
+                    if self.store().count_users(site).await? >= max {
+                        tracing::warn!(site = %site, max, "support user quota reached");
+                        return Err(ServiceError::Quota(format!(
+                            "this site has reached its limit of {max} support users; try again later"
+                        )));
+                    }
+                    quota_checked = true;
+                }
+            }
+        };
         let Some((messages, notifications, deadline)) = recorded else {
             return Ok(Outcome::default());
         };

@@ -423,3 +423,48 @@ fn registering_writes_only_what_changed() {
     })
     .unwrap();
 }
+
+#[test]
+fn limits_and_quotas_are_read_and_checked() {
+    let s = read(&[
+        ("TIPPEN_MAX_BODY_BYTES", "1024"),
+        ("TIPPEN_MAX_ID_BYTES", "64"),
+        ("TIPPEN_MAX_FRAME_BYTES", "512"),
+        ("TIPPEN_MAX_TABS_PER_VISITOR", "5"),
+        ("TIPPEN_MAX_DEPARTED_TABS", "3"),
+        ("TIPPEN_MAX_VISITORS_PER_SITE", "100"),
+        ("TIPPEN_MAX_USERS_PER_SITE", "50"),
+        ("TIPPEN_OPT_OUT_RETENTION_MS", "60000"),
+    ])
+    .unwrap();
+    let l = &s.config.limits;
+    assert_eq!(
+        (
+            l.max_body_bytes,
+            l.max_id_bytes,
+            l.max_frame_bytes,
+            l.max_departed_tabs,
+            l.max_visitors_per_site,
+            l.max_users_per_site
+        ),
+        (1024, 64, 512, 3, 100, 50)
+    );
+    assert_eq!(s.config.presence.max_tabs_per_visitor, 5);
+    assert_eq!(
+        s.config.privacy.opt_out_retention,
+        std::time::Duration::from_secs(60)
+    );
+    for name in [
+        "TIPPEN_MAX_VISITORS_PER_SITE",
+        "TIPPEN_MAX_ID_BYTES",
+        "TIPPEN_OPT_OUT_RETENTION_MS",
+    ] {
+        let e = read(&[(name, "0")]).unwrap_err();
+        assert_eq!(e.to_string(), format!("{name} must be at least 1"));
+    }
+    let e = read(&[("TIPPEN_MAX_USERS_PER_SITE", "lots")]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        r#"TIPPEN_MAX_USERS_PER_SITE must be a whole number, got "lots""#
+    );
+}

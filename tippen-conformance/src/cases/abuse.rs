@@ -1,0 +1,113 @@
+//! Abuse of the public key (issue 17): what anyone holding the tracker's key can send is
+//! bounded — over-long ids, keys and frames are refused with the documented 4xx or an `ERROR`
+//! reply, and change nothing.
+
+use serde_json::json;
+
+use super::{listed_visitor, step_failure, track, track_ok};
+use crate::dashboard::{Dashboard, is_type, percent_encode};
+use crate::http::{Http, Req};
+use crate::wire::{track_body, unique_id};
+use crate::{Failure, Target};
+
+/// The `/track/leave` flood of the issue: exit beacons (`text/plain`, key in the body or the
+/// query) naming 60 KB tab ids are each refused with 400 naming `tabId`, as is the `leave`
+/// event of `/track/visitor`; the visitor is untouched (still listed, its tab still there).
+pub(super) async fn leave_flood_with_huge_tab_ids_is_refused(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("flood");
+    track_ok(
+        &http,
+        &t.public_key,
+        "pageview",
+        &id,
+        "https://x.test/",
+        json!({"tabId": "real", "visibility": "hidden"}),
+    )
+    .await?;
+    let huge = "t".repeat(60 * 1024);
+    for i in 0..40 {
+        let beacon = if i % 2 == 0 {
+            Req::post("/track/leave").raw(
+                "text/plain;charset=UTF-8",
+                json!({"apiKey": t.public_key, "visitorId": id, "tabId": format!("{huge}{i}")})
+                    .to_string(),
+            )
+        } else {
+            Req::post(format!(
+                "/track/leave?apiKey={}",
+                percent_encode(&t.public_key)
+            ))
+            .raw(
+                "text/plain;charset=UTF-8",
+                json!({"visitorId": id, "tabId": format!("{huge}{i}")}).to_string(),
+            )
+        };
+        http.send(beacon)
+            .await?
+            .expect_error_mentioning(400, "tabId")?;
+    }
+    let body = json!({"event": "leave", "visitor": {"visitorId": id, "tabId": huge}});
+    track(&http, &t.public_key, &body)
+        .await?
+        .expect_error_mentioning(400, "tabId")?;
+    let visitor = listed_visitor(&http, &t.secret_key, &id).await?;
+    let tabs = visitor["tabs"].as_array().map_or(0, Vec::len);
+    if tabs != 1 {
+        return Err(step_failure(
+            "GET /api/visitors after 41 refused exit beacons",
+            "the visitor with its one tab `real`",
+            format!("{tabs} tabs: {visitor}"),
+        ));
+    }
+    Ok(())
+}
+
+/// A key longer than any site's (10 KB) is an unknown key (403); an id over the limit is 400
+/// on the invite routes too.
+pub(super) async fn over_long_keys_and_ids_are_refused(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("longkey");
+    let body = track_body("pageview", &id, "https://x.test/", json!({}));
+    track(&http, &"k".repeat(10 * 1024), &body)
+        .await?
+        .expect_json(403, &json!({"error": "invalid API key"}))?;
+    let long = "i".repeat(1000);
+    http.send(
+        Req::post("/track/invite")
+            .key(&t.public_key)
+            .json(&json!({"visitorId": id, "type": "INVITE_SEEN", "inviteId": long})),
+    )
+    .await?
+    .expect_error_mentioning(400, "inviteId")?;
+    http.send(
+        Req::post("/api/invites/cancel")
+            .key(&t.secret_key)
+            .json(&json!({"visitorId": long, "inviteId": "x"})),
+    )
+    .await?
+    .expect_error_mentioning(400, "visitorId")?;
+    Ok(())
+}
+
+/// A dashboard frame over the frame limit (8 KiB) is answered with an `ERROR` and the socket
+/// keeps working (a `PING` after it gets its `PONG`).
+pub(super) async fn over_long_dashboard_frames_get_an_error(t: &Target) -> Result<(), Failure> {
+    let mut dashboard = Dashboard::connect(t, &t.secret_key).await?;
+    let frame = json!({"type": "PING", "pad": "x".repeat(8 * 1024)}).to_string();
+    dashboard.send_text(frame).await?;
+    let (error, _) = dashboard
+        .wait_for("an ERROR naming the frame limit", super::PROMPT, |m| {
+            is_type(m, "ERROR")
+        })
+        .await?;
+    if !error["error"]
+        .as_str()
+        .is_some_and(|e| e.contains("exceeds the limit"))
+    {
+        return Err(dashboard.mismatch("ERROR: message of … bytes exceeds the limit of …", &error));
+    }
+    dashboard.ping().await?;
+    dashboard.close().await;
+    Ok(())
+}
