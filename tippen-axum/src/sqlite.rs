@@ -20,6 +20,11 @@
 //! - [`Immediate`](SqliteDurability::Immediate): every write waits until its transaction is
 //!   committed (group commit: writes queued together share one).
 //!
+//! Whatever the durability, what the core must not lose waits for its commit: it calls
+//! [`Store::sync`] (here [`SqliteStore::flush`], a group commit that every caller waiting at
+//! once shares) before acknowledging a deletion, an invite or its change, or an activity
+//! batch. So only heartbeats and page views are written behind.
+//!
 //! Sites are always written immediately ([`Store::put_site`] waits for the commit).
 //! [`SqliteStore::flush`] waits until everything written so far is committed; dropping the
 //! store commits what is pending and closes the file.
@@ -47,7 +52,8 @@
 //! ```
 //!
 //! The enrichment tables were added in version 2 and the users table in version 3; an older
-//! file gains them on open. Users are written behind like visitors. Cache
+//! file gains them on open. Users are written behind like visitors (an acknowledged activity
+//! batch is committed through [`Store::sync`]). Cache
 //! entries and counters are written behind like visitors (a crash loses at most the last
 //! commit interval's; the cache survives every orderly restart).
 
@@ -1248,5 +1254,11 @@ impl Store for SqliteStore {
 
     async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
         Ok(self.state().users.get(site).and_then(|s| s.next_deadline()))
+    }
+
+    async fn sync(&self) -> Result<(), StoreError> {
+        // Group commit: the writer commits everything pending at once, without waiting for
+        // the commit interval, and every caller waiting meanwhile shares that commit.
+        self.flush().await
     }
 }

@@ -210,6 +210,11 @@ pub struct VisitorRecord {
     /// Earliest tab expiry, or the open invite's expiry if earlier (a tombstone: when its
     /// quiet period ends); [`Timestamp::EPOCH`] when there is nothing to wait for.
     pub deadline: Timestamp,
+    /// Set on a deleted visitor's opt-out tombstone (nothing else is kept): until then its
+    /// tracking calls are refused instead of recreating it (see
+    /// [`PrivacyConfig`](crate::config::PrivacyConfig)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opted_out_until: Option<Timestamp>,
 }
 
 /// Result of removing tabs from a record.
@@ -248,14 +253,42 @@ impl VisitorRecord {
             left_tabs: Vec::new(),
             invite: None,
             deadline: Timestamp::EPOCH,
+            opted_out_until: None,
         };
         record.apply(ping, now, cfg);
         record
     }
 
-    /// Whether this is a departed visitor's tombstone (no tabs, some recently left).
+    /// A deleted visitor's opt-out tombstone: the id and `until`, nothing else.
+    pub(crate) fn opted_out(visitor_id: &str, now: Timestamp, until: Timestamp) -> Self {
+        VisitorRecord {
+            visitor_id: visitor_id.to_owned(),
+            website: String::new(),
+            first_seen: now,
+            last_activity: now,
+            page_views: 0,
+            referrer: None,
+            user_agent: None,
+            is_bot: false,
+            client_timestamp: None,
+            company: Company::unknown(),
+            tabs: Vec::new(),
+            left_tabs: Vec::new(),
+            invite: None,
+            deadline: until,
+            opted_out_until: Some(until),
+        }
+    }
+
+    /// Whether this is a departed visitor's tombstone (no tabs, some recently left) or a
+    /// deleted visitor's opt-out tombstone.
     pub(crate) fn is_tombstone(&self) -> bool {
-        self.tabs.is_empty() && !self.left_tabs.is_empty()
+        self.tabs.is_empty() && (!self.left_tabs.is_empty() || self.opted_out_until.is_some())
+    }
+
+    /// Whether this is an opt-out tombstone still in force at `now`.
+    pub(crate) fn opted_out_at(&self, now: Timestamp) -> bool {
+        self.opted_out_until.is_some_and(|until| now < until)
     }
 
     /// Whether `ping` comes from a tab that left less than
@@ -465,6 +498,7 @@ impl VisitorRecord {
                 .left_tabs
                 .iter()
                 .map(|l| l.at.plus(cfg.departure_quiet))
+                .chain(self.opted_out_until)
                 .max()
                 .unwrap_or(Timestamp::EPOCH),
         };

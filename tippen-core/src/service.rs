@@ -51,6 +51,9 @@ pub enum ServiceError {
     /// A quota of [`Limits`](crate::config::Limits) would be exceeded (nothing changed).
     #[error("{0}")]
     Quota(String),
+    /// The visitor was deleted and so opted out of tracking (its tombstone is in force).
+    #[error("visitor {0} was deleted and has opted out of tracking")]
+    OptedOut(String),
 }
 
 /// What an operation caused.
@@ -327,6 +330,7 @@ impl Tippen {
                     read = Some(*current);
                 }
                 TrackStep::Ignored => return Ok(Outcome::default()),
+                TrackStep::OptedOut => return Err(ServiceError::OptedOut(visitor_id.to_owned())),
                 TrackStep::Tracked(tracked) => break *tracked,
             }
         };
@@ -373,6 +377,10 @@ impl Tippen {
         now: Timestamp,
     ) -> (Write<VisitorRecord>, TrackStep) {
         let cfg = &self.config.presence;
+        if current.as_ref().is_some_and(|v| v.value.opted_out_at(now)) {
+            // Deleted: its tombstone keeps it from being tracked again.
+            return (Write::Keep, TrackStep::OptedOut);
+        }
         if current
             .as_ref()
             .is_some_and(|v| v.value.ignores(ping, now, cfg))
@@ -592,20 +600,29 @@ impl Tippen {
 
     /// Deletes a visitor's data at once (a privacy request); dashboards hear
     /// `VISITOR_REMOVED` with reason `deleted`. Returns whether there was anything to delete.
+    ///
+    /// A deletion is also an opt-out: what is left is a tombstone holding only the id, for
+    /// [`PrivacyConfig::opt_out_retention`](crate::config::PrivacyConfig), during which the
+    /// visitor's tracking calls are refused ([`ServiceError::OptedOut`]) instead of
+    /// recreating it. It is left for an id the store does not hold too (an opt-out request for
+    /// a visitor who is gone). The deletion is durable ([`Store::sync`]) before this returns.
     pub async fn delete_visitor(
         &self,
         site: &SiteId,
         visitor_id: &str,
     ) -> Result<(bool, Outcome), ServiceError> {
-        let deleted = self
+        let now = self.clock.now();
+        let until = now.plus(self.config.privacy.opt_out_retention);
+        let (deleted, messages) = self
             .update(
                 site,
                 visitor_id,
                 |current: Option<Versioned<VisitorRecord>>| {
+                    let tombstone = VisitorRecord::opted_out(visitor_id, now, until);
                     let Some(current) = current else {
-                        return Ok((Write::Keep, None));
+                        return Ok((Write::Save(tombstone), (false, Vec::new())));
                     };
-                    let now = self.clock.now();
+                    let deleted = current.value.opted_out_until.is_none();
                     let mut messages = Vec::new();
                     if current.value.live_at(now, &self.config.presence) {
                         messages.push(ServerMessage::VisitorRemoved {
@@ -616,20 +633,17 @@ impl Tippen {
                         let ended = record.end_invite(now, &self.config.presence);
                         messages.extend(ended.map(ServerMessage::from));
                     }
-                    Ok((Write::Remove, Some(messages)))
+                    Ok((Write::Save(tombstone), (deleted, messages)))
                 },
             )
             .await?;
-        let Some(messages) = deleted else {
-            return Ok((false, Outcome::default()));
+        let outcome = Outcome {
+            messages: self.sequence(site, messages).await?,
+            deadline: Some(until),
+            ..Outcome::default()
         };
-        Ok((
-            true,
-            Outcome {
-                messages: self.sequence(site, messages).await?,
-                ..Outcome::default()
-            },
-        ))
+        self.store.sync().await?;
+        Ok((deleted, outcome))
     }
 
     /// The site's next deadline, as stored: the earliest of its visitors' and its support
@@ -743,6 +757,8 @@ impl Tippen {
             visitor_messages: vec![(invite.visitor_id.clone(), push)],
             ..Outcome::default()
         };
+        // An invite is committed before it is acknowledged.
+        self.store.sync().await?;
         Ok((invite, outcome))
     }
 
@@ -798,13 +814,16 @@ impl Tippen {
                 refused: None,
             });
         };
+        let outcome = Outcome {
+            messages: self.sequence(site, vec![message]).await?,
+            deadline,
+            ..Outcome::default()
+        };
+        // An invite's change (an answer, a cancel) is committed before it is acknowledged.
+        self.store.sync().await?;
         Ok(InviteChange {
             invite,
-            outcome: Outcome {
-                messages: self.sequence(site, vec![message]).await?,
-                deadline,
-                ..Outcome::default()
-            },
+            outcome,
             refused,
         })
     }
@@ -1026,6 +1045,8 @@ struct FirstCompany {
 enum TrackStep {
     /// A ping in flight when its tab closed: nothing changes.
     Ignored,
+    /// The visitor was deleted (opted out): nothing changes, the tracker is told.
+    OptedOut,
     /// A new visit starts: read its company from the shared cache, then try again on this
     /// record (as read, nothing written).
     NeedsCompany(Box<Option<Versioned<VisitorRecord>>>),

@@ -214,4 +214,13 @@ pub trait Store: MaybeSendSync {
 
     /// The smallest stored user deadline of the site.
     async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError>;
+
+    /// Waits until every write made so far is durable (survives a crash of the process). The
+    /// core calls it before acknowledging what must not be lost: deletions (and their opt-out
+    /// tombstones), invites and their changes, activity batches. A store whose writes are
+    /// durable when they return (the default) does nothing; a write-behind store commits
+    /// what is pending — one commit for every caller waiting at once (group commit).
+    async fn sync(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }

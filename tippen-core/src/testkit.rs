@@ -169,6 +169,7 @@ pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> Visito
         left_tabs: Vec::new(),
         invite: None,
         deadline: Timestamp::from_millis(deadline_ms),
+        opted_out_until: None,
     }
 }
 

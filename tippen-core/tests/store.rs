@@ -52,6 +52,7 @@ mock! {
         async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError>;
         async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError>;
         async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError>;
+        async fn sync(&self) -> Result<(), StoreError>;
     }
 }
 
@@ -79,6 +80,7 @@ fn with_site(store: &mut MockStorage) {
         .returning(|_| Ok(Some(Site::new("s", "S", "pk", "sk"))));
     store.expect_count_visitors().returning(|_| Ok(0));
     store.expect_count_users().returning(|_| Ok(0));
+    store.expect_sync().returning(|| Ok(()));
 }
 
 #[test]

@@ -78,3 +78,48 @@ pub(super) async fn deleting_unknown_ids_is_false_and_needs_the_secret_key(
     }
     Ok(())
 }
+
+/// A deletion is an opt-out: the deleted visitor's next heartbeat and page view are refused
+/// with `410 {"error":"visitor <id> was deleted and has opted out of tracking"}`, recreate
+/// nothing (not listed, nothing broadcast), and an exit beacon is still a quiet 200.
+pub(super) async fn a_deleted_visitor_is_not_tracked_again(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("optout");
+    track_hidden(&http, &t.public_key, &id).await?;
+    http.send(delete(format!("/api/visitors/{id}"), &t.secret_key))
+        .await?
+        .expect_json(200, &json!({"success": true, "deleted": true}))?;
+    let mut dashboard = Dashboard::connect(t, &t.secret_key).await?;
+    let refused =
+        json!({"error": format!("visitor {id} was deleted and has opted out of tracking")});
+    for (event, url) in [
+        ("heartbeat", "https://x.test/invite"),
+        ("pageview", "https://x.test/again"),
+    ] {
+        let body = crate::wire::track_body(
+            event,
+            &id,
+            url,
+            json!({"tabId": "tab_1", "visibility": "hidden"}),
+        );
+        http.send(Req::post("/track/visitor").key(&t.public_key).json(&body))
+            .await?
+            .expect_json(410, &refused)?;
+    }
+    http.send(
+        Req::post("/track/leave")
+            .key(&t.public_key)
+            .json(&json!({"visitorId": id, "tabId": "tab_1"})),
+    )
+    .await?
+    .expect_json(200, &json!({"success": true}))?;
+    not_listed(&http, &t.secret_key, &id, "it was deleted (opted out)").await?;
+    dashboard.note(format!("tracking {id} after its deletion"));
+    dashboard
+        .expect_none("a message about the deleted visitor", PROMPT / 3, |m| {
+            crate::dashboard::mentions(m, &id)
+        })
+        .await?;
+    dashboard.close().await;
+    Ok(())
+}

@@ -119,6 +119,7 @@ pub(crate) fn all() -> Vec<Case> {
         // Privacy deletion and statistics.
         case!(deletion::deleting_a_visitor_removes_it_everywhere),
         case!(deletion::deleting_unknown_ids_is_false_and_needs_the_secret_key),
+        case!(deletion::a_deleted_visitor_is_not_tracked_again),
         case!(stats::api_stats_answers_the_accounting),
         // The video provider (stand-in).
         case!(video_call::video_call_creates_a_session_and_sends_the_invite, needs VideoProvider),

@@ -119,6 +119,7 @@ impl From<ServiceError> for ApiError {
                 ApiError::new(StatusCode::NOT_FOUND, err.to_string())
             }
             ServiceError::Invite(err) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
+            ServiceError::OptedOut(_) => ApiError::new(StatusCode::GONE, e.to_string()),
             ServiceError::Quota(message) => ApiError {
                 retry_after: Some(60),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)

@@ -152,12 +152,15 @@ impl Tippen {
         let Some((messages, notifications, deadline)) = recorded else {
             return Ok(Outcome::default());
         };
-        Ok(Outcome {
+        let outcome = Outcome {
             messages: self.sequence(site, messages).await?,
             deadline: Some(deadline),
             notifications,
             ..Outcome::default()
-        })
+        };
+        // An acknowledged batch is committed.
+        self.store().sync().await?;
+        Ok(outcome)
     }
 
     /// The time-driven part of the support rules for the users due at `now` (at most
@@ -264,12 +267,12 @@ impl Tippen {
         let Some(ended) = deleted else {
             return Ok((false, Outcome::default()));
         };
-        Ok((
-            true,
-            Outcome {
-                messages: self.sequence(site, ended.into_iter().collect()).await?,
-                ..Outcome::default()
-            },
-        ))
+        let outcome = Outcome {
+            messages: self.sequence(site, ended.into_iter().collect()).await?,
+            ..Outcome::default()
+        };
+        // A privacy deletion is committed before it is acknowledged.
+        self.store().sync().await?;
+        Ok((true, outcome))
     }
 }
