@@ -12,7 +12,7 @@ conns=${2:-32}
 command -v wrk >/dev/null || { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q wrk; }
 cargo build -q --release -p tippen-server -p tippen-benches --bin tippen-server --bin bare_axum
 tmp=$(mktemp -d)
-RUST_LOG=warn "$CARGO_TARGET_DIR/release/tippen-server" --listen 127.0.0.1:18801 --db "$tmp/load.db" >"$tmp/server.log" 2>&1 &
+RUST_LOG=warn TIPPEN_RATE_LIMIT_PER_IP=0 TIPPEN_RATE_LIMIT_PER_KEY=0 "$CARGO_TARGET_DIR/release/tippen-server" --listen 127.0.0.1:18801 --db "$tmp/load.db" >"$tmp/server.log" 2>&1 &
 s1=$!
 "$CARGO_TARGET_DIR/release/bare_axum" 127.0.0.1:18802 >/dev/null 2>&1 &
 s2=$!

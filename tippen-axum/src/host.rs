@@ -16,7 +16,7 @@ use bytes::{Bytes, BytesMut};
 use http::{HeaderMap, StatusCode};
 use http_body_util::BodyExt;
 use thiserror::Error;
-use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, SocketRole};
+use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, SocketRole, presented_key};
 use tippen_core::host::{self as seam, HostIo};
 use tippen_core::support::SupportNotice;
 use tippen_core::{
@@ -28,6 +28,7 @@ use tower_http::trace::TraceLayer;
 
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
+use crate::limit::{Limiters, RateLimits};
 use crate::slack::SlackNotifier;
 use tippen_http::HttpTransport;
 
@@ -41,9 +42,23 @@ pub struct HostConfig {
     pub broadcast_capacity: usize,
     /// Largest WebSocket message accepted from a dashboard. Default 64 KiB.
     pub max_ws_message_bytes: usize,
-    /// How much of an over-limit request body is read and discarded before answering 413, so
-    /// that the client sees the answer rather than a reset connection. Default 1 MiB.
+    /// Lingering close: how much of an over-limit request body is still read and discarded
+    /// after the 413 is answered, so that a client that sends its whole body before reading
+    /// (most blocking HTTP clients) sees the answer rather than a broken pipe. A declared
+    /// `Content-Length` beyond it is not waited for. Default 32 MiB.
     pub max_drain_bytes: usize,
+    /// Lingering close: how long an over-limit body is read and discarded at most. Default
+    /// 10 s.
+    pub linger_timeout: Duration,
+    /// A request body must arrive within this time (counted from its header); else
+    /// `408 {"error":…}`. Default 30 s.
+    pub body_read_timeout: Duration,
+    /// A WebSocket (dashboard or visitor channel) from which nothing arrives for this long
+    /// is closed; the host sends a ping every third of it, which browsers answer by
+    /// themselves. Default 120 s.
+    pub ws_idle_timeout: Duration,
+    /// Rate limits per client address and per key (`429` with `Retry-After`).
+    pub rate_limits: RateLimits,
     /// A dashboard that does not take a message within this time is disconnected (it
     /// reconnects and resyncs). Default 30 s.
     pub ws_send_timeout: Duration,
@@ -66,7 +81,11 @@ impl Default for HostConfig {
             trusted_proxies: TrustedProxies::none(),
             broadcast_capacity: 1024,
             max_ws_message_bytes: 64 * 1024,
-            max_drain_bytes: 1024 * 1024,
+            max_drain_bytes: 32 * 1024 * 1024,
+            linger_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(30),
+            ws_idle_timeout: Duration::from_secs(120),
+            rate_limits: RateLimits::default(),
             ws_send_timeout: Duration::from_secs(30),
             enrichment: None,
             slack: None,
@@ -121,6 +140,8 @@ pub(crate) struct Inner {
     shutdown: watch::Sender<bool>,
     /// Timer tasks and dashboard sockets still running.
     active: Arc<Active>,
+    /// The rate limits' buckets.
+    limiters: Limiters,
 }
 
 /// One site's owner state.
@@ -173,6 +194,7 @@ impl TippenHost {
     /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with `config`.
     pub fn with_config(tippen: impl Into<Arc<Tippen>>, config: HostConfig) -> Self {
         let enrichment = config.enrichment.clone().map(Enrichment::new);
+        let config_limits = config.rate_limits.clone();
         let tippen: Arc<Tippen> = tippen.into();
         let transport = HttpTransport::new(config.outbound_timeout)
             .inspect_err(|e| tracing::error!(error = %e, "cannot build the outbound HTTP client"))
@@ -199,6 +221,7 @@ impl TippenHost {
                 sites: Mutex::new(HashMap::new()),
                 shutdown: watch::Sender::new(false),
                 active: Arc::new(Active(watch::Sender::new(0))),
+                limiters: Limiters::new(&config_limits),
             }),
         }
     }
@@ -279,22 +302,33 @@ impl TippenHost {
     /// call tippen from a handler of your own.
     pub async fn handle(&self, req: Request) -> Response {
         let (parts, body) = req.into_parts();
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let client_ip = self.client_ip(peer, &parts.headers);
+        if let Some(refusal) = self.over_client_limit(client_ip) {
+            return refusal;
+        }
         let limits = &self.inner.tippen.config().limits;
         let declared = parts
             .headers
             .get(http::header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        let body = match read_body(
-            body,
-            limits.max_body_bytes,
-            self.inner.config.max_drain_bytes,
-            declared,
+        let read = tokio::time::timeout(
+            self.inner.config.body_read_timeout,
+            read_body(body, limits.max_body_bytes),
         )
-        .await
-        {
-            Ok(b) => b,
-            Err(e) => {
+        .await;
+        let body = match read {
+            Ok(Ok((body, rest))) => {
+                if let Some(rest) = rest {
+                    self.linger(rest, declared);
+                }
+                body
+            }
+            Ok(Err(e)) => {
                 tracing::debug!(error = %e, "could not read request body");
                 return into_axum(
                     ApiError::new(
@@ -304,16 +338,25 @@ impl TippenHost {
                     .into_response(),
                 );
             }
+            Err(_) => {
+                let secs = self.inner.config.body_read_timeout.as_secs_f64();
+                return into_axum(
+                    ApiError::new(
+                        StatusCode::REQUEST_TIMEOUT,
+                        format!("the request body did not arrive within {secs} s"),
+                    )
+                    .into_response(),
+                );
+            }
         };
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip());
         let ctx = RequestContext {
-            client_ip: self.client_ip(peer, &parts.headers),
+            client_ip,
             ..RequestContext::default()
         };
         let req = http::Request::from_parts(parts, body);
+        if let Some(refusal) = self.over_key_limit(presented_key(&req).as_deref()) {
+            return refusal;
+        }
         let mut routed = self.inner.tippen.route(req, &ctx).await;
         if let Routed::Outbound(mut call) = routed {
             // Outside the site's lock: the provider may take seconds.
@@ -351,6 +394,42 @@ impl TippenHost {
 
     fn client_ip(&self, peer: Option<IpAddr>, headers: &HeaderMap) -> Option<IpAddr> {
         self.inner.config.trusted_proxies.client_ip(peer, headers)
+    }
+
+    /// The 429 for a client over its rate limit.
+    fn over_client_limit(&self, client: Option<IpAddr>) -> Option<Response> {
+        let wait = self.inner.limiters.check_client(client?).err()?;
+        Some(too_many("too many requests from this address", wait))
+    }
+
+    /// The 429 for a key over its rate limit.
+    fn over_key_limit(&self, key: Option<&str>) -> Option<Response> {
+        let key = key.filter(|k| k.len() <= self.inner.tippen.config().limits.max_key_bytes)?;
+        let wait = self.inner.limiters.check_key(key).err()?;
+        Some(too_many("too many requests with this key", wait))
+    }
+
+    /// Lingering close of a refused body: reads and discards what the client still sends
+    /// (bounded in bytes and time) while the 413 is answered, so the client gets to read it.
+    fn linger(&self, mut rest: Body, declared: Option<u64>) {
+        let max = self.inner.config.max_drain_bytes;
+        if declared.is_some_and(|d| d > (max as u64).saturating_add(1 << 20)) {
+            // Too much to wait for: the connection is closed under the client.
+            return;
+        }
+        let timeout = self.inner.config.linger_timeout;
+        tokio::spawn(async move {
+            let drain = async {
+                let mut drained = 0usize;
+                while drained <= max {
+                    match rest.frame().await {
+                        Some(Ok(f)) => drained += f.data_ref().map_or(0, Bytes::len),
+                        _ => break,
+                    }
+                }
+            };
+            let _ = tokio::time::timeout(timeout, drain).await;
+        });
     }
 
     async fn run_site_call(&self, call: SiteCall) -> http::Response<Bytes> {
@@ -476,11 +555,31 @@ impl TippenHost {
             return;
         };
         tracing::debug!(site = %site, role = ?role, "socket connected");
+        // Idle sockets: a ping every third of the timeout (browsers answer by themselves); a
+        // socket from which nothing arrived for the whole timeout is closed.
+        let idle = self
+            .inner
+            .config
+            .ws_idle_timeout
+            .max(Duration::from_millis(30));
+        let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + idle / 3, idle / 3);
+        pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut heard_at = tokio::time::Instant::now();
         loop {
             tokio::select! {
                 () = stopped(&mut conn.shutdown) => {
                     conn.close(1001, "server shutting down").await;
                     break;
+                }
+                _ = pings.tick() => {
+                    if heard_at.elapsed() >= idle {
+                        tracing::debug!(site = %site, "idle socket; closing");
+                        conn.close(1000, "idle").await;
+                        break;
+                    }
+                    if !conn.send(Message::Ping(Bytes::new())).await {
+                        break;
+                    }
                 }
                 heard = feed.next(&role, conn.number) => match heard {
                     Heard::Text(text) => {
@@ -498,6 +597,7 @@ impl TippenHost {
                     Heard::Closed => break,
                 },
                 incoming = conn.socket.recv() => {
+                    heard_at = tokio::time::Instant::now();
                     let text = match incoming {
                         Some(Ok(Message::Text(t))) => t.to_string(),
                         Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
@@ -713,6 +813,20 @@ fn into_axum(r: http::Response<Bytes>) -> Response {
     r.map(Body::from)
 }
 
+/// `429 {"error":…}` with `Retry-After` (whole seconds, at least 1).
+fn too_many(what: &str, wait: Duration) -> Response {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    let secs = secs.max(1);
+    into_axum(
+        ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{what}; retry in {secs} s"),
+        )
+        .with_retry_after(secs)
+        .into_response(),
+    )
+}
+
 /// One site's timer: sleeps until the earliest armed deadline, then calls
 /// [`Tippen::handle_timeout`] under the site's lock and applies what it returns (which re-arms
 /// at the site's next deadline).
@@ -809,6 +923,18 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
         return host.handle(req).await;
     }
     let (mut parts, body) = req.into_parts();
+    let peer = parts
+        .extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(refusal) = host.over_client_limit(host.client_ip(peer, &parts.headers)) {
+        return refusal;
+    }
+    let key =
+        tippen_core::api::presented_key(&http::Request::from_parts(parts.clone(), Bytes::new()));
+    if let Some(refusal) = host.over_key_limit(key.as_deref()) {
+        return refusal;
+    }
     let authorized = host
         .tippen()
         .authorize_socket(parts.uri.path(), &parts.headers, parts.uri.query())
@@ -840,46 +966,28 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
 #[error("{0}")]
 struct BodyError(String);
 
-/// Reads the body, keeping at most `limit + 1` bytes (enough for the core to answer 413),
-/// and discarding up to `drain` more so the client gets to read the answer.
-async fn read_body(
-    mut body: Body,
-    limit: usize,
-    drain: usize,
-    declared: Option<u64>,
-) -> Result<Bytes, BodyError> {
+/// Reads the body, keeping at most `limit + 1` bytes (enough for the core to answer 413);
+/// for a body over the limit, also the rest of it, still unread (for a lingering close).
+async fn read_body(mut body: Body, limit: usize) -> Result<(Bytes, Option<Body>), BodyError> {
     let keep = limit.saturating_add(1);
     let mut first: Option<Bytes> = None;
     let mut buf = BytesMut::new();
     let mut total: usize = 0;
-    let over = |total: usize| total > limit;
     while let Some(frame) = body.frame().await {
         let frame = frame.map_err(|e| BodyError(e.to_string()))?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
         total = total.saturating_add(data.len());
-        if over(total) {
-            // Keep the first `limit + 1` bytes, then drain (bounded) and stop.
+        if total > limit {
+            // Keep the first `limit + 1` bytes; the rest is the caller's to drain.
             let mut kept = match first.take() {
                 Some(f) => BytesMut::from(&f[..]),
                 None => buf,
             };
             let room = keep.saturating_sub(kept.len());
             kept.extend_from_slice(&data[..room.min(data.len())]);
-            let worth_draining = declared.is_none_or(|d| d <= (limit + drain) as u64);
-            if worth_draining {
-                let mut drained = total;
-                while drained <= limit.saturating_add(drain) {
-                    match body.frame().await {
-                        Some(Ok(f)) => {
-                            drained = drained.saturating_add(f.data_ref().map_or(0, |d| d.len()));
-                        }
-                        _ => break,
-                    }
-                }
-            }
-            return Ok(kept.freeze());
+            return Ok((kept.freeze(), Some(body)));
         }
         match first.take() {
             None if buf.is_empty() => first = Some(data),
@@ -891,7 +999,7 @@ async fn read_body(
             }
         }
     }
-    Ok(first.unwrap_or_else(|| buf.freeze()))
+    Ok((first.unwrap_or_else(|| buf.freeze()), None))
 }
 
 #[cfg(test)]
@@ -910,25 +1018,24 @@ mod tests {
 
     #[tokio::test]
     async fn small_bodies_are_read_whole() {
-        let b = read_body(chunked(&[b"ab", b"cd", b"e"]), 10, 100, None)
-            .await
-            .unwrap();
+        let (b, rest) = read_body(chunked(&[b"ab", b"cd", b"e"]), 10).await.unwrap();
         assert_eq!(&b[..], b"abcde");
-        let b = read_body(chunked(&[b"abcde"]), 5, 100, None).await.unwrap();
+        assert!(rest.is_none());
+        let (b, _) = read_body(chunked(&[b"abcde"]), 5).await.unwrap();
         assert_eq!(&b[..], b"abcde");
-        let b = read_body(Body::empty(), 5, 100, None).await.unwrap();
+        let (b, _) = read_body(Body::empty(), 5).await.unwrap();
         assert!(b.is_empty());
     }
 
     #[tokio::test]
     async fn large_bodies_are_cut_to_limit_plus_one() {
-        let b = read_body(chunked(&[b"abc", b"defgh", b"ijk"]), 4, 100, None)
+        let (b, rest) = read_body(chunked(&[b"abc", b"defgh", b"ijk"]), 4)
             .await
             .unwrap();
         assert_eq!(&b[..], b"abcde");
-        let b = read_body(chunked(&[b"abcdefgh"]), 4, 0, Some(8))
-            .await
-            .unwrap();
+        let rest = rest.expect("the rest, unread").collect().await.unwrap();
+        assert_eq!(&rest.to_bytes()[..], b"ijk");
+        let (b, _) = read_body(chunked(&[b"abcdefgh"]), 4).await.unwrap();
         assert_eq!(&b[..], b"abcde");
     }
 }

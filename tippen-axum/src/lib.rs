@@ -47,6 +47,12 @@
 //! }
 //! ```
 //!
+//! On the open internet, serve with [`serve`] instead of `axum::serve`: it caps open
+//! connections and closes slow or idle ones ([`ServeConfig`]). The host itself times out slow
+//! bodies (408), answers an over-limit body's 413 while draining the rest (lingering close),
+//! closes silent WebSockets and rate-limits per client address and per key (429 with
+//! `Retry-After`): [`HostConfig`], [`RateLimits`].
+//!
 //! [`TippenHost::router`] has a fallback (the core answers unknown paths with its JSON 404), so
 //! merge it into an app without a fallback of its own. There is no tower-http `CorsLayer`:
 //! the core sets the CORS headers and answers preflights itself.
@@ -57,6 +63,8 @@
 mod enrich;
 mod host;
 mod ip;
+mod limit;
+mod serve;
 mod slack;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
@@ -64,6 +72,8 @@ pub mod sqlite;
 pub use enrich::EnrichmentConfig;
 pub use host::{HostConfig, HostError, TippenHost};
 pub use ip::{InvalidProxy, TrustedProxies};
+pub use limit::{RateLimit, RateLimits};
+pub use serve::{ServeConfig, serve};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDurability, SqliteError, SqliteOptions, SqliteStore};
 pub use tippen_http::HttpTransport;

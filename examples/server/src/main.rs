@@ -15,6 +15,12 @@
 //! | `--db FILE` | `TIPPEN_DB` | `./tippen.db` | SQLite file, created (with its folder) if absent |
 //! | `--config FILE` | `TIPPEN_CONFIG` | none | sites, timings, trusted proxies (below) |
 //! | `--no-demo` | `TIPPEN_NO_DEMO` | off | do not register the demo site |
+//! | `--max-connections N` | `TIPPEN_MAX_CONNECTIONS` | 10000 | open connections at most; more are closed at once |
+//! | `--header-timeout-ms MS` | `TIPPEN_HEADER_TIMEOUT_MS` | 10000 | a request header must arrive within it; idle keep-alive connections close after it |
+//! | `--body-timeout-ms MS` | `TIPPEN_BODY_TIMEOUT_MS` | 30000 | a request body must arrive within it (408) |
+//! | `--ws-idle-timeout-ms MS` | `TIPPEN_WS_IDLE_TIMEOUT_MS` | 120000 | a silent WebSocket is closed (pinged every third of it) |
+//! | `--rate-limit-per-ip N` | `TIPPEN_RATE_LIMIT_PER_IP` | 100 | requests/s per client address, bursts of 4N (429 + `Retry-After`); 0: off |
+//! | `--rate-limit-per-key N` | `TIPPEN_RATE_LIMIT_PER_KEY` | 1000 | requests/s per key, bursts of 4N; 0: off |
 //!
 //! The enrichment provider can also be set (overriding the file's `[enrichment]`) with
 //! `TIPPEN_ENRICHMENT_PROVIDER`, `TIPPEN_ENRICHMENT_API_KEY` and `TIPPEN_ENRICHMENT_BASE_URL`.
@@ -114,8 +120,12 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::Parser;
+use std::time::Duration;
 use thiserror::Error;
-use tippen_axum::{HostConfig, HostError, SqliteError, SqliteStore, TippenHost};
+
+use tippen_axum::{
+    HostConfig, HostError, RateLimit, RateLimits, ServeConfig, SqliteError, SqliteStore, TippenHost,
+};
 use tippen_core::settings::register_sites;
 use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, ServiceError, Store, StoreError, SystemClock, Tippen};
@@ -145,6 +155,30 @@ struct Args {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     no_demo: bool,
+    /// Most connections open at once (WebSockets included); more are closed at once.
+    #[arg(long, env = "TIPPEN_MAX_CONNECTIONS", default_value_t = 10_000)]
+    max_connections: usize,
+    /// A request's header must arrive within this many milliseconds (also: idle keep-alive
+    /// connections are closed after it).
+    #[arg(long, env = "TIPPEN_HEADER_TIMEOUT_MS", default_value_t = 10_000)]
+    header_timeout_ms: u64,
+    /// A request's body must arrive within this many milliseconds (408 otherwise).
+    #[arg(long, env = "TIPPEN_BODY_TIMEOUT_MS", default_value_t = 30_000)]
+    body_timeout_ms: u64,
+    /// A WebSocket silent for this many milliseconds is closed (pinged every third of it).
+    #[arg(long, env = "TIPPEN_WS_IDLE_TIMEOUT_MS", default_value_t = 120_000)]
+    ws_idle_timeout_ms: u64,
+    /// Requests per second per client address (bursts of four times as many); 0: no limit.
+    #[arg(long, env = "TIPPEN_RATE_LIMIT_PER_IP", default_value_t = 100)]
+    rate_limit_per_ip: u32,
+    /// Requests per second per key (bursts of four times as many); 0: no limit.
+    #[arg(long, env = "TIPPEN_RATE_LIMIT_PER_KEY", default_value_t = 1000)]
+    rate_limit_per_key: u32,
+}
+
+/// `per_second` sustained with bursts of four times as many; `None` for 0.
+fn rate_limit(per_second: u32) -> Option<RateLimit> {
+    (per_second > 0).then(|| RateLimit::new(per_second, per_second.saturating_mul(4)))
 }
 
 /// Why the server could not start or stopped with an error.
@@ -287,6 +321,12 @@ async fn run(args: Args) -> Result<(), ServerError> {
             trusted_proxies: settings.trusted_proxies,
             enrichment: settings.enrichment,
             slack: settings.slack,
+            body_read_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+            ws_idle_timeout: Duration::from_millis(args.ws_idle_timeout_ms.max(1)),
+            rate_limits: RateLimits {
+                per_client: rate_limit(args.rate_limit_per_ip),
+                per_key: rate_limit(args.rate_limit_per_key),
+            },
             ..HostConfig::default()
         },
     );
@@ -309,18 +349,17 @@ async fn run(args: Args) -> Result<(), ServerError> {
     }
 
     let stopping = host.clone();
-    axum::serve(
-        listener,
-        host.router()
-            .into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    let serve_config = ServeConfig::default()
+        .with_max_connections(args.max_connections)
+        .with_header_read_timeout(Duration::from_millis(args.header_timeout_ms.max(1)));
+    tippen_axum::serve(listener, host.router(), serve_config, async move {
         shutdown_signal().await;
         tracing::info!("shutting down");
-        stopping.shutdown().await;
+        stopping.begin_shutdown();
     })
     .await
     .map_err(ServerError::Serve)?;
+    host.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }
