@@ -36,5 +36,5 @@ end
 LUA
 wrk -t1 -c"$conns" -d5s -s "$tmp/hb.lua" http://127.0.0.1:8804 >/dev/null   # warm-up: creates the visitors
 wrk -t1 -c"$conns" -d"${dur}s" --latency -s "$tmp/hb.lua" http://127.0.0.1:8804 | tee "$tmp/wrk.out"
-visitors=$(curl -fsS -H 'X-Tippen-API-Key: sk_a' http://127.0.0.1:8804/api/visitors | grep -o '"visitorId"' | wc -l)
+visitors=$(curl -fsS -H 'X-Tippen-API-Key: sk_a_0123456789abcdefghij' http://127.0.0.1:8804/api/visitors | grep -o '"visitorId"' | wc -l)
 echo "one Durable Object (site a): $(awk '/Requests\/sec/ {print $2}' "$tmp/wrk.out") heartbeats/s; $visitors visitors listed"

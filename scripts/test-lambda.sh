@@ -117,7 +117,7 @@ build_kind=$([ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ] && echo release || echo d
 
 step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
 # honorGpc is left to its default (true, as on every host: tippen_core::settings).
-sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a"},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b"}]'
+sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij"},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij"}]'
 table="tippen-conformance-$$"
 # The functions' environment, as template.yaml sets it on AWS (endpoints point at moto, the
 # stand-in's Management API and its asynchronous Invoke API instead).
@@ -194,8 +194,8 @@ conformance() {
   env "$@" TIPPEN_BASE_URL="$base_url" \
   TIPPEN_DASHBOARD_WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
   TIPPEN_VISITOR_WS_URL="ws://127.0.0.1:$standin_port/?role=visitor" \
-  TIPPEN_LEGACY_KEY=legacy_key TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a \
-  TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b \
+  TIPPEN_LEGACY_KEY=legacy_key_0123456789abcd TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a_0123456789abcdefghij \
+  TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij \
   TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms \
   TIPPEN_STAND_INS="127.0.0.1:$outbound_port" TIPPEN_REQUIRE_ALL=true \
     "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-$name.txt"
@@ -212,13 +212,13 @@ echo "conformance cases run against the Lambda host: $cases_run of $cases_all ($
 [ "$cases_run" = "$cases_all" ] || { echo "expected every case of the suite" >&2; exit 1; }
 
 step "API Gateway events through the Invoke API: sourceIp, non-UTF-8 bodies"
-FN_URL="$fn_url" INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
+FN_URL="$fn_url" INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij \
   node tests/apigw-ws/http-events.mjs
 
 step "the scheduled function removes a timed-out visitor (one pass, and a windowed run that waits for the deadline); VISITOR_REMOVED reaches a dashboard"
 kill -TERM -- "-$sweeper" 2>/dev/null || true
 FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
-INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \
+INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij \
 VISIBLE_GRACE_MS=$visible_ms node tests/apigw-ws/sweep-check.mjs
 
 step "Slack: one message per error burst, delivered before the function answers"

@@ -493,7 +493,7 @@ async function main() {
     const nobody = `visitor_${Date.now()}_nobody`;
     const before = sessions.length;
     for (const [route, body] of [
-      ['/api/send-video-invite', { apiKey: KEY, visitorId: nobody, guestUrl: `${PROVIDER}/guest/x` }],
+      ['/api/send-video-invite', { apiKey: KEY, visitorId: nobody, guestUrl: 'https://meet.example/guest/x' }],
       ['/api/video-call', { apiKey: KEY, visitorId: nobody }],
     ]) {
       // From the dashboard's page, as the dashboard itself would send it.

@@ -33,13 +33,15 @@
 //! The rules, the same on every host: blank values count as unset; timings are whole numbers
 //! of milliseconds, at least 1; URLs are `http://` or `https://` with a host; a site id is 1 to
 //! 64 letters, digits, `-`, `_` or `.`, used once; every key is non-empty and belongs to one
-//! site in one role (a site's public and secret keys differ).
+//! site in one role (a site's public and secret keys differ); a secret or legacy key given in
+//! plain has at least [`MIN_SECRET_KEY_CHARS`] (24) characters; guest URL origins are
+//! `https://host[:port]`.
 //!
 //! ```
 //! use tippen_core::settings::Settings;
 //!
 //! let env = |name: &str| match name {
-//!     "TIPPEN_SITES" => Some(r#"[{"id":"acme","publicKey":"pk_acme","secretKey":"sk_acme"}]"#.to_owned()),
+//!     "TIPPEN_SITES" => Some(r#"[{"id":"acme","publicKey":"pk_acme","secretKey":"sk_acme_7f3a9c1e5b2d8f4a6c0e"}]"#.to_owned()),
 //!     "TIPPEN_VISIBLE_GRACE_MS" => Some("2000".to_owned()),
 //!     _ => None,
 //! };
@@ -67,6 +69,10 @@ use crate::protocol::SubscriptionTier;
 use crate::slack::{SlackConfig, SlackError};
 use crate::support::{RuleScope, SupportConfig};
 use crate::{Config, KeyHash, ServiceError, Site, SiteId, Tippen};
+
+/// The fewest characters a secret (or legacy) key may have: a guessable dashboard key gives
+/// away every visitor of the site. Generate one with `openssl rand -hex 16`.
+pub const MIN_SECRET_KEY_CHARS: usize = 24;
 
 /// The names of the variables this module reads.
 pub mod names {
@@ -237,6 +243,20 @@ pub enum SiteProblem {
         /// The other site's id.
         other: String,
     },
+    /// The secret (or legacy) key is too short to resist guessing.
+    #[error(
+        "the secret key has {chars} characters; it needs at least {MIN_SECRET_KEY_CHARS} (generate one with `openssl rand -hex 16`)"
+    )]
+    ShortKey {
+        /// The key's length in characters.
+        chars: usize,
+    },
+    /// A guest URL origin is not `https://host[:port]`.
+    #[error("guest URL origin {origin:?} is not an https:// origin (https://host[:port])")]
+    GuestUrlOrigin {
+        /// The origin as given.
+        origin: String,
+    },
 }
 
 /// One setting's value and where it came from (a variable, a file field), for messages.
@@ -400,6 +420,8 @@ pub struct SiteSpec {
     pub keys: SiteKeys,
     /// Honour Global Privacy Control (default true).
     pub honor_gpc: Option<bool>,
+    /// Origins guest URLs may point at (see [`Site::guest_url_origins`]); empty: any https.
+    pub guest_url_origins: Vec<String>,
 }
 
 impl SiteSpec {
@@ -425,6 +447,15 @@ impl SiteSpec {
         if public_key_hash == Some(secret_key_hash) {
             return Err(SiteProblem::SameKeys);
         }
+        let mut guest_url_origins = Vec::with_capacity(self.guest_url_origins.len());
+        for origin in self.guest_url_origins {
+            match crate::site::https_origin(&origin) {
+                Some(o) if o == origin.trim_end_matches('/').to_ascii_lowercase() => {
+                    guest_url_origins.push(o);
+                }
+                _ => return Err(SiteProblem::GuestUrlOrigin { origin }),
+            }
+        }
         Ok(Site {
             name: self.name.unwrap_or_else(|| self.id.clone()),
             id: SiteId(self.id),
@@ -432,6 +463,7 @@ impl SiteSpec {
             secret_key_hash,
             legacy_single_key,
             honor_gpc: self.honor_gpc.unwrap_or(true),
+            guest_url_origins,
         })
     }
 }
@@ -440,8 +472,8 @@ impl SiteSpec {
 /// legacy key:
 ///
 /// ```json
-/// [{"id":"acme","name":"Acme","publicKey":"pk_acme","secretKey":"sk_acme"},
-///  {"id":"demo","name":"Demo","legacyKey":"demo_api_key","honorGpc":true}]
+/// [{"id":"acme","name":"Acme","publicKey":"pk_acme","secretKey":"sk_acme_7f3a9c1e5b2d8f4a6c0e"},
+///  {"id":"old","name":"Old","legacyKey":"legacy_4f1c9a7e2b6d8e0f3a5c","honorGpc":true}]
 /// ```
 #[derive(Clone, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -463,6 +495,10 @@ pub struct SiteEntry {
     /// Honour Global Privacy Control for enrichment (default true).
     #[serde(default)]
     pub honor_gpc: Option<bool>,
+    /// Origins (`https://host[:port]`) guest URLs may point at, besides the video
+    /// provider's; absent or empty: any `https://` URL.
+    #[serde(default)]
+    pub guest_url_origins: Option<Vec<String>>,
 }
 
 impl SiteEntry {
@@ -481,6 +517,7 @@ impl SiteEntry {
             name: self.name,
             keys,
             honor_gpc: self.honor_gpc,
+            guest_url_origins: self.guest_url_origins.unwrap_or_default(),
         })
     }
 }
@@ -601,6 +638,22 @@ fn parse_sites(json: &Setting) -> Result<Vec<SiteSpec>, SettingsError> {
 /// Checks each site and the list: ids used once, each key (hash) in one site and one role.
 fn check_sites(name: &'static str, specs: Vec<SiteSpec>) -> Result<Vec<Site>, SettingsError> {
     let mut sites: Vec<Site> = Vec::with_capacity(specs.len());
+    let short: Vec<(String, usize)> = specs
+        .iter()
+        .filter_map(|spec| {
+            let secret = match &spec.keys {
+                SiteKeys::Pair { secret, .. } | SiteKeys::Legacy(secret) => secret,
+            };
+            match secret {
+                SecretKey::Plain(k)
+                    if !k.is_empty() && k.chars().count() < MIN_SECRET_KEY_CHARS =>
+                {
+                    Some((spec.id.clone(), k.chars().count()))
+                }
+                _ => None,
+            }
+        })
+        .collect();
     for spec in specs {
         let id = spec.id.clone();
         let problem = |problem| SettingsError::Site {
@@ -623,6 +676,14 @@ fn check_sites(name: &'static str, specs: Vec<SiteSpec>) -> Result<Vec<Site>, Se
             }
         }
         sites.push(site);
+    }
+    // Last, so that the other problems of a list are named first.
+    if let Some((spec_id, chars)) = short.into_iter().next() {
+        return Err(SettingsError::Site {
+            name,
+            site: spec_id,
+            problem: SiteProblem::ShortKey { chars },
+        });
     }
     Ok(sites)
 }

@@ -109,6 +109,11 @@ pub struct Site {
     pub legacy_single_key: bool,
     /// Honour the browser's Global Privacy Control (`Sec-GPC: 1`) for this site.
     pub honor_gpc: bool,
+    /// Origins (`https://host[:port]`) that invites sent with a guest URL
+    /// (`POST /api/send-video-invite`) may point at, besides the video provider's. Empty: any
+    /// `https://` URL.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub guest_url_origins: Vec<String>,
 }
 
 impl Site {
@@ -121,6 +126,7 @@ impl Site {
             secret_key_hash: KeyHash::of(secret_key),
             legacy_single_key: false,
             honor_gpc: true,
+            guest_url_origins: Vec::new(),
         }
     }
 
@@ -133,6 +139,7 @@ impl Site {
             secret_key_hash: KeyHash::of(key),
             legacy_single_key: true,
             honor_gpc: true,
+            guest_url_origins: Vec::new(),
         }
     }
 
@@ -149,10 +156,39 @@ impl Site {
         }
     }
 
+    /// The same site allowing guest URLs on `origins` only (besides the video provider's).
+    pub fn with_guest_url_origins(mut self, origins: &[&str]) -> Self {
+        self.guest_url_origins = origins.iter().filter_map(|o| https_origin(o)).collect();
+        self
+    }
+
     /// Every key hash under which this site is found.
     pub fn key_hashes(&self) -> impl Iterator<Item = KeyHash> + '_ {
         std::iter::once(self.secret_key_hash).chain(self.public_key_hash)
     }
+}
+
+/// The origin (`https://host` or `https://host:port`, host in lower case) of an `https://`
+/// URL; `None` for any other scheme, no host, or credentials in the URL
+/// (`https://trusted@evil.test`).
+pub fn https_origin(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    if uri.scheme_str() != Some("https") {
+        return None;
+    }
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host();
+    if host.is_empty() {
+        return None;
+    }
+    let host = host.to_ascii_lowercase();
+    Some(match authority.port_u16() {
+        Some(443) | None => format!("https://{host}"),
+        Some(port) => format!("https://{host}:{port}"),
+    })
 }
 
 #[cfg(test)]
@@ -171,6 +207,31 @@ mod tests {
             Some(KeyRole::Secret)
         );
         assert_eq!(l.key_hashes().count(), 1);
+    }
+
+    #[test]
+    fn https_origins() {
+        assert_eq!(
+            https_origin("https://Meet.Example.com/room/1?x=1").as_deref(),
+            Some("https://meet.example.com")
+        );
+        assert_eq!(
+            https_origin("https://meet.example.com:8443/r").as_deref(),
+            Some("https://meet.example.com:8443")
+        );
+        assert_eq!(
+            https_origin("https://meet.example.com:443/r").as_deref(),
+            Some("https://meet.example.com")
+        );
+        for bad in [
+            "http://meet.example.com/r",
+            "https://meet.example.com@evil.test/r",
+            "javascript:alert(1)",
+            "//evil.test/r",
+            "",
+        ] {
+            assert_eq!(https_origin(bad), None, "{bad}");
+        }
     }
 
     #[test]

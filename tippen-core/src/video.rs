@@ -59,6 +59,12 @@ pub trait VideoProvider: std::fmt::Debug + Send + Sync {
 
     /// The session, from the provider's answer.
     fn parse_session(&self, response: &Response<Bytes>) -> Result<VideoSession, VideoError>;
+
+    /// The `https://` origin the provider's guest URLs are on, which invites sent with a guest
+    /// URL may point at whatever a site's allowlist says. `None` (the default): none.
+    fn guest_origin(&self) -> Option<String> {
+        None
+    }
 }
 
 /// The predecessor's provider ("Customer Connect" video API).
@@ -106,6 +112,10 @@ struct Urls {
 }
 
 impl VideoProvider for CustomerConnect {
+    fn guest_origin(&self) -> Option<String> {
+        crate::site::https_origin(&self.base_url)
+    }
+
     fn create_session_request(&self, request: &SessionRequest) -> Request<Bytes> {
         let body = CreateBody {
             host_name: &request.host_name,

@@ -148,7 +148,7 @@ mod tests {
             ("AWS_LAMBDA_FUNCTION_NAME", "tippen-ws"),
             (
                 "TIPPEN_SITES",
-                r#"[{"id":"d","name":"Demo","legacyKey":"k"}]"#,
+                r#"[{"id":"d","name":"Demo","legacyKey":"legacy_0123456789abcdefgh"}]"#,
             ),
             ("TIPPEN_INVITE_TTL_MS", "4000"),
             ("TIPPEN_SITE_CACHE_MS", "0"),

@@ -89,7 +89,7 @@ mod tests {
 
     #[test]
     fn sites_are_required_and_the_rest_is_the_shared_settings() {
-        let sites = r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a"}]"#;
+        let sites = r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij"}]"#;
         for unset in [vars(&[]), vars(&[("TIPPEN_SITES", " ")])] {
             assert_eq!(
                 WorkerConfig::from_vars(unset).unwrap_err(),

@@ -15,6 +15,7 @@
 //! | `--db FILE` | `TIPPEN_DB` | `./tippen.db` | SQLite file, created (with its folder) if absent |
 //! | `--config FILE` | `TIPPEN_CONFIG` | none | sites, timings, trusted proxies (below) |
 //! | `--no-demo` | `TIPPEN_NO_DEMO` | off | do not register the demo site |
+//! | `--allow-public-demo` | `TIPPEN_ALLOW_PUBLIC_DEMO` | off | serve the demo site on a non-loopback address (refused otherwise) |
 //! | `--max-connections N` | `TIPPEN_MAX_CONNECTIONS` | 10000 | open connections at most; more are closed at once |
 //! | `--header-timeout-ms MS` | `TIPPEN_HEADER_TIMEOUT_MS` | 10000 | a request header must arrive within it; idle keep-alive connections close after it |
 //! | `--body-timeout-ms MS` | `TIPPEN_BODY_TIMEOUT_MS` | 30000 | a request body must arrive within it (408) |
@@ -42,7 +43,10 @@
 //!
 //! Unless `--no-demo` is given, site `demo` is registered in legacy single-key mode with the key
 //! `demo_api_key`, so the predecessor's documented curl commands work verbatim. That key is
-//! public knowledge: anyone can read that site's visitors. The server logs a warning saying so.
+//! public knowledge: anyone can read that site's visitors. The server logs a warning saying so,
+//! and refuses to start with it on a non-loopback `--listen` address unless
+//! `--allow-public-demo` is given. Configured secret and legacy keys need at least 24
+//! characters (`openssl rand -hex 16`).
 //! At start it prints the dashboard and demo-page URLs.
 //!
 //! ## Configuration file (TOML)
@@ -155,6 +159,16 @@ struct Args {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     no_demo: bool,
+    /// Serve the demo site (whose key is public knowledge) on a non-loopback address too;
+    /// without it the server refuses to start so. From the environment: `1`, `true`, `yes`
+    /// or `on`.
+    #[arg(
+        long,
+        env = "TIPPEN_ALLOW_PUBLIC_DEMO",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    allow_public_demo: bool,
     /// Most connections open at once (WebSockets included); more are closed at once.
     #[arg(long, env = "TIPPEN_MAX_CONNECTIONS", default_value_t = 10_000)]
     max_connections: usize,
@@ -206,6 +220,12 @@ enum ServerError {
     },
     #[error("server failed: {0}")]
     Serve(std::io::Error),
+    #[error(
+        "refusing to serve the demo site (key `{DEMO_KEY}`, public knowledge: anyone could read \
+         its visitors) on the non-loopback address {0}; run with --no-demo and a config file, \
+         or give --allow-public-demo to expose it anyway"
+    )]
+    PublicDemo(SocketAddr),
 }
 
 fn main() -> ExitCode {
@@ -237,6 +257,9 @@ fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), ServerError> {
     let demo = !args.no_demo;
+    if demo && !args.listen.ip().is_loopback() && !args.allow_public_demo {
+        return Err(ServerError::PublicDemo(args.listen));
+    }
     let file = match &args.config {
         Some(path) => FileConfig::read(path)?,
         None => FileConfig::default(),

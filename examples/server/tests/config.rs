@@ -40,7 +40,7 @@ async fn configured_sites_their_key_roles_and_retirement() {
             [[sites]]
             id = "acme"
             public_key = "pk_acme"
-            secret_key = "sk_acme"
+            secret_key = "sk_acme_0123456789abcdefgh"
 
             [[sites]]
             id = "globex"
@@ -65,7 +65,7 @@ async fn configured_sites_their_key_roles_and_retirement() {
         403,
         "public key cannot list"
     );
-    let listed: Value = visitors(&client, &base, "sk_acme")
+    let listed: Value = visitors(&client, &base, "sk_acme_0123456789abcdefgh")
         .send()
         .await
         .expect("list")
@@ -93,7 +93,7 @@ async fn configured_sites_their_key_roles_and_retirement() {
     // The file no longer lists globex: its keys stop working; acme and the demo site work.
     std::fs::write(
         &config,
-        "[[sites]]\nid = \"acme\"\npublic_key = \"pk_acme\"\nsecret_key = \"sk_acme\"\n",
+        "[[sites]]\nid = \"acme\"\npublic_key = \"pk_acme\"\nsecret_key = \"sk_acme_0123456789abcdefgh\"\n",
     )
     .expect("rewrite config");
     let server = Server::start(&db, &[("TIPPEN_CONFIG", config_arg.to_owned())]);
@@ -108,10 +108,77 @@ async fn configured_sites_their_key_roles_and_retirement() {
         403,
         "retired"
     );
-    assert_eq!(status(visitors(&client, &base, "sk_acme")).await, 200);
+    assert_eq!(
+        status(visitors(&client, &base, "sk_acme_0123456789abcdefgh")).await,
+        200
+    );
     assert_eq!(
         status(visitors(&client, &base, "demo_api_key")).await,
         200,
         "demo is back"
+    );
+}
+
+/// Runs the binary with `args` until it exits (it must, within 10 s); its status and stderr.
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_tippen-server"))
+        .args(args)
+        .env_remove("TIPPEN_CONFIG")
+        .env_remove("TIPPEN_NO_DEMO")
+        .env_remove("TIPPEN_LISTEN")
+        .env_remove("TIPPEN_ALLOW_PUBLIC_DEMO")
+        .envs(env.iter().copied())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start tippen-server");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return (status.success(), err);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return (true, "still running".into());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_demo_key_is_refused_off_loopback_and_short_secret_keys_at_load() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let db = dir.path().join("tippen.db");
+    let db = db.to_str().unwrap();
+    let (ok, err) = run_to_exit(&["--listen", "0.0.0.0:0", "--db", db], &[]);
+    assert!(!ok, "refused");
+    assert!(
+        err.contains("refusing to serve the demo site") && err.contains("--allow-public-demo"),
+        "{err}"
+    );
+    // Asked explicitly, or without the demo site, it starts (and keeps running).
+    let (_, err) = run_to_exit(
+        &["--listen", "0.0.0.0:0", "--db", db, "--allow-public-demo"],
+        &[],
+    );
+    assert_eq!(err, "still running");
+
+    let config = dir.path().join("short.toml");
+    std::fs::write(
+        &config,
+        "[[sites]]\nid = \"acme\"\npublic_key = \"pk_acme\"\nsecret_key = \"sk_acme_secret\"\n",
+    )
+    .unwrap();
+    let (ok, err) = run_to_exit(
+        &["--listen", "127.0.0.1:0", "--db", db, "--no-demo"],
+        &[("TIPPEN_CONFIG", config.to_str().unwrap())],
+    );
+    assert!(!ok);
+    assert!(
+        err.contains(r#"site "acme": the secret key has 14 characters; it needs at least 24"#),
+        "{err}"
     );
 }

@@ -107,7 +107,7 @@ function socket(path) {
 
 async function alarm() {
   const id = unique('alarm');
-  const board = await dashboard('sk_a');
+  const board = await dashboard('sk_a_0123456789abcdefghij');
   await board.waitFor('INITIAL_VISITORS', (m) => m.type === 'INITIAL_VISITORS', 5000);
   const trackedAt = Date.now();
   await track('pk_a', id);
@@ -121,7 +121,7 @@ async function alarm() {
   check(removed.value.reason === 'inactive', `removal reason ${removed.value.reason}, expected inactive`);
   const after = removed.at - trackedAt;
   check(after >= visibleGraceMs - 50, `removed after ${after} ms, before the ${visibleGraceMs} ms grace`);
-  const list = await visitors('sk_a');
+  const list = await visitors('sk_a_0123456789abcdefghij');
   check(!list.visitors.some((v) => v.visitorId === id), 'the removed visitor is still listed');
   board.close();
   console.log(`ok alarm: VISITOR_REMOVED (inactive) on the dashboard ${after} ms after the page view (grace ${visibleGraceMs} ms; ${after - visibleGraceMs} ms late)`);
@@ -149,19 +149,19 @@ function objectStorage(dir) {
 
 async function isolation() {
   const id = unique('twin');
-  const boardB = await dashboard('sk_b');
+  const boardB = await dashboard('sk_b_0123456789abcdefghij');
   await boardB.waitFor('INITIAL_VISITORS', (m) => m.type === 'INITIAL_VISITORS', 5000);
   await track('pk_a', id);
-  const a = await visitors('sk_a');
-  const b = await visitors('sk_b');
+  const a = await visitors('sk_a_0123456789abcdefghij');
+  const b = await visitors('sk_b_0123456789abcdefghij');
   check(a.visitors.some((v) => v.visitorId === id), 'site A does not list its visitor');
   check(!b.visitors.some((v) => v.visitorId === id), "site B lists site A's visitor");
   // Site A's secret does not open site B's data and vice versa: each key finds its own site.
   await new Promise((r) => setTimeout(r, 300));
   check(!boardB.messages.some((m) => JSON.stringify(m.value).includes(id)), "site B's dashboard heard site A's visitor");
   await track('pk_b', id, { visibility: 'hidden' });
-  const a2 = await visitors('sk_a');
-  const b2 = await visitors('sk_b');
+  const a2 = await visitors('sk_a_0123456789abcdefghij');
+  const b2 = await visitors('sk_b_0123456789abcdefghij');
   const va = a2.visitors.find((v) => v.visitorId === id);
   const vb = b2.visitors.find((v) => v.visitorId === id);
   check(va && vb, 'both sites list their own visitor of the same id');
@@ -181,7 +181,7 @@ async function isolation() {
 async function restartBefore() {
   const id = unique('survivor');
   await track('pk_a', id, { visibility: 'hidden' });
-  const list = await visitors('sk_a');
+  const list = await visitors('sk_a_0123456789abcdefghij');
   check(list.visitors.some((v) => v.visitorId === id), 'the visitor is not listed before the restart');
   writeFileSync(process.env.TIPPEN_STATE_FILE, JSON.stringify({ id, seq: list.seq }));
   console.log(`ok restart (before): ${id} listed, seq ${list.seq}`);
@@ -189,15 +189,15 @@ async function restartBefore() {
 
 async function restartAfter() {
   const { id, seq } = JSON.parse(readFileSync(process.env.TIPPEN_STATE_FILE, 'utf8'));
-  const list = await visitors('sk_a');
+  const list = await visitors('sk_a_0123456789abcdefghij');
   check(list.visitors.some((v) => v.visitorId === id), `${id} is not listed after the restart: ${JSON.stringify(list)}`);
   check(list.seq >= seq, `the sequence went back from ${seq} to ${list.seq}`);
-  const board = await dashboard('sk_a');
+  const board = await dashboard('sk_a_0123456789abcdefghij');
   const hello = await board.waitFor('INITIAL_VISITORS', (m) => m.type === 'INITIAL_VISITORS', 5000);
   check(hello.value.visitors.some((v) => v.visitorId === id), 'INITIAL_VISITORS after the restart misses the visitor');
   // The restarted object still works: a heartbeat of the same visitor is an update, not a new visit.
   await track('pk_a', id, { event: 'heartbeat', visibility: 'hidden' });
-  const again = await visitors('sk_a');
+  const again = await visitors('sk_a_0123456789abcdefghij');
   check(again.visitors.filter((v) => v.visitorId === id).length === 1, 'the visitor is listed twice');
   board.close();
   console.log(`ok restart (after): ${id} listed again (seq ${seq} -> ${list.seq}), in INITIAL_VISITORS too`);

@@ -111,3 +111,34 @@ pub(super) async fn over_long_dashboard_frames_get_an_error(t: &Target) -> Resul
     dashboard.close().await;
     Ok(())
 }
+
+/// An invite's guest URL (opened full-screen in a frame allowed the camera and microphone)
+/// must be `https://`: plain `http:`, credentials in the URL and other schemes are 400, and
+/// no invite is sent.
+pub(super) async fn guest_urls_must_be_https(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let id = unique_id("guest");
+    super::track_hidden(&http, &t.public_key, &id).await?;
+    for bad in [
+        "http://video.conformance.test/guest/1",
+        "https://video.conformance.test@evil.test/guest/1",
+        "javascript:alert(1)",
+    ] {
+        http.send(
+            Req::post("/api/send-video-invite")
+                .key(&t.secret_key)
+                .json(&json!({"visitorId": id, "guestUrl": bad})),
+        )
+        .await?
+        .expect_error_mentioning(400, "guestUrl")?;
+    }
+    let visitor = listed_visitor(&http, &t.secret_key, &id).await?;
+    if !visitor["invite"].is_null() {
+        return Err(step_failure(
+            "GET /api/visitors after three refused invites",
+            "the visitor without an open invite",
+            visitor.to_string(),
+        ));
+    }
+    Ok(())
+}

@@ -79,6 +79,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(abuse::leave_flood_with_huge_tab_ids_is_refused),
         case!(abuse::over_long_keys_and_ids_are_refused),
         case!(abuse::over_long_dashboard_frames_get_an_error),
+        case!(abuse::guest_urls_must_be_https),
         // CORS.
         case!(cors::preflight_is_answered),
         case!(cors::every_response_allows_any_origin),

@@ -461,13 +461,7 @@ impl Tippen {
                     .keyed_body(key.as_deref(), &body, KeyRole::Secret)
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
-                if !(req.guest_url.starts_with("https://") || req.guest_url.starts_with("http://"))
-                    || req.guest_url.len() > limits.max_text_bytes
-                {
-                    return Err(ApiError::bad_request(
-                        "guestUrl must be an http(s) URL of at most 2048 bytes",
-                    ));
-                }
+                self.check_guest_url(&site, &req.guest_url)?;
                 let invite_id = match req.invite_id {
                     Some(id) => {
                         check_id("inviteId", &id, limits.max_id_bytes)?;
@@ -575,6 +569,32 @@ impl Tippen {
                 )
             }
         }
+    }
+
+    /// A guest URL an admin invites with: an `https://` URL (the tracker opens it in a frame
+    /// allowed the camera and microphone) of at most 2048 bytes, on an origin of the site's
+    /// allowlist or the video provider's when the site has an allowlist.
+    fn check_guest_url(&self, site: &Site, url: &str) -> Result<(), ApiError> {
+        let max = self.config().limits.max_text_bytes;
+        let origin = crate::site::https_origin(url).filter(|_| url.len() <= max);
+        let Some(origin) = origin else {
+            return Err(ApiError::bad_request(format!(
+                "guestUrl must be an https:// URL of at most {max} bytes"
+            )));
+        };
+        let provider = self.video_provider().and_then(|p| p.guest_origin());
+        if !site.guest_url_origins.is_empty()
+            && !site.guest_url_origins.contains(&origin)
+            && provider.as_ref() != Some(&origin)
+        {
+            let mut allowed = site.guest_url_origins.clone();
+            allowed.extend(provider);
+            return Err(ApiError::bad_request(format!(
+                "guestUrl's origin {origin} is not allowed for this site (allowed: {})",
+                allowed.join(", ")
+            )));
+        }
+        Ok(())
     }
 
     /// Runs an operation returned by [`route`](Self::route).

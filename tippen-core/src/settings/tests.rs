@@ -54,8 +54,8 @@ fn a_good_configuration_is_read_whole() {
     let s = read(&[
         (
             "TIPPEN_SITES",
-            r#"[{"id":"a","name":"A","publicKey":"pk_a","secretKey":"sk_a"},
-                {"id":"demo","legacyKey":"demo_api_key","honorGpc":false}]"#,
+            r#"[{"id":"a","name":"A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij"},
+                {"id":"demo","legacyKey":"demo_api_key_0123456789ab","honorGpc":false}]"#,
         ),
         ("TIPPEN_HEARTBEAT_MS", "1000"),
         ("TIPPEN_VISIBLE_GRACE_MS", "2000"),
@@ -80,7 +80,10 @@ fn a_good_configuration_is_read_whole() {
     let a = s.site("a").unwrap();
     assert_eq!(a.name, "A");
     assert_eq!(a.role_of(&KeyHash::of("pk_a")), Some(KeyRole::Public));
-    assert_eq!(a.role_of(&KeyHash::of("sk_a")), Some(KeyRole::Secret));
+    assert_eq!(
+        a.role_of(&KeyHash::of("sk_a_0123456789abcdefghij")),
+        Some(KeyRole::Secret)
+    );
     assert!(
         !a.legacy_single_key && a.honor_gpc,
         "GPC is honoured by default"
@@ -88,7 +91,7 @@ fn a_good_configuration_is_read_whole() {
     let demo = s.site("demo").unwrap();
     assert!(demo.legacy_single_key && demo.public_key_hash.is_none());
     assert_eq!(
-        demo.role_of(&KeyHash::of("demo_api_key")),
+        demo.role_of(&KeyHash::of("demo_api_key_0123456789ab")),
         Some(KeyRole::Secret)
     );
     assert!(!demo.honor_gpc);
@@ -317,7 +320,7 @@ fn ids_must_be_short_plain_and_unique() {
             "{id}"
         );
     }
-    assert!(sites(r#"[{"id":"A-z_0.9","legacyKey":"k"}]"#).is_ok());
+    assert!(sites(r#"[{"id":"A-z_0.9","legacyKey":"demo_api_key_0123456789ab"}]"#).is_ok());
     assert_eq!(
         site_problem(r#"[{"id":"a","legacyKey":"k"},{"id":"a","legacyKey":"j"}]"#),
         ("a".into(), SiteProblem::DuplicateId)
@@ -370,6 +373,7 @@ fn a_lookup_names_where_each_value_came_from() {
             secret: SecretKey::Sha256(KeyHash::of("p")),
         },
         honor_gpc: None,
+        guest_url_origins: Vec::new(),
     }];
     let env = env_lookup(vars(&[("TIPPEN_HIDDEN_GRACE_MS", "7000")]));
     let lookup = |name| env(name).or_else(|| file(name));
@@ -409,7 +413,7 @@ fn registering_writes_only_what_changed() {
         let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
         let tippen = Tippen::new(Arc::new(MemoryStore::new()), clock, Config::default());
         let sites = sites(
-            r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a"},{"id":"b","legacyKey":"k"}]"#,
+            r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij"},{"id":"b","legacyKey":"demo_api_key_0123456789ab"}]"#,
         )
         .unwrap()
         .sites;
@@ -419,7 +423,7 @@ fn registering_writes_only_what_changed() {
         changed[1].honor_gpc = false;
         assert_eq!(register_sites(&tippen, &changed).await.unwrap(), 1);
         assert_eq!(tippen.store().sites().await.unwrap().len(), 2);
-        assert!(tippen.authenticate("sk_a").await.unwrap().is_some());
+        assert!(tippen.authenticate("sk_a_0123456789abcdefghij").await.unwrap().is_some());
     })
     .unwrap();
 }
@@ -467,4 +471,52 @@ fn limits_and_quotas_are_read_and_checked() {
         e.to_string(),
         r#"TIPPEN_MAX_USERS_PER_SITE must be a whole number, got "lots""#
     );
+}
+
+#[test]
+fn secret_keys_are_long_and_guest_url_origins_https() {
+    for json in [
+        r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_acme_secret"}]"#,
+        r#"[{"id":"a","legacyKey":"demo_api_key"}]"#,
+    ] {
+        let (site, problem) = site_problem(json);
+        assert_eq!(site, "a");
+        assert!(matches!(problem, SiteProblem::ShortKey { .. }), "{json}");
+        assert!(problem.to_string().contains("at least 24"), "{problem}");
+    }
+    // 24 characters are enough; a key given as its hash is not measured.
+    assert!(
+        sites(r#"[{"id":"a","publicKey":"pk_a","secretKey":"abcdefghijklmnopqrstuvwx"}]"#).is_ok()
+    );
+    let hashed = SiteSpec {
+        id: "a".into(),
+        name: None,
+        keys: SiteKeys::Legacy(SecretKey::Sha256(KeyHash::of("short"))),
+        honor_gpc: None,
+        guest_url_origins: Vec::new(),
+    };
+    assert!(Settings::from_lookup(|_| None, "sites", vec![hashed]).is_ok());
+
+    let s = sites(
+        r#"[{"id":"a","legacyKey":"demo_api_key_0123456789ab","guestUrlOrigins":["https://meet.example.com","https://video.example:8443"]}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        s.sites[0].guest_url_origins,
+        ["https://meet.example.com", "https://video.example:8443"]
+    );
+    for bad in [
+        "http://meet.example.com",
+        "https://meet.example.com/room",
+        "meet.example.com",
+    ] {
+        let json = format!(
+            r#"[{{"id":"a","legacyKey":"demo_api_key_0123456789ab","guestUrlOrigins":["{bad}"]}}]"#
+        );
+        assert_eq!(
+            site_problem(&json).1,
+            SiteProblem::GuestUrlOrigin { origin: bad.into() },
+            "{bad}"
+        );
+    }
 }
