@@ -138,6 +138,9 @@ if runs axum; then
   trap - EXIT
   flock -u 9
 
+  step "axum: the tracker's privacy (headless Chromium, stand-in API)"
+  node tests/browser/privacy.mjs
+
   step "axum: support triggers end-to-end (headless Chromium, local Slack receiver)"
   scripts/test-support.sh
 fi

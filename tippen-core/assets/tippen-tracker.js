@@ -8,6 +8,9 @@
  *   data-tippen-endpoint="https://host"  API origin (default: the origin of this script's src)
  *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
  *   data-tippen-debug                    log what the tracker does with console.debug
+ *   data-tippen-strip-params="a,b"       more query parameters never to send (always removed:
+ *                                        token, code, access_token, id_token, password,
+ *                                        secret, key, session; and the #fragment)
  *
  * Video invites: each tab keeps a WebSocket open to /ws/visitor, on which the server pushes an
  * invite the moment it is sent (VIDEO_INVITE) and its later states (VIDEO_INVITE_UPDATE). A
@@ -16,13 +19,19 @@
  * socket when it is open (else through POST /track/invite) and opens the guest URL in a
  * full-screen frame (#tippen-call) on Join.
  *
- * API: window.tippen = { visitorId, tabId, flush() }.
+ * Privacy: URLs and referrers are sent without their fragment and sensitive query parameters.
+ * tippen.optOut() stops tracking this browser for good (stored in localStorage; the visitor
+ * leaves dashboards at once); a 410 from the server (the visitor was deleted) does the same.
+ *
+ * API: window.tippen = { visitorId, tabId, flush(), optOut(), optedOut }.
  * Plain ES2017, no dependencies. The tracker never throws into the host page.
  */
 (function () {
   'use strict';
 
   var VISITOR_KEY = 'tippen_visitor_id';
+  var OPT_OUT_KEY = 'tippen_opt_out';
+  var STRIP_PARAMS = ['token', 'code', 'access_token', 'id_token', 'password', 'secret', 'key', 'session'];
   var TAB_KEY = 'tippen_tab_id';
   var DEFAULT_HEARTBEAT_MS = 30000;
   var MIN_HEARTBEAT_MS = 250;
@@ -67,6 +76,27 @@
       if (!endpoint || endpoint === 'null') endpoint = location.origin;
     }
     endpoint = endpoint.replace(/\/+$/, '');
+
+    // Never send fragments (#access_token=…) or sensitive query parameters.
+    var stripParams = STRIP_PARAMS.concat(
+      (script.getAttribute('data-tippen-strip-params') || '').split(',')
+        .map(function (p) { return p.trim().toLowerCase(); })
+        .filter(function (p) { return p; }));
+    var cleanUrl = function (href) {
+      if (!href) return href;
+      try {
+        var u = new URL(href, location.href);
+        u.hash = '';
+        var drop = [];
+        u.searchParams.forEach(function (v, name) {
+          if (stripParams.indexOf(name.toLowerCase()) >= 0) drop.push(name);
+        });
+        drop.forEach(function (name) { u.searchParams.delete(name); });
+        return u.href;
+      } catch (e) {
+        return String(href).split('#')[0].split('?')[0];
+      }
+    };
 
     var heartbeatMs = parseInt(script.getAttribute('data-tippen-heartbeat-ms') || '', 10);
     if (!(heartbeatMs >= MIN_HEARTBEAT_MS)) heartbeatMs = DEFAULT_HEARTBEAT_MS;
@@ -157,10 +187,10 @@
         visitor: {
           visitorId: visitorId,
           tabId: tabId,
-          url: location.href,
+          url: cleanUrl(location.href),
           timestamp: new Date().toISOString(),
           userAgent: navigator.userAgent,
-          referrer: document.referrer,
+          referrer: cleanUrl(document.referrer),
           visibility: visibility()
         },
         website: location.hostname
@@ -225,7 +255,11 @@
         if (!retryable) {
           failures = 0;
           backoffUntil = 0;
-          if (r.status === 401 || r.status === 403 || r.status === 404) {
+          if (r.status === 410) {
+            // This visitor was deleted: an opt-out, kept for every later page load.
+            storageSet('localStorage', OPT_OUT_KEY, '1');
+          }
+          if (r.status === 401 || r.status === 403 || r.status === 404 || r.status === 410) {
             // A wrong key or endpoint does not fix itself: stop until the next page load.
             log('rejected with HTTP', r.status, '- check data-tippen-api-key / data-tippen-endpoint; tracking stopped');
             disabled = true;
@@ -791,6 +825,23 @@
         pending = null;
         backoffUntil = 0;
         return post(event);
+      },
+      // Stops tracking this browser for good (kept in localStorage); the visitor leaves the
+      // dashboards at once.
+      optOut: function () {
+        storageSet('localStorage', OPT_OUT_KEY, '1');
+        var wasTracking = !disabled;
+        disabled = true;
+        stopped = true;
+        schedule(0);
+        closeSocket();
+        if (!wasTracking || typeof fetch !== 'function') return Promise.resolve(true);
+        return fetch(endpoint + '/track/leave?apiKey=' + encodeURIComponent(apiKey), {
+          method: 'POST', body: JSON.stringify({ visitorId: visitorId }), keepalive: true, credentials: 'omit', mode: 'cors'
+        }).then(function () { return true; }, function () { return true; });
+      },
+      get optedOut() {
+        return storageGet('localStorage', OPT_OUT_KEY) === '1';
       }
     };
     try {
@@ -801,6 +852,12 @@
     }
 
     var start = function () {
+      if (api.optedOut) {
+        log('this browser opted out: not tracking');
+        disabled = true;
+        stopped = true;
+        return;
+      }
       log('tracking', visitorId, tabId, 'to', endpoint, 'every', heartbeatMs, 'ms');
       post('pageview');
       openSocket();
