@@ -10,6 +10,9 @@
 //   TIPPEN_INVITE_TTL_MS     the server's invite expiry (default 4000)
 //   TIPPEN_VIDEO_PROVIDER_PORT  where this test serves a stand-in video provider, which the
 //                            server must use as http://127.0.0.1:<port>/video (default 18790)
+//   TIPPEN_LEAVE_LINGER_MS   the server's leave linger (default 2000, the core's default)
+//   TIPPEN_SITE_PORT         where this test serves a small customer site of another origin
+//                            that embeds the tracker from the server (default 18791)
 //
 // Context A is the site owner's dashboard, context B a visitor on the demo store. Exit code 0
 // when every step passed, 1 otherwise (with screenshots of both pages in TIPPEN_ARTIFACTS).
@@ -30,11 +33,17 @@ const HEARTBEAT_MS = 1000;
 const INVITE_TTL = Number(process.env.TIPPEN_INVITE_TTL_MS || 4000);
 const PROVIDER_PORT = Number(process.env.TIPPEN_VIDEO_PROVIDER_PORT || 18790);
 const PROVIDER = `http://127.0.0.1:${PROVIDER_PORT}`;
+const LINGER = Number(process.env.TIPPEN_LEAVE_LINGER_MS || 2000);
+const SITE_PORT = Number(process.env.TIPPEN_SITE_PORT || 18791);
+// Another origin than the server's (another host name and port), as customers embed it.
+const SITE = `http://localhost:${SITE_PORT}`;
+// A real close must reach dashboards within this (the linger, then the sweep).
+const CLOSE_TO_REMOVAL_MS = 2500;
 const ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
-const WATCHDOG_MS = 90000;
+const WATCHDOG_MS = 150000;
 
 const timings = {};
 const problems = []; // uncaught page errors: a failure even when every step passed
@@ -172,6 +181,37 @@ function startProvider() {
 }
 let provider;
 
+// A small multi-page customer site on another origin, embedding the tracker from the server
+// the way the README tells customers to: /a and /b link to each other (full page loads).
+function sitePage(name, other) {
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>Customer site ${name}</title></head>
+<body>
+<h1 id="page">${name}</h1>
+<a id="to-${other}" href="/${other}">to ${other}</a>
+<script src="${BASE}/tippen-tracker.js" data-tippen-api-key="${KEY}"
+        data-tippen-heartbeat-ms="${HEARTBEAT_MS}" async></script>
+</body></html>`;
+}
+function startSite() {
+  const server = http.createServer((req, res) => {
+    const m = /^\/(a|b)(\?.*)?$/.exec(req.url || '');
+    if (req.method === 'GET' && m) {
+      // No Cache-Control: no-store, so the page may enter the back/forward cache.
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(sitePage(m[1], m[1] === 'a' ? 'b' : 'a'));
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found');
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(SITE_PORT, '127.0.0.1', () => resolve(server));
+  });
+}
+let site;
+
 async function main() {
   assert(KEY, 'TIPPEN_KEY is not set (a legacy key of the running server)');
   assert(VISIBLE_GRACE + HEARTBEAT_MS + 1000 < HIDDEN_GRACE,
@@ -188,6 +228,8 @@ async function main() {
   say(`server ${BASE}: GET / -> ${health}`);
   provider = await startProvider();
   say(`stand-in video provider ${PROVIDER}/video`);
+  site = await startSite();
+  say(`customer site of another origin ${SITE}/a, /b`);
 
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   say(`chromium ${browser.version()}`);
@@ -481,10 +523,10 @@ async function main() {
     await d.close({ runBeforeUnload: true });
     await waitInDashboard(
       (sel) => !!document.querySelector(sel), `#event-log li[data-invite-id="${inviteId}"][data-invite-state="visitor_left"]`,
-      2000, `no "visitor_left" entry for ${inviteId} in #event-log within 2 s of closing the tab`);
+      CLOSE_TO_REMOVAL_MS, `no "visitor_left" entry for ${inviteId} in #event-log within ${CLOSE_TO_REMOVAL_MS} ms of closing the tab`);
     await waitInDashboard(
       (id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), dId,
-      2000, `the row of ${dId} was still there after its tab closed`);
+      CLOSE_TO_REMOVAL_MS - (now() - t0), `the row of ${dId} was still there ${CLOSE_TO_REMOVAL_MS} ms after its tab closed`);
     timings.closeToVisitorLeftMs = now() - t0;
     await ctxD.close().catch(() => {});
   });
@@ -507,7 +549,7 @@ async function main() {
     assert(sessions.length === before, 'a session was created for an unknown visitor');
   });
 
-  await step('7. closing both tabs removes the visitor within 2 s with reason "left"', async () => {
+  await step(`7. closing both tabs removes the visitor within ${CLOSE_TO_REMOVAL_MS} ms with reason "left"`, async () => {
     // Record the removal time in the page (same machine clock as ours).
     await dash.evaluate((id) => {
       window.__removedAt = null;
@@ -521,10 +563,12 @@ async function main() {
     await Promise.all([b1.close({ runBeforeUnload: true }), b2.close({ runBeforeUnload: true })]);
     await waitInDashboard(
       (id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), visitorId,
-      2000 - (now() - t0), `the row of ${visitorId} was still there 2 s after both tabs closed`);
+      CLOSE_TO_REMOVAL_MS - (now() - t0), `the row of ${visitorId} was still there ${CLOSE_TO_REMOVAL_MS} ms after both tabs closed`);
     const removedAt = await dash.evaluate(() => window.__removedAt);
     timings.removalMs = (removedAt || now()) - t0;
-    say(`     row removed ${timings.removalMs} ms after closing the tabs`);
+    say(`     row removed ${timings.removalMs} ms after closing the tabs (leave linger ${LINGER} ms)`);
+    assert(timings.removalMs >= LINGER - 300,
+      `the row went ${timings.removalMs} ms after the close, before the leave linger (${LINGER} ms) ended`);
     const [reason] = await waitInDashboard(
       (id) => {
         const li = document.querySelector(`#event-log li[data-visitor-id="${CSS.escape(id)}"][data-reason]`);
@@ -767,6 +811,154 @@ async function main() {
     await ctxE.close().catch(() => {});
   }
 
+  // ---- presence on a customer site of another origin: reloads and navigations don't flap ----
+  // Every dashboard message about `id` since frame `from`, parsed.
+  const framesAbout = (id, from) => framesIn.slice(from).map((f) => { try { return JSON.parse(f); } catch { return {}; } })
+    .filter((m) => (m.visitorId === id) || (m.visitor && m.visitor.visitorId === id));
+  const pageViewsShown = (id) => dash.evaluate((v) => {
+    const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(v)}"]`);
+    return row ? Number(row.querySelector('.page-views').textContent) : null;
+  }, id);
+  const waitPageViews = (id, n, timeoutMs, what) => waitInDashboard(
+    ([v, want]) => {
+      const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(v)}"]`);
+      return !!(row && Number(row.querySelector('.page-views').textContent) === want);
+    }, [id, n], timeoutMs, `${what}: the row of ${id} never showed pageViews ${n}`);
+  // Exit beacons the site's pages sent, counted in the tab's sessionStorage (it survives the
+  // navigations): a page that cannot tell a reload from a close sends one, and the server must
+  // not believe it.
+  const countBeacons = () => {
+    const send = navigator.sendBeacon && navigator.sendBeacon.bind(navigator);
+    if (!send) return;
+    navigator.sendBeacon = (url, body) => {
+      if (String(url).includes('/track/leave')) {
+        sessionStorage.setItem('__beacons', String(Number(sessionStorage.getItem('__beacons') || 0) + 1));
+      }
+      return send(url, body);
+    };
+  };
+  const beaconsSent = (page) => page.evaluate(() => Number(sessionStorage.getItem('__beacons') || 0));
+  const ctxF = await browser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
+  await ctxF.addInitScript(countBeacons);
+  let f;
+  let fId;
+  let fFrom;
+  try {
+    await step(`12. on a site of another origin, reload, link navigation, back/forward and typed addresses keep the visitor (no VISITOR_REMOVED, pageViews go on; linger ${LINGER} ms)`, async () => {
+      f = await ctxF.newPage();
+      visitorPages.push(f);
+      watch(f, 'site');
+      fFrom = framesIn.length;
+      await f.goto(`${SITE}/a`);
+      await f.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
+      fId = await f.evaluate(() => window.tippen.visitorId);
+      const tab = await f.evaluate(() => window.tippen.tabId);
+      await waitPageViews(fId, 1, 3000, 'the first page of the site');
+      let views = 1;
+      const navigations = [
+        ['reload', () => f.reload()],
+        ['link to /b', () => f.click('#to-b')],
+        ['back', () => f.goBack()],
+        ['forward', () => f.goForward()],
+        ['typed address /a', () => f.goto(`${SITE}/a?typed=1`)],
+        ['reload again', () => f.reload()],
+      ];
+      timings.siteNavigations = {};
+      for (const [what, go] of navigations) {
+        const before = await beaconsSent(f);
+        const t0 = now();
+        await go();
+        await f.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
+        const same = await f.evaluate(() => ({ visitorId: window.tippen.visitorId, tabId: window.tippen.tabId }));
+        assert(same.visitorId === fId && same.tabId === tab, `${what}: the page has ${JSON.stringify(same)}, expected visitor ${fId} tab ${tab}`);
+        views += 1;
+        await waitPageViews(fId, views, 3000, what);
+        const sent = (await beaconsSent(f)) - before;
+        timings.siteNavigations[what] = { toDashboardMs: now() - t0, beacons: sent };
+        say(`     ${what}: pageViews ${views} on the dashboard ${now() - t0} ms later; exit beacons sent: ${sent}`);
+      }
+      // Past the end of the last beacon's linger: a removal would have come by now.
+      await sleep(LINGER + 1000);
+      const about = framesAbout(fId, fFrom);
+      const removals = about.filter((m) => m.type === 'VISITOR_REMOVED');
+      const arrivals = about.filter((m) => m.type === 'VISITOR_UPDATE' && m.event === 'new_visitor');
+      assert(removals.length === 0, `the dashboard got ${JSON.stringify(removals)} for ${fId}`);
+      assert(arrivals.length === 1, `the dashboard got ${arrivals.length} new_visitor updates for ${fId} (expected 1: one visit)`);
+      assert(await pageViewsShown(fId) === views, `the row shows ${await pageViewsShown(fId)} page views, expected ${views}`);
+      const sent = Object.values(timings.siteNavigations).reduce((n, x) => n + x.beacons, 0);
+      assert(sent >= 1, 'no navigation sent an exit beacon: the server-side linger was never exercised');
+      timings.siteBeacons = sent;
+    });
+
+    await step(`13. a page restored from the back/forward cache keeps the visitor (separate browser with the bfcache on)`, async () => {
+      const bfBrowser = await chromium.launch({
+        executablePath: CHROMIUM, args: ARGS, headless: true, ignoreDefaultArgs: ['--disable-back-forward-cache'],
+      });
+      try {
+        const ctxG = await bfBrowser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
+        await ctxG.addInitScript(countBeacons);
+        const g = await ctxG.newPage();
+        g.on('pageerror', (err) => problems.push(`[bfcache] uncaught: ${err.message}`));
+        const from = framesIn.length;
+        await g.goto(`${SITE}/a`);
+        await g.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
+        const gId = await g.evaluate(() => window.tippen.visitorId);
+        await waitPageViews(gId, 1, 3000, 'bfcache: the first page');
+        await g.evaluate(() => {
+          window.__notReloaded = true;
+          window.__restored = 0;
+          window.addEventListener('pageshow', (e) => { if (e.persisted) window.__restored += 1; });
+        });
+        await g.goto(`${SITE}/b`); // typed: the tracker cannot tell it from a close
+        await waitPageViews(gId, 2, 3000, 'bfcache: the second page');
+        const t0 = now();
+        await g.goBack({ waitUntil: 'commit' });
+        await g.waitForFunction(() => window.__notReloaded === true && window.__restored >= 1, null, { timeout: 3000 })
+          .catch(() => { throw new StepFailure('going back did not restore /a from the back/forward cache (the page was loaded again)'); });
+        await waitPageViews(gId, 3, 3000, 'bfcache: the restored page');
+        timings.bfcacheRestoreToDashboardMs = now() - t0;
+        say(`     restored from the bfcache; pageViews 3 on the dashboard ${timings.bfcacheRestoreToDashboardMs} ms later; exit beacons: ${await beaconsSent(g)}`);
+        timings.bfcacheBeacons = await beaconsSent(g);
+        await sleep(LINGER + 1000);
+        const about = framesAbout(gId, from);
+        assert(!about.some((m) => m.type === 'VISITOR_REMOVED'), `the dashboard got a removal of ${gId}: ${JSON.stringify(about.filter((m) => m.type === 'VISITOR_REMOVED'))}`);
+        assert(about.filter((m) => m.type === 'VISITOR_UPDATE' && m.event === 'new_visitor').length === 1, `more than one visit of ${gId}`);
+        assert(await pageViewsShown(gId) === 3, `the row of ${gId} shows ${await pageViewsShown(gId)} page views, expected 3`);
+        // Its close, the real one, is measured too.
+        const tc = now();
+        await g.close({ runBeforeUnload: true });
+        await waitInDashboard((id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), gId,
+          CLOSE_TO_REMOVAL_MS, `the row of ${gId} was still there ${CLOSE_TO_REMOVAL_MS} ms after its tab closed`);
+        timings.bfcacheCloseToRemovalMs = now() - tc;
+      } finally {
+        await bfBrowser.close().catch(() => {});
+      }
+    });
+
+    await step(`14. a real close of the site's page removes the visitor with reason "left" within ${CLOSE_TO_REMOVAL_MS} ms`, async () => {
+      await dash.evaluate((id) => {
+        window.__siteRemovedAt = null;
+        const sel = `#visitors tr[data-visitor-id="${CSS.escape(id)}"]`;
+        const mo = new MutationObserver(() => {
+          if (!document.querySelector(sel) && window.__siteRemovedAt == null) { window.__siteRemovedAt = Date.now(); mo.disconnect(); }
+        });
+        mo.observe(document.getElementById('visitors'), { subtree: true, childList: true, attributes: true });
+      }, fId);
+      const t0 = now();
+      await f.close({ runBeforeUnload: true });
+      await waitInDashboard((id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), fId,
+        CLOSE_TO_REMOVAL_MS, `the row of ${fId} was still there ${CLOSE_TO_REMOVAL_MS} ms after its tab closed`);
+      const removedAt = await dash.evaluate(() => window.__siteRemovedAt);
+      timings.siteCloseToRemovalMs = (removedAt || now()) - t0;
+      say(`     row removed ${timings.siteCloseToRemovalMs} ms after the close (linger ${LINGER} ms)`);
+      const removal = framesAbout(fId, fFrom).find((m) => m.type === 'VISITOR_REMOVED');
+      assert(removal && removal.reason === 'left', `the removal of ${fId} is ${JSON.stringify(removal)}, expected reason "left"`);
+      assert(timings.siteCloseToRemovalMs >= LINGER - 300, `removed ${timings.siteCloseToRemovalMs} ms after the close, before the linger (${LINGER} ms) ended`);
+    });
+  } finally {
+    await ctxF.close().catch(() => {});
+  }
+
   if (problems.length) throw new StepFailure(`uncaught errors in the pages: ${problems.join('; ')}`);
 }
 
@@ -798,9 +990,10 @@ try {
 } finally {
   if (browser) await browser.close().catch(() => {});
   if (provider) provider.close();
+  if (site) site.close();
   clearTimeout(watchdog);
 }
 
-say(JSON.stringify({ ok, base: BASE, visibleGraceMs: VISIBLE_GRACE, hiddenGraceMs: HIDDEN_GRACE, ...timings }));
+say(JSON.stringify({ ok, base: BASE, visibleGraceMs: VISIBLE_GRACE, hiddenGraceMs: HIDDEN_GRACE, leaveLingerMs: LINGER, ...timings }));
 say(`e2e: ${passed} passed, ${failed} failed`);
 process.exit(ok ? 0 : 1);

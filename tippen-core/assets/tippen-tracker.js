@@ -116,6 +116,12 @@
     };
     var tabId = storageGet('sessionStorage', TAB_KEY);
     if (!validId(tabId, 'tab_')) tabId = newTabId();
+    // This page (document): a reload's beacon may reach the server after the next page's first
+    // event, and the server ignores a beacon for a page the tab has already left.
+    var newPageId = function () {
+      return 'page_' + Date.now() + '_' + random9();
+    };
+    var pageId = newPageId();
 
     // ---- state -------------------------------------------------------------------------
     var lastUrl = location.href;
@@ -161,7 +167,8 @@
           timestamp: new Date().toISOString(),
           userAgent: navigator.userAgent,
           referrer: document.referrer,
-          visibility: visibility()
+          visibility: visibility(),
+          pageId: pageId
         },
         website: location.hostname
       });
@@ -356,7 +363,7 @@
         }
         var url = endpoint + '/track/leave?apiKey=' + encodeURIComponent(apiKey);
         // A string body goes out as text/plain: a CORS-safelisted request, no preflight.
-        var body = JSON.stringify({ visitorId: visitorId, tabId: tabId });
+        var body = JSON.stringify({ visitorId: visitorId, tabId: tabId, pageId: pageId });
         var queued = false;
         try {
           queued = typeof navigator.sendBeacon === 'function' && navigator.sendBeacon(url, body);
@@ -375,6 +382,7 @@
       try {
         if (!event.persisted || disabled) return; // the first load is counted by start()
         log('restored from the back/forward cache');
+        pageId = newPageId(); // shown again: a page view after its own beacon
         stopped = false;
         internalNavUntil = 0;
         failures = 0;

@@ -13,6 +13,7 @@
 //! | `TIPPEN_HEARTBEAT_MS` | heartbeat interval told to trackers | 30000 |
 //! | `TIPPEN_VISIBLE_GRACE_MS` | a visible tab is dropped this long after its last event | 60000 |
 //! | `TIPPEN_HIDDEN_GRACE_MS` | a hidden tab is dropped this long after its last event | 300000 |
+//! | `TIPPEN_LEAVE_LINGER_MS` | a tab that sent its exit beacon is held this long (a reload keeps the visitor); 0 drops it at once | 2000 |
 //! | `TIPPEN_INVITE_TTL_MS` | an unanswered video invite expires after this long | 60000 |
 //! | `TIPPEN_VIDEO_PROVIDER_URL` | the video-session provider (`POST /api/video-call`) | none (`501`) |
 //! | `TIPPEN_SLACK_WEBHOOK_URL` | Slack incoming webhook for support alerts (a secret) | none |
@@ -70,6 +71,8 @@ pub mod names {
     pub const VISIBLE_GRACE_MS: &str = "TIPPEN_VISIBLE_GRACE_MS";
     /// A hidden tab's grace (ms).
     pub const HIDDEN_GRACE_MS: &str = "TIPPEN_HIDDEN_GRACE_MS";
+    /// How long a tab that sent its exit beacon is held (ms, 0 allowed).
+    pub const LEAVE_LINGER_MS: &str = "TIPPEN_LEAVE_LINGER_MS";
     /// An unanswered invite's lifetime (ms).
     pub const INVITE_TTL_MS: &str = "TIPPEN_INVITE_TTL_MS";
     /// The video-session provider's base URL.
@@ -500,6 +503,9 @@ impl Settings {
             if let Some(s) = lookup(name) {
                 *into = s.positive_millis()?;
             }
+        }
+        if let Some(s) = lookup(names::LEAVE_LINGER_MS) {
+            config.presence.leave_linger = s.millis()?;
         }
         config.support = support(&lookup)?;
         let video_provider_url = lookup(names::VIDEO_PROVIDER_URL)

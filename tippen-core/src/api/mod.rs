@@ -118,6 +118,7 @@ enum Op {
     Leave {
         visitor_id: String,
         tab_id: Option<String>,
+        page_id: Option<String>,
     },
     ListVisitors,
     Stats,
@@ -398,6 +399,7 @@ impl Tippen {
                             Op::Leave {
                                 visitor_id: req.visitor.visitor_id,
                                 tab_id: req.visitor.tab_id,
+                                page_id: page_id(req.visitor.page_id, limits.max_id_bytes),
                             },
                         );
                     }
@@ -422,6 +424,7 @@ impl Tippen {
                     user_agent: v.user_agent.map(|u| cut(u, 512)),
                     website: cut(req.website.unwrap_or_default(), 253),
                     client_timestamp: v.timestamp.map(|t| cut(t, 64)),
+                    page_id: page_id(v.page_id, limits.max_id_bytes),
                 };
                 call(
                     site,
@@ -443,6 +446,7 @@ impl Tippen {
                     Op::Leave {
                         visitor_id: req.visitor_id,
                         tab_id: req.tab_id,
+                        page_id: page_id(req.page_id, limits.max_id_bytes),
                     },
                 )
             }
@@ -592,8 +596,14 @@ impl Tippen {
                     };
                     (json_response(StatusCode::OK, &body), outcome)
                 }
-                Op::Leave { visitor_id, tab_id } => {
-                    let outcome = self.leave(&site, &visitor_id, tab_id.as_deref()).await?;
+                Op::Leave {
+                    visitor_id,
+                    tab_id,
+                    page_id,
+                } => {
+                    let outcome = self
+                        .leave_page(&site, &visitor_id, tab_id.as_deref(), page_id.as_deref())
+                        .await?;
                     (
                         json_response(StatusCode::OK, &Success { success: true }),
                         outcome,
