@@ -193,8 +193,44 @@ function sitePage(name, other) {
         data-tippen-heartbeat-ms="${HEARTBEAT_MS}" async></script>
 </body></html>`;
 }
+// The predecessor's documented embed ("Tracking Script Deployment, Option 1: Self-Hosted"),
+// verbatim but for its three placeholders: the script on the customer's CDN (another origin
+// than the site and than the tippen server), the key, and data-tippen-backend naming the
+// server. Its troubleshooting reads window.TippenTracker, and its host pages listened for a
+// TIPPEN_VIDEO_INVITE window message.
+const CDN = `http://127.0.0.1:${SITE_PORT}`; // another host name than SITE: another origin
+const legacySnippet = () => `<script
+  src="${CDN}/cdn/tippen-tracker.js"
+  data-tippen-api-key="${KEY}"
+  data-tippen-backend="${BASE}"
+></script>`;
+const LEGACY_PAGE = () => `<!doctype html>
+<html><head><meta charset="utf-8"><title>Customer site (predecessor's snippet)</title></head>
+<body>
+<h1>abc.com</h1>
+<script>
+  window.__tippenMessages = [];
+  window.addEventListener('message', (e) => {
+    if (e.data && e.data.type === 'TIPPEN_VIDEO_INVITE') window.__tippenMessages.push({ data: e.data, origin: e.origin });
+  });
+</script>
+${legacySnippet()}
+</body></html>`;
+let cdnTracker = null; // the server's tracker, as a customer would copy it to their CDN
+const cdnRequests = []; // anything but the script reaching the CDN (a tracker posting there)
 function startSite() {
   const server = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/cdn/tippen-tracker.js') {
+      res.writeHead(200, { 'content-type': 'application/javascript; charset=utf-8' });
+      res.end(cdnTracker);
+      return;
+    }
+    if (req.method === 'GET' && req.url === '/legacy') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(LEGACY_PAGE());
+      return;
+    }
+    if (req.url && (req.url.startsWith('/track') || req.url.startsWith('/ws'))) cdnRequests.push(`${req.method} ${req.url}`);
     const m = /^\/(a|b)(\?.*)?$/.exec(req.url || '');
     if (req.method === 'GET' && m) {
       // No Cache-Control: no-store, so the page may enter the back/forward cache.
@@ -228,8 +264,9 @@ async function main() {
   say(`server ${BASE}: GET / -> ${health}`);
   provider = await startProvider();
   say(`stand-in video provider ${PROVIDER}/video`);
+  cdnTracker = await (await fetch(`${BASE}/tippen-tracker.js`)).text();
   site = await startSite();
-  say(`customer site of another origin ${SITE}/a, /b`);
+  say(`customer site of another origin ${SITE}/a, /b, /legacy (the tracker from ${CDN}/cdn)`);
 
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   say(`chromium ${browser.version()}`);
@@ -958,6 +995,42 @@ async function main() {
   } finally {
     await ctxF.close().catch(() => {});
   }
+
+  await step('15. the predecessor\'s snippet verbatim (script on a CDN origin, data-tippen-backend): tracked, window.TippenTracker, TIPPEN_VIDEO_INVITE posted on invite', async () => {
+    const ctxH = await browser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
+    try {
+      const h = await ctxH.newPage();
+      visitorPages.push(h);
+      watch(h, 'legacy-snippet');
+      await h.goto(`${SITE}/legacy`);
+      await h.waitForFunction(() => window.TippenTracker && window.TippenTracker.visitorId, null, { timeout: 3000 })
+        .catch(() => { throw new StepFailure('window.TippenTracker.visitorId never appeared (the predecessor\'s troubleshooting reads it)'); });
+      const hId = await h.evaluate(() => window.TippenTracker.visitorId);
+      assert(await h.evaluate(() => window.TippenTracker === window.tippen), 'window.TippenTracker is not the tracker\'s API object');
+      // Tracked on the server named by data-tippen-backend, not on the CDN the script came from.
+      await waitPageViews(hId, 1, 3000, 'the predecessor\'s snippet');
+      assert(cdnRequests.length === 0, `the tracker sent requests to the CDN origin: ${cdnRequests.join(', ')}`);
+      const btnSel = `#visitors tr[data-visitor-id="${hId}"] .invite-button`;
+      await waitInDashboard(
+        (sel) => { const b = document.querySelector(sel); return !!(b && !b.hidden && !b.disabled); }, btnSel, 3000,
+        `no enabled .invite-button for ${hId}`);
+      const t0 = now();
+      await dash.click(btnSel);
+      await h.waitForFunction(() => window.__tippenMessages.length > 0, null, { timeout: 2500 })
+        .catch(() => { throw new StepFailure('no TIPPEN_VIDEO_INVITE window message within 2500 ms of the click'); });
+      timings.legacyInviteMessageMs = now() - t0;
+      const [{ data, origin }] = await h.evaluate(() => window.__tippenMessages);
+      const shownId = await h.getAttribute('#tippen-invite', 'data-invite-id');
+      assert(origin === SITE, `the message came from ${origin}, expected the page's own origin ${SITE}`);
+      assert(data.inviteId === shownId && /^https?:\/\//.test(data.guestUrl || ''),
+        `the message is ${JSON.stringify(data)} (popup for ${shownId})`);
+      say(`     TIPPEN_VIDEO_INVITE posted ${timings.legacyInviteMessageMs} ms after the click: ${JSON.stringify(data)}`);
+      await h.click('#tippen-invite-decline');
+      await h.close({ runBeforeUnload: true });
+    } finally {
+      await ctxH.close().catch(() => {});
+    }
+  });
 
   if (problems.length) throw new StepFailure(`uncaught errors in the pages: ${problems.join('; ')}`);
 }

@@ -6,6 +6,7 @@
  *
  * Optional attributes:
  *   data-tippen-endpoint="https://host"  API origin (default: the origin of this script's src)
+ *   data-tippen-backend="https://host"   the same (the predecessor's name; data-tippen-endpoint wins)
  *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
  *   data-tippen-debug                    log what the tracker does with console.debug
  *
@@ -16,7 +17,12 @@
  * socket when it is open (else through POST /track/invite) and opens the guest URL in a
  * full-screen frame (#tippen-call) on Join.
  *
- * API: window.tippen = { visitorId, tabId, flush() }.
+ * The predecessor's host pages listened for a window message on invite: the tracker posts
+ * { type: 'TIPPEN_VIDEO_INVITE', inviteId, guestUrl, invitedBy, expiresIn } to its own window
+ * when it shows one.
+ *
+ * API: window.tippen = { visitorId, tabId, flush() }, also as window.TippenTracker (the
+ * predecessor's name).
  * Plain ES2017, no dependencies. The tracker never throws into the host page.
  */
 (function () {
@@ -57,7 +63,8 @@
       return;
     }
 
-    var endpoint = (script.getAttribute('data-tippen-endpoint') || '').trim();
+    var endpoint = (script.getAttribute('data-tippen-endpoint') || '').trim() ||
+      (script.getAttribute('data-tippen-backend') || '').trim();
     if (!endpoint) {
       try {
         endpoint = new URL(script.getAttribute('src') || '', location.href).origin;
@@ -616,6 +623,22 @@
       current.timer = setInterval(tick, 1000);
       document.body.appendChild(box);
       reportInvite(id, 'INVITE_SEEN');
+      postInviteMessage(inv, guestUrl, who, expiresIn);
+    };
+
+    // The predecessor's host pages listened for this message on their own window.
+    var postInviteMessage = function (inv, guestUrl, who, expiresIn) {
+      try {
+        var message = {
+          type: 'TIPPEN_VIDEO_INVITE',
+          inviteId: inv.inviteId,
+          guestUrl: guestUrl,
+          invitedBy: who,
+          expiresIn: expiresIn
+        };
+        var origin = location.origin && location.origin !== 'null' ? location.origin : '*';
+        window.postMessage(message, origin);
+      } catch (e) { /* never break the host page */ }
     };
 
     // Called with the `invite` of every successful /track/visitor response (or null) and the time
@@ -807,6 +830,9 @@
     } catch (e) {
       window.tippen = api;
     }
+    try {
+      if (!window.TippenTracker) window.TippenTracker = api; // the predecessor's name
+    } catch (e) { /* ignore */ }
 
     var start = function () {
       log('tracking', visitorId, tabId, 'to', endpoint, 'every', heartbeatMs, 'ms');
