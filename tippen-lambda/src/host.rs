@@ -82,6 +82,11 @@ pub struct LambdaHost {
 /// falling due meanwhile are swept by it too).
 const ASKED_SWEEP_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// A write's deadline this much past the leave linger still counts as an exit beacon's (the
+/// request's own latency); a later one (a tab's grace, seconds to minutes) is left to the
+/// scheduled runs, or every tracking call would invoke the sweep function.
+const LINGER_SLACK: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The site ids as read at an instant.
 type CachedSiteIds = (std::time::Instant, Vec<SiteId>);
 
@@ -379,16 +384,16 @@ impl HostIo for LambdaHost {
     }
 
     /// The core's writes keep each site's deadline in DynamoDB, where the scheduled function
-    /// ([`LambdaHost::sweep_all`]) reads it. A write's deadline due sooner than a scheduled
-    /// run would notice it — within the leave linger and a second, as an exit beacon's is —
-    /// also asks the scheduled function (`TIPPEN_SWEEP_FUNCTION`, asynchronous Invoke) to sweep
-    /// that site when it falls due; once per window per instance.
+    /// ([`LambdaHost::sweep_all`]) reads it. A write's deadline due within the leave linger —
+    /// an exit beacon's, which the scheduled run would notice up to a minute late — also asks
+    /// the scheduled function (`TIPPEN_SWEEP_FUNCTION`, asynchronous Invoke) to sweep that site
+    /// when it falls due; once per window per instance.
     async fn arm(&self, site: &SiteId, deadline: Deadline) {
         let (Some(function), Deadline::AtMost(at)) = (&self.config.sweep_function, deadline) else {
             return;
         };
         let now = self.tippen.now();
-        let soon = self.tippen.config().presence.leave_linger + ASKED_SWEEP_SLACK;
+        let soon = self.tippen.config().presence.leave_linger + LINGER_SLACK;
         if at > now.plus(soon) {
             return;
         }

@@ -15,35 +15,37 @@ use crate::{Failure, Target};
 /// How soon after the leave linger a `left` removal must reach a dashboard.
 const LEFT_PROMPTLY: Duration = LATE;
 
-/// Waits for `VISITOR_REMOVED` of `id` with reason `left`, for a beacon sent at `left`: it
-/// comes when the leave linger ends (not before, less [`EARLY`]; within [`LEFT_PROMPTLY`]
-/// after).
+/// Waits for `VISITOR_REMOVED` of `id` with reason `left`, for a beacon sent at `left` by
+/// tabs that last reported at `seen`: it comes when the leave linger ends (or the tabs' grace,
+/// if that ends first), not before (less [`EARLY`]), and within [`LEFT_PROMPTLY`] after.
 async fn removed_as_left(
     dashboard: &mut Dashboard,
     t: &Target,
     id: &str,
     left: Instant,
+    seen: Instant,
 ) -> Result<(), Failure> {
+    let due = (left + t.leave_linger).min(seen + t.visible_grace);
     let (removed, at) = dashboard
         .wait_for(
             &format!(
                 "VISITOR_REMOVED for {id} with reason `left` when the leave linger ({} ms) ends",
                 t.leave_linger.as_millis()
             ),
-            (left + t.leave_linger + LEFT_PROMPTLY).saturating_duration_since(Instant::now()),
+            (due.max(left) + LEFT_PROMPTLY).saturating_duration_since(Instant::now()),
             |m| is_removal(m, id),
         )
         .await?;
     if removed.get("reason") != Some(&json!("left")) {
         return Err(dashboard.mismatch("VISITOR_REMOVED with reason `left`", &removed));
     }
-    let after = at.duration_since(left);
-    if after + EARLY < t.leave_linger {
+    if at + EARLY < due {
         return Err(dashboard.mismatch(
             &format!(
-                "VISITOR_REMOVED no sooner than the leave linger ({} ms) after the beacon,                  not {} ms after",
+                "VISITOR_REMOVED no sooner than the leave linger ({} ms) after the beacon, not {} ms \
+                 after",
                 t.leave_linger.as_millis(),
-                after.as_millis()
+                at.duration_since(left).as_millis()
             ),
             &removed,
         ));
@@ -57,7 +59,7 @@ pub(super) async fn two_tabs_are_one_visitor(t: &Target) -> Result<(), Failure> 
     let http = Http::new(t)?;
     let id = unique_id("twotabs");
     let mut dashboard = Dashboard::connect(t, &t.secret_key).await?;
-    track_ok(
+    let seen = track_ok(
         &http,
         &t.public_key,
         "pageview",
@@ -65,7 +67,8 @@ pub(super) async fn two_tabs_are_one_visitor(t: &Target) -> Result<(), Failure> 
         "https://x.test/one",
         json!({"tabId": "tab_a"}),
     )
-    .await?;
+    .await?
+    .at;
     track_ok(
         &http,
         &t.public_key,
@@ -114,7 +117,7 @@ pub(super) async fn two_tabs_are_one_visitor(t: &Target) -> Result<(), Failure> 
         &json!("https://x.test/two"),
     )?;
     let left = leave_ok(&http, &t.public_key, &id, None).await?;
-    removed_as_left(&mut dashboard, t, &id, left.at).await?;
+    removed_as_left(&mut dashboard, t, &id, left.at, seen).await?;
     dashboard.close().await;
     Ok(())
 }
@@ -175,9 +178,20 @@ pub(super) async fn leaving_one_tab_keeps_the_visitor(t: &Target) -> Result<(), 
             describe_json(&listed),
         ));
     }
+    // t2 reports first: with the suite's short graces it must not expire during its linger.
+    let seen = track_ok(
+        &http,
+        &t.public_key,
+        "heartbeat",
+        &id,
+        "https://x.test/2",
+        json!({"tabId": "t2"}),
+    )
+    .await?
+    .at;
     let left = leave_ok(&http, &t.public_key, &id, Some("t2")).await?;
     dashboard.note(format!("POST /track/leave {id} tab t2, its last"));
-    removed_as_left(&mut dashboard, t, &id, left.at).await?;
+    removed_as_left(&mut dashboard, t, &id, left.at, seen).await?;
     not_listed(&http, &t.secret_key, &id, "its last tab left").await?;
     dashboard.close().await;
     Ok(())
@@ -190,8 +204,9 @@ pub(super) async fn leave_beacon_works_without_headers(t: &Target) -> Result<(),
     let by_query = unique_id("beaconq");
     let by_body = unique_id("beaconb");
     let mut dashboard = Dashboard::connect(t, &t.secret_key).await?;
+    let mut seen = Vec::new();
     for id in [&by_query, &by_body] {
-        track_ok(
+        let sent = track_ok(
             &http,
             &t.public_key,
             "pageview",
@@ -200,6 +215,7 @@ pub(super) async fn leave_beacon_works_without_headers(t: &Target) -> Result<(),
             json!({"tabId": "only"}),
         )
         .await?;
+        seen.push(sent.at);
     }
     let ok = json!({"success": true});
     let left = Instant::now();
@@ -218,7 +234,7 @@ pub(super) async fn leave_beacon_works_without_headers(t: &Target) -> Result<(),
     dashboard.note(format!(
         "POST /track/leave?apiKey=… text/plain for {by_query}"
     ));
-    removed_as_left(&mut dashboard, t, &by_query, left).await?;
+    removed_as_left(&mut dashboard, t, &by_query, left, seen[0]).await?;
     let left = Instant::now();
     http.send(Req::post("/track/leave").raw(
         "text/plain;charset=UTF-8",
@@ -229,7 +245,7 @@ pub(super) async fn leave_beacon_works_without_headers(t: &Target) -> Result<(),
     dashboard.note(format!(
         "POST /track/leave text/plain with apiKey in the body for {by_body}"
     ));
-    removed_as_left(&mut dashboard, t, &by_body, left).await?;
+    removed_as_left(&mut dashboard, t, &by_body, left, seen[1]).await?;
     not_listed(&http, &t.secret_key, &by_query, "it left").await?;
     not_listed(&http, &t.secret_key, &by_body, "it left").await?;
     dashboard.close().await;
@@ -244,6 +260,7 @@ pub(super) async fn leave_variants(t: &Target) -> Result<(), Failure> {
     let whole = unique_id("leavewhole");
     let by_event = unique_id("leaveevent");
     let mut dashboard = Dashboard::connect(t, &t.secret_key).await?;
+    let seen = Instant::now();
     for tab in ["a", "b", "c"] {
         track_ok(
             &http,
@@ -259,9 +276,9 @@ pub(super) async fn leave_variants(t: &Target) -> Result<(), Failure> {
     dashboard.note(format!(
         "POST /track/leave {whole} without tabId (three tabs open)"
     ));
-    removed_as_left(&mut dashboard, t, &whole, left.at).await?;
+    removed_as_left(&mut dashboard, t, &whole, left.at, seen).await?;
 
-    track_ok(
+    let seen = track_ok(
         &http,
         &t.public_key,
         "pageview",
@@ -269,7 +286,8 @@ pub(super) async fn leave_variants(t: &Target) -> Result<(), Failure> {
         "https://x.test/",
         json!({"tabId": "a"}),
     )
-    .await?;
+    .await?
+    .at;
     // The contract says the `leave` event "is the same as `POST /track/leave`" but does not say
     // which of the two success bodies it answers with: either is accepted.
     let left = Instant::now();
@@ -288,7 +306,7 @@ pub(super) async fn leave_variants(t: &Target) -> Result<(), Failure> {
     dashboard.note(format!(
         "POST /track/visitor event `leave` for {by_event} tab a, its only tab"
     ));
-    removed_as_left(&mut dashboard, t, &by_event, left).await?;
+    removed_as_left(&mut dashboard, t, &by_event, left, seen).await?;
 
     leave_ok(&http, &t.public_key, &unique_id("never_seen"), Some("x")).await?;
     leave_ok(&http, &t.public_key, &whole, None).await?;
@@ -451,7 +469,7 @@ pub(super) async fn a_return_within_the_leave_linger_keeps_the_visitor(
     // Another tab of the visitor reports within the linger (a page on another subdomain of
     // the site gets another tab id): the visitor stays, tab r1 closes when its linger ends.
     leave_ok(&http, &t.public_key, &id, Some("r1")).await?;
-    track_ok(
+    let seen = track_ok(
         &http,
         &t.public_key,
         "pageview",
@@ -459,7 +477,8 @@ pub(super) async fn a_return_within_the_leave_linger_keeps_the_visitor(
         "https://shop.x.test/",
         page("r2"),
     )
-    .await?;
+    .await?
+    .at;
     dashboard.note(format!(
         "POST /track/leave {id} tab r1, then at once POST /track/visitor pageview tab r2"
     ));
@@ -481,7 +500,7 @@ pub(super) async fn a_return_within_the_leave_linger_keeps_the_visitor(
     }
     let left = leave_ok(&http, &t.public_key, &id, Some("r2")).await?;
     dashboard.note(format!("POST /track/leave {id} tab r2, its last"));
-    removed_as_left(&mut dashboard, t, &id, left.at).await?;
+    removed_as_left(&mut dashboard, t, &id, left.at, seen).await?;
     dashboard.close().await;
     Ok(())
 }
@@ -496,7 +515,7 @@ pub(super) async fn a_leave_removes_the_visitor_when_the_linger_ends(
     let http = Http::new(t)?;
     let id = unique_id("close");
     let mut dashboard = Dashboard::connect(t, &t.secret_key).await?;
-    track_ok(
+    let seen = track_ok(
         &http,
         &t.public_key,
         "pageview",
@@ -504,7 +523,8 @@ pub(super) async fn a_leave_removes_the_visitor_when_the_linger_ends(
         "https://x.test/",
         json!({"tabId": "c1"}),
     )
-    .await?;
+    .await?
+    .at;
     dashboard
         .wait_for(
             &format!("VISITOR_UPDATE new_visitor for {id}"),
@@ -524,7 +544,7 @@ pub(super) async fn a_leave_removes_the_visitor_when_the_linger_ends(
                 )
             })?;
     }
-    removed_as_left(&mut dashboard, t, &id, left.at).await?;
+    removed_as_left(&mut dashboard, t, &id, left.at, seen).await?;
     not_listed(
         &http,
         &t.secret_key,
