@@ -12,7 +12,8 @@
 # function's sweep, and Slack delivered before the function answers (Lambda freezes after).
 # Stops every process it started, by pid, also on failure.
 #
-# Tools (cargo-lambda, moto, cfn-lint, the stand-in's npm packages): scripts/install.sh lambda,
+# Tools (cargo-lambda, moto, cfn-lint, the stand-in's npm packages; chromium and the browser
+# tests' npm packages): scripts/install.sh lambda browser,
 # run here when missing.
 #
 # Ports: 9100 (cargo lambda watch), 9101 (stand-in), 9102 (the conformance runner's stand-ins
@@ -83,7 +84,7 @@ wait_port() {
 }
 
 step "tools"
-scripts/install.sh lambda
+scripts/install.sh lambda browser
 
 step "template.yaml: cfn-lint (SAM transform, CloudFormation resource schemas)"
 cfn-lint examples/lambda/template.yaml
@@ -126,6 +127,11 @@ export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$moto_port"
 export AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$standin_port"
 export TIPPEN_TABLE="$table"
 export TIPPEN_WS_ENDPOINT="http://127.0.0.1:$standin_port/local"
+# Where pages open their sockets: the WebSocket API (here the stand-in), not the HTTP function;
+# the HTTP function tells the dashboard and the tracker it serves (template.yaml: the
+# WebSocket API's URL). The conformance runner reads the same two names.
+export TIPPEN_DASHBOARD_WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard"
+export TIPPEN_VISITOR_WS_URL="ws://127.0.0.1:$standin_port/?role=visitor"
 export TIPPEN_WS_FUNCTION=tippen-ws
 export TIPPEN_SITES="$sites"
 export TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms TIPPEN_HEARTBEAT_MS=1000
@@ -217,6 +223,12 @@ cases_run=$(cat "$artifacts"/conformance-*.txt | grep -cE '  (ok|FAILED) ')
 cases_api=$(grep -cE '  (ok|FAILED) ' "$artifacts/conformance-http-api.txt")
 echo "conformance cases run against the Lambda host: $cases_run of $cases_all ($((cases_run - cases_api)) through the function URL, $cases_api through the HTTP API stand-in)"
 [ "$cases_run" = "$cases_all" ] || { echo "expected every case of the suite" >&2; exit 1; }
+
+step "browser: the dashboard served by the HTTP function finds the WebSocket API, a visitor appears live, an invite pops up within 1 s"
+# The conformance runner has exited: the test serves the video provider on $outbound_port itself.
+FN_URL="$fn_url" PUBLIC_KEY=pk_a SECRET_KEY=sk_a PROVIDER_PORT="$outbound_port" \
+  SITE_PORT="${TIPPEN_LAMBDA_SITE_PORT:-9104}" LEAVE_LINGER_MS="$linger_ms" TIPPEN_ARTIFACTS="$artifacts" \
+  node tests/browser/lambda.mjs | tee "$artifacts/browser.txt"
 
 step "API Gateway events through the Invoke API: sourceIp, non-UTF-8 bodies"
 FN_URL="$fn_url" INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a \

@@ -7,6 +7,10 @@
  * Optional attributes:
  *   data-tippen-endpoint="https://host"  API origin (default: the origin of this script's src)
  *   data-tippen-backend="https://host"   the same (the predecessor's name; data-tippen-endpoint wins)
+ *   data-tippen-ws-endpoint="wss://host/path?query"  where the visitor socket is (default: what
+ *                                        the server that served this script says, else
+ *                                        /ws/visitor on the API origin); apiKey and visitorId
+ *                                        are appended to its query
  *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
  *   data-tippen-debug                    log what the tracker does with console.debug
  *
@@ -35,6 +39,9 @@
   var MAX_BACKOFF_MS = 5 * 60 * 1000;
   var VERSION = '0.1.0';
   var PRIORITY = { heartbeat: 1, visibility: 2, pageview: 3 };
+  // Where the visitor socket is, filled in by the server that serves this script when it is not
+  // beside the API (AWS Lambda's WebSocket API has its own address).
+  var SERVED_VISITOR_WS_URL = '';
 
   try {
     if (typeof window === 'undefined' || typeof document === 'undefined') return;
@@ -686,13 +693,15 @@
     var sockOpenedAt = 0;
     var sockWanted = false;
 
+    var wsEndpoint = (script.getAttribute('data-tippen-ws-endpoint') || '').trim() || SERVED_VISITOR_WS_URL;
     var socketUrl = function () {
       try {
-        var u = new URL(endpoint + '/ws/visitor', location.href);
+        var u = new URL(wsEndpoint || endpoint + '/ws/visitor', location.href);
         if (u.protocol === 'https:') u.protocol = 'wss:';
         else if (u.protocol === 'http:') u.protocol = 'ws:';
-        else return null;
-        u.search = '?apiKey=' + encodeURIComponent(apiKey) + '&visitorId=' + encodeURIComponent(visitorId);
+        else if (u.protocol !== 'wss:' && u.protocol !== 'ws:') return null;
+        var query = 'apiKey=' + encodeURIComponent(apiKey) + '&visitorId=' + encodeURIComponent(visitorId);
+        u.search = u.search && u.search !== '?' ? u.search + '&' + query : '?' + query;
         u.hash = '';
         return u.href;
       } catch (e) {

@@ -71,6 +71,18 @@ impl Default for Limits {
     }
 }
 
+/// Where the host's WebSockets are, when not beside its HTTP routes (`/ws/dashboard`,
+/// `/ws/visitor` on the host the page came from): on AWS Lambda the WebSocket API has its own
+/// address. The served dashboard, demo page and tracker are told these URLs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketUrls {
+    /// Where dashboards connect (`ws://` or `wss://`, possibly with a query); the page appends
+    /// `apiKey=<key>`.
+    pub dashboard: Option<String>,
+    /// Where visitors' pages connect; the tracker appends `apiKey=<key>&visitorId=<id>`.
+    pub visitor: Option<String>,
+}
+
 /// Everything configurable in the core.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -85,4 +97,7 @@ pub struct Config {
     /// Support triggers: rule thresholds and tiers, the Slack cooldown, what is kept per user
     /// (see [`crate::support`]).
     pub support: crate::support::SupportConfig,
+    /// Where the host's WebSockets are, told to the pages it serves (default: beside the HTTP
+    /// routes).
+    pub sockets: SocketUrls,
 }

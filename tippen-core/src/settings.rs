@@ -17,6 +17,8 @@
 //! | `TIPPEN_INVITE_TTL_MS` | an unanswered video invite expires after this long | 60000 |
 //! | `TIPPEN_VIDEO_PROVIDER_URL` | the video-session provider (`POST /api/video-call`) | none (`501`) |
 //! | `TIPPEN_SLACK_WEBHOOK_URL` | Slack incoming webhook for support alerts (a secret) | none |
+//! | `TIPPEN_DASHBOARD_WS_URL` | where dashboards open their socket, told to the served dashboard (`ws://` or `wss://`; the page appends `apiKey=`) | `/ws/dashboard` beside the page |
+//! | `TIPPEN_VISITOR_WS_URL` | where visitors' pages open their socket, told to the served tracker (the tracker appends `apiKey=…&visitorId=…`) | `/ws/visitor` beside the tracker's endpoint |
 //! | `TIPPEN_PUBLIC_URL` | the public base URL, for the dashboard link in Slack messages | none |
 //! | `TIPPEN_ENRICHMENT_PROVIDER` | `ipinfo`, `ipinfo_lite`, `enrich_so` or `people_data_labs` | none |
 //! | `TIPPEN_ENRICHMENT_API_KEY` | the provider's API key (a secret) | required with a provider |
@@ -81,6 +83,10 @@ pub mod names {
     pub const SLACK_WEBHOOK_URL: &str = "TIPPEN_SLACK_WEBHOOK_URL";
     /// The public base URL (dashboard links).
     pub const PUBLIC_URL: &str = "TIPPEN_PUBLIC_URL";
+    /// Where dashboards open their socket.
+    pub const DASHBOARD_WS_URL: &str = "TIPPEN_DASHBOARD_WS_URL";
+    /// Where visitors' pages open their socket.
+    pub const VISITOR_WS_URL: &str = "TIPPEN_VISITOR_WS_URL";
     /// The enrichment provider's name.
     pub const ENRICHMENT_PROVIDER: &str = "TIPPEN_ENRICHMENT_PROVIDER";
     /// The enrichment provider's API key.
@@ -139,6 +145,14 @@ pub enum SettingsError {
     /// Not an `http://` or `https://` URL with a host.
     #[error("{name} must be an http:// or https:// URL, got {value:?}")]
     NotHttpUrl {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// Not a `ws://` or `wss://` URL with a host.
+    #[error("{name} must be a ws:// or wss:// URL, got {value:?}")]
+    NotWsUrl {
         /// The setting.
         name: &'static str,
         /// Its value.
@@ -270,6 +284,19 @@ impl Setting {
         match uri.as_ref().map(|u| (u.scheme_str(), u.host())) {
             Some((Some("http" | "https"), Some(h))) if !h.is_empty() => Ok(self.value),
             _ => Err(SettingsError::NotHttpUrl {
+                name: self.name,
+                value: self.value,
+            }),
+        }
+    }
+
+    /// The value, checked to be a `ws://` or `wss://` URL with a host (a query allowed).
+    pub fn ws_url(self) -> Result<String, SettingsError> {
+        let uri: Option<http::Uri> = self.value.parse().ok();
+        let clean = !self.value.contains(['"', '<', '>', '\\', '#']);
+        match uri.as_ref().map(|u| (u.scheme_str(), u.host())) {
+            Some((Some("ws" | "wss"), Some(h))) if !h.is_empty() && clean => Ok(self.value),
+            _ => Err(SettingsError::NotWsUrl {
                 name: self.name,
                 value: self.value,
             }),
@@ -508,6 +535,12 @@ impl Settings {
             config.presence.leave_linger = s.millis()?;
         }
         config.support = support(&lookup)?;
+        config.sockets.dashboard = lookup(names::DASHBOARD_WS_URL)
+            .map(Setting::ws_url)
+            .transpose()?;
+        config.sockets.visitor = lookup(names::VISITOR_WS_URL)
+            .map(Setting::ws_url)
+            .transpose()?;
         let video_provider_url = lookup(names::VIDEO_PROVIDER_URL)
             .map(Setting::http_url)
             .transpose()?;

@@ -520,6 +520,38 @@ fn assets_are_served() {
 }
 
 #[test]
+fn served_pages_are_told_where_the_sockets_are() {
+    let body = |h: &Harness, path: &str| {
+        let r = h.send("GET", path, &[], "");
+        String::from_utf8(r.response.unwrap().body().to_vec()).unwrap()
+    };
+    // By default the pages find their sockets beside them.
+    let h = harness();
+    assert!(body(&h, "/dashboard").contains(tippen_core::assets::DASHBOARD_WS_MARKER));
+    assert!(body(&h, "/tippen-tracker.js").contains(tippen_core::assets::TRACKER_WS_MARKER));
+    // A host whose sockets are elsewhere (AWS Lambda's WebSocket API) says so.
+    let mut config = Config::default();
+    config.sockets.dashboard = Some("wss://ws.example/prod?role=dashboard&x=\"1\"".into());
+    config.sockets.visitor = Some("wss://ws.example/prod?role=visitor</script>".into());
+    let h = harness_with(config);
+    let dashboard = body(&h, "/dashboard");
+    assert!(
+        dashboard.contains(
+            r#"<meta name="tippen-dashboard-ws-url" content="wss://ws.example/prod?role=dashboard&amp;x=&quot;1&quot;">"#
+        ),
+        "the URL in an escaped attribute"
+    );
+    let tracker = body(&h, "/tippen-tracker.js");
+    assert!(
+        tracker.contains(
+            r#"var SERVED_VISITOR_WS_URL = "wss://ws.example/prod?role=visitor\u003c/script>";"#
+        ),
+        "the URL as a string literal"
+    );
+    assert!(!tracker.contains(tippen_core::assets::TRACKER_WS_MARKER));
+}
+
+#[test]
 fn visitors_can_be_deleted_by_the_secret_key() {
     let h = harness();
     h.track("pk_a", &pageview("visitor_1+2", "t", "https://a.example/"));

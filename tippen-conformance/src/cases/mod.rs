@@ -74,6 +74,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(errors::garbage_is_never_a_server_error),
         case!(errors::non_utf8_input_is_never_a_server_error),
         case!(errors::static_pages_are_served),
+        case!(errors::served_pages_are_told_where_the_sockets_are),
         // CORS.
         case!(cors::preflight_is_answered),
         case!(cors::every_response_allows_any_origin),

@@ -337,7 +337,10 @@ impl Tippen {
                 done(with_common_headers(r))
             }
             #[cfg(feature = "assets")]
-            Route::Asset(asset) => done(static_response(asset.content_type, asset.body)),
+            Route::Asset(asset) => done(static_response(
+                asset.content_type,
+                asset.body_for(&self.config().sockets),
+            )),
             Route::SupportUsers => {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 call(site, Op::SupportUsers)

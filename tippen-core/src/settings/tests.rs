@@ -144,6 +144,45 @@ fn the_leave_linger_defaults_to_two_seconds_and_may_be_zero() {
 }
 
 #[test]
+fn socket_urls_must_be_ws_urls() {
+    let s = read(&[
+        (
+            "TIPPEN_DASHBOARD_WS_URL",
+            "wss://abc.execute-api.us-east-1.amazonaws.com/prod",
+        ),
+        (
+            "TIPPEN_VISITOR_WS_URL",
+            " wss://abc.execute-api.us-east-1.amazonaws.com/prod?role=visitor ",
+        ),
+    ])
+    .unwrap();
+    let sockets = &s.config.sockets;
+    assert_eq!(
+        sockets.dashboard.as_deref(),
+        Some("wss://abc.execute-api.us-east-1.amazonaws.com/prod")
+    );
+    assert_eq!(
+        sockets.visitor.as_deref(),
+        Some("wss://abc.execute-api.us-east-1.amazonaws.com/prod?role=visitor")
+    );
+    assert_eq!(read(&[]).unwrap().config.sockets, Default::default());
+    for bad in [
+        "https://x.example/ws",
+        "ws://",
+        "wss://x.example/\"><script>",
+    ] {
+        assert_eq!(
+            read(&[("TIPPEN_VISITOR_WS_URL", bad)]).unwrap_err(),
+            SettingsError::NotWsUrl {
+                name: "TIPPEN_VISITOR_WS_URL",
+                value: bad.into()
+            },
+            "{bad}"
+        );
+    }
+}
+
+#[test]
 fn numbers_must_be_whole_and_timings_positive() {
     assert_eq!(
         read(&[("TIPPEN_VISIBLE_GRACE_MS", "2s")]).unwrap_err(),
