@@ -414,6 +414,76 @@ async function main() {
     await screenshots('two-tabs');
   });
 
+  await step('5b. the demo keeps its key out of the page addresses it reports', async () => {
+    for (const page of [b1, b2]) {
+      assert(!/apiKey=/i.test(page.url()), `the demo's address still carries its key: ${page.url()}`);
+    }
+    const res = await fetch(`${BASE}/api/visitors`, { headers: { 'X-Tippen-API-Key': KEY } });
+    const listed = ((await res.json()).visitors || []).find((v) => v.visitorId === visitorId);
+    assert(listed, `${visitorId} is not listed`);
+    const urls = [listed.url, ...listed.tabs.map((t) => t.url)];
+    assert(urls.every((u) => !/apiKey=/i.test(u || '')), `listed page addresses carry the key: ${JSON.stringify(urls)}`);
+    const shown = await dash.evaluate(() => Array.from(document.querySelectorAll('#visitors .pages .url'))
+      .map((a) => `${a.textContent} ${a.getAttribute('title') || ''} ${a.getAttribute('href') || ''}`));
+    assert(shown.every((t) => !/apiKey=/i.test(t)), `the dashboard shows the key in a page address: ${JSON.stringify(shown)}`);
+  });
+
+  await step('5c. at 1366 px the visitors table shows Status and the Invite button without horizontal scroll', async () => {
+    // A visitor with a long address and a desktop browser (bots get no Invite button).
+    const wide = `visitor_${Date.now()}_widetable`;
+    const desktop = `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/${browser.version()} Safari/537.36`;
+    const longUrl = `https://www.example-customer-with-a-long-name.com/products/category/espresso-machines/${'x'.repeat(300)}?utm_source=newsletter&utm_campaign=${'y'.repeat(200)}`;
+    const tracked = await fetch(`${BASE}/track/visitor`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': KEY },
+      body: JSON.stringify({ event: 'pageview', visitor: { visitorId: wide, tabId: 'tab_wide', url: longUrl, userAgent: desktop }, website: 'www.example-customer-with-a-long-name.com' }),
+    });
+    assert(tracked.status === 200, `tracking the wide visitor answered ${tracked.status}`);
+    const ctxW = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+    try {
+      const w = await ctxW.newPage();
+      watch(w, 'dashboard-1366');
+      await w.goto(`${BASE}/dashboard?apiKey=${encodeURIComponent(KEY)}`);
+      const btn = `#visitors tr[data-visitor-id="${wide}"] .invite-button`;
+      await waitInDashboard((sel) => { const b = document.querySelector(sel); return !!(b && !b.hidden); }, btn, 5000,
+        `no Invite button for ${wide} at 1366 px`, w);
+      const layout = await w.evaluate((id) => {
+        const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`);
+        const wrap = row.closest('.table-wrap');
+        const box = (n) => { const r = n.getBoundingClientRect(); return { left: r.left, right: r.right, width: r.width }; };
+        return {
+          viewport: window.innerWidth,
+          pageScroll: document.documentElement.scrollWidth,
+          wrapClient: wrap.clientWidth,
+          wrapScroll: wrap.scrollWidth,
+          wrap: box(wrap),
+          button: box(row.querySelector('.invite-button')),
+          status: box(row.querySelector('.status .badge')),
+          rows: Array.from(document.querySelectorAll('#visitors tr[data-visitor-id]')).map((tr) => {
+            const b = tr.querySelector('.invite-button');
+            return { id: tr.getAttribute('data-visitor-id'), status: box(tr.querySelector('.status .badge')), button: b && !b.hidden ? box(b) : null };
+          }),
+        };
+      }, wide);
+      timings.table1366 = { wrapClient: layout.wrapClient, wrapScroll: layout.wrapScroll, buttonRight: Math.round(layout.button.right) };
+      say(`     1366 px: table ${layout.wrapScroll} px in a ${layout.wrapClient} px card; Invite button ends at ${Math.round(layout.button.right)} px`);
+      assert(layout.pageScroll <= layout.viewport, `the page scrolls sideways: ${layout.pageScroll} px wide in a ${layout.viewport} px window`);
+      assert(layout.wrapScroll <= layout.wrapClient, `the table is ${layout.wrapScroll} px wide in its ${layout.wrapClient} px card: it scrolls sideways`);
+      for (const r of layout.rows) {
+        for (const [what, b] of [['status', r.status], ['Invite button', r.button]]) {
+          if (!b) continue;
+          assert(b.width > 0 && b.right <= layout.wrap.right + 0.5 && b.right <= layout.viewport,
+            `the ${what} of ${r.id} ends at ${Math.round(b.right)} px, outside the card (${Math.round(layout.wrap.right)} px) or the window`);
+        }
+      }
+      await w.screenshot({ path: path.join(ARTIFACTS, 'dashboard-1366.png'), fullPage: false }).catch(() => {});
+      await w.close();
+    } finally {
+      await ctxW.close().catch(() => {});
+      await fetch(`${BASE}/track/leave?apiKey=${encodeURIComponent(KEY)}`, { method: 'POST', body: JSON.stringify({ visitorId: wide }) });
+    }
+  });
+
   await step('6. an invite reaches a (non-bot) visitor, Join opens the call, the dashboard shows accepted', async () => {
     // A separate visitor with a desktop user agent: headless Chromium's own is listed as a bot,
     // and bots get no invite button.
