@@ -12,7 +12,8 @@
 # function's sweep, and Slack delivered before the function answers (Lambda freezes after).
 # Stops every process it started, by pid, also on failure.
 #
-# Tools (cargo-lambda, moto, cfn-lint, the stand-in's npm packages): scripts/install.sh lambda,
+# Tools (cargo-lambda, moto, cfn-lint, the stand-in's npm packages; chromium and the browser
+# tests' npm packages): scripts/install.sh lambda browser,
 # run here when missing.
 #
 # Ports: 9100 (cargo lambda watch), 9101 (stand-in), 9102 (the conformance runner's stand-ins
@@ -39,6 +40,7 @@ outbound_port="${TIPPEN_OUTBOUND_PORT:-9102}"
 # Test graces and how many conformance cases run at once (see the conformance step).
 visible_ms=${TIPPEN_LAMBDA_VISIBLE_GRACE_MS:-2000}
 hidden_ms=${TIPPEN_LAMBDA_HIDDEN_GRACE_MS:-5000}
+linger_ms=${TIPPEN_LAMBDA_LEAVE_LINGER_MS:-1000}
 conformance_concurrency=${TIPPEN_LAMBDA_CONFORMANCE_CONCURRENCY:-4}
 
 pids=()
@@ -82,7 +84,7 @@ wait_port() {
 }
 
 step "tools"
-scripts/install.sh lambda
+scripts/install.sh lambda browser
 
 step "template.yaml: cfn-lint (SAM transform, CloudFormation resource schemas)"
 cfn-lint examples/lambda/template.yaml
@@ -125,9 +127,15 @@ export AWS_ENDPOINT_URL_DYNAMODB="http://127.0.0.1:$moto_port"
 export AWS_ENDPOINT_URL_LAMBDA="http://127.0.0.1:$standin_port"
 export TIPPEN_TABLE="$table"
 export TIPPEN_WS_ENDPOINT="http://127.0.0.1:$standin_port/local"
+# Where pages open their sockets: the WebSocket API (here the stand-in), not the HTTP function;
+# the HTTP function tells the dashboard and the tracker it serves (template.yaml: the
+# WebSocket API's URL). The conformance runner reads the same two names.
+export TIPPEN_DASHBOARD_WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard"
+export TIPPEN_VISITOR_WS_URL="ws://127.0.0.1:$standin_port/?role=visitor"
 export TIPPEN_WS_FUNCTION=tippen-ws
 export TIPPEN_SITES="$sites"
 export TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms TIPPEN_HEARTBEAT_MS=1000
+export TIPPEN_LEAVE_LINGER_MS=$linger_ms
 export RUST_LOG="${RUST_LOG:-warn}"
 # Outbound HTTPS (the HTTP and scheduled functions): the video provider, the Slack webhook
 # and IPinfo are the stand-ins the conformance runner serves on $outbound_port while it runs
@@ -141,6 +149,9 @@ export TIPPEN_PUBLIC_URL="https://dashboard.outbound.test"
 # stand-in (key conformance_token). Requests come from 127.0.0.1, a loopback address the core
 # never looks up, except the enrichment cases' (below).
 export TIPPEN_ENRICH_FUNCTION=tippen-enrich
+# A closed tab's removal: the HTTP function invokes tippen-sweep (asynchronous Invoke, through
+# the stand-in) for the site when the leave linger is about to end.
+export TIPPEN_SWEEP_FUNCTION=tippen-sweep
 export TIPPEN_ENRICHMENT_PROVIDER=ipinfo TIPPEN_ENRICHMENT_API_KEY=conformance_token
 export TIPPEN_ENRICHMENT_BASE_URL="$outbound_url/ipinfo"
 # On AWS the deployment creates the table (template.yaml); here the admin binary does.
@@ -151,7 +162,9 @@ export TIPPEN_ENRICHMENT_BASE_URL="$outbound_url/ipinfo"
 # separate instances), each polling the runtime API for its function.
 start watch.log cargo-lambda lambda watch --only-lambda-apis --disable-cors -A 127.0.0.1 -P "$lambda_port"
 wait_port "cargo lambda watch" "$lambda_port"
-for fn in tippen-http:16 tippen-ws:16 tippen-sweep:1 tippen-enrich:2; do
+# tippen-sweep: the periodic invoker's runs and the HTTP function's asked-for ones (each stays
+# until its site's linger ends) run side by side, as Lambda would run them.
+for fn in tippen-http:16 tippen-ws:16 tippen-sweep:4 tippen-enrich:2; do
   name=${fn%%:*}
   for i in $(seq 1 "${fn##*:}"); do
     start "$name-$i.log" env AWS_LAMBDA_RUNTIME_API="http://127.0.0.1:$lambda_port/.rt/$name" \
@@ -211,15 +224,21 @@ cases_api=$(grep -cE '  (ok|FAILED) ' "$artifacts/conformance-http-api.txt")
 echo "conformance cases run against the Lambda host: $cases_run of $cases_all ($((cases_run - cases_api)) through the function URL, $cases_api through the HTTP API stand-in)"
 [ "$cases_run" = "$cases_all" ] || { echo "expected every case of the suite" >&2; exit 1; }
 
+step "browser: the dashboard served by the HTTP function finds the WebSocket API, a visitor appears live, an invite pops up within 1 s"
+# The conformance runner has exited: the test serves the video provider on $outbound_port itself.
+FN_URL="$fn_url" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij PROVIDER_PORT="$outbound_port" \
+  SITE_PORT="${TIPPEN_LAMBDA_SITE_PORT:-9104}" LEAVE_LINGER_MS="$linger_ms" TIPPEN_ARTIFACTS="$artifacts" \
+  node tests/browser/lambda.mjs | tee "$artifacts/browser.txt"
+
 step "API Gateway events through the Invoke API: sourceIp, non-UTF-8 bodies"
 FN_URL="$fn_url" INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij \
   node tests/apigw-ws/http-events.mjs
 
-step "the scheduled function removes a timed-out visitor (one pass, and a windowed run that waits for the deadline); VISITOR_REMOVED reaches a dashboard"
+step "the scheduled function removes a timed-out visitor (one pass, and a windowed run that waits for the deadline), and a closed tab when its leave linger ends (asked for by the HTTP function); VISITOR_REMOVED reaches a dashboard"
 kill -TERM -- "-$sweeper" 2>/dev/null || true
 FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
 INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij \
-VISIBLE_GRACE_MS=$visible_ms node tests/apigw-ws/sweep-check.mjs
+VISIBLE_GRACE_MS=$visible_ms LEAVE_LINGER_MS=$linger_ms node tests/apigw-ws/sweep-check.mjs
 
 step "Slack: one message per error burst, delivered before the function answers"
 # The conformance runner has exited: the check serves the Slack webhook on $outbound_port itself.

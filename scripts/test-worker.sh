@@ -105,7 +105,7 @@ start_wrangler "$(port 1)" "$(port 11)" "$artifacts/wrangler-conformance.log" \
   --var "TIPPEN_SLACK_WEBHOOK_URL:http://$stand_ins/slack/hook" \
   --var TIPPEN_ENRICHMENT_PROVIDER:ipinfo --var TIPPEN_ENRICHMENT_API_KEY:conformance_token \
   --var "TIPPEN_ENRICHMENT_BASE_URL:http://$stand_ins/ipinfo"
-export TIPPEN_BASE_URL=$base TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=6000  # as in wrangler.test.toml
+export TIPPEN_BASE_URL=$base TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=6000 TIPPEN_LEAVE_LINGER_MS=1000  # as in wrangler.test.toml
 
 step "store conformance suite on Durable Object storage"
 node "$example/tests/checks.mjs" store-suite

@@ -54,6 +54,7 @@ fn heartbeat(c: &mut Criterion) {
                     user_agent: None,
                     website: "shop.example.com".to_owned(),
                     client_timestamp: None,
+                    page_id: None,
                 },
             )
         })

@@ -30,6 +30,7 @@ pub fn record(i: usize, seen_ms: i64, cfg: &Config) -> VisitorRecord {
         ),
         website: "shop.example.com".to_owned(),
         client_timestamp: Some("2025-10-16T12:00:00.000Z".to_owned()),
+        page_id: None,
     };
     VisitorRecord::start(
         &format!("visitor_{T0}_{i:09x}"),

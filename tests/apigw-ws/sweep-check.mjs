@@ -8,12 +8,17 @@
 //   4. a windowed run (`{"windowMs": grace + 2000}`, what the EventBridge rule sends on AWS),
 //      invoked right after a second visitor's page view, stays for that visitor's deadline:
 //      its VISITOR_REMOVED must arrive within [grace - 300 ms, grace + 1500 ms] of the page
-//      view's answer (the conformance suite's bounds), while the invocation is still running.
-// Env: FN_URL, WS_URL, INVOKE_URL, PUBLIC_KEY, SECRET_KEY, VISIBLE_GRACE_MS.
+//      view's answer (the conformance suite's bounds), while the invocation is still running;
+//   5. an exit beacon through the HTTP function, with no scheduled run: the HTTP function asks
+//      the sweep function (TIPPEN_SWEEP_FUNCTION, asynchronous Invoke) to sweep when the
+//      leave linger ends, so VISITOR_REMOVED (reason left) arrives within
+//      [linger - 300 ms, linger + 1500 ms] of the beacon's answer.
+// Env: FN_URL, WS_URL, INVOKE_URL, PUBLIC_KEY, SECRET_KEY, VISIBLE_GRACE_MS, LEAVE_LINGER_MS.
 import WebSocket from 'ws';
 
 const { FN_URL, WS_URL, INVOKE_URL, PUBLIC_KEY, SECRET_KEY } = process.env;
 const grace = Number(process.env.VISIBLE_GRACE_MS);
+const linger = Number(process.env.LEAVE_LINGER_MS ?? 2000);
 const id = `sweepcheck_${Date.now()}_${Math.floor(Math.random() * 1e6)}`;
 const fail = (msg) => { console.error(`sweep check FAILED: ${msg}`); process.exit(1); };
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -76,6 +81,25 @@ if (after < grace - 300 || after > grace + 1500) fail(`VISITOR_REMOVED ${after} 
 if (invocationDone !== null && invocationDone < answered2 + grace - 300) fail(`the windowed invocation returned ${invocationDone - answered2} ms after the page view, before the visitor's grace ended`);
 const done = await windowed;
 if (done.status !== 200) fail(`windowed sweep answered ${done.status} ${done.text}`);
-console.log(`sweep check ok: the sweep invocation (${answer}) removed ${id}; VISITOR_REMOVED reached the dashboard ${oneShotMs} ms after the invoke; a windowed run (${windowMs} ms) removed ${id2} ${after} ms after its page view (grace ${grace} ms) and returned ${invocationDone - answered2} ms after it (${done.text})`);
+
+const id3 = `${id}_closed`;
+const tracked3 = await fetch(`${FN_URL}/track/visitor`, {
+  method: 'POST',
+  headers: { 'content-type': 'application/json', 'x-tippen-api-key': PUBLIC_KEY },
+  body: JSON.stringify({ event: 'pageview', visitor: { visitorId: id3, tabId: 't', url: 'https://sweep.test/' }, website: 'sweep.test' }),
+});
+if (tracked3.status !== 200) fail(`third track answered ${tracked3.status}`);
+const left = await fetch(`${FN_URL}/track/leave?apiKey=${encodeURIComponent(PUBLIC_KEY)}`, {
+  method: 'POST', headers: { 'content-type': 'text/plain;charset=UTF-8' }, body: JSON.stringify({ visitorId: id3, tabId: 't' }),
+});
+const leftAt = Date.now();
+if (left.status !== 200) fail(`the exit beacon answered ${left.status}`);
+const removed3 = () => messages.find((m) => m.type === 'VISITOR_REMOVED' && m.visitorId === id3);
+for (let i = 0; i < (linger + 3000) / 20 && !removed3(); i++) await sleep(20);
+const closeMs = Date.now() - leftAt;
+if (!removed3()) fail(`no VISITOR_REMOVED for ${id3} within ${linger + 3000} ms of its exit beacon (no scheduled run: the HTTP function must ask for a sweep)`);
+if (removed3().reason !== 'left') fail(`${id3} removed with reason ${removed3().reason}`);
+if (closeMs < linger - 300 || closeMs > linger + 1500) fail(`VISITOR_REMOVED ${closeMs} ms after the exit beacon (linger ${linger} ms; bounds ${linger - 300}..${linger + 1500})`);
+console.log(`sweep check ok: the sweep invocation (${answer}) removed ${id}; VISITOR_REMOVED reached the dashboard ${oneShotMs} ms after the invoke; a windowed run (${windowMs} ms) removed ${id2} ${after} ms after its page view (grace ${grace} ms) and returned ${invocationDone - answered2} ms after it (${done.text}); an exit beacon's removal (linger ${linger} ms) reached the dashboard ${closeMs} ms after it`);
 ws.close();
 process.exit(0);

@@ -10,6 +10,9 @@
 //   TIPPEN_INVITE_TTL_MS     the server's invite expiry (default 4000)
 //   TIPPEN_VIDEO_PROVIDER_PORT  where this test serves a stand-in video provider, which the
 //                            server must use as http://127.0.0.1:<port>/video (default 18790)
+//   TIPPEN_LEAVE_LINGER_MS   the server's leave linger (default 2000, the core's default)
+//   TIPPEN_SITE_PORT         where this test serves a small customer site of another origin
+//                            that embeds the tracker from the server (default 18791)
 //
 // Context A is the site owner's dashboard, context B a visitor on the demo store. Exit code 0
 // when every step passed, 1 otherwise (with screenshots of both pages in TIPPEN_ARTIFACTS).
@@ -30,11 +33,17 @@ const HEARTBEAT_MS = 1000;
 const INVITE_TTL = Number(process.env.TIPPEN_INVITE_TTL_MS || 4000);
 const PROVIDER_PORT = Number(process.env.TIPPEN_VIDEO_PROVIDER_PORT || 18790);
 const PROVIDER = `http://127.0.0.1:${PROVIDER_PORT}`;
+const LINGER = Number(process.env.TIPPEN_LEAVE_LINGER_MS || 2000);
+const SITE_PORT = Number(process.env.TIPPEN_SITE_PORT || 18791);
+// Another origin than the server's (another host name and port), as customers embed it.
+const SITE = `http://localhost:${SITE_PORT}`;
+// A real close must reach dashboards within this (the linger, then the sweep).
+const CLOSE_TO_REMOVAL_MS = 2500;
 const ARGS = [
   '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync',
 ];
-const WATCHDOG_MS = 90000;
+const WATCHDOG_MS = 150000;
 
 const timings = {};
 const problems = []; // uncaught page errors: a failure even when every step passed
@@ -172,6 +181,73 @@ function startProvider() {
 }
 let provider;
 
+// A small multi-page customer site on another origin, embedding the tracker from the server
+// the way the README tells customers to: /a and /b link to each other (full page loads).
+function sitePage(name, other) {
+  return `<!doctype html>
+<html><head><meta charset="utf-8"><title>Customer site ${name}</title></head>
+<body>
+<h1 id="page">${name}</h1>
+<a id="to-${other}" href="/${other}">to ${other}</a>
+<script src="${BASE}/tippen-tracker.js" data-tippen-api-key="${KEY}"
+        data-tippen-heartbeat-ms="${HEARTBEAT_MS}" async></script>
+</body></html>`;
+}
+// The predecessor's documented embed ("Tracking Script Deployment, Option 1: Self-Hosted"),
+// verbatim but for its three placeholders: the script on the customer's CDN (another origin
+// than the site and than the tippen server), the key, and data-tippen-backend naming the
+// server. Its troubleshooting reads window.TippenTracker, and its host pages listened for a
+// TIPPEN_VIDEO_INVITE window message.
+const CDN = `http://127.0.0.1:${SITE_PORT}`; // another host name than SITE: another origin
+const legacySnippet = () => `<script
+  src="${CDN}/cdn/tippen-tracker.js"
+  data-tippen-api-key="${KEY}"
+  data-tippen-backend="${BASE}"
+></script>`;
+const LEGACY_PAGE = () => `<!doctype html>
+<html><head><meta charset="utf-8"><title>Customer site (predecessor's snippet)</title></head>
+<body>
+<h1>abc.com</h1>
+<script>
+  window.__tippenMessages = [];
+  window.addEventListener('message', (e) => {
+    if (e.data && e.data.type === 'TIPPEN_VIDEO_INVITE') window.__tippenMessages.push({ data: e.data, origin: e.origin });
+  });
+</script>
+${legacySnippet()}
+</body></html>`;
+let cdnTracker = null; // the server's tracker, as a customer would copy it to their CDN
+const cdnRequests = []; // anything but the script reaching the CDN (a tracker posting there)
+function startSite() {
+  const server = http.createServer((req, res) => {
+    if (req.method === 'GET' && req.url === '/cdn/tippen-tracker.js') {
+      res.writeHead(200, { 'content-type': 'application/javascript; charset=utf-8' });
+      res.end(cdnTracker);
+      return;
+    }
+    if (req.method === 'GET' && req.url === '/legacy') {
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(LEGACY_PAGE());
+      return;
+    }
+    if (req.url && (req.url.startsWith('/track') || req.url.startsWith('/ws'))) cdnRequests.push(`${req.method} ${req.url}`);
+    const m = /^\/(a|b)(\?.*)?$/.exec(req.url || '');
+    if (req.method === 'GET' && m) {
+      // No Cache-Control: no-store, so the page may enter the back/forward cache.
+      res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' });
+      res.end(sitePage(m[1], m[1] === 'a' ? 'b' : 'a'));
+      return;
+    }
+    res.writeHead(404, { 'content-type': 'text/plain' });
+    res.end('not found');
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(SITE_PORT, '127.0.0.1', () => resolve(server));
+  });
+}
+let site;
+
 async function main() {
   assert(KEY, 'TIPPEN_KEY is not set (a legacy key of the running server)');
   assert(VISIBLE_GRACE + HEARTBEAT_MS + 1000 < HIDDEN_GRACE,
@@ -188,6 +264,9 @@ async function main() {
   say(`server ${BASE}: GET / -> ${health}`);
   provider = await startProvider();
   say(`stand-in video provider ${PROVIDER}/video`);
+  cdnTracker = await (await fetch(`${BASE}/tippen-tracker.js`)).text();
+  site = await startSite();
+  say(`customer site of another origin ${SITE}/a, /b, /legacy (the tracker from ${CDN}/cdn)`);
 
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   say(`chromium ${browser.version()}`);
@@ -333,6 +412,76 @@ async function main() {
     const row = state.rows.find((r) => r.id === visitorId);
     assert(row.status.trim() === 'active', `status is "${row.status}" with a visible tab, expected active`);
     await screenshots('two-tabs');
+  });
+
+  await step('5b. the demo keeps its key out of the page addresses it reports', async () => {
+    for (const page of [b1, b2]) {
+      assert(!/apiKey=/i.test(page.url()), `the demo's address still carries its key: ${page.url()}`);
+    }
+    const res = await fetch(`${BASE}/api/visitors`, { headers: { 'X-Tippen-API-Key': KEY } });
+    const listed = ((await res.json()).visitors || []).find((v) => v.visitorId === visitorId);
+    assert(listed, `${visitorId} is not listed`);
+    const urls = [listed.url, ...listed.tabs.map((t) => t.url)];
+    assert(urls.every((u) => !/apiKey=/i.test(u || '')), `listed page addresses carry the key: ${JSON.stringify(urls)}`);
+    const shown = await dash.evaluate(() => Array.from(document.querySelectorAll('#visitors .pages .url'))
+      .map((a) => `${a.textContent} ${a.getAttribute('title') || ''} ${a.getAttribute('href') || ''}`));
+    assert(shown.every((t) => !/apiKey=/i.test(t)), `the dashboard shows the key in a page address: ${JSON.stringify(shown)}`);
+  });
+
+  await step('5c. at 1366 px the visitors table shows Status and the Invite button without horizontal scroll', async () => {
+    // A visitor with a long address and a desktop browser (bots get no Invite button).
+    const wide = `visitor_${Date.now()}_widetable`;
+    const desktop = `Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/${browser.version()} Safari/537.36`;
+    const longUrl = `https://www.example-customer-with-a-long-name.com/products/category/espresso-machines/${'x'.repeat(300)}?utm_source=newsletter&utm_campaign=${'y'.repeat(200)}`;
+    const tracked = await fetch(`${BASE}/track/visitor`, {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': KEY },
+      body: JSON.stringify({ event: 'pageview', visitor: { visitorId: wide, tabId: 'tab_wide', url: longUrl, userAgent: desktop }, website: 'www.example-customer-with-a-long-name.com' }),
+    });
+    assert(tracked.status === 200, `tracking the wide visitor answered ${tracked.status}`);
+    const ctxW = await browser.newContext({ viewport: { width: 1366, height: 768 } });
+    try {
+      const w = await ctxW.newPage();
+      watch(w, 'dashboard-1366');
+      await w.goto(`${BASE}/dashboard?apiKey=${encodeURIComponent(KEY)}`);
+      const btn = `#visitors tr[data-visitor-id="${wide}"] .invite-button`;
+      await waitInDashboard((sel) => { const b = document.querySelector(sel); return !!(b && !b.hidden); }, btn, 5000,
+        `no Invite button for ${wide} at 1366 px`, w);
+      const layout = await w.evaluate((id) => {
+        const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`);
+        const wrap = row.closest('.table-wrap');
+        const box = (n) => { const r = n.getBoundingClientRect(); return { left: r.left, right: r.right, width: r.width }; };
+        return {
+          viewport: window.innerWidth,
+          pageScroll: document.documentElement.scrollWidth,
+          wrapClient: wrap.clientWidth,
+          wrapScroll: wrap.scrollWidth,
+          wrap: box(wrap),
+          button: box(row.querySelector('.invite-button')),
+          status: box(row.querySelector('.status .badge')),
+          rows: Array.from(document.querySelectorAll('#visitors tr[data-visitor-id]')).map((tr) => {
+            const b = tr.querySelector('.invite-button');
+            return { id: tr.getAttribute('data-visitor-id'), status: box(tr.querySelector('.status .badge')), button: b && !b.hidden ? box(b) : null };
+          }),
+        };
+      }, wide);
+      timings.table1366 = { wrapClient: layout.wrapClient, wrapScroll: layout.wrapScroll, buttonRight: Math.round(layout.button.right) };
+      say(`     1366 px: table ${layout.wrapScroll} px in a ${layout.wrapClient} px card; Invite button ends at ${Math.round(layout.button.right)} px`);
+      assert(layout.pageScroll <= layout.viewport, `the page scrolls sideways: ${layout.pageScroll} px wide in a ${layout.viewport} px window`);
+      assert(layout.wrapScroll <= layout.wrapClient, `the table is ${layout.wrapScroll} px wide in its ${layout.wrapClient} px card: it scrolls sideways`);
+      for (const r of layout.rows) {
+        for (const [what, b] of [['status', r.status], ['Invite button', r.button]]) {
+          if (!b) continue;
+          assert(b.width > 0 && b.right <= layout.wrap.right + 0.5 && b.right <= layout.viewport,
+            `the ${what} of ${r.id} ends at ${Math.round(b.right)} px, outside the card (${Math.round(layout.wrap.right)} px) or the window`);
+        }
+      }
+      await w.screenshot({ path: path.join(ARTIFACTS, 'dashboard-1366.png'), fullPage: false }).catch(() => {});
+      await w.close();
+    } finally {
+      await ctxW.close().catch(() => {});
+      await fetch(`${BASE}/track/leave?apiKey=${encodeURIComponent(KEY)}`, { method: 'POST', body: JSON.stringify({ visitorId: wide }) });
+    }
   });
 
   await step('6. an invite reaches a (non-bot) visitor, Join opens the call, the dashboard shows accepted', async () => {
@@ -481,10 +630,10 @@ async function main() {
     await d.close({ runBeforeUnload: true });
     await waitInDashboard(
       (sel) => !!document.querySelector(sel), `#event-log li[data-invite-id="${inviteId}"][data-invite-state="visitor_left"]`,
-      2000, `no "visitor_left" entry for ${inviteId} in #event-log within 2 s of closing the tab`);
+      CLOSE_TO_REMOVAL_MS, `no "visitor_left" entry for ${inviteId} in #event-log within ${CLOSE_TO_REMOVAL_MS} ms of closing the tab`);
     await waitInDashboard(
       (id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), dId,
-      2000, `the row of ${dId} was still there after its tab closed`);
+      CLOSE_TO_REMOVAL_MS - (now() - t0), `the row of ${dId} was still there ${CLOSE_TO_REMOVAL_MS} ms after its tab closed`);
     timings.closeToVisitorLeftMs = now() - t0;
     await ctxD.close().catch(() => {});
   });
@@ -507,7 +656,7 @@ async function main() {
     assert(sessions.length === before, 'a session was created for an unknown visitor');
   });
 
-  await step('7. closing both tabs removes the visitor within 2 s with reason "left"', async () => {
+  await step(`7. closing both tabs removes the visitor within ${CLOSE_TO_REMOVAL_MS} ms with reason "left"`, async () => {
     // Record the removal time in the page (same machine clock as ours).
     await dash.evaluate((id) => {
       window.__removedAt = null;
@@ -521,10 +670,12 @@ async function main() {
     await Promise.all([b1.close({ runBeforeUnload: true }), b2.close({ runBeforeUnload: true })]);
     await waitInDashboard(
       (id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), visitorId,
-      2000 - (now() - t0), `the row of ${visitorId} was still there 2 s after both tabs closed`);
+      CLOSE_TO_REMOVAL_MS - (now() - t0), `the row of ${visitorId} was still there ${CLOSE_TO_REMOVAL_MS} ms after both tabs closed`);
     const removedAt = await dash.evaluate(() => window.__removedAt);
     timings.removalMs = (removedAt || now()) - t0;
-    say(`     row removed ${timings.removalMs} ms after closing the tabs`);
+    say(`     row removed ${timings.removalMs} ms after closing the tabs (leave linger ${LINGER} ms)`);
+    assert(timings.removalMs >= LINGER - 300,
+      `the row went ${timings.removalMs} ms after the close, before the leave linger (${LINGER} ms) ended`);
     const [reason] = await waitInDashboard(
       (id) => {
         const li = document.querySelector(`#event-log li[data-visitor-id="${CSS.escape(id)}"][data-reason]`);
@@ -767,6 +918,190 @@ async function main() {
     await ctxE.close().catch(() => {});
   }
 
+  // ---- presence on a customer site of another origin: reloads and navigations don't flap ----
+  // Every dashboard message about `id` since frame `from`, parsed.
+  const framesAbout = (id, from) => framesIn.slice(from).map((f) => { try { return JSON.parse(f); } catch { return {}; } })
+    .filter((m) => (m.visitorId === id) || (m.visitor && m.visitor.visitorId === id));
+  const pageViewsShown = (id) => dash.evaluate((v) => {
+    const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(v)}"]`);
+    return row ? Number(row.querySelector('.page-views').textContent) : null;
+  }, id);
+  const waitPageViews = (id, n, timeoutMs, what) => waitInDashboard(
+    ([v, want]) => {
+      const row = document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(v)}"]`);
+      return !!(row && Number(row.querySelector('.page-views').textContent) === want);
+    }, [id, n], timeoutMs, `${what}: the row of ${id} never showed pageViews ${n}`);
+  // Exit beacons the site's pages sent, counted in the tab's sessionStorage (it survives the
+  // navigations): a page that cannot tell a reload from a close sends one, and the server must
+  // not believe it.
+  const countBeacons = () => {
+    const send = navigator.sendBeacon && navigator.sendBeacon.bind(navigator);
+    if (!send) return;
+    navigator.sendBeacon = (url, body) => {
+      if (String(url).includes('/track/leave')) {
+        sessionStorage.setItem('__beacons', String(Number(sessionStorage.getItem('__beacons') || 0) + 1));
+      }
+      return send(url, body);
+    };
+  };
+  const beaconsSent = (page) => page.evaluate(() => Number(sessionStorage.getItem('__beacons') || 0));
+  const ctxF = await browser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
+  await ctxF.addInitScript(countBeacons);
+  let f;
+  let fId;
+  let fFrom;
+  try {
+    await step(`12. on a site of another origin, reload, link navigation, back/forward and typed addresses keep the visitor (no VISITOR_REMOVED, pageViews go on; linger ${LINGER} ms)`, async () => {
+      f = await ctxF.newPage();
+      visitorPages.push(f);
+      watch(f, 'site');
+      fFrom = framesIn.length;
+      await f.goto(`${SITE}/a`);
+      await f.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
+      fId = await f.evaluate(() => window.tippen.visitorId);
+      const tab = await f.evaluate(() => window.tippen.tabId);
+      await waitPageViews(fId, 1, 3000, 'the first page of the site');
+      let views = 1;
+      const navigations = [
+        ['reload', () => f.reload()],
+        ['link to /b', () => f.click('#to-b')],
+        ['back', () => f.goBack()],
+        ['forward', () => f.goForward()],
+        ['typed address /a', () => f.goto(`${SITE}/a?typed=1`)],
+        ['reload again', () => f.reload()],
+      ];
+      timings.siteNavigations = {};
+      for (const [what, go] of navigations) {
+        const before = await beaconsSent(f);
+        const t0 = now();
+        await go();
+        await f.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
+        const same = await f.evaluate(() => ({ visitorId: window.tippen.visitorId, tabId: window.tippen.tabId }));
+        assert(same.visitorId === fId && same.tabId === tab, `${what}: the page has ${JSON.stringify(same)}, expected visitor ${fId} tab ${tab}`);
+        views += 1;
+        await waitPageViews(fId, views, 3000, what);
+        const sent = (await beaconsSent(f)) - before;
+        timings.siteNavigations[what] = { toDashboardMs: now() - t0, beacons: sent };
+        say(`     ${what}: pageViews ${views} on the dashboard ${now() - t0} ms later; exit beacons sent: ${sent}`);
+      }
+      // Past the end of the last beacon's linger: a removal would have come by now.
+      await sleep(LINGER + 1000);
+      const about = framesAbout(fId, fFrom);
+      const removals = about.filter((m) => m.type === 'VISITOR_REMOVED');
+      const arrivals = about.filter((m) => m.type === 'VISITOR_UPDATE' && m.event === 'new_visitor');
+      assert(removals.length === 0, `the dashboard got ${JSON.stringify(removals)} for ${fId}`);
+      assert(arrivals.length === 1, `the dashboard got ${arrivals.length} new_visitor updates for ${fId} (expected 1: one visit)`);
+      assert(await pageViewsShown(fId) === views, `the row shows ${await pageViewsShown(fId)} page views, expected ${views}`);
+      const sent = Object.values(timings.siteNavigations).reduce((n, x) => n + x.beacons, 0);
+      assert(sent >= 1, 'no navigation sent an exit beacon: the server-side linger was never exercised');
+      timings.siteBeacons = sent;
+    });
+
+    await step(`13. a page restored from the back/forward cache keeps the visitor (separate browser with the bfcache on)`, async () => {
+      const bfBrowser = await chromium.launch({
+        executablePath: CHROMIUM, args: ARGS, headless: true, ignoreDefaultArgs: ['--disable-back-forward-cache'],
+      });
+      try {
+        const ctxG = await bfBrowser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
+        await ctxG.addInitScript(countBeacons);
+        const g = await ctxG.newPage();
+        g.on('pageerror', (err) => problems.push(`[bfcache] uncaught: ${err.message}`));
+        const from = framesIn.length;
+        await g.goto(`${SITE}/a`);
+        await g.waitForFunction(() => window.tippen && window.tippen.visitorId, null, { timeout: 3000 });
+        const gId = await g.evaluate(() => window.tippen.visitorId);
+        await waitPageViews(gId, 1, 3000, 'bfcache: the first page');
+        await g.evaluate(() => {
+          window.__notReloaded = true;
+          window.__restored = 0;
+          window.addEventListener('pageshow', (e) => { if (e.persisted) window.__restored += 1; });
+        });
+        await g.goto(`${SITE}/b`); // typed: the tracker cannot tell it from a close
+        await waitPageViews(gId, 2, 3000, 'bfcache: the second page');
+        const t0 = now();
+        await g.goBack({ waitUntil: 'commit' });
+        await g.waitForFunction(() => window.__notReloaded === true && window.__restored >= 1, null, { timeout: 3000 })
+          .catch(() => { throw new StepFailure('going back did not restore /a from the back/forward cache (the page was loaded again)'); });
+        await waitPageViews(gId, 3, 3000, 'bfcache: the restored page');
+        timings.bfcacheRestoreToDashboardMs = now() - t0;
+        say(`     restored from the bfcache; pageViews 3 on the dashboard ${timings.bfcacheRestoreToDashboardMs} ms later; exit beacons: ${await beaconsSent(g)}`);
+        timings.bfcacheBeacons = await beaconsSent(g);
+        await sleep(LINGER + 1000);
+        const about = framesAbout(gId, from);
+        assert(!about.some((m) => m.type === 'VISITOR_REMOVED'), `the dashboard got a removal of ${gId}: ${JSON.stringify(about.filter((m) => m.type === 'VISITOR_REMOVED'))}`);
+        assert(about.filter((m) => m.type === 'VISITOR_UPDATE' && m.event === 'new_visitor').length === 1, `more than one visit of ${gId}`);
+        assert(await pageViewsShown(gId) === 3, `the row of ${gId} shows ${await pageViewsShown(gId)} page views, expected 3`);
+        // Its close, the real one, is measured too.
+        const tc = now();
+        await g.close({ runBeforeUnload: true });
+        await waitInDashboard((id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), gId,
+          CLOSE_TO_REMOVAL_MS, `the row of ${gId} was still there ${CLOSE_TO_REMOVAL_MS} ms after its tab closed`);
+        timings.bfcacheCloseToRemovalMs = now() - tc;
+      } finally {
+        await bfBrowser.close().catch(() => {});
+      }
+    });
+
+    await step(`14. a real close of the site's page removes the visitor with reason "left" within ${CLOSE_TO_REMOVAL_MS} ms`, async () => {
+      await dash.evaluate((id) => {
+        window.__siteRemovedAt = null;
+        const sel = `#visitors tr[data-visitor-id="${CSS.escape(id)}"]`;
+        const mo = new MutationObserver(() => {
+          if (!document.querySelector(sel) && window.__siteRemovedAt == null) { window.__siteRemovedAt = Date.now(); mo.disconnect(); }
+        });
+        mo.observe(document.getElementById('visitors'), { subtree: true, childList: true, attributes: true });
+      }, fId);
+      const t0 = now();
+      await f.close({ runBeforeUnload: true });
+      await waitInDashboard((id) => !document.querySelector(`#visitors tr[data-visitor-id="${CSS.escape(id)}"]`), fId,
+        CLOSE_TO_REMOVAL_MS, `the row of ${fId} was still there ${CLOSE_TO_REMOVAL_MS} ms after its tab closed`);
+      const removedAt = await dash.evaluate(() => window.__siteRemovedAt);
+      timings.siteCloseToRemovalMs = (removedAt || now()) - t0;
+      say(`     row removed ${timings.siteCloseToRemovalMs} ms after the close (linger ${LINGER} ms)`);
+      const removal = framesAbout(fId, fFrom).find((m) => m.type === 'VISITOR_REMOVED');
+      assert(removal && removal.reason === 'left', `the removal of ${fId} is ${JSON.stringify(removal)}, expected reason "left"`);
+      assert(timings.siteCloseToRemovalMs >= LINGER - 300, `removed ${timings.siteCloseToRemovalMs} ms after the close, before the linger (${LINGER} ms) ended`);
+    });
+  } finally {
+    await ctxF.close().catch(() => {});
+  }
+
+  await step('15. the predecessor\'s snippet verbatim (script on a CDN origin, data-tippen-backend): tracked, window.TippenTracker, TIPPEN_VIDEO_INVITE posted on invite', async () => {
+    const ctxH = await browser.newContext({ viewport: { width: 1200, height: 800 }, userAgent: uaD });
+    try {
+      const h = await ctxH.newPage();
+      visitorPages.push(h);
+      watch(h, 'legacy-snippet');
+      await h.goto(`${SITE}/legacy`);
+      await h.waitForFunction(() => window.TippenTracker && window.TippenTracker.visitorId, null, { timeout: 3000 })
+        .catch(() => { throw new StepFailure('window.TippenTracker.visitorId never appeared (the predecessor\'s troubleshooting reads it)'); });
+      const hId = await h.evaluate(() => window.TippenTracker.visitorId);
+      assert(await h.evaluate(() => window.TippenTracker === window.tippen), 'window.TippenTracker is not the tracker\'s API object');
+      // Tracked on the server named by data-tippen-backend, not on the CDN the script came from.
+      await waitPageViews(hId, 1, 3000, 'the predecessor\'s snippet');
+      assert(cdnRequests.length === 0, `the tracker sent requests to the CDN origin: ${cdnRequests.join(', ')}`);
+      const btnSel = `#visitors tr[data-visitor-id="${hId}"] .invite-button`;
+      await waitInDashboard(
+        (sel) => { const b = document.querySelector(sel); return !!(b && !b.hidden && !b.disabled); }, btnSel, 3000,
+        `no enabled .invite-button for ${hId}`);
+      const t0 = now();
+      await dash.click(btnSel);
+      await h.waitForFunction(() => window.__tippenMessages.length > 0, null, { timeout: 2500 })
+        .catch(() => { throw new StepFailure('no TIPPEN_VIDEO_INVITE window message within 2500 ms of the click'); });
+      timings.legacyInviteMessageMs = now() - t0;
+      const [{ data, origin }] = await h.evaluate(() => window.__tippenMessages);
+      const shownId = await h.getAttribute('#tippen-invite', 'data-invite-id');
+      assert(origin === SITE, `the message came from ${origin}, expected the page's own origin ${SITE}`);
+      assert(data.inviteId === shownId && /^https?:\/\//.test(data.guestUrl || ''),
+        `the message is ${JSON.stringify(data)} (popup for ${shownId})`);
+      say(`     TIPPEN_VIDEO_INVITE posted ${timings.legacyInviteMessageMs} ms after the click: ${JSON.stringify(data)}`);
+      await h.click('#tippen-invite-decline');
+      await h.close({ runBeforeUnload: true });
+    } finally {
+      await ctxH.close().catch(() => {});
+    }
+  });
+
   if (problems.length) throw new StepFailure(`uncaught errors in the pages: ${problems.join('; ')}`);
 }
 
@@ -798,9 +1133,10 @@ try {
 } finally {
   if (browser) await browser.close().catch(() => {});
   if (provider) provider.close();
+  if (site) site.close();
   clearTimeout(watchdog);
 }
 
-say(JSON.stringify({ ok, base: BASE, visibleGraceMs: VISIBLE_GRACE, hiddenGraceMs: HIDDEN_GRACE, ...timings }));
+say(JSON.stringify({ ok, base: BASE, visibleGraceMs: VISIBLE_GRACE, hiddenGraceMs: HIDDEN_GRACE, leaveLingerMs: LINGER, ...timings }));
 say(`e2e: ${passed} passed, ${failed} failed`);
 process.exit(ok ? 0 : 1);

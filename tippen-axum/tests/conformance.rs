@@ -22,6 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 
 const VISIBLE_GRACE: Duration = Duration::from_secs(2);
 const HIDDEN_GRACE: Duration = Duration::from_secs(5);
+const LEAVE_LINGER: Duration = Duration::from_secs(1);
 
 struct Server {
     base_url: String,
@@ -41,6 +42,7 @@ async fn start_with(host_config: HostConfig, configure: impl FnOnce(Tippen) -> T
     let mut config = Config::default();
     config.presence.visible_grace = VISIBLE_GRACE;
     config.presence.hidden_grace = HIDDEN_GRACE;
+    config.presence.leave_linger = LEAVE_LINGER;
     config.presence.heartbeat_interval = Duration::from_secs(1);
     let tippen = Arc::new(configure(Tippen::new(
         Arc::new(store),
@@ -92,6 +94,7 @@ fn target(base_url: &str, outbound: Outbound) -> Target {
         other_site_secret_key: "sk_b".into(),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
+        leave_linger: LEAVE_LINGER,
         outbound,
     }
 }

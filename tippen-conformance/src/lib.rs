@@ -65,6 +65,7 @@
 //!     visitor_ws_url: None,
 //!     visible_grace: Duration::from_secs(2),
 //!     hidden_grace: Duration::from_secs(5),
+//!     leave_linger: Duration::from_secs(1),
 //!     outbound: Default::default(),
 //! };
 //! let report = run_all(&target).await;
@@ -140,6 +141,9 @@ pub struct Target {
     pub visible_grace: Duration,
     /// How long the server keeps a hidden tab after its last event.
     pub hidden_grace: Duration,
+    /// How long the server holds a tab after its exit beacon before dropping it
+    /// (`TIPPEN_LEAVE_LINGER_MS`; the core's default is 2 s).
+    pub leave_linger: Duration,
     /// The outbound services the host was pointed at (the suite's [`StandIns`]); the cases
     /// that need one run only when it is declared here.
     pub outbound: Outbound,

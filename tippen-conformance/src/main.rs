@@ -44,6 +44,10 @@ struct Args {
     /// The server's hidden-tab grace period, in milliseconds.
     #[arg(long, env = "TIPPEN_HIDDEN_GRACE_MS")]
     hidden_grace_ms: u64,
+    /// How long the server holds a tab after its exit beacon, in milliseconds (the core's
+    /// default when the host does not set it).
+    #[arg(long, env = "TIPPEN_LEAVE_LINGER_MS", default_value_t = 2000)]
+    leave_linger_ms: u64,
     /// Run only the cases whose names contain one of these substrings (comma-separated).
     #[arg(long, env = "TIPPEN_CASES", value_delimiter = ',')]
     cases: Vec<String>,
@@ -128,6 +132,7 @@ async fn main() -> ExitCode {
         other_site_secret_key: args.other_site_secret_key,
         visible_grace: Duration::from_millis(args.visible_grace_ms),
         hidden_grace: Duration::from_millis(args.hidden_grace_ms),
+        leave_linger: Duration::from_millis(args.leave_linger_ms),
         visitor_ws_url: args.visitor_ws_url,
         outbound,
     };

@@ -6,6 +6,11 @@
  *
  * Optional attributes:
  *   data-tippen-endpoint="https://host"  API origin (default: the origin of this script's src)
+ *   data-tippen-backend="https://host"   the same (the predecessor's name; data-tippen-endpoint wins)
+ *   data-tippen-ws-endpoint="wss://host/path?query"  where the visitor socket is (default: what
+ *                                        the server that served this script says, else
+ *                                        /ws/visitor on the API origin); apiKey and visitorId
+ *                                        are appended to its query
  *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
  *   data-tippen-debug                    log what the tracker does with console.debug
  *   data-tippen-strip-params="a,b"       more query parameters never to send (always removed:
@@ -23,7 +28,12 @@
  * tippen.optOut() stops tracking this browser for good (stored in localStorage; the visitor
  * leaves dashboards at once); a 410 from the server (the visitor was deleted) does the same.
  *
- * API: window.tippen = { visitorId, tabId, flush(), optOut(), optedOut }.
+ * The predecessor's host pages listened for a window message on invite: the tracker posts
+ * { type: 'TIPPEN_VIDEO_INVITE', inviteId, guestUrl, invitedBy, expiresIn } to its own window
+ * when it shows one.
+ *
+ * API: window.tippen = { visitorId, tabId, flush(), optOut(), optedOut }, also as
+ * window.TippenTracker (the predecessor's name).
  * Plain ES2017, no dependencies. The tracker never throws into the host page.
  */
 (function () {
@@ -38,6 +48,9 @@
   var MAX_BACKOFF_MS = 5 * 60 * 1000;
   var VERSION = '0.1.0';
   var PRIORITY = { heartbeat: 1, visibility: 2, pageview: 3 };
+  // Where the visitor socket is, filled in by the server that serves this script when it is not
+  // beside the API (AWS Lambda's WebSocket API has its own address).
+  var SERVED_VISITOR_WS_URL = '';
 
   try {
     if (typeof window === 'undefined' || typeof document === 'undefined') return;
@@ -66,7 +79,8 @@
       return;
     }
 
-    var endpoint = (script.getAttribute('data-tippen-endpoint') || '').trim();
+    var endpoint = (script.getAttribute('data-tippen-endpoint') || '').trim() ||
+      (script.getAttribute('data-tippen-backend') || '').trim();
     if (!endpoint) {
       try {
         endpoint = new URL(script.getAttribute('src') || '', location.href).origin;
@@ -146,6 +160,12 @@
     };
     var tabId = storageGet('sessionStorage', TAB_KEY);
     if (!validId(tabId, 'tab_')) tabId = newTabId();
+    // This page (document): a reload's beacon may reach the server after the next page's first
+    // event, and the server ignores a beacon for a page the tab has already left.
+    var newPageId = function () {
+      return 'page_' + Date.now() + '_' + random9();
+    };
+    var pageId = newPageId();
 
     // ---- state -------------------------------------------------------------------------
     var lastUrl = location.href;
@@ -191,7 +211,8 @@
           timestamp: new Date().toISOString(),
           userAgent: navigator.userAgent,
           referrer: cleanUrl(document.referrer),
-          visibility: visibility()
+          visibility: visibility(),
+          pageId: pageId
         },
         website: location.hostname
       });
@@ -390,7 +411,7 @@
         }
         var url = endpoint + '/track/leave?apiKey=' + encodeURIComponent(apiKey);
         // A string body goes out as text/plain: a CORS-safelisted request, no preflight.
-        var body = JSON.stringify({ visitorId: visitorId, tabId: tabId });
+        var body = JSON.stringify({ visitorId: visitorId, tabId: tabId, pageId: pageId });
         var queued = false;
         try {
           queued = typeof navigator.sendBeacon === 'function' && navigator.sendBeacon(url, body);
@@ -409,6 +430,7 @@
       try {
         if (!event.persisted || disabled) return; // the first load is counted by start()
         log('restored from the back/forward cache');
+        pageId = newPageId(); // shown again: a page view after its own beacon
         stopped = false;
         internalNavUntil = 0;
         failures = 0;
@@ -642,6 +664,22 @@
       current.timer = setInterval(tick, 1000);
       document.body.appendChild(box);
       reportInvite(id, 'INVITE_SEEN');
+      postInviteMessage(inv, guestUrl, who, expiresIn);
+    };
+
+    // The predecessor's host pages listened for this message on their own window.
+    var postInviteMessage = function (inv, guestUrl, who, expiresIn) {
+      try {
+        var message = {
+          type: 'TIPPEN_VIDEO_INVITE',
+          inviteId: inv.inviteId,
+          guestUrl: guestUrl,
+          invitedBy: who,
+          expiresIn: expiresIn
+        };
+        var origin = location.origin && location.origin !== 'null' ? location.origin : '*';
+        window.postMessage(message, origin);
+      } catch (e) { /* never break the host page */ }
     };
 
     // Called with the `invite` of every successful /track/visitor response (or null) and the time
@@ -689,13 +727,15 @@
     var sockOpenedAt = 0;
     var sockWanted = false;
 
+    var wsEndpoint = (script.getAttribute('data-tippen-ws-endpoint') || '').trim() || SERVED_VISITOR_WS_URL;
     var socketUrl = function () {
       try {
-        var u = new URL(endpoint + '/ws/visitor', location.href);
+        var u = new URL(wsEndpoint || endpoint + '/ws/visitor', location.href);
         if (u.protocol === 'https:') u.protocol = 'wss:';
         else if (u.protocol === 'http:') u.protocol = 'ws:';
-        else return null;
-        u.search = '?apiKey=' + encodeURIComponent(apiKey) + '&visitorId=' + encodeURIComponent(visitorId);
+        else if (u.protocol !== 'wss:' && u.protocol !== 'ws:') return null;
+        var query = 'apiKey=' + encodeURIComponent(apiKey) + '&visitorId=' + encodeURIComponent(visitorId);
+        u.search = u.search && u.search !== '?' ? u.search + '&' + query : '?' + query;
         u.hash = '';
         return u.href;
       } catch (e) {
@@ -850,6 +890,9 @@
     } catch (e) {
       window.tippen = api;
     }
+    try {
+      if (!window.TippenTracker) window.TippenTracker = api; // the predecessor's name
+    } catch (e) { /* ignore */ }
 
     var start = function () {
       if (api.optedOut) {

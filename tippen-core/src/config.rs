@@ -3,7 +3,8 @@
 use std::time::Duration;
 
 /// Presence timings. Defaults: heartbeat 30 s, visible tab kept 60 s after its last event,
-/// hidden tab 300 s (browsers throttle timers in hidden tabs to once a minute or less).
+/// hidden tab 300 s (browsers throttle timers in hidden tabs to once a minute or less), a tab
+/// that sent its exit beacon held 2 s.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PresenceConfig {
     /// How often the tracker sends a heartbeat (told to trackers; not enforced).
@@ -18,6 +19,13 @@ pub struct PresenceConfig {
     /// long, so a request that was in flight when the tab closed does not bring the visitor
     /// back; a page view from that tab still counts. Zero disables it.
     pub departure_quiet: Duration,
+    /// How long a tab that sent its exit beacon is held before it is dropped (the visitor
+    /// removed with reason `left` when it was the last tab). An exit beacon cannot tell a
+    /// reload, a back/forward navigation or a page restored from the back/forward cache from a
+    /// close: the next page's event from the same tab (its id survives in `sessionStorage`),
+    /// or another tab of the visitor, arriving within the linger keeps the visitor and its
+    /// counts. Zero drops the tab at once.
+    pub leave_linger: Duration,
 }
 
 impl Default for PresenceConfig {
@@ -28,6 +36,7 @@ impl Default for PresenceConfig {
             hidden_grace: Duration::from_secs(300),
             max_tabs_per_visitor: 20,
             departure_quiet: Duration::from_secs(10),
+            leave_linger: Duration::from_secs(2),
         }
     }
 }
@@ -106,6 +115,18 @@ impl Default for PrivacyConfig {
     }
 }
 
+/// Where the host's WebSockets are, when not beside its HTTP routes (`/ws/dashboard`,
+/// `/ws/visitor` on the host the page came from): on AWS Lambda the WebSocket API has its own
+/// address. The served dashboard, demo page and tracker are told these URLs.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SocketUrls {
+    /// Where dashboards connect (`ws://` or `wss://`, possibly with a query); the page appends
+    /// `apiKey=<key>`.
+    pub dashboard: Option<String>,
+    /// Where visitors' pages connect; the tracker appends `apiKey=<key>&visitorId=<id>`.
+    pub visitor: Option<String>,
+}
+
 /// Everything configurable in the core.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Config {
@@ -122,4 +143,7 @@ pub struct Config {
     pub support: crate::support::SupportConfig,
     /// Privacy: the opt-out tombstone a deletion leaves.
     pub privacy: PrivacyConfig,
+    /// Where the host's WebSockets are, told to the pages it serves (default: beside the HTTP
+    /// routes).
+    pub sockets: SocketUrls,
 }

@@ -102,7 +102,7 @@ pub mod video;
 #[cfg(not(target_arch = "wasm32"))]
 pub use clock::SystemClock;
 pub use clock::{Clock, ManualClock, Timestamp};
-pub use config::{Config, Limits, PresenceConfig, PrivacyConfig};
+pub use config::{Config, Limits, PresenceConfig, PrivacyConfig, SocketUrls};
 pub use effects::{Broadcast, Deadline, Effects, VisitorPush};
 pub use ids::{IdGenerator, SecureIds, SeededIds};
 pub use memory::MemoryStore;

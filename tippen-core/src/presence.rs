@@ -7,6 +7,13 @@
 //! about this visitor changes without any input. Stores index records by it so that a sweep
 //! touches only what is due. While the visitor has tabs, an open video invite's expiry
 //! ([`VisitorRecord::invite`]) counts too: the deadline is the earlier of the two.
+//!
+//! An exit beacon does not drop its tab at once: the tab is held for
+//! [`PresenceConfig::leave_linger`] ([`Tab::left_at`]), since a reload, a back/forward
+//! navigation or a page restored from the back/forward cache sends the same beacon as a close.
+//! An event from that tab (the next page, same tab id) or another tab of the visitor within the
+//! linger keeps the visitor and its counts; otherwise the tab goes when the linger ends, and
+//! the visitor with reason `left` if it was the last.
 
 use serde::{Deserialize, Serialize};
 
@@ -46,6 +53,8 @@ pub struct Ping {
     pub website: String,
     /// The client's own timestamp, recorded as sent and never used for expiry.
     pub client_timestamp: Option<String>,
+    /// The page (document) that sent it, if the tracker says: new on every page load.
+    pub page_id: Option<String>,
 }
 
 /// One tab of a visitor.
@@ -59,16 +68,29 @@ pub struct Tab {
     pub visibility: Visibility,
     /// Server time of the tab's last event.
     pub last_seen: Timestamp,
+    /// When the tab's exit beacon arrived, if it sent one since its last event: the tab is
+    /// dropped [`PresenceConfig::leave_linger`] later unless it reports again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub left_at: Option<Timestamp>,
+    /// The page (document) of the tab's last page view, if the tracker named it: an exit
+    /// beacon for another page is for one the tab has already left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<String>,
 }
 
 impl Tab {
-    /// When this tab stops being live.
+    /// When this tab stops being live: its grace after its last event, or the end of its
+    /// leave linger if that comes first.
     pub fn expiry(&self, cfg: &PresenceConfig) -> Timestamp {
         let grace = match self.visibility {
             Visibility::Visible => cfg.visible_grace,
             Visibility::Hidden => cfg.hidden_grace,
         };
-        self.last_seen.plus(grace)
+        let expiry = self.last_seen.plus(grace);
+        match self.left_at {
+            Some(at) => expiry.min(at.plus(cfg.leave_linger)),
+            None => expiry,
+        }
     }
 
     /// Whether the tab is live at `now`.
@@ -362,6 +384,12 @@ impl VisitorRecord {
                 }
                 tab.visibility = ping.visibility;
                 tab.last_seen = now;
+                if ping.kind == PingKind::PageView && ping.page_id.is_some() {
+                    tab.page_id.clone_from(&ping.page_id);
+                }
+                // It reported again (a reload, a page restored from the back/forward cache):
+                // not gone after all.
+                tab.left_at = None;
                 self.tabs.push(tab);
                 if ping.kind == PingKind::PageView || url_changed {
                     Some(UpdateKind::Pageview)
@@ -377,6 +405,8 @@ impl VisitorRecord {
                     url: ping.url.clone(),
                     visibility: ping.visibility,
                     last_seen: now,
+                    left_at: None,
+                    page_id: ping.page_id.clone(),
                 });
                 if self.tabs.len() > cfg.max_tabs_per_visitor.max(1) {
                     self.tabs.remove(0);
@@ -392,17 +422,34 @@ impl VisitorRecord {
         update
     }
 
-    /// An exit beacon: removes `tab_id` (or every tab when `None`).
+    /// An exit beacon for `tab_id` (or every live tab when `None`): the tab is held for the
+    /// [leave linger](PresenceConfig::leave_linger) and dropped when it ends unless it reports
+    /// again. Tabs already expired are dropped now (with a zero linger, the leaving ones too).
     pub fn leave(
         &mut self,
         tab_id: Option<&str>,
         now: Timestamp,
         cfg: &PresenceConfig,
     ) -> TabsChange {
-        let before = self.tabs.len();
+        self.leave_page(tab_id, None, now, cfg)
+    }
+
+    /// An exit beacon from page `page_id` of `tab_id` (see [`leave`](Self::leave)). A beacon
+    /// naming another page than the tab's last page view is stale — a reload's next page
+    /// reported before its old page's beacon arrived — and changes nothing.
+    pub fn leave_page(
+        &mut self,
+        tab_id: Option<&str>,
+        page_id: Option<&str>,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> TabsChange {
+        if self.is_stale_beacon(tab_id, page_id, now, cfg) {
+            return TabsChange::Unchanged;
+        }
         let quiet = cfg.departure_quiet;
         self.left_tabs.retain(|l| now < l.at.plus(quiet));
-        let mut left: Vec<String> = match tab_id {
+        let left: Vec<String> = match tab_id {
             Some(id) => vec![id.to_owned()],
             None => self
                 .tabs
@@ -411,33 +458,73 @@ impl VisitorRecord {
                 .map(|t| t.tab_id.clone())
                 .collect(),
         };
-        self.tabs
-            .retain(|t| !left.contains(&t.tab_id) && t.live_at(now, cfg));
+        for tab in self
+            .tabs
+            .iter_mut()
+            .filter(|t| left.contains(&t.tab_id) && t.live_at(now, cfg))
+        {
+            // A second beacon does not extend the linger.
+            tab.left_at.get_or_insert(now);
+        }
         if !quiet.is_zero() {
             self.left_tabs.retain(|l| !left.contains(&l.tab_id));
             self.left_tabs
-                .extend(left.drain(..).map(|tab_id| LeftTab { tab_id, at: now }));
+                .extend(left.into_iter().map(|tab_id| LeftTab { tab_id, at: now }));
         }
-        self.recompute_deadline(cfg);
-        if self.tabs.is_empty() {
-            TabsChange::Removed(RemovalReason::Left)
-        } else if self.tabs.len() != before {
+        let change = self.drop_expired(now, cfg);
+        if change == TabsChange::TabsClosed {
             self.last_activity = self.last_activity.max(now);
-            TabsChange::TabsClosed
+        }
+        change
+    }
+
+    /// Whether a beacon from page `page_id` of `tab_id` is for a page the (live) tab has left.
+    fn is_stale_beacon(
+        &self,
+        tab_id: Option<&str>,
+        page_id: Option<&str>,
+        now: Timestamp,
+        cfg: &PresenceConfig,
+    ) -> bool {
+        let (Some(tab_id), Some(page_id)) = (tab_id, page_id) else {
+            return false;
+        };
+        self.tabs.iter().any(|t| {
+            t.tab_id == tab_id
+                && t.live_at(now, cfg)
+                && t.page_id.as_deref().is_some_and(|p| p != page_id)
+        })
+    }
+
+    /// Drops the tabs expired at `now` (a leaving tab's linger over, or its grace).
+    pub fn expire(&mut self, now: Timestamp, cfg: &PresenceConfig) -> TabsChange {
+        self.left_tabs
+            .retain(|l| now < l.at.plus(cfg.departure_quiet));
+        self.drop_expired(now, cfg)
+    }
+
+    /// Why the visitor is gone once every tab has expired: `left` when the last tab to expire
+    /// had sent its exit beacon, `inactive` otherwise.
+    pub fn removal_reason(&self, cfg: &PresenceConfig) -> RemovalReason {
+        let last = self.tabs.iter().map(|t| t.expiry(cfg)).max();
+        let left = self
+            .tabs
+            .iter()
+            .any(|t| t.left_at.is_some() && Some(t.expiry(cfg)) == last);
+        if left {
+            RemovalReason::Left
         } else {
-            TabsChange::Unchanged
+            RemovalReason::Inactive
         }
     }
 
-    /// Drops the tabs expired at `now`.
-    pub fn expire(&mut self, now: Timestamp, cfg: &PresenceConfig) -> TabsChange {
+    fn drop_expired(&mut self, now: Timestamp, cfg: &PresenceConfig) -> TabsChange {
         let before = self.tabs.len();
+        let reason = self.removal_reason(cfg);
         self.tabs.retain(|t| t.live_at(now, cfg));
-        self.left_tabs
-            .retain(|l| now < l.at.plus(cfg.departure_quiet));
         self.recompute_deadline(cfg);
         if self.tabs.is_empty() {
-            TabsChange::Removed(RemovalReason::Inactive)
+            TabsChange::Removed(reason)
         } else if self.tabs.len() != before {
             TabsChange::TabsClosed
         } else {
@@ -573,6 +660,7 @@ mod tests {
             user_agent: None,
             website: "example.com".into(),
             client_timestamp: None,
+            page_id: None,
         }
     }
 
@@ -645,9 +733,142 @@ mod tests {
             r.apply(&hidden, t0.plus(Duration::from_secs(31)), &cfg),
             Some(UpdateKind::Visibility)
         );
+        let t2 = t0.plus(Duration::from_secs(32));
+        assert_eq!(r.leave(Some("a"), t2, &cfg), TabsChange::Unchanged);
+        assert_eq!(r.deadline, t2.plus(cfg.leave_linger));
+    }
+
+    #[test]
+    fn a_left_tab_lingers_and_its_next_page_keeps_the_visit() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let p = ping(PingKind::PageView, "a", "/", Visibility::Visible);
+        let mut r = VisitorRecord::start("v", &p, false, Company::unknown(), t0, &cfg);
+        let t1 = t0.plus(Duration::from_secs(5));
+        assert_eq!(r.leave(Some("a"), t1, &cfg), TabsChange::Unchanged);
+        assert!(r.live_at(
+            t1.plus(cfg.leave_linger).minus(Duration::from_millis(1)),
+            &cfg
+        ));
+        assert_eq!(r.deadline, t1.plus(cfg.leave_linger));
+        // The reload's page view, within the linger: the same visit, one more page view.
+        let t2 = t1.plus(Duration::from_millis(300));
+        let reload = ping(PingKind::PageView, "a", "/", Visibility::Visible);
+        assert_eq!(r.apply(&reload, t2, &cfg), Some(UpdateKind::Pageview));
+        assert_eq!(r.page_views, 2);
+        assert_eq!(r.tabs[0].left_at, None);
+        assert_eq!(r.deadline, t2.plus(cfg.visible_grace));
+        // A close: gone when the linger ends, with reason `left`.
+        let t3 = t2.plus(Duration::from_secs(1));
+        r.leave(Some("a"), t3, &cfg);
+        // A second beacon does not extend the linger.
+        r.leave(None, t3.plus(Duration::from_secs(1)), &cfg);
+        assert_eq!(r.deadline, t3.plus(cfg.leave_linger));
+        let end = t3.plus(cfg.leave_linger);
         assert_eq!(
-            r.leave(Some("a"), t0, &cfg),
+            r.expire(end.minus(Duration::from_millis(1)), &cfg),
+            TabsChange::Unchanged
+        );
+        assert_eq!(
+            r.expire(end, &cfg),
             TabsChange::Removed(RemovalReason::Left)
+        );
+    }
+
+    #[test]
+    fn a_beacon_for_a_page_the_tab_has_left_is_stale() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let page = |id: &str| Ping {
+            page_id: Some(id.into()),
+            ..ping(PingKind::PageView, "a", "/", Visibility::Visible)
+        };
+        let mut r = VisitorRecord::start("v", &page("p1"), false, Company::unknown(), t0, &cfg);
+        // A reload whose next page reported before the old page's beacon arrived.
+        r.apply(&page("p2"), t0.plus(Duration::from_millis(100)), &cfg);
+        let late = t0.plus(Duration::from_millis(103));
+        let before = r.clone();
+        assert_eq!(
+            r.leave_page(Some("a"), Some("p1"), late, &cfg),
+            TabsChange::Unchanged
+        );
+        assert_eq!(r, before, "nothing held, no departure remembered");
+        // A heartbeat does not change the page; the current page's beacon counts.
+        let hb = Ping {
+            page_id: Some("p1".into()),
+            ..ping(PingKind::Heartbeat, "a", "/", Visibility::Visible)
+        };
+        r.apply(&hb, late, &cfg);
+        assert_eq!(r.tabs[0].page_id.as_deref(), Some("p2"));
+        r.leave_page(Some("a"), Some("p2"), late, &cfg);
+        assert_eq!(r.tabs[0].left_at, Some(late));
+    }
+
+    #[test]
+    fn a_zero_linger_drops_the_tab_at_once() {
+        let cfg = PresenceConfig {
+            leave_linger: Duration::ZERO,
+            ..PresenceConfig::default()
+        };
+        let t0 = Timestamp::from_millis(1_000_000);
+        let p = ping(PingKind::PageView, "a", "/", Visibility::Visible);
+        let mut r = VisitorRecord::start("v", &p, false, Company::unknown(), t0, &cfg);
+        r.apply(
+            &ping(PingKind::PageView, "b", "/", Visibility::Visible),
+            t0,
+            &cfg,
+        );
+        assert_eq!(r.leave(Some("a"), t0, &cfg), TabsChange::TabsClosed);
+        assert_eq!(
+            r.leave(Some("b"), t0, &cfg),
+            TabsChange::Removed(RemovalReason::Left)
+        );
+    }
+
+    #[test]
+    fn the_removal_reason_is_the_last_tab_to_go() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let mut r = VisitorRecord::start(
+            "v",
+            &ping(PingKind::PageView, "quiet", "/", Visibility::Visible),
+            false,
+            Company::unknown(),
+            t0,
+            &cfg,
+        );
+        // A tab that left just before the quiet one's grace ends: it lasts longer, so `left`.
+        let t1 = t0.plus(cfg.visible_grace).minus(Duration::from_millis(500));
+        r.apply(
+            &ping(PingKind::PageView, "b", "/", Visibility::Visible),
+            t1,
+            &cfg,
+        );
+        r.leave(Some("b"), t1, &cfg);
+        assert_eq!(r.removal_reason(&cfg), RemovalReason::Left);
+        let late = t1.plus(Duration::from_secs(60));
+        assert_eq!(
+            r.clone().expire(late, &cfg),
+            TabsChange::Removed(RemovalReason::Left)
+        );
+        // One that left long before the other went quiet: `inactive`.
+        let mut r2 = VisitorRecord::start(
+            "v",
+            &ping(PingKind::PageView, "a", "/", Visibility::Visible),
+            false,
+            Company::unknown(),
+            t0,
+            &cfg,
+        );
+        r2.apply(
+            &ping(PingKind::PageView, "b", "/", Visibility::Visible),
+            t0,
+            &cfg,
+        );
+        r2.leave(Some("a"), t0, &cfg);
+        assert_eq!(
+            r2.expire(late, &cfg),
+            TabsChange::Removed(RemovalReason::Inactive)
         );
     }
 }

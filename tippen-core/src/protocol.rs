@@ -55,6 +55,10 @@ pub struct TrackedVisitor {
     /// Addition: the tab's visibility (default visible).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub visibility: Option<Visibility>,
+    /// Addition: the id of the page (document) that sent the event, new on every page load;
+    /// an exit beacon naming an earlier page of the tab than its last page view is stale.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<String>,
 }
 
 /// Body of `POST /track/leave` (the exit beacon).
@@ -69,6 +73,10 @@ pub struct LeaveRequest {
     /// The closing tab; `None` means every tab.
     #[serde(default)]
     pub tab_id: Option<String>,
+    /// Addition: the page (document) being left. A beacon for a page the tab has already left
+    /// (its next page's page view came first, as a reload's may) changes nothing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_id: Option<String>,
 }
 
 /// Body of `POST /api/video-call`: create a video session with the configured provider and

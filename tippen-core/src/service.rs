@@ -415,7 +415,7 @@ impl Tippen {
                     // Expired but not yet swept: report the removal first.
                     messages.push(ServerMessage::VisitorRemoved {
                         visitor_id: old.value.visitor_id.clone(),
-                        reason: RemovalReason::Inactive,
+                        reason: old.value.removal_reason(cfg),
                     });
                     let mut ended = old.value.clone();
                     if let Some(m) = ended.end_invite(now, cfg) {
@@ -448,12 +448,27 @@ impl Tippen {
         (Write::Save(record), TrackStep::Tracked(Box::new(tracked)))
     }
 
-    /// An exit beacon for one tab (`Some`) or the whole visitor (`None`).
+    /// An exit beacon for one tab (`Some`) or the whole visitor (`None`). The tab is held for
+    /// the [leave linger](crate::PresenceConfig::leave_linger): dashboards hear nothing now,
+    /// and the outcome's deadline is the linger's end, when a sweep drops the tab (and removes
+    /// the visitor with reason `left` if it was the last) unless it reported again.
     pub async fn leave(
         &self,
         site: &SiteId,
         visitor_id: &str,
         tab_id: Option<&str>,
+    ) -> Result<Outcome, ServiceError> {
+        self.leave_page(site, visitor_id, tab_id, None).await
+    }
+
+    /// An exit beacon from page `page_id` of a tab (see [`leave`](Self::leave)): a beacon for
+    /// a page the tab has already left (the next page's page view came first) changes nothing.
+    pub async fn leave_page(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        tab_id: Option<&str>,
+        page_id: Option<&str>,
     ) -> Result<Outcome, ServiceError> {
         let cfg = &self.config.presence;
         let now = self.clock.now();
@@ -466,9 +481,9 @@ impl Tippen {
                         return Ok((Write::Keep, None));
                     };
                     let mut record = current.value;
-                    let departures_before = record.left_tabs.clone();
+                    let before = record.clone();
                     let change = if record.live_at(now, cfg) {
-                        let change = record.leave(tab_id, now, cfg);
+                        let change = record.leave_page(tab_id, page_id, now, cfg);
                         cap_departures(&mut record, self.config.limits.max_departed_tabs);
                         change
                     } else if record.is_tombstone() {
@@ -481,11 +496,15 @@ impl Tippen {
                         TabsChange::Removed(_) => record.end_invite(now, cfg),
                         _ => None,
                     };
-                    if change == TabsChange::Unchanged && record.left_tabs != departures_before {
-                        // Only a departure to remember (a tab this record did not have).
-                        return Ok((Write::Save(record), None));
-                    }
                     let deadline = (!record.tabs.is_empty()).then_some(record.deadline);
+                    if change == TabsChange::Unchanged {
+                        if record == before {
+                            return Ok((Write::Keep, None));
+                        }
+                        // A tab held for its linger (the deadline is its end), or only a
+                        // departure to remember: nothing for dashboards yet.
+                        return Ok((Write::Save(record), Some((Vec::new(), deadline))));
+                    }
                     let (write, mut messages) = self.settle(record, change, now);
                     messages.extend(ended.map(ServerMessage::from));
                     Ok((write, Some((messages, deadline))))

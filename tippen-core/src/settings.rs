@@ -13,9 +13,12 @@
 //! | `TIPPEN_HEARTBEAT_MS` | heartbeat interval told to trackers | 30000 |
 //! | `TIPPEN_VISIBLE_GRACE_MS` | a visible tab is dropped this long after its last event | 60000 |
 //! | `TIPPEN_HIDDEN_GRACE_MS` | a hidden tab is dropped this long after its last event | 300000 |
+//! | `TIPPEN_LEAVE_LINGER_MS` | a tab that sent its exit beacon is held this long (a reload keeps the visitor); 0 drops it at once | 2000 |
 //! | `TIPPEN_INVITE_TTL_MS` | an unanswered video invite expires after this long | 60000 |
 //! | `TIPPEN_VIDEO_PROVIDER_URL` | the video-session provider (`POST /api/video-call`) | none (`501`) |
 //! | `TIPPEN_SLACK_WEBHOOK_URL` | Slack incoming webhook for support alerts (a secret) | none |
+//! | `TIPPEN_DASHBOARD_WS_URL` | where dashboards open their socket, told to the served dashboard (`ws://` or `wss://`; the page appends `apiKey=`) | `/ws/dashboard` beside the page |
+//! | `TIPPEN_VISITOR_WS_URL` | where visitors' pages open their socket, told to the served tracker (the tracker appends `apiKey=…&visitorId=…`) | `/ws/visitor` beside the tracker's endpoint |
 //! | `TIPPEN_PUBLIC_URL` | the public base URL, for the dashboard link in Slack messages | none |
 //! | `TIPPEN_ENRICHMENT_PROVIDER` | `ipinfo`, `ipinfo_lite`, `enrich_so` or `people_data_labs` | none |
 //! | `TIPPEN_ENRICHMENT_API_KEY` | the provider's API key (a secret) | required with a provider |
@@ -84,6 +87,8 @@ pub mod names {
     pub const VISIBLE_GRACE_MS: &str = "TIPPEN_VISIBLE_GRACE_MS";
     /// A hidden tab's grace (ms).
     pub const HIDDEN_GRACE_MS: &str = "TIPPEN_HIDDEN_GRACE_MS";
+    /// How long a tab that sent its exit beacon is held (ms, 0 allowed).
+    pub const LEAVE_LINGER_MS: &str = "TIPPEN_LEAVE_LINGER_MS";
     /// An unanswered invite's lifetime (ms).
     pub const INVITE_TTL_MS: &str = "TIPPEN_INVITE_TTL_MS";
     /// The video-session provider's base URL.
@@ -92,6 +97,10 @@ pub mod names {
     pub const SLACK_WEBHOOK_URL: &str = "TIPPEN_SLACK_WEBHOOK_URL";
     /// The public base URL (dashboard links).
     pub const PUBLIC_URL: &str = "TIPPEN_PUBLIC_URL";
+    /// Where dashboards open their socket.
+    pub const DASHBOARD_WS_URL: &str = "TIPPEN_DASHBOARD_WS_URL";
+    /// Where visitors' pages open their socket.
+    pub const VISITOR_WS_URL: &str = "TIPPEN_VISITOR_WS_URL";
     /// The enrichment provider's name.
     pub const ENRICHMENT_PROVIDER: &str = "TIPPEN_ENRICHMENT_PROVIDER";
     /// The enrichment provider's API key.
@@ -166,6 +175,14 @@ pub enum SettingsError {
     /// Not an `http://` or `https://` URL with a host.
     #[error("{name} must be an http:// or https:// URL, got {value:?}")]
     NotHttpUrl {
+        /// The setting.
+        name: &'static str,
+        /// Its value.
+        value: String,
+    },
+    /// Not a `ws://` or `wss://` URL with a host.
+    #[error("{name} must be a ws:// or wss:// URL, got {value:?}")]
+    NotWsUrl {
         /// The setting.
         name: &'static str,
         /// Its value.
@@ -319,6 +336,19 @@ impl Setting {
         match uri.as_ref().map(|u| (u.scheme_str(), u.host())) {
             Some((Some("http" | "https"), Some(h))) if !h.is_empty() => Ok(self.value),
             _ => Err(SettingsError::NotHttpUrl {
+                name: self.name,
+                value: self.value,
+            }),
+        }
+    }
+
+    /// The value, checked to be a `ws://` or `wss://` URL with a host (a query allowed).
+    pub fn ws_url(self) -> Result<String, SettingsError> {
+        let uri: Option<http::Uri> = self.value.parse().ok();
+        let clean = !self.value.contains(['"', '<', '>', '\\', '#']);
+        match uri.as_ref().map(|u| (u.scheme_str(), u.host())) {
+            Some((Some("ws" | "wss"), Some(h))) if !h.is_empty() && clean => Ok(self.value),
+            _ => Err(SettingsError::NotWsUrl {
                 name: self.name,
                 value: self.value,
             }),
@@ -592,7 +622,16 @@ impl Settings {
                 *into = s.positive_number()?;
             }
         }
+        if let Some(s) = lookup(names::LEAVE_LINGER_MS) {
+            config.presence.leave_linger = s.millis()?;
+        }
         config.support = support(&lookup)?;
+        config.sockets.dashboard = lookup(names::DASHBOARD_WS_URL)
+            .map(Setting::ws_url)
+            .transpose()?;
+        config.sockets.visitor = lookup(names::VISITOR_WS_URL)
+            .map(Setting::ws_url)
+            .transpose()?;
         let video_provider_url = lookup(names::VIDEO_PROVIDER_URL)
             .map(Setting::http_url)
             .transpose()?;

@@ -165,6 +165,8 @@ pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> Visito
             url: "https://example.com/".to_owned(),
             visibility: Visibility::Visible,
             last_seen: Timestamp::from_millis(seen_ms),
+            left_at: None,
+            page_id: None,
         }],
         left_tabs: Vec::new(),
         invite: None,
@@ -469,6 +471,9 @@ pub async fn records_round_trip(store: &dyn Store, prefix: &str) {
         url: "https://example.com/über".to_owned(),
         visibility: Visibility::Hidden,
         last_seen: Timestamp::from_millis(T0 + 7),
+        // A tab held after its exit beacon: the store keeps when it left.
+        left_at: Some(Timestamp::from_millis(T0 + 8)),
+        page_id: Some("page_1".to_owned()),
     });
     store.save_visitor(&site, &r, None).await.expect("insert");
     let back = store
@@ -496,6 +501,7 @@ pub async fn concurrent_writers_lose_nothing(store: Arc<dyn Store>, prefix: &str
         user_agent: None,
         website: "example.com".to_owned(),
         client_timestamp: None,
+        page_id: None,
     };
     let pings: Vec<Ping> = (0..24).map(ping).collect();
     let results = join_all(pings.iter().map(|p| tippen.track(&site, "racer", p, None))).await;

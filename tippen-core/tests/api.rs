@@ -381,15 +381,30 @@ fn tabs_leave_and_sequence() {
         r#"{"visitorId":"v","tabId":"t2"}"#,
     );
     assert_eq!(body_json(&r), serde_json::json!({"success": true}));
-    assert_eq!(seqs(&r), [("VISITOR_UPDATE:tab_closed".into(), 4)]);
+    // The tab is held for the leave linger (a reload would report again meanwhile): nothing
+    // is broadcast yet, and the host is asked to wake up when the linger ends.
+    let linger = tippen_core::PresenceConfig::default().leave_linger;
+    assert!(r.broadcasts.is_empty(), "{:?}", r.broadcast_texts());
+    let linger_end = h.tippen.now().plus(linger);
+    assert_eq!(r.deadline, Some(tippen_core::Deadline::AtMost(linger_end)));
+    h.clock.advance(linger);
+    let swept = block(h.tippen.sweep(&site)).unwrap();
+    let texts: Vec<_> = swept.messages.iter().map(|m| m.to_json()).collect();
+    assert_eq!(swept.messages.len(), 1, "{texts:?}");
+    assert!(texts[0].contains(r#""event":"tab_closed""#) && swept.messages[0].seq == 4);
     let r = h.send(
         "POST",
         "/track/leave?apiKey=pk_a",
         &[],
         r#"{"visitorId":"v","tabId":"t1"}"#,
     );
-    assert_eq!(seqs(&r), [("VISITOR_REMOVED:left".into(), 5)]);
-    assert_eq!(r.deadline, None);
+    assert!(r.broadcasts.is_empty());
+    h.clock.advance(linger);
+    let swept = block(h.tippen.sweep(&site)).unwrap();
+    let texts: Vec<_> = swept.messages.iter().map(|m| m.to_json()).collect();
+    assert_eq!(swept.messages.len(), 1, "{texts:?}");
+    assert!(texts[0].contains(r#""type":"VISITOR_REMOVED","visitorId":"v","reason":"left""#));
+    assert_eq!(swept.messages[0].seq, 5);
     // A beacon for someone unknown is fine and silent.
     let r = h.send(
         "POST",
@@ -402,7 +417,7 @@ fn tabs_leave_and_sequence() {
     // The departed visitor is remembered for the departure quiet period: a heartbeat that was
     // in flight when the tab closed does not bring it back.
     let quiet = tippen_core::PresenceConfig::default().departure_quiet;
-    let left_at = h.tippen.now();
+    let left_at = h.tippen.now().minus(linger);
     assert_eq!(
         block(h.tippen.next_deadline(&site)).unwrap(),
         Some(left_at.plus(quiet))
@@ -425,7 +440,12 @@ fn tabs_leave_and_sequence() {
         &[],
         r#"{"visitorId":"v"}"#,
     );
-    assert_eq!(seqs(&r), [("VISITOR_REMOVED:left".into(), 7)]);
+    assert!(r.broadcasts.is_empty());
+    h.clock.advance(linger);
+    let swept = block(h.tippen.sweep(&site)).unwrap();
+    assert_eq!(swept.messages.len(), 1);
+    assert!(swept.messages[0].to_json().contains(r#""reason":"left""#));
+    assert_eq!(swept.messages[0].seq, 7);
     // After the quiet period the sweep forgets it silently.
     h.clock.advance(quiet);
     let out = block(h.tippen.sweep(&site)).unwrap();
@@ -497,6 +517,38 @@ fn assets_are_served() {
         assert_eq!(r.response.as_ref().unwrap().headers()["content-type"], ct);
         assert!(!r.response.as_ref().unwrap().body().is_empty());
     }
+}
+
+#[test]
+fn served_pages_are_told_where_the_sockets_are() {
+    let body = |h: &Harness, path: &str| {
+        let r = h.send("GET", path, &[], "");
+        String::from_utf8(r.response.unwrap().body().to_vec()).unwrap()
+    };
+    // By default the pages find their sockets beside them.
+    let h = harness();
+    assert!(body(&h, "/dashboard").contains(tippen_core::assets::DASHBOARD_WS_MARKER));
+    assert!(body(&h, "/tippen-tracker.js").contains(tippen_core::assets::TRACKER_WS_MARKER));
+    // A host whose sockets are elsewhere (AWS Lambda's WebSocket API) says so.
+    let mut config = Config::default();
+    config.sockets.dashboard = Some("wss://ws.example/prod?role=dashboard&x=\"1\"".into());
+    config.sockets.visitor = Some("wss://ws.example/prod?role=visitor</script>".into());
+    let h = harness_with(config);
+    let dashboard = body(&h, "/dashboard");
+    assert!(
+        dashboard.contains(
+            r#"<meta name="tippen-dashboard-ws-url" content="wss://ws.example/prod?role=dashboard&amp;x=&quot;1&quot;">"#
+        ),
+        "the URL in an escaped attribute"
+    );
+    let tracker = body(&h, "/tippen-tracker.js");
+    assert!(
+        tracker.contains(
+            r#"var SERVED_VISITOR_WS_URL = "wss://ws.example/prod?role=visitor\u003c/script>";"#
+        ),
+        "the URL as a string literal"
+    );
+    assert!(!tracker.contains(tippen_core::assets::TRACKER_WS_MARKER));
 }
 
 #[test]

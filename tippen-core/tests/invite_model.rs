@@ -13,8 +13,10 @@
 //! in which a visitor record holds its current invite, at most one of them open; a send with
 //! the current invite's id is an idempotent no-op; an open invite expires unanswered once
 //! `now >= sent + ttl` (applied by whatever reaches it first: a sweep, a page view, an event,
-//! a new send); a visitor leaving (exit beacon, or removed as inactive) ends its open invite
-//! with `visitor_left` (or `expired` when it was due). Checked after every step:
+//! a new send); a visitor leaving (its exit beacon's leave linger over without a page view, or
+//! removed as inactive) ends its open invite with `visitor_left` (or `expired` when it was
+//! due); a page view within the linger (a reload) keeps the visitor and its invite. Checked
+//! after every step:
 //!
 //! - the result (ok, error kind, refused) and the `VIDEO_INVITE_UPDATE` messages (invite,
 //!   state, in order) are the model's, and so is every stored record and its invite;
@@ -48,6 +50,10 @@ fn grace() -> i64 {
 
 fn quiet() -> i64 {
     PresenceConfig::default().departure_quiet.as_millis() as i64
+}
+
+fn linger() -> i64 {
+    PresenceConfig::default().leave_linger.as_millis() as i64
 }
 
 #[derive(Clone, Debug)]
@@ -96,6 +102,8 @@ fn op() -> impl Strategy<Value = Op> {
         Just(ttl() as u64 - 1),
         Just(ttl() as u64),
         Just(quiet() as u64),
+        Just(linger() as u64),
+        Just(linger() as u64 - 1),
         10_000u64..40_000,
         55_000u64..65_000,
     ]
@@ -150,12 +158,29 @@ impl MInvite {
     }
 }
 
-/// A stored visitor record: one tab last seen at `last_seen`, or a departed visitor's
-/// tombstone kept until its quiet period ends.
+/// A stored visitor record: one tab last seen at `last_seen` (held until `left_at` plus the
+/// leave linger after its first exit beacon since, `beacon` being the last beacon), or a
+/// departed visitor's tombstone kept until its quiet period ends.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Presence {
-    Tab { last_seen: i64 },
-    Tombstone { left_at: i64 },
+    Tab {
+        last_seen: i64,
+        left_at: Option<i64>,
+        beacon: Option<i64>,
+    },
+    Tombstone {
+        left_at: i64,
+    },
+}
+
+impl Presence {
+    fn tab(now: i64) -> Self {
+        Presence::Tab {
+            last_seen: now,
+            left_at: None,
+            beacon: None,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,13 +191,39 @@ struct MVisitor {
 
 impl MVisitor {
     fn live(&self, now: i64) -> bool {
-        matches!(self.presence, Presence::Tab { last_seen } if now < last_seen + grace())
+        self.tab_expiry().is_some_and(|e| now < e)
+    }
+
+    fn tab_expiry(&self) -> Option<i64> {
+        match self.presence {
+            Presence::Tab {
+                last_seen, left_at, ..
+            } => {
+                let grace = last_seen + grace();
+                Some(left_at.map_or(grace, |at| grace.min(at + linger())))
+            }
+            Presence::Tombstone { .. } => None,
+        }
+    }
+
+    /// What is left after the visit ended at `now`: a tombstone while the last beacon's quiet
+    /// period lasts, else nothing.
+    fn ended(&self, now: i64) -> Option<MVisitor> {
+        match self.presence {
+            Presence::Tab {
+                beacon: Some(at), ..
+            } if now < at + quiet() => Some(MVisitor {
+                presence: Presence::Tombstone { left_at: at },
+                invite: self.invite.clone(),
+            }),
+            _ => None,
+        }
     }
 
     fn deadline(&self) -> i64 {
         match self.presence {
-            Presence::Tab { last_seen } => {
-                let tab = last_seen + grace();
+            Presence::Tab { .. } => {
+                let tab = self.tab_expiry().unwrap();
                 match self.invite.as_ref().filter(|i| i.is_open()) {
                     Some(i) => tab.min(i.expires),
                     None => tab,
@@ -232,7 +283,8 @@ impl Model {
         let mut messages = Vec::new();
         match self.visitors.get_mut(v) {
             Some(rec) if rec.live(now) => {
-                rec.presence = Presence::Tab { last_seen: now };
+                // Within the leave linger too: the same visit goes on (a reload).
+                rec.presence = Presence::tab(now);
                 if let Some(i) = rec.invite.as_mut() {
                     // The invite rides on the response: delivered (or expired, if due).
                     if let Some(m) = i.expire(now) {
@@ -252,7 +304,7 @@ impl Model {
         self.visitors.insert(
             v.to_owned(),
             MVisitor {
-                presence: Presence::Tab { last_seen: now },
+                presence: Presence::tab(now),
                 invite: None,
             },
         );
@@ -313,11 +365,23 @@ impl Model {
         if let Presence::Tombstone { .. } = rec.presence {
             return answer(Vec::new());
         }
-        let messages = rec.invite.as_mut().and_then(|i| i.end(now));
         if live {
-            rec.presence = Presence::Tombstone { left_at: now };
-        } else {
-            self.visitors.remove(v);
+            // Held for the leave linger: nothing ends yet.
+            if let Presence::Tab {
+                left_at, beacon, ..
+            } = &mut rec.presence
+            {
+                left_at.get_or_insert(now);
+                *beacon = Some(now);
+            }
+            return answer(Vec::new());
+        }
+        let messages = rec.invite.as_mut().and_then(|i| i.end(now));
+        match rec.ended(now) {
+            Some(tombstone) => *rec = tombstone,
+            None => {
+                self.visitors.remove(v);
+            }
         }
         answer(messages.into_iter().collect())
     }
@@ -338,7 +402,12 @@ impl Model {
                 }
                 Presence::Tab { .. } if !rec.live(now) => {
                     messages.extend(rec.invite.as_mut().and_then(|i| i.end(now)));
-                    self.visitors.remove(&v);
+                    match rec.ended(now) {
+                        Some(tombstone) => *rec = tombstone,
+                        None => {
+                            self.visitors.remove(&v);
+                        }
+                    }
                 }
                 Presence::Tab { .. } => {
                     messages.extend(rec.invite.as_mut().and_then(|i| i.expire(now)));
@@ -363,6 +432,7 @@ fn ping(now: i64) -> Ping {
         user_agent: None,
         website: "example.com".into(),
         client_timestamp: Some(now.to_string()),
+        page_id: None,
     }
 }
 
@@ -402,13 +472,14 @@ fn error_kind(e: &ServiceError) -> &'static str {
 /// What the store holds for a visitor, in the model's terms.
 fn stored(tippen: &Tippen, site: &SiteId, v: &str) -> Option<MVisitor> {
     let record = block(tippen.store().visitor(site, v)).unwrap()?.value;
+    let beacon = record.left_tabs.iter().map(|l| l.at.as_millis()).max();
     let presence = match record.tabs.last() {
         Some(tab) => Presence::Tab {
             last_seen: tab.last_seen.as_millis(),
+            left_at: tab.left_at.map(Timestamp::as_millis),
+            beacon,
         },
-        None => Presence::Tombstone {
-            left_at: record.left_tabs.iter().map(|l| l.at.as_millis()).max()?,
-        },
+        None => Presence::Tombstone { left_at: beacon? },
     };
     let invite = record.invite.map(|i| MInvite {
         id: i.invite_id,
@@ -763,6 +834,31 @@ fn two_visitors_may_hold_the_same_invite_id() {
         Op::Advance(59_999),
         Op::Send { visitor: 0, id: 3 },
         Op::Advance(1),
+        Op::Sweep,
+    ])
+    .unwrap();
+}
+
+#[test]
+fn a_reload_within_the_leave_linger_keeps_the_open_invite() {
+    run(vec![
+        Op::Track { visitor: 0 },
+        Op::Send { visitor: 0, id: 0 },
+        Op::Leave { visitor: 0 },
+        Op::Advance(linger() as u64 - 1),
+        Op::Sweep,
+        Op::Track { visitor: 0 },
+        Op::Advance(linger() as u64),
+        Op::Sweep,
+        Op::Event {
+            visitor: 0,
+            id: 0,
+            event: InviteEvent::Seen,
+        },
+        Op::Leave { visitor: 0 },
+        Op::Advance(linger() as u64),
+        Op::Sweep,
+        Op::Advance(quiet() as u64),
         Op::Sweep,
     ])
     .unwrap();

@@ -338,7 +338,18 @@ fn the_visitor_leaving_ends_its_invite_with_visitor_left() {
         r#"{"visitorId":"v1","tabId":"t"}"#,
     );
     assert_eq!(left.response.as_ref().unwrap().status(), 200);
-    let m = broadcasts(&left);
+    assert!(
+        broadcasts(&left).is_empty(),
+        "the tab is held for the leave linger"
+    );
+    h.clock
+        .advance(tippen_core::PresenceConfig::default().leave_linger);
+    let out = block(h.tippen.sweep(&SiteId::from("a"))).unwrap();
+    let m: Vec<Value> = out
+        .messages
+        .iter()
+        .map(|m| serde_json::from_str(&m.to_json()).unwrap())
+        .collect();
     assert_eq!(m.len(), 2, "{m:?}");
     assert_eq!(m[0]["type"], "VISITOR_REMOVED");
     assert_eq!(m[0]["reason"], "left");

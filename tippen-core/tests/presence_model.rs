@@ -4,15 +4,20 @@
 //! and sweeps across several visitors and tabs run against the real service (memory store,
 //! manual clock) and a tiny reference model. Checked after every step:
 //!
-//! - a visitor is listed iff some tab is within its grace (model);
+//! - a visitor is listed iff some tab is within its grace and, after an exit beacon, within
+//!   the leave linger (model);
 //! - dashboard messages are consistent: `new_visitor` only for a visitor not shown, other
-//!   updates and removals only for a shown one, removal reasons right (`left` for a beacon that
-//!   closed the last live tab, `inactive` otherwise), sequence numbers consecutive;
+//!   updates and removals only for a shown one whose tabs have all expired (an exit beacon
+//!   removes nothing at once), removal reasons right (`left` when the last tab to expire had
+//!   sent its beacon, `inactive` otherwise), sequence numbers consecutive, `pageViews` the
+//!   visit's page views (a reload within the linger keeps counting);
 //! - after a sweep, exactly the live visitors are shown (each removal fired, and only once);
 //! - `next_deadline()` is never later than the earliest real expiry, and after a sweep never
 //!   in the past;
 //! - a heartbeat or visibility event from a tab that sent its exit beacon less than the
-//!   departure quiet period ago changes nothing (it was in flight when the tab closed).
+//!   departure quiet period ago changes nothing (it was in flight when the tab closed);
+//! - a reload (beacon, then the same tab's page view after a gap) within the linger neither
+//!   removes the visitor nor restarts its visit.
 
 mod common;
 
@@ -38,6 +43,13 @@ enum Op {
     },
     Advance(u64),
     Sweep,
+    /// A reload, back/forward or bfcache restore: the tab's beacon, `gap` ms, then its page
+    /// view (run as those three steps).
+    Reload {
+        visitor: u8,
+        tab: u8,
+        gap: u64,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {
@@ -65,19 +77,49 @@ fn op() -> impl Strategy<Value = Op> {
         Just(QUIET_MS as u64),
         5_000u64..15_000,
         280_000u64..320_000,
+        Just(LINGER_MS),
+        Just(LINGER_MS - 1),
     ]
     .prop_map(Op::Advance);
-    prop_oneof![4 => ping, 1 => leave, 3 => advance, 2 => Just(Op::Sweep)]
+    let reload = (
+        0u8..3,
+        0u8..3,
+        prop_oneof![0u64..LINGER_MS, Just(LINGER_MS - 1), Just(LINGER_MS)],
+    )
+        .prop_map(|(visitor, tab, gap)| Op::Reload { visitor, tab, gap });
+    prop_oneof![4 => ping, 1 => leave, 3 => advance, 2 => Just(Op::Sweep), 1 => reload]
 }
 
 const VISIBLE_MS: u64 = 60_000;
 const QUIET_MS: i64 = 10_000;
 const HIDDEN_MS: u64 = 300_000;
+const LINGER_MS: u64 = 2_000;
+
+/// One tab as the model sees it.
+#[derive(Clone, Copy, Debug)]
+struct TabM {
+    /// Last event (ms).
+    seen: i64,
+    hidden: bool,
+    /// When its exit beacon arrived, since its last event.
+    left: Option<i64>,
+}
+
+impl TabM {
+    fn expiry(self) -> i64 {
+        let grace = if self.hidden { HIDDEN_MS } else { VISIBLE_MS } as i64;
+        let expiry = self.seen + grace;
+        self.left
+            .map_or(expiry, |at| expiry.min(at + LINGER_MS as i64))
+    }
+}
 
 #[derive(Default)]
 struct Model {
-    /// visitor → tab → (last seen ms, hidden)
-    tabs: BTreeMap<String, BTreeMap<String, (i64, bool)>>,
+    /// visitor → tab → its state (every tab of the current visit, expired ones too)
+    tabs: BTreeMap<String, BTreeMap<String, TabM>>,
+    /// visitor → page views of its current visit
+    page_views: BTreeMap<String, u64>,
     /// (visitor, tab) → when its exit beacon arrived.
     departed: BTreeMap<(String, String), i64>,
     /// Visitors the dashboard currently shows.
@@ -86,9 +128,27 @@ struct Model {
 }
 
 impl Model {
-    fn tab_alive(now: i64, (seen, hidden): (i64, bool)) -> bool {
-        let grace = if hidden { HIDDEN_MS } else { VISIBLE_MS } as i64;
-        now < seen + grace
+    fn tab_alive(now: i64, tab: TabM) -> bool {
+        now < tab.expiry()
+    }
+
+    /// Why `v` is gone once all its tabs have expired: `left` when the last to expire had sent
+    /// its beacon.
+    fn removal_reason(&self, v: &str) -> &'static str {
+        let tabs: Vec<TabM> = self
+            .tabs
+            .get(v)
+            .map(|t| t.values().copied().collect())
+            .unwrap_or_default();
+        let last = tabs.iter().map(|t| t.expiry()).max();
+        if tabs
+            .iter()
+            .any(|t| t.left.is_some() && Some(t.expiry()) == last)
+        {
+            "left"
+        } else {
+            "inactive"
+        }
     }
 
     fn alive_tabs(&self, v: &str, now: i64) -> Vec<String> {
@@ -116,17 +176,15 @@ impl Model {
             .values()
             .flat_map(|t| t.values())
             .filter(|s| Self::tab_alive(now, **s))
-            .map(|(seen, hidden)| seen + if *hidden { HIDDEN_MS } else { VISIBLE_MS } as i64)
+            .map(|t| t.expiry())
             .min()
     }
 
-    /// Applies the messages of one step; `expected_left` is the visitor whose removal must say
-    /// `left`.
+    /// Applies the messages of one step.
     fn observe(
         &mut self,
         broadcasts: &[tippen_core::Broadcast],
         now: i64,
-        expected_left: Option<&str>,
     ) -> Result<(), TestCaseError> {
         for b in broadcasts {
             let m: Value = serde_json::from_str(b).unwrap();
@@ -155,6 +213,12 @@ impl Model {
                     );
                     let tabs = m["visitor"]["tabs"].as_array().unwrap().len();
                     prop_assert_eq!(tabs, self.alive_tabs(&v, now).len(), "tabs shown: {}", b);
+                    prop_assert_eq!(
+                        m["visitor"]["pageViews"].as_u64(),
+                        self.page_views.get(&v).copied(),
+                        "page views of the visit: {}",
+                        b
+                    );
                 }
                 "VISITOR_REMOVED" => {
                     let v = m["visitorId"].as_str().unwrap().to_owned();
@@ -163,18 +227,12 @@ impl Model {
                         "removal of a visitor not shown: {}",
                         b
                     );
-                    let reason = if expected_left == Some(v.as_str()) {
-                        "left"
-                    } else {
-                        "inactive"
-                    };
-                    prop_assert_eq!(m["reason"].as_str(), Some(reason), "{}", b);
-                    if reason == "inactive" {
-                        prop_assert!(
-                            self.alive_tabs(&v, now).is_empty(),
-                            "inactive removal of a live visitor"
-                        );
-                    }
+                    prop_assert_eq!(m["reason"].as_str(), Some(self.removal_reason(&v)), "{}", b);
+                    prop_assert!(
+                        self.alive_tabs(&v, now).is_empty(),
+                        "removal of a live visitor (a tab within its grace or its linger): {}",
+                        b
+                    );
                 }
                 other => prop_assert!(false, "unexpected message {}", other),
             }
@@ -187,6 +245,22 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
     let h = harness_with(Config::default());
     let site = SiteId::from("a");
     let mut model = Model::default();
+    let ops = ops.into_iter().flat_map(|op| match op {
+        Op::Reload { visitor, tab, gap } => vec![
+            Op::Leave {
+                visitor,
+                tab: Some(tab),
+            },
+            Op::Advance(gap),
+            Op::Ping {
+                visitor,
+                tab,
+                kind: "pageview",
+                hidden: false,
+            },
+        ],
+        op => vec![op],
+    });
     for op in ops {
         let now = h.clock.now().as_millis();
         match op {
@@ -230,16 +304,21 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     removals == 0 || restarts,
                     "a removal before a ping to a live visitor"
                 );
-                model.observe(&r.broadcasts[..removals], now, None)?;
+                model.observe(&r.broadcasts[..removals], now)?;
                 if restarts {
                     model.tabs.remove(&v);
+                    model.page_views.insert(v.clone(), 0);
                 }
-                model
-                    .tabs
-                    .entry(v.clone())
-                    .or_default()
-                    .insert(t, (now, hidden));
-                model.observe(&r.broadcasts[removals..], now, None)?;
+                if kind == "pageview" {
+                    *model.page_views.entry(v.clone()).or_default() += 1;
+                }
+                let tab = TabM {
+                    seen: now,
+                    hidden,
+                    left: None,
+                };
+                model.tabs.entry(v.clone()).or_default().insert(t, tab);
+                model.observe(&r.broadcasts[removals..], now)?;
                 prop_assert!(model.shown.contains(&v));
             }
             Op::Leave { visitor, tab } => {
@@ -251,29 +330,26 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                 let alive = model.alive_tabs(&v, now);
                 let r = h.send("POST", "/track/leave?apiKey=pk_a", &[], body);
                 prop_assert_eq!(r.response.as_ref().unwrap().status(), 200);
-                let closes_last = match tab {
-                    Some(t) => alive == [format!("t{t}")],
-                    None => !alive.is_empty(),
-                };
                 let departed: Vec<String> = match tab {
                     Some(t) if !alive.is_empty() => vec![format!("t{t}")],
                     None => alive.clone(),
                     _ => Vec::new(),
                 };
+                if let Some(tabs) = model.tabs.get_mut(&v) {
+                    // Held for the linger (a second beacon does not extend it).
+                    for t in &departed {
+                        if let Some(tab) = tabs.get_mut(t).filter(|t| Model::tab_alive(now, **t)) {
+                            tab.left.get_or_insert(now);
+                        }
+                    }
+                }
                 for t in departed {
                     model.departed.insert((v.clone(), t), now);
                 }
-                if let Some(tabs) = model.tabs.get_mut(&v) {
-                    match tab {
-                        Some(t) => {
-                            tabs.remove(&format!("t{t}"));
-                        }
-                        None => tabs.clear(),
-                    }
-                }
-                model.observe(&r.broadcasts, now, closes_last.then_some(v.as_str()))?;
+                model.observe(&r.broadcasts, now)?;
             }
             Op::Advance(ms) => h.clock.advance(Duration::from_millis(ms)),
+            Op::Reload { .. } => unreachable!("expanded above"),
             Op::Sweep => {
                 let out = block(h.tippen.sweep(&site)).unwrap();
                 let texts: Vec<_> = out
@@ -281,7 +357,7 @@ fn run(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     .iter()
                     .map(tippen_core::Broadcast::new)
                     .collect();
-                model.observe(&texts, now, None)?;
+                model.observe(&texts, now)?;
                 prop_assert_eq!(
                     &model.shown,
                     &model.listed(now),
@@ -480,4 +556,93 @@ fn regression_a_late_heartbeat_after_the_last_tab_left_does_not_resurrect() {
         Op::Sweep,
     ])
     .unwrap();
+}
+
+#[test]
+fn a_reload_within_the_linger_keeps_the_visit_and_its_page_views() {
+    let h = harness_with(Config::default());
+    let body = |kind: &str| {
+        format!(
+            r#"{{"event":"{kind}","visitor":{{"visitorId":"v","tabId":"t","url":"https://e.example/"}}}}"#
+        )
+    };
+    assert_eq!(h.track("pk_a", &body("pageview")).broadcasts.len(), 1);
+    let left = h.send(
+        "POST",
+        "/track/leave?apiKey=pk_a",
+        &[],
+        r#"{"visitorId":"v","tabId":"t"}"#.to_owned(),
+    );
+    assert!(
+        left.broadcasts.is_empty(),
+        "the beacon removes nothing at once"
+    );
+    h.clock.advance(Duration::from_millis(LINGER_MS - 1));
+    let reloaded = h.track("pk_a", &body("pageview"));
+    let texts: Vec<&str> = reloaded.broadcasts.iter().map(|b| &*b.text).collect();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(
+        texts[0].contains(r#""event":"pageview""#) && texts[0].contains(r#""pageViews":2"#),
+        "{}",
+        texts[0]
+    );
+    h.clock.advance(Duration::from_millis(LINGER_MS));
+    let swept = block(h.tippen.sweep(&SiteId::from("a"))).unwrap();
+    assert!(swept.messages.is_empty(), "{:?}", swept.messages);
+}
+
+#[test]
+fn a_close_removes_the_visitor_with_reason_left_when_the_linger_ends() {
+    run(vec![
+        Op::Ping {
+            visitor: 0,
+            tab: 0,
+            kind: "pageview",
+            hidden: false,
+        },
+        Op::Leave {
+            visitor: 0,
+            tab: Some(0),
+        },
+        Op::Advance(LINGER_MS - 1),
+        Op::Sweep,
+        Op::Advance(1),
+        Op::Sweep,
+        Op::Reload {
+            visitor: 1,
+            tab: 0,
+            gap: LINGER_MS,
+        },
+    ])
+    .unwrap();
+    let h = harness_with(Config::default());
+    h.track(
+        "pk_a",
+        r#"{"event":"pageview","visitor":{"visitorId":"v","tabId":"t"}}"#,
+    );
+    h.send(
+        "POST",
+        "/track/leave?apiKey=pk_a",
+        &[],
+        r#"{"visitorId":"v","tabId":"t"}"#.to_owned(),
+    );
+    let site = SiteId::from("a");
+    let linger_end = h.clock.now().as_millis() + LINGER_MS as i64;
+    assert_eq!(
+        block(h.tippen.next_deadline(&site))
+            .unwrap()
+            .map(Timestamp::as_millis),
+        Some(linger_end),
+        "the beacon arms the linger's end"
+    );
+    h.clock.advance(Duration::from_millis(LINGER_MS));
+    let swept = block(h.tippen.sweep(&site)).unwrap();
+    assert_eq!(swept.messages.len(), 1);
+    assert!(
+        swept.messages[0]
+            .to_json()
+            .contains(r#""type":"VISITOR_REMOVED","visitorId":"v","reason":"left""#),
+        "{}",
+        swept.messages[0].to_json()
+    );
 }

@@ -65,6 +65,11 @@ pub struct LambdaConfig {
     /// the lookups the core asks for to it in an asynchronous invocation
     /// ([`crate::enrich`]). None: no enrichment; visitors keep the fallback company.
     pub enrich_function: Option<String>,
+    /// `TIPPEN_SWEEP_FUNCTION`: the scheduled function (name or ARN). A deadline due sooner
+    /// than the scheduled run would notice it (a tab's leave linger, 2 s) makes the HTTP
+    /// function invoke it asynchronously for that site, so a closed tab reaches dashboards when
+    /// its linger ends rather than at the next run. Unset: only the scheduled runs sweep.
+    pub sweep_function: Option<String>,
     /// `TIPPEN_ENRICHMENT_PROVIDER` (`ipinfo|ipinfo_lite|enrich_so|people_data_labs`),
     /// `TIPPEN_ENRICHMENT_API_KEY`, optionally `TIPPEN_ENRICHMENT_BASE_URL`: the provider the
     /// enrichment function calls (the reference server's and the Worker's names; checked by
@@ -113,6 +118,7 @@ impl LambdaConfig {
             outbound_timeout: millis("TIPPEN_OUTBOUND_TIMEOUT_MS", Duration::from_secs(5))?,
             slack_budget: millis("TIPPEN_SLACK_BUDGET_MS", Duration::from_secs(4))?,
             enrich_function: var("TIPPEN_ENRICH_FUNCTION").map(|s| s.value),
+            sweep_function: var("TIPPEN_SWEEP_FUNCTION").map(|s| s.value),
             enrichment: shared.enrichment,
             enrich_budget: millis("TIPPEN_ENRICH_BUDGET_MS", Duration::from_secs(20))?,
         })

@@ -73,7 +73,19 @@ pub struct LambdaHost {
     /// function; None without `TIPPEN_ENRICHMENT_PROVIDER`).
     #[cfg(feature = "enrich")]
     enrichment: Option<Arc<Enrichment>>,
+    /// Per site, the end of the window of the last sweep invocation this instance asked for
+    /// ([`LambdaHost::arm`]): a deadline within it needs no other.
+    sweeps_asked: Arc<std::sync::Mutex<std::collections::HashMap<SiteId, Timestamp>>>,
 }
+
+/// How long past the deadline an asked-for sweep invocation stays (more deadlines of the site
+/// falling due meanwhile are swept by it too).
+const ASKED_SWEEP_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// A write's deadline this much past the leave linger still counts as an exit beacon's (the
+/// request's own latency); a later one (a tab's grace, seconds to minutes) is left to the
+/// scheduled runs, or every tracking call would invoke the sweep function.
+const LINGER_SLACK: std::time::Duration = std::time::Duration::from_millis(250);
 
 /// The site ids as read at an instant.
 type CachedSiteIds = (std::time::Instant, Vec<SiteId>);
@@ -157,6 +169,7 @@ impl LambdaHost {
             outbound,
             #[cfg(feature = "enrich")]
             enrichment,
+            sweeps_asked: Arc::default(),
         }
     }
 
@@ -249,12 +262,23 @@ impl LambdaHost {
     /// graces longer than the window, none falls within it). Returns how many messages were
     /// sent.
     pub async fn sweep_all(&self, window: std::time::Duration) -> Result<usize, HostError> {
+        let sites = self.site_ids().await?;
+        self.sweep_sites(sites, window).await
+    }
+
+    /// The deadline work of `sites` only, as [`sweep_all`](Self::sweep_all) does it for every
+    /// site (an invocation asked for by [`arm`](HostIo::arm) for one site's near deadline).
+    pub async fn sweep_sites(
+        &self,
+        sites: Vec<SiteId>,
+        window: std::time::Duration,
+    ) -> Result<usize, HostError> {
         let until = self.tippen.now().plus(window);
         let mut notices = Vec::new();
         let mut sent = 0;
         let mut waiting = Vec::new();
         let mut first_pass = Ok(());
-        for site in self.site_ids().await? {
+        for site in sites {
             match self.sweep_site(&site, &mut notices).await {
                 Ok((n, next)) => {
                     sent += n;
@@ -359,9 +383,48 @@ impl HostIo for LambdaHost {
             .await
     }
 
-    /// Nothing to arm: the core's writes keep each site's deadline in DynamoDB, where the
-    /// scheduled function ([`LambdaHost::sweep_all`]) reads it.
-    async fn arm(&self, _site: &SiteId, _deadline: Deadline) {}
+    /// The core's writes keep each site's deadline in DynamoDB, where the scheduled function
+    /// ([`LambdaHost::sweep_all`]) reads it. A write's deadline due within the leave linger —
+    /// an exit beacon's, which the scheduled run would notice up to a minute late — also asks
+    /// the scheduled function (`TIPPEN_SWEEP_FUNCTION`, asynchronous Invoke) to sweep that site
+    /// when it falls due; once per window per instance.
+    async fn arm(&self, site: &SiteId, deadline: Deadline) {
+        let (Some(function), Deadline::AtMost(at)) = (&self.config.sweep_function, deadline) else {
+            return;
+        };
+        let now = self.tippen.now();
+        let soon = self.tippen.config().presence.leave_linger + LINGER_SLACK;
+        if at > now.plus(soon) {
+            return;
+        }
+        let until = at.max(now).plus(ASKED_SWEEP_SLACK);
+        {
+            let mut asked = self.sweeps_asked.lock().unwrap_or_else(|e| e.into_inner());
+            if asked.get(site).is_some_and(|end| at <= *end && now < *end) {
+                return;
+            }
+            asked.insert(site.clone(), until);
+        }
+        let event = serde_json::json!({
+            "windowMs": until.since(now).as_millis() as u64,
+            "sites": [site.as_str()],
+        });
+        let sent = self
+            .lambda
+            .invoke()
+            .function_name(function)
+            .invocation_type(aws_sdk_lambda::types::InvocationType::Event)
+            .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
+            .send()
+            .await;
+        if let Err(e) = sent {
+            tracing::warn!(site = %site, error = ?e, "could not invoke the sweep function; the next scheduled run sweeps");
+            self.sweeps_asked
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(site);
+        }
+    }
 
     async fn start_lookups(&self, lookups: Vec<LookupRequest>) {
         self.hand_off_lookups(lookups).await;

@@ -28,7 +28,7 @@
 //!
 //! State lives in one DynamoDB table ([`store`]) written with conditional writes on a version
 //! attribute, so concurrent invocations never lose an update. `template.yaml` in
-//! `examples/lambda` deploys it all; the crate's README section explains local runs.
+//! `examples/lambda` deploys it all; `docs/lambda.md` explains it and the local runs.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]

@@ -6,7 +6,11 @@
 //! The event may carry `{"windowMs": n}` (the rule's input in `template.yaml`): the invocation
 //! then also handles the deadlines due within `n` ms ([`LambdaHost::sweep_all`]), so a
 //! visitor's removal reaches dashboards about when its grace ends rather than up to a minute
-//! later. Any other event (EventBridge's own, `{}`) is one pass.
+//! later. Any other event (EventBridge's own, `{}`) is one pass. With `{"sites": ["a", …]}`
+//! only those sites are swept: the HTTP function asks so for a deadline due sooner than the
+//! next scheduled run (a closed tab's leave linger).
+
+use tippen_core::SiteId;
 
 use std::time::Duration;
 
@@ -37,6 +41,20 @@ pub fn window(event: &Value) -> Result<Duration, String> {
     }
 }
 
+/// The sites an event names (`sites`, an array of site ids); `None`: every site.
+pub fn sites(event: &Value) -> Result<Option<Vec<SiteId>>, String> {
+    match event.get("sites") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(ids)) => ids
+            .iter()
+            .map(|id| id.as_str().map(SiteId::from))
+            .collect::<Option<Vec<_>>>()
+            .map(Some)
+            .ok_or_else(|| "sites must be an array of site ids".to_owned()),
+        Some(other) => Err(format!("sites must be an array of site ids, not {other}")),
+    }
+}
+
 /// Runs the scheduled function until the Lambda runtime stops it.
 pub async fn run(host: LambdaHost) -> Result<(), HostError> {
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| {
@@ -44,10 +62,12 @@ pub async fn run(host: LambdaHost) -> Result<(), HostError> {
         // Boxed: keeps the runtime's future type shallow (and the binary's layout queries).
         Box::pin(async move {
             let window = window(&event.payload).map_err(lambda_runtime::Error::from)?;
-            let sent = host
-                .sweep_all(window)
-                .await
-                .map_err(lambda_runtime::Error::from)?;
+            let sites = sites(&event.payload).map_err(lambda_runtime::Error::from)?;
+            let sent = match sites {
+                Some(sites) => host.sweep_sites(sites, window).await,
+                None => host.sweep_all(window).await,
+            }
+            .map_err(lambda_runtime::Error::from)?;
             Ok::<_, lambda_runtime::Error>(json!({ "messages": sent }))
         })
     }))
@@ -71,6 +91,13 @@ mod tests {
             window(&json!({"windowMs": 50000})),
             Ok(Duration::from_millis(50000))
         );
+        assert_eq!(sites(&json!({"windowMs": 3000})), Ok(None));
+        assert_eq!(
+            sites(&json!({"windowMs": 3000, "sites": ["a", "b"]})),
+            Ok(Some(vec![SiteId::from("a"), SiteId::from("b")]))
+        );
+        assert!(sites(&json!({"sites": "a"})).is_err());
+        assert!(sites(&json!({"sites": [1]})).is_err());
         for bad in [json!(-1), json!(1.5), json!("50000"), json!(600_001)] {
             let err = window(&json!({ "windowMs": bad })).expect_err("refused");
             assert!(err.contains("windowMs"), "{err}");

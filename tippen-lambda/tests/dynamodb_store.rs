@@ -64,6 +64,7 @@ async fn many_tasks_updating_one_visitor_lose_no_update() {
                     user_agent: None,
                     website: "example.com".to_owned(),
                     client_timestamp: None,
+                    page_id: None,
                 };
                 tippen
                     .track(&site, "hot", &ping, None)

@@ -202,6 +202,9 @@ pub struct PresenceSection {
     pub visible_grace_ms: Option<u64>,
     /// How long a hidden tab stays live after its last event (default 300000).
     pub hidden_grace_ms: Option<u64>,
+    /// How long a tab that sent its exit beacon is held, so a reload keeps the visitor
+    /// (default 2000; 0 drops it at once).
+    pub leave_linger_ms: Option<u64>,
 }
 
 /// `[[sites]]`: one site.
@@ -331,6 +334,7 @@ impl FileConfig {
             names::HEARTBEAT_MS => number("presence.heartbeat_ms", p.heartbeat_ms),
             names::VISIBLE_GRACE_MS => number("presence.visible_grace_ms", p.visible_grace_ms),
             names::HIDDEN_GRACE_MS => number("presence.hidden_grace_ms", p.hidden_grace_ms),
+            names::LEAVE_LINGER_MS => number("presence.leave_linger_ms", p.leave_linger_ms),
             names::INVITE_TTL_MS => number("invites.ttl_ms", i.ttl_ms),
             names::VIDEO_PROVIDER_URL => text("invites.video_provider_url", &i.video_provider_url),
             names::PUBLIC_URL => text("public_url", &self.public_url),

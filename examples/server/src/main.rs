@@ -33,8 +33,8 @@
 //! base URL, for the link back to the dashboard in each message.
 //!
 //! Timings can also be overridden (for tests) with `TIPPEN_HEARTBEAT_MS`,
-//! `TIPPEN_VISIBLE_GRACE_MS`, `TIPPEN_HIDDEN_GRACE_MS` and `TIPPEN_INVITE_TTL_MS`
-//! (milliseconds), the video provider with `TIPPEN_VIDEO_PROVIDER_URL`, and each `[support]`
+//! `TIPPEN_VISIBLE_GRACE_MS`, `TIPPEN_HIDDEN_GRACE_MS`, `TIPPEN_LEAVE_LINGER_MS` and
+//! `TIPPEN_INVITE_TTL_MS` (milliseconds), the video provider with `TIPPEN_VIDEO_PROVIDER_URL`, and each `[support]`
 //! key with `TIPPEN_SUPPORT_<KEY>` (tiers: `all`, `none` or a comma-separated list): the names
 //! and checks every host shares (`tippen_core::settings`). Logs go to stderr, filtered by
 //! `RUST_LOG` (default `info`).
@@ -58,6 +58,7 @@
 //! heartbeat_ms = 30000
 //! visible_grace_ms = 60000
 //! hidden_grace_ms = 300000
+//! leave_linger_ms = 2000     # a tab that sent its exit beacon is held this long
 //!
 //! [enrichment]               # IP → company; absent: fallbacks only
 //! provider = "ipinfo"        # ipinfo | ipinfo_lite | enrich_so | people_data_labs

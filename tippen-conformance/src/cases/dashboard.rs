@@ -291,9 +291,20 @@ pub(super) async fn dashboard_sequence_is_exact(t: &Target) -> Result<(), Failur
         ));
     }
 
+    // Tab t1 reports again first (a heartbeat that changes nothing, so nothing is broadcast):
+    // with the suite's short graces it must not expire while t2's leave linger runs.
+    track_ok(
+        &http,
+        key,
+        "heartbeat",
+        &id,
+        "https://other.test/b",
+        json!({"tabId": "t1"}),
+    )
+    .await?;
     leave_ok(&http, key, &id, Some("t2")).await?;
     dash.note(format!("POST /track/leave (other site) {id} tab t2"));
-    dash.wait_for("VISITOR_UPDATE tab_closed", PROMPT, |m| {
+    dash.wait_for("VISITOR_UPDATE tab_closed", t.leave_linger + PROMPT, |m| {
         is_update(m, &id, "tab_closed")
     })
     .await?;
@@ -316,7 +327,9 @@ pub(super) async fn dashboard_sequence_is_exact(t: &Target) -> Result<(), Failur
         "POST /track/leave (other site) {id} tab t1, its last"
     ));
     let (removed, _) = dash
-        .wait_for("VISITOR_REMOVED", PROMPT, |m| is_removal(m, &id))
+        .wait_for("VISITOR_REMOVED", t.leave_linger + PROMPT, |m| {
+            is_removal(m, &id)
+        })
         .await?;
     if removed.get("reason") != Some(&json!("left")) {
         return Err(dash.mismatch("VISITOR_REMOVED with reason `left`", &removed));

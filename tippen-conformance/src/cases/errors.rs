@@ -620,6 +620,47 @@ fn acceptable_non_error(answer: &Answer) -> Result<(), Failure> {
     Ok(())
 }
 
+/// The served dashboard and tracker are told where the host's sockets are: the URLs the suite
+/// was given (`TIPPEN_DASHBOARD_WS_URL`, `TIPPEN_VISITOR_WS_URL`) when they are elsewhere, none
+/// when they are beside the HTTP routes.
+pub(super) async fn served_pages_are_told_where_the_sockets_are(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let escape = |url: &str| {
+        url.replace('&', "&amp;")
+            .replace('"', "&quot;")
+            .replace('<', "&lt;")
+    };
+    // A host whose sockets are not beside its HTTP routes (the suite was told where they are)
+    // names them in the pages it serves; any other names none (the pages look beside them).
+    let dashboard_meta = format!(
+        r#"<meta name="tippen-dashboard-ws-url" content="{}">"#,
+        t.dashboard_ws_url
+            .as_deref()
+            .map(escape)
+            .unwrap_or_default()
+    );
+    let tracker_line = match &t.visitor_ws_url {
+        Some(url) => format!(
+            "var SERVED_VISITOR_WS_URL = {};",
+            serde_json::to_string(url).unwrap_or_default()
+        ),
+        None => "var SERVED_VISITOR_WS_URL = '';".to_owned(),
+    };
+    for (path, want) in [
+        ("/dashboard", dashboard_meta),
+        ("/tippen-tracker.js", tracker_line),
+    ] {
+        let answer = http.send(Req::get(path)).await?;
+        answer.expect_status(200)?;
+        if !String::from_utf8_lossy(&answer.body).contains(&want) {
+            return Err(answer.fail(format!(
+                "HTTP 200 whose body contains {want:?} (where the host's sockets are)"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The tracker script, the dashboard page and the demo page are served.
 pub(super) async fn static_pages_are_served(t: &Target) -> Result<(), Failure> {
     let http = Http::new(t)?;

@@ -116,7 +116,8 @@ pub(super) async fn invite_for_absent_visitor_is_404(t: &Target) -> Result<(), F
         json!({}),
     )
     .await?;
-    leave_ok(&http, &t.public_key, &gone, None).await?;
+    let left = leave_ok(&http, &t.public_key, &gone, None).await?;
+    super::gone_after_leave(&http, t, &t.secret_key, &gone, left).await?;
     for id in [unique_id("never"), gone] {
         http.send(
             Req::post("/api/send-video-invite")
@@ -322,7 +323,9 @@ pub(super) async fn invite_conflicts_retries_cancel_and_visitor_left(
     leave_ok(&http, &t.public_key, &id, None).await?;
     dashboard.note(format!("POST /track/leave {id} with {second} open"));
     let (removed, _) = dashboard
-        .wait_for_any_order("VISITOR_REMOVED", PROMPT, |m| is_removal(m, &id))
+        .wait_for_any_order("VISITOR_REMOVED", t.leave_linger + PROMPT, |m| {
+            is_removal(m, &id)
+        })
         .await?;
     let (left, _) = dashboard
         .wait_for_any_order("VIDEO_INVITE_UPDATE visitor_left", PROMPT, |m| {

@@ -80,6 +80,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(abuse::over_long_keys_and_ids_are_refused),
         case!(abuse::over_long_dashboard_frames_get_an_error),
         case!(abuse::guest_urls_must_be_https),
+        case!(errors::served_pages_are_told_where_the_sockets_are),
         // CORS.
         case!(cors::preflight_is_answered),
         case!(cors::every_response_allows_any_origin),
@@ -101,6 +102,8 @@ pub(crate) fn all() -> Vec<Case> {
         case!(tabs::leaving_one_tab_keeps_the_visitor),
         case!(tabs::leave_beacon_works_without_headers),
         case!(tabs::leave_variants),
+        case!(tabs::a_return_within_the_leave_linger_keeps_the_visitor),
+        case!(tabs::a_leave_removes_the_visitor_when_the_linger_ends),
         // Expiry.
         case!(expiry::silent_visitor_expires_after_visible_grace),
         case!(expiry::heartbeats_keep_visitor_alive),
@@ -195,6 +198,35 @@ pub(crate) async fn leave_ok(
     let answered = Instant::now();
     answer.expect_json(200, &json!({"success": true}))?;
     Ok(Sent { at, answered })
+}
+
+/// Waits until `visitor_id`, whose last tab sent its exit beacon (`left`), is no longer
+/// listed by `GET /api/visitors` with `key`: when the leave linger ends (polled; within
+/// [`LATE`] after it).
+pub(crate) async fn gone_after_leave(
+    http: &Http,
+    t: &crate::Target,
+    key: &str,
+    visitor_id: &str,
+    left: Sent,
+) -> Result<(), Failure> {
+    let give_up = left.answered + t.leave_linger + LATE;
+    loop {
+        let (visitors, answer) = list_visitors(http, key).await?;
+        if crate::wire::count_visitor(&visitors, visitor_id) == 0 {
+            return Ok(());
+        }
+        if Instant::now() >= give_up {
+            return Err(answer.fail(format!(
+                "{visitor_id} not listed within {} ms of its exit beacon (the leave linger, {} ms, \
+                 and {} ms)",
+                (give_up - left.at).as_millis(),
+                t.leave_linger.as_millis(),
+                LATE.as_millis()
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 /// `GET /api/visitors` with `key`: checks `200 {"visitors":[...],"seq":n}` and returns the

@@ -147,3 +147,9 @@ pub(super) fn check_id(what: &str, id: &str, max: usize) -> Result<(), ApiError>
     }
     Ok(())
 }
+
+/// A tracker's page id as kept: none when absent, empty or longer than `max` bytes (it only
+/// orders an exit beacon against page views, so a bad one is dropped rather than refused).
+pub(super) fn page_id(id: Option<String>, max: usize) -> Option<String> {
+    id.filter(|p| !p.is_empty() && p.len() <= max)
+}

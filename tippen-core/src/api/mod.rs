@@ -118,6 +118,7 @@ enum Op {
     Leave {
         visitor_id: String,
         tab_id: Option<String>,
+        page_id: Option<String>,
     },
     ListVisitors,
     Stats,
@@ -340,7 +341,10 @@ impl Tippen {
                 done(with_common_headers(r))
             }
             #[cfg(feature = "assets")]
-            Route::Asset(asset) => done(static_response(asset.content_type, asset.body)),
+            Route::Asset(asset) => done(static_response(
+                asset.content_type,
+                asset.body_for(&self.config().sockets),
+            )),
             Route::SupportUsers => {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 call(site, Op::SupportUsers)
@@ -405,6 +409,7 @@ impl Tippen {
                             Op::Leave {
                                 visitor_id: req.visitor.visitor_id,
                                 tab_id: req.visitor.tab_id,
+                                page_id: page_id(req.visitor.page_id, limits.max_id_bytes),
                             },
                         );
                     }
@@ -429,6 +434,7 @@ impl Tippen {
                     user_agent: v.user_agent.map(|u| cut(u, 512)),
                     website: cut(req.website.unwrap_or_default(), 253),
                     client_timestamp: v.timestamp.map(|t| cut(t, 64)),
+                    page_id: page_id(v.page_id, limits.max_id_bytes),
                 };
                 call(
                     site,
@@ -453,6 +459,7 @@ impl Tippen {
                     Op::Leave {
                         visitor_id: req.visitor_id,
                         tab_id: req.tab_id,
+                        page_id: page_id(req.page_id, limits.max_id_bytes),
                     },
                 )
             }
@@ -622,8 +629,14 @@ impl Tippen {
                     };
                     (json_response(StatusCode::OK, &body), outcome)
                 }
-                Op::Leave { visitor_id, tab_id } => {
-                    let outcome = self.leave(&site, &visitor_id, tab_id.as_deref()).await?;
+                Op::Leave {
+                    visitor_id,
+                    tab_id,
+                    page_id,
+                } => {
+                    let outcome = self
+                        .leave_page(&site, &visitor_id, tab_id.as_deref(), page_id.as_deref())
+                        .await?;
                     (
                         json_response(StatusCode::OK, &Success { success: true }),
                         outcome,

@@ -155,8 +155,15 @@ pub(super) fn json_response<T: Serialize>(status: StatusCode, body: &T) -> Respo
 }
 
 #[cfg(feature = "assets")]
-pub(super) fn static_response(content_type: &'static str, body: &'static str) -> Response<Bytes> {
-    let mut r = Response::new(Bytes::from_static(body.as_bytes()));
+pub(super) fn static_response(
+    content_type: &'static str,
+    body: std::borrow::Cow<'static, str>,
+) -> Response<Bytes> {
+    let body = match body {
+        std::borrow::Cow::Borrowed(b) => Bytes::from_static(b.as_bytes()),
+        std::borrow::Cow::Owned(b) => Bytes::from(b),
+    };
+    let mut r = Response::new(body);
     r.headers_mut()
         .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     r.headers_mut().insert(

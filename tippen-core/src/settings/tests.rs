@@ -61,6 +61,7 @@ fn a_good_configuration_is_read_whole() {
         ("TIPPEN_VISIBLE_GRACE_MS", "2000"),
         ("TIPPEN_HIDDEN_GRACE_MS", " 5000 "),
         ("TIPPEN_INVITE_TTL_MS", "4000"),
+        ("TIPPEN_LEAVE_LINGER_MS", "500"),
         ("TIPPEN_VIDEO_PROVIDER_URL", " https://video.example/ "),
         ("TIPPEN_SLACK_WEBHOOK_URL", "http://127.0.0.1:8806/hook"),
         ("TIPPEN_PUBLIC_URL", "https://tippen.example"),
@@ -102,6 +103,7 @@ fn a_good_configuration_is_read_whole() {
     assert_eq!(p.visible_grace, Duration::from_secs(2));
     assert_eq!(p.hidden_grace, Duration::from_secs(5));
     assert_eq!(s.config.invites.ttl, Duration::from_secs(4));
+    assert_eq!(p.leave_linger, Duration::from_millis(500));
     assert_eq!(
         s.video_provider_url.as_deref(),
         Some("https://video.example/")
@@ -127,6 +129,60 @@ fn a_good_configuration_is_read_whole() {
     assert!(support.inactivity.applies_to(None));
     assert_eq!(support.error_burst, SupportConfig::default().error_burst);
     assert_eq!(support.retention, SupportConfig::default().retention);
+}
+
+#[test]
+fn the_leave_linger_defaults_to_two_seconds_and_may_be_zero() {
+    let default = read(&[]).unwrap();
+    assert_eq!(default.config.presence.leave_linger, Duration::from_secs(2));
+    let zero = read(&[("TIPPEN_LEAVE_LINGER_MS", "0")]).unwrap();
+    assert_eq!(zero.config.presence.leave_linger, Duration::ZERO);
+    assert_eq!(
+        read(&[("TIPPEN_LEAVE_LINGER_MS", "2s")]).unwrap_err(),
+        SettingsError::NotANumber {
+            name: "TIPPEN_LEAVE_LINGER_MS",
+            value: "2s".into()
+        }
+    );
+}
+
+#[test]
+fn socket_urls_must_be_ws_urls() {
+    let s = read(&[
+        (
+            "TIPPEN_DASHBOARD_WS_URL",
+            "wss://abc.execute-api.us-east-1.amazonaws.com/prod",
+        ),
+        (
+            "TIPPEN_VISITOR_WS_URL",
+            " wss://abc.execute-api.us-east-1.amazonaws.com/prod?role=visitor ",
+        ),
+    ])
+    .unwrap();
+    let sockets = &s.config.sockets;
+    assert_eq!(
+        sockets.dashboard.as_deref(),
+        Some("wss://abc.execute-api.us-east-1.amazonaws.com/prod")
+    );
+    assert_eq!(
+        sockets.visitor.as_deref(),
+        Some("wss://abc.execute-api.us-east-1.amazonaws.com/prod?role=visitor")
+    );
+    assert_eq!(read(&[]).unwrap().config.sockets, Default::default());
+    for bad in [
+        "https://x.example/ws",
+        "ws://",
+        "wss://x.example/\"><script>",
+    ] {
+        assert_eq!(
+            read(&[("TIPPEN_VISITOR_WS_URL", bad)]).unwrap_err(),
+            SettingsError::NotWsUrl {
+                name: "TIPPEN_VISITOR_WS_URL",
+                value: bad.into()
+            },
+            "{bad}"
+        );
+    }
 }
 
 #[test]
