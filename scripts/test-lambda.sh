@@ -19,6 +19,11 @@
 # of the outbound services), 5100 (moto); override with TIPPEN_LAMBDA_PORT,
 # TIPPEN_STANDIN_PORT, TIPPEN_OUTBOUND_PORT, TIPPEN_MOTO_PORT.
 set -euo pipefail
+# Fixed ports: one run at a time on a machine (several checkouts may test at once).
+if [ -z "${TIPPEN_LAMBDA_LOCKED:-}" ] && command -v flock >/dev/null; then
+  export TIPPEN_LAMBDA_LOCKED=1
+  exec flock /tmp/tippen-lambda.lock "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tippen/target}"

@@ -7,6 +7,11 @@
 # Needs chromium and tests/browser's npm packages: scripts/install.sh browser (run here; it
 # does nothing when they are there).
 set -euo pipefail
+# Fixed ports: one run at a time on a machine (several checkouts may test at once).
+if [ -z "${TIPPEN_SUPPORT_LOCKED:-}" ] && command -v flock >/dev/null; then
+  export TIPPEN_SUPPORT_LOCKED=1
+  exec flock /tmp/tippen-support.lock "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tippen/target}"

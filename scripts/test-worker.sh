@@ -21,6 +21,11 @@
 # default 8800, plus): +1..+3 (HTTP), +5 (the conformance runner's stand-ins), +11..+13
 # (inspector).
 set -euo pipefail
+# Fixed ports: one run at a time on a machine (several checkouts may test at once).
+if [ -z "${TIPPEN_WORKER_LOCKED:-}" ] && command -v flock >/dev/null; then
+  export TIPPEN_WORKER_LOCKED=1
+  exec flock /tmp/tippen-worker.lock "$0" "$@"
+fi
 cd "$(dirname "$0")/.."
 root=$(pwd)
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tippen/target}"

@@ -113,6 +113,9 @@ if runs axum; then
 
   step "axum: browser end-to-end (headless Chromium)"
   cargo build -q -p tippen-server
+  # Fixed ports: one browser run at a time on a machine (several checkouts may test at once).
+  exec 9>/tmp/tippen-e2e.lock
+  flock 9
   db_dir=$(mktemp -d)
   port=18787
   TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 TIPPEN_HEARTBEAT_MS=1000 RUST_LOG=warn \
@@ -133,6 +136,7 @@ if runs axum; then
   wait "$server" 2>/dev/null || true
   rm -rf "$db_dir"
   trap - EXIT
+  flock -u 9
 
   step "axum: support triggers end-to-end (headless Chromium, local Slack receiver)"
   scripts/test-support.sh
