@@ -5,7 +5,8 @@
  *           data-tippen-api-key="YOUR_SITE_KEY" async></script>
  *
  * Optional attributes:
- *   data-tippen-endpoint="https://host"  API origin (default: the origin of this script's src)
+ *   data-tippen-endpoint="https://host"  API base URL (default: this script's URL without its
+ *                                        file name, e.g. https://host/tippen)
  *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
  *   data-tippen-debug                    log what the tracker does with console.debug
  *
@@ -60,11 +61,13 @@
     var endpoint = (script.getAttribute('data-tippen-endpoint') || '').trim();
     if (!endpoint) {
       try {
-        endpoint = new URL(script.getAttribute('src') || '', location.href).origin;
+        // This script's URL without its file name: the server's origin, with the path tippen
+        // is mounted under if any (https://app.example/tippen/tippen-tracker.js).
+        endpoint = new URL('.', script.src).href;
       } catch (e) {
         endpoint = '';
       }
-      if (!endpoint || endpoint === 'null') endpoint = location.origin;
+      if (!/^https?:/i.test(endpoint)) endpoint = location.origin;
     }
     endpoint = endpoint.replace(/\/+$/, '');
 
