@@ -13,8 +13,9 @@
 #            provider, Slack and IPinfo —, SQLite store conformance, the restart test), the
 #            embedding example's (examples/embed-axum: tippen under /tippen in an axum app with
 #            its own routes and state, the conformance suite against that prefix), the
-#            browser end-to-end test and the support triggers' end-to-end test in headless
-#            Chromium (scripts/test-support.sh);
+#            browser end-to-end test, the support triggers' end-to-end test
+#            (scripts/test-support.sh) and the embedding example's pages (tests/browser/embed.mjs:
+#            tracker and dashboard under /tippen) in headless Chromium;
 #   worker   the Workers host under wrangler dev (scripts/test-worker.sh);
 #   lambda   the Lambda host under cargo lambda watch with DynamoDB on moto
 #            (scripts/test-lambda.sh).
@@ -176,6 +177,11 @@ if runs axum; then
 
   step "axum: support triggers end-to-end (headless Chromium, local Slack receiver)"
   scripts/test-support.sh
+
+  step "axum: the embedding example's pages under /tippen (headless Chromium)"
+  cargo build -q -p tippen-embed-axum
+  TIPPEN_EMBED_BIN="$CARGO_TARGET_DIR/debug/tippen-embed-axum" TIPPEN_ARTIFACTS="$artifacts" \
+    node tests/browser/embed.mjs
 fi
 
 if runs worker; then
