@@ -240,7 +240,8 @@ impl TippenHost {
     /// core, `/ws/dashboard` upgrades to the dashboard WebSocket and `/ws/visitor` to the
     /// visitor channel. Merge it into your app
     /// (`app.merge(host.router())`); it has a fallback (the core's JSON 404), so the app it
-    /// is merged into must not have one of its own.
+    /// is merged into must not have one of its own. To serve tippen under a path prefix
+    /// instead, beside an app's own routes and fallback, use [`router_at`](Self::router_at).
     ///
     /// Serve it with `into_make_service_with_connect_info::<SocketAddr>()` so the client's
     /// address is known. A tower-http `TraceLayer` is included. There is deliberately no
@@ -256,6 +257,39 @@ impl TippenHost {
             .fallback(http_route)
             .layer(TraceLayer::new_for_http())
             .with_state(self.clone())
+    }
+
+    /// [`router`](Self::router) under `prefix` (`"/tippen"`), for an application that serves
+    /// its own routes beside tippen's: tippen's paths become `/tippen/track/visitor`,
+    /// `/tippen/ws/dashboard`, `/tippen/dashboard`, `/tippen/tippen-tracker.js`, ..., and tippen
+    /// answers every path under the prefix (`/tippen` and `/tippen/` are its root), unknown ones
+    /// with its JSON 404. It has no fallback, so merge it into an app that may have routes,
+    /// state (given first, with `with_state`) and a fallback of its own:
+    ///
+    /// ```text
+    /// let app = Router::new().route("/", get(home)).fallback(not_found).with_state(state)
+    ///     .merge(host.router_at("/tippen"));
+    /// ```
+    ///
+    /// It is `Router::new().nest(prefix, host.router())` plus the one path axum's `nest` does
+    /// not route into a nested router, `{prefix}/`. The pages tippen serves (dashboard, demo)
+    /// and its trackers find its endpoints under the prefix they were served from.
+    ///
+    /// # Panics
+    ///
+    /// When `prefix` does not start with `/`, ends with `/`, or is `/` (at the root, merge
+    /// [`router`](Self::router) itself).
+    pub fn router_at(&self, prefix: &str) -> Router {
+        assert!(
+            prefix.len() > 1 && prefix.starts_with('/') && !prefix.ends_with('/'),
+            "tippen's prefix must start with '/' and not end with one, got {prefix:?}"
+        );
+        Router::new().nest(prefix, self.router()).route(
+            &format!("{prefix}/"),
+            any(prefix_root)
+                .layer(TraceLayer::new_for_http())
+                .with_state(self.clone()),
+        )
     }
 
     /// Arms every stored site's timer at its next stored deadline, so visitors whose grace
@@ -712,7 +746,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// site's channels, the site's timer, the enrichment task and the Slack notifier.
 #[async_trait::async_trait]
 impl HostIo for TippenHost {
-    /// A socket's number ([`NEXT_SOCKET`]).
+    /// A socket's number, unique in the process (counted from 1).
     type Socket = u64;
 
     async fn broadcast(&self, site: &SiteId, messages: &[Broadcast]) {
@@ -906,6 +940,19 @@ impl Timer {
 }
 
 async fn http_route(State(host): State<TippenHost>, req: Request) -> Response {
+    host.handle(req).await
+}
+
+/// `{prefix}/` of [`TippenHost::router_at`], which axum's `nest` leaves to the outer router:
+/// answered as the core's root, `/` (the core treats a trailing slash as none everywhere else).
+async fn prefix_root(State(host): State<TippenHost>, mut req: Request) -> Response {
+    let root = match req.uri().query() {
+        Some(query) => format!("/?{query}"),
+        None => "/".to_owned(),
+    };
+    if let Ok(uri) = root.parse() {
+        *req.uri_mut() = uri;
+    }
     host.handle(req).await
 }
 

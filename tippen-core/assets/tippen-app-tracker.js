@@ -12,7 +12,8 @@
  * tracker collects events and sends them once tippen.identify() names the user.
  *
  * Optional attributes:
- *   data-tippen-endpoint="https://host"  API origin (default: the origin of this script's src)
+ *   data-tippen-endpoint="https://host"  API base URL (default: this script's URL without its
+ *                                        file name, e.g. https://host/tippen)
  *   data-tippen-flush-ms="5000"          send a batch at least this often (default 5 s)
  *   data-tippen-page-time-ms="60000"     while the tab is visible, report time on the current
  *                                        page this often (default 60 s; tells tippen the user
@@ -61,7 +62,8 @@
     if (!apiKey) { log('no data-tippen-api-key: not tracking'); return; }
     var endpoint = attr('data-tippen-endpoint');
     if (!endpoint) {
-      try { endpoint = new URL(script.getAttribute('src') || '', location.href).origin; } catch (e) { endpoint = ''; }
+      // This script's URL without its file name: the origin, and the path tippen is mounted under.
+      try { endpoint = new URL('.', script.src).href; } catch (e) { endpoint = ''; }
     }
     endpoint = endpoint.replace(/\/+$/, '');
     var url = endpoint + '/api/track/user-activity';

@@ -5,12 +5,13 @@
  *           data-tippen-api-key="YOUR_SITE_KEY" async></script>
  *
  * Optional attributes:
- *   data-tippen-endpoint="https://host"  API origin (default: the origin of this script's src)
+ *   data-tippen-endpoint="https://host"  API base URL (default: this script's URL without its
+ *                                        file name, e.g. https://host/tippen)
  *   data-tippen-backend="https://host"   the same (the predecessor's name; data-tippen-endpoint wins)
  *   data-tippen-ws-endpoint="wss://host/path?query"  where the visitor socket is (default: what
  *                                        the server that served this script says, else
- *                                        /ws/visitor on the API origin); apiKey and visitorId
- *                                        are appended to its query
+ *                                        /ws/visitor under the API base URL); apiKey and
+ *                                        visitorId are appended to its query
  *   data-tippen-heartbeat-ms="30000"     heartbeat interval in milliseconds
  *   data-tippen-debug                    log what the tracker does with console.debug
  *   data-tippen-strip-params="a,b"       more query parameters never to send (always removed:
@@ -83,11 +84,13 @@
       (script.getAttribute('data-tippen-backend') || '').trim();
     if (!endpoint) {
       try {
-        endpoint = new URL(script.getAttribute('src') || '', location.href).origin;
+        // This script's URL without its file name: the server's origin, with the path tippen
+        // is mounted under if any (https://app.example/tippen/tippen-tracker.js).
+        endpoint = new URL('.', script.src).href;
       } catch (e) {
         endpoint = '';
       }
-      if (!endpoint || endpoint === 'null') endpoint = location.origin;
+      if (!/^https?:/i.test(endpoint)) endpoint = location.origin;
     }
     endpoint = endpoint.replace(/\/+$/, '');
 

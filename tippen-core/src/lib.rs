@@ -1,10 +1,8 @@
-//! # tippen-core
+#![doc = include_str!("../README.md")]
 //!
-//! The pure core of tippen: who is on a site right now, the wire protocol of the trackers and
-//! dashboards, and the HTTP contract, shared unchanged by every host (axum, AWS Lambda,
-//! Cloudflare Workers).
+//! ## Design
 //!
-//! It is sans-IO in the manner of quinn-proto and str0m:
+//! Sans-IO in the manner of quinn-proto and str0m:
 //!
 //! - **No clock.** Time comes from an injected [`Clock`]; pure functions take `now`.
 //!   `Instant` and `SystemTime::now()` do not appear (it builds for `wasm32-unknown-unknown`).
@@ -35,42 +33,10 @@
 //! 4. Start [`Effects::lookups`] without delaying the answer; when a lookup settles, apply
 //!    what [`enrichment::steps::Answer::give`] returns for each waiting visitor.
 //!
-//! ```
-//! use std::{sync::Arc, time::Duration};
-//! use bytes::Bytes;
-//! use tippen_core::{api::RequestContext, Clock, Config, Deadline, ManualClock, MemoryStore, Site, SiteId, Timestamp, Tippen};
-//!
-//! # futures_util::FutureExt::now_or_never(async {
-//! let clock = Arc::new(ManualClock::new(Timestamp::from_millis(1_729_080_000_000)));
-//! let tippen = Tippen::new(Arc::new(MemoryStore::new()), clock.clone(), Config::default());
-//! tippen.put_site(&Site::legacy("demo", "Demo", "demo_api_key")).await.unwrap();
-//!
-//! // Input: a page view (the predecessor's exact request).
-//! let req = http::Request::post("/track/visitor")
-//!     .header("X-Tippen-API-Key", "demo_api_key")
-//!     .body(Bytes::from_static(br#"{"event":"pageview","visitor":{"visitorId":"test","url":"https://test.com","timestamp":"2025-10-16T12:00:00Z"},"website":"test.com"}"#))
-//!     .unwrap();
-//! let effects = tippen.handle(req, &RequestContext::default()).await;
-//! assert_eq!(effects.response.as_ref().unwrap().body().as_ref(), br#"{"success":true,"sessionId":"test"}"#);
-//!
-//! // Effects out: one VISITOR_UPDATE for the site's dashboards, serialized once.
-//! assert!(effects.broadcasts[0].text.starts_with(r#"{"type":"VISITOR_UPDATE""#));
-//!
-//! // Deadline out: 60 s later the visitor is due.
-//! let due = effects.deadline.unwrap().at().unwrap();
-//! assert_eq!(due, clock.now().plus(Duration::from_secs(60)));
-//!
-//! // The host's timer fires at the deadline.
-//! clock.set(due);
-//! let swept = tippen.handle_timeout(&SiteId::from("demo")).await.unwrap();
-//! assert!(swept.broadcasts[0].text.contains(r#""reason":"inactive""#));
-//! assert_eq!(swept.deadline, Some(Deadline::Exactly(None))); // nothing left to wait for
-//! # }).unwrap();
-//! ```
-//!
 //! A host applies effects through [`host::apply`]; see the [`host`] module for the order.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 pub mod api;

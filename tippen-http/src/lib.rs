@@ -1,10 +1,6 @@
-//! # tippen-http
-//!
-//! [`HttpTransport`]: the core's outbound HTTP ([`tippen_core::Transport`]) over reqwest with
-//! rustls — the video provider, the enrichment provider and Slack, for every native host
-//! (tippen-axum, tippen-lambda). The Worker sends with `fetch` instead.
-
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 use std::time::Duration;

@@ -1,25 +1,15 @@
-//! # tippen-lambda
+#![doc = include_str!("../README.md")]
 //!
-//! tippen on AWS Lambda, API Gateway and DynamoDB — the stateless host. Four functions share
-//! one [`LambdaHost`], which applies every `Effects` the core answers with through
-//! `tippen_core::host::apply` as its one `HostIo`, before the invocation returns:
+//! ## Design
 //!
-//! - **HTTP** (feature `http`, [`http_fn`]): API Gateway HTTP API / function URL events are
-//!   converted to `http::Request<Bytes>` and answered by the core's HTTP contract; the
-//!   client address is `requestContext`'s `sourceIp`, never a header.
-//! - **WebSocket** (feature `websocket`, [`ws_fn`]): the WebSocket API's `$connect` (key check;
-//!   `role=visitor&visitorId=…` opens the visitor channel, no role or `role=dashboard` a
-//!   dashboard), `$disconnect` and `$default` routes. Connections are stored per site in
-//!   DynamoDB and messages go out with `PostToConnection` ([`fanout`]); a `410 Gone`
-//!   connection is forgotten.
-//! - **Scheduled** (feature `scheduled`, [`sweep_fn`]): an EventBridge rule runs the deadline
-//!   work of every site ([`LambdaHost::sweep_all`]). Expiry never depends on it: reads filter
-//!   visitors whose grace has passed.
-//! - **Enrichment** (feature `enrich`, [`enrich_fn`]): the HTTP function hands the company
-//!   lookups the core asks for to this function in an asynchronous invocation and answers at
-//!   once; the function runs them (shared DynamoDB cache, provider over HTTPS, per-site stats)
-//!   and fans the `VISITOR_UPDATE`s out before it returns. Design and deployment notes:
-//!   [`enrich`].
+//! Every `Effects` the core answers with is applied through `tippen_core::host::apply`, with
+//! [`LambdaHost`] as its one `HostIo`, before the invocation returns. The functions:
+//! [`http_fn`] (the client address is `requestContext`'s `sourceIp`, never a header),
+//! [`ws_fn`] (`$connect` checks the key; `role=visitor&visitorId=…` opens the visitor channel,
+//! no role or `role=dashboard` a dashboard; connections are stored per site and messages go out
+//! through [`fanout`], which forgets a `410 Gone` connection), [`sweep_fn`] (runs
+//! [`LambdaHost::sweep_all`]; expiry never depends on it, as reads filter visitors whose grace
+//! has passed) and [`enrich_fn`] (design and deployment notes: [`enrich`]).
 //!
 //! Outbound HTTPS (feature `outbound`, on with `http`, `scheduled` and `enrich`; [`outbound`]): the
 //! video provider (`TIPPEN_VIDEO_PROVIDER_URL`) and Slack (`TIPPEN_SLACK_WEBHOOK_URL`) over
@@ -27,10 +17,12 @@
 //! within a time budget. The WebSocket function makes no outbound call and does not link it.
 //!
 //! State lives in one DynamoDB table ([`store`]) written with conditional writes on a version
-//! attribute, so concurrent invocations never lose an update. `template.yaml` in
-//! `examples/lambda` deploys it all; `docs/lambda.md` explains it and the local runs.
+//! attribute, so concurrent invocations never lose an update. `template.yaml` in the
+//! repository's `examples/lambda` deploys it all; the repository's `docs/lambda.md` explains it
+//! and the local runs.
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 pub mod config;

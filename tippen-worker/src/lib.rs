@@ -1,7 +1,9 @@
-//! # tippen-worker
+#![doc = include_str!("../README.md")]
 //!
-//! [tippen](tippen_core) on Cloudflare Workers, the way the predecessor ran: one Durable Object
-//! per site, WebSocket hibernation, one alarm per object.
+//! ## Design
+//!
+//! The way the predecessor ran: one Durable Object per site, WebSocket hibernation, one alarm
+//! per object.
 //!
 //! ```text
 //!  request ──► Worker: fetch() ──────────────┐  static assets, preflights, every error
@@ -31,42 +33,12 @@
 //! `POST /api/video-call` is called with the runtime's `fetch` ([`FetchTransport`]). Configuration is described
 //! in [`config`].
 //!
-//! ## Use
-//!
-//! ```text
-//! use worker::*;
-//!
-//! #[event(fetch)]
-//! async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-//!     tippen_worker::fetch(req, &env).await
-//! }
-//!
-//! #[durable_object]
-//! pub struct TippenSite {
-//!     inner: tippen_worker::SiteObject,
-//! }
-//!
-//! impl DurableObject for TippenSite {
-//!     fn new(state: State, env: Env) -> Self {
-//!         Self { inner: tippen_worker::SiteObject::new(state, env) }
-//!     }
-//!     async fn fetch(&self, req: Request) -> Result<Response> {
-//!         self.inner.fetch(req).await
-//!     }
-//!     async fn alarm(&self) -> Result<Response> {
-//!         self.inner.alarm().await
-//!     }
-//!     // websocket_message / websocket_close / websocket_error delegate the same way.
-//! }
-//! ```
-//!
-//! `examples/worker` is the complete deployable Worker (`wrangler.toml`, pinned `package.json`).
-//!
 //! Company enrichment (`TIPPEN_ENRICHMENT_PROVIDER`): each site's object runs the lookups the
 //! core asks for in the background with `fetch`; the cache is shared by all sites through the
 //! KV namespace bound as `TIPPEN_ENRICHMENT_CACHE` (see [`store`]).
 
 #![forbid(unsafe_code)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
 pub mod config;
