@@ -20,6 +20,8 @@ use tokio_tungstenite::tungstenite::Message;
 
 const VISIBLE_GRACE: Duration = Duration::from_secs(2);
 const HIDDEN_GRACE: Duration = Duration::from_secs(5);
+/// How long a tab that sent its exit beacon is held before it is removed.
+const LEAVE_LINGER: Duration = Duration::from_secs(1);
 
 struct Embedded {
     /// `http://127.0.0.1:<port>`: the shop.
@@ -34,6 +36,7 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
     let mut config = Config::default();
     config.presence.visible_grace = VISIBLE_GRACE;
     config.presence.hidden_grace = HIDDEN_GRACE;
+    config.presence.leave_linger = LEAVE_LINGER;
     config.presence.heartbeat_interval = Duration::from_secs(1);
     let tippen = configure(Tippen::new(
         Arc::new(MemoryStore::new()),
@@ -256,6 +259,7 @@ async fn the_conformance_suite_passes_under_the_prefix() {
         other_site_secret_key: "sk_b".into(),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
+        leave_linger: LEAVE_LINGER,
         outbound: Outbound {
             stand_ins: Some(stand_ins),
             video_provider: true,
