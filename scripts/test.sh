@@ -124,15 +124,20 @@ step "cargo package of the published crates (each built from its .crate; nothing
 # reuse the target dir. Cargo takes registry crates to be immutable: it unpacks the overlay's
 # tippen crates into $CARGO_HOME/registry/src once and never rebuilds them, so a later run
 # would verify each crate against the first run's packages of its tippen dependencies (seen:
-# a function added to tippen-core and used by tippen-http failed to resolve). Forget them first.
-rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tippen-*
-for dep_info in $(grep -l "registry/src/[^ ]*/tippen-" "$CARGO_TARGET_DIR"/debug/deps/tippen_*.d 2>/dev/null); do
-  hash=${dep_info##*-}
-  hash=${hash%.d}
-  rm -rf "$CARGO_TARGET_DIR"/debug/.fingerprint/tippen-*-"$hash" "$CARGO_TARGET_DIR"/debug/deps/*tippen_*-"$hash".*
-done
-# --allow-dirty: a run before committing packages the working tree.
-cargo package -q --allow-dirty "${published_crates[@]}"
+# a function added to tippen-core and used by tippen-http failed to resolve). Forget them first:
+# the unpacked sources (shared by every checkout on the machine, hence the lock) and what this
+# target dir built from them.
+(
+  flock 8
+  rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/tippen-*
+  for dep_info in $(grep -l "registry/src/[^ ]*/tippen-" "$CARGO_TARGET_DIR"/debug/deps/tippen_*.d 2>/dev/null); do
+    hash=${dep_info##*-}
+    hash=${hash%.d}
+    rm -rf "$CARGO_TARGET_DIR"/debug/.fingerprint/tippen-*-"$hash" "$CARGO_TARGET_DIR"/debug/deps/*tippen_*-"$hash".*
+  done
+  # --allow-dirty: a run before committing packages the working tree.
+  cargo package -q --allow-dirty "${published_crates[@]}"
+) 8>/tmp/tippen-package.lock
 
 if [ "${TIPPEN_MSRV_CHECK:-1}" != 0 ] &&
   ! rustup target list --installed --toolchain "$msrv" 2>/dev/null | grep -qx wasm32-unknown-unknown; then
