@@ -308,6 +308,17 @@ pub(super) async fn dashboard_sequence_is_exact(t: &Target) -> Result<(), Failur
         is_update(m, &id, "tab_closed")
     })
     .await?;
+    // t1 reports once more (nothing broadcast): on a host whose linger ends through a queued
+    // invocation (Lambda), tab_closed may arrive seconds after the linger, near t1's short grace.
+    track_ok(
+        &http,
+        key,
+        "heartbeat",
+        &id,
+        "https://other.test/b",
+        json!({"tabId": "t1"}),
+    )
+    .await?;
 
     http.send(
         Req::post("/api/send-video-invite")
