@@ -38,11 +38,12 @@ standin_port="${TIPPEN_STANDIN_PORT:-9101}"
 moto_port="${TIPPEN_MOTO_PORT:-5100}"
 outbound_port="${TIPPEN_OUTBOUND_PORT:-9102}"
 # Test graces and how many conformance cases run at once (see the conformance step). The
-# visible grace leaves 2 s over the leave linger: on this host a linger ends through an async
-# Invoke of the sweep function, which cargo lambda watch may start a second late on two busy
-# cores (with 2 s, dashboard_sequence_is_exact saw its other tab expire first in a CI run).
-visible_ms=${TIPPEN_LAMBDA_VISIBLE_GRACE_MS:-3000}
-hidden_ms=${TIPPEN_LAMBDA_HIDDEN_GRACE_MS:-6000}
+# visible grace leaves 5 s over the leave linger: on this host a linger's end is seen seconds
+# late at times (through a queued Invoke of the sweep function under cargo lambda watch; with
+# 2 s and 3 s graces dashboard_sequence_is_exact saw its other tab expire first: an open
+# problem, see the issue notes).
+visible_ms=${TIPPEN_LAMBDA_VISIBLE_GRACE_MS:-6000}
+hidden_ms=${TIPPEN_LAMBDA_HIDDEN_GRACE_MS:-10000}
 linger_ms=${TIPPEN_LAMBDA_LEAVE_LINGER_MS:-1000}
 conformance_concurrency=${TIPPEN_LAMBDA_CONFORMANCE_CONCURRENCY:-4}
 
