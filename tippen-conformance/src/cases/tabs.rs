@@ -316,6 +316,40 @@ pub(super) async fn leave_variants(t: &Target) -> Result<(), Failure> {
     Ok(())
 }
 
+/// Until `until`, the visitor's tab keeps heartbeating (`extra` names it; the suite's graces
+/// are short) while the dashboard must see nothing matching `unwanted`.
+#[allow(clippy::too_many_arguments)]
+async fn keep_alive_expecting_none(
+    t: &Target,
+    http: &Http,
+    dashboard: &mut Dashboard,
+    id: &str,
+    until: Instant,
+    extra: Value,
+    what: &str,
+    unwanted: impl Fn(&Value) -> bool + Copy,
+) -> Result<(), Failure> {
+    while Instant::now() < until {
+        dashboard
+            .expect_none(
+                what,
+                (t.visible_grace / 4).min(until.saturating_duration_since(Instant::now())),
+                unwanted,
+            )
+            .await?;
+        track_ok(
+            http,
+            &t.public_key,
+            "heartbeat",
+            id,
+            "https://x.test/a",
+            extra.clone(),
+        )
+        .await?;
+    }
+    Ok(())
+}
+
 /// A reload, a back/forward navigation or a page restored from the back/forward cache sends
 /// the exit beacon, then the next page's page view from the same tab id: within the leave
 /// linger that keeps the visitor (no `VISITOR_REMOVED`, no second `new_visitor`) and its
@@ -383,25 +417,17 @@ pub(super) async fn a_return_within_the_leave_linger_keeps_the_visitor(
     }
     // The reloaded page heartbeats on (the suite's graces are short) while nothing may remove
     // the visitor, past the end of the linger.
-    let until = Instant::now() + t.leave_linger + LATE;
-    while Instant::now() < until {
-        dashboard
-            .expect_none(
-                &format!("no VISITOR_REMOVED and no new visit for {id} after the reload"),
-                (t.visible_grace / 4).min(until.saturating_duration_since(Instant::now())),
-                |m| is_removal(m, &id) || is_update(m, &id, "new_visitor"),
-            )
-            .await?;
-        track_ok(
-            &http,
-            &t.public_key,
-            "heartbeat",
-            &id,
-            "https://x.test/a",
-            page("r1"),
-        )
-        .await?;
-    }
+    keep_alive_expecting_none(
+        t,
+        &http,
+        &mut dashboard,
+        &id,
+        Instant::now() + t.leave_linger + LATE,
+        page("r1"),
+        &format!("no VISITOR_REMOVED and no new visit for {id} after the reload"),
+        |m| is_removal(m, &id) || is_update(m, &id, "new_visitor"),
+    )
+    .await?;
     let listed = listed_visitor(&http, &t.secret_key, &id).await?;
     if tab_ids(&listed) != ["r1"] || listed["pageViews"] != json!(2) {
         return Err(step_failure(
@@ -448,25 +474,17 @@ pub(super) async fn a_return_within_the_leave_linger_keeps_the_visitor(
         "POST /track/visitor pageview {id} tab r1 pageId p1, then pageId p2 (a reload), then \
          POST /track/leave for pageId p1 (the old page's beacon, arriving late)"
     ));
-    let until = stale + t.leave_linger + LATE;
-    while Instant::now() < until {
-        dashboard
-            .expect_none(
-                &format!("no VISITOR_REMOVED for {id}: the beacon was for a page already left"),
-                (t.visible_grace / 4).min(until.saturating_duration_since(Instant::now())),
-                |m| is_removal(m, &id) || is_update(m, &id, "tab_closed"),
-            )
-            .await?;
-        track_ok(
-            &http,
-            &t.public_key,
-            "heartbeat",
-            &id,
-            "https://x.test/a",
-            pages("p2"),
-        )
-        .await?;
-    }
+    keep_alive_expecting_none(
+        t,
+        &http,
+        &mut dashboard,
+        &id,
+        stale + t.leave_linger + LATE,
+        pages("p2"),
+        &format!("no VISITOR_REMOVED for {id}: the beacon was for a page already left"),
+        |m| is_removal(m, &id) || is_update(m, &id, "tab_closed"),
+    )
+    .await?;
 
     // Another tab of the visitor reports within the linger (a page on another subdomain of
     // the site gets another tab id): the visitor stays, tab r1 closes when its linger ends.
