@@ -123,7 +123,7 @@ build_kind=$([ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ] && echo release || echo d
 
 step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
 # honorGpc is left to its default (true, as on every host: tippen_core::settings).
-sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij"},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij"}]'
+sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij"},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij"},{"id":"v","name":"Verified","publicKey":"pk_v","secretKey":"sk_v_0123456789abcdefghij","identitySecret":"idv_conformance_0123456789abcdef"}]'
 table="tippen-conformance-$$"
 # The functions' environment, as template.yaml sets it on AWS (endpoints point at moto, the
 # stand-in's Management API and its asynchronous Invoke API instead).
@@ -212,7 +212,7 @@ conformance() {
   TIPPEN_DASHBOARD_WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
   TIPPEN_VISITOR_WS_URL="ws://127.0.0.1:$standin_port/?role=visitor" \
   TIPPEN_LEGACY_KEY=legacy_key_0123456789abcd TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a_0123456789abcdefghij \
-  TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij \
+  TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij TIPPEN_VERIFIED_PUBLIC_KEY=pk_v \
   TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms \
   TIPPEN_STAND_INS="127.0.0.1:$outbound_port" TIPPEN_REQUIRE_ALL=true \
     "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-$name.txt"

@@ -116,7 +116,7 @@ step "black-box conformance suite (tippen-conformance, every case) against wrang
 # proxy took long enough for a visitor to expire between two steps of a case (1 of 60 failed
 # so, once in three runs).
 TIPPEN_CONCURRENCY=${TIPPEN_WORKER_CONFORMANCE_CONCURRENCY:-20} TIPPEN_LEGACY_KEY=legacy_key_0123456789abcd TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a_0123456789abcdefghij \
-  TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij \
+  TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij TIPPEN_VERIFIED_PUBLIC_KEY=pk_v \
   TIPPEN_STAND_INS=$stand_ins TIPPEN_WITH=video,slack,enrichment \
   TIPPEN_CLIENT_IP_HEADER=CF-Connecting-IP TIPPEN_REQUIRE_ALL=true \
   "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-worker.txt"

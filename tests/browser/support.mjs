@@ -16,6 +16,7 @@
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
+import crypto from 'node:crypto';
 import http from 'node:http';
 import os from 'node:os';
 import path from 'node:path';
@@ -99,8 +100,27 @@ const APP_HTML = `<!doctype html>
         async></script>
 </body></html>`;
 
+// Verified identities: site "v" has an identity secret; the app's backend renders the user's
+// HMAC (here computed by this test, as a backend would) into data-tippen-user-hash.
+const V_KEY = 'pk_v';
+const V_SECRET_KEY = 'sk_v_0123456789abcdefghij';
+const IDENTITY_SECRET = 'idv_support_e2e_0123456789abcdef';
+const V_SITES = JSON.stringify([{ id: 'v', name: 'Verified', publicKey: V_KEY, secretKey: V_SECRET_KEY, identitySecret: IDENTITY_SECRET }]);
+const userHash = (id) => crypto.createHmac('sha256', IDENTITY_SECRET).update(id).digest('hex');
+const verifiedPage = (user, hash) => `<!doctype html>
+<html><head><meta charset="utf-8"><title>Acme app, verified (test)</title></head>
+<body><h1>Verified ${user}</h1>
+<script src="${BASE}/tippen-app-tracker.js" data-tippen-api-key="${V_KEY}"
+        data-tippen-user-id="${user}" data-tippen-user-hash="${hash}" async></script>
+</body></html>`;
+
 const appServer = await listen((req, res) => {
-  if (req.url.startsWith('/app')) {
+  if (req.url === '/verified/good') {
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(verifiedPage('user_verified', userHash('user_verified')));
+  } else if (req.url === '/verified/forged') {
+    // Another user's hash: what someone holding only the public key could put in a page.
+    res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(verifiedPage('user_forged', userHash('user_verified')));
+  } else if (req.url.startsWith('/app')) {
     res.writeHead(200, { 'content-type': 'text/html; charset=utf-8' }).end(APP_HTML);
   } else {
     res.writeHead(404).end();
@@ -118,6 +138,7 @@ function startServer() {
     RUST_LOG: 'info',
     TIPPEN_SLACK_WEBHOOK_URL: `http://127.0.0.1:${SLACK_PORT}${HOOK_PATH}`,
     TIPPEN_PUBLIC_URL: PUBLIC_URL,
+    TIPPEN_SITES: V_SITES,
   };
   for (const k of ['TIPPEN_CONFIG', 'TIPPEN_NO_DEMO', 'TIPPEN_LISTEN', 'TIPPEN_DB']) delete env[k];
   server = spawn(SERVER_BIN, ['--listen', `127.0.0.1:${PORT}`, '--db', path.join(dbDir, 'tippen.db')], {
@@ -189,8 +210,8 @@ async function waitInDashboard(fn, arg, timeoutMs, message) {
   }
 }
 
-async function overview() {
-  const r = await fetch(`${BASE}/api/support/users`, { headers: { 'X-Tippen-API-Key': KEY } });
+async function overview(key = KEY) {
+  const r = await fetch(`${BASE}/api/support/users`, { headers: { 'X-Tippen-API-Key': key } });
   assert(r.ok, `GET /api/support/users answered ${r.status}`);
   return r.json();
 }
@@ -294,6 +315,29 @@ async function main() {
     // the custom event and the page_time of pagehide
     assert(after >= before + 2, `events before ${before}, after leaving ${after}`);
     assert(slackPosts.length === 1, `still exactly one Slack message, got ${slackPosts.length}`);
+  });
+
+  await step('6. verified identities: a page with the backend\'s userHash is tracked, a forged one is refused', async () => {
+    const page = await ctxB.newPage();
+    page.on('console', (m) => consoleLines.push(`[verified] ${m.type()}: ${m.text()}`));
+    const visit = async (url) => {
+      await page.goto(url);
+      await page.waitForFunction(() => window.tippen && typeof window.tippen.flush === 'function', null, { timeout: 5000 })
+        .catch(() => { throw new StepFailure(`${url}: the tracker never loaded`); });
+      // Resolves once the batch has been answered (accepted, or refused and dropped).
+      const answered = page.waitForResponse((r) => r.url().endsWith('/api/track/user-activity'), { timeout: 5000 })
+        .catch(() => { throw new StepFailure(`${url}: no activity batch was sent`); });
+      await page.evaluate(() => window.tippen.flush());
+      return (await answered).status();
+    };
+    const good = await visit(`${APP}/verified/good`);
+    assert(good === 200, `the verified user's batch answered ${good}`);
+    const forged = await visit(`${APP}/verified/forged`);
+    assert(forged === 401, `the forged batch answered ${forged}, expected 401`);
+    const users = (await overview(V_SECRET_KEY)).users.map((u) => u.userId);
+    assert(users.includes('user_verified'), `user_verified is not listed: ${JSON.stringify(users)}`);
+    assert(!users.includes('user_forged'), `the forged user was stored: ${JSON.stringify(users)}`);
+    await page.close();
   });
 }
 

@@ -67,6 +67,7 @@
 //!     hidden_grace: Duration::from_secs(5),
 //!     leave_linger: Duration::from_secs(1),
 //!     outbound: Default::default(),
+//!     verified_site_public_key: None,
 //! };
 //! let report = run_all(&target).await;
 //! println!("{report}");
@@ -147,18 +148,27 @@ pub struct Target {
     /// The outbound services the host was pointed at (the suite's [`StandIns`]); the cases
     /// that need one run only when it is declared here.
     pub outbound: Outbound,
+    /// Public key of a site configured with the identity secret [`IDENTITY_SECRET`] (verified
+    /// in-app identities); the cases of [`Capability::VerifiedIdentities`] run only when it is
+    /// given. Only those cases write to that site.
+    pub verified_site_public_key: Option<String>,
 }
+
+/// The identity secret the site of [`Target::verified_site_public_key`] must be configured
+/// with (`identitySecret` in `TIPPEN_SITES`).
+pub const IDENTITY_SECRET: &str = "idv_conformance_0123456789abcdef";
 
 impl Target {
     /// True when the host was configured with `capability` (see [`Outbound`]).
     pub fn has(&self, capability: Capability) -> bool {
         let o = &self.outbound;
-        o.stand_ins.is_some()
-            && match capability {
-                Capability::VideoProvider => o.video_provider,
-                Capability::Slack => o.slack,
-                Capability::Enrichment => o.enrichment && o.client_ip_header.is_some(),
-            }
+        let stand_ins = o.stand_ins.is_some();
+        match capability {
+            Capability::VideoProvider => stand_ins && o.video_provider,
+            Capability::Slack => stand_ins && o.slack,
+            Capability::Enrichment => stand_ins && o.enrichment && o.client_ip_header.is_some(),
+            Capability::VerifiedIdentities => self.verified_site_public_key.is_some(),
+        }
     }
 }
 
@@ -184,7 +194,8 @@ pub struct Outbound {
     pub client_ip_header: Option<String>,
 }
 
-/// An outbound service some cases need the host to be configured with.
+/// What some cases need the host to be configured with: an outbound service, or a site
+/// configured a particular way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Capability {
     /// The video provider (`POST /api/video-call`).
@@ -193,6 +204,9 @@ pub enum Capability {
     Slack,
     /// Company enrichment through IPinfo, and a header carrying the client's address.
     Enrichment,
+    /// A site verifying in-app identities with [`IDENTITY_SECRET`]
+    /// ([`Target::verified_site_public_key`]).
+    VerifiedIdentities,
 }
 
 impl Capability {
@@ -202,6 +216,7 @@ impl Capability {
             Capability::VideoProvider => "video",
             Capability::Slack => "slack",
             Capability::Enrichment => "enrichment",
+            Capability::VerifiedIdentities => "verified-identities",
         }
     }
 }
@@ -213,6 +228,9 @@ impl fmt::Display for Capability {
             Capability::Slack => "the Slack webhook stand-in (--with slack)",
             Capability::Enrichment => {
                 "the IPinfo stand-in and a client address header (--with enrichment, --client-ip-header)"
+            }
+            Capability::VerifiedIdentities => {
+                "a site with the identity secret IDENTITY_SECRET (--verified-public-key)"
             }
         })
     }

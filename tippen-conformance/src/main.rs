@@ -74,6 +74,10 @@ struct Args {
     /// needed by the enrichment cases.
     #[arg(long, env = "TIPPEN_CLIENT_IP_HEADER")]
     client_ip_header: Option<String>,
+    /// Public key of a site configured with `identitySecret` = tippen_conformance's
+    /// `IDENTITY_SECRET` (runs the verified-identity cases).
+    #[arg(long, env = "TIPPEN_VERIFIED_PUBLIC_KEY")]
+    verified_public_key: Option<String>,
     /// Fail when a selected case is not run for want of a capability.
     #[arg(long, env = "TIPPEN_REQUIRE_ALL")]
     require_all: bool,
@@ -135,6 +139,7 @@ async fn main() -> ExitCode {
         leave_linger: Duration::from_millis(args.leave_linger_ms),
         visitor_ws_url: args.visitor_ws_url,
         outbound,
+        verified_site_public_key: args.verified_public_key,
     };
     let selected: Vec<_> = cases()
         .into_iter()

@@ -6,10 +6,16 @@
  *           data-tippen-user-id="user_123"
  *           data-tippen-user-email="john@acme.com"
  *           data-tippen-subscription-tier="free_trial"
+ *           data-tippen-user-hash="HMAC_FROM_YOUR_BACKEND"
  *           async></script>
  *
  * `data-tippen-subscription-tier` is free_trial | paid | enterprise. Without a user id the
  * tracker collects events and sends them once tippen.identify() names the user.
+ *
+ * Verified identities: when the site has an identity secret, your backend renders
+ * `data-tippen-user-hash` = hex HMAC-SHA256(identity secret, user id) for the logged-in user
+ * (never put the secret in the page); tippen refuses batches whose hash does not match, so the
+ * public key alone cannot post activity for your users.
  *
  * Optional attributes:
  *   data-tippen-endpoint="https://host"  API base URL (default: this script's URL without its
@@ -25,7 +31,8 @@
  * events. Events go to POST /api/track/user-activity in batches of at most 50, every 5 s; on
  * pagehide the rest leaves with navigator.sendBeacon.
  *
- * API: window.tippen.track(name, data), tippen.identify(userId, email, tier), tippen.flush()
+ * API: window.tippen.track(name, data), tippen.identify(userId, email, tier, userHash),
+ * tippen.flush()
  * (a Promise). Plain ES2017, no build step, no dependencies; never throws into the page.
  */
 (function () {
@@ -75,9 +82,13 @@
     var pageTimeMs = number('data-tippen-page-time-ms', 60000, 1000);
 
     var TIERS = { free_trial: 1, paid: 1, enterprise: 1 };
-    var user = { id: '', email: '', tier: '' };
-    var setUser = function (id, email, tier) {
-      if (id != null && String(id)) user.id = String(id).slice(0, 128);
+    var user = { id: '', email: '', tier: '', hash: '' };
+    var setUser = function (id, email, tier, hash) {
+      if (id != null && String(id) && String(id).slice(0, 128) !== user.id) {
+        user.id = String(id).slice(0, 128);
+        user.hash = ''; // a hash signs one user id
+      }
+      if (hash != null) user.hash = String(hash).slice(0, 128);
       if (email != null) user.email = String(email).slice(0, 254);
       if (tier != null) {
         tier = String(tier);
@@ -85,7 +96,7 @@
       }
     };
     setUser(attr('data-tippen-user-id'), attr('data-tippen-user-email') || null,
-      attr('data-tippen-subscription-tier') || null);
+      attr('data-tippen-subscription-tier') || null, attr('data-tippen-user-hash') || null);
 
     var text = function (s) { return s == null ? undefined : String(s).slice(0, MAX_TEXT); };
     var now = function () { return Date.now(); };
@@ -106,6 +117,7 @@
       var b = { apiKey: apiKey, userId: user.id, events: events };
       if (user.email) b.userEmail = user.email;
       if (user.tier) b.subscriptionTier = user.tier;
+      if (user.hash) b.userHash = user.hash;
       return JSON.stringify(b);
     };
 
@@ -265,8 +277,8 @@
         push(ev);
       } catch (e) { log('track failed:', e && e.message); }
     };
-    api.identify = function (userId, email, tier) {
-      try { setUser(userId, email, tier); return flush(); } catch (e) { return Promise.resolve(); }
+    api.identify = function (userId, email, tier, userHash) {
+      try { setUser(userId, email, tier, userHash); return flush(); } catch (e) { return Promise.resolve(); }
     };
     // On a page that also runs the visitor tracker (load it first), flush() flushes both.
     var visitorFlush = typeof api.flush === 'function' ? api.flush : null;

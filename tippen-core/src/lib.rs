@@ -75,6 +75,6 @@ pub use memory::MemoryStore;
 pub use service::{
     ClientInfo, InviteChange, LookupRequest, Outcome, ServiceError, SupportOverview, Tippen,
 };
-pub use site::{KeyHash, KeyRole, Site, SiteId};
+pub use site::{IdentityError, IdentitySecret, KeyHash, KeyRole, Site, SiteId};
 pub use store::{Store, StoreError, Version, Versioned};
 pub use transport::{Transport, TransportError};

@@ -197,6 +197,11 @@ pub struct UserActivityRequest {
     /// The user's tier.
     #[serde(default)]
     pub subscription_tier: Option<SubscriptionTier>,
+    /// Hex HMAC-SHA256 of `userId` under the site's identity secret, computed by the
+    /// product's backend; required by a site that verifies identities
+    /// ([`Site::identity_secret`](crate::Site::identity_secret)), ignored by the others.
+    #[serde(default)]
+    pub user_hash: Option<String>,
     /// The batch (at most [`Limits::max_activity_batch`](crate::config::Limits)).
     pub events: Vec<ActivityEvent>,
 }

@@ -268,6 +268,14 @@ pub enum SiteProblem {
         /// The key's length in characters.
         chars: usize,
     },
+    /// The identity secret is too short to resist guessing.
+    #[error(
+        "the identity secret has {chars} characters; it needs at least {MIN_SECRET_KEY_CHARS} (generate one with `openssl rand -hex 32`)"
+    )]
+    ShortIdentitySecret {
+        /// The secret's length in characters.
+        chars: usize,
+    },
     /// A guest URL origin is not `https://host[:port]`.
     #[error("guest URL origin {origin:?} is not an https:// origin (https://host[:port])")]
     GuestUrlOrigin {
@@ -452,6 +460,9 @@ pub struct SiteSpec {
     pub honor_gpc: Option<bool>,
     /// Origins guest URLs may point at (see [`Site::guest_url_origins`]); empty: any https.
     pub guest_url_origins: Vec<String>,
+    /// The identity secret of verified in-app users (see [`Site::identity_secret`]), at least
+    /// [`MIN_SECRET_KEY_CHARS`] characters.
+    pub identity_secret: Option<String>,
 }
 
 impl SiteSpec {
@@ -486,7 +497,16 @@ impl SiteSpec {
                 _ => return Err(SiteProblem::GuestUrlOrigin { origin }),
             }
         }
+        let identity_secret = match self.identity_secret {
+            Some(secret) if secret.chars().count() < MIN_SECRET_KEY_CHARS => {
+                return Err(SiteProblem::ShortIdentitySecret {
+                    chars: secret.chars().count(),
+                });
+            }
+            secret => secret.map(crate::site::IdentitySecret::new),
+        };
         Ok(Site {
+            identity_secret,
             name: self.name.unwrap_or_else(|| self.id.clone()),
             id: SiteId(self.id),
             public_key_hash,
@@ -529,6 +549,10 @@ pub struct SiteEntry {
     /// provider's; absent or empty: any `https://` URL.
     #[serde(default)]
     pub guest_url_origins: Option<Vec<String>>,
+    /// The identity secret of verified in-app users (see [`Site::identity_secret`]); absent:
+    /// user ids are taken as sent.
+    #[serde(default)]
+    pub identity_secret: Option<String>,
 }
 
 impl SiteEntry {
@@ -548,6 +572,7 @@ impl SiteEntry {
             keys,
             honor_gpc: self.honor_gpc,
             guest_url_origins: self.guest_url_origins.unwrap_or_default(),
+            identity_secret: self.identity_secret,
         })
     }
 }
@@ -654,8 +679,9 @@ impl Settings {
     }
 }
 
-/// Parses a JSON array of [`SiteEntry`].
-fn parse_sites(json: &Setting) -> Result<Vec<SiteSpec>, SettingsError> {
+/// Parses a JSON array of [`SiteEntry`] (the form of `TIPPEN_SITES`), checking each entry's
+/// fields; the checks across sites come with [`Settings::from_lookup`].
+pub fn parse_sites(json: &Setting) -> Result<Vec<SiteSpec>, SettingsError> {
     let entries: Vec<SiteEntry> =
         serde_json::from_str(&json.value).map_err(|e| SettingsError::SitesJson {
             name: json.name,

@@ -7,6 +7,7 @@
 
 use std::fmt;
 
+use hmac::{Hmac, Mac};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
@@ -114,6 +115,12 @@ pub struct Site {
     /// `https://` URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guest_url_origins: Vec<String>,
+    /// The identity secret of the in-app tracker's verified identities: when set, every
+    /// `POST /api/track/user-activity` must carry `userHash`, the HMAC-SHA256 of its `userId`
+    /// under this secret (hex), which the product's backend computes for its logged-in user
+    /// (see [`IdentitySecret`]). `None`: user ids are taken as sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity_secret: Option<IdentitySecret>,
 }
 
 impl Site {
@@ -127,6 +134,7 @@ impl Site {
             legacy_single_key: false,
             honor_gpc: true,
             guest_url_origins: Vec::new(),
+            identity_secret: None,
         }
     }
 
@@ -140,6 +148,7 @@ impl Site {
             legacy_single_key: true,
             honor_gpc: true,
             guest_url_origins: Vec::new(),
+            identity_secret: None,
         }
     }
 
@@ -162,10 +171,107 @@ impl Site {
         self
     }
 
+    /// The same site verifying in-app user identities with `secret` (see
+    /// [`identity_secret`](Self::identity_secret)).
+    pub fn with_identity_secret(mut self, secret: &str) -> Self {
+        self.identity_secret = Some(IdentitySecret(secret.to_owned()));
+        self
+    }
+
+    /// Checks the identity an in-app activity batch claims: without an identity secret every
+    /// user id is taken as sent (`Ok(false)`: not verified); with one, `user_hash` must be the
+    /// HMAC-SHA256 of `user_id` under it, in hex (`Ok(true)`), compared in constant time.
+    pub fn verify_identity(
+        &self,
+        user_id: &str,
+        user_hash: Option<&str>,
+    ) -> Result<bool, IdentityError> {
+        let Some(secret) = &self.identity_secret else {
+            return Ok(false);
+        };
+        let hash = user_hash.ok_or(IdentityError::Missing)?;
+        if secret.verify(user_id, hash) {
+            Ok(true)
+        } else {
+            Err(IdentityError::Mismatch)
+        }
+    }
+
     /// Every key hash under which this site is found.
     pub fn key_hashes(&self) -> impl Iterator<Item = KeyHash> + '_ {
         std::iter::once(self.secret_key_hash).chain(self.public_key_hash)
     }
+}
+
+/// A site's identity secret: the key under which a product's backend signs its logged-in
+/// user's id for the in-app tracker, as `userHash = hex(HMAC-SHA256(secret, userId))`, so
+/// that the public tracking key alone cannot post activity (and so trigger support alerts)
+/// for users who did nothing. It is kept with the site record (the HMAC needs the secret
+/// itself, not a hash); `Debug` never shows it.
+///
+/// ```
+/// use tippen_core::IdentitySecret;
+/// let secret = IdentitySecret::new("idv_0123456789abcdef0123");
+/// let hash = secret.sign("user_123");
+/// assert_eq!(hash.len(), 64);
+/// assert!(secret.verify("user_123", &hash));
+/// assert!(!secret.verify("user_124", &hash));
+/// ```
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct IdentitySecret(String);
+
+impl IdentitySecret {
+    /// The secret.
+    pub fn new(secret: impl Into<String>) -> Self {
+        IdentitySecret(secret.into())
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_bytes()).expect("HMAC takes any key")
+    }
+
+    /// `hex(HMAC-SHA256(secret, user_id))`: what a product's backend puts in the page as the
+    /// user's `userHash`.
+    pub fn sign(&self, user_id: &str) -> String {
+        let mut mac = self.mac();
+        mac.update(user_id.as_bytes());
+        hex::encode(mac.finalize().into_bytes())
+    }
+
+    /// Whether `user_hash` (hex, either case) is `user_id`'s HMAC under this secret, compared
+    /// in constant time.
+    pub fn verify(&self, user_id: &str, user_hash: &str) -> bool {
+        let mut tag = [0u8; 32];
+        if hex::decode_to_slice(user_hash.trim(), &mut tag).is_err() {
+            return false;
+        }
+        let mut mac = self.mac();
+        mac.update(user_id.as_bytes());
+        mac.verify_slice(&tag).is_ok()
+    }
+}
+
+impl fmt::Debug for IdentitySecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("IdentitySecret([redacted])")
+    }
+}
+
+/// Why an in-app activity batch's identity was refused (see [`Site::verify_identity`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// The site verifies identities and the batch has no `userHash`.
+    #[error(
+        "userHash is required: this site verifies user identities (userHash = hex HMAC-SHA256 of userId under the site's identity secret, computed by your backend)"
+    )]
+    Missing,
+    /// `userHash` is not `userId`'s HMAC under the site's identity secret.
+    #[error(
+        "userHash does not match userId (expected hex HMAC-SHA256 of userId under the site's identity secret)"
+    )]
+    Mismatch,
 }
 
 /// The origin (`https://host` or `https://host:port`, host in lower case) of an `https://`

@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tippen_axum::{EnrichmentConfig, HostConfig, TippenHost, TrustedProxies};
-use tippen_conformance::{IPINFO_TOKEN, Outbound, StandIns, Target, run_all};
+use tippen_conformance::{IDENTITY_SECRET, IPINFO_TOKEN, Outbound, StandIns, Target, run_all};
 use tippen_core::enrichment::{ProviderConfig, ProviderKind};
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::video::CustomerConnect;
@@ -47,6 +47,7 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
         Site::legacy("legacy", "Legacy", "legacy_key"),
         Site::new("a", "Site A", "pk_a", "sk_a"),
         Site::new("b", "Site B", "pk_b", "sk_b"),
+        Site::new("v", "Verified", "pk_v", "sk_v").with_identity_secret(IDENTITY_SECRET),
     ] {
         tippen.put_site(&site).await.expect("put_site");
     }
@@ -257,6 +258,7 @@ async fn the_conformance_suite_passes_under_the_prefix() {
         secret_key: "sk_a".into(),
         other_site_public_key: "pk_b".into(),
         other_site_secret_key: "sk_b".into(),
+        verified_site_public_key: Some("pk_v".into()),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
         leave_linger: LEAVE_LINGER,

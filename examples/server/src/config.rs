@@ -230,6 +230,9 @@ pub struct SiteEntry {
     /// provider's; absent: any `https://` URL.
     #[serde(default)]
     pub guest_url_origins: Vec<String>,
+    /// Verified in-app identities: the secret under which your backend signs each logged-in
+    /// user's id (`userHash`, hex HMAC-SHA256); absent: user ids are taken as sent.
+    pub identity_secret: Option<String>,
 }
 
 /// Everything the server takes from the file and the environment.
@@ -277,10 +280,15 @@ impl FileConfig {
         demo: bool,
         env: impl Fn(&'static str) -> Option<String>,
     ) -> Result<Settings, ConfigError> {
+        let env = settings::env_lookup(env);
         let mut sites = std::mem::take(&mut self.sites)
             .into_iter()
             .map(SiteEntry::into_spec)
             .collect::<Result<Vec<_>, _>>()?;
+        // TIPPEN_SITES (the JSON array every host reads) adds to the file's [[sites]].
+        if let Some(json) = env(names::SITES) {
+            sites.extend(settings::parse_sites(&json)?);
+        }
         if demo {
             sites.push(SiteSpec {
                 id: DEMO_SITE_ID.to_owned(),
@@ -290,9 +298,9 @@ impl FileConfig {
                 keys: SiteKeys::Legacy(SecretKey::Sha256(KeyHash::of(DEMO_KEY))),
                 honor_gpc: None,
                 guest_url_origins: Vec::new(),
+                identity_secret: None,
             });
         }
-        let env = settings::env_lookup(env);
         let lookup = |name| env(name).or_else(|| self.setting(name));
         let shared =
             settings::Settings::from_lookup(lookup, "sites", sites).map_err(|e| match e {
@@ -465,6 +473,7 @@ impl SiteEntry {
             keys,
             honor_gpc: self.honor_gpc,
             guest_url_origins: self.guest_url_origins,
+            identity_secret: self.identity_secret,
         })
     }
 }
@@ -529,6 +538,46 @@ mod tests {
         assert_eq!(
             old.role_of(&KeyHash::of("one_key_0123456789abcdefgh")),
             Some(tippen_core::KeyRole::Secret)
+        );
+    }
+
+    #[test]
+    fn tippen_sites_adds_to_the_file_and_identity_secrets_are_checked() {
+        let text = "[[sites]]\nid = \"acme\"\npublic_key = \"pk_acme\"\nsecret_key = \"sk_acme_0123456789abcdefgh\"\nidentity_secret = \"idv_acme_0123456789abcdefgh\"\n";
+        let env = |v: &'static str| {
+            (v == "TIPPEN_SITES").then(|| {
+                r#"[{"id":"v","publicKey":"pk_v","secretKey":"sk_v_0123456789abcdefghij"}]"#
+                    .to_owned()
+            })
+        };
+        let s = parse(text).unwrap().into_settings(false, env).unwrap();
+        let ids: Vec<_> = s.sites.iter().map(|s| s.id.as_str()).collect();
+        assert_eq!(ids, ["acme", "v"]);
+        let acme = &s.sites[0];
+        let hash = tippen_core::IdentitySecret::new("idv_acme_0123456789abcdefgh").sign("u1");
+        assert_eq!(acme.verify_identity("u1", Some(&hash)), Ok(true));
+        assert!(acme.verify_identity("u2", Some(&hash)).is_err());
+        assert_eq!(s.sites[1].verify_identity("u1", None), Ok(false));
+        // A key used in both places is refused like any reused key.
+        let twice = |v: &'static str| {
+            (v == "TIPPEN_SITES").then(|| {
+                r#"[{"id":"w","publicKey":"pk_acme","secretKey":"sk_w_0123456789abcdefghij"}]"#
+                    .to_owned()
+            })
+        };
+        let e = parse(text)
+            .unwrap()
+            .into_settings(false, twice)
+            .unwrap_err();
+        assert!(e.to_string().contains("used twice"), "{e}");
+        let short = text.replace("idv_acme_0123456789abcdefgh", "short");
+        let e = parse(&short)
+            .unwrap()
+            .into_settings(false, no_env)
+            .unwrap_err();
+        assert!(
+            e.to_string().contains("identity secret has 5 characters"),
+            "{e}"
         );
     }
 

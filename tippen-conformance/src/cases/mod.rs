@@ -135,6 +135,10 @@ pub(crate) fn all() -> Vec<Case> {
         // Support triggers.
         case!(support::error_burst_alerts_dashboards_and_the_overview),
         case!(support::support_alert_reaches_slack_once, needs Slack),
+        case!(
+            support::verified_identities_need_a_matching_user_hash,
+            needs VerifiedIdentities
+        ),
     ]
 }
 

@@ -141,3 +141,53 @@ pub(super) async fn support_alert_reaches_slack_once(t: &Target) -> Result<(), F
     dashboard.close().await;
     Ok(())
 }
+
+/// A site with an identity secret takes an activity batch only with `userHash`, the hex
+/// HMAC-SHA256 of `userId` under that secret: missing or wrong (another user's, garbage) is a
+/// 401 naming `userHash`; the right one (either hex case) is stored.
+pub(super) async fn verified_identities_need_a_matching_user_hash(
+    t: &Target,
+) -> Result<(), Failure> {
+    let Some(key) = t.verified_site_public_key.as_deref() else {
+        unreachable!("run only with Capability::VerifiedIdentities");
+    };
+    let http = Http::new(t)?;
+    let user = unique_id("verified");
+    let event = json!({"type": "route", "route": "/home", "timestamp": crate::wire::now_ms()});
+    let batch = |hash: Option<String>| {
+        let mut body = json!({"apiKey": key, "userId": user, "events": [event]});
+        if let Some(hash) = hash {
+            body["userHash"] = json!(hash);
+        }
+        Req::post("/api/track/user-activity").json(&body)
+    };
+    // None; another user's; not hex; under another secret. (The request's body, shown in a
+    // failure, says which.)
+    for hash in [
+        None,
+        Some(sign(crate::IDENTITY_SECRET, "someone_else")),
+        Some("not-a-hash".to_owned()),
+        Some(sign("idv_other_0123456789abcdefgh", &user)),
+    ] {
+        http.send(batch(hash))
+            .await?
+            .expect_error_mentioning(401, "userHash")?;
+    }
+    http.send(batch(Some(
+        sign(crate::IDENTITY_SECRET, &user).to_uppercase(),
+    )))
+    .await?
+    .expect_json(
+        200,
+        &json!({"success": true, "stored": 1, "analyzed": true}),
+    )?;
+    Ok(())
+}
+
+/// `hex(HMAC-SHA256(secret, user_id))`, as a product's backend computes a `userHash`.
+fn sign(secret: &str, user_id: &str) -> String {
+    use hmac::{Hmac, Mac};
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("any key");
+    mac.update(user_id.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}

@@ -553,6 +553,8 @@ impl Tippen {
                     .keyed_body_checked(key.as_deref(), &body, KeyRole::Public, count_events)
                     .await?;
                 check_id("userId", &req.user_id, limits.max_id_bytes)?;
+                site.verify_identity(&req.user_id, req.user_hash.as_deref())
+                    .map_err(|e| ApiError::new(StatusCode::UNAUTHORIZED, e.to_string()))?;
                 let identity = crate::support::UserIdentity {
                     email: req
                         .user_email

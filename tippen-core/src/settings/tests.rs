@@ -430,6 +430,7 @@ fn a_lookup_names_where_each_value_came_from() {
         },
         honor_gpc: None,
         guest_url_origins: Vec::new(),
+        identity_secret: None,
     }];
     let env = env_lookup(vars(&[("TIPPEN_HIDDEN_GRACE_MS", "7000")]));
     let lookup = |name| env(name).or_else(|| file(name));
@@ -544,12 +545,28 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
     assert!(
         sites(r#"[{"id":"a","publicKey":"pk_a","secretKey":"abcdefghijklmnopqrstuvwx"}]"#).is_ok()
     );
+    // An identity secret is a secret too.
+    let (_, problem) = site_problem(
+        r#"[{"id":"a","publicKey":"pk_a","secretKey":"abcdefghijklmnopqrstuvwx","identitySecret":"tooshort"}]"#,
+    );
+    assert_eq!(problem, SiteProblem::ShortIdentitySecret { chars: 8 });
+    let s = sites(
+        r#"[{"id":"a","publicKey":"pk_a","secretKey":"abcdefghijklmnopqrstuvwx","identitySecret":"idv_0123456789abcdefghijk"}]"#,
+    )
+    .unwrap();
+    let secret = s.sites[0].identity_secret.as_ref().expect("kept");
+    assert!(secret.verify("u", &secret.sign("u")));
+    assert!(
+        !format!("{:?}", s.sites[0]).contains("idv_0123"),
+        "Debug hides it"
+    );
     let hashed = SiteSpec {
         id: "a".into(),
         name: None,
         keys: SiteKeys::Legacy(SecretKey::Sha256(KeyHash::of("short"))),
         honor_gpc: None,
         guest_url_origins: Vec::new(),
+        identity_secret: None,
     };
     assert!(Settings::from_lookup(|_| None, "sites", vec![hashed]).is_ok());
 
