@@ -45,6 +45,10 @@ pub struct RequestContext {
     /// The client sent Global Privacy Control by other means than the `Sec-GPC: 1` header
     /// (which [`Tippen::route`] reads itself); hosts normally leave this `false`.
     pub gpc: bool,
+    /// Where the client is, when the host's platform says (Cloudflare's `cf` object,
+    /// CloudFront's viewer headers: see [`Place::from_headers`](crate::history::Place)):
+    /// kept on the visit for history.
+    pub place: Option<crate::history::Place>,
 }
 
 /// The outcome of [`Tippen::route`].
@@ -114,6 +118,7 @@ enum Op {
         ping: Ping,
         client_ip: Option<IpAddr>,
         sends_gpc: bool,
+        place: Option<crate::history::Place>,
     },
     Leave {
         visitor_id: String,
@@ -443,6 +448,7 @@ impl Tippen {
                         ping,
                         client_ip: ctx.client_ip,
                         sends_gpc: ctx.gpc || sends_gpc(&parts.headers),
+                        place: ctx.place.clone(),
                     },
                 )
             }
@@ -615,11 +621,13 @@ impl Tippen {
                     ping,
                     client_ip,
                     sends_gpc,
+                    place,
                 } => {
                     let client = ClientInfo {
                         ip: client_ip,
                         sends_gpc,
                         site_honours_gpc: honours_gpc,
+                        place,
                     };
                     let outcome = self.track_client(&site, &visitor_id, &ping, client).await?;
                     let body = TrackResponse {
