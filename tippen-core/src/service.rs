@@ -31,6 +31,7 @@ mod reads;
 mod support;
 mod update;
 
+pub use history::{CompanyDetail, VisitPage};
 pub use support::SupportOverview;
 use update::Write;
 

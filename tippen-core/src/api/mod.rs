@@ -12,6 +12,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 mod extract;
+mod history;
 mod response;
 mod socket;
 
@@ -172,6 +173,11 @@ enum Route {
     UserActivity,
     SupportUsers,
     User,
+    Visits,
+    Visit,
+    Companies,
+    Company,
+    Analytics,
     /// A browser asset (feature `assets`).
     #[cfg(feature = "assets")]
     Asset(assets::Asset),
@@ -206,6 +212,13 @@ impl Route {
             "/api/track/user-activity" => Route::UserActivity,
             "/api/support/users" => Route::SupportUsers,
             p if p.starts_with("/api/users/") && p.len() > "/api/users/".len() => Route::User,
+            "/api/visits" => Route::Visits,
+            p if p.starts_with("/api/visits/") && p.len() > "/api/visits/".len() => Route::Visit,
+            "/api/companies" => Route::Companies,
+            p if p.starts_with("/api/companies/") && p.len() > "/api/companies/".len() => {
+                Route::Company
+            }
+            "/api/analytics" => Route::Analytics,
             _ => return None,
         })
     }
@@ -378,6 +391,18 @@ impl Tippen {
             Route::Visitors => {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 call(site, Op::ListVisitors)
+            }
+            Route::Visits | Route::Visit | Route::Companies | Route::Company | Route::Analytics => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let op = match route {
+                    Route::Visits => history::HistoryOp::visits(query)?,
+                    Route::Visit => history::HistoryOp::visit(path)?,
+                    Route::Companies => history::HistoryOp::companies(query)?,
+                    Route::Company => history::HistoryOp::company(path, query)?,
+                    _ => history::HistoryOp::analytics(query)?,
+                };
+                // Reads of history only: answered here, without the site's lock.
+                done(self.history_response(&site.id, op).await?)
             }
             Route::Stats => {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;

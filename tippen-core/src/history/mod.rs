@@ -65,11 +65,16 @@
 //! closed (a lookup that settled mid-visit counts); invites from the live record.
 
 mod memory;
+mod report;
 mod rollup;
 mod store;
 mod visit;
 
 pub use memory::MemoryHistory;
+pub use report::{
+    Analytics, Bucket, CompanySummary, Count, MAX_WINDOW, VISIT_CSV_HEADER, Window, analytics,
+    companies_csv, company_summaries, csv_field, visit_csv_header, visit_csv_row,
+};
 pub use rollup::{
     DAY_MS, DURATION_BOUNDS_S, Fold, HOUR_MS, Rollup, RollupKey, RollupQuery, RollupScope,
     RollupSelect, Sketch, TOP_ENTRIES, TopCounts,

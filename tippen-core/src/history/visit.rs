@@ -29,6 +29,7 @@ pub struct PageVisit {
     /// The page's path (no origin, query or fragment).
     pub path: String,
     /// When it was viewed (server time).
+    #[serde(with = "crate::clock::rfc3339")]
     pub at: Timestamp,
     /// Time on the page: until the next page view in the same tab, else until the tab's last
     /// event or exit beacon.
@@ -287,8 +288,10 @@ pub struct VisitInvite {
     /// Its state when the visit closed (final unless the invite outlived the visit).
     pub state: InviteState,
     /// When it was sent.
+    #[serde(with = "crate::clock::rfc3339")]
     pub sent_at: Timestamp,
     /// When its state last changed.
+    #[serde(with = "crate::clock::rfc3339")]
     pub updated_at: Timestamp,
 }
 
@@ -540,8 +543,10 @@ pub struct Visit {
     /// The visitor.
     pub visitor_id: String,
     /// When it started (server time).
+    #[serde(with = "crate::clock::rfc3339")]
     pub started_at: Timestamp,
     /// The visitor's last event or exit beacon.
+    #[serde(with = "crate::clock::rfc3339")]
     pub ended_at: Timestamp,
     /// `ended_at - started_at`.
     pub duration_ms: u64,

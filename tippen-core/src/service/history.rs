@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use crate::clock::Timestamp;
 use crate::history::{
-    Fold, HistoryStore, PutVisit, Rollup, RollupKey, Visit, VisitFilter, VisitQuery,
+    Analytics, CompanySummary, Fold, HistoryStore, PutVisit, Rollup, RollupKey, RollupQuery,
+    RollupScope, RollupSelect, Visit, VisitCursor, VisitFilter, VisitQuery, Window, analytics,
+    company_summaries,
 };
 use crate::site::SiteId;
 use crate::store::StoreError;
@@ -143,5 +145,157 @@ impl Tippen {
             tracing::info!(site = %site, purged, "history purged by retention");
         }
         Ok(purged)
+    }
+}
+
+/// A page of visits and the cursor of the next (`None`: this was the last page).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VisitPage {
+    /// The visits, newest first.
+    pub visits: Vec<Visit>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// A company's summary over a window and its visits as a timeline.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanyDetail {
+    /// The summary over the window.
+    pub summary: Option<CompanySummary>,
+    /// Its visits, newest first (one page).
+    pub visits: Vec<Visit>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+impl Tippen {
+    /// One page of the site's visits matching `query` (newest first), with the next page's
+    /// cursor.
+    pub async fn history_visits(
+        &self,
+        site: &SiteId,
+        query: &VisitQuery,
+    ) -> Result<VisitPage, ServiceError> {
+        let history = self.history_store()?;
+        let mut ask = query.clone();
+        ask.limit = query.limit.saturating_add(1);
+        let mut visits = history.visits(site, &ask).await?;
+        let more = visits.len() > query.limit;
+        visits.truncate(query.limit);
+        let next_cursor = more
+            .then(|| visits.last().map(|v| VisitCursor::after(v).encode()))
+            .flatten();
+        Ok(VisitPage {
+            visits,
+            next_cursor,
+        })
+    }
+
+    /// One visit of the site.
+    pub async fn history_visit(
+        &self,
+        site: &SiteId,
+        visit_id: &str,
+    ) -> Result<Option<Visit>, ServiceError> {
+        Ok(self.history_store()?.visit(site, visit_id).await?)
+    }
+
+    /// Per-company summaries over `window` (ending now), most visits first.
+    pub async fn history_companies(
+        &self,
+        site: &SiteId,
+        window: &Window,
+    ) -> Result<Vec<CompanySummary>, ServiceError> {
+        let rollups = self
+            .company_rollups(site, window, RollupSelect::Companies)
+            .await?;
+        Ok(company_summaries(&rollups))
+    }
+
+    async fn company_rollups(
+        &self,
+        site: &SiteId,
+        window: &Window,
+        select: RollupSelect,
+    ) -> Result<Vec<Rollup>, ServiceError> {
+        let now = self.now();
+        let (from, _) = window.range(now);
+        let scope = RollupScope::Company(String::new());
+        Ok(self
+            .history_store()?
+            .rollups(
+                site,
+                &RollupQuery {
+                    select,
+                    from: scope.bucket_of(from),
+                    to: now.plus(std::time::Duration::from_millis(1)),
+                },
+            )
+            .await?)
+    }
+
+    /// One company (by its key: domain, else name): its summary over `window` and a page of
+    /// its visits (all time within retention), newest first. `None` when the site has
+    /// neither.
+    pub async fn history_company(
+        &self,
+        site: &SiteId,
+        key: &str,
+        window: &Window,
+        after: Option<VisitCursor>,
+        limit: usize,
+    ) -> Result<Option<CompanyDetail>, ServiceError> {
+        let key = key.to_ascii_lowercase();
+        let rollups = self
+            .company_rollups(site, window, RollupSelect::Company(key.clone()))
+            .await?;
+        let summary = company_summaries(&rollups).into_iter().next();
+        let page = self
+            .history_visits(
+                site,
+                &VisitQuery {
+                    from: Timestamp::EPOCH,
+                    to: Timestamp::from_millis(i64::MAX),
+                    filter: VisitFilter {
+                        company: Some(key),
+                        ..VisitFilter::default()
+                    },
+                    after,
+                    limit,
+                },
+            )
+            .await?;
+        if summary.is_none() && page.visits.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(CompanyDetail {
+            summary,
+            visits: page.visits,
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    /// Analytics over `window` (ending now) from the site's hourly rollups.
+    pub async fn history_analytics(
+        &self,
+        site: &SiteId,
+        window: &Window,
+    ) -> Result<Analytics, ServiceError> {
+        let now = self.now();
+        let (from, _) = window.range(now);
+        let rollups = self
+            .history_store()?
+            .rollups(
+                site,
+                &RollupQuery {
+                    select: RollupSelect::Site,
+                    from: RollupScope::Site.bucket_of(from),
+                    to: now.plus(std::time::Duration::from_millis(1)),
+                },
+            )
+            .await?;
+        Ok(analytics(window, now, &rollups))
     }
 }
