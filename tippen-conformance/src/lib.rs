@@ -68,6 +68,7 @@
 //!     leave_linger: Duration::from_secs(1),
 //!     outbound: Default::default(),
 //!     verified_site_public_key: None,
+//!     history: true,
 //! };
 //! let report = run_all(&target).await;
 //! println!("{report}");
@@ -152,6 +153,11 @@ pub struct Target {
     /// in-app identities); the cases of [`Capability::VerifiedIdentities`] run only when it is
     /// given. Only those cases write to that site.
     pub verified_site_public_key: Option<String>,
+    /// The host keeps visit history (its `Tippen` has a history store: `with_history`): the
+    /// history cases check visits, companies, analytics, CSV and erasure. `false`: they check
+    /// that the history routes answer `501 {"error":…}` instead. The runner's
+    /// `--with history` (`TIPPEN_WITH=…,history`) sets it.
+    pub history: bool,
 }
 
 /// The identity secret the site of [`Target::verified_site_public_key`] must be configured

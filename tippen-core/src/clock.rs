@@ -51,6 +51,38 @@ impl Timestamp {
             None => "1970-01-01T00:00:00.000Z".to_owned(),
         }
     }
+
+    /// Parses RFC 3339 (`2025-10-16T12:00:00Z`, any offset, optional fraction).
+    pub fn parse_rfc3339(s: &str) -> Option<Timestamp> {
+        chrono::DateTime::parse_from_rfc3339(s.trim())
+            .ok()
+            .map(|t| Timestamp(t.timestamp_millis()))
+    }
+}
+
+/// Serde for a [`Timestamp`] as an RFC 3339 string (`#[serde(with = "crate::clock::rfc3339")]`);
+/// reads epoch milliseconds too.
+pub(crate) mod rfc3339 {
+    use super::Timestamp;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(crate) fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339())
+    }
+
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Either {
+            Millis(i64),
+            Text(String),
+        }
+        match Either::deserialize(d)? {
+            Either::Millis(ms) => Ok(Timestamp::from_millis(ms)),
+            Either::Text(s) => Timestamp::parse_rfc3339(&s)
+                .ok_or_else(|| serde::de::Error::custom(format!("bad time {s:?}"))),
+        }
+    }
 }
 
 impl fmt::Display for Timestamp {

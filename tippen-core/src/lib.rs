@@ -46,6 +46,7 @@ pub mod clock;
 pub mod config;
 pub mod effects;
 pub mod enrichment;
+pub mod history;
 pub mod host;
 pub mod ids;
 pub mod invite;

@@ -19,9 +19,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
 use crate::config::PresenceConfig;
+use crate::history::{OpenVisit, Place, Visit};
 use crate::invite::{Invite, InviteEvent, InviteMessage};
 pub use crate::protocol::{EnrichmentSource, RemovalReason, UpdateKind, Visibility};
 use crate::protocol::{OpenInviteView, TabView, VisitorView};
+use crate::site::SiteId;
 
 /// What a tracker reported.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -237,6 +239,11 @@ pub struct VisitorRecord {
     /// [`PrivacyConfig`](crate::config::PrivacyConfig)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opted_out_until: Option<Timestamp>,
+    /// The visit in progress (see [`crate::history`]): opened by the first event, updated by
+    /// every event in this same record, taken out and closed when presence removes the
+    /// visitor. `None` on tombstones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visit: Option<OpenVisit>,
 }
 
 /// Result of removing tabs from a record.
@@ -276,6 +283,7 @@ impl VisitorRecord {
             invite: None,
             deadline: Timestamp::EPOCH,
             opted_out_until: None,
+            visit: None,
         };
         record.apply(ping, now, cfg);
         record
@@ -299,6 +307,7 @@ impl VisitorRecord {
             invite: None,
             deadline: until,
             opted_out_until: Some(until),
+            visit: None,
         }
     }
 
@@ -374,6 +383,16 @@ impl VisitorRecord {
         if ping.kind == PingKind::PageView {
             self.page_views += 1;
         }
+        let visit = self
+            .visit
+            .get_or_insert_with(|| OpenVisit::start(&self.visitor_id, self.first_seen));
+        visit.retain_tabs(|id| id == ping.tab_id || self.tabs.iter().any(|t| t.tab_id == id));
+        visit.on_event(
+            &ping.tab_id,
+            &ping.url,
+            ping.kind == PingKind::PageView,
+            now,
+        );
         let update = match self.tabs.iter().position(|t| t.tab_id == ping.tab_id) {
             Some(i) => {
                 let mut tab = self.tabs.remove(i);
@@ -463,7 +482,12 @@ impl VisitorRecord {
             .iter_mut()
             .filter(|t| left.contains(&t.tab_id) && t.live_at(now, cfg))
         {
-            // A second beacon does not extend the linger.
+            // A second beacon does not extend the linger (nor the time on its page).
+            if tab.left_at.is_none()
+                && let Some(visit) = self.visit.as_mut()
+            {
+                visit.on_leave(Some(&tab.tab_id), now);
+            }
             tab.left_at.get_or_insert(now);
         }
         if !quiet.is_zero() {
@@ -529,6 +553,30 @@ impl VisitorRecord {
             TabsChange::TabsClosed
         } else {
             TabsChange::Unchanged
+        }
+    }
+
+    /// Takes the open visit out and closes it (see [`OpenVisit::close`]) for `reason`: call
+    /// it when presence removes the visitor, after its invite has ended.
+    pub fn close_visit(&mut self, site: &SiteId, reason: RemovalReason) -> Option<Visit> {
+        let open = self.visit.take()?;
+        Some(open.close(site, self, reason))
+    }
+
+    /// Notes where the visitor is (the host's request geodata) on the open visit, unless it
+    /// already knows.
+    pub fn note_place(&mut self, place: Option<&Place>) {
+        if let (Some(visit), Some(place)) = (self.visit.as_mut(), place)
+            && visit.place.country.is_none()
+        {
+            visit.place = place.clone();
+        }
+    }
+
+    /// Notes the current invite's state on the open visit.
+    pub(crate) fn note_invite(&mut self) {
+        if let (Some(visit), Some(invite)) = (self.visit.as_mut(), self.invite.as_ref()) {
+            visit.note_invite(invite);
         }
     }
 

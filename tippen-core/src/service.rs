@@ -17,6 +17,7 @@ use crate::enrichment::{
     CachedLookup, CompanyProfile, EnrichmentEvent, EnrichmentSource, EnrichmentStats,
     LookupFailure, VisitorSignals, lookup_target,
 };
+use crate::history::{HistoryStore, Place};
 use crate::ids::{IdGenerator, SecureIds};
 use crate::invite::{Invite, InviteError, InviteEvent, InviteState, InviteToVisitor, NewInvite};
 use crate::presence::{Company, Ping, RemovalReason, TabsChange, UpdateKind, VisitorRecord};
@@ -25,10 +26,12 @@ use crate::site::{KeyHash, KeyRole, Site, SiteId};
 use crate::store::{Store, StoreError, Versioned};
 use crate::video::VideoProvider;
 
+mod history;
 mod reads;
 mod support;
 mod update;
 
+pub use history::{CompanyDetail, VisitPage};
 pub use support::SupportOverview;
 use update::Write;
 
@@ -51,6 +54,9 @@ pub enum ServiceError {
     /// A quota of [`Limits`](crate::config::Limits) would be exceeded (nothing changed).
     #[error("{0}")]
     Quota(String),
+    /// The service has no history store ([`Tippen::with_history`]).
+    #[error("visit history is not enabled on this server")]
+    HistoryDisabled,
     /// The visitor was deleted and so opted out of tracking (its tombstone is in force).
     #[error("visitor {0} was deleted and has opted out of tracking")]
     OptedOut(String),
@@ -150,8 +156,10 @@ pub struct LookupRequest {
 }
 
 /// What is known about the client of a tracking request, beyond the ping.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClientInfo {
+    /// Where the client is, from the host's request geodata (kept on the visit).
+    pub place: Option<Place>,
     /// The client's address, as the host determined it.
     pub ip: Option<IpAddr>,
     /// The browser sent `Sec-GPC: 1` (Global Privacy Control).
@@ -167,6 +175,7 @@ pub struct Tippen {
     config: Config,
     ids: Arc<dyn IdGenerator>,
     video: Option<Arc<dyn VideoProvider>>,
+    history: Option<Arc<dyn HistoryStore>>,
 }
 
 impl std::fmt::Debug for Tippen {
@@ -200,6 +209,7 @@ impl Tippen {
             config,
             ids: Arc::new(SecureIds),
             video: None,
+            history: None,
         }
     }
 
@@ -311,7 +321,15 @@ impl Tippen {
         let mut read = None;
         let tracked = loop {
             let transition = |current: Option<Versioned<VisitorRecord>>| {
-                Ok(self.track_step(visitor_id, ping, first.as_ref(), current, now))
+                Ok(self.track_step(
+                    site,
+                    visitor_id,
+                    ping,
+                    &client,
+                    first.as_ref(),
+                    current,
+                    now,
+                ))
             };
             let step = match read.take() {
                 None => self.update(site, visitor_id, transition).await?,
@@ -368,10 +386,13 @@ impl Tippen {
     }
 
     /// The transition of a tracker event (see [`track_client`](Self::track_client)).
+    #[allow(clippy::too_many_arguments)]
     fn track_step(
         &self,
+        site: &SiteId,
         visitor_id: &str,
         ping: &Ping,
+        client: &ClientInfo,
         first: Option<&FirstCompany>,
         current: Option<Versioned<VisitorRecord>>,
         now: Timestamp,
@@ -391,7 +412,8 @@ impl Tippen {
         let mut messages = Vec::with_capacity(2);
         let mut invite_messages = Vec::new();
         let mut enrichment = None;
-        let (record, update) = match current {
+        let mut closed = None;
+        let (mut record, update) = match current {
             Some(v) if v.value.live_at(now, cfg) => {
                 let mut record = v.value;
                 let update = record.apply(ping, now, cfg);
@@ -412,15 +434,18 @@ impl Tippen {
                     return (Write::Keep, TrackStep::NeedsCompany(Box::new(stale)));
                 };
                 if let Some(old) = stale.as_ref().filter(|v| !v.value.is_tombstone()) {
-                    // Expired but not yet swept: report the removal first.
+                    // Expired but not yet swept: report the removal (and close its visit)
+                    // first.
+                    let reason = old.value.removal_reason(cfg);
                     messages.push(ServerMessage::VisitorRemoved {
                         visitor_id: old.value.visitor_id.clone(),
-                        reason: old.value.removal_reason(cfg),
+                        reason,
                     });
                     let mut ended = old.value.clone();
                     if let Some(m) = ended.end_invite(now, cfg) {
                         messages.push(m.into());
                     }
+                    closed = ended.close_visit(site, reason);
                 }
                 enrichment = Some(first.clone());
                 let company = first.company.clone();
@@ -439,13 +464,17 @@ impl Tippen {
             });
         }
         messages.append(&mut invite_messages);
+        record.note_place(client.place.as_ref());
         let tracked = Tracked {
             messages,
             deadline: record.deadline,
             invite: record.open_invite().map(|i| i.visitor_message(now)),
             enrichment,
         };
-        (Write::Save(record), TrackStep::Tracked(Box::new(tracked)))
+        (
+            Write::Save(record).closing(closed),
+            TrackStep::Tracked(Box::new(tracked)),
+        )
     }
 
     /// An exit beacon for one tab (`Some`) or the whole visitor (`None`). The tab is held for
@@ -505,7 +534,7 @@ impl Tippen {
                         // departure to remember: nothing for dashboards yet.
                         return Ok((Write::Save(record), Some((Vec::new(), deadline))));
                     }
-                    let (write, mut messages) = self.settle(record, change, now);
+                    let (write, mut messages) = self.settle(site, record, change, now);
                     messages.extend(ended.map(ServerMessage::from));
                     Ok((write, Some((messages, deadline))))
                 },
@@ -523,9 +552,13 @@ impl Tippen {
 
     /// What to write for `record` after its tabs changed by `change`, and what dashboards
     /// hear once it is written.
+    ///
+    /// A removal closes the visit (after the caller ended the invite), to be written to
+    /// history before the record.
     fn settle(
         &self,
-        record: VisitorRecord,
+        site: &SiteId,
+        mut record: VisitorRecord,
         change: TabsChange,
         now: Timestamp,
     ) -> (Write<VisitorRecord>, Vec<ServerMessage>) {
@@ -535,11 +568,12 @@ impl Tippen {
                     visitor_id: record.visitor_id.clone(),
                     reason,
                 };
+                let closed = record.close_visit(site, reason);
                 if record.is_tombstone() {
                     // Kept for the departure quiet period, then removed silently by a sweep.
-                    (Write::Save(record), vec![removed])
+                    (Write::Save(record).closing(closed), vec![removed])
                 } else {
-                    (Write::Remove, vec![removed])
+                    (Write::Remove.closing(closed), vec![removed])
                 }
             }
             TabsChange::TabsClosed => {
@@ -596,7 +630,7 @@ impl Tippen {
                         // An expired invite, or a stale index entry: rewrite to move it.
                         (Write::Save(record), ended.into_iter().collect())
                     } else {
-                        let (write, mut messages) = self.settle(record, change, now);
+                        let (write, mut messages) = self.settle(site, record, change, now);
                         messages.extend(ended);
                         (write, messages)
                     })
@@ -656,13 +690,15 @@ impl Tippen {
                 },
             )
             .await?;
+        // Its open visit went with the record; its closed visits go too.
+        let erased = self.erase_history(site, visitor_id).await?;
         let outcome = Outcome {
             messages: self.sequence(site, messages).await?,
             deadline: Some(until),
             ..Outcome::default()
         };
         self.store.sync().await?;
-        Ok((deleted, outcome))
+        Ok((deleted || erased > 0, outcome))
     }
 
     /// The site's next deadline, as stored: the earliest of its visitors' and its support
@@ -758,7 +794,10 @@ impl Tippen {
                     let invite = Invite::new(new.clone(), now, &self.config.invites);
                     messages.push(invite.part_a_message());
                     messages.push(invite.message().into());
+                    // The visit keeps the previous invite's final state, and this one's.
+                    record.note_invite();
                     record.invite = Some(invite.clone());
+                    record.note_invite();
                     record.refresh_deadline(cfg);
                     let deadline = record.deadline;
                     Ok((Write::Save(record), (invite, Some((messages, deadline)))))
@@ -819,6 +858,7 @@ impl Tippen {
                         requested: event.target(),
                     });
                     let invite = invite.clone();
+                    record.note_invite();
                     record.refresh_deadline(cfg);
                     let deadline = (!record.tabs.is_empty()).then_some(record.deadline);
                     let changed = (ServerMessage::from(message), deadline, refused);

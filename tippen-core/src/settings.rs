@@ -463,6 +463,8 @@ pub struct SiteSpec {
     /// The identity secret of verified in-app users (see [`Site::identity_secret`]), at least
     /// [`MIN_SECRET_KEY_CHARS`] characters.
     pub identity_secret: Option<String>,
+    /// Days of visit history kept (see [`Site::history_retention_days`]; default 90).
+    pub history_retention_days: Option<u32>,
 }
 
 impl SiteSpec {
@@ -514,6 +516,7 @@ impl SiteSpec {
             legacy_single_key,
             honor_gpc: self.honor_gpc.unwrap_or(true),
             guest_url_origins,
+            history_retention_days: self.history_retention_days,
         })
     }
 }
@@ -553,6 +556,9 @@ pub struct SiteEntry {
     /// user ids are taken as sent.
     #[serde(default)]
     pub identity_secret: Option<String>,
+    /// Days of visit history kept (default 90).
+    #[serde(default)]
+    pub history_retention_days: Option<u32>,
 }
 
 impl SiteEntry {
@@ -573,6 +579,7 @@ impl SiteEntry {
             honor_gpc: self.honor_gpc,
             guest_url_origins: self.guest_url_origins.unwrap_or_default(),
             identity_secret: self.identity_secret,
+            history_retention_days: self.history_retention_days,
         })
     }
 }

@@ -121,7 +121,13 @@ pub struct Site {
     /// (see [`IdentitySecret`]). `None`: user ids are taken as sent.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity_secret: Option<IdentitySecret>,
+    /// How many days closed visits are kept (`None`: [`DEFAULT_HISTORY_RETENTION_DAYS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_retention_days: Option<u32>,
 }
+
+/// Days of visit history kept for a site that does not say.
+pub const DEFAULT_HISTORY_RETENTION_DAYS: u32 = 90;
 
 impl Site {
     /// A site with a public and a secret key.
@@ -135,6 +141,7 @@ impl Site {
             honor_gpc: true,
             guest_url_origins: Vec::new(),
             identity_secret: None,
+            history_retention_days: None,
         }
     }
 
@@ -149,6 +156,7 @@ impl Site {
             honor_gpc: true,
             guest_url_origins: Vec::new(),
             identity_secret: None,
+            history_retention_days: None,
         }
     }
 
@@ -195,6 +203,16 @@ impl Site {
         } else {
             Err(IdentityError::Mismatch)
         }
+    }
+
+    /// How long closed visits are kept ([`history_retention_days`](Self::history_retention_days),
+    /// at least one day).
+    pub fn history_retention(&self) -> std::time::Duration {
+        let days = self
+            .history_retention_days
+            .unwrap_or(DEFAULT_HISTORY_RETENTION_DAYS)
+            .max(1);
+        std::time::Duration::from_secs(u64::from(days) * 86_400)
     }
 
     /// Every key hash under which this site is found.

@@ -18,6 +18,9 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 
+mod history;
+pub use history::*;
+
 use crate::clock::{ManualClock, Timestamp};
 use crate::config::{Config, PresenceConfig};
 use crate::presence::{Company, EnrichmentSource, Ping, PingKind, Tab, Visibility, VisitorRecord};
@@ -172,6 +175,7 @@ pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> Visito
         invite: None,
         deadline: Timestamp::from_millis(deadline_ms),
         opted_out_until: None,
+        visit: None,
     }
 }
 

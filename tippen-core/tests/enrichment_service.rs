@@ -248,6 +248,7 @@ fn a_site_that_does_not_honour_gpc_looks_up() {
     let ctx = RequestContext {
         client_ip: Some("8.8.4.4".parse().unwrap()),
         gpc: true,
+        ..RequestContext::default()
     };
     let req = http::Request::post("/track/visitor")
         .header("X-Tippen-API-Key", "pk_a")

@@ -18,6 +18,14 @@ use tippen_core::{
 };
 
 #[test]
+fn memory_history_passes_the_history_suite() {
+    block(tippen_core::testkit::run_history_suite(
+        Arc::new(tippen_core::history::MemoryHistory::new()),
+        "mem",
+    ));
+}
+
+#[test]
 fn memory_store_passes_the_conformance_suite() {
     block(tippen_core::testkit::run_store_suite(
         Arc::new(MemoryStore::new()),

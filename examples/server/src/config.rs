@@ -233,6 +233,8 @@ pub struct SiteEntry {
     /// Verified in-app identities: the secret under which your backend signs each logged-in
     /// user's id (`userHash`, hex HMAC-SHA256); absent: user ids are taken as sent.
     pub identity_secret: Option<String>,
+    /// Days of visit history kept (default 90); older visits are purged hourly.
+    pub history_retention_days: Option<u32>,
 }
 
 /// Everything the server takes from the file and the environment.
@@ -299,6 +301,7 @@ impl FileConfig {
                 honor_gpc: None,
                 guest_url_origins: Vec::new(),
                 identity_secret: None,
+                history_retention_days: None,
             });
         }
         let lookup = |name| env(name).or_else(|| self.setting(name));
@@ -474,6 +477,7 @@ impl SiteEntry {
             honor_gpc: self.honor_gpc,
             guest_url_origins: self.guest_url_origins,
             identity_secret: self.identity_secret,
+            history_retention_days: self.history_retention_days,
         })
     }
 }

@@ -12,6 +12,7 @@ use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
 mod extract;
+mod history;
 mod response;
 mod socket;
 
@@ -45,6 +46,10 @@ pub struct RequestContext {
     /// The client sent Global Privacy Control by other means than the `Sec-GPC: 1` header
     /// (which [`Tippen::route`] reads itself); hosts normally leave this `false`.
     pub gpc: bool,
+    /// Where the client is, when the host's platform says (Cloudflare's `cf` object,
+    /// CloudFront's viewer headers: see [`Place::from_headers`](crate::history::Place)):
+    /// kept on the visit for history.
+    pub place: Option<crate::history::Place>,
 }
 
 /// The outcome of [`Tippen::route`].
@@ -114,6 +119,7 @@ enum Op {
         ping: Ping,
         client_ip: Option<IpAddr>,
         sends_gpc: bool,
+        place: Option<crate::history::Place>,
     },
     Leave {
         visitor_id: String,
@@ -167,6 +173,11 @@ enum Route {
     UserActivity,
     SupportUsers,
     User,
+    Visits,
+    Visit,
+    Companies,
+    Company,
+    Analytics,
     /// A browser asset (feature `assets`).
     #[cfg(feature = "assets")]
     Asset(assets::Asset),
@@ -201,6 +212,13 @@ impl Route {
             "/api/track/user-activity" => Route::UserActivity,
             "/api/support/users" => Route::SupportUsers,
             p if p.starts_with("/api/users/") && p.len() > "/api/users/".len() => Route::User,
+            "/api/visits" => Route::Visits,
+            p if p.starts_with("/api/visits/") && p.len() > "/api/visits/".len() => Route::Visit,
+            "/api/companies" => Route::Companies,
+            p if p.starts_with("/api/companies/") && p.len() > "/api/companies/".len() => {
+                Route::Company
+            }
+            "/api/analytics" => Route::Analytics,
             _ => return None,
         })
     }
@@ -374,6 +392,18 @@ impl Tippen {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 call(site, Op::ListVisitors)
             }
+            Route::Visits | Route::Visit | Route::Companies | Route::Company | Route::Analytics => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let op = match route {
+                    Route::Visits => history::HistoryOp::visits(query)?,
+                    Route::Visit => history::HistoryOp::visit(path)?,
+                    Route::Companies => history::HistoryOp::companies(query)?,
+                    Route::Company => history::HistoryOp::company(path, query)?,
+                    _ => history::HistoryOp::analytics(query)?,
+                };
+                // Reads of history only: answered here, without the site's lock.
+                done(self.history_response(&site.id, op).await?)
+            }
             Route::Stats => {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 call(site, Op::Stats)
@@ -443,6 +473,7 @@ impl Tippen {
                         ping,
                         client_ip: ctx.client_ip,
                         sends_gpc: ctx.gpc || sends_gpc(&parts.headers),
+                        place: ctx.place.clone(),
                     },
                 )
             }
@@ -617,11 +648,13 @@ impl Tippen {
                     ping,
                     client_ip,
                     sends_gpc,
+                    place,
                 } => {
                     let client = ClientInfo {
                         ip: client_ip,
                         sends_gpc,
                         site_honours_gpc: honours_gpc,
+                        place,
                     };
                     let outcome = self.track_client(&site, &visitor_id, &ping, client).await?;
                     let body = TrackResponse {

@@ -120,6 +120,9 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::Invite(err) => ApiError::new(StatusCode::CONFLICT, err.to_string()),
             ServiceError::OptedOut(_) => ApiError::new(StatusCode::GONE, e.to_string()),
+            ServiceError::HistoryDisabled => {
+                ApiError::new(StatusCode::NOT_IMPLEMENTED, e.to_string())
+            }
             ServiceError::Quota(message) => ApiError {
                 retry_after: Some(60),
                 ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, message)

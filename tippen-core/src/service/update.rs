@@ -10,6 +10,7 @@
 
 use async_trait::async_trait;
 
+use crate::history::Visit;
 use crate::presence::VisitorRecord;
 use crate::site::SiteId;
 use crate::store::{MaybeSendSync, Store, StoreError, Version, Versioned};
@@ -26,6 +27,22 @@ pub(crate) enum Write<R> {
     Save(R),
     /// Delete the record read, on its version (nothing to do when there was none).
     Remove,
+    /// Write these closed visits to history first (when the service has a history store),
+    /// then do the inner write. A conflict on the inner write runs the transition again,
+    /// which closes the same visits again (the same ids: a replacing put) or none.
+    Close(Vec<Visit>, Box<Write<R>>),
+}
+
+impl<R> Write<R> {
+    /// This write, preceded by closing `visits` (none: the write as it is).
+    pub(crate) fn closing(self, visits: impl IntoIterator<Item = Visit>) -> Write<R> {
+        let visits: Vec<Visit> = visits.into_iter().collect();
+        if visits.is_empty() {
+            self
+        } else {
+            Write::Close(visits, Box::new(self))
+        }
+    }
 }
 
 /// A record kept under a [`Version`]: a visitor or a support user.
@@ -159,9 +176,16 @@ impl Tippen {
                 None => R::read(store, site, id).await?,
             };
             let version = current.as_ref().map(|v| v.version);
-            let (write, answer) = transition(current)?;
+            let (mut write, answer) = transition(current)?;
+            // Closed visits go to history before the live record changes: a crash in
+            // between leaves the record, and the next sweep closes the same visits again.
+            while let Write::Close(visits, inner) = write {
+                self.record_visits(site, visits).await?;
+                write = *inner;
+            }
             let written = match (write, version) {
-                (Write::Keep, _) | (Write::Remove, None) => Ok(()),
+                // (`Close` was unwrapped above.)
+                (Write::Keep | Write::Close(..), _) | (Write::Remove, None) => Ok(()),
                 (Write::Save(record), expected) => {
                     R::save(store, site, &record, expected).await.map(drop)
                 }

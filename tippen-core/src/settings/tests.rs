@@ -431,6 +431,7 @@ fn a_lookup_names_where_each_value_came_from() {
         honor_gpc: None,
         guest_url_origins: Vec::new(),
         identity_secret: None,
+        history_retention_days: None,
     }];
     let env = env_lookup(vars(&[("TIPPEN_HIDDEN_GRACE_MS", "7000")]));
     let lookup = |name| env(name).or_else(|| file(name));
@@ -567,6 +568,7 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
         honor_gpc: None,
         guest_url_origins: Vec::new(),
         identity_secret: None,
+        history_retention_days: None,
     };
     assert!(Settings::from_lookup(|_| None, "sites", vec![hashed]).is_ok());
 

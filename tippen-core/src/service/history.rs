@@ -1,0 +1,318 @@
+//! The service's side of visit history: writing closed visits and folding them into rollups,
+//! erasing a visitor's history, purging by retention. See [`crate::history`] for the model
+//! and the store contract.
+
+use std::sync::Arc;
+
+use crate::clock::Timestamp;
+use crate::history::{
+    Analytics, CompanySummary, Fold, HistoryStore, PutVisit, Rollup, RollupKey, RollupQuery,
+    RollupScope, RollupSelect, Visit, VisitCursor, VisitFilter, VisitQuery, Window, analytics,
+    company_summaries,
+};
+use crate::site::SiteId;
+use crate::store::StoreError;
+
+use super::{ServiceError, Tippen};
+
+/// Visit numbers count at most this many earlier visits of a visitor (a crawler returning
+/// every minute stays cheap to number).
+const MAX_COUNTED_VISITS: usize = 999;
+
+impl Tippen {
+    /// The same service keeping visit history in `history`: a visit closed by presence is
+    /// written there (before the live record is removed), `DELETE /api/visitors/{id}` erases
+    /// the visitor's history too, and the history API answers (without a store it answers
+    /// 501).
+    pub fn with_history(mut self, history: Arc<dyn HistoryStore>) -> Self {
+        self.history = Some(history);
+        self
+    }
+
+    /// The history store, when one is configured.
+    pub fn history(&self) -> Option<&Arc<dyn HistoryStore>> {
+        self.history.as_ref()
+    }
+
+    /// The history store, or [`ServiceError::HistoryDisabled`].
+    pub(crate) fn history_store(&self) -> Result<&Arc<dyn HistoryStore>, ServiceError> {
+        self.history.as_ref().ok_or(ServiceError::HistoryDisabled)
+    }
+
+    /// Writes closed visits: numbers each among its visitor's earlier visits, stores it (a
+    /// replacing put by visit id) and, when it was new, folds it into its rollups. Without a
+    /// history store the visits are dropped.
+    pub(crate) async fn record_visits(
+        &self,
+        site: &SiteId,
+        visits: Vec<Visit>,
+    ) -> Result<(), ServiceError> {
+        let Some(history) = self.history.as_deref() else {
+            return Ok(());
+        };
+        for mut visit in visits {
+            let earlier = history
+                .visits(
+                    site,
+                    &VisitQuery {
+                        from: Timestamp::EPOCH,
+                        to: visit.started_at,
+                        filter: VisitFilter {
+                            visitor: Some(visit.visitor_id.clone()),
+                            ..VisitFilter::default()
+                        },
+                        after: None,
+                        limit: MAX_COUNTED_VISITS,
+                    },
+                )
+                .await?;
+            visit.visit_number = earlier.len() as u32 + 1;
+            let put = history.put_visit(site, &visit).await?;
+            tracing::debug!(
+                site = %site,
+                visit = %visit.visit_id,
+                pages = visit.pages.len(),
+                duration_ms = visit.duration_ms,
+                new = put == PutVisit::Inserted,
+                "visit closed"
+            );
+            if put == PutVisit::Inserted {
+                self.fold_visit(history, site, &visit, Fold::Add).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Folds `visit` into (or out of) each of its rollups, each a conditional write retried
+    /// on a conflict.
+    async fn fold_visit(
+        &self,
+        history: &dyn HistoryStore,
+        site: &SiteId,
+        visit: &Visit,
+        how: Fold,
+    ) -> Result<(), ServiceError> {
+        'keys: for key in RollupKey::of_visit(visit) {
+            for _ in 0..self.config().limits.max_write_attempts {
+                let current = history.rollup(site, &key).await?;
+                let version = current.as_ref().map(|v| v.version);
+                let mut rollup = current
+                    .map(|v| v.value)
+                    .unwrap_or_else(|| Rollup::new(key.clone()));
+                rollup.fold(visit, how);
+                match history.save_rollup(site, &rollup, version).await {
+                    Ok(_) => continue 'keys,
+                    Err(StoreError::Conflict) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            return Err(ServiceError::Contention(format!("rollup {key:?}")));
+        }
+        Ok(())
+    }
+
+    /// Erases every stored visit of `visitor_id` and takes them out of the rollups; how many
+    /// there were (0 without a history store).
+    pub(crate) async fn erase_history(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<usize, ServiceError> {
+        let Some(history) = self.history.as_deref() else {
+            return Ok(0);
+        };
+        let erased = history.erase_visitor(site, visitor_id).await?;
+        for visit in &erased {
+            self.fold_visit(history, site, visit, Fold::Remove).await?;
+        }
+        if !erased.is_empty() {
+            tracing::info!(site = %site, visits = erased.len(), "visitor history erased");
+        }
+        Ok(erased.len())
+    }
+
+    /// Purges every site's history past its retention
+    /// ([`Site::history_retention`](crate::Site::history_retention), default 90 days); how
+    /// many visits went. Hosts call it periodically (the axum host: hourly). Without a history
+    /// store it does nothing.
+    pub async fn purge_expired_history(&self) -> Result<u64, ServiceError> {
+        if self.history.is_none() {
+            return Ok(0);
+        }
+        let mut purged = 0;
+        for site in self.store().sites().await? {
+            purged += self
+                .purge_history(&site.id, site.history_retention())
+                .await?;
+        }
+        Ok(purged)
+    }
+
+    /// Deletes the site's visits (and rollups) older than `retention` before now; how many
+    /// visits went.
+    pub async fn purge_history(
+        &self,
+        site: &SiteId,
+        retention: std::time::Duration,
+    ) -> Result<u64, ServiceError> {
+        let history = self.history_store()?;
+        let before = self.now().minus(retention);
+        let purged = history.purge(site, before).await?;
+        if purged > 0 {
+            tracing::info!(site = %site, purged, "history purged by retention");
+        }
+        Ok(purged)
+    }
+}
+
+/// A page of visits and the cursor of the next (`None`: this was the last page).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VisitPage {
+    /// The visits, newest first.
+    pub visits: Vec<Visit>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+/// A company's summary over a window and its visits as a timeline.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompanyDetail {
+    /// The summary over the window.
+    pub summary: Option<CompanySummary>,
+    /// Its visits, newest first (one page).
+    pub visits: Vec<Visit>,
+    /// Pass as `cursor` for the next page.
+    pub next_cursor: Option<String>,
+}
+
+impl Tippen {
+    /// One page of the site's visits matching `query` (newest first), with the next page's
+    /// cursor.
+    pub async fn history_visits(
+        &self,
+        site: &SiteId,
+        query: &VisitQuery,
+    ) -> Result<VisitPage, ServiceError> {
+        let history = self.history_store()?;
+        let mut ask = query.clone();
+        ask.limit = query.limit.saturating_add(1);
+        let mut visits = history.visits(site, &ask).await?;
+        let more = visits.len() > query.limit;
+        visits.truncate(query.limit);
+        let next_cursor = more
+            .then(|| visits.last().map(|v| VisitCursor::after(v).encode()))
+            .flatten();
+        Ok(VisitPage {
+            visits,
+            next_cursor,
+        })
+    }
+
+    /// One visit of the site.
+    pub async fn history_visit(
+        &self,
+        site: &SiteId,
+        visit_id: &str,
+    ) -> Result<Option<Visit>, ServiceError> {
+        Ok(self.history_store()?.visit(site, visit_id).await?)
+    }
+
+    /// Per-company summaries over `window` (ending now), most visits first.
+    pub async fn history_companies(
+        &self,
+        site: &SiteId,
+        window: &Window,
+    ) -> Result<Vec<CompanySummary>, ServiceError> {
+        let rollups = self
+            .company_rollups(site, window, RollupSelect::Companies)
+            .await?;
+        Ok(company_summaries(&rollups))
+    }
+
+    async fn company_rollups(
+        &self,
+        site: &SiteId,
+        window: &Window,
+        select: RollupSelect,
+    ) -> Result<Vec<Rollup>, ServiceError> {
+        let now = self.now();
+        let (from, _) = window.range(now);
+        let scope = RollupScope::Company(String::new());
+        Ok(self
+            .history_store()?
+            .rollups(
+                site,
+                &RollupQuery {
+                    select,
+                    from: scope.bucket_of(from),
+                    to: now.plus(std::time::Duration::from_millis(1)),
+                },
+            )
+            .await?)
+    }
+
+    /// One company (by its key: domain, else name): its summary over `window` and a page of
+    /// its visits (all time within retention), newest first. `None` when the site has
+    /// neither.
+    pub async fn history_company(
+        &self,
+        site: &SiteId,
+        key: &str,
+        window: &Window,
+        after: Option<VisitCursor>,
+        limit: usize,
+    ) -> Result<Option<CompanyDetail>, ServiceError> {
+        let key = key.to_ascii_lowercase();
+        let rollups = self
+            .company_rollups(site, window, RollupSelect::Company(key.clone()))
+            .await?;
+        let summary = company_summaries(&rollups).into_iter().next();
+        let page = self
+            .history_visits(
+                site,
+                &VisitQuery {
+                    from: Timestamp::EPOCH,
+                    to: Timestamp::from_millis(i64::MAX),
+                    filter: VisitFilter {
+                        company: Some(key),
+                        ..VisitFilter::default()
+                    },
+                    after,
+                    limit,
+                },
+            )
+            .await?;
+        if summary.is_none() && page.visits.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(CompanyDetail {
+            summary,
+            visits: page.visits,
+            next_cursor: page.next_cursor,
+        }))
+    }
+
+    /// Analytics over `window` (ending now) from the site's hourly rollups.
+    pub async fn history_analytics(
+        &self,
+        site: &SiteId,
+        window: &Window,
+    ) -> Result<Analytics, ServiceError> {
+        let now = self.now();
+        let (from, _) = window.range(now);
+        let rollups = self
+            .history_store()?
+            .rollups(
+                site,
+                &RollupQuery {
+                    select: RollupSelect::Site,
+                    from: RollupScope::Site.bucket_of(from),
+                    to: now.plus(std::time::Duration::from_millis(1)),
+                },
+            )
+            .await?;
+        Ok(analytics(window, now, &rollups))
+    }
+}
