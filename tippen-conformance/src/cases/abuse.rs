@@ -16,29 +16,23 @@ use crate::{Failure, Target};
 pub(super) async fn leave_flood_with_huge_tab_ids_is_refused(t: &Target) -> Result<(), Failure> {
     let http = Http::new(t)?;
     let id = unique_id("flood");
-    track_ok(
-        &http,
-        &t.public_key,
-        "pageview",
-        &id,
-        "https://x.test/",
-        json!({"tabId": "real", "visibility": "hidden"}),
-    )
-    .await?;
+    let report = |event| {
+        track_ok(
+            &http,
+            &t.public_key,
+            event,
+            &id,
+            "https://x.test/",
+            json!({"tabId": "real", "visibility": "hidden"}),
+        )
+    };
+    report("pageview").await?;
     let huge = "t".repeat(60 * 1024);
     for i in 0..40 {
         if i % 10 == 9 {
             // Keeps the visitor alive however slowly a loaded host takes 60 KB bodies (the
             // one record must hold its one tab at the end).
-            track_ok(
-                &http,
-                &t.public_key,
-                "heartbeat",
-                &id,
-                "https://x.test/",
-                json!({"tabId": "real", "visibility": "hidden"}),
-            )
-            .await?;
+            report("heartbeat").await?;
         }
         let beacon = if i % 2 == 0 {
             Req::post("/track/leave").raw(

@@ -293,15 +293,17 @@ pub(super) async fn dashboard_sequence_is_exact(t: &Target) -> Result<(), Failur
 
     // Tab t1 reports again first (a heartbeat that changes nothing, so nothing is broadcast):
     // with the suite's short graces it must not expire while t2's leave linger runs.
-    track_ok(
-        &http,
-        key,
-        "heartbeat",
-        &id,
-        "https://other.test/b",
-        json!({"tabId": "t1"}),
-    )
-    .await?;
+    let t1_reports = || {
+        track_ok(
+            &http,
+            key,
+            "heartbeat",
+            &id,
+            "https://other.test/b",
+            json!({"tabId": "t1"}),
+        )
+    };
+    t1_reports().await?;
     leave_ok(&http, key, &id, Some("t2")).await?;
     dash.note(format!("POST /track/leave (other site) {id} tab t2"));
     dash.wait_for("VISITOR_UPDATE tab_closed", t.leave_linger + PROMPT, |m| {
@@ -310,15 +312,7 @@ pub(super) async fn dashboard_sequence_is_exact(t: &Target) -> Result<(), Failur
     .await?;
     // t1 reports once more (nothing broadcast): on a host whose linger ends through a queued
     // invocation (Lambda), tab_closed may arrive seconds after the linger, near t1's short grace.
-    track_ok(
-        &http,
-        key,
-        "heartbeat",
-        &id,
-        "https://other.test/b",
-        json!({"tabId": "t1"}),
-    )
-    .await?;
+    t1_reports().await?;
 
     http.send(
         Req::post("/api/send-video-invite")
