@@ -58,4 +58,4 @@ pub fn init_logging() {
 pub use config::{ConfigError, LambdaConfig};
 pub use fanout::{Fanout, Posted};
 pub use host::{HostError, LambdaHost, sdk_config};
-pub use store::{Connection, DynamoStore, FanoutTarget};
+pub use store::{Connection, DynamoStore, FanoutTarget, Wake};
