@@ -43,8 +43,8 @@
 //! Visit history (`/api/visits`, `/api/companies`, `/api/analytics`): with a D1 database bound
 //! as [`HISTORY_BINDING`] each site's object keeps closed visits and rollups there
 //! ([`D1History`]; the tables are the migrations in `examples/worker/migrations`), with the
-//! client's country and city from the request's `cf` object, and purges them after 90 days
-//! (from its alarm, at most hourly). Without the binding history is off (the API answers 501).
+//! client's country and city from the request's `cf` object, and purges them past the site's
+//! retention (`historyRetentionDays`, 90 days by default) from its alarm, at most hourly. Without the binding history is off (the API answers 501).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]

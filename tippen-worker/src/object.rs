@@ -49,9 +49,6 @@ const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
 /// Record kind of the object's own facts (which site it serves, when history was purged).
 const META: &str = "meta";
 
-/// How long visits are kept ([`Tippen::purge_history`]).
-pub(crate) const HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 60 * 60);
-
 /// The alarm purges history at most this often.
 pub(crate) const HISTORY_PURGE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
@@ -462,8 +459,11 @@ impl Host {
 }
 
 impl Runtime {
-    /// Purges the site's history older than [`HISTORY_RETENTION`] when history is on and the
-    /// last purge (kept in the object's storage) is [`HISTORY_PURGE_INTERVAL`] old or more.
+    /// Purges the site's history past its retention ([`Site::history_retention`], 90 days
+    /// unless the site says otherwise) when history is on and the last purge (kept in the
+    /// object's storage) is [`HISTORY_PURGE_INTERVAL`] old or more.
+    ///
+    /// [`Site::history_retention`]: tippen_core::Site::history_retention
     async fn purge_history(&self) -> Result<(), RuntimeError> {
         const PURGED_AT: &str = "history_purged_at";
         if self.tippen.history().is_none() {
@@ -480,8 +480,9 @@ impl Runtime {
         {
             return Ok(());
         }
+        // The object's storage holds its own site only: this purges that site.
         self.tippen
-            .purge_history(&self.site, HISTORY_RETENTION)
+            .purge_expired_history()
             .await
             .map_err(|e| RuntimeError::History(e.to_string()))?;
         self.store
