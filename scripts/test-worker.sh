@@ -14,7 +14,9 @@
 #      KV, the client's address from CF-Connecting-IP, which wrangler dev --local passes
 #      through); removal by the alarm over a real dashboard WebSocket; two-site isolation (two
 #      Durable Objects); a visit of three pages closed by an exit beacon, read back through
-#      /api/visits (with the place from the request's `cf` object) and straight from D1;
+#      /api/visits (with the place from the request's `cf` object) and straight from D1; the
+#      dashboard's History, Companies and Analytics tabs in headless Chromium
+#      (tests/browser/history.mjs, as on axum; screenshots in test-artifacts/browser-worker);
 #   3. restarts wrangler on the same --persist-to and checks a visitor inside its window is
 #      listed again;
 #   4. prints the gzip size of the wasm bundle.
@@ -43,7 +45,7 @@ port_base=${TIPPEN_WORKER_PORT:-8800}
 port() { echo $((port_base + $1)); }
 
 step "tools"
-scripts/install.sh worker
+scripts/install.sh worker browser
 
 step "build the Worker (worker-build --release, with the test routes)"
 (
@@ -134,7 +136,7 @@ step "black-box conformance suite (tippen-conformance, every case) against wrang
 # At most $TIPPEN_WORKER_CONFORMANCE_CONCURRENCY cases at a time (default 10; axum runs all
 # at once): with all 60 at once on a loaded 2-core machine, a request through wrangler's local
 # proxy took long enough for a visitor to expire between two steps of a case (1 of 60 failed
-# so, once in three runs). 10 rather than 20 since visit history: every close is 4–6 D1 round
+# so, once in three runs). 10 rather than 20 since visit history: every close is 3–6 D1 round
 # trips (10 ms median, 40 ms p90 here under load), and one alarm closes the visitors due at
 # once in turn, so with 20 cases' visitors leaving together the removals after a leave linger
 # came later than the cases allow (3–6 of 70 failed per run at 20; 0–1, the load-bound
@@ -162,6 +164,10 @@ node -e '
   if (JSON.stringify(results) !== want) { console.error(`FAIL: D1 holds ${JSON.stringify(results)}, expected ${want}`); process.exit(1); }
   console.log(`ok history in D1: ${JSON.stringify(results)}`);
 ' "$persist/row.json" "$cf_country"
+
+step "the dashboard's History, Companies and Analytics tabs on the Worker (headless Chromium)"
+TIPPEN_BASE_URL=$base TIPPEN_KEY=legacy_key_0123456789abcd TIPPEN_ARTIFACTS="$artifacts/browser-worker" \
+  node tests/browser/history.mjs
 
 step "two sites are isolated (two Durable Objects)"
 TIPPEN_PERSIST_DIR="$persist/state" node "$example/tests/checks.mjs" isolation
