@@ -6,7 +6,9 @@
 //!
 //! - `tippen_visits(site, visit_id, started_at, visitor_id, company, country, paths, puts,
 //!   body)`, primary key `(site, visit_id)`, indexed by `(site, started_at, visit_id)`,
-//!   `(site, visitor_id, started_at)` and `(site, company, started_at)`: each visit as JSON
+//!   `(site, visitor_id, started_at, visit_id)` and `(site, company, started_at, visit_id)`
+//!   (each serves its filter and the newest-first order, so SQLite picks it over the start
+//!   index): each visit as JSON
 //!   (`body`) next to the columns the queries filter on. `company` is the company key in ASCII
 //!   lower case and `country` the country code in upper case, so the case-insensitive filters
 //!   of [`VisitFilter`] are equality on an index; `paths` is the JSON array of the visit's page
@@ -271,17 +273,27 @@ impl D1History {
         } = &query.filter;
         let company = company.as_deref().map(company_column);
         let country = country.as_deref().map(country_column);
+        // A cursor narrows the range's upper end (so the scan starts at the cursor) and breaks
+        // the tie on its start by id. Written as `OR` rather than a row value, which SQLite's
+        // planner would answer from the start index alone, ignoring the visitor and company
+        // indexes (checked with EXPLAIN QUERY PLAN).
+        let to = match &query.after {
+            Some(c) => query.to.min(Timestamp::from_millis(
+                c.started_at.as_millis().saturating_add(1),
+            )),
+            None => query.to,
+        };
         let mut sql = String::from(
             "SELECT body FROM tippen_visits WHERE site = ? AND started_at >= ? AND started_at < ?",
         );
-        let mut args = vec![Arg::Text(site.as_str()), ms(query.from), ms(query.to)];
+        let mut args = vec![Arg::Text(site.as_str()), ms(query.from), ms(to)];
         if let Some(VisitCursor {
             started_at,
             visit_id,
         }) = &query.after
         {
-            sql.push_str(" AND (started_at, visit_id) < (?, ?)");
-            args.extend([ms(*started_at), Arg::Text(visit_id)]);
+            sql.push_str(" AND (started_at < ? OR (started_at = ? AND visit_id < ?))");
+            args.extend([ms(*started_at), ms(*started_at), Arg::Text(visit_id)]);
         }
         for (column, value) in [
             ("company", company.as_deref()),

@@ -24,10 +24,12 @@ CREATE TABLE tippen_visits (
 );
 -- Time ranges newest first (with the cursor's tie-break on visit_id), and the purge.
 CREATE INDEX tippen_visits_by_start ON tippen_visits (site, started_at, visit_id);
--- One visitor's visits (visit numbers on every close, erasure).
-CREATE INDEX tippen_visits_by_visitor ON tippen_visits (site, visitor_id, started_at);
+-- One visitor's visits (visit numbers on every close, erasure). Ending in the answers' order
+-- (started_at, visit_id), so SQLite filters and orders with it rather than scanning the site's
+-- visits by start (EXPLAIN QUERY PLAN); the same for the company index.
+CREATE INDEX tippen_visits_by_visitor ON tippen_visits (site, visitor_id, started_at, visit_id);
 -- One company's visits (the company page).
-CREATE INDEX tippen_visits_by_company ON tippen_visits (site, company, started_at)
+CREATE INDEX tippen_visits_by_company ON tippen_visits (site, company, started_at, visit_id)
   WHERE company IS NOT NULL;
 
 -- Rollups, one row per (site, scope kind, company key or '', bucket start in epoch ms), with
