@@ -9,7 +9,11 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
-//! | `TIPPEN_TEST_ROUTES` | `1` serves the store conformance route (tests only; needs the crate feature `test-routes`) | off |
+//! | `TIPPEN_TEST_ROUTES` | `1` serves the store conformance routes (tests only; needs the crate feature `test-routes`) | off |
+//!
+//! Bindings (not variables): the Durable Object namespace `TIPPEN_SITE` (required), the KV
+//! namespace `TIPPEN_ENRICHMENT_CACHE` (the shared enrichment cache) and the D1 database
+//! `TIPPEN_HISTORY` (visit history; without it history is off).
 
 use thiserror::Error;
 use tippen_core::enrichment::ProviderConfig;

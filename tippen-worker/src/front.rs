@@ -8,6 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::StatusCode;
 use tippen_core::api::{ApiError, RequestContext, Routed, SocketRole, presented_key};
+use tippen_core::history::Place;
 use tippen_core::settings::register_sites;
 use tippen_core::{MemoryStore, SiteId, Tippen};
 use worker::{Env, Headers, Method, Request, RequestInit, Response};
@@ -27,12 +28,30 @@ pub const SITE_OBJECT_BINDING: &str = "TIPPEN_SITE";
 /// Object directly.
 pub const SITE_HEADER: &str = "x-tippen-site";
 
+/// Internal header carrying the client's country code from the request's `cf` object (set by
+/// Cloudflare) to the site's Durable Object, which keeps it on the visit. The Worker drops a
+/// client-sent one; a forwarded request has no `cf` object of its own.
+pub const GEO_COUNTRY_HEADER: &str = "x-tippen-geo-country";
+
+/// Internal header carrying the client's city (percent-encoded: header values are ASCII) from
+/// the request's `cf` object to the site's Durable Object, like [`GEO_COUNTRY_HEADER`].
+pub const GEO_CITY_HEADER: &str = "x-tippen-geo-city";
+
+/// Headers only the Worker sets on a forwarded request (a client's are dropped).
+const INTERNAL_HEADERS: [&str; 3] = [SITE_HEADER, GEO_COUNTRY_HEADER, GEO_CITY_HEADER];
+
 /// The store conformance route (only with `TIPPEN_TEST_ROUTES=1` and the crate feature
 /// `test-routes`): `POST /__tippen/test/store-suite?prefix=<p>` runs
 /// `tippen_core::testkit::run_store_suite` on a Durable Object's storage.
 pub const STORE_SUITE_PATH: &str = "/__tippen/test/store-suite";
 
-/// The name of the Durable Object the store conformance route runs in (no site uses it).
+/// The history store conformance route (only with `TIPPEN_TEST_ROUTES=1`, the crate feature
+/// `test-routes` and the D1 binding [`HISTORY_BINDING`](crate::HISTORY_BINDING)):
+/// `POST /__tippen/test/history-suite?prefix=<p>` runs
+/// `tippen_core::testkit::run_history_suite` on [`D1History`](crate::D1History).
+pub const HISTORY_SUITE_PATH: &str = "/__tippen/test/history-suite";
+
+/// The name of the Durable Object the conformance routes run in (no site uses it).
 pub(crate) const STORE_SUITE_OBJECT: &str = "__tippen_store_suite";
 
 /// Reads a variable or secret of the Worker's environment.
@@ -105,7 +124,9 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
         Ok(front) => front,
         Err(e) => return config_error(&e),
     };
-    if req.path().trim_end_matches('/') == STORE_SUITE_PATH && front.config.test_routes {
+    let path = req.path();
+    let path = path.trim_end_matches('/');
+    if (path == STORE_SUITE_PATH || path == HISTORY_SUITE_PATH) && front.config.test_routes {
         return forward(env, STORE_SUITE_OBJECT, &req, Bytes::new()).await;
     }
     if let Some(authorized) = authorize_upgrade(&front.tippen, &req).await? {
@@ -152,7 +173,8 @@ pub(crate) async fn authorize_upgrade(
 }
 
 /// Sends the request (method, URL, headers, `body`) to the Durable Object named `object`,
-/// adding [`SITE_HEADER`].
+/// adding [`SITE_HEADER`] and the client's place from the `cf` object ([`GEO_COUNTRY_HEADER`],
+/// [`GEO_CITY_HEADER`]).
 async fn forward(env: &Env, object: &str, req: &Request, body: Bytes) -> worker::Result<Response> {
     let stub = env
         .durable_object(SITE_OBJECT_BINDING)?
@@ -160,11 +182,25 @@ async fn forward(env: &Env, object: &str, req: &Request, body: Bytes) -> worker:
         .get_stub()?;
     let headers = Headers::new();
     for (name, value) in req.headers().entries() {
-        if !name.eq_ignore_ascii_case(SITE_HEADER) {
+        if !INTERNAL_HEADERS
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+        {
             headers.append(&name, &value)?;
         }
     }
     headers.set(SITE_HEADER, object)?;
+    if let Some(cf) = req.cf() {
+        if let Some(country) = cf.country() {
+            headers.set(GEO_COUNTRY_HEADER, &country)?;
+        }
+        if let Some(city) = cf.city() {
+            headers.set(
+                GEO_CITY_HEADER,
+                &String::from(js_sys::encode_uri_component(&city)),
+            )?;
+        }
+    }
     let method = req.method();
     let mut init = RequestInit::new();
     init.with_method(method.clone()).with_headers(headers);
@@ -183,4 +219,15 @@ pub(crate) fn forwarded_site(req: &Request) -> Option<SiteId> {
         .flatten()
         .filter(|s| !s.is_empty())
         .map(SiteId)
+}
+
+/// The client's place on a forwarded request (what [`forward`] took from the `cf` object),
+/// `None` when Cloudflare gave none.
+pub(crate) fn forwarded_place(req: &Request) -> Option<Place> {
+    let header = |name| req.headers().get(name).ok().flatten();
+    let country = header(GEO_COUNTRY_HEADER);
+    let city = header(GEO_CITY_HEADER)
+        .and_then(|c| js_sys::decode_uri_component(&c).ok())
+        .map(String::from);
+    Some(Place::new(country.as_deref(), city.as_deref())).filter(|p| !p.is_empty())
 }

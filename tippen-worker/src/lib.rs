@@ -15,6 +15,9 @@
 //!                           · dashboards and visitor channels: hibernatable WebSockets,
 //!                             tagged `dashboard` / `visitor:<id>` (the tag is the role)
 //!                           · one alarm at the core's next deadline → sweep → re-arm
+//!                             (and, at most hourly, the history retention purge)
+//!                           · closed visits → D1History (the D1 binding TIPPEN_HISTORY,
+//!                             shared by every site's object), when bound
 //!                           · every Effects the core answers with applied through
 //!                             tippen_core::host::apply (one HostIo for the object)
 //! ```
@@ -36,6 +39,12 @@
 //! Company enrichment (`TIPPEN_ENRICHMENT_PROVIDER`): each site's object runs the lookups the
 //! core asks for in the background with `fetch`; the cache is shared by all sites through the
 //! KV namespace bound as `TIPPEN_ENRICHMENT_CACHE` (see [`store`]).
+//!
+//! Visit history (`/api/visits`, `/api/companies`, `/api/analytics`): with a D1 database bound
+//! as [`HISTORY_BINDING`] each site's object keeps closed visits and rollups there
+//! ([`D1History`]; the tables are the migrations in `examples/worker/migrations`), with the
+//! client's country and city from the request's `cf` object, and purges them past the site's
+//! retention (`historyRetentionDays`, 90 days by default) from its alarm, at most hourly. Without the binding history is off (the API answers 501).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -45,13 +54,18 @@ pub mod config;
 pub mod convert;
 mod enrich;
 mod front;
+pub mod history;
 mod object;
 mod runtime;
 pub mod store;
 mod transport;
 
 pub use config::{ConfigError, WorkerConfig};
-pub use front::{SITE_HEADER, SITE_OBJECT_BINDING, STORE_SUITE_PATH, fetch};
+pub use front::{
+    GEO_CITY_HEADER, GEO_COUNTRY_HEADER, HISTORY_SUITE_PATH, SITE_HEADER, SITE_OBJECT_BINDING,
+    STORE_SUITE_PATH, fetch,
+};
+pub use history::{D1History, HISTORY_BINDING};
 pub use object::{DASHBOARD_TAG, SiteObject, visitor_tag};
 pub use runtime::WorkerClock;
 pub use store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};

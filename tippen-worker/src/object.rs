@@ -4,6 +4,7 @@ use std::cell::{Cell, RefCell};
 use std::ops::Deref;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -13,7 +14,9 @@ use tippen_core::host::{self, Answer, HostIo};
 use tippen_core::slack::SlackConfig;
 use tippen_core::support::SupportNotice;
 use tippen_core::video::CustomerConnect;
-use tippen_core::{Broadcast, Deadline, Effects, LookupRequest, SiteId, Tippen, VisitorPush};
+use tippen_core::{
+    Broadcast, Deadline, Effects, LookupRequest, SiteId, Timestamp, Tippen, VisitorPush,
+};
 use worker::send::{SendFuture, SendWrapper};
 use worker::{
     Delay, Env, Request, Response, ScheduledTime, State, WebSocket, WebSocketIncomingMessage,
@@ -23,7 +26,8 @@ use worker::{
 use crate::config::WorkerConfig;
 use crate::convert::{client_ip, effects_response, http_request, worker_response};
 use crate::enrich::Enrichment;
-use crate::front::{authorize_upgrade, config_error, forwarded_site, load_config};
+use crate::front::{authorize_upgrade, config_error, forwarded_place, forwarded_site, load_config};
+use crate::history::{D1History, HISTORY_BINDING};
 use crate::runtime::WorkerClock;
 use crate::store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};
 use crate::transport::FetchTransport;
@@ -42,14 +46,19 @@ pub fn visitor_tag(visitor_id: &str) -> String {
 /// Largest WebSocket message accepted from a client (64 KiB, as on the axum host).
 const MAX_WS_MESSAGE_BYTES: usize = 64 * 1024;
 
-/// Record kind of the object's own facts (which site it serves).
+/// Record kind of the object's own facts (which site it serves, when history was purged).
 const META: &str = "meta";
+
+/// The alarm purges history at most this often.
+pub(crate) const HISTORY_PURGE_INTERVAL: Duration = Duration::from_secs(60 * 60);
 
 /// The core, its site and what applying its effects needs, built once per object instance.
 pub(crate) struct Runtime {
     pub(crate) tippen: Rc<Tippen>,
     site: SiteId,
     state: Rc<State>,
+    /// The object's storage (the live store the core has too), for the object's own facts.
+    store: DurableObjectStore,
     /// Outbound HTTP (the video provider, enrichment, Slack).
     pub(crate) transport: FetchTransport,
     /// Slack notifications of support alerts, when a webhook is configured.
@@ -155,7 +164,19 @@ impl SiteObject {
             (None, None) => return Err(RuntimeError::NoSite),
         };
         self.sync_site(&store, &config, &site).await?;
-        let mut tippen = Tippen::new(Arc::new(store), Arc::new(WorkerClock), config.core.clone());
+        let mut tippen = Tippen::new(
+            Arc::new(store.clone()),
+            Arc::new(WorkerClock),
+            config.core.clone(),
+        );
+        // Visit history in D1 when the database is bound; without it, history is off.
+        match self.env.d1(HISTORY_BINDING) {
+            Ok(db) => tippen = tippen.with_history(Arc::new(D1History::new(db))),
+            Err(_) => tracing::debug!(
+                binding = HISTORY_BINDING,
+                "no D1 database bound: visit history is off"
+            ),
+        }
         if let Some(url) = &config.video_provider_url {
             tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
         }
@@ -169,6 +190,7 @@ impl SiteObject {
             tippen: Rc::new(tippen),
             site,
             state: self.state.clone(),
+            store,
             transport: FetchTransport::default(),
             slack: config.slack.clone().map(Rc::new),
             enrichment,
@@ -204,8 +226,10 @@ impl SiteObject {
 
     /// Handles a request the Worker forwarded (the `DurableObject::fetch` of your wrapper).
     pub async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
-        if req.path().trim_end_matches('/') == crate::front::STORE_SUITE_PATH {
-            return self.store_suite(&req).await;
+        match req.path().trim_end_matches('/') {
+            crate::front::STORE_SUITE_PATH => return self.store_suite(&req).await,
+            crate::front::HISTORY_SUITE_PATH => return self.history_suite(&req).await,
+            _ => {}
         }
         let rt = match self.runtime(forwarded_site(&req)).await {
             Ok(rt) => rt,
@@ -222,6 +246,7 @@ impl SiteObject {
         let http_req = http_request(&req, body)?;
         let ctx = RequestContext {
             client_ip: client_ip(http_req.headers()),
+            place: forwarded_place(&req),
             ..RequestContext::default()
         };
         let effects = rt.tippen.handle_with(http_req, &ctx, &rt.transport).await;
@@ -278,6 +303,11 @@ impl SiteObject {
         // The sweep's deadline is exact: it replaces whatever is armed, and one already due
         // (more than a sweep batch was due) fires again at once.
         rt.apply(swept, None).await?;
+        // Retention, at most hourly. A failure is logged and retried at a later alarm; it
+        // never holds up presence.
+        if let Err(e) = rt.purge_history().await {
+            tracing::error!(site = %rt.site, error = %e, "history purge failed");
+        }
         Response::ok("swept")
     }
 
@@ -370,6 +400,39 @@ impl SiteObject {
         Response::from_json(&serde_json::json!({ "passed": true, "prefix": prefix }))
     }
 
+    #[cfg(feature = "test-routes")]
+    async fn history_suite(&self, req: &Request) -> worker::Result<Response> {
+        let config = match load_config(&self.env) {
+            Ok(c) => c,
+            Err(e) => return config_error(&e),
+        };
+        if !config.test_routes {
+            return worker_response(
+                ApiError::new(StatusCode::NOT_FOUND, "test routes are off").into_response(),
+            );
+        }
+        let Ok(db) = self.env.d1(HISTORY_BINDING) else {
+            return worker_response(
+                ApiError::new(
+                    StatusCode::NOT_IMPLEMENTED,
+                    format!("no D1 database bound as {HISTORY_BINDING}"),
+                )
+                .into_response(),
+            );
+        };
+        let prefix = tippen_core::api::query_param(req.url()?.query(), "prefix")
+            .filter(|p| !p.is_empty())
+            .unwrap_or_else(|| format!("hsuite{}", js_sys::Date::now() as u64));
+        // A failing check panics, which fails this request (the runtime answers 500).
+        tippen_core::testkit::run_history_suite(Arc::new(D1History::new(db)), &prefix).await;
+        Response::from_json(&serde_json::json!({ "passed": true, "prefix": prefix }))
+    }
+
+    #[cfg(not(feature = "test-routes"))]
+    async fn history_suite(&self, req: &Request) -> worker::Result<Response> {
+        self.store_suite(req).await
+    }
+
     #[cfg(not(feature = "test-routes"))]
     async fn store_suite(&self, _req: &Request) -> worker::Result<Response> {
         worker_response(
@@ -396,6 +459,38 @@ impl Host {
 }
 
 impl Runtime {
+    /// Purges the site's history past its retention ([`Site::history_retention`], 90 days
+    /// unless the site says otherwise) when history is on and the last purge (kept in the
+    /// object's storage) is [`HISTORY_PURGE_INTERVAL`] old or more.
+    ///
+    /// [`Site::history_retention`]: tippen_core::Site::history_retention
+    async fn purge_history(&self) -> Result<(), RuntimeError> {
+        const PURGED_AT: &str = "history_purged_at";
+        if self.tippen.history().is_none() {
+            return Ok(());
+        }
+        let now = self.tippen.now();
+        let last = self
+            .store
+            .record::<Timestamp>(META, "", PURGED_AT)
+            .map_err(RuntimeError::Store)?;
+        if last
+            .as_ref()
+            .is_some_and(|l| now < l.value.plus(HISTORY_PURGE_INTERVAL))
+        {
+            return Ok(());
+        }
+        // The object's storage holds its own site only: this purges that site.
+        self.tippen
+            .purge_expired_history()
+            .await
+            .map_err(|e| RuntimeError::History(e.to_string()))?;
+        self.store
+            .put_record(META, "", PURGED_AT, &now, last.map(|l| l.version))
+            .map_err(RuntimeError::Store)?;
+        Ok(())
+    }
+
     /// What a socket of this object is, from its tag.
     fn role_of(&self, ws: &WebSocket) -> Option<SocketRole> {
         let site = self.site.clone();
@@ -515,6 +610,9 @@ enum RuntimeError {
     /// Storage failed.
     #[error(transparent)]
     Store(tippen_core::StoreError),
+    /// Visit history failed.
+    #[error("history: {0}")]
+    History(String),
     /// No request has named the site yet (an alarm or socket before any request).
     #[error("this object has not been told its site yet")]
     NoSite,

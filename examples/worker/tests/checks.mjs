@@ -8,9 +8,14 @@
 //   node tests/checks.mjs restart-before   a visitor (and a dashboard's seq) before a restart
 //   node tests/checks.mjs restart-after    ... listed again after wrangler restarted
 //   node tests/checks.mjs store-suite      tippen_core::testkit::run_store_suite on DO storage
+//   node tests/checks.mjs history-suite    tippen_core::testkit::run_history_suite on D1
+//   node tests/checks.mjs history          three pages and an exit beacon: one visit with those
+//                                          pages, in order, and the place from the `cf` object
 //
-// Environment: TIPPEN_BASE_URL, TIPPEN_VISIBLE_GRACE_MS, TIPPEN_STATE_FILE (restart),
-// TIPPEN_PERSIST_DIR (isolation: where wrangler keeps Durable Object storage).
+// Environment: TIPPEN_BASE_URL, TIPPEN_VISIBLE_GRACE_MS, TIPPEN_LEAVE_LINGER_MS, TIPPEN_STATE_FILE
+// (restart; history: where the visitor id goes), TIPPEN_PERSIST_DIR (isolation: where wrangler
+// keeps Durable Object storage), TIPPEN_CF_COUNTRY and TIPPEN_CF_CITY (history: the place the
+// `cf` object of wrangler's requests carries).
 import { readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import WebSocket from 'ws';
@@ -18,6 +23,7 @@ import WebSocket from 'ws';
 const base = (process.env.TIPPEN_BASE_URL ?? 'http://127.0.0.1:8801').replace(/\/$/, '');
 const wsBase = base.replace(/^http/, 'ws');
 const visibleGraceMs = Number(process.env.TIPPEN_VISIBLE_GRACE_MS ?? 2000);
+const leaveLingerMs = Number(process.env.TIPPEN_LEAVE_LINGER_MS ?? 2000);
 
 function fail(message) {
   console.error(`FAIL: ${message}`);
@@ -30,7 +36,7 @@ function check(condition, message) {
 
 const unique = (prefix) => `${prefix}_${Date.now().toString(36)}_${Math.random().toString(36).slice(2, 8)}`;
 
-async function track(key, visitorId, { event = 'pageview', visibility = 'visible', headers = {} } = {}) {
+async function track(key, visitorId, { event = 'pageview', visibility = 'visible', headers = {}, url = 'https://example.com/pricing' } = {}) {
   const res = await fetch(`${base}/track/visitor`, {
     method: 'POST',
     headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': key, ...headers },
@@ -38,7 +44,7 @@ async function track(key, visitorId, { event = 'pageview', visibility = 'visible
       event,
       visitor: {
         visitorId,
-        url: 'https://example.com/pricing',
+        url,
         timestamp: new Date().toISOString(),
         userAgent: 'Mozilla/5.0 (X11; Linux x86_64) Firefox/140.0',
         tabId: 'tab_1',
@@ -213,12 +219,72 @@ async function storeSuite() {
   console.log(`ok store suite: run_store_suite passed on Durable Object storage (prefix ${prefix})`);
 }
 
+async function historySuite() {
+  const prefix = unique('hsuite');
+  const res = await fetch(`${base}/__tippen/test/history-suite?prefix=${prefix}`, { method: 'POST' });
+  const body = await res.text();
+  check(res.status === 200, `history suite answered ${res.status}: ${body}`);
+  const answer = JSON.parse(body);
+  check(answer.passed === true && answer.prefix === prefix, `history suite answered ${body}`);
+  console.log(`ok history suite: run_history_suite passed on D1 (prefix ${prefix})`);
+}
+
+async function history() {
+  const secret = 'sk_a_0123456789abcdefghij';
+  const id = unique('visit');
+  const board = await dashboard(secret);
+  await board.waitFor('INITIAL_VISITORS', (m) => m.type === 'INITIAL_VISITORS', 5000);
+  const paths = ['/', '/pricing', '/docs'];
+  for (const path of paths) {
+    await track('pk_a', id, { url: `https://example.com${path}?utm_source=checks` });
+  }
+  const res = await fetch(`${base}/track/leave`, {
+    method: 'POST',
+    headers: { 'Content-Type': 'text/plain' },
+    body: JSON.stringify({ apiKey: 'pk_a', visitorId: id, tabId: 'tab_1' }),
+  });
+  check(res.status === 200, `POST /track/leave answered ${res.status}`);
+  // The visit is written before the visitor is removed: once the dashboard hears the removal,
+  // the visit is in D1.
+  const removed = await board.waitFor(
+    'VISITOR_REMOVED after the exit beacon',
+    (m) => m.type === 'VISITOR_REMOVED' && m.visitorId === id,
+    leaveLingerMs + 5000,
+  );
+  check(removed.value.reason === 'left', `removal reason ${removed.value.reason}, expected left`);
+  board.close();
+  const listed = await fetch(`${base}/api/visits?visitor=${encodeURIComponent(id)}`, { headers: { 'X-Tippen-API-Key': secret } });
+  const body = await listed.text();
+  check(listed.status === 200, `GET /api/visits answered ${listed.status} ${body}`);
+  const { visits } = JSON.parse(body);
+  check(visits.length === 1, `expected one visit of ${id}, got ${visits.length}: ${body}`);
+  const [visit] = visits;
+  const seen = visit.pages.map((p) => p.path);
+  check(JSON.stringify(seen) === JSON.stringify(paths), `pages ${JSON.stringify(seen)}, expected ${JSON.stringify(paths)}`);
+  check(visit.endReason === 'left', `end reason ${visit.endReason}`);
+  check(visit.utm?.source === 'checks', `utm ${JSON.stringify(visit.utm)}`);
+  const want = { country: process.env.TIPPEN_CF_COUNTRY, city: process.env.TIPPEN_CF_CITY };
+  if (want.country) {
+    check(
+      visit.place?.country === want.country && visit.place?.city === want.city,
+      `place ${JSON.stringify(visit.place)}, expected ${JSON.stringify(want)} (the request's cf object)`,
+    );
+  }
+  const one = await fetch(`${base}/api/visits/${encodeURIComponent(visit.visitId)}`, { headers: { 'X-Tippen-API-Key': secret } });
+  check(one.status === 200, `GET /api/visits/{id} answered ${one.status}`);
+  check((await one.json()).visitId === visit.visitId, 'the visit by id is another visit');
+  if (process.env.TIPPEN_STATE_FILE) writeFileSync(process.env.TIPPEN_STATE_FILE, JSON.stringify({ id, visitId: visit.visitId }));
+  console.log(`ok history: one visit ${visit.visitId} with pages ${seen.join(' ')} (place ${JSON.stringify(visit.place)}, ${visit.durationMs} ms)`);
+}
+
 const commands = {
   alarm,
   isolation,
   'restart-before': restartBefore,
   'restart-after': restartAfter,
   'store-suite': storeSuite,
+  'history-suite': historySuite,
+  history,
 };
 const command = commands[process.argv[2]];
 if (!command) fail(`usage: node tests/checks.mjs ${Object.keys(commands).join('|')}`);
