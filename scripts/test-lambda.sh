@@ -158,6 +158,8 @@ export TIPPEN_ENRICH_FUNCTION=tippen-enrich
 export TIPPEN_SWEEP_FUNCTION=tippen-sweep
 export TIPPEN_ENRICHMENT_PROVIDER=ipinfo TIPPEN_ENRICHMENT_API_KEY=conformance_token
 export TIPPEN_ENRICHMENT_BASE_URL="$outbound_url/ipinfo"
+# Visit history in the same table, as template.yaml's VisitHistory=on (tippen_lambda::history).
+export TIPPEN_HISTORY_TABLE="$table"
 # On AWS the deployment creates the table (template.yaml); here the admin binary does.
 "$CARGO_TARGET_DIR/debug/tippen-create-table"
 # cargo lambda watch emulates the Lambda control plane: the Invoke API and function URLs on
@@ -243,6 +245,10 @@ kill -TERM -- "-$sweeper" 2>/dev/null || true
 FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
 INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij \
 VISIBLE_GRACE_MS=$visible_ms LEAVE_LINGER_MS=$linger_ms node tests/apigw-ws/sweep-check.mjs
+
+step "visit history: three pages and an exit beacon through the HTTP function make one visit in DynamoDB, listed by /api/visits; deleting the visitor erases it"
+FN_URL="$fn_url" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij LEAVE_LINGER_MS=$linger_ms \
+  node tests/apigw-ws/history-check.mjs | tee "$artifacts/history.txt"
 
 step "Slack: one message per error burst, delivered before the function answers"
 # The conformance runner has exited: the check serves the Slack webhook on $outbound_port itself.

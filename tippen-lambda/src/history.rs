@@ -13,7 +13,7 @@
 //! | record | `pk` | `sk` | other attributes |
 //! |---|---|---|---|
 //! | visit | `HV#<site>` | `<ts start>#<visit id>` | `doc`, `hvis` (visitor), `hco` (company part, identified visits), `ttl` |
-//! | visit by id | `HI#<site>#<visit id>` | `I` | `hsk` (the visit's `sk`), `ttl` |
+//! | visit by id | `HI#<site>#<visit id>` | `I` | `hsk` (the visit's `sk`), `hvis`, `hco`, `ttl` |
 //! | visit by visitor | `HU#<site>#<visitor id>` | `<ts start>#<visit id>` | `ttl` |
 //! | visit by company | `HC#<site>#<company part>` | `<ts start>#<visit id>` | `ttl` |
 //! | site rollup (hourly) | `HRS#<site>` | `<ts bucket>` | `doc`, `v`, `wt`, `ttl` |
@@ -27,12 +27,13 @@
 //!
 //! # How each method reads and writes
 //!
-//! - [`put_visit`](HistoryStore::put_visit): `PutItem` of the visitor pointer, of the company
-//!   pointer (identified visits), of the visit, and last of the id pointer with
-//!   `ReturnValues: ALL_OLD`: an old id pointer means the visit was there ([`PutVisit::Replaced`]).
-//!   Written last, so a crash before it makes the retried close an insert (folded once), never
-//!   a replacement that was never folded. A replaced visit that moved (another start, visitor or
-//!   company under the same id) has its old items deleted.
+//! - [`put_visit`](HistoryStore::put_visit): one `BatchWriteItem` of the visit, its visitor
+//!   pointer and (identified visits) its company pointer, then a `PutItem` of the id pointer
+//!   with `ReturnValues: ALL_OLD`: an old id pointer means the visit was there
+//!   ([`PutVisit::Replaced`]). Written last, so a crash before it makes the retried close an
+//!   insert (folded once), never a replacement that was never folded. A replaced visit that
+//!   moved (another start, visitor or company under the same id: the old pointer names where
+//!   it was) has its old items deleted.
 //! - [`visits`](HistoryStore::visits): a `Query` newest first (`ScanIndexForward: false`) of
 //!   `sk BETWEEN <ts from> AND min(<ts to>, <cursor's sk>)` on the visit partition, or, with a
 //!   visitor (else a company) filter, on that pointer partition followed by `BatchGetItem` of
@@ -67,7 +68,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, DeleteRequest, KeysAndAttributes, ReturnValue, WriteRequest,
+    AttributeValue, DeleteRequest, KeysAndAttributes, PutRequest, ReturnValue, WriteRequest,
 };
 use sha2::{Digest, Sha256};
 use tippen_core::history::{
@@ -375,17 +376,39 @@ impl DynamoHistory {
     async fn batch_delete(&self, mut keys: Vec<Item>) -> Result<(), StoreError> {
         keys.sort_by_key(describe);
         keys.dedup_by_key(|k| describe(k));
-        for chunk in keys.chunks(BATCH_WRITE) {
-            let mut pending = chunk
-                .iter()
-                .map(|k| {
-                    DeleteRequest::builder()
-                        .set_key(Some(k.clone()))
-                        .build()
-                        .map(|d| WriteRequest::builder().delete_request(d).build())
-                        .map_err(|e| backend("BatchWriteItem", e))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+        let requests = keys
+            .into_iter()
+            .map(|k| {
+                DeleteRequest::builder()
+                    .set_key(Some(k))
+                    .build()
+                    .map(|d| WriteRequest::builder().delete_request(d).build())
+                    .map_err(|e| backend("BatchWriteItem", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.batch_write(requests).await
+    }
+
+    /// Writes `items` (distinct keys), unconditionally.
+    async fn batch_put(&self, items: Vec<Item>) -> Result<(), StoreError> {
+        let requests = items
+            .into_iter()
+            .map(|item| {
+                PutRequest::builder()
+                    .set_item(Some(item))
+                    .build()
+                    .map(|p| WriteRequest::builder().put_request(p).build())
+                    .map_err(|e| backend("BatchWriteItem", e))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        self.batch_write(requests).await
+    }
+
+    /// `BatchWriteItem` of `requests` (distinct keys), chunked, retrying what DynamoDB left
+    /// unprocessed.
+    async fn batch_write(&self, requests: Vec<WriteRequest>) -> Result<(), StoreError> {
+        for chunk in requests.chunks(BATCH_WRITE) {
+            let mut pending = chunk.to_vec();
             for round in 0.. {
                 let out = self
                     .client()
@@ -417,8 +440,9 @@ impl DynamoHistory {
     }
 
     /// The keys of a stored visit item and of its pointers (its id pointer included).
+    /// `item` is a visit item, or an id pointer (the visit's sort key in `hsk`).
     fn visit_item_keys(site: &SiteId, item: &Item) -> Result<Vec<Item>, StoreError> {
-        let sk = get_s(item, attr::SK)?;
+        let sk = get_s(item, hattr::VISIT_SK).or_else(|_| get_s(item, attr::SK))?;
         let id = id_of_sk(sk)
             .ok_or_else(|| StoreError::Corrupt(format!("visit sort key {sk} has no id")))?;
         let mut keys = vec![key(&visits_pk(site), sk), key(&id_pk(site, id), "I")];
@@ -469,6 +493,14 @@ impl DynamoHistory {
     }
 }
 
+/// The key (`pk`, `sk`) of an item.
+fn key_of(item: &Item) -> Item {
+    item.iter()
+        .filter(|(name, _)| *name == attr::PK || *name == attr::SK)
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect()
+}
+
 /// The key of an item, for sorting and deduplicating a batch.
 fn describe(item: &Item) -> (String, String) {
     let part = |k| {
@@ -491,49 +523,41 @@ impl HistoryStore for DynamoHistory {
         let sk = visit_sk(visit.started_at, &visit.visit_id);
         let start = visit.started_at;
         let company = visit.company.as_ref().map(company_part);
-        // Pointers first, the id pointer last (see the module docs).
-        self.put(self.item(&visitor_pk(site, &visit.visitor_id), &sk, start))
-            .await?;
-        if let Some(part) = &company {
-            self.put(self.item(&company_pk(site, part), &sk, start))
-                .await?;
-        }
+        // Where this visit lives: its item and pointers, the id pointer naming them.
         let mut item = self.item(&visits_pk(site), &sk, start);
         item.insert(attr::DOC.to_owned(), s(encode(visit)?));
-        item.insert(hattr::VISITOR.to_owned(), s(&visit.visitor_id));
-        if let Some(part) = &company {
-            item.insert(hattr::COMPANY.to_owned(), s(part));
-        }
-        let old_visit = self.put(item).await?;
         let mut pointer = self.item(&id_pk(site, &visit.visit_id), "I", start);
         pointer.insert(hattr::VISIT_SK.to_owned(), s(&sk));
-        let old_pointer = self.put(pointer).await?;
-        // What a replaced visit left that this one does not use (it moved to another visitor,
-        // company or start under the same id).
-        let id_key = key(&id_pk(site, &visit.visit_id), "I");
-        let mut current = vec![
-            key(&visits_pk(site), &sk),
-            id_key.clone(),
-            key(&visitor_pk(site, &visit.visitor_id), &sk),
+        for it in [&mut item, &mut pointer] {
+            it.insert(hattr::VISITOR.to_owned(), s(&visit.visitor_id));
+            if let Some(part) = &company {
+                it.insert(hattr::COMPANY.to_owned(), s(part));
+            }
+        }
+        let mut items = vec![
+            item,
+            self.item(&visitor_pk(site, &visit.visitor_id), &sk, start),
         ];
-        current.extend(company.as_ref().map(|c| key(&company_pk(site, c), &sk)));
-        let mut stale = Vec::new();
-        if let Some(old) = &old_visit {
-            stale.extend(Self::visit_item_keys(site, old)?);
+        items.extend(
+            company
+                .as_ref()
+                .map(|part| self.item(&company_pk(site, part), &sk, start)),
+        );
+        let current: Vec<Item> = items.iter().map(key_of).collect();
+        // The visit and its visitor and company pointers in one batch, then the id pointer
+        // (see the module docs).
+        self.batch_put(items).await?;
+        let old = self.put(pointer).await?;
+        if let Some(old) = &old {
+            // What a replaced visit left that this one does not use (it moved to another
+            // start, visitor or company under the same id).
+            let mut stale = Self::visit_item_keys(site, old)?;
+            stale.retain(|k| !current.contains(k) && get_s(k, attr::SK).is_ok_and(|sk| sk != "I"));
+            if !stale.is_empty() {
+                self.batch_delete(stale).await?;
+            }
         }
-        if let Some(old_sk) = old_pointer
-            .as_ref()
-            .and_then(|p| get_s(p, hattr::VISIT_SK).ok())
-            .filter(|old_sk| *old_sk != sk)
-            && let Some(moved) = self.get(&visits_pk(site), old_sk).await?
-        {
-            stale.extend(Self::visit_item_keys(site, &moved)?);
-        }
-        stale.retain(|k| !current.contains(k));
-        if !stale.is_empty() {
-            self.batch_delete(stale).await?;
-        }
-        Ok(if old_pointer.is_some() {
+        Ok(if old.is_some() {
             PutVisit::Replaced
         } else {
             PutVisit::Inserted
