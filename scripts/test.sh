@@ -177,6 +177,9 @@ if runs axum; then
     TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 \
     TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_PORT=18790 \
     node tests/browser/e2e.mjs
+  step "axum: the dashboard's History, Companies and Analytics tabs (headless Chromium)"
+  TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACTS="$artifacts" \
+    node tests/browser/history.mjs
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
   rm -rf "$db_dir"

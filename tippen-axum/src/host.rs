@@ -309,6 +309,29 @@ impl TippenHost {
         Ok(armed)
     }
 
+    /// Purges visit history past each site's retention now and then every `every`, until
+    /// shutdown ([`Tippen::purge_expired_history`]; nothing without a history store).
+    pub fn spawn_history_purge(&self, every: Duration) {
+        if self.tippen().history().is_none() {
+            return;
+        }
+        let host = self.clone();
+        tokio::spawn(async move {
+            let mut shutdown = host.inner.shutdown.subscribe();
+            loop {
+                match host.tippen().purge_expired_history().await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(visits = n, "purged visit history past retention"),
+                    Err(e) => tracing::warn!(error = %e, "history purge failed; next try later"),
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(every) => {}
+                    () = stopped(&mut shutdown) => break,
+                }
+            }
+        });
+    }
+
     /// Starts shutting down: timers stop and dashboard sockets are closed (code 1001). Returns
     /// at once; HTTP requests are still answered. Idempotent.
     pub fn begin_shutdown(&self) {

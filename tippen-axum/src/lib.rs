@@ -27,6 +27,8 @@ mod serve;
 mod slack;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+#[cfg(feature = "sqlite")]
+pub mod sqlite_history;
 
 pub use enrich::EnrichmentConfig;
 pub use host::{HostConfig, HostError, TippenHost};
@@ -35,4 +37,6 @@ pub use limit::{RateLimit, RateLimits};
 pub use serve::{ServeConfig, serve};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDurability, SqliteError, SqliteOptions, SqliteStore};
+#[cfg(feature = "sqlite")]
+pub use sqlite_history::SqliteHistory;
 pub use tippen_http::HttpTransport;

@@ -12,7 +12,9 @@ use std::time::{Duration, Instant};
 use common::next_matching;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{Value, json};
-use tippen_axum::{EnrichmentConfig, HostConfig, SqliteStore, TippenHost, TrustedProxies};
+use tippen_axum::{
+    EnrichmentConfig, HostConfig, SqliteHistory, SqliteStore, TippenHost, TrustedProxies,
+};
 use tippen_conformance::{IPINFO_TOKEN, Outbound, StandIns, Target, run_all};
 use tippen_core::enrichment::{ProviderConfig, ProviderKind};
 use tippen_core::slack::{SlackConfig, WebhookUrl};
@@ -39,16 +41,16 @@ async fn start(host_config: HostConfig) -> Server {
 async fn start_with(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen) -> Server {
     let dir = tempfile::tempdir().expect("temp dir");
     let store = SqliteStore::open(dir.path().join("tippen.db")).expect("open SQLite");
+    // History in the same file, as the reference server keeps it.
+    let history = Arc::new(SqliteHistory::open(dir.path().join("tippen.db")).expect("history"));
     let mut config = Config::default();
     config.presence.visible_grace = VISIBLE_GRACE;
     config.presence.hidden_grace = HIDDEN_GRACE;
     config.presence.leave_linger = LEAVE_LINGER;
     config.presence.heartbeat_interval = Duration::from_secs(1);
-    let tippen = Arc::new(configure(Tippen::new(
-        Arc::new(store),
-        Arc::new(SystemClock),
-        config,
-    )));
+    let tippen = Arc::new(configure(
+        Tippen::new(Arc::new(store), Arc::new(SystemClock), config).with_history(history),
+    ));
     for site in [
         Site::legacy("legacy", "Legacy", "legacy_key"),
         Site::new("a", "Site A", "pk_a", "sk_a"),
@@ -96,6 +98,7 @@ fn target(base_url: &str, outbound: Outbound) -> Target {
         hidden_grace: HIDDEN_GRACE,
         leave_linger: LEAVE_LINGER,
         outbound,
+        history: true,
     }
 }
 

@@ -67,6 +67,7 @@
 //!     hidden_grace: Duration::from_secs(5),
 //!     leave_linger: Duration::from_secs(1),
 //!     outbound: Default::default(),
+//!     history: true,
 //! };
 //! let report = run_all(&target).await;
 //! println!("{report}");
@@ -147,6 +148,11 @@ pub struct Target {
     /// The outbound services the host was pointed at (the suite's [`StandIns`]); the cases
     /// that need one run only when it is declared here.
     pub outbound: Outbound,
+    /// The host keeps visit history (its `Tippen` has a history store: `with_history`): the
+    /// history cases check visits, companies, analytics, CSV and erasure. `false`: they check
+    /// that the history routes answer `501 {"error":…}` instead. The runner's
+    /// `--with history` (`TIPPEN_WITH=…,history`) sets it.
+    pub history: bool,
 }
 
 impl Target {

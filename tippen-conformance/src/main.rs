@@ -65,8 +65,9 @@ struct Args {
     /// /ipinfo with the key `conformance_token`) on this address, e.g. 127.0.0.1:8805.
     #[arg(long, env = "TIPPEN_STAND_INS")]
     stand_ins: Option<SocketAddr>,
-    /// The stand-ins the host was pointed at (comma-separated: video, slack, enrichment); the
-    /// cases needing one run only when it is listed.
+    /// The stand-ins the host was pointed at (comma-separated: video, slack, enrichment), and
+    /// `history` when the host keeps visit history; the cases needing a stand-in run only when
+    /// it is listed, the history cases check history with `history` and its 501s without.
     #[arg(long = "with", env = "TIPPEN_WITH", value_delimiter = ',')]
     with: Vec<String>,
     /// The request header through which a tracking request names the client's address, as
@@ -87,14 +88,16 @@ async fn main() -> ExitCode {
         Capability::Slack,
         Capability::Enrichment,
     ];
-    for name in &args.with {
+    // `history` is the host's own (a history store), not a stand-in.
+    let history = args.with.iter().any(|n| n == "history");
+    for name in args.with.iter().filter(|n| *n != "history") {
         if !known.iter().any(|c| c.name() == name) {
-            eprintln!("--with: unknown capability {name:?} (video, slack, enrichment)");
+            eprintln!("--with: unknown capability {name:?} (video, slack, enrichment, history)");
             return ExitCode::FAILURE;
         }
     }
     let with = |c: Capability| args.with.iter().any(|n| n == c.name());
-    if !args.with.is_empty() && args.stand_ins.is_none() {
+    if args.with.iter().any(|n| n != "history") && args.stand_ins.is_none() {
         eprintln!("--with {:?} needs --stand-ins <addr>", args.with);
         return ExitCode::FAILURE;
     }
@@ -135,6 +138,7 @@ async fn main() -> ExitCode {
         leave_linger: Duration::from_millis(args.leave_linger_ms),
         visitor_ws_url: args.visitor_ws_url,
         outbound,
+        history,
     };
     let selected: Vec<_> = cases()
         .into_iter()

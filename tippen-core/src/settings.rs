@@ -452,6 +452,8 @@ pub struct SiteSpec {
     pub honor_gpc: Option<bool>,
     /// Origins guest URLs may point at (see [`Site::guest_url_origins`]); empty: any https.
     pub guest_url_origins: Vec<String>,
+    /// Days of visit history kept (see [`Site::history_retention_days`]; default 90).
+    pub history_retention_days: Option<u32>,
 }
 
 impl SiteSpec {
@@ -494,6 +496,7 @@ impl SiteSpec {
             legacy_single_key,
             honor_gpc: self.honor_gpc.unwrap_or(true),
             guest_url_origins,
+            history_retention_days: self.history_retention_days,
         })
     }
 }
@@ -529,6 +532,9 @@ pub struct SiteEntry {
     /// provider's; absent or empty: any `https://` URL.
     #[serde(default)]
     pub guest_url_origins: Option<Vec<String>>,
+    /// Days of visit history kept (default 90).
+    #[serde(default)]
+    pub history_retention_days: Option<u32>,
 }
 
 impl SiteEntry {
@@ -548,6 +554,7 @@ impl SiteEntry {
             keys,
             honor_gpc: self.honor_gpc,
             guest_url_origins: self.guest_url_origins.unwrap_or_default(),
+            history_retention_days: self.history_retention_days,
         })
     }
 }

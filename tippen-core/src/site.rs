@@ -114,7 +114,13 @@ pub struct Site {
     /// `https://` URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guest_url_origins: Vec<String>,
+    /// How many days closed visits are kept (`None`: [`DEFAULT_HISTORY_RETENTION_DAYS`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_retention_days: Option<u32>,
 }
+
+/// Days of visit history kept for a site that does not say.
+pub const DEFAULT_HISTORY_RETENTION_DAYS: u32 = 90;
 
 impl Site {
     /// A site with a public and a secret key.
@@ -127,6 +133,7 @@ impl Site {
             legacy_single_key: false,
             honor_gpc: true,
             guest_url_origins: Vec::new(),
+            history_retention_days: None,
         }
     }
 
@@ -140,6 +147,7 @@ impl Site {
             legacy_single_key: true,
             honor_gpc: true,
             guest_url_origins: Vec::new(),
+            history_retention_days: None,
         }
     }
 
@@ -160,6 +168,16 @@ impl Site {
     pub fn with_guest_url_origins(mut self, origins: &[&str]) -> Self {
         self.guest_url_origins = origins.iter().filter_map(|o| https_origin(o)).collect();
         self
+    }
+
+    /// How long closed visits are kept ([`history_retention_days`](Self::history_retention_days),
+    /// at least one day).
+    pub fn history_retention(&self) -> std::time::Duration {
+        let days = self
+            .history_retention_days
+            .unwrap_or(DEFAULT_HISTORY_RETENTION_DAYS)
+            .max(1);
+        std::time::Duration::from_secs(u64::from(days) * 86_400)
     }
 
     /// Every key hash under which this site is found.

@@ -267,6 +267,7 @@ async fn the_conformance_suite_passes_under_the_prefix() {
             enrichment: true,
             client_ip_header: Some("X-Forwarded-For".into()),
         },
+        history: false,
     };
     let report = run_all(&target).await;
     println!("{report}");

@@ -230,6 +230,8 @@ pub struct SiteEntry {
     /// provider's; absent: any `https://` URL.
     #[serde(default)]
     pub guest_url_origins: Vec<String>,
+    /// Days of visit history kept (default 90); older visits are purged hourly.
+    pub history_retention_days: Option<u32>,
 }
 
 /// Everything the server takes from the file and the environment.
@@ -290,6 +292,7 @@ impl FileConfig {
                 keys: SiteKeys::Legacy(SecretKey::Sha256(KeyHash::of(DEMO_KEY))),
                 honor_gpc: None,
                 guest_url_origins: Vec::new(),
+                history_retention_days: None,
             });
         }
         let env = settings::env_lookup(env);
@@ -465,6 +468,7 @@ impl SiteEntry {
             keys,
             honor_gpc: self.honor_gpc,
             guest_url_origins: self.guest_url_origins,
+            history_retention_days: self.history_retention_days,
         })
     }
 }

@@ -129,7 +129,8 @@ use std::time::Duration;
 use thiserror::Error;
 
 use tippen_axum::{
-    HostConfig, HostError, RateLimit, RateLimits, ServeConfig, SqliteError, SqliteStore, TippenHost,
+    HostConfig, HostError, RateLimit, RateLimits, ServeConfig, SqliteError, SqliteHistory,
+    SqliteStore, TippenHost,
 };
 use tippen_core::settings::register_sites;
 use tippen_core::video::CustomerConnect;
@@ -312,7 +313,9 @@ async fn run(args: Args) -> Result<(), ServerError> {
         ),
     }
     tracing::info!(presence = ?config.presence, invites = ?config.invites, "timings");
-    let mut tippen = Tippen::new(store, Arc::new(SystemClock), config);
+    // Visit history in the same file (its own tables); on by default.
+    let history = Arc::new(SqliteHistory::open(&args.db)?);
+    let mut tippen = Tippen::new(store, Arc::new(SystemClock), config).with_history(history);
     match &settings.video_provider_url {
         Some(url) => {
             tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
@@ -355,6 +358,7 @@ async fn run(args: Args) -> Result<(), ServerError> {
         },
     );
     host.arm_stored_deadlines().await?;
+    host.spawn_history_purge(Duration::from_secs(3600));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await

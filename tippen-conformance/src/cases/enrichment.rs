@@ -83,7 +83,9 @@ fn delta(before: &Value, after: &Value, field: &str) -> i64 {
 /// stand-in's company (`enrichmentSource` `provider`); the provider was asked once, with the
 /// configured key. A visitor of another site (the legacy one) from the same address is listed
 /// at once from the shared cache (`cache`, `isCached`), with no further request. `/api/stats`
-/// counts exactly that: a miss and a credit on the main site, a cache hit on the other.
+/// counts exactly that: a miss and a credit on the main site, a cache hit on the other. On a
+/// host keeping history, the identified visit, once closed, counts for the company in
+/// `/api/companies` and is in `/api/companies/{domain}`'s timeline.
 pub(super) async fn enrichment_reaches_dashboards_and_is_counted(
     t: &Target,
 ) -> Result<(), Failure> {
@@ -200,6 +202,17 @@ pub(super) async fn enrichment_reaches_dashboards_and_is_counted(
     }
     leave_ok(&http, &t.public_key, &first, None).await?;
     leave_ok(&http, &t.legacy_key, &second, None).await?;
+    if t.history {
+        // The identified visit, once closed, counts for its company.
+        dashboard
+            .wait_for_any_order(
+                "VISITOR_REMOVED",
+                t.leave_linger + super::LATE + PROMPT,
+                |m| crate::dashboard::is_removal(m, &first),
+            )
+            .await?;
+        super::history::counted_for_the_stand_in_company(&http, t, &first).await?;
+    }
     dashboard.close().await;
     Ok(())
 }

@@ -16,6 +16,7 @@ mod deletion;
 mod enrichment;
 mod errors;
 mod expiry;
+mod history;
 mod invites;
 mod part_a;
 mod sites;
@@ -52,6 +53,9 @@ macro_rules! case {
 /// Every case, in a stable order.
 pub(crate) fn all() -> Vec<Case> {
     vec![
+        // Visit history (or, on a host without it, its 501s).
+        case!(history::a_visit_of_three_pages_is_kept_exported_and_erased),
+        case!(history::history_parameters_are_checked),
         // Part A, byte for byte.
         case!(part_a::root_answers_tippen_api),
         case!(part_a::predecessor_curl_is_answered_exactly),

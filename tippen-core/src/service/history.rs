@@ -131,8 +131,25 @@ impl Tippen {
         Ok(erased.len())
     }
 
+    /// Purges every site's history past its retention
+    /// ([`Site::history_retention`](crate::Site::history_retention), default 90 days); how
+    /// many visits went. Hosts call it periodically (the axum host: hourly). Without a history
+    /// store it does nothing.
+    pub async fn purge_expired_history(&self) -> Result<u64, ServiceError> {
+        if self.history.is_none() {
+            return Ok(0);
+        }
+        let mut purged = 0;
+        for site in self.store().sites().await? {
+            purged += self
+                .purge_history(&site.id, site.history_retention())
+                .await?;
+        }
+        Ok(purged)
+    }
+
     /// Deletes the site's visits (and rollups) older than `retention` before now; how many
-    /// visits went. Hosts call it periodically (the axum host: hourly).
+    /// visits went.
     pub async fn purge_history(
         &self,
         site: &SiteId,

@@ -430,6 +430,7 @@ fn a_lookup_names_where_each_value_came_from() {
         },
         honor_gpc: None,
         guest_url_origins: Vec::new(),
+        history_retention_days: None,
     }];
     let env = env_lookup(vars(&[("TIPPEN_HIDDEN_GRACE_MS", "7000")]));
     let lookup = |name| env(name).or_else(|| file(name));
@@ -550,6 +551,7 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
         keys: SiteKeys::Legacy(SecretKey::Sha256(KeyHash::of("short"))),
         honor_gpc: None,
         guest_url_origins: Vec::new(),
+        history_retention_days: None,
     };
     assert!(Settings::from_lookup(|_| None, "sites", vec![hashed]).is_ok());
 

@@ -1,0 +1,441 @@
+//! [`SqliteHistory`]: a [`HistoryStore`] on a SQLite file (feature `sqlite`), normally the
+//! same file as the [`SqliteStore`](crate::SqliteStore) (its own connection and tables; WAL
+//! lets both write).
+//!
+//! Unlike the live store, history is not held in memory (it grows with every visit): each
+//! call is one indexed query, run on the calling task under one mutex (they take
+//! milliseconds). Writes are committed when they return: a closed visit is durable before the
+//! live record it came from is removed (see [`tippen_core::history`]).
+//!
+//! Schema (tables created on open, next to the live store's):
+//!
+//! ```sql
+//! history_visits  (site_id, visit_id, started_at, visitor_id, company, country, record)
+//!                 UNIQUE (site_id, visit_id)
+//!                 INDEX (site_id, started_at, visit_id)          -- time range, newest first
+//!                 INDEX (site_id, visitor_id, started_at)        -- numbering, erasure
+//!                 INDEX (site_id, company, started_at)           -- a company's timeline
+//! history_rollups (site_id, kind, company, bucket, version, record)
+//!                 PRIMARY KEY (site_id, kind, company, bucket)
+//! ```
+//!
+//! `company` is the visit's company key in lower case, `country` its country code; `record`
+//! is the visit or rollup as JSON. The page filter is applied on the rows the indexed filters
+//! return, in batches.
+
+use std::path::Path;
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value};
+use tippen_core::history::{
+    HistoryStore, PutVisit, Rollup, RollupKey, RollupQuery, RollupSelect, Visit, VisitQuery,
+};
+use tippen_core::{SiteId, StoreError, Timestamp, Version, Versioned};
+
+use crate::sqlite::SqliteError;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS history_visits (
+    site_id TEXT NOT NULL,
+    visit_id TEXT NOT NULL,
+    started_at INTEGER NOT NULL,
+    visitor_id TEXT NOT NULL,
+    company TEXT,
+    country TEXT,
+    record TEXT NOT NULL,
+    UNIQUE (site_id, visit_id)
+);
+CREATE INDEX IF NOT EXISTS history_visits_by_start
+    ON history_visits (site_id, started_at, visit_id);
+CREATE INDEX IF NOT EXISTS history_visits_by_visitor
+    ON history_visits (site_id, visitor_id, started_at);
+CREATE INDEX IF NOT EXISTS history_visits_by_company
+    ON history_visits (site_id, company, started_at);
+CREATE TABLE IF NOT EXISTS history_rollups (
+    site_id TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    company TEXT NOT NULL,
+    bucket INTEGER NOT NULL,
+    version INTEGER NOT NULL,
+    record TEXT NOT NULL,
+    PRIMARY KEY (site_id, kind, company, bucket)
+) WITHOUT ROWID;
+";
+
+/// Rows fetched per round when a filter must be checked on the rows (the page filter).
+const BATCH: usize = 200;
+
+/// Visit history in a SQLite file. See the [module docs](self).
+#[derive(Debug)]
+pub struct SqliteHistory {
+    conn: Mutex<Connection>,
+}
+
+fn backend(e: rusqlite::Error) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+fn company_key(v: &Visit) -> Option<String> {
+    v.company.as_ref().map(|c| c.key().to_lowercase())
+}
+
+impl SqliteHistory {
+    /// Opens (creating when needed) the history tables in the file at `path`.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, SqliteError> {
+        let path = path.as_ref();
+        let open_err = |source| SqliteError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.busy_timeout(Duration::from_secs(5))
+            .map_err(open_err)?;
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
+            .map_err(open_err)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open_err)?;
+        conn.set_prepared_statement_cache_capacity(32);
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        Ok(SqliteHistory {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    /// A history in memory (tests).
+    pub fn in_memory() -> Result<Self, SqliteError> {
+        Self::open(":memory:")
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Bytes the file's history tables and indexes take (SQLite's `dbstat`), for the
+    /// benchmark of stored bytes per visit; `None` when the build lacks `dbstat`.
+    pub fn stored_bytes(&self) -> Option<u64> {
+        let conn = self.lock();
+        conn.query_row(
+            "SELECT SUM(pgsize) FROM dbstat WHERE name LIKE 'history_visits%' \
+             OR name LIKE 'sqlite_autoindex_history_visits%'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .ok()
+        .map(|n| n as u64)
+    }
+}
+
+fn decode_visit(text: &str) -> Result<Visit, StoreError> {
+    serde_json::from_str(text).map_err(corrupt)
+}
+
+#[async_trait]
+impl HistoryStore for SqliteHistory {
+    async fn put_visit(&self, site: &SiteId, visit: &Visit) -> Result<PutVisit, StoreError> {
+        let record = serde_json::to_string(visit).map_err(corrupt)?;
+        let conn = self.lock();
+        let tx = conn.unchecked_transaction().map_err(backend)?;
+        let existed = tx
+            .prepare_cached("SELECT 1 FROM history_visits WHERE site_id = ?1 AND visit_id = ?2")
+            .and_then(|mut s| s.exists(params![site.as_str(), visit.visit_id]))
+            .map_err(backend)?;
+        tx.prepare_cached(
+            "INSERT INTO history_visits \
+             (site_id, visit_id, started_at, visitor_id, company, country, record) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+             ON CONFLICT (site_id, visit_id) DO UPDATE SET started_at = excluded.started_at, \
+             visitor_id = excluded.visitor_id, company = excluded.company, \
+             country = excluded.country, record = excluded.record",
+        )
+        .and_then(|mut s| {
+            s.execute(params![
+                site.as_str(),
+                visit.visit_id,
+                visit.started_at.as_millis(),
+                visit.visitor_id,
+                company_key(visit),
+                visit.place.country.as_deref().map(str::to_ascii_uppercase),
+                record,
+            ])
+        })
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(if existed {
+            PutVisit::Replaced
+        } else {
+            PutVisit::Inserted
+        })
+    }
+
+    async fn visit(&self, site: &SiteId, visit_id: &str) -> Result<Option<Visit>, StoreError> {
+        let conn = self.lock();
+        let text: Option<String> = conn
+            .prepare_cached(
+                "SELECT record FROM history_visits WHERE site_id = ?1 AND visit_id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_row(params![site.as_str(), visit_id], |r| r.get(0))
+                    .optional()
+            })
+            .map_err(backend)?;
+        text.as_deref().map(decode_visit).transpose()
+    }
+
+    async fn visits(&self, site: &SiteId, query: &VisitQuery) -> Result<Vec<Visit>, StoreError> {
+        if query.limit == 0 {
+            return Ok(Vec::new());
+        }
+        // The indexed filters in SQL; the rest (the page) on the rows, in batches.
+        let mut sql = String::from(
+            "SELECT record, started_at, visit_id FROM history_visits \
+             WHERE site_id = ? AND started_at >= ? AND started_at < ?",
+        );
+        let mut args: Vec<Value> = vec![
+            Value::Text(site.as_str().to_owned()),
+            Value::Integer(query.from.as_millis()),
+            Value::Integer(query.to.as_millis()),
+        ];
+        if let Some(c) = &query.filter.company {
+            sql.push_str(" AND company = ?");
+            args.push(Value::Text(c.to_lowercase()));
+        }
+        if let Some(c) = &query.filter.country {
+            sql.push_str(" AND country = ?");
+            args.push(Value::Text(c.to_ascii_uppercase()));
+        }
+        if let Some(v) = &query.filter.visitor {
+            sql.push_str(" AND visitor_id = ?");
+            args.push(Value::Text(v.clone()));
+        }
+        sql.push_str(
+            " AND (started_at, visit_id) < (?, ?) ORDER BY started_at DESC, visit_id DESC LIMIT ?",
+        );
+        let batch = if query.filter.page.is_some() {
+            BATCH.max(query.limit)
+        } else {
+            query.limit
+        };
+        let (mut at, mut id) = match &query.after {
+            Some(c) => (c.started_at.as_millis(), c.visit_id.clone()),
+            None => (i64::MAX, String::new()),
+        };
+        if query.after.is_none() {
+            // Every id sorts before this one, so the first page starts at the newest visit.
+            id = "\u{10FFFF}".to_owned();
+        }
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&sql).map_err(backend)?;
+        let mut out = Vec::new();
+        loop {
+            let mut round = args.clone();
+            round.push(Value::Integer(at));
+            round.push(Value::Text(id.clone()));
+            round.push(Value::Integer(batch as i64));
+            let rows: Vec<(String, i64, String)> = stmt
+                .query_map(params_from_iter(round), |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .and_then(|rows| rows.collect())
+                .map_err(backend)?;
+            let fetched = rows.len();
+            for (text, started, visit_id) in rows {
+                let visit = decode_visit(&text)?;
+                if query.filter.matches(&visit) {
+                    out.push(visit);
+                    if out.len() == query.limit {
+                        return Ok(out);
+                    }
+                }
+                (at, id) = (started, visit_id);
+            }
+            if fetched < batch {
+                return Ok(out);
+            }
+        }
+    }
+
+    async fn erase_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<Vec<Visit>, StoreError> {
+        let conn = self.lock();
+        let tx = conn.unchecked_transaction().map_err(backend)?;
+        let texts: Vec<String> = tx
+            .prepare_cached(
+                "SELECT record FROM history_visits WHERE site_id = ?1 AND visitor_id = ?2",
+            )
+            .and_then(|mut s| {
+                s.query_map(params![site.as_str(), visitor_id], |r| r.get(0))?
+                    .collect()
+            })
+            .map_err(backend)?;
+        tx.prepare_cached("DELETE FROM history_visits WHERE site_id = ?1 AND visitor_id = ?2")
+            .and_then(|mut s| s.execute(params![site.as_str(), visitor_id]))
+            .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        texts.iter().map(|t| decode_visit(t)).collect()
+    }
+
+    async fn rollup(
+        &self,
+        site: &SiteId,
+        key: &RollupKey,
+    ) -> Result<Option<Versioned<Rollup>>, StoreError> {
+        let conn = self.lock();
+        let row: Option<(i64, String)> = conn
+            .prepare_cached(
+                "SELECT version, record FROM history_rollups \
+                 WHERE site_id = ?1 AND kind = ?2 AND company = ?3 AND bucket = ?4",
+            )
+            .and_then(|mut s| {
+                s.query_row(
+                    params![
+                        site.as_str(),
+                        key.scope.kind(),
+                        key.scope.company(),
+                        key.bucket.as_millis()
+                    ],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()
+            })
+            .map_err(backend)?;
+        row.map(|(version, text)| {
+            Ok(Versioned {
+                version: Version(version as u64),
+                value: serde_json::from_str(&text).map_err(corrupt)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn save_rollup(
+        &self,
+        site: &SiteId,
+        rollup: &Rollup,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let record = serde_json::to_string(rollup).map_err(corrupt)?;
+        let key = &rollup.key;
+        let conn = self.lock();
+        let (changed, version) = match expected {
+            None => (
+                conn.prepare_cached(
+                    "INSERT INTO history_rollups (site_id, kind, company, bucket, version, record) \
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5) ON CONFLICT DO NOTHING",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        site.as_str(),
+                        key.scope.kind(),
+                        key.scope.company(),
+                        key.bucket.as_millis(),
+                        record
+                    ])
+                })
+                .map_err(backend)?,
+                Version(1),
+            ),
+            Some(v) => (
+                conn.prepare_cached(
+                    "UPDATE history_rollups SET version = version + 1, record = ?6 \
+                     WHERE site_id = ?1 AND kind = ?2 AND company = ?3 AND bucket = ?4 \
+                     AND version = ?5",
+                )
+                .and_then(|mut s| {
+                    s.execute(params![
+                        site.as_str(),
+                        key.scope.kind(),
+                        key.scope.company(),
+                        key.bucket.as_millis(),
+                        v.0 as i64,
+                        record
+                    ])
+                })
+                .map_err(backend)?,
+                Version(v.0 + 1),
+            ),
+        };
+        if changed == 1 {
+            Ok(version)
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn rollups(&self, site: &SiteId, query: &RollupQuery) -> Result<Vec<Rollup>, StoreError> {
+        let (kind, company) = match &query.select {
+            RollupSelect::Site => ("site", None),
+            RollupSelect::Companies => ("company", None),
+            RollupSelect::Company(c) => ("company", Some(c.as_str())),
+        };
+        let conn = self.lock();
+        let texts: Vec<String> = match company {
+            None => conn
+                .prepare_cached(
+                    "SELECT record FROM history_rollups WHERE site_id = ?1 AND kind = ?2 \
+                     AND bucket >= ?3 AND bucket < ?4",
+                )
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![
+                            site.as_str(),
+                            kind,
+                            query.from.as_millis(),
+                            query.to.as_millis()
+                        ],
+                        |r| r.get(0),
+                    )?
+                    .collect()
+                }),
+            Some(c) => conn
+                .prepare_cached(
+                    "SELECT record FROM history_rollups WHERE site_id = ?1 AND kind = ?2 \
+                     AND company = ?3 AND bucket >= ?4 AND bucket < ?5",
+                )
+                .and_then(|mut s| {
+                    s.query_map(
+                        params![
+                            site.as_str(),
+                            kind,
+                            c,
+                            query.from.as_millis(),
+                            query.to.as_millis()
+                        ],
+                        |r| r.get(0),
+                    )?
+                    .collect()
+                }),
+        }
+        .map_err(backend)?;
+        texts
+            .iter()
+            .map(|t| serde_json::from_str(t).map_err(corrupt))
+            .collect()
+    }
+
+    async fn purge(&self, site: &SiteId, before: Timestamp) -> Result<u64, StoreError> {
+        let conn = self.lock();
+        let tx = conn.unchecked_transaction().map_err(backend)?;
+        let n = tx
+            .execute(
+                "DELETE FROM history_visits WHERE site_id = ?1 AND started_at < ?2",
+                params![site.as_str(), before.as_millis()],
+            )
+            .map_err(backend)?;
+        tx.execute(
+            "DELETE FROM history_rollups WHERE site_id = ?1 AND bucket < ?2",
+            params![site.as_str(), before.as_millis()],
+        )
+        .map_err(backend)?;
+        tx.commit().map_err(backend)?;
+        Ok(n as u64)
+    }
+}
