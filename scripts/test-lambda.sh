@@ -219,11 +219,13 @@ conformance() {
   TIPPEN_STAND_INS="127.0.0.1:$outbound_port" TIPPEN_REQUIRE_ALL=true \
     "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-$name.txt"
 }
+# `history` in TIPPEN_WITH: the functions keep visit history in DynamoDB (TIPPEN_HISTORY_TABLE),
+# so the history cases check the visits, exports, erasure and, with enrichment, the companies.
 via_http_api=non_utf8_input_is_never_a_server_error,enrichment_reaches_dashboards_and_is_counted,global_privacy_control_skips_the_lookup
 conformance function-url "$fn_url" TIPPEN_SKIP_CASES=$via_http_api TIPPEN_CONCURRENCY=$conformance_concurrency \
-  TIPPEN_WITH=video,slack
+  TIPPEN_WITH=video,slack,history
 conformance http-api "http://127.0.0.1:$standin_port/http/tippen-http" TIPPEN_CASES=$via_http_api \
-  TIPPEN_WITH=enrichment TIPPEN_CLIENT_IP_HEADER=X-Standin-Source-Ip
+  TIPPEN_WITH=enrichment,history TIPPEN_CLIENT_IP_HEADER=X-Standin-Source-Ip
 cases_all=$(grep -c 'case!(' tippen-conformance/src/cases/mod.rs)
 cases_run=$(cat "$artifacts"/conformance-*.txt | grep -cE '  (ok|FAILED) ')
 cases_api=$(grep -cE '  (ok|FAILED) ' "$artifacts/conformance-http-api.txt")

@@ -93,21 +93,17 @@ pub struct LambdaConfig {
     pub enrich_budget: Duration,
     /// `TIPPEN_HISTORY_TABLE`: the DynamoDB table visit history is kept in
     /// ([`DynamoHistory`](crate::DynamoHistory); the template passes `TIPPEN_TABLE`'s). None:
-    /// no history (visits are not kept; the history API answers 501).
+    /// no history (visits are not kept; the history API answers 501). How long a site's
+    /// visits are kept is the site's `historyRetentionDays` in `TIPPEN_SITES` (default 90):
+    /// the scheduled function purges hourly ([`crate::retention`]), and items carry a TTL at
+    /// that age.
     pub history_table: Option<String>,
-    /// `TIPPEN_HISTORY_RETENTION_MS` (default 90 days): how long visits and rollups are kept.
-    /// The scheduled function purges what is older (at most hourly per instance and site),
-    /// and every history item carries a DynamoDB TTL at the same age.
-    pub history_retention: Duration,
     /// `TIPPEN_GEO_HEADERS=cloudfront`: the HTTP function reads the visitor's country and city
     /// from CloudFront's viewer headers into the visit. Set it only when CloudFront is in
     /// front and is the only way to the function (a client reaching it directly could send
     /// the headers itself). Unset: the place comes from the enrichment provider.
     pub geo_headers: Option<GeoHeaders>,
 }
-
-/// Default of [`LambdaConfig::history_retention`]: 90 days.
-pub const DEFAULT_HISTORY_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
 
 impl LambdaConfig {
     /// Reads the process environment.
@@ -149,10 +145,6 @@ impl LambdaConfig {
             enrichment: shared.enrichment,
             enrich_budget: millis("TIPPEN_ENRICH_BUDGET_MS", Duration::from_secs(20))?,
             history_table: var("TIPPEN_HISTORY_TABLE").map(|s| s.value),
-            history_retention: var("TIPPEN_HISTORY_RETENTION_MS")
-                .map(|s| s.positive_millis())
-                .transpose()?
-                .unwrap_or(DEFAULT_HISTORY_RETENTION),
             geo_headers: match var("TIPPEN_GEO_HEADERS") {
                 None => None,
                 Some(s) if s.value.eq_ignore_ascii_case("cloudfront") => {
@@ -224,16 +216,13 @@ mod tests {
             c.history_table, None,
             "history is off unless a table is named"
         );
-        assert_eq!(c.history_retention, DEFAULT_HISTORY_RETENTION);
         assert_eq!(c.geo_headers, None);
         let h = read(&[
             ("TIPPEN_HISTORY_TABLE", "tippen"),
-            ("TIPPEN_HISTORY_RETENTION_MS", "3600000"),
             ("TIPPEN_GEO_HEADERS", "CloudFront"),
         ])
         .unwrap();
         assert_eq!(h.history_table.as_deref(), Some("tippen"));
-        assert_eq!(h.history_retention, Duration::from_secs(3600));
         assert_eq!(h.geo_headers, Some(GeoHeaders::CloudFront));
         assert!(matches!(
             read(&[("TIPPEN_GEO_HEADERS", "cloudflare")]),
@@ -242,7 +231,6 @@ mod tests {
                 ..
             })
         ));
-        assert!(read(&[("TIPPEN_HISTORY_RETENTION_MS", "0")]).is_err());
         let e = read(&[("TIPPEN_SLACK_BUDGET_MS", "4s")]).unwrap_err();
         assert!(e.to_string().contains("TIPPEN_SLACK_BUDGET_MS"), "{e}");
     }

@@ -54,9 +54,10 @@
 //!
 //! # Retention and TTL
 //!
-//! With [`DynamoHistory::with_retention`] every item carries `ttl` = its start (visits) or
-//! bucket (rollups) plus the retention: DynamoDB's TTL deletes it then, at no write cost,
-//! exactly when [`purge`](HistoryStore::purge) would. TTL deletion can lag for days, so the
+//! With [`DynamoHistory::with_retention`] (the host gives each configured site's
+//! [`Site::history_retention`](tippen_core::Site::history_retention)) every item of the site carries `ttl` = its
+//! start (visits) or bucket (rollups) plus the retention: DynamoDB's TTL deletes it then, at
+//! no write cost, exactly when [`purge`](HistoryStore::purge) would. TTL deletion can lag for days, so the
 //! purge (the sweep function, hourly) still deletes what is past the cutoff and reads never
 //! rely on TTL; a pointer left by a visit TTL already deleted is skipped. A retention raised
 //! later applies to new items only.
@@ -80,13 +81,18 @@ use tippen_core::{SiteId, StoreError, Timestamp, Version, Versioned};
 use crate::config::LambdaConfig;
 use crate::store::{DynamoStore, Item, attr, backend, decode, encode, get_n, get_s, n, s};
 
-/// The history store `config` names (`TIPPEN_HISTORY_TABLE`), its items expiring by TTL after
-/// `TIPPEN_HISTORY_RETENTION_MS`; `None` when history is off.
+/// The history store `config` names (`TIPPEN_HISTORY_TABLE`), the items of each configured
+/// site expiring by TTL after its retention ([`Site::history_retention`](tippen_core::Site::history_retention));
+/// `None` when history is off.
 pub fn from_config(client: &Client, config: &LambdaConfig) -> Option<Arc<dyn HistoryStore>> {
     let table = config.history_table.as_deref()?;
-    Some(Arc::new(
-        DynamoHistory::new(client.clone(), table).with_retention(config.history_retention),
-    ))
+    let store = config
+        .sites
+        .iter()
+        .fold(DynamoHistory::new(client.clone(), table), |store, site| {
+            store.with_retention(&site.id, site.history_retention())
+        });
+    Some(Arc::new(store))
 }
 
 /// Attributes of history items (besides `pk`, `sk`, `doc`, `v`, `ttl`).
@@ -200,7 +206,8 @@ enum Range<'a> {
 #[derive(Clone, Debug)]
 pub struct DynamoHistory {
     table: DynamoStore,
-    retention: Option<Duration>,
+    /// Per site, the age at which its items expire by TTL.
+    retention: HashMap<SiteId, Duration>,
 }
 
 impl DynamoHistory {
@@ -209,15 +216,16 @@ impl DynamoHistory {
     pub fn new(client: Client, table: impl Into<String>) -> Self {
         DynamoHistory {
             table: DynamoStore::new(client, table),
-            retention: None,
+            retention: HashMap::new(),
         }
     }
 
-    /// The same store writing a `ttl` of start (bucket) + `retention` on every item, so
-    /// DynamoDB's TTL deletes what the retention purge would, without write cost. Use the
-    /// retention the host purges with.
-    pub fn with_retention(mut self, retention: Duration) -> Self {
-        self.retention = Some(retention);
+    /// The same store writing a `ttl` of start (bucket) + `retention` on every item of `site`,
+    /// so DynamoDB's TTL deletes what the retention purge would, without write cost. Use the
+    /// retention the host purges the site with
+    /// ([`Site::history_retention`](tippen_core::Site::history_retention)); a site without one gets no TTL.
+    pub fn with_retention(mut self, site: &SiteId, retention: Duration) -> Self {
+        self.retention.insert(site.clone(), retention);
         self
     }
 
@@ -237,18 +245,18 @@ impl DynamoHistory {
         self.table.client()
     }
 
-    /// The `ttl` attribute of an item whose retention runs from `at`.
-    fn ttl(&self, at: Timestamp) -> Option<AttributeValue> {
-        self.retention.map(|r| {
+    /// The `ttl` attribute of an item of `site` whose retention runs from `at`.
+    fn ttl(&self, site: &SiteId, at: Timestamp) -> Option<AttributeValue> {
+        self.retention.get(site).map(|r| {
             let until = i128::from(at.as_millis()) + r.as_millis() as i128;
             n((until.div_euclid(1000) + 1).clamp(0, i128::from(i64::MAX)))
         })
     }
 
-    /// A key item with this history's `ttl` from `at`.
-    fn item(&self, pk: &str, sk: &str, at: Timestamp) -> Item {
+    /// A key item of `site` with its `ttl` from `at`.
+    fn item(&self, site: &SiteId, pk: &str, sk: &str, at: Timestamp) -> Item {
         let mut item = key(pk, sk);
-        if let Some(ttl) = self.ttl(at) {
+        if let Some(ttl) = self.ttl(site, at) {
             item.insert(attr::TTL.to_owned(), ttl);
         }
         item
@@ -524,9 +532,9 @@ impl HistoryStore for DynamoHistory {
         let start = visit.started_at;
         let company = visit.company.as_ref().map(company_part);
         // Where this visit lives: its item and pointers, the id pointer naming them.
-        let mut item = self.item(&visits_pk(site), &sk, start);
+        let mut item = self.item(site, &visits_pk(site), &sk, start);
         item.insert(attr::DOC.to_owned(), s(encode(visit)?));
-        let mut pointer = self.item(&id_pk(site, &visit.visit_id), "I", start);
+        let mut pointer = self.item(site, &id_pk(site, &visit.visit_id), "I", start);
         pointer.insert(hattr::VISIT_SK.to_owned(), s(&sk));
         for it in [&mut item, &mut pointer] {
             it.insert(hattr::VISITOR.to_owned(), s(&visit.visitor_id));
@@ -536,12 +544,12 @@ impl HistoryStore for DynamoHistory {
         }
         let mut items = vec![
             item,
-            self.item(&visitor_pk(site, &visit.visitor_id), &sk, start),
+            self.item(site, &visitor_pk(site, &visit.visitor_id), &sk, start),
         ];
         items.extend(
             company
                 .as_ref()
-                .map(|part| self.item(&company_pk(site, part), &sk, start)),
+                .map(|part| self.item(site, &company_pk(site, part), &sk, start)),
         );
         let current: Vec<Item> = items.iter().map(key_of).collect();
         // The visit and its visitor and company pointers in one batch, then the id pointer
@@ -699,7 +707,7 @@ impl HistoryStore for DynamoHistory {
         expected: Option<Version>,
     ) -> Result<Version, StoreError> {
         let (pk, sk) = rollup_key(site, &rollup.key);
-        let mut item = self.item(&pk, &sk, rollup.key.bucket);
+        let mut item = self.item(site, &pk, &sk, rollup.key.bucket);
         item.insert(attr::DOC.to_owned(), s(encode(rollup)?));
         self.table.put_versioned(item, expected).await
     }

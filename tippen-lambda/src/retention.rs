@@ -1,12 +1,11 @@
 //! The retention purge of visit history: the scheduled function calls
 //! [`LambdaHost::purge_history_if_due`] on each run; at most once an hour per instance it
-//! deletes every site's visits and rollups older than `TIPPEN_HISTORY_RETENTION_MS`
-//! ([`Tippen::purge_history`](tippen_core::Tippen::purge_history)). DynamoDB's TTL removes
-//! the same items eventually at no write cost; the purge makes the bound exact.
+//! deletes every site's visits and rollups older than the site's retention
+//! (`historyRetentionDays` in `TIPPEN_SITES`, default 90;
+//! [`Tippen::purge_expired_history`](tippen_core::Tippen::purge_expired_history)). DynamoDB's
+//! TTL removes the same items eventually at no write cost; the purge makes the bound exact.
 
 use std::time::{Duration, Instant};
-
-use tippen_core::Store;
 
 use crate::host::{HostError, LambdaHost};
 
@@ -14,9 +13,9 @@ use crate::host::{HostError, LambdaHost};
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
 
 impl LambdaHost {
-    /// Purges every site's history by retention when history is on and this instance has not
-    /// purged within [`PURGE_INTERVAL`]; how many visits went (`None`: not due, or history
-    /// off). A failed pass is tried again on the next call.
+    /// Purges every site's history past its retention when history is on and this instance
+    /// has not purged within [`PURGE_INTERVAL`]; how many visits went (`None`: not due, or
+    /// history off). A failed pass is tried again on the next call.
     pub async fn purge_history_if_due(&self) -> Result<Option<u64>, HostError> {
         if self.tippen().history().is_none() {
             return Ok(None);
@@ -30,11 +29,7 @@ impl LambdaHost {
                 return Ok(None);
             }
         }
-        let retention = self.config().history_retention;
-        let mut purged = 0;
-        for site in self.store().sites().await? {
-            purged += self.tippen().purge_history(&site.id, retention).await?;
-        }
+        let purged = self.tippen().purge_expired_history().await?;
         *self
             .history_purged
             .lock()

@@ -92,8 +92,8 @@ async fn partition(table: &str, pk: &str) -> Vec<(String, Option<i64>)> {
 async fn history_items_expire_with_the_retention_and_leave_no_stale_pointer() {
     let table = "tippen-history-items";
     let retention = Duration::from_secs(3600);
-    let store = history(table).await.with_retention(retention);
     let site = SiteId(unique("items"));
+    let store = history(table).await.with_retention(&site, retention);
     let start = 1_729_080_000_000;
     let mut visit = sample_visit(&site, "v", start, Some("Acme.example"), Some("DE"), &["/"]);
     assert_eq!(
