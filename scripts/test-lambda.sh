@@ -232,6 +232,13 @@ cases_api=$(grep -cE '  (ok|FAILED) ' "$artifacts/conformance-http-api.txt")
 echo "conformance cases run against the Lambda host: $cases_run of $cases_all ($((cases_run - cases_api)) through the function URL, $cases_api through the HTTP API stand-in)"
 [ "$cases_run" = "$cases_all" ] || { echo "expected every case of the suite" >&2; exit 1; }
 
+step "measure: a closed tab's removal after its leave linger (50 leaves, 8 at a time, the periodic invoker running)"
+# Every removal must reach the dashboard within the suite's bound (1.5 s after the linger);
+# the figures go to the artifacts.
+FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" PUBLIC_KEY=pk_a \
+  SECRET_KEY=sk_a_0123456789abcdefghij LEAVE_LINGER_MS=$linger_ms LEAVES=50 CONCURRENCY=8 MAX_LAG_MS=1500 \
+  node tests/apigw-ws/linger-lag.mjs | tee "$artifacts/linger-lag.txt"
+
 step "browser: the dashboard served by the HTTP function finds the WebSocket API, a visitor appears live, an invite pops up within 1 s"
 # The conformance runner has exited: the test serves the video provider on $outbound_port itself.
 FN_URL="$fn_url" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij PROVIDER_PORT="$outbound_port" \

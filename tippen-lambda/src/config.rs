@@ -77,9 +77,10 @@ pub struct LambdaConfig {
     /// ([`crate::enrich`]). None: no enrichment; visitors keep the fallback company.
     pub enrich_function: Option<String>,
     /// `TIPPEN_SWEEP_FUNCTION`: the scheduled function (name or ARN). A deadline due sooner
-    /// than the scheduled run would notice it (a tab's leave linger, 2 s) makes the HTTP
-    /// function invoke it asynchronously for that site, so a closed tab reaches dashboards when
-    /// its linger ends rather than at the next run. Unset: only the scheduled runs sweep.
+    /// than the scheduled run would notice it (a tab's leave linger, 2 s) is written as a wake
+    /// for whichever sweep invocation polls them; when none does until then, the HTTP function
+    /// invokes this one asynchronously to poll, so a closed tab reaches dashboards when its
+    /// linger ends rather than at the next run. Unset: only the scheduled runs sweep.
     pub sweep_function: Option<String>,
     /// `TIPPEN_ENRICHMENT_PROVIDER` (`ipinfo|ipinfo_lite|enrich_so|people_data_labs`),
     /// `TIPPEN_ENRICHMENT_API_KEY`, optionally `TIPPEN_ENRICHMENT_BASE_URL`: the provider the

@@ -73,15 +73,12 @@ pub struct LambdaHost {
     /// function; None without `TIPPEN_ENRICHMENT_PROVIDER`).
     #[cfg(feature = "enrich")]
     enrichment: Option<Arc<Enrichment>>,
-    /// Per site, the end of the window of the last sweep invocation this instance asked for
-    /// ([`LambdaHost::arm`]): a deadline within it needs no other.
-    sweeps_asked: Arc<std::sync::Mutex<std::collections::HashMap<SiteId, Timestamp>>>,
     /// When this instance last purged history by retention ([`crate::retention`]).
     pub(crate) history_purged: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
-/// How long past the deadline an asked-for sweep invocation stays (more deadlines of the site
-/// falling due meanwhile are swept by it too).
+/// How long past its deadline an asked-for sweep invocation holds the poller lease: wakes due
+/// by then need no other invocation while it has one to wait for.
 const ASKED_SWEEP_SLACK: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// A write's deadline this much past the leave linger still counts as an exit beacon's (the
@@ -174,7 +171,6 @@ impl LambdaHost {
             outbound,
             #[cfg(feature = "enrich")]
             enrichment,
-            sweeps_asked: Arc::default(),
             history_purged: Arc::default(),
         }
     }
@@ -265,19 +261,18 @@ impl LambdaHost {
     /// The deadline work of every site (the scheduled function): sweeps each site until
     /// nothing more is due, applying what each sweep asks for, and delivers the support
     /// alerts of the pass to Slack at once (also when a site failed). With a `window`, the
-    /// invocation then stays for the deadlines the pass found within it: it sleeps until the
-    /// earliest, sweeps that site again, and so on, so those removals reach dashboards when
-    /// they are due instead of at the next scheduled run. Only sites with such a deadline are
-    /// read again; a deadline set meanwhile by another invocation is the next run's (with
-    /// graces longer than the window, none falls within it). Returns how many messages were
-    /// sent.
+    /// invocation then stays for the deadlines due within it ([`poll_wakes`](Self::poll_wakes)):
+    /// those the pass found, and those any invocation writes meanwhile (a closed tab's leave
+    /// linger), so removals reach dashboards when they are due instead of at the next
+    /// scheduled run. Returns how many messages were sent.
     pub async fn sweep_all(&self, window: std::time::Duration) -> Result<usize, HostError> {
         let sites = self.site_ids().await?;
         self.sweep_sites(sites, window).await
     }
 
     /// The deadline work of `sites` only, as [`sweep_all`](Self::sweep_all) does it for every
-    /// site (an invocation asked for by [`arm`](HostIo::arm) for one site's near deadline).
+    /// site. The invocation [`arm`](HostIo::arm) asks for names none: it only meets the
+    /// wakes.
     pub async fn sweep_sites(
         &self,
         sites: Vec<SiteId>,
@@ -286,13 +281,20 @@ impl LambdaHost {
         let until = self.tippen.now().plus(window);
         let mut notices = Vec::new();
         let mut sent = 0;
-        let mut waiting = Vec::new();
         let mut first_pass = Ok(());
+        let chained: std::collections::HashSet<SiteId> = sites.iter().cloned().collect();
         for site in sites {
             match self.sweep_site(&site, &mut notices).await {
                 Ok((n, next)) => {
                     sent += n;
-                    waiting.extend(next.filter(|at| *at <= until).map(|at| (at, site)));
+                    // A deadline within the window becomes a wake: whichever invocation polls
+                    // the wakes then (this one, or one holding the lease longer) meets it.
+                    if let Some(at) = next.filter(|at| *at <= until)
+                        && let Err(e) = self.store.put_wake(&site, at).await
+                    {
+                        first_pass = Err(e.into());
+                        break;
+                    }
                 }
                 Err(e) => {
                     first_pass = Err(e);
@@ -302,19 +304,105 @@ impl LambdaHost {
         }
         HostIo::notify(self, std::mem::take(&mut notices)).await;
         first_pass?;
-        while let Some(index) = (0..waiting.len()).min_by_key(|&i| waiting[i].0) {
-            let (at, site) = waiting.swap_remove(index);
+        Ok(sent + self.poll_wakes(until, &chained).await?)
+    }
+
+    /// Meets the wakes ([`DynamoStore::wakes`]: deadlines of any site that must not wait for
+    /// the next scheduled run): sweeps the sites whose wake is due and forgets those wakes.
+    /// Until `until`, and while a wake due by then is pending, it holds the poller lease
+    /// ([`DynamoStore::claim_poller`]) and looks again every [`wake_poll`](Self::wake_poll)
+    /// or at the earliest such wake, whichever is sooner; the next deadline within `until` of
+    /// a site in `chained` (the sites of the run's first pass) becomes a wake too. Without
+    /// the lease (another invocation polls longer, or has taken it over) or past `until` it
+    /// makes one pass. Before it returns early it gives the lease back and looks once more,
+    /// so a wake written by an invocation that saw the lease held is never left behind (a
+    /// wake due after `until` is not this invocation's: its writer saw no lease covering it).
+    /// Returns how many messages were sent.
+    pub async fn poll_wakes(
+        &self,
+        until: Timestamp,
+        chained: &std::collections::HashSet<SiteId>,
+    ) -> Result<usize, HostError> {
+        let mut sent = 0;
+        let mut holding = false;
+        loop {
             let now = self.tippen.now();
-            if at > now {
-                tokio::time::sleep(at.since(now)).await;
+            if !holding && now < until {
+                holding = self.store.claim_poller(until).await?;
             }
-            let swept = self.sweep_site(&site, &mut notices).await;
-            HostIo::notify(self, std::mem::take(&mut notices)).await;
-            let (n, next) = swept?;
-            sent += n;
-            waiting.extend(next.filter(|at| *at <= until).map(|at| (at, site)));
+            let (wakes, lease) = self.store.wakes().await?;
+            // Kept while it is still ours: an invocation asked for a later deadline takes it
+            // over (its window ends later), and this one stops.
+            holding &= lease == Some(until);
+            let (due, pending): (Vec<_>, Vec<_>) = wakes.into_iter().partition(|w| w.at <= now);
+            let mut earliest = pending.iter().map(|w| w.at).filter(|at| *at <= until).min();
+            let mut sites: Vec<&SiteId> = due.iter().map(|w| &w.site).collect();
+            sites.sort();
+            sites.dedup();
+            tracing::trace!(
+                due = due.len(),
+                pending = pending.len(),
+                holding,
+                "wakes read"
+            );
+            let mut notices = Vec::new();
+            let mut swept = Ok(());
+            for site in sites {
+                match self.sweep_site(site, &mut notices).await {
+                    Ok((n, next)) => {
+                        sent += n;
+                        if let Some(at) = next.filter(|at| *at <= until && chained.contains(site)) {
+                            if let Err(e) = self.store.put_wake(site, at).await {
+                                swept = Err(e.into());
+                                break;
+                            }
+                            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                        }
+                    }
+                    Err(e) => {
+                        swept = Err(e);
+                        break;
+                    }
+                }
+            }
+            HostIo::notify(self, notices).await;
+            swept?;
+            // Only once met: a wake of a failed invocation stays for the next one.
+            self.store.delete_wakes(&due).await?;
+            let met = self.tippen.now();
+            if let Some(first) = due.iter().map(|w| w.at).min() {
+                tracing::debug!(
+                    wakes = due.len(),
+                    late_ms = met.since(first).as_millis() as u64,
+                    read_late_ms = now.since(first).as_millis() as u64,
+                    "wakes met"
+                );
+            }
+            let now = met;
+            if !holding || now >= until {
+                return Ok(sent);
+            }
+            let Some(earliest) = earliest else {
+                self.store.release_poller(until).await?;
+                holding = false;
+                if self.store.wakes().await?.0.iter().all(|w| w.at > until) {
+                    return Ok(sent);
+                }
+                continue;
+            };
+            let wait = earliest.max(now).since(now).min(self.wake_poll());
+            tokio::time::sleep(wait.min(until.since(now))).await;
         }
-        Ok(sent)
+    }
+
+    /// How often a sweep invocation holding the poller lease reads the wakes: half the leave
+    /// linger (between 50 ms and 1 s), so a wake a tracking call writes (due a linger later)
+    /// is read well before it is due, and then met on time.
+    pub fn wake_poll(&self) -> std::time::Duration {
+        (self.tippen.config().presence.leave_linger / 2).clamp(
+            std::time::Duration::from_millis(50),
+            std::time::Duration::from_secs(1),
+        )
     }
 
     /// Sweeps one site until nothing more is due, applying each sweep's effects but keeping
@@ -327,6 +415,11 @@ impl LambdaHost {
     ) -> Result<(usize, Option<Timestamp>), HostError> {
         // One cheap index read decides whether the site has anything due.
         let due = self.tippen.next_deadline(site).await?;
+        tracing::debug!(
+            site = %site,
+            next_ms = ?due.map(Timestamp::as_millis),
+            "sweep: the site's next deadline"
+        );
         if due.is_none_or(|d| d > self.tippen.now()) {
             return Ok((0, due));
         }
@@ -335,6 +428,12 @@ impl LambdaHost {
         for _ in 0..100 {
             let mut swept = self.tippen.handle_timeout(site).await?;
             let next = swept.deadline.and_then(Deadline::at);
+            tracing::debug!(
+                site = %site,
+                messages = swept.broadcasts.len(),
+                next_ms = ?next.map(Timestamp::as_millis),
+                "sweep: swept"
+            );
             sent += swept.broadcasts.len();
             notices.append(&mut swept.notifications);
             self.apply(swept, None).await;
@@ -395,11 +494,16 @@ impl HostIo for LambdaHost {
 
     /// The core's writes keep each site's deadline in DynamoDB, where the scheduled function
     /// ([`LambdaHost::sweep_all`]) reads it. A write's deadline due within the leave linger —
-    /// an exit beacon's, which the scheduled run would notice up to a minute late — also asks
-    /// the scheduled function (`TIPPEN_SWEEP_FUNCTION`, asynchronous Invoke) to sweep that site
-    /// when it falls due; once per window per instance.
+    /// an exit beacon's, which the scheduled run would notice up to a minute late — is also
+    /// written as a wake ([`DynamoStore::put_wake`]), which the sweep invocation holding the
+    /// poller lease reads within [`LambdaHost::wake_poll`] and meets when it is due
+    /// ([`LambdaHost::poll_wakes`]). Only when no invocation holds the lease until then does
+    /// this ask the sweep function (`TIPPEN_SWEEP_FUNCTION`, asynchronous Invoke) to poll the
+    /// wakes, with a window up to the deadline. So a linger's end never waits for an Invoke
+    /// while another sweep invocation polls, and an Invoke served late is made up for by the
+    /// next scheduled run (its pass over every site, and its wake polling).
     async fn arm(&self, site: &SiteId, deadline: Deadline) {
-        let (Some(function), Deadline::AtMost(at)) = (&self.config.sweep_function, deadline) else {
+        let Deadline::AtMost(at) = deadline else {
             return;
         };
         let now = self.tippen.now();
@@ -407,17 +511,23 @@ impl HostIo for LambdaHost {
         if at > now.plus(soon) {
             return;
         }
-        let until = at.max(now).plus(ASKED_SWEEP_SLACK);
-        {
-            let mut asked = self.sweeps_asked.lock().unwrap_or_else(|e| e.into_inner());
-            if asked.get(site).is_some_and(|end| at <= *end && now < *end) {
-                return;
-            }
-            asked.insert(site.clone(), until);
+        if let Err(e) = self.store.put_wake(site, at).await {
+            tracing::warn!(site = %site, error = %e, "could not write the wake; asking the sweep function");
         }
+        tracing::debug!(site = %site, at_ms = at.as_millis(), "wake written");
+        let Some(function) = &self.config.sweep_function else {
+            return;
+        };
+        match self.store.poller_until().await {
+            Ok(Some(until)) if until >= at => return,
+            Ok(_) => {}
+            Err(e) => tracing::warn!(site = %site, error = %e, "could not read the poller lease"),
+        }
+        let until = at.max(now).plus(ASKED_SWEEP_SLACK);
         let event = serde_json::json!({
             "windowMs": until.since(now).as_millis() as u64,
-            "sites": [site.as_str()],
+            "sites": [],
+            "askedAt": now.as_millis(),
         });
         let sent = self
             .lambda
@@ -427,12 +537,14 @@ impl HostIo for LambdaHost {
             .payload(aws_sdk_lambda::primitives::Blob::new(event.to_string()))
             .send()
             .await;
+        tracing::debug!(
+            site = %site,
+            invoke_ms = self.tippen.now().since(now).as_millis() as u64,
+            ok = sent.is_ok(),
+            "sweep function asked to poll the wakes"
+        );
         if let Err(e) = sent {
             tracing::warn!(site = %site, error = ?e, "could not invoke the sweep function; the next scheduled run sweeps");
-            self.sweeps_asked
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .remove(site);
         }
     }
 

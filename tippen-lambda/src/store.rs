@@ -21,11 +21,18 @@
 //! | enrichment counters | `STATS#<site>` | `STATS` | one number per counter (`st.creditsUsed`, `st.skipsByReason.bot`), atomic `ADD` |
 //! | WebSocket connection | `CONN#<site>` | `D#<connectionId>` (dashboard), `W#<visitor>#<connectionId>` | `cid`, `at`, `greeted`, `outbox`, `ttl` |
 //! | connection by id | `CID#<connectionId>` | `CONN` | `site`, `role`, `visitor`, `ttl` |
+//! | wake | `WAKE` | `<deadline ms, 15 digits>#<site>` | `site`, `dl`, `ttl` |
+//! | wake poller lease | `WAKE` | `~POLLER` | `until` |
 //!
 //! The global secondary index `due` (partition `dsite`, sort `dl` as a number) holds only
 //! visitor items: [`Store::due_visitors`] and [`Store::next_deadline`] are Queries on it,
 //! O(k + log n), never a Scan. Index reads are eventually consistent; a stale entry is
 //! harmless because the core's sweep writes conditionally and re-reads on a conflict.
+//!
+//! Wakes are the deadlines the sweep function must meet on time whichever invocation writes
+//! them (a closed tab's leave linger): one small partition that a running sweep invocation
+//! reads every poll ([`DynamoStore::wakes`]), however many sites there are. The lease names
+//! the invocation polling it and until when ([`DynamoStore::claim_poller`]).
 //!
 //! Expiry is decided by the core comparing times, never by DynamoDB: TTL deletion (`ttl`,
 //! seconds since the epoch) only cleans up items long after they stopped mattering (it can lag
@@ -245,6 +252,25 @@ pub struct FanoutTarget {
     /// When `$connect` stored it.
     pub connected_at: Timestamp,
 }
+
+/// A deadline of one site that a sweep must meet on time ([`DynamoStore::put_wake`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Wake {
+    /// The site to sweep.
+    pub site: SiteId,
+    /// When.
+    pub at: Timestamp,
+    sort_key: String,
+}
+
+const WAKE_PK: &str = "WAKE";
+/// The lease shares the wakes' partition (one Query reads both); `~` sorts after the wakes'
+/// digits.
+const POLLER_SK: &str = "~POLLER";
+const POLLER_UNTIL: &str = "until";
+
+/// How long a wake nobody took lives before DynamoDB's TTL may delete it.
+const WAKE_TTL_SLACK_SECS: i64 = 24 * 3600;
 
 impl Connection {
     /// The sort key prefix of `role`'s connections under `CONN#<site>`.
@@ -636,7 +662,17 @@ impl DynamoStore {
                 None => req.key_condition_expression("dsite = :site"),
             };
             let out = req.send().await.map_err(|e| backend("Query due", e))?;
-            items.extend(out.items.unwrap_or_default());
+            let got = out.items.unwrap_or_default();
+            tracing::trace!(
+                partition = due_partition,
+                now_ms = ?now.map(Timestamp::as_millis),
+                due = ?got
+                    .iter()
+                    .map(|i| (get_s(i, attr::SK).unwrap_or("?"), get_n(i, attr::DEADLINE).unwrap_or(0)))
+                    .collect::<Vec<_>>(),
+                "deadline index read"
+            );
+            items.extend(got);
             match out.last_evaluated_key {
                 Some(k) if !k.is_empty() => start = Some(k),
                 _ => break,
@@ -681,6 +717,118 @@ impl DynamoStore {
                 .map_err(|e| backend("PutItem", e))?;
         }
         Ok(())
+    }
+
+    /// Records that `site` must be swept at `at` (a deadline too near for the scheduled run
+    /// to notice in time). Idempotent; one item per deadline, so no writer's wake replaces
+    /// another's.
+    pub async fn put_wake(&self, site: &SiteId, at: Timestamp) -> Result<(), StoreError> {
+        let mut item = Self::key(WAKE_PK, &format!("{:015}#{site}", at.as_millis().max(0)));
+        item.insert(attr::SITE.to_owned(), s(site.as_str()));
+        item.insert(attr::DEADLINE.to_owned(), n(at.as_millis()));
+        item.insert(
+            attr::TTL.to_owned(),
+            n(at.as_millis().div_euclid(1000) + WAKE_TTL_SLACK_SECS),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
+    }
+
+    /// Every wake not yet met, earliest first, and the poller lease as
+    /// [`poller_until`](Self::poller_until) reads it: one strongly consistent Query (a wake
+    /// written before this read is in it).
+    pub async fn wakes(&self) -> Result<(Vec<Wake>, Option<Timestamp>), StoreError> {
+        let mut wakes = Vec::new();
+        let mut lease = None;
+        for item in self.query_all(WAKE_PK, None, None).await? {
+            if get_s(&item, attr::SK)? == POLLER_SK {
+                lease = Self::lease(&item)?;
+                continue;
+            }
+            wakes.push(Wake {
+                site: SiteId(get_s(&item, attr::SITE)?.to_owned()),
+                at: Timestamp::from_millis(get_n(&item, attr::DEADLINE)?),
+                sort_key: get_s(&item, attr::SK)?.to_owned(),
+            });
+        }
+        Ok((wakes, lease))
+    }
+
+    fn lease(item: &Item) -> Result<Option<Timestamp>, StoreError> {
+        item.contains_key(POLLER_UNTIL)
+            .then(|| get_n(item, POLLER_UNTIL).map(Timestamp::from_millis))
+            .transpose()
+    }
+
+    /// Forgets wakes that were met (their sites swept). A wake already gone is not an error.
+    pub async fn delete_wakes(&self, wakes: &[Wake]) -> Result<(), StoreError> {
+        for wake in wakes {
+            self.client
+                .delete_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(WAKE_PK, &wake.sort_key)))
+                .send()
+                .await
+                .map_err(|e| backend("DeleteItem", e))?;
+        }
+        Ok(())
+    }
+
+    /// Until when an invocation has said it polls the wakes (`None`: none has, or it gave the
+    /// lease back). A time in the past is a lease that ran out.
+    pub async fn poller_until(&self) -> Result<Option<Timestamp>, StoreError> {
+        match self.get_versioned(WAKE_PK, POLLER_SK).await? {
+            Some(item) => Self::lease(&item),
+            None => Ok(None),
+        }
+    }
+
+    /// Takes the poller lease until `until` unless another invocation holds it as long or
+    /// longer. Returns whether it was taken.
+    pub async fn claim_poller(&self, until: Timestamp) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(WAKE_PK, POLLER_SK)))
+            .update_expression("SET #u = :u")
+            .condition_expression("attribute_not_exists(#u) OR #u < :u")
+            .expression_attribute_names("#u", POLLER_UNTIL)
+            .expression_attribute_values(":u", n(until.as_millis()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
+    /// Gives back the lease taken until `until`; returns false when another invocation has
+    /// taken it since (then it is theirs to give back).
+    pub async fn release_poller(&self, until: Timestamp) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(WAKE_PK, POLLER_SK)))
+            .update_expression("REMOVE #u")
+            .condition_expression("#u = :u")
+            .expression_attribute_names("#u", POLLER_UNTIL)
+            .expression_attribute_values(":u", n(until.as_millis()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
     }
 
     fn connection_key(conn: &Connection) -> Item {
@@ -910,6 +1058,12 @@ impl Store for DynamoStore {
             record,
             record.deadline,
         )?;
+        tracing::trace!(
+            site = %site,
+            visitor = %record.visitor_id,
+            deadline_ms = record.deadline.as_millis(),
+            "visitor written with its deadline index entry"
+        );
         self.put_versioned(item, expected).await
     }
 

@@ -4,11 +4,13 @@
 //! from `INITIAL_VISITORS`, `/api/visitors` and invite lookups even before it is swept.
 //!
 //! The event may carry `{"windowMs": n}` (the rule's input in `template.yaml`): the invocation
-//! then also handles the deadlines due within `n` ms ([`LambdaHost::sweep_all`]), so a
-//! visitor's removal reaches dashboards about when its grace ends rather than up to a minute
+//! then also handles the deadlines due within `n` ms ([`LambdaHost::sweep_all`]) — those its
+//! first pass found and the wakes any function writes meanwhile — so a visitor's removal
+//! reaches dashboards about when its grace or its leave linger ends rather than up to a minute
 //! later. Any other event (EventBridge's own, `{}`) is one pass. With `{"sites": ["a", …]}`
-//! only those sites are swept: the HTTP function asks so for a deadline due sooner than the
-//! next scheduled run (a closed tab's leave linger).
+//! only those sites get the first pass; the HTTP function asks with `"sites": []` (only the
+//! wakes) when a closed tab's linger ends before any running invocation would poll. An
+//! `askedAt` (milliseconds since the epoch) is only logged: how long the event queued.
 
 use tippen_core::SiteId;
 
@@ -63,6 +65,18 @@ pub async fn run(host: LambdaHost) -> Result<(), HostError> {
         Box::pin(async move {
             let window = window(&event.payload).map_err(lambda_runtime::Error::from)?;
             let sites = sites(&event.payload).map_err(lambda_runtime::Error::from)?;
+            let now = host.tippen().now().as_millis();
+            let asked = event
+                .payload
+                .get("askedAt")
+                .and_then(serde_json::Value::as_i64);
+            tracing::debug!(
+                now_ms = now,
+                queued_ms = ?asked.map(|at| now - at),
+                window_ms = window.as_millis() as u64,
+                sites = ?sites,
+                "sweep invocation"
+            );
             // A scheduled run (every site) also purges history by retention, hourly, beside
             // the sweep ([`crate::retention`]).
             let (sent, purged) = match sites {

@@ -226,3 +226,71 @@ async fn many_tasks_updating_one_visitor_lose_no_update() {
         record.version.0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn wakes_and_the_poller_lease() {
+    // A table of its own: the wakes and the lease are one partition per table.
+    let store = store(&unique("tippen-wakes")).await;
+    let (a, b) = (SiteId(unique("a")), SiteId(unique("b")));
+    let t = |ms: i64| Timestamp::from_millis(1_729_080_000_000 + ms);
+    assert_eq!(store.wakes().await.expect("wakes"), (Vec::new(), None));
+
+    store.put_wake(&a, t(2000)).await.expect("put");
+    store.put_wake(&b, t(1000)).await.expect("put");
+    // The same deadline again (a retry, or two writers): still one wake.
+    store.put_wake(&a, t(2000)).await.expect("put");
+    store.put_wake(&a, t(3000)).await.expect("put");
+    let (wakes, _) = store.wakes().await.expect("wakes");
+    let seen: Vec<(&SiteId, Timestamp)> = wakes.iter().map(|w| (&w.site, w.at)).collect();
+    assert_eq!(
+        seen,
+        [(&b, t(1000)), (&a, t(2000)), (&a, t(3000))],
+        "earliest first"
+    );
+    // Deleting the met ones leaves the others (also one written meanwhile).
+    store.put_wake(&b, t(2500)).await.expect("put");
+    store.delete_wakes(&wakes[..2]).await.expect("delete");
+    store
+        .delete_wakes(&wakes[..1])
+        .await
+        .expect("deleting again is no error");
+    let left: Vec<(SiteId, Timestamp)> = store
+        .wakes()
+        .await
+        .expect("wakes")
+        .0
+        .into_iter()
+        .map(|w| (w.site, w.at))
+        .collect();
+    assert_eq!(left, [(b.clone(), t(2500)), (a.clone(), t(3000))]);
+
+    assert_eq!(store.poller_until().await.expect("lease"), None);
+    assert!(store.claim_poller(t(5000)).await.expect("claim"));
+    assert_eq!(store.poller_until().await.expect("lease"), Some(t(5000)));
+    let (wakes, lease) = store.wakes().await.expect("wakes");
+    assert_eq!(
+        (wakes.len(), lease),
+        (2, Some(t(5000))),
+        "the lease comes with the wakes, not as one"
+    );
+    assert!(
+        !store.claim_poller(t(4000)).await.expect("claim"),
+        "a shorter window does not take a longer one's lease"
+    );
+    assert!(!store.claim_poller(t(5000)).await.expect("claim"));
+    assert!(
+        store.claim_poller(t(6000)).await.expect("claim"),
+        "a longer window takes it over"
+    );
+    assert!(
+        !store.release_poller(t(5000)).await.expect("release"),
+        "the one taken over does not give back the new holder's lease"
+    );
+    assert_eq!(store.poller_until().await.expect("lease"), Some(t(6000)));
+    assert!(store.release_poller(t(6000)).await.expect("release"));
+    assert_eq!(store.poller_until().await.expect("lease"), None);
+    assert!(
+        store.claim_poller(t(1000)).await.expect("claim"),
+        "a given-back lease is free"
+    );
+}
