@@ -116,6 +116,19 @@ impl SqliteHistory {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Upserts many visits in one transaction (an import; the benchmark's bulk load). What
+    /// each put did, in order. Rollups are the caller's (fold the inserted ones).
+    pub fn put_visits(&self, site: &SiteId, visits: &[Visit]) -> Result<Vec<PutVisit>, StoreError> {
+        let conn = self.lock();
+        let tx = conn.unchecked_transaction().map_err(backend)?;
+        let puts = visits
+            .iter()
+            .map(|v| put_one(&tx, site, v))
+            .collect::<Result<Vec<_>, _>>()?;
+        tx.commit().map_err(backend)?;
+        Ok(puts)
+    }
+
     /// Bytes the file's history tables and indexes take (SQLite's `dbstat`), for the
     /// benchmark of stored bytes per visit; `None` when the build lacks `dbstat`.
     pub fn stored_bytes(&self) -> Option<u64> {
@@ -131,6 +144,44 @@ impl SqliteHistory {
     }
 }
 
+/// Upserts one visit inside `tx`.
+fn put_one(
+    tx: &rusqlite::Transaction<'_>,
+    site: &SiteId,
+    visit: &Visit,
+) -> Result<PutVisit, StoreError> {
+    let record = serde_json::to_string(visit).map_err(corrupt)?;
+    let existed = tx
+        .prepare_cached("SELECT 1 FROM history_visits WHERE site_id = ?1 AND visit_id = ?2")
+        .and_then(|mut s| s.exists(params![site.as_str(), visit.visit_id]))
+        .map_err(backend)?;
+    tx.prepare_cached(
+        "INSERT INTO history_visits \
+         (site_id, visit_id, started_at, visitor_id, company, country, record) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+         ON CONFLICT (site_id, visit_id) DO UPDATE SET started_at = excluded.started_at, \
+         visitor_id = excluded.visitor_id, company = excluded.company, \
+         country = excluded.country, record = excluded.record",
+    )
+    .and_then(|mut s| {
+        s.execute(params![
+            site.as_str(),
+            visit.visit_id,
+            visit.started_at.as_millis(),
+            visit.visitor_id,
+            company_key(visit),
+            visit.place.country.as_deref().map(str::to_ascii_uppercase),
+            record,
+        ])
+    })
+    .map_err(backend)?;
+    Ok(if existed {
+        PutVisit::Replaced
+    } else {
+        PutVisit::Inserted
+    })
+}
+
 fn decode_visit(text: &str) -> Result<Visit, StoreError> {
     serde_json::from_str(text).map_err(corrupt)
 }
@@ -138,39 +189,11 @@ fn decode_visit(text: &str) -> Result<Visit, StoreError> {
 #[async_trait]
 impl HistoryStore for SqliteHistory {
     async fn put_visit(&self, site: &SiteId, visit: &Visit) -> Result<PutVisit, StoreError> {
-        let record = serde_json::to_string(visit).map_err(corrupt)?;
         let conn = self.lock();
         let tx = conn.unchecked_transaction().map_err(backend)?;
-        let existed = tx
-            .prepare_cached("SELECT 1 FROM history_visits WHERE site_id = ?1 AND visit_id = ?2")
-            .and_then(|mut s| s.exists(params![site.as_str(), visit.visit_id]))
-            .map_err(backend)?;
-        tx.prepare_cached(
-            "INSERT INTO history_visits \
-             (site_id, visit_id, started_at, visitor_id, company, country, record) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
-             ON CONFLICT (site_id, visit_id) DO UPDATE SET started_at = excluded.started_at, \
-             visitor_id = excluded.visitor_id, company = excluded.company, \
-             country = excluded.country, record = excluded.record",
-        )
-        .and_then(|mut s| {
-            s.execute(params![
-                site.as_str(),
-                visit.visit_id,
-                visit.started_at.as_millis(),
-                visit.visitor_id,
-                company_key(visit),
-                visit.place.country.as_deref().map(str::to_ascii_uppercase),
-                record,
-            ])
-        })
-        .map_err(backend)?;
+        let put = put_one(&tx, site, visit)?;
         tx.commit().map_err(backend)?;
-        Ok(if existed {
-            PutVisit::Replaced
-        } else {
-            PutVisit::Inserted
-        })
+        Ok(put)
     }
 
     async fn visit(&self, site: &SiteId, visit_id: &str) -> Result<Option<Visit>, StoreError> {

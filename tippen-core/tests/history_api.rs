@@ -252,6 +252,7 @@ fn bad_input_is_a_named_400_and_keys_are_checked() {
         ("/api/visits?format=xml", "'format'"),
         ("/api/visits?from=2000&to=1000", "'from'"),
         ("/api/companies?window=7w", "window"),
+        ("/api/companies?limit=1001", "'limit'"),
         ("/api/analytics?window=0d", "window"),
     ] {
         let (status, body) = h.get(uri);

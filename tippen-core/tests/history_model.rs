@@ -312,6 +312,10 @@ impl Rig {
     }
 }
 
+/// A closed visit as compared: visitor, start and end (ms after T0), pages (path, at,
+/// duration), visit number.
+type Summary = (String, i64, i64, Vec<(String, i64, i64)>, u32);
+
 fn site() -> SiteId {
     SiteId::from("s")
 }
@@ -406,7 +410,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     stored.sort_by_key(|v| (v.visitor_id.clone(), v.started_at));
     let mut want = model.closed.clone();
     want.sort_by_key(|(v, m)| (*v, m.start));
-    let got: Vec<(String, i64, i64, Vec<(String, i64, i64)>, u32)> = stored
+    let got: Vec<Summary> = stored
         .iter()
         .map(|v| {
             (
@@ -422,7 +426,7 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
         })
         .collect();
     let mut numbers: BTreeMap<u8, u32> = BTreeMap::new();
-    let expected: Vec<(String, i64, i64, Vec<(String, i64, i64)>, u32)> = want
+    let expected: Vec<Summary> = want
         .iter()
         .map(|(v, m)| {
             let n = numbers.entry(*v).or_insert(0);

@@ -17,6 +17,8 @@ use crate::site::SiteId;
 
 /// Visits per JSON page: default and most.
 const JSON_LIMIT: (usize, usize) = (50, 500);
+/// Companies per JSON answer (most visits first): default and most.
+const COMPANIES_LIMIT: (usize, usize) = (100, 1000);
 /// Visits per CSV response: default and most.
 const CSV_LIMIT: (usize, usize) = (1000, 10_000);
 
@@ -33,6 +35,7 @@ pub(super) enum HistoryOp {
     Companies {
         window: Window,
         csv: bool,
+        limit: usize,
     },
     Company {
         key: String,
@@ -154,9 +157,11 @@ impl HistoryOp {
 
     /// `GET /api/companies`.
     pub(super) fn companies(query: Option<&str>) -> Result<HistoryOp, ApiError> {
+        let csv = format_param(query)?;
         Ok(HistoryOp::Companies {
-            csv: format_param(query)?,
+            csv,
             window: window_param(query, "7d")?,
+            limit: limit_param(query, if csv { CSV_LIMIT } else { COMPANIES_LIMIT })?,
         })
     }
 
@@ -224,8 +229,9 @@ impl Tippen {
                     return Err(ApiError::new(StatusCode::NOT_FOUND, "visit not found"));
                 }
             },
-            HistoryOp::Companies { window, csv } => {
-                let companies = self.history_companies(site, &window).await?;
+            HistoryOp::Companies { window, csv, limit } => {
+                let mut companies = self.history_companies(site, &window).await?;
+                companies.truncate(limit);
                 if csv {
                     csv_response("companies.csv", companies_csv(&companies), None)
                 } else {

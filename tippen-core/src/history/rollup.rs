@@ -158,21 +158,29 @@ pub struct Rollup {
     /// Scope and bucket.
     pub key: RollupKey,
     /// Visits (bots excluded).
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub visits: u64,
     /// Bot visits.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub bot_visits: u64,
     /// Page views.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub page_views: u64,
     /// Visits with at most one page.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub bounces: u64,
     /// Visits of an identified company.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub identified: u64,
     /// Visits of returning visitors.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub returning: u64,
     /// Sum of visit durations.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub total_ms: u64,
-    /// Visit duration histogram over [`DURATION_BOUNDS_S`] (one more bucket than bounds).
+    /// Visit duration histogram over [`DURATION_BOUNDS_S`] (one more bucket than bounds; site
+    /// scope only, empty for a company).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub durations: Vec<u64>,
     /// Earliest visit start.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -183,22 +191,25 @@ pub struct Rollup {
     /// Distinct visitors (a HyperLogLog sketch).
     pub visitors: Sketch,
     /// Top pages (every page of a visit, once per visit).
+    #[serde(default, skip_serializing_if = "TopCounts::is_empty")]
     pub pages: TopCounts,
     /// Top referrer hosts (site scope).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "TopCounts::is_empty")]
     pub referrers: TopCounts,
     /// Top UTM sources (site scope).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "TopCounts::is_empty")]
     pub utm_sources: TopCounts,
     /// Top countries (site scope).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "TopCounts::is_empty")]
     pub countries: TopCounts,
     /// Top companies by visits (site scope).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "TopCounts::is_empty")]
     pub companies: TopCounts,
     /// Invites sent during the visits.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub invites_sent: u64,
     /// Of those, accepted.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub invites_accepted: u64,
     /// The company (company scope: its latest data).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -208,9 +219,9 @@ pub struct Rollup {
 impl Rollup {
     /// An empty rollup for `key`.
     pub fn new(key: RollupKey) -> Rollup {
-        let precision = match key.scope {
-            RollupScope::Site => 10,
-            RollupScope::Company(_) => 6,
+        let (precision, histogram) = match key.scope {
+            RollupScope::Site => (10, DURATION_BOUNDS_S.len() + 1),
+            RollupScope::Company(_) => (6, 0),
         };
         Rollup {
             key,
@@ -221,7 +232,7 @@ impl Rollup {
             identified: 0,
             returning: 0,
             total_ms: 0,
-            durations: vec![0; DURATION_BOUNDS_S.len() + 1],
+            durations: vec![0; histogram],
             first_at: None,
             last_at: None,
             visitors: Sketch::new(precision),
@@ -259,10 +270,12 @@ impl Rollup {
         step(&mut self.identified, u64::from(visit.company.is_some()));
         step(&mut self.returning, u64::from(visit.is_returning()));
         step(&mut self.total_ms, visit.duration_ms);
-        if self.durations.len() != DURATION_BOUNDS_S.len() + 1 {
-            self.durations = vec![0; DURATION_BOUNDS_S.len() + 1];
+        if self.key.scope == RollupScope::Site {
+            if self.durations.len() != DURATION_BOUNDS_S.len() + 1 {
+                self.durations = vec![0; DURATION_BOUNDS_S.len() + 1];
+            }
+            step(&mut self.durations[duration_bucket(visit.duration_ms)], 1);
         }
-        step(&mut self.durations[duration_bucket(visit.duration_ms)], 1);
         let n: i64 = if add { 1 } else { -1 };
         let mut seen_pages: Vec<&str> = Vec::with_capacity(visit.pages.len());
         for page in &visit.pages {
@@ -323,10 +336,11 @@ impl Rollup {
         self.identified += other.identified;
         self.returning += other.returning;
         self.total_ms += other.total_ms;
+        if self.durations.len() < other.durations.len() {
+            self.durations.resize(other.durations.len(), 0);
+        }
         for (i, n) in other.durations.iter().enumerate() {
-            if let Some(slot) = self.durations.get_mut(i) {
-                *slot += n;
-            }
+            self.durations[i] += n;
         }
         self.first_at = match (self.first_at, other.first_at) {
             (Some(a), Some(b)) => Some(a.min(b)),
@@ -379,6 +393,10 @@ impl Rollup {
     }
 }
 
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
 fn duration_bucket(ms: u64) -> usize {
     DURATION_BOUNDS_S
         .iter()
@@ -424,6 +442,11 @@ impl TopCounts {
         self.0
             .sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         self.0.truncate(TOP_ENTRIES);
+    }
+
+    /// Whether nothing is counted.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
     }
 
     /// The `n` most counted keys, most first.
