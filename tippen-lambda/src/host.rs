@@ -345,19 +345,10 @@ impl LambdaHost {
                 holding,
                 "wakes read"
             );
-            // The due sites at once: one site's long pass (many closes, each with its history
-            // writes) does not hold back another's linger end.
-            let passes = futures_util::future::join_all(sites.into_iter().map(|site| async move {
-                let mut notices = Vec::new();
-                let pass = self.sweep_site(site, &mut notices).await;
-                (site, pass, notices)
-            }))
-            .await;
             let mut notices = Vec::new();
             let mut swept = Ok(());
-            for (site, pass, mut site_notices) in passes {
-                notices.append(&mut site_notices);
-                match pass {
+            for site in sites {
+                match self.sweep_site(site, &mut notices).await {
                     Ok((n, next)) => {
                         sent += n;
                         if let Some(at) = next.filter(|at| *at <= until && chained.contains(site)) {
