@@ -158,6 +158,8 @@ export TIPPEN_ENRICH_FUNCTION=tippen-enrich
 export TIPPEN_SWEEP_FUNCTION=tippen-sweep
 export TIPPEN_ENRICHMENT_PROVIDER=ipinfo TIPPEN_ENRICHMENT_API_KEY=conformance_token
 export TIPPEN_ENRICHMENT_BASE_URL="$outbound_url/ipinfo"
+# Visit history in the same table, as template.yaml's VisitHistory=on (tippen_lambda::history).
+export TIPPEN_HISTORY_TABLE="$table"
 # On AWS the deployment creates the table (template.yaml); here the admin binary does.
 "$CARGO_TARGET_DIR/debug/tippen-create-table"
 # cargo lambda watch emulates the Lambda control plane: the Invoke API and function URLs on
@@ -217,11 +219,13 @@ conformance() {
   TIPPEN_STAND_INS="127.0.0.1:$outbound_port" TIPPEN_REQUIRE_ALL=true \
     "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-$name.txt"
 }
+# `history` in TIPPEN_WITH: the functions keep visit history in DynamoDB (TIPPEN_HISTORY_TABLE),
+# so the history cases check the visits, exports, erasure and, with enrichment, the companies.
 via_http_api=non_utf8_input_is_never_a_server_error,enrichment_reaches_dashboards_and_is_counted,global_privacy_control_skips_the_lookup
 conformance function-url "$fn_url" TIPPEN_SKIP_CASES=$via_http_api TIPPEN_CONCURRENCY=$conformance_concurrency \
-  TIPPEN_WITH=video,slack
+  TIPPEN_WITH=video,slack,history
 conformance http-api "http://127.0.0.1:$standin_port/http/tippen-http" TIPPEN_CASES=$via_http_api \
-  TIPPEN_WITH=enrichment TIPPEN_CLIENT_IP_HEADER=X-Standin-Source-Ip
+  TIPPEN_WITH=enrichment,history TIPPEN_CLIENT_IP_HEADER=X-Standin-Source-Ip
 cases_all=$(grep -c 'case!(' tippen-conformance/src/cases/mod.rs)
 cases_run=$(cat "$artifacts"/conformance-*.txt | grep -cE '  (ok|FAILED) ')
 cases_api=$(grep -cE '  (ok|FAILED) ' "$artifacts/conformance-http-api.txt")
@@ -250,6 +254,10 @@ kill -TERM -- "-$sweeper" 2>/dev/null || true
 FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" \
 INVOKE_URL="http://127.0.0.1:$lambda_port" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij \
 VISIBLE_GRACE_MS=$visible_ms LEAVE_LINGER_MS=$linger_ms node tests/apigw-ws/sweep-check.mjs
+
+step "visit history: three pages and an exit beacon through the HTTP function make one visit in DynamoDB, listed by /api/visits; deleting the visitor erases it"
+FN_URL="$fn_url" PUBLIC_KEY=pk_a SECRET_KEY=sk_a_0123456789abcdefghij LEAVE_LINGER_MS=$linger_ms \
+  node tests/apigw-ws/history-check.mjs | tee "$artifacts/history.txt"
 
 step "Slack: one message per error burst, delivered before the function answers"
 # The conformance runner has exited: the check serves the Slack webhook on $outbound_port itself.

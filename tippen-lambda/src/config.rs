@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use thiserror::Error;
 use tippen_core::enrichment::ProviderConfig;
+use tippen_core::history::GeoHeaders;
 use tippen_core::settings::{Settings, SettingsError, env_lookup};
 use tippen_core::slack::SlackConfig;
 use tippen_core::{Config, Site};
@@ -19,6 +20,16 @@ pub enum ConfigError {
     /// [`tippen_core::settings`]).
     #[error(transparent)]
     Invalid(#[from] SettingsError),
+    /// A variable has a value outside the ones it accepts.
+    #[error("{name} must be {expected}, got {value:?}")]
+    Unsupported {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What it accepts.
+        expected: &'static str,
+    },
 }
 
 /// Everything a tippen function reads from its environment.
@@ -81,6 +92,18 @@ pub struct LambdaConfig {
     /// function's timeout minus one provider request (`TIPPEN_OUTBOUND_TIMEOUT_MS`) and the
     /// fan-out.
     pub enrich_budget: Duration,
+    /// `TIPPEN_HISTORY_TABLE`: the DynamoDB table visit history is kept in
+    /// ([`DynamoHistory`](crate::DynamoHistory); the template passes `TIPPEN_TABLE`'s). None:
+    /// no history (visits are not kept; the history API answers 501). How long a site's
+    /// visits are kept is the site's `historyRetentionDays` in `TIPPEN_SITES` (default 90):
+    /// the scheduled function purges hourly ([`crate::retention`]), and items carry a TTL at
+    /// that age.
+    pub history_table: Option<String>,
+    /// `TIPPEN_GEO_HEADERS=cloudfront`: the HTTP function reads the visitor's country and city
+    /// from CloudFront's viewer headers into the visit. Set it only when CloudFront is in
+    /// front and is the only way to the function (a client reaching it directly could send
+    /// the headers itself). Unset: the place comes from the enrichment provider.
+    pub geo_headers: Option<GeoHeaders>,
 }
 
 impl LambdaConfig {
@@ -122,6 +145,20 @@ impl LambdaConfig {
             sweep_function: var("TIPPEN_SWEEP_FUNCTION").map(|s| s.value),
             enrichment: shared.enrichment,
             enrich_budget: millis("TIPPEN_ENRICH_BUDGET_MS", Duration::from_secs(20))?,
+            history_table: var("TIPPEN_HISTORY_TABLE").map(|s| s.value),
+            geo_headers: match var("TIPPEN_GEO_HEADERS") {
+                None => None,
+                Some(s) if s.value.eq_ignore_ascii_case("cloudfront") => {
+                    Some(GeoHeaders::CloudFront)
+                }
+                Some(s) => {
+                    return Err(ConfigError::Unsupported {
+                        name: "TIPPEN_GEO_HEADERS",
+                        value: s.value,
+                        expected: "cloudfront (or unset)",
+                    });
+                }
+            },
         })
     }
 }
@@ -175,6 +212,25 @@ mod tests {
         assert!(matches!(
             read(&[("TIPPEN_SITES", r#"[{"id":"d","legacyKey":""}]"#)]),
             Err(ConfigError::Invalid(SettingsError::Site { .. }))
+        ));
+        assert_eq!(
+            c.history_table, None,
+            "history is off unless a table is named"
+        );
+        assert_eq!(c.geo_headers, None);
+        let h = read(&[
+            ("TIPPEN_HISTORY_TABLE", "tippen"),
+            ("TIPPEN_GEO_HEADERS", "CloudFront"),
+        ])
+        .unwrap();
+        assert_eq!(h.history_table.as_deref(), Some("tippen"));
+        assert_eq!(h.geo_headers, Some(GeoHeaders::CloudFront));
+        assert!(matches!(
+            read(&[("TIPPEN_GEO_HEADERS", "cloudflare")]),
+            Err(ConfigError::Unsupported {
+                name: "TIPPEN_GEO_HEADERS",
+                ..
+            })
         ));
         let e = read(&[("TIPPEN_SLACK_BUDGET_MS", "4s")]).unwrap_err();
         assert!(e.to_string().contains("TIPPEN_SLACK_BUDGET_MS"), "{e}");

@@ -73,6 +73,8 @@ pub struct LambdaHost {
     /// function; None without `TIPPEN_ENRICHMENT_PROVIDER`).
     #[cfg(feature = "enrich")]
     enrichment: Option<Arc<Enrichment>>,
+    /// When this instance last purged history by retention ([`crate::retention`]).
+    pub(crate) history_purged: Arc<std::sync::Mutex<Option<std::time::Instant>>>,
 }
 
 /// How long past its deadline an asked-for sweep invocation holds the poller lease: wakes due
@@ -125,6 +127,7 @@ impl LambdaHost {
     /// A host over the given SDK configuration and settings (registers no site).
     pub fn new(sdk: &aws_config::SdkConfig, config: LambdaConfig) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let history = crate::history::from_config(&dynamodb, &config);
         let store = Arc::new(
             DynamoStore::new(dynamodb, &config.table).with_site_cache(config.site_cache_ttl),
         );
@@ -134,8 +137,10 @@ impl LambdaHost {
                 .build(),
         );
         let fanout = Fanout::new(management, store.clone(), config.fanout_concurrency);
-        #[cfg_attr(not(feature = "outbound"), allow(unused_mut))]
         let mut tippen = Tippen::new(store.clone(), Arc::new(SystemClock), config.core.clone());
+        if let Some(history) = history {
+            tippen = tippen.with_history(history);
+        }
         #[cfg(feature = "outbound")]
         if let Some(url) = &config.video_provider_url {
             tippen =
@@ -166,6 +171,7 @@ impl LambdaHost {
             outbound,
             #[cfg(feature = "enrich")]
             enrichment,
+            history_purged: Arc::default(),
         }
     }
 
@@ -220,6 +226,10 @@ impl LambdaHost {
     ) -> http::Response<Bytes> {
         let ctx = RequestContext {
             client_ip: source_ip,
+            place: self
+                .config
+                .geo_headers
+                .and_then(|geo| tippen_core::history::Place::from_headers(req.headers(), geo)),
             ..RequestContext::default()
         };
         #[cfg(feature = "outbound")]

@@ -30,11 +30,13 @@ pub mod enrich;
 #[cfg(feature = "enrich")]
 pub mod enrich_fn;
 pub mod fanout;
+pub mod history;
 pub mod host;
 #[cfg(feature = "http")]
 pub mod http_fn;
 #[cfg(feature = "outbound")]
 pub mod outbound;
+pub mod retention;
 pub mod store;
 #[cfg(feature = "scheduled")]
 pub mod sweep_fn;
@@ -57,5 +59,6 @@ pub fn init_logging() {
 
 pub use config::{ConfigError, LambdaConfig};
 pub use fanout::{Fanout, Posted};
+pub use history::DynamoHistory;
 pub use host::{HostError, LambdaHost, sdk_config};
 pub use store::{Connection, DynamoStore, FanoutTarget, Wake};

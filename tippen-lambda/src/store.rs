@@ -63,7 +63,7 @@ use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 
 /// Attribute names of the table.
-mod attr {
+pub(crate) mod attr {
     pub const PK: &str = "pk";
     pub const SK: &str = "sk";
     pub const DOC: &str = "doc";
@@ -83,7 +83,7 @@ pub const DUE_INDEX: &str = "due";
 /// core has removed it long before; this only bounds what a lost sweep leaves behind.
 const VISITOR_TTL_SLACK_SECS: i64 = 24 * 3600;
 
-type Item = HashMap<String, AttributeValue>;
+pub(crate) type Item = HashMap<String, AttributeValue>;
 
 /// The core's [`Store`] on a DynamoDB table (see the [module docs](self) for the design).
 #[derive(Clone, Debug)]
@@ -134,7 +134,7 @@ impl SiteCache {
     }
 }
 
-fn backend<E: std::fmt::Debug>(op: &str, e: E) -> StoreError {
+pub(crate) fn backend<E: std::fmt::Debug>(op: &str, e: E) -> StoreError {
     StoreError::Backend(format!("DynamoDB {op}: {e:?}"))
 }
 
@@ -157,34 +157,34 @@ fn write_token() -> String {
     format!("{:016x}{n:x}", h.finish())
 }
 
-fn s(v: impl Into<String>) -> AttributeValue {
+pub(crate) fn s(v: impl Into<String>) -> AttributeValue {
     AttributeValue::S(v.into())
 }
 
-fn n(v: impl ToString) -> AttributeValue {
+pub(crate) fn n(v: impl ToString) -> AttributeValue {
     AttributeValue::N(v.to_string())
 }
 
-fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
+pub(crate) fn get_s<'a>(item: &'a Item, name: &str) -> Result<&'a str, StoreError> {
     item.get(name)
         .and_then(|v| v.as_s().ok())
         .map(String::as_str)
         .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} missing or not a string")))
 }
 
-fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
+pub(crate) fn get_n(item: &Item, name: &str) -> Result<i64, StoreError> {
     item.get(name)
         .and_then(|v| v.as_n().ok())
         .and_then(|v| v.parse().ok())
         .ok_or_else(|| StoreError::Corrupt(format!("attribute {name} missing or not a number")))
 }
 
-fn decode<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+pub(crate) fn decode<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
     serde_json::from_str(get_s(item, attr::DOC)?)
         .map_err(|e| StoreError::Corrupt(format!("{}: {e}", describe_key(item))))
 }
 
-fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
+pub(crate) fn encode<T: Serialize>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
 }
 

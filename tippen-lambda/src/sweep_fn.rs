@@ -77,12 +77,18 @@ pub async fn run(host: LambdaHost) -> Result<(), HostError> {
                 sites = ?sites,
                 "sweep invocation"
             );
-            let sent = match sites {
-                Some(sites) => host.sweep_sites(sites, window).await,
-                None => host.sweep_all(window).await,
-            }
-            .map_err(lambda_runtime::Error::from)?;
-            Ok::<_, lambda_runtime::Error>(json!({ "messages": sent }))
+            // A scheduled run (every site) also purges history by retention, hourly, beside
+            // the sweep ([`crate::retention`]).
+            let (sent, purged) = match sites {
+                Some(sites) => (host.sweep_sites(sites, window).await, Ok(None)),
+                None => tokio::join!(host.sweep_all(window), host.purge_history_if_due()),
+            };
+            let purged = purged.unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "history purge failed; the next run tries again");
+                None
+            });
+            let sent = sent.map_err(lambda_runtime::Error::from)?;
+            Ok::<_, lambda_runtime::Error>(json!({ "messages": sent, "purgedVisits": purged }))
         })
     }))
     .await
