@@ -65,7 +65,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use rusqlite::{Connection, Transaction, params};
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use thiserror::Error;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
@@ -941,7 +941,10 @@ fn write_loop(
 }
 
 fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Error> {
-    let tx = conn.transaction()?;
+    // IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout applies. A deferred
+    // transaction that reads first and then writes while the history connection on the same
+    // file commits fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT in WAL).
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for op in &batch.sites {
         match op {
             SiteOp::Put(site) => put_site_row(&tx, site)?,

@@ -28,7 +28,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use rusqlite::{Connection, OptionalExtension, params, params_from_iter, types::Value};
+use rusqlite::{
+    Connection, OptionalExtension, Transaction, TransactionBehavior, params, params_from_iter,
+    types::Value,
+};
 use tippen_core::history::{
     HistoryStore, PutVisit, Rollup, RollupKey, RollupQuery, RollupSelect, Visit, VisitQuery,
 };
@@ -120,7 +123,7 @@ impl SqliteHistory {
     /// each put did, in order. Rollups are the caller's (fold the inserted ones).
     pub fn put_visits(&self, site: &SiteId, visits: &[Visit]) -> Result<Vec<PutVisit>, StoreError> {
         let conn = self.lock();
-        let tx = conn.unchecked_transaction().map_err(backend)?;
+        let tx = immediate(&conn).map_err(backend)?;
         let puts = visits
             .iter()
             .map(|v| put_one(&tx, site, v))
@@ -190,7 +193,7 @@ fn decode_visit(text: &str) -> Result<Visit, StoreError> {
 impl HistoryStore for SqliteHistory {
     async fn put_visit(&self, site: &SiteId, visit: &Visit) -> Result<PutVisit, StoreError> {
         let conn = self.lock();
-        let tx = conn.unchecked_transaction().map_err(backend)?;
+        let tx = immediate(&conn).map_err(backend)?;
         let put = put_one(&tx, site, visit)?;
         tx.commit().map_err(backend)?;
         Ok(put)
@@ -289,7 +292,7 @@ impl HistoryStore for SqliteHistory {
         visitor_id: &str,
     ) -> Result<Vec<Visit>, StoreError> {
         let conn = self.lock();
-        let tx = conn.unchecked_transaction().map_err(backend)?;
+        let tx = immediate(&conn).map_err(backend)?;
         let texts: Vec<String> = tx
             .prepare_cached(
                 "SELECT record FROM history_visits WHERE site_id = ?1 AND visitor_id = ?2",
@@ -446,7 +449,7 @@ impl HistoryStore for SqliteHistory {
 
     async fn purge(&self, site: &SiteId, before: Timestamp) -> Result<u64, StoreError> {
         let conn = self.lock();
-        let tx = conn.unchecked_transaction().map_err(backend)?;
+        let tx = immediate(&conn).map_err(backend)?;
         let n = tx
             .execute(
                 "DELETE FROM history_visits WHERE site_id = ?1 AND started_at < ?2",
@@ -461,4 +464,12 @@ impl HistoryStore for SqliteHistory {
         tx.commit().map_err(backend)?;
         Ok(n as u64)
     }
+}
+
+/// A write transaction that takes the write lock at `BEGIN IMMEDIATE`, where the busy timeout
+/// applies: the live store's writer commits to the same file from another connection, and a
+/// deferred transaction upgrading from read to write would fail at once with "database is
+/// locked" instead of waiting.
+fn immediate(conn: &Connection) -> rusqlite::Result<Transaction<'_>> {
+    Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
 }

@@ -9,6 +9,7 @@
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
+use futures_util::{StreamExt, stream};
 use thiserror::Error;
 
 use crate::clock::{Clock, Timestamp};
@@ -176,6 +177,9 @@ pub struct Tippen {
     ids: Arc<dyn IdGenerator>,
     video: Option<Arc<dyn VideoProvider>>,
     history: Option<Arc<dyn HistoryStore>>,
+    /// The rollups this service last read or wrote, with their versions (see
+    /// [`history::RollupCache`]).
+    rollup_cache: history::RollupCache,
 }
 
 impl std::fmt::Debug for Tippen {
@@ -185,6 +189,10 @@ impl std::fmt::Debug for Tippen {
             .finish_non_exhaustive()
     }
 }
+
+/// How many due visitors one sweep settles at once (each its own record; the messages keep
+/// the due order).
+const SWEEP_CONCURRENCY: usize = 8;
 
 fn bots() -> &'static isbot::Bots {
     static BOTS: OnceLock<isbot::Bots> = OnceLock::new();
@@ -210,6 +218,7 @@ impl Tippen {
             ids: Arc::new(SecureIds),
             video: None,
             history: None,
+            rollup_cache: history::RollupCache::default(),
         }
     }
 
@@ -603,10 +612,13 @@ impl Tippen {
             .store
             .due_visitors(site, now, self.config.limits.sweep_batch)
             .await?;
-        for current in due {
-            let id = current.value.visitor_id.clone();
-            let swept = self
-                .update_from(site, &id, Some(current), |current| {
+        // The due visitors are settled a few at a time: with history on, a close is several
+        // history writes before the removal, and one after another they held back the pass
+        // (and every tab or visitor due later in it) by a close's time per visitor ahead.
+        let swept: Vec<_> = stream::iter(due)
+            .map(|current| async move {
+                let id = current.value.visitor_id.clone();
+                self.update_from(site, &id, Some(current), |current| {
                     let Some(current) = current else {
                         return Ok((Write::Keep, Vec::new()));
                     };
@@ -635,7 +647,12 @@ impl Tippen {
                         (write, messages)
                     })
                 })
-                .await;
+                .await
+            })
+            .buffered(SWEEP_CONCURRENCY)
+            .collect()
+            .await;
+        for swept in swept {
             match swept {
                 Ok(mut m) => messages.append(&mut m),
                 // Concurrent writers kept moving it: they re-armed its deadline.

@@ -653,6 +653,38 @@ impl HistoryStore for DynamoHistory {
         }
     }
 
+    /// One Query of the visitor's pointer items (their keys only), no visit read.
+    async fn count_visits(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        before: Timestamp,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let pk = visitor_pk(site, visitor_id);
+        let below = ts(before);
+        let mut counted = 0;
+        let mut start = None;
+        while counted < max {
+            let (page, next) = self
+                .query_page(
+                    &pk,
+                    &Range::Below(&below),
+                    true,
+                    Some((max - counted).min(1000)),
+                    Some("pk, sk"),
+                    start,
+                )
+                .await?;
+            counted += page.len();
+            match next {
+                Some(k) => start = Some(k),
+                None => break,
+            }
+        }
+        Ok(counted.min(max))
+    }
+
     async fn erase_visitor(
         &self,
         site: &SiteId,

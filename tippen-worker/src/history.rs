@@ -21,13 +21,8 @@
 //!   NOTHING`, and the changed-rows count tells a [`StoreError::Conflict`]).
 //!
 //! Every method is at most one D1 round trip (the purge's two deletes go in one batch, which
-//! D1 runs as a transaction). The store remembers the rollups it last read or wrote, with their
-//! versions ([`ROLLUP_CACHE`] of them), and answers [`rollup`](HistoryStore::rollup) from
-//! memory when it can: a site's history is written by its own Durable Object only, so the
-//! remembered version is the stored one, and if it is not (another writer), the conditional
-//! write reports a conflict, the entry is forgotten and the core's retry reads D1. That saves
-//! the read of each fold on the close path (the site's hour and a company's day are read once
-//! and then written in turn). The store keeps records and answers queries; what a visit is and how
+//! D1 runs as a transaction); the core remembers the rollups it last wrote, so a fold on the
+//! close path is one conditional write, not a read and a write. The store keeps records and answers queries; what a visit is and how
 //! rollups count is the core's ([`tippen_core::history`]). Several objects (and requests of
 //! one object, which interleave while D1 answers) may write at once: visits are upserts by id,
 //! rollups conditional writes the core retries.
@@ -35,9 +30,6 @@
 //! Timestamps are bound as JavaScript numbers (D1 has no 64-bit integer parameters): epoch
 //! milliseconds are exact up to 2^53, and the open ends of a range (`i64::MIN`/`MAX`) compare
 //! correctly as the nearest doubles.
-
-use std::collections::HashMap;
-use std::sync::{Mutex, MutexGuard};
 
 use async_trait::async_trait;
 use serde::Deserialize;
@@ -54,15 +46,10 @@ use worker::{D1Database, D1PreparedStatement, D1Result};
 /// `wrangler.toml`). Without it, history is off (the history API answers `501`).
 pub const HISTORY_BINDING: &str = "TIPPEN_HISTORY";
 
-/// How many rollups a [`D1History`] remembers (the cache is dropped whole when full).
-pub const ROLLUP_CACHE: usize = 512;
-
 /// Visit history in D1. See the [module docs](self) for the schema.
 #[derive(Debug)]
 pub struct D1History {
     db: D1Database,
-    /// Rollups as last read or written, with their versions.
-    rollups: Mutex<HashMap<(SiteId, RollupKey), Versioned<Rollup>>>,
 }
 
 /// One bound parameter.
@@ -179,22 +166,7 @@ impl D1History {
     /// A store on `db` (from `env.d1(HISTORY_BINDING)`). The tables must exist: apply the
     /// migrations first.
     pub fn new(db: D1Database) -> Self {
-        D1History {
-            db,
-            rollups: Mutex::new(HashMap::new()),
-        }
-    }
-
-    fn cache(&self) -> MutexGuard<'_, HashMap<(SiteId, RollupKey), Versioned<Rollup>>> {
-        self.rollups.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn remember(&self, site: &SiteId, rollup: Versioned<Rollup>) {
-        let mut cache = self.cache();
-        if cache.len() >= ROLLUP_CACHE {
-            cache.clear();
-        }
-        cache.insert((site.clone(), rollup.value.key.clone()), rollup);
+        D1History { db }
     }
 
     fn statement(&self, sql: &str, args: &[Arg<'_>]) -> Result<D1PreparedStatement, StoreError> {
@@ -340,9 +312,6 @@ impl D1History {
         site: &SiteId,
         key: &RollupKey,
     ) -> Result<Option<Versioned<Rollup>>, StoreError> {
-        if let Some(known) = self.cache().get(&(site.clone(), key.clone())) {
-            return Ok(Some(known.clone()));
-        }
         let result = self
             .all(
                 "SELECT version, body FROM tippen_rollups \
@@ -355,11 +324,7 @@ impl D1History {
                 ],
             )
             .await?;
-        let found = rollups_of(&result)?.pop();
-        if let Some(found) = &found {
-            self.remember(site, found.clone());
-        }
-        Ok(found)
+        Ok(rollups_of(&result)?.pop())
     }
 
     async fn save_rollup(
@@ -398,26 +363,10 @@ impl D1History {
                 ],
             ),
         };
-        let result = self.statement(sql, &args)?.run().await;
-        match result.map_err(backend).and_then(|r| changes(&r)) {
-            Ok(1) => {
-                self.remember(
-                    site,
-                    Versioned {
-                        version,
-                        value: rollup.clone(),
-                    },
-                );
-                Ok(version)
-            }
-            outcome => {
-                // Whatever is stored is not what this store remembers (or is unknown now).
-                self.cache().remove(&(site.clone(), key.clone()));
-                match outcome {
-                    Ok(_) => Err(StoreError::Conflict),
-                    Err(e) => Err(e),
-                }
-            }
+        let result = self.statement(sql, &args)?.run().await.map_err(backend)?;
+        match changes(&result)? {
+            1 => Ok(version),
+            _ => Err(StoreError::Conflict),
         }
     }
 
@@ -461,10 +410,7 @@ impl D1History {
                 &[Arg::Text(site.as_str()), ms(before)],
             )?,
         ];
-        let results = self.db.batch(statements).await;
-        // Forget the site's rollups: some are gone (and the batch may have failed half-way).
-        self.cache().retain(|(s, _), _| s != site);
-        let results = results.map_err(backend)?;
+        let results = self.db.batch(statements).await.map_err(backend)?;
         let mut counts = Vec::with_capacity(results.len());
         for result in &results {
             counts.push(changes(result)?);

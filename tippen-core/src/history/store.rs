@@ -147,6 +147,34 @@ pub trait HistoryStore: MaybeSendSync {
     /// descending), at most `query.limit`.
     async fn visits(&self, site: &SiteId, query: &VisitQuery) -> Result<Vec<Visit>, StoreError>;
 
+    /// How many visits of `visitor_id` on `site` started before `before`, counting at most
+    /// `max` (the core numbers a closing visit by it). The default reads them with
+    /// [`visits`](Self::visits); a store that can count without reading the visits should.
+    async fn count_visits(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        before: Timestamp,
+        max: usize,
+    ) -> Result<usize, StoreError> {
+        let earlier = self
+            .visits(
+                site,
+                &VisitQuery {
+                    from: Timestamp::EPOCH,
+                    to: before,
+                    filter: VisitFilter {
+                        visitor: Some(visitor_id.to_owned()),
+                        ..VisitFilter::default()
+                    },
+                    after: None,
+                    limit: max,
+                },
+            )
+            .await?;
+        Ok(earlier.len())
+    }
+
     /// Deletes every visit of `visitor_id` on `site` and returns them (so the core can take
     /// them out of the rollups).
     async fn erase_visitor(

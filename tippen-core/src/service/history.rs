@@ -2,7 +2,10 @@
 //! erasing a visitor's history, purging by retention. See [`crate::history`] for the model
 //! and the store contract.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::future::join_all;
 
 use crate::clock::Timestamp;
 use crate::history::{
@@ -11,13 +14,51 @@ use crate::history::{
     company_summaries,
 };
 use crate::site::SiteId;
-use crate::store::StoreError;
+use crate::store::{StoreError, Versioned};
 
 use super::{ServiceError, Tippen};
 
 /// Visit numbers count at most this many earlier visits of a visitor (a crawler returning
 /// every minute stays cheap to number).
 const MAX_COUNTED_VISITS: usize = 999;
+
+/// How many rollups a service remembers (dropped whole when full).
+const ROLLUP_CACHE: usize = 512;
+
+/// The rollups a service last read or wrote, with their versions: a fold starts from the
+/// remembered rollup instead of reading it (the site's hour and a company's day are folded
+/// into again and again), saving a store round trip on the close path. The write is
+/// conditional on the remembered version, so when another writer (another replica, another
+/// Lambda instance) moved it, the write reports a conflict, the entry is forgotten and the
+/// retry reads the store.
+#[derive(Debug, Default)]
+pub(crate) struct RollupCache(Mutex<HashMap<(SiteId, RollupKey), Versioned<Rollup>>>);
+
+impl RollupCache {
+    fn lock(&self) -> MutexGuard<'_, HashMap<(SiteId, RollupKey), Versioned<Rollup>>> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, site: &SiteId, key: &RollupKey) -> Option<Versioned<Rollup>> {
+        self.lock().get(&(site.clone(), key.clone())).cloned()
+    }
+
+    fn remember(&self, site: &SiteId, rollup: Versioned<Rollup>) {
+        let mut cache = self.lock();
+        if cache.len() >= ROLLUP_CACHE {
+            cache.clear();
+        }
+        cache.insert((site.clone(), rollup.value.key.clone()), rollup);
+    }
+
+    fn forget(&self, site: &SiteId, key: &RollupKey) {
+        self.lock().remove(&(site.clone(), key.clone()));
+    }
+
+    fn forget_site(&self, site: &SiteId) {
+        self.lock().retain(|(s, _), _| s != site);
+    }
+}
 
 impl Tippen {
     /// The same service keeping visit history in `history`: a visit closed by presence is
@@ -52,21 +93,14 @@ impl Tippen {
         };
         for mut visit in visits {
             let earlier = history
-                .visits(
+                .count_visits(
                     site,
-                    &VisitQuery {
-                        from: Timestamp::EPOCH,
-                        to: visit.started_at,
-                        filter: VisitFilter {
-                            visitor: Some(visit.visitor_id.clone()),
-                            ..VisitFilter::default()
-                        },
-                        after: None,
-                        limit: MAX_COUNTED_VISITS,
-                    },
+                    &visit.visitor_id,
+                    visit.started_at,
+                    MAX_COUNTED_VISITS,
                 )
                 .await?;
-            visit.visit_number = earlier.len() as u32 + 1;
+            visit.visit_number = earlier as u32 + 1;
             let put = history.put_visit(site, &visit).await?;
             tracing::debug!(
                 site = %site,
@@ -83,8 +117,8 @@ impl Tippen {
         Ok(())
     }
 
-    /// Folds `visit` into (or out of) each of its rollups, each a conditional write retried
-    /// on a conflict.
+    /// Folds `visit` into (or out of) each of its rollups at once, each a conditional write
+    /// retried on a conflict.
     async fn fold_visit(
         &self,
         history: &dyn HistoryStore,
@@ -92,23 +126,53 @@ impl Tippen {
         visit: &Visit,
         how: Fold,
     ) -> Result<(), ServiceError> {
-        'keys: for key in RollupKey::of_visit(visit) {
-            for _ in 0..self.config().limits.max_write_attempts {
-                let current = history.rollup(site, &key).await?;
-                let version = current.as_ref().map(|v| v.version);
-                let mut rollup = current
-                    .map(|v| v.value)
-                    .unwrap_or_else(|| Rollup::new(key.clone()));
-                rollup.fold(visit, how);
-                match history.save_rollup(site, &rollup, version).await {
-                    Ok(_) => continue 'keys,
-                    Err(StoreError::Conflict) => continue,
-                    Err(e) => return Err(e.into()),
+        let folds = RollupKey::of_visit(visit)
+            .into_iter()
+            .map(|key| self.fold_into(history, site, key, visit, how));
+        join_all(folds).await.into_iter().collect()
+    }
+
+    /// Folds `visit` into the rollup `key`: from the remembered rollup when there is one,
+    /// re-read after a conflict.
+    async fn fold_into(
+        &self,
+        history: &dyn HistoryStore,
+        site: &SiteId,
+        key: RollupKey,
+        visit: &Visit,
+        how: Fold,
+    ) -> Result<(), ServiceError> {
+        let cache = &self.rollup_cache;
+        let mut known = cache.get(site, &key);
+        for _ in 0..self.config().limits.max_write_attempts {
+            let current = match known.take() {
+                Some(known) => Some(known),
+                None => history.rollup(site, &key).await?,
+            };
+            let version = current.as_ref().map(|v| v.version);
+            let mut rollup = current
+                .map(|v| v.value)
+                .unwrap_or_else(|| Rollup::new(key.clone()));
+            rollup.fold(visit, how);
+            match history.save_rollup(site, &rollup, version).await {
+                Ok(version) => {
+                    cache.remember(
+                        site,
+                        Versioned {
+                            version,
+                            value: rollup,
+                        },
+                    );
+                    return Ok(());
+                }
+                Err(StoreError::Conflict) => cache.forget(site, &key),
+                Err(e) => {
+                    cache.forget(site, &key);
+                    return Err(e.into());
                 }
             }
-            return Err(ServiceError::Contention(format!("rollup {key:?}")));
         }
-        Ok(())
+        Err(ServiceError::Contention(format!("rollup {key:?}")))
     }
 
     /// Erases every stored visit of `visitor_id` and takes them out of the rollups; how many
@@ -157,7 +221,10 @@ impl Tippen {
     ) -> Result<u64, ServiceError> {
         let history = self.history_store()?;
         let before = self.now().minus(retention);
-        let purged = history.purge(site, before).await?;
+        let purged = history.purge(site, before).await;
+        // Some remembered rollups are gone (or, after an error, may be).
+        self.rollup_cache.forget_site(site);
+        let purged = purged?;
         if purged > 0 {
             tracing::info!(site = %site, purged, "history purged by retention");
         }
