@@ -225,7 +225,9 @@ async function main() {
   say(`tippen-server on ${BASE}, Slack receiver on ${SLACK_PORT}, app on ${APP}`);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   const ctxA = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  const ctxB = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  // A desktop browser's user agent: headless Chromium's is flagged a bot, and bots get no invite.
+  const desktop = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36';
+  const ctxB = await browser.newContext({ viewport: { width: 1100, height: 700 }, userAgent: desktop });
   dash = await ctxA.newPage();
   dash.on('console', (m) => consoleLines.push(`[dashboard] ${m.type()}: ${m.text()}`));
   dash.on('pageerror', (e) => consoleLines.push(`[dashboard] pageerror: ${e.message}`));
@@ -359,6 +361,7 @@ async function main() {
       const row = document.querySelector(`#visitors tr[data-visitor-id="${v}"] .invite-state`);
       return state && /invite (sent|delivered|seen)/.test(state.textContent) && row && /sent|delivered|seen/.test(row.textContent);
     }, visitorId, 5000, 'the invite from the user view never reached the visitor\'s row');
+    await dash.screenshot({ path: path.join(ARTIFACTS, 'support-user-view-invited.png'), fullPage: true }).catch(() => {});
   });
 
   await step('5. pagehide sends what is left with sendBeacon', async () => {

@@ -342,7 +342,10 @@ fn user_activity_links_a_live_visitor_the_in_app_tracker_named() {
     );
     assert_eq!(t.response.as_ref().unwrap().status(), 200);
     let a = body_json(&activity_of(&h, "/api/users/user_123/activity"));
-    assert_eq!(a["liveVisitor"], json!({"visitorId": "visitor_live"}));
+    assert_eq!(
+        a["liveVisitor"],
+        json!({"visitorId": "visitor_live", "isBot": false})
+    );
     // The visitor left: the link stays, the live visitor is gone.
     h.clock.advance(Duration::from_secs(120));
     let a = body_json(&activity_of(&h, "/api/users/user_123/activity"));

@@ -263,10 +263,10 @@ pub(super) async fn user_activity_reads_the_timeline_back_in_pages(
     }
     if all["errors"].as_array().map(Vec::len) != Some(1)
         || all["user"]["userId"] != json!(user)
-        || all["liveVisitor"] != json!({"visitorId": visitor})
+        || all["liveVisitor"]["visitorId"] != json!(visitor)
     {
         return Err(answer.fail(format!(
-            "one error, user {user}, liveVisitor {{\"visitorId\":\"{visitor}\"}}"
+            "one error, user {user}, liveVisitor.visitorId {visitor}"
         )));
     }
     // Pages of two: 2 + 2 + 1, each event once, in the same order.

@@ -267,8 +267,9 @@ impl Tippen {
             return Ok(None);
         };
         let live = match record.visitor_id.as_deref() {
-            Some(id) => self.present_visitor(site, id).await?.map(|_| LiveVisitor {
+            Some(id) => self.present_visitor(site, id).await?.map(|v| LiveVisitor {
                 visitor_id: id.to_owned(),
+                is_bot: v.is_bot,
             }),
             None => None,
         };

@@ -96,6 +96,8 @@ pub struct FlagReason {
 pub struct LiveVisitor {
     /// The visitor id (the one the live list's invite button sends to).
     pub visitor_id: String,
+    /// The visitor is flagged a bot (by its user agent); the live list offers no invite then.
+    pub is_bot: bool,
 }
 
 /// The answer of `GET /api/users/{id}/activity`.
@@ -449,6 +451,7 @@ mod tests {
             all(),
             Some(LiveVisitor {
                 visitor_id: "v1".into(),
+                is_bot: false,
             }),
         );
         assert_eq!(a.user, u.summary(at(5), &cfg));
