@@ -178,7 +178,9 @@ fn gap(from: &StoredEvent, to: &StoredEvent) -> u64 {
 
 /// The pages of the kept events, oldest first: a `route` event naming another route than the
 /// current stay's starts a stay; a stay lasts until the next one starts (the last, the
-/// current page, until the user's last kept event). Times as [`gap`] measures them.
+/// current page, until the user's last kept event). Each time is measured on the client's
+/// clock unless it runs backwards or ahead of the server's receipt times by more than a minute;
+/// then on the server's.
 pub fn journey(record: &UserRecord) -> Vec<JourneyStep> {
     let mut steps: Vec<(JourneyStep, &StoredEvent)> = Vec::new();
     for stored in &record.raw_events {
