@@ -11,8 +11,10 @@
 // TIPPEN_APP_PORT (18802), TIPPEN_ARTIFACTS (screenshots, server log), TIPPEN_CHROMIUM.
 //
 // The app page throws four errors within a minute: the dashboard must show the alert (reason,
-// page, time) and the receiver must get exactly one Slack message. Exit code 0 when every step
-// passed.
+// page, time) and the receiver must get exactly one Slack message. The app page runs the visitor
+// tracker too, so the user is also a live visitor: the dashboard's user view (1366 px wide)
+// shows the user's journey, errors and why they are flagged, and invites them to a call. Exit
+// code 0 when every step passed.
 import { chromium } from 'playwright-core';
 import { spawn } from 'node:child_process';
 import fs from 'node:fs';
@@ -92,6 +94,7 @@ const APP_HTML = `<!doctype html>
     for (let i = 1; i <= 4; i++) setTimeout(() => { throw new Error('Failed to load invoice #' + i); }, i * 500);
   }
 </script>
+<script src="${BASE}/tippen-tracker.js" data-tippen-api-key="${KEY}"></script>
 <script src="${BASE}/tippen-app-tracker.js"
         data-tippen-api-key="${KEY}"
         data-tippen-user-id="${USER}"
@@ -222,7 +225,9 @@ async function main() {
   say(`tippen-server on ${BASE}, Slack receiver on ${SLACK_PORT}, app on ${APP}`);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   const ctxA = await browser.newContext({ viewport: { width: 1400, height: 900 } });
-  const ctxB = await browser.newContext({ viewport: { width: 1100, height: 700 } });
+  // A desktop browser's user agent: headless Chromium's is flagged a bot, and bots get no invite.
+  const desktop = 'Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/124.0 Safari/537.36';
+  const ctxB = await browser.newContext({ viewport: { width: 1100, height: 700 }, userAgent: desktop });
   dash = await ctxA.newPage();
   dash.on('console', (m) => consoleLines.push(`[dashboard] ${m.type()}: ${m.text()}`));
   dash.on('pageerror', (e) => consoleLines.push(`[dashboard] pageerror: ${e.message}`));
@@ -301,6 +306,62 @@ async function main() {
       return tr && tr.classList.contains('support-focus');
     }, USER, { timeout: 5000 }).catch(() => { throw new StepFailure(`${link}: the user's row is not highlighted`); });
     await page.close();
+  });
+
+  await step('4b. the user view, 1366 px wide: journey, errors, why flagged, and Invite to a call', async () => {
+    await dash.setViewportSize({ width: 1366, height: 900 });
+    await dash.click(`#support-alerts tr[data-user-id="${USER}"] button.support-open`);
+    await waitInDashboard((u) => {
+      const v = document.getElementById('user-view');
+      return v && !v.hidden && v.getAttribute('data-user-id') === u && v.hasAttribute('data-loaded');
+    }, USER, 5000, 'the user view never loaded');
+    const view = await dash.evaluate(() => {
+      const rows = (sel) => Array.from(document.querySelectorAll(sel));
+      const v = document.getElementById('user-view');
+      const invite = document.getElementById('user-invite');
+      const box = invite.getBoundingClientRect();
+      return {
+        title: document.getElementById('user-title').textContent,
+        journey: rows('#user-journey tbody tr').map((tr) => ({
+          route: tr.getAttribute('data-route'),
+          time: tr.querySelector('td.dur').textContent,
+          current: tr.hasAttribute('data-current'),
+        })),
+        errors: rows('#user-errors tbody tr td.msg').map((td) => td.textContent),
+        flags: rows('#user-flags .user-flag').map((f) => [f.getAttribute('data-trigger'), f.textContent]),
+        timeline: rows('#user-timeline tbody tr').map((tr) => tr.getAttribute('data-type')),
+        live: !document.getElementById('user-live').hidden,
+        inviteVisible: box.width > 0 && box.left >= 0 && box.right <= window.innerWidth,
+        overflow: v.scrollWidth - v.clientWidth,
+        pageOverflow: document.documentElement.scrollWidth - window.innerWidth,
+      };
+    });
+    const routes = view.journey.map((s) => s.route);
+    assert(JSON.stringify(routes) === JSON.stringify(['/app/billing', '/app/settings']),
+      `journey: ${JSON.stringify(view.journey)}`);
+    assert(view.journey[1].current && !view.journey[0].current, `the current page: ${JSON.stringify(view.journey)}`);
+    assert(view.journey.every((s) => /^\d+(s|m \d+s|h \d+m)$/.test(s.time)), `time per page: ${JSON.stringify(view.journey)}`);
+    const expected = [4, 3, 2, 1].map((i) => `Failed to load invoice #${i}`);
+    assert(expected.every((m, i) => (view.errors[i] || '').includes(m)) && view.errors.length === 4,
+      `errors (newest first): ${JSON.stringify(view.errors)}`);
+    assert(view.flags.length === 1 && view.flags[0][0] === 'error_burst' && view.flags[0][1] === 'Errors: > 3 in 5 minutes',
+      `why flagged: ${JSON.stringify(view.flags)}`);
+    assert(view.title.includes('jane@acme.example'), `title: ${view.title}`);
+    assert(view.timeline[0] === 'error' || view.timeline.includes('error'), `timeline: ${JSON.stringify(view.timeline)}`);
+    assert(view.overflow <= 0 && view.pageOverflow <= 0,
+      `the view overflows a 1366 px window by ${view.overflow} px (page by ${view.pageOverflow} px)`);
+    // The user is also a live visitor (the visitor tracker runs on the app page).
+    assert(view.live && view.inviteVisible, `"Invite to a call" is not shown in view: ${JSON.stringify(view)}`);
+    await dash.screenshot({ path: path.join(ARTIFACTS, 'support-user-view.png'), fullPage: true }).catch(() => {});
+    const visitorId = await app.evaluate(() => window.tippen.visitorId);
+    assert(typeof visitorId === 'string' && visitorId, 'the app page has no visitor id');
+    await dash.click('#user-invite');
+    await waitInDashboard((v) => {
+      const state = document.getElementById('user-invite-state');
+      const row = document.querySelector(`#visitors tr[data-visitor-id="${v}"] .invite-state`);
+      return state && /invite (sent|delivered|seen)/.test(state.textContent) && row && /sent|delivered|seen/.test(row.textContent);
+    }, visitorId, 5000, 'the invite from the user view never reached the visitor\'s row');
+    await dash.screenshot({ path: path.join(ARTIFACTS, 'support-user-view-invited.png'), fullPage: true }).catch(() => {});
   });
 
   await step('5. pagehide sends what is left with sendBeacon', async () => {

@@ -31,6 +31,10 @@
  * events. Events go to POST /api/track/user-activity in batches of at most 50, every 5 s; on
  * pagehide the rest leaves with navigator.sendBeacon.
  *
+ * With the visitor tracker on the same page (load it first), each batch carries its visitor id
+ * (`visitorId`): the dashboard's user view then knows the user is a live visitor and offers an
+ * invite to a call.
+ *
  * API: window.tippen.track(name, data), tippen.identify(userId, email, tier, userHash),
  * tippen.flush()
  * (a Promise). Plain ES2017, no build step, no dependencies; never throws into the page.
@@ -118,6 +122,12 @@
       if (user.email) b.userEmail = user.email;
       if (user.tier) b.subscriptionTier = user.tier;
       if (user.hash) b.userHash = user.hash;
+      // The visitor tracker on the same page: its visitor id links this user to the live list
+      // (the dashboard's user view can then invite them to a call).
+      try {
+        var vid = window.tippen && window.tippen.visitorId;
+        if (typeof vid === 'string' && vid) b.visitorId = vid.slice(0, 128);
+      } catch (e) { /* no visitor tracker */ }
       return JSON.stringify(b);
     };
 

@@ -202,6 +202,10 @@ pub struct UserActivityRequest {
     /// ([`Site::identity_secret`](crate::Site::identity_secret)), ignored by the others.
     #[serde(default)]
     pub user_hash: Option<String>,
+    /// Addition: the live visitor id of the page (the visitor tracker's, when both trackers
+    /// run on it), linking the user to the live list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor_id: Option<String>,
     /// The batch (at most [`Limits::max_activity_batch`](crate::config::Limits)).
     pub events: Vec<ActivityEvent>,
 }

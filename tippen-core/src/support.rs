@@ -40,6 +40,8 @@
 use std::collections::VecDeque;
 use std::time::Duration;
 
+pub mod activity;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
@@ -202,6 +204,9 @@ pub struct UserIdentity {
     pub email: Option<String>,
     /// The user's tier.
     pub tier: Option<SubscriptionTier>,
+    /// The live visitor the in-app tracker found on its page (the visitor tracker's
+    /// `window.tippen.visitorId`), if any.
+    pub visitor_id: Option<String>,
 }
 
 /// One logged-in user's activity state: the record the [`Store`](crate::Store) keeps.
@@ -214,6 +219,10 @@ pub struct UserRecord {
     pub email: Option<String>,
     /// The user's tier, if sent.
     pub tier: Option<SubscriptionTier>,
+    /// The live visitor id the user's last batch naming one named (the visitor tracker ran
+    /// on the same page): links the user to the live list.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor_id: Option<String>,
     /// The first event ever received (within retention).
     pub first_seen: Timestamp,
     /// The last event received.
@@ -349,6 +358,7 @@ impl UserRecord {
             user_id: user_id.to_owned(),
             email: None,
             tier: None,
+            visitor_id: None,
             first_seen: now,
             last_event: now,
             present_since: now,
@@ -472,6 +482,9 @@ impl UserRecord {
         }
         if identity.tier.is_some() {
             self.tier = identity.tier;
+        }
+        if let Some(visitor) = &identity.visitor_id {
+            self.visitor_id = Some(visitor.clone());
         }
         if !events.is_empty() {
             if !self.present_at(now, cfg) || self.event_count == 0 {
@@ -625,6 +638,7 @@ mod tests {
         UserIdentity {
             email: Some("a@b.c".into()),
             tier: Some(SubscriptionTier::Paid),
+            visitor_id: None,
         }
     }
 

@@ -229,3 +229,133 @@ fn the_in_app_tracker_is_served() {
         assert!(js.contains(part), "{part}");
     }
 }
+
+fn activity_of(h: &Harness, path_and_query: &str) -> tippen_core::Effects {
+    h.send("GET", path_and_query, &[("X-Tippen-API-Key", "sk_a")], "")
+}
+
+#[test]
+fn user_activity_reads_back_the_kept_events_newest_first_in_pages() {
+    let h = harness();
+    activity(&h, part_a_batch());
+    let r = activity_of(&h, "/api/users/user_123/activity");
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
+    let a = body_json(&r);
+    let types: Vec<&str> = a["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "custom",
+            "error",
+            "page_time",
+            "form_submit",
+            "click",
+            "route"
+        ]
+    );
+    assert_eq!(a["events"][0]["data"], json!({"feature": "export"}));
+    assert_eq!(a["events"][1]["message"], "Failed to load");
+    assert_eq!(a["events"][5]["route"], "/dashboard");
+    assert_eq!(a["keptEvents"], 6);
+    assert!(a.get("nextCursor").is_none(), "one page: {a}");
+    assert_eq!(a["user"]["userId"], "user_123");
+    assert_eq!(a["user"]["errorCount"], 1);
+    assert_eq!(a["errors"].as_array().unwrap().len(), 1);
+    assert_eq!(a["journey"][0]["route"], "/dashboard");
+    assert_eq!(a["journey"][0]["current"], true);
+    assert_eq!(a["flagged"], json!([]));
+    assert_eq!(a["liveVisitor"], Value::Null);
+
+    // Pages of 4 then 2, each event once.
+    let p1 = body_json(&activity_of(&h, "/api/users/user_123/activity?limit=4"));
+    assert_eq!(p1["events"].as_array().unwrap().len(), 4);
+    let cursor = p1["nextCursor"].as_str().expect("a next page").to_owned();
+    let p2 = body_json(&activity_of(
+        &h,
+        &format!("/api/users/user_123/activity?limit=4&cursor={cursor}"),
+    ));
+    let seqs: Vec<u64> = p1["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(p2["events"].as_array().unwrap())
+        .map(|e| e["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, [6, 5, 4, 3, 2, 1]);
+    assert!(p2.get("nextCursor").is_none());
+}
+
+#[test]
+fn user_activity_refuses_bad_input_with_named_4xx() {
+    let h = harness();
+    activity(&h, part_a_batch());
+    for (path, status, needle) in [
+        ("/api/users/nobody/activity", 404, "user not found"),
+        ("/api/users/user_123/activity?limit=0", 400, "limit"),
+        ("/api/users/user_123/activity?limit=501", 400, "limit"),
+        ("/api/users/user_123/activity?limit=x", 400, "limit"),
+        ("/api/users/user_123/activity?cursor=abc", 400, "cursor"),
+        ("/api/users/user_123/activity?cursor=0", 400, "cursor"),
+        ("/api/users/user_123/activity?cursor=-3", 400, "cursor"),
+    ] {
+        let r = activity_of(&h, path);
+        assert_eq!(r.response.as_ref().unwrap().status(), status, "{path}");
+        assert!(error_of(&r).contains(needle), "{path}: {}", error_of(&r));
+    }
+    let long = "u".repeat(300);
+    let r = activity_of(&h, &format!("/api/users/{long}/activity"));
+    assert_eq!(r.response.as_ref().unwrap().status(), 400);
+    // Keys: none is 401, the public key 403, another site's secret key sees nothing of it.
+    let path = "/api/users/user_123/activity";
+    assert_eq!(h.send("GET", path, &[], "").response.unwrap().status(), 401);
+    assert_eq!(
+        h.send("GET", path, &[("X-Tippen-API-Key", "pk_a")], "")
+            .response
+            .unwrap()
+            .status(),
+        403
+    );
+    let r = h.send("DELETE", path, &[("X-Tippen-API-Key", "sk_a")], "");
+    assert_eq!(r.response.as_ref().unwrap().status(), 405);
+    // The user survives: a DELETE of the activity path is not a deletion of the user.
+    assert_eq!(activity_of(&h, path).response.unwrap().status(), 200);
+}
+
+#[test]
+fn user_activity_links_a_live_visitor_the_in_app_tracker_named() {
+    let h = harness();
+    let mut batch = part_a_batch();
+    batch["visitorId"] = json!("visitor_live");
+    // Not (yet) a live visitor: no link shown.
+    activity(&h, batch.clone());
+    let a = body_json(&activity_of(&h, "/api/users/user_123/activity"));
+    assert_eq!(a["liveVisitor"], Value::Null);
+    // The visitor tracker on the same page: the user is that live visitor.
+    let t = h.track(
+        "pk_a",
+        &pageview("visitor_live", "t1", "https://example.com/app"),
+    );
+    assert_eq!(t.response.as_ref().unwrap().status(), 200);
+    let a = body_json(&activity_of(&h, "/api/users/user_123/activity"));
+    assert_eq!(
+        a["liveVisitor"],
+        json!({"visitorId": "visitor_live", "isBot": false})
+    );
+    // The visitor left: the link stays, the live visitor is gone.
+    h.clock.advance(Duration::from_secs(120));
+    let a = body_json(&activity_of(&h, "/api/users/user_123/activity"));
+    assert_eq!(a["liveVisitor"], Value::Null);
+    // A bad visitor id only drops the link; the batch is kept.
+    let mut bad = part_a_batch();
+    bad["userId"] = json!("user_456");
+    bad["visitorId"] = json!("v".repeat(1000));
+    assert_eq!(activity(&h, bad).response.unwrap().status(), 200);
+    let a = body_json(&activity_of(&h, "/api/users/user_456/activity"));
+    assert_eq!(a["liveVisitor"], Value::Null);
+    assert_eq!(a["keptEvents"], 6);
+}

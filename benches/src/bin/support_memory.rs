@@ -59,6 +59,7 @@ fn main() {
     let identity = UserIdentity {
         email: Some("someone@acme.example".into()),
         tier: Some(SubscriptionTier::FreeTrial),
+        visitor_id: None,
     };
 
     println!("users,events_per_user,bytes_total,bytes_per_user");

@@ -138,6 +138,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(enrichment::global_privacy_control_skips_the_lookup, needs Enrichment),
         // Support triggers.
         case!(support::error_burst_alerts_dashboards_and_the_overview),
+        case!(support::user_activity_reads_the_timeline_back_in_pages),
         case!(support::support_alert_reaches_slack_once, needs Slack),
         case!(
             support::verified_identities_need_a_matching_user_hash,

@@ -191,3 +191,135 @@ fn sign(secret: &str, user_id: &str) -> String {
     mac.update(user_id.as_bytes());
     hex::encode(mac.finalize().into_bytes())
 }
+
+/// `GET /api/users/{id}/activity`: a user's batch read back newest first, in pages that walk
+/// every event once; the journey and the errors; the live visitor the batch's `visitorId`
+/// named while it is present; 404 for an unknown user, 400 naming a bad `cursor` or `limit`,
+/// 401 without a key and 403 with the public key.
+pub(super) async fn user_activity_reads_the_timeline_back_in_pages(
+    t: &Target,
+) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    let user = unique_id("activity");
+    let visitor = unique_id("visitor");
+    let t0 = crate::wire::now_ms();
+    let events = json!([
+        {"type": "route", "route": "/home", "timestamp": t0},
+        {"type": "click", "element": "button.next", "route": "/home", "timestamp": t0 + 1000},
+        {"type": "route", "route": "/billing", "timestamp": t0 + 4000},
+        {"type": "error", "message": "Card declined", "route": "/billing", "timestamp": t0 + 5000},
+        {"type": "custom", "name": "feature_used", "data": {"feature": "export"}, "timestamp": t0 + 6000},
+    ]);
+    // The visitor tracker on the same page first: the user is a live visitor.
+    super::track(
+        &http,
+        &t.public_key,
+        &crate::wire::track_body(
+            "pageview",
+            &visitor,
+            "https://conformance.test/billing",
+            json!({}),
+        ),
+    )
+    .await?
+    .expect_status(200)?;
+    http.send(Req::post("/api/track/user-activity").json(&json!({
+        "apiKey": t.public_key,
+        "userId": user,
+        "subscriptionTier": "paid",
+        "visitorId": visitor,
+        "events": events,
+    })))
+    .await?
+    .expect_json(
+        200,
+        &json!({"success": true, "stored": 5, "analyzed": true}),
+    )?;
+    let path = format!("/api/users/{user}/activity");
+    let answer = http.send(Req::get(&path).key(&t.secret_key)).await?;
+    let all = answer.expect_ok_json(200)?;
+    let types: Vec<&str> = all["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["type"].as_str()).collect())
+        .unwrap_or_default();
+    if types != ["custom", "error", "route", "click", "route"]
+        || all["events"][1]["message"] != "Card declined"
+        || all["events"][4]["route"] != "/home"
+    {
+        return Err(answer.fail(
+            "events newest first: custom, error (Card declined), route, click, route (/home)",
+        ));
+    }
+    let journey: Vec<(&str, u64)> = all["journey"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| Some((s["route"].as_str()?, s["durationMs"].as_u64()?)))
+                .collect()
+        })
+        .unwrap_or_default();
+    if journey.len() != 2 || journey[0] != ("/home", 4000) || journey[1].0 != "/billing" {
+        return Err(answer.fail("journey /home (4000 ms) then /billing"));
+    }
+    if all["errors"].as_array().map(Vec::len) != Some(1)
+        || all["user"]["userId"] != json!(user)
+        || all["liveVisitor"]["visitorId"] != json!(visitor)
+    {
+        return Err(answer.fail(format!(
+            "one error, user {user}, liveVisitor.visitorId {visitor}"
+        )));
+    }
+    // Pages of two: 2 + 2 + 1, each event once, in the same order.
+    let mut seqs = Vec::new();
+    let mut cursor: Option<String> = None;
+    for page in 0..3 {
+        let url = match &cursor {
+            None => format!("{path}?limit=2"),
+            Some(c) => format!("{path}?limit=2&cursor={c}"),
+        };
+        let answer = http.send(Req::get(&url).key(&t.secret_key)).await?;
+        let body = answer.expect_ok_json(200)?;
+        let got = body["events"].as_array().cloned().unwrap_or_default();
+        seqs.extend(got.iter().filter_map(|e| e["seq"].as_u64()));
+        cursor = body["nextCursor"].as_str().map(str::to_owned);
+        if got.len() != if page < 2 { 2 } else { 1 } || (page < 2) != cursor.is_some() {
+            return Err(answer.fail(format!(
+                "page {} of 3: {} events{}",
+                page + 1,
+                if page < 2 { 2 } else { 1 },
+                if page < 2 {
+                    " and a nextCursor"
+                } else {
+                    ", no nextCursor"
+                }
+            )));
+        }
+    }
+    let expected: Vec<u64> = all["events"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|e| e["seq"].as_u64()).collect())
+        .unwrap_or_default();
+    if seqs != expected || seqs.len() != 5 {
+        return Err(Failure::Mismatch {
+            sent: format!("GET {path}?limit=2 and its cursors"),
+            expected: format!("the events of one page, in order: {expected:?}"),
+            got: format!("{seqs:?}"),
+        });
+    }
+    // Refusals.
+    let unknown = format!("/api/users/{}/activity", unique_id("nobody"));
+    http.send(Req::get(&unknown).key(&t.secret_key))
+        .await?
+        .expect_error(404)?;
+    http.send(Req::get(format!("{path}?cursor=not-a-cursor")).key(&t.secret_key))
+        .await?
+        .expect_error_mentioning(400, "cursor")?;
+    http.send(Req::get(format!("{path}?limit=0")).key(&t.secret_key))
+        .await?
+        .expect_error_mentioning(400, "limit")?;
+    http.send(Req::get(&path)).await?.expect_error(401)?;
+    http.send(Req::get(&path).key(&t.public_key))
+        .await?
+        .expect_error(403)?;
+    Ok(())
+}

@@ -37,6 +37,30 @@ use crate::site::{KeyRole, Site, SiteId};
 use crate::transport::{Transport, TransportError};
 use crate::video::{SessionRequest, VideoError};
 
+/// The `cursor` and `limit` of `GET /api/users/{id}/activity` (a bad one is a 400 naming it).
+fn activity_page(query: Option<&str>) -> Result<crate::support::activity::ActivityPage, ApiError> {
+    use crate::support::activity::{ACTIVITY_LIMIT, ActivityPage};
+    let param = |name| query_param(query, name).filter(|v| !v.is_empty());
+    let (default, max) = ACTIVITY_LIMIT;
+    let limit = match param("limit") {
+        None => default,
+        Some(raw) => raw
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!("invalid 'limit' (expected 1 to {max})"))
+            })?,
+    };
+    let before = match param("cursor") {
+        None => None,
+        Some(raw) => Some(ActivityPage::parse_cursor(&raw).ok_or_else(|| {
+            ApiError::bad_request("invalid 'cursor' (pass back a nextCursor as it came)")
+        })?),
+    };
+    Ok(ActivityPage { before, limit })
+}
+
 /// What the host knows about a request beyond the request itself.
 #[derive(Clone, Debug, Default)]
 pub struct RequestContext {
@@ -154,6 +178,10 @@ enum Op {
     DeleteUser {
         user_id: String,
     },
+    UserActivityRead {
+        user_id: String,
+        page: crate::support::activity::ActivityPage,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -173,6 +201,7 @@ enum Route {
     UserActivity,
     SupportUsers,
     User,
+    UserActivityRead,
     Visits,
     Visit,
     Companies,
@@ -211,6 +240,13 @@ impl Route {
             "/api/invites/cancel" => Route::CancelInvite,
             "/api/track/user-activity" => Route::UserActivity,
             "/api/support/users" => Route::SupportUsers,
+            p if p
+                .strip_prefix("/api/users/")
+                .and_then(|rest| rest.strip_suffix("/activity"))
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+            {
+                Route::UserActivityRead
+            }
             p if p.starts_with("/api/users/") && p.len() > "/api/users/".len() => Route::User,
             "/api/visits" => Route::Visits,
             p if p.starts_with("/api/visits/") && p.len() > "/api/visits/".len() => Route::Visit,
@@ -373,6 +409,17 @@ impl Tippen {
                 let user_id = percent_decode(raw);
                 check_id("user id", &user_id, limits.max_id_bytes)?;
                 call(site, Op::DeleteUser { user_id })
+            }
+            Route::UserActivityRead => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let raw = path
+                    .trim_end_matches('/')
+                    .trim_start_matches("/api/users/")
+                    .trim_end_matches("/activity");
+                let user_id = percent_decode(raw);
+                check_id("user id", &user_id, limits.max_id_bytes)?;
+                let page = activity_page(query)?;
+                call(site, Op::UserActivityRead { user_id, page })
             }
             Route::DashboardSocket => {
                 self.authorize(key.as_deref(), KeyRole::Secret).await?;
@@ -592,6 +639,8 @@ impl Tippen {
                         .map(|e| cut(e, 254))
                         .filter(|e| !e.is_empty()),
                     tier: req.subscription_tier,
+                    // Only a link: a bad one is dropped rather than the batch refused.
+                    visitor_id: page_id(req.visitor_id, limits.max_id_bytes),
                 };
                 let support = &self.config().support;
                 let events = req
@@ -752,6 +801,16 @@ impl Tippen {
                 Op::DeleteUser { user_id } => {
                     let (deleted, outcome) = self.delete_user(&site, &user_id).await?;
                     (deleted_response(deleted), outcome)
+                }
+                Op::UserActivityRead { user_id, page } => {
+                    match self.user_activity(&site, &user_id, page).await? {
+                        Some(activity) => {
+                            (json_response(StatusCode::OK, &activity), Outcome::default())
+                        }
+                        None => {
+                            return Err(ApiError::new(StatusCode::NOT_FOUND, "user not found"));
+                        }
+                    }
                 }
             })
         }

@@ -5,6 +5,7 @@ use crate::clock::Timestamp;
 use crate::protocol::{ActivityEvent, ServerMessage};
 use crate::site::SiteId;
 use crate::store::Versioned;
+use crate::support::activity::{ActivityPage, LiveVisitor, UserActivity};
 use crate::support::{
     Resolution, SupportChange, SupportNotice, UserIdentity, UserRecord, UserSummary,
 };
@@ -242,6 +243,37 @@ impl Tippen {
                 .collect(),
             seq,
         })
+    }
+
+    /// A user's activity (`GET /api/users/{id}/activity`): one page of the kept events, the
+    /// journey, the errors, why the user is flagged, and the live visitor the user is when
+    /// the in-app tracker linked one and that visitor is present now. `None` for a user not
+    /// known (or whose retention ended).
+    pub async fn user_activity(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        page: ActivityPage,
+    ) -> Result<Option<UserActivity>, ServiceError> {
+        let cfg = &self.config().support;
+        let now = self.now();
+        let Some(record) = self
+            .store()
+            .user(site, user_id)
+            .await?
+            .map(|v| v.value)
+            .filter(|r| !r.expired_at(now, cfg))
+        else {
+            return Ok(None);
+        };
+        let live = match record.visitor_id.as_deref() {
+            Some(id) => self.present_visitor(site, id).await?.map(|v| LiveVisitor {
+                visitor_id: id.to_owned(),
+                is_bot: v.is_bot,
+            }),
+            None => None,
+        };
+        Ok(Some(record.activity(now, cfg, page, live)))
     }
 
     /// Deletes a user's activity data at once (a privacy request); a user needing support
