@@ -202,6 +202,26 @@ impl RedisStore {
         self.client.quit().await.map_err(backend)
     }
 
+    /// Retires a site: its keys stop finding it at once, then its visitors, support users,
+    /// sequence and counters are deleted. Returns whether the site existed. Not part of the
+    /// [`Store`] contract (a host retires sites its configuration no longer lists); the
+    /// shared enrichment cache is kept.
+    pub async fn remove_site(&self, site: &SiteId) -> Result<bool, StoreError> {
+        // Two steps, since the site index and the site's own keys are in different slots:
+        // first no key finds the site (no new writes), then its data goes.
+        let removed: i64 = self
+            .eval(
+                &self.scripts.remove_site,
+                self.site_index_keys(),
+                vec![site.as_str().to_owned()],
+            )
+            .await?;
+        let keys: Vec<String> = SITE_KINDS.iter().map(|k| self.site_key(site, k)).collect();
+        let _: i64 = self.client.del(keys).await.map_err(backend)?;
+        tracing::info!(%site, existed = removed == 1, "site retired");
+        Ok(removed == 1)
+    }
+
     fn global_key(&self, kind: &str) -> String {
         format!("{{{}}}:{kind}", self.namespace)
     }
@@ -358,6 +378,16 @@ impl RedisStore {
         )
     }
 }
+
+/// The suffixes of a site's keys (`{<namespace>:<site>}:<kind>`).
+const SITE_KINDS: [&str; 6] = [
+    "visitors",
+    "visitor_deadlines",
+    "users",
+    "user_deadlines",
+    "meta",
+    "enrichment",
+];
 
 /// `host:port` of the configured server(s), without credentials.
 fn describe_server(config: &Config) -> String {
@@ -708,14 +738,7 @@ mod tests {
     fn every_key_of_a_site_is_in_one_cluster_slot_and_distinct() {
         use fred::util::redis_keyslot;
         let store = namer("tippen");
-        let kinds = [
-            "visitors",
-            "visitor_deadlines",
-            "users",
-            "user_deadlines",
-            "meta",
-            "enrichment",
-        ];
+        let kinds = SITE_KINDS;
         let mut seen = std::collections::HashSet::new();
         for site in ["acme", "a", "a}b", "{x}", "a:b", "ü", "", "a}:visitors"] {
             let site = SiteId::from(site);

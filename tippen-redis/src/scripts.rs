@@ -77,6 +77,20 @@ redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
 ";
 
+/// Retires a site: its record and the key index entries that still point to it.
+///
+/// `KEYS` as [`PUT_SITE`]; `ARGV[1]`: site id. Returns `1` when the site existed, else `0`.
+const REMOVE_SITE: &str = r"
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old then
+  for h in string.gmatch(old, '[^,]+') do
+    if redis.call('HGET', KEYS[2], h) == ARGV[1] then redis.call('HDEL', KEYS[2], h) end
+  end
+end
+redis.call('HDEL', KEYS[3], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
+";
+
 /// The site a key hash belongs to, read atomically with the index.
 ///
 /// `KEYS` as [`PUT_SITE`]'s first two; `ARGV[1]`: the key hash. Returns the site's JSON or nil.
@@ -110,6 +124,7 @@ pub(crate) struct Scripts {
     pub(crate) remove: Script,
     pub(crate) due: Script,
     pub(crate) put_site: Script,
+    pub(crate) remove_site: Script,
     pub(crate) site_by_key: Script,
     pub(crate) first_score: Script,
     pub(crate) add_counters: Script,
@@ -122,6 +137,7 @@ impl Scripts {
             remove: Script::from_lua(REMOVE),
             due: Script::from_lua(DUE),
             put_site: Script::from_lua(PUT_SITE),
+            remove_site: Script::from_lua(REMOVE_SITE),
             site_by_key: Script::from_lua(SITE_BY_KEY),
             first_score: Script::from_lua(FIRST_SCORE),
             add_counters: Script::from_lua(ADD_COUNTERS),

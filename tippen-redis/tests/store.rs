@@ -217,6 +217,74 @@ async fn two_writers_at_one_version_exactly_one_wins() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_site_loses_its_keys_and_data_and_no_other_site_does() {
+    use tippen_core::{KeyHash, Site};
+    let server = RedisServer::start();
+    let store = connect(&server, "tippen").await;
+    let (gone, kept) = (SiteId::from("gone"), SiteId::from("kept"));
+    store
+        .put_site(&Site::new("gone", "Gone", "pk_gone", "sk_gone"))
+        .await
+        .expect("put");
+    store
+        .put_site(&Site::new("kept", "Kept", "pk_kept", "sk_kept"))
+        .await
+        .expect("put");
+    for site in [&gone, &kept] {
+        store
+            .save_visitor(site, &sample_record("v", T0, T0 + 1_000), None)
+            .await
+            .expect("visitor");
+        store
+            .save_user(
+                site,
+                &tippen_core::testkit::sample_user("u", T0, T0 + 1_000),
+                None,
+            )
+            .await
+            .expect("user");
+        store.advance_sequence(site, 3).await.expect("sequence");
+    }
+    assert!(store.remove_site(&gone).await.expect("remove"));
+    assert!(
+        !store.remove_site(&gone).await.expect("remove again"),
+        "a second removal finds nothing"
+    );
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of("sk_gone"))
+            .await
+            .expect("by key"),
+        None
+    );
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of("pk_gone"))
+            .await
+            .expect("by key"),
+        None
+    );
+    assert!(store.visitors(&gone).await.expect("visitors").is_empty());
+    assert!(store.users(&gone).await.expect("users").is_empty());
+    assert_eq!(store.next_deadline(&gone).await.expect("next"), None);
+    assert_eq!(store.next_user_deadline(&gone).await.expect("next"), None);
+    assert_eq!(store.sequence(&gone).await.expect("sequence"), 0);
+    let sites = store.sites().await.expect("sites");
+    assert_eq!(sites.len(), 1);
+    assert_eq!(sites[0].id, kept);
+    assert!(
+        store
+            .site_by_key(&KeyHash::of("sk_kept"))
+            .await
+            .expect("by key")
+            .is_some()
+    );
+    assert_eq!(store.visitors(&kept).await.expect("visitors").len(), 1);
+    assert_eq!(store.users(&kept).await.expect("users").len(), 1);
+    assert_eq!(store.sequence(&kept).await.expect("sequence"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn corrupt_values_are_reported_not_panicked_on() {
     let server = RedisServer::start();
     let store = connect(&server, "tippen").await;
