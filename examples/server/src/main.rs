@@ -1,6 +1,7 @@
 //! # tippen-server
 //!
-//! The tippen reference server: the whole contract on axum, visitors kept in a SQLite file.
+//! The tippen reference server: the whole contract on axum, visitors kept in a SQLite file, or
+//! in Redis (`--redis URL`) so that several replicas share them.
 //!
 //! ```text
 //! cargo run -p tippen-server                 # http://127.0.0.1:8787, ./tippen.db, demo site
@@ -13,6 +14,7 @@
 //! |---|---|---|---|
 //! | `--listen ADDR` | `TIPPEN_LISTEN` | `127.0.0.1:8787` | address to listen on (`:0` picks a free port) |
 //! | `--db FILE` | `TIPPEN_DB` | `./tippen.db` | SQLite file, created (with its folder) if absent |
+//! | `--redis URL` | `TIPPEN_REDIS_URL` | none | keep sites, visitors, users, sequences and the enrichment cache in Redis instead of the SQLite file (below) |
 //! | `--config FILE` | `TIPPEN_CONFIG` | none | sites, timings, trusted proxies (below) |
 //! | `--no-demo` | `TIPPEN_NO_DEMO` | off | do not register the demo site |
 //! | `--allow-public-demo` | `TIPPEN_ALLOW_PUBLIC_DEMO` | off | serve the demo site on a non-loopback address (refused otherwise) |
@@ -38,6 +40,20 @@
 //! key with `TIPPEN_SUPPORT_<KEY>` (tiers: `all`, `none` or a comma-separated list): the names
 //! and checks every host shares (`tippen_core::settings`). Logs go to stderr, filtered by
 //! `RUST_LOG` (default `info`).
+//!
+//! ## Several replicas on Redis
+//!
+//! With `--redis redis://host:6379` (or `TIPPEN_REDIS_URL`; `redis://user:password@host:port/db`
+//! works too) the live state goes to Redis (`tippen_redis::RedisStore`) instead of the SQLite
+//! file, so replicas started with the same URL and the same configuration share it: a visitor
+//! tracked through one is listed by every other's `GET /api/visitors`, and their messages share
+//! one sequence. Visit history stays in each replica's `--db` file (give each its own). Not
+//! shared yet: dashboards see the changes made through their own replica only (no fan-out
+//! bus), and each replica's timers follow the deadlines it learns (its own writes, the site's
+//! next deadline after each of its sweeps, the stored deadlines at start), so an expired
+//! visitor is never listed but its removal waits until a replica sweeps the site.
+//! At start each replica retires the sites its configuration does not list, so every replica
+//! needs the same sites.
 //!
 //! ## The demo site
 //!
@@ -134,7 +150,8 @@ use tippen_axum::{
 };
 use tippen_core::settings::register_sites;
 use tippen_core::video::CustomerConnect;
-use tippen_core::{Config, ServiceError, Store, StoreError, SystemClock, Tippen};
+use tippen_core::{Config, ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
+use tippen_redis::{RedisError, RedisStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{ConfigError, DEMO_KEY, DEMO_SITE_ID, FileConfig};
@@ -146,9 +163,13 @@ struct Args {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     #[arg(long, env = "TIPPEN_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
-    /// SQLite database file, created if absent.
+    /// SQLite database file, created if absent (with --redis: visit history only).
     #[arg(long, env = "TIPPEN_DB", default_value = "./tippen.db")]
     db: PathBuf,
+    /// Keep the live state (sites, visitors, users, sequences, enrichment cache) in this Redis,
+    /// shared by every replica given the same URL, instead of the SQLite file.
+    #[arg(long, env = "TIPPEN_REDIS_URL")]
+    redis: Option<String>,
     /// Configuration file (TOML): sites, presence timings, trusted proxies.
     #[arg(long, env = "TIPPEN_CONFIG")]
     config: Option<PathBuf>,
@@ -197,6 +218,30 @@ fn rate_limit(per_second: u32) -> Option<RateLimit> {
     (per_second > 0).then(|| RateLimit::new(per_second, per_second.saturating_mul(4)))
 }
 
+/// Where the live state is kept.
+enum LiveStore {
+    /// The SQLite file (the embedded default).
+    Sqlite(Arc<SqliteStore>),
+    /// Redis, shared with other replicas.
+    Redis(Arc<RedisStore>),
+}
+
+impl LiveStore {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            LiveStore::Sqlite(s) => s.clone(),
+            LiveStore::Redis(s) => s.clone(),
+        }
+    }
+
+    async fn remove_site(&self, site: &SiteId) -> Result<bool, StoreError> {
+        match self {
+            LiveStore::Sqlite(s) => s.remove_site(site).await,
+            LiveStore::Redis(s) => s.remove_site(site).await,
+        }
+    }
+}
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, Error)]
 enum ServerError {
@@ -204,6 +249,8 @@ enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Sqlite(#[from] SqliteError),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -274,7 +321,11 @@ async fn run(args: Args) -> Result<(), ServerError> {
             source,
         })?;
     }
-    let store = Arc::new(SqliteStore::open(&args.db)?);
+    let live = match &args.redis {
+        Some(url) => LiveStore::Redis(Arc::new(RedisStore::connect(url).await?)),
+        None => LiveStore::Sqlite(Arc::new(SqliteStore::open(&args.db)?)),
+    };
+    let store = live.store();
 
     let sites = settings.sites;
     if demo {
@@ -290,7 +341,7 @@ async fn run(args: Args) -> Result<(), ServerError> {
     for old in store.sites().await? {
         if !sites.iter().any(|s| s.id == old.id) {
             tracing::warn!(site = %old.id, "site is no longer configured; retiring it and its keys");
-            store.remove_site(&old.id).await?;
+            live.remove_site(&old.id).await?;
         }
     }
     let config = Config {
@@ -367,7 +418,11 @@ async fn run(args: Args) -> Result<(), ServerError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
-    tracing::info!(db = %args.db.display(), "tippen listening on http://{addr}");
+    tracing::info!(
+        db = %args.db.display(),
+        redis = args.redis.is_some(),
+        "tippen listening on http://{addr}"
+    );
     println!("tippen listening on http://{addr}");
     if demo {
         println!("  dashboard: http://{addr}/dashboard?apiKey={DEMO_KEY}");
