@@ -15,6 +15,7 @@
 //! | `--listen ADDR` | `TIPPEN_LISTEN` | `127.0.0.1:8787` | address to listen on (`:0` picks a free port) |
 //! | `--db FILE` | `TIPPEN_DB` | `./tippen.db` | SQLite file, created (with its folder) if absent |
 //! | `--redis URL` | `TIPPEN_REDIS_URL` | none | keep sites, visitors, users, sequences and the enrichment cache in Redis instead of the SQLite file (below) |
+//! | `--redis-deadline-poll-ms MS` | `TIPPEN_REDIS_DEADLINE_POLL_MS` | 5000 | with `--redis`: how often the replica reads every site's next deadline from Redis and arms its timer at it |
 //! | `--config FILE` | `TIPPEN_CONFIG` | none | sites, timings, trusted proxies (below) |
 //! | `--no-demo` | `TIPPEN_NO_DEMO` | off | do not register the demo site |
 //! | `--allow-public-demo` | `TIPPEN_ALLOW_PUBLIC_DEMO` | off | serve the demo site on a non-loopback address (refused otherwise) |
@@ -47,11 +48,14 @@
 //! works too) the live state goes to Redis (`tippen_redis::RedisStore`) instead of the SQLite
 //! file, so replicas started with the same URL and the same configuration share it: a visitor
 //! tracked through one is listed by every other's `GET /api/visitors`, and their messages share
-//! one sequence. Visit history stays in each replica's `--db` file (give each its own). Not
-//! shared yet: dashboards see the changes made through their own replica only (no fan-out
-//! bus), and each replica's timers follow the deadlines it learns (its own writes, the site's
-//! next deadline after each of its sweeps, the stored deadlines at start), so an expired
-//! visitor is never listed but its removal waits until a replica sweeps the site.
+//! one sequence. Visit history stays in each replica's `--db` file (give each its own).
+//!
+//! Timers need no leader: besides the deadlines it learns from its own writes, each replica
+//! reads every site's next deadline from Redis every `--redis-deadline-poll-ms` and arms its
+//! timer at it, so when a replica dies the others remove its visitors (at most one poll
+//! period late). Replicas sweeping one site at once are safe: a removal is a conditional
+//! write, so each visitor is removed exactly once. Not shared yet: dashboards see the
+//! changes made through their own replica only (no fan-out bus).
 //! At start each replica retires the sites its configuration does not list, so every replica
 //! needs the same sites.
 //!
@@ -148,9 +152,10 @@ use tippen_axum::{
     HostConfig, HostError, RateLimit, RateLimits, ServeConfig, SqliteError, SqliteHistory,
     SqliteStore, TippenHost,
 };
+use tippen_core::host::HostIo;
 use tippen_core::settings::register_sites;
 use tippen_core::video::CustomerConnect;
-use tippen_core::{Config, ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
+use tippen_core::{Config, Deadline, ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
 use tippen_redis::{RedisError, RedisStore};
 use tracing_subscriber::EnvFilter;
 
@@ -170,6 +175,10 @@ struct Args {
     /// shared by every replica given the same URL, instead of the SQLite file.
     #[arg(long, env = "TIPPEN_REDIS_URL")]
     redis: Option<String>,
+    /// With --redis: how often (milliseconds) to read every site's next deadline from Redis
+    /// and arm the timer at it, so the visitors of a replica that died are still removed.
+    #[arg(long, env = "TIPPEN_REDIS_DEADLINE_POLL_MS", default_value_t = 5_000)]
+    redis_deadline_poll_ms: u64,
     /// Configuration file (TOML): sites, presence timings, trusted proxies.
     #[arg(long, env = "TIPPEN_CONFIG")]
     config: Option<PathBuf>,
@@ -409,6 +418,12 @@ async fn run(args: Args) -> Result<(), ServerError> {
         },
     );
     host.arm_stored_deadlines().await?;
+    if args.redis.is_some() {
+        follow_shared_deadlines(
+            host.clone(),
+            Duration::from_millis(args.redis_deadline_poll_ms.max(1)),
+        );
+    }
     host.spawn_history_purge(Duration::from_secs(3600));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -445,6 +460,37 @@ async fn run(args: Args) -> Result<(), ServerError> {
     host.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every `every`, arms each site's timer at the site's next deadline as stored: with a store
+/// shared by several replicas, deadlines written through another replica (one that may have
+/// died since) are swept here too. Arming merges with what is armed (the earlier wins), and
+/// a sweep that finds nothing due is a no-op.
+fn follow_shared_deadlines(host: TippenHost, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let tippen = host.tippen().clone();
+            let sites = match tippen.store().sites().await {
+                Ok(sites) => sites,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the sites' deadlines; next try later");
+                    continue;
+                }
+            };
+            for site in sites {
+                match tippen.next_deadline(&site.id).await {
+                    Ok(Some(at)) => HostIo::arm(&host, &site.id, Deadline::AtMost(at)).await,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(site = %site.id, error = %e, "cannot read the next deadline")
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Ctrl-C, or SIGTERM on unix.

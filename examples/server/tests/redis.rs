@@ -1,6 +1,7 @@
 //! Two reference servers on one real `redis-server` (started on a free port, killed by pid):
-//! what is tracked through one replica is listed by the other, and both number messages from
-//! one sequence.
+//! what is tracked through one replica is listed by the other, both number messages from one
+//! sequence, and the visitors of a replica killed with SIGKILL are removed by the survivor's
+//! timers.
 
 mod common;
 // The redis-server guard of tippen-redis's tests (fails, never skips, without redis-server).
@@ -8,6 +9,9 @@ mod common;
 mod redis_server;
 
 use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
 
 use common::Server;
 use redis_server::RedisServer;
@@ -132,5 +136,71 @@ async fn an_unreachable_redis_stops_the_server_with_a_message() {
     assert!(
         stderr.contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
         "says why: {stderr}"
+    );
+}
+
+/// Replica A tracks a visitor and is killed at once; replica B never saw a write for it, yet
+/// its dashboard sees the removal once the grace has passed: B's timers follow the deadlines
+/// stored in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_visitors_are_removed_by_the_survivor() {
+    const GRACE_MS: u64 = 2_000;
+    const POLL_MS: u64 = 200;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = vec![
+        ("TIPPEN_REDIS_URL", redis.url()),
+        ("TIPPEN_REDIS_DEADLINE_POLL_MS", POLL_MS.to_string()),
+        ("TIPPEN_VISIBLE_GRACE_MS", GRACE_MS.to_string()),
+        ("TIPPEN_HIDDEN_GRACE_MS", (2 * GRACE_MS).to_string()),
+    ];
+    let a = Server::start(&dir.path().join("a.db"), &env);
+    let b = Server::start(&dir.path().join("b.db"), &env);
+    let ws_url = format!(
+        "{}/ws/dashboard?apiKey=demo_api_key",
+        b.base_url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("dashboard on B connects");
+    let client = reqwest::Client::new();
+    track(&client, &a.base_url, "visitor_of_a").await;
+    let tracked_at = Instant::now();
+    a.kill();
+    assert_eq!(
+        ids(&visitors(&client, &b.base_url).await),
+        ["visitor_of_a"],
+        "listed by the survivor"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(GRACE_MS + 5_000);
+    let mut removals = 0;
+    let mut removed_at = None;
+    // Watch until a while after the first removal, to see that there is only one.
+    while removed_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_millis(4 * POLL_MS)) {
+        let Ok(next) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            break;
+        };
+        let msg = next.expect("socket open").expect("message");
+        let Ok(text) = msg.to_text() else { continue };
+        let v: Value = serde_json::from_str(text).expect("JSON message");
+        if v["type"] == "VISITOR_REMOVED" {
+            assert_eq!(v["visitorId"], "visitor_of_a");
+            assert_eq!(v["reason"], "inactive");
+            removals += 1;
+            removed_at.get_or_insert_with(Instant::now);
+        }
+    }
+    let removed_at = removed_at.expect("the survivor removed the killed replica's visitor");
+    let after = removed_at.duration_since(tracked_at);
+    assert!(
+        after >= Duration::from_millis(GRACE_MS - 300),
+        "not before the grace: {after:?}"
+    );
+    assert_eq!(removals, 1, "removed exactly once");
+    assert!(ids(&visitors(&client, &b.base_url).await).is_empty());
+    eprintln!(
+        "the killed replica's visitor was removed by the survivor {after:?} after its last \
+         page view (grace {GRACE_MS} ms, poll {POLL_MS} ms)"
     );
 }
