@@ -382,6 +382,51 @@ async fn a_lost_server_is_a_backend_error() {
     );
 }
 
+/// Redis restarts (empty: no persistence in the test, and no scripts loaded): the store
+/// reconnects by itself, loads its scripts again, and works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_store_reconnects_to_a_restarted_server() {
+    let server = RedisServer::start();
+    let port = server.port();
+    let store = RedisStore::connect_with(
+        &server.url(),
+        RedisOptions::default().with_command_timeout(Duration::from_millis(500)),
+    )
+    .await
+    .expect("connect");
+    let site = SiteId::from("restart");
+    store
+        .save_visitor(&site, &sample_record("before", T0, T0 + 1), None)
+        .await
+        .expect("works first");
+    drop(server);
+    let _server = RedisServer::start_on(port);
+    let started = Instant::now();
+    let version = loop {
+        match store
+            .save_visitor(&site, &sample_record("after", T0, T0 + 2), None)
+            .await
+        {
+            Ok(v) => break v,
+            Err(StoreError::Backend(e)) => {
+                assert!(
+                    started.elapsed() < Duration::from_secs(15),
+                    "not reconnected within 15 s: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(e) => panic!("unexpected: {e}"),
+        }
+    };
+    assert_eq!(version, Version(1), "a script run on the new server");
+    assert_eq!(
+        store.next_deadline(&site).await.expect("next"),
+        Some(Timestamp::from_millis(T0 + 2)),
+        "the new server holds only what was written to it"
+    );
+    eprintln!("reconnected {:?} after the restart", started.elapsed());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connecting_fails_with_what_went_wrong() {
     // A port nobody listens on.

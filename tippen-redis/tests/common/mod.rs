@@ -38,12 +38,22 @@ impl RedisServer {
         panic!("redis-server did not start: {last_error}");
     }
 
+    /// Starts a server on `port` (a server that was killed there before, say), failing the
+    /// test when it does not come up.
+    pub fn start_on(port: u16) -> Self {
+        Self::try_start_on(port).unwrap_or_else(|e| panic!("redis-server did not start: {e}"))
+    }
+
     fn try_start() -> Result<Self, String> {
-        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("no free port: {e}"))?
             .port();
+        Self::try_start_on(port)
+    }
+
+    fn try_start_on(port: u16) -> Result<Self, String> {
+        let dir = tempfile::tempdir().map_err(|e| format!("temp dir: {e}"))?;
         let log = std::fs::File::create(dir.path().join("redis.log"))
             .map_err(|e| format!("log file: {e}"))?;
         let log_err = log.try_clone().map_err(|e| format!("log file: {e}"))?;
@@ -95,6 +105,11 @@ impl RedisServer {
     /// `redis://127.0.0.1:<port>`.
     pub fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// The server's port.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The server's pid.
