@@ -120,9 +120,9 @@ impl RedisOptions {
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum RedisError {
-    /// The URL could not be parsed (`redis://[user:password@]host[:port][/db]`,
-    /// `rediss://…` is not supported by this build). The URL itself is not repeated, since
-    /// it may hold a password.
+    /// The URL could not be parsed (`redis://[user:password@]host[:port][/db]`), or asks for
+    /// TLS (`rediss://…`), which this build does not support. The URL itself is not
+    /// repeated, since it may hold a password.
     #[error("invalid Redis URL: {0}")]
     Url(String),
     /// The options are unusable (a namespace with `{` or `}`, or an empty one).
@@ -163,6 +163,14 @@ impl RedisStore {
         if namespace.is_empty() || namespace.contains(['{', '}']) {
             return Err(RedisError::Options(format!(
                 "namespace {namespace:?} must be non-empty and hold no '{{' or '}}'"
+            )));
+        }
+        // Without a TLS feature the client would connect to a `rediss://` URL in plain text
+        // (sending the password in the clear); refuse instead.
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
+            return Err(RedisError::Url(format!(
+                "TLS ({scheme}://) is not supported by this build of tippen-redis"
             )));
         }
         let config = Config::from_url(url).map_err(|e| RedisError::Url(e.details().to_owned()))?;
@@ -427,8 +435,9 @@ fn decode_versioned<T: DeserializeOwned>(raw: &str) -> Result<Versioned<T>, Stor
 /// A sorted-set score (as Redis prints a double) back to whole milliseconds.
 fn parse_score(s: &str) -> Option<Timestamp> {
     let f: f64 = s.parse().ok()?;
-    // Deadlines are whole milliseconds well inside ±2^53, where doubles are exact.
-    if !f.is_finite() || f.fract() != 0.0 || f.abs() > 9_007_199_254_740_992.0 {
+    // Whole milliseconds are exact in a double up to ±2^53 (285,000 years); beyond, a
+    // saturated deadline (`i64::MAX`) comes back as the nearest double, cast back saturating.
+    if !f.is_finite() || f.fract() != 0.0 {
         return None;
     }
     #[allow(clippy::cast_possible_truncation)]
@@ -617,7 +626,8 @@ impl Store for RedisStore {
             .as_millis()
             .saturating_sub(entry.looked_up_at.as_millis())
             .max(0);
-        let px = lifetime.saturating_add(60_000);
+        // At most a year: Redis refuses an expiry that overflows its clock.
+        let px = lifetime.saturating_add(60_000).min(366 * 24 * 3_600_000);
         let _: () = self
             .client
             .set(
@@ -773,6 +783,11 @@ mod tests {
             Some(Timestamp::from_millis(1_729_080_010_000))
         );
         assert_eq!(parse_score("-5"), Some(Timestamp::from_millis(-5)));
+        assert_eq!(
+            parse_score("9.2233720368547758e+18"),
+            Some(Timestamp::from_millis(i64::MAX)),
+            "a saturated deadline"
+        );
         assert_eq!(parse_score("1.5"), None);
         assert_eq!(parse_score("inf"), None);
         assert_eq!(parse_score("nan"), None);

@@ -357,6 +357,70 @@ async fn corrupt_values_are_reported_not_panicked_on() {
     raw.quit().await.expect("quit");
 }
 
+/// Values at the edges of their types are stored or refused with an error, never a panic.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn extreme_values_round_trip() {
+    use tippen_core::enrichment::{CachedLookup, CachedOutcome, FailureKind};
+    let server = RedisServer::start();
+    let store = connect(&server, "tippen").await;
+    let site = SiteId::from("edges");
+    for (id, deadline) in [("max", i64::MAX), ("min", i64::MIN), ("zero", 0)] {
+        store
+            .save_visitor(&site, &sample_record(id, T0, deadline), None)
+            .await
+            .expect("saved");
+    }
+    assert_eq!(
+        store.next_deadline(&site).await.expect("next"),
+        Some(Timestamp::from_millis(i64::MIN))
+    );
+    let due = store
+        .due_visitors(&site, Timestamp::from_millis(i64::MAX), usize::MAX)
+        .await
+        .expect("due");
+    let ids: Vec<&str> = due.iter().map(|v| v.value.visitor_id.as_str()).collect();
+    assert_eq!(
+        ids,
+        ["min", "zero", "max"],
+        "every deadline is due at the end of time"
+    );
+    assert!(
+        store
+            .due_visitors(&site, Timestamp::from_millis(0), 0)
+            .await
+            .expect("due")
+            .is_empty(),
+        "limit 0"
+    );
+    let ip: std::net::IpAddr = "2001:db8::1".parse().expect("ip");
+    let forever = CachedLookup {
+        outcome: CachedOutcome::Failed {
+            kind: FailureKind::NotFound,
+        },
+        looked_up_at: Timestamp::from_millis(i64::MIN),
+        expires_at: Timestamp::from_millis(i64::MAX),
+    };
+    store
+        .put_cached_lookup(ip, &forever)
+        .await
+        .expect("an entry that never expires is kept (for at most a year)");
+    assert_eq!(store.cached_lookup(ip).await.expect("read"), Some(forever));
+    assert_eq!(
+        store
+            .advance_sequence(&site, i64::MAX as u64)
+            .await
+            .expect("advance"),
+        i64::MAX as u64
+    );
+    assert!(
+        matches!(
+            store.advance_sequence(&site, 1).await,
+            Err(StoreError::Backend(_))
+        ),
+        "an overflowing sequence is Redis's error"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_server_is_a_backend_error() {
     let server = RedisServer::start();
@@ -440,6 +504,10 @@ async fn connecting_fails_with_what_went_wrong() {
     assert!(matches!(err, RedisError::Connect { .. }), "{err}");
     assert!(err.to_string().contains(&port.to_string()), "{err}");
     let err = RedisStore::connect("not a url").await.expect_err("bad url");
+    assert!(matches!(err, RedisError::Url(_)), "{err}");
+    let err = RedisStore::connect("rediss://127.0.0.1:1")
+        .await
+        .expect_err("TLS is refused, never downgraded to plain text");
     assert!(matches!(err, RedisError::Url(_)), "{err}");
     let err = RedisStore::connect_with(
         "redis://127.0.0.1:1",
