@@ -3,12 +3,13 @@
 # before every run). scripts/test.sh and the host scripts call it; run it on its own to
 # prepare a machine:
 #
-#   scripts/install.sh [rust|browser|worker|lambda|all]...   (default: all)
+#   scripts/install.sh [rust|browser|redis|worker|lambda|all]...   (default: all)
 #
 #   rust     the wasm32-unknown-unknown target, rustfmt, clippy; the toolchain of the minimum
 #            Rust version (rust-version in Cargo.toml; profile minimal, with the wasm32 target:
 #            ~650 MB, ~15 s to download) unless TIPPEN_MSRV_CHECK=0
 #   browser  Debian's chromium + chromium-driver, curl (apt), tests/browser's npm packages
+#   redis    Debian's redis-server (apt), which tippen-redis's tests start on a free port
 #   worker   wasm-bindgen-cli 0.2.130 and worker-build 0.8.7 (cargo install into
 #            ~/.cache/tippen/tools; a first install takes ~20 min on 2 cores), the pinned npm
 #            packages of examples/worker (wrangler, wasm-opt, esbuild)
@@ -53,6 +54,13 @@ install_browser() {
   npm_ci tests/browser
 }
 
+install_redis() {
+  if ! command -v redis-server >/dev/null; then
+    as_root apt-get update -q
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server
+  fi
+}
+
 install_worker() {
   rustup target list --installed | grep -qx wasm32-unknown-unknown || rustup target add wasm32-unknown-unknown
   if ! "$tools/bin/wasm-bindgen" --version 2>/dev/null | grep -q ' 0.2.130'; then
@@ -84,9 +92,10 @@ for part in "${parts[@]}"; do
   case "$part" in
     rust) install_rust ;;
     browser) install_browser ;;
+    redis) install_redis ;;
     worker) install_worker ;;
     lambda) install_lambda ;;
-    all) install_rust; install_browser; install_worker; install_lambda ;;
-    *) echo "usage: scripts/install.sh [rust|browser|worker|lambda|all]..." >&2; exit 2 ;;
+    all) install_rust; install_browser; install_redis; install_worker; install_lambda ;;
+    *) echo "usage: scripts/install.sh [rust|browser|redis|worker|lambda|all]..." >&2; exit 2 ;;
   esac
 done

@@ -10,7 +10,9 @@
 #            tippen-http, tippen-conformance, benches);
 #   axum     tippen-axum and the reference server's tests (the black-box HTTP + WebSocket
 #            conformance suite on a real socket with every case — its stand-ins as the video
-#            provider, Slack and IPinfo —, SQLite store conformance, the restart test), the
+#            provider, Slack and IPinfo —, SQLite store conformance, the restart test),
+#            tippen-redis's (store conformance and two connections racing on one visitor, on
+#            a real redis-server each test starts on a free port), the
 #            embedding example's (examples/embed-axum: tippen under /tippen in an axum app with
 #            its own routes and state, the conformance suite against that prefix), the
 #            browser end-to-end test, the support triggers' end-to-end test
@@ -23,12 +25,13 @@
 # Options:
 #   --host axum|worker|lambda   the common part, then only that host's part (repeatable)
 #   --fast                      the inner loop: rustfmt, clippy, the common crates' tests and
-#                               tippen-axum's (no wasm32 build, no browser, no other host)
+#                               the axum host's crates' (tippen-axum, tippen-redis, the
+#                               reference server; no wasm32 build, no browser, no other host)
 #
 # Installing is apart from testing: scripts/install.sh installs what the chosen parts need
-# when it is missing (the Rust components; chromium and the browser tests' npm packages for
-# axum; wasm-bindgen-cli, worker-build and wrangler for worker; cargo-lambda, moto and
-# cfn-lint for lambda), and does nothing when all is there. Reuses a target dir outside the
+# when it is missing (the Rust components; chromium, the browser tests' npm packages and
+# redis-server for axum; wasm-bindgen-cli, worker-build and wrangler for worker; cargo-lambda,
+# moto and cfn-lint for lambda), and does nothing when all is there. Reuses a target dir outside the
 # clone (CARGO_TARGET_DIR, default ~/.cache/tippen/target) so repeated runs build
 # incrementally.
 set -euo pipefail
@@ -68,9 +71,10 @@ runs() { local h; for h in "${hosts[@]}"; do [ "$h" = "$1" ] && return 0; done; 
 
 # The crates no host owns, and each host's.
 common_crates=(-p tippen-core -p tippen-http -p tippen-conformance -p tippen-benches)
-axum_crates=(-p tippen-axum -p tippen-server -p tippen-embed-axum)
+# tippen-redis is the axum host's store for several replicas; its tests need redis-server.
+axum_crates=(-p tippen-axum -p tippen-redis -p tippen-server -p tippen-embed-axum)
 # The crates published to crates.io.
-published_crates=(-p tippen-core -p tippen-http -p tippen-axum -p tippen-lambda -p tippen-worker)
+published_crates=(-p tippen-core -p tippen-http -p tippen-axum -p tippen-redis -p tippen-lambda -p tippen-worker)
 msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
 
 # The target dir outlives clones and grows with every toolchain, feature set and change; a full
@@ -93,6 +97,7 @@ echo "$(free_gb) GB free beside $CARGO_TARGET_DIR ($(du -sh "$CARGO_TARGET_DIR" 
 step "install what is missing"
 $fast && export TIPPEN_MSRV_CHECK=0 # the fast mode checks no other toolchain
 parts=(rust)
+{ runs axum || $fast; } && parts+=(redis)
 runs axum && parts+=(browser)
 runs worker && parts+=(worker)
 runs lambda && parts+=(lambda)
@@ -105,7 +110,7 @@ step "clippy"
 cargo clippy --workspace --all-targets -- -D warnings
 
 if $fast; then
-  step "tests of the common crates and tippen-axum (fast mode)"
+  step "tests of the common crates and the axum host's (fast mode)"
   cargo test "${common_crates[@]}" "${axum_crates[@]}"
   step "fast checks passed"
   exit 0
@@ -153,7 +158,7 @@ step "tests of the common crates"
 cargo test "${common_crates[@]}"
 
 if runs axum; then
-  step "axum: tippen-axum and the reference server (conformance suite, every case)"
+  step "axum: tippen-axum, tippen-redis (on redis-server) and the reference server (conformance suite, every case)"
   cargo test "${axum_crates[@]}"
 
   step "axum: browser end-to-end (headless Chromium)"

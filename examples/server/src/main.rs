@@ -1,6 +1,7 @@
 //! # tippen-server
 //!
-//! The tippen reference server: the whole contract on axum, visitors kept in a SQLite file.
+//! The tippen reference server: the whole contract on axum, visitors kept in a SQLite file, or
+//! in Redis (`--redis URL`) so that several replicas share them.
 //!
 //! ```text
 //! cargo run -p tippen-server                 # http://127.0.0.1:8787, ./tippen.db, demo site
@@ -13,6 +14,8 @@
 //! |---|---|---|---|
 //! | `--listen ADDR` | `TIPPEN_LISTEN` | `127.0.0.1:8787` | address to listen on (`:0` picks a free port) |
 //! | `--db FILE` | `TIPPEN_DB` | `./tippen.db` | SQLite file, created (with its folder) if absent |
+//! | `--redis URL` | `TIPPEN_REDIS_URL` | none | keep sites, visitors, users, sequences and the enrichment cache in Redis instead of the SQLite file (below) |
+//! | `--redis-deadline-poll-ms MS` | `TIPPEN_REDIS_DEADLINE_POLL_MS` | 5000 | with `--redis`: how often the replica reads every site's next deadline from Redis and arms its timer at it |
 //! | `--config FILE` | `TIPPEN_CONFIG` | none | sites, timings, trusted proxies (below) |
 //! | `--no-demo` | `TIPPEN_NO_DEMO` | off | do not register the demo site |
 //! | `--allow-public-demo` | `TIPPEN_ALLOW_PUBLIC_DEMO` | off | serve the demo site on a non-loopback address (refused otherwise) |
@@ -38,6 +41,23 @@
 //! key with `TIPPEN_SUPPORT_<KEY>` (tiers: `all`, `none` or a comma-separated list): the names
 //! and checks every host shares (`tippen_core::settings`). Logs go to stderr, filtered by
 //! `RUST_LOG` (default `info`).
+//!
+//! ## Several replicas on Redis
+//!
+//! With `--redis redis://host:6379` (or `TIPPEN_REDIS_URL`; `redis://user:password@host:port/db`
+//! works too) the live state goes to Redis (`tippen_redis::RedisStore`) instead of the SQLite
+//! file, so replicas started with the same URL and the same configuration share it: a visitor
+//! tracked through one is listed by every other's `GET /api/visitors`, and their messages share
+//! one sequence. Visit history stays in each replica's `--db` file (give each its own).
+//!
+//! Timers need no leader: besides the deadlines it learns from its own writes, each replica
+//! reads every site's next deadline from Redis every `--redis-deadline-poll-ms` and arms its
+//! timer at it, so when a replica dies the others remove its visitors (at most one poll
+//! period late). Replicas sweeping one site at once are safe: a removal is a conditional
+//! write, so each visitor is removed exactly once. Not shared yet: dashboards see the
+//! changes made through their own replica only (no fan-out bus).
+//! At start each replica retires the sites its configuration does not list, so every replica
+//! needs the same sites.
 //!
 //! ## The demo site
 //!
@@ -132,9 +152,11 @@ use tippen_axum::{
     HostConfig, HostError, RateLimit, RateLimits, ServeConfig, SqliteError, SqliteHistory,
     SqliteStore, TippenHost,
 };
+use tippen_core::host::HostIo;
 use tippen_core::settings::register_sites;
 use tippen_core::video::CustomerConnect;
-use tippen_core::{Config, ServiceError, Store, StoreError, SystemClock, Tippen};
+use tippen_core::{Config, Deadline, ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
+use tippen_redis::{RedisError, RedisStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{ConfigError, DEMO_KEY, DEMO_SITE_ID, FileConfig};
@@ -146,9 +168,17 @@ struct Args {
     /// Address to listen on (`127.0.0.1:0` picks a free port).
     #[arg(long, env = "TIPPEN_LISTEN", default_value = "127.0.0.1:8787")]
     listen: SocketAddr,
-    /// SQLite database file, created if absent.
+    /// SQLite database file, created if absent (with --redis: visit history only).
     #[arg(long, env = "TIPPEN_DB", default_value = "./tippen.db")]
     db: PathBuf,
+    /// Keep the live state (sites, visitors, users, sequences, enrichment cache) in this Redis,
+    /// shared by every replica given the same URL, instead of the SQLite file.
+    #[arg(long, env = "TIPPEN_REDIS_URL")]
+    redis: Option<String>,
+    /// With --redis: how often (milliseconds) to read every site's next deadline from Redis
+    /// and arm the timer at it, so the visitors of a replica that died are still removed.
+    #[arg(long, env = "TIPPEN_REDIS_DEADLINE_POLL_MS", default_value_t = 5_000)]
+    redis_deadline_poll_ms: u64,
     /// Configuration file (TOML): sites, presence timings, trusted proxies.
     #[arg(long, env = "TIPPEN_CONFIG")]
     config: Option<PathBuf>,
@@ -197,6 +227,30 @@ fn rate_limit(per_second: u32) -> Option<RateLimit> {
     (per_second > 0).then(|| RateLimit::new(per_second, per_second.saturating_mul(4)))
 }
 
+/// Where the live state is kept.
+enum LiveStore {
+    /// The SQLite file (the embedded default).
+    Sqlite(Arc<SqliteStore>),
+    /// Redis, shared with other replicas.
+    Redis(Arc<RedisStore>),
+}
+
+impl LiveStore {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            LiveStore::Sqlite(s) => s.clone(),
+            LiveStore::Redis(s) => s.clone(),
+        }
+    }
+
+    async fn remove_site(&self, site: &SiteId) -> Result<bool, StoreError> {
+        match self {
+            LiveStore::Sqlite(s) => s.remove_site(site).await,
+            LiveStore::Redis(s) => s.remove_site(site).await,
+        }
+    }
+}
+
 /// Why the server could not start or stopped with an error.
 #[derive(Debug, Error)]
 enum ServerError {
@@ -204,6 +258,8 @@ enum ServerError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Sqlite(#[from] SqliteError),
+    #[error(transparent)]
+    Redis(#[from] RedisError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -274,7 +330,11 @@ async fn run(args: Args) -> Result<(), ServerError> {
             source,
         })?;
     }
-    let store = Arc::new(SqliteStore::open(&args.db)?);
+    let live = match &args.redis {
+        Some(url) => LiveStore::Redis(Arc::new(RedisStore::connect(url).await?)),
+        None => LiveStore::Sqlite(Arc::new(SqliteStore::open(&args.db)?)),
+    };
+    let store = live.store();
 
     let sites = settings.sites;
     if demo {
@@ -290,7 +350,7 @@ async fn run(args: Args) -> Result<(), ServerError> {
     for old in store.sites().await? {
         if !sites.iter().any(|s| s.id == old.id) {
             tracing::warn!(site = %old.id, "site is no longer configured; retiring it and its keys");
-            store.remove_site(&old.id).await?;
+            live.remove_site(&old.id).await?;
         }
     }
     let config = Config {
@@ -358,6 +418,12 @@ async fn run(args: Args) -> Result<(), ServerError> {
         },
     );
     host.arm_stored_deadlines().await?;
+    if args.redis.is_some() {
+        follow_shared_deadlines(
+            host.clone(),
+            Duration::from_millis(args.redis_deadline_poll_ms.max(1)),
+        );
+    }
     host.spawn_history_purge(Duration::from_secs(3600));
 
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -367,7 +433,11 @@ async fn run(args: Args) -> Result<(), ServerError> {
             source,
         })?;
     let addr = listener.local_addr().map_err(ServerError::Serve)?;
-    tracing::info!(db = %args.db.display(), "tippen listening on http://{addr}");
+    tracing::info!(
+        db = %args.db.display(),
+        redis = args.redis.is_some(),
+        "tippen listening on http://{addr}"
+    );
     println!("tippen listening on http://{addr}");
     if demo {
         println!("  dashboard: http://{addr}/dashboard?apiKey={DEMO_KEY}");
@@ -390,6 +460,37 @@ async fn run(args: Args) -> Result<(), ServerError> {
     host.shutdown().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Every `every`, arms each site's timer at the site's next deadline as stored: with a store
+/// shared by several replicas, deadlines written through another replica (one that may have
+/// died since) are swept here too. Arming merges with what is armed (the earlier wins), and
+/// a sweep that finds nothing due is a no-op.
+fn follow_shared_deadlines(host: TippenHost, every: Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+            let tippen = host.tippen().clone();
+            let sites = match tippen.store().sites().await {
+                Ok(sites) => sites,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the sites' deadlines; next try later");
+                    continue;
+                }
+            };
+            for site in sites {
+                match tippen.next_deadline(&site.id).await {
+                    Ok(Some(at)) => HostIo::arm(&host, &site.id, Deadline::AtMost(at)).await,
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::warn!(site = %site.id, error = %e, "cannot read the next deadline")
+                    }
+                }
+            }
+        }
+    });
 }
 
 /// Ctrl-C, or SIGTERM on unix.

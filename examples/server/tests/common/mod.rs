@@ -28,6 +28,7 @@ impl Server {
             .env_remove("TIPPEN_CONFIG")
             .env_remove("TIPPEN_NO_DEMO")
             .env_remove("TIPPEN_LISTEN")
+            .env_remove("TIPPEN_REDIS_URL")
             .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())

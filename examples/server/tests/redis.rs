@@ -1,0 +1,206 @@
+//! Two reference servers on one real `redis-server` (started on a free port, killed by pid):
+//! what is tracked through one replica is listed by the other, both number messages from one
+//! sequence, and the visitors of a replica killed with SIGKILL are removed by the survivor's
+//! timers.
+
+mod common;
+// The redis-server guard of tippen-redis's tests (fails, never skips, without redis-server).
+#[path = "../../../tippen-redis/tests/common/mod.rs"]
+mod redis_server;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+
+use common::Server;
+use redis_server::RedisServer;
+use serde_json::{Value, json};
+
+async fn visitors(client: &reqwest::Client, base: &str) -> Value {
+    client
+        .get(format!("{base}/api/visitors?apiKey=demo_api_key"))
+        .send()
+        .await
+        .expect("GET /api/visitors")
+        .json()
+        .await
+        .expect("JSON")
+}
+
+fn ids(answer: &Value) -> Vec<String> {
+    let mut ids: Vec<String> = answer["visitors"]
+        .as_array()
+        .expect("visitors array")
+        .iter()
+        .filter_map(|v| v["visitorId"].as_str().map(str::to_owned))
+        .collect();
+    ids.sort();
+    ids
+}
+
+async fn track(client: &reqwest::Client, base: &str, visitor: &str) {
+    let answer = client
+        .post(format!("{base}/track/visitor"))
+        .header("X-Tippen-API-Key", "demo_api_key")
+        .json(&json!({
+            "event": "pageview",
+            "visitor": {"visitorId": visitor, "url": "https://test.com/", "timestamp": "2025-10-16T12:00:00Z"},
+            "website": "test.com",
+        }))
+        .send()
+        .await
+        .expect("track");
+    assert_eq!(answer.status(), 200, "track {visitor} through {base}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_on_one_redis_share_visitors_and_sequence() {
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = redis.url();
+    // Each replica keeps its visit history in its own file; the live state is in Redis.
+    let a = Server::start_with(&dir.path().join("a.db"), &[], &["--redis", &url]);
+    let b = Server::start(
+        &dir.path().join("b.db"),
+        &[("TIPPEN_REDIS_URL", url.clone())],
+    );
+    let client = reqwest::Client::new();
+
+    track(&client, &a.base_url, "visitor_via_a").await;
+    let on_b = visitors(&client, &b.base_url).await;
+    assert_eq!(
+        ids(&on_b),
+        ["visitor_via_a"],
+        "a visitor tracked through A is listed by B"
+    );
+
+    track(&client, &b.base_url, "visitor_via_b").await;
+    // A page view of A's visitor through B updates the one shared record.
+    track(&client, &b.base_url, "visitor_via_a").await;
+    let on_a = visitors(&client, &a.base_url).await;
+    assert_eq!(ids(&on_a), ["visitor_via_a", "visitor_via_b"]);
+    let on_b = visitors(&client, &b.base_url).await;
+    assert_eq!(
+        ids(&on_b),
+        ids(&on_a),
+        "both replicas list the same visitors"
+    );
+    let pages = |answer: &Value| {
+        answer["visitors"]
+            .as_array()
+            .expect("visitors")
+            .iter()
+            .find(|v| v["visitorId"] == "visitor_via_a")
+            .map(|v| v["pageViews"].clone())
+    };
+    assert_eq!(
+        pages(&on_a),
+        Some(json!(2)),
+        "both page views counted: {on_a}"
+    );
+    assert_eq!(pages(&on_b), pages(&on_a));
+    let seq = on_a["seq"].as_u64().expect("seq");
+    assert!(seq >= 3, "three changes were numbered: {on_a}");
+    assert_eq!(on_b["seq"], on_a["seq"], "one sequence for both replicas");
+
+    // Replica A dies: its writes are in Redis, not in its process.
+    a.kill();
+    let on_b = visitors(&client, &b.base_url).await;
+    assert_eq!(
+        ids(&on_b),
+        ["visitor_via_a", "visitor_via_b"],
+        "nothing lost with A"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_redis_stops_the_server_with_a_message() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let out = Command::new(env!("CARGO_BIN_EXE_tippen-server"))
+        .args(["--listen", "127.0.0.1:0", "--db"])
+        .arg(dir.path().join("t.db"))
+        .args(["--redis", &format!("redis://127.0.0.1:{port}")])
+        .env("RUST_LOG", "error")
+        .env_remove("TIPPEN_CONFIG")
+        .env_remove("TIPPEN_REDIS_URL")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run tippen-server");
+    assert!(!out.status.success(), "the server refused to start");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to Redis at 127.0.0.1:{port}")),
+        "says why: {stderr}"
+    );
+}
+
+/// Replica A tracks a visitor and is killed at once; replica B never saw a write for it, yet
+/// its dashboard sees the removal once the grace has passed: B's timers follow the deadlines
+/// stored in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_replicas_visitors_are_removed_by_the_survivor() {
+    const GRACE_MS: u64 = 2_000;
+    const POLL_MS: u64 = 200;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = vec![
+        ("TIPPEN_REDIS_URL", redis.url()),
+        ("TIPPEN_REDIS_DEADLINE_POLL_MS", POLL_MS.to_string()),
+        ("TIPPEN_VISIBLE_GRACE_MS", GRACE_MS.to_string()),
+        ("TIPPEN_HIDDEN_GRACE_MS", (2 * GRACE_MS).to_string()),
+    ];
+    let a = Server::start(&dir.path().join("a.db"), &env);
+    let b = Server::start(&dir.path().join("b.db"), &env);
+    let ws_url = format!(
+        "{}/ws/dashboard?apiKey=demo_api_key",
+        b.base_url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("dashboard on B connects");
+    let client = reqwest::Client::new();
+    track(&client, &a.base_url, "visitor_of_a").await;
+    let tracked_at = Instant::now();
+    a.kill();
+    assert_eq!(
+        ids(&visitors(&client, &b.base_url).await),
+        ["visitor_of_a"],
+        "listed by the survivor"
+    );
+
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(GRACE_MS + 5_000);
+    let mut removals = 0;
+    let mut removed_at = None;
+    // Watch until a while after the first removal, to see that there is only one.
+    while removed_at.is_none_or(|t: Instant| t.elapsed() < Duration::from_millis(4 * POLL_MS)) {
+        let Ok(next) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            break;
+        };
+        let msg = next.expect("socket open").expect("message");
+        let Ok(text) = msg.to_text() else { continue };
+        let v: Value = serde_json::from_str(text).expect("JSON message");
+        if v["type"] == "VISITOR_REMOVED" {
+            assert_eq!(v["visitorId"], "visitor_of_a");
+            assert_eq!(v["reason"], "inactive");
+            removals += 1;
+            removed_at.get_or_insert_with(Instant::now);
+        }
+    }
+    let removed_at = removed_at.expect("the survivor removed the killed replica's visitor");
+    let after = removed_at.duration_since(tracked_at);
+    assert!(
+        after >= Duration::from_millis(GRACE_MS - 300),
+        "not before the grace: {after:?}"
+    );
+    assert_eq!(removals, 1, "removed exactly once");
+    assert!(ids(&visitors(&client, &b.base_url).await).is_empty());
+    eprintln!(
+        "the killed replica's visitor was removed by the survivor {after:?} after its last \
+         page view (grace {GRACE_MS} ms, poll {POLL_MS} ms)"
+    );
+}

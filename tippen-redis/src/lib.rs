@@ -1,0 +1,838 @@
+#![doc = include_str!("../README.md")]
+//!
+//! ## Design
+//!
+//! [`RedisStore`] implements the core's [`Store`] contract on one Redis (or a Redis Cluster):
+//!
+//! - **One script per conditional write.** [`Store::save_visitor`] and [`Store::save_user`]
+//!   are one Lua script each: check the stored version, write the record with its new
+//!   version, move its entry in the site's deadline sorted set. [`Store::remove_visitor`] and
+//!   [`Store::remove_user`] check the version, delete the record and its index entry. Redis runs
+//!   a script alone, so two replicas writing one visitor at once see exactly one win and one
+//!   [`StoreError::Conflict`]; the core re-reads and retries, and no update is lost.
+//! - **Deadlines in a sorted set** per site (score: the deadline in milliseconds), so
+//!   [`Store::due_visitors`] is one `ZRANGEBYSCORE … LIMIT` (O(log n + k)), read together with
+//!   the records in one script, and [`Store::next_deadline`] is the set's first score.
+//! - **Sequence numbers** per site by `HINCRBY` on the site's meta hash: atomic, never
+//!   overlapping, shared by every replica.
+//! - **Keys hash-tagged by site**: every key of a site starts with `{<namespace>:<site id>}`, so
+//!   it lives in one Redis Cluster slot and every script touches one slot. Sites and their key
+//!   index share the tag `{<namespace>}`; each enrichment cache entry is a key of its own.
+//! - **No silent replays.** The client is built to send a command at most once: a write whose
+//!   connection drops before the answer fails with [`StoreError::Backend`] rather than being
+//!   sent again (a replayed conditional write could count a page view twice after its caller
+//!   retried). Lost connections are re-established in the background with exponential backoff;
+//!   every command has a timeout ([`RedisOptions::command_timeout`]).
+//!
+//! ## Keys
+//!
+//! With the default namespace `tippen`:
+//!
+//! | key | type | holds |
+//! |---|---|---|
+//! | `{tippen}:sites` | hash | site id → the site as JSON (key hashes only) |
+//! | `{tippen}:site_keys` | hash | hex SHA-256 of a key → site id |
+//! | `{tippen}:site_key_list` | hash | site id → its key hashes, comma-separated |
+//! | `{tippen:<site>}:visitors` | hash | visitor id → `<version>:<record as JSON>` |
+//! | `{tippen:<site>}:visitor_deadlines` | sorted set | visitor id, scored by deadline (ms) |
+//! | `{tippen:<site>}:users` | hash | user id → `<version>:<record as JSON>` |
+//! | `{tippen:<site>}:user_deadlines` | sorted set | user id, scored by deadline (ms) |
+//! | `{tippen:<site>}:meta` | hash | `sequence` → the site's message counter |
+//! | `{tippen:<site>}:enrichment` | hash | counter name → count (`failures.<kind>` for maps) |
+//! | `tippen:lookup:<ip>` | string | the cached lookup as JSON, expiring after its lifetime |
+//!
+//! A site id may hold any character: the key of a site ends with a fixed suffix without `}`,
+//! so two sites never share a key, and all keys of one site share one hash tag.
+//!
+//! ## What the store does not do (yet)
+//!
+//! The store is the shared state of several replicas; it is not yet a fan-out bus (dashboards
+//! connected to another replica), nor a leaderless timer: those are the other parts of
+//! tippen's multi-replica plan. Redis's durability is the server's (RDB/AOF as configured),
+//! so [`Store::sync`] has nothing to wait for.
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod scripts;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use fred::prelude::{
+    Builder, ClientLike, Config, Expiration, HashesInterface, KeysInterface, ReconnectPolicy,
+};
+use fred::types::MultipleKeys;
+use serde::{Serialize, de::DeserializeOwned};
+use thiserror::Error;
+use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
+use tippen_core::presence::VisitorRecord;
+use tippen_core::support::UserRecord;
+use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
+
+use scripts::Scripts;
+
+/// The default key namespace.
+pub const DEFAULT_NAMESPACE: &str = "tippen";
+
+/// How a [`RedisStore`] connects and names its keys. `Default`: namespace `tippen`, 5 s
+/// command timeout, 5 s connect timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RedisOptions {
+    /// The first part of every key (`{<namespace>:<site>}:…`), so several deployments or test
+    /// runs can share one Redis. Must not contain `{` or `}`.
+    pub namespace: String,
+    /// How long a command may wait for its answer before it fails with
+    /// [`StoreError::Backend`].
+    pub command_timeout: Duration,
+    /// How long connecting (TCP, TLS, `AUTH`, `SELECT`) may take.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        RedisOptions {
+            namespace: DEFAULT_NAMESPACE.to_owned(),
+            command_timeout: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl RedisOptions {
+    /// The default options with another key namespace.
+    pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = namespace.into();
+        self
+    }
+
+    /// The options with another command timeout.
+    pub fn with_command_timeout(mut self, timeout: Duration) -> Self {
+        self.command_timeout = timeout;
+        self
+    }
+}
+
+/// Connecting to Redis failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum RedisError {
+    /// The URL could not be parsed (`redis://[user:password@]host[:port][/db]`), or asks for
+    /// TLS (`rediss://…`), which this build does not support. The URL itself is not
+    /// repeated, since it may hold a password.
+    #[error("invalid Redis URL: {0}")]
+    Url(String),
+    /// The options are unusable (a namespace with `{` or `}`, or an empty one).
+    #[error("invalid Redis store options: {0}")]
+    Options(String),
+    /// The server could not be reached or refused the connection (`AUTH`, `SELECT`).
+    #[error("cannot connect to Redis at {server}: {source}")]
+    Connect {
+        /// The server's host and port (no credentials).
+        server: String,
+        /// The client's error.
+        source: fred::error::Error,
+    },
+}
+
+/// A [`Store`] on Redis, shared by every replica connected to the same server. See the
+/// [crate docs](crate) for the design and the keys.
+///
+/// One store is one multiplexed connection (commands are pipelined); clone the store to share
+/// it, connect another one for a second connection.
+#[derive(Clone, Debug)]
+pub struct RedisStore {
+    client: fred::clients::Client,
+    scripts: Scripts,
+    namespace: String,
+}
+
+impl RedisStore {
+    /// Connects to the Redis at `url` (`redis://[user:password@]host[:port][/db]`) with the
+    /// default options.
+    pub async fn connect(url: &str) -> Result<Self, RedisError> {
+        Self::connect_with(url, RedisOptions::default()).await
+    }
+
+    /// Connects to the Redis at `url` with `options`.
+    pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self, RedisError> {
+        let namespace = options.namespace;
+        if namespace.is_empty() || namespace.contains(['{', '}']) {
+            return Err(RedisError::Options(format!(
+                "namespace {namespace:?} must be non-empty and hold no '{{' or '}}'"
+            )));
+        }
+        // Without a TLS feature the client would connect to a `rediss://` URL in plain text
+        // (sending the password in the clear); refuse instead.
+        let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+        if scheme.starts_with("rediss") || scheme.starts_with("valkeys") {
+            return Err(RedisError::Url(format!(
+                "TLS ({scheme}://) is not supported by this build of tippen-redis"
+            )));
+        }
+        let config = Config::from_url(url).map_err(|e| RedisError::Url(e.details().to_owned()))?;
+        let server = describe_server(&config);
+        let (command_timeout, connect_timeout) = (options.command_timeout, options.connect_timeout);
+        let client = Builder::from_config(config)
+            .with_connection_config(|c| {
+                c.connection_timeout = connect_timeout;
+                c.internal_command_timeout = connect_timeout;
+                // At most once: never replay a write whose answer was lost (see the crate docs).
+                c.max_command_attempts = 1;
+            })
+            .with_performance_config(|p| p.default_command_timeout = command_timeout)
+            // Unlimited attempts, 100 ms doubling up to 5 s.
+            .set_policy(ReconnectPolicy::new_exponential(0, 100, 5_000, 2))
+            .build()
+            .map_err(|e| RedisError::Url(e.details().to_owned()))?;
+        client.init().await.map_err(|source| RedisError::Connect {
+            server: server.clone(),
+            source,
+        })?;
+        tracing::info!(%server, %namespace, "connected to Redis");
+        Ok(RedisStore {
+            client,
+            scripts: Scripts::new(),
+            namespace,
+        })
+    }
+
+    /// The key namespace.
+    pub fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    /// Closes the connection (pending commands finish first). Clones of the store close too.
+    pub async fn quit(&self) -> Result<(), StoreError> {
+        self.client.quit().await.map_err(backend)
+    }
+
+    /// Retires a site: its keys stop finding it at once, then its visitors, support users,
+    /// sequence and counters are deleted. Returns whether the site existed. Not part of the
+    /// [`Store`] contract (a host retires sites its configuration no longer lists); the
+    /// shared enrichment cache is kept.
+    pub async fn remove_site(&self, site: &SiteId) -> Result<bool, StoreError> {
+        // Two steps, since the site index and the site's own keys are in different slots:
+        // first no key finds the site (no new writes), then its data goes.
+        let removed: i64 = self
+            .eval(
+                &self.scripts.remove_site,
+                self.site_index_keys(),
+                vec![site.as_str().to_owned()],
+            )
+            .await?;
+        let keys: Vec<String> = SITE_KINDS.iter().map(|k| self.site_key(site, k)).collect();
+        let _: i64 = self.client.del(keys).await.map_err(backend)?;
+        tracing::info!(%site, existed = removed == 1, "site retired");
+        Ok(removed == 1)
+    }
+
+    fn global_key(&self, kind: &str) -> String {
+        format!("{{{}}}:{kind}", self.namespace)
+    }
+
+    fn site_key(&self, site: &SiteId, kind: &str) -> String {
+        format!("{{{}:{}}}:{kind}", self.namespace, site.as_str())
+    }
+
+    fn lookup_key(&self, ip: IpAddr) -> String {
+        format!("{}:lookup:{ip}", self.namespace)
+    }
+
+    fn site_index_keys(&self) -> Vec<String> {
+        vec![
+            self.global_key("sites"),
+            self.global_key("site_keys"),
+            self.global_key("site_key_list"),
+        ]
+    }
+
+    async fn eval<R: fred::prelude::FromValue>(
+        &self,
+        script: &fred::types::scripts::Script,
+        keys: Vec<String>,
+        args: Vec<String>,
+    ) -> Result<R, StoreError> {
+        let keys: MultipleKeys = keys.into();
+        script
+            .evalsha_with_reload(&self.client, keys, args)
+            .await
+            .map_err(backend)
+    }
+
+    async fn get_versioned<T: DeserializeOwned>(
+        &self,
+        hash: String,
+        id: &str,
+    ) -> Result<Option<Versioned<T>>, StoreError> {
+        let raw: Option<String> = self.client.hget(hash, id).await.map_err(backend)?;
+        raw.map(|raw| decode_versioned(&raw)).transpose()
+    }
+
+    async fn all_records<T: DeserializeOwned>(&self, hash: String) -> Result<Vec<T>, StoreError> {
+        let raws: Vec<String> = self.client.hvals(hash).await.map_err(backend)?;
+        raws.iter()
+            .map(|raw| decode_versioned(raw).map(|v| v.value))
+            .collect()
+    }
+
+    async fn count(&self, hash: String) -> Result<usize, StoreError> {
+        let n: u64 = self.client.hlen(hash).await.map_err(backend)?;
+        usize::try_from(n).map_err(|_| StoreError::Backend(format!("HLEN answered {n}")))
+    }
+
+    async fn save_versioned<T: Serialize>(
+        &self,
+        (hash, index): (String, String),
+        id: &str,
+        record: &T,
+        deadline: Timestamp,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        let json = serde_json::to_string(record).map_err(corrupt)?;
+        let expected = expected.map_or_else(String::new, |v| v.0.to_string());
+        let answer: i64 = self
+            .eval(
+                &self.scripts.save,
+                vec![hash.clone(), index],
+                vec![
+                    id.to_owned(),
+                    expected,
+                    json,
+                    deadline.as_millis().to_string(),
+                ],
+            )
+            .await?;
+        match answer {
+            0 => {
+                tracing::trace!(%hash, id, "conditional write conflicted");
+                Err(StoreError::Conflict)
+            }
+            n if n > 0 => Ok(Version(n.unsigned_abs())),
+            _ => Err(StoreError::Corrupt(format!(
+                "{hash} field {id:?} holds no version"
+            ))),
+        }
+    }
+
+    async fn remove_versioned(
+        &self,
+        (hash, index): (String, String),
+        id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        let answer: i64 = self
+            .eval(
+                &self.scripts.remove,
+                vec![hash, index],
+                vec![id.to_owned(), expected.0.to_string()],
+            )
+            .await?;
+        if answer == 1 {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
+        }
+    }
+
+    async fn due<T: DeserializeOwned>(
+        &self,
+        (hash, index): (String, String),
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<T>>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // A negative LIMIT count means "all"; clamp instead of wrapping.
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let raws: Vec<String> = self
+            .eval(
+                &self.scripts.due,
+                vec![hash, index],
+                vec![now.as_millis().to_string(), limit.to_string()],
+            )
+            .await?;
+        raws.iter().map(|raw| decode_versioned(raw)).collect()
+    }
+
+    async fn first_deadline(&self, index: String) -> Result<Option<Timestamp>, StoreError> {
+        let score: Option<String> = self
+            .eval(&self.scripts.first_score, vec![index.clone()], Vec::new())
+            .await?;
+        score
+            .map(|s| {
+                parse_score(&s).ok_or_else(|| {
+                    StoreError::Corrupt(format!("{index} holds a score that is no deadline: {s:?}"))
+                })
+            })
+            .transpose()
+    }
+
+    fn visitor_keys(&self, site: &SiteId) -> (String, String) {
+        (
+            self.site_key(site, "visitors"),
+            self.site_key(site, "visitor_deadlines"),
+        )
+    }
+
+    fn user_keys(&self, site: &SiteId) -> (String, String) {
+        (
+            self.site_key(site, "users"),
+            self.site_key(site, "user_deadlines"),
+        )
+    }
+}
+
+/// The suffixes of a site's keys (`{<namespace>:<site>}:<kind>`).
+const SITE_KINDS: [&str; 6] = [
+    "visitors",
+    "visitor_deadlines",
+    "users",
+    "user_deadlines",
+    "meta",
+    "enrichment",
+];
+
+/// `host:port` of the configured server(s), without credentials.
+fn describe_server(config: &Config) -> String {
+    config
+        .server
+        .hosts()
+        .iter()
+        .map(|s| format!("{}:{}", s.host, s.port))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn backend(e: fred::error::Error) -> StoreError {
+    tracing::warn!(error = %e, "Redis command failed");
+    StoreError::Backend(e.to_string())
+}
+
+fn corrupt(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Corrupt(e.to_string())
+}
+
+/// Decodes a stored `<version>:<json>` value.
+fn decode_versioned<T: DeserializeOwned>(raw: &str) -> Result<Versioned<T>, StoreError> {
+    let (version, json) = raw
+        .split_once(':')
+        .ok_or_else(|| StoreError::Corrupt("a stored record has no version".to_owned()))?;
+    let version = version
+        .parse::<u64>()
+        .map_err(|_| StoreError::Corrupt(format!("a stored version is {version:?}")))?;
+    let value = serde_json::from_str(json).map_err(corrupt)?;
+    Ok(Versioned {
+        version: Version(version),
+        value,
+    })
+}
+
+/// A sorted-set score (as Redis prints a double) back to whole milliseconds.
+fn parse_score(s: &str) -> Option<Timestamp> {
+    let f: f64 = s.parse().ok()?;
+    // Whole milliseconds are exact in a double up to ±2^53 (285,000 years); beyond, a
+    // saturated deadline (`i64::MAX`) comes back as the nearest double, cast back saturating.
+    if !f.is_finite() || f.fract() != 0.0 {
+        return None;
+    }
+    #[allow(clippy::cast_possible_truncation)]
+    Some(Timestamp::from_millis(f as i64))
+}
+
+/// An enrichment batch as counter increments: `field` for plain counters, `field.key` for the
+/// per-kind maps (the JSON shape of [`EnrichmentStats`], flattened), zeros left out.
+fn counter_increments(events: &[EnrichmentEvent]) -> Result<Vec<(String, u64)>, StoreError> {
+    let mut delta = EnrichmentStats::default();
+    for e in events {
+        delta.record(*e);
+    }
+    let json = serde_json::to_value(&delta).map_err(corrupt)?;
+    let mut out = Vec::new();
+    for (field, value) in json.as_object().into_iter().flatten() {
+        match value {
+            serde_json::Value::Number(n) => out.push((field.clone(), n.as_u64().unwrap_or(0))),
+            serde_json::Value::Object(map) => {
+                for (key, n) in map {
+                    out.push((format!("{field}.{key}"), n.as_u64().unwrap_or(0)));
+                }
+            }
+            _ => {}
+        }
+    }
+    out.retain(|(_, n)| *n > 0);
+    Ok(out)
+}
+
+/// The counters hash back into [`EnrichmentStats`].
+fn stats_from_counters(counters: HashMap<String, String>) -> Result<EnrichmentStats, StoreError> {
+    let mut json = serde_json::Map::new();
+    for (name, value) in counters {
+        let count: u64 = value
+            .parse()
+            .map_err(|_| StoreError::Corrupt(format!("counter {name} is {value:?}")))?;
+        match name.split_once('.') {
+            None => {
+                json.insert(name, count.into());
+            }
+            Some((field, key)) => {
+                let map = json
+                    .entry(field.to_owned())
+                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                if let Some(map) = map.as_object_mut() {
+                    map.insert(key.to_owned(), count.into());
+                }
+            }
+        }
+    }
+    serde_json::from_value(serde_json::Value::Object(json))
+        .map_err(|e| StoreError::Corrupt(format!("enrichment counters: {e}")))
+}
+
+#[async_trait]
+impl Store for RedisStore {
+    async fn put_site(&self, site: &Site) -> Result<(), StoreError> {
+        let json = serde_json::to_string(site).map_err(corrupt)?;
+        let hashes: Vec<String> = site.key_hashes().map(|h| h.to_hex()).collect();
+        let mut args = vec![site.id.as_str().to_owned(), json, hashes.join(",")];
+        args.extend(hashes);
+        let _: i64 = self
+            .eval(&self.scripts.put_site, self.site_index_keys(), args)
+            .await?;
+        tracing::debug!(site = %site.id, "site stored");
+        Ok(())
+    }
+
+    async fn sites(&self) -> Result<Vec<Site>, StoreError> {
+        let raws: Vec<String> = self
+            .client
+            .hvals(self.global_key("sites"))
+            .await
+            .map_err(backend)?;
+        raws.iter()
+            .map(|raw| serde_json::from_str(raw).map_err(corrupt))
+            .collect()
+    }
+
+    async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {
+        let mut keys = self.site_index_keys();
+        keys.truncate(2);
+        let raw: Option<String> = self
+            .eval(&self.scripts.site_by_key, keys, vec![key.to_hex()])
+            .await?;
+        raw.map(|raw| serde_json::from_str(&raw).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+    ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
+        self.get_versioned(self.visitor_keys(site).0, visitor_id)
+            .await
+    }
+
+    async fn save_visitor(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        self.save_versioned(
+            self.visitor_keys(site),
+            &record.visitor_id,
+            record,
+            record.deadline,
+            expected,
+        )
+        .await
+    }
+
+    async fn remove_visitor(
+        &self,
+        site: &SiteId,
+        visitor_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        self.remove_versioned(self.visitor_keys(site), visitor_id, expected)
+            .await
+    }
+
+    async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
+        self.all_records(self.visitor_keys(site).0).await
+    }
+
+    async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError> {
+        self.count(self.visitor_keys(site).0).await
+    }
+
+    async fn due_visitors(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<VisitorRecord>>, StoreError> {
+        self.due(self.visitor_keys(site), now, limit).await
+    }
+
+    async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        self.first_deadline(self.visitor_keys(site).1).await
+    }
+
+    async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
+        let by = i64::try_from(by)
+            .map_err(|_| StoreError::Backend(format!("cannot advance a sequence by {by}")))?;
+        let n: i64 = self
+            .client
+            .hincrby(self.site_key(site, "meta"), "sequence", by)
+            .await
+            .map_err(backend)?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("the sequence of {site} is {n}")))
+    }
+
+    async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError> {
+        let raw: Option<String> = self
+            .client
+            .hget(self.site_key(site, "meta"), "sequence")
+            .await
+            .map_err(backend)?;
+        raw.map_or(Ok(0), |raw| {
+            raw.parse()
+                .map_err(|_| StoreError::Corrupt(format!("the sequence of {site} is {raw:?}")))
+        })
+    }
+
+    async fn cached_lookup(&self, ip: IpAddr) -> Result<Option<CachedLookup>, StoreError> {
+        let raw: Option<String> = self
+            .client
+            .get(self.lookup_key(ip))
+            .await
+            .map_err(backend)?;
+        raw.map(|raw| serde_json::from_str(&raw).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn put_cached_lookup(&self, ip: IpAddr, entry: &CachedLookup) -> Result<(), StoreError> {
+        let json = serde_json::to_string(entry).map_err(corrupt)?;
+        // Redis drops the entry once its lifetime (counted from now, on Redis's clock) is
+        // over, plus a minute so a caller still sees it stale rather than missing at the edge.
+        let lifetime = entry
+            .expires_at
+            .as_millis()
+            .saturating_sub(entry.looked_up_at.as_millis())
+            .max(0);
+        // At most a year: Redis refuses an expiry that overflows its clock.
+        let px = lifetime.saturating_add(60_000).min(366 * 24 * 3_600_000);
+        let _: () = self
+            .client
+            .set(
+                self.lookup_key(ip),
+                json,
+                Some(Expiration::PX(px)),
+                None,
+                false,
+            )
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError> {
+        let counters: HashMap<String, String> = self
+            .client
+            .hgetall(self.site_key(site, "enrichment"))
+            .await
+            .map_err(backend)?;
+        stats_from_counters(counters)
+    }
+
+    async fn record_enrichment(
+        &self,
+        site: &SiteId,
+        events: &[EnrichmentEvent],
+    ) -> Result<(), StoreError> {
+        let increments = counter_increments(events)?;
+        if increments.is_empty() {
+            return Ok(());
+        }
+        let mut args = Vec::with_capacity(increments.len() * 2);
+        for (field, by) in increments {
+            args.push(field);
+            args.push(by.to_string());
+        }
+        let _: i64 = self
+            .eval(
+                &self.scripts.add_counters,
+                vec![self.site_key(site, "enrichment")],
+                args,
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+    ) -> Result<Option<Versioned<UserRecord>>, StoreError> {
+        self.get_versioned(self.user_keys(site).0, user_id).await
+    }
+
+    async fn save_user(
+        &self,
+        site: &SiteId,
+        record: &UserRecord,
+        expected: Option<Version>,
+    ) -> Result<Version, StoreError> {
+        self.save_versioned(
+            self.user_keys(site),
+            &record.user_id,
+            record,
+            record.deadline,
+            expected,
+        )
+        .await
+    }
+
+    async fn remove_user(
+        &self,
+        site: &SiteId,
+        user_id: &str,
+        expected: Version,
+    ) -> Result<(), StoreError> {
+        self.remove_versioned(self.user_keys(site), user_id, expected)
+            .await
+    }
+
+    async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
+        self.all_records(self.user_keys(site).0).await
+    }
+
+    async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError> {
+        self.count(self.user_keys(site).0).await
+    }
+
+    async fn due_users(
+        &self,
+        site: &SiteId,
+        now: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<Versioned<UserRecord>>, StoreError> {
+        self.due(self.user_keys(site), now, limit).await
+    }
+
+    async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
+        self.first_deadline(self.user_keys(site).1).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A store value without a connection, to name keys (never used to send commands).
+    fn namer(namespace: &str) -> RedisStore {
+        RedisStore {
+            client: fred::clients::Client::default(),
+            scripts: Scripts::new(),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    #[test]
+    fn every_key_of_a_site_is_in_one_cluster_slot_and_distinct() {
+        use fred::util::redis_keyslot;
+        let store = namer("tippen");
+        let kinds = SITE_KINDS;
+        let mut seen = std::collections::HashSet::new();
+        for site in ["acme", "a", "a}b", "{x}", "a:b", "ü", "", "a}:visitors"] {
+            let site = SiteId::from(site);
+            let slots: std::collections::HashSet<u16> = kinds
+                .iter()
+                .map(|k| redis_keyslot(store.site_key(&site, k).as_bytes()))
+                .collect();
+            assert_eq!(slots.len(), 1, "one slot for every key of {site:?}");
+            for k in kinds {
+                assert!(
+                    seen.insert(store.site_key(&site, k)),
+                    "{site:?} {k} shares a key with another site"
+                );
+            }
+        }
+        let index: std::collections::HashSet<u16> = store
+            .site_index_keys()
+            .iter()
+            .map(|k| redis_keyslot(k.as_bytes()))
+            .collect();
+        assert_eq!(index.len(), 1, "sites and their key index in one slot");
+    }
+
+    #[test]
+    fn scores_parse_back_to_whole_milliseconds() {
+        assert_eq!(
+            parse_score("1729080010000"),
+            Some(Timestamp::from_millis(1_729_080_010_000))
+        );
+        assert_eq!(
+            parse_score("1.72908001e+12"),
+            Some(Timestamp::from_millis(1_729_080_010_000))
+        );
+        assert_eq!(parse_score("-5"), Some(Timestamp::from_millis(-5)));
+        assert_eq!(
+            parse_score("9.2233720368547758e+18"),
+            Some(Timestamp::from_millis(i64::MAX)),
+            "a saturated deadline"
+        );
+        assert_eq!(parse_score("1.5"), None);
+        assert_eq!(parse_score("inf"), None);
+        assert_eq!(parse_score("nan"), None);
+        assert_eq!(parse_score("x"), None);
+    }
+
+    #[test]
+    fn versioned_values_decode_or_report_corruption() {
+        let v: Versioned<u32> = decode_versioned("7:42").expect("decodes");
+        assert_eq!((v.version, v.value), (Version(7), 42));
+        for bad in ["42", "x:42", "7:{", ":1", "-1:2"] {
+            assert!(
+                matches!(decode_versioned::<u32>(bad), Err(StoreError::Corrupt(_))),
+                "{bad:?} is corrupt"
+            );
+        }
+    }
+
+    #[test]
+    fn counters_round_trip_through_the_flat_hash() {
+        use tippen_core::enrichment::{FailureKind, SkipCause};
+        let events = [
+            EnrichmentEvent::CacheHit,
+            EnrichmentEvent::CacheHit,
+            EnrichmentEvent::Skipped(SkipCause::Bot),
+            EnrichmentEvent::LookupFailed(FailureKind::InvalidKey),
+        ];
+        let counters: HashMap<String, String> = counter_increments(&events)
+            .expect("flattens")
+            .into_iter()
+            .map(|(k, n)| (k, n.to_string()))
+            .collect();
+        let mut want = EnrichmentStats::default();
+        for e in events {
+            want.record(e);
+        }
+        assert_eq!(stats_from_counters(counters).expect("reads back"), want);
+        assert!(
+            counter_increments(&[]).expect("flattens").is_empty(),
+            "no zero increments"
+        );
+        let bad: HashMap<String, String> = [("cache_hits".to_owned(), "x".to_owned())].into();
+        assert!(matches!(
+            stats_from_counters(bad),
+            Err(StoreError::Corrupt(_))
+        ));
+    }
+}

@@ -1,0 +1,146 @@
+//! The Lua scripts: every write that must be atomic is one script, and every script touches
+//! the keys of one hash tag (one Redis Cluster slot).
+//!
+//! Versioned records (visitors, support users) are stored as `<version>:<json>` in one hash
+//! field per record, so a read is one `HGET` and the version check needs no second key.
+
+use fred::types::scripts::Script;
+
+/// The versioned conditional write of one record, with its deadline index entry.
+///
+/// `KEYS[1]`: the records hash, `KEYS[2]`: the deadline sorted set.
+/// `ARGV[1]`: record id, `ARGV[2]`: expected version (`""`: only if absent),
+/// `ARGV[3]`: the record as JSON, `ARGV[4]`: its deadline (ms since the epoch).
+/// Returns the new version, `0` on a conflict, `-1` when the stored value has no version.
+const SAVE: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local version
+if cur then
+  local v = string.match(cur, '^(%d+):')
+  if not v then return -1 end
+  if ARGV[2] == '' or v ~= ARGV[2] then return 0 end
+  version = tonumber(v) + 1
+else
+  if ARGV[2] ~= '' then return 0 end
+  version = 1
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', version) .. ':' .. ARGV[3])
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+return version
+";
+
+/// The versioned conditional delete of one record and its deadline index entry.
+///
+/// `KEYS` as [`SAVE`]; `ARGV[1]`: record id, `ARGV[2]`: expected version.
+/// Returns `1` when deleted, `0` on a conflict (another version, or no record).
+const REMOVE: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return 0 end
+if string.match(cur, '^(%d+):') ~= ARGV[2] then return 0 end
+redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+";
+
+/// The records due at `now`, earliest first (ties by id), at most `limit`, read atomically
+/// with the index.
+///
+/// `KEYS` as [`SAVE`]; `ARGV[1]`: now (ms), `ARGV[2]`: limit.
+/// Returns the stored `<version>:<json>` values.
+const DUE: &str = r"
+local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
+local out = {}
+for _, id in ipairs(ids) do
+  local cur = redis.call('HGET', KEYS[1], id)
+  if cur then out[#out + 1] = cur end
+end
+return out
+";
+
+/// Replaces a site and its key index entries.
+///
+/// `KEYS[1]`: sites hash (id → JSON), `KEYS[2]`: key index (key hash → id), `KEYS[3]`: each
+/// site's key hashes (id → comma-separated hashes).
+/// `ARGV[1]`: site id, `ARGV[2]`: the site as JSON, `ARGV[3]`: its key hashes, comma-separated,
+/// `ARGV[4..]`: the same hashes one by one. An old key hash is retired only while it still
+/// points to this site.
+const PUT_SITE: &str = r"
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old then
+  for h in string.gmatch(old, '[^,]+') do
+    if redis.call('HGET', KEYS[2], h) == ARGV[1] then redis.call('HDEL', KEYS[2], h) end
+  end
+end
+for i = 4, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], ARGV[1]) end
+redis.call('HSET', KEYS[3], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+";
+
+/// Retires a site: its record and the key index entries that still point to it.
+///
+/// `KEYS` as [`PUT_SITE`]; `ARGV[1]`: site id. Returns `1` when the site existed, else `0`.
+const REMOVE_SITE: &str = r"
+local old = redis.call('HGET', KEYS[3], ARGV[1])
+if old then
+  for h in string.gmatch(old, '[^,]+') do
+    if redis.call('HGET', KEYS[2], h) == ARGV[1] then redis.call('HDEL', KEYS[2], h) end
+  end
+end
+redis.call('HDEL', KEYS[3], ARGV[1])
+return redis.call('HDEL', KEYS[1], ARGV[1])
+";
+
+/// The site a key hash belongs to, read atomically with the index.
+///
+/// `KEYS` as [`PUT_SITE`]'s first two; `ARGV[1]`: the key hash. Returns the site's JSON or nil.
+const SITE_BY_KEY: &str = r"
+local id = redis.call('HGET', KEYS[2], ARGV[1])
+if not id then return false end
+return redis.call('HGET', KEYS[1], id)
+";
+
+/// The smallest score of a sorted set, as Redis prints it, or nil.
+///
+/// `KEYS[1]`: the sorted set.
+const FIRST_SCORE: &str = r"
+local r = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+if #r == 0 then return false end
+return r[2]
+";
+
+/// Adds counters to a hash in one step.
+///
+/// `KEYS[1]`: the hash; `ARGV`: field, increment, field, increment, …
+const ADD_COUNTERS: &str = r"
+for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1
+";
+
+/// Every script, hashed once (`EVALSHA`, loaded again on `NOSCRIPT`).
+#[derive(Debug, Clone)]
+pub(crate) struct Scripts {
+    pub(crate) save: Script,
+    pub(crate) remove: Script,
+    pub(crate) due: Script,
+    pub(crate) put_site: Script,
+    pub(crate) remove_site: Script,
+    pub(crate) site_by_key: Script,
+    pub(crate) first_score: Script,
+    pub(crate) add_counters: Script,
+}
+
+impl Scripts {
+    pub(crate) fn new() -> Self {
+        Scripts {
+            save: Script::from_lua(SAVE),
+            remove: Script::from_lua(REMOVE),
+            due: Script::from_lua(DUE),
+            put_site: Script::from_lua(PUT_SITE),
+            remove_site: Script::from_lua(REMOVE_SITE),
+            site_by_key: Script::from_lua(SITE_BY_KEY),
+            first_score: Script::from_lua(FIRST_SCORE),
+            add_counters: Script::from_lua(ADD_COUNTERS),
+        }
+    }
+}
