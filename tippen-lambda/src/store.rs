@@ -1152,7 +1152,7 @@ impl Store for DynamoStore {
             return Ok(EnrichmentStats::default());
         };
         // `st.<field>` and `st.<field>.<key>` number attributes back into the JSON shape.
-        let mut json = serde_json::Map::new();
+        let mut counters = Vec::new();
         for (name, value) in &item {
             let Some(path) = name.strip_prefix(STATS_PREFIX) else {
                 continue;
@@ -1162,21 +1162,9 @@ impl Store for DynamoStore {
                 .ok()
                 .and_then(|n| n.parse().ok())
                 .ok_or_else(|| StoreError::Corrupt(format!("counter {name} is not a number")))?;
-            match path.split_once('.') {
-                None => {
-                    json.insert(path.to_owned(), count.into());
-                }
-                Some((field, key)) => {
-                    let map = json
-                        .entry(field.to_owned())
-                        .or_insert_with(|| serde_json::Value::Object(Default::default()));
-                    if let Some(map) = map.as_object_mut() {
-                        map.insert(key.to_owned(), count.into());
-                    }
-                }
-            }
+            counters.push((path.to_owned(), count));
         }
-        serde_json::from_value(serde_json::Value::Object(json))
+        EnrichmentStats::from_flat_counters(counters)
             .map_err(|e| StoreError::Corrupt(format!("enrichment counters of {site}: {e}")))
     }
 
@@ -1191,29 +1179,13 @@ impl Store for DynamoStore {
         for e in events {
             delta.record(*e);
         }
-        let json = serde_json::to_value(&delta).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        let mut counters = Vec::new();
-        for (field, value) in json.as_object().into_iter().flatten() {
-            match value {
-                serde_json::Value::Number(n) => counters.push((field.clone(), n.as_u64())),
-                serde_json::Value::Object(map) => {
-                    for (key, n) in map {
-                        counters.push((format!("{field}.{key}"), n.as_u64()));
-                    }
-                }
-                _ => {}
-            }
-        }
         let mut req = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(Self::key(&stats_pk(site), "STATS")));
         let mut adds = Vec::new();
-        for (i, (name, by)) in counters.into_iter().enumerate() {
-            let Some(by) = by.filter(|by| *by > 0) else {
-                continue;
-            };
+        for (i, (name, by)) in delta.flat_counters().into_iter().enumerate() {
             adds.push(format!("#c{i} :c{i}"));
             req = req
                 .expression_attribute_names(format!("#c{i}"), format!("{STATS_PREFIX}{name}"))

@@ -444,52 +444,27 @@ fn parse_score(s: &str) -> Option<Timestamp> {
     Some(Timestamp::from_millis(f as i64))
 }
 
-/// An enrichment batch as counter increments: `field` for plain counters, `field.key` for the
-/// per-kind maps (the JSON shape of [`EnrichmentStats`], flattened), zeros left out.
+/// An enrichment batch as counter increments ([`EnrichmentStats::flat_counters`]).
 fn counter_increments(events: &[EnrichmentEvent]) -> Result<Vec<(String, u64)>, StoreError> {
     let mut delta = EnrichmentStats::default();
     for e in events {
         delta.record(*e);
     }
-    let json = serde_json::to_value(&delta).map_err(corrupt)?;
-    let mut out = Vec::new();
-    for (field, value) in json.as_object().into_iter().flatten() {
-        match value {
-            serde_json::Value::Number(n) => out.push((field.clone(), n.as_u64().unwrap_or(0))),
-            serde_json::Value::Object(map) => {
-                for (key, n) in map {
-                    out.push((format!("{field}.{key}"), n.as_u64().unwrap_or(0)));
-                }
-            }
-            _ => {}
-        }
-    }
-    out.retain(|(_, n)| *n > 0);
-    Ok(out)
+    Ok(delta.flat_counters())
 }
 
 /// The counters hash back into [`EnrichmentStats`].
 fn stats_from_counters(counters: HashMap<String, String>) -> Result<EnrichmentStats, StoreError> {
-    let mut json = serde_json::Map::new();
-    for (name, value) in counters {
-        let count: u64 = value
-            .parse()
-            .map_err(|_| StoreError::Corrupt(format!("counter {name} is {value:?}")))?;
-        match name.split_once('.') {
-            None => {
-                json.insert(name, count.into());
-            }
-            Some((field, key)) => {
-                let map = json
-                    .entry(field.to_owned())
-                    .or_insert_with(|| serde_json::Value::Object(Default::default()));
-                if let Some(map) = map.as_object_mut() {
-                    map.insert(key.to_owned(), count.into());
-                }
-            }
-        }
-    }
-    serde_json::from_value(serde_json::Value::Object(json))
+    let counters = counters
+        .into_iter()
+        .map(|(name, value)| {
+            value
+                .parse()
+                .map(|count| (name.clone(), count))
+                .map_err(|_| StoreError::Corrupt(format!("counter {name} is {value:?}")))
+        })
+        .collect::<Result<Vec<(String, u64)>, _>>()?;
+    EnrichmentStats::from_flat_counters(counters)
         .map_err(|e| StoreError::Corrupt(format!("enrichment counters: {e}")))
 }
 

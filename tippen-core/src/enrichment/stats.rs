@@ -95,6 +95,53 @@ impl EnrichmentStats {
         }
     }
 
+    /// The non-zero counters as flat names: `field` for a plain counter, `field.key` for an
+    /// entry of a per-kind map (the JSON shape's names, e.g. `creditsUsed`,
+    /// `skipsByReason.private`). Stores that keep one atomic counter per name (DynamoDB
+    /// `ADD`, Redis `HINCRBY`) add a batch's counters this way, and read them back with
+    /// [`from_flat_counters`](Self::from_flat_counters).
+    pub fn flat_counters(&self) -> Vec<(String, u64)> {
+        let json = serde_json::to_value(self).unwrap_or_default();
+        let mut out = Vec::new();
+        for (field, value) in json.as_object().into_iter().flatten() {
+            match value {
+                serde_json::Value::Number(n) => out.push((field.clone(), n.as_u64().unwrap_or(0))),
+                serde_json::Value::Object(map) => {
+                    for (key, n) in map {
+                        out.push((format!("{field}.{key}"), n.as_u64().unwrap_or(0)));
+                    }
+                }
+                _ => {}
+            }
+        }
+        out.retain(|(_, n)| *n > 0);
+        out
+    }
+
+    /// Counters read back from [`flat_counters`](Self::flat_counters)' names; an error
+    /// naming the problem for a name or kind it does not know.
+    pub fn from_flat_counters(
+        counters: impl IntoIterator<Item = (String, u64)>,
+    ) -> Result<Self, String> {
+        let mut json = serde_json::Map::new();
+        for (name, count) in counters {
+            match name.split_once('.') {
+                None => {
+                    json.insert(name, count.into());
+                }
+                Some((field, key)) => {
+                    let map = json
+                        .entry(field.to_owned())
+                        .or_insert_with(|| serde_json::Value::Object(Default::default()));
+                    if let Some(map) = map.as_object_mut() {
+                        map.insert(key.to_owned(), count.into());
+                    }
+                }
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(json)).map_err(|e| e.to_string())
+    }
+
     /// Every credit saved: by the cache and by single flight.
     pub fn credits_saved(&self) -> u64 {
         self.credits_saved_by_cache + self.credits_saved_by_single_flight
@@ -149,6 +196,26 @@ pub struct StatsReport {
 mod tests {
     use super::*;
     use crate::enrichment::SkipReason;
+
+    #[test]
+    fn flat_counters_round_trip() {
+        let mut s = EnrichmentStats::default();
+        s.record(EnrichmentEvent::CacheMiss);
+        s.record(EnrichmentEvent::LookupStarted);
+        s.record(EnrichmentEvent::Skipped(SkipReason::Private.into()));
+        s.record(EnrichmentEvent::Skipped(SkipReason::Private.into()));
+        let flat = s.flat_counters();
+        assert!(flat.contains(&("skipsByReason.private".to_owned(), 2)));
+        assert!(flat.contains(&("creditsUsed".to_owned(), 1)));
+        assert!(
+            flat.iter().all(|(_, n)| *n > 0),
+            "zeros are left out: {flat:?}"
+        );
+        assert_eq!(EnrichmentStats::from_flat_counters(flat), Ok(s));
+        assert!(
+            EnrichmentStats::from_flat_counters([("skipsByReason.nope".to_owned(), 1)]).is_err()
+        );
+    }
 
     #[test]
     fn hit_ratio_counts_negative_hits() {
