@@ -36,13 +36,14 @@
 //! process; after power loss, up to the last checkpoint), a busy timeout, and statements
 //! prepared once and cached.
 //!
-//! Schema (version 1, in `PRAGMA user_version`):
+//! Schema (version 4, in `PRAGMA user_version`):
 //!
 //! ```sql
 //! sites     (id TEXT PRIMARY KEY, record TEXT)          -- the site as JSON (key hashes only)
 //! site_keys (key_hash TEXT PRIMARY KEY, site_id TEXT)   -- hex SHA-256 of each key → site
 //! visitors  (site_id, visitor_id, version, deadline, record)   -- PRIMARY KEY (site_id, visitor_id)
-//!           INDEX visitors_by_deadline (site_id, deadline)
+//!           INDEX visitors_by_deadline (site_id, deadline)     -- record: JSON, without its visit
+//! open_visits (site_id, visitor_id, visit)   -- a visitor's open visit (VisitorRecord::visit)
 //! sequences (site_id TEXT PRIMARY KEY, value INTEGER)
 //! enrichment_cache (ip TEXT PRIMARY KEY, expires_at INTEGER, record TEXT)  -- shared by all sites
 //! enrichment_stats (site_id TEXT PRIMARY KEY, record TEXT)                -- counters as JSON
@@ -51,8 +52,15 @@
 //!                                                              -- its capped raw events inside)
 //! ```
 //!
-//! The enrichment tables were added in version 2 and the users table in version 3; an older
-//! file gains them on open. Users are written behind like visitors (an acknowledged activity
+//! The enrichment tables were added in version 2, the users table in version 3 and
+//! `open_visits` in version 4; an older file gains them on open (a version 3 row keeps its
+//! visit inside `record` until that visitor is next written).
+//!
+//! A visitor's open visit is a row of its own because it changes far less often than the
+//! record: a heartbeat moves the record's times, and leaves the visit as it was (the record
+//! keeps sharing the same `Arc`). The writer remembers the visit it last committed per
+//! visitor and writes `open_visits` only when the record holds another one, so a batch of
+//! heartbeats rewrites only the smaller `visitors` rows. Users are written behind like visitors (an acknowledged activity
 //! batch is committed through [`Store::sync`]). Cache
 //! entries and counters are written behind like visitors (a crash loses at most the last
 //! commit interval's; the cache survives every orderly restart).
@@ -68,13 +76,14 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use thiserror::Error;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
+use tippen_core::history::OpenVisit;
 use tippen_core::presence::VisitorRecord;
 use tippen_core::records::RecordTable;
 use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 use tokio::sync::watch;
 
-const SCHEMA_VERSION: i64 = 3;
+const SCHEMA_VERSION: i64 = 4;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sites (
@@ -95,6 +104,12 @@ CREATE TABLE IF NOT EXISTS visitors (
     PRIMARY KEY (site_id, visitor_id)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS visitors_by_deadline ON visitors (site_id, deadline);
+CREATE TABLE IF NOT EXISTS open_visits (
+    site_id TEXT NOT NULL,
+    visitor_id TEXT NOT NULL,
+    visit TEXT NOT NULL,
+    PRIMARY KEY (site_id, visitor_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS sequences (
     site_id TEXT PRIMARY KEY NOT NULL,
     value INTEGER NOT NULL
@@ -454,7 +469,7 @@ impl SqliteStore {
         };
         let path = path.as_ref().to_path_buf();
         let conn = connect(&path)?;
-        let mut state = load(&conn, &path)?;
+        let (mut state, written) = load(&conn, &path)?;
         let visitors: usize = state.visitors.values().map(|s| s.records.len()).sum();
         state.generation = 0;
         let shared = Arc::new(Shared {
@@ -466,7 +481,7 @@ impl SqliteStore {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("tippen-sqlite".into())
-                .spawn(move || write_loop(conn, &shared, &committed_tx, interval))
+                .spawn(move || write_loop(conn, written, &shared, &committed_tx, interval))
                 .map_err(SqliteError::Thread)?
         };
         tracing::info!(
@@ -718,6 +733,10 @@ impl Drop for SqliteStore {
     }
 }
 
+/// The most page cache one connection keeps, in KiB (SQLite's `cache_size` pragma, negative:
+/// KiB; its default is 2 MiB): 64 MiB holds the rows of about 50,000 live visitors.
+const PAGE_CACHE_KIB: i64 = 64 * 1024;
+
 fn connect(path: &Path) -> Result<Connection, SqliteError> {
     let open_err = |source| SqliteError::Open {
         path: path.to_path_buf(),
@@ -729,6 +748,12 @@ fn connect(path: &Path) -> Result<Connection, SqliteError> {
     conn.pragma_update_and_check(None, "journal_mode", "WAL", |_| Ok(()))
         .map_err(open_err)?;
     conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(open_err)?;
+    // The writer rewrites every changed visitor's row each batch: with SQLite's default
+    // 2 MiB page cache, a few thousand heartbeating visitors no longer fit, and each commit
+    // spills and re-reads pages (`pagerStress`, `readDbPage`). The cache grows only as pages
+    // are used, so this is a bound, not an allocation.
+    conn.pragma_update(None, "cache_size", -PAGE_CACHE_KIB)
         .map_err(open_err)?;
     conn.set_prepared_statement_cache_capacity(32);
     let found: i64 = conn
@@ -746,8 +771,8 @@ fn connect(path: &Path) -> Result<Connection, SqliteError> {
     Ok(conn)
 }
 
-/// Reads the whole file into memory.
-fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
+/// Reads the whole file into memory, with the open visits it holds (for the writer).
+fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), SqliteError> {
     let open_err = |source| SqliteError::Open {
         path: path.to_path_buf(),
         source,
@@ -805,6 +830,34 @@ fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
             .or_default()
             .records
             .load(Arc::new(record), Version(version));
+    }
+    let mut written = WrittenVisits::default();
+    let mut stmt = conn
+        .prepare("SELECT site_id, visitor_id, visit FROM open_visits")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })
+        .map_err(open_err)?;
+    for row in rows {
+        let (site, visitor_id, json) = row.map_err(open_err)?;
+        let visit: Arc<OpenVisit> = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("the open visit of {visitor_id:?} on {site:?}: {e}")))?;
+        let site = SiteId(site);
+        let Some(records) = state.visitors.get_mut(&site).map(|s| &mut s.records) else {
+            continue;
+        };
+        if let Some(current) = records.get(&visitor_id) {
+            let mut record = VisitorRecord::clone(&current.value);
+            record.visit = Some(visit.clone());
+            records.load(Arc::new(record), current.version);
+            written.0.entry(site).or_default().insert(visitor_id, visit);
+        }
     }
     let mut stmt = conn
         .prepare("SELECT site_id, value FROM sequences")
@@ -868,13 +921,51 @@ fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
             .or_default()
             .load(Arc::new(record), Version(version));
     }
-    Ok(state)
+    Ok((state, written))
+}
+
+/// The open visit committed last per visitor (see the [module docs](self)): the writer
+/// writes a record's visit only when it is another `Arc` than this one. Holding the `Arc`
+/// (not its address) keeps a freed visit's address from being mistaken for a new one.
+#[derive(Default)]
+struct WrittenVisits(HashMap<SiteId, HashMap<String, Arc<OpenVisit>>>);
+
+/// How a committed batch changes [`WrittenVisits`].
+enum VisitWrite {
+    Written(SiteId, String, Arc<OpenVisit>),
+    Gone(SiteId, String),
+    SiteGone(SiteId),
+}
+
+impl WrittenVisits {
+    fn get(&self, site: &SiteId, visitor_id: &str) -> Option<&Arc<OpenVisit>> {
+        self.0.get(site).and_then(|v| v.get(visitor_id))
+    }
+
+    fn apply(&mut self, changes: Vec<VisitWrite>) {
+        for change in changes {
+            match change {
+                VisitWrite::Written(site, id, visit) => {
+                    self.0.entry(site).or_default().insert(id, visit);
+                }
+                VisitWrite::Gone(site, id) => {
+                    if let Some(visits) = self.0.get_mut(&site) {
+                        visits.remove(&id);
+                    }
+                }
+                VisitWrite::SiteGone(site) => {
+                    self.0.remove(&site);
+                }
+            }
+        }
+    }
 }
 
 /// The writer thread: commits pending changes, one transaction per batch, at most one commit
 /// per `interval` unless someone waits, until closed.
 fn write_loop(
     mut conn: Connection,
+    mut written: WrittenVisits,
     shared: &Shared,
     committed: &watch::Sender<Committed>,
     interval: Duration,
@@ -915,8 +1006,9 @@ fn write_loop(
             continue;
         }
         last_commit = Some(Instant::now());
-        match write_batch(&mut conn, &batch) {
-            Ok(()) => {
+        match write_batch(&mut conn, &batch, &written) {
+            Ok(visits) => {
+                written.apply(visits);
                 committed.send_modify(|c| c.generation = generation);
             }
             Err(e) => {
@@ -940,7 +1032,13 @@ fn write_loop(
     }
 }
 
-fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Error> {
+/// Commits `batch`; what it did to the open visits, for [`WrittenVisits`] once committed.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &Batch,
+    written: &WrittenVisits,
+) -> Result<Vec<VisitWrite>, rusqlite::Error> {
+    let mut visits = Vec::new();
     // IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout applies. A deferred
     // transaction that reads first and then writes while the history connection on the same
     // file commits fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT in WAL).
@@ -950,9 +1048,11 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Err
             SiteOp::Put(site) => put_site_row(&tx, site)?,
             SiteOp::Remove(id) => {
                 tx.execute("DELETE FROM sites WHERE id = ?1", [&id.0])?;
+                visits.push(VisitWrite::SiteGone(id.clone()));
                 for table in [
                     "site_keys",
                     "visitors",
+                    "open_visits",
                     "sequences",
                     "enrichment_stats",
                     "users",
@@ -971,11 +1071,39 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Err
         )?;
         let mut delete =
             tx.prepare_cached("DELETE FROM visitors WHERE site_id = ?1 AND visitor_id = ?2")?;
+        let mut upsert_visit = tx.prepare_cached(
+            "INSERT INTO open_visits (site_id, visitor_id, visit) VALUES (?1, ?2, ?3)
+             ON CONFLICT (site_id, visitor_id) DO UPDATE SET visit = excluded.visit",
+        )?;
+        let mut delete_visit =
+            tx.prepare_cached("DELETE FROM open_visits WHERE site_id = ?1 AND visitor_id = ?2")?;
+        let to_sql = |e: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
         for (site, visitor_id, current) in &batch.visitors {
             match current {
                 Some(v) => {
-                    let json = serde_json::to_string(&*v.value)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    let json = match &v.value.visit {
+                        None => serde_json::to_string(&*v.value).map_err(to_sql)?,
+                        Some(visit) => {
+                            // The record's row without its visit (a copy sharing the visit).
+                            let mut bare = VisitorRecord::clone(&v.value);
+                            bare.visit = None;
+                            let same = written.get(site, visitor_id);
+                            if !same.is_some_and(|w| Arc::ptr_eq(w, visit)) {
+                                let json = serde_json::to_string(&**visit).map_err(to_sql)?;
+                                upsert_visit.execute(params![site.0, visitor_id, json])?;
+                                visits.push(VisitWrite::Written(
+                                    site.clone(),
+                                    visitor_id.clone(),
+                                    visit.clone(),
+                                ));
+                            }
+                            serde_json::to_string(&bare).map_err(to_sql)?
+                        }
+                    };
+                    if v.value.visit.is_none() && written.get(site, visitor_id).is_some() {
+                        delete_visit.execute(params![site.0, visitor_id])?;
+                        visits.push(VisitWrite::Gone(site.clone(), visitor_id.clone()));
+                    }
                     upsert.execute(params![
                         site.0,
                         visitor_id,
@@ -986,6 +1114,8 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Err
                 }
                 None => {
                     delete.execute(params![site.0, visitor_id])?;
+                    delete_visit.execute(params![site.0, visitor_id])?;
+                    visits.push(VisitWrite::Gone(site.clone(), visitor_id.clone()));
                 }
             }
         }
@@ -1042,7 +1172,8 @@ fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Err
             }
         }
     }
-    tx.commit()
+    tx.commit()?;
+    Ok(visits)
 }
 
 fn put_site_row(tx: &Transaction<'_>, site: &Site) -> Result<(), rusqlite::Error> {

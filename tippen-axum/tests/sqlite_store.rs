@@ -269,3 +269,162 @@ async fn many_updates_of_one_visitor_are_coalesced_and_the_last_one_persists() {
         Some(Timestamp::from_millis(2_500))
     );
 }
+
+/// The open visits in the file: (visitor id, visit JSON).
+fn open_visit_rows(path: &std::path::Path) -> Vec<(String, String)> {
+    let conn = rusqlite::Connection::open(path).expect("read the file");
+    let mut stmt = conn
+        .prepare("SELECT visitor_id, visit FROM open_visits ORDER BY visitor_id")
+        .expect("prepare");
+    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .map(|r| r.expect("row"))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_visit_is_written_only_when_it_changes_and_survives_reopening() {
+    use tippen_core::history::OpenVisit;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("t.db");
+    let site = SiteId::from("s");
+    let mut record = sample_record("v", 1_000, 2_000);
+    let mut visit = OpenVisit::start("v", Timestamp::from_millis(1_000));
+    visit.on_event(
+        "t",
+        "https://example.com/a",
+        true,
+        Timestamp::from_millis(1_000),
+    );
+    record.visit = Some(Arc::new(visit));
+    let store = SqliteStore::open(&path).expect("open");
+    let v1 = store
+        .save_visitor(&site, &record, None)
+        .await
+        .expect("insert");
+    store.flush().await.expect("flush");
+    let rows = open_visit_rows(&path);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    let conn = rusqlite::Connection::open(&path).expect("second connection");
+    let row: String = conn
+        .query_row("SELECT record FROM visitors", [], |r| r.get(0))
+        .expect("visitor row");
+    assert!(!row.contains("\"visit\""), "the row holds no visit: {row}");
+    // Mark the stored visit behind the store's back: a write of the same visit (a heartbeat,
+    // sharing the Arc) leaves the row alone, a changed visit replaces it.
+    let marked = rows[0].1.replace("\"/a\"", "\"/marked\"");
+    conn.execute("UPDATE open_visits SET visit = ?1", [&marked])
+        .expect("mark");
+    record.page_views = 2;
+    let v2 = store
+        .save_visitor(&site, &record, Some(v1))
+        .await
+        .expect("heartbeat");
+    store.flush().await.expect("flush");
+    assert_eq!(
+        open_visit_rows(&path)[0].1,
+        marked,
+        "an unchanged visit is not rewritten"
+    );
+    Arc::make_mut(record.visit.as_mut().expect("visit")).on_event(
+        "t",
+        "https://example.com/b",
+        true,
+        Timestamp::from_millis(1_500),
+    );
+    let v3 = store
+        .save_visitor(&site, &record, Some(v2))
+        .await
+        .expect("page view");
+    store.flush().await.expect("flush");
+    let rows = open_visit_rows(&path);
+    assert!(
+        rows[0].1.contains("\"/b\"") && !rows[0].1.contains("marked"),
+        "{rows:?}"
+    );
+    drop(store);
+    let store = SqliteStore::open(&path).expect("reopen");
+    let back = store
+        .visitor(&site, "v")
+        .await
+        .expect("visitor")
+        .expect("record");
+    assert_eq!(
+        (back.version, &back.value),
+        (v3, &record),
+        "the visit came back"
+    );
+    // A visit closed (taken out of the record) and a visitor removed take their rows along.
+    let mut closed = record.clone();
+    closed.visit = None;
+    let v4 = store
+        .save_visitor(&site, &closed, Some(v3))
+        .await
+        .expect("closed");
+    store.flush().await.expect("flush");
+    assert!(open_visit_rows(&path).is_empty());
+    let v5 = store
+        .save_visitor(&site, &record, Some(v4))
+        .await
+        .expect("reopened visit");
+    store.flush().await.expect("flush");
+    assert_eq!(open_visit_rows(&path).len(), 1);
+    store.remove_visitor(&site, "v", v5).await.expect("remove");
+    store.flush().await.expect("flush");
+    assert!(open_visit_rows(&path).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_version_3_file_keeps_the_visit_stored_inside_its_record() {
+    use tippen_core::history::OpenVisit;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("v3.db");
+    let site = SiteId::from("s");
+    let mut record = sample_record("v", 1_000, 2_000);
+    let mut visit = OpenVisit::start("v", Timestamp::from_millis(1_000));
+    visit.on_event(
+        "t",
+        "https://example.com/a",
+        true,
+        Timestamp::from_millis(1_000),
+    );
+    record.visit = Some(Arc::new(visit));
+    {
+        // The layout of version 3: the visit inside the record's JSON, no open_visits table.
+        let conn = rusqlite::Connection::open(&path).expect("create");
+        conn.execute_batch(
+            "CREATE TABLE visitors (site_id TEXT NOT NULL, visitor_id TEXT NOT NULL,
+                version INTEGER NOT NULL, deadline INTEGER NOT NULL, record TEXT NOT NULL,
+                PRIMARY KEY (site_id, visitor_id)) WITHOUT ROWID;
+             PRAGMA user_version = 3;",
+        )
+        .expect("schema 3");
+        conn.execute(
+            "INSERT INTO visitors VALUES ('s', 'v', 4, 2000, ?1)",
+            [serde_json::to_string(&record).expect("json")],
+        )
+        .expect("row");
+    }
+    let store = SqliteStore::open(&path).expect("open");
+    let back = store
+        .visitor(&site, "v")
+        .await
+        .expect("visitor")
+        .expect("record");
+    assert_eq!(back.value, record, "the visit is read from the record");
+    // Its next write moves the visit to its own row, even though it did not change.
+    store
+        .save_visitor(&site, &back.value.clone(), Some(back.version))
+        .await
+        .expect("heartbeat");
+    store.flush().await.expect("flush");
+    assert_eq!(open_visit_rows(&path).len(), 1);
+    drop(store);
+    let store = SqliteStore::open(&path).expect("reopen");
+    let back = store
+        .visitor(&site, "v")
+        .await
+        .expect("visitor")
+        .expect("record");
+    assert!(back.value.visit.is_some(), "the visit survived the move");
+}

@@ -15,6 +15,8 @@
 //! linger keeps the visitor and its counts; otherwise the tab goes when the linger ends, and
 //! the visitor with reason `left` if it was the last.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use crate::clock::Timestamp;
@@ -98,6 +100,12 @@ impl Tab {
     /// Whether the tab is live at `now`.
     pub fn live_at(&self, now: Timestamp, cfg: &PresenceConfig) -> bool {
         now < self.expiry(cfg)
+    }
+
+    /// Its last event or exit beacon, whichever came later.
+    pub fn last_event(&self) -> Timestamp {
+        self.left_at
+            .map_or(self.last_seen, |at| at.max(self.last_seen))
     }
 }
 
@@ -239,11 +247,13 @@ pub struct VisitorRecord {
     /// [`PrivacyConfig`](crate::config::PrivacyConfig)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub opted_out_until: Option<Timestamp>,
-    /// The visit in progress (see [`crate::history`]): opened by the first event, updated by
-    /// every event in this same record, taken out and closed when presence removes the
-    /// visitor. `None` on tombstones.
+    /// The visit in progress (see [`crate::history`]): opened by the first event, kept in
+    /// this same record, taken out and closed when presence removes the visitor. `None` on
+    /// tombstones. Only the events that change it (a page opened, a tab seen or dropped, an
+    /// exit beacon, an invite) write it; a heartbeat leaves it shared with the stored record
+    /// (see [`OpenVisit::changed_by`]), so cloning a record costs no copy of it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub visit: Option<OpenVisit>,
+    pub visit: Option<Arc<OpenVisit>>,
 }
 
 /// Result of removing tabs from a record.
@@ -367,7 +377,7 @@ impl VisitorRecord {
         cfg: &PresenceConfig,
     ) -> Option<UpdateKind> {
         let new_visit = self.tabs.is_empty();
-        self.tabs.retain(|t| t.live_at(now, cfg));
+        self.retain_tabs(|t| t.live_at(now, cfg));
         self.left_tabs
             .retain(|l| l.tab_id != ping.tab_id && now < l.at.plus(cfg.departure_quiet));
         self.last_activity = now;
@@ -385,14 +395,15 @@ impl VisitorRecord {
         }
         let visit = self
             .visit
-            .get_or_insert_with(|| OpenVisit::start(&self.visitor_id, self.first_seen));
-        visit.retain_tabs(|id| id == ping.tab_id || self.tabs.iter().any(|t| t.tab_id == id));
-        visit.on_event(
-            &ping.tab_id,
-            &ping.url,
-            ping.kind == PingKind::PageView,
-            now,
-        );
+            .get_or_insert_with(|| Arc::new(OpenVisit::start(&self.visitor_id, self.first_seen)));
+        let page_view = ping.kind == PingKind::PageView;
+        let held = |id: &str| id == ping.tab_id || self.tabs.iter().any(|t| t.tab_id == id);
+        let forgets = visit.tabs.iter().any(|t| !held(&t.tab_id));
+        if forgets || visit.changed_by(&ping.tab_id, &ping.url, page_view) {
+            let visit = Arc::make_mut(visit);
+            visit.retain_tabs(held);
+            visit.on_event(&ping.tab_id, &ping.url, page_view, now);
+        }
         let update = match self.tabs.iter().position(|t| t.tab_id == ping.tab_id) {
             Some(i) => {
                 let mut tab = self.tabs.remove(i);
@@ -428,7 +439,8 @@ impl VisitorRecord {
                     page_id: ping.page_id.clone(),
                 });
                 if self.tabs.len() > cfg.max_tabs_per_visitor.max(1) {
-                    self.tabs.remove(0);
+                    let oldest = self.tabs[0].tab_id.clone();
+                    self.retain_tabs(|t| t.tab_id != oldest);
                 }
                 Some(if new_visit {
                     UpdateKind::NewVisitor
@@ -486,7 +498,7 @@ impl VisitorRecord {
             if tab.left_at.is_none()
                 && let Some(visit) = self.visit.as_mut()
             {
-                visit.on_leave(Some(&tab.tab_id), now);
+                Arc::make_mut(visit).on_leave(Some(&tab.tab_id), now);
             }
             tab.left_at.get_or_insert(now);
         }
@@ -542,10 +554,27 @@ impl VisitorRecord {
         }
     }
 
+    /// Keeps the tabs for which `keep` is true; the open visit notes the last event of each
+    /// tab dropped (how long its page lasted). It forgets such a tab only at the visitor's
+    /// next event (in [`apply`](Self::apply)), unless that event comes from the tab itself:
+    /// back after its grace, it goes on with its page.
+    fn retain_tabs(&mut self, keep: impl Fn(&Tab) -> bool) {
+        if self.tabs.iter().all(&keep) {
+            return;
+        }
+        if let Some(visit) = self.visit.as_mut() {
+            let visit = Arc::make_mut(visit);
+            for tab in self.tabs.iter().filter(|t| !keep(t)) {
+                visit.extend_tab(&tab.tab_id, tab.last_event());
+            }
+        }
+        self.tabs.retain(keep);
+    }
+
     fn drop_expired(&mut self, now: Timestamp, cfg: &PresenceConfig) -> TabsChange {
         let before = self.tabs.len();
         let reason = self.removal_reason(cfg);
-        self.tabs.retain(|t| t.live_at(now, cfg));
+        self.retain_tabs(|t| t.live_at(now, cfg));
         self.recompute_deadline(cfg);
         if self.tabs.is_empty() {
             TabsChange::Removed(reason)
@@ -568,15 +597,16 @@ impl VisitorRecord {
     pub fn note_place(&mut self, place: Option<&Place>) {
         if let (Some(visit), Some(place)) = (self.visit.as_mut(), place)
             && visit.place.country.is_none()
+            && visit.place != *place
         {
-            visit.place = place.clone();
+            Arc::make_mut(visit).place = place.clone();
         }
     }
 
     /// Notes the current invite's state on the open visit.
     pub(crate) fn note_invite(&mut self) {
         if let (Some(visit), Some(invite)) = (self.visit.as_mut(), self.invite.as_ref()) {
-            visit.note_invite(invite);
+            Arc::make_mut(visit).note_invite(invite);
         }
     }
 
@@ -710,6 +740,61 @@ mod tests {
             client_timestamp: None,
             page_id: None,
         }
+    }
+
+    #[test]
+    fn a_heartbeat_leaves_the_open_visit_shared_and_the_close_still_counts_its_time() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let at = |s: u64| t0.plus(Duration::from_secs(s));
+        let mut r = VisitorRecord::start(
+            "v",
+            &ping(
+                PingKind::PageView,
+                "a",
+                "https://x.example/",
+                Visibility::Visible,
+            ),
+            false,
+            Company::unknown(),
+            t0,
+            &cfg,
+        );
+        let before = r.visit.clone().expect("a visit");
+        let heartbeat = ping(
+            PingKind::Heartbeat,
+            "a",
+            "https://x.example/",
+            Visibility::Visible,
+        );
+        r.apply(&heartbeat, at(20), &cfg);
+        r.apply(&heartbeat, at(40), &cfg);
+        assert!(
+            Arc::ptr_eq(&before, r.visit.as_ref().expect("visit")),
+            "heartbeats on the same page change nothing in the visit"
+        );
+        // The close reads the tab's last event back: the page lasted 40 s.
+        let closed = r
+            .clone()
+            .close_visit(&SiteId::from("s"), RemovalReason::Inactive);
+        let closed = closed.expect("closed");
+        assert_eq!(closed.pages[0].duration_ms, 40_000);
+        assert_eq!(closed.ended_at, at(40));
+        // A page view changes it (a copy: the stored record's visit is untouched).
+        r.apply(
+            &ping(
+                PingKind::PageView,
+                "a",
+                "https://x.example/b",
+                Visibility::Visible,
+            ),
+            at(50),
+            &cfg,
+        );
+        let after = r.visit.as_ref().expect("visit");
+        assert!(!Arc::ptr_eq(&before, after));
+        assert_eq!((before.pages.len(), after.pages.len()), (1, 2));
+        assert_eq!(after.pages[0].duration_ms, 50_000);
     }
 
     #[test]

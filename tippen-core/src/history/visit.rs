@@ -384,6 +384,21 @@ impl OpenVisit {
         }
     }
 
+    /// Whether an event of tab `tab_id` showing `url` changes the visit beyond its times: it
+    /// opens a page (see [`on_event`](Self::on_event)) or names a tab not seen before. Any
+    /// other event (a heartbeat on the same page) only moves the tab's last event, which the
+    /// live record keeps ([`Tab::last_seen`](crate::presence::Tab::last_seen)) and
+    /// [`close`](Self::close) and [`extend_tab`](Self::extend_tab) read back: presence calls
+    /// [`on_event`](Self::on_event) only when this is true, so a heartbeat leaves the open
+    /// visit as it is (no clone, and no larger write of the record).
+    pub fn changed_by(&self, tab_id: &str, url: &str, page_view: bool) -> bool {
+        let path = path_of(url);
+        match self.tabs.iter().find(|t| t.tab_id == tab_id) {
+            None => true,
+            Some(tab) => !path.is_empty() && (page_view || tab.page.is_none() || tab.path != path),
+        }
+    }
+
     /// An event of tab `tab_id` at `now` showing `url` (empty: unchanged). A page view, a
     /// tab not seen before, or another path than the tab's opens a page (an empty `url` never
     /// does); otherwise the tab's current page lasts until `now`.
@@ -445,6 +460,16 @@ impl OpenVisit {
         self.tabs.retain(|t| live(&t.tab_id));
     }
 
+    /// The tab `tab_id`'s current page lasts at least until `until` (its last event or exit
+    /// beacon), and the visit too: called for a tab the live record drops, whose last event
+    /// would otherwise be forgotten.
+    pub fn extend_tab(&mut self, tab_id: &str, until: Timestamp) {
+        self.last_at = self.last_at.max(until);
+        if let Some(i) = self.tabs.iter().position(|t| t.tab_id == tab_id) {
+            self.extend_page(i, until);
+        }
+    }
+
     /// Records `invite`'s current state (by invite id).
     pub fn note_invite(&mut self, invite: &Invite) {
         let seen = VisitInvite::from(invite);
@@ -459,20 +484,25 @@ impl OpenVisit {
     }
 
     fn extend_page(&mut self, tab: usize, now: Timestamp) {
-        if let Some(page) = self.tabs[tab]
-            .page
-            .and_then(|p| self.pages.get_mut(p as usize))
-        {
-            page.duration_ms = page
-                .duration_ms
-                .max(now.as_millis().saturating_sub(page.at.as_millis()) as u64);
-        }
+        extend(&mut self.pages, &self.tabs[tab], now);
     }
 
     /// The closed visit of `record` (whose open visit this is) on `site`, ended for `reason`.
     /// A pure function of the record: closing the same record again gives the same visit.
-    /// [`Visit::visit_number`] is left at 1; the service sets it from the stored history.
+    /// The record's tabs still held say how long their current pages lasted and when the
+    /// visit ended (their last events: heartbeats leave the open visit unchanged; see
+    /// [`changed_by`](Self::changed_by)). [`Visit::visit_number`] is left at 1; the service
+    /// sets it from the stored history.
     pub fn close(&self, site: &SiteId, record: &VisitorRecord, reason: RemovalReason) -> Visit {
+        let mut pages = self.pages.clone();
+        let mut last_at = self.last_at;
+        for tab in &record.tabs {
+            let until = tab.last_event();
+            last_at = last_at.max(until);
+            if let Some(open) = self.tabs.iter().find(|t| t.tab_id == tab.tab_id) {
+                extend(&mut pages, open, until);
+            }
+        }
         let company = VisitCompany::of(&record.company);
         let place = if self.place.country.is_some() {
             self.place.clone()
@@ -505,9 +535,8 @@ impl OpenVisit {
             visit_id: self.visit_id.clone(),
             visitor_id: record.visitor_id.clone(),
             started_at: self.started_at,
-            ended_at: self.last_at,
-            duration_ms: self
-                .last_at
+            ended_at: last_at,
+            duration_ms: last_at
                 .as_millis()
                 .saturating_sub(self.started_at.as_millis()) as u64,
             landing_page: self
@@ -516,7 +545,7 @@ impl OpenVisit {
                 .map(|p| p.path.clone())
                 .unwrap_or_default(),
             exit_page: self.exit_page.clone(),
-            pages: self.pages.clone(),
+            pages,
             more_pages: self.more_pages,
             page_views: record.page_views,
             referrer,
@@ -529,6 +558,15 @@ impl OpenVisit {
             invites,
             end_reason: reason,
         }
+    }
+}
+
+/// The page `tab` shows (in `pages`) lasts at least until `until`.
+fn extend(pages: &mut [PageVisit], tab: &VisitTab, until: Timestamp) {
+    if let Some(page) = tab.page.and_then(|p| pages.get_mut(p as usize)) {
+        page.duration_ms = page
+            .duration_ms
+            .max(until.as_millis().saturating_sub(page.at.as_millis()) as u64);
     }
 }
 
