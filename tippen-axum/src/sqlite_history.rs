@@ -15,12 +15,14 @@
 //!                 INDEX (site_id, started_at, visit_id)          -- time range, newest first
 //!                 INDEX (site_id, visitor_id, started_at)        -- numbering, erasure
 //!                 INDEX (site_id, company, started_at)           -- a company's timeline
-//! history_rollups (site_id, kind, company, bucket, version, record)
+//! history_rollups (site_id, kind, company, bucket, version, record, visits)
 //!                 PRIMARY KEY (site_id, kind, company, bucket)
+//!                 INDEX history_rollups_by_bucket (site_id, kind, bucket, company, visits)
 //! ```
 //!
 //! `company` is the visit's company key in lower case, `country` its country code; `record`
-//! is the visit or rollup as JSON. The page filter is applied on the rows the indexed filters
+//! is the rollup as JSON, or the visit in [`compact`](tippen_core::history::compact) form
+//! (older rows: the visit's full JSON, still read). The page filter is applied on the rows the indexed filters
 //! return, in batches.
 
 use std::path::Path;
@@ -34,6 +36,7 @@ use rusqlite::{
 };
 use tippen_core::history::{
     HistoryStore, PutVisit, Rollup, RollupKey, RollupQuery, RollupSelect, Visit, VisitQuery,
+    compact,
 };
 use tippen_core::{SiteId, StoreError, Timestamp, Version, Versioned};
 
@@ -63,8 +66,17 @@ CREATE TABLE IF NOT EXISTS history_rollups (
     bucket INTEGER NOT NULL,
     version INTEGER NOT NULL,
     record TEXT NOT NULL,
+    visits INTEGER NOT NULL DEFAULT 0,
     PRIMARY KEY (site_id, kind, company, bucket)
 ) WITHOUT ROWID;
+";
+
+/// Added after the tables above (an older file gains them on open): the visits of each
+/// rollup as a column, and an index covering the companies' ranking over a range of buckets
+/// ([`HistoryStore::top_company_rollups`]).
+const RANKING: &str = "
+CREATE INDEX IF NOT EXISTS history_rollups_by_bucket
+    ON history_rollups (site_id, kind, bucket, company, visits);
 ";
 
 /// Rows fetched per round when a filter must be checked on the rows (the page filter).
@@ -105,6 +117,21 @@ impl SqliteHistory {
             .map_err(open_err)?;
         conn.set_prepared_statement_cache_capacity(32);
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let has_visits: bool = conn
+            .prepare("SELECT 1 FROM pragma_table_info('history_rollups') WHERE name = 'visits'")
+            .and_then(|mut s| s.exists([]))
+            .map_err(open_err)?;
+        if !has_visits {
+            conn.execute_batch(
+                "BEGIN IMMEDIATE;
+                 ALTER TABLE history_rollups ADD COLUMN visits INTEGER NOT NULL DEFAULT 0;
+                 UPDATE history_rollups
+                    SET visits = COALESCE(json_extract(record, '$.visits'), 0);
+                 COMMIT;",
+            )
+            .map_err(open_err)?;
+        }
+        conn.execute_batch(RANKING).map_err(open_err)?;
         Ok(SqliteHistory {
             conn: Mutex::new(conn),
         })
@@ -153,7 +180,7 @@ fn put_one(
     site: &SiteId,
     visit: &Visit,
 ) -> Result<PutVisit, StoreError> {
-    let record = serde_json::to_string(visit).map_err(corrupt)?;
+    let record = compact::encode(visit);
     let existed = tx
         .prepare_cached("SELECT 1 FROM history_visits WHERE site_id = ?1 AND visit_id = ?2")
         .and_then(|mut s| s.exists(params![site.as_str(), visit.visit_id]))
@@ -185,8 +212,23 @@ fn put_one(
     })
 }
 
-fn decode_visit(text: &str) -> Result<Visit, StoreError> {
-    serde_json::from_str(text).map_err(corrupt)
+/// A visit row: its record ([`compact`] form, or the full JSON of older rows) with the
+/// columns that form leaves out.
+fn decode_visit(
+    site: &SiteId,
+    visit_id: &str,
+    visitor_id: &str,
+    started_at: i64,
+    text: &str,
+) -> Result<Visit, StoreError> {
+    compact::decode(
+        site,
+        visit_id,
+        visitor_id,
+        Timestamp::from_millis(started_at),
+        text,
+    )
+    .map_err(corrupt)
 }
 
 #[async_trait]
@@ -201,16 +243,20 @@ impl HistoryStore for SqliteHistory {
 
     async fn visit(&self, site: &SiteId, visit_id: &str) -> Result<Option<Visit>, StoreError> {
         let conn = self.lock();
-        let text: Option<String> = conn
+        let row: Option<(String, String, i64)> = conn
             .prepare_cached(
-                "SELECT record FROM history_visits WHERE site_id = ?1 AND visit_id = ?2",
+                "SELECT record, visitor_id, started_at FROM history_visits \
+                 WHERE site_id = ?1 AND visit_id = ?2",
             )
             .and_then(|mut s| {
-                s.query_row(params![site.as_str(), visit_id], |r| r.get(0))
-                    .optional()
+                s.query_row(params![site.as_str(), visit_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })
+                .optional()
             })
             .map_err(backend)?;
-        text.as_deref().map(decode_visit).transpose()
+        row.map(|(text, visitor, started)| decode_visit(site, visit_id, &visitor, started, &text))
+            .transpose()
     }
 
     async fn visits(&self, site: &SiteId, query: &VisitQuery) -> Result<Vec<Visit>, StoreError> {
@@ -219,7 +265,7 @@ impl HistoryStore for SqliteHistory {
         }
         // The indexed filters in SQL; the rest (the page) on the rows, in batches.
         let mut sql = String::from(
-            "SELECT record, started_at, visit_id FROM history_visits \
+            "SELECT record, started_at, visit_id, visitor_id FROM history_visits \
              WHERE site_id = ? AND started_at >= ? AND started_at < ?",
         );
         let mut args: Vec<Value> = vec![
@@ -263,15 +309,15 @@ impl HistoryStore for SqliteHistory {
             round.push(Value::Integer(at));
             round.push(Value::Text(id.clone()));
             round.push(Value::Integer(batch as i64));
-            let rows: Vec<(String, i64, String)> = stmt
+            let rows: Vec<(String, i64, String, String)> = stmt
                 .query_map(params_from_iter(round), |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
                 })
                 .and_then(|rows| rows.collect())
                 .map_err(backend)?;
             let fetched = rows.len();
-            for (text, started, visit_id) in rows {
-                let visit = decode_visit(&text)?;
+            for (text, started, visit_id, visitor) in rows {
+                let visit = decode_visit(site, &visit_id, &visitor, started, &text)?;
                 if query.filter.matches(&visit) {
                     out.push(visit);
                     if out.len() == query.limit {
@@ -293,20 +339,25 @@ impl HistoryStore for SqliteHistory {
     ) -> Result<Vec<Visit>, StoreError> {
         let conn = self.lock();
         let tx = immediate(&conn).map_err(backend)?;
-        let texts: Vec<String> = tx
+        let rows: Vec<(String, String, i64)> = tx
             .prepare_cached(
-                "SELECT record FROM history_visits WHERE site_id = ?1 AND visitor_id = ?2",
+                "SELECT record, visit_id, started_at FROM history_visits \
+                 WHERE site_id = ?1 AND visitor_id = ?2",
             )
             .and_then(|mut s| {
-                s.query_map(params![site.as_str(), visitor_id], |r| r.get(0))?
-                    .collect()
+                s.query_map(params![site.as_str(), visitor_id], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?
+                .collect()
             })
             .map_err(backend)?;
         tx.prepare_cached("DELETE FROM history_visits WHERE site_id = ?1 AND visitor_id = ?2")
             .and_then(|mut s| s.execute(params![site.as_str(), visitor_id]))
             .map_err(backend)?;
         tx.commit().map_err(backend)?;
-        texts.iter().map(|t| decode_visit(t)).collect()
+        rows.iter()
+            .map(|(text, id, started)| decode_visit(site, id, visitor_id, *started, text))
+            .collect()
     }
 
     async fn rollup(
@@ -349,13 +400,15 @@ impl HistoryStore for SqliteHistory {
         expected: Option<Version>,
     ) -> Result<Version, StoreError> {
         let record = serde_json::to_string(rollup).map_err(corrupt)?;
+        let visits = i64::try_from(rollup.visits).unwrap_or(i64::MAX);
         let key = &rollup.key;
         let conn = self.lock();
         let (changed, version) = match expected {
             None => (
                 conn.prepare_cached(
-                    "INSERT INTO history_rollups (site_id, kind, company, bucket, version, record) \
-                     VALUES (?1, ?2, ?3, ?4, 1, ?5) ON CONFLICT DO NOTHING",
+                    "INSERT INTO history_rollups \
+                     (site_id, kind, company, bucket, version, record, visits) \
+                     VALUES (?1, ?2, ?3, ?4, 1, ?5, ?6) ON CONFLICT DO NOTHING",
                 )
                 .and_then(|mut s| {
                     s.execute(params![
@@ -363,7 +416,8 @@ impl HistoryStore for SqliteHistory {
                         key.scope.kind(),
                         key.scope.company(),
                         key.bucket.as_millis(),
-                        record
+                        record,
+                        visits
                     ])
                 })
                 .map_err(backend)?,
@@ -371,7 +425,7 @@ impl HistoryStore for SqliteHistory {
             ),
             Some(v) => (
                 conn.prepare_cached(
-                    "UPDATE history_rollups SET version = version + 1, record = ?6 \
+                    "UPDATE history_rollups SET version = version + 1, record = ?6, visits = ?7 \
                      WHERE site_id = ?1 AND kind = ?2 AND company = ?3 AND bucket = ?4 \
                      AND version = ?5",
                 )
@@ -382,7 +436,8 @@ impl HistoryStore for SqliteHistory {
                         key.scope.company(),
                         key.bucket.as_millis(),
                         v.0 as i64,
-                        record
+                        record,
+                        visits
                     ])
                 })
                 .map_err(backend)?,
@@ -445,6 +500,67 @@ impl HistoryStore for SqliteHistory {
             .iter()
             .map(|t| serde_json::from_str(t).map_err(corrupt))
             .collect()
+    }
+
+    async fn top_company_rollups(
+        &self,
+        site: &SiteId,
+        query: &RollupQuery,
+        top: usize,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        if query.select != RollupSelect::Companies {
+            return self.rollups(site, query).await;
+        }
+        let conn = self.lock();
+        // The ranking from the covering index: one small row per company.
+        let mut totals: Vec<(String, i64)> = conn
+            .prepare_cached(
+                "SELECT company, SUM(visits) FROM history_rollups \
+                 WHERE site_id = ?1 AND kind = 'company' AND bucket >= ?2 AND bucket < ?3 \
+                 GROUP BY company",
+            )
+            .and_then(|mut s| {
+                s.query_map(
+                    params![site.as_str(), query.from.as_millis(), query.to.as_millis()],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?
+                .collect()
+            })
+            .map_err(backend)?;
+        totals.retain(|(_, visits)| *visits > 0);
+        totals.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        // Everyone tied with the last of the first `top` (the summaries break ties by what
+        // only the rollups hold).
+        if top == 0 {
+            totals.clear();
+        } else if let Some(&(_, last)) = totals.get(top - 1) {
+            totals.retain(|(_, visits)| *visits >= last);
+        }
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT record FROM history_rollups WHERE site_id = ?1 AND kind = 'company' \
+                 AND company = ?2 AND bucket >= ?3 AND bucket < ?4",
+            )
+            .map_err(backend)?;
+        let mut out = Vec::new();
+        for (company, _) in &totals {
+            let texts: Vec<String> = stmt
+                .query_map(
+                    params![
+                        site.as_str(),
+                        company,
+                        query.from.as_millis(),
+                        query.to.as_millis()
+                    ],
+                    |r| r.get(0),
+                )
+                .and_then(|rows| rows.collect())
+                .map_err(backend)?;
+            for t in texts {
+                out.push(serde_json::from_str(&t).map_err(corrupt)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn purge(&self, site: &SiteId, before: Timestamp) -> Result<u64, StoreError> {

@@ -51,3 +51,50 @@ async fn history_survives_a_reopen() {
         .expect("visits");
     assert_eq!(all, [visit]);
 }
+
+/// The companies' ranking reads only the rollups of the companies that rank (the covering
+/// index), and a file from before the `visits` column is ranked right once reopened.
+#[tokio::test]
+async fn only_the_ranked_companies_are_read_also_from_an_older_file() {
+    use tippen_core::history::{
+        Rollup, RollupKey, RollupQuery, RollupScope, RollupSelect, company_summaries,
+    };
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("t.db");
+    let site = SiteId::from("s");
+    {
+        let history = SqliteHistory::open(&path).expect("open");
+        for (i, visits) in [3u64, 9, 1, 7, 5].into_iter().enumerate() {
+            let mut r = Rollup::new(RollupKey {
+                scope: RollupScope::Company(format!("c{i}.example")),
+                bucket: Timestamp::from_millis(0),
+            });
+            r.visits = visits;
+            history.save_rollup(&site, &r, None).await.expect("save");
+        }
+    }
+    // As an older file has it: no `visits` column (its index goes first).
+    let conn = rusqlite::Connection::open(&path).expect("file");
+    conn.execute_batch(
+        "DROP INDEX history_rollups_by_bucket;
+         ALTER TABLE history_rollups DROP COLUMN visits;",
+    )
+    .expect("older layout");
+    drop(conn);
+    let history = SqliteHistory::open(&path).expect("reopen");
+    let query = RollupQuery {
+        select: RollupSelect::Companies,
+        from: Timestamp::from_millis(0),
+        to: Timestamp::from_millis(1),
+    };
+    let top = history
+        .top_company_rollups(&site, &query, 2)
+        .await
+        .expect("top");
+    let keys: Vec<String> = company_summaries(&top).into_iter().map(|c| c.key).collect();
+    assert_eq!(
+        keys,
+        ["c1.example", "c3.example"],
+        "only the first two are read"
+    );
+}

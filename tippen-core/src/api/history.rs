@@ -230,8 +230,7 @@ impl Tippen {
                 }
             },
             HistoryOp::Companies { window, csv, limit } => {
-                let mut companies = self.history_companies(site, &window).await?;
-                companies.truncate(limit);
+                let companies = self.history_companies(site, &window, limit).await?;
                 if csv {
                     csv_response("companies.csv", companies_csv(&companies), None)
                 } else {

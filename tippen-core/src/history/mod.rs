@@ -64,6 +64,7 @@
 //! enrichment provider's company location; the company as enrichment left it when the visit
 //! closed (a lookup that settled mid-visit counts); invites from the live record.
 
+pub mod compact;
 mod memory;
 mod report;
 mod rollup;

@@ -203,6 +203,23 @@ pub trait HistoryStore: MaybeSendSync {
     /// The rollups [`RollupQuery::contains`] accepts, in any order.
     async fn rollups(&self, site: &SiteId, query: &RollupQuery) -> Result<Vec<Rollup>, StoreError>;
 
+    /// Some of the company rollups of `query` (whose select is
+    /// [`RollupSelect::Companies`](super::RollupSelect::Companies)), in any order: every
+    /// rollup in range of each company it includes, and at least the companies whose visits
+    /// over the range ([`Rollup::visits`], summed) rank among the first `top` (with all those
+    /// tied with the last of them). So the first `top` of the company summaries are the same
+    /// as from all of [`rollups`](Self::rollups). The default is all of them; a store that
+    /// can rank companies by an indexed count should, and read only those companies'.
+    async fn top_company_rollups(
+        &self,
+        site: &SiteId,
+        query: &RollupQuery,
+        top: usize,
+    ) -> Result<Vec<Rollup>, StoreError> {
+        let _ = top;
+        self.rollups(site, query).await
+    }
+
     /// Deletes the visits started before `before` and the rollups whose bucket starts before
     /// it; how many visits went.
     async fn purge(&self, site: &SiteId, before: Timestamp) -> Result<u64, StoreError>;

@@ -58,6 +58,15 @@ pub struct Utm {
 }
 
 impl Utm {
+    /// Whether no parameter is set.
+    pub fn is_empty(&self) -> bool {
+        self.source.is_none()
+            && self.medium.is_none()
+            && self.campaign.is_none()
+            && self.term.is_none()
+            && self.content.is_none()
+    }
+
     /// The UTM parameters in `url`'s query (none when it has no query).
     pub fn of_url(url: &str) -> Utm {
         let mut utm = Utm::default();

@@ -286,16 +286,33 @@ impl Tippen {
         Ok(self.history_store()?.visit(site, visit_id).await?)
     }
 
-    /// Per-company summaries over `window` (ending now), most visits first.
+    /// Per-company summaries over `window` (ending now), most visits first: the first
+    /// `limit` (the store reads only the rollups of the companies that rank among them,
+    /// [`HistoryStore::top_company_rollups`]).
     pub async fn history_companies(
         &self,
         site: &SiteId,
         window: &Window,
+        limit: usize,
     ) -> Result<Vec<CompanySummary>, ServiceError> {
+        let now = self.now();
+        let (from, _) = window.range(now);
+        let scope = RollupScope::Company(String::new());
         let rollups = self
-            .company_rollups(site, window, RollupSelect::Companies)
+            .history_store()?
+            .top_company_rollups(
+                site,
+                &RollupQuery {
+                    select: RollupSelect::Companies,
+                    from: scope.bucket_of(from),
+                    to: now.plus(std::time::Duration::from_millis(1)),
+                },
+                limit,
+            )
             .await?;
-        Ok(company_summaries(&rollups))
+        let mut companies = company_summaries(&rollups);
+        companies.truncate(limit);
+        Ok(companies)
     }
 
     async fn company_rollups(

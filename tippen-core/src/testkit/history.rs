@@ -27,6 +27,7 @@ pub async fn run_history_suite(store: Arc<dyn HistoryStore>, prefix: &str) {
     erasure(&*store, prefix).await;
     rollups_are_conditional(&*store, prefix).await;
     rollup_ranges(&*store, prefix).await;
+    top_companies_rank_like_all_of_them(&*store, prefix).await;
     purge_by_retention(&*store, prefix).await;
     concurrent_folds_lose_nothing(store.clone(), prefix).await;
     visits_close_through_the_service(store, prefix).await;
@@ -500,6 +501,68 @@ pub async fn rollup_ranges(store: &dyn HistoryStore, prefix: &str) {
         [5],
         "companies in range"
     );
+}
+
+/// [`HistoryStore::top_company_rollups`] gives the same first companies as all the rollups
+/// would, ties and updated counts included.
+pub async fn top_companies_rank_like_all_of_them(store: &dyn HistoryStore, prefix: &str) {
+    let site = site_id(prefix, "hist-top");
+    let d = 24 * 3_600_000;
+    let company = |name: &str| RollupScope::Company(format!("{name}.example"));
+    // (company, day, visits): totals a 9, b 7 (after an update), c 7 (seen later than b), d 3,
+    // e 0, f 1 outside the range.
+    for (name, day, visits) in [
+        ("a", 0, 4),
+        ("a", 1, 5),
+        ("b", 0, 2),
+        ("c", 1, 7),
+        ("d", 0, 1),
+        ("d", 1, 2),
+        ("e", 0, 0),
+        ("f", 3, 1),
+    ] {
+        let mut r = rollup_at(company(name), day * d, visits);
+        r.last_at = Some(Timestamp::from_millis(day * d + 1_000));
+        store.save_rollup(&site, &r, None).await.expect("insert");
+    }
+    let key = RollupKey {
+        scope: company("b"),
+        bucket: Timestamp::from_millis(0),
+    };
+    let stored = store.rollup(&site, &key).await.expect("rollup").expect("b");
+    let mut b = stored.value;
+    b.visits = 7;
+    store
+        .save_rollup(&site, &b, Some(stored.version))
+        .await
+        .expect("update");
+    let query = RollupQuery {
+        select: RollupSelect::Companies,
+        from: Timestamp::from_millis(0),
+        to: Timestamp::from_millis(2 * d),
+    };
+    let all = crate::history::company_summaries(&store.rollups(&site, &query).await.expect("all"));
+    assert_eq!(
+        all.iter()
+            .map(|c| (c.key.as_str(), c.visits))
+            .collect::<Vec<_>>(),
+        // Ties go to the company seen last.
+        [
+            ("a.example", 9),
+            ("c.example", 7),
+            ("b.example", 7),
+            ("d.example", 3)
+        ]
+    );
+    for top in 0..=6 {
+        let some = store
+            .top_company_rollups(&site, &query, top)
+            .await
+            .expect("top");
+        let mut ranked = crate::history::company_summaries(&some);
+        ranked.truncate(top);
+        assert_eq!(ranked, all[..top.min(all.len())], "the first {top}");
+    }
 }
 
 /// Purging deletes visits started before the cutoff and rollups whose bucket starts before
