@@ -317,7 +317,7 @@ impl LambdaHost {
         for site in sites {
             // A deadline within the window becomes a wake: whichever invocation polls the
             // wakes then (this one, or one holding the lease longer) meets it.
-            let wake = match self.sweep_site(&site, &mut notices).await {
+            let wake = match self.sweep_site(&site, None, &mut notices).await {
                 Ok(SiteSweep::Swept { sent: n, next }) => {
                     sent += n;
                     next.filter(|at| *at <= until)
@@ -374,9 +374,11 @@ impl LambdaHost {
             holding &= lease == Some(until);
             let (due, pending): (Vec<_>, Vec<_>) = wakes.into_iter().partition(|w| w.at <= now);
             let mut earliest = pending.iter().map(|w| w.at).filter(|at| *at <= until).min();
-            let mut sites: Vec<&SiteId> = due.iter().map(|w| &w.site).collect();
+            let mut sites: Vec<(&SiteId, Timestamp)> =
+                due.iter().map(|w| (&w.site, w.at)).collect();
+            // Each site once, with its earliest due wake.
             sites.sort();
-            sites.dedup();
+            sites.dedup_by(|later, first| later.0 == first.0);
             tracing::trace!(
                 due = due.len(),
                 pending = pending.len(),
@@ -386,8 +388,8 @@ impl LambdaHost {
             let mut notices = Vec::new();
             let mut swept = Ok(());
             let mut skipped = std::collections::HashSet::new();
-            for site in sites {
-                match self.sweep_site(site, &mut notices).await {
+            for (site, at) in sites {
+                match self.sweep_site(site, Some(at), &mut notices).await {
                     Ok(SiteSweep::Swept { sent: n, next }) => {
                         sent += n;
                         if let Some(at) = next.filter(|at| *at <= until && chained.contains(site)) {
@@ -455,8 +457,9 @@ impl LambdaHost {
     /// Sweeps one site until nothing more is due, applying each sweep's effects but keeping
     /// their support alerts in `notices` (one Slack delivery for the pass).
     ///
-    /// One cheap index read first decides whether the site has anything due; only then does
-    /// it take the site's sweep lease ([`DynamoStore::claim_sweep`]), so that one invocation
+    /// One cheap index read first decides whether the site has anything due (not when the
+    /// caller knows of a deadline `due` by now: a wake), and only then does it take the
+    /// site's sweep lease ([`DynamoStore::claim_sweep`]), so that one invocation
     /// at a time closes a site's due visitors: two at once (the scheduled run and the one
     /// polling the wakes) each made every close's conditional writes, the loser repeating
     /// them after its conflict, and on a store serving calls one after another (moto) the
@@ -481,18 +484,29 @@ impl LambdaHost {
     async fn sweep_site(
         &self,
         site: &SiteId,
+        due: Option<Timestamp>,
         notices: &mut Vec<SupportNotice>,
     ) -> Result<SiteSweep, HostError> {
-        let next = self.tippen.next_deadline(site).await?;
-        tracing::debug!(
-            site = %site,
-            next_ms = ?next.map(Timestamp::as_millis),
-            "sweep: the site's next deadline"
-        );
         let now = self.tippen.now();
-        let Some(due) = next.filter(|d| *d <= now) else {
-            return Ok(SiteSweep::Swept { sent: 0, next });
+        let due = match due.filter(|d| *d <= now) {
+            // A wake's deadline (it may have been met already: then the sweep finds nothing,
+            // which costs what the index read would have saved, and wakes are rarely met
+            // before their poll).
+            Some(due) => due,
+            None => {
+                let next = self.tippen.next_deadline(site).await?;
+                tracing::debug!(
+                    site = %site,
+                    next_ms = ?next.map(Timestamp::as_millis),
+                    "sweep: the site's next deadline"
+                );
+                match next.filter(|d| *d <= self.tippen.now()) {
+                    Some(due) => due,
+                    None => return Ok(SiteSweep::Swept { sent: 0, next }),
+                }
+            }
         };
+        let now = self.tippen.now();
         let holder = crate::store::write_token();
         let lease = now.plus(SWEEP_LEASE);
         if self.store.claim_sweep(site, &holder, now, lease).await? == SweepClaim::Held {
@@ -519,6 +533,9 @@ impl LambdaHost {
     ) -> Result<SiteSweep, HostError> {
         let mut sent = 0;
         let mut next = None;
+        // The caller found the site due; a round asked for again reads the index first (the
+        // request is often for what this sweep has just closed: it was read before).
+        let mut due = true;
         // Bounded: a sweep returns a due deadline only while more batches are due, and a
         // round asked for again sweeps what another invocation found due.
         for _ in 0..100 {
@@ -530,27 +547,32 @@ impl LambdaHost {
                     return Ok(SiteSweep::Swept { sent, next });
                 }
             }
-            let mut swept = self.tippen.handle_timeout(site).await?;
-            next = swept.deadline.and_then(Deadline::at);
-            tracing::debug!(
-                site = %site,
-                messages = swept.broadcasts.len(),
-                next_ms = ?next.map(Timestamp::as_millis),
-                "sweep: swept"
-            );
-            sent += swept.broadcasts.len();
-            notices.append(&mut swept.notifications);
-            self.apply(swept, None).await;
-            let now = self.tippen.now();
-            // More than one batch was due: go again.
-            if next.is_some_and(|d| d <= now) {
-                continue;
+            if due {
+                let mut swept = self.tippen.handle_timeout(site).await?;
+                next = swept.deadline.and_then(Deadline::at);
+                tracing::debug!(
+                    site = %site,
+                    messages = swept.broadcasts.len(),
+                    next_ms = ?next.map(Timestamp::as_millis),
+                    "sweep: swept"
+                );
+                sent += swept.broadcasts.len();
+                notices.append(&mut swept.notifications);
+                self.apply(swept, None).await;
+                // More than one batch was due: go again.
+                if next.is_some_and(|d| d <= self.tippen.now()) {
+                    continue;
+                }
             }
+            let now = self.tippen.now();
             lease = now.plus(SWEEP_LEASE);
             match self.store.end_sweep(site, holder, lease).await? {
                 SweepEnd::Released => return Ok(SiteSweep::Swept { sent, next }),
                 SweepEnd::Again => {
-                    tracing::debug!(site = %site, "sweep: asked to sweep again");
+                    // Read after the request: whatever its sender found due is due in it.
+                    next = self.tippen.next_deadline(site).await?;
+                    due = next.is_some_and(|d| d <= self.tippen.now());
+                    tracing::debug!(site = %site, due, "sweep: asked to sweep again");
                 }
                 SweepEnd::Lost => {
                     tracing::debug!(site = %site, "sweep: the lease ran out and was taken over");
