@@ -2,6 +2,7 @@
 //! functions. Everything here runs inside one invocation: nothing is left running after the
 //! handler returns (Lambda freezes the process then).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -95,15 +96,34 @@ const SWEEP_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
 /// What [`LambdaHost::sweep_site`] did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum SiteSweep {
-    /// Swept until nothing more was due (or nothing was): the messages sent, and the
-    /// site's next deadline.
+    /// Swept until nothing more was due (or nothing was): the messages sent, the site's
+    /// next deadline, and a time by which every deadline was met (the start of the last
+    /// sweep; `None` when nothing was swept, or not to the end).
     Swept {
         sent: usize,
         next: Option<Timestamp>,
+        through: Option<Timestamp>,
     },
     /// Something was due (at `due`), but another invocation holds the site's sweep lease:
     /// nothing swept here, and the holder was asked to sweep once more.
     Skipped { due: Timestamp },
+}
+
+/// The sites of the wakes found due that still need a sweep, each once with its earliest
+/// such wake: not those whose wakes are all no later than the time by which this invocation
+/// met every deadline of the site (`met`).
+fn sites_to_sweep<'a>(
+    due: &'a [Wake],
+    met: &HashMap<SiteId, Timestamp>,
+) -> Vec<(&'a SiteId, Timestamp)> {
+    let mut sites: Vec<(&SiteId, Timestamp)> = due
+        .iter()
+        .filter(|w| met.get(&w.site).is_none_or(|through| w.at > *through))
+        .map(|w| (&w.site, w.at))
+        .collect();
+    sites.sort();
+    sites.dedup_by(|later, first| later.0 == first.0);
+    sites
 }
 
 /// Splits the wakes found due into those met (their site swept) and those kept (their site
@@ -314,12 +334,20 @@ impl LambdaHost {
         let mut sent = 0;
         let mut first_pass = Ok(());
         let chained: std::collections::HashSet<SiteId> = sites.iter().cloned().collect();
+        let mut met = HashMap::new();
         for site in sites {
             // A deadline within the window becomes a wake: whichever invocation polls the
             // wakes then (this one, or one holding the lease longer) meets it.
             let wake = match self.sweep_site(&site, None, &mut notices).await {
-                Ok(SiteSweep::Swept { sent: n, next }) => {
+                Ok(SiteSweep::Swept {
+                    sent: n,
+                    next,
+                    through,
+                }) => {
                     sent += n;
+                    if let Some(through) = through {
+                        met.insert(site.clone(), through);
+                    }
                     next.filter(|at| *at <= until)
                 }
                 Ok(SiteSweep::Skipped { due }) => Some(due).filter(|_| !window.is_zero()),
@@ -337,7 +365,7 @@ impl LambdaHost {
         }
         HostIo::notify(self, std::mem::take(&mut notices)).await;
         first_pass?;
-        Ok(sent + self.poll_wakes(until, &chained).await?)
+        Ok(sent + self.poll(until, &chained, met).await?)
     }
 
     /// Meets the wakes ([`DynamoStore::wakes`]: deadlines of any site that must not wait for
@@ -361,8 +389,23 @@ impl LambdaHost {
         until: Timestamp,
         chained: &std::collections::HashSet<SiteId>,
     ) -> Result<usize, HostError> {
+        self.poll(until, chained, HashMap::new()).await
+    }
+
+    /// [`poll_wakes`](Self::poll_wakes), knowing the sites this invocation has swept and by
+    /// when every deadline of each was met (`met`): a due wake no later than that is
+    /// forgotten without sweeping its site again. A site's sweep with a due wake skips the
+    /// index read that decides whether anything is due, unless its wakes were kept at the
+    /// previous poll (by then another invocation has most likely met them).
+    async fn poll(
+        &self,
+        until: Timestamp,
+        chained: &std::collections::HashSet<SiteId>,
+        mut met: HashMap<SiteId, Timestamp>,
+    ) -> Result<usize, HostError> {
         let mut sent = 0;
         let mut holding = false;
+        let mut kept_before = std::collections::HashSet::new();
         loop {
             let now = self.tippen.now();
             if !holding && now < until {
@@ -374,11 +417,7 @@ impl LambdaHost {
             holding &= lease == Some(until);
             let (due, pending): (Vec<_>, Vec<_>) = wakes.into_iter().partition(|w| w.at <= now);
             let mut earliest = pending.iter().map(|w| w.at).filter(|at| *at <= until).min();
-            let mut sites: Vec<(&SiteId, Timestamp)> =
-                due.iter().map(|w| (&w.site, w.at)).collect();
-            // Each site once, with its earliest due wake.
-            sites.sort();
-            sites.dedup_by(|later, first| later.0 == first.0);
+            let sites = sites_to_sweep(&due, &met);
             tracing::trace!(
                 due = due.len(),
                 pending = pending.len(),
@@ -389,9 +428,17 @@ impl LambdaHost {
             let mut swept = Ok(());
             let mut skipped = std::collections::HashSet::new();
             for (site, at) in sites {
-                match self.sweep_site(site, Some(at), &mut notices).await {
-                    Ok(SiteSweep::Swept { sent: n, next }) => {
+                let hint = Some(at).filter(|_| !kept_before.contains(site));
+                match self.sweep_site(site, hint, &mut notices).await {
+                    Ok(SiteSweep::Swept {
+                        sent: n,
+                        next,
+                        through,
+                    }) => {
                         sent += n;
+                        if let Some(through) = through {
+                            met.insert(site.clone(), through);
+                        }
                         if let Some(at) = next.filter(|at| *at <= until && chained.contains(site)) {
                             if let Err(e) = self.store.put_wake(site, at).await {
                                 swept = Err(e.into());
@@ -413,12 +460,13 @@ impl LambdaHost {
             swept?;
             // Only once met: a wake of a failed invocation stays for the next one, and so
             // does one of a site another invocation is sweeping.
-            let (met, kept) = met_wakes(due, &skipped);
-            self.store.delete_wakes(&met).await?;
+            let (forgotten, kept) = met_wakes(due, &skipped);
+            self.store.delete_wakes(&forgotten).await?;
+            kept_before = skipped;
             let now = self.tippen.now();
-            if let Some(first) = met.iter().map(|w| w.at).min() {
+            if let Some(first) = forgotten.iter().map(|w| w.at).min() {
                 tracing::debug!(
-                    wakes = met.len(),
+                    wakes = forgotten.len(),
                     kept = kept.len(),
                     late_ms = now.since(first).as_millis() as u64,
                     "wakes met"
@@ -502,7 +550,13 @@ impl LambdaHost {
                 );
                 match next.filter(|d| *d <= self.tippen.now()) {
                     Some(due) => due,
-                    None => return Ok(SiteSweep::Swept { sent: 0, next }),
+                    None => {
+                        return Ok(SiteSweep::Swept {
+                            sent: 0,
+                            next,
+                            through: None,
+                        });
+                    }
                 }
             }
         };
@@ -533,6 +587,7 @@ impl LambdaHost {
     ) -> Result<SiteSweep, HostError> {
         let mut sent = 0;
         let mut next = None;
+        let mut through = None;
         // The caller found the site due; a round asked for again reads the index first (the
         // request is often for what this sweep has just closed: it was read before).
         let mut due = true;
@@ -544,10 +599,16 @@ impl LambdaHost {
                 lease = now.plus(SWEEP_LEASE);
                 if !self.store.renew_sweep(site, holder, lease).await? {
                     tracing::debug!(site = %site, "sweep: the lease ran out and was taken over");
-                    return Ok(SiteSweep::Swept { sent, next });
+                    return Ok(SiteSweep::Swept {
+                        sent,
+                        next,
+                        through: None,
+                    });
                 }
             }
             if due {
+                // Read before the core reads its clock: every deadline up to it is met.
+                through = Some(self.tippen.now());
                 let mut swept = self.tippen.handle_timeout(site).await?;
                 next = swept.deadline.and_then(Deadline::at);
                 tracing::debug!(
@@ -567,7 +628,13 @@ impl LambdaHost {
             let now = self.tippen.now();
             lease = now.plus(SWEEP_LEASE);
             match self.store.end_sweep(site, holder, lease).await? {
-                SweepEnd::Released => return Ok(SiteSweep::Swept { sent, next }),
+                SweepEnd::Released => {
+                    return Ok(SiteSweep::Swept {
+                        sent,
+                        next,
+                        through,
+                    });
+                }
                 SweepEnd::Again => {
                     // Read after the request: whatever its sender found due is due in it.
                     next = self.tippen.next_deadline(site).await?;
@@ -576,7 +643,11 @@ impl LambdaHost {
                 }
                 SweepEnd::Lost => {
                     tracing::debug!(site = %site, "sweep: the lease ran out and was taken over");
-                    return Ok(SiteSweep::Swept { sent, next });
+                    return Ok(SiteSweep::Swept {
+                        sent,
+                        next,
+                        through: None,
+                    });
                 }
             }
         }
@@ -584,6 +655,7 @@ impl LambdaHost {
         Ok(SiteSweep::Swept {
             sent,
             next: self.tippen.next_deadline(site).await?,
+            through: None,
         })
     }
 
@@ -734,5 +806,25 @@ mod tests {
         assert_eq!(kept, [due[0].clone(), due[2].clone()]);
         let (met, kept) = met_wakes(due.clone(), &Default::default());
         assert_eq!((met, kept), (due, Vec::new()));
+    }
+
+    #[test]
+    fn a_site_is_swept_once_for_its_wakes_not_met_already() {
+        let at = Timestamp::from_millis;
+        let (a, b, c) = (SiteId::from("a"), SiteId::from("b"), SiteId::from("c"));
+        let due = vec![
+            Wake::new(a.clone(), at(1000)),
+            Wake::new(b.clone(), at(1100)),
+            Wake::new(a.clone(), at(1200)),
+            Wake::new(c.clone(), at(1300)),
+            Wake::new(b.clone(), at(900)),
+        ];
+        assert_eq!(
+            sites_to_sweep(&due, &HashMap::new()),
+            [(&a, at(1000)), (&b, at(900)), (&c, at(1300))]
+        );
+        // `a` was swept from 1100 on: its wake at 1200 is not met yet; `c`'s is.
+        let met = HashMap::from([(a.clone(), at(1100)), (c.clone(), at(1300))]);
+        assert_eq!(sites_to_sweep(&due, &met), [(&a, at(1200)), (&b, at(900))]);
     }
 }
