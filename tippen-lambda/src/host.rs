@@ -416,7 +416,6 @@ impl LambdaHost {
             // over (its window ends later), and this one stops.
             holding &= lease == Some(until);
             let (due, pending): (Vec<_>, Vec<_>) = wakes.into_iter().partition(|w| w.at <= now);
-            let mut earliest = pending.iter().map(|w| w.at).filter(|at| *at <= until).min();
             let sites = sites_to_sweep(&due, &met);
             tracing::trace!(
                 due = due.len(),
@@ -427,6 +426,7 @@ impl LambdaHost {
             let mut notices = Vec::new();
             let mut swept = Ok(());
             let mut skipped = std::collections::HashSet::new();
+            let mut chained_at = Vec::new();
             for (site, at) in sites {
                 let hint = Some(at).filter(|_| !kept_before.contains(site));
                 match self.sweep_site(site, hint, &mut notices).await {
@@ -444,7 +444,7 @@ impl LambdaHost {
                                 swept = Err(e.into());
                                 break;
                             }
-                            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                            chained_at.push(at);
                         }
                     }
                     Ok(SiteSweep::Skipped { .. }) => {
@@ -460,7 +460,19 @@ impl LambdaHost {
             swept?;
             // Only once met: a wake of a failed invocation stays for the next one, and so
             // does one of a site another invocation is sweeping.
-            let (forgotten, kept) = met_wakes(due, &skipped);
+            let (mut forgotten, kept) = met_wakes(due, &skipped);
+            // A wake that came due while this invocation swept its site (a long sweep, or
+            // rounds one after another) is met as well: forgotten now, not read again.
+            let (early, pending): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|w| met.get(&w.site).is_some_and(|through| w.at <= *through));
+            forgotten.extend(early);
+            let mut earliest = pending
+                .iter()
+                .map(|w| w.at)
+                .chain(chained_at)
+                .filter(|at| *at <= until)
+                .min();
             self.store.delete_wakes(&forgotten).await?;
             kept_before = skipped;
             let now = self.tippen.now();
