@@ -371,9 +371,11 @@ impl LambdaHost {
     /// Meets the wakes ([`DynamoStore::wakes`]: deadlines of any site that must not wait for
     /// the next scheduled run): sweeps the sites whose wake is due and forgets those wakes.
     /// Until `until`, and while a wake due by then is pending, it holds the poller lease
-    /// ([`DynamoStore::claim_poller`]) and looks again every [`wake_poll`](Self::wake_poll)
-    /// or at the earliest such wake, whichever is sooner; the next deadline within `until` of
-    /// a site in `chained` (the sites of the run's first pass) becomes a wake too. Without
+    /// ([`DynamoStore::claim_poller`]), reads the wakes again every
+    /// [`wake_poll`](Self::wake_poll) and meets each one it has read when it is due (a read
+    /// is a Query; a linger's wake written since is read before it is due); the next
+    /// deadline within `until` of a site in `chained` (the sites of the run's first pass)
+    /// becomes a wake too. Without
     /// the lease (another invocation polls longer, or has taken it over) or past `until` it
     /// makes one pass. Before it returns early it gives the lease back and looks once more,
     /// so a wake written by an invocation that saw the lease held is never left behind (a
@@ -406,15 +408,28 @@ impl LambdaHost {
         let mut sent = 0;
         let mut holding = false;
         let mut kept_before = std::collections::HashSet::new();
+        // The wakes pending after the last pass, and when they were read.
+        let mut known: Option<(Timestamp, Vec<Wake>)> = None;
         loop {
             let now = self.tippen.now();
-            if !holding && now < until {
-                holding = self.store.claim_poller(until).await?;
-            }
-            let (wakes, lease) = self.store.wakes().await?;
-            // Kept while it is still ours: an invocation asked for a later deadline takes it
-            // over (its window ends later), and this one stops.
-            holding &= lease == Some(until);
+            let (wakes, read) = match known.take() {
+                // Between two reads (one every `wake_poll`), the wakes of the last one: a wake
+                // written since is due a leave linger after it was written, at least twice
+                // `wake_poll`, so the next read finds it before it is due.
+                Some((read, wakes)) if holding && now < read.plus(self.wake_poll()) => {
+                    (wakes, read)
+                }
+                _ => {
+                    if !holding && now < until {
+                        holding = self.store.claim_poller(until).await?;
+                    }
+                    let (wakes, lease) = self.store.wakes().await?;
+                    // Kept while it is still ours: an invocation asked for a later deadline
+                    // takes it over (its window ends later), and this one stops.
+                    holding &= lease == Some(until);
+                    (wakes, now)
+                }
+            };
             let (due, pending): (Vec<_>, Vec<_>) = wakes.into_iter().partition(|w| w.at <= now);
             let sites = sites_to_sweep(&due, &met);
             tracing::trace!(
@@ -444,7 +459,7 @@ impl LambdaHost {
                                 swept = Err(e.into());
                                 break;
                             }
-                            chained_at.push(at);
+                            chained_at.push(Wake::new(site.clone(), at));
                         }
                     }
                     Ok(SiteSweep::Skipped { .. }) => {
@@ -469,10 +484,12 @@ impl LambdaHost {
             forgotten.extend(early);
             let mut earliest = pending
                 .iter()
+                .chain(&chained_at)
                 .map(|w| w.at)
-                .chain(chained_at)
                 .filter(|at| *at <= until)
                 .min();
+            // Known until the next read; kept ones are read again then.
+            known = Some((read, pending.into_iter().chain(chained_at).collect()));
             self.store.delete_wakes(&forgotten).await?;
             kept_before = skipped;
             let now = self.tippen.now();
@@ -499,7 +516,8 @@ impl LambdaHost {
                 }
                 continue;
             };
-            let wait = earliest.max(now).since(now).min(self.wake_poll());
+            let next_read = read.plus(self.wake_poll());
+            let wait = earliest.min(next_read).max(now).since(now);
             tokio::time::sleep(wait.min(until.since(now))).await;
         }
     }
