@@ -235,13 +235,18 @@ echo "conformance cases run against the Lambda host: $cases_run of $cases_all ($
 [ "$cases_run" = "$cases_all" ] || { echo "expected every case of the suite" >&2; exit 1; }
 
 step "measure: a closed tab's removal after its leave linger (50 leaves, 8 at a time, the periodic invoker running)"
-# Every removal must reach the dashboard within 2.5 s after the linger; the figures go to the
-# artifacts. The suite's bound is 1.5 s; 2.5 s here is a loosened bound, kept on purpose until
-# issue 14 is fixed again: since visit history every close is several more DynamoDB calls, moto
-# serves one at a time, and the 300 ms invoker and the wake poller repeat the same closes. On an
-# idle machine the max was 1,070-1,186 ms in three runs and 2,295 ms in a fourth.
+# Every removal must reach the dashboard within 1.5 s after its linger ends (the suite's bound;
+# issue 14: a real close within about 2.5 s of its beacon with this 1 s linger); the figures go
+# to the artifacts. moto serves one DynamoDB call at a time and a close is several calls (visit
+# history); the 300 ms invoker and the invocation polling the wakes often find the site due at
+# once, and the site's sweep lease (tippen_lambda::store, `SWEEP#<site>`) lets one of them close
+# its visitors while the other asks it for one more round, instead of both repeating each close.
+# The measure makes ~1,400-1,600 DynamoDB calls with the lease against ~2,260 before (moto's
+# own count), and moto's Queries cost ~10-25 ms each here. It passed at a load average of
+# ~2.5-3.8 on this 2-core machine (max 790 and 942 ms) and failed at ~2.8-4.3 while other builds
+# ran (max 1,505-2,464 ms in 7 runs): a failure under such load is timing, read the load first.
 FN_URL="$fn_url" WS_URL="ws://127.0.0.1:$standin_port/?role=dashboard" PUBLIC_KEY=pk_a \
-  SECRET_KEY=sk_a_0123456789abcdefghij LEAVE_LINGER_MS=$linger_ms LEAVES=50 CONCURRENCY=8 MAX_LAG_MS=2500 \
+  SECRET_KEY=sk_a_0123456789abcdefghij LEAVE_LINGER_MS=$linger_ms LEAVES=50 CONCURRENCY=8 MAX_LAG_MS=1500 \
   node tests/apigw-ws/linger-lag.mjs | tee "$artifacts/linger-lag.txt"
 
 step "browser: the dashboard served by the HTTP function finds the WebSocket API, a visitor appears live, an invite pops up within 1 s"

@@ -2,6 +2,7 @@
 //! functions. Everything here runs inside one invocation: nothing is left running after the
 //! handler returns (Lambda freezes the process then).
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -22,7 +23,7 @@ use crate::enrich_fn::Enrichment;
 use crate::fanout::Fanout;
 #[cfg(feature = "outbound")]
 use crate::outbound::Outbound;
-use crate::store::DynamoStore;
+use crate::store::{DynamoStore, SweepClaim, SweepEnd, Wake};
 
 /// Why a function could not start or an operation failed.
 #[derive(Debug, Error)]
@@ -85,6 +86,54 @@ const ASKED_SWEEP_SLACK: std::time::Duration = std::time::Duration::from_secs(1)
 /// request's own latency); a later one (a tab's grace, seconds to minutes) is left to the
 /// scheduled runs, or every tracking call would invoke the sweep function.
 const LINGER_SLACK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// How long a site's sweep lease lasts from its claim or renewal ([`DynamoStore::claim_sweep`]):
+/// longer than one batch of a sweep takes (a batch closes up to the core's `sweep_batch`
+/// visitors eight at a time, a few DynamoDB calls each), short enough that a holder that
+/// crashed keeps the others out only briefly.
+const SWEEP_LEASE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What [`LambdaHost::sweep_site`] did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum SiteSweep {
+    /// Swept until nothing more was due (or nothing was): the messages sent, the site's
+    /// next deadline, and a time by which every deadline was met (the start of the last
+    /// sweep; `None` when nothing was swept, or not to the end).
+    Swept {
+        sent: usize,
+        next: Option<Timestamp>,
+        through: Option<Timestamp>,
+    },
+    /// Something was due (at `due`), but another invocation holds the site's sweep lease:
+    /// nothing swept here, and the holder was asked to sweep once more.
+    Skipped { due: Timestamp },
+}
+
+/// The sites of the wakes found due that still need a sweep, each once with its earliest
+/// such wake: not those whose wakes are all no later than the time by which this invocation
+/// met every deadline of the site (`met`).
+fn sites_to_sweep<'a>(
+    due: &'a [Wake],
+    met: &HashMap<SiteId, Timestamp>,
+) -> Vec<(&'a SiteId, Timestamp)> {
+    let mut sites: Vec<(&SiteId, Timestamp)> = due
+        .iter()
+        .filter(|w| met.get(&w.site).is_none_or(|through| w.at > *through))
+        .map(|w| (&w.site, w.at))
+        .collect();
+    sites.sort();
+    sites.dedup_by(|later, first| later.0 == first.0);
+    sites
+}
+
+/// Splits the wakes found due into those met (their site swept) and those kept (their site
+/// was being swept by another invocation: see [`LambdaHost::poll_wakes`]).
+fn met_wakes(
+    due: Vec<Wake>,
+    skipped: &std::collections::HashSet<SiteId>,
+) -> (Vec<Wake>, Vec<Wake>) {
+    due.into_iter().partition(|w| !skipped.contains(&w.site))
+}
 
 /// The site ids as read at an instant.
 type CachedSiteIds = (std::time::Instant, Vec<SiteId>);
@@ -272,7 +321,9 @@ impl LambdaHost {
 
     /// The deadline work of `sites` only, as [`sweep_all`](Self::sweep_all) does it for every
     /// site. The invocation [`arm`](HostIo::arm) asks for names none: it only meets the
-    /// wakes.
+    /// wakes. A site another invocation is sweeping ([`SiteSweep::Skipped`]) is left to it
+    /// (it sweeps once more for us); with a window, the site also becomes a wake due now, so
+    /// the wake polling below comes back to it and chains its next deadline.
     pub async fn sweep_sites(
         &self,
         sites: Vec<SiteId>,
@@ -283,62 +334,104 @@ impl LambdaHost {
         let mut sent = 0;
         let mut first_pass = Ok(());
         let chained: std::collections::HashSet<SiteId> = sites.iter().cloned().collect();
+        let mut met = HashMap::new();
         for site in sites {
-            match self.sweep_site(&site, &mut notices).await {
-                Ok((n, next)) => {
+            // A deadline within the window becomes a wake: whichever invocation polls the
+            // wakes then (this one, or one holding the lease longer) meets it.
+            let wake = match self.sweep_site(&site, None, &mut notices).await {
+                Ok(SiteSweep::Swept {
+                    sent: n,
+                    next,
+                    through,
+                }) => {
                     sent += n;
-                    // A deadline within the window becomes a wake: whichever invocation polls
-                    // the wakes then (this one, or one holding the lease longer) meets it.
-                    if let Some(at) = next.filter(|at| *at <= until)
-                        && let Err(e) = self.store.put_wake(&site, at).await
-                    {
-                        first_pass = Err(e.into());
-                        break;
+                    if let Some(through) = through {
+                        met.insert(site.clone(), through);
                     }
+                    next.filter(|at| *at <= until)
                 }
+                Ok(SiteSweep::Skipped { due }) => Some(due).filter(|_| !window.is_zero()),
                 Err(e) => {
                     first_pass = Err(e);
                     break;
                 }
+            };
+            if let Some(at) = wake
+                && let Err(e) = self.store.put_wake(&site, at).await
+            {
+                first_pass = Err(e.into());
+                break;
             }
         }
         HostIo::notify(self, std::mem::take(&mut notices)).await;
         first_pass?;
-        Ok(sent + self.poll_wakes(until, &chained).await?)
+        Ok(sent + self.poll(until, &chained, met).await?)
     }
 
     /// Meets the wakes ([`DynamoStore::wakes`]: deadlines of any site that must not wait for
     /// the next scheduled run): sweeps the sites whose wake is due and forgets those wakes.
     /// Until `until`, and while a wake due by then is pending, it holds the poller lease
-    /// ([`DynamoStore::claim_poller`]) and looks again every [`wake_poll`](Self::wake_poll)
-    /// or at the earliest such wake, whichever is sooner; the next deadline within `until` of
-    /// a site in `chained` (the sites of the run's first pass) becomes a wake too. Without
+    /// ([`DynamoStore::claim_poller`]), reads the wakes again every
+    /// [`wake_poll`](Self::wake_poll) and meets each one it has read when it is due (a read
+    /// is a Query; a linger's wake written since is read before it is due); the next
+    /// deadline within `until` of a site in `chained` (the sites of the run's first pass)
+    /// becomes a wake too. Without
     /// the lease (another invocation polls longer, or has taken it over) or past `until` it
     /// makes one pass. Before it returns early it gives the lease back and looks once more,
     /// so a wake written by an invocation that saw the lease held is never left behind (a
     /// wake due after `until` is not this invocation's: its writer saw no lease covering it).
-    /// Returns how many messages were sent.
+    ///
+    /// The wakes of a site another invocation is sweeping ([`SiteSweep::Skipped`]) are kept,
+    /// not forgotten: that invocation was asked to sweep once more before it lets the site
+    /// go, which meets them, and should it fail, the wakes are still there for the next poll
+    /// (this one's, [`wake_poll`](Self::wake_poll) later, while it holds the poller lease, or
+    /// the next scheduled run's). Returns how many messages were sent.
     pub async fn poll_wakes(
         &self,
         until: Timestamp,
         chained: &std::collections::HashSet<SiteId>,
     ) -> Result<usize, HostError> {
+        self.poll(until, chained, HashMap::new()).await
+    }
+
+    /// [`poll_wakes`](Self::poll_wakes), knowing the sites this invocation has swept and by
+    /// when every deadline of each was met (`met`): a due wake no later than that is
+    /// forgotten without sweeping its site again. A site's sweep with a due wake skips the
+    /// index read that decides whether anything is due, unless its wakes were kept at the
+    /// previous poll (by then another invocation has most likely met them).
+    async fn poll(
+        &self,
+        until: Timestamp,
+        chained: &std::collections::HashSet<SiteId>,
+        mut met: HashMap<SiteId, Timestamp>,
+    ) -> Result<usize, HostError> {
         let mut sent = 0;
         let mut holding = false;
+        let mut kept_before = std::collections::HashSet::new();
+        // The wakes pending after the last pass, and when they were read.
+        let mut known: Option<(Timestamp, Vec<Wake>)> = None;
         loop {
             let now = self.tippen.now();
-            if !holding && now < until {
-                holding = self.store.claim_poller(until).await?;
-            }
-            let (wakes, lease) = self.store.wakes().await?;
-            // Kept while it is still ours: an invocation asked for a later deadline takes it
-            // over (its window ends later), and this one stops.
-            holding &= lease == Some(until);
+            let (wakes, read) = match known.take() {
+                // Between two reads (one every `wake_poll`), the wakes of the last one: a wake
+                // written since is due a leave linger after it was written, at least twice
+                // `wake_poll`, so the next read finds it before it is due.
+                Some((read, wakes)) if holding && now < read.plus(self.wake_poll()) => {
+                    (wakes, read)
+                }
+                _ => {
+                    if !holding && now < until {
+                        holding = self.store.claim_poller(until).await?;
+                    }
+                    let (wakes, lease) = self.store.wakes().await?;
+                    // Kept while it is still ours: an invocation asked for a later deadline
+                    // takes it over (its window ends later), and this one stops.
+                    holding &= lease == Some(until);
+                    (wakes, now)
+                }
+            };
             let (due, pending): (Vec<_>, Vec<_>) = wakes.into_iter().partition(|w| w.at <= now);
-            let mut earliest = pending.iter().map(|w| w.at).filter(|at| *at <= until).min();
-            let mut sites: Vec<&SiteId> = due.iter().map(|w| &w.site).collect();
-            sites.sort();
-            sites.dedup();
+            let sites = sites_to_sweep(&due, &met);
             tracing::trace!(
                 due = due.len(),
                 pending = pending.len(),
@@ -347,17 +440,30 @@ impl LambdaHost {
             );
             let mut notices = Vec::new();
             let mut swept = Ok(());
-            for site in sites {
-                match self.sweep_site(site, &mut notices).await {
-                    Ok((n, next)) => {
+            let mut skipped = std::collections::HashSet::new();
+            let mut chained_at = Vec::new();
+            for (site, at) in sites {
+                let hint = Some(at).filter(|_| !kept_before.contains(site));
+                match self.sweep_site(site, hint, &mut notices).await {
+                    Ok(SiteSweep::Swept {
+                        sent: n,
+                        next,
+                        through,
+                    }) => {
                         sent += n;
+                        if let Some(through) = through {
+                            met.insert(site.clone(), through);
+                        }
                         if let Some(at) = next.filter(|at| *at <= until && chained.contains(site)) {
                             if let Err(e) = self.store.put_wake(site, at).await {
                                 swept = Err(e.into());
                                 break;
                             }
-                            earliest = Some(earliest.map_or(at, |e| e.min(at)));
+                            chained_at.push(Wake::new(site.clone(), at));
                         }
+                    }
+                    Ok(SiteSweep::Skipped { .. }) => {
+                        skipped.insert(site.clone());
                     }
                     Err(e) => {
                         swept = Err(e);
@@ -367,18 +473,38 @@ impl LambdaHost {
             }
             HostIo::notify(self, notices).await;
             swept?;
-            // Only once met: a wake of a failed invocation stays for the next one.
-            self.store.delete_wakes(&due).await?;
-            let met = self.tippen.now();
-            if let Some(first) = due.iter().map(|w| w.at).min() {
+            // Only once met: a wake of a failed invocation stays for the next one, and so
+            // does one of a site another invocation is sweeping.
+            let (mut forgotten, kept) = met_wakes(due, &skipped);
+            // A wake that came due while this invocation swept its site (a long sweep, or
+            // rounds one after another) is met as well: forgotten now, not read again.
+            let (early, pending): (Vec<_>, Vec<_>) = pending
+                .into_iter()
+                .partition(|w| met.get(&w.site).is_some_and(|through| w.at <= *through));
+            forgotten.extend(early);
+            let mut earliest = pending
+                .iter()
+                .chain(&chained_at)
+                .map(|w| w.at)
+                .filter(|at| *at <= until)
+                .min();
+            // Known until the next read; kept ones are read again then.
+            known = Some((read, pending.into_iter().chain(chained_at).collect()));
+            self.store.delete_wakes(&forgotten).await?;
+            kept_before = skipped;
+            let now = self.tippen.now();
+            if let Some(first) = forgotten.iter().map(|w| w.at).min() {
                 tracing::debug!(
-                    wakes = due.len(),
-                    late_ms = met.since(first).as_millis() as u64,
-                    read_late_ms = now.since(first).as_millis() as u64,
+                    wakes = forgotten.len(),
+                    kept = kept.len(),
+                    late_ms = now.since(first).as_millis() as u64,
                     "wakes met"
                 );
             }
-            let now = met;
+            if !kept.is_empty() {
+                let again = now.plus(self.wake_poll());
+                earliest = Some(earliest.map_or(again, |e| e.min(again)));
+            }
             if !holding || now >= until {
                 return Ok(sent);
             }
@@ -390,7 +516,8 @@ impl LambdaHost {
                 }
                 continue;
             };
-            let wait = earliest.max(now).since(now).min(self.wake_poll());
+            let next_read = read.plus(self.wake_poll());
+            let wait = earliest.min(next_read).max(now).since(now);
             tokio::time::sleep(wait.min(until.since(now))).await;
         }
     }
@@ -406,43 +533,160 @@ impl LambdaHost {
     }
 
     /// Sweeps one site until nothing more is due, applying each sweep's effects but keeping
-    /// their support alerts in `notices` (one Slack delivery for the pass): the messages
-    /// sent, and the site's next deadline.
+    /// their support alerts in `notices` (one Slack delivery for the pass).
+    ///
+    /// One cheap index read first decides whether the site has anything due (not when the
+    /// caller knows of a deadline `due` by now: a wake), and only then does it take the
+    /// site's sweep lease ([`DynamoStore::claim_sweep`]), so that one invocation
+    /// at a time closes a site's due visitors: two at once (the scheduled run and the one
+    /// polling the wakes) each made every close's conditional writes, the loser repeating
+    /// them after its conflict, and on a store serving calls one after another (moto) the
+    /// repeats delayed every other request. When the lease is held elsewhere this sweeps
+    /// nothing and answers [`SiteSweep::Skipped`]; the claim has asked the holder for one more
+    /// round.
+    ///
+    /// Why nothing due is left behind: the holder's last step is
+    /// [`DynamoStore::end_sweep`], a release conditional on no such request. Say the holder
+    /// reads the index a last time, finds the next deadline still ahead, and that deadline
+    /// comes due before its release, while another invocation reads it due and finds the
+    /// lease held. That invocation's request (`again`) and the holder's release are
+    /// conditional writes on the same item, so one comes first: the request first, and the
+    /// release fails, the holder keeps the lease and sweeps again (its index read is later
+    /// than the other's, which saw the deadline due); the release first, and the request
+    /// fails its "held" condition, and that invocation claims the lease and sweeps itself.
+    /// A deadline nobody read as due in between is like any other: whichever invocation
+    /// next finds it due claims the free lease. The lease lasts [`SWEEP_LEASE`] and is
+    /// renewed between batches, so a holder that crashed keeps the others out that long at
+    /// most; a holder too slow for its lease just sweeps beside the next one (harmless: the
+    /// core's writes are conditional) and stops at its end.
     async fn sweep_site(
         &self,
         site: &SiteId,
+        due: Option<Timestamp>,
         notices: &mut Vec<SupportNotice>,
-    ) -> Result<(usize, Option<Timestamp>), HostError> {
-        // One cheap index read decides whether the site has anything due.
-        let due = self.tippen.next_deadline(site).await?;
-        tracing::debug!(
-            site = %site,
-            next_ms = ?due.map(Timestamp::as_millis),
-            "sweep: the site's next deadline"
-        );
-        if due.is_none_or(|d| d > self.tippen.now()) {
-            return Ok((0, due));
+    ) -> Result<SiteSweep, HostError> {
+        let now = self.tippen.now();
+        let due = match due.filter(|d| *d <= now) {
+            // A wake's deadline (it may have been met already: then the sweep finds nothing,
+            // which costs what the index read would have saved, and wakes are rarely met
+            // before their poll).
+            Some(due) => due,
+            None => {
+                let next = self.tippen.next_deadline(site).await?;
+                tracing::debug!(
+                    site = %site,
+                    next_ms = ?next.map(Timestamp::as_millis),
+                    "sweep: the site's next deadline"
+                );
+                match next.filter(|d| *d <= self.tippen.now()) {
+                    Some(due) => due,
+                    None => {
+                        return Ok(SiteSweep::Swept {
+                            sent: 0,
+                            next,
+                            through: None,
+                        });
+                    }
+                }
+            }
+        };
+        let now = self.tippen.now();
+        let holder = crate::store::write_token();
+        let lease = now.plus(SWEEP_LEASE);
+        if self.store.claim_sweep(site, &holder, now, lease).await? == SweepClaim::Held {
+            tracing::debug!(site = %site, "sweep: another invocation is sweeping the site; it sweeps again");
+            return Ok(SiteSweep::Skipped { due });
         }
+        let swept = self.sweep_holding(site, &holder, lease, notices).await;
+        if swept.is_err()
+            && let Err(e) = self.store.abandon_sweep(site, &holder).await
+        {
+            tracing::warn!(site = %site, error = %e, "could not give the sweep lease back; it runs out");
+        }
+        swept
+    }
+
+    /// [`sweep_site`](Self::sweep_site)'s sweeps, holding the lease as `holder` until
+    /// `lease` (renewed when less than half of [`SWEEP_LEASE`] is left before a batch).
+    async fn sweep_holding(
+        &self,
+        site: &SiteId,
+        holder: &str,
+        mut lease: Timestamp,
+        notices: &mut Vec<SupportNotice>,
+    ) -> Result<SiteSweep, HostError> {
         let mut sent = 0;
-        // Bounded: a sweep returns a due deadline only while more batches are due.
+        let mut next = None;
+        let mut through = None;
+        // The caller found the site due; a round asked for again reads the index first (the
+        // request is often for what this sweep has just closed: it was read before).
+        let mut due = true;
+        // Bounded: a sweep returns a due deadline only while more batches are due, and a
+        // round asked for again sweeps what another invocation found due.
         for _ in 0..100 {
-            let mut swept = self.tippen.handle_timeout(site).await?;
-            let next = swept.deadline.and_then(Deadline::at);
-            tracing::debug!(
-                site = %site,
-                messages = swept.broadcasts.len(),
-                next_ms = ?next.map(Timestamp::as_millis),
-                "sweep: swept"
-            );
-            sent += swept.broadcasts.len();
-            notices.append(&mut swept.notifications);
-            self.apply(swept, None).await;
-            // More than one batch was due: go again.
-            if next.is_none_or(|d| d > self.tippen.now()) {
-                return Ok((sent, next));
+            let now = self.tippen.now();
+            if lease.since(now) < SWEEP_LEASE / 2 {
+                lease = now.plus(SWEEP_LEASE);
+                if !self.store.renew_sweep(site, holder, lease).await? {
+                    tracing::debug!(site = %site, "sweep: the lease ran out and was taken over");
+                    return Ok(SiteSweep::Swept {
+                        sent,
+                        next,
+                        through: None,
+                    });
+                }
+            }
+            if due {
+                // Read before the core reads its clock: every deadline up to it is met.
+                through = Some(self.tippen.now());
+                let mut swept = self.tippen.handle_timeout(site).await?;
+                next = swept.deadline.and_then(Deadline::at);
+                tracing::debug!(
+                    site = %site,
+                    messages = swept.broadcasts.len(),
+                    next_ms = ?next.map(Timestamp::as_millis),
+                    "sweep: swept"
+                );
+                sent += swept.broadcasts.len();
+                notices.append(&mut swept.notifications);
+                self.apply(swept, None).await;
+                // More than one batch was due: go again.
+                if next.is_some_and(|d| d <= self.tippen.now()) {
+                    continue;
+                }
+            }
+            let now = self.tippen.now();
+            lease = now.plus(SWEEP_LEASE);
+            match self.store.end_sweep(site, holder, lease).await? {
+                SweepEnd::Released => {
+                    return Ok(SiteSweep::Swept {
+                        sent,
+                        next,
+                        through,
+                    });
+                }
+                SweepEnd::Again => {
+                    // Read after the request: whatever its sender found due is due in it.
+                    next = self.tippen.next_deadline(site).await?;
+                    due = next.is_some_and(|d| d <= self.tippen.now());
+                    tracing::debug!(site = %site, due, "sweep: asked to sweep again");
+                }
+                SweepEnd::Lost => {
+                    tracing::debug!(site = %site, "sweep: the lease ran out and was taken over");
+                    return Ok(SiteSweep::Swept {
+                        sent,
+                        next,
+                        through: None,
+                    });
+                }
             }
         }
-        Ok((sent, self.tippen.next_deadline(site).await?))
+        self.store.abandon_sweep(site, holder).await?;
+        Ok(SiteSweep::Swept {
+            sent,
+            next: self.tippen.next_deadline(site).await?,
+            through: None,
+        })
     }
 
     /// Every site's id, re-read from the store at most every `site_cache_ttl` by this
@@ -570,5 +814,47 @@ impl HostIo for LambdaHost {
             alerts = notices.len(),
             "support alerts not sent to Slack: this function has no outbound HTTPS client"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_wakes_of_a_site_swept_elsewhere_are_kept() {
+        let at = Timestamp::from_millis;
+        let (a, b) = (SiteId::from("a"), SiteId::from("b"));
+        let due = vec![
+            Wake::new(a.clone(), at(1000)),
+            Wake::new(b.clone(), at(1100)),
+            Wake::new(a.clone(), at(1200)),
+        ];
+        let skipped = std::collections::HashSet::from([a.clone()]);
+        let (met, kept) = met_wakes(due.clone(), &skipped);
+        assert_eq!(met, [due[1].clone()]);
+        assert_eq!(kept, [due[0].clone(), due[2].clone()]);
+        let (met, kept) = met_wakes(due.clone(), &Default::default());
+        assert_eq!((met, kept), (due, Vec::new()));
+    }
+
+    #[test]
+    fn a_site_is_swept_once_for_its_wakes_not_met_already() {
+        let at = Timestamp::from_millis;
+        let (a, b, c) = (SiteId::from("a"), SiteId::from("b"), SiteId::from("c"));
+        let due = vec![
+            Wake::new(a.clone(), at(1000)),
+            Wake::new(b.clone(), at(1100)),
+            Wake::new(a.clone(), at(1200)),
+            Wake::new(c.clone(), at(1300)),
+            Wake::new(b.clone(), at(900)),
+        ];
+        assert_eq!(
+            sites_to_sweep(&due, &HashMap::new()),
+            [(&a, at(1000)), (&b, at(900)), (&c, at(1300))]
+        );
+        // `a` was swept from 1100 on: its wake at 1200 is not met yet; `c`'s is.
+        let met = HashMap::from([(a.clone(), at(1100)), (c.clone(), at(1300))]);
+        assert_eq!(sites_to_sweep(&due, &met), [(&a, at(1200)), (&b, at(900))]);
     }
 }

@@ -61,4 +61,4 @@ pub use config::{ConfigError, LambdaConfig};
 pub use fanout::{Fanout, Posted};
 pub use history::DynamoHistory;
 pub use host::{HostError, LambdaHost, sdk_config};
-pub use store::{Connection, DynamoStore, FanoutTarget, Wake};
+pub use store::{Connection, DynamoStore, FanoutTarget, SweepClaim, SweepEnd, Wake};

@@ -23,6 +23,7 @@
 //! | connection by id | `CID#<connectionId>` | `CONN` | `site`, `role`, `visitor`, `ttl` |
 //! | wake | `WAKE` | `<deadline ms, 15 digits>#<site>` | `site`, `dl`, `ttl` |
 //! | wake poller lease | `WAKE` | `~POLLER` | `until` |
+//! | sweep lease | `SWEEP#<site>` | `LEASE` | `holder`, `until`, `again` |
 //!
 //! The global secondary index `due` (partition `dsite`, sort `dl` as a number) holds only
 //! visitor items: [`Store::due_visitors`] and [`Store::next_deadline`] are Queries on it,
@@ -33,6 +34,15 @@
 //! them (a closed tab's leave linger): one small partition that a running sweep invocation
 //! reads every poll ([`DynamoStore::wakes`]), however many sites there are. The lease names
 //! the invocation polling it and until when ([`DynamoStore::claim_poller`]).
+//!
+//! The sweep lease lets one invocation at a time sweep a site ([`DynamoStore::claim_sweep`]):
+//! without it the scheduled run and the invocation polling the wakes closed the same due
+//! visitors at the same moment, each close several conditional writes that the loser repeated
+//! after its conflict. An invocation that finds the lease held sets `again` on it instead of
+//! sweeping, and the holder sweeps once more before it gives the lease back
+//! ([`DynamoStore::end_sweep`]), so a skipped deadline is never left behind. `until` (a few
+//! seconds ahead, renewed while a long sweep goes on) bounds how long a holder that crashed
+//! keeps the others out.
 //!
 //! Expiry is decided by the core comparing times, never by DynamoDB: TTL deletion (`ttl`,
 //! seconds since the epoch) only cleans up items long after they stopped mattering (it can lag
@@ -140,7 +150,7 @@ pub(crate) fn backend<E: std::fmt::Debug>(op: &str, e: E) -> StoreError {
 
 /// A token unique to one write (not to its retries): lets a retried conditional write that
 /// fails against its own earlier attempt recognize it.
-fn write_token() -> String {
+pub(crate) fn write_token() -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
@@ -271,6 +281,47 @@ const POLLER_UNTIL: &str = "until";
 
 /// How long a wake nobody took lives before DynamoDB's TTL may delete it.
 const WAKE_TTL_SLACK_SECS: i64 = 24 * 3600;
+
+/// The sweep lease's item: `SWEEP#<site>` / [`SWEEP_SK`].
+fn sweep_pk(site: &SiteId) -> String {
+    format!("SWEEP#{site}")
+}
+const SWEEP_SK: &str = "LEASE";
+const SWEEP_HOLDER: &str = "holder";
+const SWEEP_UNTIL: &str = "until";
+/// Set by an invocation that found the site due while the lease was held.
+const SWEEP_AGAIN: &str = "again";
+
+/// What [`DynamoStore::claim_sweep`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepClaim {
+    /// The lease is the caller's until the time it asked for: sweep, then
+    /// [`end_sweep`](DynamoStore::end_sweep).
+    Taken,
+    /// Another invocation holds it; it was asked to sweep once more before giving it back
+    /// (`again`). The caller does not sweep.
+    Held,
+}
+
+/// What [`DynamoStore::end_sweep`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SweepEnd {
+    /// Given back: nobody asked for another round while it was held.
+    Released,
+    /// Another invocation found the site due meanwhile: the lease is still the caller's
+    /// (renewed, `again` cleared), and it must sweep once more and end again.
+    Again,
+    /// The lease ran out and another invocation took it: the site is theirs now.
+    Lost,
+}
+
+impl Wake {
+    /// The wake of `site` at `at`, keyed as [`DynamoStore::put_wake`] stores it.
+    pub fn new(site: SiteId, at: Timestamp) -> Self {
+        let sort_key = format!("{:015}#{site}", at.as_millis().max(0));
+        Wake { site, at, sort_key }
+    }
+}
 
 impl Connection {
     /// The sort key prefix of `role`'s connections under `CONN#<site>`.
@@ -723,7 +774,8 @@ impl DynamoStore {
     /// to notice in time). Idempotent; one item per deadline, so no writer's wake replaces
     /// another's.
     pub async fn put_wake(&self, site: &SiteId, at: Timestamp) -> Result<(), StoreError> {
-        let mut item = Self::key(WAKE_PK, &format!("{:015}#{site}", at.as_millis().max(0)));
+        let wake = Wake::new(site.clone(), at);
+        let mut item = Self::key(WAKE_PK, &wake.sort_key);
         item.insert(attr::SITE.to_owned(), s(site.as_str()));
         item.insert(attr::DEADLINE.to_owned(), n(at.as_millis()));
         item.insert(
@@ -828,6 +880,163 @@ impl DynamoStore {
             Ok(_) => Ok(true),
             Err(e) if condition_failed(&e) => Ok(false),
             Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
+    /// Takes the sweep lease of `site` for `holder` (a token unique to this sweep) until
+    /// `until`, unless another holder's lease runs past `now`: then marks it `again` (its
+    /// holder sweeps once more before giving it back, [`end_sweep`](Self::end_sweep)) and
+    /// returns [`SweepClaim::Held`]. Both are conditional writes on the one item, so a lease
+    /// given back between the two is noticed (the mark fails) and claimed. A lease that ran
+    /// out (a holder that crashed) is taken over, its `again` cleared: the new holder sweeps
+    /// anyway.
+    pub async fn claim_sweep(
+        &self,
+        site: &SiteId,
+        holder: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<SweepClaim, StoreError> {
+        // Bounded: each failed round is another invocation's claim or release in between.
+        for _ in 0..8 {
+            let claimed = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(&sweep_pk(site), SWEEP_SK)))
+                .update_expression("SET #h = :h, #u = :u REMOVE #a")
+                .condition_expression("attribute_not_exists(#h) OR #u < :now")
+                .expression_attribute_names("#h", SWEEP_HOLDER)
+                .expression_attribute_names("#u", SWEEP_UNTIL)
+                .expression_attribute_names("#a", SWEEP_AGAIN)
+                .expression_attribute_values(":h", s(holder))
+                .expression_attribute_values(":u", n(until.as_millis()))
+                .expression_attribute_values(":now", n(now.as_millis()))
+                .send()
+                .await;
+            match claimed {
+                Ok(_) => return Ok(SweepClaim::Taken),
+                Err(e) if condition_failed(&e) => {}
+                Err(e) => return Err(backend("UpdateItem", e)),
+            }
+            let marked = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(Self::key(&sweep_pk(site), SWEEP_SK)))
+                .update_expression("SET #a = :t")
+                .condition_expression("attribute_exists(#h) AND #u >= :now")
+                .expression_attribute_names("#h", SWEEP_HOLDER)
+                .expression_attribute_names("#u", SWEEP_UNTIL)
+                .expression_attribute_names("#a", SWEEP_AGAIN)
+                .expression_attribute_values(":t", AttributeValue::Bool(true))
+                .expression_attribute_values(":now", n(now.as_millis()))
+                .send()
+                .await;
+            match marked {
+                Ok(_) => return Ok(SweepClaim::Held),
+                Err(e) if condition_failed(&e) => {}
+                Err(e) => return Err(backend("UpdateItem", e)),
+            }
+        }
+        Err(StoreError::Conflict)
+    }
+
+    /// Moves the end of `holder`'s sweep lease of `site` to `until` (a sweep that goes on);
+    /// false when it is not `holder`'s any more (it ran out and was taken over).
+    pub async fn renew_sweep(
+        &self,
+        site: &SiteId,
+        holder: &str,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&sweep_pk(site), SWEEP_SK)))
+            .update_expression("SET #u = :u")
+            .condition_expression("#h = :h")
+            .expression_attribute_names("#h", SWEEP_HOLDER)
+            .expression_attribute_names("#u", SWEEP_UNTIL)
+            .expression_attribute_values(":h", s(holder))
+            .expression_attribute_values(":u", n(until.as_millis()))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(e) if condition_failed(&e) => Ok(false),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
+    /// Ends `holder`'s sweep of `site`: gives the lease back unless another invocation marked
+    /// it `again` meanwhile ([`claim_sweep`](Self::claim_sweep)); then keeps it until `until`,
+    /// clears the mark and answers [`SweepEnd::Again`]. The release is one conditional
+    /// `DeleteItem` (`holder` is the caller's and no `again`), so a mark lands either before
+    /// it (the release fails and the holder sweeps again, reading the index after the mark)
+    /// or after it (the mark fails, and the marking invocation claims the lease itself).
+    pub async fn end_sweep(
+        &self,
+        site: &SiteId,
+        holder: &str,
+        until: Timestamp,
+    ) -> Result<SweepEnd, StoreError> {
+        let released = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&sweep_pk(site), SWEEP_SK)))
+            .condition_expression("#h = :h AND attribute_not_exists(#a)")
+            .expression_attribute_names("#h", SWEEP_HOLDER)
+            .expression_attribute_names("#a", SWEEP_AGAIN)
+            .expression_attribute_values(":h", s(holder))
+            .send()
+            .await;
+        match released {
+            Ok(_) => return Ok(SweepEnd::Released),
+            Err(e) if condition_failed(&e) => {}
+            Err(e) => return Err(backend("DeleteItem", e)),
+        }
+        let kept = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&sweep_pk(site), SWEEP_SK)))
+            .update_expression("SET #u = :u REMOVE #a")
+            .condition_expression("#h = :h")
+            .expression_attribute_names("#h", SWEEP_HOLDER)
+            .expression_attribute_names("#u", SWEEP_UNTIL)
+            .expression_attribute_names("#a", SWEEP_AGAIN)
+            .expression_attribute_values(":h", s(holder))
+            .expression_attribute_values(":u", n(until.as_millis()))
+            .send()
+            .await;
+        match kept {
+            Ok(_) => Ok(SweepEnd::Again),
+            Err(e) if condition_failed(&e) => Ok(SweepEnd::Lost),
+            Err(e) => Err(backend("UpdateItem", e)),
+        }
+    }
+
+    /// Gives `holder`'s sweep lease of `site` back whatever `again` says (a sweep that
+    /// failed: the deadlines stay in the index and the wakes for the next invocation). A
+    /// lease no longer `holder`'s is left alone.
+    pub async fn abandon_sweep(&self, site: &SiteId, holder: &str) -> Result<(), StoreError> {
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&sweep_pk(site), SWEEP_SK)))
+            .condition_expression("#h = :h")
+            .expression_attribute_names("#h", SWEEP_HOLDER)
+            .expression_attribute_values(":h", s(holder))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(()),
+            Err(e) if condition_failed(&e) => Ok(()),
+            Err(e) => Err(backend("DeleteItem", e)),
         }
     }
 

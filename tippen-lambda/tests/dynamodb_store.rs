@@ -17,7 +17,7 @@ use tippen_core::history::{HistoryStore, PutVisit, VisitFilter, VisitQuery};
 use tippen_core::presence::{Ping, PingKind, Visibility};
 use tippen_core::testkit::sample_visit;
 use tippen_core::{Config, ManualClock, SiteId, Store, Timestamp, Tippen};
-use tippen_lambda::{DynamoHistory, DynamoStore};
+use tippen_lambda::{DynamoHistory, DynamoStore, SweepClaim, SweepEnd};
 
 async fn client() -> aws_sdk_dynamodb::Client {
     let endpoint = std::env::var("TIPPEN_DYNAMODB_ENDPOINT").expect(
@@ -292,5 +292,170 @@ async fn wakes_and_the_poller_lease() {
     assert!(
         store.claim_poller(t(1000)).await.expect("claim"),
         "a given-back lease is free"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweep_lease_lets_one_invocation_sweep_a_site_and_loses_no_request() {
+    let store = store("tippen-suite").await;
+    let (a, b) = (SiteId(unique("a")), SiteId(unique("b")));
+    let t = |ms: i64| Timestamp::from_millis(1_729_080_000_000 + ms);
+
+    // Free: taken; another invocation then finds it held and asks for another round.
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h1", t(0), t(5000))
+            .await
+            .expect("claim"),
+        SweepClaim::Taken
+    );
+    assert_eq!(
+        store
+            .claim_sweep(&b, "h2", t(0), t(5000))
+            .await
+            .expect("claim"),
+        SweepClaim::Taken,
+        "one lease per site"
+    );
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h2", t(100), t(5100))
+            .await
+            .expect("claim"),
+        SweepClaim::Held
+    );
+    // The holder's end sees the request: it keeps the lease (renewed) and sweeps again...
+    assert_eq!(
+        store.end_sweep(&a, "h1", t(6000)).await.expect("end"),
+        SweepEnd::Again
+    );
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h3", t(5500), t(10_000))
+            .await
+            .expect("claim"),
+        SweepClaim::Held,
+        "renewed to t(6000): still held at t(5500)"
+    );
+    assert_eq!(
+        store.end_sweep(&a, "h1", t(7000)).await.expect("end"),
+        SweepEnd::Again,
+        "a request after the first round's end asks for one more round"
+    );
+    // ...and gives it back once nobody asked.
+    assert_eq!(
+        store.end_sweep(&a, "h1", t(7000)).await.expect("end"),
+        SweepEnd::Released
+    );
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h2", t(200), t(5200))
+            .await
+            .expect("claim"),
+        SweepClaim::Taken,
+        "a given-back lease is free"
+    );
+
+    // A holder that crashed: its lease runs out and is taken over, its request cleared.
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h3", t(300), t(5300))
+            .await
+            .expect("claim"),
+        SweepClaim::Held
+    );
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h4", t(5201), t(10_201))
+            .await
+            .expect("claim"),
+        SweepClaim::Taken,
+        "past its end the lease is free"
+    );
+    assert!(
+        !store.renew_sweep(&a, "h2", t(20_000)).await.expect("renew"),
+        "the old holder cannot renew a lease taken over"
+    );
+    assert_eq!(
+        store.end_sweep(&a, "h2", t(20_000)).await.expect("end"),
+        SweepEnd::Lost,
+        "nor end it"
+    );
+    store.abandon_sweep(&a, "h2").await.expect("abandon");
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h5", t(6000), t(11_000))
+            .await
+            .expect("claim"),
+        SweepClaim::Held,
+        "abandoning a lease taken over leaves it to its holder"
+    );
+    assert!(store.renew_sweep(&a, "h4", t(20_000)).await.expect("renew"));
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h5", t(15_000), t(20_000))
+            .await
+            .expect("claim"),
+        SweepClaim::Held,
+        "renewed"
+    );
+    // A failed sweep gives the lease back whatever was asked.
+    store.abandon_sweep(&a, "h4").await.expect("abandon");
+    assert_eq!(
+        store
+            .claim_sweep(&a, "h6", t(15_000), t(20_000))
+            .await
+            .expect("claim"),
+        SweepClaim::Taken
+    );
+
+    // Racing invocations: each of them either takes the lease, or is turned away with a
+    // request that a holder's end answers with another round after it. Events are numbered
+    // in order: a turned-away one's number is taken before its claim, a round's after the
+    // end that answered `Again` returned, so every request must precede some round.
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let c = SiteId(unique("c"));
+    let store = Arc::new(store);
+    let clock = Arc::new(AtomicUsize::new(0));
+    let results = join_all((0..8).map(|i| {
+        let (store, c, clock) = (store.clone(), c.clone(), clock.clone());
+        async move {
+            let holder = format!("r{i}");
+            let asked = clock.fetch_add(1, Ordering::SeqCst);
+            match store
+                .claim_sweep(&c, &holder, t(0), t(60_000))
+                .await
+                .expect("claim")
+            {
+                SweepClaim::Held => (Some(asked), Vec::new()),
+                SweepClaim::Taken => {
+                    let mut rounds = Vec::new();
+                    while store.end_sweep(&c, &holder, t(60_000)).await.expect("end")
+                        == SweepEnd::Again
+                    {
+                        rounds.push(clock.fetch_add(1, Ordering::SeqCst));
+                    }
+                    (None, rounds)
+                }
+            }
+        }
+    }))
+    .await;
+    let requests: Vec<usize> = results.iter().filter_map(|(asked, _)| *asked).collect();
+    let last_round = results.iter().flat_map(|(_, rounds)| rounds).max();
+    assert!(requests.len() < 8, "someone took the lease: {results:?}");
+    for asked in &requests {
+        assert!(
+            last_round.is_some_and(|r| r > asked),
+            "a turned-away invocation's request got no round after it: {results:?}"
+        );
+    }
+    assert_eq!(
+        store
+            .claim_sweep(&c, "last", t(1000), t(2000))
+            .await
+            .expect("claim"),
+        SweepClaim::Taken,
+        "given back at the end"
     );
 }
