@@ -528,7 +528,7 @@ impl HistoryStore for SqliteHistory {
             })
             .map_err(backend)?;
         totals.retain(|(_, visits)| *visits > 0);
-        totals.sort_unstable_by(|a, b| b.1.cmp(&a.1));
+        totals.sort_unstable_by_key(|t| std::cmp::Reverse(t.1));
         // Everyone tied with the last of the first `top` (the summaries break ties by what
         // only the rollups hold).
         if top == 0 {
