@@ -21,7 +21,7 @@
 //! ```
 //!
 //! `company` is the visit's company key in lower case, `country` its country code; `record`
-//! is the rollup as JSON, or the visit in [`compact`](tippen_core::history::compact) form
+//! is the rollup as JSON, or the visit in [`compact`] form
 //! (older rows: the visit's full JSON, still read). The page filter is applied on the rows the indexed filters
 //! return, in batches.
 

@@ -321,7 +321,7 @@ impl LambdaHost {
 
     /// The deadline work of `sites` only, as [`sweep_all`](Self::sweep_all) does it for every
     /// site. The invocation [`arm`](HostIo::arm) asks for names none: it only meets the
-    /// wakes. A site another invocation is sweeping ([`SiteSweep::Skipped`]) is left to it
+    /// wakes. A site another invocation is sweeping (`SiteSweep::Skipped`) is left to it
     /// (it sweeps once more for us); with a window, the site also becomes a wake due now, so
     /// the wake polling below comes back to it and chains its next deadline.
     pub async fn sweep_sites(
@@ -381,7 +381,7 @@ impl LambdaHost {
     /// so a wake written by an invocation that saw the lease held is never left behind (a
     /// wake due after `until` is not this invocation's: its writer saw no lease covering it).
     ///
-    /// The wakes of a site another invocation is sweeping ([`SiteSweep::Skipped`]) are kept,
+    /// The wakes of a site another invocation is sweeping (`SiteSweep::Skipped`) are kept,
     /// not forgotten: that invocation was asked to sweep once more before it lets the site
     /// go, which meets them, and should it fail, the wakes are still there for the next poll
     /// (this one's, [`wake_poll`](Self::wake_poll) later, while it holds the poller lease, or
