@@ -23,9 +23,10 @@ use tippen_core::{
     Broadcast, Deadline, Effects, LookupRequest, ServiceError, SiteId, StoreError, Timestamp,
     Tippen, Transport, TransportError, VisitorPush,
 };
-use tokio::sync::{broadcast, watch};
+use tokio::sync::{broadcast, mpsc, watch};
 use tower_http::trace::TraceLayer;
 
+use crate::bus::Bus;
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
 use crate::limit::{Limiters, RateLimits};
@@ -142,6 +143,8 @@ pub(crate) struct Inner {
     active: Arc<Active>,
     /// The rate limits' buckets.
     limiters: Limiters,
+    /// Carries dashboard messages between replicas; `None`: this process is the only one.
+    bus: Option<Arc<dyn Bus>>,
 }
 
 /// One site's owner state.
@@ -160,6 +163,16 @@ pub(crate) struct SiteState {
     /// The earliest deadline the timer must wake up for.
     armed: watch::Sender<Option<Timestamp>>,
     timer_started: AtomicBool,
+    /// With a bus: the site's dashboards here and the task forwarding the bus's messages to
+    /// them.
+    following: tokio::sync::Mutex<Following>,
+}
+
+/// A site followed on the bus while this replica holds dashboards of it.
+#[derive(Default)]
+struct Following {
+    dashboards: usize,
+    forwarder: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// Counts running tasks so shutdown can wait for them.
@@ -193,9 +206,25 @@ impl TippenHost {
 
     /// A host for `tippen` (a `Tippen` or an `Arc<Tippen>`) with `config`.
     pub fn with_config(tippen: impl Into<Arc<Tippen>>, config: HostConfig) -> Self {
+        Self::build(tippen.into(), config, None)
+    }
+
+    /// A host that is one of several replicas sharing `tippen`'s store: its dashboards hear
+    /// every replica's messages through `bus` (see [`Bus`]), and it sends none to them
+    /// directly. The store must publish what it numbers
+    /// ([`Store::publishes_broadcasts`](tippen_core::Store::publishes_broadcasts)), like
+    /// `tippen_redis::RedisStore` does for `tippen_redis::RedisBus`.
+    pub fn with_bus(tippen: impl Into<Arc<Tippen>>, config: HostConfig, bus: Arc<dyn Bus>) -> Self {
+        let tippen: Arc<Tippen> = tippen.into();
+        if !tippen.store().publishes_broadcasts() {
+            tracing::error!("the store publishes no broadcasts: dashboards will hear nothing");
+        }
+        Self::build(tippen, config, Some(bus))
+    }
+
+    fn build(tippen: Arc<Tippen>, config: HostConfig, bus: Option<Arc<dyn Bus>>) -> Self {
         let enrichment = config.enrichment.clone().map(Enrichment::new);
         let config_limits = config.rate_limits.clone();
-        let tippen: Arc<Tippen> = tippen.into();
         let transport = HttpTransport::new(config.outbound_timeout)
             .inspect_err(|e| tracing::error!(error = %e, "cannot build the outbound HTTP client"))
             .ok();
@@ -222,6 +251,7 @@ impl TippenHost {
                 shutdown: watch::Sender::new(false),
                 active: Arc::new(Active(watch::Sender::new(0))),
                 limiters: Limiters::new(&config_limits),
+                bus,
             }),
         }
     }
@@ -522,6 +552,7 @@ impl TippenHost {
                     sockets: Mutex::new(HashMap::new()),
                     armed: watch::Sender::new(None),
                     timer_started: AtomicBool::new(false),
+                    following: tokio::sync::Mutex::new(Following::default()),
                 })
             })
             .clone()
@@ -546,6 +577,57 @@ impl TippenHost {
             _active: self.inner.active.enter(),
         };
         tokio::spawn(task.run());
+    }
+
+    /// With a bus: counts one more dashboard of the site here, following the site on the bus
+    /// (and starting its forwarder) for the first. `None` without a bus.
+    async fn follow(&self, state: &Arc<SiteState>) -> Result<Option<Followed>, StoreError> {
+        let Some(bus) = &self.inner.bus else {
+            return Ok(None);
+        };
+        let mut following = state.following.lock().await;
+        if following.forwarder.is_none() {
+            let (tx, rx) = mpsc::channel(self.inner.config.broadcast_capacity.max(1));
+            bus.subscribe(&state.id, tx).await?;
+            // Read after subscribing: every message numbered above it arrives on `rx`.
+            let last = match self.inner.tippen.store().sequence(&state.id).await {
+                Ok(last) => last,
+                Err(e) => {
+                    let _ = bus.unsubscribe(&state.id).await;
+                    return Err(e);
+                }
+            };
+            let forwarder = Forwarder {
+                host: Arc::downgrade(&self.inner),
+                state: state.clone(),
+            };
+            following.forwarder = Some(tokio::spawn(forwarder.run(rx, last)));
+            tracing::debug!(site = %state.id, "following the site on the bus");
+        }
+        following.dashboards += 1;
+        Ok(Some(Followed {
+            host: self.clone(),
+            state: state.clone(),
+        }))
+    }
+
+    /// One dashboard of the site fewer here; the last one unsubscribes from the bus.
+    async fn unfollow(&self, state: &SiteState) {
+        let Some(bus) = &self.inner.bus else {
+            return;
+        };
+        let mut following = state.following.lock().await;
+        following.dashboards = following.dashboards.saturating_sub(1);
+        if following.dashboards > 0 {
+            return;
+        }
+        if let Some(forwarder) = following.forwarder.take() {
+            forwarder.abort();
+        }
+        match bus.unsubscribe(&state.id).await {
+            Ok(()) => tracing::debug!(site = %state.id, "no dashboard here; left the bus"),
+            Err(e) => tracing::warn!(site = %state.id, error = %e, "could not unsubscribe"),
+        }
     }
 
     /// Under the site's lock: subscribes the socket to what it hears, then sends what
@@ -607,6 +689,17 @@ impl TippenHost {
                 conn.number,
             )),
             SocketRole::Dashboard { .. } => None,
+        };
+        let _followed = match &role {
+            SocketRole::Dashboard { .. } => match self.follow(&state).await {
+                Ok(followed) => followed,
+                Err(e) => {
+                    tracing::error!(site = %site, error = %e, "cannot follow the site's bus");
+                    conn.close(1011, "internal error").await;
+                    return;
+                }
+            },
+            SocketRole::Visitor { .. } => None,
         };
         let Some(mut feed) = self.subscribe(&state, &role, &mut conn).await else {
             return;
@@ -773,6 +866,10 @@ impl HostIo for TippenHost {
     type Socket = u64;
 
     async fn broadcast(&self, site: &SiteId, messages: &[Broadcast]) {
+        if self.inner.bus.is_some() {
+            // The store published them; every dashboard hears them through the bus.
+            return;
+        }
         let state = self.site(site);
         for m in messages {
             // An error only means no dashboard is connected.
@@ -861,6 +958,84 @@ pub(crate) struct Push {
     to: Arc<str>,
     text: Utf8Bytes,
     skip: Option<u64>,
+}
+
+/// A dashboard socket counted in its site's [`SiteState::following`] while it is open.
+struct Followed {
+    host: TippenHost,
+    state: Arc<SiteState>,
+}
+
+impl Drop for Followed {
+    fn drop(&mut self) {
+        let (host, state) = (self.host.clone(), self.state.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move { host.unfollow(&state).await });
+        }
+    }
+}
+
+/// Hands a followed site's messages from the bus to its dashboards here, once each and in
+/// `seq` order; fills a gap from the store's log, or resyncs the dashboards with a snapshot.
+struct Forwarder {
+    host: std::sync::Weak<Inner>,
+    state: Arc<SiteState>,
+}
+
+impl Forwarder {
+    /// `last`: the site's number when the subscription began.
+    async fn run(self, mut rx: mpsc::Receiver<Broadcast>, mut last: u64) {
+        while let Some(message) = rx.recv().await {
+            if message.seq <= last {
+                continue;
+            }
+            if message.seq > last + 1 {
+                let Some(host) = self.host.upgrade().map(|inner| TippenHost { inner }) else {
+                    return;
+                };
+                last = self.fill_gap(&host, last, message.seq - 1).await;
+                if message.seq <= last {
+                    continue;
+                }
+            }
+            // An error only means no dashboard is connected.
+            let _ = self.state.tx.send(Utf8Bytes::from(&*message.text));
+            last = message.seq;
+        }
+    }
+
+    /// Sends the dashboards the messages numbered `last + 1..=to` from the log, or, when the
+    /// log no longer holds them, a fresh `INITIAL_VISITORS`. Returns the new last number.
+    async fn fill_gap(&self, host: &TippenHost, last: u64, to: u64) -> u64 {
+        let site = &self.state.id;
+        if let Some(bus) = &host.inner.bus {
+            match bus.replay(site, last + 1, to).await {
+                Ok(Some(missed))
+                    if missed.len() as u64 == to - last
+                        && missed.iter().zip(last + 1..).all(|(m, n)| m.seq == n) =>
+                {
+                    tracing::debug!(%site, missed = missed.len(), "replayed a gap from the log");
+                    for m in missed {
+                        let _ = self.state.tx.send(Utf8Bytes::from(&*m.text));
+                    }
+                    return to;
+                }
+                Ok(_) => tracing::debug!(%site, "the log no longer reaches back; resyncing"),
+                Err(e) => tracing::warn!(%site, error = %e, "replay failed; resyncing"),
+            }
+        }
+        match host.inner.tippen.snapshot(site).await {
+            Ok(snapshot) => {
+                let _ = self.state.tx.send(Utf8Bytes::from(snapshot.to_json()));
+                snapshot.seq.max(to)
+            }
+            Err(e) => {
+                // The dashboards see the gap and ask for a snapshot themselves.
+                tracing::warn!(%site, error = %e, "resync snapshot failed");
+                to
+            }
+        }
+    }
 }
 
 /// Numbers sockets, so that a push can skip the socket that caused it.

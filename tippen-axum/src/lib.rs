@@ -19,6 +19,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+pub mod bus;
 mod enrich;
 mod host;
 mod ip;
@@ -30,6 +31,7 @@ pub mod sqlite;
 #[cfg(feature = "sqlite")]
 pub mod sqlite_history;
 
+pub use bus::Bus;
 pub use enrich::EnrichmentConfig;
 pub use host::{HostConfig, HostError, TippenHost};
 pub use ip::{InvalidProxy, TrustedProxies};

@@ -488,6 +488,25 @@ impl Sequenced {
     pub fn to_json(&self) -> String {
         serde_json::to_string(self).unwrap_or_else(|_| String::from("{}"))
     }
+
+    /// The JSON text of `message` up to its number: [`to_json`](Self::to_json) of the message
+    /// numbered `seq` is this text, then `seq` in decimal, then `}` (`"seq"` is the last
+    /// field). A store that numbers and publishes messages in one atomic step
+    /// ([`Store::advance_sequence_publishing`](crate::Store::advance_sequence_publishing))
+    /// completes it there.
+    pub fn unnumbered_json(message: &ServerMessage) -> String {
+        #[derive(Serialize)]
+        struct Numbered<'a> {
+            #[serde(flatten)]
+            message: &'a ServerMessage,
+            seq: u64,
+        }
+        let mut json = serde_json::to_string(&Numbered { message, seq: 0 })
+            .unwrap_or_else(|_| String::from("{\"seq\":0}"));
+        // Drop the `0}` of the placeholder number.
+        json.truncate(json.len().saturating_sub(2));
+        json
+    }
 }
 
 /// A dashboard → server message.
@@ -745,4 +764,34 @@ pub enum EnrichmentSource {
     /// No data: the fallback company of a skip or a failure.
     #[default]
     Fallback,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unnumbered_json_completed_with_the_number_is_the_wire_text() {
+        let messages = [
+            ServerMessage::VisitorRemoved {
+                visitor_id: "v\"1}".into(),
+                reason: RemovalReason::Inactive,
+            },
+            ServerMessage::Pong { timestamp: -5 },
+            ServerMessage::Error {
+                error: "\"seq\":0}".into(),
+            },
+        ];
+        for message in messages {
+            for seq in [0, 7, u64::MAX] {
+                let unnumbered = Sequenced::unnumbered_json(&message);
+                let wire = Sequenced {
+                    message: message.clone(),
+                    seq,
+                }
+                .to_json();
+                assert_eq!(format!("{unnumbered}{seq}}}"), wire);
+            }
+        }
+    }
 }

@@ -279,7 +279,14 @@ impl Tippen {
             return Ok(Vec::new());
         }
         let n = messages.len() as u64;
-        let last = self.store.advance_sequence(site, n).await?;
+        let last = if self.store.publishes_broadcasts() {
+            let unnumbered: Vec<String> = messages.iter().map(Sequenced::unnumbered_json).collect();
+            self.store
+                .advance_sequence_publishing(site, &unnumbered)
+                .await?
+        } else {
+            self.store.advance_sequence(site, n).await?
+        };
         Ok(messages
             .into_iter()
             .zip(last + 1 - n..)

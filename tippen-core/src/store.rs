@@ -16,7 +16,10 @@
 //!   first, at most `limit`, in O(k · log n) for k results (an index on the deadline, not a scan);
 //!   [`Store::next_deadline`] is the smallest stored deadline, O(log n).
 //! - [`Store::advance_sequence`] atomically adds to the site's message counter and returns the
-//!   new value; two concurrent callers never get overlapping numbers.
+//!   new value; two concurrent callers never get overlapping numbers. A store shared by
+//!   several processes may also carry the numbered messages to them
+//!   ([`Store::publishes_broadcasts`], [`Store::advance_sequence_publishing`]: numbering and
+//!   publishing in one atomic step).
 //! - Sites are found by the hash of either of their keys; an unknown hash is `Ok(None)`, never
 //!   a new site.
 //! - Sites are isolated: nothing keyed by one [`SiteId`] is visible under another.
@@ -154,6 +157,29 @@ pub trait Store: MaybeSendSync {
 
     /// The site's message counter (0 before the first message).
     async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError>;
+
+    /// Whether this store carries dashboard messages to other processes: then the core numbers
+    /// broadcasts with [`advance_sequence_publishing`](Self::advance_sequence_publishing)
+    /// instead of [`advance_sequence`](Self::advance_sequence). `false` by default.
+    fn publishes_broadcasts(&self) -> bool {
+        false
+    }
+
+    /// Numbers `unnumbered.len()` dashboard messages: adds that many to the site's message
+    /// counter and returns the new value, like [`advance_sequence`](Self::advance_sequence).
+    /// A store that carries messages to other processes (one whose
+    /// [`publishes_broadcasts`](Self::publishes_broadcasts) is `true`) also logs and publishes
+    /// each message in the same atomic step, so numbering order is publishing order: message
+    /// `i` is numbered `new - len + 1 + i`, and its text is `unnumbered[i]` followed by its
+    /// number and `}` ([`Sequenced::unnumbered_json`](crate::protocol::Sequenced::unnumbered_json)).
+    /// The default only advances the counter.
+    async fn advance_sequence_publishing(
+        &self,
+        site: &SiteId,
+        unnumbered: &[String],
+    ) -> Result<u64, StoreError> {
+        self.advance_sequence(site, unnumbered.len() as u64).await
+    }
 
     /// The enrichment cache's entry for `ip` (shared by every site), fresh or not.
     async fn cached_lookup(&self, ip: IpAddr) -> Result<Option<CachedLookup>, StoreError>;

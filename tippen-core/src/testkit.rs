@@ -430,6 +430,19 @@ pub async fn sequence_numbers(store: &dyn Store, prefix: &str) {
         (1..=10).collect::<Vec<_>>(),
         "concurrent advances never overlap"
     );
+    let unnumbered = [
+        "{\"type\":\"X\",\"seq\":".to_owned(),
+        "{\"seq\":".to_owned(),
+    ];
+    assert_eq!(
+        store
+            .advance_sequence_publishing(&a, &unnumbered)
+            .await
+            .expect("advance publishing"),
+        6,
+        "numbering messages advances by their count, whether or not the store publishes them"
+    );
+    assert_eq!(store.sequence(&a).await.expect("sequence"), 6);
 }
 
 /// One site's records are invisible to another.

@@ -39,21 +39,31 @@
 //! | `{tippen:<site>}:user_deadlines` | sorted set | user id, scored by deadline (ms) |
 //! | `{tippen:<site>}:meta` | hash | `sequence` → the site's message counter |
 //! | `{tippen:<site>}:enrichment` | hash | counter name → count (`failures.<kind>` for maps) |
+//! | `{tippen:<site>}:log` | stream | the site's last numbered dashboard messages (entry id `<seq>-1`, field `m`: the text) |
+//! | `{tippen:<site>}:bus` | channel | each numbered dashboard message as published (`<seq> <text>`) |
 //! | `tippen:lookup:<ip>` | string | the cached lookup as JSON, expiring after its lifetime |
 //!
 //! A site id may hold any character: the key of a site ends with a fixed suffix without `}`,
 //! so two sites never share a key, and all keys of one site share one hash tag.
 //!
+//! - **Numbering is publishing.** A store that several replicas share numbers a change's
+//!   dashboard messages and publishes them in one script
+//!   ([`Store::advance_sequence_publishing`]): `HINCRBY` of the sequence, `XADD … MAXLEN ~` of
+//!   each numbered message to the site's log (entry id `<seq>-1`, at least
+//!   [`RedisOptions::log_len`] kept) and `PUBLISH` on the site's channel. [`RedisBus`] follows
+//!   the channels of the sites whose dashboards a replica holds and replays a range from the
+//!   log (`XRANGE`) when the replica missed some.
+//!
 //! ## What the store does not do (yet)
 //!
-//! The store is the shared state of several replicas; it is not yet a fan-out bus (dashboards
-//! connected to another replica), nor a leaderless timer: those are the other parts of
-//! tippen's multi-replica plan. Redis's durability is the server's (RDB/AOF as configured),
-//! so [`Store::sync`] has nothing to wait for.
+//! The enrichment single flight and the axum host's rate limits are per replica (the
+//! enrichment cache itself is shared). Redis's durability is the server's (RDB/AOF as
+//! configured), so [`Store::sync`] has nothing to wait for.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod bus;
 mod scripts;
 
 use std::collections::HashMap;
@@ -72,13 +82,17 @@ use tippen_core::presence::VisitorRecord;
 use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 
+pub use bus::RedisBus;
 use scripts::Scripts;
 
 /// The default key namespace.
 pub const DEFAULT_NAMESPACE: &str = "tippen";
 
+/// The default length of each site's message log ([`RedisOptions::log_len`]).
+pub const DEFAULT_LOG_LEN: usize = 10_000;
+
 /// How a [`RedisStore`] connects and names its keys. `Default`: namespace `tippen`, 5 s
-/// command timeout, 5 s connect timeout.
+/// command timeout, 5 s connect timeout, a log of 10,000 messages per site.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct RedisOptions {
@@ -90,6 +104,9 @@ pub struct RedisOptions {
     pub command_timeout: Duration,
     /// How long connecting (TCP, TLS, `AUTH`, `SELECT`) may take.
     pub connect_timeout: Duration,
+    /// How many numbered dashboard messages each site's log keeps at least (`XADD … MAXLEN ~`),
+    /// for a replica that missed some to replay them ([`RedisBus`]). At least 1.
+    pub log_len: usize,
 }
 
 impl Default for RedisOptions {
@@ -98,6 +115,7 @@ impl Default for RedisOptions {
             namespace: DEFAULT_NAMESPACE.to_owned(),
             command_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            log_len: DEFAULT_LOG_LEN,
         }
     }
 }
@@ -106,6 +124,12 @@ impl RedisOptions {
     /// The default options with another key namespace.
     pub fn with_namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = namespace.into();
+        self
+    }
+
+    /// The options with another log length ([`log_len`](Self::log_len)).
+    pub fn with_log_len(mut self, log_len: usize) -> Self {
+        self.log_len = log_len;
         self
     }
 
@@ -148,6 +172,7 @@ pub struct RedisStore {
     client: fred::clients::Client,
     scripts: Scripts,
     namespace: String,
+    log_len: usize,
 }
 
 impl RedisStore {
@@ -160,6 +185,7 @@ impl RedisStore {
     /// Connects to the Redis at `url` with `options`.
     pub async fn connect_with(url: &str, options: RedisOptions) -> Result<Self, RedisError> {
         let namespace = options.namespace;
+        let log_len = options.log_len.max(1);
         if namespace.is_empty() || namespace.contains(['{', '}']) {
             return Err(RedisError::Options(format!(
                 "namespace {namespace:?} must be non-empty and hold no '{{' or '}}'"
@@ -197,6 +223,7 @@ impl RedisStore {
             client,
             scripts: Scripts::new(),
             namespace,
+            log_len,
         })
     }
 
@@ -236,6 +263,11 @@ impl RedisStore {
 
     fn site_key(&self, site: &SiteId, kind: &str) -> String {
         format!("{{{}:{}}}:{kind}", self.namespace, site.as_str())
+    }
+
+    /// The site's channel, on which its numbered messages are published (`<seq> <text>`).
+    fn channel(&self, site: &SiteId) -> String {
+        self.site_key(site, "bus")
     }
 
     fn lookup_key(&self, ip: IpAddr) -> String {
@@ -388,13 +420,14 @@ impl RedisStore {
 }
 
 /// The suffixes of a site's keys (`{<namespace>:<site>}:<kind>`).
-const SITE_KINDS: [&str; 6] = [
+const SITE_KINDS: [&str; 7] = [
     "visitors",
     "visitor_deadlines",
     "users",
     "user_deadlines",
     "meta",
     "enrichment",
+    "log",
 ];
 
 /// `host:port` of the configured server(s), without credentials.
@@ -570,6 +603,29 @@ impl Store for RedisStore {
         u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("the sequence of {site} is {n}")))
     }
 
+    fn publishes_broadcasts(&self) -> bool {
+        true
+    }
+
+    async fn advance_sequence_publishing(
+        &self,
+        site: &SiteId,
+        unnumbered: &[String],
+    ) -> Result<u64, StoreError> {
+        let mut args = Vec::with_capacity(unnumbered.len() + 2);
+        args.push(self.channel(site));
+        args.push(self.log_len.to_string());
+        args.extend(unnumbered.iter().cloned());
+        let n: i64 = self
+            .eval(
+                &self.scripts.publish,
+                vec![self.site_key(site, "meta"), self.site_key(site, "log")],
+                args,
+            )
+            .await?;
+        u64::try_from(n).map_err(|_| StoreError::Corrupt(format!("the sequence of {site} is {n}")))
+    }
+
     async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError> {
         let raw: Option<String> = self
             .client
@@ -716,6 +772,7 @@ mod tests {
             client: fred::clients::Client::default(),
             scripts: Scripts::new(),
             namespace: namespace.to_owned(),
+            log_len: DEFAULT_LOG_LEN,
         }
     }
 

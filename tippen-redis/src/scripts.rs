@@ -117,6 +117,40 @@ for i = 1, #ARGV, 2 do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]) end
 return 1
 ";
 
+/// Numbers a site's dashboard messages and publishes them, in one step: the sequence
+/// (`HINCRBY`), an append of each numbered message to the site's bounded log (`XADD … MAXLEN ~`,
+/// entry id `<seq>-1`) and its `PUBLISH` on the site's channel, so numbering order is log
+/// order is publishing order.
+///
+/// `KEYS[1]`: the meta hash, `KEYS[2]`: the log stream. `ARGV[1]`: the channel, `ARGV[2]`: the
+/// log's length, `ARGV[3..]`: each message's text up to its number (the number and `}` are
+/// appended here). Publishes `<seq> <text>`. Returns the new sequence number.
+const PUBLISH: &str = r"
+local n = #ARGV - 2
+local last = redis.call('HINCRBY', KEYS[1], 'sequence', n)
+for i = 1, n do
+  local seq = string.format('%d', last - n + i)
+  local text = ARGV[i + 2] .. seq .. '}'
+  redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[2], seq .. '-1', 'm', text)
+  redis.call('PUBLISH', ARGV[1], seq .. ' ' .. text)
+end
+return last
+";
+
+/// A range of a site's log.
+///
+/// `KEYS[1]`: the log stream. `ARGV[1]`, `ARGV[2]`: the first and last number. Returns each
+/// entry's number and text, flattened.
+const REPLAY: &str = r"
+local r = redis.call('XRANGE', KEYS[1], ARGV[1] .. '-1', ARGV[2] .. '-1')
+local out = {}
+for _, e in ipairs(r) do
+  out[#out + 1] = string.match(e[1], '^(%d+)')
+  out[#out + 1] = e[2][2]
+end
+return out
+";
+
 /// Every script, hashed once (`EVALSHA`, loaded again on `NOSCRIPT`).
 #[derive(Debug, Clone)]
 pub(crate) struct Scripts {
@@ -128,6 +162,8 @@ pub(crate) struct Scripts {
     pub(crate) site_by_key: Script,
     pub(crate) first_score: Script,
     pub(crate) add_counters: Script,
+    pub(crate) publish: Script,
+    pub(crate) replay: Script,
 }
 
 impl Scripts {
@@ -141,6 +177,8 @@ impl Scripts {
             site_by_key: Script::from_lua(SITE_BY_KEY),
             first_score: Script::from_lua(FIRST_SCORE),
             add_counters: Script::from_lua(ADD_COUNTERS),
+            publish: Script::from_lua(PUBLISH),
+            replay: Script::from_lua(REPLAY),
         }
     }
 }

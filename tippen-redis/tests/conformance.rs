@@ -1,6 +1,7 @@
 //! The shared black-box conformance suite (every case, its stand-ins as the video provider,
 //! Slack and IPinfo) on the axum host in-process, whose store is a [`RedisStore`] on a real
-//! `redis-server`: the whole HTTP + WebSocket contract holds on Redis.
+//! `redis-server`: the whole HTTP + WebSocket contract holds on Redis, on one replica and split
+//! across two replicas (requests to one, dashboards on the other).
 
 mod common;
 
@@ -16,7 +17,7 @@ use tippen_core::history::MemoryHistory;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, Site, SystemClock, Tippen};
-use tippen_redis::RedisStore;
+use tippen_redis::{RedisBus, RedisStore};
 
 const VISIBLE_GRACE: Duration = Duration::from_secs(2);
 const HIDDEN_GRACE: Duration = Duration::from_secs(5);
@@ -28,13 +29,72 @@ async fn conformance_suite_passes_on_redis() {
     let stand_ins = StandIns::start("127.0.0.1:0".parse().expect("addr"))
         .await
         .expect("stand-ins");
-    let store = RedisStore::connect(&redis.url()).await.expect("connect");
+    let listener = bind().await;
+    let addr = listener.local_addr().expect("local addr");
+    let (host, served) = start_host(&redis.url(), &stand_ins, listener, None).await;
+    let target = target(format!("http://{addr}"), None, stand_ins);
+    let report = run_all(&target).await;
+    println!("{report}");
+    report.assert_all_ran_and_passed();
+    host.shutdown().await;
+    served.await.expect("served");
+}
+
+/// Two replicas on one Redis, each with its own store connection and bus: every request goes
+/// to replica A, every dashboard connects to replica B, so every dashboard message a case
+/// waits for crossed from A to B through Redis (numbered, logged and published by A's write,
+/// forwarded by B's bus).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn conformance_suite_passes_split_across_two_replicas() {
+    let redis = RedisServer::start();
+    let stand_ins = StandIns::start("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("stand-ins");
+    let (a_listener, b_listener) = (bind().await, bind().await);
+    let a_addr = a_listener.local_addr().expect("local addr");
+    let b_addr = b_listener.local_addr().expect("local addr");
+    // A's served dashboard page is told its socket is on B.
+    let dashboards = format!("ws://{b_addr}/ws/dashboard");
+    let (a, a_served) = start_host(&redis.url(), &stand_ins, a_listener, Some(&dashboards)).await;
+    let (b, b_served) = start_host(&redis.url(), &stand_ins, b_listener, Some(&dashboards)).await;
+    let target = target(format!("http://{a_addr}"), Some(dashboards), stand_ins);
+    let report = run_all(&target).await;
+    println!("{report}");
+    report.assert_all_ran_and_passed();
+    a.shutdown().await;
+    b.shutdown().await;
+    a_served.await.expect("served");
+    b_served.await.expect("served");
+}
+
+async fn bind() -> tokio::net::TcpListener {
+    tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind")
+}
+
+/// A host on its own connection to the Redis at `url`, serving on `listener`. A replica
+/// (`dashboards`: where the dashboards' socket is, told to the served dashboard page) has a
+/// [`RedisBus`]; the single host (`None`) has none.
+async fn start_host(
+    url: &str,
+    stand_ins: &StandIns,
+    listener: tokio::net::TcpListener,
+    dashboards: Option<&str>,
+) -> (TippenHost, tokio::task::JoinHandle<()>) {
+    let store = RedisStore::connect(url).await.expect("connect");
     let mut config = Config::default();
     config.presence.visible_grace = VISIBLE_GRACE;
     config.presence.hidden_grace = HIDDEN_GRACE;
     config.presence.leave_linger = LEAVE_LINGER;
     config.presence.heartbeat_interval = Duration::from_secs(1);
+    config.sockets.dashboard = dashboards.map(str::to_owned);
     let video = Arc::new(CustomerConnect::new(&stand_ins.video_provider_url()));
+    let redis_bus = if dashboards.is_some() {
+        Some(Arc::new(RedisBus::connect(&store).await.expect("bus")))
+    } else {
+        None
+    };
     let tippen = Arc::new(
         Tippen::new(Arc::new(store), Arc::new(SystemClock), config)
             .with_history(Arc::new(MemoryHistory::new()))
@@ -50,22 +110,19 @@ async fn conformance_suite_passes_on_redis() {
     }
     let provider = ProviderConfig::new(ProviderKind::Ipinfo, IPINFO_TOKEN)
         .with_base_url(stand_ins.ipinfo_base_url());
-    let host = TippenHost::with_config(
-        tippen,
-        HostConfig {
-            trusted_proxies: TrustedProxies::parse(["127.0.0.1"]).expect("proxies"),
-            enrichment: Some(EnrichmentConfig::from_provider_config(&provider).expect("provider")),
-            slack: Some(SlackConfig::new(
-                WebhookUrl::parse(&stand_ins.slack_webhook_url()).expect("webhook"),
-            )),
-            ..HostConfig::default()
-        },
-    );
+    let host_config = HostConfig {
+        trusted_proxies: TrustedProxies::parse(["127.0.0.1"]).expect("proxies"),
+        enrichment: Some(EnrichmentConfig::from_provider_config(&provider).expect("provider")),
+        slack: Some(SlackConfig::new(
+            WebhookUrl::parse(&stand_ins.slack_webhook_url()).expect("webhook"),
+        )),
+        ..HostConfig::default()
+    };
+    let host = match redis_bus {
+        Some(bus) => TippenHost::with_bus(tippen, host_config, bus),
+        None => TippenHost::with_config(tippen, host_config),
+    };
     host.arm_stored_deadlines().await.expect("arm");
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("local addr");
     let app = host.router();
     let stopping = host.clone();
     let served = tokio::spawn(async move {
@@ -77,10 +134,14 @@ async fn conformance_suite_passes_on_redis() {
         .await
         .expect("serve");
     });
-    let target = Target {
-        dashboard_ws_url: None,
+    (host, served)
+}
+
+fn target(base_url: String, dashboard_ws_url: Option<String>, stand_ins: StandIns) -> Target {
+    Target {
+        dashboard_ws_url,
         visitor_ws_url: None,
-        base_url: format!("http://{addr}"),
+        base_url,
         legacy_key: "legacy_key".into(),
         public_key: "pk_a".into(),
         secret_key: "sk_a".into(),
@@ -98,10 +159,5 @@ async fn conformance_suite_passes_on_redis() {
             client_ip_header: Some("X-Forwarded-For".into()),
         },
         history: true,
-    };
-    let report = run_all(&target).await;
-    println!("{report}");
-    report.assert_all_ran_and_passed();
-    host.shutdown().await;
-    served.await.expect("served");
+    }
 }

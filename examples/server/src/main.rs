@@ -54,8 +54,13 @@
 //! reads every site's next deadline from Redis every `--redis-deadline-poll-ms` and arms its
 //! timer at it, so when a replica dies the others remove its visitors (at most one poll
 //! period late). Replicas sweeping one site at once are safe: a removal is a conditional
-//! write, so each visitor is removed exactly once. Not shared yet: dashboards see the
-//! changes made through their own replica only (no fan-out bus).
+//! write, so each visitor is removed exactly once. Dashboards hear every replica's changes:
+//! each write numbers its messages and publishes them on the site's Redis channel in one
+//! script, and a replica holding dashboards of a site subscribes to it
+//! (`tippen_redis::RedisBus`), replaying a gap from the site's log in Redis or resyncing its
+//! dashboards with a snapshot. A visitor's own pushes (an invite on its `/ws/visitor` socket)
+//! reach the sockets on the replica that made the change; on another replica the visitor
+//! gets the invite in its next heartbeat response.
 //! At start each replica retires the sites its configuration does not list, so every replica
 //! needs the same sites.
 //!
@@ -156,7 +161,7 @@ use tippen_core::host::HostIo;
 use tippen_core::settings::register_sites;
 use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, Deadline, ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
-use tippen_redis::{RedisError, RedisStore};
+use tippen_redis::{RedisBus, RedisError, RedisStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{ConfigError, DEMO_KEY, DEMO_SITE_ID, FileConfig};
@@ -402,21 +407,26 @@ async fn run(args: Args) -> Result<(), ServerError> {
              visitors get fallback companies only"
         ),
     }
-    let host = TippenHost::with_config(
-        tippen,
-        HostConfig {
-            trusted_proxies: settings.trusted_proxies,
-            enrichment: settings.enrichment,
-            slack: settings.slack,
-            body_read_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
-            ws_idle_timeout: Duration::from_millis(args.ws_idle_timeout_ms.max(1)),
-            rate_limits: RateLimits {
-                per_client: rate_limit(args.rate_limit_per_ip),
-                per_key: rate_limit(args.rate_limit_per_key),
-            },
-            ..HostConfig::default()
+    let host_config = HostConfig {
+        trusted_proxies: settings.trusted_proxies,
+        enrichment: settings.enrichment,
+        slack: settings.slack,
+        body_read_timeout: Duration::from_millis(args.body_timeout_ms.max(1)),
+        ws_idle_timeout: Duration::from_millis(args.ws_idle_timeout_ms.max(1)),
+        rate_limits: RateLimits {
+            per_client: rate_limit(args.rate_limit_per_ip),
+            per_key: rate_limit(args.rate_limit_per_key),
         },
-    );
+        ..HostConfig::default()
+    };
+    let host = match &live {
+        // Dashboards hear every replica's messages through the Redis bus.
+        LiveStore::Redis(store) => {
+            let bus = RedisBus::connect(store).await?;
+            TippenHost::with_bus(tippen, host_config, Arc::new(bus))
+        }
+        LiveStore::Sqlite(_) => TippenHost::with_config(tippen, host_config),
+    };
     host.arm_stored_deadlines().await?;
     if args.redis.is_some() {
         follow_shared_deadlines(

@@ -204,3 +204,181 @@ async fn a_killed_replicas_visitors_are_removed_by_the_survivor() {
          page view (grace {GRACE_MS} ms, poll {POLL_MS} ms)"
     );
 }
+
+/// What one dashboard heard: the `seq` rule of the contract checked on every message.
+#[derive(Default)]
+struct Heard {
+    /// The last number applied (the baseline after an `INITIAL_VISITORS`).
+    last: Option<u64>,
+    /// `VISITOR_UPDATE` `new_visitor` per visitor.
+    new: std::collections::HashMap<String, usize>,
+    /// `VISITOR_REMOVED` per visitor.
+    removed: std::collections::HashMap<String, usize>,
+    resyncs: usize,
+    broadcasts: usize,
+}
+
+impl Heard {
+    /// Applies one message; panics on a broadcast out of order or after a gap (the bus
+    /// delivers every replica's messages in `seq` order, or resyncs with a snapshot).
+    fn take(&mut self, v: &Value) {
+        let seq = v["seq"].as_u64().expect("every message has a seq");
+        match v["type"].as_str().expect("type") {
+            "INITIAL_VISITORS" => {
+                if self.last.is_some() {
+                    self.resyncs += 1;
+                }
+                self.last = Some(seq);
+            }
+            "PONG" | "ERROR" => {}
+            kind => {
+                let last = self.last.expect("a snapshot first");
+                assert_eq!(seq, last + 1, "gapless, in order: {v} after {last}");
+                self.last = Some(seq);
+                self.broadcasts += 1;
+                let id = v["visitorId"]
+                    .as_str()
+                    .or_else(|| v["visitor"]["visitorId"].as_str())
+                    .unwrap_or_default()
+                    .to_owned();
+                if kind == "VISITOR_REMOVED" {
+                    *self.removed.entry(id).or_default() += 1;
+                } else if v["event"] == "new_visitor" {
+                    *self.new.entry(id).or_default() += 1;
+                }
+            }
+        }
+    }
+}
+
+/// Two real replicas on one Redis; visitors are tracked through both at once and replica A is
+/// killed with SIGKILL in the middle of the run. A dashboard on the survivor B hears every
+/// change (A's included, through the bus) gapless and in order, every acknowledged visitor
+/// is listed by B, and every visitor is removed exactly once — A's too, by B's timers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_one_replica_mid_run_loses_nothing_and_removes_each_visitor_once() {
+    const GRACE_MS: u64 = 2_000;
+    const POLL_MS: u64 = 200;
+    const PER_REPLICA: usize = 20;
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let env = vec![
+        ("TIPPEN_REDIS_URL", redis.url()),
+        ("TIPPEN_REDIS_DEADLINE_POLL_MS", POLL_MS.to_string()),
+        ("TIPPEN_VISIBLE_GRACE_MS", GRACE_MS.to_string()),
+        ("TIPPEN_HIDDEN_GRACE_MS", (2 * GRACE_MS).to_string()),
+    ];
+    let a = Server::start(&dir.path().join("a.db"), &env);
+    let b = Server::start(&dir.path().join("b.db"), &env);
+    let ws_url = format!(
+        "{}/ws/dashboard?apiKey=demo_api_key",
+        b.base_url.replacen("http://", "ws://", 1)
+    );
+    let (mut ws, _) = tokio_tungstenite::connect_async(ws_url)
+        .await
+        .expect("dashboard on B connects");
+    let mut heard = Heard::default();
+    let first = ws.next().await.expect("open").expect("snapshot");
+    heard.take(&serde_json::from_str(first.to_text().expect("text")).expect("JSON"));
+
+    // Both replicas take page views at once; A is killed after half of its visitors.
+    let client = reqwest::Client::new();
+    let half = tokio::sync::Notify::new();
+    let half = std::sync::Arc::new(half);
+    let through = |base: String,
+                   prefix: &'static str,
+                   half: Option<std::sync::Arc<tokio::sync::Notify>>| {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut acknowledged = Vec::new();
+            for i in 0..PER_REPLICA {
+                let id = format!("{prefix}_{i}");
+                let answer = client
+                    .post(format!("{base}/track/visitor"))
+                    .header("X-Tippen-API-Key", "demo_api_key")
+                    .json(&json!({
+                        "event": "pageview",
+                        "visitor": {"visitorId": id, "url": "https://test.com/", "timestamp": "2025-10-16T12:00:00Z"},
+                        "website": "test.com",
+                    }))
+                    .send()
+                    .await;
+                match answer {
+                    Ok(r) if r.status() == 200 => acknowledged.push(id),
+                    // A is gone: the rest of its page views are never acknowledged.
+                    _ => break,
+                }
+                if i + 1 == PER_REPLICA / 2
+                    && let Some(half) = &half
+                {
+                    half.notify_one();
+                }
+            }
+            acknowledged
+        })
+    };
+    let via_a = through(a.base_url.clone(), "via_a", Some(half.clone()));
+    let via_b = through(b.base_url.clone(), "via_b", None);
+    half.notified().await;
+    a.kill();
+    let via_a = via_a.await.expect("A's task");
+    let via_b = via_b.await.expect("B's task");
+    assert!(via_a.len() >= PER_REPLICA / 2, "A took half before dying");
+    assert_eq!(via_b.len(), PER_REPLICA, "B took all of its page views");
+    let acknowledged: Vec<String> = via_a.iter().chain(&via_b).cloned().collect();
+
+    let listed = ids(&visitors(&client, &b.base_url).await);
+    for id in &acknowledged {
+        assert!(
+            listed.contains(id),
+            "acknowledged {id} is listed by B: {listed:?}"
+        );
+    }
+
+    // Every visitor B's dashboard heard of is removed once its grace has passed; A's by
+    // B's timers, since A is dead.
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(3 * GRACE_MS + 10_000);
+    let mut all_removed_at: Option<Instant> = None;
+    while all_removed_at.is_none_or(|t| t.elapsed() < Duration::from_millis(4 * POLL_MS)) {
+        let Ok(next) = tokio::time::timeout_at(deadline, ws.next()).await else {
+            break;
+        };
+        let msg = next.expect("socket open").expect("message");
+        let Ok(text) = msg.to_text() else { continue };
+        if text.is_empty() {
+            continue;
+        }
+        heard.take(&serde_json::from_str(text).expect("JSON message"));
+        if all_removed_at.is_none()
+            && acknowledged.iter().all(|id| heard.removed.contains_key(id))
+            && heard.new.keys().all(|id| heard.removed.contains_key(id))
+        {
+            all_removed_at = Some(Instant::now());
+        }
+    }
+    assert!(
+        all_removed_at.is_some(),
+        "every visitor removed in time: heard {} broadcasts, removed {:?}",
+        heard.broadcasts,
+        heard.removed
+    );
+    for id in &acknowledged {
+        assert_eq!(
+            heard.new.get(id),
+            Some(&1),
+            "B's dashboard heard {id} arrive once"
+        );
+    }
+    for (id, n) in &heard.removed {
+        assert_eq!(*n, 1, "{id} removed exactly once");
+    }
+    assert!(ids(&visitors(&client, &b.base_url).await).is_empty());
+    eprintln!(
+        "{} visitors through A (killed mid-run) and {} through B: {} broadcasts on B's \
+         dashboard, gapless, {} resyncs; every visitor removed once",
+        via_a.len(),
+        via_b.len(),
+        heard.broadcasts,
+        heard.resyncs
+    );
+}
