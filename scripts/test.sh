@@ -11,8 +11,10 @@
 #   axum     tippen-axum and the reference server's tests (the black-box HTTP + WebSocket
 #            conformance suite on a real socket with every case — its stand-ins as the video
 #            provider, Slack and IPinfo —, SQLite store conformance, the restart test),
-#            tippen-redis's (store conformance and two connections racing on one visitor, on
-#            a real redis-server each test starts on a free port), the
+#            tippen-redis's (store conformance, two connections racing on one visitor, the
+#            bus: seq order, log replay and resync, the conformance suite split across two
+#            replicas; on a real redis-server each test starts on a free port), the reference
+#            server's on Redis (two real replicas, one killed with SIGKILL mid-run), the
 #            embedding example's (examples/embed-axum: tippen under /tippen in an axum app with
 #            its own routes and state, the conformance suite against that prefix), the
 #            browser end-to-end test, the support triggers' end-to-end test
