@@ -39,7 +39,8 @@ pub struct HostConfig {
     /// Proxies whose `Forwarded` / `X-Forwarded-For` headers name the client. Empty by default.
     pub trusted_proxies: TrustedProxies,
     /// Messages buffered per site for slow dashboards; a dashboard that falls further behind
-    /// is sent a fresh `INITIAL_VISITORS`. Default 1024.
+    /// is sent a fresh `INITIAL_VISITORS`. With a [`Bus`], also the messages buffered between
+    /// the bus and the site's forwarder (beyond, they are replayed from the log). Default 1024.
     pub broadcast_capacity: usize,
     /// Largest WebSocket message accepted from a dashboard. Default 64 KiB.
     pub max_ws_message_bytes: usize,
