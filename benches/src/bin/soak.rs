@@ -60,6 +60,8 @@ struct Opts {
     visitors: usize,
     heartbeat_ms: u64,
     abuse_rps: u64,
+    /// Only these kinds of abuse (all when empty).
+    kinds: Vec<String>,
     out: Option<PathBuf>,
 }
 
@@ -71,6 +73,7 @@ fn opts() -> Opts {
         visitors: 1000,
         heartbeat_ms: 5000,
         abuse_rps: 50,
+        kinds: Vec::new(),
         out: None,
     };
     let mut args = std::env::args().skip(1);
@@ -102,6 +105,7 @@ fn opts() -> Opts {
                     .parse()
                     .unwrap_or_else(|_| usage("--abuse-rps: a number"))
             }
+            "--kinds" => o.kinds = val().split(',').map(str::to_owned).collect(),
             "--out" => o.out = Some(val().into()),
             _ => usage(&format!("unknown argument {a}")),
         }
@@ -114,7 +118,7 @@ fn opts() -> Opts {
 
 fn usage(why: &str) -> ! {
     eprintln!(
-        "soak: {why}\nusage: soak --server PATH [--secs 600] [--baseline-secs 120] [--visitors 1000] [--heartbeat-ms 5000] [--abuse-rps 50] [--out FILE]"
+        "soak: {why}\nusage: soak --server PATH [--secs 600] [--baseline-secs 120] [--visitors 1000] [--heartbeat-ms 5000] [--abuse-rps 50] [--kinds leave_flood,huge_body,...,slowloris] [--out FILE]"
     );
     std::process::exit(2)
 }
@@ -698,7 +702,11 @@ async fn main() {
             rss_baseline = Some(rss);
             tally.lock().expect("tally").abused = true;
             eprintln!("soak: abuse starts ({} s)", started.elapsed().as_secs());
+            let wanted = |kind: &str| o.kinds.is_empty() || o.kinds.iter().any(|k| k == kind);
             for (k, (kind, make)) in kinds.into_iter().enumerate() {
+                if !wanted(kind) {
+                    continue;
+                }
                 // The burst kind tries far more than its address's limit; the others stay near it.
                 let rps = if kind == "burst" {
                     o.abuse_rps * 10
@@ -715,7 +723,7 @@ async fn main() {
                     rps,
                 )));
             }
-            for _ in 0..100 {
+            for _ in 0..if wanted("slowloris") { 100 } else { 0 } {
                 tasks.push(tokio::spawn(slowloris(
                     server.base.clone(),
                     tally.clone(),
