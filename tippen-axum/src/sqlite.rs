@@ -1252,12 +1252,15 @@ impl Store for SqliteStore {
     }
 
     async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
-        Ok(self
+        // Only the records' pointers are taken under the store's one lock; they are copied
+        // after it is released, so a snapshot of a big site does not stall other sites' writes.
+        let shared: Vec<Arc<VisitorRecord>> = self
             .state()
             .visitors
             .get(site)
-            .map(|s| s.records.values().map(|v| (**v).clone()).collect())
-            .unwrap_or_default())
+            .map(|s| s.records.values().cloned().collect())
+            .unwrap_or_default();
+        Ok(shared.iter().map(|v| (**v).clone()).collect())
     }
 
     async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError> {
@@ -1360,12 +1363,14 @@ impl Store for SqliteStore {
     }
 
     async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
-        Ok(self
+        // As for visitors: pointers under the lock, copies after it.
+        let shared: Vec<Arc<UserRecord>> = self
             .state()
             .users
             .get(site)
-            .map(|s| s.values().map(|v| (**v).clone()).collect())
-            .unwrap_or_default())
+            .map(|s| s.values().cloned().collect())
+            .unwrap_or_default();
+        Ok(shared.iter().map(|v| (**v).clone()).collect())
     }
 
     async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError> {
