@@ -104,6 +104,13 @@ pub struct LambdaConfig {
     /// front and is the only way to the function (a client reaching it directly could send
     /// the headers itself). Unset: the place comes from the enrichment provider.
     pub geo_headers: Option<GeoHeaders>,
+    /// `TIPPEN_RATE_LIMIT_PER_KEY` (requests a second, bursts of 4×; default 1000; 0: off) and
+    /// a site's `rateLimitPerKey`: the HTTP function counts each key's requests per window in
+    /// the table ([`DynamoStore::count_request`](crate::DynamoStore::count_request)) and
+    /// answers `429` with `Retry-After` beyond. Per client address, Lambda has no memory
+    /// shared across invocations: the template's API Gateway throttling bounds the request
+    /// rate instead (`TIPPEN_RATE_LIMIT_PER_IP` is read but not applied here).
+    pub rate_limits: tippen_core::rate::RateLimits,
 }
 
 impl LambdaConfig {
@@ -146,6 +153,7 @@ impl LambdaConfig {
             enrichment: shared.enrichment,
             enrich_budget: millis("TIPPEN_ENRICH_BUDGET_MS", Duration::from_secs(20))?,
             history_table: var("TIPPEN_HISTORY_TABLE").map(|s| s.value),
+            rate_limits: shared.rate_limits,
             geo_headers: match var("TIPPEN_GEO_HEADERS") {
                 None => None,
                 Some(s) if s.value.eq_ignore_ascii_case("cloudfront") => {

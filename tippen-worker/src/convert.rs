@@ -4,10 +4,43 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
+use tippen_core::api::ApiError;
 use worker::{Headers, Request, Response};
 
 /// The header Cloudflare sets to the address of the client that connected to it.
 pub const CONNECTING_IP_HEADER: &str = "cf-connecting-ip";
+
+/// Reads `req`'s body, at most `max` bytes: `Ok(Err(413))` — the core's answer — as soon as
+/// `Content-Length` declares more or the stream has delivered more, without reading the rest
+/// (a body is never read whole before it is measured). A request without a body reads as
+/// empty.
+pub async fn read_body(
+    req: &mut Request,
+    max: usize,
+) -> worker::Result<Result<Bytes, http::Response<Bytes>>> {
+    use futures_util::StreamExt;
+    let too_large = || Ok(Err(ApiError::body_too_large(max).into_response()));
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if declared.is_some_and(|n| n > max as u64) {
+        return too_large();
+    }
+    if req.inner().body().is_none() {
+        return Ok(Ok(Bytes::new()));
+    }
+    let mut stream = std::pin::pin!(req.stream()?);
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > max {
+            return too_large();
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(Bytes::from(body)))
+}
 
 /// Copies a request's method, path, query and headers into an `http::Request` with `body`.
 pub fn http_request(req: &Request, body: Bytes) -> worker::Result<http::Request<Bytes>> {
