@@ -147,9 +147,6 @@ TIPPEN_CONCURRENCY=${TIPPEN_WORKER_CONFORMANCE_CONCURRENCY:-10} TIPPEN_LEGACY_KE
   TIPPEN_CLIENT_IP_HEADER=CF-Connecting-IP TIPPEN_REQUIRE_ALL=true \
   "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-worker.txt"
 
-step "a body over 64 KiB is answered 413 before it is read whole (Content-Length, capped stream)"
-node "$example/tests/checks.mjs" body-cap
-
 step "removal by the Durable Object alarm, seen over a real WebSocket"
 node "$example/tests/checks.mjs" alarm
 

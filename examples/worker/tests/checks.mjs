@@ -9,8 +9,6 @@
 //   node tests/checks.mjs restart-after    ... listed again after wrangler restarted
 //   node tests/checks.mjs store-suite      tippen_core::testkit::run_store_suite on DO storage
 //   node tests/checks.mjs history-suite    tippen_core::testkit::run_history_suite on D1
-//   node tests/checks.mjs body-cap         a body declared over 64 KiB is answered 413 before it
-//                                          is sent whole (Content-Length checked, stream capped)
 //   node tests/checks.mjs history          three pages and an exit beacon: one visit with those
 //                                          pages, in order, and the place from the `cf` object
 //
@@ -19,7 +17,6 @@
 // keeps Durable Object storage), TIPPEN_CF_COUNTRY and TIPPEN_CF_CITY (history: the place the
 // `cf` object of wrangler's requests carries).
 import { readdirSync, readFileSync, writeFileSync, statSync } from 'node:fs';
-import { connect } from 'node:net';
 import { join } from 'node:path';
 import WebSocket from 'ws';
 
@@ -280,43 +277,7 @@ async function history() {
   console.log(`ok history: one visit ${visit.visitId} with pages ${seen.join(' ')} (place ${JSON.stringify(visit.place)}, ${visit.durationMs} ms)`);
 }
 
-// A request declaring an 8 MiB body of which only 100 KiB is ever sent: a host that read the
-// whole body before measuring it would wait for the rest until the client gave up; the Worker
-// answers 413 from Content-Length at once. Then the same without Content-Length (chunked,
-// the chunks never ending): the stream is capped past 64 KiB and answered 413.
-async function bodyCap() {
-  const url = new URL(`${base}/track/visitor`);
-  const ask = (framing, body) => new Promise((resolve, reject) => {
-    const socket = connect(Number(url.port), url.hostname);
-    let answer = '';
-    const timer = setTimeout(() => { socket.destroy(); reject(new Error(`${framing}: no answer within 5 s (${JSON.stringify(answer.slice(0, 200))})`)); }, 5000);
-    socket.on('data', (d) => {
-      answer += d.toString('latin1');
-      const end = answer.indexOf('\r\n\r\n');
-      if (end >= 0 && answer.slice(end + 4).includes('}')) {
-        clearTimeout(timer);
-        socket.destroy();
-        resolve(answer);
-      }
-    });
-    socket.on('error', () => {});
-    socket.write(`POST ${url.pathname} HTTP/1.1\r\nHost: ${url.host}\r\nContent-Type: application/json\r\nX-Tippen-API-Key: pk_a\r\n${framing}\r\n\r\n`);
-    socket.write(body);
-  });
-  const part = Buffer.alloc(100 * 1024, 'a');
-  const chunked = Buffer.concat([Buffer.from(`${part.length.toString(16)}\r\n`), part, Buffer.from('\r\n')]);
-  for (const [framing, body] of [['Content-Length: 8388608', part], ['Transfer-Encoding: chunked', chunked]]) {
-    const answer = await ask(framing, body);
-    const status = answer.split(' ')[1];
-    const json = answer.slice(answer.indexOf('{'), answer.lastIndexOf('}') + 1);
-    check(status === '413', `${framing}, 100 KiB sent: expected 413, got ${JSON.stringify(answer.slice(0, 300))}`);
-    check(typeof JSON.parse(json).error === 'string', `${framing}: the 413 has no {"error":…} body: ${json}`);
-    console.log(`ok body-cap: ${framing} with 100 KiB sent answered 413 ${json}`);
-  }
-}
-
 const commands = {
-  'body-cap': bodyCap,
   alarm,
   isolation,
   'restart-before': restartBefore,
