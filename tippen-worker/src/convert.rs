@@ -20,7 +20,7 @@ const DRAIN_MAX_BYTES: u64 = 1 << 20;
 /// Reads `req`'s body, holding at most `max` bytes: `Ok(Err(413))` — the core's answer — when
 /// `Content-Length` declares more or the stream delivers more. The body is never held whole
 /// before it is measured: what comes past the limit is discarded (at most
-/// [`DRAIN_MAX_BYTES`] more; a declared length beyond that is refused without reading). A
+/// 1 MiB more; a declared length beyond that is refused without reading). A
 /// request without a body reads as empty.
 pub async fn read_body(
     req: &mut Request,
