@@ -18,9 +18,10 @@ use http_body_util::BodyExt;
 use thiserror::Error;
 use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, SocketRole, presented_key};
 use tippen_core::host::{self as seam, HostIo};
+use tippen_core::rate::{Gate, RateLimit};
 use tippen_core::support::SupportNotice;
 use tippen_core::{
-    Broadcast, Deadline, Effects, LookupRequest, ServiceError, SiteId, StoreError, Timestamp,
+    Broadcast, Deadline, Effects, LookupRequest, ServiceError, Site, SiteId, StoreError, Timestamp,
     Tippen, Transport, TransportError, VisitorPush,
 };
 use tokio::sync::{broadcast, mpsc, watch};
@@ -167,6 +168,9 @@ pub(crate) struct SiteState {
     /// With a bus: the site's dashboards here and the task forwarding the bus's messages to
     /// them.
     following: tokio::sync::Mutex<Following>,
+    /// The buckets of the site's keys when the site has its own per-key limit (with that
+    /// limit, so a changed one starts afresh).
+    key_gate: Mutex<Option<(RateLimit, Gate)>>,
 }
 
 /// A site followed on the bus while this replica holds dashboards of it.
@@ -442,10 +446,11 @@ impl TippenHost {
             ..RequestContext::default()
         };
         let req = http::Request::from_parts(parts, body);
-        if let Some(refusal) = self.over_key_limit(presented_key(&req).as_deref()) {
+        let key = presented_key(&req);
+        let mut routed = self.inner.tippen.route(req, &ctx).await;
+        if let Some(refusal) = self.over_key_limit(key.as_deref(), routed.site_record()) {
             return refusal;
         }
-        let mut routed = self.inner.tippen.route(req, &ctx).await;
         if let Routed::Outbound(mut call) = routed {
             // Outside the site's lock: the provider may take seconds.
             let answer = match &self.inner.transport {
@@ -487,14 +492,30 @@ impl TippenHost {
     /// The 429 for a client over its rate limit.
     fn over_client_limit(&self, client: Option<IpAddr>) -> Option<Response> {
         let wait = self.inner.limiters.check_client(client?).err()?;
-        Some(too_many("too many requests from this address", wait))
+        Some(into_axum(tippen_core::rate::too_many_from_address(wait)))
     }
 
-    /// The 429 for a key over its rate limit.
-    fn over_key_limit(&self, key: Option<&str>) -> Option<Response> {
-        let key = key.filter(|k| k.len() <= self.inner.tippen.config().limits.max_key_bytes)?;
+    /// The 429 for a key over its rate limit: the site's own limit when it has one (the
+    /// core's buckets in the site's state), else the host's.
+    fn over_key_limit(&self, key: Option<&str>, site: Option<&Site>) -> Option<Response> {
+        let max_key_bytes = self.inner.tippen.config().limits.max_key_bytes;
+        let key = key.filter(|k| k.len() <= max_key_bytes)?;
+        if let Some(site) = site
+            && let Some(limit) = site.rate_limit_per_key
+        {
+            let state = self.site(&site.id);
+            let mut gate = state.key_gate.lock().unwrap_or_else(|e| e.into_inner());
+            if gate.as_ref().is_none_or(|(l, _)| *l != limit) {
+                *gate = Some((limit, Gate::new(None, Some(limit))));
+            }
+            let (_, buckets) = gate.as_mut()?;
+            let now = self.inner.tippen.now();
+            return buckets
+                .check(None, Some(key), max_key_bytes, now)
+                .map(into_axum);
+        }
         let wait = self.inner.limiters.check_key(key).err()?;
-        Some(too_many("too many requests with this key", wait))
+        Some(into_axum(tippen_core::rate::too_many_with_key(wait)))
     }
 
     /// Lingering close of a refused body: reads and discards what the client still sends
@@ -554,6 +575,7 @@ impl TippenHost {
                     armed: watch::Sender::new(None),
                     timer_started: AtomicBool::new(false),
                     following: tokio::sync::Mutex::new(Following::default()),
+                    key_gate: Mutex::new(None),
                 })
             })
             .clone()
@@ -1046,20 +1068,6 @@ fn into_axum(r: http::Response<Bytes>) -> Response {
     r.map(Body::from)
 }
 
-/// `429 {"error":…}` with `Retry-After` (whole seconds, at least 1).
-fn too_many(what: &str, wait: Duration) -> Response {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    let secs = secs.max(1);
-    into_axum(
-        ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            format!("{what}; retry in {secs} s"),
-        )
-        .with_retry_after(secs)
-        .into_response(),
-    )
-}
-
 /// One site's timer: sleeps until the earliest armed deadline, then calls
 /// [`Tippen::handle_timeout`] under the site's lock and applies what it returns (which re-arms
 /// at the site's next deadline).
@@ -1178,7 +1186,7 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
     }
     let key =
         tippen_core::api::presented_key(&http::Request::from_parts(parts.clone(), Bytes::new()));
-    if let Some(refusal) = host.over_key_limit(key.as_deref()) {
+    if let Some(refusal) = host.over_key_limit(key.as_deref(), None) {
         return refusal;
     }
     let authorized = host

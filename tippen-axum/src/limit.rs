@@ -1,4 +1,6 @@
-//! Rate limits per client address and per presented key (token buckets, `governor`).
+//! Rate limits per client address and per presented key (token buckets, `governor`); a site
+//! with its own per-key limit ([`Site::rate_limit_per_key`](tippen_core::Site)) gets the
+//! core's buckets ([`tippen_core::rate::Gate`]) in its owner state instead.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -9,58 +11,12 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use tippen_core::KeyHash;
 
-/// A token bucket: `per_second` requests a second on average, bursts of up to `burst`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct RateLimit {
-    /// Sustained requests per second (at least 1).
-    pub per_second: u32,
-    /// Requests allowed at once after a quiet period (at least 1).
-    pub burst: u32,
-}
+pub use tippen_core::rate::{RateLimit, RateLimits};
 
-impl RateLimit {
-    /// `per_second` sustained with bursts of `burst`.
-    pub fn new(per_second: u32, burst: u32) -> Self {
-        RateLimit { per_second, burst }
-    }
-
-    fn quota(self) -> Quota {
-        let one = NonZeroU32::MIN;
-        Quota::per_second(NonZeroU32::new(self.per_second).unwrap_or(one))
-            .allow_burst(NonZeroU32::new(self.burst).unwrap_or(one))
-    }
-}
-
-/// The rate limits of a [`TippenHost`](crate::TippenHost). Over a limit the answer is
-/// `429 {"error":…}` with `Retry-After`. The defaults are generous for real traffic (many
-/// visitors behind one company's address; every visitor of a busy site on one key).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RateLimits {
-    /// Per client address (as the trusted proxies make it out). Default 100/s, bursts of 400.
-    /// `None`: no limit.
-    pub per_client: Option<RateLimit>,
-    /// Per presented key (header, query or body). Default 1000/s, bursts of 4000. `None`: no
-    /// limit.
-    pub per_key: Option<RateLimit>,
-}
-
-impl Default for RateLimits {
-    fn default() -> Self {
-        RateLimits {
-            per_client: Some(RateLimit::new(100, 400)),
-            per_key: Some(RateLimit::new(1000, 4000)),
-        }
-    }
-}
-
-impl RateLimits {
-    /// No limits.
-    pub fn none() -> Self {
-        RateLimits {
-            per_client: None,
-            per_key: None,
-        }
-    }
+fn quota(limit: RateLimit) -> Quota {
+    let one = NonZeroU32::MIN;
+    Quota::per_second(NonZeroU32::new(limit.per_second).unwrap_or(one))
+        .allow_burst(NonZeroU32::new(limit.burst).unwrap_or(one))
 }
 
 /// The buckets. Entries of clients and keys not seen lately are dropped now and then, so the
@@ -79,10 +35,10 @@ impl Limiters {
         Limiters {
             clients: limits
                 .per_client
-                .map(|l| DefaultKeyedRateLimiter::keyed(l.quota())),
+                .map(|l| DefaultKeyedRateLimiter::keyed(quota(l))),
             keys: limits
                 .per_key
-                .map(|l| DefaultKeyedRateLimiter::keyed(l.quota())),
+                .map(|l| DefaultKeyedRateLimiter::keyed(quota(l))),
             checks: AtomicU64::new(0),
         }
     }

@@ -187,6 +187,7 @@ impl Answer {
             "access-control-allow-origin",
             "access-control-allow-methods",
             "access-control-allow-headers",
+            "retry-after",
         ] {
             if let Some(v) = self.headers.get(name) {
                 text.push_str(&format!(", {name}: {}", describe_bytes(v.as_bytes(), 120)));

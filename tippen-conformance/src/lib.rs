@@ -68,6 +68,7 @@
 //!     leave_linger: Duration::from_secs(1),
 //!     outbound: Default::default(),
 //!     verified_site_public_key: None,
+//!     rate_limited_site_public_key: None,
 //!     history: true,
 //! };
 //! let report = run_all(&target).await;
@@ -153,12 +154,21 @@ pub struct Target {
     /// in-app identities); the cases of [`Capability::VerifiedIdentities`] run only when it is
     /// given. Only those cases write to that site.
     pub verified_site_public_key: Option<String>,
+    /// Public key of a site configured with its own per-key rate limit of
+    /// [`RATE_LIMITED_SITE_PER_SECOND`] requests a second (`rateLimitPerKey` in
+    /// `TIPPEN_SITES`, bursts of 4); the cases of [`Capability::RateLimitedSite`] run only when
+    /// it is given. Only those cases use that site.
+    pub rate_limited_site_public_key: Option<String>,
     /// The host keeps visit history (its `Tippen` has a history store: `with_history`): the
     /// history cases check visits, companies, analytics, CSV and erasure. `false`: they check
     /// that the history routes answer `501 {"error":…}` instead. The runner's
     /// `--with history` (`TIPPEN_WITH=…,history`) sets it.
     pub history: bool,
 }
+
+/// The per-key rate limit (requests a second, bursts of 4) the site of
+/// [`Target::rate_limited_site_public_key`] must be configured with (`"rateLimitPerKey":1`).
+pub const RATE_LIMITED_SITE_PER_SECOND: u32 = 1;
 
 /// The identity secret the site of [`Target::verified_site_public_key`] must be configured
 /// with (`identitySecret` in `TIPPEN_SITES`).
@@ -174,6 +184,7 @@ impl Target {
             Capability::Slack => stand_ins && o.slack,
             Capability::Enrichment => stand_ins && o.enrichment && o.client_ip_header.is_some(),
             Capability::VerifiedIdentities => self.verified_site_public_key.is_some(),
+            Capability::RateLimitedSite => self.rate_limited_site_public_key.is_some(),
         }
     }
 }
@@ -213,6 +224,9 @@ pub enum Capability {
     /// A site verifying in-app identities with [`IDENTITY_SECRET`]
     /// ([`Target::verified_site_public_key`]).
     VerifiedIdentities,
+    /// A site with its own per-key rate limit of [`RATE_LIMITED_SITE_PER_SECOND`]
+    /// ([`Target::rate_limited_site_public_key`]).
+    RateLimitedSite,
 }
 
 impl Capability {
@@ -223,6 +237,7 @@ impl Capability {
             Capability::Slack => "slack",
             Capability::Enrichment => "enrichment",
             Capability::VerifiedIdentities => "verified-identities",
+            Capability::RateLimitedSite => "rate-limited-site",
         }
     }
 }
@@ -237,6 +252,9 @@ impl fmt::Display for Capability {
             }
             Capability::VerifiedIdentities => {
                 "a site with the identity secret IDENTITY_SECRET (--verified-public-key)"
+            }
+            Capability::RateLimitedSite => {
+                "a site with rateLimitPerKey RATE_LIMITED_SITE_PER_SECOND (--rate-limited-public-key)"
             }
         })
     }

@@ -79,6 +79,9 @@ struct Args {
     /// `IDENTITY_SECRET` (runs the verified-identity cases).
     #[arg(long, env = "TIPPEN_VERIFIED_PUBLIC_KEY")]
     verified_public_key: Option<String>,
+    /// Public key of a site configured with `"rateLimitPerKey":1` (runs the rate-limit cases).
+    #[arg(long, env = "TIPPEN_RATE_LIMITED_PUBLIC_KEY")]
+    rate_limited_public_key: Option<String>,
     /// Fail when a selected case is not run for want of a capability.
     #[arg(long, env = "TIPPEN_REQUIRE_ALL")]
     require_all: bool,
@@ -143,6 +146,7 @@ async fn main() -> ExitCode {
         visitor_ws_url: args.visitor_ws_url,
         outbound,
         verified_site_public_key: args.verified_public_key,
+        rate_limited_site_public_key: args.rate_limited_public_key,
         history,
     };
     let selected: Vec<_> = cases()

@@ -167,6 +167,10 @@ pub struct ClientInfo {
     pub sends_gpc: bool,
     /// The site honours Global Privacy Control ([`Site::honor_gpc`]).
     pub site_honours_gpc: bool,
+    /// The browser sent `DNT: 1` (Do Not Track).
+    pub sends_dnt: bool,
+    /// The site honours Do Not Track ([`Site::honor_dnt`]).
+    pub site_honours_dnt: bool,
 }
 
 /// The core service. Cheap to share (`Arc`), holds no per-request state.
@@ -932,6 +936,8 @@ impl Tippen {
             is_bot: bot,
             sends_gpc: client.sends_gpc,
             site_honours_gpc: client.site_honours_gpc,
+            sends_dnt: client.sends_dnt,
+            site_honours_dnt: client.site_honours_dnt,
         };
         let target = match lookup_target(ip, signals) {
             Ok(target) => target,

@@ -30,6 +30,8 @@
 //! | `TIPPEN_MAX_DEPARTED_TABS` | departed tabs remembered per visitor (the oldest forgotten beyond) | 20 |
 //! | `TIPPEN_MAX_VISITORS_PER_SITE` | visitor records per site (a new visitor is 429 beyond) | 10000 |
 //! | `TIPPEN_MAX_USERS_PER_SITE` | support users per site (a new user is 429 beyond) | 10000 |
+//! | `TIPPEN_RATE_LIMIT_PER_IP` | requests a second per client address, bursts of 4×; 0: off (`429` + `Retry-After` beyond) | 100 |
+//! | `TIPPEN_RATE_LIMIT_PER_KEY` | requests a second per presented key, bursts of 4×; 0: off (a site's `rateLimitPerKey` replaces it for its keys) | 1000 |
 //! | `TIPPEN_OPT_OUT_RETENTION_MS` | how long a deleted visitor's id stays opted out (410) | 2592000000 (30 days) |
 //! | `TIPPEN_SUPPORT_<KEY>` | the support rules: `STUCK_AFTER_MS`, `PRESENCE_WINDOW_MS`, `LOW_ACTIVITY_WINDOW_MS`, `LOW_ACTIVITY_MIN_EVENTS`, `ERROR_WINDOW_MS`, `ERROR_BURST_MAX`, `INACTIVITY_AFTER_MS`, `SLACK_COOLDOWN_MS`, `RETENTION_MS`, `MAX_RAW_EVENTS`, and the tiers of each rule `STUCK_TIERS`, `LOW_ACTIVITY_TIERS`, `ERROR_BURST_TIERS`, `INACTIVITY_TIERS` (`all`, `none`, or a comma-separated list of `free_trial`, `paid`, `enterprise`) | [`SupportConfig::default`] |
 //!
@@ -151,6 +153,10 @@ pub mod names {
     pub const SUPPORT_RETENTION_MS: &str = "TIPPEN_SUPPORT_RETENTION_MS";
     /// Support: raw events kept per user.
     pub const SUPPORT_MAX_RAW_EVENTS: &str = "TIPPEN_SUPPORT_MAX_RAW_EVENTS";
+    /// Requests a second per client address (bursts of 4×); 0: off.
+    pub const RATE_LIMIT_PER_IP: &str = "TIPPEN_RATE_LIMIT_PER_IP";
+    /// Requests a second per presented key (bursts of 4×); 0: off.
+    pub const RATE_LIMIT_PER_KEY: &str = "TIPPEN_RATE_LIMIT_PER_KEY";
 }
 
 /// Why the settings are unusable; each variant names the setting (a variable, or the file
@@ -458,6 +464,8 @@ pub struct SiteSpec {
     pub keys: SiteKeys,
     /// Honour Global Privacy Control (default true).
     pub honor_gpc: Option<bool>,
+    /// Honour Do Not Track (`DNT: 1`) like Global Privacy Control (default false).
+    pub honor_dnt: Option<bool>,
     /// Origins guest URLs may point at (see [`Site::guest_url_origins`]); empty: any https.
     pub guest_url_origins: Vec<String>,
     /// The identity secret of verified in-app users (see [`Site::identity_secret`]), at least
@@ -465,6 +473,9 @@ pub struct SiteSpec {
     pub identity_secret: Option<String>,
     /// Days of visit history kept (see [`Site::history_retention_days`]; default 90).
     pub history_retention_days: Option<u32>,
+    /// Requests a second per key of this site, bursts of 4× (see
+    /// [`Site::rate_limit_per_key`]); `None` or 0: the host's per-key limit.
+    pub rate_limit_per_key: Option<u32>,
 }
 
 impl SiteSpec {
@@ -515,8 +526,12 @@ impl SiteSpec {
             secret_key_hash,
             legacy_single_key,
             honor_gpc: self.honor_gpc.unwrap_or(true),
+            honor_dnt: self.honor_dnt.unwrap_or(false),
             guest_url_origins,
             history_retention_days: self.history_retention_days,
+            rate_limit_per_key: self
+                .rate_limit_per_key
+                .and_then(crate::rate::RateLimit::per_second),
         })
     }
 }
@@ -548,6 +563,10 @@ pub struct SiteEntry {
     /// Honour Global Privacy Control for enrichment (default true).
     #[serde(default)]
     pub honor_gpc: Option<bool>,
+    /// Honour Do Not Track (`DNT: 1`) for enrichment, as Global Privacy Control (default
+    /// false).
+    #[serde(default)]
+    pub honor_dnt: Option<bool>,
     /// Origins (`https://host[:port]`) guest URLs may point at, besides the video
     /// provider's; absent or empty: any `https://` URL.
     #[serde(default)]
@@ -559,6 +578,10 @@ pub struct SiteEntry {
     /// Days of visit history kept (default 90).
     #[serde(default)]
     pub history_retention_days: Option<u32>,
+    /// Requests a second per key of this site, bursts of 4×, replacing the host's
+    /// `TIPPEN_RATE_LIMIT_PER_KEY` for its keys; absent or 0: the host's.
+    #[serde(default)]
+    pub rate_limit_per_key: Option<u32>,
 }
 
 impl SiteEntry {
@@ -577,9 +600,11 @@ impl SiteEntry {
             name: self.name,
             keys,
             honor_gpc: self.honor_gpc,
+            honor_dnt: self.honor_dnt,
             guest_url_origins: self.guest_url_origins.unwrap_or_default(),
             identity_secret: self.identity_secret,
             history_retention_days: self.history_retention_days,
+            rate_limit_per_key: self.rate_limit_per_key,
         })
     }
 }
@@ -599,6 +624,9 @@ pub struct Settings {
     pub slack: Option<SlackConfig>,
     /// The enrichment provider (built once to check it); `None`: fallback companies only.
     pub enrichment: Option<ProviderConfig>,
+    /// Rate limits per client address and per key (`TIPPEN_RATE_LIMIT_PER_IP`,
+    /// `TIPPEN_RATE_LIMIT_PER_KEY`), for the hosts that apply them themselves.
+    pub rate_limits: crate::rate::RateLimits,
 }
 
 impl Settings {
@@ -670,7 +698,17 @@ impl Settings {
         #[cfg(feature = "slack")]
         let slack = slack(&lookup)?;
         let enrichment = enrichment(&lookup)?;
+        let mut rate_limits = crate::rate::RateLimits::default();
+        for (name, into) in [
+            (names::RATE_LIMIT_PER_IP, &mut rate_limits.per_client),
+            (names::RATE_LIMIT_PER_KEY, &mut rate_limits.per_key),
+        ] {
+            if let Some(s) = lookup(name) {
+                *into = crate::rate::RateLimit::per_second(s.number()?);
+            }
+        }
         Ok(Settings {
+            rate_limits,
             config,
             sites,
             video_provider_url,

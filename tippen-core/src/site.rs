@@ -110,6 +110,11 @@ pub struct Site {
     pub legacy_single_key: bool,
     /// Honour the browser's Global Privacy Control (`Sec-GPC: 1`) for this site.
     pub honor_gpc: bool,
+    /// Honour the browser's Do Not Track (`DNT: 1`) for this site, as Global Privacy Control:
+    /// no company lookup for the visitor (counted as `doNotTrack`). Off unless the site
+    /// chooses it (browsers stopped offering the setting; GPC is its successor).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub honor_dnt: bool,
     /// Origins (`https://host[:port]`) that invites sent with a guest URL
     /// (`POST /api/send-video-invite`) may point at, besides the video provider's. Empty: any
     /// `https://` URL.
@@ -124,6 +129,11 @@ pub struct Site {
     /// How many days closed visits are kept (`None`: [`DEFAULT_HISTORY_RETENTION_DAYS`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_retention_days: Option<u32>,
+    /// This site's own limit per key (its public and its secret key each), replacing the
+    /// host's per-key limit ([`RateLimits::per_key`](crate::rate::RateLimits::per_key)) for
+    /// them. `None`: the host's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_limit_per_key: Option<crate::rate::RateLimit>,
 }
 
 /// Days of visit history kept for a site that does not say.
@@ -139,9 +149,11 @@ impl Site {
             secret_key_hash: KeyHash::of(secret_key),
             legacy_single_key: false,
             honor_gpc: true,
+            honor_dnt: false,
             guest_url_origins: Vec::new(),
             identity_secret: None,
             history_retention_days: None,
+            rate_limit_per_key: None,
         }
     }
 
@@ -154,9 +166,11 @@ impl Site {
             secret_key_hash: KeyHash::of(key),
             legacy_single_key: true,
             honor_gpc: true,
+            honor_dnt: false,
             guest_url_origins: Vec::new(),
             identity_secret: None,
             history_retention_days: None,
+            rate_limit_per_key: None,
         }
     }
 
@@ -184,6 +198,27 @@ impl Site {
     pub fn with_identity_secret(mut self, secret: &str) -> Self {
         self.identity_secret = Some(IdentitySecret(secret.to_owned()));
         self
+    }
+
+    /// The same site honouring Do Not Track or not (see [`honor_dnt`](Self::honor_dnt)).
+    pub fn with_honor_dnt(mut self, honour: bool) -> Self {
+        self.honor_dnt = honour;
+        self
+    }
+
+    /// The same site with its own limit per key (see
+    /// [`rate_limit_per_key`](Self::rate_limit_per_key)).
+    pub fn with_rate_limit_per_key(mut self, limit: crate::rate::RateLimit) -> Self {
+        self.rate_limit_per_key = Some(limit);
+        self
+    }
+
+    /// The limit on this site's keys: its own, else `host_default`.
+    pub fn key_rate_limit(
+        &self,
+        host_default: Option<crate::rate::RateLimit>,
+    ) -> Option<crate::rate::RateLimit> {
+        self.rate_limit_per_key.or(host_default)
     }
 
     /// Checks the identity an in-app activity batch claims: without an identity secret every

@@ -5,7 +5,7 @@ use std::time::Duration;
 use thiserror::Error;
 use tippen_core::enrichment::ProviderConfig;
 use tippen_core::history::GeoHeaders;
-use tippen_core::settings::{Settings, SettingsError, env_lookup};
+use tippen_core::settings::{Settings, SettingsError, env_lookup, names};
 use tippen_core::slack::SlackConfig;
 use tippen_core::{Config, Site};
 
@@ -104,6 +104,15 @@ pub struct LambdaConfig {
     /// front and is the only way to the function (a client reaching it directly could send
     /// the headers itself). Unset: the place comes from the enrichment provider.
     pub geo_headers: Option<GeoHeaders>,
+    /// `TIPPEN_RATE_LIMIT_PER_KEY` (requests a second, bursts of 4×; 0: off) and a site's
+    /// `rateLimitPerKey`: the HTTP function counts each key's requests per window in the table
+    /// ([`DynamoStore::count_request`](crate::DynamoStore::count_request)) and answers `429`
+    /// with `Retry-After` beyond. That is one more DynamoDB write per request, so here the
+    /// per-key limit is off unless the variable is set (the template's `RateLimitPerKey`) or
+    /// the site has its own. Per client address, Lambda has no memory
+    /// shared across invocations: the template's API Gateway throttling bounds the request
+    /// rate instead (`TIPPEN_RATE_LIMIT_PER_IP` is read but not applied here).
+    pub rate_limits: tippen_core::rate::RateLimits,
 }
 
 impl LambdaConfig {
@@ -117,6 +126,10 @@ impl LambdaConfig {
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let shared = Settings::from_vars(&var)?;
         let var = env_lookup(var);
+        let mut rate_limits = shared.rate_limits;
+        if var(names::RATE_LIMIT_PER_KEY).is_none() {
+            rate_limits.per_key = None;
+        }
         let required = |name| var(name).map(|s| s.value).ok_or(ConfigError::Missing(name));
         let millis = |name, default| -> Result<Duration, SettingsError> {
             Ok(var(name)
@@ -146,6 +159,7 @@ impl LambdaConfig {
             enrichment: shared.enrichment,
             enrich_budget: millis("TIPPEN_ENRICH_BUDGET_MS", Duration::from_secs(20))?,
             history_table: var("TIPPEN_HISTORY_TABLE").map(|s| s.value),
+            rate_limits,
             geo_headers: match var("TIPPEN_GEO_HEADERS") {
                 None => None,
                 Some(s) if s.value.eq_ignore_ascii_case("cloudfront") => {
@@ -234,5 +248,20 @@ mod tests {
         ));
         let e = read(&[("TIPPEN_SLACK_BUDGET_MS", "4s")]).unwrap_err();
         assert!(e.to_string().contains("TIPPEN_SLACK_BUDGET_MS"), "{e}");
+    }
+
+    #[test]
+    fn the_per_key_counter_is_off_unless_asked_for() {
+        use tippen_core::rate::RateLimit;
+        assert_eq!(read(&[]).unwrap().rate_limits.per_key, None);
+        let c = read(&[("TIPPEN_RATE_LIMIT_PER_KEY", "5")]).unwrap();
+        assert_eq!(c.rate_limits.per_key, Some(RateLimit::new(5, 20)));
+        assert_eq!(
+            read(&[("TIPPEN_RATE_LIMIT_PER_KEY", "0")])
+                .unwrap()
+                .rate_limits
+                .per_key,
+            None
+        );
     }
 }

@@ -9,11 +9,11 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::Bytes;
 use thiserror::Error;
-use tippen_core::api::{ApiError, RequestContext, SocketRole};
+use tippen_core::api::{ApiError, RequestContext, SocketRole, presented_key};
 use tippen_core::host::{self, HostIo};
 use tippen_core::support::SupportNotice;
 use tippen_core::{
-    Broadcast, Deadline, Effects, LookupRequest, ServiceError, SiteId, Store, StoreError,
+    Broadcast, Deadline, Effects, KeyHash, LookupRequest, ServiceError, SiteId, Store, StoreError,
     SystemClock, Timestamp, Tippen, VisitorPush,
 };
 
@@ -273,6 +273,9 @@ impl LambdaHost {
         req: http::Request<Bytes>,
         source_ip: Option<IpAddr>,
     ) -> http::Response<Bytes> {
+        if let Some(refusal) = self.over_key_limit(&req).await {
+            return refusal;
+        }
         let ctx = RequestContext {
             client_ip: source_ip,
             place: self
@@ -298,6 +301,30 @@ impl LambdaHost {
             let e = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "no response");
             e.into_response()
         })
+    }
+
+    /// The `429` for a key over its limit (the site's own, else `TIPPEN_RATE_LIMIT_PER_KEY`),
+    /// counted per window in the table. A request without a known key is not counted (the
+    /// core refuses it), nor is one when the counter cannot be written (logged).
+    async fn over_key_limit(&self, req: &http::Request<Bytes>) -> Option<http::Response<Bytes>> {
+        let key = presented_key(req)?;
+        if key.len() > self.tippen.config().limits.max_key_bytes {
+            return None;
+        }
+        let (site, _) = self.tippen.authenticate(&key).await.ok().flatten()?;
+        let limit = site.key_rate_limit(self.config.rate_limits.per_key)?;
+        let now = self.tippen.now();
+        let window = limit.window(now);
+        match self.store.count_request(&KeyHash::of(&key), window).await {
+            Ok(true) => None,
+            Ok(false) => Some(tippen_core::rate::too_many_with_key(
+                window.retry_after(now),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "rate counter unavailable; request let through");
+                None
+            }
+        }
     }
 
     /// Performs `effects` through [`host::apply`] (this host's [`HostIo`]): `origin` is the

@@ -24,6 +24,7 @@
 //! | wake | `WAKE` | `<deadline ms, 15 digits>#<site>` | `site`, `dl`, `ttl` |
 //! | wake poller lease | `WAKE` | `~POLLER` | `until` |
 //! | sweep lease | `SWEEP#<site>` | `LEASE` | `holder`, `until`, `again` |
+//! | rate counter | `RATE#<key's sha-256 hex>` | `W#<window number>` | `n` (conditional `ADD`), `ttl` |
 //!
 //! The global secondary index `due` (partition `dsite`, sort `dl` as a number) holds only
 //! visitor items: [`Store::due_visitors`] and [`Store::next_deadline`] are Queries on it,
@@ -69,6 +70,7 @@ use serde::de::DeserializeOwned;
 use tippen_core::api::SocketRole;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
+use tippen_core::rate::Window;
 use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 
@@ -219,6 +221,21 @@ where
         .is_some_and(|c| {
             c == "ConditionalCheckFailedException" || c == "TransactionCanceledException"
         })
+}
+
+/// `Ok(true)` when a conditional write went through, `Ok(false)` when its condition failed
+/// (another invocation got there first, or the limit it guards is reached), else the backend
+/// error of `op`.
+fn conditional<T, E, R>(op: &str, out: Result<T, SdkError<E, R>>) -> Result<bool, StoreError>
+where
+    E: aws_sdk_dynamodb::error::ProvideErrorMetadata + std::fmt::Debug,
+    R: std::fmt::Debug,
+{
+    match out {
+        Ok(_) => Ok(true),
+        Err(e) if condition_failed(&e) => Ok(false),
+        Err(e) => Err(backend(op, e)),
+    }
 }
 
 fn visitor_pk(site: &SiteId) -> String {
@@ -522,10 +539,10 @@ impl DynamoStore {
             .expression_attribute_values(":v", n(expected.0))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Err(StoreError::Conflict),
-            Err(e) => Err(backend("DeleteItem", e)),
+        if conditional("DeleteItem", out)? {
+            Ok(())
+        } else {
+            Err(StoreError::Conflict)
         }
     }
 
@@ -855,11 +872,7 @@ impl DynamoStore {
             .expression_attribute_values(":u", n(until.as_millis()))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        conditional("UpdateItem", out)
     }
 
     /// Gives back the lease taken until `until`; returns false when another invocation has
@@ -876,11 +889,7 @@ impl DynamoStore {
             .expression_attribute_values(":u", n(until.as_millis()))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        conditional("UpdateItem", out)
     }
 
     /// Takes the sweep lease of `site` for `holder` (a token unique to this sweep) until
@@ -914,10 +923,8 @@ impl DynamoStore {
                 .expression_attribute_values(":now", n(now.as_millis()))
                 .send()
                 .await;
-            match claimed {
-                Ok(_) => return Ok(SweepClaim::Taken),
-                Err(e) if condition_failed(&e) => {}
-                Err(e) => return Err(backend("UpdateItem", e)),
+            if conditional("UpdateItem", claimed)? {
+                return Ok(SweepClaim::Taken);
             }
             let marked = self
                 .client
@@ -933,10 +940,8 @@ impl DynamoStore {
                 .expression_attribute_values(":now", n(now.as_millis()))
                 .send()
                 .await;
-            match marked {
-                Ok(_) => return Ok(SweepClaim::Held),
-                Err(e) if condition_failed(&e) => {}
-                Err(e) => return Err(backend("UpdateItem", e)),
+            if conditional("UpdateItem", marked)? {
+                return Ok(SweepClaim::Held);
             }
         }
         Err(StoreError::Conflict)
@@ -963,11 +968,7 @@ impl DynamoStore {
             .expression_attribute_values(":u", n(until.as_millis()))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        conditional("UpdateItem", out)
     }
 
     /// Ends `holder`'s sweep of `site`: gives the lease back unless another invocation marked
@@ -993,10 +994,8 @@ impl DynamoStore {
             .expression_attribute_values(":h", s(holder))
             .send()
             .await;
-        match released {
-            Ok(_) => return Ok(SweepEnd::Released),
-            Err(e) if condition_failed(&e) => {}
-            Err(e) => return Err(backend("DeleteItem", e)),
+        if conditional("DeleteItem", released)? {
+            return Ok(SweepEnd::Released);
         }
         let kept = self
             .client
@@ -1012,11 +1011,11 @@ impl DynamoStore {
             .expression_attribute_values(":u", n(until.as_millis()))
             .send()
             .await;
-        match kept {
-            Ok(_) => Ok(SweepEnd::Again),
-            Err(e) if condition_failed(&e) => Ok(SweepEnd::Lost),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        Ok(if conditional("UpdateItem", kept)? {
+            SweepEnd::Again
+        } else {
+            SweepEnd::Lost
+        })
     }
 
     /// Gives `holder`'s sweep lease of `site` back whatever `again` says (a sweep that
@@ -1033,11 +1032,34 @@ impl DynamoStore {
             .expression_attribute_values(":h", s(holder))
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(()),
-            Err(e) if condition_failed(&e) => Ok(()),
-            Err(e) => Err(backend("DeleteItem", e)),
-        }
+        // A lease no longer `holder`'s (the condition failed) is left alone.
+        conditional("DeleteItem", out).map(drop)
+    }
+
+    /// Counts one request with the key whose hash is `key` in `window` (one item per key and
+    /// window: a conditional `ADD` on its counter). `Ok(false)`, counting nothing, when the
+    /// window already holds [`Window::max`](tippen_core::rate::Window::max) requests. The
+    /// items expire (TTL) a minute after their window.
+    pub async fn count_request(&self, key: &KeyHash, window: Window) -> Result<bool, StoreError> {
+        let ttl = window.ends_at.as_millis() / 1000 + 60;
+        let out = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(
+                &format!("RATE#{}", key.to_hex()),
+                &format!("W#{}", window.index),
+            )))
+            .update_expression("SET #t = :ttl ADD #n :one")
+            .condition_expression("attribute_not_exists(#n) OR #n < :max")
+            .expression_attribute_names("#n", attr::COUNTER)
+            .expression_attribute_names("#t", attr::TTL)
+            .expression_attribute_values(":one", n(1))
+            .expression_attribute_values(":max", n(window.max))
+            .expression_attribute_values(":ttl", n(ttl))
+            .send()
+            .await;
+        conditional("UpdateItem", out)
     }
 
     fn connection_key(conn: &Connection) -> Item {
@@ -1063,11 +1085,7 @@ impl DynamoStore {
             .expression_attribute_values(":m", list)
             .send()
             .await;
-        match out {
-            Ok(_) => Ok(true),
-            Err(e) if condition_failed(&e) => Ok(false),
-            Err(e) => Err(backend("UpdateItem", e)),
-        }
+        conditional("UpdateItem", out)
     }
 
     /// Marks the connection greeted (its first message was sent) and takes its outbox: the

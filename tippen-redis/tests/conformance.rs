@@ -11,9 +11,13 @@ use std::time::Duration;
 
 use common::RedisServer;
 use tippen_axum::{EnrichmentConfig, HostConfig, TippenHost, TrustedProxies};
-use tippen_conformance::{IDENTITY_SECRET, IPINFO_TOKEN, Outbound, StandIns, Target, run_all};
+use tippen_conformance::{
+    IDENTITY_SECRET, IPINFO_TOKEN, Outbound, RATE_LIMITED_SITE_PER_SECOND, StandIns, Target,
+    run_all,
+};
 use tippen_core::enrichment::{ProviderConfig, ProviderKind};
 use tippen_core::history::MemoryHistory;
+use tippen_core::rate::RateLimit;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, Site, SystemClock, Tippen};
@@ -102,9 +106,12 @@ async fn start_host(
     );
     for site in [
         Site::legacy("legacy", "Legacy", "legacy_key"),
-        Site::new("a", "Site A", "pk_a", "sk_a"),
+        Site::new("a", "Site A", "pk_a", "sk_a").with_honor_dnt(true),
         Site::new("b", "Site B", "pk_b", "sk_b"),
         Site::new("v", "Verified", "pk_v", "sk_v").with_identity_secret(IDENTITY_SECRET),
+        Site::new("r", "Rated", "pk_r", "sk_r").with_rate_limit_per_key(
+            RateLimit::per_second(RATE_LIMITED_SITE_PER_SECOND).expect("a limit"),
+        ),
     ] {
         tippen.put_site(&site).await.expect("put_site");
     }
@@ -148,6 +155,7 @@ fn target(base_url: String, dashboard_ws_url: Option<String>, stand_ins: StandIn
         other_site_public_key: "pk_b".into(),
         other_site_secret_key: "sk_b".into(),
         verified_site_public_key: Some("pk_v".into()),
+        rate_limited_site_public_key: Some("pk_r".into()),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
         leave_linger: LEAVE_LINGER,

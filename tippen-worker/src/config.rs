@@ -9,6 +9,7 @@
 //!
 //! | variable | meaning | default |
 //! |---|---|---|
+//! | `TIPPEN_RATE_LIMIT_PER_IP`, `TIPPEN_RATE_LIMIT_PER_KEY` | requests a second (bursts of 4×) per client address and per key, counted by each site's object for its own requests (`429` + `Retry-After`); 0: off | 100, 1000 |
 //! | `TIPPEN_TEST_ROUTES` | `1` serves the store conformance routes (tests only; needs the crate feature `test-routes`) | off |
 //!
 //! Bindings (not variables): the Durable Object namespace `TIPPEN_SITE` (required), the KV
@@ -17,6 +18,7 @@
 
 use thiserror::Error;
 use tippen_core::enrichment::ProviderConfig;
+use tippen_core::rate::RateLimits;
 use tippen_core::settings::{Settings, SettingsError, names};
 use tippen_core::slack::SlackConfig;
 use tippen_core::{Config, Site};
@@ -51,6 +53,9 @@ pub struct WorkerConfig {
     pub enrichment: Option<ProviderConfig>,
     /// Whether the test-only routes are served (`TIPPEN_TEST_ROUTES=1`).
     pub test_routes: bool,
+    /// Rate limits (`TIPPEN_RATE_LIMIT_PER_IP`, `TIPPEN_RATE_LIMIT_PER_KEY`, a site's
+    /// `rateLimitPerKey`), kept by each site's object in memory for that site's requests.
+    pub rate_limits: RateLimits,
 }
 
 impl WorkerConfig {
@@ -68,6 +73,7 @@ impl WorkerConfig {
             video_provider_url: s.video_provider_url,
             slack: s.slack,
             enrichment: s.enrichment,
+            rate_limits: s.rate_limits,
             test_routes,
         })
     }

@@ -4,10 +4,72 @@
 use std::net::IpAddr;
 
 use bytes::Bytes;
+use tippen_core::api::ApiError;
 use worker::{Headers, Request, Response};
 
 /// The header Cloudflare sets to the address of the client that connected to it.
 pub const CONNECTING_IP_HEADER: &str = "cf-connecting-ip";
+
+/// How much of a refused body is still read (and discarded, never held) before its 413 is
+/// answered, as the axum host's lingering close does: a Worker that answers while the request
+/// body is still arriving has its isolate restarted by the local runtime (`wrangler dev`:
+/// "Network connection lost", then `503 Your worker restarted mid-request` for the requests in
+/// flight). A body declared larger than the limit plus this is refused at once.
+const DRAIN_MAX_BYTES: u64 = 1 << 20;
+
+/// Reads `req`'s body, holding at most `max` bytes: `Ok(Err(413))` — the core's answer — when
+/// `Content-Length` declares more or the stream delivers more. The body is never held whole
+/// before it is measured: what comes past the limit is discarded (at most
+/// 1 MiB more; a declared length beyond that is refused without reading). A
+/// request without a body reads as empty.
+pub async fn read_body(
+    req: &mut Request,
+    max: usize,
+) -> worker::Result<Result<Bytes, http::Response<Bytes>>> {
+    use futures_util::StreamExt;
+    let too_large = || Ok(Err(ApiError::body_too_large(max).into_response()));
+    let declared = req
+        .headers()
+        .get("content-length")?
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    if req.inner().body().is_none() {
+        return Ok(Ok(Bytes::new()));
+    }
+    let limit = max as u64;
+    if let Some(n) = declared.filter(|n| *n > limit) {
+        if n <= limit.saturating_add(DRAIN_MAX_BYTES) {
+            drain(std::pin::pin!(req.stream()?), DRAIN_MAX_BYTES).await;
+        }
+        return too_large();
+    }
+    let mut stream = std::pin::pin!(req.stream()?);
+    let mut body = Vec::with_capacity(declared.map_or(0, |n| n as usize));
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        if body.len() + chunk.len() > max {
+            drop(body);
+            drain(stream, DRAIN_MAX_BYTES).await;
+            return too_large();
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(Ok(Bytes::from(body)))
+}
+
+/// Reads and discards up to `max` more bytes of a body stream (to its end when shorter).
+async fn drain(
+    mut stream: std::pin::Pin<&mut impl futures_util::Stream<Item = worker::Result<Vec<u8>>>>,
+    max: u64,
+) {
+    use futures_util::StreamExt;
+    let mut read = 0u64;
+    while read <= max {
+        match stream.next().await {
+            Some(Ok(chunk)) => read += chunk.len() as u64,
+            _ => break,
+        }
+    }
+}
 
 /// Copies a request's method, path, query and headers into an `http::Request` with `body`.
 pub fn http_request(req: &Request, body: Bytes) -> worker::Result<http::Request<Bytes>> {

@@ -15,7 +15,8 @@ use worker::{Env, Headers, Method, Request, RequestInit, Response};
 
 use crate::config::WorkerConfig;
 use crate::convert::{
-    client_ip, effects_response, http_headers, http_request, wants_upgrade, worker_response,
+    client_ip, effects_response, http_headers, http_request, read_body, wants_upgrade,
+    worker_response,
 };
 use crate::runtime::WorkerClock;
 
@@ -135,7 +136,10 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
             Err(refusal) => worker_response(refusal),
         };
     }
-    let body = Bytes::from(req.bytes().await.unwrap_or_default());
+    let body = match read_body(&mut req, front.tippen.config().limits.max_body_bytes).await? {
+        Ok(body) => body,
+        Err(too_large) => return worker_response(too_large),
+    };
     let http_req = http_request(&req, body.clone())?;
     // A known key: the site's object runs the whole contract (its answers are the core's,
     // errors included). No key or an unknown one: the core answers here (401, 403, and what

@@ -7,10 +7,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use http::StatusCode;
-use tippen_core::api::{ApiError, RequestContext, SocketRole};
+use tippen_core::api::{ApiError, RequestContext, SocketRole, presented_key};
 use tippen_core::host::{self, Answer, HostIo};
+use tippen_core::rate::Gate;
 use tippen_core::slack::SlackConfig;
 use tippen_core::support::SupportNotice;
 use tippen_core::video::CustomerConnect;
@@ -24,7 +24,7 @@ use worker::{
 };
 
 use crate::config::WorkerConfig;
-use crate::convert::{client_ip, effects_response, http_request, worker_response};
+use crate::convert::{client_ip, effects_response, http_request, read_body, worker_response};
 use crate::enrich::Enrichment;
 use crate::front::{authorize_upgrade, config_error, forwarded_place, forwarded_site, load_config};
 use crate::history::{D1History, HISTORY_BINDING};
@@ -69,6 +69,9 @@ pub(crate) struct Runtime {
     armed: Cell<Option<Option<i64>>>,
     /// Why the alarm could not be set while effects were applied.
     arm_failure: Cell<Option<worker::Error>>,
+    /// The site's rate limits per client address and per key, in memory (an evicted object
+    /// starts with full buckets).
+    gate: RefCell<Gate>,
 }
 
 /// The object's [`HostIo`]: a handle on its [`Runtime`] that background tasks keep too. It is
@@ -186,7 +189,12 @@ impl SiteObject {
                 RuntimeError::Config(crate::config::ConfigError::Enrichment(e.to_string()))
             })?)),
         };
+        let gate = match config.site(site.as_str()) {
+            Some(configured) => Gate::for_site(&config.rate_limits, configured),
+            None => Gate::new(config.rate_limits.per_client, config.rate_limits.per_key),
+        };
         let rt = Host(SendWrapper::new(Rc::new(Runtime {
+            gate: RefCell::new(gate),
             tippen: Rc::new(tippen),
             site,
             state: self.state.clone(),
@@ -242,13 +250,26 @@ impl SiteObject {
                 Err(refusal) => worker_response(refusal),
             };
         }
-        let body = Bytes::from(req.bytes().await.unwrap_or_default());
+        let body = match read_body(&mut req, rt.tippen.config().limits.max_body_bytes).await? {
+            Ok(body) => body,
+            Err(too_large) => return worker_response(too_large),
+        };
         let http_req = http_request(&req, body)?;
         let ctx = RequestContext {
             client_ip: client_ip(http_req.headers()),
             place: forwarded_place(&req),
             ..RequestContext::default()
         };
+        let key = presented_key(&http_req);
+        let checked = rt.gate.borrow_mut().check(
+            ctx.client_ip,
+            key.as_deref(),
+            rt.tippen.config().limits.max_key_bytes,
+            rt.tippen.now(),
+        );
+        if let Some(refusal) = checked {
+            return worker_response(refusal);
+        }
         let effects = rt.tippen.handle_with(http_req, &ctx, &rt.transport).await;
         if effects.site.as_ref().is_some_and(|s| *s != rt.site) {
             // The Worker forwards by site; a key of another site here is a routing bug.

@@ -45,9 +45,15 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
     ));
     for site in [
         Site::legacy("legacy", "Legacy", "legacy_key"),
-        Site::new("a", "Site A", "pk_a", "sk_a"),
+        Site::new("a", "Site A", "pk_a", "sk_a").with_honor_dnt(true),
         Site::new("b", "Site B", "pk_b", "sk_b"),
         Site::new("v", "Verified", "pk_v", "sk_v").with_identity_secret(IDENTITY_SECRET),
+        Site::new("r", "Rated", "pk_r", "sk_r").with_rate_limit_per_key(
+            tippen_core::rate::RateLimit::per_second(
+                tippen_conformance::RATE_LIMITED_SITE_PER_SECOND,
+            )
+            .expect("a limit"),
+        ),
     ] {
         tippen.put_site(&site).await.expect("put_site");
     }
@@ -259,6 +265,7 @@ async fn the_conformance_suite_passes_under_the_prefix() {
         other_site_public_key: "pk_b".into(),
         other_site_secret_key: "sk_b".into(),
         verified_site_public_key: Some("pk_v".into()),
+        rate_limited_site_public_key: Some("pk_r".into()),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
         leave_linger: LEAVE_LINGER,

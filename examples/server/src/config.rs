@@ -226,6 +226,8 @@ pub struct SiteEntry {
     pub legacy_single_key: bool,
     /// Honour `Sec-GPC: 1` (default true).
     pub honor_gpc: Option<bool>,
+    /// Honour `DNT: 1` (Do Not Track) as GPC: no company lookup (default false).
+    pub honor_dnt: Option<bool>,
     /// Origins (`https://host[:port]`) invites' guest URLs may point at besides the video
     /// provider's; absent: any `https://` URL.
     #[serde(default)]
@@ -235,6 +237,10 @@ pub struct SiteEntry {
     pub identity_secret: Option<String>,
     /// Days of visit history kept (default 90); older visits are purged hourly.
     pub history_retention_days: Option<u32>,
+    /// Requests a second per key of this site, bursts of 4× (replaces `--rate-limit-per-key`
+    /// for its keys); absent or 0: the host's.
+    #[serde(default)]
+    pub rate_limit_per_key: Option<u32>,
 }
 
 /// Everything the server takes from the file and the environment.
@@ -299,9 +305,11 @@ impl FileConfig {
                 // does not measure (the demo site is refused off loopback instead).
                 keys: SiteKeys::Legacy(SecretKey::Sha256(KeyHash::of(DEMO_KEY))),
                 honor_gpc: None,
+                honor_dnt: None,
                 guest_url_origins: Vec::new(),
                 identity_secret: None,
                 history_retention_days: None,
+                rate_limit_per_key: None,
             });
         }
         let lookup = |name| env(name).or_else(|| self.setting(name));
@@ -475,9 +483,11 @@ impl SiteEntry {
             name: self.name,
             keys,
             honor_gpc: self.honor_gpc,
+            honor_dnt: self.honor_dnt,
             guest_url_origins: self.guest_url_origins,
             identity_secret: self.identity_secret,
             history_retention_days: self.history_retention_days,
+            rate_limit_per_key: self.rate_limit_per_key,
         })
     }
 }

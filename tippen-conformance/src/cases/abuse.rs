@@ -8,7 +8,7 @@ use super::{listed_visitor, step_failure, track, track_ok};
 use crate::dashboard::{Dashboard, is_type, percent_encode};
 use crate::http::{Http, Req};
 use crate::wire::{track_body, unique_id};
-use crate::{Failure, Target};
+use crate::{Failure, RATE_LIMITED_SITE_PER_SECOND, Target};
 
 /// The `/track/leave` flood of the issue: exit beacons (`text/plain`, key in the body or the
 /// query) naming 60 KB tab ids are each refused with 400 naming `tabId`, as is the `leave`
@@ -147,5 +147,72 @@ pub(super) async fn guest_urls_must_be_https(t: &Target) -> Result<(), Failure> 
             visitor.to_string(),
         ));
     }
+    Ok(())
+}
+
+/// Requests sent at once with the rate-limited site's key before a 429 must have come.
+const RATE_LIMIT_ATTEMPTS: usize = 30;
+
+/// A key over its site's own rate limit (1 a second, bursts of 4) is answered
+/// `429 {"error":…}` with `Retry-After` (whole seconds, 1 to 5); another site's key at the same
+/// moment is not limited, and the limited key is answered again once `Retry-After` has passed.
+pub(super) async fn a_key_over_its_rate_limit_gets_429_with_retry_after(
+    t: &Target,
+) -> Result<(), Failure> {
+    let Some(key) = t.rate_limited_site_public_key.as_deref() else {
+        return Err(step_failure(
+            "the rate-limit case",
+            "a rate-limited site's public key",
+            "none given",
+        ));
+    };
+    let http = Http::new(t)?;
+    let id = unique_id("rated");
+    let url = "https://x.test/";
+    // A quiet key's first request is within its limit.
+    track_ok(&http, key, "pageview", &id, url, json!({})).await?;
+    let mut refused = None;
+    for _ in 0..RATE_LIMIT_ATTEMPTS {
+        let answer = track(&http, key, &track_body("heartbeat", &id, url, json!({}))).await?;
+        match answer.status.as_u16() {
+            200 => {}
+            429 => {
+                refused = Some(answer);
+                break;
+            }
+            _ => return Err(answer.fail("HTTP 200, or 429 once over the site's rate limit")),
+        }
+    }
+    let Some(answer) = refused else {
+        return Err(step_failure(
+            format!(
+                "{RATE_LIMIT_ATTEMPTS} heartbeats at once with the key of a site limited to \
+                 {RATE_LIMITED_SITE_PER_SECOND} a second, bursts of 4"
+            ),
+            "HTTP 429 once the burst is spent",
+            "every one answered 200",
+        ));
+    };
+    answer.expect_error_mentioning(429, "too many requests")?;
+    let Some(retry) = answer
+        .header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .filter(|s| (1..=5).contains(s))
+    else {
+        return Err(answer.fail("HTTP 429 with Retry-After: whole seconds, 1 to 5"));
+    };
+    // Normal traffic is not limited: the main site's key, at the same moment.
+    track_ok(
+        &http,
+        &t.public_key,
+        "pageview",
+        &unique_id("unlimited"),
+        url,
+        json!({}),
+    )
+    .await?;
+    // Retry-After is honest: once it has passed the key is answered again.
+    tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
+    track_ok(&http, key, "heartbeat", &id, url, json!({})).await?;
     Ok(())
 }

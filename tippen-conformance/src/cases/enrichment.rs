@@ -257,3 +257,65 @@ pub(super) async fn global_privacy_control_skips_the_lookup(t: &Target) -> Resul
     leave_ok(&http, &t.public_key, &id, None).await?;
     Ok(())
 }
+
+/// Do Not Track where the site honours it (the main site is configured with
+/// `"honorDnt":true`): a browser sending `DNT: 1` from a public address gets no lookup,
+/// `skipsByReason.doNotTrack` counted. On a site that does not (the legacy site, by default)
+/// the same header changes nothing: its address is looked up.
+pub(super) async fn do_not_track_skips_the_lookup_where_the_site_honours_it(
+    t: &Target,
+) -> Result<(), Failure> {
+    let (s, header) = setup(t)?;
+    let http = Http::new(t)?;
+    let ip = random_public_ip();
+    let before = super::stats::stats(&http, &t.secret_key).await?;
+    let id = unique_id("dnt");
+    track_from(&http, &t.public_key, &id, header, &ip, &[("DNT", "1")]).await?;
+    let listed = listed_visitor(&http, &t.secret_key, &id).await?;
+    if listed["company"] != "Unknown Company" || listed["enrichmentSource"] != "fallback" {
+        return Err(step_failure(
+            format!("GET /api/visitors after {id}'s page view from {ip} with DNT: 1"),
+            "company \"Unknown Company\", enrichmentSource fallback",
+            describe_json(&listed),
+        ));
+    }
+    let other_ip = random_public_ip();
+    let other = unique_id("dnt_unhonoured");
+    let unhonoured = t.verified_site_public_key.as_deref();
+    if let Some(key) = unhonoured {
+        track_from(&http, key, &other, header, &other_ip, &[("DNT", "1")]).await?;
+    }
+    tokio::time::sleep(ENRICHMENT_DELAY + Duration::from_millis(300)).await;
+    let after = super::stats::stats(&http, &t.secret_key).await?;
+    let dnt = |v: &Value| v["skipsByReason"]["doNotTrack"].as_i64().unwrap_or(0);
+    let asked = s.ipinfo_requests(&ip).len();
+    if asked != 0 || dnt(&after) - dnt(&before) != 1 {
+        return Err(step_failure(
+            format!("a page view from {ip} with DNT: 1 to a site honouring it"),
+            "no provider request, skipsByReason.doNotTrack + 1",
+            format!(
+                "{asked} provider request(s); stats {} -> {}",
+                describe_json(&before),
+                describe_json(&after)
+            ),
+        ));
+    }
+    leave_ok(&http, &t.public_key, &id, None).await?;
+    let Some(key) = unhonoured else {
+        return Ok(());
+    };
+    // The lookup of the site that does not honour DNT is on its way or done.
+    let deadline = Instant::now() + ENRICHED_WITHIN;
+    while s.ipinfo_requests(&other_ip).is_empty() {
+        if Instant::now() > deadline {
+            return Err(step_failure(
+                format!("a page view from {other_ip} with DNT: 1 to a site without honorDnt"),
+                "the provider asked for the address",
+                format!("no request within {} s", ENRICHED_WITHIN.as_secs()),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    leave_ok(&http, key, &other, None).await?;
+    Ok(())
+}

@@ -431,6 +431,104 @@ pub(super) async fn body_over_64_kib_is_413(t: &Target) -> Result<(), Failure> {
     Ok(())
 }
 
+/// A body sent without `Content-Length` (chunked) that grows past the limit is refused with
+/// `413 {"error":…}` all the same: hosts that read bodies themselves cap the stream rather
+/// than trusting a declared length (issue 17).
+pub(super) async fn chunked_body_over_the_limit_is_413(t: &Target) -> Result<(), Failure> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sent = "POST /track/visitor, Transfer-Encoding: chunked, 256 KiB of JSON".to_owned();
+    let fail = |got: String| step_failure(sent.clone(), "HTTP 413 with {\"error\":…}", got);
+    let url = reqwest::Url::parse(&format!(
+        "{}/track/visitor",
+        t.base_url.trim_end_matches('/')
+    ))
+    .map_err(|e| fail(format!("base URL: {e}")))?;
+    let host = url.host_str().unwrap_or("127.0.0.1").to_owned();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
+        .await
+        .map_err(|e| fail(format!("connect: {e}")))?;
+    let (mut read, mut write) = stream.into_split();
+    let head = format!(
+        "POST {} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n\
+         X-Tippen-API-Key: {}\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
+        url.path(),
+        t.public_key
+    );
+    let id = unique_id("chunked");
+    let body = track_body(
+        "pageview",
+        &id,
+        "https://x.test/",
+        json!({"referrer": format!("https://r.test/{}", "a".repeat(256 * 1024))}),
+    )
+    .to_string()
+    .into_bytes();
+    let writer = tokio::spawn(async move {
+        write.write_all(head.as_bytes()).await?;
+        for chunk in body.chunks(16 * 1024) {
+            write
+                .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+                .await?;
+            write.write_all(chunk).await?;
+            write.write_all(b"\r\n").await?;
+        }
+        write.write_all(b"0\r\n\r\n").await?;
+        write.flush().await?;
+        // Keep the write half open until the answer has been read.
+        Ok::<_, std::io::Error>(write)
+    });
+    let mut answer = Vec::new();
+    let read_all = read.read_to_end(&mut answer);
+    let read_result = tokio::time::timeout(std::time::Duration::from_secs(10), read_all).await;
+    writer.abort();
+    match read_result {
+        Err(_) => return Err(fail("no complete answer within 10 s".into())),
+        // A reset after the answer arrived still leaves the answer to check.
+        Ok(Err(e)) if answer.is_empty() => return Err(fail(format!("read: {e}"))),
+        Ok(_) => {}
+    }
+    let text = String::from_utf8_lossy(&answer).into_owned();
+    let Some((head, rest)) = text.split_once("\r\n\r\n") else {
+        return Err(fail(describe_bytes(&answer, 400)));
+    };
+    let status = head.split(' ').nth(1).unwrap_or_default();
+    let chunked = head
+        .lines()
+        .any(|l| l.to_ascii_lowercase().starts_with("transfer-encoding:") && l.contains("chunked"));
+    let body = if chunked {
+        dechunk(rest)
+    } else {
+        rest.to_owned()
+    };
+    let error = serde_json::from_str::<Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(Value::as_str).map(str::to_owned));
+    if status != "413" || error.is_none_or(|e| e.is_empty()) {
+        return Err(fail(format!(
+            "{head} / body {}",
+            describe_bytes(body.as_bytes(), 400)
+        )));
+    }
+    Ok(())
+}
+
+/// The payload of a chunked HTTP/1.1 body.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, after)) = rest.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || after.len() < n {
+            break;
+        }
+        out.push_str(&after[..n]);
+        rest = after[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
 /// A user-activity batch in Part A's shape with `n` events of every kind.
 fn activity_batch(key: &str, user: &str, n: usize) -> Value {
     let kinds = [

@@ -75,6 +75,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(errors::unknown_route_is_404),
         case!(errors::wrong_method_is_405_with_allow),
         case!(errors::body_over_64_kib_is_413),
+        case!(errors::chunked_body_over_the_limit_is_413),
         case!(errors::user_activity_batch_limit_is_50),
         case!(errors::garbage_is_never_a_server_error),
         case!(errors::non_utf8_input_is_never_a_server_error),
@@ -84,6 +85,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(abuse::over_long_keys_and_ids_are_refused),
         case!(abuse::over_long_dashboard_frames_get_an_error),
         case!(abuse::guest_urls_must_be_https),
+        case!(abuse::a_key_over_its_rate_limit_gets_429_with_retry_after, needs RateLimitedSite),
         case!(errors::served_pages_are_told_where_the_sockets_are),
         // CORS.
         case!(cors::preflight_is_answered),
@@ -136,6 +138,10 @@ pub(crate) fn all() -> Vec<Case> {
         // Enrichment (IPinfo stand-in).
         case!(enrichment::enrichment_reaches_dashboards_and_is_counted, needs Enrichment),
         case!(enrichment::global_privacy_control_skips_the_lookup, needs Enrichment),
+        case!(
+            enrichment::do_not_track_skips_the_lookup_where_the_site_honours_it,
+            needs Enrichment
+        ),
         // Support triggers.
         case!(support::error_burst_alerts_dashboards_and_the_overview),
         case!(support::user_activity_reads_the_timeline_back_in_pages),

@@ -23,6 +23,16 @@ pub(super) fn sends_gpc(headers: &HeaderMap) -> bool {
         .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
 }
 
+/// The Do Not Track request header.
+pub const DNT_HEADER: &str = "dnt";
+
+/// Whether the request carries `DNT: 1`.
+pub(super) fn sends_dnt(headers: &HeaderMap) -> bool {
+    headers
+        .get(DNT_HEADER)
+        .is_some_and(|v| v.as_bytes().trim_ascii() == b"1")
+}
+
 /// The value of query parameter `name`.
 pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
     form_urlencoded::parse(query?.as_bytes())

@@ -16,7 +16,7 @@ mod history;
 mod response;
 mod socket;
 
-pub use extract::{API_KEY_HEADER, GPC_HEADER, presented_key, query_param};
+pub use extract::{API_KEY_HEADER, DNT_HEADER, GPC_HEADER, presented_key, query_param};
 pub use response::ApiError;
 pub use socket::SocketRole;
 
@@ -90,6 +90,19 @@ pub enum Routed {
     Outbound(OutboundCall),
 }
 
+impl Routed {
+    /// The site whose key the request presented, once authenticated (`None` when the answer
+    /// is already decided): what a host needs to apply the site's own limits
+    /// ([`Site::key_rate_limit`]) before running it.
+    pub fn site_record(&self) -> Option<&Site> {
+        match self {
+            Routed::Done(_) => None,
+            Routed::Site(call) => Some(&call.site),
+            Routed::Outbound(call) => Some(&call.site),
+        }
+    }
+}
+
 /// A request waiting for an outbound HTTP answer (see [`Routed::Outbound`]).
 #[derive(Debug)]
 pub struct OutboundCall {
@@ -143,6 +156,7 @@ enum Op {
         ping: Ping,
         client_ip: Option<IpAddr>,
         sends_gpc: bool,
+        sends_dnt: bool,
         place: Option<crate::history::Place>,
     },
     Leave {
@@ -374,13 +388,7 @@ impl Tippen {
         }
         let limits = &self.config().limits;
         if body.len() > limits.max_body_bytes {
-            return Err(ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "request body too large (limit {} bytes)",
-                    limits.max_body_bytes
-                ),
-            ));
+            return Err(ApiError::body_too_large(limits.max_body_bytes));
         }
         let key = key_from(&parts.headers, query);
         let done = |r| Ok(Routed::Done(Effects::respond(r)));
@@ -520,6 +528,7 @@ impl Tippen {
                         ping,
                         client_ip: ctx.client_ip,
                         sends_gpc: ctx.gpc || sends_gpc(&parts.headers),
+                        sends_dnt: sends_dnt(&parts.headers),
                         place: ctx.place.clone(),
                     },
                 )
@@ -689,6 +698,7 @@ impl Tippen {
     /// Runs an operation returned by [`route`](Self::route).
     pub async fn execute(&self, call: SiteCall) -> Effects {
         let honours_gpc = call.site.honor_gpc;
+        let honours_dnt = call.site.honor_dnt;
         let site = call.site.id;
         let result: Result<(Response<Bytes>, Outcome), ApiError> = async {
             Ok(match call.op {
@@ -697,12 +707,15 @@ impl Tippen {
                     ping,
                     client_ip,
                     sends_gpc,
+                    sends_dnt,
                     place,
                 } => {
                     let client = ClientInfo {
                         ip: client_ip,
                         sends_gpc,
                         site_honours_gpc: honours_gpc,
+                        sends_dnt,
+                        site_honours_dnt: honours_dnt,
                         place,
                     };
                     let outcome = self.track_client(&site, &visitor_id, &ping, client).await?;

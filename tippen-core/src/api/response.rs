@@ -66,6 +66,16 @@ impl ApiError {
         }
     }
 
+    /// `413`: a request body over `limit` bytes ([`Limits::max_body_bytes`](crate::Limits)).
+    /// Hosts that read bodies themselves answer it as soon as they know, without reading the
+    /// rest.
+    pub fn body_too_large(limit: usize) -> Self {
+        Self::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("request body too large (limit {limit} bytes)"),
+        )
+    }
+
     /// The same error answered with `Retry-After: <secs>`.
     pub fn with_retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs);

@@ -84,6 +84,8 @@ pub enum SkipCause {
     Bot,
     /// The browser sent `Sec-GPC: 1` and the site honours Global Privacy Control.
     GlobalPrivacyControl,
+    /// The browser sent `DNT: 1` and the site honours Do Not Track.
+    DoNotTrack,
 }
 
 impl SkipCause {
@@ -93,6 +95,7 @@ impl SkipCause {
             SkipCause::Address(reason) => reason.as_str(),
             SkipCause::Bot => "bot",
             SkipCause::GlobalPrivacyControl => "globalPrivacyControl",
+            SkipCause::DoNotTrack => "doNotTrack",
         }
     }
 
@@ -101,7 +104,9 @@ impl SkipCause {
     pub const fn fallback_company(self) -> &'static str {
         match self {
             SkipCause::Address(reason) => reason.fallback_company(),
-            SkipCause::Bot | SkipCause::GlobalPrivacyControl => UNKNOWN_COMPANY,
+            SkipCause::Bot | SkipCause::GlobalPrivacyControl | SkipCause::DoNotTrack => {
+                UNKNOWN_COMPANY
+            }
         }
     }
 }
@@ -125,6 +130,7 @@ impl FromStr for SkipCause {
         match s {
             "bot" => Ok(SkipCause::Bot),
             "globalPrivacyControl" => Ok(SkipCause::GlobalPrivacyControl),
+            "doNotTrack" => Ok(SkipCause::DoNotTrack),
             other => other.parse().map(SkipCause::Address),
         }
     }
@@ -152,11 +158,16 @@ pub struct VisitorSignals {
     pub sends_gpc: bool,
     /// The site's policy honours Global Privacy Control.
     pub site_honours_gpc: bool,
+    /// The browser sent `DNT: 1`.
+    pub sends_dnt: bool,
+    /// The site's policy honours Do Not Track.
+    pub site_honours_dnt: bool,
 }
 
 /// The address to look up for a visitor, or why there is no lookup.
 ///
-/// Checked in order: Global Privacy Control (when the site honours it), bot, then the address
+/// Checked in order: Global Privacy Control and Do Not Track (each when the site honours it),
+/// bot, then the address
 /// ([`classify`]). The returned address is the one to cache and look up by (an IPv4-mapped
 /// address comes back as plain IPv4).
 ///
@@ -176,6 +187,9 @@ pub fn lookup_target(ip: IpAddr, visitor: VisitorSignals) -> Result<IpAddr, Skip
     if visitor.sends_gpc && visitor.site_honours_gpc {
         return Err(SkipCause::GlobalPrivacyControl);
     }
+    if visitor.sends_dnt && visitor.site_honours_dnt {
+        return Err(SkipCause::DoNotTrack);
+    }
     if visitor.is_bot {
         return Err(SkipCause::Bot);
     }
@@ -194,12 +208,30 @@ mod tests {
         let mut all: Vec<SkipCause> = SkipReason::ALL.into_iter().map(SkipCause::from).collect();
         all.push(SkipCause::Bot);
         all.push(SkipCause::GlobalPrivacyControl);
+        all.push(SkipCause::DoNotTrack);
         for cause in all {
             let json = serde_json::to_string(&cause).unwrap();
             assert_eq!(json, format!("\"{}\"", cause.as_str()));
             assert_eq!(serde_json::from_str::<SkipCause>(&json).unwrap(), cause);
         }
         assert!(serde_json::from_str::<SkipCause>("\"martian\"").is_err());
+    }
+
+    #[test]
+    fn dnt_only_counts_when_the_site_honours_it() {
+        let ip: IpAddr = "8.8.8.8".parse().unwrap();
+        let dnt = VisitorSignals {
+            sends_dnt: true,
+            site_honours_gpc: true,
+            ..VisitorSignals::default()
+        };
+        assert_eq!(lookup_target(ip, dnt), Ok(ip));
+        let honoured = VisitorSignals {
+            site_honours_dnt: true,
+            ..dnt
+        };
+        assert_eq!(lookup_target(ip, honoured), Err(SkipCause::DoNotTrack));
+        assert_eq!(SkipCause::DoNotTrack.fallback_company(), UNKNOWN_COMPANY);
     }
 
     #[test]

@@ -429,9 +429,11 @@ fn a_lookup_names_where_each_value_came_from() {
             secret: SecretKey::Sha256(KeyHash::of("p")),
         },
         honor_gpc: None,
+        honor_dnt: None,
         guest_url_origins: Vec::new(),
         identity_secret: None,
         history_retention_days: None,
+        rate_limit_per_key: None,
     }];
     let env = env_lookup(vars(&[("TIPPEN_HIDDEN_GRACE_MS", "7000")]));
     let lookup = |name| env(name).or_else(|| file(name));
@@ -566,9 +568,11 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
         name: None,
         keys: SiteKeys::Legacy(SecretKey::Sha256(KeyHash::of("short"))),
         honor_gpc: None,
+        honor_dnt: None,
         guest_url_origins: Vec::new(),
         identity_secret: None,
         history_retention_days: None,
+        rate_limit_per_key: None,
     };
     assert!(Settings::from_lookup(|_| None, "sites", vec![hashed]).is_ok());
 
@@ -594,4 +598,37 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
             "{bad}"
         );
     }
+}
+
+#[test]
+fn rate_limits_per_address_and_key_and_a_sites_own() {
+    use crate::rate::{RateLimit, RateLimits};
+    assert_eq!(read(&[]).unwrap().rate_limits, RateLimits::default());
+    let s = read(&[
+        ("TIPPEN_RATE_LIMIT_PER_IP", "0"),
+        ("TIPPEN_RATE_LIMIT_PER_KEY", "50"),
+        (
+            "TIPPEN_SITES",
+            r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","rateLimitPerKey":2},
+                {"id":"b","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij"}]"#,
+        ),
+    ])
+    .unwrap();
+    assert_eq!(s.rate_limits.per_client, None);
+    assert_eq!(s.rate_limits.per_key, Some(RateLimit::new(50, 200)));
+    let a = s.site("a").unwrap();
+    assert_eq!(a.rate_limit_per_key, Some(RateLimit::new(2, 8)));
+    assert_eq!(
+        a.key_rate_limit(s.rate_limits.per_key),
+        Some(RateLimit::new(2, 8))
+    );
+    let b = s.site("b").unwrap();
+    assert_eq!(
+        b.key_rate_limit(s.rate_limits.per_key),
+        Some(RateLimit::new(50, 200))
+    );
+    assert!(matches!(
+        read(&[("TIPPEN_RATE_LIMIT_PER_IP", "many")]),
+        Err(SettingsError::NotANumber { .. })
+    ));
 }
