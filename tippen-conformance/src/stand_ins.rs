@@ -177,6 +177,16 @@ impl StandIns {
             .cloned()
             .collect()
     }
+
+    /// How many lookups of `ip` the IPinfo stand-in received (for a host's own tests, such as
+    /// two replicas sharing one lookup).
+    pub fn ipinfo_lookups(&self, ip: &str) -> usize {
+        lock(&self.state)
+            .ipinfo
+            .iter()
+            .filter(|r| r.ip == ip)
+            .count()
+    }
 }
 
 fn json_answer(status: StatusCode, body: Value) -> Response {

@@ -268,6 +268,57 @@ pub enum TabsChange {
 }
 
 impl VisitorRecord {
+    /// Whether `self` differs from `before` only in what a plain heartbeat moves: the time of
+    /// the last activity, the client's timestamp, the tabs' `last_seen` and their order, and
+    /// a deadline that did not move earlier. Such a change may be stored as a touch
+    /// ([`Store::touch_visitor`](crate::Store::touch_visitor)): no dashboard sees it, and a
+    /// store shared by several replicas need not rewrite the record for it.
+    pub fn only_touched_since(&self, before: &VisitorRecord) -> bool {
+        // Destructured, so a new field has to be placed on one side or the other.
+        let VisitorRecord {
+            visitor_id,
+            website,
+            first_seen,
+            last_activity: _,
+            page_views,
+            referrer,
+            user_agent,
+            is_bot,
+            client_timestamp: _,
+            company,
+            tabs,
+            left_tabs,
+            invite,
+            deadline,
+            opted_out_until,
+            visit,
+        } = self;
+        let same_tabs = tabs.len() == before.tabs.len()
+            && tabs.iter().all(|t| {
+                before.tabs.iter().any(|b| {
+                    b.tab_id == t.tab_id
+                        && b.url == t.url
+                        && b.visibility == t.visibility
+                        && b.left_at == t.left_at
+                        && b.page_id == t.page_id
+                })
+            });
+        same_tabs
+            && *deadline >= before.deadline
+            && *visitor_id == before.visitor_id
+            && *website == before.website
+            && *first_seen == before.first_seen
+            && *page_views == before.page_views
+            && *referrer == before.referrer
+            && *user_agent == before.user_agent
+            && *is_bot == before.is_bot
+            && *company == before.company
+            && *left_tabs == before.left_tabs
+            && *invite == before.invite
+            && *opted_out_until == before.opted_out_until
+            && *visit == before.visit
+    }
+
     /// Starts a visit with its first ping.
     pub fn start(
         visitor_id: &str,
@@ -740,6 +791,57 @@ mod tests {
             client_timestamp: None,
             page_id: None,
         }
+    }
+
+    #[test]
+    fn only_a_plain_heartbeat_is_a_touch() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let at = |s: u64| t0.plus(Duration::from_secs(s));
+        let url = "https://x.example/";
+        let view = |tab: &str| ping(PingKind::PageView, tab, url, Visibility::Visible);
+        let beat = |tab: &str| ping(PingKind::Heartbeat, tab, url, Visibility::Visible);
+        let mut two_tabs =
+            VisitorRecord::start("v", &view("a"), false, Company::unknown(), t0, &cfg);
+        two_tabs.apply(&view("b"), at(1), &cfg);
+        two_tabs.refresh_deadline(&cfg);
+        let after = |r: &VisitorRecord, p: &Ping, s: u64| {
+            let mut next = r.clone();
+            next.apply(p, at(s), &cfg);
+            next.refresh_deadline(&cfg);
+            next
+        };
+        let mut with_ts = beat("a");
+        with_ts.client_timestamp = Some("2024-10-16T12:00:05Z".into());
+        for (what, p) in [("a heartbeat", beat("a")), ("its client time", with_ts)] {
+            let next = after(&two_tabs, &p, 5);
+            assert_ne!(next, two_tabs);
+            assert!(next.only_touched_since(&two_tabs), "{what} is a touch");
+        }
+        let hidden = ping(PingKind::VisibilityChange, "a", url, Visibility::Hidden);
+        let moved = ping(
+            PingKind::Heartbeat,
+            "a",
+            "https://x.example/pricing",
+            Visibility::Visible,
+        );
+        for (what, p) in [
+            ("a page view", view("a")),
+            ("a new tab", view("c")),
+            ("a visibility change", hidden),
+            ("a new URL", moved),
+        ] {
+            let next = after(&two_tabs, &p, 5);
+            assert!(!next.only_touched_since(&two_tabs), "{what} is a save");
+        }
+        // A tab that expired is dropped by the heartbeat of another: a save.
+        let late = after(&two_tabs, &beat("b"), 3_600);
+        assert!(late.tabs.len() < two_tabs.tabs.len());
+        assert!(!late.only_touched_since(&two_tabs));
+        // An open invite delivered, or any other field changed: a save.
+        let mut renamed = after(&two_tabs, &beat("a"), 5);
+        renamed.company.name = "Acme".into();
+        assert!(!renamed.only_touched_since(&two_tabs));
     }
 
     #[test]

@@ -433,8 +433,14 @@ impl Tippen {
         let mut invite_messages = Vec::new();
         let mut enrichment = None;
         let mut closed = None;
+        // The record as read, kept only where the store has a cheaper write for a change
+        // that is a heartbeat's alone.
+        let mut before = None;
         let (mut record, update) = match current {
             Some(v) if v.value.live_at(now, cfg) => {
+                if self.store.touches_visitors() {
+                    before = Some(v.value.clone());
+                }
                 let mut record = v.value;
                 let update = record.apply(ping, now, cfg);
                 // The open invite rides on this response: it is delivered now (or, if its
@@ -491,10 +497,12 @@ impl Tippen {
             invite: record.open_invite().map(|i| i.visitor_message(now)),
             enrichment,
         };
-        (
-            Write::Save(record).closing(closed),
-            TrackStep::Tracked(Box::new(tracked)),
-        )
+        let write = if before.is_some_and(|b| record.only_touched_since(&b)) {
+            Write::Touch(record)
+        } else {
+            Write::Save(record)
+        };
+        (write.closing(closed), TrackStep::Tracked(Box::new(tracked)))
     }
 
     /// An exit beacon for one tab (`Some`) or the whole visitor (`None`). The tab is held for

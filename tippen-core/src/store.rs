@@ -47,6 +47,7 @@ use async_trait::async_trait;
 use thiserror::Error;
 
 use std::net::IpAddr;
+use std::time::Duration;
 
 use crate::clock::Timestamp;
 use crate::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
@@ -130,6 +131,29 @@ pub trait Store: MaybeSendSync {
         expected: Version,
     ) -> Result<(), StoreError>;
 
+    /// Whether [`touch_visitor`](Self::touch_visitor) is cheaper here than
+    /// [`save_visitor`](Self::save_visitor): then the core compares a heartbeat's record with
+    /// the one it read and, when only the volatile fields moved
+    /// ([`VisitorRecord::only_touched_since`]), touches instead of saving. `false` by default.
+    fn touches_visitors(&self) -> bool {
+        false
+    }
+
+    /// Writes a heartbeat's `record`, whose change since the stored version `expected` is
+    /// only in the fields [`VisitorRecord::only_touched_since`] ignores, if the stored version
+    /// is still `expected`; returns the new version. Afterwards every read returns `record`
+    /// (at the new version) and the deadline index holds its deadline, as after a save; a
+    /// store may keep the moved fields beside the record instead of rewriting it. The default
+    /// is [`save_visitor`](Self::save_visitor).
+    async fn touch_visitor(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Version,
+    ) -> Result<Version, StoreError> {
+        self.save_visitor(site, record, Some(expected)).await
+    }
+
     /// Every stored visitor record of the site (live or not yet swept).
     async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError>;
 
@@ -186,6 +210,24 @@ pub trait Store: MaybeSendSync {
 
     /// Stores (replaces) the enrichment cache's entry for `ip`.
     async fn put_cached_lookup(&self, ip: IpAddr, entry: &CachedLookup) -> Result<(), StoreError>;
+
+    /// Claims the provider lookup of `ip` for this process for `hold`, so that processes
+    /// sharing this store send one provider request per address between them (the
+    /// single flight across replicas): `Ok(true)` when this process may send it, `Ok(false)`
+    /// while another process holds an unexpired claim (it will put the result in the cache
+    /// and [`release_lookup`](Self::release_lookup)). A store no other process shares needs
+    /// no claim: the default is `Ok(true)`.
+    async fn claim_lookup(&self, ip: IpAddr, hold: Duration) -> Result<bool, StoreError> {
+        let _ = (ip, hold);
+        Ok(true)
+    }
+
+    /// Ends this process's claim on the lookup of `ip` (its result is in the cache, or it
+    /// failed for good), if it still holds it. The default does nothing.
+    async fn release_lookup(&self, ip: IpAddr) -> Result<(), StoreError> {
+        let _ = ip;
+        Ok(())
+    }
 
     /// The site's enrichment counters (all zero when nothing was recorded).
     async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError>;

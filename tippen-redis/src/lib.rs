@@ -13,6 +13,13 @@
 //! - **Deadlines in a sorted set** per site (score: the deadline in milliseconds), so
 //!   [`Store::due_visitors`] is one `ZRANGEBYSCORE … LIMIT` (O(log n + k)), read together with
 //!   the records in one script, and [`Store::next_deadline`] is the set's first score.
+//! - **A heartbeat is a touch.** When a heartbeat changes nothing a dashboard sees
+//!   ([`VisitorRecord::only_touched_since`]), the core calls [`Store::touch_visitor`]: one
+//!   script checks the version, writes the few fields the heartbeat moved (last activity, the
+//!   client's timestamp, each tab's `last_seen`, the deadline; about 100 bytes) beside the
+//!   record at the next version, and moves the deadline with `ZADD … XX GT`. The record is
+//!   not rewritten and no sequence number is taken. Every read applies the touch; the next
+//!   save writes the whole record and drops it.
 //! - **Sequence numbers** per site by `HINCRBY` on the site's meta hash: atomic, never
 //!   overlapping, shared by every replica.
 //! - **Keys hash-tagged by site**: every key of a site starts with `{<namespace>:<site id>}`, so
@@ -35,13 +42,16 @@
 //! | `{tippen}:site_key_list` | hash | site id → its key hashes, comma-separated |
 //! | `{tippen:<site>}:visitors` | hash | visitor id → `<version>:<record as JSON>` |
 //! | `{tippen:<site>}:visitor_deadlines` | sorted set | visitor id, scored by deadline (ms) |
+//! | `{tippen:<site>}:visitor_touches` | hash | visitor id → `<version>:<what its last heartbeats moved>` |
 //! | `{tippen:<site>}:users` | hash | user id → `<version>:<record as JSON>` |
 //! | `{tippen:<site>}:user_deadlines` | sorted set | user id, scored by deadline (ms) |
+//! | `{tippen:<site>}:user_touches` | hash | (unused: support users are never touched) |
 //! | `{tippen:<site>}:meta` | hash | `sequence` → the site's message counter |
 //! | `{tippen:<site>}:enrichment` | hash | counter name → count (`failures.<kind>` for maps) |
 //! | `{tippen:<site>}:log` | stream | the site's last numbered dashboard messages (entry id `<seq>-1`, field `m`: the text) |
 //! | `{tippen:<site>}:bus` | channel | each numbered dashboard message as published (`<seq> <text>`) |
 //! | `tippen:lookup:<ip>` | string | the cached lookup as JSON, expiring after its lifetime |
+//! | `tippen:lookup_claim:<ip>` | string | the token of the replica looking the address up, expiring after [`PlannerConfig::claim_hold`](tippen_core::enrichment::PlannerConfig::claim_hold) |
 //!
 //! A site id may hold any character: the key of a site ends with a fixed suffix without `}`,
 //! so two sites never share a key, and all keys of one site share one hash tag.
@@ -54,11 +64,19 @@
 //!   the channels of the sites whose dashboards a replica holds and replays a range from the
 //!   log (`XRANGE`) when the replica missed some.
 //!
+//! - **One provider request per address across replicas.** Before a replica sends a lookup,
+//!   it claims the address (`SET … NX PX`, [`Store::claim_lookup`]); a replica finding the
+//!   claim held keeps its visitors waiting and checks the shared cache every
+//!   [`PlannerConfig::claim_poll`](tippen_core::enrichment::PlannerConfig::claim_poll) until
+//!   the result is there (or the claim is gone: then it looks up itself). The claimer
+//!   releases the claim after writing the cache.
+//!
 //! ## What the store does not do (yet)
 //!
-//! The enrichment single flight and the axum host's rate limits are per replica (the
-//! enrichment cache itself is shared). Redis's durability is the server's (RDB/AOF as
-//! configured), so [`Store::sync`] has nothing to wait for.
+//! Redis's durability is the server's (RDB/AOF as configured), so [`Store::sync`] has
+//! nothing to wait for. The enrichment provider's rate limit
+//! ([`PlannerConfig::rate_limit`](tippen_core::enrichment::PlannerConfig::rate_limit)) is
+//! counted per replica: give each replica its share of the provider's limit.
 
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
@@ -74,8 +92,8 @@ use async_trait::async_trait;
 use fred::prelude::{
     Builder, ClientLike, Config, Expiration, HashesInterface, KeysInterface, ReconnectPolicy,
 };
-use fred::types::MultipleKeys;
-use serde::{Serialize, de::DeserializeOwned};
+use fred::types::{MultipleKeys, SetOptions};
+use serde::{Deserialize, Serialize, de::DeserializeOwned};
 use thiserror::Error;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
@@ -173,6 +191,8 @@ pub struct RedisStore {
     scripts: Scripts,
     namespace: String,
     log_len: usize,
+    /// Names this store's enrichment lookup claims (random per connection).
+    claimer: String,
 }
 
 impl RedisStore {
@@ -224,6 +244,7 @@ impl RedisStore {
             scripts: Scripts::new(),
             namespace,
             log_len,
+            claimer: claimer_token()?,
         })
     }
 
@@ -274,6 +295,10 @@ impl RedisStore {
         format!("{}:lookup:{ip}", self.namespace)
     }
 
+    fn claim_key(&self, ip: IpAddr) -> String {
+        format!("{}:lookup_claim:{ip}", self.namespace)
+    }
+
     fn site_index_keys(&self) -> Vec<String> {
         vec![
             self.global_key("sites"),
@@ -295,19 +320,31 @@ impl RedisStore {
             .map_err(backend)
     }
 
-    async fn get_versioned<T: DeserializeOwned>(
+    async fn get_versioned<T: Touched>(
         &self,
-        hash: String,
+        keys: RecordKeys,
         id: &str,
     ) -> Result<Option<Versioned<T>>, StoreError> {
-        let raw: Option<String> = self.client.hget(hash, id).await.map_err(backend)?;
-        raw.map(|raw| decode_versioned(&raw)).transpose()
+        let raws: Vec<String> = self
+            .eval(&self.scripts.read, keys.to_vec(), vec![id.to_owned()])
+            .await?;
+        match raws.as_slice() {
+            [] => Ok(None),
+            [record] => decode_versioned(record, "").map(Some),
+            [record, touch] => decode_versioned(record, touch).map(Some),
+            _ => Err(StoreError::Corrupt(format!(
+                "reading {id:?} answered {} values",
+                raws.len()
+            ))),
+        }
     }
 
-    async fn all_records<T: DeserializeOwned>(&self, hash: String) -> Result<Vec<T>, StoreError> {
-        let raws: Vec<String> = self.client.hvals(hash).await.map_err(backend)?;
-        raws.iter()
-            .map(|raw| decode_versioned(raw).map(|v| v.value))
+    async fn all_records<T: Touched>(&self, keys: RecordKeys) -> Result<Vec<T>, StoreError> {
+        let raws: Vec<String> = self
+            .eval(&self.scripts.all, keys.to_vec(), Vec::new())
+            .await?;
+        pairs(&raws)?
+            .map(|(record, touch)| decode_versioned(record, touch).map(|v| v.value))
             .collect()
     }
 
@@ -318,7 +355,7 @@ impl RedisStore {
 
     async fn save_versioned<T: Serialize>(
         &self,
-        (hash, index): (String, String),
+        keys: RecordKeys,
         id: &str,
         record: &T,
         deadline: Timestamp,
@@ -326,10 +363,25 @@ impl RedisStore {
     ) -> Result<Version, StoreError> {
         let json = serde_json::to_string(record).map_err(corrupt)?;
         let expected = expected.map_or_else(String::new, |v| v.0.to_string());
+        self.conditional(&self.scripts.save, keys, id, expected, json, deadline)
+            .await
+    }
+
+    /// Runs the save or the touch script and reads its answer.
+    async fn conditional(
+        &self,
+        script: &fred::types::scripts::Script,
+        keys: RecordKeys,
+        id: &str,
+        expected: String,
+        json: String,
+        deadline: Timestamp,
+    ) -> Result<Version, StoreError> {
+        let hash = keys.records.clone();
         let answer: i64 = self
             .eval(
-                &self.scripts.save,
-                vec![hash.clone(), index],
+                script,
+                keys.to_vec(),
                 vec![
                     id.to_owned(),
                     expected,
@@ -352,14 +404,14 @@ impl RedisStore {
 
     async fn remove_versioned(
         &self,
-        (hash, index): (String, String),
+        keys: RecordKeys,
         id: &str,
         expected: Version,
     ) -> Result<(), StoreError> {
         let answer: i64 = self
             .eval(
                 &self.scripts.remove,
-                vec![hash, index],
+                keys.to_vec(),
                 vec![id.to_owned(), expected.0.to_string()],
             )
             .await?;
@@ -370,9 +422,9 @@ impl RedisStore {
         }
     }
 
-    async fn due<T: DeserializeOwned>(
+    async fn due<T: Touched>(
         &self,
-        (hash, index): (String, String),
+        keys: RecordKeys,
         now: Timestamp,
         limit: usize,
     ) -> Result<Vec<Versioned<T>>, StoreError> {
@@ -384,11 +436,13 @@ impl RedisStore {
         let raws: Vec<String> = self
             .eval(
                 &self.scripts.due,
-                vec![hash, index],
+                keys.to_vec(),
                 vec![now.as_millis().to_string(), limit.to_string()],
             )
             .await?;
-        raws.iter().map(|raw| decode_versioned(raw)).collect()
+        pairs(&raws)?
+            .map(|(record, touch)| decode_versioned(record, touch))
+            .collect()
     }
 
     async fn first_deadline(&self, index: String) -> Result<Option<Timestamp>, StoreError> {
@@ -404,31 +458,149 @@ impl RedisStore {
             .transpose()
     }
 
-    fn visitor_keys(&self, site: &SiteId) -> (String, String) {
-        (
-            self.site_key(site, "visitors"),
-            self.site_key(site, "visitor_deadlines"),
-        )
+    fn visitor_keys(&self, site: &SiteId) -> RecordKeys {
+        RecordKeys {
+            records: self.site_key(site, "visitors"),
+            deadlines: self.site_key(site, "visitor_deadlines"),
+            touches: self.site_key(site, "visitor_touches"),
+        }
     }
 
-    fn user_keys(&self, site: &SiteId) -> (String, String) {
-        (
-            self.site_key(site, "users"),
-            self.site_key(site, "user_deadlines"),
-        )
+    fn user_keys(&self, site: &SiteId) -> RecordKeys {
+        RecordKeys {
+            records: self.site_key(site, "users"),
+            deadlines: self.site_key(site, "user_deadlines"),
+            touches: self.site_key(site, "user_touches"),
+        }
     }
 }
 
+/// The keys of one kind of versioned record of a site: the records, their deadline index and
+/// their touches (what a heartbeat moved, kept beside the record).
+struct RecordKeys {
+    records: String,
+    deadlines: String,
+    touches: String,
+}
+
+impl RecordKeys {
+    /// `KEYS` of the record scripts, in their order.
+    fn to_vec(&self) -> Vec<String> {
+        vec![
+            self.records.clone(),
+            self.deadlines.clone(),
+            self.touches.clone(),
+        ]
+    }
+}
+
+/// What a heartbeat moved in a visitor record ([`VisitorRecord::only_touched_since`]), kept
+/// beside the record by [`Store::touch_visitor`] at the record's next version.
+#[derive(Debug, Serialize, Deserialize)]
+struct Touch {
+    /// [`VisitorRecord::last_activity`].
+    #[serde(rename = "a")]
+    last_activity: Timestamp,
+    /// [`VisitorRecord::client_timestamp`].
+    #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
+    client_timestamp: Option<String>,
+    /// Each tab's id and `last_seen`, in the record's order.
+    #[serde(rename = "t")]
+    tabs: Vec<(String, Timestamp)>,
+    /// [`VisitorRecord::deadline`].
+    #[serde(rename = "d")]
+    deadline: Timestamp,
+}
+
+impl Touch {
+    fn of(record: &VisitorRecord) -> Self {
+        Touch {
+            last_activity: record.last_activity,
+            client_timestamp: record.client_timestamp.clone(),
+            tabs: record
+                .tabs
+                .iter()
+                .map(|t| (t.tab_id.clone(), t.last_seen))
+                .collect(),
+            deadline: record.deadline,
+        }
+    }
+
+    /// The record as the heartbeat left it.
+    fn apply(self, record: &mut VisitorRecord) {
+        record.last_activity = self.last_activity;
+        record.client_timestamp = self.client_timestamp;
+        record.deadline = self.deadline;
+        let mut rest = std::mem::take(&mut record.tabs);
+        let mut tabs = Vec::with_capacity(rest.len());
+        for (id, seen) in self.tabs {
+            if let Some(i) = rest.iter().position(|t| t.tab_id == id) {
+                let mut tab = rest.remove(i);
+                tab.last_seen = seen;
+                tabs.push(tab);
+            }
+        }
+        // A touch names every tab (a change of tabs is a save, which drops the touch).
+        tabs.append(&mut rest);
+        record.tabs = tabs;
+    }
+}
+
+/// A stored record kind, read back with its touch (if it can have one).
+trait Touched: DeserializeOwned {
+    /// Applies the touch stored beside the record (its JSON).
+    fn touched(&mut self, touch: &str) -> Result<(), StoreError>;
+}
+
+impl Touched for VisitorRecord {
+    fn touched(&mut self, touch: &str) -> Result<(), StoreError> {
+        let touch: Touch = serde_json::from_str(touch).map_err(corrupt)?;
+        touch.apply(self);
+        Ok(())
+    }
+}
+
+impl Touched for UserRecord {
+    fn touched(&mut self, _: &str) -> Result<(), StoreError> {
+        Err(StoreError::Corrupt(format!(
+            "support user {:?} has a touch, which only visitors have",
+            self.user_id
+        )))
+    }
+}
+
+/// A flattened list of records and touches (`''`: none) as pairs.
+fn pairs(raws: &[String]) -> Result<impl Iterator<Item = (&str, &str)>, StoreError> {
+    if !raws.len().is_multiple_of(2) {
+        return Err(StoreError::Corrupt(
+            "a read answered records and touches unpaired".to_owned(),
+        ));
+    }
+    Ok(raws
+        .chunks_exact(2)
+        .map(|pair| (pair[0].as_str(), pair[1].as_str())))
+}
+
 /// The suffixes of a site's keys (`{<namespace>:<site>}:<kind>`).
-const SITE_KINDS: [&str; 7] = [
+const SITE_KINDS: [&str; 9] = [
     "visitors",
     "visitor_deadlines",
+    "visitor_touches",
     "users",
     "user_deadlines",
+    "user_touches",
     "meta",
     "enrichment",
     "log",
 ];
+
+/// A random token naming one store's lookup claims.
+fn claimer_token() -> Result<String, RedisError> {
+    let mut bytes = [0u8; 16];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| RedisError::Options(format!("no random source for the claim token: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
 
 /// `host:port` of the configured server(s), without credentials.
 fn describe_server(config: &Config) -> String {
@@ -450,19 +622,30 @@ fn corrupt(e: impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt(e.to_string())
 }
 
-/// Decodes a stored `<version>:<json>` value.
-fn decode_versioned<T: DeserializeOwned>(raw: &str) -> Result<Versioned<T>, StoreError> {
+/// Decodes a stored `<version>:<json>` value and applies its touch (`<version>:<json>`, or
+/// `""` for none): the version is the newer of the two.
+fn decode_versioned<T: Touched>(raw: &str, touch: &str) -> Result<Versioned<T>, StoreError> {
+    let (version, json) = split_version(raw)?;
+    let mut value: T = serde_json::from_str(json).map_err(corrupt)?;
+    if touch.is_empty() {
+        return Ok(Versioned { version, value });
+    }
+    let (touched, touch) = split_version(touch)?;
+    value.touched(touch)?;
+    Ok(Versioned {
+        version: version.max(touched),
+        value,
+    })
+}
+
+fn split_version(raw: &str) -> Result<(Version, &str), StoreError> {
     let (version, json) = raw
         .split_once(':')
         .ok_or_else(|| StoreError::Corrupt("a stored record has no version".to_owned()))?;
     let version = version
         .parse::<u64>()
         .map_err(|_| StoreError::Corrupt(format!("a stored version is {version:?}")))?;
-    let value = serde_json::from_str(json).map_err(corrupt)?;
-    Ok(Versioned {
-        version: Version(version),
-        value,
-    })
+    Ok((Version(version), json))
 }
 
 /// A sorted-set score (as Redis prints a double) back to whole milliseconds.
@@ -541,7 +724,7 @@ impl Store for RedisStore {
         site: &SiteId,
         visitor_id: &str,
     ) -> Result<Option<Versioned<VisitorRecord>>, StoreError> {
-        self.get_versioned(self.visitor_keys(site).0, visitor_id)
+        self.get_versioned(self.visitor_keys(site), visitor_id)
             .await
     }
 
@@ -571,12 +754,34 @@ impl Store for RedisStore {
             .await
     }
 
+    fn touches_visitors(&self) -> bool {
+        true
+    }
+
+    async fn touch_visitor(
+        &self,
+        site: &SiteId,
+        record: &VisitorRecord,
+        expected: Version,
+    ) -> Result<Version, StoreError> {
+        let json = serde_json::to_string(&Touch::of(record)).map_err(corrupt)?;
+        self.conditional(
+            &self.scripts.touch,
+            self.visitor_keys(site),
+            &record.visitor_id,
+            expected.0.to_string(),
+            json,
+            record.deadline,
+        )
+        .await
+    }
+
     async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {
-        self.all_records(self.visitor_keys(site).0).await
+        self.all_records(self.visitor_keys(site)).await
     }
 
     async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError> {
-        self.count(self.visitor_keys(site).0).await
+        self.count(self.visitor_keys(site).records).await
     }
 
     async fn due_visitors(
@@ -589,7 +794,7 @@ impl Store for RedisStore {
     }
 
     async fn next_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
-        self.first_deadline(self.visitor_keys(site).1).await
+        self.first_deadline(self.visitor_keys(site).deadlines).await
     }
 
     async fn advance_sequence(&self, site: &SiteId, by: u64) -> Result<u64, StoreError> {
@@ -673,6 +878,33 @@ impl Store for RedisStore {
         Ok(())
     }
 
+    async fn claim_lookup(&self, ip: IpAddr, hold: Duration) -> Result<bool, StoreError> {
+        let px = i64::try_from(hold.as_millis()).unwrap_or(i64::MAX).max(1);
+        let set: Option<String> = self
+            .client
+            .set(
+                self.claim_key(ip),
+                self.claimer.as_str(),
+                Some(Expiration::PX(px)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(backend)?;
+        Ok(set.is_some())
+    }
+
+    async fn release_lookup(&self, ip: IpAddr) -> Result<(), StoreError> {
+        let _: i64 = self
+            .eval(
+                &self.scripts.release_claim,
+                vec![self.claim_key(ip)],
+                vec![self.claimer.clone()],
+            )
+            .await?;
+        Ok(())
+    }
+
     async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError> {
         let counters: HashMap<String, String> = self
             .client
@@ -711,7 +943,7 @@ impl Store for RedisStore {
         site: &SiteId,
         user_id: &str,
     ) -> Result<Option<Versioned<UserRecord>>, StoreError> {
-        self.get_versioned(self.user_keys(site).0, user_id).await
+        self.get_versioned(self.user_keys(site), user_id).await
     }
 
     async fn save_user(
@@ -741,11 +973,11 @@ impl Store for RedisStore {
     }
 
     async fn users(&self, site: &SiteId) -> Result<Vec<UserRecord>, StoreError> {
-        self.all_records(self.user_keys(site).0).await
+        self.all_records(self.user_keys(site)).await
     }
 
     async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError> {
-        self.count(self.user_keys(site).0).await
+        self.count(self.user_keys(site).records).await
     }
 
     async fn due_users(
@@ -758,7 +990,7 @@ impl Store for RedisStore {
     }
 
     async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
-        self.first_deadline(self.user_keys(site).1).await
+        self.first_deadline(self.user_keys(site).deadlines).await
     }
 }
 
@@ -773,6 +1005,7 @@ mod tests {
             scripts: Scripts::new(),
             namespace: namespace.to_owned(),
             log_len: DEFAULT_LOG_LEN,
+            claimer: "test".to_owned(),
         }
     }
 
@@ -828,14 +1061,31 @@ mod tests {
 
     #[test]
     fn versioned_values_decode_or_report_corruption() {
-        let v: Versioned<u32> = decode_versioned("7:42").expect("decodes");
-        assert_eq!((v.version, v.value), (Version(7), 42));
+        let record = tippen_core::testkit::sample_record("v", 1_000, 61_000);
+        let raw = format!("7:{}", serde_json::to_string(&record).unwrap());
+        let v: Versioned<VisitorRecord> = decode_versioned(&raw, "").expect("decodes");
+        assert_eq!((v.version, &v.value), (Version(7), &record));
         for bad in ["42", "x:42", "7:{", ":1", "-1:2"] {
             assert!(
-                matches!(decode_versioned::<u32>(bad), Err(StoreError::Corrupt(_))),
+                matches!(
+                    decode_versioned::<VisitorRecord>(bad, ""),
+                    Err(StoreError::Corrupt(_))
+                ),
                 "{bad:?} is corrupt"
             );
         }
+        // A touch moves the volatile fields and the version.
+        let mut touched = record.clone();
+        touched.last_activity = Timestamp::from_millis(5_000);
+        touched.tabs[0].last_seen = Timestamp::from_millis(5_000);
+        touched.deadline = Timestamp::from_millis(65_000);
+        let touch = format!("8:{}", serde_json::to_string(&Touch::of(&touched)).unwrap());
+        let v: Versioned<VisitorRecord> = decode_versioned(&raw, &touch).expect("decodes");
+        assert_eq!((v.version, &v.value), (Version(8), &touched));
+        assert!(matches!(
+            decode_versioned::<VisitorRecord>(&raw, "8:{"),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

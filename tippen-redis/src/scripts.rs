@@ -6,53 +6,118 @@
 
 use fred::types::scripts::Script;
 
-/// The versioned conditional write of one record, with its deadline index entry.
+/// The version a record holds: its own, or its touch's when that is newer (a touch is
+/// written beside the record, see [`TOUCH`]). Defines `version_of(records, touches, id)`,
+/// which answers the number, `-1` when the stored value has no version, or nil.
+const VERSION_OF: &str = r"
+local function version_of(records, touches, id)
+  local cur = redis.call('HGET', records, id)
+  if not cur then return nil end
+  local v = string.match(cur, '^(%d+):')
+  if not v then return -1 end
+  v = tonumber(v)
+  local side = redis.call('HGET', touches, id)
+  if side then
+    local t = tonumber(string.match(side, '^(%d+):') or '0')
+    if t > v then v = t end
+  end
+  return v
+end
+";
+
+/// The versioned conditional write of one record, with its deadline index entry. The
+/// record's touch, if any, is dropped: the record written includes what it moved.
 ///
-/// `KEYS[1]`: the records hash, `KEYS[2]`: the deadline sorted set.
-/// `ARGV[1]`: record id, `ARGV[2]`: expected version (`""`: only if absent),
+/// `KEYS[1]`: the records hash, `KEYS[2]`: the deadline sorted set, `KEYS[3]`: the touches
+/// hash. `ARGV[1]`: record id, `ARGV[2]`: expected version (`""`: only if absent),
 /// `ARGV[3]`: the record as JSON, `ARGV[4]`: its deadline (ms since the epoch).
 /// Returns the new version, `0` on a conflict, `-1` when the stored value has no version.
 const SAVE: &str = r"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
+local v = version_of(KEYS[1], KEYS[3], ARGV[1])
+if v == -1 then return -1 end
 local version
-if cur then
-  local v = string.match(cur, '^(%d+):')
-  if not v then return -1 end
-  if ARGV[2] == '' or v ~= ARGV[2] then return 0 end
-  version = tonumber(v) + 1
+if v then
+  if ARGV[2] == '' or v ~= tonumber(ARGV[2]) then return 0 end
+  version = v + 1
 else
   if ARGV[2] ~= '' then return 0 end
   version = 1
 end
 redis.call('HSET', KEYS[1], ARGV[1], string.format('%d', version) .. ':' .. ARGV[3])
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
 return version
 ";
 
-/// The versioned conditional delete of one record and its deadline index entry.
+/// A heartbeat's write: the fields it moved, kept beside the record (`<version>:<json>` in
+/// the touches hash) at the next version, and the deadline moved later (`ZADD … XX GT`);
+/// the record itself is not rewritten.
+///
+/// `KEYS` as [`SAVE`]. `ARGV[1]`: record id, `ARGV[2]`: expected version, `ARGV[3]`: the
+/// touch as JSON, `ARGV[4]`: the deadline (ms). Returns as [`SAVE`] (`0` also when there is
+/// no record).
+const TOUCH: &str = r"
+local v = version_of(KEYS[1], KEYS[3], ARGV[1])
+if v == -1 then return -1 end
+if not v or v ~= tonumber(ARGV[2]) then return 0 end
+local version = v + 1
+redis.call('HSET', KEYS[3], ARGV[1], string.format('%d', version) .. ':' .. ARGV[3])
+redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[4], ARGV[1])
+return version
+";
+
+/// The versioned conditional delete of one record, its touch and its deadline index entry.
 ///
 /// `KEYS` as [`SAVE`]; `ARGV[1]`: record id, `ARGV[2]`: expected version.
 /// Returns `1` when deleted, `0` on a conflict (another version, or no record).
 const REMOVE: &str = r"
-local cur = redis.call('HGET', KEYS[1], ARGV[1])
-if not cur then return 0 end
-if string.match(cur, '^(%d+):') ~= ARGV[2] then return 0 end
+local v = version_of(KEYS[1], KEYS[3], ARGV[1])
+if not v or v ~= tonumber(ARGV[2]) then return 0 end
 redis.call('HDEL', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[3], ARGV[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 return 1
 ";
 
+/// One record and its touch, read together.
+///
+/// `KEYS` as [`SAVE`]; `ARGV[1]`: record id. Returns `{}` when there is no record, else
+/// `{record}` or `{record, touch}`.
+const READ: &str = r"
+local cur = redis.call('HGET', KEYS[1], ARGV[1])
+if not cur then return {} end
+local side = redis.call('HGET', KEYS[3], ARGV[1])
+if side then return {cur, side} end
+return {cur}
+";
+
+/// Every record of a site with its touch, read together.
+///
+/// `KEYS` as [`SAVE`]. Returns each record and its touch (`''` for none), flattened.
+const ALL: &str = r"
+local r = redis.call('HGETALL', KEYS[1])
+local out = {}
+for i = 1, #r, 2 do
+  out[#out + 1] = r[i + 1]
+  out[#out + 1] = redis.call('HGET', KEYS[3], r[i]) or ''
+end
+return out
+";
+
 /// The records due at `now`, earliest first (ties by id), at most `limit`, read atomically
-/// with the index.
+/// with the index and their touches.
 ///
 /// `KEYS` as [`SAVE`]; `ARGV[1]`: now (ms), `ARGV[2]`: limit.
-/// Returns the stored `<version>:<json>` values.
+/// Returns each stored `<version>:<json>` value and its touch (`''` for none), flattened.
 const DUE: &str = r"
 local ids = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1], 'LIMIT', 0, ARGV[2])
 local out = {}
 for _, id in ipairs(ids) do
   local cur = redis.call('HGET', KEYS[1], id)
-  if cur then out[#out + 1] = cur end
+  if cur then
+    out[#out + 1] = cur
+    out[#out + 1] = redis.call('HGET', KEYS[3], id) or ''
+  end
 end
 return out
 ";
@@ -151,11 +216,22 @@ end
 return out
 ";
 
+/// Deletes a lookup claim if it is still the caller's.
+///
+/// `KEYS[1]`: the claim. `ARGV[1]`: the caller's token. Returns `1` when deleted.
+const RELEASE_CLAIM: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+";
+
 /// Every script, hashed once (`EVALSHA`, loaded again on `NOSCRIPT`).
 #[derive(Debug, Clone)]
 pub(crate) struct Scripts {
     pub(crate) save: Script,
+    pub(crate) touch: Script,
     pub(crate) remove: Script,
+    pub(crate) read: Script,
+    pub(crate) all: Script,
     pub(crate) due: Script,
     pub(crate) put_site: Script,
     pub(crate) remove_site: Script,
@@ -164,13 +240,22 @@ pub(crate) struct Scripts {
     pub(crate) add_counters: Script,
     pub(crate) publish: Script,
     pub(crate) replay: Script,
+    pub(crate) release_claim: Script,
+}
+
+/// A script that compares versions, with [`VERSION_OF`] before it.
+fn versioned(body: &str) -> Script {
+    Script::from_lua(format!("{VERSION_OF}{body}"))
 }
 
 impl Scripts {
     pub(crate) fn new() -> Self {
         Scripts {
-            save: Script::from_lua(SAVE),
-            remove: Script::from_lua(REMOVE),
+            save: versioned(SAVE),
+            touch: versioned(TOUCH),
+            remove: versioned(REMOVE),
+            read: Script::from_lua(READ),
+            all: Script::from_lua(ALL),
             due: Script::from_lua(DUE),
             put_site: Script::from_lua(PUT_SITE),
             remove_site: Script::from_lua(REMOVE_SITE),
@@ -179,6 +264,7 @@ impl Scripts {
             add_counters: Script::from_lua(ADD_COUNTERS),
             publish: Script::from_lua(PUBLISH),
             replay: Script::from_lua(REPLAY),
+            release_claim: Script::from_lua(RELEASE_CLAIM),
         }
     }
 }

@@ -71,6 +71,93 @@ async fn conformance_suite_passes_split_across_two_replicas() {
     b_served.await.expect("served");
 }
 
+/// Two replicas on one Redis, each with its own enricher: visitors from one address arrive
+/// at both at once, and the provider is asked once between them. The replica that lost the
+/// claim gives its visitor the result from the shared cache.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_replicas_share_one_lookup_per_address() {
+    let redis = RedisServer::start();
+    let stand_ins = StandIns::start("127.0.0.1:0".parse().expect("addr"))
+        .await
+        .expect("stand-ins");
+    let (a_listener, b_listener) = (bind().await, bind().await);
+    let urls = [a_listener.local_addr(), b_listener.local_addr()]
+        .map(|a| format!("http://{}", a.expect("local addr")));
+    let (a, a_served) = start_host(&redis.url(), &stand_ins, a_listener, None).await;
+    let (b, b_served) = start_host(&redis.url(), &stand_ins, b_listener, None).await;
+    let http = reqwest::Client::new();
+    for round in 0..3 {
+        let ip = format!("9.77.{round}.9");
+        // Two visitors per replica, all four page views sent at once.
+        let sends = (0..4).map(|n| {
+            let (http, url, ip) = (http.clone(), urls[n % 2].clone(), ip.clone());
+            async move {
+                let body = serde_json::json!({
+                    "event": "pageview",
+                    "website": "shared.test",
+                    "visitor": {
+                        "visitorId": format!("visitor_{round}_{n}"),
+                        "url": "https://shared.test/",
+                        "tabId": "tab_1",
+                        "visibility": "visible",
+                    },
+                });
+                let answer = http
+                    .post(format!("{url}/track/visitor"))
+                    .header("X-Tippen-API-Key", "pk_a")
+                    .header("X-Forwarded-For", ip)
+                    .json(&body)
+                    .send()
+                    .await
+                    .expect("track");
+                assert_eq!(answer.status(), 200, "{:?}", answer.text().await);
+            }
+        });
+        futures_util::future::join_all(sends).await;
+        // Every visitor gets the company, on whichever replica is asked.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let listed: serde_json::Value = http
+                .get(format!("{}/api/visitors", urls[round % 2]))
+                .header("X-Tippen-API-Key", "sk_a")
+                .send()
+                .await
+                .expect("visitors")
+                .json()
+                .await
+                .expect("json");
+            let enriched = listed["visitors"]
+                .as_array()
+                .expect("visitors")
+                .iter()
+                .filter(|v| {
+                    v["visitorId"]
+                        .as_str()
+                        .is_some_and(|id| id.starts_with(&format!("visitor_{round}_")))
+                        && v["company"] == "Stand-in Corp"
+                })
+                .count();
+            if enriched == 4 {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "round {round}: {enriched} of 4 visitors enriched: {listed}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(
+            stand_ins.ipinfo_lookups(&ip),
+            1,
+            "round {round}: one provider request for {ip} from two replicas"
+        );
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+    a_served.await.expect("served");
+    b_served.await.expect("served");
+}
+
 async fn bind() -> tokio::net::TcpListener {
     tokio::net::TcpListener::bind("127.0.0.1:0")
         .await

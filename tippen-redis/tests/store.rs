@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use common::RedisServer;
-use fred::prelude::{ClientLike, HashesInterface};
+use fred::prelude::{ClientLike, HashesInterface, SortedSetsInterface};
 use tippen_core::presence::{Ping, PingKind, Visibility};
 use tippen_core::testkit::{run_store_suite, sample_record};
 use tippen_core::{Config, ManualClock, SiteId, Store, StoreError, Timestamp, Tippen, Version};
@@ -113,6 +113,169 @@ async fn two_replicas_count_every_update() {
          {elapsed:?}, final version {}",
         record.version.0
     );
+}
+
+fn heartbeat(tab: &str) -> Ping {
+    Ping {
+        kind: PingKind::Heartbeat,
+        tab_id: tab.to_owned(),
+        url: format!("https://example.com/{tab}"),
+        visibility: Visibility::Visible,
+        referrer: None,
+        user_agent: None,
+        website: "example.com".to_owned(),
+        client_timestamp: None,
+        page_id: None,
+    }
+}
+
+/// A heartbeat that changes nothing a dashboard sees is a touch: the stored record is not
+/// rewritten, the deadline moves later, no sequence number is taken, every read sees the
+/// heartbeat, a sweep at the old deadline leaves the visitor, and the next page view writes
+/// the whole record again. Two replicas heartbeating two tabs at once lose neither tab's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_heartbeat_only_moves_the_deadline() {
+    let server = RedisServer::start();
+    let site = SiteId::from("touch");
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
+    let mut config = Config::default();
+    config.limits.max_write_attempts = 10_000;
+    let store = Arc::new(connect(&server, "tippen").await);
+    let tippen = Tippen::new(store.clone(), clock.clone(), config.clone());
+    let raw = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&server.url()).expect("url"),
+    )
+    .build()
+    .expect("client");
+    raw.init().await.expect("raw connection");
+    let record_key = "{tippen:touch}:visitors";
+    let deadline_key = "{tippen:touch}:visitor_deadlines";
+    let touch_key = "{tippen:touch}:visitor_touches";
+
+    let mut first = heartbeat("a");
+    first.kind = PingKind::PageView;
+    tippen
+        .track(&site, "hb", &first, None)
+        .await
+        .expect("page view");
+    let stored: String = raw.hget(record_key, "hb").await.expect("HGET");
+    let read = store.visitor(&site, "hb").await.unwrap().expect("stored");
+    let deadline: f64 = raw.zscore(deadline_key, "hb").await.expect("ZSCORE");
+    assert_eq!(deadline, read.value.deadline.as_millis() as f64);
+    let sequence = store.sequence(&site).await.unwrap();
+
+    clock.advance(Duration::from_secs(10));
+    let outcome = tippen
+        .track(&site, "hb", &heartbeat("a"), None)
+        .await
+        .expect("heartbeat");
+    assert!(
+        outcome.messages.is_empty(),
+        "a heartbeat tells no dashboard"
+    );
+    let after: String = raw.hget(record_key, "hb").await.expect("HGET");
+    assert_eq!(after, stored, "the record itself is not rewritten");
+    let touch: Option<String> = raw.hget(touch_key, "hb").await.expect("HGET");
+    assert!(touch.is_some(), "the heartbeat is kept beside the record");
+    let moved: f64 = raw.zscore(deadline_key, "hb").await.expect("ZSCORE");
+    assert_eq!(
+        moved,
+        deadline + 10_000.0,
+        "the deadline moved by the heartbeat's delay"
+    );
+    assert_eq!(
+        store.sequence(&site).await.unwrap(),
+        sequence,
+        "no sequence number taken"
+    );
+    let touched = store.visitor(&site, "hb").await.unwrap().expect("stored");
+    assert_eq!(
+        touched.version.0,
+        read.version.0 + 1,
+        "a touch is a version"
+    );
+    assert_eq!(
+        touched.value.tabs[0].last_seen,
+        Timestamp::from_millis(T0 + 10_000)
+    );
+    assert_eq!(touched.value.deadline.as_millis() as f64, moved);
+    assert_eq!(
+        store.visitors(&site).await.unwrap(),
+        vec![touched.value.clone()],
+        "the snapshot sees the touch"
+    );
+    // A write at the version before the touch conflicts, touch or save.
+    assert!(matches!(
+        store.touch_visitor(&site, &read.value, read.version).await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(matches!(
+        store
+            .save_visitor(&site, &read.value, Some(read.version))
+            .await,
+        Err(StoreError::Conflict)
+    ));
+    assert!(matches!(
+        store.remove_visitor(&site, "hb", read.version).await,
+        Err(StoreError::Conflict)
+    ));
+
+    // At the old deadline the sweep finds nothing due.
+    clock.set(Timestamp::from_millis(deadline as i64));
+    let swept = tippen.sweep(&site).await.expect("sweep");
+    assert!(swept.messages.is_empty(), "{:?}", swept.messages);
+    assert!(store.visitor(&site, "hb").await.unwrap().is_some());
+
+    // Two replicas heartbeat two tabs at once: every touch is on the latest version, so
+    // neither tab's heartbeat is lost.
+    let mut second = heartbeat("b");
+    second.kind = PingKind::PageView;
+    tippen
+        .track(&site, "hb", &second, None)
+        .await
+        .expect("tab b");
+    let beat = tippen.now().plus(Duration::from_secs(5));
+    clock.set(beat);
+    let other = Arc::new(Tippen::new(
+        Arc::new(connect(&server, "tippen").await),
+        clock.clone(),
+        config,
+    ));
+    let tippen = Arc::new(tippen);
+    let mut tasks = Vec::new();
+    for (replica, tab) in [(tippen.clone(), "a"), (other, "b")] {
+        let site = site.clone();
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..200 {
+                let outcome = replica
+                    .track(&site, "hb", &heartbeat(tab), None)
+                    .await
+                    .expect("concurrent heartbeat");
+                assert!(outcome.messages.is_empty());
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("replica");
+    }
+    let both = store.visitor(&site, "hb").await.unwrap().expect("stored");
+    for tab in &both.value.tabs {
+        assert_eq!(tab.last_seen, beat, "tab {} kept its heartbeat", tab.tab_id);
+    }
+    assert_eq!(both.value.tabs.len(), 2);
+
+    // A page view writes the whole record, with what the touches moved, and drops the touch.
+    let mut view = heartbeat("a");
+    view.kind = PingKind::PageView;
+    tippen
+        .track(&site, "hb", &view, None)
+        .await
+        .expect("page view");
+    let touch: Option<String> = raw.hget(touch_key, "hb").await.expect("HGET");
+    assert_eq!(touch, None, "a save drops the touch");
+    let saved = store.visitor(&site, "hb").await.unwrap().expect("stored");
+    let b = saved.value.tabs.iter().find(|t| t.tab_id == "b").unwrap();
+    assert_eq!(b.last_seen, beat, "the save kept what the touch moved");
 }
 
 /// The store's own conditional writes from two connections, with retry: 1,000 increments,

@@ -35,6 +35,10 @@ pub struct Requested {
 pub struct LookupDriver<W> {
     planner: LookupPlanner<(SiteId, W)>,
     charged: HashMap<IpAddr, SiteId>,
+    /// Addresses another process sharing the store is looking up (its claim held when this
+    /// one would have started), with when to check the cache for its result next. They stay
+    /// in flight in the planner, so later requests join them.
+    elsewhere: HashMap<IpAddr, Timestamp>,
 }
 
 impl<W> LookupDriver<W> {
@@ -43,6 +47,7 @@ impl<W> LookupDriver<W> {
         LookupDriver {
             planner: LookupPlanner::new(config),
             charged: HashMap::new(),
+            elsewhere: HashMap::new(),
         }
     }
 
@@ -92,9 +97,61 @@ impl<W> LookupDriver<W> {
             .map(|site| (site.clone(), EnrichmentEvent::LookupStarted))
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) may start queued lookups.
+    /// The planner's settings.
+    pub fn config(&self) -> &PlannerConfig {
+        self.planner.config()
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) may start queued lookups, or
+    /// [`due_elsewhere`](Self::due_elsewhere) has an address to check.
     pub fn next_deadline(&self) -> Option<Timestamp> {
-        self.planner.next_deadline()
+        let check = self.elsewhere.values().min().copied();
+        match (self.planner.next_deadline(), check) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// `ip` was to start, but another process holds the claim on its lookup: it stays in
+    /// flight (requests join it) and is due for a cache check at `check_at`.
+    pub fn elsewhere(&mut self, ip: IpAddr, check_at: Timestamp) {
+        self.elsewhere.insert(ip, check_at);
+    }
+
+    /// The addresses looked up elsewhere whose cache check is due at `now` (each returned
+    /// once per [`elsewhere`](Self::elsewhere)).
+    pub fn due_elsewhere(&mut self, now: Timestamp) -> Vec<IpAddr> {
+        let due: Vec<IpAddr> = self
+            .elsewhere
+            .iter()
+            .filter(|(_, at)| **at <= now)
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in &due {
+            self.elsewhere.remove(ip);
+        }
+        due
+    }
+
+    /// The lookup of `ip` was settled by another process (its result is in the cache): the
+    /// waiters to give it to, and the counter of the credit saved for the site that would
+    /// have been charged (later waiters counted theirs when they joined).
+    pub fn settled_elsewhere(
+        &mut self,
+        ip: IpAddr,
+        now: Timestamp,
+    ) -> (Vec<SiteEvent>, Vec<(SiteId, W)>) {
+        self.elsewhere.remove(&ip);
+        let events = self
+            .charged
+            .remove(&ip)
+            .map(|site| vec![(site, EnrichmentEvent::JoinedInFlight)])
+            .unwrap_or_default();
+        let settled: Result<(), LookupFailure> = Ok(());
+        match self.planner.complete(ip, &settled, now) {
+            Completion::Settled(waiters) => (events, waiters),
+            Completion::Retrying { .. } => (events, Vec::new()),
+        }
     }
 
     /// The addresses whose provider requests may start now (spurious calls are harmless).
@@ -134,6 +191,32 @@ mod tests {
 
     fn site(s: &str) -> SiteId {
         SiteId::from(s)
+    }
+
+    #[test]
+    fn a_lookup_made_elsewhere_keeps_its_waiters_until_its_result_is_cached() {
+        let mut driver: LookupDriver<&str> = LookupDriver::new(PlannerConfig::default());
+        let t0 = Timestamp::from_millis(0);
+        let ip: IpAddr = "8.8.8.8".parse().unwrap();
+        assert!(driver.request(site("a"), "v1", ip, t0).start);
+        // Another process held the claim: the address waits, in flight, for a cache check.
+        let check = t0.plus(Duration::from_millis(250));
+        driver.elsewhere(ip, check);
+        assert_eq!(driver.next_deadline(), Some(check));
+        assert!(driver.due_elsewhere(t0).is_empty(), "not before its time");
+        let joined = driver.request(site("b"), "v2", ip, t0);
+        assert!(!joined.start, "a later request joins");
+        assert_eq!(driver.due_elsewhere(check), vec![ip]);
+        assert!(driver.due_elsewhere(check).is_empty(), "returned once");
+        assert_eq!(driver.next_deadline(), None);
+        let (events, waiters) = driver.settled_elsewhere(ip, check);
+        assert_eq!(
+            events,
+            vec![(site("a"), EnrichmentEvent::JoinedInFlight)],
+            "the first site saved its credit"
+        );
+        assert_eq!(waiters, vec![(site("a"), "v1"), (site("b"), "v2")]);
+        assert!(!driver.is_pending(ip));
     }
 
     #[test]

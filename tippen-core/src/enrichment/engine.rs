@@ -111,17 +111,63 @@ impl Enricher {
     }
 
     /// The host's timer reached [`next_deadline`](Self::next_deadline): starts what the rate
-    /// limit and the retries allow now. An early or extra call starts nothing.
+    /// limit and the retries allow now, and checks the cache for the addresses another
+    /// process is looking up. An early or extra call starts nothing.
     pub async fn handle_timeout<I: LookupIo + ?Sized>(&self, tippen: &Tippen, io: &I) {
-        let due = lock(&self.driver).handle_timeout(tippen.now());
+        let now = tippen.now();
+        let (due, elsewhere) = {
+            let mut driver = lock(&self.driver);
+            (driver.handle_timeout(now), driver.due_elsewhere(now))
+        };
         for ip in due {
             self.start(tippen, io, ip).await;
         }
+        for ip in elsewhere {
+            self.check_elsewhere(tippen, io, ip).await;
+        }
     }
 
+    /// Sends the provider request for `ip` unless another process sharing the store has
+    /// claimed its lookup ([`Store::claim_lookup`](crate::Store::claim_lookup)): then waits
+    /// for that process's result in the cache instead. A failed claim is logged and the
+    /// request sent (a second request beats a visitor left without a company).
     async fn start<I: LookupIo + ?Sized>(&self, tippen: &Tippen, io: &I, ip: IpAddr) {
+        let (hold, poll) = {
+            let driver = lock(&self.driver);
+            (driver.config().claim_hold, driver.config().claim_poll)
+        };
+        match tippen.store().claim_lookup(ip, hold).await {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!(%ip, "another replica is looking this address up");
+                lock(&self.driver).elsewhere(ip, tippen.now().plus(poll));
+                return;
+            }
+            Err(e) => tracing::warn!(error = %e, "could not claim an enrichment lookup"),
+        }
         let started = lock(&self.driver).started(ip);
         steps::record(tippen, started.into_iter().collect()).await;
         io.spawn_lookup(ip);
+    }
+
+    /// Another process was looking `ip` up: its result, once in the cache, goes to this
+    /// process's waiters; while its claim holds, check again later; when the claim is gone
+    /// without a result (that process died or gave up), look it up here.
+    async fn check_elsewhere<I: LookupIo + ?Sized>(&self, tippen: &Tippen, io: &I, ip: IpAddr) {
+        match tippen.fresh_cached_lookup(ip).await {
+            Ok(Some(entry)) => {
+                let (events, waiters) = lock(&self.driver).settled_elsewhere(ip, tippen.now());
+                steps::record(tippen, events).await;
+                let answer = Arc::new(Answer::Cached(entry));
+                for (site, visitor) in waiters {
+                    io.deliver(site, visitor, answer.clone()).await;
+                }
+            }
+            Ok(None) => self.start(tippen, io, ip).await,
+            Err(e) => {
+                tracing::warn!(error = %e, "enrichment cache read failed");
+                self.start(tippen, io, ip).await;
+            }
+        }
     }
 }

@@ -87,6 +87,14 @@ pub struct PlannerConfig {
     /// addresses is over three hours of backlog, and memory must stay bounded when a flood of
     /// distinct addresses arrives. Default 10,000.
     pub max_queued: usize,
+    /// How long a process's claim on an address's lookup holds
+    /// ([`Store::claim_lookup`](crate::Store::claim_lookup)) when several processes share one
+    /// store: past it, another process may look the address up (the claimer died). Default
+    /// 30 s.
+    pub claim_hold: Duration,
+    /// How often a process checks the shared cache for an address another process is looking
+    /// up (then its visitors get that result, and no request is sent here). Default 250 ms.
+    pub claim_poll: Duration,
 }
 
 impl Default for PlannerConfig {
@@ -97,6 +105,8 @@ impl Default for PlannerConfig {
             retry_delay: Duration::from_secs(30),
             max_retry_delay: Duration::from_secs(600),
             max_queued: 10_000,
+            claim_hold: Duration::from_secs(30),
+            claim_poll: Duration::from_millis(250),
         }
     }
 }

@@ -183,6 +183,10 @@ pub async fn settle<W>(
             if let Err(e) = tippen.cache_lookup(ip, result).await {
                 tracing::warn!(error = %e, "could not store the enrichment result");
             }
+            // After the cache write: a process waiting on the claim finds the result.
+            if let Err(e) = tippen.store().release_lookup(ip).await {
+                tracing::warn!(error = %e, "could not release an enrichment lookup claim");
+            }
             Some(waiters)
         }
     }

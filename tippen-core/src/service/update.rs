@@ -25,6 +25,9 @@ pub(crate) enum Write<R> {
     Keep,
     /// Store this record, on the version read (on no record: insert it).
     Save(R),
+    /// Store this record, on the version read, whose change is only what a heartbeat moves
+    /// ([`VisitorRecord::only_touched_since`]): a touch where the store has one.
+    Touch(R),
     /// Delete the record read, on its version (nothing to do when there was none).
     Remove,
     /// Write these closed visits to history first (when the service has a history store),
@@ -71,6 +74,17 @@ pub(crate) trait VersionedRecord: Sized + MaybeSendSync {
         id: &str,
         expected: Version,
     ) -> Result<(), StoreError>;
+
+    /// Writes `record`, changed only as a heartbeat changes it, if the stored version is
+    /// `expected`. By default a save.
+    async fn touch(
+        store: &dyn Store,
+        site: &SiteId,
+        record: &Self,
+        expected: Version,
+    ) -> Result<Version, StoreError> {
+        Self::save(store, site, record, Some(expected)).await
+    }
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
@@ -100,6 +114,15 @@ impl VersionedRecord for VisitorRecord {
         expected: Version,
     ) -> Result<(), StoreError> {
         store.remove_visitor(site, id, expected).await
+    }
+
+    async fn touch(
+        store: &dyn Store,
+        site: &SiteId,
+        record: &Self,
+        expected: Version,
+    ) -> Result<Version, StoreError> {
+        store.touch_visitor(site, record, expected).await
     }
 }
 
@@ -186,8 +209,14 @@ impl Tippen {
             let written = match (write, version) {
                 // (`Close` was unwrapped above.)
                 (Write::Keep | Write::Close(..), _) | (Write::Remove, None) => Ok(()),
+                (Write::Save(record) | Write::Touch(record), None) => {
+                    R::save(store, site, &record, None).await.map(drop)
+                }
                 (Write::Save(record), expected) => {
                     R::save(store, site, &record, expected).await.map(drop)
+                }
+                (Write::Touch(record), Some(expected)) => {
+                    R::touch(store, site, &record, expected).await.map(drop)
                 }
                 (Write::Remove, Some(expected)) => R::remove(store, site, id, expected).await,
             };
