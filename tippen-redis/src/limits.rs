@@ -98,7 +98,9 @@ impl std::fmt::Debug for RedisRateLimiter {
 impl RedisRateLimiter {
     /// A limiter on `store`'s connection whose address secret is kept in Redis
     /// (`<namespace>:rl:secret`): the first replica writes a random one (`SET … NX`), every
-    /// replica reads it, so all of them name an address's bucket alike.
+    /// replica reads it, so all of them name an address's bucket alike. The key does not
+    /// expire; should it be lost (`FLUSHALL`), replicas started after keep a new one and count
+    /// addresses apart from the older ones until those restart.
     pub async fn new(store: &RedisStore) -> Result<Self, StoreError> {
         let key = format!("{}:rl:secret", store.namespace);
         let ids = SecureIds;
