@@ -14,7 +14,8 @@
 #            tippen-redis's (store conformance, two connections racing on one visitor, the
 #            bus: seq order, log replay and resync, the conformance suite split across two
 #            replicas; on a real redis-server each test starts on a free port), the reference
-#            server's on Redis (two real replicas, one killed with SIGKILL mid-run), the
+#            server's on Redis (two real replicas, one killed with SIGKILL mid-run; rate
+#            limits shared by both), the
 #            embedding example's (examples/embed-axum: tippen under /tippen in an axum app with
 #            its own routes and state, the conformance suite against that prefix), the
 #            browser end-to-end test, the support triggers' end-to-end test

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::body::Body;
@@ -18,11 +18,11 @@ use http_body_util::BodyExt;
 use thiserror::Error;
 use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, SocketRole, presented_key};
 use tippen_core::host::{self as seam, HostIo};
-use tippen_core::rate::{Gate, RateLimit};
+use tippen_core::rate::{Gate, RateLimit, too_many_from_address, too_many_with_key};
 use tippen_core::support::SupportNotice;
 use tippen_core::{
-    Broadcast, Deadline, Effects, LookupRequest, ServiceError, Site, SiteId, StoreError, Timestamp,
-    Tippen, Transport, TransportError, VisitorPush,
+    Broadcast, Deadline, Effects, KeyHash, LookupRequest, ServiceError, Site, SiteId, StoreError,
+    Timestamp, Tippen, Transport, TransportError, VisitorPush,
 };
 use tokio::sync::{broadcast, mpsc, watch};
 use tower_http::trace::TraceLayer;
@@ -30,7 +30,7 @@ use tower_http::trace::TraceLayer;
 use crate::bus::Bus;
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
-use crate::limit::{Limiters, RateLimits};
+use crate::limit::{LimitScope, Limiters, RateLimits, SharedLimiter};
 use crate::slack::SlackNotifier;
 use tippen_http::HttpTransport;
 
@@ -62,6 +62,9 @@ pub struct HostConfig {
     pub ws_idle_timeout: Duration,
     /// Rate limits per client address and per key (`429` with `Retry-After`).
     pub rate_limits: RateLimits,
+    /// With shared limits ([`TippenHost::with_shared_limits`]): how long a check may take;
+    /// a slower one lets the request through (fail open). Default 250 ms.
+    pub shared_limits_timeout: Duration,
     /// A dashboard that does not take a message within this time is disconnected (it
     /// reconnects and resyncs). Default 30 s.
     pub ws_send_timeout: Duration,
@@ -89,6 +92,7 @@ impl Default for HostConfig {
             body_read_timeout: Duration::from_secs(30),
             ws_idle_timeout: Duration::from_secs(120),
             rate_limits: RateLimits::default(),
+            shared_limits_timeout: Duration::from_millis(250),
             ws_send_timeout: Duration::from_secs(30),
             enrichment: None,
             slack: None,
@@ -145,6 +149,10 @@ pub(crate) struct Inner {
     active: Arc<Active>,
     /// The rate limits' buckets.
     limiters: Limiters,
+    /// Where the rate limits are counted instead, shared with other replicas.
+    shared_limits: OnceLock<Arc<dyn SharedLimiter>>,
+    /// When the last "shared limits unavailable" warning was logged.
+    shared_limits_warned: Mutex<Option<Instant>>,
     /// Carries dashboard messages between replicas; `None`: this process is the only one.
     bus: Option<Arc<dyn Bus>>,
 }
@@ -198,6 +206,9 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// At most one "shared limits unavailable" warning in this time (the others are debug logs).
+const SHARED_LIMITS_WARN_EVERY: Duration = Duration::from_secs(10);
+
 /// Resolves once shutdown has begun or the host is gone.
 pub(crate) async fn stopped(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|s| *s).await;
@@ -225,6 +236,22 @@ impl TippenHost {
             tracing::error!("the store publishes no broadcasts: dashboards will hear nothing");
         }
         Self::build(tippen, config, Some(bus))
+    }
+
+    /// The host with its rate limits ([`HostConfig::rate_limits`] and sites' own
+    /// [`rate_limit_per_key`](Site::rate_limit_per_key)) counted in `limiter`, shared with
+    /// every replica that uses it, instead of in this process: N replicas then allow a limit
+    /// once, not N times. The answers over a limit are the same (`429 {"error":…}` with
+    /// `Retry-After`). When `limiter` fails or takes longer than
+    /// [`HostConfig::shared_limits_timeout`], the request is let through (fail open) and a
+    /// warning is logged. `tippen_redis::RedisRateLimiter` is the limiter on Redis.
+    ///
+    /// Call it before serving; a second call is ignored (with an error logged).
+    pub fn with_shared_limits(self, limiter: Arc<dyn SharedLimiter>) -> Self {
+        if self.inner.shared_limits.set(limiter).is_err() {
+            tracing::error!("the host already has shared limits; the new limiter is ignored");
+        }
+        self
     }
 
     fn build(tippen: Arc<Tippen>, config: HostConfig, bus: Option<Arc<dyn Bus>>) -> Self {
@@ -256,6 +283,8 @@ impl TippenHost {
                 shutdown: watch::Sender::new(false),
                 active: Arc::new(Active(watch::Sender::new(0))),
                 limiters: Limiters::new(&config_limits),
+                shared_limits: OnceLock::new(),
+                shared_limits_warned: Mutex::new(None),
                 bus,
             }),
         }
@@ -399,7 +428,7 @@ impl TippenHost {
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| c.0.ip());
         let client_ip = self.client_ip(peer, &parts.headers);
-        if let Some(refusal) = self.over_client_limit(client_ip) {
+        if let Some(refusal) = self.over_client_limit(client_ip).await {
             return refusal;
         }
         let limits = &self.inner.tippen.config().limits;
@@ -448,7 +477,10 @@ impl TippenHost {
         let req = http::Request::from_parts(parts, body);
         let key = presented_key(&req);
         let mut routed = self.inner.tippen.route(req, &ctx).await;
-        if let Some(refusal) = self.over_key_limit(key.as_deref(), routed.site_record()) {
+        if let Some(refusal) = self
+            .over_key_limit(key.as_deref(), routed.site_record())
+            .await
+        {
             return refusal;
         }
         if let Routed::Outbound(mut call) = routed {
@@ -490,16 +522,41 @@ impl TippenHost {
     }
 
     /// The 429 for a client over its rate limit.
-    fn over_client_limit(&self, client: Option<IpAddr>) -> Option<Response> {
-        let wait = self.inner.limiters.check_client(client?).err()?;
-        Some(into_axum(tippen_core::rate::too_many_from_address(wait)))
+    async fn over_client_limit(&self, client: Option<IpAddr>) -> Option<Response> {
+        let client = client?;
+        let wait = match self.inner.shared_limits.get() {
+            Some(shared) => {
+                let limit = self.inner.config.rate_limits.per_client?;
+                self.check_shared(shared.as_ref(), LimitScope::Client(client), limit)
+                    .await
+                    .err()?
+            }
+            None => self.inner.limiters.check_client(client).err()?,
+        };
+        Some(into_axum(too_many_from_address(wait)))
     }
 
     /// The 429 for a key over its rate limit: the site's own limit when it has one (the
-    /// core's buckets in the site's state), else the host's.
-    fn over_key_limit(&self, key: Option<&str>, site: Option<&Site>) -> Option<Response> {
+    /// core's buckets in the site's state), else the host's; with shared limits, both are
+    /// counted by the shared limiter.
+    async fn over_key_limit(&self, key: Option<&str>, site: Option<&Site>) -> Option<Response> {
         let max_key_bytes = self.inner.tippen.config().limits.max_key_bytes;
         let key = key.filter(|k| k.len() <= max_key_bytes)?;
+        if let Some(shared) = self.inner.shared_limits.get() {
+            let hash = KeyHash::of(key);
+            let (scope, limit) = match site.and_then(|s| s.rate_limit_per_key) {
+                Some(limit) => (LimitScope::SiteKey(hash), limit),
+                None => (
+                    LimitScope::Key(hash),
+                    self.inner.config.rate_limits.per_key?,
+                ),
+            };
+            let wait = self
+                .check_shared(shared.as_ref(), scope, limit)
+                .await
+                .err()?;
+            return Some(into_axum(too_many_with_key(wait)));
+        }
         if let Some(site) = site
             && let Some(limit) = site.rate_limit_per_key
         {
@@ -515,7 +572,39 @@ impl TippenHost {
                 .map(into_axum);
         }
         let wait = self.inner.limiters.check_key(key).err()?;
-        Some(into_axum(tippen_core::rate::too_many_with_key(wait)))
+        Some(into_axum(too_many_with_key(wait)))
+    }
+
+    /// Counts a request in `scope` with the shared limiter: `Err(wait)` when over the limit.
+    /// Fails open: a limiter that fails or does not answer in time lets the request through.
+    async fn check_shared(
+        &self,
+        shared: &dyn SharedLimiter,
+        scope: LimitScope,
+        limit: RateLimit,
+    ) -> Result<(), Duration> {
+        let now = self.inner.tippen.now();
+        let timeout = self.inner.config.shared_limits_timeout;
+        let problem = match tokio::time::timeout(timeout, shared.check(scope, limit, now)).await {
+            Ok(Ok(answer)) => return answer,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {timeout:?}"),
+        };
+        let mut warned = self
+            .inner
+            .shared_limits_warned
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if warned.is_none_or(|at| at.elapsed() >= SHARED_LIMITS_WARN_EVERY) {
+            *warned = Some(Instant::now());
+            tracing::warn!(
+                %problem,
+                "shared rate limits unavailable: requests are let through (fail open)"
+            );
+        } else {
+            tracing::debug!(%problem, "shared rate limits unavailable: request let through");
+        }
+        Ok(())
     }
 
     /// Lingering close of a refused body: reads and discards what the client still sends
@@ -1181,12 +1270,15 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    if let Some(refusal) = host.over_client_limit(host.client_ip(peer, &parts.headers)) {
+    if let Some(refusal) = host
+        .over_client_limit(host.client_ip(peer, &parts.headers))
+        .await
+    {
         return refusal;
     }
     let key =
         tippen_core::api::presented_key(&http::Request::from_parts(parts.clone(), Bytes::new()));
-    if let Some(refusal) = host.over_key_limit(key.as_deref(), None) {
+    if let Some(refusal) = host.over_key_limit(key.as_deref(), None).await {
         return refusal;
     }
     let authorized = host

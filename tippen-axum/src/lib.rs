@@ -13,7 +13,9 @@
 //! connections and closes slow or idle ones ([`ServeConfig`]). The host itself times out slow
 //! bodies (408), answers an over-limit body's 413 while draining the rest (lingering close),
 //! closes silent WebSockets and rate-limits per client address and per key (429 with
-//! `Retry-After`): [`HostConfig`], [`RateLimits`].
+//! `Retry-After`): [`HostConfig`], [`RateLimits`]. Those counters are per process unless the
+//! host is given a [`SharedLimiter`] ([`TippenHost::with_shared_limits`]), which replicas
+//! share (`tippen_redis::RedisRateLimiter`).
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -35,7 +37,7 @@ pub use bus::Bus;
 pub use enrich::EnrichmentConfig;
 pub use host::{HostConfig, HostError, TippenHost};
 pub use ip::{InvalidProxy, TrustedProxies};
-pub use limit::{RateLimit, RateLimits};
+pub use limit::{LimitScope, RateLimit, RateLimits, SharedLimiter};
 pub use serve::{ServeConfig, serve};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{SqliteDurability, SqliteError, SqliteOptions, SqliteStore};

@@ -52,6 +52,10 @@
 //! | `{tippen:<site>}:bus` | channel | each numbered dashboard message as published (`<seq> <text>`) |
 //! | `tippen:lookup:<ip>` | string | the cached lookup as JSON, expiring after its lifetime |
 //! | `tippen:lookup_claim:<ip>` | string | the token of the replica looking the address up, expiring after [`PlannerConfig::claim_hold`](tippen_core::enrichment::PlannerConfig::claim_hold) |
+//! | `tippen:rl:ip:<hash>` | string | [`RedisRateLimiter`]: one client address's bucket (its theoretical arrival time, µs on Redis's clock), expiring once the bucket is full again; `<hash>`: the address's HMAC-SHA-256 under the secret, 16 bytes in hex |
+//! | `tippen:rl:key:<key hash>` | string | the same for one presented key (hex SHA-256), under the host's per-key limit |
+//! | `tippen:rl:site_key:<key hash>` | string | the same for one key of a site with its own per-key limit |
+//! | `tippen:rl:secret` | string | the random secret addresses are hashed under ([`RedisRateLimiter::new`]; none with [`RedisRateLimiter::with_secret`]) |
 //!
 //! A site id may hold any character: the key of a site ends with a fixed suffix without `}`,
 //! so two sites never share a key, and all keys of one site share one hash tag.
@@ -63,6 +67,9 @@
 //!   [`RedisOptions::log_len`] kept) and `PUBLISH` on the site's channel. [`RedisBus`] follows
 //!   the channels of the sites whose dashboards a replica holds and replays a range from the
 //!   log (`XRANGE`) when the replica missed some.
+//! - **Shared rate limits.** [`RedisRateLimiter`] counts the axum host's rate limits for every
+//!   replica at once: GCRA in one script per check, on Redis's clock, one expiring key per
+//!   bucket, client addresses hashed under a secret.
 //!
 //! - **One provider request per address across replicas.** Before a replica sends a lookup,
 //!   it claims the address (`SET … NX PX`, [`Store::claim_lookup`]); a replica finding the
@@ -74,7 +81,8 @@
 //! ## What the store does not do (yet)
 //!
 //! Redis's durability is the server's (RDB/AOF as configured), so [`Store::sync`] has
-//! nothing to wait for. The enrichment provider's rate limit
+//! nothing to wait for. The axum host's rate limits are per replica unless it counts them with a
+//! [`RedisRateLimiter`]. The enrichment provider's rate limit
 //! ([`PlannerConfig::rate_limit`](tippen_core::enrichment::PlannerConfig::rate_limit)) is
 //! counted per replica: give each replica its share of the provider's limit.
 
@@ -82,6 +90,7 @@
 #![deny(missing_docs)]
 
 mod bus;
+mod limits;
 mod scripts;
 
 use std::collections::HashMap;
@@ -101,6 +110,7 @@ use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 
 pub use bus::RedisBus;
+pub use limits::RedisRateLimiter;
 use scripts::Scripts;
 
 /// The default key namespace.

@@ -1,7 +1,8 @@
 //! The shared black-box conformance suite (every case, its stand-ins as the video provider,
 //! Slack and IPinfo) on the axum host in-process, whose store is a [`RedisStore`] on a real
 //! `redis-server`: the whole HTTP + WebSocket contract holds on Redis, on one replica and split
-//! across two replicas (requests to one, dashboards on the other).
+//! across two replicas (requests to one, dashboards on the other; the replicas count their rate
+//! limits together in Redis).
 
 mod common;
 
@@ -21,7 +22,7 @@ use tippen_core::rate::RateLimit;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, Site, SystemClock, Tippen};
-use tippen_redis::{RedisBus, RedisStore};
+use tippen_redis::{RedisBus, RedisRateLimiter, RedisStore};
 
 const VISIBLE_GRACE: Duration = Duration::from_secs(2);
 const HIDDEN_GRACE: Duration = Duration::from_secs(5);
@@ -181,8 +182,11 @@ async fn start_host(
     config.presence.heartbeat_interval = Duration::from_secs(1);
     config.sockets.dashboard = dashboards.map(str::to_owned);
     let video = Arc::new(CustomerConnect::new(&stand_ins.video_provider_url()));
-    let redis_bus = if dashboards.is_some() {
-        Some(Arc::new(RedisBus::connect(&store).await.expect("bus")))
+    let replica = if dashboards.is_some() {
+        Some((
+            Arc::new(RedisBus::connect(&store).await.expect("bus")),
+            Arc::new(RedisRateLimiter::new(&store).await.expect("limiter")),
+        ))
     } else {
         None
     };
@@ -212,8 +216,11 @@ async fn start_host(
         )),
         ..HostConfig::default()
     };
-    let host = match redis_bus {
-        Some(bus) => TippenHost::with_bus(tippen, host_config, bus),
+    let host = match replica {
+        // A replica also counts its rate limits in Redis, with the other replica.
+        Some((bus, limits)) => {
+            TippenHost::with_bus(tippen, host_config, bus).with_shared_limits(limits)
+        }
         None => TippenHost::with_config(tippen, host_config),
     };
     host.arm_stored_deadlines().await.expect("arm");

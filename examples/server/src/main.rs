@@ -61,6 +61,9 @@
 //! dashboards with a snapshot. A visitor's own pushes (an invite on its `/ws/visitor` socket)
 //! reach the sockets on the replica that made the change; on another replica the visitor
 //! gets the invite in its next heartbeat response.
+//! The rate limits (`--rate-limit-per-ip`, `--rate-limit-per-key`, a site's
+//! `rate_limit_per_key`) are counted in Redis for all replicas together
+//! (`tippen_redis::RedisRateLimiter`; a replica that cannot reach Redis lets requests through).
 //! At start each replica retires the sites its configuration does not list, so every replica
 //! needs the same sites.
 //!
@@ -161,7 +164,7 @@ use tippen_core::host::HostIo;
 use tippen_core::settings::register_sites;
 use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, Deadline, ServiceError, SiteId, Store, StoreError, SystemClock, Tippen};
-use tippen_redis::{RedisBus, RedisError, RedisStore};
+use tippen_redis::{RedisBus, RedisError, RedisRateLimiter, RedisStore};
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{ConfigError, DEMO_KEY, DEMO_SITE_ID, FileConfig};
@@ -420,10 +423,13 @@ async fn run(args: Args) -> Result<(), ServerError> {
         ..HostConfig::default()
     };
     let host = match &live {
-        // Dashboards hear every replica's messages through the Redis bus.
+        // Dashboards hear every replica's messages through the Redis bus, and the replicas
+        // count their rate limits together in Redis.
         LiveStore::Redis(store) => {
             let bus = RedisBus::connect(store).await?;
+            let limits = RedisRateLimiter::new(store).await?;
             TippenHost::with_bus(tippen, host_config, Arc::new(bus))
+                .with_shared_limits(Arc::new(limits))
         }
         LiveStore::Sqlite(_) => TippenHost::with_config(tippen, host_config),
     };

@@ -1,7 +1,7 @@
 //! Two reference servers on one real `redis-server` (started on a free port, killed by pid):
 //! what is tracked through one replica is listed by the other, both number messages from one
 //! sequence, and the visitors of a replica killed with SIGKILL are removed by the survivor's
-//! timers.
+//! timers; and that the rate limits hold for all replicas together.
 
 mod common;
 // The redis-server guard of tippen-redis's tests (fails, never skips, without redis-server).
@@ -381,4 +381,128 @@ async fn sigkill_of_one_replica_mid_run_loses_nothing_and_removes_each_visitor_o
         heard.broadcasts,
         heard.resyncs
     );
+}
+
+/// Sends requests alternately to the two replicas until one is refused: how many were
+/// allowed, the refusal, and how long it took.
+async fn send_alternating(
+    client: &reqwest::Client,
+    replicas: [&str; 2],
+    request: impl Fn(&reqwest::Client, &str, usize) -> reqwest::RequestBuilder,
+) -> (usize, reqwest::Response, Duration) {
+    let started = Instant::now();
+    for i in 0..12 {
+        let base = replicas[i % 2];
+        let answer = request(client, base, i).send().await.expect("request");
+        match answer.status().as_u16() {
+            200 => {}
+            429 => return (i, answer, started.elapsed()),
+            s => panic!("request {i} through {base}: HTTP {s}"),
+        }
+    }
+    panic!("no 429 in 12 requests alternated between two replicas")
+}
+
+/// Requests alternated between two replicas, each bucket allowing bursts of 4 at 1 a second:
+/// the fifth in all is refused (`429 {"error":…}` with `Retry-After`), whichever replica it
+/// reaches — a replica counting alone would have allowed 4 of its own. Unless the machine is
+/// so slow that a second passed within the run, which refills one token (and is allowed for).
+async fn the_fifth_in_all(
+    what: &str,
+    client: &reqwest::Client,
+    replicas: [&str; 2],
+    error: &str,
+    request: impl Fn(&reqwest::Client, &str, usize) -> reqwest::RequestBuilder,
+) {
+    let (allowed, refused, took) = send_alternating(client, replicas, request).await;
+    let refills = usize::try_from(took.as_secs()).expect("seconds");
+    assert!(
+        (4..=4 + refills).contains(&allowed),
+        "{what}: a burst of 4 for both replicas together, then 429; {allowed} allowed in {took:?}"
+    );
+    let retry_after: u64 = refused
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!((1..=2).contains(&retry_after), "{what}: {retry_after}");
+    let body: Value = refused.json().await.expect("JSON body");
+    assert!(
+        body["error"].as_str().is_some_and(|e| e.contains(error)),
+        "{what}: {body}"
+    );
+    eprintln!("{what}: {allowed} allowed across two replicas, then 429 ({took:?})");
+}
+
+/// Two real replicas on one Redis, with bursts of 4 at 1 a second per address, per key, and
+/// for the keys of a site with its own `rate_limit_per_key`: each limit holds for both
+/// replicas together, not for each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_share_the_rate_limits() {
+    const RATED_KEY: &str = "pk_rated_site_0123456789abcdef";
+    let redis = RedisServer::start();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = dir.path().join("tippen.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "trusted_proxies = [\"127.0.0.1\"]\n\n[[sites]]\nid = \"rated\"\n\
+             public_key = \"{RATED_KEY}\"\nsecret_key = \"sk_rated_site_0123456789abcdef\"\n\
+             rate_limit_per_key = 1\n"
+        ),
+    )
+    .expect("config file");
+    let env = vec![
+        ("TIPPEN_REDIS_URL", redis.url()),
+        ("TIPPEN_CONFIG", config.display().to_string()),
+        ("TIPPEN_RATE_LIMIT_PER_IP", "1".to_owned()),
+        ("TIPPEN_RATE_LIMIT_PER_KEY", "1".to_owned()),
+    ];
+    let a = Server::start(&dir.path().join("a.db"), &env);
+    let b = Server::start(&dir.path().join("b.db"), &env);
+    let replicas = [a.base_url.as_str(), b.base_url.as_str()];
+    let client = reqwest::Client::new();
+    let page_view = |key: &'static str, first_address: usize| {
+        move |client: &reqwest::Client, base: &str, i: usize| {
+            client
+                .post(format!("{base}/track/visitor"))
+                .header("X-Tippen-API-Key", key)
+                // A new address each time: only the key's limit applies.
+                .header("X-Forwarded-For", format!("198.51.100.{}", first_address + i))
+                .json(&json!({
+                    "event": "pageview",
+                    "visitor": {"visitorId": format!("v{first_address}_{i}"), "url": "https://test.com/", "timestamp": "2025-10-16T12:00:00Z"},
+                    "website": "test.com",
+                }))
+        }
+    };
+    the_fifth_in_all(
+        "the host's per-key limit",
+        &client,
+        replicas,
+        "too many requests with this key",
+        page_view("demo_api_key", 1),
+    )
+    .await;
+    the_fifth_in_all(
+        "the site's own rate_limit_per_key",
+        &client,
+        replicas,
+        "too many requests with this key",
+        page_view(RATED_KEY, 101),
+    )
+    .await;
+    the_fifth_in_all(
+        "the per-address limit",
+        &client,
+        replicas,
+        "too many requests from this address",
+        |client, base, _| {
+            client
+                .get(format!("{base}/"))
+                .header("X-Forwarded-For", "203.0.113.50")
+        },
+    )
+    .await;
 }
