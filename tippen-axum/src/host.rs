@@ -1278,7 +1278,18 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
     }
     let key =
         tippen_core::api::presented_key(&http::Request::from_parts(parts.clone(), Bytes::new()));
-    if let Some(refusal) = host.over_key_limit(key.as_deref(), None).await {
+    // The key's site, for its own per-key limit (an unknown key: the host's limit, then the
+    // core's refusal).
+    let site = match key.as_deref() {
+        Some(k) if k.len() <= host.tippen().config().limits.max_key_bytes => {
+            host.tippen().authenticate(k).await.ok().flatten()
+        }
+        _ => None,
+    };
+    if let Some(refusal) = host
+        .over_key_limit(key.as_deref(), site.as_ref().map(|(s, _)| s))
+        .await
+    {
         return refusal;
     }
     let authorized = host

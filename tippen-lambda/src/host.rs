@@ -306,7 +306,10 @@ impl LambdaHost {
     /// The `429` for a key over its limit (the site's own, else `TIPPEN_RATE_LIMIT_PER_KEY`),
     /// counted per window in the table. A request without a known key is not counted (the
     /// core refuses it), nor is one when the counter cannot be written (logged).
-    async fn over_key_limit(&self, req: &http::Request<Bytes>) -> Option<http::Response<Bytes>> {
+    pub(crate) async fn over_key_limit(
+        &self,
+        req: &http::Request<Bytes>,
+    ) -> Option<http::Response<Bytes>> {
         let key = presented_key(req)?;
         if key.len() > self.tippen.config().limits.max_key_bytes {
             return None;

@@ -114,6 +114,16 @@ impl LambdaHost {
                 return Ok(from_core(e.into_response()));
             }
         };
+        // Upgrades count against the key's limit like requests (the same counter).
+        if let Ok(mut head) = http::Request::builder()
+            .uri(format!("{path}?{query}"))
+            .body(bytes::Bytes::new())
+        {
+            *head.headers_mut() = req.headers.clone();
+            if let Some(refusal) = self.over_key_limit(&head).await {
+                return Ok(from_core(refusal));
+            }
+        }
         let authorized = self
             .tippen()
             .authorize_socket(path, &req.headers, Some(&query));

@@ -245,6 +245,11 @@ impl SiteObject {
             Err(e) => return internal(e),
         };
         if let Some(authorized) = authorize_upgrade(&rt.tippen, &req).await? {
+            // Upgrades count against the same buckets as requests.
+            let head = http_request(&req, bytes::Bytes::new())?;
+            if let Some(refusal) = rt.over_limit(&head, client_ip(head.headers())) {
+                return worker_response(refusal);
+            }
             return match authorized {
                 Ok(role) => self.accept(&rt, role).await,
                 Err(refusal) => worker_response(refusal),
@@ -260,14 +265,7 @@ impl SiteObject {
             place: forwarded_place(&req),
             ..RequestContext::default()
         };
-        let key = presented_key(&http_req);
-        let checked = rt.gate.borrow_mut().check(
-            ctx.client_ip,
-            key.as_deref(),
-            rt.tippen.config().limits.max_key_bytes,
-            rt.tippen.now(),
-        );
-        if let Some(refusal) = checked {
+        if let Some(refusal) = rt.over_limit(&http_req, ctx.client_ip) {
             return worker_response(refusal);
         }
         let effects = rt.tippen.handle_with(http_req, &ctx, &rt.transport).await;
@@ -467,6 +465,22 @@ impl SiteObject {
 }
 
 impl Host {
+    /// The `429` for a client or key over its rate limit (the buckets of this site's object),
+    /// for a request (`req`, whose key may be in its body) or an upgrade.
+    fn over_limit(
+        &self,
+        req: &http::Request<bytes::Bytes>,
+        client: Option<std::net::IpAddr>,
+    ) -> Option<http::Response<bytes::Bytes>> {
+        let key = presented_key(req);
+        self.gate.borrow_mut().check(
+            client,
+            key.as_deref(),
+            self.tippen.config().limits.max_key_bytes,
+            self.tippen.now(),
+        )
+    }
+
     /// Applies `effects` through this object ([`host::apply`]); returns the response or reply
     /// to send, or why the alarm could not be set.
     pub(crate) async fn apply(

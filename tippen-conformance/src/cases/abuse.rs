@@ -156,6 +156,8 @@ const RATE_LIMIT_ATTEMPTS: usize = 30;
 /// A key over its site's own rate limit (1 a second, bursts of 4) is answered
 /// `429 {"error":…}` with `Retry-After` (whole seconds, 1 to 5); another site's key at the same
 /// moment is not limited, and the limited key is answered again once `Retry-After` has passed.
+/// Then the same for its WebSocket upgrades (in this case, not a case of its own: two cases
+/// spending one key's budget at once would fail each other).
 pub(super) async fn a_key_over_its_rate_limit_gets_429_with_retry_after(
     t: &Target,
 ) -> Result<(), Failure> {
@@ -214,5 +216,99 @@ pub(super) async fn a_key_over_its_rate_limit_gets_429_with_retry_after(
     // Retry-After is honest: once it has passed the key is answered again.
     tokio::time::sleep(std::time::Duration::from_secs(retry)).await;
     track_ok(&http, key, "heartbeat", &id, url, json!({})).await?;
-    Ok(())
+    upgrades_over_the_limit_are_refused(t, key, &id).await
+}
+
+/// The same key's WebSocket upgrades (the visitor channel) count against the same limit: one
+/// is refused `429 {"error":…}` once the burst is spent, and an upgrade succeeds again a
+/// `Retry-After` later. (`Retry-After` is checked when the refusal carries it: API Gateway's
+/// WebSocket `$connect` passes on the status and the body of a refusal.)
+async fn upgrades_over_the_limit_are_refused(
+    t: &Target,
+    key: &str,
+    id: &str,
+) -> Result<(), Failure> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    let url = crate::socket::visitor_url(t, Some(key), Some(id));
+    let sent = format!("WebSocket upgrade GET {url}");
+    let mut refused = None;
+    for _ in 0..RATE_LIMIT_ATTEMPTS {
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((mut ws, _)) => {
+                let _ = ws.close(None).await;
+            }
+            Err(WsError::Http(response)) if response.status().as_u16() == 429 => {
+                refused = Some(response);
+                break;
+            }
+            Err(WsError::Http(response)) => {
+                return Err(Failure::Mismatch {
+                    sent,
+                    expected: "HTTP 101, or 429 once over the site's rate limit".into(),
+                    got: format!(
+                        "HTTP {} {}",
+                        response.status(),
+                        crate::wire::describe_bytes(response.body().as_deref().unwrap_or(&[]), 300)
+                    ),
+                });
+            }
+            Err(e) => {
+                return Err(Failure::Transport {
+                    sent,
+                    error: e.to_string(),
+                });
+            }
+        }
+    }
+    let Some(response) = refused else {
+        return Err(step_failure(
+            format!(
+                "{RATE_LIMIT_ATTEMPTS} visitor-channel upgrades in a row with the key of a site \
+                 limited to {RATE_LIMITED_SITE_PER_SECOND} a second, bursts of 4"
+            ),
+            "an upgrade refused with HTTP 429 once the burst is spent",
+            "every one upgraded",
+        ));
+    };
+    let body = response.body().clone().unwrap_or_default();
+    let error = serde_json::from_slice::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_lowercase));
+    if !error.is_some_and(|e| e.contains("too many requests")) {
+        return Err(Failure::Mismatch {
+            sent,
+            expected: "HTTP 429 {\"error\": \"… too many requests …\"}".into(),
+            got: format!("HTTP 429 {}", crate::wire::describe_bytes(&body, 300)),
+        });
+    }
+    // With `Retry-After`, one upgrade once it has passed must succeed; without, one a second
+    // until one does, for at most the 5 s a `Retry-After` may say.
+    let (pause, tries) = match response.headers().get("retry-after") {
+        None => (1, 5),
+        Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(s) if (1..=5).contains(&s) => (s, 1),
+            _ => {
+                return Err(Failure::Mismatch {
+                    sent,
+                    expected: "Retry-After: whole seconds, 1 to 5".into(),
+                    got: format!("Retry-After: {v:?}"),
+                });
+            }
+        },
+    };
+    let mut last = String::new();
+    for attempt in 1..=tries {
+        tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
+        match tokio_tungstenite::connect_async(&url).await {
+            Ok((mut ws, _)) => {
+                let _ = ws.close(None).await;
+                return Ok(());
+            }
+            Err(e) => last = format!("{} s after the 429: {e}", pause * attempt),
+        }
+    }
+    Err(Failure::Transport {
+        sent: format!("{sent} (again)"),
+        error: last,
+    })
 }
