@@ -78,6 +78,14 @@ pub struct Limits {
     pub sweep_batch: usize,
     /// Attempts of a read-modify-write before giving up on contention. Default 16.
     pub max_write_attempts: usize,
+    /// How long a site's `INITIAL_VISITORS` text, once built for a dashboard socket (its
+    /// opening, or its `GET_VISITORS`), is sent again to the site's dashboards as it is,
+    /// while the site's sequence number has not moved: a flood of `GET_VISITORS` or of
+    /// dashboard connects then costs one snapshot per site and period, not one each. What
+    /// the reused text may miss is bounded by the period: time-derived fields, and a visitor
+    /// whose grace ended but whose removal is not numbered yet. `GET /api/visitors` always
+    /// reads afresh. Zero: never reused. Default 1 s.
+    pub snapshot_reuse: Duration,
 }
 
 impl Default for Limits {
@@ -94,6 +102,7 @@ impl Default for Limits {
             max_text_bytes: 2048,
             sweep_batch: 1000,
             max_write_attempts: 16,
+            snapshot_reuse: Duration::from_secs(1),
         }
     }
 }

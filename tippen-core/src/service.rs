@@ -184,6 +184,16 @@ pub struct Tippen {
     /// The rollups this service last read or wrote, with their versions (see
     /// [`history::RollupCache`]).
     rollup_cache: history::RollupCache,
+    /// Each site's last `INITIAL_VISITORS` text for dashboard sockets (see
+    /// [`Limits::snapshot_reuse`](crate::config::Limits::snapshot_reuse)).
+    snapshots: std::sync::Mutex<std::collections::HashMap<SiteId, SnapshotText>>,
+}
+
+/// A site's `INITIAL_VISITORS` text as built at `built_at`, for its sequence number `seq`.
+struct SnapshotText {
+    seq: u64,
+    built_at: Timestamp,
+    text: Arc<str>,
 }
 
 impl std::fmt::Debug for Tippen {
@@ -223,6 +233,7 @@ impl Tippen {
             video: None,
             history: None,
             rollup_cache: history::RollupCache::default(),
+            snapshots: std::sync::Mutex::default(),
         }
     }
 
@@ -770,6 +781,41 @@ impl Tippen {
             message: ServerMessage::InitialVisitors { visitors },
             seq,
         })
+    }
+
+    /// The `INITIAL_VISITORS` text for a dashboard socket: [`snapshot`](Self::snapshot)'s,
+    /// or the one built for the site less than
+    /// [`Limits::snapshot_reuse`](crate::config::Limits::snapshot_reuse) ago when the site's
+    /// sequence number has not moved since.
+    pub(crate) async fn snapshot_text(&self, site: &SiteId) -> Result<String, ServiceError> {
+        let reuse = self.config.limits.snapshot_reuse;
+        if reuse.is_zero() {
+            return Ok(self.snapshot(site).await?.to_json());
+        }
+        let seq = self.store.sequence(site).await?;
+        let now = self.clock.now();
+        let lock = || self.snapshots.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(text) = lock()
+            .get(site)
+            .filter(|c| c.seq == seq && now >= c.built_at && now < c.built_at.plus(reuse))
+            .map(|c| c.text.clone())
+        {
+            return Ok(text.to_string());
+        }
+        let snapshot = self.snapshot(site).await?;
+        let text = snapshot.to_json();
+        let mut cached = lock();
+        // Only sites whose texts are still reusable stay.
+        cached.retain(|_, c| now < c.built_at.plus(reuse));
+        cached.insert(
+            site.clone(),
+            SnapshotText {
+                seq: snapshot.seq,
+                built_at: now,
+                text: Arc::from(text.as_str()),
+            },
+        );
+        Ok(text)
     }
 
     /// A reply to one dashboard, carrying the current sequence number.

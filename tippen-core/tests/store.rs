@@ -164,3 +164,48 @@ fn a_conflict_is_retried_with_a_fresh_read() {
     assert_eq!(r.response.as_ref().unwrap().status(), 200);
     assert_eq!(r.broadcasts.len(), 1);
 }
+
+/// A flood of `GET_VISITORS` (or of dashboard connects) reads the store's visitors once per
+/// site and `Limits::snapshot_reuse`, while the site's sequence number stays; a new number or
+/// the period's end builds the snapshot again, and every reply is the current snapshot text.
+#[test]
+fn a_flood_of_snapshot_requests_builds_one_snapshot_per_period() {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use tippen_core::api::SocketRole;
+    let seq = Arc::new(AtomicU64::new(5));
+    let mut store = MockStorage::new();
+    let current = seq.clone();
+    store
+        .expect_sequence()
+        .returning(move |_| Ok(current.load(Ordering::SeqCst)));
+    store
+        .expect_visitors()
+        .times(3)
+        .returning(|_| Ok(Vec::new()));
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
+    let tippen = Tippen::new(Arc::new(store), clock.clone(), Config::default());
+    let role = SocketRole::Dashboard {
+        site: SiteId::from("s"),
+    };
+    let ask = |expected_seq: u64| {
+        let effects =
+            block(tippen.socket_frame(&role, r#"{"type":"GET_VISITORS"}"#)).expect("answered");
+        let reply: serde_json::Value =
+            serde_json::from_str(&effects.reply.expect("a reply")).expect("JSON");
+        assert_eq!(reply["type"], "INITIAL_VISITORS");
+        assert_eq!(reply["seq"], expected_seq);
+    };
+    let opened = block(tippen.socket_open(&role)).expect("opened");
+    assert!(opened.reply.is_some_and(|r| r.contains("INITIAL_VISITORS")));
+    for _ in 0..50 {
+        ask(5);
+    }
+    // The period is over: built again (the second read).
+    clock.advance(std::time::Duration::from_secs(1));
+    ask(5);
+    ask(5);
+    // A numbered change: built again at once (the third read).
+    seq.store(6, Ordering::SeqCst);
+    ask(6);
+    ask(6);
+}

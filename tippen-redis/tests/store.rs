@@ -41,11 +41,11 @@ async fn store_suite_twice_on_one_server_namespaces_isolate() {
     run_store_suite(Arc::new(connect(&server, "second").await), "same").await;
 }
 
-fn page_view(n: usize) -> Ping {
+fn ping(kind: PingKind, tab: &str, url: String) -> Ping {
     Ping {
-        kind: PingKind::PageView,
-        tab_id: format!("tab{}", n % 3),
-        url: format!("https://example.com/{n}"),
+        kind,
+        tab_id: tab.to_owned(),
+        url,
         visibility: Visibility::Visible,
         referrer: None,
         user_agent: None,
@@ -53,6 +53,11 @@ fn page_view(n: usize) -> Ping {
         client_timestamp: None,
         page_id: None,
     }
+}
+
+fn page_view(n: usize) -> Ping {
+    let tab = format!("tab{}", n % 3);
+    ping(PingKind::PageView, &tab, format!("https://example.com/{n}"))
 }
 
 /// Two replicas (two connections, two services) track 1,000 page views of one visitor, eight
@@ -116,17 +121,11 @@ async fn two_replicas_count_every_update() {
 }
 
 fn heartbeat(tab: &str) -> Ping {
-    Ping {
-        kind: PingKind::Heartbeat,
-        tab_id: tab.to_owned(),
-        url: format!("https://example.com/{tab}"),
-        visibility: Visibility::Visible,
-        referrer: None,
-        user_agent: None,
-        website: "example.com".to_owned(),
-        client_timestamp: None,
-        page_id: None,
-    }
+    ping(
+        PingKind::Heartbeat,
+        tab,
+        format!("https://example.com/{tab}"),
+    )
 }
 
 /// A heartbeat that changes nothing a dashboard sees is a touch: the stored record is not

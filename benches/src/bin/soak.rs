@@ -29,7 +29,10 @@
 //! - `long_key`: 10 KB keys;
 //! - `burst`: heartbeats of one visitor as fast as the limit answers;
 //! - `snapshot`: `GET /api/visitors` with the secret key (a full snapshot each);
-//! - `slowloris`: 100 connections that send a request header one byte per second.
+//! - `slowloris`: 100 connections that send a request header one byte per second;
+//! - `dashboard_flood`: 4 dashboard sockets (secret key) each sending `GET_VISITORS` again as
+//!   soon as the last snapshot arrived (a socket frame is no request: the HTTP rate limits do
+//!   not see it).
 //!
 //! It prints, and writes as JSON to `--out`: per kind the answers by status; legitimate request
 //! latency and transition→dashboard latency (p50, p99, p99.9, max) before and during the abuse;
@@ -489,6 +492,49 @@ async fn slowloris(base: String, tally: Shared, stop: Arc<AtomicBool>) {
     }
 }
 
+/// A dashboard asking for a snapshot again as soon as the last one arrived, until `stop`.
+/// Each snapshot received counts as status 200; a socket that could not open or closed, as 0.
+async fn dashboard_flood(base: String, tally: Shared, stop: Arc<AtomicBool>) {
+    let url = format!(
+        "{}/ws/dashboard?apiKey={SECRET_KEY}",
+        base.replacen("http://", "ws://", 1)
+    );
+    while !stop.load(Ordering::Relaxed) {
+        let Ok((mut ws, _)) = tokio_tungstenite::connect_async(&url).await else {
+            tally.lock().expect("tally").count("dashboard_flood", 0);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            continue;
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let mut got = false;
+            if ws
+                .send(Message::text(r#"{"type":"GET_VISITORS"}"#))
+                .await
+                .is_ok()
+            {
+                // Skip broadcasts until the snapshot arrives.
+                loop {
+                    match ws.next().await {
+                        Some(Ok(Message::Text(t))) if t.contains("\"INITIAL_VISITORS\"") => {
+                            got = true;
+                            break;
+                        }
+                        Some(Ok(_)) => {}
+                        _ => break,
+                    }
+                }
+            }
+            tally
+                .lock()
+                .expect("tally")
+                .count("dashboard_flood", if got { 200 } else { 0 });
+            if !got {
+                break;
+            }
+        }
+    }
+}
+
 /// p99 during the abuse over p99 before it.
 fn ratio(h: &[Option<Histogram<u64>>; 2]) -> Option<f64> {
     match h {
@@ -721,6 +767,13 @@ async fn main() {
                     tally.clone(),
                     stop.clone(),
                     rps,
+                )));
+            }
+            for _ in 0..if wanted("dashboard_flood") { 4 } else { 0 } {
+                tasks.push(tokio::spawn(dashboard_flood(
+                    server.base.clone(),
+                    tally.clone(),
+                    stop.clone(),
                 )));
             }
             for _ in 0..if wanted("slowloris") { 100 } else { 0 } {

@@ -57,7 +57,7 @@ impl Tippen {
         match role {
             SocketRole::Dashboard { site } => Ok(Effects {
                 site: Some(site.clone()),
-                ..Effects::reply(self.snapshot(site).await?.to_json())
+                ..Effects::reply(self.snapshot_text(site).await?)
             }),
             SocketRole::Visitor { site, visitor_id } => self.visitor_hello(site, visitor_id).await,
         }
@@ -95,6 +95,7 @@ impl Tippen {
                 .to_json());
         }
         let reply = match serde_json::from_str::<ClientMessage>(text) {
+            Ok(ClientMessage::GetVisitors) => return self.snapshot_text(site).await,
             Ok(ClientMessage::Ping) => {
                 self.reply(
                     site,
@@ -104,7 +105,6 @@ impl Tippen {
                 )
                 .await?
             }
-            Ok(ClientMessage::GetVisitors) => self.snapshot(site).await?,
             Err(_) => {
                 let kind = serde_json::from_str::<serde_json::Value>(text)
                     .ok()

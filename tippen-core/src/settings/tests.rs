@@ -147,6 +147,17 @@ fn the_leave_linger_defaults_to_two_seconds_and_may_be_zero() {
 }
 
 #[test]
+fn snapshot_reuse_defaults_to_a_second_and_zero_turns_it_off() {
+    let default = read(&[]).unwrap();
+    assert_eq!(default.config.limits.snapshot_reuse, Duration::from_secs(1));
+    let set = read(&[("TIPPEN_SNAPSHOT_REUSE_MS", "250")]).unwrap();
+    assert_eq!(set.config.limits.snapshot_reuse, Duration::from_millis(250));
+    let zero = read(&[("TIPPEN_SNAPSHOT_REUSE_MS", "0")]).unwrap();
+    assert_eq!(zero.config.limits.snapshot_reuse, Duration::ZERO);
+    assert!(read(&[("TIPPEN_SNAPSHOT_REUSE_MS", "-1")]).is_err());
+}
+
+#[test]
 fn socket_urls_must_be_ws_urls() {
     let s = read(&[
         (
