@@ -125,7 +125,7 @@ build_kind=$([ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ] && echo release || echo d
 
 step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
 # honorGpc is left to its default (true, as on every host: tippen_core::settings).
-sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","honorDnt":true},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij"},{"id":"v","name":"Verified","publicKey":"pk_v","secretKey":"sk_v_0123456789abcdefghij","identitySecret":"idv_conformance_0123456789abcdef"},{"id":"r","name":"Rated","publicKey":"pk_r","secretKey":"sk_r_0123456789abcdefghij","rateLimitPerKey":1}]'
+sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","honorDnt":true},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij","dashboardOrigins":["https://dash.conformance.test"]},{"id":"v","name":"Verified","publicKey":"pk_v","secretKey":"sk_v_0123456789abcdefghij","identitySecret":"idv_conformance_0123456789abcdef"},{"id":"r","name":"Rated","publicKey":"pk_r","secretKey":"sk_r_0123456789abcdefghij","rateLimitPerKey":1}]'
 table="tippen-conformance-$$"
 # The functions' environment, as template.yaml sets it on AWS (endpoints point at moto, the
 # stand-in's Management API and its asynchronous Invoke API instead).

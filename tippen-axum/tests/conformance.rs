@@ -58,7 +58,8 @@ async fn start_with(host_config: HostConfig, configure: impl FnOnce(Tippen) -> T
     for site in [
         Site::legacy("legacy", "Legacy", "legacy_key"),
         Site::new("a", "Site A", "pk_a", "sk_a").with_honor_dnt(true),
-        Site::new("b", "Site B", "pk_b", "sk_b"),
+        Site::new("b", "Site B", "pk_b", "sk_b")
+            .with_dashboard_origins(&[tippen_conformance::OTHER_SITE_DASHBOARD_ORIGIN]),
         Site::new("v", "Verified", "pk_v", "sk_v").with_identity_secret(IDENTITY_SECRET),
         Site::new("r", "Rated", "pk_r", "sk_r").with_rate_limit_per_key(
             RateLimit::per_second(RATE_LIMITED_SITE_PER_SECOND).expect("a limit"),

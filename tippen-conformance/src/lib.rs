@@ -170,6 +170,11 @@ pub struct Target {
 /// [`Target::rate_limited_site_public_key`] must be configured with (`"rateLimitPerKey":1`).
 pub const RATE_LIMITED_SITE_PER_SECOND: u32 = 1;
 
+/// The one origin the site of [`Target::other_site_secret_key`] must list as its dashboard
+/// origins (`"dashboardOrigins":["https://dash.conformance.test"]`): pages of it may open that
+/// site's dashboard socket, pages of other origins may not.
+pub const OTHER_SITE_DASHBOARD_ORIGIN: &str = "https://dash.conformance.test";
+
 /// The identity secret the site of [`Target::verified_site_public_key`] must be configured
 /// with (`identitySecret` in `TIPPEN_SITES`).
 pub const IDENTITY_SECRET: &str = "idv_conformance_0123456789abcdef";

@@ -40,7 +40,8 @@
 //! of milliseconds, at least 1; URLs are `http://` or `https://` with a host; a site id is 1 to
 //! 64 letters, digits, `-`, `_` or `.`, used once; every key is non-empty and belongs to one
 //! site in one role (a site's public and secret keys differ); a secret or legacy key given in
-//! plain has at least [`MIN_SECRET_KEY_CHARS`] (24) characters; guest URL origins are
+//! plain has at least [`MIN_SECRET_KEY_CHARS`] (24) characters; dashboard origins are
+//! `http(s)://host[:port]`; guest URL origins are
 //! `https://host[:port]`.
 //!
 //! ```
@@ -285,6 +286,12 @@ pub enum SiteProblem {
         /// The secret's length in characters.
         chars: usize,
     },
+    /// A dashboard origin is not `http(s)://host[:port]`.
+    #[error("dashboard origin {origin:?} is not an origin (http(s)://host[:port])")]
+    DashboardOrigin {
+        /// The origin as given.
+        origin: String,
+    },
     /// A guest URL origin is not `https://host[:port]`.
     #[error("guest URL origin {origin:?} is not an https:// origin (https://host[:port])")]
     GuestUrlOrigin {
@@ -471,6 +478,9 @@ pub struct SiteSpec {
     pub honor_dnt: Option<bool>,
     /// Origins guest URLs may point at (see [`Site::guest_url_origins`]); empty: any https.
     pub guest_url_origins: Vec<String>,
+    /// Origins whose pages may open the site's dashboard socket (see
+    /// [`Site::dashboard_origins`]); empty: any.
+    pub dashboard_origins: Vec<String>,
     /// The identity secret of verified in-app users (see [`Site::identity_secret`]), at least
     /// [`MIN_SECRET_KEY_CHARS`] characters.
     pub identity_secret: Option<String>,
@@ -513,6 +523,15 @@ impl SiteSpec {
                 _ => return Err(SiteProblem::GuestUrlOrigin { origin }),
             }
         }
+        let mut dashboard_origins = Vec::with_capacity(self.dashboard_origins.len());
+        for origin in self.dashboard_origins {
+            match crate::site::web_origin(&origin) {
+                Some(o) if o == origin.trim_end_matches('/').to_ascii_lowercase() => {
+                    dashboard_origins.push(o);
+                }
+                _ => return Err(SiteProblem::DashboardOrigin { origin }),
+            }
+        }
         let identity_secret = match self.identity_secret {
             Some(secret) if secret.chars().count() < MIN_SECRET_KEY_CHARS => {
                 return Err(SiteProblem::ShortIdentitySecret {
@@ -531,6 +550,7 @@ impl SiteSpec {
             honor_gpc: self.honor_gpc.unwrap_or(true),
             honor_dnt: self.honor_dnt.unwrap_or(false),
             guest_url_origins,
+            dashboard_origins,
             history_retention_days: self.history_retention_days,
             rate_limit_per_key: self
                 .rate_limit_per_key
@@ -574,6 +594,10 @@ pub struct SiteEntry {
     /// provider's; absent or empty: any `https://` URL.
     #[serde(default)]
     pub guest_url_origins: Option<Vec<String>>,
+    /// Origins (`http(s)://host[:port]`) whose pages may open the site's dashboard socket,
+    /// besides the server's own; absent or empty: any.
+    #[serde(default)]
+    pub dashboard_origins: Option<Vec<String>>,
     /// The identity secret of verified in-app users (see [`Site::identity_secret`]); absent:
     /// user ids are taken as sent.
     #[serde(default)]
@@ -605,6 +629,7 @@ impl SiteEntry {
             honor_gpc: self.honor_gpc,
             honor_dnt: self.honor_dnt,
             guest_url_origins: self.guest_url_origins.unwrap_or_default(),
+            dashboard_origins: self.dashboard_origins.unwrap_or_default(),
             identity_secret: self.identity_secret,
             history_retention_days: self.history_retention_days,
             rate_limit_per_key: self.rate_limit_per_key,

@@ -120,6 +120,12 @@ pub struct Site {
     /// `https://` URL.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub guest_url_origins: Vec<String>,
+    /// Origins (`http(s)://host[:port]`) whose pages may open this site's dashboard socket
+    /// (the browser's `Origin` on `/ws/dashboard`), besides the server's own (an `Origin`
+    /// naming the request's `Host`). Empty: any. A client sending no `Origin` (no browser) is
+    /// not concerned: it must hold the secret key all the same.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dashboard_origins: Vec<String>,
     /// The identity secret of the in-app tracker's verified identities: when set, every
     /// `POST /api/track/user-activity` must carry `userHash`, the HMAC-SHA256 of its `userId`
     /// under this secret (hex), which the product's backend computes for its logged-in user
@@ -151,6 +157,7 @@ impl Site {
             honor_gpc: true,
             honor_dnt: false,
             guest_url_origins: Vec::new(),
+            dashboard_origins: Vec::new(),
             identity_secret: None,
             history_retention_days: None,
             rate_limit_per_key: None,
@@ -168,6 +175,7 @@ impl Site {
             honor_gpc: true,
             honor_dnt: false,
             guest_url_origins: Vec::new(),
+            dashboard_origins: Vec::new(),
             identity_secret: None,
             history_retention_days: None,
             rate_limit_per_key: None,
@@ -191,6 +199,37 @@ impl Site {
     pub fn with_guest_url_origins(mut self, origins: &[&str]) -> Self {
         self.guest_url_origins = origins.iter().filter_map(|o| https_origin(o)).collect();
         self
+    }
+
+    /// The same site letting pages of `origins` only (besides the server's own) open its
+    /// dashboard socket (see [`dashboard_origins`](Self::dashboard_origins)).
+    pub fn with_dashboard_origins(mut self, origins: &[&str]) -> Self {
+        self.dashboard_origins = origins.iter().filter_map(|o| web_origin(o)).collect();
+        self
+    }
+
+    /// Whether a browser page of `origin` (its `Origin` header) may open this site's
+    /// dashboard socket on a server reached as `host` (the request's `Host`): any origin when
+    /// the site lists none, else a listed one or the server's own.
+    pub fn allows_dashboard_origin(&self, origin: &str, host: Option<&str>) -> bool {
+        if self.dashboard_origins.is_empty() {
+            return true;
+        }
+        let Some(origin) = web_origin(origin) else {
+            // `null` (a sandboxed or file page) and anything unparsable.
+            return false;
+        };
+        if self.dashboard_origins.contains(&origin) {
+            return true;
+        }
+        host.is_some_and(|host| {
+            let host = host.to_ascii_lowercase();
+            origin
+                .split_once("://")
+                .is_some_and(|(_, authority)| authority == host)
+                || web_origin(&format!("http://{host}")).is_some_and(|o| o == origin)
+                || web_origin(&format!("https://{host}")).is_some_and(|o| o == origin)
+        })
     }
 
     /// The same site verifying in-app user identities with `secret` (see
@@ -350,9 +389,68 @@ pub fn https_origin(url: &str) -> Option<String> {
     })
 }
 
+/// The origin (`http(s)://host[:port]`, lowercase, default port left out) of an `http://` or
+/// `https://` URL without credentials; `None` for anything else.
+pub fn web_origin(url: &str) -> Option<String> {
+    let uri: http::Uri = url.parse().ok()?;
+    let (scheme, default_port) = match uri.scheme_str()? {
+        "https" => ("https", 443),
+        "http" => ("http", 80),
+        _ => return None,
+    };
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') || authority.host().is_empty() {
+        return None;
+    }
+    let host = authority.host().to_ascii_lowercase();
+    Some(match authority.port_u16() {
+        Some(port) if port != default_port => format!("{scheme}://{host}:{port}"),
+        _ => format!("{scheme}://{host}"),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dashboard_origins_allow_the_listed_and_the_servers_own() {
+        let open = Site::new("a", "A", "pk", "sk");
+        assert!(open.allows_dashboard_origin("https://evil.test", Some("tippen.test")));
+        let site =
+            open.with_dashboard_origins(&["https://Dash.Acme.test/", "http://localhost:3000"]);
+        assert_eq!(
+            site.dashboard_origins,
+            ["https://dash.acme.test", "http://localhost:3000"]
+        );
+        for allowed in [
+            "https://dash.acme.test",
+            "https://DASH.acme.test:443",
+            "http://localhost:3000",
+            "https://tippen.test",
+            "http://tippen.test",
+        ] {
+            assert!(
+                site.allows_dashboard_origin(allowed, Some("tippen.test")),
+                "{allowed}"
+            );
+        }
+        assert!(site.allows_dashboard_origin("http://127.0.0.1:8787", Some("127.0.0.1:8787")));
+        for refused in [
+            "https://evil.test",
+            "https://dash.acme.test.evil.test",
+            "http://dash.acme.test",
+            "null",
+            "",
+            "https://tippen.test:8443",
+        ] {
+            assert!(
+                !site.allows_dashboard_origin(refused, Some("tippen.test")),
+                "{refused}"
+            );
+        }
+        assert!(!site.allows_dashboard_origin("https://tippen.test", None));
+    }
 
     #[test]
     fn roles() {

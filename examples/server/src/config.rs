@@ -232,6 +232,10 @@ pub struct SiteEntry {
     /// provider's; absent: any `https://` URL.
     #[serde(default)]
     pub guest_url_origins: Vec<String>,
+    /// Origins (`http(s)://host[:port]`) whose pages may open this site's dashboard socket,
+    /// besides the server's own; absent: any.
+    #[serde(default)]
+    pub dashboard_origins: Vec<String>,
     /// Verified in-app identities: the secret under which your backend signs each logged-in
     /// user's id (`userHash`, hex HMAC-SHA256); absent: user ids are taken as sent.
     pub identity_secret: Option<String>,
@@ -307,6 +311,7 @@ impl FileConfig {
                 honor_gpc: None,
                 honor_dnt: None,
                 guest_url_origins: Vec::new(),
+                dashboard_origins: Vec::new(),
                 identity_secret: None,
                 history_retention_days: None,
                 rate_limit_per_key: None,
@@ -485,6 +490,7 @@ impl SiteEntry {
             honor_gpc: self.honor_gpc,
             honor_dnt: self.honor_dnt,
             guest_url_origins: self.guest_url_origins,
+            dashboard_origins: self.dashboard_origins,
             identity_secret: self.identity_secret,
             history_retention_days: self.history_retention_days,
             rate_limit_per_key: self.rate_limit_per_key,

@@ -8,7 +8,7 @@ use super::{listed_visitor, step_failure, track, track_ok};
 use crate::dashboard::{Dashboard, is_type, percent_encode};
 use crate::http::{Http, Req};
 use crate::wire::{track_body, unique_id};
-use crate::{Failure, RATE_LIMITED_SITE_PER_SECOND, Target};
+use crate::{Failure, OTHER_SITE_DASHBOARD_ORIGIN, RATE_LIMITED_SITE_PER_SECOND, Target};
 
 /// The `/track/leave` flood of the issue: exit beacons (`text/plain`, key in the body or the
 /// query) naming 60 KB tab ids are each refused with 400 naming `tabId`, as is the `leave`
@@ -311,4 +311,96 @@ async fn upgrades_over_the_limit_are_refused(
         sent: format!("{sent} (again)"),
         error: last,
     })
+}
+
+/// A site listing dashboard origins lets browsers of those origins open its dashboard socket,
+/// and refuses the upgrade with `403 {"error": "…origin…"}` for a page of another origin (a
+/// foreign page using a leaked secret key); a client sending no `Origin` (no browser) still
+/// connects. A site listing none (the main site) takes any origin.
+pub(super) async fn dashboard_origins_are_enforced(t: &Target) -> Result<(), Failure> {
+    use tokio_tungstenite::tungstenite::Error as WsError;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let upgrade = |key: &str, origin: Option<&str>| {
+        let url = crate::dashboard::dashboard_url(t, Some(key));
+        let sent = match origin {
+            Some(o) => format!("WebSocket upgrade GET {url} with Origin: {o}"),
+            None => format!("WebSocket upgrade GET {url} without Origin"),
+        };
+        let origin = origin.map(str::to_owned);
+        async move {
+            let mut req = url
+                .as_str()
+                .into_client_request()
+                .map_err(|e| Failure::Transport {
+                    sent: sent.clone(),
+                    error: e.to_string(),
+                })?;
+            if let Some(o) = &origin {
+                req.headers_mut()
+                    .insert("origin", o.parse().expect("an origin is a header value"));
+            }
+            let answer = match tokio_tungstenite::connect_async(req).await {
+                Ok((mut ws, _)) => {
+                    let _ = ws.close(None).await;
+                    Ok(101)
+                }
+                Err(WsError::Http(response)) => Err((
+                    response.status().as_u16(),
+                    response.body().clone().unwrap_or_default(),
+                )),
+                Err(e) => {
+                    return Err(Failure::Transport {
+                        sent,
+                        error: e.to_string(),
+                    });
+                }
+            };
+            Ok((sent, answer))
+        }
+    };
+    let evil = "https://evil.conformance.test";
+    for (key, origin, allowed) in [
+        (
+            &t.other_site_secret_key,
+            Some(OTHER_SITE_DASHBOARD_ORIGIN),
+            true,
+        ),
+        (&t.other_site_secret_key, None, true),
+        (&t.other_site_secret_key, Some(evil), false),
+        (&t.secret_key, Some(evil), true),
+    ] {
+        let (sent, answer) = upgrade(key, origin).await?;
+        match (answer, allowed) {
+            (Ok(_), true) => {}
+            (Err((403, body)), false) => {
+                let error = serde_json::from_slice::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"].as_str().map(str::to_owned));
+                if !error.is_some_and(|e| e.contains("origin")) {
+                    return Err(Failure::Mismatch {
+                        sent,
+                        expected: "HTTP 403 {\"error\": \"… origin …\"}".into(),
+                        got: format!("HTTP 403 {}", crate::wire::describe_bytes(&body, 300)),
+                    });
+                }
+            }
+            (answer, allowed) => {
+                return Err(Failure::Mismatch {
+                    sent,
+                    expected: if allowed {
+                        "HTTP 101: the socket opens".into()
+                    } else {
+                        "HTTP 403 for a page of an origin the site does not list".into()
+                    },
+                    got: match answer {
+                        Ok(_) => "HTTP 101, the socket opened".into(),
+                        Err((status, body)) => {
+                            format!("HTTP {status} {}", crate::wire::describe_bytes(&body, 300))
+                        }
+                    },
+                });
+            }
+        }
+    }
+    Ok(())
 }

@@ -86,6 +86,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(abuse::over_long_dashboard_frames_get_an_error),
         case!(abuse::guest_urls_must_be_https),
         case!(abuse::a_key_over_its_rate_limit_gets_429_with_retry_after, needs RateLimitedSite),
+        case!(abuse::dashboard_origins_are_enforced),
         case!(errors::served_pages_are_told_where_the_sockets_are),
         // CORS.
         case!(cors::preflight_is_answered),

@@ -17,7 +17,8 @@ impl Tippen {
     /// trailing slash allowed): `None` when the path is not a socket path, else the socket's
     /// role or the refusal to send instead of upgrading. The key comes from the
     /// `X-Tippen-Api-Key` header or the `apiKey` query parameter. A dashboard needs the
-    /// secret key; the visitor channel any of the site's keys and a `visitorId` (no key: 401;
+    /// secret key, and a browser's `Origin` allowed by the site
+    /// ([`Site::dashboard_origins`](crate::Site::dashboard_origins); else 403); the visitor channel any of the site's keys and a `visitorId` (no key: 401;
     /// an unknown key: 403; a missing or over-long `visitorId`: 400). On success the host
     /// upgrades, subscribes the socket, then sends what [`socket_open`](Self::socket_open)
     /// answers.
@@ -35,10 +36,26 @@ impl Tippen {
         };
         let key = key_from(headers, query);
         let result = async {
-            let site = self.authorize(key.as_deref(), need).await?.id;
+            let site = self.authorize(key.as_deref(), need).await?;
             if need == KeyRole::Secret {
-                return Ok(SocketRole::Dashboard { site });
+                if let Some(origin) = headers.get(http::header::ORIGIN) {
+                    let origin = String::from_utf8_lossy(origin.as_bytes());
+                    let host = headers
+                        .get(http::header::HOST)
+                        .and_then(|h| h.to_str().ok());
+                    if !site.allows_dashboard_origin(&origin, host) {
+                        return Err(ApiError::new(
+                            http::StatusCode::FORBIDDEN,
+                            format!(
+                                "origin {} may not open this site's dashboards (not in its dashboardOrigins)",
+                                cut(origin.into_owned(), 256)
+                            ),
+                        ));
+                    }
+                }
+                return Ok(SocketRole::Dashboard { site: site.id });
             }
+            let site = site.id;
             let visitor_id = query_param(query, "visitorId").unwrap_or_default();
             check_id("visitorId", &visitor_id, self.config().limits.max_id_bytes)?;
             Ok(SocketRole::Visitor { site, visitor_id })

@@ -129,7 +129,9 @@ impl Enricher {
 
     /// Sends the provider request for `ip` unless another process sharing the store has
     /// claimed its lookup ([`Store::claim_lookup`](crate::Store::claim_lookup)): then waits
-    /// for that process's result in the cache instead. A failed claim is logged and the
+    /// for that process's result in the cache instead. Once claimed, the cache is read again
+    /// (the last claimer may have written it and released its claim just before), and the
+    /// request is sent only when it still has nothing. A failed claim is logged and the
     /// request sent (a second request beats a visitor left without a company).
     async fn start<I: LookupIo + ?Sized>(&self, tippen: &Tippen, io: &I, ip: IpAddr) {
         let (hold, poll) = {
@@ -137,7 +139,14 @@ impl Enricher {
             (driver.config().claim_hold, driver.config().claim_poll)
         };
         match tippen.store().claim_lookup(ip, hold).await {
-            Ok(true) => {}
+            Ok(true) => {
+                if self.settled_elsewhere(tippen, io, ip).await {
+                    if let Err(e) = tippen.store().release_lookup(ip).await {
+                        tracing::warn!(error = %e, "could not release an enrichment lookup claim");
+                    }
+                    return;
+                }
+            }
             Ok(false) => {
                 tracing::debug!(%ip, "another replica is looking this address up");
                 lock(&self.driver).elsewhere(ip, tippen.now().plus(poll));
@@ -154,20 +163,34 @@ impl Enricher {
     /// process's waiters; while its claim holds, check again later; when the claim is gone
     /// without a result (that process died or gave up), look it up here.
     async fn check_elsewhere<I: LookupIo + ?Sized>(&self, tippen: &Tippen, io: &I, ip: IpAddr) {
-        match tippen.fresh_cached_lookup(ip).await {
-            Ok(Some(entry)) => {
-                let (events, waiters) = lock(&self.driver).settled_elsewhere(ip, tippen.now());
-                steps::record(tippen, events).await;
-                let answer = Arc::new(Answer::Cached(entry));
-                for (site, visitor) in waiters {
-                    io.deliver(site, visitor, answer.clone()).await;
-                }
-            }
-            Ok(None) => self.start(tippen, io, ip).await,
+        if !self.settled_elsewhere(tippen, io, ip).await {
+            self.start(tippen, io, ip).await;
+        }
+    }
+
+    /// Gives the waiters of `ip` the shared cache's fresh entry, if it has one (another
+    /// process settled the lookup); whether it had. A failed read is logged and counts as
+    /// none.
+    async fn settled_elsewhere<I: LookupIo + ?Sized>(
+        &self,
+        tippen: &Tippen,
+        io: &I,
+        ip: IpAddr,
+    ) -> bool {
+        let entry = match tippen.fresh_cached_lookup(ip).await {
+            Ok(Some(entry)) => entry,
+            Ok(None) => return false,
             Err(e) => {
                 tracing::warn!(error = %e, "enrichment cache read failed");
-                self.start(tippen, io, ip).await;
+                return false;
             }
+        };
+        let (events, waiters) = lock(&self.driver).settled_elsewhere(ip, tippen.now());
+        steps::record(tippen, events).await;
+        let answer = Arc::new(Answer::Cached(entry));
+        for (site, visitor) in waiters {
+            io.deliver(site, visitor, answer.clone()).await;
         }
+        true
     }
 }

@@ -442,6 +442,7 @@ fn a_lookup_names_where_each_value_came_from() {
         honor_gpc: None,
         honor_dnt: None,
         guest_url_origins: Vec::new(),
+        dashboard_origins: Vec::new(),
         identity_secret: None,
         history_retention_days: None,
         rate_limit_per_key: None,
@@ -581,6 +582,7 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
         honor_gpc: None,
         honor_dnt: None,
         guest_url_origins: Vec::new(),
+        dashboard_origins: Vec::new(),
         identity_secret: None,
         history_retention_days: None,
         rate_limit_per_key: None,
@@ -606,6 +608,32 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
         assert_eq!(
             site_problem(&json).1,
             SiteProblem::GuestUrlOrigin { origin: bad.into() },
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn dashboard_origins_are_http_or_https_origins() {
+    let s = sites(
+        r#"[{"id":"a","legacyKey":"demo_api_key_0123456789ab","dashboardOrigins":["https://dash.example.com","http://localhost:3000"]}]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        s.sites[0].dashboard_origins,
+        ["https://dash.example.com", "http://localhost:3000"]
+    );
+    for bad in [
+        "https://dash.example.com/app",
+        "dash.example.com",
+        "ftp://x.test",
+    ] {
+        let json = format!(
+            r#"[{{"id":"a","legacyKey":"demo_api_key_0123456789ab","dashboardOrigins":["{bad}"]}}]"#
+        );
+        assert_eq!(
+            site_problem(&json).1,
+            SiteProblem::DashboardOrigin { origin: bad.into() },
             "{bad}"
         );
     }
