@@ -876,6 +876,24 @@ impl TippenHost {
                     };
                     match answered {
                         Ok(reply) => {
+                            // What the site broadcast before the reply was built is in the
+                            // feed already (numbered and sent under the owner's lock, as the
+                            // reply was built): it goes first, so a reply's `seq` never runs
+                            // ahead of the messages this socket has.
+                            let mut open = true;
+                            if reply.is_some()
+                                && let Feed::Dashboard(rx) = &mut feed
+                            {
+                                while let Ok(text) = rx.try_recv() {
+                                    if !conn.send(Message::Text(text)).await {
+                                        open = false;
+                                        break;
+                                    }
+                                }
+                            }
+                            if !open {
+                                break;
+                            }
                             if let Some(reply) = reply
                                 && !conn.send(Message::Text(reply.into())).await
                             {
