@@ -27,8 +27,8 @@ pub enum LimitScope {
     Key(KeyHash),
     /// Requests presenting one key of a site that has its own per-key limit
     /// ([`Site::rate_limit_per_key`](tippen_core::Site::rate_limit_per_key)), under that
-    /// limit. Apart from [`Key`](Self::Key): the same key's WebSocket upgrades are counted
-    /// under the host's limit, as without a shared limiter.
+    /// limit (its requests and its WebSocket upgrades alike). Apart from [`Key`](Self::Key),
+    /// since the two limits differ.
     SiteKey(KeyHash),
 }
 

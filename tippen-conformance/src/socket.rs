@@ -221,6 +221,67 @@ impl VisitorSocket {
     }
 }
 
+/// What a server answered a WebSocket upgrade.
+pub(crate) enum Upgraded {
+    /// HTTP 101: the socket opened (and was closed again at once).
+    Opened,
+    /// Another HTTP answer: its status, headers and body.
+    Refused {
+        status: u16,
+        headers: tokio_tungstenite::tungstenite::http::HeaderMap,
+        body: Vec<u8>,
+    },
+}
+
+impl Upgraded {
+    /// The answer, for a failure message.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Upgraded::Opened => "HTTP 101, the socket opened".into(),
+            Upgraded::Refused { status, body, .. } => {
+                format!("HTTP {status} {}", describe_bytes(body, 300))
+            }
+        }
+    }
+
+    /// The `error` of a refusal's JSON body, if it has one.
+    pub(crate) fn error(&self) -> Option<String> {
+        match self {
+            Upgraded::Opened => None,
+            Upgraded::Refused { body, .. } => serde_json::from_slice::<Value>(body)
+                .ok()
+                .and_then(|v| v["error"].as_str().map(str::to_owned)),
+        }
+    }
+}
+
+/// Tries the WebSocket upgrade `req` (`sent` describes it): opened or refused, or a failure
+/// when no HTTP answer came.
+pub(crate) async fn try_upgrade(
+    req: tokio_tungstenite::tungstenite::handshake::client::Request,
+    sent: &str,
+) -> Result<Upgraded, Failure> {
+    let transport = |error: String| Failure::Transport {
+        sent: sent.to_owned(),
+        error,
+    };
+    let attempt = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req))
+        .await
+        .map_err(|_| transport(format!("no answer within {CONNECT_TIMEOUT:?}")))?;
+    match attempt {
+        Ok((mut ws, _)) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            Ok(Upgraded::Opened)
+        }
+        Err(WsError::Http(response)) => Ok(Upgraded::Refused {
+            status: response.status().as_u16(),
+            headers: response.headers().clone(),
+            body: response.body().clone().unwrap_or_default(),
+        }),
+        Err(other) => Err(transport(other.to_string())),
+    }
+}
+
 /// Tries a WebSocket upgrade at `url` that the server must refuse; returns the refusal's HTTP
 /// status and body, or a failure when the upgrade succeeds.
 pub(crate) async fn refused_at(url: &str) -> Result<(u16, Vec<u8>), Failure> {

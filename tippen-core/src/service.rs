@@ -802,15 +802,21 @@ impl Tippen {
         {
             return Ok(text.to_string());
         }
-        let snapshot = self.snapshot(site).await?;
-        let text = snapshot.to_json();
+        // Built on the number just read, as `snapshot` does (number first, then the visitors).
+        let text = Sequenced {
+            message: ServerMessage::InitialVisitors {
+                visitors: self.live_visitors(site).await?,
+            },
+            seq,
+        }
+        .to_json();
         let mut cached = lock();
         // Only sites whose texts are still reusable stay.
         cached.retain(|_, c| now < c.built_at.plus(reuse));
         cached.insert(
             site.clone(),
             SnapshotText {
-                seq: snapshot.seq,
+                seq,
                 built_at: now,
                 text: Arc::from(text.as_str()),
             },

@@ -5,8 +5,9 @@
 use serde_json::json;
 
 use super::{listed_visitor, step_failure, track, track_ok};
-use crate::dashboard::{Dashboard, is_type, percent_encode};
+use crate::dashboard::{Dashboard, dashboard_url, is_type, percent_encode};
 use crate::http::{Http, Req};
+use crate::socket::{Upgraded, try_upgrade, visitor_url};
 use crate::wire::{track_body, unique_id};
 use crate::{Failure, OTHER_SITE_DASHBOARD_ORIGIN, RATE_LIMITED_SITE_PER_SECOND, Target};
 
@@ -228,39 +229,27 @@ async fn upgrades_over_the_limit_are_refused(
     key: &str,
     id: &str,
 ) -> Result<(), Failure> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    let url = crate::socket::visitor_url(t, Some(key), Some(id));
+    let url = visitor_url(t, Some(key), Some(id));
     let sent = format!("WebSocket upgrade GET {url}");
+    let upgrade = || async { try_upgrade(client_request(&url, &sent)?, &sent).await };
     let mut refused = None;
     for _ in 0..RATE_LIMIT_ATTEMPTS {
-        match tokio_tungstenite::connect_async(&url).await {
-            Ok((mut ws, _)) => {
-                let _ = ws.close(None).await;
-            }
-            Err(WsError::Http(response)) if response.status().as_u16() == 429 => {
-                refused = Some(response);
+        match upgrade().await? {
+            Upgraded::Opened => {}
+            answer @ Upgraded::Refused { status: 429, .. } => {
+                refused = Some(answer);
                 break;
             }
-            Err(WsError::Http(response)) => {
+            answer => {
                 return Err(Failure::Mismatch {
                     sent,
                     expected: "HTTP 101, or 429 once over the site's rate limit".into(),
-                    got: format!(
-                        "HTTP {} {}",
-                        response.status(),
-                        crate::wire::describe_bytes(response.body().as_deref().unwrap_or(&[]), 300)
-                    ),
-                });
-            }
-            Err(e) => {
-                return Err(Failure::Transport {
-                    sent,
-                    error: e.to_string(),
+                    got: answer.describe(),
                 });
             }
         }
     }
-    let Some(response) = refused else {
+    let Some(answer) = refused else {
         return Err(step_failure(
             format!(
                 "{RATE_LIMIT_ATTEMPTS} visitor-channel upgrades in a row with the key of a site \
@@ -270,20 +259,23 @@ async fn upgrades_over_the_limit_are_refused(
             "every one upgraded",
         ));
     };
-    let body = response.body().clone().unwrap_or_default();
-    let error = serde_json::from_slice::<serde_json::Value>(&body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_lowercase));
-    if !error.is_some_and(|e| e.contains("too many requests")) {
+    if !answer
+        .error()
+        .is_some_and(|e| e.to_lowercase().contains("too many requests"))
+    {
         return Err(Failure::Mismatch {
             sent,
             expected: "HTTP 429 {\"error\": \"… too many requests …\"}".into(),
-            got: format!("HTTP 429 {}", crate::wire::describe_bytes(&body, 300)),
+            got: answer.describe(),
         });
     }
+    let retry_after = match &answer {
+        Upgraded::Refused { headers, .. } => headers.get("retry-after"),
+        Upgraded::Opened => None,
+    };
     // With `Retry-After`, one upgrade once it has passed must succeed; without, one a second
     // until one does, for at most the 5 s a `Retry-After` may say.
-    let (pause, tries) = match response.headers().get("retry-after") {
+    let (pause, tries) = match retry_after {
         None => (1, 5),
         Some(v) => match v.to_str().ok().and_then(|v| v.trim().parse::<u64>().ok()) {
             Some(s) if (1..=5).contains(&s) => (s, 1),
@@ -299,17 +291,27 @@ async fn upgrades_over_the_limit_are_refused(
     let mut last = String::new();
     for attempt in 1..=tries {
         tokio::time::sleep(std::time::Duration::from_secs(pause)).await;
-        match tokio_tungstenite::connect_async(&url).await {
-            Ok((mut ws, _)) => {
-                let _ = ws.close(None).await;
-                return Ok(());
-            }
-            Err(e) => last = format!("{} s after the 429: {e}", pause * attempt),
+        match upgrade().await? {
+            Upgraded::Opened => return Ok(()),
+            answer => last = format!("{} s after the 429: {}", pause * attempt, answer.describe()),
         }
     }
-    Err(Failure::Transport {
+    Err(Failure::Mismatch {
         sent: format!("{sent} (again)"),
-        error: last,
+        expected: "HTTP 101 once Retry-After has passed".into(),
+        got: last,
+    })
+}
+
+/// `url` as a WebSocket client request (`sent` describes it in a failure).
+fn client_request(
+    url: &str,
+    sent: &str,
+) -> Result<tokio_tungstenite::tungstenite::handshake::client::Request, Failure> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    url.into_client_request().map_err(|e| Failure::Transport {
+        sent: sent.to_owned(),
+        error: e.to_string(),
     })
 }
 
@@ -318,46 +320,6 @@ async fn upgrades_over_the_limit_are_refused(
 /// foreign page using a leaked secret key); a client sending no `Origin` (no browser) still
 /// connects. A site listing none (the main site) takes any origin.
 pub(super) async fn dashboard_origins_are_enforced(t: &Target) -> Result<(), Failure> {
-    use tokio_tungstenite::tungstenite::Error as WsError;
-    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-    let upgrade = |key: &str, origin: Option<&str>| {
-        let url = crate::dashboard::dashboard_url(t, Some(key));
-        let sent = match origin {
-            Some(o) => format!("WebSocket upgrade GET {url} with Origin: {o}"),
-            None => format!("WebSocket upgrade GET {url} without Origin"),
-        };
-        let origin = origin.map(str::to_owned);
-        async move {
-            let mut req = url
-                .as_str()
-                .into_client_request()
-                .map_err(|e| Failure::Transport {
-                    sent: sent.clone(),
-                    error: e.to_string(),
-                })?;
-            if let Some(o) = &origin {
-                req.headers_mut()
-                    .insert("origin", o.parse().expect("an origin is a header value"));
-            }
-            let answer = match tokio_tungstenite::connect_async(req).await {
-                Ok((mut ws, _)) => {
-                    let _ = ws.close(None).await;
-                    Ok(101)
-                }
-                Err(WsError::Http(response)) => Err((
-                    response.status().as_u16(),
-                    response.body().clone().unwrap_or_default(),
-                )),
-                Err(e) => {
-                    return Err(Failure::Transport {
-                        sent,
-                        error: e.to_string(),
-                    });
-                }
-            };
-            Ok((sent, answer))
-        }
-    };
     let evil = "https://evil.conformance.test";
     for (key, origin, allowed) in [
         (
@@ -369,26 +331,38 @@ pub(super) async fn dashboard_origins_are_enforced(t: &Target) -> Result<(), Fai
         (&t.other_site_secret_key, Some(evil), false),
         (&t.secret_key, Some(evil), true),
     ] {
-        let (sent, answer) = upgrade(key, origin).await?;
-        match (answer, allowed) {
-            (Ok(_), true) => {}
+        let url = dashboard_url(t, Some(key));
+        let sent = match origin {
+            Some(o) => format!("WebSocket upgrade GET {url} with Origin: {o}"),
+            None => format!("WebSocket upgrade GET {url} without Origin"),
+        };
+        let mut req = client_request(&url, &sent)?;
+        if let Some(o) = origin {
+            req.headers_mut()
+                .insert("origin", o.parse().expect("an origin is a header value"));
+        }
+        let answer = try_upgrade(req, &sent).await?;
+        match (&answer, allowed) {
+            (Upgraded::Opened, true) => {}
             // `wrangler dev` hands the client a refused upgrade that carried an `Origin`
             // without its body (the Worker's log shows its 403): the status is checked there,
             // the body wherever it arrives.
-            (Err((403, body)), false) if body.is_empty() => {}
-            (Err((403, body)), false) => {
-                let error = serde_json::from_slice::<serde_json::Value>(&body)
-                    .ok()
-                    .and_then(|v| v["error"].as_str().map(str::to_owned));
-                if !error.is_some_and(|e| e.contains("origin")) {
+            (
+                Upgraded::Refused {
+                    status: 403, body, ..
+                },
+                false,
+            ) if body.is_empty() => {}
+            (Upgraded::Refused { status: 403, .. }, false) => {
+                if !answer.error().is_some_and(|e| e.contains("origin")) {
                     return Err(Failure::Mismatch {
                         sent,
                         expected: "HTTP 403 {\"error\": \"… origin …\"}".into(),
-                        got: format!("HTTP 403 {}", crate::wire::describe_bytes(&body, 300)),
+                        got: answer.describe(),
                     });
                 }
             }
-            (answer, allowed) => {
+            _ => {
                 return Err(Failure::Mismatch {
                     sent,
                     expected: if allowed {
@@ -396,12 +370,7 @@ pub(super) async fn dashboard_origins_are_enforced(t: &Target) -> Result<(), Fai
                     } else {
                         "HTTP 403 for a page of an origin the site does not list".into()
                     },
-                    got: match answer {
-                        Ok(_) => "HTTP 101, the socket opened".into(),
-                        Err((status, body)) => {
-                            format!("HTTP {status} {}", crate::wire::describe_bytes(&body, 300))
-                        }
-                    },
+                    got: answer.describe(),
                 });
             }
         }
