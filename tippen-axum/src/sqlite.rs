@@ -25,6 +25,10 @@
 //! once shares) before acknowledging a deletion, an invite or its change, or an activity
 //! batch. So only heartbeats and page views are written behind.
 //!
+//! Spent dashboard socket tickets ([`Store::spend_ticket`]) are kept in memory only: a ticket
+//! spent before a restart could be spent once more after it, within its lifetime
+//! ([`Limits::ws_ticket_ttl`](tippen_core::config::Limits::ws_ticket_ttl), 30 s by default).
+//!
 //! Sites are always written immediately ([`Store::put_site`] waits for the commit).
 //! [`SqliteStore::flush`] waits until everything written so far is committed; dropping the
 //! store commits what is pending and closes the file.
@@ -79,6 +83,7 @@ use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::history::OpenVisit;
 use tippen_core::presence::VisitorRecord;
 use tippen_core::records::RecordTable;
+use tippen_core::store::SpentTickets;
 use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 use tokio::sync::watch;
@@ -267,6 +272,8 @@ struct State {
     stats: HashMap<SiteId, EnrichmentStats>,
     /// Support users per site.
     users: HashMap<SiteId, RecordTable<Arc<UserRecord>>>,
+    /// Spent dashboard socket tickets: in memory only (see the module docs).
+    tickets: SpentTickets,
     pending: Pending,
     /// Number of the last change recorded in `pending`.
     generation: u64,
@@ -1215,6 +1222,20 @@ impl Store for SqliteStore {
             .get(key)
             .and_then(|id| state.sites.get(id))
             .cloned())
+    }
+
+    async fn site(&self, id: &SiteId) -> Result<Option<Site>, StoreError> {
+        Ok(self.state().sites.get(id).cloned())
+    }
+
+    async fn spend_ticket(
+        &self,
+        site: &SiteId,
+        token: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self.state().tickets.spend(site, token, now, until))
     }
 
     async fn visitor(

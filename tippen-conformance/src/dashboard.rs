@@ -40,6 +40,14 @@ pub(crate) fn dashboard_url(target: &Target, key: Option<&str>) -> String {
     }
 }
 
+/// `ws://…/ws/dashboard?ticket=…`: the dashboard socket opened with a ticket of
+/// `POST /api/ws-ticket` instead of the key.
+pub(crate) fn dashboard_ticket_url(target: &Target, ticket: &str) -> String {
+    let url = dashboard_url(target, None);
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}ticket={}", percent_encode(ticket))
+}
+
 /// Percent-encodes everything but unreserved characters.
 pub(crate) fn percent_encode(s: &str) -> String {
     let mut out = String::new();
@@ -84,7 +92,12 @@ impl Dashboard {
     }
 
     async fn connect_with(target: &Target, key: &str, exact_seq: bool) -> Result<Self, Failure> {
-        let url = dashboard_url(target, Some(key));
+        Self::connect_url(dashboard_url(target, Some(key)), exact_seq).await
+    }
+
+    /// Connects to the dashboard socket at `url` (its query carries the credential) and reads
+    /// the first message, like [`Dashboard::connect`].
+    pub(crate) async fn connect_url(url: String, exact_seq: bool) -> Result<Self, Failure> {
         let ws = upgrade(&url).await?;
         let mut dashboard = Dashboard {
             ws,

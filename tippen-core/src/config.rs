@@ -86,6 +86,9 @@ pub struct Limits {
     /// whose grace ended but whose removal is not numbered yet. `GET /api/visitors` always
     /// reads afresh. Zero: never reused. Default 1 s.
     pub snapshot_reuse: Duration,
+    /// How long a dashboard socket ticket (`POST /api/ws-ticket`) may be spent; it opens one
+    /// socket, once. Default 30 s.
+    pub ws_ticket_ttl: Duration,
 }
 
 impl Default for Limits {
@@ -103,6 +106,7 @@ impl Default for Limits {
             sweep_batch: 1000,
             max_write_attempts: 16,
             snapshot_reuse: Duration::from_secs(1),
+            ws_ticket_ttl: Duration::from_secs(30),
         }
     }
 }

@@ -12,7 +12,7 @@ use crate::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use crate::presence::VisitorRecord;
 use crate::records::RecordTable;
 use crate::site::{KeyHash, Site, SiteId};
-use crate::store::{Store, StoreError, Version, Versioned};
+use crate::store::{SpentTickets, Store, StoreError, Version, Versioned};
 use crate::support::UserRecord;
 
 /// A [`Store`] in memory: hash maps, visitors and users in per-site [`RecordTable`]s.
@@ -29,6 +29,8 @@ struct Inner {
     lookups: HashMap<IpAddr, CachedLookup>,
     stats: HashMap<SiteId, EnrichmentStats>,
     users: HashMap<SiteId, RecordTable<UserRecord>>,
+    /// Spent dashboard socket tickets and until when each is kept.
+    tickets: SpentTickets,
 }
 
 #[derive(Debug, Default)]
@@ -110,6 +112,20 @@ impl Store for MemoryStore {
             .get(key)
             .and_then(|id| inner.sites.get(id))
             .cloned())
+    }
+
+    async fn site(&self, id: &SiteId) -> Result<Option<Site>, StoreError> {
+        Ok(self.lock().sites.get(id).cloned())
+    }
+
+    async fn spend_ticket(
+        &self,
+        site: &SiteId,
+        token: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        Ok(self.lock().tickets.spend(site, token, now, until))
     }
 
     async fn visitor(

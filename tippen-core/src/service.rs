@@ -836,6 +836,11 @@ impl Tippen {
         })
     }
 
+    /// 64 bits from the injected id generator (ticket nonces).
+    pub(crate) fn next_random(&self) -> u64 {
+        self.ids.next_u64()
+    }
+
     /// A fresh invite id (`inv_` and 16 hex digits) from the injected generator.
     pub fn new_invite_id(&self) -> String {
         self.ids.id("inv")

@@ -33,6 +33,7 @@
 //! | `TIPPEN_RATE_LIMIT_PER_IP` | requests a second per client address, bursts of 4×; 0: off (`429` + `Retry-After` beyond) | 100 |
 //! | `TIPPEN_RATE_LIMIT_PER_KEY` | requests a second per presented key, bursts of 4×; 0: off (a site's `rateLimitPerKey` replaces it for its keys) | 1000 |
 //! | `TIPPEN_SNAPSHOT_REUSE_MS` | how long a site's snapshot for dashboard sockets is sent again as it is while nothing was numbered ([`Limits::snapshot_reuse`](crate::config::Limits::snapshot_reuse)); 0: never | 1000 |
+//! | `TIPPEN_WS_TICKET_TTL_MS` | how long a dashboard socket ticket (`POST /api/ws-ticket`) may be spent ([`Limits::ws_ticket_ttl`](crate::config::Limits::ws_ticket_ttl)) | 30000 |
 //! | `TIPPEN_OPT_OUT_RETENTION_MS` | how long a deleted visitor's id stays opted out (410) | 2592000000 (30 days) |
 //! | `TIPPEN_SUPPORT_<KEY>` | the support rules: `STUCK_AFTER_MS`, `PRESENCE_WINDOW_MS`, `LOW_ACTIVITY_WINDOW_MS`, `LOW_ACTIVITY_MIN_EVENTS`, `ERROR_WINDOW_MS`, `ERROR_BURST_MAX`, `INACTIVITY_AFTER_MS`, `SLACK_COOLDOWN_MS`, `RETENTION_MS`, `MAX_RAW_EVENTS`, and the tiers of each rule `STUCK_TIERS`, `LOW_ACTIVITY_TIERS`, `ERROR_BURST_TIERS`, `INACTIVITY_TIERS` (`all`, `none`, or a comma-separated list of `free_trial`, `paid`, `enterprise`) | [`SupportConfig::default`] |
 //!
@@ -141,6 +142,8 @@ pub mod names {
     pub const MAX_USERS_PER_SITE: &str = "TIPPEN_MAX_USERS_PER_SITE";
     /// How long a dashboard snapshot is reused while nothing was numbered (ms; 0: never).
     pub const SNAPSHOT_REUSE_MS: &str = "TIPPEN_SNAPSHOT_REUSE_MS";
+    /// How long a dashboard socket ticket may be spent (ms).
+    pub const WS_TICKET_TTL_MS: &str = "TIPPEN_WS_TICKET_TTL_MS";
     /// How long a deleted visitor stays opted out (ms).
     pub const OPT_OUT_RETENTION_MS: &str = "TIPPEN_OPT_OUT_RETENTION_MS";
     /// Support: the tiers `stuck` applies to.
@@ -715,6 +718,9 @@ impl Settings {
         }
         if let Some(s) = lookup(names::SNAPSHOT_REUSE_MS) {
             config.limits.snapshot_reuse = s.millis()?;
+        }
+        if let Some(s) = lookup(names::WS_TICKET_TTL_MS) {
+            config.limits.ws_ticket_ttl = s.positive_millis()?;
         }
         config.support = support(&lookup)?;
         config.sockets.dashboard = lookup(names::DASHBOARD_WS_URL)

@@ -22,6 +22,8 @@
 //!   publishing in one atomic step).
 //! - Sites are found by the hash of either of their keys; an unknown hash is `Ok(None)`, never
 //!   a new site.
+//! - A dashboard socket ticket is spent once ([`Store::spend_ticket`]: atomic, like a
+//!   conditional write).
 //! - Sites are isolated: nothing keyed by one [`SiteId`] is visible under another.
 //! - The enrichment cache ([`Store::cached_lookup`], [`Store::put_cached_lookup`]) is the one
 //!   thing shared by every site: it is keyed by IP address only, so one site's lookup saves
@@ -107,6 +109,25 @@ pub trait Store: MaybeSendSync {
 
     /// The site having a key with this hash.
     async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError>;
+
+    /// The site with this id. The default looks through [`sites`](Self::sites); stores
+    /// override it with a keyed read.
+    async fn site(&self, id: &SiteId) -> Result<Option<Site>, StoreError> {
+        Ok(self.sites().await?.into_iter().find(|s| &s.id == id))
+    }
+
+    /// Spends the single-use `token` of `site` (a dashboard socket ticket's nonce and tag):
+    /// `Ok(true)` the first time, `Ok(false)` on every later call until at least `until`,
+    /// when the token stops being accepted anyway and the store may forget it (`now` lets it
+    /// drop what has passed). Atomic: of concurrent calls with one token, one gets `true`,
+    /// also across processes sharing the store. Tokens of one site never spend another's.
+    async fn spend_ticket(
+        &self,
+        site: &SiteId,
+        token: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError>;
 
     /// One visitor record.
     async fn visitor(
@@ -290,5 +311,30 @@ pub trait Store: MaybeSendSync {
     /// what is pending — one commit for every caller waiting at once (group commit).
     async fn sync(&self) -> Result<(), StoreError> {
         Ok(())
+    }
+}
+
+/// Spent dashboard socket tickets in memory, for stores that keep their state in the process
+/// ([`MemoryStore`](crate::MemoryStore), a store that loads its file into memory): what their
+/// [`Store::spend_ticket`] needs, with expired entries dropped as the set grows.
+#[derive(Debug, Default)]
+pub struct SpentTickets(std::collections::HashMap<(SiteId, String), Timestamp>);
+
+impl SpentTickets {
+    /// [`Store::spend_ticket`]'s answer: `true` when `token` of `site` was not spent yet (it
+    /// is now, until `until`).
+    pub fn spend(&mut self, site: &SiteId, token: &str, now: Timestamp, until: Timestamp) -> bool {
+        let n = self.0.len();
+        // Amortized: the set is swept of what can no longer be spent each time it doubles.
+        if n >= 1024 && n.is_power_of_two() {
+            self.0.retain(|_, kept| *kept > now);
+        }
+        match self.0.entry((site.clone(), token.to_owned())) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(until);
+                true
+            }
+        }
     }
 }

@@ -42,6 +42,49 @@ pub async fn run_store_suite(store: Arc<dyn Store>, prefix: &str) {
     enrichment_stats(&*store, prefix).await;
     user_records(&*store, prefix).await;
     user_deadline_index(&*store, prefix).await;
+    tickets_are_spent_once(store.clone(), prefix).await;
+}
+
+/// Dashboard socket tickets: spent once per site, atomically (of 8 concurrent spends of one
+/// token exactly one wins), one site's token never spends another's.
+pub async fn tickets_are_spent_once(store: Arc<dyn Store>, prefix: &str) {
+    let (a, b) = (site_id(prefix, "tickets-a"), site_id(prefix, "tickets-b"));
+    let now = Timestamp::from_millis(T0);
+    let until = now.plus(std::time::Duration::from_secs(30));
+    let token = format!("{prefix}-0123456789abcdef.0123456789abcdef0123456789abcdef");
+    assert!(
+        store
+            .spend_ticket(&a, &token, now, until)
+            .await
+            .expect("spend_ticket"),
+        "a fresh ticket is spent"
+    );
+    assert!(
+        !store
+            .spend_ticket(&a, &token, now, until)
+            .await
+            .expect("spend_ticket"),
+        "a spent ticket is not spent again"
+    );
+    assert!(
+        store
+            .spend_ticket(&b, &token, now, until)
+            .await
+            .expect("spend_ticket"),
+        "another site's token is its own"
+    );
+    let racing = format!("{prefix}-race");
+    let spends = (0..8).map(|_| {
+        let (store, a, racing) = (store.clone(), a.clone(), racing.clone());
+        async move { store.spend_ticket(&a, &racing, now, until).await }
+    });
+    let won = futures_util::future::join_all(spends)
+        .await
+        .into_iter()
+        .map(|r| r.expect("spend_ticket"))
+        .filter(|won| *won)
+        .count();
+    assert_eq!(won, 1, "of concurrent spends of one ticket, one wins");
 }
 
 /// An address in 2001:db8::/32 (documentation) derived from `prefix` and `n`, so suites with
@@ -217,6 +260,19 @@ pub async fn sites_are_found_by_either_key(store: &dyn Store, prefix: &str) {
             .iter()
             .any(|s| s == &site),
         "sites() lists the site"
+    );
+    assert_eq!(
+        store.site(&site.id).await.expect("site"),
+        Some(site.clone()),
+        "site() by id"
+    );
+    assert_eq!(
+        store
+            .site(&site_id(prefix, "no-such-site"))
+            .await
+            .expect("site"),
+        None,
+        "site() of an unknown id"
     );
     let sk2 = format!("{prefix}_sk2");
     let rotated = Site::new(id.as_str(), "Keys", &pk, &sk2);

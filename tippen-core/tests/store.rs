@@ -40,6 +40,7 @@ mock! {
         async fn put_site(&self, site: &Site) -> Result<(), StoreError>;
         async fn sites(&self) -> Result<Vec<Site>, StoreError>;
         async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError>;
+        async fn spend_ticket(&self, site: &SiteId, token: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError>;
         async fn visitor(&self, site: &SiteId, visitor_id: &str) -> Result<Option<Versioned<VisitorRecord>>, StoreError>;
         async fn save_visitor(&self, site: &SiteId, record: &VisitorRecord, expected: Option<Version>) -> Result<Version, StoreError>;
         async fn remove_visitor(&self, site: &SiteId, visitor_id: &str, expected: Version) -> Result<(), StoreError>;

@@ -25,6 +25,7 @@
 //! | wake poller lease | `WAKE` | `~POLLER` | `until` |
 //! | sweep lease | `SWEEP#<site>` | `LEASE` | `holder`, `until`, `again` |
 //! | rate counter | `RATE#<key's sha-256 hex>` | `W#<window number>` | `n` (conditional `ADD`), `ttl` |
+//! | spent dashboard ticket | `TICKET#<site>` | the ticket's nonce and tag | `ttl` (conditional put) |
 //!
 //! The global secondary index `due` (partition `dsite`, sort `dl` as a number) holds only
 //! visitor items: [`Store::due_visitors`] and [`Store::next_deadline`] are Queries on it,
@@ -1242,6 +1243,35 @@ impl Store for DynamoStore {
             .iter()
             .map(decode)
             .collect()
+    }
+
+    async fn site(&self, id: &SiteId) -> Result<Option<Site>, StoreError> {
+        self.get_versioned(SITES_PK, id.as_str())
+            .await?
+            .map(|item| decode(&item))
+            .transpose()
+    }
+
+    async fn spend_ticket(
+        &self,
+        site: &SiteId,
+        token: &str,
+        _now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        // Kept (for TTL's cleanup) a minute past the ticket's expiry; the core refuses it
+        // after `until` whatever is stored.
+        let mut item = Self::key(&format!("TICKET#{site}"), token);
+        item.insert(attr::TTL.to_owned(), n(until.as_millis() / 1000 + 60));
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        conditional("PutItem", out)
     }
 
     async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {

@@ -729,6 +729,41 @@ impl Store for RedisStore {
             .transpose()
     }
 
+    async fn site(&self, id: &SiteId) -> Result<Option<Site>, StoreError> {
+        let raw: Option<String> = self
+            .client
+            .hget(self.global_key("sites"), id.as_str())
+            .await
+            .map_err(backend)?;
+        raw.map(|raw| serde_json::from_str(&raw).map_err(corrupt))
+            .transpose()
+    }
+
+    async fn spend_ticket(
+        &self,
+        site: &SiteId,
+        token: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        if until <= now {
+            // Already past: nothing to keep, and PXAT in the past would not be stored.
+            return Ok(false);
+        }
+        let set: Option<String> = self
+            .client
+            .set(
+                self.site_key(site, &format!("ticket:{token}")),
+                "1",
+                Some(Expiration::PXAT(until.as_millis())),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await
+            .map_err(backend)?;
+        Ok(set.is_some())
+    }
+
     async fn visitor(
         &self,
         site: &SiteId,

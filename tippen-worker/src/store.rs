@@ -12,6 +12,8 @@
 //!   users), each with an index on `(site, deadline)`: records as JSON, the deadline indexes
 //!   of the contract.
 //! - `tippen_sites(id, body)` and `tippen_site_keys(hash, site)`: sites and their key index.
+//! - `tippen_tickets(site, token, until)`: spent dashboard socket tickets, each kept until it
+//!   expires (the expired ones of a site are dropped at its next spend).
 //! - `tippen_records(kind, site, key, version, body)`: every other record kind as versioned
 //!   JSON (sequence numbers, enrichment counters, the enrichment cache). A new kind of record
 //!   needs no new table: use [`DurableObjectStore::record`] and
@@ -52,6 +54,8 @@ CREATE TABLE IF NOT EXISTS tippen_users (
   site TEXT NOT NULL, id TEXT NOT NULL, version INTEGER NOT NULL,
   deadline INTEGER NOT NULL, body TEXT NOT NULL, PRIMARY KEY (site, id));
 CREATE INDEX IF NOT EXISTS tippen_users_by_deadline ON tippen_users (site, deadline);
+CREATE TABLE IF NOT EXISTS tippen_tickets (
+  site TEXT NOT NULL, token TEXT NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (site, token));
 CREATE TABLE IF NOT EXISTS tippen_records (
   kind TEXT NOT NULL, site TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
   body TEXT NOT NULL, PRIMARY KEY (kind, site, key));
@@ -426,6 +430,35 @@ impl Store for DurableObjectStore {
         rows.first()
             .map(|row| decode("site", as_str(&row[0])?))
             .transpose()
+    }
+
+    async fn site(&self, id: &SiteId) -> Result<Option<Site>, StoreError> {
+        let rows = self.rows(
+            "SELECT body FROM tippen_sites WHERE id = ?",
+            vec![text(id.as_str())],
+        )?;
+        rows.first()
+            .map(|row| decode("site", as_str(&row[0])?))
+            .transpose()
+    }
+
+    async fn spend_ticket(
+        &self,
+        site: &SiteId,
+        token: &str,
+        now: Timestamp,
+        until: Timestamp,
+    ) -> Result<bool, StoreError> {
+        self.run(
+            "DELETE FROM tippen_tickets WHERE site = ? AND until <= ?",
+            vec![text(site.as_str()), int(now.as_millis())],
+        )?;
+        let inserted = self.rows(
+            "INSERT INTO tippen_tickets (site, token, until) VALUES (?, ?, ?) \
+             ON CONFLICT DO NOTHING RETURNING 1",
+            vec![text(site.as_str()), text(token), int(until.as_millis())],
+        )?;
+        Ok(!inserted.is_empty())
     }
 
     async fn visitor(

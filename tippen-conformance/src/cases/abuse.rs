@@ -5,7 +5,7 @@
 use serde_json::json;
 
 use super::{listed_visitor, step_failure, track, track_ok};
-use crate::dashboard::{Dashboard, dashboard_url, is_type, percent_encode};
+use crate::dashboard::{Dashboard, dashboard_ticket_url, dashboard_url, is_type, percent_encode};
 use crate::http::{Http, Req};
 use crate::socket::{Upgraded, try_upgrade, visitor_url};
 use crate::wire::{track_body, unique_id};
@@ -376,4 +376,105 @@ pub(super) async fn dashboard_origins_are_enforced(t: &Target) -> Result<(), Fai
         }
     }
     Ok(())
+}
+
+/// Dashboards need not put the secret key in a URL: `POST /api/ws-ticket` with the secret key
+/// in the header answers `200 {"ticket": "…", "expiresAt": <epoch ms>}`, not cached; the
+/// ticket opens one dashboard socket of its site (`/ws/dashboard?ticket=…`), once: spent
+/// again, changed in any part, or moved to another site, it is refused with 403 naming the
+/// ticket. No key is 401, the public key 403.
+pub(super) async fn dashboard_tickets_open_one_socket_once(t: &Target) -> Result<(), Failure> {
+    let http = Http::new(t)?;
+    http.send(Req::post("/api/ws-ticket"))
+        .await?
+        .expect_error(401)?;
+    http.send(Req::post("/api/ws-ticket").key(&t.public_key))
+        .await?
+        .expect_error(403)?;
+    let issue = |key: String| {
+        let http = &http;
+        async move {
+            let answer = http.send(Req::post("/api/ws-ticket").key(&key)).await?;
+            let body = answer.expect_ok_json(200)?;
+            let ticket = body["ticket"].as_str().map(str::to_owned);
+            let expires = body["expiresAt"].as_i64();
+            let cached = answer
+                .header("cache-control")
+                .is_none_or(|c| !c.contains("no-store"));
+            match (ticket, expires) {
+                (Some(ticket), Some(expires)) if !ticket.is_empty() && expires > 0 && !cached => {
+                    Ok(ticket)
+                }
+                _ => Err(answer.fail(
+                    "HTTP 200 {\"ticket\": \"…\", \"expiresAt\": <epoch ms>} with Cache-Control: no-store",
+                )),
+            }
+        }
+    };
+
+    // The ticket opens the site's dashboard: it lists the site's visitor.
+    let id = unique_id("ticket");
+    track_ok(
+        &http,
+        &t.public_key,
+        "pageview",
+        &id,
+        "https://x.test/",
+        json!({}),
+    )
+    .await?;
+    let ticket = issue(t.secret_key.clone()).await?;
+    let url = dashboard_ticket_url(t, &ticket);
+    let dashboard = Dashboard::connect_url(url.clone(), false).await?;
+    if crate::wire::count_visitor(&dashboard.initial["visitors"], &id) != 1 {
+        return Err(dashboard.mismatch(
+            &format!("INITIAL_VISITORS of the ticket's site, listing {id}"),
+            &dashboard.initial,
+        ));
+    }
+    dashboard.close().await;
+
+    // Spent, changed, or moved to the other site: refused.
+    let other = issue(t.other_site_secret_key.clone()).await?;
+    let (other_site, other_rest) = split_site(&other);
+    let (_, rest) = split_site(&ticket);
+    let mut flipped = ticket.clone();
+    let last = flipped.pop().unwrap_or('0');
+    flipped.push(if last == '0' { '1' } else { '0' });
+    for (what, bad) in [
+        ("spent once already", ticket.clone()),
+        ("with its last digit changed", flipped),
+        ("naming the other site", format!("{other_site}{rest}")),
+        (
+            "of the other site naming this one",
+            format!("{}{other_rest}", split_site(&ticket).0),
+        ),
+        ("that is not a ticket", "not-a-ticket".to_owned()),
+    ] {
+        let url = dashboard_ticket_url(t, &bad);
+        let sent = format!("WebSocket upgrade GET {url} (a ticket {what})");
+        let answer = try_upgrade(client_request(&url, &sent)?, &sent).await?;
+        let named = answer.error().is_some_and(|e| e.contains("ticket"));
+        if !matches!(answer, Upgraded::Refused { status: 403, .. }) || !named {
+            return Err(Failure::Mismatch {
+                sent,
+                expected: "HTTP 403 {\"error\": \"… ticket …\"}".into(),
+                got: answer.describe(),
+            });
+        }
+    }
+    // The other site's ticket, untouched, opens its own dashboard (and only once).
+    let dashboard = Dashboard::connect_url(dashboard_ticket_url(t, &other), false).await?;
+    dashboard.close().await;
+    Ok(())
+}
+
+/// A ticket's site id (everything before its last three dot-separated parts) and the rest,
+/// starting at that dot.
+fn split_site(ticket: &str) -> (&str, &str) {
+    let mut dots = ticket.rmatch_indices('.').map(|(i, _)| i);
+    match dots.nth(2) {
+        Some(i) => ticket.split_at(i),
+        None => (ticket, ""),
+    }
 }

@@ -87,6 +87,7 @@ pub(crate) fn all() -> Vec<Case> {
         case!(abuse::guest_urls_must_be_https),
         case!(abuse::a_key_over_its_rate_limit_gets_429_with_retry_after, needs RateLimitedSite),
         case!(abuse::dashboard_origins_are_enforced),
+        case!(abuse::dashboard_tickets_open_one_socket_once),
         case!(errors::served_pages_are_told_where_the_sockets_are),
         // CORS.
         case!(cors::preflight_is_answered),

@@ -15,10 +15,12 @@ mod extract;
 mod history;
 mod response;
 mod socket;
+mod ticket;
 
 pub use extract::{API_KEY_HEADER, DNT_HEADER, GPC_HEADER, presented_key, query_param};
 pub use response::ApiError;
 pub use socket::SocketRole;
+pub use ticket::TICKET_PARAM;
 
 use extract::*;
 use response::*;
@@ -221,6 +223,7 @@ enum Route {
     Companies,
     Company,
     Analytics,
+    WsTicket,
     /// A browser asset (feature `assets`).
     #[cfg(feature = "assets")]
     Asset(assets::Asset),
@@ -269,6 +272,7 @@ impl Route {
                 Route::Company
             }
             "/api/analytics" => Route::Analytics,
+            "/api/ws-ticket" => Route::WsTicket,
             _ => return None,
         })
     }
@@ -281,7 +285,8 @@ impl Route {
             | Route::SendVideoInvite
             | Route::VideoCall
             | Route::CancelInvite
-            | Route::UserActivity => "POST, OPTIONS",
+            | Route::UserActivity
+            | Route::WsTicket => "POST, OPTIONS",
             Route::Visitor | Route::User => "DELETE, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
@@ -429,8 +434,14 @@ impl Tippen {
                 let page = activity_page(query)?;
                 call(site, Op::UserActivityRead { user_id, page })
             }
+            Route::WsTicket => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                done(self.ws_ticket(&site))
+            }
             Route::DashboardSocket => {
-                self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                if query_param(query, ticket::TICKET_PARAM).is_none() {
+                    self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                }
                 Err(ApiError::new(
                     StatusCode::UPGRADE_REQUIRED,
                     "this endpoint is a WebSocket; send an upgrade request",

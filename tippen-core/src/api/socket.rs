@@ -6,6 +6,7 @@ use http::{HeaderMap, Response};
 
 use super::extract::{check_id, cut, key_from, query_param};
 use super::response::ApiError;
+use super::ticket::{TICKET_PARAM, Ticket, invalid as invalid_ticket};
 use crate::effects::Effects;
 use crate::invite::{InviteEvent, InviteFromVisitor, InviteToVisitor};
 use crate::protocol::{ClientMessage, ServerMessage};
@@ -17,7 +18,8 @@ impl Tippen {
     /// trailing slash allowed): `None` when the path is not a socket path, else the socket's
     /// role or the refusal to send instead of upgrading. The key comes from the
     /// `X-Tippen-Api-Key` header or the `apiKey` query parameter. A dashboard needs the
-    /// secret key, and a browser's `Origin` allowed by the site
+    /// secret key or a `ticket` of `POST /api/ws-ticket` (checked, then spent once the rest
+    /// passes: a ticket opens one socket; else 403), and a browser's `Origin` allowed by the site
     /// ([`Site::dashboard_origins`](crate::Site::dashboard_origins); else 403); the visitor channel any of the site's keys and a `visitorId` (no key: 401;
     /// an unknown key: 403; a missing or over-long `visitorId`: 400). On success the host
     /// upgrades, subscribes the socket, then sends what [`socket_open`](Self::socket_open)
@@ -35,8 +37,17 @@ impl Tippen {
             _ => return None,
         };
         let key = key_from(headers, query);
+        let ticket = (need == KeyRole::Secret)
+            .then(|| query_param(query, TICKET_PARAM))
+            .flatten();
         let result = async {
-            let site = self.authorize(key.as_deref(), need).await?;
+            let (site, spend) = match &ticket {
+                Some(ticket) => {
+                    let (site, spend) = self.check_ticket(ticket).await?;
+                    (site, Some(spend))
+                }
+                None => (self.authorize(key.as_deref(), need).await?, None),
+            };
             if need == KeyRole::Secret {
                 if let Some(origin) = headers.get(http::header::ORIGIN) {
                     let origin = String::from_utf8_lossy(origin.as_bytes());
@@ -53,6 +64,9 @@ impl Tippen {
                         ));
                     }
                 }
+                if let Some((token, until)) = spend {
+                    self.spend_ticket(&site, &token, until).await?;
+                }
                 return Ok(SocketRole::Dashboard { site: site.id });
             }
             let site = site.id;
@@ -62,6 +76,44 @@ impl Tippen {
         }
         .await;
         Some(result.map_err(ApiError::into_response))
+    }
+
+    /// Checks a dashboard socket ticket (403 when it is not one, has a wrong tag or has
+    /// expired): the site it opens, and what spending it takes.
+    async fn check_ticket(
+        &self,
+        ticket: &str,
+    ) -> Result<(crate::Site, (String, crate::Timestamp)), ApiError> {
+        let parsed = Ticket::parse(ticket)?;
+        let site = self
+            .store()
+            .site(&SiteId(parsed.site.to_owned()))
+            .await
+            .map_err(ServiceError::from)?
+            .ok_or_else(invalid_ticket)?;
+        parsed.check(&site, self.now())?;
+        Ok((site, (parsed.spend_key(), parsed.expires)))
+    }
+
+    /// Spends a checked ticket: 403 when it was spent before.
+    async fn spend_ticket(
+        &self,
+        site: &crate::Site,
+        token: &str,
+        until: crate::Timestamp,
+    ) -> Result<(), ApiError> {
+        let fresh = self
+            .store()
+            .spend_ticket(&site.id, token, self.now(), until)
+            .await
+            .map_err(ServiceError::from)?;
+        if !fresh {
+            return Err(ApiError::new(
+                http::StatusCode::FORBIDDEN,
+                "ticket already used (a ticket opens one socket; get a new one from POST /api/ws-ticket)",
+            ));
+        }
+        Ok(())
     }
 
     /// A socket authorized by [`authorize_socket`](Self::authorize_socket) has opened (the
