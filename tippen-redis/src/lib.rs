@@ -747,15 +747,17 @@ impl Store for RedisStore {
         until: Timestamp,
     ) -> Result<bool, StoreError> {
         if until <= now {
-            // Already past: nothing to keep, and PXAT in the past would not be stored.
+            // Already past: nothing to keep.
             return Ok(false);
         }
+        // Relative to `now` (the core's clock), so Redis's own clock does not matter.
+        let px = i64::try_from(until.since(now).as_millis()).unwrap_or(i64::MAX);
         let set: Option<String> = self
             .client
             .set(
                 self.site_key(site, &format!("ticket:{token}")),
                 "1",
-                Some(Expiration::PXAT(until.as_millis())),
+                Some(Expiration::PX(px)),
                 Some(SetOptions::NX),
                 false,
             )
