@@ -547,6 +547,15 @@ async function main() {
       const session = sessions[sessions.length - 1];
       assert(session.request.hostName === 'Admin' && session.request.isAdmin === true,
         `the provider was asked ${JSON.stringify(session.request)}`);
+      // The call frame gets only what a call needs, and cannot navigate the customer's page.
+      const frameAttrs = await c.$eval('#tippen-call iframe', (f) => ({
+        allow: f.getAttribute('allow'), sandbox: f.getAttribute('sandbox'), referrer: f.referrerPolicy,
+      }));
+      assert(frameAttrs.allow === 'camera; microphone; autoplay; fullscreen',
+        `the call frame is allowed "${frameAttrs.allow}"`);
+      assert(frameAttrs.sandbox && !/allow-top-navigation/.test(frameAttrs.sandbox),
+        `the call frame's sandbox is "${frameAttrs.sandbox}"`);
+      assert(frameAttrs.referrer === 'no-referrer', `the call frame's referrer policy is "${frameAttrs.referrer}"`);
       const src = await c.getAttribute('#tippen-call iframe', 'src');
       assert(src === session.guest, `the call frame shows ${src}, expected the provider's guest URL ${session.guest}`);
       const frameText = await c.frameLocator('#tippen-call iframe').locator('#call').textContent({ timeout: 2000 });
