@@ -277,7 +277,9 @@ async function main() {
   // Every frame of the dashboard's socket, to check the server's sequence numbers.
   const framesIn = [];
   const framesOut = [];
+  const socketUrls = [];
   dash.on('websocket', (ws) => {
+    socketUrls.push(ws.url());
     ws.on('framereceived', (f) => framesIn.push(String(f.payload)));
     ws.on('framesent', (f) => framesOut.push(String(f.payload)));
   });
@@ -297,6 +299,9 @@ async function main() {
       '#connection-state never read "connected"');
     timings.dashboardConnectedMs = now() - t0;
     void ms;
+    // The socket opened with a single-use ticket: the secret key is in no socket URL.
+    assert(socketUrls.length >= 1 && socketUrls.every((u) => /[?&]ticket=/.test(u) && !/apiKey=/.test(u)),
+      `the dashboard's socket URLs ${JSON.stringify(socketUrls)} carry the key, not a ticket`);
   });
 
   await step('2. a visitor opens the demo and appears as exactly one new row within 3 s', async () => {
