@@ -109,9 +109,11 @@ pub struct LambdaConfig {
     /// ([`DynamoStore::count_request`](crate::DynamoStore::count_request)) and answers `429`
     /// with `Retry-After` beyond. That is one more DynamoDB write per request, so here the
     /// per-key limit is off unless the variable is set (the template's `RateLimitPerKey`) or
-    /// the site has its own. Per client address, Lambda has no memory
-    /// shared across invocations: the template's API Gateway throttling bounds the request
-    /// rate instead (`TIPPEN_RATE_LIMIT_PER_IP` is read but not applied here).
+    /// the site has its own. `TIPPEN_RATE_LIMIT_PER_IP` likewise: when set, every request and
+    /// WebSocket connect is counted per client address (API Gateway's source address) in the
+    /// table ([`DynamoStore::count_address`](crate::DynamoStore::count_address): the address
+    /// only as an HMAC), one more write per request; unset, the template's API Gateway
+    /// throttling bounds the rate as a whole.
     pub rate_limits: tippen_core::rate::RateLimits,
 }
 
@@ -129,6 +131,9 @@ impl LambdaConfig {
         let mut rate_limits = shared.rate_limits;
         if var(names::RATE_LIMIT_PER_KEY).is_none() {
             rate_limits.per_key = None;
+        }
+        if var(names::RATE_LIMIT_PER_IP).is_none() {
+            rate_limits.per_client = None;
         }
         let required = |name| var(name).map(|s| s.value).ok_or(ConfigError::Missing(name));
         let millis = |name, default| -> Result<Duration, SettingsError> {

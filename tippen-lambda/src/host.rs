@@ -273,6 +273,9 @@ impl LambdaHost {
         req: http::Request<Bytes>,
         source_ip: Option<IpAddr>,
     ) -> http::Response<Bytes> {
+        if let Some(refusal) = self.over_address_limit(source_ip).await {
+            return refusal;
+        }
         if let Some(refusal) = self.over_key_limit(&req).await {
             return refusal;
         }
@@ -301,6 +304,29 @@ impl LambdaHost {
             let e = ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, "no response");
             e.into_response()
         })
+    }
+
+    /// The `429` for a client address over `TIPPEN_RATE_LIMIT_PER_IP` (off unless set),
+    /// counted per window in the table; not counted without an address, nor when the counter
+    /// cannot be written (logged).
+    pub(crate) async fn over_address_limit(
+        &self,
+        ip: Option<IpAddr>,
+    ) -> Option<http::Response<Bytes>> {
+        let limit = self.config.rate_limits.per_client?;
+        let ip = ip?;
+        let now = self.tippen.now();
+        let window = limit.window(now);
+        match self.store.count_address(ip, window).await {
+            Ok(true) => None,
+            Ok(false) => Some(tippen_core::rate::too_many_from_address(
+                window.retry_after(now),
+            )),
+            Err(e) => {
+                tracing::warn!(error = %e, "address rate counter unavailable; request let through");
+                None
+            }
+        }
     }
 
     /// The `429` for a key over its limit (the site's own, else `TIPPEN_RATE_LIMIT_PER_KEY`),

@@ -25,6 +25,8 @@
 //! | wake poller lease | `WAKE` | `~POLLER` | `until` |
 //! | sweep lease | `SWEEP#<site>` | `LEASE` | `holder`, `until`, `again` |
 //! | rate counter | `RATE#<key's sha-256 hex>` | `W#<window number>` | `n` (conditional `ADD`), `ttl` |
+//! | rate counter of a client address | `RATE#IP#<HMAC-SHA256(secret, address) hex>` | `W#<window number>` | `n`, `ttl` |
+//! | client address secret | `SECRET` | `ADDRESS` | `secret` (made once, conditional put) |
 //! | spent dashboard ticket | `TICKET#<site>` | the ticket's nonce and tag | `ttl` (conditional put) |
 //!
 //! The global secondary index `due` (partition `dsite`, sort `dl` as a number) holds only
@@ -104,7 +106,15 @@ pub struct DynamoStore {
     client: Client,
     table: String,
     sites: Arc<SiteCache>,
+    /// The secret keying client addresses' rate counters, once read from the table.
+    address_secret: Arc<tokio::sync::OnceCell<tippen_core::IdentitySecret>>,
 }
+
+/// The item holding the secret that keys client addresses' rate counters (`pk`, `sk`): made
+/// by the first invocation that needs it (a conditional put), read by every later one.
+const ADDRESS_SECRET_KEY: (&str, &str) = ("SECRET", "ADDRESS");
+/// The attribute of [`ADDRESS_SECRET_KEY`] holding the secret (64 hex digits).
+const ADDRESS_SECRET_ATTR: &str = "secret";
 
 /// Sites found by key, kept for a short time by one instance (every request authenticates;
 /// sites change rarely). Unknown keys are never cached.
@@ -362,6 +372,7 @@ impl DynamoStore {
             client,
             table: table.into(),
             sites: Arc::default(),
+            address_secret: Arc::default(),
         }
     }
 
@@ -1042,15 +1053,67 @@ impl DynamoStore {
     /// window already holds [`Window::max`](tippen_core::rate::Window::max) requests. The
     /// items expire (TTL) a minute after their window.
     pub async fn count_request(&self, key: &KeyHash, window: Window) -> Result<bool, StoreError> {
+        self.count_in(&format!("RATE#{}", key.to_hex()), window)
+            .await
+    }
+
+    /// Counts one request from client address `ip` in `window`, like
+    /// [`count_request`](Self::count_request). The address is never stored: its counter is
+    /// keyed by `HMAC-SHA256(secret, address)` (`RATE#IP#<hex>`), the secret made once per
+    /// table ([`address_secret`](Self::address_secret)).
+    pub async fn count_address(&self, ip: IpAddr, window: Window) -> Result<bool, StoreError> {
+        let secret = self.address_secret().await?;
+        self.count_in(&format!("RATE#IP#{}", secret.sign(&ip.to_string())), window)
+            .await
+    }
+
+    /// The secret keying client addresses (shared by every invocation on the table): read,
+    /// or made at the first use (a conditional put; the loser of a race reads the winner's).
+    pub async fn address_secret(&self) -> Result<tippen_core::IdentitySecret, StoreError> {
+        self.address_secret
+            .get_or_try_init(|| async {
+                let (pk, sk) = ADDRESS_SECRET_KEY;
+                for _ in 0..3 {
+                    if let Some(item) = self.get_versioned(pk, sk).await? {
+                        return Ok(tippen_core::IdentitySecret::new(get_s(
+                            &item,
+                            ADDRESS_SECRET_ATTR,
+                        )?));
+                    }
+                    let ids = tippen_core::ids::SecureIds;
+                    let fresh: String = (0..4)
+                        .map(|_| format!("{:016x}", tippen_core::ids::IdGenerator::next_u64(&ids)))
+                        .collect();
+                    let mut item = Self::key(pk, sk);
+                    item.insert(ADDRESS_SECRET_ATTR.to_owned(), s(&fresh));
+                    let out = self
+                        .client
+                        .put_item()
+                        .table_name(&self.table)
+                        .set_item(Some(item))
+                        .condition_expression("attribute_not_exists(pk)")
+                        .send()
+                        .await;
+                    if conditional("PutItem", out)? {
+                        return Ok(tippen_core::IdentitySecret::new(fresh));
+                    }
+                }
+                Err(StoreError::Backend(
+                    "the client address secret could be neither read nor made".into(),
+                ))
+            })
+            .await
+            .cloned()
+    }
+
+    /// One conditional `ADD` on the counter of partition `pk` in `window`.
+    async fn count_in(&self, pk: &str, window: Window) -> Result<bool, StoreError> {
         let ttl = window.ends_at.as_millis() / 1000 + 60;
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(Self::key(
-                &format!("RATE#{}", key.to_hex()),
-                &format!("W#{}", window.index),
-            )))
+            .set_key(Some(Self::key(pk, &format!("W#{}", window.index))))
             .update_expression("SET #t = :ttl ADD #n :one")
             .condition_expression("attribute_not_exists(#n) OR #n < :max")
             .expression_attribute_names("#n", attr::COUNTER)

@@ -114,7 +114,16 @@ impl LambdaHost {
                 return Ok(from_core(e.into_response()));
             }
         };
-        // Upgrades count against the key's limit like requests (the same counter).
+        // Upgrades count against the limits like requests (the same counters).
+        let source_ip = req
+            .request_context
+            .identity
+            .source_ip
+            .as_deref()
+            .and_then(|ip| ip.parse().ok());
+        if let Some(refusal) = self.over_address_limit(source_ip).await {
+            return Ok(from_core(refusal));
+        }
         if let Ok(mut head) = http::Request::builder()
             .uri(format!("{path}?{query}"))
             .body(bytes::Bytes::new())

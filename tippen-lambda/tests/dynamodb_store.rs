@@ -459,3 +459,49 @@ async fn the_sweep_lease_lets_one_invocation_sweep_a_site_and_loses_no_request()
         "given back at the end"
     );
 }
+
+/// Client addresses are counted per window up to the limit, under one secret that every store
+/// on the table shares (two stores made at once agree on it), and never stored as such: the
+/// counter's partition holds an HMAC, not the address.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn client_addresses_are_counted_under_one_secret_and_never_stored() {
+    let table = unique("tippen-addr");
+    let first = store(&table).await;
+    let second = DynamoStore::new(client().await, table.as_str());
+    let (a, b) = tokio::join!(first.address_secret(), second.address_secret());
+    let (a, b) = (a.expect("secret"), b.expect("secret"));
+    assert_eq!(a, b, "two stores made at once share one secret");
+
+    let ip: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let other: std::net::IpAddr = "2001:db8::7".parse().unwrap();
+    let window = tippen_core::rate::RateLimit::new(1, 3).window(Timestamp::from_millis(1_000));
+    let mut allowed = 0u32;
+    for i in 0..5 {
+        // Alternate the stores: the counter is the table's, not the process's.
+        let store = if i % 2 == 0 { &first } else { &second };
+        if store.count_address(ip, window).await.expect("count") {
+            allowed += 1;
+        }
+    }
+    assert_eq!(allowed, window.max, "the window allows exactly its max");
+    assert!(
+        first.count_address(other, window).await.expect("count"),
+        "another address has its own counter"
+    );
+    let pk = format!("RATE#IP#{}", a.sign(&ip.to_string()));
+    assert_eq!(partition(&table, &pk).await.len(), 1, "one counter item");
+    let scan = client()
+        .await
+        .scan()
+        .table_name(&table)
+        .send()
+        .await
+        .expect("scan");
+    for item in scan.items() {
+        let text = format!("{item:?}");
+        assert!(
+            !text.contains("198.51.100.7") && !text.contains("2001:db8"),
+            "an item holds the raw address: {text}"
+        );
+    }
+}
