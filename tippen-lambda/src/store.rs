@@ -1086,15 +1086,7 @@ impl DynamoStore {
                         .collect();
                     let mut item = Self::key(pk, sk);
                     item.insert(ADDRESS_SECRET_ATTR.to_owned(), s(&fresh));
-                    let out = self
-                        .client
-                        .put_item()
-                        .table_name(&self.table)
-                        .set_item(Some(item))
-                        .condition_expression("attribute_not_exists(pk)")
-                        .send()
-                        .await;
-                    if conditional("PutItem", out)? {
+                    if self.put_new(item).await? {
                         return Ok(tippen_core::IdentitySecret::new(fresh));
                     }
                 }
@@ -1104,6 +1096,20 @@ impl DynamoStore {
             })
             .await
             .cloned()
+    }
+
+    /// Puts `item` unless an item with its key exists: `Ok(false)`, writing nothing, when one
+    /// does.
+    async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        conditional("PutItem", out)
     }
 
     /// One conditional `ADD` on the counter of partition `pk` in `window`.
@@ -1326,15 +1332,7 @@ impl Store for DynamoStore {
         // after `until` whatever is stored.
         let mut item = Self::key(&format!("TICKET#{site}"), token);
         item.insert(attr::TTL.to_owned(), n(until.as_millis() / 1000 + 60));
-        let out = self
-            .client
-            .put_item()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        conditional("PutItem", out)
+        self.put_new(item).await
     }
 
     async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {
