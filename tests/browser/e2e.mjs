@@ -299,6 +299,8 @@ async function main() {
       '#connection-state never read "connected"');
     timings.dashboardConnectedMs = now() - t0;
     void ms;
+    // The page took the key out of its address (kept in localStorage instead).
+    assert(!/apiKey=/.test(dash.url()), `the dashboard's address still holds the key: ${dash.url()}`);
     // The socket opened with a single-use ticket: the secret key is in no socket URL.
     assert(socketUrls.length >= 1 && socketUrls.every((u) => /[?&]ticket=/.test(u) && !/apiKey=/.test(u)),
       `the dashboard's socket URLs ${JSON.stringify(socketUrls)} carry the key, not a ticket`);
@@ -448,7 +450,8 @@ async function main() {
     try {
       const w = await ctxW.newPage();
       watch(w, 'dashboard-1366');
-      await w.goto(`${BASE}/dashboard?apiKey=${encodeURIComponent(KEY)}`);
+      // The key in the fragment, which no server sees (a fresh context: nothing stored yet).
+      await w.goto(`${BASE}/dashboard#apiKey=${encodeURIComponent(KEY)}`);
       const btn = `#visitors tr[data-visitor-id="${wide}"] .invite-button`;
       await waitInDashboard((sel) => { const b = document.querySelector(sel); return !!(b && !b.hidden); }, btn, 5000,
         `no Invite button for ${wide} at 1366 px`, w);
