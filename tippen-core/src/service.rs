@@ -34,7 +34,7 @@ mod update;
 
 pub use history::{CompanyDetail, VisitPage};
 pub use support::SupportOverview;
-use update::Write;
+use update::{Numbered, Write};
 
 /// Why an operation failed.
 #[derive(Debug, Error)]
@@ -309,6 +309,25 @@ impl Tippen {
             .collect())
     }
 
+    /// `messages` as numbered: with the numbers their write took ([`Numbered`], the last
+    /// one), else numbered now ([`sequence`](Self::sequence)).
+    pub(crate) async fn sequence_numbered(
+        &self,
+        site: &SiteId,
+        messages: Vec<ServerMessage>,
+        numbered: Numbered,
+    ) -> Result<Vec<Sequenced>, ServiceError> {
+        let Some(last) = numbered.filter(|_| !messages.is_empty()) else {
+            return self.sequence(site, messages).await;
+        };
+        let first = last + 1 - messages.len() as u64;
+        Ok(messages
+            .into_iter()
+            .zip(first..)
+            .map(|(message, seq)| Sequenced { message, seq })
+            .collect())
+    }
+
     fn view(&self, record: &VisitorRecord, now: Timestamp) -> VisitorView {
         VisitorView::of(record, now, &self.config.presence)
     }
@@ -350,39 +369,43 @@ impl Tippen {
         // it: then the record it was given is tried again with the company.
         let mut first = None;
         let mut read = None;
-        let tracked = loop {
-            let transition = |current: Option<Versioned<VisitorRecord>>| {
-                Ok(self.track_step(
-                    site,
-                    visitor_id,
-                    ping,
-                    &client,
-                    first.as_ref(),
-                    current,
-                    now,
-                ))
-            };
-            let step = match read.take() {
-                None => self.update(site, visitor_id, transition).await?,
-                Some(current) => {
-                    self.update_from(site, visitor_id, current, transition)
-                        .await?
-                }
-            };
-            match step {
-                TrackStep::NeedsCompany(current) => {
-                    if current.is_none() {
-                        self.check_visitor_quota(site).await?;
+        let (tracked, numbered) =
+            loop {
+                let transition = |current: Option<Versioned<VisitorRecord>>| {
+                    Ok(self.track_step(
+                        site,
+                        visitor_id,
+                        ping,
+                        &client,
+                        first.as_ref(),
+                        current,
+                        now,
+                    ))
+                };
+                let (step, numbered) =
+                    self.update_numbered(site, visitor_id, read.take(), transition, |step| {
+                        match step {
+                            TrackStep::Tracked(tracked) => tracked.messages.len(),
+                            _ => 0,
+                        }
+                    })
+                    .await?;
+                match step {
+                    TrackStep::NeedsCompany(current) => {
+                        if current.is_none() {
+                            self.check_visitor_quota(site).await?;
+                        }
+                        let bot = is_bot(ping.user_agent.as_deref());
+                        first = Some(self.first_company(&client, bot, now).await?);
+                        read = Some(*current);
                     }
-                    let bot = is_bot(ping.user_agent.as_deref());
-                    first = Some(self.first_company(&client, bot, now).await?);
-                    read = Some(*current);
+                    TrackStep::Ignored => return Ok(Outcome::default()),
+                    TrackStep::OptedOut => {
+                        return Err(ServiceError::OptedOut(visitor_id.to_owned()));
+                    }
+                    TrackStep::Tracked(tracked) => break (*tracked, numbered),
                 }
-                TrackStep::Ignored => return Ok(Outcome::default()),
-                TrackStep::OptedOut => return Err(ServiceError::OptedOut(visitor_id.to_owned())),
-                TrackStep::Tracked(tracked) => break *tracked,
-            }
-        };
+            };
         let mut lookups = Vec::new();
         if let Some(first) = tracked.enrichment {
             if let Some(event) = first.event {
@@ -395,7 +418,9 @@ impl Tippen {
             }));
         }
         Ok(Outcome {
-            messages: self.sequence(site, tracked.messages).await?,
+            messages: self
+                .sequence_numbered(site, tracked.messages, numbered)
+                .await?,
             deadline: Some(tracked.deadline),
             lookups,
             invite: tracked.invite,
@@ -540,10 +565,11 @@ impl Tippen {
     ) -> Result<Outcome, ServiceError> {
         let cfg = &self.config.presence;
         let now = self.clock.now();
-        let left = self
-            .update(
+        let (left, numbered) = self
+            .update_numbered(
                 site,
                 visitor_id,
+                None,
                 |current: Option<Versioned<VisitorRecord>>| {
                     let Some(current) = current else {
                         return Ok((Write::Keep, None));
@@ -577,13 +603,14 @@ impl Tippen {
                     messages.extend(ended.map(ServerMessage::from));
                     Ok((write, Some((messages, deadline))))
                 },
+                |left| left.as_ref().map_or(0, |(messages, _)| messages.len()),
             )
             .await?;
         let Some((messages, deadline)) = left else {
             return Ok(Outcome::default());
         };
         Ok(Outcome {
-            messages: self.sequence(site, messages).await?,
+            messages: self.sequence_numbered(site, messages, numbered).await?,
             deadline,
             ..Outcome::default()
         })
@@ -648,50 +675,66 @@ impl Tippen {
         let swept: Vec<_> = stream::iter(due)
             .map(|current| async move {
                 let id = current.value.visitor_id.clone();
-                self.update_from(site, &id, Some(current), |current| {
-                    let Some(current) = current else {
-                        return Ok((Write::Keep, Vec::new()));
-                    };
-                    let mut record = current.value.clone();
-                    let change = record.expire(now, cfg);
-                    let ended = match change {
-                        TabsChange::Removed(_) => record.end_invite(now, cfg),
-                        _ => record.expire_invite(now, cfg),
-                    };
-                    let ended = ended.map(ServerMessage::from);
-                    Ok(if current.value.is_tombstone() {
-                        // A departed visitor's quiet period is over: forget it silently.
-                        if current.value.deadline <= now {
-                            (Write::Remove, Vec::new())
+                self.update_numbered(
+                    site,
+                    &id,
+                    Some(Some(current)),
+                    |current| {
+                        let Some(current) = current else {
+                            return Ok((Write::Keep, Vec::new()));
+                        };
+                        let mut record = current.value.clone();
+                        let change = record.expire(now, cfg);
+                        let ended = match change {
+                            TabsChange::Removed(_) => record.end_invite(now, cfg),
+                            _ => record.expire_invite(now, cfg),
+                        };
+                        let ended = ended.map(ServerMessage::from);
+                        Ok(if current.value.is_tombstone() {
+                            // A departed visitor's quiet period is over: forget it silently.
+                            if current.value.deadline <= now {
+                                (Write::Remove, Vec::new())
+                            } else {
+                                (Write::Keep, Vec::new())
+                            }
+                        } else if change == TabsChange::Unchanged
+                            && (ended.is_some() || record.deadline != current.value.deadline)
+                        {
+                            // An expired invite, or a stale index entry: rewrite to move it.
+                            (Write::Save(record), ended.into_iter().collect())
                         } else {
-                            (Write::Keep, Vec::new())
-                        }
-                    } else if change == TabsChange::Unchanged
-                        && (ended.is_some() || record.deadline != current.value.deadline)
-                    {
-                        // An expired invite, or a stale index entry: rewrite to move it.
-                        (Write::Save(record), ended.into_iter().collect())
-                    } else {
-                        let (write, mut messages) = self.settle(site, record, change, now);
-                        messages.extend(ended);
-                        (write, messages)
-                    })
-                })
+                            let (write, mut messages) = self.settle(site, record, change, now);
+                            messages.extend(ended);
+                            (write, messages)
+                        })
+                    },
+                    Vec::len,
+                )
                 .await
             })
             .buffered(SWEEP_CONCURRENCY)
             .collect()
             .await;
+        // Messages numbered with their writes keep their numbers; the rest are numbered now.
+        let mut numbered = Vec::new();
         for swept in swept {
             match swept {
-                Ok(mut m) => messages.append(&mut m),
+                Ok((m, Some(last))) => {
+                    numbered.extend(self.sequence_numbered(site, m, Some(last)).await?);
+                }
+                Ok((mut m, None)) => messages.append(&mut m),
                 // Concurrent writers kept moving it: they re-armed its deadline.
                 Err(ServiceError::Contention(_)) => {}
                 Err(e) => return Err(e),
             }
         }
+        let mut messages = self.sequence(site, messages).await?;
+        if !numbered.is_empty() {
+            messages.append(&mut numbered);
+            messages.sort_by_key(|m| m.seq);
+        }
         Ok(Outcome {
-            messages: self.sequence(site, messages).await?,
+            messages,
             deadline: self.next_deadline(site).await?,
             notifications,
             ..Outcome::default()
@@ -713,10 +756,11 @@ impl Tippen {
     ) -> Result<(bool, Outcome), ServiceError> {
         let now = self.clock.now();
         let until = now.plus(self.config.privacy.opt_out_retention);
-        let (deleted, messages) = self
-            .update(
+        let ((deleted, messages), numbered) = self
+            .update_numbered(
                 site,
                 visitor_id,
+                None,
                 |current: Option<Versioned<VisitorRecord>>| {
                     let tombstone = VisitorRecord::opted_out(visitor_id, now, until);
                     let Some(current) = current else {
@@ -735,12 +779,13 @@ impl Tippen {
                     }
                     Ok((Write::Save(tombstone), (deleted, messages)))
                 },
+                |(_, messages)| messages.len(),
             )
             .await?;
         // Its open visit went with the record; its closed visits go too.
         let erased = self.erase_history(site, visitor_id).await?;
         let outcome = Outcome {
-            messages: self.sequence(site, messages).await?,
+            messages: self.sequence_numbered(site, messages, numbered).await?,
             deadline: Some(until),
             ..Outcome::default()
         };
@@ -860,10 +905,11 @@ impl Tippen {
     ) -> Result<(Invite, Outcome), ServiceError> {
         let cfg = &self.config.presence;
         let now = self.clock.now();
-        let sent = self
-            .update(
+        let (sent, numbered) = self
+            .update_numbered(
                 site,
                 &new.visitor_id,
+                None,
                 |current: Option<Versioned<VisitorRecord>>| {
                     let current = current
                         .filter(|v| v.value.live_at(now, cfg))
@@ -895,6 +941,7 @@ impl Tippen {
                     let deadline = record.deadline;
                     Ok((Write::Save(record), (invite, Some((messages, deadline)))))
                 },
+                |(_, sent)| sent.as_ref().map_or(0, |(messages, _)| messages.len()),
             )
             .await?;
         let (invite, Some((messages, deadline))) = sent else {
@@ -903,7 +950,7 @@ impl Tippen {
         };
         let push = serde_json::to_string(&invite.visitor_message(now)).unwrap_or_default();
         let outcome = Outcome {
-            messages: self.sequence(site, messages).await?,
+            messages: self.sequence_numbered(site, messages, numbered).await?,
             deadline: Some(deadline),
             visitor_messages: vec![(invite.visitor_id.clone(), push)],
             ..Outcome::default()
@@ -932,10 +979,11 @@ impl Tippen {
         let not_found = || InviteError::NotFound {
             invite_id: invite_id.to_owned(),
         };
-        let (invite, changed) = self
-            .update(
+        let ((invite, changed), numbered) = self
+            .update_numbered(
                 site,
                 visitor_id,
+                None,
                 |current: Option<Versioned<VisitorRecord>>| {
                     let mut record = current.ok_or_else(not_found)?.value;
                     let Some(invite) = record.invite.as_mut().filter(|i| i.invite_id == invite_id)
@@ -957,6 +1005,7 @@ impl Tippen {
                     let changed = (ServerMessage::from(message), deadline, refused);
                     Ok((Write::Save(record), (invite, Some(changed))))
                 },
+                |(_, changed)| usize::from(changed.is_some()),
             )
             .await?;
         let Some((message, deadline, refused)) = changed else {
@@ -967,7 +1016,9 @@ impl Tippen {
             });
         };
         let outcome = Outcome {
-            messages: self.sequence(site, vec![message]).await?,
+            messages: self
+                .sequence_numbered(site, vec![message], numbered)
+                .await?,
             deadline,
             ..Outcome::default()
         };
@@ -1129,10 +1180,11 @@ impl Tippen {
         company: Company,
     ) -> Result<Outcome, ServiceError> {
         let cfg = &self.config.presence;
-        let enriched = self
-            .update(
+        let (enriched, numbered) = self
+            .update_numbered(
                 site,
                 visitor_id,
+                None,
                 |current: Option<Versioned<VisitorRecord>>| {
                     let now = self.clock.now();
                     let Some(current) = current.filter(|v| {
@@ -1149,10 +1201,13 @@ impl Tippen {
                     };
                     Ok((Write::Save(record), Some(message)))
                 },
+                |enriched| usize::from(enriched.is_some()),
             )
             .await?;
         Ok(Outcome {
-            messages: self.sequence(site, enriched.into_iter().collect()).await?,
+            messages: self
+                .sequence_numbered(site, enriched.into_iter().collect(), numbered)
+                .await?,
             ..Outcome::default()
         })
     }

@@ -43,6 +43,89 @@ pub async fn run_store_suite(store: Arc<dyn Store>, prefix: &str) {
     user_records(&*store, prefix).await;
     user_deadline_index(&*store, prefix).await;
     tickets_are_spent_once(store.clone(), prefix).await;
+    numbered_writes(store.clone(), prefix).await;
+}
+
+/// A write with its numbers ([`Store::save_visitor_numbered`],
+/// [`Store::remove_visitor_numbered`]) stores the record and advances the counter by the count,
+/// or, on a conflict, does neither; concurrent numbered writes of one site take disjoint
+/// numbers.
+pub async fn numbered_writes(store: Arc<dyn Store>, prefix: &str) {
+    let site = site_id(prefix, "numbered");
+    let r = sample_record("n1", T0, T0 + 60_000);
+    let (v1, last) = store
+        .save_visitor_numbered(&site, &r, None, 2)
+        .await
+        .expect("numbered insert");
+    assert_eq!(last, 2, "the first two numbers");
+    assert_eq!(store.sequence(&site).await.expect("sequence"), 2);
+    assert!(
+        matches!(
+            store.save_visitor_numbered(&site, &r, None, 3).await,
+            Err(StoreError::Conflict)
+        ),
+        "a second numbered insert conflicts"
+    );
+    assert_eq!(
+        store.sequence(&site).await.expect("sequence"),
+        2,
+        "a conflicting numbered write takes no numbers"
+    );
+    let mut r2 = r.clone();
+    r2.page_views = 2;
+    let (v2, last) = store
+        .save_visitor_numbered(&site, &r2, Some(v1), 1)
+        .await
+        .expect("numbered update");
+    assert_eq!(last, 3);
+    assert_eq!(
+        store
+            .visitor(&site, "n1")
+            .await
+            .expect("visitor")
+            .map(|v| v.value.page_views),
+        Some(2),
+        "the numbered update is stored"
+    );
+    assert!(
+        matches!(
+            store.remove_visitor_numbered(&site, "n1", v1, 1).await,
+            Err(StoreError::Conflict)
+        ),
+        "a numbered removal at a stale version conflicts"
+    );
+    assert_eq!(store.sequence(&site).await.expect("sequence"), 3);
+    assert_eq!(
+        store
+            .remove_visitor_numbered(&site, "n1", v2, 1)
+            .await
+            .expect("numbered removal"),
+        4
+    );
+    assert_eq!(store.visitor(&site, "n1").await.expect("visitor"), None);
+    // Concurrent writers of one site (other visitors) take disjoint numbers.
+    let writes = (0..6).map(|i| {
+        let (store, site) = (store.clone(), site.clone());
+        async move {
+            let r = sample_record(&format!("c{i}"), T0, T0 + 60_000);
+            store
+                .save_visitor_numbered(&site, &r, None, 2)
+                .await
+                .map(|(_, last)| last)
+        }
+    });
+    let mut lasts: Vec<u64> = futures_util::future::join_all(writes)
+        .await
+        .into_iter()
+        .map(|r| r.expect("numbered insert"))
+        .collect();
+    lasts.sort_unstable();
+    assert_eq!(
+        lasts,
+        vec![6, 8, 10, 12, 14, 16],
+        "six writes of two numbers each after 4"
+    );
+    assert_eq!(store.sequence(&site).await.expect("sequence"), 16);
 }
 
 /// Dashboard socket tickets: spent once per site, atomically (of 8 concurrent spends of one

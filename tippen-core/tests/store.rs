@@ -62,6 +62,8 @@ mock! {
         async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError>;
         async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError>;
         async fn sync(&self) -> Result<(), StoreError>;
+        fn numbers_with_writes(&self) -> bool;
+        async fn save_visitor_numbered(&self, site: &SiteId, record: &VisitorRecord, expected: Option<Version>, count: u64) -> Result<(Version, u64), StoreError>;
     }
 }
 
@@ -96,6 +98,7 @@ fn with_site(store: &mut MockStorage) {
 fn endless_conflicts_give_up_after_the_configured_attempts_with_503() {
     let mut store = MockStorage::new();
     with_site(&mut store);
+    store.expect_numbers_with_writes().return_const(false);
     store.expect_visitor().times(3).returning(|_, _| Ok(None));
     store
         .expect_save_visitor()
@@ -121,6 +124,7 @@ fn endless_conflicts_give_up_after_the_configured_attempts_with_503() {
 fn a_failing_backend_is_a_500_without_details() {
     let mut store = MockStorage::new();
     with_site(&mut store);
+    store.expect_numbers_with_writes().return_const(false);
     store.expect_visitor().returning(|_, _| {
         Err(StoreError::Backend(
             "disk on fire at /var/lib/secret".into(),
@@ -135,6 +139,7 @@ fn a_failing_backend_is_a_500_without_details() {
 fn a_conflict_is_retried_with_a_fresh_read() {
     let mut store = MockStorage::new();
     with_site(&mut store);
+    store.expect_numbers_with_writes().return_const(false);
     let mut seq = mockall::Sequence::new();
     store
         .expect_visitor()
@@ -164,6 +169,35 @@ fn a_conflict_is_retried_with_a_fresh_read() {
     let r = track(&service(store));
     assert_eq!(r.response.as_ref().unwrap().status(), 200);
     assert_eq!(r.broadcasts.len(), 1);
+}
+
+/// On a store that numbers messages with the write (Lambda's DynamoDB), a page view's
+/// broadcast takes the numbers of its write, one atomic step: no separate save, no separate
+/// advance of the counter (a process cut off between the two would leave a stored change no
+/// dashboard hears of).
+#[test]
+fn a_store_numbering_with_its_writes_numbers_the_broadcasts_in_the_write() {
+    let mut store = MockStorage::new();
+    with_site(&mut store);
+    store.expect_numbers_with_writes().return_const(true);
+    store.expect_visitor().times(1).returning(|_, _| Ok(None));
+    store
+        .expect_save_visitor_numbered()
+        .times(1)
+        .withf(|_, record, expected, count| {
+            record.visitor_id == "v" && expected.is_none() && *count == 1
+        })
+        .returning(|_, _, _, count| Ok((Version(1), 40 + count)));
+    store.expect_save_visitor().never();
+    store.expect_advance_sequence().never();
+    let r = track(&service(store));
+    assert_eq!(r.response.as_ref().unwrap().status(), 200);
+    assert_eq!(
+        r.broadcasts.iter().map(|b| b.seq).collect::<Vec<_>>(),
+        vec![41],
+        "the broadcast carries the number its write took"
+    );
+    assert!(r.broadcasts[0].text.contains("\"seq\":41"));
 }
 
 /// A flood of `GET_VISITORS` (or of dashboard connects) reads the store's visitors once per

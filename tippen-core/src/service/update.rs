@@ -75,6 +75,34 @@ pub(crate) trait VersionedRecord: Sized + MaybeSendSync {
         expected: Version,
     ) -> Result<(), StoreError>;
 
+    /// Writes `record` if the stored version is `expected` and numbers `count` dashboard
+    /// messages with it: the new version and the last number. By default a save, then the
+    /// counter's advance.
+    async fn save_numbered(
+        store: &dyn Store,
+        site: &SiteId,
+        record: &Self,
+        expected: Option<Version>,
+        count: u64,
+    ) -> Result<(Version, u64), StoreError> {
+        let version = Self::save(store, site, record, expected).await?;
+        Ok((version, store.advance_sequence(site, count).await?))
+    }
+
+    /// Deletes the record `id` if its stored version is `expected` and numbers `count`
+    /// dashboard messages with it: the last number. By default a delete, then the counter's
+    /// advance.
+    async fn remove_numbered(
+        store: &dyn Store,
+        site: &SiteId,
+        id: &str,
+        expected: Version,
+        count: u64,
+    ) -> Result<u64, StoreError> {
+        Self::remove(store, site, id, expected).await?;
+        store.advance_sequence(site, count).await
+    }
+
     /// Writes `record`, changed only as a heartbeat changes it, if the stored version is
     /// `expected`. By default a save.
     async fn touch(
@@ -124,6 +152,30 @@ impl VersionedRecord for VisitorRecord {
     ) -> Result<Version, StoreError> {
         store.touch_visitor(site, record, expected).await
     }
+
+    async fn save_numbered(
+        store: &dyn Store,
+        site: &SiteId,
+        record: &Self,
+        expected: Option<Version>,
+        count: u64,
+    ) -> Result<(Version, u64), StoreError> {
+        store
+            .save_visitor_numbered(site, record, expected, count)
+            .await
+    }
+
+    async fn remove_numbered(
+        store: &dyn Store,
+        site: &SiteId,
+        id: &str,
+        expected: Version,
+        count: u64,
+    ) -> Result<u64, StoreError> {
+        store
+            .remove_visitor_numbered(site, id, expected, count)
+            .await
+    }
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
@@ -156,6 +208,10 @@ impl VersionedRecord for UserRecord {
     }
 }
 
+/// The last number a store gave a write's dashboard messages in the write itself
+/// ([`Store::numbers_with_writes`]); `None`: they are still to be numbered.
+pub(crate) type Numbered = Option<u64>;
+
 impl Tippen {
     /// Reads record `id` of `site`, applies `transition` and writes what it asks for,
     /// retrying on a conflict; the transition's answer once written.
@@ -168,7 +224,8 @@ impl Tippen {
         id: &str,
         transition: impl FnMut(Option<Versioned<R>>) -> Result<(Write<R>, T), ServiceError>,
     ) -> Result<T, ServiceError> {
-        self.retry(site, id, None, transition).await
+        let (answer, _) = self.retry(site, id, None, transition, |_| 0).await?;
+        Ok(answer)
     }
 
     /// [`update`](Self::update) starting from `current`, the record as already read (by a
@@ -181,7 +238,26 @@ impl Tippen {
         current: Option<Versioned<R>>,
         transition: impl FnMut(Option<Versioned<R>>) -> Result<(Write<R>, T), ServiceError>,
     ) -> Result<T, ServiceError> {
-        self.retry(site, id, Some(current), transition).await
+        let (answer, _) = self
+            .retry(site, id, Some(current), transition, |_| 0)
+            .await?;
+        Ok(answer)
+    }
+
+    /// [`update`](Self::update) of a transition whose answer carries `count(answer)` dashboard
+    /// messages: on a store that numbers messages with the write
+    /// ([`Store::numbers_with_writes`]) they are numbered in the same atomic step, so no
+    /// stored change goes without its numbers (the answer's [`Numbered`]); elsewhere they are
+    /// numbered afterwards ([`sequence_numbered`](Self::sequence_numbered) does either).
+    pub(crate) async fn update_numbered<R: VersionedRecord, T>(
+        &self,
+        site: &SiteId,
+        id: &str,
+        current: Option<Option<Versioned<R>>>,
+        transition: impl FnMut(Option<Versioned<R>>) -> Result<(Write<R>, T), ServiceError>,
+        count: impl Fn(&T) -> usize,
+    ) -> Result<(T, Numbered), ServiceError> {
+        self.retry(site, id, current, transition, count).await
     }
 
     /// The loop. `read` is the first attempt's record when the caller has already read it.
@@ -191,8 +267,10 @@ impl Tippen {
         id: &str,
         mut read: Option<Option<Versioned<R>>>,
         mut transition: impl FnMut(Option<Versioned<R>>) -> Result<(Write<R>, T), ServiceError>,
-    ) -> Result<T, ServiceError> {
+        count: impl Fn(&T) -> usize,
+    ) -> Result<(T, Numbered), ServiceError> {
         let store = self.store().as_ref();
+        let numbering = store.numbers_with_writes();
         for _ in 0..self.config().limits.max_write_attempts {
             let current = match read.take() {
                 Some(current) => current,
@@ -206,22 +284,42 @@ impl Tippen {
                 self.record_visits(site, visits).await?;
                 write = *inner;
             }
-            let written = match (write, version) {
-                // (`Close` was unwrapped above.)
-                (Write::Keep | Write::Close(..), _) | (Write::Remove, None) => Ok(()),
-                (Write::Save(record) | Write::Touch(record), None) => {
-                    R::save(store, site, &record, None).await.map(drop)
+            let n = if numbering { count(&answer) as u64 } else { 0 };
+            let written: Result<Numbered, StoreError> = if n > 0 {
+                match (write, version) {
+                    // (`Close` was unwrapped above.)
+                    (Write::Keep | Write::Close(..), _) | (Write::Remove, None) => {
+                        store.advance_sequence(site, n).await.map(Some)
+                    }
+                    (Write::Save(record) | Write::Touch(record), expected) => {
+                        R::save_numbered(store, site, &record, expected, n)
+                            .await
+                            .map(|(_, last)| Some(last))
+                    }
+                    (Write::Remove, Some(expected)) => {
+                        R::remove_numbered(store, site, id, expected, n)
+                            .await
+                            .map(Some)
+                    }
                 }
-                (Write::Save(record), expected) => {
-                    R::save(store, site, &record, expected).await.map(drop)
+            } else {
+                match (write, version) {
+                    (Write::Keep | Write::Close(..), _) | (Write::Remove, None) => Ok(()),
+                    (Write::Save(record) | Write::Touch(record), None) => {
+                        R::save(store, site, &record, None).await.map(drop)
+                    }
+                    (Write::Save(record), expected) => {
+                        R::save(store, site, &record, expected).await.map(drop)
+                    }
+                    (Write::Touch(record), Some(expected)) => {
+                        R::touch(store, site, &record, expected).await.map(drop)
+                    }
+                    (Write::Remove, Some(expected)) => R::remove(store, site, id, expected).await,
                 }
-                (Write::Touch(record), Some(expected)) => {
-                    R::touch(store, site, &record, expected).await.map(drop)
-                }
-                (Write::Remove, Some(expected)) => R::remove(store, site, id, expected).await,
+                .map(|()| None)
             };
             match written {
-                Ok(()) => return Ok(answer),
+                Ok(numbered) => return Ok((answer, numbered)),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
