@@ -309,23 +309,22 @@ impl Tippen {
             .collect())
     }
 
-    /// `messages` as numbered: with the numbers their write took ([`Numbered`], the last
-    /// one), else numbered now ([`sequence`](Self::sequence)).
+    /// `messages` as numbered: with the numbers taken before their write ([`Numbered`]),
+    /// else numbered now ([`sequence`](Self::sequence)).
     pub(crate) async fn sequence_numbered(
         &self,
         site: &SiteId,
         messages: Vec<ServerMessage>,
         numbered: Numbered,
     ) -> Result<Vec<Sequenced>, ServiceError> {
-        let Some(last) = numbered.filter(|_| !messages.is_empty()) else {
-            return self.sequence(site, messages).await;
-        };
-        let first = last + 1 - messages.len() as u64;
-        Ok(messages
-            .into_iter()
-            .zip(first..)
-            .map(|(message, seq)| Sequenced { message, seq })
-            .collect())
+        match numbered {
+            Some(numbers) if numbers.len() == messages.len() => Ok(messages
+                .into_iter()
+                .zip(numbers)
+                .map(|(message, seq)| Sequenced { message, seq })
+                .collect()),
+            _ => self.sequence(site, messages).await,
+        }
     }
 
     fn view(&self, record: &VisitorRecord, now: Timestamp) -> VisitorView {
@@ -719,8 +718,8 @@ impl Tippen {
         let mut numbered = Vec::new();
         for swept in swept {
             match swept {
-                Ok((m, Some(last))) => {
-                    numbered.extend(self.sequence_numbered(site, m, Some(last)).await?);
+                Ok((m, Some(numbers))) => {
+                    numbered.extend(self.sequence_numbered(site, m, Some(numbers)).await?);
                 }
                 Ok((mut m, None)) => messages.append(&mut m),
                 // Concurrent writers kept moving it: they re-armed its deadline.

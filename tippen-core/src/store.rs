@@ -203,44 +203,15 @@ pub trait Store: MaybeSendSync {
     /// The site's message counter (0 before the first message).
     async fn sequence(&self, site: &SiteId) -> Result<u64, StoreError>;
 
-    /// Whether this store numbers a write's dashboard messages in the write itself
-    /// ([`save_visitor_numbered`](Self::save_visitor_numbered),
-    /// [`remove_visitor_numbered`](Self::remove_visitor_numbered)): one atomic step, so a
-    /// process that dies between a write and its numbering cannot leave a stored change that
-    /// no dashboard hears of (a number taken whose message never arrives is a gap, which
-    /// dashboards detect and resync from). For stores of hosts that may be cut off at any
-    /// moment (a Lambda invocation's timeout). `false` by default: the core numbers after the
-    /// write.
-    fn numbers_with_writes(&self) -> bool {
+    /// Whether the core should number a write's dashboard messages before the write
+    /// ([`advance_sequence`](Self::advance_sequence) first) instead of after it: for stores of
+    /// hosts that may be cut off at any moment (a Lambda invocation's timeout). Then a change
+    /// is never stored without its numbers taken: cut off after the write (or between the two),
+    /// the numbers whose messages never come are a gap, which dashboards detect (the next
+    /// message's or `PONG`'s `seq`) and resync from, so they still learn of the change. The
+    /// price: a conflicting write whose retry says less leaves a gap too. `false` by default.
+    fn numbers_before_writes(&self) -> bool {
         false
-    }
-
-    /// [`save_visitor`](Self::save_visitor), and the message counter advanced by `count` in
-    /// the same atomic step (both or neither): the new version and the counter's new value.
-    /// The default does one after the other (for stores whose
-    /// [`numbers_with_writes`](Self::numbers_with_writes) is `false`, never asked).
-    async fn save_visitor_numbered(
-        &self,
-        site: &SiteId,
-        record: &VisitorRecord,
-        expected: Option<Version>,
-        count: u64,
-    ) -> Result<(Version, u64), StoreError> {
-        let version = self.save_visitor(site, record, expected).await?;
-        Ok((version, self.advance_sequence(site, count).await?))
-    }
-
-    /// [`remove_visitor`](Self::remove_visitor), and the message counter advanced by `count`
-    /// in the same atomic step: the counter's new value. The default does one after the other.
-    async fn remove_visitor_numbered(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-        expected: Version,
-        count: u64,
-    ) -> Result<u64, StoreError> {
-        self.remove_visitor(site, visitor_id, expected).await?;
-        self.advance_sequence(site, count).await
     }
 
     /// Whether this store carries dashboard messages to other processes: then the core numbers

@@ -62,8 +62,7 @@ mock! {
         async fn count_visitors(&self, site: &SiteId) -> Result<usize, StoreError>;
         async fn count_users(&self, site: &SiteId) -> Result<usize, StoreError>;
         async fn sync(&self) -> Result<(), StoreError>;
-        fn numbers_with_writes(&self) -> bool;
-        async fn save_visitor_numbered(&self, site: &SiteId, record: &VisitorRecord, expected: Option<Version>, count: u64) -> Result<(Version, u64), StoreError>;
+        fn numbers_before_writes(&self) -> bool;
     }
 }
 
@@ -98,7 +97,7 @@ fn with_site(store: &mut MockStorage) {
 fn endless_conflicts_give_up_after_the_configured_attempts_with_503() {
     let mut store = MockStorage::new();
     with_site(&mut store);
-    store.expect_numbers_with_writes().return_const(false);
+    store.expect_numbers_before_writes().return_const(false);
     store.expect_visitor().times(3).returning(|_, _| Ok(None));
     store
         .expect_save_visitor()
@@ -124,7 +123,7 @@ fn endless_conflicts_give_up_after_the_configured_attempts_with_503() {
 fn a_failing_backend_is_a_500_without_details() {
     let mut store = MockStorage::new();
     with_site(&mut store);
-    store.expect_numbers_with_writes().return_const(false);
+    store.expect_numbers_before_writes().return_const(false);
     store.expect_visitor().returning(|_, _| {
         Err(StoreError::Backend(
             "disk on fire at /var/lib/secret".into(),
@@ -139,7 +138,7 @@ fn a_failing_backend_is_a_500_without_details() {
 fn a_conflict_is_retried_with_a_fresh_read() {
     let mut store = MockStorage::new();
     with_site(&mut store);
-    store.expect_numbers_with_writes().return_const(false);
+    store.expect_numbers_before_writes().return_const(false);
     let mut seq = mockall::Sequence::new();
     store
         .expect_visitor()
@@ -171,31 +170,47 @@ fn a_conflict_is_retried_with_a_fresh_read() {
     assert_eq!(r.broadcasts.len(), 1);
 }
 
-/// On a store that numbers messages with the write (Lambda's DynamoDB), a page view's
-/// broadcast takes the numbers of its write, one atomic step: no separate save, no separate
-/// advance of the counter (a process cut off between the two would leave a stored change no
-/// dashboard hears of).
+/// On a store that wants messages numbered before the write (Lambda's DynamoDB: an
+/// invocation may be cut off between the two), a page view's broadcast takes its number first,
+/// then the visitor is written; a conflict's retry reuses the number taken.
 #[test]
-fn a_store_numbering_with_its_writes_numbers_the_broadcasts_in_the_write() {
+fn a_store_numbering_before_writes_gets_the_numbers_first_and_a_retry_reuses_them() {
     let mut store = MockStorage::new();
     with_site(&mut store);
-    store.expect_numbers_with_writes().return_const(true);
-    store.expect_visitor().times(1).returning(|_, _| Ok(None));
+    store.expect_numbers_before_writes().return_const(true);
+    let mut seq = mockall::Sequence::new();
     store
-        .expect_save_visitor_numbered()
+        .expect_visitor()
         .times(1)
-        .withf(|_, record, expected, count| {
-            record.visitor_id == "v" && expected.is_none() && *count == 1
-        })
-        .returning(|_, _, _, count| Ok((Version(1), 40 + count)));
-    store.expect_save_visitor().never();
-    store.expect_advance_sequence().never();
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(None));
+    store
+        .expect_advance_sequence()
+        .times(1)
+        .in_sequence(&mut seq)
+        .withf(|_, by| *by == 1)
+        .returning(|_, by| Ok(40 + by));
+    store
+        .expect_save_visitor()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Err(StoreError::Conflict));
+    store
+        .expect_visitor()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(None));
+    store
+        .expect_save_visitor()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Version(1)));
     let r = track(&service(store));
     assert_eq!(r.response.as_ref().unwrap().status(), 200);
     assert_eq!(
         r.broadcasts.iter().map(|b| b.seq).collect::<Vec<_>>(),
         vec![41],
-        "the broadcast carries the number its write took"
+        "the broadcast carries the number taken before its write"
     );
     assert!(r.broadcasts[0].text.contains("\"seq\":41"));
 }

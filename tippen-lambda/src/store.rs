@@ -16,7 +16,7 @@
 //! | key index | `KEY#<sha-256 hex>` | `KEY` | `site` |
 //! | visitor | `V#<site>` | visitor id | `doc`, `v`, `dsite` (= site) + `dl` (deadline index), `ttl` |
 //! | support user | `U#<site>` | user id | `doc`, `v`, `dsite` (= `U#<site>`) + `dl`, `ttl` |
-//! | message counter | `SEQ#<site>` | `SEQ` | `n` (atomic `ADD`; with a visitor's write, `SET` conditional on the value read, in the write's transaction) |
+//! | message counter | `SEQ#<site>` | `SEQ` | `n` (atomic `ADD`, taken before the write it numbers: `Store::numbers_before_writes`) |
 //! | enrichment cache | `IP#<address>` | `CACHE` | `doc`, `v`, `ttl` |
 //! | enrichment counters | `STATS#<site>` | `STATS` | one number per counter (`st.creditsUsed`, `st.skipsByReason.bot`), atomic `ADD` |
 //! | WebSocket connection | `CONN#<site>` | `D#<connectionId>` (dashboard), `W#<visitor>#<connectionId>` | `cid`, `at`, `greeted`, `outbox`, `ttl` |
@@ -62,12 +62,11 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
-use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, Delete, GlobalSecondaryIndex,
     KeySchemaElement, KeyType, Projection, ProjectionType, Put, ReturnValue,
     ReturnValuesOnConditionCheckFailure, ScalarAttributeType, Select, TimeToLiveSpecification,
-    TransactWriteItem, Update,
+    TransactWriteItem,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -110,9 +109,6 @@ pub struct DynamoStore {
     /// The secret keying client addresses' rate counters, once read from the table.
     address_secret: Arc<tokio::sync::OnceCell<tippen_core::IdentitySecret>>,
 }
-
-/// Attempts of [`DynamoStore::write_numbered`] while other writers keep advancing the counter.
-const NUMBERED_WRITE_ATTEMPTS: usize = 16;
 
 /// The item holding the secret that keys client addresses' rate counters (`pk`, `sk`): made
 /// by the first invocation that needs it (a conditional put), read by every later one.
@@ -1102,77 +1098,6 @@ impl DynamoStore {
             .cloned()
     }
 
-    /// `write` (a conditional put or delete of a visitor) and the site's message counter
-    /// advanced by `count`, in one transaction: both or neither, so a stored change always
-    /// has its numbers. DynamoDB's transactions return no values, so the counter's update is
-    /// conditional on the value read just before (the numbers are then known); when another
-    /// writer advanced it meanwhile, the counter is read again and the transaction retried.
-    /// [`StoreError::Conflict`] when `write`'s own condition failed (or the counter stayed
-    /// contended for every attempt: the core then retries the whole operation). Returns the
-    /// counter's new value.
-    async fn write_numbered(
-        &self,
-        site: &SiteId,
-        write: TransactWriteItem,
-        count: u64,
-    ) -> Result<u64, StoreError> {
-        let seq_pk = format!("SEQ#{site}");
-        for _ in 0..NUMBERED_WRITE_ATTEMPTS {
-            let current = self.sequence(site).await?;
-            let last = current + count;
-            let condition = if current == 0 {
-                "attribute_not_exists(#n) OR #n = :cur"
-            } else {
-                "#n = :cur"
-            };
-            let update = Update::builder()
-                .table_name(&self.table)
-                .set_key(Some(Self::key(&seq_pk, "SEQ")))
-                .update_expression("SET #n = :last")
-                .condition_expression(condition)
-                .expression_attribute_names("#n", attr::COUNTER)
-                .expression_attribute_values(":cur", n(current))
-                .expression_attribute_values(":last", n(last))
-                .build()
-                .map_err(|e| backend("TransactWriteItems", e))?;
-            let out = self
-                .client
-                .transact_write_items()
-                .transact_items(write.clone())
-                .transact_items(TransactWriteItem::builder().update(update).build())
-                // A retry of this request by the SDK (its answer lost) is then a no-op
-                // success, not a failed condition against our own write.
-                .client_request_token(write_token())
-                .send()
-                .await;
-            let e = match out {
-                Ok(_) => return Ok(last),
-                Err(e) => e,
-            };
-            let reasons: Vec<Option<String>> = match e.as_service_error() {
-                Some(TransactWriteItemsError::TransactionCanceledException(c)) => c
-                    .cancellation_reasons()
-                    .iter()
-                    .map(|r| r.code().map(str::to_owned))
-                    .collect(),
-                _ => return Err(backend("TransactWriteItems", e)),
-            };
-            let failed = |i: usize| {
-                reasons
-                    .get(i)
-                    .and_then(Option::as_deref)
-                    .is_some_and(|c| c == "ConditionalCheckFailed")
-            };
-            if failed(0) {
-                return Err(StoreError::Conflict);
-            }
-            // The counter moved, another transaction held one of the items, or no reasons
-            // were given: read the counter again and retry (the write's own condition is
-            // checked again with it).
-        }
-        Err(StoreError::Conflict)
-    }
-
     /// Puts `item` unless an item with its key exists: `Ok(false)`, writing nothing, when one
     /// does.
     async fn put_new(&self, item: Item) -> Result<bool, StoreError> {
@@ -1470,62 +1395,9 @@ impl Store for DynamoStore {
             .await
     }
 
-    fn numbers_with_writes(&self) -> bool {
+    fn numbers_before_writes(&self) -> bool {
+        // An invocation may be cut off (its timeout) between a write and its numbers.
         true
-    }
-
-    async fn save_visitor_numbered(
-        &self,
-        site: &SiteId,
-        record: &VisitorRecord,
-        expected: Option<Version>,
-        count: u64,
-    ) -> Result<(Version, u64), StoreError> {
-        let mut item = Self::deadline_item(
-            &visitor_pk(site),
-            &record.visitor_id,
-            site.as_str(),
-            record,
-            record.deadline,
-        )?;
-        let next = Version(expected.map_or(1, |v| v.0 + 1));
-        item.insert(attr::VERSION.to_owned(), n(next.0));
-        let put = Put::builder().table_name(&self.table).set_item(Some(item));
-        let put = match expected {
-            None => put.condition_expression("attribute_not_exists(pk)"),
-            Some(v) => put
-                .condition_expression("#v = :v")
-                .expression_attribute_names("#v", attr::VERSION)
-                .expression_attribute_values(":v", n(v.0)),
-        };
-        let put = put.build().map_err(|e| backend("TransactWriteItems", e))?;
-        let last = self
-            .write_numbered(site, TransactWriteItem::builder().put(put).build(), count)
-            .await?;
-        Ok((next, last))
-    }
-
-    async fn remove_visitor_numbered(
-        &self,
-        site: &SiteId,
-        visitor_id: &str,
-        expected: Version,
-        count: u64,
-    ) -> Result<u64, StoreError> {
-        let delete = Delete::builder()
-            .table_name(&self.table)
-            .set_key(Some(Self::key(&visitor_pk(site), visitor_id)))
-            .condition_expression("#v = :v")
-            .expression_attribute_names("#v", attr::VERSION)
-            .expression_attribute_values(":v", n(expected.0))
-            .build()
-            .map_err(|e| backend("TransactWriteItems", e))?;
-        self.write_numbered(
-            site,
-            TransactWriteItem::builder().delete(delete).build(),
-            count,
-        )
-        .await
     }
 
     async fn visitors(&self, site: &SiteId) -> Result<Vec<VisitorRecord>, StoreError> {

@@ -75,34 +75,6 @@ pub(crate) trait VersionedRecord: Sized + MaybeSendSync {
         expected: Version,
     ) -> Result<(), StoreError>;
 
-    /// Writes `record` if the stored version is `expected` and numbers `count` dashboard
-    /// messages with it: the new version and the last number. By default a save, then the
-    /// counter's advance.
-    async fn save_numbered(
-        store: &dyn Store,
-        site: &SiteId,
-        record: &Self,
-        expected: Option<Version>,
-        count: u64,
-    ) -> Result<(Version, u64), StoreError> {
-        let version = Self::save(store, site, record, expected).await?;
-        Ok((version, store.advance_sequence(site, count).await?))
-    }
-
-    /// Deletes the record `id` if its stored version is `expected` and numbers `count`
-    /// dashboard messages with it: the last number. By default a delete, then the counter's
-    /// advance.
-    async fn remove_numbered(
-        store: &dyn Store,
-        site: &SiteId,
-        id: &str,
-        expected: Version,
-        count: u64,
-    ) -> Result<u64, StoreError> {
-        Self::remove(store, site, id, expected).await?;
-        store.advance_sequence(site, count).await
-    }
-
     /// Writes `record`, changed only as a heartbeat changes it, if the stored version is
     /// `expected`. By default a save.
     async fn touch(
@@ -152,30 +124,6 @@ impl VersionedRecord for VisitorRecord {
     ) -> Result<Version, StoreError> {
         store.touch_visitor(site, record, expected).await
     }
-
-    async fn save_numbered(
-        store: &dyn Store,
-        site: &SiteId,
-        record: &Self,
-        expected: Option<Version>,
-        count: u64,
-    ) -> Result<(Version, u64), StoreError> {
-        store
-            .save_visitor_numbered(site, record, expected, count)
-            .await
-    }
-
-    async fn remove_numbered(
-        store: &dyn Store,
-        site: &SiteId,
-        id: &str,
-        expected: Version,
-        count: u64,
-    ) -> Result<u64, StoreError> {
-        store
-            .remove_visitor_numbered(site, id, expected, count)
-            .await
-    }
 }
 
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
@@ -208,9 +156,9 @@ impl VersionedRecord for UserRecord {
     }
 }
 
-/// The last number a store gave a write's dashboard messages in the write itself
-/// ([`Store::numbers_with_writes`]); `None`: they are still to be numbered.
-pub(crate) type Numbered = Option<u64>;
+/// The numbers a write's dashboard messages took before the write
+/// ([`Store::numbers_before_writes`]), in order; `None`: they are still to be numbered.
+pub(crate) type Numbered = Option<Vec<u64>>;
 
 impl Tippen {
     /// Reads record `id` of `site`, applies `transition` and writes what it asks for,
@@ -245,10 +193,10 @@ impl Tippen {
     }
 
     /// [`update`](Self::update) of a transition whose answer carries `count(answer)` dashboard
-    /// messages: on a store that numbers messages with the write
-    /// ([`Store::numbers_with_writes`]) they are numbered in the same atomic step, so no
-    /// stored change goes without its numbers (the answer's [`Numbered`]); elsewhere they are
-    /// numbered afterwards ([`sequence_numbered`](Self::sequence_numbered) does either).
+    /// messages: on a store that wants them numbered before the write
+    /// ([`Store::numbers_before_writes`]) they take their numbers first, so a stored change
+    /// always has numbers taken (the answer's [`Numbered`]); elsewhere they are numbered
+    /// afterwards ([`sequence_numbered`](Self::sequence_numbered) does either).
     pub(crate) async fn update_numbered<R: VersionedRecord, T>(
         &self,
         site: &SiteId,
@@ -270,7 +218,10 @@ impl Tippen {
         count: impl Fn(&T) -> usize,
     ) -> Result<(T, Numbered), ServiceError> {
         let store = self.store().as_ref();
-        let numbering = store.numbers_with_writes();
+        let numbering = store.numbers_before_writes();
+        // Numbers taken by earlier attempts and not used yet: a retry after a conflict uses
+        // them first (a transition run again mostly says as much).
+        let mut taken: Vec<u64> = Vec::new();
         for _ in 0..self.config().limits.max_write_attempts {
             let current = match read.take() {
                 Some(current) => current,
@@ -278,48 +229,39 @@ impl Tippen {
             };
             let version = current.as_ref().map(|v| v.version);
             let (mut write, answer) = transition(current)?;
+            let n = if numbering { count(&answer) } else { 0 };
+            if n > taken.len() {
+                // Numbered before anything is written: a process cut off after the write (or
+                // between the two) leaves numbers whose messages never come, a gap that
+                // dashboards detect and resync from, never a change they do not hear of.
+                let more = (n - taken.len()) as u64;
+                let last = store.advance_sequence(site, more).await?;
+                taken.extend(last + 1 - more..=last);
+            }
             // Closed visits go to history before the live record changes: a crash in
             // between leaves the record, and the next sweep closes the same visits again.
             while let Write::Close(visits, inner) = write {
                 self.record_visits(site, visits).await?;
                 write = *inner;
             }
-            let n = if numbering { count(&answer) as u64 } else { 0 };
-            let written: Result<Numbered, StoreError> = if n > 0 {
-                match (write, version) {
-                    // (`Close` was unwrapped above.)
-                    (Write::Keep | Write::Close(..), _) | (Write::Remove, None) => {
-                        store.advance_sequence(site, n).await.map(Some)
-                    }
-                    (Write::Save(record) | Write::Touch(record), expected) => {
-                        R::save_numbered(store, site, &record, expected, n)
-                            .await
-                            .map(|(_, last)| Some(last))
-                    }
-                    (Write::Remove, Some(expected)) => {
-                        R::remove_numbered(store, site, id, expected, n)
-                            .await
-                            .map(Some)
-                    }
+            let written = match (write, version) {
+                // (`Close` was unwrapped above.)
+                (Write::Keep | Write::Close(..), _) | (Write::Remove, None) => Ok(()),
+                (Write::Save(record) | Write::Touch(record), None) => {
+                    R::save(store, site, &record, None).await.map(drop)
                 }
-            } else {
-                match (write, version) {
-                    (Write::Keep | Write::Close(..), _) | (Write::Remove, None) => Ok(()),
-                    (Write::Save(record) | Write::Touch(record), None) => {
-                        R::save(store, site, &record, None).await.map(drop)
-                    }
-                    (Write::Save(record), expected) => {
-                        R::save(store, site, &record, expected).await.map(drop)
-                    }
-                    (Write::Touch(record), Some(expected)) => {
-                        R::touch(store, site, &record, expected).await.map(drop)
-                    }
-                    (Write::Remove, Some(expected)) => R::remove(store, site, id, expected).await,
+                (Write::Save(record), expected) => {
+                    R::save(store, site, &record, expected).await.map(drop)
                 }
-                .map(|()| None)
+                (Write::Touch(record), Some(expected)) => {
+                    R::touch(store, site, &record, expected).await.map(drop)
+                }
+                (Write::Remove, Some(expected)) => R::remove(store, site, id, expected).await,
             };
             match written {
-                Ok(numbered) => return Ok((answer, numbered)),
+                // Numbers taken and not used are a gap dashboards resync from (rare: a retry
+                // that said less than the attempt before it).
+                Ok(()) => return Ok((answer, numbering.then(|| taken[..n].to_vec()))),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
