@@ -26,6 +26,7 @@ mod enrich;
 mod host;
 mod ip;
 mod limit;
+mod quota;
 mod serve;
 mod slack;
 #[cfg(feature = "sqlite")]

@@ -91,9 +91,17 @@ pub struct SocketQuotas {
 }
 
 impl SocketQuotas {
+    /// The host's quotas (`limits`), for a site that has none of its own.
+    pub fn of_host(limits: &Limits) -> Self {
+        Self::with(limits, &QuotaOverrides::default())
+    }
+
     /// The quotas for `site`'s sockets under `limits`.
     pub fn of(limits: &Limits, site: &Site) -> Self {
-        let o = &site.socket_quotas;
+        Self::with(limits, &site.socket_quotas)
+    }
+
+    fn with(limits: &Limits, o: &QuotaOverrides) -> Self {
         let size = |n: Option<u32>, default: usize| {
             n.and_then(|n| usize::try_from(n).ok()).unwrap_or(default)
         };
@@ -123,13 +131,13 @@ impl SocketQuotas {
         };
         if open_on_site >= self.per_site {
             return refuse(format!(
-                "socket quota: this site has {open_on_site} open sockets, at most {} (maxSocketsPerSite); close one first",
+                "too many open sockets on this site: {open_on_site}, at most {} (maxSockets, TIPPEN_MAX_SOCKETS_PER_SITE); close one first",
                 self.per_site
             ));
         }
         if open_from_address >= self.per_address {
             return refuse(format!(
-                "socket quota: this address has {open_from_address} open sockets, at most {} (maxSocketsPerAddress); close one first",
+                "too many open sockets from this address: {open_from_address}, at most {} (maxSocketsPerAddress, TIPPEN_MAX_SOCKETS_PER_ADDRESS); close one first",
                 self.per_address
             ));
         }
@@ -228,7 +236,7 @@ impl Tippen {
         {
             let secs = (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1);
             let error = format!(
-                "snapshot quota: at most {} GET_VISITORS a minute per dashboard (snapshotsPerMinute); retry in {secs} s",
+                "snapshot quota: at most {} GET_VISITORS a minute per dashboard (snapshotsPerMinute, TIPPEN_SNAPSHOTS_PER_MINUTE); retry in {secs} s",
                 budget.per_minute
             );
             tracing::debug!(site = %site, "dashboard over its snapshot quota");
@@ -283,7 +291,7 @@ mod tests {
             let v: serde_json::Value = serde_json::from_slice(r.body()).unwrap();
             v["error"].as_str().unwrap().to_owned()
         };
-        assert!(body(q.admit(3, 0).unwrap_err()).contains("maxSocketsPerSite"));
+        assert!(body(q.admit(3, 0).unwrap_err()).contains("maxSockets,"));
         assert!(body(q.admit(0, 2).unwrap_err()).contains("maxSocketsPerAddress"));
     }
 
