@@ -1144,7 +1144,10 @@ impl DynamoStore {
 
     /// The connection with this id, if stored.
     pub async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
-        Ok(self.connection_with_budget(connection_id).await?.map(|(c, _)| c))
+        Ok(self
+            .connection_with_budget(connection_id)
+            .await?
+            .map(|(c, _)| c))
     }
 
     /// The connection with this id, if stored, and its snapshot budget (a dashboard's; `None`

@@ -27,7 +27,7 @@ use crate::fanout::Posted;
 use crate::host::{HostError, LambdaHost};
 use crate::store::Connection;
 use tippen_core::api::SocketRole;
-use tippen_core::quota::{SnapshotBudget, SocketQuotas};
+use tippen_core::quota::SocketQuotas;
 
 /// The event `$connect` sends (asynchronously) to greet a new connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -397,7 +397,11 @@ impl SiteObject {
         };
         let before = stored.unwrap_or_else(|| rt.quotas.snapshot_budget());
         let mut budget = before;
-        let effects = match rt.tippen.socket_frame_within(&role, &mut budget, &text).await {
+        let effects = match rt
+            .tippen
+            .socket_frame_within(&role, &mut budget, &text)
+            .await
+        {
             Ok(effects) => effects,
             Err(e) => {
                 tracing::error!(error = %e, "socket message failed");
