@@ -438,7 +438,7 @@ impl Batch {
 }
 
 enum SiteOp {
-    Put(Site),
+    Put(Box<Site>),
     Remove(SiteId),
 }
 
@@ -629,7 +629,7 @@ impl SqliteStore {
             state.keys.insert(h, site.id.clone());
         }
         state.sites.insert(site.id.clone(), site.clone());
-        state.pending.sites.push(SiteOp::Put(site.clone()));
+        state.pending.sites.push(SiteOp::Put(Box::new(site.clone())));
         self.queued_urgent(state)
     }
 

@@ -206,7 +206,10 @@ fn a_dashboard_over_its_snapshot_budget_gets_an_error_until_it_refills() {
         serde_json::from_str::<serde_json::Value>(effects.reply.as_deref().unwrap()).unwrap()
     };
     for _ in 0..3 {
-        assert_eq!(ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"], "INITIAL_VISITORS");
+        assert_eq!(
+            ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"],
+            "INITIAL_VISITORS"
+        );
     }
     let refused = ask(&mut budget, r#"{"type":"GET_VISITORS"}"#);
     assert_eq!(refused["type"], "ERROR");
@@ -223,11 +226,20 @@ fn a_dashboard_over_its_snapshot_budget_gets_an_error_until_it_refills() {
         visitor_id: "v1".into(),
     };
     let before = budget;
-    block(h.tippen.socket_frame_within(&visitor, &mut budget, r#"{"type":"GET_VISITORS"}"#))
-        .unwrap();
+    block(
+        h.tippen
+            .socket_frame_within(&visitor, &mut budget, r#"{"type":"GET_VISITORS"}"#),
+    )
+    .unwrap();
     assert_eq!(budget, before);
     // A third of a minute later, one more.
     h.clock.advance(std::time::Duration::from_secs(20));
-    assert_eq!(ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"], "INITIAL_VISITORS");
-    assert_eq!(ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"], "ERROR");
+    assert_eq!(
+        ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"],
+        "INITIAL_VISITORS"
+    );
+    assert_eq!(
+        ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"],
+        "ERROR"
+    );
 }

@@ -17,8 +17,8 @@ use tippen_conformance::{
     run_all,
 };
 use tippen_core::enrichment::{ProviderConfig, ProviderKind};
-use tippen_core::quota::QuotaOverrides;
 use tippen_core::history::MemoryHistory;
+use tippen_core::quota::QuotaOverrides;
 use tippen_core::rate::RateLimit;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::video::CustomerConnect;
