@@ -629,7 +629,10 @@ impl SqliteStore {
             state.keys.insert(h, site.id.clone());
         }
         state.sites.insert(site.id.clone(), site.clone());
-        state.pending.sites.push(SiteOp::Put(Box::new(site.clone())));
+        state
+            .pending
+            .sites
+            .push(SiteOp::Put(Box::new(site.clone())));
         self.queued_urgent(state)
     }
 
