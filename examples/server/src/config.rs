@@ -558,6 +558,38 @@ mod tests {
     }
 
     #[test]
+    fn socket_quotas_come_from_limits_and_a_sites_own() {
+        let text = r#"
+            [limits]
+            max_sockets_per_site = 100
+            max_sockets_per_address = 7
+            snapshots_per_minute = 9
+
+            [[sites]]
+            id = "acme"
+            public_key = "pk_acme"
+            secret_key = "sk_acme_0123456789abcdefgh"
+            max_sockets = 3
+            snapshots_per_minute = 0
+            "#;
+        let s = parse(text).unwrap().into_settings(false, no_env).unwrap();
+        let l = &s.limits;
+        assert_eq!(
+            (
+                l.max_sockets_per_site,
+                l.max_sockets_per_address,
+                l.snapshots_per_minute
+            ),
+            (100, 7, 9)
+        );
+        let q = tippen_core::quota::SocketQuotas::of(l, &s.sites[0]);
+        assert_eq!(
+            (q.per_site, q.per_address, q.snapshots_per_minute),
+            (3, 7, 9)
+        );
+    }
+
+    #[test]
     fn keys_are_hashed_and_roles_follow() {
         let hex = KeyHash::of("sk_hidden").to_hex();
         let text = format!(
