@@ -140,9 +140,10 @@ async fn open_refused(
             close(ws).await;
             Err(step_failure(step, expected, "HTTP 101, the socket opened"))
         }
-        // `wrangler dev` now and then hands the client a refused upgrade without its body
-        // (the Worker's log shows the body sent; see `dashboard_origins_are_enforced`): the
-        // status is checked there, the body wherever it arrives.
+        // The WebSocket client keeps of a refused upgrade's body only the bytes that arrived
+        // with its head (tungstenite's handshake `tail`): a body written in a later segment
+        // (`wrangler dev` now and then) is lost. The status is checked there, the body
+        // wherever it arrives.
         Err((429, body)) if body.is_empty() => Ok(()),
         Err((429, body))
             if serde_json::from_str::<serde_json::Value>(&body)
