@@ -101,6 +101,10 @@ impl Deref for Host {
 ///   only in memory, so an evicted or restarted object carries on where it was.
 /// - **Sockets** use the WebSocket hibernation API: dashboards are accepted with the tag
 ///   [`DASHBOARD_TAG`], visitor channels with [`visitor_tag`]; the tag says what a socket is.
+///   A second tag, `address:<hash>`, names the client's address (hashed); with
+///   `getWebSockets()` it gives the site's socket quotas their counts (per site, and per
+///   address on this site), checked before accepting. A dashboard's snapshot budget is its
+///   attachment, which survives hibernation.
 ///   A text message `ping` is answered `pong` by the runtime without waking the object
 ///   (`setWebSocketAutoResponse`).
 /// - **Time** is one alarm at the core's next deadline, re-armed after every change and every
