@@ -125,7 +125,7 @@ build_kind=$([ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ] && echo release || echo d
 
 step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
 # honorGpc is left to its default (true, as on every host: tippen_core::settings).
-sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","honorDnt":true},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij","dashboardOrigins":["https://dash.conformance.test"]},{"id":"v","name":"Verified","publicKey":"pk_v","secretKey":"sk_v_0123456789abcdefghij","identitySecret":"idv_conformance_0123456789abcdef"},{"id":"r","name":"Rated","publicKey":"pk_r","secretKey":"sk_r_0123456789abcdefghij","rateLimitPerKey":1}]'
+sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","honorDnt":true},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij","dashboardOrigins":["https://dash.conformance.test"]},{"id":"v","name":"Verified","publicKey":"pk_v","secretKey":"sk_v_0123456789abcdefghij","identitySecret":"idv_conformance_0123456789abcdef"},{"id":"r","name":"Rated","publicKey":"pk_r","secretKey":"sk_r_0123456789abcdefghij","rateLimitPerKey":1},{"id":"q","name":"Quotas","publicKey":"pk_q","secretKey":"sk_q_0123456789abcdefghij","maxSockets":4,"maxSocketsPerAddress":2,"snapshotsPerMinute":12}]'
 table="tippen-conformance-$$"
 # The functions' environment, as template.yaml sets it on AWS (endpoints point at moto, the
 # stand-in's Management API and its asynchronous Invoke API instead).
@@ -142,6 +142,9 @@ export TIPPEN_WS_FUNCTION=tippen-ws
 export TIPPEN_SITES="$sites"
 export TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms TIPPEN_HEARTBEAT_MS=1000
 export TIPPEN_LEAVE_LINGER_MS=$linger_ms
+# Every socket of the suite comes from loopback unless a case names its own address (the quota
+# site's cases do).
+export TIPPEN_MAX_SOCKETS_PER_ADDRESS=10000
 export RUST_LOG="${RUST_LOG:-warn}"
 # Outbound HTTPS (the HTTP and scheduled functions): the video provider, the Slack webhook
 # and IPinfo are the stand-ins the conformance runner serves on $outbound_port while it runs
@@ -217,6 +220,7 @@ conformance() {
   TIPPEN_VISITOR_WS_URL="ws://127.0.0.1:$standin_port/?role=visitor" \
   TIPPEN_LEGACY_KEY=legacy_key_0123456789abcd TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a_0123456789abcdefghij \
   TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij TIPPEN_VERIFIED_PUBLIC_KEY=pk_v TIPPEN_RATE_LIMITED_PUBLIC_KEY=pk_r \
+  TIPPEN_QUOTA_PUBLIC_KEY=pk_q TIPPEN_QUOTA_SECRET_KEY=sk_q_0123456789abcdefghij \
   TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms \
   TIPPEN_STAND_INS="127.0.0.1:$outbound_port" TIPPEN_REQUIRE_ALL=true \
     "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-$name.txt"
@@ -224,8 +228,10 @@ conformance() {
 # `history` in TIPPEN_WITH: the functions keep visit history in DynamoDB (TIPPEN_HISTORY_TABLE),
 # so the history cases check the visits, exports, erasure and, with enrichment, the companies.
 via_http_api=non_utf8_input_is_never_a_server_error,enrichment_reaches_dashboards_and_is_counted,global_privacy_control_skips_the_lookup,do_not_track_skips_the_lookup_where_the_site_honours_it
+# The socket quota cases name each socket's address in X-Standin-Source-Ip (the stand-in makes it
+# the connection's sourceIp); the function URL's HTTP requests ignore it.
 conformance function-url "$fn_url" TIPPEN_SKIP_CASES=$via_http_api TIPPEN_CONCURRENCY=$conformance_concurrency \
-  TIPPEN_WITH=video,slack,history
+  TIPPEN_WITH=video,slack,history TIPPEN_CLIENT_IP_HEADER=X-Standin-Source-Ip
 conformance http-api "http://127.0.0.1:$standin_port/http/tippen-http" TIPPEN_CASES=$via_http_api \
   TIPPEN_WITH=enrichment,history TIPPEN_CLIENT_IP_HEADER=X-Standin-Source-Ip
 cases_all=$(grep -c 'case!(' tippen-conformance/src/cases/mod.rs)

@@ -143,6 +143,7 @@ step "black-box conformance suite (tippen-conformance, every case) against wrang
 # leave_flood case, at 10).
 TIPPEN_CONCURRENCY=${TIPPEN_WORKER_CONFORMANCE_CONCURRENCY:-10} TIPPEN_LEGACY_KEY=legacy_key_0123456789abcd TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a_0123456789abcdefghij \
   TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij TIPPEN_VERIFIED_PUBLIC_KEY=pk_v TIPPEN_RATE_LIMITED_PUBLIC_KEY=pk_r \
+  TIPPEN_QUOTA_PUBLIC_KEY=pk_q TIPPEN_QUOTA_SECRET_KEY=sk_q_0123456789abcdefghij \
   TIPPEN_STAND_INS=$stand_ins TIPPEN_WITH=video,slack,enrichment,history \
   TIPPEN_CLIENT_IP_HEADER=CF-Connecting-IP TIPPEN_REQUIRE_ALL=true \
   "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-worker.txt"

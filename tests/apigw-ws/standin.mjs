@@ -14,7 +14,9 @@
 //   answer (statusCode, headers, cookies, body, isBase64Encoded) becomes the HTTP response.
 //   Unlike cargo lambda watch's function URLs, it carries any body bytes. A test may name the
 //   client's address in the header X-Standin-Source-Ip (the conformance suite's enrichment
-//   cases do): it becomes sourceIp, as if the request had come from there.
+//   cases do): it becomes sourceIp, as if the request had come from there. The same header on
+//   a WebSocket upgrade becomes the connection's requestContext.identity.sourceIp (the socket
+//   quota cases name an address per socket so).
 // - Lambda's asynchronous Invoke (X-Amz-Invocation-Type: Event) on
 //   /2015-03-31/functions/<name>/invocations: answered 202 at once, then forwarded to cargo
 //   lambda watch, which only runs invocations synchronously.
@@ -66,10 +68,15 @@ function event(routeKey, eventType, id, req, extra = {}) {
       requestId: crypto.randomUUID(),
       requestTimeEpoch: Date.now(),
       connectedAt: open.get(id)?.connectedAt ?? Date.now(),
-      identity: { sourceIp: req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1', userAgent: headers['user-agent'] ?? null },
+      identity: { sourceIp: sourceIp(req), userAgent: headers['user-agent'] ?? null },
     },
     ...extra,
   };
+}
+
+/** The client's address as API Gateway would see it: X-Standin-Source-Ip, else the peer. */
+function sourceIp(req) {
+  return req.headers['x-standin-source-ip'] ?? req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1';
 }
 
 /** One HTTP API request: event (payload 2.0) -> synchronous invoke -> HTTP response. */
@@ -92,7 +99,7 @@ async function httpApiRequest(name, path, url, req, body, res) {
     headers,
     requestContext: {
       accountId: '123456789012', apiId: 'standin', domainName: req.headers.host ?? HOST, domainPrefix: 'standin',
-      http: { method: req.method, path, protocol: `HTTP/${req.httpVersion}`, sourceIp: req.headers['x-standin-source-ip'] ?? req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1', userAgent: req.headers['user-agent'] ?? '' },
+      http: { method: req.method, path, protocol: `HTTP/${req.httpVersion}`, sourceIp: sourceIp(req), userAgent: req.headers['user-agent'] ?? '' },
       requestId: crypto.randomUUID(), routeKey: '$default', stage: '$default',
       time: now.toUTCString(), timeEpoch: now.getTime(),
     },
@@ -184,7 +191,7 @@ server.on('upgrade', async (req, socket, head) => {
     const conn = {
       ws,
       connectedAt: Date.now(),
-      sourceIp: req.socket.remoteAddress?.replace(/^::ffff:/, '') ?? '127.0.0.1',
+      sourceIp: sourceIp(req),
       userAgent: req.headers['user-agent'],
       queue: Promise.resolve(),
     };

@@ -18,6 +18,7 @@ use http_body_util::BodyExt;
 use thiserror::Error;
 use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, SocketRole, presented_key};
 use tippen_core::host::{self as seam, HostIo};
+use tippen_core::quota::SnapshotBudget;
 use tippen_core::rate::{Gate, RateLimit, too_many_from_address, too_many_with_key};
 use tippen_core::support::SupportNotice;
 use tippen_core::{
@@ -31,6 +32,7 @@ use crate::bus::Bus;
 use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
 use crate::limit::{LimitScope, Limiters, RateLimits, SharedLimiter};
+use crate::quota::{SocketCounts, SocketSlot};
 use crate::slack::SlackNotifier;
 use tippen_http::HttpTransport;
 
@@ -155,6 +157,8 @@ pub(crate) struct Inner {
     shared_limits_warned: Mutex<Option<Instant>>,
     /// Carries dashboard messages between replicas; `None`: this process is the only one.
     bus: Option<Arc<dyn Bus>>,
+    /// Open sockets per site and per client address, for the socket quotas.
+    sockets: Arc<SocketCounts>,
 }
 
 /// One site's owner state.
@@ -286,6 +290,7 @@ impl TippenHost {
                 shared_limits: OnceLock::new(),
                 shared_limits_warned: Mutex::new(None),
                 bus,
+                sockets: Arc::default(),
             }),
         }
     }
@@ -779,8 +784,15 @@ impl TippenHost {
         }
     }
 
-    /// One socket, dashboard or visitor, from its upgrade to its end.
-    async fn session(self, role: SocketRole, socket: WebSocket) {
+    /// One socket, dashboard or visitor, from its upgrade to its end; `slot` is its place in
+    /// the socket counts (freed when the session ends) and `budget` its snapshot budget.
+    async fn session(
+        self,
+        role: SocketRole,
+        socket: WebSocket,
+        _slot: SocketSlot,
+        mut budget: SnapshotBudget,
+    ) {
         let _active = self.inner.active.enter();
         let mut conn = Peer {
             socket,
@@ -869,7 +881,12 @@ impl TippenHost {
                     };
                     let answered = {
                         let _owner = state.lock.lock().await;
-                        match self.inner.tippen.socket_frame(&role, &text).await {
+                        match self
+                            .inner
+                            .tippen
+                            .socket_frame_within(&role, &mut budget, &text)
+                            .await
+                        {
                             Ok(effects) => Ok(self.apply(effects, Some(&conn.number)).await.reply),
                             Err(e) => Err(e),
                         }
@@ -1288,10 +1305,8 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
         .extensions
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    if let Some(refusal) = host
-        .over_client_limit(host.client_ip(peer, &parts.headers))
-        .await
-    {
+    let client_ip = host.client_ip(peer, &parts.headers);
+    if let Some(refusal) = host.over_client_limit(client_ip).await {
         return refusal;
     }
     let key =
@@ -1319,13 +1334,28 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
         Some(Err(refusal)) => return into_axum(refusal),
         None => return host.handle(Request::from_parts(parts, body)).await,
     };
+    // The socket quotas, before upgrading: the place is taken now and freed when the session
+    // (or a failed upgrade) drops it.
+    let quotas = match &site {
+        Some((site, _)) => host.tippen().socket_quotas(site),
+        // The key's site could not be read a moment ago: the host's quotas.
+        None => tippen_core::quota::SocketQuotas::of_host(&host.tippen().config().limits),
+    };
+    let slot = match host.inner.sockets.open(&quotas, role.site(), client_ip) {
+        Ok(slot) => slot,
+        Err(refusal) => {
+            tracing::debug!(site = %role.site(), "upgrade over a socket quota");
+            return into_axum(refusal);
+        }
+    };
+    let budget = quotas.snapshot_budget();
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => {
             let max = host.inner.config.max_ws_message_bytes;
             ws.max_message_size(max)
                 .max_frame_size(max)
                 .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
-                .on_upgrade(move |socket| host.session(role, socket))
+                .on_upgrade(move |socket| host.session(role, socket, slot, budget))
         }
         // Not a valid upgrade (method, version, key): the core answers (405 or 426).
         Err(rejection) => {

@@ -15,7 +15,10 @@
 //! closes silent WebSockets and rate-limits per client address and per key (429 with
 //! `Retry-After`): [`HostConfig`], [`RateLimits`]. Those counters are per process unless the
 //! host is given a [`SharedLimiter`] ([`TippenHost::with_shared_limits`]), which replicas
-//! share (`tippen_redis::RedisRateLimiter`).
+//! share (`tippen_redis::RedisRateLimiter`). The core's socket quotas
+//! ([`tippen_core::quota`]: open sockets per site and per client address, snapshots per
+//! dashboard) are counted per process: an upgrade over one is refused with `429` before
+//! upgrading, and a socket's place is freed when its session ends.
 
 #![forbid(unsafe_code)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
@@ -26,6 +29,7 @@ mod enrich;
 mod host;
 mod ip;
 mod limit;
+mod quota;
 mod serve;
 mod slack;
 #[cfg(feature = "sqlite")]

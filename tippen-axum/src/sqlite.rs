@@ -445,7 +445,7 @@ impl Batch {
 }
 
 enum SiteOp {
-    Put(Site),
+    Put(Box<Site>),
     Remove(SiteId),
 }
 
@@ -636,7 +636,10 @@ impl SqliteStore {
             state.keys.insert(h, site.id.clone());
         }
         state.sites.insert(site.id.clone(), site.clone());
-        state.pending.sites.push(SiteOp::Put(site.clone()));
+        state
+            .pending
+            .sites
+            .push(SiteOp::Put(Box::new(site.clone())));
         self.queued_urgent(state)
     }
 

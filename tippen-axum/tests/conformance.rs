@@ -20,6 +20,7 @@ use tippen_conformance::{
     run_all,
 };
 use tippen_core::enrichment::{ProviderConfig, ProviderKind};
+use tippen_core::quota::QuotaOverrides;
 use tippen_core::rate::RateLimit;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::video::CustomerConnect;
@@ -52,6 +53,8 @@ async fn start_with(host_config: HostConfig, configure: impl FnOnce(Tippen) -> T
     config.presence.hidden_grace = HIDDEN_GRACE;
     config.presence.leave_linger = LEAVE_LINGER;
     config.presence.heartbeat_interval = Duration::from_secs(1);
+    // Every socket of the suite comes from loopback unless a case names its own address.
+    config.limits.max_sockets_per_address = 10_000;
     let tippen = Arc::new(configure(
         Tippen::new(Arc::new(store), Arc::new(SystemClock), config).with_history(history),
     ));
@@ -64,6 +67,13 @@ async fn start_with(host_config: HostConfig, configure: impl FnOnce(Tippen) -> T
         Site::new("r", "Rated", "pk_r", "sk_r").with_rate_limit_per_key(
             RateLimit::per_second(RATE_LIMITED_SITE_PER_SECOND).expect("a limit"),
         ),
+        Site::new("q", "Quotas", "pk_q", "sk_q").with_socket_quotas(QuotaOverrides {
+            max_sockets: Some(tippen_conformance::QUOTA_SITE_MAX_SOCKETS as u32),
+            max_sockets_per_address: Some(
+                tippen_conformance::QUOTA_SITE_MAX_SOCKETS_PER_ADDRESS as u32,
+            ),
+            snapshots_per_minute: Some(tippen_conformance::QUOTA_SITE_SNAPSHOTS_PER_MINUTE as u32),
+        }),
     ] {
         tippen.put_site(&site).await.expect("put_site");
     }
@@ -105,6 +115,7 @@ fn target(base_url: &str, outbound: Outbound) -> Target {
         other_site_secret_key: "sk_b".into(),
         verified_site_public_key: Some("pk_v".into()),
         rate_limited_site_public_key: Some("pk_r".into()),
+        quota_site_keys: Some(("pk_q".into(), "sk_q".into())),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
         leave_linger: LEAVE_LINGER,

@@ -92,13 +92,40 @@ impl Dashboard {
     }
 
     async fn connect_with(target: &Target, key: &str, exact_seq: bool) -> Result<Self, Failure> {
-        Self::connect_url(dashboard_url(target, Some(key)), exact_seq).await
+        Self::connect_with_header(target, key, exact_seq, None).await
+    }
+
+    /// Like [`Dashboard::connect`], with one more header on the upgrade (the client's
+    /// address, say).
+    pub(crate) async fn connect_from(
+        target: &Target,
+        key: &str,
+        header: (&str, &str),
+    ) -> Result<Self, Failure> {
+        Self::connect_with_header(target, key, false, Some(header)).await
+    }
+
+    async fn connect_with_header(
+        target: &Target,
+        key: &str,
+        exact_seq: bool,
+        header: Option<(&str, &str)>,
+    ) -> Result<Self, Failure> {
+        Self::connect_url_with(dashboard_url(target, Some(key)), exact_seq, header).await
     }
 
     /// Connects to the dashboard socket at `url` (its query carries the credential) and reads
     /// the first message, like [`Dashboard::connect`].
     pub(crate) async fn connect_url(url: String, exact_seq: bool) -> Result<Self, Failure> {
-        let ws = upgrade(&url).await?;
+        Self::connect_url_with(url, exact_seq, None).await
+    }
+
+    async fn connect_url_with(
+        url: String,
+        exact_seq: bool,
+        header: Option<(&str, &str)>,
+    ) -> Result<Self, Failure> {
+        let ws = upgrade_with(&url, header).await?;
         let mut dashboard = Dashboard {
             ws,
             label: format!("dashboard {url}"),
@@ -411,8 +438,32 @@ pub(crate) fn mentions(message: &Value, visitor_id: &str) -> bool {
 pub(crate) async fn upgrade(
     url: &str,
 ) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, Failure> {
-    let sent = format!("WebSocket upgrade GET {url}");
-    let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url))
+    upgrade_with(url, None).await
+}
+
+/// Like [`upgrade`], with one more header on the upgrade request.
+pub(crate) async fn upgrade_with(
+    url: &str,
+    header: Option<(&str, &str)>,
+) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, Failure> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+    let sent = match header {
+        Some((name, value)) => format!("WebSocket upgrade GET {url} ({name}: {value})"),
+        None => format!("WebSocket upgrade GET {url}"),
+    };
+    let bad = |error: String| Failure::Transport {
+        sent: sent.clone(),
+        error,
+    };
+    let mut req = url.into_client_request().map_err(|e| bad(e.to_string()))?;
+    if let Some((name, value)) = header {
+        req.headers_mut().insert(
+            HeaderName::from_bytes(name.as_bytes()).map_err(|e| bad(e.to_string()))?,
+            HeaderValue::from_str(value).map_err(|e| bad(e.to_string()))?,
+        );
+    }
+    let connected = tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(req))
         .await
         .map_err(|_| Failure::Transport {
             sent: sent.clone(),

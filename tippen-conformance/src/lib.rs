@@ -69,6 +69,7 @@
 //!     outbound: Default::default(),
 //!     verified_site_public_key: None,
 //!     rate_limited_site_public_key: None,
+//!     quota_site_keys: None,
 //!     history: true,
 //! };
 //! let report = run_all(&target).await;
@@ -159,6 +160,13 @@ pub struct Target {
     /// `TIPPEN_SITES`, bursts of 4); the cases of [`Capability::RateLimitedSite`] run only when
     /// it is given. Only those cases use that site.
     pub rate_limited_site_public_key: Option<String>,
+    /// Public and secret key of a site configured with its own small socket quotas
+    /// ([`QUOTA_SITE_MAX_SOCKETS`], [`QUOTA_SITE_MAX_SOCKETS_PER_ADDRESS`],
+    /// [`QUOTA_SITE_SNAPSHOTS_PER_MINUTE`]: `maxSockets`, `maxSocketsPerAddress`,
+    /// `snapshotsPerMinute` in `TIPPEN_SITES`); the cases of [`Capability::QuotaSite`] run
+    /// only when it is given (and [`Outbound::client_ip_header`], through which every socket
+    /// they open comes from an address of its own). Only those cases use that site.
+    pub quota_site_keys: Option<(String, String)>,
     /// The host keeps visit history (its `Tippen` has a history store: `with_history`): the
     /// history cases check visits, companies, analytics, CSV and erasure. `false`: they check
     /// that the history routes answer `501 {"error":…}` instead. The runner's
@@ -169,6 +177,18 @@ pub struct Target {
 /// The per-key rate limit (requests a second, bursts of 4) the site of
 /// [`Target::rate_limited_site_public_key`] must be configured with (`"rateLimitPerKey":1`).
 pub const RATE_LIMITED_SITE_PER_SECOND: u32 = 1;
+
+/// The most open sockets the site of [`Target::quota_site_keys`] must allow
+/// (`"maxSockets":4`).
+pub const QUOTA_SITE_MAX_SOCKETS: usize = 4;
+
+/// The most open sockets from one address the site of [`Target::quota_site_keys`] must allow
+/// (`"maxSocketsPerAddress":2`).
+pub const QUOTA_SITE_MAX_SOCKETS_PER_ADDRESS: usize = 2;
+
+/// The `GET_VISITORS` a minute per dashboard the site of [`Target::quota_site_keys`] must
+/// allow (`"snapshotsPerMinute":12`).
+pub const QUOTA_SITE_SNAPSHOTS_PER_MINUTE: usize = 12;
 
 /// The one origin the site of [`Target::other_site_secret_key`] must list as its dashboard
 /// origins (`"dashboardOrigins":["https://dash.conformance.test"]`): pages of it may open that
@@ -190,6 +210,7 @@ impl Target {
             Capability::Enrichment => stand_ins && o.enrichment && o.client_ip_header.is_some(),
             Capability::VerifiedIdentities => self.verified_site_public_key.is_some(),
             Capability::RateLimitedSite => self.rate_limited_site_public_key.is_some(),
+            Capability::QuotaSite => self.quota_site_keys.is_some() && o.client_ip_header.is_some(),
         }
     }
 }
@@ -232,6 +253,9 @@ pub enum Capability {
     /// A site with its own per-key rate limit of [`RATE_LIMITED_SITE_PER_SECOND`]
     /// ([`Target::rate_limited_site_public_key`]).
     RateLimitedSite,
+    /// A site with its own small socket quotas ([`Target::quota_site_keys`]), and a header
+    /// carrying the client's address ([`Outbound::client_ip_header`]).
+    QuotaSite,
 }
 
 impl Capability {
@@ -243,6 +267,7 @@ impl Capability {
             Capability::Enrichment => "enrichment",
             Capability::VerifiedIdentities => "verified-identities",
             Capability::RateLimitedSite => "rate-limited-site",
+            Capability::QuotaSite => "quota-site",
         }
     }
 }
@@ -260,6 +285,9 @@ impl fmt::Display for Capability {
             }
             Capability::RateLimitedSite => {
                 "a site with rateLimitPerKey RATE_LIMITED_SITE_PER_SECOND (--rate-limited-public-key)"
+            }
+            Capability::QuotaSite => {
+                "a site with maxSockets 4, maxSocketsPerAddress 2, snapshotsPerMinute 12 (--quota-public-key, --quota-secret-key) and a client address header (--client-ip-header)"
             }
         })
     }

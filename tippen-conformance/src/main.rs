@@ -82,6 +82,14 @@ struct Args {
     /// Public key of a site configured with `"rateLimitPerKey":1` (runs the rate-limit cases).
     #[arg(long, env = "TIPPEN_RATE_LIMITED_PUBLIC_KEY")]
     rate_limited_public_key: Option<String>,
+    /// Public key of a site configured with `"maxSockets":4,"maxSocketsPerAddress":2,
+    /// "snapshotsPerMinute":12` (runs the socket-quota cases, with --quota-secret-key and
+    /// --client-ip-header).
+    #[arg(long, env = "TIPPEN_QUOTA_PUBLIC_KEY", requires = "quota_secret_key")]
+    quota_public_key: Option<String>,
+    /// Secret key of that site.
+    #[arg(long, env = "TIPPEN_QUOTA_SECRET_KEY", requires = "quota_public_key")]
+    quota_secret_key: Option<String>,
     /// Fail when a selected case is not run for want of a capability.
     #[arg(long, env = "TIPPEN_REQUIRE_ALL")]
     require_all: bool,
@@ -147,6 +155,7 @@ async fn main() -> ExitCode {
         outbound,
         verified_site_public_key: args.verified_public_key,
         rate_limited_site_public_key: args.rate_limited_public_key,
+        quota_site_keys: args.quota_public_key.zip(args.quota_secret_key),
         history,
     };
     let selected: Vec<_> = cases()

@@ -89,6 +89,19 @@ pub struct Limits {
     /// How long a dashboard socket ticket (`POST /api/ws-ticket`) may be spent; it opens one
     /// socket, once. Default 30 s.
     pub ws_ticket_ttl: Duration,
+    /// Most open sockets of one site — its dashboards and its visitor channels together. An
+    /// upgrade beyond it is refused with 429 before upgrading; a socket stops counting when it
+    /// closes. A site's own [`Site::socket_quotas`](crate::Site::socket_quotas) replaces it
+    /// for that site. Default 5,000.
+    pub max_sockets_per_site: usize,
+    /// Most open sockets from one client address (see [`crate::quota`] for what "one address"
+    /// spans on each host: every site on axum, the site on the Worker and Lambda). An upgrade
+    /// beyond it is refused with 429 before upgrading. Default 50.
+    pub max_sockets_per_address: usize,
+    /// `GET_VISITORS` frames one dashboard socket may send a minute (a token bucket of this
+    /// size, refilled evenly over the minute; the opening snapshot does not count). One over
+    /// it is answered with an `ERROR` instead of a snapshot; nothing else changes. Default 30.
+    pub snapshots_per_minute: u32,
 }
 
 impl Default for Limits {
@@ -107,6 +120,9 @@ impl Default for Limits {
             max_write_attempts: 16,
             snapshot_reuse: Duration::from_secs(1),
             ws_ticket_ttl: Duration::from_secs(30),
+            max_sockets_per_site: 5_000,
+            max_sockets_per_address: 50,
+            snapshots_per_minute: 30,
         }
     }
 }

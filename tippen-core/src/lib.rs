@@ -53,6 +53,7 @@ pub mod invite;
 pub mod memory;
 pub mod presence;
 pub mod protocol;
+pub mod quota;
 pub mod rate;
 pub mod records;
 pub mod service;

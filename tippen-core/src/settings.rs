@@ -34,6 +34,9 @@
 //! | `TIPPEN_RATE_LIMIT_PER_KEY` | requests a second per presented key, bursts of 4×; 0: off (a site's `rateLimitPerKey` replaces it for its keys) | 1000 |
 //! | `TIPPEN_SNAPSHOT_REUSE_MS` | how long a site's snapshot for dashboard sockets is sent again as it is while nothing was numbered ([`Limits::snapshot_reuse`](crate::config::Limits::snapshot_reuse)); 0: never | 1000 |
 //! | `TIPPEN_WS_TICKET_TTL_MS` | how long a dashboard socket ticket (`POST /api/ws-ticket`) may be spent ([`Limits::ws_ticket_ttl`](crate::config::Limits::ws_ticket_ttl)) | 30000 |
+//! | `TIPPEN_MAX_SOCKETS_PER_SITE` | open sockets (dashboards and visitor channels) per site; an upgrade beyond is 429 (a site's `maxSockets` replaces it) | 5000 |
+//! | `TIPPEN_MAX_SOCKETS_PER_ADDRESS` | open sockets per client address (see [`crate::quota`] for its scope on each host); an upgrade beyond is 429 (a site's `maxSocketsPerAddress` replaces it) | 50 |
+//! | `TIPPEN_SNAPSHOTS_PER_MINUTE` | `GET_VISITORS` a minute per dashboard socket, an `ERROR` reply beyond (a site's `snapshotsPerMinute` replaces it) | 30 |
 //! | `TIPPEN_OPT_OUT_RETENTION_MS` | how long a deleted visitor's id stays opted out (410) | 2592000000 (30 days) |
 //! | `TIPPEN_SUPPORT_<KEY>` | the support rules: `STUCK_AFTER_MS`, `PRESENCE_WINDOW_MS`, `LOW_ACTIVITY_WINDOW_MS`, `LOW_ACTIVITY_MIN_EVENTS`, `ERROR_WINDOW_MS`, `ERROR_BURST_MAX`, `INACTIVITY_AFTER_MS`, `SLACK_COOLDOWN_MS`, `RETENTION_MS`, `MAX_RAW_EVENTS`, and the tiers of each rule `STUCK_TIERS`, `LOW_ACTIVITY_TIERS`, `ERROR_BURST_TIERS`, `INACTIVITY_TIERS` (`all`, `none`, or a comma-separated list of `free_trial`, `paid`, `enterprise`) | [`SupportConfig::default`] |
 //!
@@ -144,6 +147,12 @@ pub mod names {
     pub const SNAPSHOT_REUSE_MS: &str = "TIPPEN_SNAPSHOT_REUSE_MS";
     /// How long a dashboard socket ticket may be spent (ms).
     pub const WS_TICKET_TTL_MS: &str = "TIPPEN_WS_TICKET_TTL_MS";
+    /// Open sockets per site.
+    pub const MAX_SOCKETS_PER_SITE: &str = "TIPPEN_MAX_SOCKETS_PER_SITE";
+    /// Open sockets per client address.
+    pub const MAX_SOCKETS_PER_ADDRESS: &str = "TIPPEN_MAX_SOCKETS_PER_ADDRESS";
+    /// `GET_VISITORS` a minute per dashboard socket.
+    pub const SNAPSHOTS_PER_MINUTE: &str = "TIPPEN_SNAPSHOTS_PER_MINUTE";
     /// How long a deleted visitor stays opted out (ms).
     pub const OPT_OUT_RETENTION_MS: &str = "TIPPEN_OPT_OUT_RETENTION_MS";
     /// Support: the tiers `stuck` applies to.
@@ -492,6 +501,8 @@ pub struct SiteSpec {
     /// Requests a second per key of this site, bursts of 4× (see
     /// [`Site::rate_limit_per_key`]); `None` or 0: the host's per-key limit.
     pub rate_limit_per_key: Option<u32>,
+    /// The site's own socket quotas (see [`Site::socket_quotas`]); unset ones: the host's.
+    pub socket_quotas: crate::quota::QuotaOverrides,
 }
 
 impl SiteSpec {
@@ -558,6 +569,7 @@ impl SiteSpec {
             rate_limit_per_key: self
                 .rate_limit_per_key
                 .and_then(crate::rate::RateLimit::per_second),
+            socket_quotas: self.socket_quotas,
         })
     }
 }
@@ -612,6 +624,18 @@ pub struct SiteEntry {
     /// `TIPPEN_RATE_LIMIT_PER_KEY` for its keys; absent or 0: the host's.
     #[serde(default)]
     pub rate_limit_per_key: Option<u32>,
+    /// Most open sockets of this site (dashboards and visitor channels), replacing the
+    /// host's `TIPPEN_MAX_SOCKETS_PER_SITE`; absent or 0: the host's.
+    #[serde(default)]
+    pub max_sockets: Option<u32>,
+    /// Most open sockets from one client address on upgrades to this site, replacing the
+    /// host's `TIPPEN_MAX_SOCKETS_PER_ADDRESS`; absent or 0: the host's.
+    #[serde(default)]
+    pub max_sockets_per_address: Option<u32>,
+    /// `GET_VISITORS` a minute per dashboard of this site, replacing the host's
+    /// `TIPPEN_SNAPSHOTS_PER_MINUTE`; absent or 0: the host's.
+    #[serde(default)]
+    pub snapshots_per_minute: Option<u32>,
 }
 
 impl SiteEntry {
@@ -636,6 +660,11 @@ impl SiteEntry {
             identity_secret: self.identity_secret,
             history_retention_days: self.history_retention_days,
             rate_limit_per_key: self.rate_limit_per_key,
+            socket_quotas: crate::quota::QuotaOverrides {
+                max_sockets: self.max_sockets.filter(|n| *n > 0),
+                max_sockets_per_address: self.max_sockets_per_address.filter(|n| *n > 0),
+                snapshots_per_minute: self.snapshots_per_minute.filter(|n| *n > 0),
+            },
         })
     }
 }
@@ -708,6 +737,11 @@ impl Settings {
             (names::MAX_DEPARTED_TABS, &mut l.max_departed_tabs),
             (names::MAX_VISITORS_PER_SITE, &mut l.max_visitors_per_site),
             (names::MAX_USERS_PER_SITE, &mut l.max_users_per_site),
+            (names::MAX_SOCKETS_PER_SITE, &mut l.max_sockets_per_site),
+            (
+                names::MAX_SOCKETS_PER_ADDRESS,
+                &mut l.max_sockets_per_address,
+            ),
         ] {
             if let Some(s) = lookup(name) {
                 *into = s.positive_number()?;
@@ -715,6 +749,10 @@ impl Settings {
         }
         if let Some(s) = lookup(names::LEAVE_LINGER_MS) {
             config.presence.leave_linger = s.millis()?;
+        }
+        if let Some(s) = lookup(names::SNAPSHOTS_PER_MINUTE) {
+            config.limits.snapshots_per_minute =
+                u32::try_from(s.positive_number()?).unwrap_or(u32::MAX);
         }
         if let Some(s) = lookup(names::SNAPSHOT_REUSE_MS) {
             config.limits.snapshot_reuse = s.millis()?;

@@ -140,6 +140,13 @@ pub struct Site {
     /// them. `None`: the host's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rate_limit_per_key: Option<crate::rate::RateLimit>,
+    /// This site's own socket quotas, each replacing the host's
+    /// ([`Limits`](crate::Limits)) for this site's sockets when set.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::quota::QuotaOverrides::is_empty"
+    )]
+    pub socket_quotas: crate::quota::QuotaOverrides,
 }
 
 /// Days of visit history kept for a site that does not say.
@@ -161,6 +168,7 @@ impl Site {
             identity_secret: None,
             history_retention_days: None,
             rate_limit_per_key: None,
+            socket_quotas: crate::quota::QuotaOverrides::default(),
         }
     }
 
@@ -179,6 +187,7 @@ impl Site {
             identity_secret: None,
             history_retention_days: None,
             rate_limit_per_key: None,
+            socket_quotas: crate::quota::QuotaOverrides::default(),
         }
     }
 
@@ -249,6 +258,12 @@ impl Site {
     /// [`rate_limit_per_key`](Self::rate_limit_per_key)).
     pub fn with_rate_limit_per_key(mut self, limit: crate::rate::RateLimit) -> Self {
         self.rate_limit_per_key = Some(limit);
+        self
+    }
+
+    /// The same site with its own socket quotas (see [`socket_quotas`](Self::socket_quotas)).
+    pub fn with_socket_quotas(mut self, quotas: crate::quota::QuotaOverrides) -> Self {
+        self.socket_quotas = quotas;
         self
     }
 

@@ -186,3 +186,60 @@ fn over_long_socket_frames_and_invite_ids_get_an_error_and_change_nothing() {
     );
     assert!(reply.broadcasts.is_empty());
 }
+
+#[test]
+fn a_dashboard_over_its_snapshot_budget_gets_an_error_until_it_refills() {
+    let mut config = Config::default();
+    config.limits.snapshots_per_minute = 3;
+    config.limits.snapshot_reuse = std::time::Duration::ZERO;
+    let h = harness_with(config);
+    let site = SiteId::from("a");
+    let dashboard = SocketRole::Dashboard { site: site.clone() };
+    let stored = block(h.tippen.store().sites()).unwrap();
+    let quotas = h
+        .tippen
+        .socket_quotas(stored.iter().find(|s| s.id == site).unwrap());
+    let mut budget = quotas.snapshot_budget();
+    let ask = |budget: &mut tippen_core::quota::SnapshotBudget, text: &str| {
+        let effects = block(h.tippen.socket_frame_within(&dashboard, budget, text)).unwrap();
+        assert!(effects.broadcasts.is_empty());
+        serde_json::from_str::<serde_json::Value>(effects.reply.as_deref().unwrap()).unwrap()
+    };
+    for _ in 0..3 {
+        assert_eq!(
+            ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"],
+            "INITIAL_VISITORS"
+        );
+    }
+    let refused = ask(&mut budget, r#"{"type":"GET_VISITORS"}"#);
+    assert_eq!(refused["type"], "ERROR");
+    assert_eq!(
+        refused["error"],
+        "snapshot quota: at most 3 GET_VISITORS a minute per dashboard \
+         (snapshotsPerMinute, TIPPEN_SNAPSHOTS_PER_MINUTE); retry in 20 s"
+    );
+    // Other frames are not counted nor refused.
+    assert_eq!(ask(&mut budget, r#"{"type":"PING"}"#)["type"], "PONG");
+    // A visitor channel has no snapshot budget: its frames go through as they are.
+    let visitor = SocketRole::Visitor {
+        site,
+        visitor_id: "v1".into(),
+    };
+    let before = budget;
+    block(
+        h.tippen
+            .socket_frame_within(&visitor, &mut budget, r#"{"type":"GET_VISITORS"}"#),
+    )
+    .unwrap();
+    assert_eq!(budget, before);
+    // A third of a minute later, one more.
+    h.clock.advance(std::time::Duration::from_secs(20));
+    assert_eq!(
+        ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"],
+        "INITIAL_VISITORS"
+    );
+    assert_eq!(
+        ask(&mut budget, r#"{"type":"GET_VISITORS"}"#)["type"],
+        "ERROR"
+    );
+}

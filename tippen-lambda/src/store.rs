@@ -19,8 +19,8 @@
 //! | message counter | `SEQ#<site>` | `SEQ` | `n` (atomic `ADD`, taken before the write it numbers: `Store::numbers_before_writes`) |
 //! | enrichment cache | `IP#<address>` | `CACHE` | `doc`, `v`, `ttl` |
 //! | enrichment counters | `STATS#<site>` | `STATS` | one number per counter (`st.creditsUsed`, `st.skipsByReason.bot`), atomic `ADD` |
-//! | WebSocket connection | `CONN#<site>` | `D#<connectionId>` (dashboard), `W#<visitor>#<connectionId>` | `cid`, `at`, `greeted`, `outbox`, `ttl` |
-//! | connection by id | `CID#<connectionId>` | `CONN` | `site`, `role`, `visitor`, `ttl` |
+//! | WebSocket connection | `CONN#<site>` | `D#<connectionId>` (dashboard), `W#<visitor>#<connectionId>` | `cid`, `at`, `addr` (the client's address, hashed), `greeted`, `outbox`, `ttl` |
+//! | connection by id | `CID#<connectionId>` | `CONN` | `site`, `role`, `visitor`, `snap` (a dashboard's snapshot budget), `ttl` |
 //! | wake | `WAKE` | `<deadline ms, 15 digits>#<site>` | `site`, `dl`, `ttl` |
 //! | wake poller lease | `WAKE` | `~POLLER` | `until` |
 //! | sweep lease | `SWEEP#<site>` | `LEASE` | `holder`, `until`, `again` |
@@ -73,6 +73,7 @@ use serde::de::DeserializeOwned;
 use tippen_core::api::SocketRole;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::presence::VisitorRecord;
+use tippen_core::quota::SnapshotBudget;
 use tippen_core::rate::Window;
 use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
@@ -270,6 +271,15 @@ const STATS_PREFIX: &str = "st.";
 fn stats_pk(site: &SiteId) -> String {
     format!("STATS#{site}")
 }
+
+/// How long a stored connection lives before DynamoDB's TTL may delete it (and before it
+/// stops counting for the socket quotas when its `$disconnect` was lost): past API Gateway's
+/// 2-hour limit.
+const CONNECTION_TTL_SECS: i64 = 3 * 3600;
+/// The hashed client address on a connection's per-site entry.
+const CONN_ADDRESS: &str = "addr";
+/// A dashboard's snapshot budget on the connection's by-id entry.
+const CONN_BUDGET: &str = "snap";
 
 /// A stored WebSocket connection of API Gateway.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -763,18 +773,28 @@ impl DynamoStore {
     }
 
     /// Stores a WebSocket connection (both its per-site entry and its by-id entry), expiring
-    /// by TTL after API Gateway's 2-hour connection limit.
+    /// by TTL after API Gateway's 2-hour connection limit; with the client's address as an
+    /// [`address_tag`](tippen_core::quota::address_tag) (never the address itself) and a
+    /// dashboard's snapshot budget.
     pub async fn put_connection(
         &self,
         conn: &Connection,
         now: Timestamp,
+        address_tag: Option<&str>,
+        budget: Option<&SnapshotBudget>,
     ) -> Result<(), StoreError> {
-        let ttl = n(now.as_millis().div_euclid(1000) + 3 * 3600);
+        let ttl = n(now.as_millis().div_euclid(1000) + CONNECTION_TTL_SECS);
         let mut by_site = Self::connection_key(conn);
         by_site.insert("cid".to_owned(), s(&conn.connection_id));
         by_site.insert("at".to_owned(), n(now.as_millis()));
         by_site.insert(attr::TTL.to_owned(), ttl.clone());
+        if let Some(tag) = address_tag {
+            by_site.insert(CONN_ADDRESS.to_owned(), s(tag));
+        }
         let mut by_id = Self::key(&format!("CID#{}", conn.connection_id), "CONN");
+        if let Some(budget) = budget {
+            by_id.insert(CONN_BUDGET.to_owned(), s(encode(budget)?));
+        }
         by_id.insert(attr::SITE.to_owned(), s(conn.role.site().as_str()));
         let role = match &conn.role {
             SocketRole::Dashboard { .. } => "dashboard",
@@ -1194,6 +1214,18 @@ impl DynamoStore {
 
     /// The connection with this id, if stored.
     pub async fn connection(&self, connection_id: &str) -> Result<Option<Connection>, StoreError> {
+        Ok(self
+            .connection_with_budget(connection_id)
+            .await?
+            .map(|(c, _)| c))
+    }
+
+    /// The connection with this id, if stored, and its snapshot budget (a dashboard's; `None`
+    /// for a visitor channel or a connection stored without one).
+    pub async fn connection_with_budget(
+        &self,
+        connection_id: &str,
+    ) -> Result<Option<(Connection, Option<SnapshotBudget>)>, StoreError> {
         let Some(item) = self
             .get_versioned(&format!("CID#{connection_id}"), "CONN")
             .await?
@@ -1208,10 +1240,88 @@ impl DynamoStore {
             },
             _ => SocketRole::Dashboard { site },
         };
-        Ok(Some(Connection {
-            connection_id: connection_id.to_owned(),
-            role,
-        }))
+        let budget = match item.get(CONN_BUDGET).and_then(|v| v.as_s().ok()) {
+            Some(json) => Some(serde_json::from_str(json).map_err(|e| backend("decode", e))?),
+            None => None,
+        };
+        Ok(Some((
+            Connection {
+                connection_id: connection_id.to_owned(),
+                role,
+            },
+            budget,
+        )))
+    }
+
+    /// Stores a dashboard connection's spent snapshot budget, if it still is `old` (the
+    /// budget read with the connection): `false` when another frame of the connection spent
+    /// from it meanwhile (read again and retry) or the connection is gone.
+    pub async fn save_snapshot_budget(
+        &self,
+        connection_id: &str,
+        old: Option<&SnapshotBudget>,
+        new: &SnapshotBudget,
+    ) -> Result<bool, StoreError> {
+        let mut req = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(Self::key(&format!("CID#{connection_id}"), "CONN")))
+            .update_expression("SET #b = :new")
+            .expression_attribute_names("#b", CONN_BUDGET)
+            .expression_attribute_values(":new", s(encode(new)?));
+        req = match old {
+            Some(old) => req
+                .condition_expression("attribute_exists(pk) AND #b = :old")
+                .expression_attribute_values(":old", s(encode(old)?)),
+            None => req.condition_expression("attribute_exists(pk) AND attribute_not_exists(#b)"),
+        };
+        conditional("UpdateItem", req.send().await)
+    }
+
+    /// How many connections `site` has, and how many of them came from the address whose
+    /// [`address_tag`](tippen_core::quota::address_tag) is `address_tag`: one Query of the
+    /// site's connection partition reading only the address and the expiry of each (a
+    /// connection past its TTL, whose `$disconnect` was lost, does not count).
+    pub async fn count_connections(
+        &self,
+        site: &SiteId,
+        address_tag: Option<&str>,
+        now: Timestamp,
+    ) -> Result<(usize, usize), StoreError> {
+        let now_secs = now.as_millis().div_euclid(1000);
+        let (mut on_site, mut from_address) = (0, 0);
+        let mut start: Option<Item> = None;
+        loop {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk")
+                .expression_attribute_values(":pk", s(format!("CONN#{site}")))
+                .projection_expression("#a, #t")
+                .expression_attribute_names("#a", CONN_ADDRESS)
+                .expression_attribute_names("#t", attr::TTL)
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                if get_n(&item, attr::TTL).is_ok_and(|ttl| ttl <= now_secs) {
+                    continue;
+                }
+                on_site += 1;
+                let tag = item.get(CONN_ADDRESS).and_then(|v| v.as_s().ok());
+                if address_tag.is_some() && tag.map(String::as_str) == address_tag {
+                    from_address += 1;
+                }
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => return Ok((on_site, from_address)),
+            }
+        }
     }
 
     /// Forgets a connection (both entries). Removing one already gone is not an error.

@@ -26,6 +26,8 @@ use tippen_core::api::ApiError;
 use crate::fanout::Posted;
 use crate::host::{HostError, LambdaHost};
 use crate::store::Connection;
+use tippen_core::api::SocketRole;
+use tippen_core::quota::SocketQuotas;
 
 /// The event `$connect` sends (asynchronously) to greet a new connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -145,12 +147,36 @@ impl LambdaHost {
                 return Ok(from_core(e.into_response()));
             }
         };
+        // The socket quotas, before the connection is stored (API Gateway refuses the upgrade
+        // with this status and body). Counting and storing are two steps: upgrades to one
+        // site racing each other may pass the quota by as many as race.
+        let now = self.tippen().now();
+        let address_tag = req
+            .request_context
+            .identity
+            .source_ip
+            .as_deref()
+            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
+            .map(tippen_core::quota::address_tag);
+        let quotas = match self.site_of_upgrade(req, role.site()).await? {
+            Some(site) => self.tippen().socket_quotas(&site),
+            None => SocketQuotas::of_host(&self.tippen().config().limits),
+        };
+        let (on_site, from_address) = self
+            .store()
+            .count_connections(role.site(), address_tag.as_deref(), now)
+            .await?;
+        if let Err(refusal) = quotas.admit(on_site, from_address) {
+            tracing::debug!(site = %role.site(), "upgrade over a socket quota");
+            return Ok(from_core(refusal));
+        }
+        let budget = matches!(role, SocketRole::Dashboard { .. }).then(|| quotas.snapshot_budget());
         let conn = Connection {
             connection_id: connection_id.clone(),
             role,
         };
         self.store()
-            .put_connection(&conn, self.tippen().now())
+            .put_connection(&conn, now, address_tag.as_deref(), budget.as_ref())
             .await?;
         let function = self
             .config()
@@ -228,11 +254,64 @@ impl LambdaHost {
         Ok(())
     }
 
+    /// The configured site of the upgrade's key (`None` when it cannot be told; the host's
+    /// quotas apply then).
+    async fn site_of_upgrade(
+        &self,
+        req: &ApiGatewayWebsocketProxyRequest,
+        site: &tippen_core::SiteId,
+    ) -> Result<Option<tippen_core::Site>, HostError> {
+        let Ok(mut head) = http::Request::builder()
+            .uri(format!("/ws?{}", query_string(req)))
+            .body(Bytes::new())
+        else {
+            return Ok(None);
+        };
+        *head.headers_mut() = req.headers.clone();
+        let Some(key) = tippen_core::api::presented_key(&head) else {
+            return Ok(None);
+        };
+        Ok(self
+            .tippen()
+            .authenticate(&key)
+            .await?
+            .map(|(s, _)| s)
+            .filter(|s| s.id == *site))
+    }
+
     async fn ws_message(&self, connection_id: String, text: &str) -> Result<(), HostError> {
-        let Some(conn) = self.store().connection(&connection_id).await? else {
+        // A dashboard's `GET_VISITORS` spends from its snapshot budget, stored with the
+        // connection: the budget is saved only if no other frame of the connection spent from
+        // it meanwhile, else the frame is read again (a snapshot changes nothing, so building
+        // one again is harmless).
+        let attempts = self.tippen().config().limits.max_write_attempts.max(1);
+        let mut answered = None;
+        for _ in 0..attempts {
+            let Some((conn, stored)) = self.store().connection_with_budget(&connection_id).await?
+            else {
+                return Ok(());
+            };
+            let before = stored.unwrap_or_default();
+            let mut budget = before;
+            let effects = self
+                .tippen()
+                .socket_frame_within(&conn.role, &mut budget, text)
+                .await?;
+            if budget != before
+                && !self
+                    .store()
+                    .save_snapshot_budget(&connection_id, stored.as_ref(), &budget)
+                    .await?
+            {
+                continue;
+            }
+            answered = Some(effects);
+            break;
+        }
+        let Some(effects) = answered else {
+            tracing::warn!(connection = %connection_id, "snapshot budget contended; frame dropped");
             return Ok(());
         };
-        let effects = self.tippen().socket_frame(&conn.role, text).await?;
         // Pushes skip this connection: it gets the reply.
         if let Some(reply) = self.apply(effects, Some(&connection_id)).await.reply {
             self.fanout().post(&connection_id, &reply).await;

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use http::StatusCode;
 use tippen_core::api::{ApiError, RequestContext, SocketRole, presented_key};
 use tippen_core::host::{self, Answer, HostIo};
+use tippen_core::quota::{SnapshotBudget, SocketQuotas, address_tag};
 use tippen_core::rate::Gate;
 use tippen_core::slack::SlackConfig;
 use tippen_core::support::SupportNotice;
@@ -37,6 +38,10 @@ pub const DASHBOARD_TAG: &str = "dashboard";
 
 /// Prefix of a visitor's socket tag.
 const VISITOR_TAG: &str = "visitor:";
+
+/// Prefix of a socket's client-address tag (`address:<hash>`, see
+/// [`address_tag`](tippen_core::quota::address_tag)).
+const ADDRESS_TAG: &str = "address:";
 
 /// Tag of a visitor's sockets: `visitor:<visitorId>`.
 pub fn visitor_tag(visitor_id: &str) -> String {
@@ -72,6 +77,8 @@ pub(crate) struct Runtime {
     /// The site's rate limits per client address and per key, in memory (an evicted object
     /// starts with full buckets).
     gate: RefCell<Gate>,
+    /// The site's socket quotas.
+    quotas: SocketQuotas,
 }
 
 /// The object's [`HostIo`]: a handle on its [`Runtime`] that background tasks keep too. It is
@@ -94,6 +101,10 @@ impl Deref for Host {
 ///   only in memory, so an evicted or restarted object carries on where it was.
 /// - **Sockets** use the WebSocket hibernation API: dashboards are accepted with the tag
 ///   [`DASHBOARD_TAG`], visitor channels with [`visitor_tag`]; the tag says what a socket is.
+///   A second tag, `address:<hash>`, names the client's address (hashed); with
+///   `getWebSockets()` it gives the site's socket quotas their counts (per site, and per
+///   address on this site), checked before accepting. A dashboard's snapshot budget is its
+///   attachment, which survives hibernation.
 ///   A text message `ping` is answered `pong` by the runtime without waking the object
 ///   (`setWebSocketAutoResponse`).
 /// - **Time** is one alarm at the core's next deadline, re-armed after every change and every
@@ -189,12 +200,19 @@ impl SiteObject {
                 RuntimeError::Config(crate::config::ConfigError::Enrichment(e.to_string()))
             })?)),
         };
-        let gate = match config.site(site.as_str()) {
-            Some(configured) => Gate::for_site(&config.rate_limits, configured),
-            None => Gate::new(config.rate_limits.per_client, config.rate_limits.per_key),
+        let (gate, quotas) = match config.site(site.as_str()) {
+            Some(configured) => (
+                Gate::for_site(&config.rate_limits, configured),
+                SocketQuotas::of(&config.core.limits, configured),
+            ),
+            None => (
+                Gate::new(config.rate_limits.per_client, config.rate_limits.per_key),
+                SocketQuotas::of_host(&config.core.limits),
+            ),
         };
         let rt = Host(SendWrapper::new(Rc::new(Runtime {
             gate: RefCell::new(gate),
+            quotas,
             tippen: Rc::new(tippen),
             site,
             state: self.state.clone(),
@@ -247,11 +265,12 @@ impl SiteObject {
         if let Some(authorized) = authorize_upgrade(&rt.tippen, &req).await? {
             // Upgrades count against the same buckets as requests.
             let head = http_request(&req, bytes::Bytes::new())?;
-            if let Some(refusal) = rt.over_limit(&head, client_ip(head.headers())) {
+            let client = client_ip(head.headers());
+            if let Some(refusal) = rt.over_limit(&head, client) {
                 return worker_response(refusal);
             }
             return match authorized {
-                Ok(role) => self.accept(&rt, role).await,
+                Ok(role) => self.accept(&rt, role, client).await,
                 Err(refusal) => worker_response(refusal),
             };
         }
@@ -276,9 +295,16 @@ impl SiteObject {
         effects_response(rt.apply(effects, None).await?.response)
     }
 
-    /// Upgrades a socket the core authorized: subscribes it (its tag), then sends what the
-    /// core answers for its opening (a dashboard's snapshot, a visitor's open invite).
-    async fn accept(&self, rt: &Host, role: SocketRole) -> worker::Result<Response> {
+    /// Upgrades a socket the core authorized, within the site's socket quotas (this object's
+    /// open sockets, and those from `client`'s address, tagged with its hash): subscribes it
+    /// (its tags; a dashboard's snapshot budget in its attachment), then sends what the core
+    /// answers for its opening (a dashboard's snapshot, a visitor's open invite).
+    async fn accept(
+        &self,
+        rt: &Host,
+        role: SocketRole,
+        client: Option<std::net::IpAddr>,
+    ) -> worker::Result<Response> {
         if *role.site() != rt.site {
             let site = role.site();
             return internal(format!(
@@ -286,13 +312,27 @@ impl SiteObject {
                 rt.site
             ));
         }
+        let address = client.map(|ip| format!("{ADDRESS_TAG}{}", address_tag(ip)));
+        let on_site = self.state.get_websockets().len();
+        let from_address = address
+            .as_deref()
+            .map_or(0, |tag| self.state.get_websockets_with_tag(tag).len());
+        if let Err(refusal) = rt.quotas.admit(on_site, from_address) {
+            tracing::debug!(site = %rt.site, "upgrade over a socket quota");
+            return worker_response(refusal);
+        }
         let pair = WebSocketPair::new()?;
         let tag = match &role {
             SocketRole::Dashboard { .. } => DASHBOARD_TAG.to_owned(),
             SocketRole::Visitor { visitor_id, .. } => visitor_tag(visitor_id),
         };
-        self.state
-            .accept_websocket_with_tags(&pair.server, &[tag.as_str()]);
+        let mut tags = vec![tag.as_str()];
+        tags.extend(address.as_deref());
+        self.state.accept_websocket_with_tags(&pair.server, &tags);
+        if matches!(role, SocketRole::Dashboard { .. }) {
+            pair.server
+                .serialize_attachment(rt.quotas.snapshot_budget())?;
+        }
         let opened = match rt.tippen.socket_open(&role).await {
             Ok(opened) => opened,
             Err(e) => return internal(e),
@@ -354,13 +394,27 @@ impl SiteObject {
         let Some(role) = rt.role_of(&ws) else {
             return ws.close(Some(1011), Some("unknown socket"));
         };
-        let effects = match rt.tippen.socket_frame(&role, &text).await {
+        // A dashboard's snapshot budget lives in its attachment (it survives hibernation).
+        let stored: Option<SnapshotBudget> = match role {
+            SocketRole::Dashboard { .. } => ws.deserialize_attachment().ok().flatten(),
+            SocketRole::Visitor { .. } => None,
+        };
+        let before = stored.unwrap_or_else(|| rt.quotas.snapshot_budget());
+        let mut budget = before;
+        let effects = match rt
+            .tippen
+            .socket_frame_within(&role, &mut budget, &text)
+            .await
+        {
             Ok(effects) => effects,
             Err(e) => {
                 tracing::error!(error = %e, "socket message failed");
                 return ws.close(Some(1011), Some("internal error"));
             }
         };
+        if budget != before {
+            ws.serialize_attachment(budget)?;
+        }
         match rt.apply(effects, Some(&ws)).await?.reply {
             Some(reply) => ws.send_with_str(reply),
             None => Ok(()),
@@ -526,16 +580,19 @@ impl Runtime {
         Ok(())
     }
 
-    /// What a socket of this object is, from its tag.
+    /// What a socket of this object is, from its tags (its first; an address tag may
+    /// follow).
     fn role_of(&self, ws: &WebSocket) -> Option<SocketRole> {
         let site = self.site.clone();
-        match self.state.get_tags(ws).first()?.as_str() {
-            DASHBOARD_TAG => Some(SocketRole::Dashboard { site }),
-            tag => Some(SocketRole::Visitor {
-                site,
-                visitor_id: tag.strip_prefix(VISITOR_TAG)?.to_owned(),
-            }),
+        let tags = self.state.get_tags(ws);
+        if tags.iter().any(|t| t == DASHBOARD_TAG) {
+            return Some(SocketRole::Dashboard { site });
         }
+        let visitor_id = tags.iter().find_map(|t| t.strip_prefix(VISITOR_TAG))?;
+        Some(SocketRole::Visitor {
+            site,
+            visitor_id: visitor_id.to_owned(),
+        })
     }
 
     /// Sets the alarm `deadline` asks for: an [`AtMost`](Deadline::AtMost) keeps an earlier

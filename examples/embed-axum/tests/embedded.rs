@@ -12,6 +12,7 @@ use serde_json::{Value, json};
 use tippen_axum::{EnrichmentConfig, HostConfig, TippenHost, TrustedProxies};
 use tippen_conformance::{IDENTITY_SECRET, IPINFO_TOKEN, Outbound, StandIns, Target, run_all};
 use tippen_core::enrichment::{ProviderConfig, ProviderKind};
+use tippen_core::quota::QuotaOverrides;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::video::CustomerConnect;
 use tippen_core::{Config, MemoryStore, Site, SystemClock, Tippen};
@@ -38,6 +39,8 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
     config.presence.hidden_grace = HIDDEN_GRACE;
     config.presence.leave_linger = LEAVE_LINGER;
     config.presence.heartbeat_interval = Duration::from_secs(1);
+    // Every socket of the suite comes from loopback unless a case names its own address.
+    config.limits.max_sockets_per_address = 10_000;
     let tippen = configure(Tippen::new(
         Arc::new(MemoryStore::new()),
         Arc::new(SystemClock),
@@ -55,6 +58,13 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
             )
             .expect("a limit"),
         ),
+        Site::new("q", "Quotas", "pk_q", "sk_q").with_socket_quotas(QuotaOverrides {
+            max_sockets: Some(tippen_conformance::QUOTA_SITE_MAX_SOCKETS as u32),
+            max_sockets_per_address: Some(
+                tippen_conformance::QUOTA_SITE_MAX_SOCKETS_PER_ADDRESS as u32,
+            ),
+            snapshots_per_minute: Some(tippen_conformance::QUOTA_SITE_SNAPSHOTS_PER_MINUTE as u32),
+        }),
     ] {
         tippen.put_site(&site).await.expect("put_site");
     }
@@ -267,6 +277,7 @@ async fn the_conformance_suite_passes_under_the_prefix() {
         other_site_secret_key: "sk_b".into(),
         verified_site_public_key: Some("pk_v".into()),
         rate_limited_site_public_key: Some("pk_r".into()),
+        quota_site_keys: Some(("pk_q".into(), "sk_q".into())),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
         leave_linger: LEAVE_LINGER,

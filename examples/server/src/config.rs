@@ -122,6 +122,13 @@ pub struct LimitsSection {
     pub max_visitors_per_site: Option<usize>,
     /// Support users per site (default 10000; a new user is 429 beyond).
     pub max_users_per_site: Option<usize>,
+    /// Open sockets (dashboards and visitor channels) per site (default 5000; an upgrade is
+    /// 429 beyond).
+    pub max_sockets_per_site: Option<usize>,
+    /// Open sockets per client address, across sites (default 50; an upgrade is 429 beyond).
+    pub max_sockets_per_address: Option<usize>,
+    /// `GET_VISITORS` a minute per dashboard socket (default 30; an `ERROR` reply beyond).
+    pub snapshots_per_minute: Option<u32>,
     /// How long a deleted visitor's id stays opted out, in milliseconds (default 30 days).
     pub opt_out_retention_ms: Option<u64>,
 }
@@ -245,6 +252,18 @@ pub struct SiteEntry {
     /// for its keys); absent or 0: the host's.
     #[serde(default)]
     pub rate_limit_per_key: Option<u32>,
+    /// Most open sockets of this site (replaces `[limits] max_sockets_per_site`); absent or
+    /// 0: the server's.
+    #[serde(default)]
+    pub max_sockets: Option<u32>,
+    /// Most open sockets from one address on upgrades to this site (replaces `[limits]
+    /// max_sockets_per_address`); absent or 0: the server's.
+    #[serde(default)]
+    pub max_sockets_per_address: Option<u32>,
+    /// `GET_VISITORS` a minute per dashboard of this site (replaces `[limits]
+    /// snapshots_per_minute`); absent or 0: the server's.
+    #[serde(default)]
+    pub snapshots_per_minute: Option<u32>,
 }
 
 /// Everything the server takes from the file and the environment.
@@ -315,6 +334,7 @@ impl FileConfig {
                 identity_secret: None,
                 history_retention_days: None,
                 rate_limit_per_key: None,
+                socket_quotas: Default::default(),
             });
         }
         let lookup = |name| env(name).or_else(|| self.setting(name));
@@ -407,6 +427,15 @@ impl FileConfig {
                 number("limits.max_visitors_per_site", l.max_visitors_per_site)
             }
             names::MAX_USERS_PER_SITE => number("limits.max_users_per_site", l.max_users_per_site),
+            names::MAX_SOCKETS_PER_SITE => {
+                number("limits.max_sockets_per_site", l.max_sockets_per_site)
+            }
+            names::MAX_SOCKETS_PER_ADDRESS => {
+                number("limits.max_sockets_per_address", l.max_sockets_per_address)
+            }
+            names::SNAPSHOTS_PER_MINUTE => {
+                number("limits.snapshots_per_minute", l.snapshots_per_minute)
+            }
             names::OPT_OUT_RETENTION_MS => {
                 number("limits.opt_out_retention_ms", l.opt_out_retention_ms)
             }
@@ -494,6 +523,11 @@ impl SiteEntry {
             identity_secret: self.identity_secret,
             history_retention_days: self.history_retention_days,
             rate_limit_per_key: self.rate_limit_per_key,
+            socket_quotas: tippen_core::quota::QuotaOverrides {
+                max_sockets: self.max_sockets.filter(|n| *n > 0),
+                max_sockets_per_address: self.max_sockets_per_address.filter(|n| *n > 0),
+                snapshots_per_minute: self.snapshots_per_minute.filter(|n| *n > 0),
+            },
         })
     }
 }
@@ -521,6 +555,38 @@ mod tests {
             .expect("valid");
         assert!(!settings.sites.is_empty());
         assert!(!settings.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn socket_quotas_come_from_limits_and_a_sites_own() {
+        let text = r#"
+            [limits]
+            max_sockets_per_site = 100
+            max_sockets_per_address = 7
+            snapshots_per_minute = 9
+
+            [[sites]]
+            id = "acme"
+            public_key = "pk_acme"
+            secret_key = "sk_acme_0123456789abcdefgh"
+            max_sockets = 3
+            snapshots_per_minute = 0
+            "#;
+        let s = parse(text).unwrap().into_settings(false, no_env).unwrap();
+        let l = &s.limits;
+        assert_eq!(
+            (
+                l.max_sockets_per_site,
+                l.max_sockets_per_address,
+                l.snapshots_per_minute
+            ),
+            (100, 7, 9)
+        );
+        let q = tippen_core::quota::SocketQuotas::of(l, &s.sites[0]);
+        assert_eq!(
+            (q.per_site, q.per_address, q.snapshots_per_minute),
+            (3, 7, 9)
+        );
     }
 
     #[test]

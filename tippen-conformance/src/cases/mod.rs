@@ -19,6 +19,7 @@ mod expiry;
 mod history;
 mod invites;
 mod part_a;
+mod quotas;
 mod sites;
 mod stats;
 mod support;
@@ -88,6 +89,13 @@ pub(crate) fn all() -> Vec<Case> {
         case!(abuse::a_key_over_its_rate_limit_gets_429_with_retry_after, needs RateLimitedSite),
         case!(abuse::dashboard_origins_are_enforced),
         case!(abuse::dashboard_tickets_open_one_socket_once),
+        // Socket quotas.
+        case!(quotas::sockets_over_a_sites_quota_are_refused_until_one_closes, needs QuotaSite),
+        case!(quotas::sockets_over_an_addresss_quota_are_refused_until_one_closes, needs QuotaSite),
+        case!(
+            quotas::a_dashboard_over_its_snapshot_quota_gets_an_error_and_still_hears_broadcasts,
+            needs QuotaSite
+        ),
         case!(errors::served_pages_are_told_where_the_sockets_are),
         // CORS.
         case!(cors::preflight_is_answered),

@@ -446,6 +446,7 @@ fn a_lookup_names_where_each_value_came_from() {
         identity_secret: None,
         history_retention_days: None,
         rate_limit_per_key: None,
+        socket_quotas: Default::default(),
     }];
     let env = env_lookup(vars(&[("TIPPEN_HIDDEN_GRACE_MS", "7000")]));
     let lookup = |name| env(name).or_else(|| file(name));
@@ -586,6 +587,7 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
         identity_secret: None,
         history_retention_days: None,
         rate_limit_per_key: None,
+        socket_quotas: Default::default(),
     };
     assert!(Settings::from_lookup(|_| None, "sites", vec![hashed]).is_ok());
 
@@ -668,6 +670,57 @@ fn rate_limits_per_address_and_key_and_a_sites_own() {
     );
     assert!(matches!(
         read(&[("TIPPEN_RATE_LIMIT_PER_IP", "many")]),
+        Err(SettingsError::NotANumber { .. })
+    ));
+}
+
+#[test]
+fn socket_quotas_and_a_sites_own() {
+    use crate::quota::QuotaOverrides;
+    let d = read(&[]).unwrap().config.limits;
+    assert_eq!(
+        (
+            d.max_sockets_per_site,
+            d.max_sockets_per_address,
+            d.snapshots_per_minute
+        ),
+        (5_000, 50, 30)
+    );
+    let s = read(&[
+        ("TIPPEN_MAX_SOCKETS_PER_SITE", "100"),
+        ("TIPPEN_MAX_SOCKETS_PER_ADDRESS", "5"),
+        ("TIPPEN_SNAPSHOTS_PER_MINUTE", "12"),
+        (
+            "TIPPEN_SITES",
+            r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","maxSockets":3,"maxSocketsPerAddress":2,"snapshotsPerMinute":0},
+                {"id":"b","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij"}]"#,
+        ),
+    ])
+    .unwrap();
+    let l = &s.config.limits;
+    assert_eq!(
+        (
+            l.max_sockets_per_site,
+            l.max_sockets_per_address,
+            l.snapshots_per_minute
+        ),
+        (100, 5, 12)
+    );
+    assert_eq!(
+        s.site("a").unwrap().socket_quotas,
+        QuotaOverrides {
+            max_sockets: Some(3),
+            max_sockets_per_address: Some(2),
+            snapshots_per_minute: None,
+        }
+    );
+    assert!(s.site("b").unwrap().socket_quotas.is_empty());
+    assert!(matches!(
+        read(&[("TIPPEN_MAX_SOCKETS_PER_SITE", "0")]),
+        Err(SettingsError::Zero { .. })
+    ));
+    assert!(matches!(
+        read(&[("TIPPEN_SNAPSHOTS_PER_MINUTE", "lots")]),
         Err(SettingsError::NotANumber { .. })
     ));
 }
