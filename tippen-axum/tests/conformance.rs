@@ -77,6 +77,16 @@ async fn start_with(host_config: HostConfig, configure: impl FnOnce(Tippen) -> T
     ] {
         tippen.put_site(&site).await.expect("put_site");
     }
+    let host_config = HostConfig {
+        // The whole suite comes from one address (loopback): the per-address limit of a
+        // real deployment would refuse it. Per-address limits have their own tests
+        // (hardening.rs, shared_limits.rs); the per-key limit stays as it is.
+        rate_limits: tippen_core::rate::RateLimits {
+            per_client: RateLimit::per_second(2000),
+            ..host_config.rate_limits
+        },
+        ..host_config
+    };
     let host = TippenHost::with_config(tippen, host_config);
     host.arm_stored_deadlines().await.expect("arm");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

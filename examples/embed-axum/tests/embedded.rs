@@ -257,6 +257,13 @@ async fn the_conformance_suite_passes_under_the_prefix() {
     let provider = ProviderConfig::new(ProviderKind::Ipinfo, IPINFO_TOKEN)
         .with_base_url(stand_ins.ipinfo_base_url());
     let host_config = HostConfig {
+        // The whole suite comes from one address (loopback): the per-address limit of a
+        // real deployment would refuse it. Per-address limits have their own tests
+        // (tippen-axum's hardening and shared-limit tests); the per-key limit stays as it is.
+        rate_limits: tippen_core::rate::RateLimits {
+            per_client: tippen_core::rate::RateLimit::per_second(2000),
+            ..Default::default()
+        },
         trusted_proxies: TrustedProxies::parse(["127.0.0.1"]).expect("proxies"),
         enrichment: Some(EnrichmentConfig::from_provider_config(&provider).expect("provider")),
         slack: Some(SlackConfig::new(
