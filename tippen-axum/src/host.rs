@@ -1336,11 +1336,7 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
     };
     // The socket quotas, before upgrading: the place is taken now and freed when the session
     // (or a failed upgrade) drops it.
-    let quotas = match &site {
-        Some((site, _)) => host.tippen().socket_quotas(site),
-        // The key's site could not be read a moment ago: the host's quotas.
-        None => tippen_core::quota::SocketQuotas::of_host(&host.tippen().config().limits),
-    };
+    let quotas = host.tippen().socket_quotas_of(role.site()).await;
     let slot = match host.inner.sockets.open(&quotas, role.site(), client_ip) {
         Ok(slot) => slot,
         Err(refusal) => {

@@ -214,6 +214,20 @@ impl Tippen {
         SocketQuotas::of(&self.config().limits, site)
     }
 
+    /// The socket quotas of the site a socket was authorized for
+    /// ([`SocketRole::site`]: by its key or by a ticket), read from the store; the host's
+    /// when the site cannot be read (logged).
+    pub async fn socket_quotas_of(&self, site: &crate::SiteId) -> SocketQuotas {
+        match self.store().site(site).await {
+            Ok(Some(site)) => self.socket_quotas(&site),
+            Ok(None) => SocketQuotas::of_host(&self.config().limits),
+            Err(e) => {
+                tracing::warn!(%site, error = %e, "site unreadable; the host's socket quotas apply");
+                SocketQuotas::of_host(&self.config().limits)
+            }
+        }
+    }
+
     /// [`socket_frame`](Self::socket_frame) within a dashboard's snapshot budget: a
     /// `GET_VISITORS` from a dashboard spends one snapshot of `budget` (which the host keeps
     /// with the socket and stores again when it changed); one over the budget is answered

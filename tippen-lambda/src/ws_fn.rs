@@ -27,7 +27,6 @@ use crate::fanout::Posted;
 use crate::host::{HostError, LambdaHost};
 use crate::store::Connection;
 use tippen_core::api::SocketRole;
-use tippen_core::quota::SocketQuotas;
 
 /// The event `$connect` sends (asynchronously) to greet a new connection.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -151,17 +150,8 @@ impl LambdaHost {
         // with this status and body). Counting and storing are two steps: upgrades to one
         // site racing each other may pass the quota by as many as race.
         let now = self.tippen().now();
-        let address_tag = req
-            .request_context
-            .identity
-            .source_ip
-            .as_deref()
-            .and_then(|ip| ip.parse::<std::net::IpAddr>().ok())
-            .map(tippen_core::quota::address_tag);
-        let quotas = match self.site_of_upgrade(req, role.site()).await? {
-            Some(site) => self.tippen().socket_quotas(&site),
-            None => SocketQuotas::of_host(&self.tippen().config().limits),
-        };
+        let address_tag = source_ip.map(tippen_core::quota::address_tag);
+        let quotas = self.tippen().socket_quotas_of(role.site()).await;
         let (on_site, from_address) = self
             .store()
             .count_connections(role.site(), address_tag.as_deref(), now)
@@ -252,31 +242,6 @@ impl LambdaHost {
             self.fanout().forget(conn).await;
         }
         Ok(())
-    }
-
-    /// The configured site of the upgrade's key (`None` when it cannot be told; the host's
-    /// quotas apply then).
-    async fn site_of_upgrade(
-        &self,
-        req: &ApiGatewayWebsocketProxyRequest,
-        site: &tippen_core::SiteId,
-    ) -> Result<Option<tippen_core::Site>, HostError> {
-        let Ok(mut head) = http::Request::builder()
-            .uri(format!("/ws?{}", query_string(req)))
-            .body(Bytes::new())
-        else {
-            return Ok(None);
-        };
-        *head.headers_mut() = req.headers.clone();
-        let Some(key) = tippen_core::api::presented_key(&head) else {
-            return Ok(None);
-        };
-        Ok(self
-            .tippen()
-            .authenticate(&key)
-            .await?
-            .map(|(s, _)| s)
-            .filter(|s| s.id == *site))
     }
 
     async fn ws_message(&self, connection_id: String, text: &str) -> Result<(), HostError> {
