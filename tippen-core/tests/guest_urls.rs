@@ -1,6 +1,6 @@
 //! Invites' guest URLs (issue 17): the tracker opens the guest URL full-screen in a frame
 //! allowed the camera and microphone, so it must be `https://`, and on a site that lists
-//! origins, on one of them or the video provider's.
+//! origins or with an https provider, on one of them or the provider's.
 
 mod common;
 
@@ -85,4 +85,43 @@ fn a_site_with_an_allowlist_accepts_its_origins_and_the_providers_only() {
     );
     // The first invite is still open: a conflict, but not about the URL.
     assert_eq!(answer.response.as_ref().unwrap().status(), 409);
+}
+
+#[test]
+fn with_an_https_provider_and_no_allowlist_only_the_providers_origin_is_accepted() {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_millis(T0)));
+    let tippen = Tippen::new(
+        Arc::new(MemoryStore::new()),
+        clock.clone(),
+        Config::default(),
+    )
+    .with_video_provider(Arc::new(CustomerConnect::new(
+        "https://meet.provider.test/api",
+    )));
+    block(tippen.put_site(&Site::new("a", "A", "pk_a", "sk_a"))).unwrap();
+    let h = Harness { tippen, clock };
+    h.track("pk_a", &pageview("v1", "t1", "https://x.test/"));
+    assert_eq!(
+        invite(&h, "sk_a", "https://app.example/guest/abc123"),
+        (
+            400,
+            json!({"error": "guestUrl's origin https://app.example is not allowed for this site (allowed: https://meet.provider.test)"})
+        )
+    );
+    assert_eq!(
+        invite(&h, "sk_a", "https://meet.provider.test/guest/abc123").0,
+        200
+    );
+}
+
+#[test]
+fn without_an_https_provider_or_allowlist_any_https_origin_is_accepted() {
+    // Part A's example is accepted as it stands on a host with no provider (the reference
+    // server's default).
+    let h = harness();
+    h.track("pk_a", &pageview("v1", "t1", "https://x.test/"));
+    assert_eq!(
+        invite(&h, "sk_a", "https://app.example/guest/abc123"),
+        (200, json!({"success": true}))
+    );
 }

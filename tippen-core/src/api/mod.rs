@@ -681,8 +681,9 @@ impl Tippen {
     }
 
     /// A guest URL an admin invites with: an `https://` URL (the tracker opens it in a frame
-    /// allowed the camera and microphone) of at most 2048 bytes, on an origin of the site's
-    /// allowlist or the video provider's when the site has an allowlist.
+    /// allowed the camera and microphone) of at most 2048 bytes. Its origin must be on the
+    /// site's allowlist or be the video provider's `https://` origin, whenever either exists;
+    /// with neither (no allowlist, no `https://` provider) any `https://` origin is accepted.
     fn check_guest_url(&self, site: &Site, url: &str) -> Result<(), ApiError> {
         let max = self.config().limits.max_text_bytes;
         let origin = crate::site::https_origin(url).filter(|_| url.len() <= max);
@@ -692,7 +693,8 @@ impl Tippen {
             )));
         };
         let provider = self.video_provider().and_then(|p| p.guest_origin());
-        if !site.guest_url_origins.is_empty()
+        let restricted = !site.guest_url_origins.is_empty() || provider.is_some();
+        if restricted
             && !site.guest_url_origins.contains(&origin)
             && provider.as_ref() != Some(&origin)
         {
