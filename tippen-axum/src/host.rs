@@ -20,7 +20,7 @@ use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, SocketRole, p
 use tippen_core::host::{self as seam, HostIo};
 use tippen_core::quota::SnapshotBudget;
 use tippen_core::rate::{Gate, RateLimit, too_many_from_address, too_many_with_key};
-use tippen_core::support::SupportNotice;
+use tippen_core::notify::Notice;
 use tippen_core::{
     Broadcast, Deadline, Effects, KeyHash, LookupRequest, ServiceError, Site, SiteId, StoreError,
     Timestamp, Tippen, Transport, TransportError, VisitorPush,
@@ -33,7 +33,7 @@ use crate::enrich::{Enrichment, EnrichmentConfig};
 use crate::ip::TrustedProxies;
 use crate::limit::{LimitScope, Limiters, RateLimits, SharedLimiter};
 use crate::quota::{SocketCounts, SocketSlot};
-use crate::slack::SlackNotifier;
+use crate::slack::Deliveries;
 use tippen_http::HttpTransport;
 
 /// Settings of the host itself (the core's settings are in [`tippen_core::Config`]).
@@ -141,7 +141,7 @@ pub(crate) struct Inner {
     /// The enrichment task's channel, when a provider is configured.
     enrichment: Option<Enrichment>,
     /// The Slack transport, when a webhook is configured.
-    slack: Option<SlackNotifier>,
+    notifier: Option<Deliveries>,
     /// Outbound HTTP for requests that need it (the video provider).
     transport: Option<HttpTransport>,
     sites: Mutex<HashMap<SiteId, Arc<SiteState>>>,
@@ -264,24 +264,25 @@ impl TippenHost {
         let transport = HttpTransport::new(config.outbound_timeout)
             .inspect_err(|e| tracing::error!(error = %e, "cannot build the outbound HTTP client"))
             .ok();
-        let slack = match (config.slack.clone(), &transport) {
-            (Some(s), Some(t)) => Some(SlackNotifier::new(
+        let notifier = match &transport {
+            Some(t) => Some(Deliveries::new(
                 t.clone(),
-                s,
-                tippen.config().support.clone(),
+                tippen_core::notify::Notifier::new(
+                    config.slack.clone(),
+                    tippen.config().support.clone(),
+                ),
             )),
-            (Some(_), None) => {
-                tracing::error!("no outbound HTTP client: Slack notifications are off");
+            None => {
+                tracing::error!("no outbound HTTP client: Slack and webhook notifications are off");
                 None
             }
-            (None, _) => None,
         };
         TippenHost {
             inner: Arc::new(Inner {
                 tippen,
                 config,
                 enrichment,
-                slack,
+                notifier,
                 transport,
                 sites: Mutex::new(HashMap::new()),
                 shutdown: watch::Sender::new(false),
@@ -1051,12 +1052,12 @@ impl HostIo for TippenHost {
         }
     }
 
-    async fn notify(&self, notices: Vec<SupportNotice>) {
-        match &self.inner.slack {
-            Some(slack) => slack.submit(notices, &self.inner.shutdown.subscribe()),
-            None => tracing::debug!(
+    async fn notify(&self, notices: Vec<Notice>) {
+        match &self.inner.notifier {
+            Some(notifier) => notifier.submit(notices, &self.inner.shutdown.subscribe()),
+            None => tracing::warn!(
                 alerts = notices.len(),
-                "no Slack webhook configured; support alerts go to dashboards only"
+                "no outbound HTTP client: alerts go to dashboards only"
             ),
         }
     }

@@ -1,69 +1,62 @@
-//! Slack delivery of support alerts: [`tippen_core::slack::deliver`] on the host's
-//! [`HttpTransport`] and tokio's timer.
+//! Delivery of alerts (support alerts and alert rules' alerts): [`tippen_core::notify`] on the
+//! host's [`HttpTransport`] and tokio's timer.
 //!
-//! The core decides when to notify (the per-user cooldown), builds the message and the
-//! request, and says what each answer means (429 and 5xx are retried, honouring
-//! `Retry-After`); this runs each notice's delivery in a task of its own, so a slow or failing
-//! Slack never delays a request or a sweep, and stops waiting at shutdown. The webhook URL is
-//! never logged: it is a [`WebhookUrl`](tippen_core::slack::WebhookUrl), and the transport's
-//! errors carry no URL.
+//! The core decides what to send (cooldowns applied), builds each request (Slack messages,
+//! signed webhooks) and says what each answer means (429 and 5xx are retried, honouring
+//! `Retry-After`); this runs each delivery in a task of its own, so a slow or failing receiver
+//! never delays a request or a sweep, and stops waiting at shutdown. URLs and secrets are
+//! never logged.
 
 use std::sync::Arc;
 
-use tippen_core::slack::{self, SlackConfig};
-use tippen_core::support::{SupportConfig, SupportNotice};
+use tippen_core::notify::{self, Notice, Notifier};
 use tokio::sync::watch;
 
 use crate::host::stopped;
 use tippen_http::HttpTransport;
 
-/// Sends support notices to a Slack incoming webhook.
+/// Sends notices through the core's delivery path.
 #[derive(Clone, Debug)]
-pub(crate) struct SlackNotifier {
+pub(crate) struct Deliveries {
     inner: Arc<Inner>,
 }
 
 #[derive(Debug)]
 struct Inner {
     transport: HttpTransport,
-    config: SlackConfig,
-    support: SupportConfig,
+    notifier: Notifier,
 }
 
-impl SlackNotifier {
-    pub(crate) fn new(
-        transport: HttpTransport,
-        config: SlackConfig,
-        support: SupportConfig,
-    ) -> Self {
-        tracing::info!(webhook = %config.webhook, "Slack notifications enabled");
-        SlackNotifier {
+impl Deliveries {
+    pub(crate) fn new(transport: HttpTransport, notifier: Notifier) -> Self {
+        if let Some(slack) = &notifier.slack {
+            tracing::info!(webhook = %slack.webhook, "Slack notifications of support alerts enabled");
+        }
+        Deliveries {
             inner: Arc::new(Inner {
                 transport,
-                config,
-                support,
+                notifier,
             }),
         }
     }
 
-    /// Delivers each notice in a task of its own.
-    pub(crate) fn submit(&self, notices: Vec<SupportNotice>, shutdown: &watch::Receiver<bool>) {
-        for notice in notices {
+    /// Delivers each of the notices' requests in a task of its own.
+    pub(crate) fn submit(&self, notices: Vec<Notice>, shutdown: &watch::Receiver<bool>) {
+        for outgoing in self.inner.notifier.outgoing(&notices) {
             let inner = self.inner.clone();
             let mut shutdown = shutdown.clone();
             tokio::spawn(async move {
-                let delivery = slack::deliver(
+                let delivery = notify::send(
                     &inner.transport,
-                    &inner.config,
-                    &inner.support,
-                    &notice,
+                    &outgoing,
+                    notify::unix_now,
                     tokio::time::sleep,
                 );
                 tokio::select! {
-                    done = delivery => done.log(&notice),
+                    done = delivery => done.log(&outgoing.label),
                     () = stopped(&mut shutdown) => tracing::debug!(
-                        user = %notice.user.user_id,
-                        "shutting down: Slack notification not sent"
+                        id = %outgoing.label.id,
+                        "shutting down: notification not sent"
                     ),
                 }
             });

@@ -17,7 +17,6 @@ use crate::invite::InviteToVisitor;
 use crate::protocol::Sequenced;
 use crate::service::{LookupRequest, Outcome};
 use crate::site::SiteId;
-use crate::support::SupportNotice;
 
 /// A dashboard message, serialized once: every socket of the site is sent the same text.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -145,8 +144,9 @@ pub struct Effects {
     pub deadline: Option<Deadline>,
     /// Enrichment lookups to start (the shared cache could not answer them).
     pub lookups: Vec<LookupRequest>,
-    /// Support alerts for the notifier (Slack), cooldown applied.
-    pub notifications: Vec<SupportNotice>,
+    /// Alerts for the notifier (support alerts and alert-rule alerts), cooldowns applied:
+    /// deliver them with [`crate::notify`].
+    pub notifications: Vec<crate::notify::Notice>,
 }
 
 impl Effects {
@@ -186,7 +186,11 @@ impl Effects {
                 outcome.deadline.map(Deadline::AtMost)
             },
             lookups: outcome.lookups,
-            notifications: outcome.notifications,
+            notifications: outcome
+                .notifications
+                .into_iter()
+                .map(crate::notify::Notice::Support)
+                .collect(),
         }
     }
 

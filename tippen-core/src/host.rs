@@ -25,7 +25,7 @@ use http::Response;
 use crate::effects::{Broadcast, Deadline, Effects, VisitorPush};
 use crate::service::{LookupRequest, Tippen};
 use crate::site::SiteId;
-use crate::support::SupportNotice;
+use crate::notify::Notice;
 
 /// What a host does for [`apply`]: its sockets, timers, background work and notifier.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]
@@ -53,8 +53,9 @@ pub trait HostIo {
     /// Starts enrichment lookups in the background; never waits for them.
     async fn start_lookups(&self, lookups: Vec<LookupRequest>);
 
-    /// Hands support alerts to the notifier; never waits for their delivery.
-    async fn notify(&self, notices: Vec<SupportNotice>);
+    /// Hands alerts (support and alert rules) to the notifier ([`crate::notify`]); never
+    /// waits for their delivery.
+    async fn notify(&self, notices: Vec<Notice>);
 }
 
 /// The part of [`Effects`] the host sends itself, after [`apply`] did the rest.

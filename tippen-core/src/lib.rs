@@ -39,6 +39,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![deny(missing_docs)]
 
+pub mod alerts;
 pub mod api;
 #[cfg(feature = "assets")]
 pub mod assets;
@@ -51,6 +52,7 @@ pub mod host;
 pub mod ids;
 pub mod invite;
 pub mod memory;
+pub mod notify;
 pub mod presence;
 pub mod protocol;
 pub mod quota;
@@ -59,7 +61,6 @@ pub mod records;
 pub mod service;
 pub mod settings;
 pub mod site;
-#[cfg(feature = "slack")]
 pub mod slack;
 pub mod store;
 pub mod support;

@@ -27,6 +27,7 @@ use crate::site::{KeyHash, KeyRole, Site, SiteId};
 use crate::store::{Store, StoreError, Versioned};
 use crate::video::VideoProvider;
 
+mod alerts;
 mod history;
 mod reads;
 mod support;
@@ -89,6 +90,10 @@ pub struct Outcome {
     /// applied: the host delivers each ([`crate::slack`] builds the request) without delaying
     /// the response.
     pub notifications: Vec<crate::support::SupportNotice>,
+    /// What the events of this outcome that can change an alert rule's answer (a new visit, a
+    /// page view, a company identified) tell the rules; the API layer, which holds the site,
+    /// evaluates them ([`crate::alerts`]).
+    pub alert_subjects: Vec<crate::alerts::Subject>,
 }
 
 impl Outcome {
@@ -423,6 +428,7 @@ impl Tippen {
             deadline: Some(tracked.deadline),
             lookups,
             invite: tracked.invite,
+            alert_subjects: tracked.subject.into_iter().collect(),
             ..Outcome::default()
         })
     }
@@ -518,6 +524,11 @@ impl Tippen {
                 (record, Some(UpdateKind::NewVisitor))
             }
         };
+        let subject = match update {
+            Some(UpdateKind::NewVisitor) => Some(alerts::subject_of(&record, now, true)),
+            Some(UpdateKind::Pageview) => Some(alerts::subject_of(&record, now, false)),
+            _ => None,
+        };
         if let Some(event) = update {
             messages.push(ServerMessage::VisitorUpdate {
                 visitor: Box::new(self.view(&record, now)),
@@ -531,6 +542,7 @@ impl Tippen {
             deadline: record.deadline,
             invite: record.open_invite().map(|i| i.visitor_message(now)),
             enrichment,
+            subject,
         };
         let write = if before.is_some_and(|b| record.only_touched_since(&b)) {
             Write::Touch(record)
@@ -1198,15 +1210,18 @@ impl Tippen {
                         visitor: Box::new(self.view(&record, now)),
                         event: UpdateKind::Enriched,
                     };
-                    Ok((Write::Save(record), Some(message)))
+                    let subject = alerts::subject_of(&record, now, true);
+                    Ok((Write::Save(record), Some((message, subject))))
                 },
                 |enriched| usize::from(enriched.is_some()),
             )
             .await?;
+        let (message, subject) = enriched.unzip();
         Ok(Outcome {
             messages: self
-                .sequence_numbered(site, enriched.into_iter().collect(), numbered)
+                .sequence_numbered(site, message.into_iter().collect(), numbered)
                 .await?,
+            alert_subjects: subject.into_iter().collect(),
             ..Outcome::default()
         })
     }
@@ -1272,6 +1287,8 @@ struct Tracked {
     invite: Option<InviteToVisitor>,
     /// The company this new visit started with (`None`: not a new visit).
     enrichment: Option<FirstCompany>,
+    /// For the alert rules: a new visit or a page view.
+    subject: Option<crate::alerts::Subject>,
 }
 
 #[cfg(test)]

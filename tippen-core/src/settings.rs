@@ -273,6 +273,9 @@ pub enum SiteProblem {
     /// The public key is the secret key.
     #[error("the public and the secret key must differ")]
     SameKeys,
+    /// An alert rule or destination is refused.
+    #[error("alert settings: {0}")]
+    Alerts(String),
     /// Another site has the same id.
     #[error("the id is used twice")]
     DuplicateId,
@@ -503,6 +506,10 @@ pub struct SiteSpec {
     pub rate_limit_per_key: Option<u32>,
     /// The site's own socket quotas (see [`Site::socket_quotas`]); unset ones: the host's.
     pub socket_quotas: crate::quota::QuotaOverrides,
+    /// The site's alert rules (see [`crate::alerts`]).
+    pub alert_rules: Vec<crate::alerts::AlertRule>,
+    /// Where the site's alerts go.
+    pub alert_destinations: crate::alerts::AlertDestinations,
 }
 
 impl SiteSpec {
@@ -554,7 +561,16 @@ impl SiteSpec {
             }
             secret => secret.map(crate::site::IdentitySecret::new),
         };
+        let alert_rules =
+            crate::alerts::check_rules(self.alert_rules, crate::alerts::RuleSource::Config)
+                .map_err(|e| SiteProblem::Alerts(e.0))?;
+        let alert_destinations = self
+            .alert_destinations
+            .checked()
+            .map_err(|e| SiteProblem::Alerts(e.0))?;
         Ok(Site {
+            alert_rules,
+            alert_destinations,
             identity_secret,
             name: self.name.unwrap_or_else(|| self.id.clone()),
             id: SiteId(self.id),
@@ -636,6 +652,12 @@ pub struct SiteEntry {
     /// `TIPPEN_SNAPSHOTS_PER_MINUTE`; absent or 0: the host's.
     #[serde(default)]
     pub snapshots_per_minute: Option<u32>,
+    /// Alert rules (see [`crate::alerts`]).
+    #[serde(default)]
+    pub alert_rules: Vec<crate::alerts::AlertRule>,
+    /// Where alerts go: `{"slackWebhookUrl"?, "webhooks": [{"url","secret"}]}`.
+    #[serde(default)]
+    pub alert_destinations: crate::alerts::AlertDestinations,
 }
 
 impl SiteEntry {
@@ -665,6 +687,8 @@ impl SiteEntry {
                 max_sockets_per_address: self.max_sockets_per_address.filter(|n| *n > 0),
                 snapshots_per_minute: self.snapshots_per_minute.filter(|n| *n > 0),
             },
+            alert_rules: self.alert_rules,
+            alert_destinations: self.alert_destinations,
         })
     }
 }
@@ -945,12 +969,23 @@ fn enrichment(
 
 /// Stores every configured site the store does not hold as it is (a new site, changed keys or
 /// policies); returns how many were written. Sites the store has but `sites` lacks are kept.
+/// A stored site keeps the alert rules created through the API (unless the configuration
+/// uses their ids) and, when the configuration names none, its alert destinations.
 pub async fn register_sites(tippen: &Tippen, sites: &[Site]) -> Result<usize, ServiceError> {
     let stored = tippen.store().sites().await?;
     let mut written = 0;
-    for site in sites.iter().filter(|s| !stored.contains(s)) {
-        tippen.put_site(site).await?;
-        written += 1;
+    for site in sites {
+        let mut site = site.clone();
+        if let Some(old) = stored.iter().find(|s| s.id == site.id) {
+            site.alert_rules = crate::alerts::merge_configured(&site.alert_rules, &old.alert_rules);
+            if site.alert_destinations.is_empty() {
+                site.alert_destinations = old.alert_destinations.clone();
+            }
+        }
+        if !stored.contains(&site) {
+            tippen.put_site(&site).await?;
+            written += 1;
+        }
     }
     Ok(written)
 }

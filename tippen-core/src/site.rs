@@ -147,6 +147,15 @@ pub struct Site {
         skip_serializing_if = "crate::quota::QuotaOverrides::is_empty"
     )]
     pub socket_quotas: crate::quota::QuotaOverrides,
+    /// The site's alert rules ([`crate::alerts`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub alert_rules: Vec<crate::alerts::AlertRule>,
+    /// Where the site's alerts go.
+    #[serde(
+        default,
+        skip_serializing_if = "crate::alerts::AlertDestinations::is_empty"
+    )]
+    pub alert_destinations: crate::alerts::AlertDestinations,
 }
 
 /// Days of visit history kept for a site that does not say.
@@ -169,6 +178,8 @@ impl Site {
             history_retention_days: None,
             rate_limit_per_key: None,
             socket_quotas: crate::quota::QuotaOverrides::default(),
+            alert_rules: Vec::new(),
+            alert_destinations: crate::alerts::AlertDestinations::default(),
         }
     }
 
@@ -188,6 +199,8 @@ impl Site {
             history_retention_days: None,
             rate_limit_per_key: None,
             socket_quotas: crate::quota::QuotaOverrides::default(),
+            alert_rules: Vec::new(),
+            alert_destinations: crate::alerts::AlertDestinations::default(),
         }
     }
 

@@ -42,7 +42,7 @@ pub struct WebhookUrl(String);
 #[non_exhaustive]
 pub enum SlackError {
     /// Not an `http://` or `https://` URL with a host.
-    #[error("the Slack webhook URL must be an http(s) URL with a host")]
+    #[error("a webhook URL must be an http(s) URL with a host")]
     InvalidWebhookUrl,
     /// The public base URL (for the dashboard link) is not an `http://` or `https://` URL.
     #[error("the public URL (TIPPEN_PUBLIC_URL) must be an http(s) URL, got {0:?}")]
@@ -74,6 +74,19 @@ impl WebhookUrl {
             Some((scheme, host)) => format!("{scheme}://{host}/…"),
             None => "…".to_owned(),
         }
+    }
+}
+
+impl serde::Serialize for WebhookUrl {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.0)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for WebhookUrl {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let url = String::deserialize(d)?;
+        WebhookUrl::parse(&url).map_err(serde::de::Error::custom)
     }
 }
 

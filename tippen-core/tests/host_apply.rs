@@ -9,7 +9,7 @@ use async_trait::async_trait;
 use common::*;
 use serde_json::json;
 use tippen_core::host::{self, HostIo};
-use tippen_core::support::SupportNotice;
+use tippen_core::notify::Notice;
 use tippen_core::{Broadcast, Deadline, LookupRequest, SiteId, VisitorPush};
 
 /// Records every call, as text, in order; `reach` says whether a push finds a socket.
@@ -72,7 +72,7 @@ impl HostIo for Recorder {
         self.log(format!("lookups {}", lookups.len()));
     }
 
-    async fn notify(&self, notices: Vec<SupportNotice>) {
+    async fn notify(&self, notices: Vec<Notice>) {
         self.log(format!("notify {}", notices.len()));
     }
 }

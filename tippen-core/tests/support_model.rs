@@ -227,11 +227,14 @@ impl World {
     fn absorb(
         &mut self,
         broadcasts: &[tippen_core::Broadcast],
-        notices: &[tippen_core::support::SupportNotice],
+        notices: &[tippen_core::notify::Notice],
     ) {
         let now = self.now();
         let mut notified_now = BTreeSet::new();
         for n in notices {
+            let tippen_core::notify::Notice::Support(n) = n else {
+                panic!("a support alert was expected, got {n:?}");
+            };
             notified_now.insert(n.user.user_id.clone());
             self.notified
                 .entry(n.user.user_id.clone())

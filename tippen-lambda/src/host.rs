@@ -11,7 +11,7 @@ use bytes::Bytes;
 use thiserror::Error;
 use tippen_core::api::{ApiError, RequestContext, SocketRole, presented_key};
 use tippen_core::host::{self, HostIo};
-use tippen_core::support::SupportNotice;
+use tippen_core::notify::Notice;
 use tippen_core::{
     Broadcast, Deadline, Effects, KeyHash, LookupRequest, ServiceError, SiteId, Store, StoreError,
     SystemClock, Timestamp, Tippen, VisitorPush,
@@ -619,7 +619,7 @@ impl LambdaHost {
         &self,
         site: &SiteId,
         due: Option<Timestamp>,
-        notices: &mut Vec<SupportNotice>,
+        notices: &mut Vec<Notice>,
     ) -> Result<SiteSweep, HostError> {
         let now = self.tippen.now();
         let due = match due.filter(|d| *d <= now) {
@@ -669,7 +669,7 @@ impl LambdaHost {
         site: &SiteId,
         holder: &str,
         mut lease: Timestamp,
-        notices: &mut Vec<SupportNotice>,
+        notices: &mut Vec<Notice>,
     ) -> Result<SiteSweep, HostError> {
         let mut sent = 0;
         let mut next = None;
@@ -855,20 +855,18 @@ impl HostIo for LambdaHost {
     /// Delivers support notices to Slack before returning, within `TIPPEN_SLACK_BUDGET_MS`
     /// (see [`crate::outbound`]'s notes). Without feature `outbound` or a working client
     /// they are only logged (dashboards have them already).
-    async fn notify(&self, notices: Vec<SupportNotice>) {
+    async fn notify(&self, notices: Vec<Notice>) {
         if notices.is_empty() {
             return;
         }
         #[cfg(feature = "outbound")]
         if let Some(outbound) = &self.outbound {
-            outbound
-                .notify(&self.tippen.config().support, notices)
-                .await;
+            outbound.notify(notices).await;
             return;
         }
         tracing::warn!(
             alerts = notices.len(),
-            "support alerts not sent to Slack: this function has no outbound HTTPS client"
+            "alerts not sent: this function has no outbound HTTPS client"
         );
     }
 }

@@ -1,8 +1,8 @@
-//! Outbound HTTPS (feature `outbound`): the video provider and Slack, over
+//! Outbound HTTPS (feature `outbound`): the video provider, Slack and alert webhooks, over
 //! [`tippen_http::HttpTransport`] (reqwest + rustls, the same transport tippen-axum uses).
 //!
 //! Lambda freezes the process as soon as the handler returns, so nothing may be left running
-//! in the background: Slack notifications are delivered *before* the invocation returns
+//! in the background: notifications (Slack, webhooks) are delivered *before* the invocation returns
 //! (after the answer is computed and the dashboards are told), all notices of the invocation
 //! concurrently, bounded by [`LambdaConfig::slack_budget`](crate::LambdaConfig::slack_budget)
 //! in total. Retries follow the core's policy (429 / 5xx, `Retry-After`) and wait with tokio's
@@ -11,17 +11,16 @@
 
 use std::time::Duration;
 
-use tippen_core::slack::{self, Delivered, SlackConfig};
-use tippen_core::support::{SupportConfig, SupportNotice};
+use tippen_core::notify::{self, Notice, Notifier, Sent};
 use tippen_http::HttpTransport;
 
 use crate::config::LambdaConfig;
 
-/// The outbound transport and the Slack settings of one function instance.
+/// The outbound transport and the alert delivery settings of one function instance.
 #[derive(Debug)]
 pub struct Outbound {
     transport: HttpTransport,
-    slack: Option<SlackConfig>,
+    notifier: Notifier,
     budget: Duration,
 }
 
@@ -31,16 +30,16 @@ impl Outbound {
         match HttpTransport::new(config.outbound_timeout) {
             Ok(transport) => {
                 if let Some(slack) = &config.slack {
-                    tracing::info!(webhook = %slack.webhook, "Slack notifications enabled");
+                    tracing::info!(webhook = %slack.webhook, "Slack notifications of support alerts enabled");
                 }
                 Some(Outbound {
                     transport,
-                    slack: config.slack.clone(),
+                    notifier: Notifier::new(config.slack.clone(), config.core.support.clone()),
                     budget: config.slack_budget,
                 })
             }
             Err(e) => {
-                tracing::error!(error = %e, "no outbound HTTPS client: video calls and Slack are off");
+                tracing::error!(error = %e, "no outbound HTTPS client: video calls, Slack and webhooks are off");
                 None
             }
         }
@@ -51,30 +50,25 @@ impl Outbound {
         &self.transport
     }
 
-    /// Delivers `notices` to Slack, concurrently, returning when all are done or the budget
-    /// has passed (whichever comes first). Returns how many Slack took.
-    pub async fn notify(&self, support: &SupportConfig, notices: Vec<SupportNotice>) -> usize {
-        let Some(config) = &self.slack else {
-            tracing::debug!(
-                alerts = notices.len(),
-                "no Slack webhook configured; support alerts go to dashboards only"
-            );
-            return 0;
-        };
-        let count = notices.len();
-        let deliveries = notices.iter().map(|notice| async move {
+    /// Delivers `notices` (Slack messages, signed webhooks), concurrently, returning when all
+    /// are done or the budget has passed (whichever comes first). Returns how many requests
+    /// were taken.
+    pub async fn notify(&self, notices: Vec<Notice>) -> usize {
+        let outgoing = self.notifier.outgoing(&notices);
+        let count = outgoing.len();
+        let deliveries = outgoing.iter().map(|out| async move {
             let done =
-                slack::deliver(&self.transport, config, support, notice, tokio::time::sleep).await;
-            done.log(notice);
-            matches!(done, Delivered::Yes { .. })
+                notify::send(&self.transport, out, notify::unix_now, tokio::time::sleep).await;
+            done.log(&out.label);
+            matches!(done, Sent::Yes { .. })
         });
         match tokio::time::timeout(self.budget, futures_util::future::join_all(deliveries)).await {
             Ok(done) => done.into_iter().filter(|d| *d).count(),
             Err(_) => {
                 tracing::warn!(
-                    alerts = count,
+                    requests = count,
                     budget_ms = self.budget.as_millis() as u64,
-                    "Slack notifications not all delivered within the budget; the rest are dropped"
+                    "notifications not all delivered within the budget; the rest are dropped"
                 );
                 0
             }

@@ -12,8 +12,7 @@ use tippen_core::api::{ApiError, RequestContext, SocketRole, presented_key};
 use tippen_core::host::{self, Answer, HostIo};
 use tippen_core::quota::{SnapshotBudget, SocketQuotas, address_tag};
 use tippen_core::rate::Gate;
-use tippen_core::slack::SlackConfig;
-use tippen_core::support::SupportNotice;
+use tippen_core::notify::{self, Notice, Notifier};
 use tippen_core::video::CustomerConnect;
 use tippen_core::{
     Broadcast, Deadline, Effects, LookupRequest, SiteId, Timestamp, Tippen, VisitorPush,
@@ -66,8 +65,8 @@ pub(crate) struct Runtime {
     store: DurableObjectStore,
     /// Outbound HTTP (the video provider, enrichment, Slack).
     pub(crate) transport: FetchTransport,
-    /// Slack notifications of support alerts, when a webhook is configured.
-    slack: Option<Rc<SlackConfig>>,
+    /// Alert delivery: the support alerts' Slack webhook, the support rules.
+    notifier: Rc<Notifier>,
     /// IP → company enrichment, when a provider is configured.
     pub(crate) enrichment: Option<Rc<Enrichment>>,
     /// The alarm as last read or set (`None`: not read yet; `Some(None)`: no alarm).
@@ -218,7 +217,10 @@ impl SiteObject {
             state: self.state.clone(),
             store,
             transport: FetchTransport::default(),
-            slack: config.slack.clone().map(Rc::new),
+            notifier: Rc::new(Notifier::new(
+                config.slack.clone(),
+                config.core.support.clone(),
+            )),
             enrichment,
             armed: Cell::new(None),
             arm_failure: Cell::new(None),
@@ -673,21 +675,13 @@ impl HostIo for Host {
 
     /// Sends support notices to Slack in the background (`waitUntil`): the answer never waits
     /// for Slack; retries wait with the runtime's timers.
-    async fn notify(&self, notices: Vec<SupportNotice>) {
-        let Some(slack) = &self.slack else {
-            tracing::debug!(
-                alerts = notices.len(),
-                "no Slack webhook configured; support alerts go to dashboards only"
-            );
-            return;
-        };
-        for notice in notices {
-            let (host, slack) = (self.clone(), slack.clone());
+    async fn notify(&self, notices: Vec<Notice>) {
+        for outgoing in self.notifier.outgoing(&notices) {
+            let host = self.clone();
             self.state.wait_until(async move {
-                let support = &host.tippen.config().support;
-                tippen_core::slack::deliver(&host.transport, &slack, support, &notice, Delay::from)
+                notify::send(&host.transport, &outgoing, || js_sys::Date::now() as i64 / 1000, Delay::from)
                     .await
-                    .log(&notice);
+                    .log(&outgoing.label);
             });
         }
     }

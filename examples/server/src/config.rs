@@ -264,6 +264,14 @@ pub struct SiteEntry {
     /// snapshots_per_minute`); absent or 0: the server's.
     #[serde(default)]
     pub snapshots_per_minute: Option<u32>,
+    /// Alert rules, as in `TIPPEN_SITES`' `alertRules` (their keys are camelCase:
+    /// `[[sites.alert_rules]] id = "pricing" when = { domains = ["acme.com"] }`).
+    #[serde(default)]
+    pub alert_rules: Vec<tippen_core::alerts::AlertRule>,
+    /// Where alerts go, as `TIPPEN_SITES`' `alertDestinations`
+    /// (`[sites.alert_destinations] slackWebhookUrl = "…"`).
+    #[serde(default)]
+    pub alert_destinations: tippen_core::alerts::AlertDestinations,
 }
 
 /// Everything the server takes from the file and the environment.
@@ -335,6 +343,8 @@ impl FileConfig {
                 history_retention_days: None,
                 rate_limit_per_key: None,
                 socket_quotas: Default::default(),
+                alert_rules: Vec::new(),
+                alert_destinations: Default::default(),
             });
         }
         let lookup = |name| env(name).or_else(|| self.setting(name));
@@ -528,6 +538,8 @@ impl SiteEntry {
                 max_sockets_per_address: self.max_sockets_per_address.filter(|n| *n > 0),
                 snapshots_per_minute: self.snapshots_per_minute.filter(|n| *n > 0),
             },
+            alert_rules: self.alert_rules,
+            alert_destinations: self.alert_destinations,
         })
     }
 }

@@ -52,7 +52,7 @@ pub(super) async fn preflight_is_answered(t: &Target) -> Result<(), Failure> {
         }
         if !lists(&answer, "access-control-allow-methods", method) {
             return Err(answer.fail(format!(
-                "Access-Control-Allow-Methods listing {method} (contract: GET, POST, DELETE, OPTIONS)"
+                "Access-Control-Allow-Methods listing {method} (contract: GET, POST, PUT, DELETE, OPTIONS)"
             )));
         }
         for header in ["X-Tippen-API-Key", "Content-Type"] {

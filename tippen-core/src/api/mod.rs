@@ -11,6 +11,7 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+mod alert_rules;
 mod extract;
 mod history;
 mod response;
@@ -224,6 +225,8 @@ enum Route {
     Company,
     Analytics,
     WsTicket,
+    AlertRules,
+    AlertRule,
     /// A browser asset (feature `assets`).
     #[cfg(feature = "assets")]
     Asset(assets::Asset),
@@ -273,6 +276,13 @@ impl Route {
             }
             "/api/analytics" => Route::Analytics,
             "/api/ws-ticket" => Route::WsTicket,
+            "/api/alert-rules" => Route::AlertRules,
+            p if p
+                .strip_prefix("/api/alert-rules/")
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+            {
+                Route::AlertRule
+            }
             _ => return None,
         })
     }
@@ -288,6 +298,8 @@ impl Route {
             | Route::UserActivity
             | Route::WsTicket => "POST, OPTIONS",
             Route::Visitor | Route::User => "DELETE, OPTIONS",
+            Route::AlertRules => "GET, HEAD, POST, OPTIONS",
+            Route::AlertRule => "GET, HEAD, PUT, DELETE, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -296,6 +308,12 @@ impl Route {
         match self.allow() {
             "POST, OPTIONS" => m == Method::POST,
             "DELETE, OPTIONS" => m == Method::DELETE,
+            "GET, HEAD, POST, OPTIONS" => {
+                m == Method::GET || m == Method::HEAD || m == Method::POST
+            }
+            "GET, HEAD, PUT, DELETE, OPTIONS" => {
+                m == Method::GET || m == Method::HEAD || m == Method::PUT || m == Method::DELETE
+            }
             _ => m == Method::GET || m == Method::HEAD,
         }
     }
@@ -437,6 +455,14 @@ impl Tippen {
             Route::WsTicket => {
                 let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 done(self.ws_ticket(&site))
+            }
+            Route::AlertRules | Route::AlertRule => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let id = path
+                    .trim_end_matches('/')
+                    .strip_prefix("/api/alert-rules/")
+                    .map(percent_decode);
+                done(self.alert_rules_call(site, &parts.method, id, &body).await?)
             }
             Route::DashboardSocket => {
                 if query_param(query, ticket::TICKET_PARAM).is_none() {
@@ -710,6 +736,8 @@ impl Tippen {
 
     /// Runs an operation returned by [`route`](Self::route).
     pub async fn execute(&self, call: SiteCall) -> Effects {
+        // The site itself, for its alert rules (only kept when it has any).
+        let alerting = (!call.site.alert_rules.is_empty()).then(|| call.site.clone());
         let honours_gpc = call.site.honor_gpc;
         let honours_dnt = call.site.honor_dnt;
         let site = call.site.id;
@@ -842,10 +870,14 @@ impl Tippen {
         }
         .await;
         match result {
-            Ok((response, outcome)) => Effects {
-                response: Some(response),
-                ..Effects::from_outcome(&site, outcome, false)
-            },
+            Ok((response, outcome)) => {
+                let mut effects = match &alerting {
+                    Some(known) => self.effects_with_alerts(&site, Some(known), outcome).await,
+                    None => Effects::from_outcome(&site, outcome, false),
+                };
+                effects.response = Some(response);
+                effects
+            }
             Err(e) => Effects {
                 site: Some(site),
                 ..Effects::respond(e.into_response())

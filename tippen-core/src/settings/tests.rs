@@ -447,6 +447,8 @@ fn a_lookup_names_where_each_value_came_from() {
         history_retention_days: None,
         rate_limit_per_key: None,
         socket_quotas: Default::default(),
+        alert_rules: Vec::new(),
+        alert_destinations: Default::default(),
     }];
     let env = env_lookup(vars(&[("TIPPEN_HIDDEN_GRACE_MS", "7000")]));
     let lookup = |name| env(name).or_else(|| file(name));
@@ -588,6 +590,8 @@ fn secret_keys_are_long_and_guest_url_origins_https() {
         history_retention_days: None,
         rate_limit_per_key: None,
         socket_quotas: Default::default(),
+        alert_rules: Vec::new(),
+        alert_destinations: Default::default(),
     };
     assert!(Settings::from_lookup(|_| None, "sites", vec![hashed]).is_ok());
 

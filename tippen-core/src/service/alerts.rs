@@ -1,0 +1,108 @@
+//! The service's side of alert rules: a [`Subject`] from a visitor record, and the rules of
+//! a site evaluated on it with their cooldowns claimed in the store. See [`crate::alerts`].
+
+use crate::alerts::{self, AlertNotice, Subject};
+use crate::clock::Timestamp;
+use crate::notify::Notice;
+use crate::presence::VisitorRecord;
+use crate::site::Site;
+
+use super::Tippen;
+
+/// What `record` tells the rules at `now`; `identified_now` when the event identified its
+/// company.
+pub(crate) fn subject_of(record: &VisitorRecord, now: Timestamp, identified_now: bool) -> Subject {
+    let mut pages: Vec<String> = Vec::new();
+    let mut started = record.first_seen;
+    if let Some(visit) = &record.visit {
+        started = visit.started_at;
+        for page in &visit.pages {
+            if !pages.contains(&page.path) {
+                pages.push(page.path.clone());
+            }
+        }
+    }
+    Subject {
+        visitor_id: record.visitor_id.clone(),
+        company: record.company.clone(),
+        pages,
+        page_views: record.page_views,
+        time_on_site_ms: u64::try_from(now.as_millis() - started.as_millis()).unwrap_or(0),
+        identified_now: identified_now && alerts::identified(&record.company),
+    }
+}
+
+impl Tippen {
+    /// The effects of `outcome` on `site`, with the alerts its subjects raise. `known` is the
+    /// site when the caller holds it; otherwise it is read, only when there are subjects.
+    pub(crate) async fn effects_with_alerts(
+        &self,
+        site: &crate::site::SiteId,
+        known: Option<&Site>,
+        mut outcome: crate::service::Outcome,
+    ) -> crate::effects::Effects {
+        let subjects = std::mem::take(&mut outcome.alert_subjects);
+        let mut effects = crate::effects::Effects::from_outcome(site, outcome, false);
+        if subjects.is_empty() {
+            return effects;
+        }
+        let read;
+        let site_record = match known {
+            Some(s) => Some(s),
+            None => {
+                read = match self.store.site(site).await {
+                    Ok(s) => s,
+                    Err(e) => {
+                        tracing::warn!(site = %site, error = %e, "site not read; alert rules skipped");
+                        None
+                    }
+                };
+                read.as_ref()
+            }
+        };
+        if let Some(s) = site_record {
+            effects.notifications.extend(self.alerts_of(s, subjects).await);
+        }
+        effects
+    }
+
+    /// The alerts `subjects` raise on `site` now: every rule that matches (conditions and
+    /// business hours) and whose cooldown for the subject's company this call claims. The
+    /// claim is one atomic store call ([`Store::spend_ticket`](crate::Store::spend_ticket)
+    /// with the key `alert:<rule>:<company>`), so of concurrent events, and across processes
+    /// sharing the store, one alerts per cooldown. A store failure skips the alert (logged).
+    pub(crate) async fn alerts_of(&self, site: &Site, subjects: Vec<Subject>) -> Vec<Notice> {
+        if site.alert_rules.is_empty() || subjects.is_empty() {
+            return Vec::new();
+        }
+        let now = self.clock.now();
+        let mut notices = Vec::new();
+        for subject in subjects {
+            for rule in alerts::matching(&site.alert_rules, &subject, now) {
+                let key = format!("alert:{}:{}", rule.id, subject.cooldown_key());
+                let until = Timestamp::from_millis(now.as_millis() + rule.cooldown_ms().max(1));
+                match self.store.spend_ticket(&site.id, &key, now, until).await {
+                    Ok(true) => {}
+                    Ok(false) => continue,
+                    Err(e) => {
+                        tracing::warn!(site = %site.id, rule = %rule.id, error = %e, "alert cooldown not claimed; alert skipped");
+                        continue;
+                    }
+                }
+                tracing::info!(site = %site.id, rule = %rule.id, visitor = %subject.visitor_id, "alert rule matched");
+                notices.push(Notice::Alert(Box::new(AlertNotice {
+                    site: site.id.clone(),
+                    site_name: site.name.clone(),
+                    alert_id: self.ids.id("alt"),
+                    rule_id: rule.id.clone(),
+                    rule_name: rule.name.clone(),
+                    lead_score: alerts::lead_score(&subject),
+                    subject: subject.clone(),
+                    at: now,
+                    destinations: site.alert_destinations.clone(),
+                })));
+            }
+        }
+        notices
+    }
+}
