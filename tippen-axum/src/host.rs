@@ -18,9 +18,9 @@ use http_body_util::BodyExt;
 use thiserror::Error;
 use tippen_core::api::{ApiError, RequestContext, Routed, SiteCall, SocketRole, presented_key};
 use tippen_core::host::{self as seam, HostIo};
+use tippen_core::notify::Notice;
 use tippen_core::quota::SnapshotBudget;
 use tippen_core::rate::{Gate, RateLimit, too_many_from_address, too_many_with_key};
-use tippen_core::notify::Notice;
 use tippen_core::{
     Broadcast, Deadline, Effects, KeyHash, LookupRequest, ServiceError, Site, SiteId, StoreError,
     Timestamp, Tippen, Transport, TransportError, VisitorPush,

@@ -122,7 +122,9 @@ pub struct BusinessHours {
 }
 
 fn weekdays() -> Vec<String> {
-    ["mon", "tue", "wed", "thu", "fri"].map(String::from).to_vec()
+    ["mon", "tue", "wed", "thu", "fri"]
+        .map(String::from)
+        .to_vec()
 }
 fn nine() -> String {
     "09:00".into()
@@ -275,7 +277,10 @@ impl AlertRule {
             return false;
         };
         let local = utc.with_timezone(&tz);
-        let day_ok = hours.days.iter().any(|d| weekday(d) == Some(local.weekday()));
+        let day_ok = hours
+            .days
+            .iter()
+            .any(|d| weekday(d) == Some(local.weekday()));
         let time = NaiveTime::from_hms_opt(local.hour(), local.minute(), local.second());
         day_ok && time.is_some_and(|t| start <= t && t < end)
     }
@@ -541,6 +546,50 @@ pub fn merge_configured(configured: &[AlertRule], stored: &[AlertRule]) -> Vec<A
     rules
 }
 
+/// How the server treats alert destinations.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AlertsConfig {
+    /// Whether destinations set through the API may be plain `http://` and name loopback,
+    /// private or link-local addresses (`TIPPEN_ALERT_PRIVATE_DESTINATIONS=1`; off by default:
+    /// a secret-key holder could otherwise make the server call into its own network).
+    /// Destinations in the configuration are the operator's and always allowed.
+    pub allow_private_destinations: bool,
+}
+
+/// Checks a destination URL set through the API: `https://`, and not a loopback, private or
+/// link-local address (nor `localhost`), unless `allow_private`. Names that resolve to such
+/// addresses cannot be seen without DNS; a firewall for outbound traffic covers those.
+pub fn check_destination_url(url: &WebhookUrl, allow_private: bool) -> Result<(), RuleError> {
+    if allow_private {
+        return Ok(());
+    }
+    let uri: http::Uri = url
+        .expose()
+        .parse()
+        .map_err(|_| bad("a destination must be a URL"))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad("a destination must be an https:// URL"));
+    }
+    let host = uri
+        .host()
+        .unwrap_or("")
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let private = match host.parse::<std::net::IpAddr>() {
+        Ok(ip) => !crate::enrichment::classify(ip).is_public(),
+        Err(_) => {
+            let h = host.to_ascii_lowercase();
+            h == "localhost" || h.ends_with(".localhost") || h.ends_with(".internal")
+        }
+    };
+    if private {
+        return Err(bad(format!(
+            "a destination may not point at a local or private address ({host})"
+        )));
+    }
+    Ok(())
+}
+
 /// An alert to deliver: the rule that matched, the visit, and where it goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AlertNotice {
@@ -566,7 +615,11 @@ pub struct AlertNotice {
 
 /// The rules of `rules` that match `subject` at `at` (conditions and business hours),
 /// before cooldowns.
-pub fn matching<'a>(rules: &'a [AlertRule], subject: &Subject, at: Timestamp) -> Vec<&'a AlertRule> {
+pub fn matching<'a>(
+    rules: &'a [AlertRule],
+    subject: &Subject,
+    at: Timestamp,
+) -> Vec<&'a AlertRule> {
     rules
         .iter()
         .filter(|r| r.in_hours(at) && r.matches(subject))
@@ -604,12 +657,17 @@ mod tests {
     }
 
     fn rule(json: serde_json::Value) -> AlertRule {
-        serde_json::from_value::<AlertRule>(json).unwrap().checked().unwrap()
+        serde_json::from_value::<AlertRule>(json)
+            .unwrap()
+            .checked()
+            .unwrap()
     }
 
     #[test]
     fn conditions_combine_with_and() {
-        let r = rule(serde_json::json!({"id":"r","when":{"domains":["ACME.com"],"pages":[{"path":"/pricing"}]}}));
+        let r = rule(
+            serde_json::json!({"id":"r","when":{"domains":["ACME.com"],"pages":[{"path":"/pricing"}]}}),
+        );
         assert!(r.matches(&subject(&["/", "/pricing"])));
         assert!(!r.matches(&subject(&["/"])));
         let mut other = subject(&["/pricing"]);
@@ -621,7 +679,9 @@ mod tests {
 
     #[test]
     fn company_filters() {
-        let r = rule(serde_json::json!({"id":"r","when":{"industries":["software"],"employeesMin":50,"employeesMax":500,"countries":["us"]}}));
+        let r = rule(
+            serde_json::json!({"id":"r","when":{"industries":["software"],"employeesMin":50,"employeesMax":500,"countries":["us"]}}),
+        );
         assert!(r.matches(&subject(&["/"])));
         let mut small = subject(&["/"]);
         small.company.employees = Some("11-50".into());
@@ -633,7 +693,9 @@ mod tests {
 
     #[test]
     fn page_weights_add_up() {
-        let r = rule(serde_json::json!({"id":"r","when":{"pages":[{"path":"/pricing","weight":5},{"path":"/docs/*","weight":3}],"minPageWeight":8}}));
+        let r = rule(
+            serde_json::json!({"id":"r","when":{"pages":[{"path":"/pricing","weight":5},{"path":"/docs/*","weight":3}],"minPageWeight":8}}),
+        );
         assert!(!r.matches(&subject(&["/pricing"])));
         assert!(r.matches(&subject(&["/pricing", "/docs/api"])));
         assert!(!r.matches(&subject(&["/docs/a", "/docs/b"])));
@@ -686,13 +748,19 @@ mod tests {
     #[test]
     fn secrets_are_not_shown() {
         let d = AlertDestinations {
-            slack_webhook_url: Some(WebhookUrl::parse("https://hooks.slack.com/services/X").unwrap()),
+            slack_webhook_url: Some(
+                WebhookUrl::parse("https://hooks.slack.com/services/X").unwrap(),
+            ),
             webhooks: vec![WebhookTarget {
                 url: WebhookUrl::parse("https://hooks.example/t/secretpath").unwrap(),
                 secret: SigningSecret::new("0123456789abcdef-secret"),
             }],
         };
         let shown = format!("{d:?}");
-        assert!(!shown.contains("secretpath") && !shown.contains("abcdef-secret") && !shown.contains("/X"));
+        assert!(
+            !shown.contains("secretpath")
+                && !shown.contains("abcdef-secret")
+                && !shown.contains("/X")
+        );
     }
 }

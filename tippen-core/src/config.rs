@@ -175,4 +175,6 @@ pub struct Config {
     /// Where the host's WebSockets are, told to the pages it serves (default: beside the HTTP
     /// routes).
     pub sockets: SocketUrls,
+    /// Alert rules' delivery (see [`crate::alerts`]).
+    pub alerts: crate::alerts::AlertsConfig,
 }

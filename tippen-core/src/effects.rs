@@ -189,7 +189,7 @@ impl Effects {
             notifications: outcome
                 .notifications
                 .into_iter()
-                .map(crate::notify::Notice::Support)
+                .map(|n| crate::notify::Notice::Support(Box::new(n)))
                 .collect(),
         }
     }

@@ -23,9 +23,9 @@ use bytes::Bytes;
 use http::Response;
 
 use crate::effects::{Broadcast, Deadline, Effects, VisitorPush};
+use crate::notify::Notice;
 use crate::service::{LookupRequest, Tippen};
 use crate::site::SiteId;
-use crate::notify::Notice;
 
 /// What a host does for [`apply`]: its sockets, timers, background work and notifier.
 #[cfg_attr(not(target_arch = "wasm32"), async_trait)]

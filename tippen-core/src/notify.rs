@@ -39,7 +39,7 @@ pub const SIGNATURE_HEADER: &str = "tippen-signature";
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Notice {
     /// A logged-in user needs support (the server-wide Slack webhook).
-    Support(SupportNotice),
+    Support(Box<SupportNotice>),
     /// An alert rule matched a visit (the site's own destinations).
     Alert(Box<AlertNotice>),
 }

@@ -173,6 +173,8 @@ pub mod names {
     pub const RATE_LIMIT_PER_IP: &str = "TIPPEN_RATE_LIMIT_PER_IP";
     /// Requests a second per presented key (bursts of 4×); 0: off.
     pub const RATE_LIMIT_PER_KEY: &str = "TIPPEN_RATE_LIMIT_PER_KEY";
+    /// Alert destinations set through the API may be `http://` and private (1) or not (0).
+    pub const ALERT_PRIVATE_DESTINATIONS: &str = "TIPPEN_ALERT_PRIVATE_DESTINATIONS";
 }
 
 /// Why the settings are unusable; each variant names the setting (a variable, or the file
@@ -783,6 +785,9 @@ impl Settings {
         }
         if let Some(s) = lookup(names::WS_TICKET_TTL_MS) {
             config.limits.ws_ticket_ttl = s.positive_millis()?;
+        }
+        if let Some(s) = lookup(names::ALERT_PRIVATE_DESTINATIONS) {
+            config.alerts.allow_private_destinations = s.number::<u8>()? != 0;
         }
         config.support = support(&lookup)?;
         config.sockets.dashboard = lookup(names::DASHBOARD_WS_URL)

@@ -116,11 +116,12 @@ pub trait Store: MaybeSendSync {
         Ok(self.sites().await?.into_iter().find(|s| &s.id == id))
     }
 
-    /// Spends the single-use `token` of `site` (a dashboard socket ticket's nonce and tag):
-    /// `Ok(true)` the first time, `Ok(false)` on every later call until at least `until`,
-    /// when the token stops being accepted anyway and the store may forget it (`now` lets it
-    /// drop what has passed). Atomic: of concurrent calls with one token, one gets `true`,
-    /// also across processes sharing the store. Tokens of one site never spend another's.
+    /// Spends the single-use `token` of `site` (a dashboard socket ticket's nonce and tag, or
+    /// an alert rule's cooldown for a company): `Ok(true)` the first time, `Ok(false)` on
+    /// every later call while the `until` it was spent with is after `now`; once that has
+    /// passed, the next call spends it again (with its own `until`). Atomic: of concurrent
+    /// calls with one token, one gets `true`, also across processes sharing the store. Tokens
+    /// of one site never spend another's.
     async fn spend_ticket(
         &self,
         site: &SiteId,
@@ -341,7 +342,13 @@ impl SpentTickets {
             self.0.retain(|_, kept| *kept > now);
         }
         match self.0.entry((site.clone(), token.to_owned())) {
-            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Occupied(mut o) => {
+                if *o.get() > now {
+                    return false;
+                }
+                o.insert(until);
+                true
+            }
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(until);
                 true

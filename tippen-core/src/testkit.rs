@@ -85,6 +85,34 @@ pub async fn tickets_are_spent_once(store: Arc<dyn Store>, prefix: &str) {
         .filter(|won| *won)
         .count();
     assert_eq!(won, 1, "of concurrent spends of one ticket, one wins");
+    // Once its `until` has passed, a token is spent again (an alert rule's cooldown ends).
+    let later = until.plus(std::time::Duration::from_secs(1));
+    assert!(
+        !store
+            .spend_ticket(
+                &a,
+                &token,
+                until.minus(std::time::Duration::from_millis(1)),
+                later
+            )
+            .await
+            .expect("spend_ticket"),
+        "a token is held until its until"
+    );
+    assert!(
+        store
+            .spend_ticket(&a, &token, until, later)
+            .await
+            .expect("spend_ticket"),
+        "a token whose until has passed is spent again"
+    );
+    assert!(
+        !store
+            .spend_ticket(&a, &token, until, later)
+            .await
+            .expect("spend_ticket"),
+        "and then held until its new until"
+    );
 }
 
 /// An address in 2001:db8::/32 (documentation) derived from `prefix` and `n`, so suites with

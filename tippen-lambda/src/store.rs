@@ -87,6 +87,8 @@ pub(crate) mod attr {
     pub const DUE_SITE: &str = "dsite";
     pub const DEADLINE: &str = "dl";
     pub const TTL: &str = "ttl";
+    /// Until when a spent ticket or a claimed cooldown holds (epoch ms).
+    pub const UNTIL: &str = "until";
     pub const SITE: &str = "site";
     pub const COUNTER: &str = "n";
     pub const WRITE_TOKEN: &str = "wt";
@@ -1435,14 +1437,26 @@ impl Store for DynamoStore {
         &self,
         site: &SiteId,
         token: &str,
-        _now: Timestamp,
+        now: Timestamp,
         until: Timestamp,
     ) -> Result<bool, StoreError> {
-        // Kept (for TTL's cleanup) a minute past the ticket's expiry; the core refuses it
-        // after `until` whatever is stored.
+        // One conditional put: taken when absent or when the stored `until` has passed
+        // (DynamoDB's TTL removes items only eventually, so the item's own `until` decides).
+        // Kept for TTL's cleanup a minute past `until`.
         let mut item = Self::key(&format!("TICKET#{site}"), token);
         item.insert(attr::TTL.to_owned(), n(until.as_millis() / 1000 + 60));
-        self.put_new(item).await
+        item.insert(attr::UNTIL.to_owned(), n(until.as_millis()));
+        let out = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR #u <= :now")
+            .expression_attribute_names("#u", attr::UNTIL)
+            .expression_attribute_values(":now", n(now.as_millis()))
+            .send()
+            .await;
+        conditional("PutItem", out)
     }
 
     async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {

@@ -750,20 +750,21 @@ impl Store for RedisStore {
             // Already past: nothing to keep.
             return Ok(false);
         }
-        // Relative to `now` (the core's clock), so Redis's own clock does not matter.
+        // Compared in the core's clock (the stored `until`); Redis's own expiry, relative to
+        // `now`, only cleans up.
         let px = i64::try_from(until.since(now).as_millis()).unwrap_or(i64::MAX);
-        let set: Option<String> = self
-            .client
-            .set(
-                self.site_key(site, &format!("ticket:{token}")),
-                "1",
-                Some(Expiration::PX(px)),
-                Some(SetOptions::NX),
-                false,
+        let spent: i64 = self
+            .eval(
+                &self.scripts.spend,
+                vec![self.site_key(site, &format!("ticket:{token}"))],
+                vec![
+                    now.as_millis().to_string(),
+                    until.as_millis().to_string(),
+                    px.to_string(),
+                ],
             )
-            .await
-            .map_err(backend)?;
-        Ok(set.is_some())
+            .await?;
+        Ok(spent == 1)
     }
 
     async fn visitor(

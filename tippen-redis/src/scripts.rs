@@ -224,6 +224,16 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) 
 return 0
 ";
 
+/// Spends a token (a ticket, an alert cooldown) held until `ARGV[2]` (epoch ms, the core's
+/// clock) when it is absent or its stored `until` is not after `ARGV[1]` (now); kept by Redis
+/// for `ARGV[3]` ms (its own clock only cleans up). 1 when spent.
+const SPEND: &str = r"
+local held = redis.call('GET', KEYS[1])
+if held and tonumber(held) > tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+";
+
 /// Every script, hashed once (`EVALSHA`, loaded again on `NOSCRIPT`).
 #[derive(Debug, Clone)]
 pub(crate) struct Scripts {
@@ -241,6 +251,7 @@ pub(crate) struct Scripts {
     pub(crate) publish: Script,
     pub(crate) replay: Script,
     pub(crate) release_claim: Script,
+    pub(crate) spend: Script,
 }
 
 /// A script that compares versions, with [`VERSION_OF`] before it.
@@ -265,6 +276,7 @@ impl Scripts {
             publish: Script::from_lua(PUBLISH),
             replay: Script::from_lua(REPLAY),
             release_claim: Script::from_lua(RELEASE_CLAIM),
+            spend: Script::from_lua(SPEND),
         }
     }
 }

@@ -10,9 +10,9 @@ use async_trait::async_trait;
 use http::StatusCode;
 use tippen_core::api::{ApiError, RequestContext, SocketRole, presented_key};
 use tippen_core::host::{self, Answer, HostIo};
+use tippen_core::notify::{self, Notice, Notifier};
 use tippen_core::quota::{SnapshotBudget, SocketQuotas, address_tag};
 use tippen_core::rate::Gate;
-use tippen_core::notify::{self, Notice, Notifier};
 use tippen_core::video::CustomerConnect;
 use tippen_core::{
     Broadcast, Deadline, Effects, LookupRequest, SiteId, Timestamp, Tippen, VisitorPush,
@@ -679,9 +679,14 @@ impl HostIo for Host {
         for outgoing in self.notifier.outgoing(&notices) {
             let host = self.clone();
             self.state.wait_until(async move {
-                notify::send(&host.transport, &outgoing, || js_sys::Date::now() as i64 / 1000, Delay::from)
-                    .await
-                    .log(&outgoing.label);
+                notify::send(
+                    &host.transport,
+                    &outgoing,
+                    || js_sys::Date::now() as i64 / 1000,
+                    Delay::from,
+                )
+                .await
+                .log(&outgoing.label);
             });
         }
     }

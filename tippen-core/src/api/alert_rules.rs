@@ -7,6 +7,11 @@
 //! - `GET`/`PUT`/`DELETE /api/alert-rules/{id}` → the rule, the rule as replaced (the body's
 //!   `id`, if any, must be `{id}`), `{"success":true,"deleted":true}`; `404` for an unknown id.
 //!
+//! - `GET /api/alert-destinations` → `200 {"slack":bool,"webhooks":[{"url":"https://host/…"}]}`
+//!   (URLs shortened to their origin, secrets never shown); `PUT` with
+//!   `{"slackWebhookUrl"?,"webhooks":[{"url","secret"}]}` replaces them (`https://`, no local
+//!   or private address, unless [`AlertsConfig::allow_private_destinations`](crate::alerts::AlertsConfig)).
+//!
 //! Rules written here are marked `"source":"api"` and kept when the configuration is loaded
 //! again (see [`crate::settings::register_sites`]). Two admins writing at the same instant:
 //! the last write wins.
@@ -16,7 +21,7 @@ use http::{Method, Response, StatusCode};
 use serde_json::json;
 
 use super::{ApiError, json_response, parse_body};
-use crate::alerts::{AlertRule, RuleSource, check_rules};
+use crate::alerts::{AlertDestinations, AlertRule, RuleSource, check_destination_url, check_rules};
 use crate::service::Tippen;
 use crate::site::Site;
 
@@ -29,7 +34,8 @@ impl Tippen {
         body: &Bytes,
     ) -> Result<Response<Bytes>, ApiError> {
         let position = |site: &Site, id: &str| site.alert_rules.iter().position(|r| r.id == id);
-        let not_found = |id: &str| ApiError::new(StatusCode::NOT_FOUND, format!("no alert rule {id:?}"));
+        let not_found =
+            |id: &str| ApiError::new(StatusCode::NOT_FOUND, format!("no alert rule {id:?}"));
         let target: String;
         let status = match (method, id) {
             (m, None) if m == Method::GET || m == Method::HEAD => {
@@ -60,7 +66,10 @@ impl Tippen {
                 if position(&site, &rule.id).is_some() {
                     return Err(ApiError::new(
                         StatusCode::CONFLICT,
-                        format!("alert rule {:?} exists; PUT /api/alert-rules/{} replaces it", rule.id, rule.id),
+                        format!(
+                            "alert rule {:?} exists; PUT /api/alert-rules/{} replaces it",
+                            rule.id, rule.id
+                        ),
                     ));
                 }
                 target = rule.id.clone();
@@ -112,5 +121,35 @@ impl Tippen {
         site.alert_rules = checked;
         self.put_site(&site).await?;
         Ok(json_response(status, &stored))
+    }
+
+    pub(super) async fn alert_destinations_call(
+        &self,
+        mut site: Site,
+        method: &Method,
+        body: &Bytes,
+    ) -> Result<Response<Bytes>, ApiError> {
+        if method == Method::PUT {
+            let given: AlertDestinations = parse_body(body)?;
+            let given = given.checked().map_err(|e| ApiError::bad_request(e.0))?;
+            let allow = self.config().alerts.allow_private_destinations;
+            for url in given
+                .slack_webhook_url
+                .iter()
+                .chain(given.webhooks.iter().map(|w| &w.url))
+            {
+                check_destination_url(url, allow).map_err(|e| ApiError::bad_request(e.0))?;
+            }
+            site.alert_destinations = given;
+            self.put_site(&site).await?;
+        }
+        let d = &site.alert_destinations;
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({
+                "slack": d.slack_webhook_url.is_some(),
+                "webhooks": d.webhooks.iter().map(|w| json!({"url": w.url.to_string()})).collect::<Vec<_>>(),
+            }),
+        ))
     }
 }

@@ -227,6 +227,7 @@ enum Route {
     WsTicket,
     AlertRules,
     AlertRule,
+    AlertDestinations,
     /// A browser asset (feature `assets`).
     #[cfg(feature = "assets")]
     Asset(assets::Asset),
@@ -277,6 +278,7 @@ impl Route {
             "/api/analytics" => Route::Analytics,
             "/api/ws-ticket" => Route::WsTicket,
             "/api/alert-rules" => Route::AlertRules,
+            "/api/alert-destinations" => Route::AlertDestinations,
             p if p
                 .strip_prefix("/api/alert-rules/")
                 .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
@@ -300,6 +302,7 @@ impl Route {
             Route::Visitor | Route::User => "DELETE, OPTIONS",
             Route::AlertRules => "GET, HEAD, POST, OPTIONS",
             Route::AlertRule => "GET, HEAD, PUT, DELETE, OPTIONS",
+            Route::AlertDestinations => "GET, HEAD, PUT, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
     }
@@ -311,6 +314,7 @@ impl Route {
             "GET, HEAD, POST, OPTIONS" => {
                 m == Method::GET || m == Method::HEAD || m == Method::POST
             }
+            "GET, HEAD, PUT, OPTIONS" => m == Method::GET || m == Method::HEAD || m == Method::PUT,
             "GET, HEAD, PUT, DELETE, OPTIONS" => {
                 m == Method::GET || m == Method::HEAD || m == Method::PUT || m == Method::DELETE
             }
@@ -462,7 +466,17 @@ impl Tippen {
                     .trim_end_matches('/')
                     .strip_prefix("/api/alert-rules/")
                     .map(percent_decode);
-                done(self.alert_rules_call(site, &parts.method, id, &body).await?)
+                done(
+                    self.alert_rules_call(site, &parts.method, id, &body)
+                        .await?,
+                )
+            }
+            Route::AlertDestinations => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                done(
+                    self.alert_destinations_call(site, &parts.method, &body)
+                        .await?,
+                )
             }
             Route::DashboardSocket => {
                 if query_param(query, ticket::TICKET_PARAM).is_none() {

@@ -61,7 +61,9 @@ impl Tippen {
             }
         };
         if let Some(s) = site_record {
-            effects.notifications.extend(self.alerts_of(s, subjects).await);
+            effects
+                .notifications
+                .extend(self.alerts_of(s, subjects).await);
         }
         effects
     }
