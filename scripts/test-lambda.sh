@@ -125,7 +125,7 @@ build_kind=$([ -n "${TIPPEN_LAMBDA_BOOTSTRAP_DIR:-}" ] && echo release || echo d
 
 step "cargo lambda watch on 127.0.0.1:$lambda_port, the functions, the stand-in on 127.0.0.1:$standin_port"
 # honorGpc is left to its default (true, as on every host: tippen_core::settings).
-sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","honorDnt":true},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij","dashboardOrigins":["https://dash.conformance.test"]},{"id":"v","name":"Verified","publicKey":"pk_v","secretKey":"sk_v_0123456789abcdefghij","identitySecret":"idv_conformance_0123456789abcdef"},{"id":"r","name":"Rated","publicKey":"pk_r","secretKey":"sk_r_0123456789abcdefghij","rateLimitPerKey":1},{"id":"q","name":"Quotas","publicKey":"pk_q","secretKey":"sk_q_0123456789abcdefghij","maxSockets":4,"maxSocketsPerAddress":2,"snapshotsPerMinute":12}]'
+sites='[{"id":"legacy","name":"Legacy","legacyKey":"legacy_key_0123456789abcd"},{"id":"a","name":"Site A","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","honorDnt":true},{"id":"b","name":"Site B","publicKey":"pk_b","secretKey":"sk_b_0123456789abcdefghij","dashboardOrigins":["https://dash.conformance.test"]},{"id":"v","name":"Verified","publicKey":"pk_v","secretKey":"sk_v_0123456789abcdefghij","identitySecret":"idv_conformance_0123456789abcdef"},{"id":"r","name":"Rated","publicKey":"pk_r","secretKey":"sk_r_0123456789abcdefghij","rateLimitPerKey":1},{"id":"q","name":"Quotas","publicKey":"pk_q","secretKey":"sk_q_0123456789abcdefghij","maxSockets":4,"maxSocketsPerAddress":2,"snapshotsPerMinute":12},{"id":"al","name":"Alerts","publicKey":"pk_al","secretKey":"sk_al_0123456789abcdefghij"}]'
 table="tippen-conformance-$$"
 # The functions' environment, as template.yaml sets it on AWS (endpoints point at moto, the
 # stand-in's Management API and its asynchronous Invoke API instead).
@@ -153,6 +153,9 @@ outbound_url="http://127.0.0.1:$outbound_port"
 export TIPPEN_VIDEO_PROVIDER_URL="$outbound_url/video"
 export TIPPEN_SLACK_WEBHOOK_URL="$outbound_url/slack/hook"
 export TIPPEN_PUBLIC_URL="https://dashboard.outbound.test"
+# The alert case points the main site's alert destinations (set through the API) at the
+# stand-ins on loopback, which a deployment refuses.
+export TIPPEN_ALERT_PRIVATE_DESTINATIONS=1
 # Company enrichment: the HTTP function hands lookups to tippen-enrich (asynchronous Invoke,
 # through the stand-in like the WebSocket function's greeting); tippen-enrich asks the IPinfo
 # stand-in (key conformance_token). Requests come from 127.0.0.1, a loopback address the core
@@ -221,13 +224,14 @@ conformance() {
   TIPPEN_LEGACY_KEY=legacy_key_0123456789abcd TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a_0123456789abcdefghij \
   TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij TIPPEN_VERIFIED_PUBLIC_KEY=pk_v TIPPEN_RATE_LIMITED_PUBLIC_KEY=pk_r \
   TIPPEN_QUOTA_PUBLIC_KEY=pk_q TIPPEN_QUOTA_SECRET_KEY=sk_q_0123456789abcdefghij \
+  TIPPEN_ALERT_PUBLIC_KEY=pk_al TIPPEN_ALERT_SECRET_KEY=sk_al_0123456789abcdefghij \
   TIPPEN_VISIBLE_GRACE_MS=$visible_ms TIPPEN_HIDDEN_GRACE_MS=$hidden_ms \
   TIPPEN_STAND_INS="127.0.0.1:$outbound_port" TIPPEN_REQUIRE_ALL=true \
     "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-$name.txt"
 }
 # `history` in TIPPEN_WITH: the functions keep visit history in DynamoDB (TIPPEN_HISTORY_TABLE),
 # so the history cases check the visits, exports, erasure and, with enrichment, the companies.
-via_http_api=non_utf8_input_is_never_a_server_error,enrichment_reaches_dashboards_and_is_counted,global_privacy_control_skips_the_lookup,do_not_track_skips_the_lookup_where_the_site_honours_it
+via_http_api=non_utf8_input_is_never_a_server_error,enrichment_reaches_dashboards_and_is_counted,global_privacy_control_skips_the_lookup,do_not_track_skips_the_lookup_where_the_site_honours_it,alert_rules_reach_slack_and_signed_webhooks_once
 # The socket quota cases name each socket's address in X-Standin-Source-Ip (the stand-in makes it
 # the connection's sourceIp); the function URL's HTTP requests ignore it.
 conformance function-url "$fn_url" TIPPEN_SKIP_CASES=$via_http_api TIPPEN_CONCURRENCY=$conformance_concurrency \

@@ -123,7 +123,8 @@ start_wrangler "$(port 1)" "$(port 11)" "$artifacts/wrangler-conformance.log" \
   --var "TIPPEN_VIDEO_PROVIDER_URL:http://$stand_ins/video" \
   --var "TIPPEN_SLACK_WEBHOOK_URL:http://$stand_ins/slack/hook" \
   --var TIPPEN_ENRICHMENT_PROVIDER:ipinfo --var TIPPEN_ENRICHMENT_API_KEY:conformance_token \
-  --var "TIPPEN_ENRICHMENT_BASE_URL:http://$stand_ins/ipinfo"
+  --var "TIPPEN_ENRICHMENT_BASE_URL:http://$stand_ins/ipinfo" \
+  --var TIPPEN_ALERT_PRIVATE_DESTINATIONS:1
 export TIPPEN_BASE_URL=$base TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=6000 TIPPEN_LEAVE_LINGER_MS=1000  # as in wrangler.test.toml
 
 step "store conformance suite on Durable Object storage"
@@ -144,6 +145,7 @@ step "black-box conformance suite (tippen-conformance, every case) against wrang
 TIPPEN_CONCURRENCY=${TIPPEN_WORKER_CONFORMANCE_CONCURRENCY:-10} TIPPEN_LEGACY_KEY=legacy_key_0123456789abcd TIPPEN_PUBLIC_KEY=pk_a TIPPEN_SECRET_KEY=sk_a_0123456789abcdefghij \
   TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij TIPPEN_VERIFIED_PUBLIC_KEY=pk_v TIPPEN_RATE_LIMITED_PUBLIC_KEY=pk_r \
   TIPPEN_QUOTA_PUBLIC_KEY=pk_q TIPPEN_QUOTA_SECRET_KEY=sk_q_0123456789abcdefghij \
+  TIPPEN_ALERT_PUBLIC_KEY=pk_al TIPPEN_ALERT_SECRET_KEY=sk_al_0123456789abcdefghij \
   TIPPEN_STAND_INS=$stand_ins TIPPEN_WITH=video,slack,enrichment,history \
   TIPPEN_CLIENT_IP_HEADER=CF-Connecting-IP TIPPEN_REQUIRE_ALL=true \
   "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-worker.txt"

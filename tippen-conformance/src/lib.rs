@@ -70,6 +70,7 @@
 //!     verified_site_public_key: None,
 //!     rate_limited_site_public_key: None,
 //!     quota_site_keys: None,
+//!     alert_site_keys: None,
 //!     history: true,
 //! };
 //! let report = run_all(&target).await;
@@ -167,6 +168,11 @@ pub struct Target {
     /// only when it is given (and [`Outbound::client_ip_header`], through which every socket
     /// they open comes from an address of its own). Only those cases use that site.
     pub quota_site_keys: Option<(String, String)>,
+    /// Public and secret key of a site for the alert case (no configuration of its own: the
+    /// case sets its rules and destinations through the API); the case of
+    /// [`Capability::AlertSite`] runs only when it is given, with [`Capability::Enrichment`].
+    /// Only that case uses the site.
+    pub alert_site_keys: Option<(String, String)>,
     /// The host keeps visit history (its `Tippen` has a history store: `with_history`): the
     /// history cases check visits, companies, analytics, CSV and erasure. `false`: they check
     /// that the history routes answer `501 {"error":…}` instead. The runner's
@@ -211,6 +217,9 @@ impl Target {
             Capability::VerifiedIdentities => self.verified_site_public_key.is_some(),
             Capability::RateLimitedSite => self.rate_limited_site_public_key.is_some(),
             Capability::QuotaSite => self.quota_site_keys.is_some() && o.client_ip_header.is_some(),
+            Capability::AlertSite => {
+                self.alert_site_keys.is_some() && self.has(Capability::Enrichment)
+            }
         }
     }
 }
@@ -256,6 +265,10 @@ pub enum Capability {
     /// A site with its own small socket quotas ([`Target::quota_site_keys`]), and a header
     /// carrying the client's address ([`Outbound::client_ip_header`]).
     QuotaSite,
+    /// A site of the alert case's own ([`Target::alert_site_keys`]), company enrichment
+    /// ([`Capability::Enrichment`]), and alert destinations on the loopback stand-ins allowed
+    /// (`TIPPEN_ALERT_PRIVATE_DESTINATIONS=1`).
+    AlertSite,
 }
 
 impl Capability {
@@ -268,6 +281,7 @@ impl Capability {
             Capability::VerifiedIdentities => "verified-identities",
             Capability::RateLimitedSite => "rate-limited-site",
             Capability::QuotaSite => "quota-site",
+            Capability::AlertSite => "alert-site",
         }
     }
 }
@@ -285,6 +299,9 @@ impl fmt::Display for Capability {
             }
             Capability::RateLimitedSite => {
                 "a site with rateLimitPerKey RATE_LIMITED_SITE_PER_SECOND (--rate-limited-public-key)"
+            }
+            Capability::AlertSite => {
+                "a site for the alert case (--alert-public-key, --alert-secret-key), enrichment, and TIPPEN_ALERT_PRIVATE_DESTINATIONS=1 on the host"
             }
             Capability::QuotaSite => {
                 "a site with maxSockets 4, maxSocketsPerAddress 2, snapshotsPerMinute 12 (--quota-public-key, --quota-secret-key) and a client address header (--client-ip-header)"

@@ -90,6 +90,13 @@ struct Args {
     /// Secret key of that site.
     #[arg(long, env = "TIPPEN_QUOTA_SECRET_KEY", requires = "quota_public_key")]
     quota_secret_key: Option<String>,
+    /// Public key of a site for the alert case (its rules and destinations are set through the
+    /// API), with --alert-secret-key.
+    #[arg(long, env = "TIPPEN_ALERT_PUBLIC_KEY", requires = "alert_secret_key")]
+    alert_public_key: Option<String>,
+    /// Secret key of that site.
+    #[arg(long, env = "TIPPEN_ALERT_SECRET_KEY", requires = "alert_public_key")]
+    alert_secret_key: Option<String>,
     /// Fail when a selected case is not run for want of a capability.
     #[arg(long, env = "TIPPEN_REQUIRE_ALL")]
     require_all: bool,
@@ -156,6 +163,7 @@ async fn main() -> ExitCode {
         verified_site_public_key: args.verified_public_key,
         rate_limited_site_public_key: args.rate_limited_public_key,
         quota_site_keys: args.quota_public_key.zip(args.quota_secret_key),
+        alert_site_keys: args.alert_public_key.zip(args.alert_secret_key),
         history,
     };
     let selected: Vec<_> = cases()

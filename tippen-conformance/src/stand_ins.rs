@@ -6,6 +6,7 @@
 //! | `POST /video/create-session` | the video provider (the predecessor's API) | `TIPPEN_VIDEO_PROVIDER_URL=<base>/video` |
 //! | `POST /slack/hook` | a Slack incoming webhook | `TIPPEN_SLACK_WEBHOOK_URL=<base>/slack/hook` |
 //! | `GET /ipinfo/<ip>` | IPinfo, answering after [`ENRICHMENT_DELAY`] | `TIPPEN_ENRICHMENT_PROVIDER=ipinfo`, `TIPPEN_ENRICHMENT_API_KEY=`[`IPINFO_TOKEN`], `TIPPEN_ENRICHMENT_BASE_URL=<base>/ipinfo` |
+//! | `POST /hooks/<name>` | an alert webhook receiver: answers 200, except the first delivery of an alert whose rule id starts with `flaky`, answered 500 | a site's `alertDestinations` |
 //! | `GET /control/state` | – | what the stand-ins were asked (JSON), for debugging |
 //!
 //! The stand-ins serve every case at once: each case recognises its own requests (by the
@@ -14,6 +15,10 @@
 //! `fail-500` → 500, `malformed` → 200 without `sessionId`/`urls`, `rate-limited` → 429 with
 //! `Retry-After: 7`; anything else → a session `sess_<n>` with
 //! `urls.host = https://video.conformance.test/host/sess_<n>` and the guest URL likewise.
+//!
+//! IPinfo names [`STAND_IN_COMPANY`] for every address except those in `8.0.0.0/8`:
+//! `8.a.b.c` is the company `Target a-b-c` at `t-a-b-c.target.example` (the alert cases
+//! make up a target account of their own that way).
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -51,11 +56,27 @@ pub(crate) struct IpinfoRequest {
     pub(crate) answered_at: Option<Instant>,
 }
 
+/// One delivery the webhook receiver got.
+#[derive(Debug, Clone)]
+pub(crate) struct HookDelivery {
+    /// The `<name>` of `/hooks/<name>`.
+    pub(crate) name: String,
+    /// The raw body.
+    pub(crate) body: String,
+    /// The `Tippen-Signature` header, as sent.
+    pub(crate) signature: Option<String>,
+    /// The status it was answered.
+    pub(crate) status: u16,
+    /// When it arrived.
+    pub(crate) at: Instant,
+}
+
 #[derive(Default)]
 struct Recorded {
     video: Vec<Value>,
-    slack: Vec<Value>,
+    slack: Vec<(Instant, Value)>,
     ipinfo: Vec<IpinfoRequest>,
+    hooks: Vec<HookDelivery>,
 }
 
 type Shared = Arc<Mutex<Recorded>>;
@@ -99,6 +120,7 @@ impl StandIns {
         let app = Router::new()
             .route("/video/create-session", post(create_session))
             .route("/slack/hook", post(slack_hook))
+            .route("/hooks/{name}", post(webhook))
             .route("/ipinfo/{ip}", get(ipinfo))
             .route("/control/state", get(control_state))
             .with_state(state.clone());
@@ -160,10 +182,33 @@ impl StandIns {
 
     /// The Slack messages that mention `tag` anywhere.
     pub(crate) fn slack_messages(&self, tag: &str) -> Vec<Value> {
+        self.slack_messages_at(tag)
+            .into_iter()
+            .map(|(_, m)| m)
+            .collect()
+    }
+
+    /// The Slack messages that mention `tag` anywhere, with when each arrived.
+    pub(crate) fn slack_messages_at(&self, tag: &str) -> Vec<(Instant, Value)> {
         lock(&self.state)
             .slack
             .iter()
-            .filter(|m| m.to_string().contains(tag))
+            .filter(|(_, m)| m.to_string().contains(tag))
+            .cloned()
+            .collect()
+    }
+
+    /// A webhook receiver's URL: `<base>/hooks/<name>`.
+    pub(crate) fn hook_url(&self, name: &str) -> String {
+        format!("{}/hooks/{name}", self.base_url())
+    }
+
+    /// The deliveries to the webhook receivers whose body mentions `tag`.
+    pub(crate) fn hook_deliveries(&self, tag: &str) -> Vec<HookDelivery> {
+        lock(&self.state)
+            .hooks
+            .iter()
+            .filter(|d| d.body.contains(tag))
             .cloned()
             .collect()
     }
@@ -234,8 +279,38 @@ async fn create_session(State(state): State<Shared>, body: String) -> Response {
 
 async fn slack_hook(State(state): State<Shared>, body: String) -> Response {
     let body: Value = serde_json::from_str(&body).unwrap_or_else(|_| json!({"unparsable": body}));
-    lock(&state).slack.push(body);
+    lock(&state).slack.push((Instant::now(), body));
     (StatusCode::OK, "ok").into_response()
+}
+
+async fn webhook(
+    State(state): State<Shared>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: String,
+) -> Response {
+    let parsed: Value = serde_json::from_str(&body).unwrap_or(Value::Null);
+    let alert = parsed["alertId"].as_str().unwrap_or("").to_owned();
+    let flaky = parsed["rule"]["id"]
+        .as_str()
+        .is_some_and(|r| r.starts_with("flaky"));
+    let mut recorded = lock(&state);
+    let seen = recorded
+        .hooks
+        .iter()
+        .any(|d| d.name == name && d.body.contains(&format!("\"alertId\":\"{alert}\"")));
+    let status = if flaky && !seen { 500 } else { 200 };
+    recorded.hooks.push(HookDelivery {
+        name,
+        body,
+        signature: headers
+            .get("tippen-signature")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned),
+        status,
+        at: Instant::now(),
+    });
+    (StatusCode::from_u16(status).unwrap_or(StatusCode::OK), "ok").into_response()
 }
 
 async fn ipinfo(
@@ -264,12 +339,21 @@ async fn ipinfo(
             json!({"title": "Unknown token", "message": "Please ensure you've entered your token correctly."}),
         );
     }
+    let company = match ip.strip_prefix("8.") {
+        Some(rest) => {
+            let tag = rest.replace('.', "-");
+            json!({"name": format!("Target {tag}"), "domain": format!("t-{tag}.target.example"), "type": "business"})
+        }
+        None => {
+            json!({"name": STAND_IN_COMPANY, "domain": STAND_IN_DOMAIN, "type": "business"})
+        }
+    };
     json_answer(
         StatusCode::OK,
         json!({
             "ip": ip, "city": "Zurich", "region": "Zurich", "country": "CH",
             "org": "AS64500 Stand-in Networks",
-            "company": {"name": STAND_IN_COMPANY, "domain": STAND_IN_DOMAIN, "type": "business"},
+            "company": company,
         }),
     )
 }
@@ -283,6 +367,11 @@ async fn control_state(State(state): State<Shared>) -> Response {
         .collect();
     json_answer(
         StatusCode::OK,
-        json!({"video": recorded.video, "slack": recorded.slack, "ipinfo": ipinfo}),
+        json!({
+            "video": recorded.video,
+            "slack": recorded.slack.iter().map(|(_, m)| m).collect::<Vec<_>>(),
+            "ipinfo": ipinfo,
+            "hooks": recorded.hooks.iter().map(|d| json!({"name": d.name, "status": d.status, "body": d.body})).collect::<Vec<_>>(),
+        }),
     )
 }

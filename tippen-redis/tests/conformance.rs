@@ -186,6 +186,8 @@ async fn start_host(
     config.presence.hidden_grace = HIDDEN_GRACE;
     config.presence.leave_linger = LEAVE_LINGER;
     config.presence.heartbeat_interval = Duration::from_secs(1);
+    // The alert case points the main site's destinations at the stand-ins on loopback.
+    config.alerts.allow_private_destinations = true;
     // Every socket of the suite comes from loopback unless a case names its own address.
     config.limits.max_sockets_per_address = 10_000;
     config.sockets.dashboard = dashboards.map(str::to_owned);
@@ -219,6 +221,7 @@ async fn start_host(
             ),
             snapshots_per_minute: Some(tippen_conformance::QUOTA_SITE_SNAPSHOTS_PER_MINUTE as u32),
         }),
+        Site::new("al", "Alerts", "pk_al", "sk_al"),
     ] {
         tippen.put_site(&site).await.expect("put_site");
     }
@@ -268,6 +271,7 @@ fn target(base_url: String, dashboard_ws_url: Option<String>, stand_ins: StandIn
         .then(|| ("pk_q".into(), "sk_q".into()));
     Target {
         quota_site_keys,
+        alert_site_keys: Some(("pk_al".into(), "sk_al".into())),
         dashboard_ws_url,
         visitor_ws_url: None,
         base_url,

@@ -39,6 +39,8 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
     config.presence.hidden_grace = HIDDEN_GRACE;
     config.presence.leave_linger = LEAVE_LINGER;
     config.presence.heartbeat_interval = Duration::from_secs(1);
+    // The alert case points the main site's destinations at the stand-ins on loopback.
+    config.alerts.allow_private_destinations = true;
     // Every socket of the suite comes from loopback unless a case names its own address.
     config.limits.max_sockets_per_address = 10_000;
     let tippen = configure(Tippen::new(
@@ -65,6 +67,7 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
             ),
             snapshots_per_minute: Some(tippen_conformance::QUOTA_SITE_SNAPSHOTS_PER_MINUTE as u32),
         }),
+        Site::new("al", "Alerts", "pk_al", "sk_al"),
     ] {
         tippen.put_site(&site).await.expect("put_site");
     }
@@ -285,6 +288,7 @@ async fn the_conformance_suite_passes_under_the_prefix() {
         verified_site_public_key: Some("pk_v".into()),
         rate_limited_site_public_key: Some("pk_r".into()),
         quota_site_keys: Some(("pk_q".into(), "sk_q".into())),
+        alert_site_keys: Some(("pk_al".into(), "sk_al".into())),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
         leave_linger: LEAVE_LINGER,

@@ -22,7 +22,7 @@ use crate::{ENRICHMENT_DELAY, Failure, IPINFO_TOKEN, StandIns, Target};
 const ENRICHED_WITHIN: Duration = Duration::from_secs(10);
 
 /// A random globally reachable address in 9.0.0.0/8 (not special-purpose: looked up).
-fn random_public_ip() -> String {
+pub(super) fn random_public_ip() -> String {
     let mut h = RandomState::new().build_hasher();
     h.write(unique_id("ip").as_bytes());
     let n = h.finish();
@@ -30,7 +30,7 @@ fn random_public_ip() -> String {
     format!("9.{}.{}.{}", part(0), part(16), part(32))
 }
 
-fn setup(t: &Target) -> Result<(&StandIns, &str), Failure> {
+pub(super) fn setup(t: &Target) -> Result<(&StandIns, &str), Failure> {
     match (&t.outbound.stand_ins, &t.outbound.client_ip_header) {
         (Some(s), Some(h)) => Ok((s, h.as_str())),
         _ => Err(step_failure(
@@ -43,7 +43,7 @@ fn setup(t: &Target) -> Result<(&StandIns, &str), Failure> {
 
 /// `POST /track/visitor` of a page view of `id` with `key`, from `ip` (through `header`),
 /// with `extra` headers; checks the success answer and returns when it arrived.
-async fn track_from(
+pub(super) async fn track_from(
     http: &Http,
     key: &str,
     id: &str,

@@ -9,6 +9,7 @@ use crate::wire::{describe_json, find_visitor, track_body};
 use crate::{Case, Failure};
 
 mod abuse;
+mod alerts;
 mod channel;
 mod cors;
 mod dashboard;
@@ -151,6 +152,11 @@ pub(crate) fn all() -> Vec<Case> {
         case!(
             enrichment::do_not_track_skips_the_lookup_where_the_site_honours_it,
             needs Enrichment
+        ),
+        // Alert rules (the IPinfo stand-in's companies, the Slack and webhook stand-ins).
+        case!(
+            alerts::alert_rules_reach_slack_and_signed_webhooks_once,
+            needs AlertSite
         ),
         // Support triggers.
         case!(support::error_burst_alerts_dashboards_and_the_overview),
