@@ -20,6 +20,7 @@
 //! | `pages` + `minPageWeight` (hot pages) | the weights of the listed pages viewed in this visit add up to `minPageWeight` (default: the smallest weight, i.e. any listed page); a path ending in `*` is a prefix |
 //! | `minLeadScore` | [`lead_score`] is at least this |
 //! | `newCompany` | the company was identified by this very event (enrichment settled, or a new visit whose company came from the cache) |
+//! | `returningWithinDays` | the company has a closed visit in the site's history that started within that many days before this visit (needs visit history) |
 //!
 //! `businessHours` (optional) limits alerts to a weekly window in an IANA time zone.
 //! `cooldownMinutes` (default 60) is per company and rule; a visitor without an identified
@@ -102,6 +103,12 @@ pub struct Conditions {
     /// Only when this event identified the company.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub new_company: bool,
+    /// Only a company that visited before, within this many days (a closed visit in the
+    /// site's history that started at most this long before this visit). Needs visit
+    /// history; without it the condition never holds. Checked by the service after every
+    /// other condition ([`AlertRule::matches`] leaves it out).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub returning_within_days: Option<u32>,
 }
 
 /// A weekly window in a time zone.
@@ -228,6 +235,9 @@ impl AlertRule {
         }
         if w.min_page_weight.is_some() && w.pages.is_empty() {
             return Err(bad("minPageWeight needs pages"));
+        }
+        if w.returning_within_days.is_some_and(|d| d == 0 || d > 3650) {
+            return Err(bad("returningWithinDays must be 1 to 3650"));
         }
         if let Some(score) = w.min_lead_score
             && score > 100
@@ -397,6 +407,8 @@ pub struct Subject {
     pub page_views: u64,
     /// Time since the visit started.
     pub time_on_site_ms: u64,
+    /// When the visit started.
+    pub visit_started_at: Timestamp,
     /// Whether this event identified the company.
     pub identified_now: bool,
 }
@@ -652,6 +664,7 @@ mod tests {
             pages: pages.iter().map(|p| p.to_string()).collect(),
             page_views: pages.len() as u64,
             time_on_site_ms: 60_000,
+            visit_started_at: Timestamp::from_millis(0),
             identified_now: false,
         }
     }

@@ -408,3 +408,50 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_returning_company_alerts_only_with_a_visit_in_its_window() {
+    use std::sync::Arc;
+    use tippen_core::history::MemoryHistory;
+    let clock = Arc::new(tippen_core::ManualClock::new(
+        tippen_core::Timestamp::from_millis(T0),
+    ));
+    let tippen = tippen_core::Tippen::new(
+        Arc::new(tippen_core::MemoryStore::new()),
+        clock.clone(),
+        Config::default(),
+    )
+    .with_history(Arc::new(MemoryHistory::new()));
+    block(tippen.put_site(&tippen_core::Site::new("a", "Site A", "pk_a", "sk_a"))).unwrap();
+    let h = Harness { tippen, clock };
+    with_rule(
+        &h,
+        json!({"id": "back", "when": {"returningWithinDays": 7}, "cooldownMinutes": 0}),
+    );
+    // A first visit of acme: nothing to return from yet.
+    pageview_from(&h, "v1", "/", "9.9.9.9");
+    assert!(alerts(&settle(&h, "v1", "acme.com")).is_empty());
+    // It closes (the visitor times out and the sweep closes its visit into history).
+    h.clock.advance(Duration::from_secs(600));
+    block(h.tippen.handle_timeout(&SiteId::from("a"))).unwrap();
+    // Three days later another visitor of acme: it returns within 7 days.
+    h.clock.advance(Duration::from_secs(3 * 86_400));
+    pageview_from(&h, "v2", "/", "9.9.9.10");
+    assert_eq!(
+        alerts(&settle(&h, "v2", "acme.com")),
+        vec![("back".into(), "v2".into(), "acme.com".into())]
+    );
+    // A company with no earlier visit does not.
+    pageview_from(&h, "v3", "/", "9.9.9.11");
+    assert!(alerts(&settle(&h, "v3", "globex.example")).is_empty());
+    // Ten days after acme's first visit, a new visit is outside the window... but v2's visit
+    // (three days ago) still counts once it has closed: close it, wait 8 days, come back.
+    h.clock.advance(Duration::from_secs(600));
+    block(h.tippen.handle_timeout(&SiteId::from("a"))).unwrap();
+    h.clock.advance(Duration::from_secs(8 * 86_400));
+    pageview_from(&h, "v4", "/", "9.9.9.12");
+    assert!(
+        alerts(&settle(&h, "v4", "acme.com")).is_empty(),
+        "acme's last visit is 8 days old: outside 7 days"
+    );
+}

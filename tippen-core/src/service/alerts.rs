@@ -28,6 +28,7 @@ pub(crate) fn subject_of(record: &VisitorRecord, now: Timestamp, identified_now:
         pages,
         page_views: record.page_views,
         time_on_site_ms: u64::try_from(now.as_millis() - started.as_millis()).unwrap_or(0),
+        visit_started_at: started,
         identified_now: identified_now && alerts::identified(&record.company),
     }
 }
@@ -81,6 +82,11 @@ impl Tippen {
         let mut notices = Vec::new();
         for subject in subjects {
             for rule in alerts::matching(&site.alert_rules, &subject, now) {
+                if let Some(days) = rule.when.returning_within_days
+                    && !self.returned_within(site, &subject, days).await
+                {
+                    continue;
+                }
                 let key = format!("alert:{}:{}", rule.id, subject.cooldown_key());
                 let until = Timestamp::from_millis(now.as_millis() + rule.cooldown_ms().max(1));
                 match self.store.spend_ticket(&site.id, &key, now, until).await {
@@ -106,5 +112,40 @@ impl Tippen {
             }
         }
         notices
+    }
+
+    /// Whether the subject's company has a closed visit in the site's history that started
+    /// within `days` before the subject's visit (false without history, for an unidentified
+    /// company, or when history cannot be read: logged).
+    async fn returned_within(&self, site: &Site, subject: &Subject, days: u32) -> bool {
+        let Some(history) = self.history() else {
+            return false;
+        };
+        if !alerts::identified(&subject.company) {
+            return false;
+        }
+        let company = subject
+            .company
+            .domain
+            .clone()
+            .unwrap_or_else(|| subject.company.name.clone());
+        let to = subject.visit_started_at;
+        let query = crate::history::VisitQuery {
+            from: Timestamp::from_millis(to.as_millis() - i64::from(days) * 86_400_000),
+            to,
+            filter: crate::history::VisitFilter {
+                company: Some(company),
+                ..Default::default()
+            },
+            after: None,
+            limit: 1,
+        };
+        match history.visits(&site.id, &query).await {
+            Ok(visits) => !visits.is_empty(),
+            Err(e) => {
+                tracing::warn!(site = %site.id, error = %e, "history not read; returningWithinDays taken as not met");
+                false
+            }
+        }
     }
 }
