@@ -271,6 +271,7 @@ impl TippenHost {
                     config.slack.clone(),
                     tippen.config().support.clone(),
                 ),
+                tippen.clone(),
             )),
             None => {
                 tracing::error!("no outbound HTTP client: Slack and webhook notifications are off");

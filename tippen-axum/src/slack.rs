@@ -9,6 +9,7 @@
 
 use std::sync::Arc;
 
+use tippen_core::Tippen;
 use tippen_core::notify::{self, Notice, Notifier};
 use tokio::sync::watch;
 
@@ -25,10 +26,12 @@ pub(crate) struct Deliveries {
 struct Inner {
     transport: HttpTransport,
     notifier: Notifier,
+    /// The core, to record each delivery in the site's alert log.
+    tippen: Arc<Tippen>,
 }
 
 impl Deliveries {
-    pub(crate) fn new(transport: HttpTransport, notifier: Notifier) -> Self {
+    pub(crate) fn new(transport: HttpTransport, notifier: Notifier, tippen: Arc<Tippen>) -> Self {
         if let Some(slack) = &notifier.slack {
             tracing::info!(webhook = %slack.webhook, "Slack notifications of support alerts enabled");
         }
@@ -36,6 +39,7 @@ impl Deliveries {
             inner: Arc::new(Inner {
                 transport,
                 notifier,
+                tippen,
             }),
         }
     }
@@ -53,7 +57,10 @@ impl Deliveries {
                     tokio::time::sleep,
                 );
                 tokio::select! {
-                    done = delivery => done.log(&outgoing.label),
+                    done = delivery => {
+                        done.log(&outgoing.label);
+                        inner.tippen.record_delivery(&outgoing.label, &done).await;
+                    }
                     () = stopped(&mut shutdown) => tracing::debug!(
                         id = %outgoing.label.id,
                         "shutting down: notification not sent"

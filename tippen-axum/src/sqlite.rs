@@ -51,6 +51,7 @@
 //! sequences (site_id TEXT PRIMARY KEY, value INTEGER)
 //! enrichment_cache (ip TEXT PRIMARY KEY, expires_at INTEGER, record TEXT)  -- shared by all sites
 //! enrichment_stats (site_id TEXT PRIMARY KEY, record TEXT)                -- counters as JSON
+//! alert_log        (n INTEGER PRIMARY KEY, site_id TEXT, record TEXT)   -- alert log entries as JSON
 //! users     (site_id, user_id, version, deadline, record)      -- PRIMARY KEY (site_id, user_id)
 //!           INDEX users_by_deadline (site_id, deadline)        -- support triggers (record as JSON,
 //!                                                              -- its capped raw events inside)
@@ -79,11 +80,12 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use thiserror::Error;
+use tippen_core::alerts::AlertLogEntry;
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::history::OpenVisit;
 use tippen_core::presence::VisitorRecord;
 use tippen_core::records::RecordTable;
-use tippen_core::store::SpentTickets;
+use tippen_core::store::{AlertLogs, SpentTickets};
 use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 use tokio::sync::watch;
@@ -128,6 +130,12 @@ CREATE TABLE IF NOT EXISTS enrichment_stats (
     site_id TEXT PRIMARY KEY NOT NULL,
     record TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS alert_log (
+    n INTEGER PRIMARY KEY,
+    site_id TEXT NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS alert_log_by_site ON alert_log (site_id, n);
 CREATE TABLE IF NOT EXISTS users (
     site_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
@@ -274,6 +282,8 @@ struct State {
     users: HashMap<SiteId, RecordTable<Arc<UserRecord>>>,
     /// Spent dashboard socket tickets: in memory only (see the module docs).
     tickets: SpentTickets,
+    /// Alert logs (also in the `alert_log` table).
+    alert_logs: AlertLogs,
     pending: Pending,
     /// Number of the last change recorded in `pending`.
     generation: u64,
@@ -310,6 +320,8 @@ struct Pending {
     lookups: HashSet<IpAddr>,
     stats: HashSet<SiteId>,
     users: HashMap<SiteId, HashSet<String>>,
+    /// Alert log entries to append, with how many of the site's to keep.
+    alert_log: Vec<(SiteId, AlertLogEntry, usize)>,
 }
 
 impl Pending {
@@ -320,6 +332,7 @@ impl Pending {
             && self.sequences.is_empty()
             && self.lookups.is_empty()
             && self.stats.is_empty()
+            && self.alert_log.is_empty()
     }
 
     fn visitor_changed(&mut self, site: &SiteId, visitor_id: &str) {
@@ -362,6 +375,7 @@ struct Batch {
     stats: Vec<(SiteId, EnrichmentStats)>,
     /// `Some`: write this version of the user; `None`: delete the row.
     users: Vec<(SiteId, String, Option<SharedUser>)>,
+    alert_log: Vec<(SiteId, AlertLogEntry, usize)>,
 }
 
 impl Batch {
@@ -372,6 +386,7 @@ impl Batch {
             && self.sequences.is_empty()
             && self.lookups.is_empty()
             && self.stats.is_empty()
+            && self.alert_log.is_empty()
     }
 
     /// Takes the pending changes with the current state of every changed key.
@@ -418,6 +433,7 @@ impl Batch {
             lookups,
             stats,
             users,
+            alert_log: pending.alert_log,
         }
     }
 
@@ -441,6 +457,8 @@ impl Batch {
         pending
             .stats
             .extend(self.stats.into_iter().map(|(site, _)| site));
+        let newer_log = std::mem::replace(&mut pending.alert_log, self.alert_log);
+        pending.alert_log.extend(newer_log);
     }
 }
 
@@ -619,6 +637,8 @@ impl SqliteStore {
         state.pending.visitors.remove(site);
         state.pending.sequences.remove(site);
         state.pending.stats.remove(site);
+        state.pending.alert_log.retain(|(s, _, _)| s != site);
+        state.alert_logs.forget(site);
         state.pending.sites.push(SiteOp::Remove(site.clone()));
         (existed, self.queued_urgent(state))
     }
@@ -908,6 +928,20 @@ fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), Sqlite
         state.stats.insert(SiteId(site), counters);
     }
     let mut stmt = conn
+        .prepare("SELECT site_id, record FROM alert_log ORDER BY n")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(open_err)?;
+    for row in rows {
+        let (site, json) = row.map_err(open_err)?;
+        let entry: AlertLogEntry = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("alert log entry of site {site:?}: {e}")))?;
+        state
+            .alert_logs
+            .push(&SiteId(site), entry, tippen_core::alerts::ALERT_LOG_KEEP);
+    }
+    let mut stmt = conn
         .prepare("SELECT site_id, version, record FROM users")
         .map_err(open_err)?;
     let rows = stmt
@@ -1066,6 +1100,7 @@ fn write_batch(
                     "sequences",
                     "enrichment_stats",
                     "users",
+                    "alert_log",
                 ] {
                     tx.execute(&format!("DELETE FROM {table} WHERE site_id = ?1"), [&id.0])?;
                 }
@@ -1154,6 +1189,18 @@ fn write_batch(
             let json = serde_json::to_string(counters)
                 .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
             stats.execute(params![site.0, json])?;
+        }
+        let mut log =
+            tx.prepare_cached("INSERT INTO alert_log (site_id, record) VALUES (?1, ?2)")?;
+        let mut trim = tx.prepare_cached(
+            "DELETE FROM alert_log WHERE site_id = ?1 AND n NOT IN
+             (SELECT n FROM alert_log WHERE site_id = ?1 ORDER BY n DESC LIMIT ?2)",
+        )?;
+        for (site, entry, keep) in &batch.alert_log {
+            let json = serde_json::to_string(entry)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            log.execute(params![site.0, json])?;
+            trim.execute(params![site.0, i64::try_from(*keep).unwrap_or(i64::MAX)])?;
         }
         let mut upsert_user = tx.prepare_cached(
             "INSERT INTO users (site_id, user_id, version, deadline, record)
@@ -1338,6 +1385,32 @@ impl Store for SqliteStore {
 
     async fn enrichment_stats(&self, site: &SiteId) -> Result<EnrichmentStats, StoreError> {
         Ok(self.state().stats.get(site).cloned().unwrap_or_default())
+    }
+
+    async fn log_alert(
+        &self,
+        site: &SiteId,
+        entry: &AlertLogEntry,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let generation = {
+            let mut state = self.state();
+            state.alert_logs.push(site, entry.clone(), keep);
+            state
+                .pending
+                .alert_log
+                .push((site.clone(), entry.clone(), keep));
+            self.queued(state)
+        };
+        self.after_write(generation).await
+    }
+
+    async fn alert_log(
+        &self,
+        site: &SiteId,
+        limit: usize,
+    ) -> Result<Vec<AlertLogEntry>, StoreError> {
+        Ok(self.state().alert_logs.latest(site, limit))
     }
 
     async fn record_enrichment(

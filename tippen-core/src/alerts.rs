@@ -625,6 +625,76 @@ pub struct AlertNotice {
     pub destinations: AlertDestinations,
 }
 
+/// How many entries of a site's alert log a store keeps (the newest).
+pub const ALERT_LOG_KEEP: usize = 200;
+
+/// One entry of a site's alert log ([`Store::log_alert`](crate::Store::log_alert)): an alert
+/// raised, or the end of one delivery of an alert or a support alert.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AlertLogEntry {
+    /// When (epoch ms).
+    pub at: i64,
+    /// `raised`, `delivered` or `failed`.
+    pub event: String,
+    /// `alert` (an alert rule) or `support` (a support alert).
+    pub kind: String,
+    /// The alert's id (`alt_…`), or the support alert's user id.
+    pub id: String,
+    /// The rule (raised alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_id: Option<String>,
+    /// The rule's name (raised alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_name: Option<String>,
+    /// The visitor (raised alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub visitor_id: Option<String>,
+    /// The company's name (raised alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    /// The company's domain (raised alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub domain: Option<String>,
+    /// The lead score (raised alerts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_score: Option<u32>,
+    /// `slack` or `webhook` (deliveries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<String>,
+    /// Where it went: the destination's origin only (deliveries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// Attempts made (deliveries).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attempts: Option<u32>,
+    /// Why it failed (failed deliveries; never a URL or a secret).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl AlertLogEntry {
+    /// The entry of an alert raised.
+    pub fn raised(notice: &AlertNotice) -> Self {
+        AlertLogEntry {
+            at: notice.at.as_millis(),
+            event: "raised".into(),
+            kind: "alert".into(),
+            id: notice.alert_id.clone(),
+            rule_id: Some(notice.rule_id.clone()),
+            rule_name: Some(notice.rule_name.clone()),
+            visitor_id: Some(notice.subject.visitor_id.clone()),
+            company: Some(notice.subject.company.name.clone()),
+            domain: notice.subject.company.domain.clone(),
+            lead_score: Some(notice.lead_score),
+            channel: None,
+            destination: None,
+            attempts: None,
+            reason: None,
+        }
+    }
+}
+
 /// The rules of `rules` that match `subject` at `at` (conditions and business hours),
 /// before cooldowns.
 pub fn matching<'a>(

@@ -31,6 +31,8 @@ struct Inner {
     users: HashMap<SiteId, RecordTable<UserRecord>>,
     /// Spent dashboard socket tickets and until when each is kept.
     tickets: SpentTickets,
+    /// Alert logs.
+    alert_logs: crate::store::AlertLogs,
 }
 
 #[derive(Debug, Default)]
@@ -126,6 +128,24 @@ impl Store for MemoryStore {
         until: Timestamp,
     ) -> Result<bool, StoreError> {
         Ok(self.lock().tickets.spend(site, token, now, until))
+    }
+
+    async fn log_alert(
+        &self,
+        site: &SiteId,
+        entry: &crate::alerts::AlertLogEntry,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        self.lock().alert_logs.push(site, entry.clone(), keep);
+        Ok(())
+    }
+
+    async fn alert_log(
+        &self,
+        site: &SiteId,
+        limit: usize,
+    ) -> Result<Vec<crate::alerts::AlertLogEntry>, StoreError> {
+        Ok(self.lock().alert_logs.latest(site, limit))
     }
 
     async fn visitor(

@@ -55,6 +55,8 @@ pub struct Label {
     pub id: String,
     /// `slack` or `webhook`.
     pub channel: &'static str,
+    /// Where: the destination's scheme and host only (`https://hooks.slack.com/…`).
+    pub destination: String,
 }
 
 /// One HTTP request to deliver, with how to retry it.
@@ -108,6 +110,7 @@ impl Notifier {
                             kind: "support",
                             id: n.user.user_id.clone(),
                             channel: "slack",
+                            destination: config.webhook.to_string(),
                         },
                         url: config.webhook.clone(),
                         body: to_bytes(&slack::message(
@@ -124,15 +127,16 @@ impl Notifier {
                     ),
                 },
                 Notice::Alert(a) => {
-                    let label = |channel| Label {
+                    let label = |channel, url: &WebhookUrl| Label {
                         site: a.site.to_string(),
                         kind: "alert",
                         id: a.alert_id.clone(),
                         channel,
+                        destination: url.to_string(),
                     };
                     if let Some(url) = &a.destinations.slack_webhook_url {
                         out.push(Outgoing {
-                            label: label("slack"),
+                            label: label("slack", url),
                             url: url.clone(),
                             body: to_bytes(&alert_slack_message(a, self.public_url.as_deref())),
                             secret: None,
@@ -141,7 +145,7 @@ impl Notifier {
                     }
                     for hook in &a.destinations.webhooks {
                         out.push(Outgoing {
-                            label: label("webhook"),
+                            label: label("webhook", &hook.url),
                             url: hook.url.clone(),
                             body: to_bytes(&webhook_body(a, self.public_url.as_deref())),
                             secret: Some(hook.secret.clone()),
@@ -412,6 +416,117 @@ pub fn webhook_body(a: &AlertNotice, public_url: Option<&str>) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Answers from a script; records the signature headers it was sent.
+    struct Scripted(
+        std::sync::Mutex<Vec<Result<http::Response<Bytes>, crate::TransportError>>>,
+        std::sync::Mutex<Vec<Option<String>>>,
+    );
+
+    #[async_trait::async_trait]
+    impl crate::Transport for Scripted {
+        async fn send(
+            &self,
+            request: Request<Bytes>,
+        ) -> Result<http::Response<Bytes>, crate::TransportError> {
+            assert_eq!(request.method(), http::Method::POST);
+            assert_eq!(request.headers()[header::CONTENT_TYPE], "application/json");
+            self.1.lock().unwrap().push(
+                request
+                    .headers()
+                    .get(SIGNATURE_HEADER)
+                    .map(|v| v.to_str().unwrap().to_owned()),
+            );
+            self.0.lock().unwrap().remove(0)
+        }
+    }
+
+    fn answer(status: u16, retry_after: Option<&str>) -> http::Response<Bytes> {
+        let mut r = http::Response::new(Bytes::new());
+        *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+        if let Some(s) = retry_after {
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, s.parse().unwrap());
+        }
+        r
+    }
+
+    fn outgoing(secret: Option<&str>) -> Outgoing {
+        Outgoing {
+            label: Label {
+                site: "a".into(),
+                kind: "alert",
+                id: "alt_1".into(),
+                channel: "webhook",
+                destination: "https://hooks.example/…".into(),
+            },
+            url: WebhookUrl::parse("https://hooks.example/x").unwrap(),
+            body: Bytes::from_static(b"{}"),
+            secret: secret.map(SigningSecret::new),
+            retry: RetryPolicy::default(),
+        }
+    }
+
+    #[test]
+    fn send_retries_with_the_hosts_sleep_and_signs_each_attempt() {
+        let transport = Scripted(
+            std::sync::Mutex::new(vec![
+                Ok(answer(429, Some("2"))),
+                Err(crate::TransportError::Timeout(10)),
+                Ok(answer(502, None)),
+                Ok(answer(200, None)),
+            ]),
+            Default::default(),
+        );
+        let mut slept = Vec::new();
+        let clock = std::cell::Cell::new(100);
+        let out = outgoing(Some("0123456789abcdef"));
+        let done = futures_util::FutureExt::now_or_never(send(
+            &transport,
+            &out,
+            || {
+                clock.set(clock.get() + 1);
+                clock.get()
+            },
+            |d| {
+                slept.push(d);
+                std::future::ready(())
+            },
+        ))
+        .unwrap();
+        assert_eq!(done, Sent::Yes { attempts: 4 });
+        assert_eq!(
+            slept,
+            [
+                Duration::from_secs(2),
+                Duration::from_secs(2),
+                Duration::from_secs(4)
+            ]
+        );
+        let signatures = transport.1.lock().unwrap().clone();
+        let secret = SigningSecret::new("0123456789abcdef");
+        for (i, sig) in signatures.iter().enumerate() {
+            let t = 101 + i as i64;
+            assert_eq!(sig.as_deref(), Some(signature(&secret, t, b"{}").as_str()));
+        }
+        let transport = Scripted(
+            std::sync::Mutex::new(vec![Ok(answer(404, None))]),
+            Default::default(),
+        );
+        let done = futures_util::FutureExt::now_or_never(send(
+            &transport,
+            &outgoing(None),
+            || 0,
+            |_| std::future::ready(()),
+        ))
+        .unwrap();
+        assert!(matches!(done, Sent::No { attempts: 1, .. }));
+        assert_eq!(
+            *transport.1.lock().unwrap(),
+            vec![None],
+            "Slack messages are not signed"
+        );
+    }
 
     #[test]
     fn signatures_verify_and_refuse_changes() {

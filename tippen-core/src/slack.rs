@@ -1,10 +1,10 @@
 //! Slack notifications of support alerts, sans-IO.
 //!
-//! The core builds the incoming-webhook message ([`message`]) and the HTTP request
-//! ([`request`]), and decides what a response means ([`after_response`]): delivered, retry
-//! later (429 and 5xx, honouring `Retry-After`), or give up. A host sends the request with
-//! its HTTP client and sleeps with its timer; the cooldown (one notification per user per
-//! [`SupportConfig::slack_cooldown`]) was applied by the core before the notice was made.
+//! The core builds the incoming-webhook message ([`message`]) and decides what a response
+//! means ([`after_response`]): delivered, retry later (429 and 5xx, honouring
+//! `Retry-After`), or give up; [`crate::notify`] sends it, with every other alert. The
+//! cooldown (one notification per user per [`SupportConfig::slack_cooldown`]) was applied by
+//! the core before the notice was made.
 //!
 //! The webhook URL is a secret (whoever has it can post to the channel): [`WebhookUrl`]
 //! never shows it in `Debug` or `Display`, so it cannot end up in a log line by accident.
@@ -25,8 +25,7 @@
 use std::fmt;
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{HeaderMap, Request, StatusCode, header};
+use http::{HeaderMap, StatusCode, header};
 use serde_json::{Value, json};
 use thiserror::Error;
 
@@ -340,98 +339,6 @@ pub fn message(
     json!({ "text": text, "blocks": blocks })
 }
 
-/// The POST of `message` to the webhook.
-pub fn request(webhook: &WebhookUrl, message: &Value) -> Request<Bytes> {
-    let body = serde_json::to_vec(message).unwrap_or_default();
-    let mut req = Request::new(Bytes::from(body));
-    *req.method_mut() = http::Method::POST;
-    // Checked by WebhookUrl::parse; a URL http accepted there parses here too.
-    if let Ok(uri) = webhook.expose().parse() {
-        *req.uri_mut() = uri;
-    }
-    req.headers_mut().insert(
-        header::CONTENT_TYPE,
-        http::HeaderValue::from_static("application/json"),
-    );
-    req
-}
-
-/// How [`deliver`] ended.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Delivered {
-    /// Slack took the message after this many attempts.
-    Yes {
-        /// Attempts made (1 when the first one went through).
-        attempts: u32,
-    },
-    /// Given up; the reason, for the log (never the URL).
-    No {
-        /// Why.
-        reason: String,
-    },
-}
-
-impl Delivered {
-    /// Logs the outcome for `notice` (site and user; never the webhook URL).
-    pub fn log(&self, notice: &SupportNotice) {
-        match self {
-            Delivered::Yes { attempts } => tracing::info!(
-                site = %notice.site,
-                user = %notice.user.user_id,
-                attempts,
-                "Slack notified"
-            ),
-            Delivered::No { reason } => tracing::warn!(
-                site = %notice.site,
-                user = %notice.user.user_id,
-                %reason,
-                "Slack notification dropped"
-            ),
-        }
-    }
-}
-
-/// Delivers a notice: builds the message and the request, sends it with `transport`, and
-/// retries as `config.retry` says, waiting with the host's `sleep` (a tokio sleep, a Workers
-/// timer). No IO of its own; a host that must stop early drops the future.
-pub async fn deliver<F, Fut>(
-    transport: &dyn crate::transport::Transport,
-    config: &SlackConfig,
-    support: &SupportConfig,
-    notice: &SupportNotice,
-    mut sleep: F,
-) -> Delivered
-where
-    F: FnMut(Duration) -> Fut,
-    Fut: std::future::Future<Output = ()>,
-{
-    let message = message(notice, support, config.dashboard_base_url.as_deref());
-    let mut attempt = 0u32;
-    loop {
-        attempt += 1;
-        let next = match transport.send(request(&config.webhook, &message)).await {
-            Ok(response) => after_response(
-                response.status(),
-                response.headers(),
-                attempt,
-                &config.retry,
-            ),
-            Err(e) => {
-                tracing::debug!(attempt, error = %e, "Slack unreachable");
-                after_transport_error(attempt, &config.retry)
-            }
-        };
-        match next {
-            Delivery::Delivered => return Delivered::Yes { attempts: attempt },
-            Delivery::GiveUp(reason) => return Delivered::No { reason },
-            Delivery::RetryAfter(wait) => {
-                tracing::debug!(attempt, wait_ms = wait.as_millis() as u64, "Slack retry");
-                sleep(wait).await;
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -547,73 +454,6 @@ mod tests {
             after_transport_error(1, &p),
             Delivery::RetryAfter(Duration::from_secs(1))
         );
-    }
-
-    /// Answers from a script; records what it was sent.
-    struct Scripted(std::sync::Mutex<Vec<Result<http::Response<Bytes>, crate::TransportError>>>);
-
-    #[async_trait::async_trait]
-    impl crate::Transport for Scripted {
-        async fn send(
-            &self,
-            request: Request<Bytes>,
-        ) -> Result<http::Response<Bytes>, crate::TransportError> {
-            assert_eq!(request.method(), http::Method::POST);
-            assert_eq!(request.headers()[header::CONTENT_TYPE], "application/json");
-            self.0.lock().unwrap().remove(0)
-        }
-    }
-
-    fn answer(status: u16, retry_after: Option<&str>) -> http::Response<Bytes> {
-        let mut r = http::Response::new(Bytes::new());
-        *r.status_mut() = StatusCode::from_u16(status).unwrap();
-        if let Some(s) = retry_after {
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, s.parse().unwrap());
-        }
-        r
-    }
-
-    #[test]
-    fn deliver_retries_with_the_hosts_sleep() {
-        let transport = Scripted(std::sync::Mutex::new(vec![
-            Ok(answer(429, Some("2"))),
-            Err(crate::TransportError::Timeout(10)),
-            Ok(answer(502, None)),
-            Ok(answer(200, None)),
-        ]));
-        let cfg = SlackConfig::new(WebhookUrl::parse("https://hooks.example/x").unwrap());
-        let mut slept = Vec::new();
-        let done = futures_util::FutureExt::now_or_never(deliver(
-            &transport,
-            &cfg,
-            &SupportConfig::default(),
-            &notice(),
-            |d| {
-                slept.push(d);
-                std::future::ready(())
-            },
-        ))
-        .unwrap();
-        assert_eq!(done, Delivered::Yes { attempts: 4 });
-        assert_eq!(
-            slept,
-            [
-                Duration::from_secs(2),
-                Duration::from_secs(2),
-                Duration::from_secs(4)
-            ]
-        );
-        let transport = Scripted(std::sync::Mutex::new(vec![Ok(answer(404, None))]));
-        let done = futures_util::FutureExt::now_or_never(deliver(
-            &transport,
-            &cfg,
-            &SupportConfig::default(),
-            &notice(),
-            |_| std::future::ready(()),
-        ))
-        .unwrap();
-        assert!(matches!(done, Delivered::No { .. }));
     }
 
     #[test]

@@ -130,6 +130,22 @@ pub trait Store: MaybeSendSync {
         until: Timestamp,
     ) -> Result<bool, StoreError>;
 
+    /// Appends `entry` to the site's alert log. The store keeps at least the site's newest
+    /// `keep` entries; it may drop older ones by count or, after 30 days, by age.
+    async fn log_alert(
+        &self,
+        site: &SiteId,
+        entry: &crate::alerts::AlertLogEntry,
+        keep: usize,
+    ) -> Result<(), StoreError>;
+
+    /// The site's alert log, newest first, at most `limit` entries.
+    async fn alert_log(
+        &self,
+        site: &SiteId,
+        limit: usize,
+    ) -> Result<Vec<crate::alerts::AlertLogEntry>, StoreError>;
+
     /// One visitor record.
     async fn visitor(
         &self,
@@ -354,5 +370,36 @@ impl SpentTickets {
                 true
             }
         }
+    }
+}
+
+/// Alert logs held in memory ([`Store::log_alert`]), newest last, for the memory and SQLite
+/// stores.
+#[derive(Clone, Debug, Default)]
+pub struct AlertLogs(
+    std::collections::HashMap<SiteId, std::collections::VecDeque<crate::alerts::AlertLogEntry>>,
+);
+
+impl AlertLogs {
+    /// Appends `entry`, keeping the site's newest `keep`.
+    pub fn push(&mut self, site: &SiteId, entry: crate::alerts::AlertLogEntry, keep: usize) {
+        let log = self.0.entry(site.clone()).or_default();
+        log.push_back(entry);
+        while log.len() > keep.max(1) {
+            log.pop_front();
+        }
+    }
+
+    /// Forgets the site's log (the site was removed).
+    pub fn forget(&mut self, site: &SiteId) {
+        self.0.remove(site);
+    }
+
+    /// The site's newest `limit` entries, newest first.
+    pub fn latest(&self, site: &SiteId, limit: usize) -> Vec<crate::alerts::AlertLogEntry> {
+        self.0
+            .get(site)
+            .map(|log| log.iter().rev().take(limit).cloned().collect())
+            .unwrap_or_default()
     }
 }

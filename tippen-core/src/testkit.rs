@@ -43,6 +43,59 @@ pub async fn run_store_suite(store: Arc<dyn Store>, prefix: &str) {
     user_records(&*store, prefix).await;
     user_deadline_index(&*store, prefix).await;
     tickets_are_spent_once(store.clone(), prefix).await;
+    alert_logs_keep_the_newest(store.clone(), prefix).await;
+}
+
+/// Alert logs: at least the newest `keep` entries per site kept, newest first, one site's
+/// apart from another's.
+pub async fn alert_logs_keep_the_newest(store: Arc<dyn Store>, prefix: &str) {
+    let (a, b) = (site_id(prefix, "alertlog-a"), site_id(prefix, "alertlog-b"));
+    let entry = |n: i64| crate::alerts::AlertLogEntry {
+        at: T0 + n,
+        event: if n % 2 == 0 { "raised" } else { "failed" }.to_owned(),
+        kind: "alert".to_owned(),
+        id: format!("alt_{n:016x}"),
+        rule_id: Some("r".to_owned()),
+        rule_name: None,
+        visitor_id: None,
+        company: Some(format!("Company {n}")),
+        domain: None,
+        lead_score: Some(7),
+        channel: (n % 2 == 1).then(|| "webhook".to_owned()),
+        destination: None,
+        attempts: Some(4),
+        reason: (n % 2 == 1).then(|| "the receiver answered 500 4 times".to_owned()),
+    };
+    for n in 0..5 {
+        store.log_alert(&a, &entry(n), 3).await.expect("log_alert");
+    }
+    store.log_alert(&b, &entry(9), 3).await.expect("log_alert");
+    let got = store.alert_log(&a, 3).await.expect("alert_log");
+    assert_eq!(
+        got,
+        vec![entry(4), entry(3), entry(2)],
+        "the newest 3, newest first"
+    );
+    let all = store.alert_log(&a, 10).await.expect("alert_log");
+    assert!(
+        (3..=5).contains(&all.len()) && all[..3] == got[..],
+        "at least the newest 3 kept, newest first: {all:?}"
+    );
+    assert_eq!(
+        store.alert_log(&a, 1).await.expect("alert_log"),
+        vec![entry(4)]
+    );
+    assert_eq!(
+        store.alert_log(&b, 10).await.expect("alert_log"),
+        vec![entry(9)]
+    );
+    assert!(
+        store
+            .alert_log(&site_id(prefix, "alertlog-none"), 10)
+            .await
+            .expect("alert_log")
+            .is_empty()
+    );
 }
 
 /// Dashboard socket tickets: spent once per site, atomically (of 8 concurrent spends of one

@@ -455,3 +455,62 @@ fn a_returning_company_alerts_only_with_a_visit_in_its_window() {
         "acme's last visit is 8 days old: outside 7 days"
     );
 }
+
+#[test]
+fn the_alert_log_shows_alerts_with_their_deliveries_and_failures() {
+    use tippen_core::notify::{Notifier, Sent};
+    let h = harness();
+    with_rule(
+        &h,
+        json!({"id": "hot", "name": "Hot", "when": {"domains": ["acme.com"]}}),
+    );
+    pageview_from(&h, "v1", "/pricing", "9.9.9.9");
+    let settled = settle(&h, "v1", "acme.com");
+    let outgoing = Notifier::default().outgoing(&settled.notifications);
+    assert_eq!(outgoing.len(), 1, "one webhook");
+    let (code, log) = api(&h, "GET", "/api/alerts", "sk_a", Value::Null);
+    assert_eq!(code, 200);
+    let alert = &log["alerts"][0];
+    assert_eq!(
+        (
+            &alert["ruleId"],
+            &alert["domain"],
+            &alert["visitorId"],
+            &alert["deliveries"]
+        ),
+        (&json!("hot"), &json!("acme.com"), &json!("v1"), &json!([]))
+    );
+    block(h.tippen.record_delivery(
+        &outgoing[0].label,
+        &Sent::No {
+            attempts: 4,
+            reason: "the receiver answered 500 Internal Server Error 4 times".into(),
+        },
+    ));
+    let (_, log) = api(&h, "GET", "/api/alerts?limit=5", "sk_a", Value::Null);
+    let d = &log["alerts"][0]["deliveries"][0];
+    assert_eq!(
+        (
+            &d["state"],
+            &d["channel"],
+            &d["destination"],
+            &d["attempts"]
+        ),
+        (
+            &json!("failed"),
+            &json!("webhook"),
+            &json!("https://hooks.example/…"),
+            &json!(4)
+        )
+    );
+    assert_eq!(log["failures"][0]["id"], alert["alertId"]);
+    assert_eq!(
+        api(&h, "GET", "/api/alerts?limit=0", "sk_a", Value::Null).0,
+        400
+    );
+    assert_eq!(api(&h, "GET", "/api/alerts", "pk_a", Value::Null).0, 403);
+    assert_eq!(
+        api(&h, "GET", "/api/alerts", "sk_b", Value::Null).1,
+        json!({"alerts": [], "failures": []})
+    );
+}

@@ -861,7 +861,7 @@ impl HostIo for LambdaHost {
         }
         #[cfg(feature = "outbound")]
         if let Some(outbound) = &self.outbound {
-            outbound.notify(notices).await;
+            outbound.notify(&self.tippen, notices).await;
             return;
         }
         tracing::warn!(

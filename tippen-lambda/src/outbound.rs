@@ -53,13 +53,15 @@ impl Outbound {
     /// Delivers `notices` (Slack messages, signed webhooks), concurrently, returning when all
     /// are done or the budget has passed (whichever comes first). Returns how many requests
     /// were taken.
-    pub async fn notify(&self, notices: Vec<Notice>) -> usize {
+    /// Each delivery's end is recorded in its site's alert log through `tippen`.
+    pub async fn notify(&self, tippen: &tippen_core::Tippen, notices: Vec<Notice>) -> usize {
         let outgoing = self.notifier.outgoing(&notices);
         let count = outgoing.len();
         let deliveries = outgoing.iter().map(|out| async move {
             let done =
                 notify::send(&self.transport, out, notify::unix_now, tokio::time::sleep).await;
             done.log(&out.label);
+            tippen.record_delivery(&out.label, &done).await;
             matches!(done, Sent::Yes { .. })
         });
         match tokio::time::timeout(self.budget, futures_util::future::join_all(deliveries)).await {

@@ -94,6 +94,9 @@ pub(crate) mod attr {
     pub const WRITE_TOKEN: &str = "wt";
 }
 
+/// How long an alert log entry is kept (DynamoDB's TTL): 30 days.
+const ALERT_LOG_TTL_SECS: i64 = 30 * 86_400;
+
 /// Name of the deadline index.
 pub const DUE_INDEX: &str = "due";
 
@@ -1457,6 +1460,59 @@ impl Store for DynamoStore {
             .send()
             .await;
         conditional("PutItem", out)
+    }
+
+    async fn log_alert(
+        &self,
+        site: &SiteId,
+        entry: &tippen_core::alerts::AlertLogEntry,
+        _keep: usize,
+    ) -> Result<(), StoreError> {
+        // One item per entry, sorted by time; DynamoDB's TTL drops it after 30 days (a trim
+        // by count would cost a query and deletes per entry).
+        use tippen_core::IdGenerator;
+        let sk = format!(
+            "{:015}#{}",
+            entry.at.max(0),
+            tippen_core::SecureIds.id("log")
+        );
+        let mut item = Self::key(&format!("ALERTLOG#{site}"), &sk);
+        item.insert(attr::DOC.to_owned(), s(encode(entry)?));
+        item.insert(
+            attr::TTL.to_owned(),
+            n(entry.at / 1000 + ALERT_LOG_TTL_SECS),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn alert_log(
+        &self,
+        site: &SiteId,
+        limit: usize,
+    ) -> Result<Vec<tippen_core::alerts::AlertLogEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let out = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .consistent_read(true)
+            .key_condition_expression("pk = :pk")
+            .expression_attribute_values(":pk", s(&format!("ALERTLOG#{site}")))
+            .scan_index_forward(false)
+            .limit(i32::try_from(limit).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(|e| backend("Query", e))?;
+        out.items.unwrap_or_default().iter().map(decode).collect()
     }
 
     async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {

@@ -99,7 +99,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use fred::prelude::{
-    Builder, ClientLike, Config, Expiration, HashesInterface, KeysInterface, ReconnectPolicy,
+    Builder, ClientLike, Config, Expiration, HashesInterface, KeysInterface, ListInterface,
+    ReconnectPolicy,
 };
 use fred::types::{MultipleKeys, SetOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -765,6 +766,46 @@ impl Store for RedisStore {
             )
             .await?;
         Ok(spent == 1)
+    }
+
+    async fn log_alert(
+        &self,
+        site: &SiteId,
+        entry: &tippen_core::alerts::AlertLogEntry,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let key = self.site_key(site, "alert_log");
+        let text = serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let _: i64 = self.client.lpush(&key, text).await.map_err(backend)?;
+        let keep = i64::try_from(keep.max(1)).unwrap_or(i64::MAX);
+        let _: () = self
+            .client
+            .ltrim(&key, 0, keep - 1)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn alert_log(
+        &self,
+        site: &SiteId,
+        limit: usize,
+    ) -> Result<Vec<tippen_core::alerts::AlertLogEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let texts: Vec<String> = self
+            .client
+            .lrange(self.site_key(site, "alert_log"), 0, limit - 1)
+            .await
+            .map_err(backend)?;
+        texts
+            .iter()
+            .map(|t| {
+                serde_json::from_str(t).map_err(|e| StoreError::Corrupt(format!("alert log: {e}")))
+            })
+            .collect()
     }
 
     async fn visitor(

@@ -679,14 +679,15 @@ impl HostIo for Host {
         for outgoing in self.notifier.outgoing(&notices) {
             let host = self.clone();
             self.state.wait_until(async move {
-                notify::send(
+                let sent = notify::send(
                     &host.transport,
                     &outgoing,
                     || js_sys::Date::now() as i64 / 1000,
                     Delay::from,
                 )
-                .await
-                .log(&outgoing.label);
+                .await;
+                sent.log(&outgoing.label);
+                host.tippen.record_delivery(&outgoing.label, &sent).await;
             });
         }
     }

@@ -14,6 +14,8 @@
 //! - `tippen_sites(id, body)` and `tippen_site_keys(hash, site)`: sites and their key index.
 //! - `tippen_tickets(site, token, until)`: spent dashboard socket tickets, each kept until it
 //!   expires (the expired ones of a site are dropped at its next spend).
+//! - `tippen_alert_log(site, n, body)`: each site's alert log (alerts raised, deliveries), its
+//!   newest entries kept.
 //! - `tippen_records(kind, site, key, version, body)`: every other record kind as versioned
 //!   JSON (sequence numbers, enrichment counters, the enrichment cache). A new kind of record
 //!   needs no new table: use [`DurableObjectStore::record`] and
@@ -56,6 +58,9 @@ CREATE TABLE IF NOT EXISTS tippen_users (
 CREATE INDEX IF NOT EXISTS tippen_users_by_deadline ON tippen_users (site, deadline);
 CREATE TABLE IF NOT EXISTS tippen_tickets (
   site TEXT NOT NULL, token TEXT NOT NULL, until INTEGER NOT NULL, PRIMARY KEY (site, token));
+CREATE TABLE IF NOT EXISTS tippen_alert_log (
+  site TEXT NOT NULL, n INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tippen_alert_log_by_site ON tippen_alert_log (site, n);
 CREATE TABLE IF NOT EXISTS tippen_records (
   kind TEXT NOT NULL, site TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
   body TEXT NOT NULL, PRIMARY KEY (kind, site, key));
@@ -459,6 +464,51 @@ impl Store for DurableObjectStore {
             vec![text(site.as_str()), text(token), int(until.as_millis())],
         )?;
         Ok(!inserted.is_empty())
+    }
+
+    async fn log_alert(
+        &self,
+        site: &SiteId,
+        entry: &tippen_core::alerts::AlertLogEntry,
+        keep: usize,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.run(
+            "INSERT INTO tippen_alert_log (site, body) VALUES (?, ?)",
+            vec![text(site.as_str()), text(&body)],
+        )?;
+        self.run(
+            "DELETE FROM tippen_alert_log WHERE site = ? AND n NOT IN \
+             (SELECT n FROM tippen_alert_log WHERE site = ? ORDER BY n DESC LIMIT ?)",
+            vec![
+                text(site.as_str()),
+                text(site.as_str()),
+                int(i64::try_from(keep.max(1)).unwrap_or(i64::MAX)),
+            ],
+        )
+    }
+
+    async fn alert_log(
+        &self,
+        site: &SiteId,
+        limit: usize,
+    ) -> Result<Vec<tippen_core::alerts::AlertLogEntry>, StoreError> {
+        let rows = self.rows(
+            "SELECT body FROM tippen_alert_log WHERE site = ? ORDER BY n DESC LIMIT ?",
+            vec![
+                text(site.as_str()),
+                int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        )?;
+        rows.iter()
+            .map(|row| {
+                let body = row
+                    .first()
+                    .ok_or_else(|| StoreError::Corrupt("alert log row".into()))?;
+                serde_json::from_str(as_str(body)?)
+                    .map_err(|e| StoreError::Corrupt(format!("alert log: {e}")))
+            })
+            .collect()
     }
 
     async fn visitor(

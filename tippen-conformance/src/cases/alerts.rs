@@ -2,7 +2,8 @@
 //! secret key (`/api/alert-rules`, `/api/alert-destinations`), a visitor of a target company
 //! opening `/pricing` produces exactly one Slack message and one signed webhook soon after
 //! its company is identified, nothing within the cooldown or for a company that does not
-//! match, and a receiver answering 500 gets the delivery again.
+//! match, and a receiver answering 500 gets the delivery again; the alert log
+//! (`GET /api/alerts`) shows each alert with its deliveries.
 //!
 //! The case runs on a site of its own ([`Target::alert_site_keys`]: its lookups and
 //! broadcasts would upset other cases' exact counts on the main site). The IPinfo stand-in
@@ -323,6 +324,47 @@ pub(super) async fn alert_rules_reach_slack_and_signed_webhooks_once(
             ),
             "the webhook delivered twice, answered 500 then 200, same alert, both signed",
             describe(&deliveries),
+        ));
+    }
+
+    // The alert log: both alerts, each with its deliveries' outcome.
+    let deadline = Instant::now() + PROMPT;
+    let delivered = |alert: &Value, channel: &str, attempts: u64| {
+        alert["deliveries"].as_array().is_some_and(|d| {
+            d.iter().any(|d| {
+                d["channel"] == channel && d["state"] == "delivered" && d["attempts"] == attempts
+            })
+        })
+    };
+    let log = loop {
+        let log = http
+            .send(Req::get("/api/alerts").key(secret_key))
+            .await?
+            .expect_ok_json(200)?;
+        let find = |rule: &str| {
+            log["alerts"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["ruleId"] == rule).cloned())
+                .unwrap_or(Value::Null)
+        };
+        let (h, f) = (find(&hot), find(&flaky));
+        let complete = h["visitorId"] == first.as_str()
+            && h["domain"] == domain.as_str()
+            && delivered(&h, "slack", 1)
+            && delivered(&h, "webhook", 1)
+            && delivered(&f, "webhook", 2);
+        if complete || Instant::now() >= deadline {
+            break (complete, log);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    if !log.0 {
+        return Err(step_failure(
+            "GET /api/alerts",
+            format!(
+                "{hot} raised for {first} of {domain}, its Slack message and webhook delivered at the first attempt; {flaky}'s webhook delivered at the second"
+            ),
+            log.1.to_string(),
         ));
     }
 

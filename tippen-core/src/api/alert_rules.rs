@@ -12,6 +12,11 @@
 //!   `{"slackWebhookUrl"?,"webhooks":[{"url","secret"}]}` replaces them (`https://`, no local
 //!   or private address, unless [`AlertsConfig::allow_private_destinations`](crate::alerts::AlertsConfig)).
 //!
+//! - `GET /api/alerts?limit=50` → `200 {"alerts":[…],"failures":[…]}`: the latest alerts
+//!   raised (newest first, `limit` 1–200), each with its deliveries (`channel`,
+//!   `destination` (origin only), `state` `delivered`/`failed`, `attempts`, `reason`, `at`),
+//!   and the latest failed deliveries of any kind (support alerts too).
+//!
 //! Rules written here are marked `"source":"api"` and kept when the configuration is loaded
 //! again (see [`crate::settings::register_sites`]). Two admins writing at the same instant:
 //! the last write wins.
@@ -150,6 +155,68 @@ impl Tippen {
                 "slack": d.slack_webhook_url.is_some(),
                 "webhooks": d.webhooks.iter().map(|w| json!({"url": w.url.to_string()})).collect::<Vec<_>>(),
             }),
+        ))
+    }
+
+    pub(super) async fn alerts_response(
+        &self,
+        site: &Site,
+        query: Option<&str>,
+    ) -> Result<Response<Bytes>, ApiError> {
+        let limit = match super::query_param(query, "limit") {
+            None => 50,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=200).contains(n))
+                .ok_or_else(|| {
+                    ApiError::bad_request("limit must be a whole number from 1 to 200")
+                })?,
+        };
+        let log = self
+            .store()
+            .alert_log(&site.id, crate::alerts::ALERT_LOG_KEEP)
+            .await
+            .map_err(crate::service::ServiceError::from)?;
+        let delivery = |e: &crate::alerts::AlertLogEntry| {
+            json!({
+                "state": e.event, "channel": e.channel, "destination": e.destination,
+                "attempts": e.attempts, "reason": e.reason, "at": e.at,
+            })
+        };
+        let alerts: Vec<serde_json::Value> = log
+            .iter()
+            .filter(|e| e.event == "raised")
+            .take(limit)
+            .map(|raised| {
+                let deliveries: Vec<serde_json::Value> = log
+                    .iter()
+                    .rev()
+                    .filter(|e| e.event != "raised" && e.kind == "alert" && e.id == raised.id)
+                    .map(delivery)
+                    .collect();
+                json!({
+                    "alertId": raised.id, "at": raised.at, "ruleId": raised.rule_id,
+                    "ruleName": raised.rule_name, "visitorId": raised.visitor_id,
+                    "company": raised.company, "domain": raised.domain,
+                    "leadScore": raised.lead_score, "deliveries": deliveries,
+                })
+            })
+            .collect();
+        let failures: Vec<serde_json::Value> = log
+            .iter()
+            .filter(|e| e.event == "failed")
+            .take(limit)
+            .map(|e| {
+                let mut d = delivery(e);
+                d["kind"] = json!(e.kind);
+                d["id"] = json!(e.id);
+                d
+            })
+            .collect();
+        Ok(json_response(
+            StatusCode::OK,
+            &json!({"alerts": alerts, "failures": failures}),
         ))
     }
 }

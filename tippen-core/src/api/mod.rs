@@ -228,6 +228,7 @@ enum Route {
     AlertRules,
     AlertRule,
     AlertDestinations,
+    Alerts,
     /// A browser asset (feature `assets`).
     #[cfg(feature = "assets")]
     Asset(assets::Asset),
@@ -279,6 +280,7 @@ impl Route {
             "/api/ws-ticket" => Route::WsTicket,
             "/api/alert-rules" => Route::AlertRules,
             "/api/alert-destinations" => Route::AlertDestinations,
+            "/api/alerts" => Route::Alerts,
             p if p
                 .strip_prefix("/api/alert-rules/")
                 .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
@@ -477,6 +479,10 @@ impl Tippen {
                     self.alert_destinations_call(site, &parts.method, &body)
                         .await?,
                 )
+            }
+            Route::Alerts => {
+                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                done(self.alerts_response(&site, query).await?)
             }
             Route::DashboardSocket => {
                 if query_param(query, ticket::TICKET_PARAM).is_none() {

@@ -1,9 +1,9 @@
 //! The service's side of alert rules: a [`Subject`] from a visitor record, and the rules of
 //! a site evaluated on it with their cooldowns claimed in the store. See [`crate::alerts`].
 
-use crate::alerts::{self, AlertNotice, Subject};
+use crate::alerts::{self, ALERT_LOG_KEEP, AlertLogEntry, AlertNotice, Subject};
 use crate::clock::Timestamp;
-use crate::notify::Notice;
+use crate::notify::{Label, Notice, Sent};
 use crate::presence::VisitorRecord;
 use crate::site::Site;
 
@@ -34,6 +34,40 @@ pub(crate) fn subject_of(record: &VisitorRecord, now: Timestamp, identified_now:
 }
 
 impl Tippen {
+    /// Records the end of one delivery ([`crate::notify::send`]) in the site's alert log, so
+    /// `GET /api/alerts` shows it (every host calls this after each delivery). A store
+    /// failure is logged.
+    pub async fn record_delivery(&self, label: &Label, sent: &Sent) {
+        let (event, attempts, reason) = match sent {
+            Sent::Yes { attempts } => ("delivered", *attempts, None),
+            Sent::No { attempts, reason } => ("failed", *attempts, Some(reason.clone())),
+        };
+        let entry = AlertLogEntry {
+            at: self.clock.now().as_millis(),
+            event: event.into(),
+            kind: label.kind.into(),
+            id: label.id.clone(),
+            rule_id: None,
+            rule_name: None,
+            visitor_id: None,
+            company: None,
+            domain: None,
+            lead_score: None,
+            channel: Some(label.channel.into()),
+            destination: Some(label.destination.clone()),
+            attempts: Some(attempts),
+            reason,
+        };
+        self.log_alert(&crate::site::SiteId::from(label.site.as_str()), entry)
+            .await;
+    }
+
+    async fn log_alert(&self, site: &crate::site::SiteId, entry: AlertLogEntry) {
+        if let Err(e) = self.store.log_alert(site, &entry, ALERT_LOG_KEEP).await {
+            tracing::warn!(site = %site, error = %e, "alert log not written");
+        }
+    }
+
     /// The effects of `outcome` on `site`, with the alerts its subjects raise. `known` is the
     /// site when the caller holds it; otherwise it is read, only when there are subjects.
     pub(crate) async fn effects_with_alerts(
@@ -98,7 +132,7 @@ impl Tippen {
                     }
                 }
                 tracing::info!(site = %site.id, rule = %rule.id, visitor = %subject.visitor_id, "alert rule matched");
-                notices.push(Notice::Alert(Box::new(AlertNotice {
+                let notice = AlertNotice {
                     site: site.id.clone(),
                     site_name: site.name.clone(),
                     alert_id: self.ids.id("alt"),
@@ -108,7 +142,10 @@ impl Tippen {
                     subject: subject.clone(),
                     at: now,
                     destinations: site.alert_destinations.clone(),
-                })));
+                };
+                self.log_alert(&site.id, AlertLogEntry::raised(&notice))
+                    .await;
+                notices.push(Notice::Alert(Box::new(notice)));
             }
         }
         notices
