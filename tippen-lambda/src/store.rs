@@ -1506,7 +1506,7 @@ impl Store for DynamoStore {
             .table_name(&self.table)
             .consistent_read(true)
             .key_condition_expression("pk = :pk")
-            .expression_attribute_values(":pk", s(&format!("ALERTLOG#{site}")))
+            .expression_attribute_values(":pk", s(format!("ALERTLOG#{site}")))
             .scan_index_forward(false)
             .limit(i32::try_from(limit).unwrap_or(i32::MAX))
             .send()
