@@ -188,6 +188,9 @@ if runs axum; then
   step "axum: the dashboard's History, Companies and Analytics tabs (headless Chromium)"
   TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACTS="$artifacts" \
     node tests/browser/history.mjs
+  step "axum: the dashboard's alerts: a rule, a marked live row, the Alerts tab, a Slack link (headless Chromium)"
+  TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACTS="$artifacts" \
+    node tests/browser/alerts.mjs
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
   rm -rf "$db_dir"
