@@ -728,3 +728,85 @@ fn socket_quotas_and_a_sites_own() {
         Err(SettingsError::NotANumber { .. })
     ));
 }
+
+#[test]
+fn alert_rules_and_destinations_are_read_checked_and_kept_across_registrations() {
+    let json = r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij",
+        "alertRules":[{"id":"pricing","when":{"domains":["Acme.com"],"pages":[{"path":"/pricing"}]},"cooldownMinutes":30}],
+        "alertDestinations":{"slackWebhookUrl":"http://127.0.0.1:9/slack","webhooks":[{"url":"https://crm.example/hook","secret":"whsec_0123456789abcdef"}]}}]"#;
+    let s = sites(json).unwrap();
+    let site = s.site("a").unwrap();
+    assert_eq!(site.alert_rules.len(), 1);
+    let rule = &site.alert_rules[0];
+    assert_eq!(
+        (rule.name.as_str(), rule.source),
+        ("pricing", crate::alerts::RuleSource::Config)
+    );
+    assert_eq!(
+        rule.when.domains,
+        vec!["acme.com".to_owned()],
+        "lower-cased"
+    );
+    assert_eq!(site.alert_destinations.webhooks.len(), 1);
+    // Configuration is the operator's: a loopback Slack webhook is accepted there.
+    assert!(site.alert_destinations.slack_webhook_url.is_some());
+    assert!(!format!("{site:?}").contains("whsec_0123456789abcdef"));
+
+    let bad = site_problem(
+        r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","alertRules":[{"id":"x","businessHours":{"timeZone":"Mars/Olympus"}}]}]"#,
+    );
+    assert!(
+        matches!(&bad.1, SiteProblem::Alerts(m) if m.contains("IANA")),
+        "{bad:?}"
+    );
+    let twice = site_problem(
+        r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","alertRules":[{"id":"x"},{"id":"x"}]}]"#,
+    );
+    assert!(
+        matches!(&twice.1, SiteProblem::Alerts(m) if m.contains("used twice")),
+        "{twice:?}"
+    );
+    assert!(matches!(
+        sites(
+            r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","alertRules":[{"id":"x","colour":"red"}]}]"#
+        ),
+        Err(SettingsError::SitesJson { .. })
+    ));
+
+    // A rule made through the API survives the configuration being registered again; a
+    // configured rule of the same id replaces it; destinations from the API stay while the
+    // configuration names none.
+    futures_util::FutureExt::now_or_never(async {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
+        let tippen = Tippen::new(Arc::new(MemoryStore::new()), clock, Config::default());
+        let plain = sites(r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij"}]"#)
+            .unwrap()
+            .sites;
+        register_sites(&tippen, &plain).await.unwrap();
+        let mut stored = tippen.store().site(&SiteId::from("a")).await.unwrap().unwrap();
+        let mut api_rule: crate::alerts::AlertRule =
+            serde_json::from_str(r#"{"id":"from-api","when":{"newCompany":true}}"#).unwrap();
+        api_rule.source = crate::alerts::RuleSource::Api;
+        stored.alert_rules.push(api_rule);
+        stored.alert_destinations = s.site("a").unwrap().alert_destinations.clone();
+        tippen.put_site(&stored).await.unwrap();
+        assert_eq!(register_sites(&tippen, &plain).await.unwrap(), 0, "nothing to change");
+        let kept = tippen.store().site(&SiteId::from("a")).await.unwrap().unwrap();
+        assert_eq!(kept.alert_rules.len(), 1);
+        assert_eq!(kept.alert_rules[0].id, "from-api");
+        assert_eq!(kept.alert_destinations.webhooks.len(), 1);
+        let configured = sites(
+            r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij","alertRules":[{"id":"from-api"},{"id":"other"}]}]"#,
+        )
+        .unwrap()
+        .sites;
+        register_sites(&tippen, &configured).await.unwrap();
+        let replaced = tippen.store().site(&SiteId::from("a")).await.unwrap().unwrap();
+        let ids: Vec<_> = replaced.alert_rules.iter().map(|r| (r.id.as_str(), r.source)).collect();
+        assert_eq!(
+            ids,
+            [("from-api", crate::alerts::RuleSource::Config), ("other", crate::alerts::RuleSource::Config)]
+        );
+    })
+    .unwrap();
+}
