@@ -1,7 +1,7 @@
 //! One delivery path for every kind of alert, sans-IO.
 //!
 //! The core hands a host [`Notice`]s (support alerts and alert-rule alerts alike, in
-//! [`Effects::notifications`](crate::Effects::notifications)); [`outgoing`] turns each into
+//! [`Effects::notifications`](crate::Effects::notifications)); [`Notifier::outgoing`] turns each into
 //! the HTTP requests it needs — Slack messages (Block Kit) and signed webhooks — and
 //! [`send`] delivers one of them with the host's HTTP transport and timer, retrying 429 and
 //! 5xx answers with backoff and honouring `Retry-After`. Every host calls these two and
