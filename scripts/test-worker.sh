@@ -172,6 +172,10 @@ step "the dashboard's History, Companies and Analytics tabs on the Worker (headl
 TIPPEN_BASE_URL=$base TIPPEN_KEY=legacy_key_0123456789abcd TIPPEN_ARTIFACTS="$artifacts/browser-worker" \
   node tests/browser/history.mjs
 
+step "the dashboard's alerts on the Worker: a rule, a marked live row, the Alerts tab, a Slack link (headless Chromium)"
+TIPPEN_BASE_URL=$base TIPPEN_KEY=legacy_key_0123456789abcd TIPPEN_ARTIFACTS="$artifacts/browser-worker" \
+  node tests/browser/alerts.mjs
+
 step "two sites are isolated (two Durable Objects)"
 TIPPEN_PERSIST_DIR="$persist/state" node "$example/tests/checks.mjs" isolation
 stop_wrangler

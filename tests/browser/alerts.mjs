@@ -13,6 +13,7 @@ import { chromium } from 'playwright-core';
 import fs from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { apiWith, assert, finish, say, step } from './steps.mjs';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 const BASE = (process.env.TIPPEN_BASE_URL || 'http://127.0.0.1:18787').replace(/\/+$/, '');
@@ -21,38 +22,7 @@ const ARTIFACTS = path.resolve(process.env.TIPPEN_ARTIFACTS || path.join(here, '
 const CHROMIUM = process.env.TIPPEN_CHROMIUM || '/usr/bin/chromium';
 const ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--no-first-run', '--disable-background-networking'];
 
-const say = (line) => process.stdout.write(line + '\n');
-let failed = 0;
-let passed = 0;
-
-function assert(cond, message) {
-  if (!cond) throw new Error(message);
-}
-
-async function step(name, fn) {
-  const t0 = Date.now();
-  say(`-- ${name}`);
-  try {
-    await fn();
-    passed += 1;
-    say(`ok   ${name} (${Date.now() - t0} ms)`);
-  } catch (e) {
-    failed += 1;
-    say(`FAIL ${name}: ${(e && e.stack) || e}`);
-    throw e;
-  }
-}
-
-async function api(method, p, body) {
-  const res = await fetch(BASE + p, {
-    method,
-    headers: { 'Content-Type': 'application/json', 'X-Tippen-API-Key': KEY },
-    body: body ? JSON.stringify(body) : undefined,
-  });
-  const text = await res.text();
-  assert(res.ok, `${method} ${p}: HTTP ${res.status} ${text}`);
-  return text ? JSON.parse(text) : null;
-}
+const api = apiWith(BASE, KEY);
 
 async function main() {
   fs.mkdirSync(ARTIFACTS, { recursive: true });
@@ -122,7 +92,4 @@ async function main() {
   }
 }
 
-main().then(
-  () => { say(`alerts dashboard: ${passed} steps passed, ${failed} failed`); process.exit(failed ? 1 : 0); },
-  (e) => { say(`alerts dashboard: ${passed} steps passed, ${failed + (failed ? 0 : 1)} failed (${e.message})`); process.exit(1); },
-);
+finish('alerts dashboard', main);

@@ -29,7 +29,9 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 
 use crate::alerts::{AlertNotice, SigningSecret};
-use crate::slack::{self, Delivery, RetryPolicy, SlackConfig, WebhookUrl, escape};
+use crate::slack::{
+    self, Delivery, RetryPolicy, SlackConfig, WebhookUrl, duration_text, escape, percent_encode,
+};
 use crate::support::{SupportConfig, SupportNotice};
 
 /// The header a webhook's signature is in.
@@ -310,19 +312,6 @@ where
     }
 }
 
-fn duration_text(ms: u64) -> String {
-    let s = ms / 1000;
-    match (s / 3600, (s % 3600) / 60, s % 60) {
-        (0, 0, s) => format!("{s}s"),
-        (0, m, s) => format!("{m}m {s}s"),
-        (h, m, _) => format!("{h}h {m}m"),
-    }
-}
-
-fn percent_encode(s: &str) -> String {
-    form_urlencoded::byte_serialize(s.as_bytes()).collect()
-}
-
 /// The dashboard link that opens the dashboard with `visitor_id` selected.
 pub fn visitor_link(base: &str, visitor_id: &str) -> String {
     format!(
@@ -374,7 +363,7 @@ pub fn alert_slack_message(a: &AlertNotice, public_url: Option<&str>) -> Value {
             {"type": "mrkdwn", "text": format!("*Industry*\n{}", escape(c.industry.as_deref().unwrap_or("—")))},
             {"type": "mrkdwn", "text": format!("*Employees*\n{}", escape(c.employees.as_deref().unwrap_or("—")))},
             {"type": "mrkdwn", "text": format!("*Location*\n{}", escape(c.enriched_location.as_deref().unwrap_or(&c.location)))},
-            {"type": "mrkdwn", "text": format!("*Time on site*\n{}", duration_text(a.subject.time_on_site_ms))},
+            {"type": "mrkdwn", "text": format!("*Time on site*\n{}", duration_text(Duration::from_millis(a.subject.time_on_site_ms)))},
             {"type": "mrkdwn", "text": format!("*Lead score*\n{}", a.lead_score)},
         ]}),
         json!({"type": "section", "text": {"type": "mrkdwn", "text": format!("*Pages*\n{pages}")}}),
