@@ -3,8 +3,8 @@
 //! A site keeps a list of [`AlertRule`]s (in configuration, `alertRules`, and through the
 //! secret-key API `/api/alert-rules`) and where alerts go ([`AlertDestinations`]: a Slack
 //! incoming webhook and signed webhooks). The service evaluates the rules on the events that
-//! can change an answer — a new visit, a page view, a company identified by enrichment — never
-//! on a heartbeat: [`Subject`] is what such an event knows about the visit, [`AlertRule::matches`]
+//! can change an answer — a new visit, a page view, a company identified by enrichment, the
+//! visit's close — never on a heartbeat: [`Subject`] is what such an event knows about the visit, [`AlertRule::matches`]
 //! decides, and a match becomes an [`AlertNotice`] once the rule's cooldown for that company
 //! is claimed in the store (one alert per company and rule per cooldown, across processes).
 //!

@@ -608,21 +608,22 @@ impl Tippen {
                         }
                         // A tab held for its linger (the deadline is its end), or only a
                         // departure to remember: nothing for dashboards yet.
-                        return Ok((Write::Save(record), Some((Vec::new(), deadline))));
+                        return Ok((Write::Save(record), Some((Vec::new(), deadline, None))));
                     }
-                    let (write, mut messages) = self.settle(site, record, change, now);
+                    let (write, mut messages, subject) = self.settle(site, record, change, now);
                     messages.extend(ended.map(ServerMessage::from));
-                    Ok((write, Some((messages, deadline))))
+                    Ok((write, Some((messages, deadline, subject))))
                 },
-                |left| left.as_ref().map_or(0, |(messages, _)| messages.len()),
+                |left| left.as_ref().map_or(0, |(messages, _, _)| messages.len()),
             )
             .await?;
-        let Some((messages, deadline)) = left else {
+        let Some((messages, deadline, subject)) = left else {
             return Ok(Outcome::default());
         };
         Ok(Outcome {
             messages: self.sequence_numbered(site, messages, numbered).await?,
             deadline,
+            alert_subjects: subject.into_iter().collect(),
             ..Outcome::default()
         })
     }
@@ -638,19 +639,24 @@ impl Tippen {
         mut record: VisitorRecord,
         change: TabsChange,
         now: Timestamp,
-    ) -> (Write<VisitorRecord>, Vec<ServerMessage>) {
+    ) -> Settled {
         match change {
             TabsChange::Removed(reason) => {
                 let removed = ServerMessage::VisitorRemoved {
                     visitor_id: record.visitor_id.clone(),
                     reason,
                 };
+                // The visit as it closes, for the alert rules (its final engagement).
+                let subject = record
+                    .visit
+                    .is_some()
+                    .then(|| alerts::subject_of(&record, now, false));
                 let closed = record.close_visit(site, reason);
                 if record.is_tombstone() {
                     // Kept for the departure quiet period, then removed silently by a sweep.
-                    (Write::Save(record).closing(closed), vec![removed])
+                    (Write::Save(record).closing(closed), vec![removed], subject)
                 } else {
-                    (Write::Remove.closing(closed), vec![removed])
+                    (Write::Remove.closing(closed), vec![removed], subject)
                 }
             }
             TabsChange::TabsClosed => {
@@ -658,9 +664,9 @@ impl Tippen {
                     visitor: Box::new(self.view(&record, now)),
                     event: UpdateKind::TabClosed,
                 };
-                (Write::Save(record), vec![update])
+                (Write::Save(record), vec![update], None)
             }
-            TabsChange::Unchanged => (Write::Keep, Vec::new()),
+            TabsChange::Unchanged => (Write::Keep, Vec::new(), None),
         }
     }
 
@@ -692,7 +698,7 @@ impl Tippen {
                     Some(Some(current)),
                     |current| {
                         let Some(current) = current else {
-                            return Ok((Write::Keep, Vec::new()));
+                            return Ok((Write::Keep, (Vec::new(), None)));
                         };
                         let mut record = current.value.clone();
                         let change = record.expire(now, cfg);
@@ -704,22 +710,23 @@ impl Tippen {
                         Ok(if current.value.is_tombstone() {
                             // A departed visitor's quiet period is over: forget it silently.
                             if current.value.deadline <= now {
-                                (Write::Remove, Vec::new())
+                                (Write::Remove, (Vec::new(), None))
                             } else {
-                                (Write::Keep, Vec::new())
+                                (Write::Keep, (Vec::new(), None))
                             }
                         } else if change == TabsChange::Unchanged
                             && (ended.is_some() || record.deadline != current.value.deadline)
                         {
                             // An expired invite, or a stale index entry: rewrite to move it.
-                            (Write::Save(record), ended.into_iter().collect())
+                            (Write::Save(record), (ended.into_iter().collect(), None))
                         } else {
-                            let (write, mut messages) = self.settle(site, record, change, now);
+                            let (write, mut messages, subject) =
+                                self.settle(site, record, change, now);
                             messages.extend(ended);
-                            (write, messages)
+                            (write, (messages, subject))
                         })
                     },
-                    Vec::len,
+                    |(messages, _)| messages.len(),
                 )
                 .await
             })
@@ -728,12 +735,17 @@ impl Tippen {
             .await;
         // Messages numbered with their writes keep their numbers; the rest are numbered now.
         let mut numbered = Vec::new();
+        let mut alert_subjects = Vec::new();
         for swept in swept {
             match swept {
-                Ok((m, Some(numbers))) => {
+                Ok(((m, subject), Some(numbers))) => {
+                    alert_subjects.extend(subject);
                     numbered.extend(self.sequence_numbered(site, m, Some(numbers)).await?);
                 }
-                Ok((mut m, None)) => messages.append(&mut m),
+                Ok(((mut m, subject), None)) => {
+                    alert_subjects.extend(subject);
+                    messages.append(&mut m);
+                }
                 // Concurrent writers kept moving it: they re-armed its deadline.
                 Err(ServiceError::Contention(_)) => {}
                 Err(e) => return Err(e),
@@ -748,6 +760,7 @@ impl Tippen {
             messages,
             deadline: self.next_deadline(site).await?,
             notifications,
+            alert_subjects,
             ..Outcome::default()
         })
     }
@@ -1278,6 +1291,14 @@ enum TrackStep {
 }
 
 /// A tracker event's written result, for the outcome.
+/// What [`Tippen::settle`] makes of a tabs change: the write, the dashboards' messages, and a
+/// closing visit for the alert rules.
+type Settled = (
+    Write<VisitorRecord>,
+    Vec<ServerMessage>,
+    Option<crate::alerts::Subject>,
+);
+
 struct Tracked {
     /// Unsequenced dashboard messages, in order.
     messages: Vec<ServerMessage>,

@@ -514,3 +514,34 @@ fn the_alert_log_shows_alerts_with_their_deliveries_and_failures() {
         json!({"alerts": [], "failures": []})
     );
 }
+
+#[test]
+fn a_visit_is_evaluated_again_when_it_closes() {
+    let h = harness();
+    // 5 points a page view, 1 per 30 s on the site: 20 needs time, which only the close
+    // (the sweep that removes the silent visitor) sees.
+    with_rule(
+        &h,
+        json!({"id": "engaged", "when": {"minLeadScore": 20}, "cooldownMinutes": 0}),
+    );
+    assert!(alerts(&pageview_from(&h, "v1", "/", "9.9.9.9")).is_empty());
+    h.clock.advance(Duration::from_secs(50));
+    assert!(
+        alerts(&pageview_from(&h, "v1", "/docs", "9.9.9.9")).is_empty(),
+        "10 + 1 points"
+    );
+    // Silent past the grace: the sweep closes the visit (last event + 60 s).
+    h.clock.advance(Duration::from_secs(600));
+    let closed = block(h.tippen.handle_timeout(&SiteId::from("a"))).unwrap();
+    assert!(
+        closed
+            .broadcast_texts()
+            .iter()
+            .any(|t| t.contains("VISITOR_REMOVED")),
+        "the sweep removed the visitor"
+    );
+    assert_eq!(
+        alerts(&closed),
+        vec![("engaged".into(), "v1".into(), String::new())]
+    );
+}

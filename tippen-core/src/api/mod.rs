@@ -892,7 +892,10 @@ impl Tippen {
         match result {
             Ok((response, outcome)) => {
                 let mut effects = match &alerting {
-                    Some(known) => self.effects_with_alerts(&site, Some(known), outcome).await,
+                    Some(known) => {
+                        self.effects_with_alerts(&site, Some(known), outcome, false)
+                            .await
+                    }
                     None => Effects::from_outcome(&site, outcome, false),
                 };
                 effects.response = Some(response);
@@ -1067,6 +1070,8 @@ impl Tippen {
     /// already due, more than one batch was: call again.
     pub async fn handle_timeout(&self, site: &SiteId) -> Result<Effects, ServiceError> {
         let outcome = self.sweep(site).await?;
-        Ok(Effects::from_outcome(site, outcome, true))
+        // Visits closed by the sweep are evaluated by the alert rules (the site is read only
+        // when some closed).
+        Ok(self.effects_with_alerts(site, None, outcome, true).await)
     }
 }

@@ -48,7 +48,7 @@ impl Answer {
             Answer::Lookup(result) => tippen.complete_lookup(site, visitor, result).await,
         };
         match outcome {
-            Ok(outcome) => tippen.effects_with_alerts(site, None, outcome).await,
+            Ok(outcome) => tippen.effects_with_alerts(site, None, outcome, false).await,
             Err(e) => {
                 tracing::warn!(site = %site, error = %e, "could not update an enriched visitor");
                 Effects::default()

@@ -68,16 +68,18 @@ impl Tippen {
         }
     }
 
-    /// The effects of `outcome` on `site`, with the alerts its subjects raise. `known` is the
-    /// site when the caller holds it; otherwise it is read, only when there are subjects.
+    /// The effects of `outcome` on `site` (`exact`: its deadline was read after a sweep), with
+    /// the alerts its subjects raise. `known` is the site when the caller holds it; otherwise
+    /// it is read, only when there are subjects.
     pub(crate) async fn effects_with_alerts(
         &self,
         site: &crate::site::SiteId,
         known: Option<&Site>,
         mut outcome: crate::service::Outcome,
+        exact: bool,
     ) -> crate::effects::Effects {
         let subjects = std::mem::take(&mut outcome.alert_subjects);
-        let mut effects = crate::effects::Effects::from_outcome(site, outcome, false);
+        let mut effects = crate::effects::Effects::from_outcome(site, outcome, exact);
         if subjects.is_empty() {
             return effects;
         }
