@@ -756,13 +756,16 @@ impl Tippen {
 
     /// Runs an operation returned by [`route`](Self::route).
     pub async fn execute(&self, call: SiteCall) -> Effects {
-        // The site itself, for its alert rules (only kept when it has any).
-        let alerting = (!call.site.alert_rules.is_empty()).then(|| call.site.clone());
-        let honours_gpc = call.site.honor_gpc;
-        let honours_dnt = call.site.honor_dnt;
-        let site = call.site.id;
+        // The site record stays whole for its alert rules; the operation takes its id.
+        let SiteCall {
+            site: record,
+            op: call_op,
+        } = call;
+        let honours_gpc = record.honor_gpc;
+        let honours_dnt = record.honor_dnt;
+        let site = record.id.clone();
         let result: Result<(Response<Bytes>, Outcome), ApiError> = async {
-            Ok(match call.op {
+            Ok(match call_op {
                 Op::Track {
                     visitor_id,
                     ping,
@@ -891,12 +894,11 @@ impl Tippen {
         .await;
         match result {
             Ok((response, outcome)) => {
-                let mut effects = match &alerting {
-                    Some(known) => {
-                        self.effects_with_alerts(&site, Some(known), outcome, false)
-                            .await
-                    }
-                    None => Effects::from_outcome(&site, outcome, false),
+                let mut effects = if record.alert_rules.is_empty() {
+                    Effects::from_outcome(&site, outcome, false)
+                } else {
+                    self.effects_with_alerts(&site, Some(&record), outcome, false)
+                        .await
                 };
                 effects.response = Some(response);
                 effects
