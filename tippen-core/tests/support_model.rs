@@ -236,10 +236,6 @@ impl World {
                 panic!("a support alert was expected, got {n:?}");
             };
             notified_now.insert(n.user.user_id.clone());
-            self.notified
-                .entry(n.user.user_id.clone())
-                .or_default()
-                .push(now);
         }
         for text in broadcasts {
             let m: Value = serde_json::from_str(text).expect("JSON");
@@ -276,6 +272,11 @@ impl World {
                 }
                 Some("SUPPORT_RECOVERED") => {
                     let user = m["userId"].as_str().expect("userId").to_owned();
+                    if m["resolution"] == "expired" {
+                        // Forgotten after its retention: a later batch is a new user, whose
+                        // cooldown starts afresh (the model's user was dropped likewise).
+                        self.notified.remove(&user);
+                    }
                     let before = self.shown.remove(&user).unwrap_or_default();
                     assert!(!before.is_empty(), "recovered only when shown: {text}");
                     assert_eq!(
@@ -286,6 +287,10 @@ impl World {
                 }
                 other => panic!("unexpected message {other:?}: {text}"),
             }
+        }
+        // Recorded after the messages: an expiry reported in the same call comes first.
+        for user in notified_now {
+            self.notified.entry(user).or_default().push(now);
         }
         for (user, times) in &self.notified {
             for w in times.windows(2) {
@@ -533,5 +538,44 @@ fn time_driven_triggers_fire_without_a_new_batch() {
         Op::ToDeadline,
         Op::ToDeadline,
         Op::Advance(900_000),
+    ]);
+}
+
+/// Found by CI: the user is alerted (inactivity) at the last instant of its retention and
+/// forgotten 1 ms later; its next batch is a new user, notified at once. The cooldown holds
+/// within a user's life, not across its expiry.
+#[test]
+fn a_user_forgotten_after_its_retention_starts_a_new_cooldown() {
+    use Ev::*;
+    run(vec![
+        Op::Batch {
+            user: 0,
+            tier: None,
+            events: vec![Route(0)],
+        },
+        Op::Advance(1),
+        Op::Batch {
+            user: 1,
+            tier: None,
+            events: vec![Route(0)],
+        },
+        Op::Advance(300001),
+        Op::ToDeadline,
+        Op::Batch {
+            user: 1,
+            tier: Some("free_trial"),
+            events: vec![],
+        },
+        Op::ToDeadline,
+        Op::Batch {
+            user: 1,
+            tier: None,
+            events: vec![Error, Error],
+        },
+        Op::Batch {
+            user: 1,
+            tier: None,
+            events: vec![Error, Error],
+        },
     ]);
 }
