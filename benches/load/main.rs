@@ -27,9 +27,10 @@
 //! heartbeats came too late: the server fell behind).
 //!
 //! **The server** is sampled from `/proc/<pid>` (RSS, CPU); bytes per live visitor is the RSS
-//! growth over the run's start divided by the visitors live. Last comes **ingest**: heartbeats
+//! growth over the run's start divided by the visitors live. First comes **ingest**: heartbeats
 //! of 2,000 known visitors as fast as 32 keep-alive connections carry them (closed loop, a raw
-//! HTTP/1.1 client so the client costs little), the figure compared with bare axum.
+//! HTTP/1.1 client so the client costs little), the figure compared with bare axum; its
+//! visitors expire before the first level.
 //!
 //! Pinning (`taskset`) is the caller's: `scripts/load-bench.sh` puts each server on one core
 //! and the harness on the other.

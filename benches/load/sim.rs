@@ -621,6 +621,21 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         levels: Vec::new(),
         ingest: None,
     };
+    // Ingest first, on the fresh server (a server that collapsed at the last level may still be
+    // working off its queue); its visitors expire before the levels start.
+    if args.ingest_secs > 0 {
+        let r = ingest::ingest(&ctx.http, args.ingest_conns, args.ingest_secs).await?;
+        eprintln!(
+            "{}: ingest {:.0} heartbeats/s ({} errors)",
+            args.name, r.rps, r.errors
+        );
+        result.ingest = Some(r);
+        if args.kind != Kind::Bare {
+            sleep(Duration::from_micros(ctx.grace_us) + Duration::from_secs(2)).await;
+        }
+        let (_, rss) = proc_sample(&pid);
+        result.rss_baseline = rss;
+    }
     if args.kind != Kind::Bare {
         for dash in 0..args.dashboards {
             let ws = connect_dashboard(&ctx).await?;
@@ -675,7 +690,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
                 server_cpu_pct: ticks1.saturating_sub(ticks0) as f64 / secs,
                 harness_cpu_pct: self1.saturating_sub(self0) as f64 / secs,
                 server_rss: rss,
-                bytes_per_visitor: rss.saturating_sub(rss_baseline) as f64 / live.max(1) as f64,
+                bytes_per_visitor: rss.saturating_sub(result.rss_baseline) as f64
+                    / live.max(1) as f64,
                 held: false,
             };
             drop(s);
@@ -718,21 +734,6 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         }
         ctx.stop.set(true);
         ctx.level.set(0);
-        // Let the requests in flight finish (a collapsed server first works off its queue,
-        // for at most a minute) and the visitors expire before the ingest figure.
-        let drained = Instant::now();
-        while ctx.in_flight.get() > 0 && drained.elapsed() < Duration::from_secs(60) {
-            sleep(Duration::from_millis(100)).await;
-        }
-        sleep(Duration::from_micros(ctx.grace_us) + Duration::from_secs(1)).await;
-    }
-    if args.ingest_secs > 0 {
-        let r = ingest::ingest(&ctx.http, args.ingest_conns, args.ingest_secs).await?;
-        eprintln!(
-            "{}: ingest {:.0} heartbeats/s ({} errors)",
-            args.name, r.rps, r.errors
-        );
-        result.ingest = Some(r);
     }
     result.loadavg[1] = loadavg();
     let json = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
