@@ -52,6 +52,42 @@ async fn history_survives_a_reopen() {
     assert_eq!(all, [visit]);
 }
 
+/// A visitor's earlier visits are counted on its own rows (the visitor index), bounded by
+/// `before` and `max`, whatever other visitors' visits the site holds.
+#[tokio::test]
+async fn count_visits_counts_the_visitors_earlier_visits() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let history = SqliteHistory::open(dir.path().join("t.db")).expect("open");
+    let site = SiteId::from("s");
+    let other = SiteId::from("other");
+    for (s, visitor, at) in [
+        (&site, "v", 1_000),
+        (&site, "v", 2_000),
+        (&site, "v", 3_000),
+        (&site, "w", 1_500),
+        (&other, "v", 500),
+    ] {
+        let visit = sample_visit(s, visitor, at, None, None, &["/"]);
+        history.put_visit(s, &visit).await.expect("put");
+    }
+    let count = |visitor: &'static str, before: i64, max: usize| {
+        let (history, site) = (&history, &site);
+        async move {
+            history
+                .count_visits(site, visitor, Timestamp::from_millis(before), max)
+                .await
+                .expect("count")
+        }
+    };
+    assert_eq!(count("v", 2_500, 10).await, 2);
+    assert_eq!(count("v", 3_000, 10).await, 2, "before is exclusive");
+    assert_eq!(count("v", 10_000, 10).await, 3);
+    assert_eq!(count("v", 10_000, 1).await, 1, "at most max");
+    assert_eq!(count("v", 1_000, 10).await, 0);
+    assert_eq!(count("w", 10_000, 10).await, 1);
+    assert_eq!(count("x", 10_000, 10).await, 0);
+}
+
 /// The companies' ranking reads only the rollups of the companies that rank (the covering
 /// index), and a file from before the `visits` column is ranked right once reopened.
 #[tokio::test]
