@@ -256,16 +256,21 @@ pub enum Sent {
 }
 
 impl Sent {
-    /// Logs the outcome (never the URL or a secret).
+    /// Logs the outcome (never the URL or a secret): `Slack notified` / `Slack notification
+    /// dropped`, `webhook delivered` / `webhook delivery dropped`, with the site, the kind, the
+    /// alert id or user, and the attempts.
     pub fn log(&self, label: &Label) {
+        let slack = label.channel == "slack";
         match self {
             Sent::Yes { attempts } => tracing::info!(
                 site = %label.site, kind = label.kind, id = %label.id, channel = label.channel,
-                attempts, "notification delivered"
+                attempts,
+                "{}", if slack { "Slack notified" } else { "webhook delivered" }
             ),
             Sent::No { attempts, reason } => tracing::warn!(
                 site = %label.site, kind = label.kind, id = %label.id, channel = label.channel,
-                attempts, %reason, "notification dropped"
+                attempts, %reason,
+                "{}", if slack { "Slack notification dropped" } else { "webhook delivery dropped" }
             ),
         }
     }

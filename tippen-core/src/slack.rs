@@ -211,14 +211,14 @@ pub fn after_response(
     }
     let retryable = status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error();
     if !retryable {
-        return Delivery::GiveUp(format!("Slack answered {status}"));
+        return Delivery::GiveUp(format!("the receiver answered {status}"));
     }
     if attempt >= policy.max_attempts {
-        return Delivery::GiveUp(format!("Slack answered {status} {attempt} times"));
+        return Delivery::GiveUp(format!("the receiver answered {status} {attempt} times"));
     }
     match retry_after(headers) {
         Some(wait) if wait > policy.max_delay => Delivery::GiveUp(format!(
-            "Slack answered {status} with Retry-After {}s, beyond the {}s limit",
+            "the receiver answered {status} with Retry-After {}s, beyond the {}s limit",
             wait.as_secs(),
             policy.max_delay.as_secs()
         )),
@@ -231,7 +231,7 @@ pub fn after_response(
 /// means: retry with backoff while attempts remain.
 pub fn after_transport_error(attempt: u32, policy: &RetryPolicy) -> Delivery {
     if attempt >= policy.max_attempts {
-        Delivery::GiveUp(format!("Slack unreachable {attempt} times"))
+        Delivery::GiveUp(format!("the receiver was unreachable {attempt} times"))
     } else {
         Delivery::RetryAfter(backoff(attempt, policy))
     }
