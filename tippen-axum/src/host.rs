@@ -267,10 +267,7 @@ impl TippenHost {
         let notifier = match &transport {
             Some(t) => Some(Deliveries::new(
                 t.clone(),
-                tippen_core::notify::Notifier::new(
-                    config.slack.clone(),
-                    tippen.config().support.clone(),
-                ),
+                tippen_core::notify::Notifier::new(config.slack.clone(), tippen.config()),
                 tippen.clone(),
             )),
             None => {

@@ -566,6 +566,9 @@ pub struct AlertsConfig {
     /// a secret-key holder could otherwise make the server call into its own network).
     /// Destinations in the configuration are the operator's and always allowed.
     pub allow_private_destinations: bool,
+    /// The server's public base URL (`TIPPEN_PUBLIC_URL`), for the links in alerts (Slack's
+    /// buttons, a webhook's `dashboardUrl`); `None`: alerts carry no links.
+    pub public_url: Option<String>,
 }
 
 /// Checks a destination URL set through the API: `https://`, and not a loopback, private or

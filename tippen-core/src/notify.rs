@@ -80,23 +80,22 @@ pub struct Outgoing {
 /// dashboard's public URL for links), and the support rules (for the message text).
 #[derive(Clone, Debug, Default)]
 pub struct Notifier {
-    /// The server-wide Slack webhook of support alerts; also the base URL for dashboard links
-    /// in alerts.
+    /// The server-wide Slack webhook of support alerts.
     pub slack: Option<SlackConfig>,
     /// The support rules (their windows appear in the message).
     pub support: SupportConfig,
-    /// The server's public base URL, for links back to the dashboard (when `slack` has none).
+    /// The server's public base URL, for links back to the dashboard in alerts.
     pub public_url: Option<String>,
 }
 
 impl Notifier {
-    /// A notifier with the support alerts' Slack configuration, if any.
-    pub fn new(slack: Option<SlackConfig>, support: SupportConfig) -> Self {
-        let public_url = slack.as_ref().and_then(|s| s.dashboard_base_url.clone());
+    /// A notifier with the support alerts' Slack configuration, if any, and the core's
+    /// configuration (the support rules, the public URL of [`AlertsConfig`](crate::alerts::AlertsConfig)).
+    pub fn new(slack: Option<SlackConfig>, config: &crate::Config) -> Self {
         Notifier {
             slack,
-            support,
-            public_url,
+            support: config.support.clone(),
+            public_url: config.alerts.public_url.clone(),
         }
     }
 

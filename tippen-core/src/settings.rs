@@ -802,6 +802,11 @@ impl Settings {
         #[cfg(feature = "slack")]
         let slack = slack(&lookup)?;
         let enrichment = enrichment(&lookup)?;
+        // After the Slack settings, whose message names a bad public URL as Slack's.
+        config.alerts.public_url = lookup(names::PUBLIC_URL)
+            .filter(|s| !s.value.trim().is_empty())
+            .map(Setting::http_url)
+            .transpose()?;
         let mut rate_limits = crate::rate::RateLimits::default();
         for (name, into) in [
             (names::RATE_LIMIT_PER_IP, &mut rate_limits.per_client),

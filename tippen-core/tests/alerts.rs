@@ -545,3 +545,23 @@ fn a_visit_is_evaluated_again_when_it_closes() {
         vec![("engaged".into(), "v1".into(), String::new())]
     );
 }
+
+#[test]
+fn alerts_link_back_with_the_public_url_without_a_support_slack_webhook() {
+    use tippen_core::notify::Notifier;
+    let h = harness();
+    with_rule(&h, json!({"id": "hot", "when": {"domains": ["acme.com"]}}));
+    pageview_from(&h, "v1", "/pricing", "9.9.9.9");
+    let settled = settle(&h, "v1", "acme.com");
+    let mut config = Config::default();
+    config.alerts.public_url = Some("https://tippen.example".into());
+    let out = Notifier::new(None, &config).outgoing(&settled.notifications);
+    let body: Value = serde_json::from_slice(&out[0].body).unwrap();
+    assert_eq!(
+        body["dashboardUrl"],
+        "https://tippen.example/dashboard#visitor=v1"
+    );
+    let none = Notifier::new(None, &Config::default()).outgoing(&settled.notifications);
+    let body: Value = serde_json::from_slice(&none[0].body).unwrap();
+    assert_eq!(body["dashboardUrl"], Value::Null);
+}

@@ -34,7 +34,7 @@ impl Outbound {
                 }
                 Some(Outbound {
                     transport,
-                    notifier: Notifier::new(config.slack.clone(), config.core.support.clone()),
+                    notifier: Notifier::new(config.slack.clone(), &config.core),
                     budget: config.slack_budget,
                 })
             }

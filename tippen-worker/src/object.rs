@@ -217,10 +217,7 @@ impl SiteObject {
             state: self.state.clone(),
             store,
             transport: FetchTransport::default(),
-            notifier: Rc::new(Notifier::new(
-                config.slack.clone(),
-                config.core.support.clone(),
-            )),
+            notifier: Rc::new(Notifier::new(config.slack.clone(), &config.core)),
             enrichment,
             armed: Cell::new(None),
             arm_failure: Cell::new(None),

@@ -256,9 +256,19 @@ fn urls_must_be_http_or_https_with_a_host() {
             problem: SlackError::InvalidPublicUrl(_)
         }
     ));
-    assert!(
-        slack("", "tippen.example").unwrap().slack.is_none(),
-        "the public URL alone is unused"
+    // Without Slack's webhook the public URL is still used (links in alerts), so checked.
+    assert_eq!(
+        slack("", "tippen.example").unwrap_err(),
+        SettingsError::NotHttpUrl {
+            name: "TIPPEN_PUBLIC_URL",
+            value: "tippen.example".into()
+        }
+    );
+    let alone = slack("", "https://tippen.example").unwrap();
+    assert!(alone.slack.is_none());
+    assert_eq!(
+        alone.config.alerts.public_url.as_deref(),
+        Some("https://tippen.example")
     );
 }
 
