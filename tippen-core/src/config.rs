@@ -177,4 +177,9 @@ pub struct Config {
     pub sockets: SocketUrls,
     /// Alert rules' delivery (see [`crate::alerts`]).
     pub alerts: crate::alerts::AlertsConfig,
+    /// How long the audit log keeps entries (see [`crate::audit`]).
+    pub audit: crate::audit::AuditConfig,
+    /// The hash of the operator token (`TIPPEN_OPERATOR_TOKEN`), which authorizes the
+    /// operator API (`/api/operator/...`) across sites; `None`: that API is off.
+    pub operator_token: Option<crate::site::KeyHash>,
 }

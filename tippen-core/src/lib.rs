@@ -43,6 +43,7 @@ pub mod alerts;
 pub mod api;
 #[cfg(feature = "assets")]
 pub mod assets;
+pub mod audit;
 pub mod clock;
 pub mod config;
 pub mod effects;

@@ -33,6 +33,7 @@ struct Inner {
     tickets: SpentTickets,
     /// Alert logs.
     alert_logs: crate::store::AlertLogs,
+    audit_logs: crate::audit::AuditLogs,
 }
 
 #[derive(Debug, Default)]
@@ -146,6 +147,24 @@ impl Store for MemoryStore {
         limit: usize,
     ) -> Result<Vec<crate::alerts::AlertLogEntry>, StoreError> {
         Ok(self.lock().alert_logs.latest(site, limit))
+    }
+
+    async fn log_audit(
+        &self,
+        entry: &crate::audit::AuditEntry,
+        keep_after: Timestamp,
+    ) -> Result<(), StoreError> {
+        self.lock().audit_logs.push(entry.clone(), keep_after);
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        site: &SiteId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::AuditEntry>, StoreError> {
+        Ok(self.lock().audit_logs.latest(site, since, limit))
     }
 
     async fn visitor(

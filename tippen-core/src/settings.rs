@@ -588,6 +588,9 @@ impl SiteSpec {
                 .rate_limit_per_key
                 .and_then(crate::rate::RateLimit::per_second),
             socket_quotas: self.socket_quotas,
+            credentials: Vec::new(),
+            disabled: false,
+            managed: false,
         })
     }
 }
@@ -980,17 +983,24 @@ fn enrichment(
 /// Stores every configured site the store does not hold as it is (a new site, changed keys or
 /// policies); returns how many were written. Sites the store has but `sites` lacks are kept.
 /// A stored site keeps the alert rules created through the API (unless the configuration
-/// uses their ids) and, when the configuration names none, its alert destinations.
+/// uses their ids), when the configuration names none, its alert destinations, and its member
+/// tokens. A site the operator API created or changed ([`Site::managed`]) is left as stored.
 pub async fn register_sites(tippen: &Tippen, sites: &[Site]) -> Result<usize, ServiceError> {
     let stored = tippen.store().sites().await?;
     let mut written = 0;
     for site in sites {
         let mut site = site.clone();
         if let Some(old) = stored.iter().find(|s| s.id == site.id) {
+            if old.managed {
+                // The operator API changed it: the store's record wins.
+                continue;
+            }
             site.alert_rules = crate::alerts::merge_configured(&site.alert_rules, &old.alert_rules);
             if site.alert_destinations.is_empty() {
                 site.alert_destinations = old.alert_destinations.clone();
             }
+            // Member tokens issued at runtime stay.
+            site.credentials = old.credentials.clone();
         }
         if !stored.contains(&site) {
             tippen.put_site(&site).await?;

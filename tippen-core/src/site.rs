@@ -85,14 +85,110 @@ mod hex_bytes {
     }
 }
 
-/// What a presented key may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// What a presented key may do, in increasing order: each role may do what the ones before it
+/// may (a secret key tracks too). See `docs/access.md` for the role of every route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KeyRole {
     /// The public site key: tracking only.
     Public,
-    /// The secret key (or a legacy single key): everything.
+    /// A viewer's member token: the live view, history, statistics and alerts, read only.
+    Viewer,
+    /// An agent's member token: a viewer who may also invite visitors into calls.
+    Agent,
+    /// The secret key, a legacy single key or an admin's member token: everything on the site
+    /// (deletion, export, alert rules and destinations, member tokens, the audit log).
+    #[serde(alias = "admin")]
     Secret,
+}
+
+impl KeyRole {
+    /// The role's name in the API (`public`, `viewer`, `agent`, `admin`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            KeyRole::Public => "public",
+            KeyRole::Viewer => "viewer",
+            KeyRole::Agent => "agent",
+            KeyRole::Secret => "admin",
+        }
+    }
+
+    /// A member role by its API name (`viewer`, `agent`, `admin`).
+    pub fn member(name: &str) -> Option<KeyRole> {
+        match name {
+            "viewer" => Some(KeyRole::Viewer),
+            "agent" => Some(KeyRole::Agent),
+            "admin" => Some(KeyRole::Secret),
+            _ => None,
+        }
+    }
+}
+
+/// A key issued at runtime (by the operator API or a site's admin) besides a site's primary
+/// keys: a member token naming its holder, or a primary key replaced by a rotation that keeps
+/// working until [`expires_at`](Self::expires_at). Only its hash is kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Credential {
+    /// Stable id (`key_…` or `mem_…`), safe to show and log; revocation names it.
+    pub id: String,
+    /// The key's hash.
+    pub hash: KeyHash,
+    /// What it may do.
+    pub role: KeyRole,
+    /// The person a member token belongs to (recorded on the invites they send and in the
+    /// audit log); `None` for a rotated primary key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// When it was issued.
+    pub created_at: crate::Timestamp,
+    /// From when on it answers `401` (a rotated key's overlap end); `None`: until revoked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<crate::Timestamp>,
+}
+
+/// What a key presented to a site matched (see [`Site::access_of`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KeyMatch {
+    /// A primary key or a legacy key of the site, or a live credential.
+    Valid {
+        /// What it may do.
+        role: KeyRole,
+        /// The credential, when it is one (member tokens carry their holder's name).
+        credential: Option<Credential>,
+    },
+    /// A credential whose [`expires_at`](Credential::expires_at) has passed.
+    Expired,
+}
+
+/// Prefixes of the keys the server issues: public, secret, member.
+const ISSUED_PREFIXES: [&str; 3] = ["tpk_", "tsk_", "tmk_"];
+
+/// A new random key for `site`: `<prefix><site id>.<48 hex digits>` (192 bits from the
+/// platform's secure random source). The site id in the key lets a host that keeps each site
+/// apart (the Worker's Durable Objects) route a key it has not seen; the site still checks the
+/// key's hash. `prefix` is `tpk_`, `tsk_` or `tmk_`.
+pub(crate) fn issue_key(prefix: &str, site: &SiteId) -> String {
+    let mut bytes = [0u8; 24];
+    if let Err(e) = getrandom::fill(&mut bytes) {
+        // As for ids (crate::ids::SecureIds): a key that might repeat is never handed out.
+        panic!("the platform's secure random source failed: {e}");
+    }
+    format!("{prefix}{site}.{}", hex::encode(bytes))
+}
+
+/// The site id inside a key the server issued ([`issue_key`]'s form), `None` for any other
+/// key. Only a hint for routing: whether the key is valid is for the site to say.
+pub fn site_in_key(key: &str) -> Option<SiteId> {
+    let rest = ISSUED_PREFIXES.iter().find_map(|p| key.strip_prefix(p))?;
+    let (site, random) = rest.rsplit_once('.')?;
+    let valid_site = !site.is_empty()
+        && site.len() <= 64
+        && site
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    (valid_site && random.len() == 48 && random.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| SiteId(site.to_owned()))
 }
 
 /// A site as stored: its id, key hashes and policies.
@@ -156,6 +252,16 @@ pub struct Site {
         skip_serializing_if = "crate::alerts::AlertDestinations::is_empty"
     )]
     pub alert_destinations: crate::alerts::AlertDestinations,
+    /// Keys issued at runtime: member tokens and rotated-out primary keys in their overlap.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub credentials: Vec<Credential>,
+    /// A disabled site refuses every key (`403`); its data stays.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub disabled: bool,
+    /// The operator API created or changed the site: from then on the stored record wins over
+    /// the configuration's ([`register_sites`](crate::settings::register_sites) leaves it).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub managed: bool,
 }
 
 /// Days of visit history kept for a site that does not say.
@@ -180,6 +286,9 @@ impl Site {
             socket_quotas: crate::quota::QuotaOverrides::default(),
             alert_rules: Vec::new(),
             alert_destinations: crate::alerts::AlertDestinations::default(),
+            credentials: Vec::new(),
+            disabled: false,
+            managed: false,
         }
     }
 
@@ -201,6 +310,9 @@ impl Site {
             socket_quotas: crate::quota::QuotaOverrides::default(),
             alert_rules: Vec::new(),
             alert_destinations: crate::alerts::AlertDestinations::default(),
+            credentials: Vec::new(),
+            disabled: false,
+            managed: false,
         }
     }
 
@@ -215,6 +327,25 @@ impl Site {
         } else {
             None
         }
+    }
+
+    /// What `key` may do on this site at `now`, compared in constant time: `None` when it is
+    /// none of the site's keys, [`KeyMatch::Expired`] for a credential past its expiry.
+    pub fn access_of(&self, key: &KeyHash, now: crate::Timestamp) -> Option<KeyMatch> {
+        if let Some(role) = self.role_of(key) {
+            return Some(KeyMatch::Valid {
+                role,
+                credential: None,
+            });
+        }
+        let credential = self.credentials.iter().find(|c| c.hash.matches(key))?;
+        if credential.expires_at.is_some_and(|at| at <= now) {
+            return Some(KeyMatch::Expired);
+        }
+        Some(KeyMatch::Valid {
+            role: credential.role,
+            credential: Some(credential.clone()),
+        })
     }
 
     /// The same site allowing guest URLs on `origins` only (besides the video provider's).
@@ -319,7 +450,9 @@ impl Site {
 
     /// Every key hash under which this site is found.
     pub fn key_hashes(&self) -> impl Iterator<Item = KeyHash> + '_ {
-        std::iter::once(self.secret_key_hash).chain(self.public_key_hash)
+        std::iter::once(self.secret_key_hash)
+            .chain(self.public_key_hash)
+            .chain(self.credentials.iter().map(|c| c.hash))
     }
 }
 

@@ -146,6 +146,24 @@ pub trait Store: MaybeSendSync {
         limit: usize,
     ) -> Result<Vec<crate::alerts::AlertLogEntry>, StoreError>;
 
+    /// Appends `entry` to the audit log of its site ([`crate::audit`]) and drops that site's
+    /// entries older than `keep_after` (a store may also drop them later, by a TTL, or keep
+    /// at most [`AUDIT_KEEP_MAX`](crate::audit::AUDIT_KEEP_MAX) per site). Entries of one site
+    /// never leave another's.
+    async fn log_audit(
+        &self,
+        entry: &crate::audit::AuditEntry,
+        keep_after: Timestamp,
+    ) -> Result<(), StoreError>;
+
+    /// The site's audit entries at or after `since`, newest first (by time), at most `limit`.
+    async fn audit_log(
+        &self,
+        site: &SiteId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<crate::audit::AuditEntry>, StoreError>;
+
     /// One visitor record.
     async fn visitor(
         &self,

@@ -44,6 +44,158 @@ pub async fn run_store_suite(store: Arc<dyn Store>, prefix: &str) {
     user_deadline_index(&*store, prefix).await;
     tickets_are_spent_once(store.clone(), prefix).await;
     alert_logs_keep_the_newest(store.clone(), prefix).await;
+    credentials_find_their_site(&*store, prefix).await;
+    audit_logs_keep_what_retention_allows(&*store, prefix).await;
+}
+
+/// Credentials issued at runtime (member tokens, rotated keys) find their site; once a put
+/// drops one (revoked), it finds nothing; a replaced primary key neither.
+pub async fn credentials_find_their_site(store: &dyn Store, prefix: &str) {
+    let id = site_id(prefix, "creds");
+    let (pk, sk, sk2, member) = (
+        format!("{prefix}_cpk"),
+        format!("{prefix}_csk"),
+        format!("{prefix}_csk2"),
+        format!("{prefix}_cmember"),
+    );
+    let mut site = Site::new(id.as_str(), "Credentials", &pk, &sk);
+    site.credentials.push(crate::site::Credential {
+        id: "mem_1".to_owned(),
+        hash: KeyHash::of(&member),
+        role: crate::KeyRole::Viewer,
+        name: Some("Vera Viewer".to_owned()),
+        created_at: Timestamp::from_millis(T0),
+        expires_at: None,
+    });
+    store.put_site(&site).await.expect("put_site");
+    let by_member = store
+        .site_by_key(&KeyHash::of(&member))
+        .await
+        .expect("site_by_key");
+    assert_eq!(by_member.as_ref(), Some(&site), "site by a member token");
+    // Rotation: a new secret key, the old one kept as a credential; then the member revoked.
+    let mut rotated = site.clone();
+    rotated.secret_key_hash = KeyHash::of(&sk2);
+    rotated.credentials = vec![crate::site::Credential {
+        id: "key_1".to_owned(),
+        hash: KeyHash::of(&sk),
+        role: crate::KeyRole::Secret,
+        name: None,
+        created_at: Timestamp::from_millis(T0 + 1),
+        expires_at: Some(Timestamp::from_millis(T0 + 60_000)),
+    }];
+    store.put_site(&rotated).await.expect("put_site");
+    for key in [&sk2, &sk, &pk] {
+        assert_eq!(
+            store
+                .site_by_key(&KeyHash::of(key))
+                .await
+                .expect("site_by_key")
+                .as_ref(),
+            Some(&rotated),
+            "the rotated site by each of its keys"
+        );
+    }
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of(&member))
+            .await
+            .expect("site_by_key"),
+        None,
+        "a revoked member token finds no site"
+    );
+    let mut done = rotated.clone();
+    done.credentials.clear();
+    store.put_site(&done).await.expect("put_site");
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of(&sk))
+            .await
+            .expect("site_by_key"),
+        None,
+        "a dropped rotated key finds no site"
+    );
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of(&sk2))
+            .await
+            .expect("site_by_key")
+            .as_ref(),
+        Some(&done)
+    );
+}
+
+/// Audit logs: entries newest first, read from a time on, older ones than the retention
+/// dropped, one site's apart from another's.
+pub async fn audit_logs_keep_what_retention_allows(store: &dyn Store, prefix: &str) {
+    use crate::audit::{Actor, ActorKind, AuditEntry, Outcome};
+    let (a, b) = (site_id(prefix, "audit-a"), site_id(prefix, "audit-b"));
+    let entry = |site: &SiteId, n: i64| AuditEntry {
+        at: Timestamp::from_millis(T0 + n * 1_000),
+        site: site.clone(),
+        actor: Actor {
+            kind: ActorKind::Member,
+            name: Some(format!("Member {n}")),
+            key_id: Some(format!("mem_{n}")),
+        },
+        action: "visitor.delete".to_owned(),
+        target: Some(format!("v{n}")),
+        address: Some("203.0.113.9".to_owned()),
+        outcome: if n % 2 == 0 {
+            Outcome::Done
+        } else {
+            Outcome::Denied
+        },
+    };
+    let t = |n: i64| Timestamp::from_millis(T0 + n * 1_000);
+    for n in 0..5 {
+        store
+            .log_audit(&entry(&a, n), t(0))
+            .await
+            .expect("log_audit");
+    }
+    store
+        .log_audit(&entry(&b, 7), t(0))
+        .await
+        .expect("log_audit");
+    assert_eq!(
+        store.audit_log(&a, t(0), 10).await.expect("audit_log"),
+        (0..5).rev().map(|n| entry(&a, n)).collect::<Vec<_>>(),
+        "every entry, newest first"
+    );
+    assert_eq!(
+        store.audit_log(&a, t(0), 2).await.expect("audit_log"),
+        vec![entry(&a, 4), entry(&a, 3)],
+        "the newest 2"
+    );
+    assert_eq!(
+        store.audit_log(&a, t(3), 10).await.expect("audit_log"),
+        vec![entry(&a, 4), entry(&a, 3)],
+        "from a time on"
+    );
+    // A write with a later retention boundary: what is older is never answered again.
+    store
+        .log_audit(&entry(&a, 10), t(3))
+        .await
+        .expect("log_audit");
+    let all = store.audit_log(&a, t(0), 10).await.expect("audit_log");
+    assert_eq!(
+        all[..3],
+        [entry(&a, 10), entry(&a, 4), entry(&a, 3)],
+        "newest first after the retention moved"
+    );
+    assert_eq!(
+        store.audit_log(&b, t(0), 10).await.expect("audit_log"),
+        vec![entry(&b, 7)],
+        "sites apart"
+    );
+    assert!(
+        store
+            .audit_log(&site_id(prefix, "audit-none"), t(0), 10)
+            .await
+            .expect("audit_log")
+            .is_empty()
+    );
 }
 
 /// Alert logs: at least the newest `keep` entries per site kept, newest first, one site's

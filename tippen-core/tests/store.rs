@@ -43,6 +43,8 @@ mock! {
         async fn spend_ticket(&self, site: &SiteId, token: &str, now: Timestamp, until: Timestamp) -> Result<bool, StoreError>;
         async fn log_alert(&self, site: &SiteId, entry: &tippen_core::alerts::AlertLogEntry, keep: usize) -> Result<(), StoreError>;
         async fn alert_log(&self, site: &SiteId, limit: usize) -> Result<Vec<tippen_core::alerts::AlertLogEntry>, StoreError>;
+        async fn log_audit(&self, entry: &tippen_core::audit::AuditEntry, keep_after: Timestamp) -> Result<(), StoreError>;
+        async fn audit_log(&self, site: &SiteId, since: Timestamp, limit: usize) -> Result<Vec<tippen_core::audit::AuditEntry>, StoreError>;
         async fn visitor(&self, site: &SiteId, visitor_id: &str) -> Result<Option<Versioned<VisitorRecord>>, StoreError>;
         async fn save_visitor(&self, site: &SiteId, record: &VisitorRecord, expected: Option<Version>) -> Result<Version, StoreError>;
         async fn remove_visitor(&self, site: &SiteId, visitor_id: &str, expected: Version) -> Result<(), StoreError>;
