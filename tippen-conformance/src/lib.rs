@@ -71,6 +71,7 @@
 //!     rate_limited_site_public_key: None,
 //!     quota_site_keys: None,
 //!     alert_site_keys: None,
+//!     operator_token: None,
 //!     history: true,
 //! };
 //! let report = run_all(&target).await;
@@ -173,6 +174,10 @@ pub struct Target {
     /// [`Capability::AlertSite`] runs only when it is given, with [`Capability::Enrichment`].
     /// Only that case uses the site.
     pub alert_site_keys: Option<(String, String)>,
+    /// The operator token the host was configured with (`TIPPEN_OPERATOR_TOKEN`); the cases
+    /// of [`Capability::Operator`] (sites and keys at runtime, member roles, the audit log)
+    /// run only when it is given. They create sites of their own.
+    pub operator_token: Option<String>,
     /// The host keeps visit history (its `Tippen` has a history store: `with_history`): the
     /// history cases check visits, companies, analytics, CSV and erasure. `false`: they check
     /// that the history routes answer `501 {"error":…}` instead. The runner's
@@ -201,6 +206,10 @@ pub const QUOTA_SITE_SNAPSHOTS_PER_MINUTE: usize = 12;
 /// site's dashboard socket, pages of other origins may not.
 pub const OTHER_SITE_DASHBOARD_ORIGIN: &str = "https://dash.conformance.test";
 
+/// The operator token the test harnesses configure their hosts with
+/// (`TIPPEN_OPERATOR_TOKEN`) and pass as [`Target::operator_token`].
+pub const OPERATOR_TOKEN: &str = "op_conformance_0123456789abcdef0123456789";
+
 /// The identity secret the site of [`Target::verified_site_public_key`] must be configured
 /// with (`identitySecret` in `TIPPEN_SITES`).
 pub const IDENTITY_SECRET: &str = "idv_conformance_0123456789abcdef";
@@ -220,6 +229,7 @@ impl Target {
             Capability::AlertSite => {
                 self.alert_site_keys.is_some() && self.has(Capability::Enrichment)
             }
+            Capability::Operator => self.operator_token.is_some(),
         }
     }
 }
@@ -269,6 +279,8 @@ pub enum Capability {
     /// ([`Capability::Enrichment`]), and alert destinations on the loopback stand-ins allowed
     /// (`TIPPEN_ALERT_PRIVATE_DESTINATIONS=1`).
     AlertSite,
+    /// The operator API ([`Target::operator_token`]).
+    Operator,
 }
 
 impl Capability {
@@ -282,6 +294,7 @@ impl Capability {
             Capability::RateLimitedSite => "rate-limited-site",
             Capability::QuotaSite => "quota-site",
             Capability::AlertSite => "alert-site",
+            Capability::Operator => "operator",
         }
     }
 }
@@ -303,6 +316,7 @@ impl fmt::Display for Capability {
             Capability::AlertSite => {
                 "a site for the alert case (--alert-public-key, --alert-secret-key), enrichment, and TIPPEN_ALERT_PRIVATE_DESTINATIONS=1 on the host"
             }
+            Capability::Operator => "the operator token (--operator-token)",
             Capability::QuotaSite => {
                 "a site with maxSockets 4, maxSocketsPerAddress 2, snapshotsPerMinute 12 (--quota-public-key, --quota-secret-key) and a client address header (--client-ip-header)"
             }

@@ -97,6 +97,9 @@ struct Args {
     /// Secret key of that site.
     #[arg(long, env = "TIPPEN_ALERT_SECRET_KEY", requires = "alert_public_key")]
     alert_secret_key: Option<String>,
+    /// The host's operator token (`TIPPEN_OPERATOR_TOKEN`): the operator and role cases run.
+    #[arg(long, env = "TIPPEN_OPERATOR_TOKEN")]
+    operator_token: Option<String>,
     /// Fail when a selected case is not run for want of a capability.
     #[arg(long, env = "TIPPEN_REQUIRE_ALL")]
     require_all: bool,
@@ -164,6 +167,7 @@ async fn main() -> ExitCode {
         rate_limited_site_public_key: args.rate_limited_public_key,
         quota_site_keys: args.quota_public_key.zip(args.quota_secret_key),
         alert_site_keys: args.alert_public_key.zip(args.alert_secret_key),
+        operator_token: args.operator_token,
         history,
     };
     let selected: Vec<_> = cases()

@@ -281,13 +281,20 @@ impl Tippen {
         Ok(self.store.put_site(site).await?)
     }
 
-    /// The site and role of a presented key; `None` for an unknown key.
+    /// The site and role of a presented key (a credential past its expiry: the site, as
+    /// [`KeyRole::Public`]); `None` for an unknown key. [`route`](Self::route) decides what the
+    /// key may do (expiry, a disabled site, the route's role).
     pub async fn authenticate(&self, key: &str) -> Result<Option<(Site, KeyRole)>, ServiceError> {
         let hash = KeyHash::of(key);
         let Some(site) = self.store.site_by_key(&hash).await? else {
             return Ok(None);
         };
-        Ok(site.role_of(&hash).map(|role| (site, role)))
+        Ok(match site.access_of(&hash, self.now()) {
+            Some(crate::site::KeyMatch::Valid { role, .. }) => Some((site, role)),
+            // An expired credential still names its site (which answers 401 for it).
+            Some(crate::site::KeyMatch::Expired) => Some((site, KeyRole::Public)),
+            None => None,
+        })
     }
 
     pub(crate) async fn sequence(

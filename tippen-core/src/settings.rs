@@ -37,6 +37,8 @@
 //! | `TIPPEN_MAX_SOCKETS_PER_SITE` | open sockets (dashboards and visitor channels) per site; an upgrade beyond is 429 (a site's `maxSockets` replaces it) | 5000 |
 //! | `TIPPEN_MAX_SOCKETS_PER_ADDRESS` | open sockets per client address (see [`crate::quota`] for its scope on each host); an upgrade beyond is 429 (a site's `maxSocketsPerAddress` replaces it) | 50 |
 //! | `TIPPEN_SNAPSHOTS_PER_MINUTE` | `GET_VISITORS` a minute per dashboard socket, an `ERROR` reply beyond (a site's `snapshotsPerMinute` replaces it) | 30 |
+//! | `TIPPEN_OPERATOR_TOKEN` | the operator API's token (a secret, at least 24 characters): sites, keys and settings at runtime, the Command Center (`/command-center`) | none (the operator API answers 403) |
+//! | `TIPPEN_AUDIT_RETENTION_DAYS` | days the audit log keeps entries | 365 |
 //! | `TIPPEN_OPT_OUT_RETENTION_MS` | how long a deleted visitor's id stays opted out (410) | 2592000000 (30 days) |
 //! | `TIPPEN_SUPPORT_<KEY>` | the support rules: `STUCK_AFTER_MS`, `PRESENCE_WINDOW_MS`, `LOW_ACTIVITY_WINDOW_MS`, `LOW_ACTIVITY_MIN_EVENTS`, `ERROR_WINDOW_MS`, `ERROR_BURST_MAX`, `INACTIVITY_AFTER_MS`, `SLACK_COOLDOWN_MS`, `RETENTION_MS`, `MAX_RAW_EVENTS`, and the tiers of each rule `STUCK_TIERS`, `LOW_ACTIVITY_TIERS`, `ERROR_BURST_TIERS`, `INACTIVITY_TIERS` (`all`, `none`, or a comma-separated list of `free_trial`, `paid`, `enterprise`) | [`SupportConfig::default`] |
 //!
@@ -175,6 +177,10 @@ pub mod names {
     pub const RATE_LIMIT_PER_KEY: &str = "TIPPEN_RATE_LIMIT_PER_KEY";
     /// Alert destinations set through the API may be `http://` and private (1) or not (0).
     pub const ALERT_PRIVATE_DESTINATIONS: &str = "TIPPEN_ALERT_PRIVATE_DESTINATIONS";
+    /// The operator token of the operator API (a secret; unset: that API is off).
+    pub const OPERATOR_TOKEN: &str = "TIPPEN_OPERATOR_TOKEN";
+    /// Days the audit log keeps entries.
+    pub const AUDIT_RETENTION_DAYS: &str = "TIPPEN_AUDIT_RETENTION_DAYS";
 }
 
 /// Why the settings are unusable; each variant names the setting (a variable, or the file
@@ -182,6 +188,16 @@ pub mod names {
 #[derive(Debug, Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum SettingsError {
+    /// The operator token is too short to resist guessing.
+    #[error(
+        "{name} has {chars} characters; it needs at least {MIN_SECRET_KEY_CHARS} (generate one with `openssl rand -hex 32`)"
+    )]
+    ShortOperatorToken {
+        /// The setting.
+        name: &'static str,
+        /// Its length in characters.
+        chars: usize,
+    },
     /// Not a whole non-negative number.
     #[error("{name} must be a whole number, got {value:?}")]
     NotANumber {
@@ -517,7 +533,7 @@ pub struct SiteSpec {
 impl SiteSpec {
     /// The site, keys hashed, after the checks of one site (id syntax, non-empty and distinct
     /// keys).
-    fn into_site(self) -> Result<Site, SiteProblem> {
+    pub(crate) fn into_site(self) -> Result<Site, SiteProblem> {
         let valid_id = !self.id.is_empty()
             && self.id.len() <= 64
             && self
@@ -791,6 +807,21 @@ impl Settings {
         }
         if let Some(s) = lookup(names::ALERT_PRIVATE_DESTINATIONS) {
             config.alerts.allow_private_destinations = s.number::<u8>()? != 0;
+        }
+        if let Some(s) = lookup(names::OPERATOR_TOKEN) {
+            let chars = s.value.chars().count();
+            if chars < MIN_SECRET_KEY_CHARS {
+                return Err(SettingsError::ShortOperatorToken {
+                    name: s.name,
+                    chars,
+                });
+            }
+            config.operator_token = Some(KeyHash::of(&s.value));
+        }
+        if let Some(s) = lookup(names::AUDIT_RETENTION_DAYS) {
+            let days = s.positive_number()?;
+            config.audit.retention =
+                std::time::Duration::from_secs((days as u64).saturating_mul(86_400));
         }
         config.support = support(&lookup)?;
         config.sockets.dashboard = lookup(names::DASHBOARD_WS_URL)

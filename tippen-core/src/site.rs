@@ -480,6 +480,11 @@ impl IdentitySecret {
         IdentitySecret(secret.into())
     }
 
+    /// The secret itself (kept with the site; the operator API's settings round trip).
+    pub(crate) fn expose(&self) -> &str {
+        &self.0
+    }
+
     fn mac(&self) -> Hmac<Sha256> {
         // HMAC takes a key of any length.
         <Hmac<Sha256> as Mac>::new_from_slice(self.0.as_bytes()).expect("HMAC takes any key")

@@ -188,6 +188,7 @@ async fn start_host(
     config.presence.heartbeat_interval = Duration::from_secs(1);
     // The alert case points the main site's destinations at the stand-ins on loopback.
     config.alerts.allow_private_destinations = true;
+    config.operator_token = Some(tippen_core::KeyHash::of(tippen_conformance::OPERATOR_TOKEN));
     // Every socket of the suite comes from loopback unless a case names its own address.
     config.limits.max_sockets_per_address = 10_000;
     config.sockets.dashboard = dashboards.map(str::to_owned);
@@ -272,6 +273,7 @@ fn target(base_url: String, dashboard_ws_url: Option<String>, stand_ins: StandIn
     Target {
         quota_site_keys,
         alert_site_keys: Some(("pk_al".into(), "sk_al".into())),
+        operator_token: Some(tippen_conformance::OPERATOR_TOKEN.into()),
         dashboard_ws_url,
         visitor_ws_url: None,
         base_url,

@@ -41,6 +41,7 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
     config.presence.heartbeat_interval = Duration::from_secs(1);
     // The alert case points the main site's destinations at the stand-ins on loopback.
     config.alerts.allow_private_destinations = true;
+    config.operator_token = Some(tippen_core::KeyHash::of(tippen_conformance::OPERATOR_TOKEN));
     // Every socket of the suite comes from loopback unless a case names its own address.
     config.limits.max_sockets_per_address = 10_000;
     let tippen = configure(Tippen::new(
@@ -289,6 +290,7 @@ async fn the_conformance_suite_passes_under_the_prefix() {
         rate_limited_site_public_key: Some("pk_r".into()),
         quota_site_keys: Some(("pk_q".into(), "sk_q".into())),
         alert_site_keys: Some(("pk_al".into(), "sk_al".into())),
+        operator_token: Some(tippen_conformance::OPERATOR_TOKEN.into()),
         visible_grace: VISIBLE_GRACE,
         hidden_grace: HIDDEN_GRACE,
         leave_linger: LEAVE_LINGER,

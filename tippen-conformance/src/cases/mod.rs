@@ -19,6 +19,7 @@ mod errors;
 mod expiry;
 mod history;
 mod invites;
+mod operator;
 mod part_a;
 mod quotas;
 mod sites;
@@ -157,6 +158,13 @@ pub(crate) fn all() -> Vec<Case> {
         case!(
             alerts::alert_rules_reach_slack_and_signed_webhooks_once,
             needs AlertSite
+        ),
+        // Many customers: sites and keys at runtime, member roles, the audit log.
+        case!(operator::operator_creates_a_site_whose_keys_work_at_once, needs Operator),
+        case!(operator::a_rotated_key_works_until_its_overlap_ends, needs Operator),
+        case!(
+            operator::member_roles_limit_what_a_token_may_do_and_the_audit_names_them,
+            needs Operator
         ),
         // Support triggers.
         case!(support::error_burst_alerts_dashboards_and_the_overview),

@@ -22,6 +22,16 @@ const COMPANIES_LIMIT: (usize, usize) = (100, 1000);
 /// Visits per CSV response: default and most.
 const CSV_LIMIT: (usize, usize) = (1000, 10_000);
 
+impl HistoryOp {
+    /// Whether the request exports (CSV): the admin role's, not a viewer's.
+    pub(super) fn exports(&self) -> bool {
+        matches!(
+            self,
+            HistoryOp::Visits { csv: true, .. } | HistoryOp::Companies { csv: true, .. }
+        )
+    }
+}
+
 /// A parsed history request.
 #[derive(Debug)]
 pub(super) enum HistoryOp {

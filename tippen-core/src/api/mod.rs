@@ -11,9 +11,11 @@ use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 
+mod access;
 mod alert_rules;
 mod extract;
 mod history;
+mod operator;
 mod response;
 mod socket;
 mod ticket;
@@ -23,6 +25,7 @@ pub use response::ApiError;
 pub use socket::SocketRole;
 pub use ticket::TICKET_PARAM;
 
+use access::{AuditNote, Caller};
 use extract::*;
 use response::*;
 
@@ -112,6 +115,7 @@ pub struct OutboundCall {
     site: Site,
     request: Request<Bytes>,
     pending: Pending,
+    audit: Option<AuditNote>,
 }
 
 impl OutboundCall {
@@ -143,6 +147,8 @@ enum Pending {
 pub struct SiteCall {
     site: Site,
     op: Op,
+    /// Recorded in the audit log once the operation is done.
+    audit: Option<AuditNote>,
 }
 
 impl SiteCall {
@@ -229,6 +235,10 @@ enum Route {
     AlertRule,
     AlertDestinations,
     Alerts,
+    Members,
+    Member,
+    Audit,
+    Operator(operator::OperatorRoute),
     /// A browser asset (feature `assets`).
     #[cfg(feature = "assets")]
     Asset(assets::Asset),
@@ -281,6 +291,17 @@ impl Route {
             "/api/alert-rules" => Route::AlertRules,
             "/api/alert-destinations" => Route::AlertDestinations,
             "/api/alerts" => Route::Alerts,
+            "/api/members" => Route::Members,
+            p if p
+                .strip_prefix("/api/members/")
+                .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
+            {
+                Route::Member
+            }
+            "/api/audit" => Route::Audit,
+            p if p.starts_with("/api/operator/") => {
+                return operator::OperatorRoute::of(p).map(Route::Operator);
+            }
             p if p
                 .strip_prefix("/api/alert-rules/")
                 .is_some_and(|id| !id.is_empty() && !id.contains('/')) =>
@@ -304,6 +325,9 @@ impl Route {
             Route::Visitor | Route::User => "DELETE, OPTIONS",
             Route::AlertRules => "GET, HEAD, POST, OPTIONS",
             Route::AlertRule => "GET, HEAD, PUT, DELETE, OPTIONS",
+            Route::Members => "GET, HEAD, POST, OPTIONS",
+            Route::Member => "DELETE, OPTIONS",
+            Route::Operator(r) => r.allow(),
             Route::AlertDestinations => "GET, HEAD, PUT, OPTIONS",
             _ => "GET, HEAD, OPTIONS",
         }
@@ -320,6 +344,9 @@ impl Route {
             "GET, HEAD, PUT, DELETE, OPTIONS" => {
                 m == Method::GET || m == Method::HEAD || m == Method::PUT || m == Method::DELETE
             }
+            "GET, HEAD, PATCH, OPTIONS" => {
+                m == Method::GET || m == Method::HEAD || m == Method::PATCH
+            }
             _ => m == Method::GET || m == Method::HEAD,
         }
     }
@@ -328,21 +355,7 @@ impl Route {
 impl Tippen {
     /// Checks `key` for `need`; the site on success.
     pub async fn authorize(&self, key: Option<&str>, need: KeyRole) -> Result<Site, ApiError> {
-        let Some(key) = key.filter(|k| !k.is_empty()) else {
-            return Err(ApiError::new(StatusCode::UNAUTHORIZED, "API key required"));
-        };
-        if key.len() > self.config().limits.max_key_bytes {
-            // No site has such a key: refused without hashing it.
-            return Err(ApiError::new(StatusCode::FORBIDDEN, "invalid API key"));
-        }
-        match self.authenticate(key).await? {
-            None => Err(ApiError::new(StatusCode::FORBIDDEN, "invalid API key")),
-            Some((_, KeyRole::Public)) if need == KeyRole::Secret => Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "this endpoint requires the site's secret key",
-            )),
-            Some((site, _)) => Ok(site),
-        }
+        Ok(self.caller(key, need, None).await?.site)
     }
 
     /// Parses a JSON body that may carry the key (`apiKey`) and authorizes the request: with
@@ -355,6 +368,27 @@ impl Tippen {
         need: KeyRole,
     ) -> Result<(T, Site), ApiError> {
         self.keyed_body_checked(key, body, need, |_| Ok(())).await
+    }
+
+    /// [`keyed_body`](Self::keyed_body) answering the caller, a refused member's `action`
+    /// recorded as denied.
+    async fn keyed_body_caller<T: KeyedBody>(
+        &self,
+        key: Option<&str>,
+        body: &[u8],
+        need: KeyRole,
+        action: (&'static str, &RequestContext),
+    ) -> Result<(T, Caller), ApiError> {
+        let header_caller = match key {
+            Some(k) => Some(self.caller(Some(k), need, Some(action)).await?),
+            None => None,
+        };
+        let req: T = parse_body(body)?;
+        let caller = match header_caller {
+            Some(caller) => caller,
+            None => self.caller(req.api_key(), need, Some(action)).await?,
+        };
+        Ok((req, caller))
     }
 
     /// [`keyed_body`](Self::keyed_body) with `precheck` run on the raw body after the header
@@ -421,7 +455,21 @@ impl Tippen {
         }
         let key = key_from(&parts.headers, query);
         let done = |r| Ok(Routed::Done(Effects::respond(r)));
-        let call = |site: Site, op: Op| Ok(Routed::Site(SiteCall { site, op }));
+        let call = |site: Site, op: Op| {
+            Ok(Routed::Site(SiteCall {
+                site,
+                op,
+                audit: None,
+            }))
+        };
+        let audited = |caller: &Caller, op: Op, action: &'static str, target: Option<String>| {
+            Ok(Routed::Site(SiteCall {
+                audit: Some(AuditNote::new(caller, action, target, ctx)),
+                site: caller.site.clone(),
+                op,
+            }))
+        };
+        let k = key.as_deref();
         match route {
             Route::Root => {
                 let mut r = Response::new(Bytes::from_static(b"Tippen API"));
@@ -437,18 +485,21 @@ impl Tippen {
                 asset.body_for(&self.config().sockets),
             )),
             Route::SupportUsers => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let site = self.authorize(k, KeyRole::Viewer).await?;
                 call(site, Op::SupportUsers)
             }
             Route::User => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let caller = self
+                    .caller(k, KeyRole::Secret, Some(("user.delete", ctx)))
+                    .await?;
                 let raw = path.trim_end_matches('/').trim_start_matches("/api/users/");
                 let user_id = percent_decode(raw);
                 check_id("user id", &user_id, limits.max_id_bytes)?;
-                call(site, Op::DeleteUser { user_id })
+                let target = Some(user_id.clone());
+                audited(&caller, Op::DeleteUser { user_id }, "user.delete", target)
             }
             Route::UserActivityRead => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let site = self.authorize(k, KeyRole::Viewer).await?;
                 let raw = path
                     .trim_end_matches('/')
                     .trim_start_matches("/api/users/")
@@ -459,34 +510,98 @@ impl Tippen {
                 call(site, Op::UserActivityRead { user_id, page })
             }
             Route::WsTicket => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let site = self.authorize(k, KeyRole::Viewer).await?;
                 done(self.ws_ticket(&site))
             }
             Route::AlertRules | Route::AlertRule => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let reads = matches!(parts.method, Method::GET | Method::HEAD);
+                let action = match parts.method {
+                    Method::DELETE => "alertRule.delete",
+                    _ => "alertRule.put",
+                };
+                let need = if reads {
+                    KeyRole::Viewer
+                } else {
+                    KeyRole::Secret
+                };
+                let caller = self
+                    .caller(k, need, (!reads).then_some((action, ctx)))
+                    .await?;
                 let id = path
                     .trim_end_matches('/')
                     .strip_prefix("/api/alert-rules/")
                     .map(percent_decode);
-                done(
-                    self.alert_rules_call(site, &parts.method, id, &body)
-                        .await?,
-                )
+                let response = self
+                    .alert_rules_call(caller.site.clone(), &parts.method, id.clone(), &body)
+                    .await?;
+                if !reads {
+                    let target = id.or_else(|| {
+                        serde_json::from_slice::<serde_json::Value>(response.body())
+                            .ok()
+                            .and_then(|v| v.get("id")?.as_str().map(str::to_owned))
+                    });
+                    let note = AuditNote::new(&caller, action, target, ctx);
+                    self.record_audit(&caller.site.id, note, access::done())
+                        .await;
+                }
+                done(response)
             }
             Route::AlertDestinations => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let reads = matches!(parts.method, Method::GET | Method::HEAD);
+                let need = if reads {
+                    KeyRole::Viewer
+                } else {
+                    KeyRole::Secret
+                };
+                let caller = self
+                    .caller(k, need, (!reads).then_some(("alertDestinations.put", ctx)))
+                    .await?;
+                let response = self
+                    .alert_destinations_call(caller.site.clone(), &parts.method, &body)
+                    .await?;
+                if !reads {
+                    let note = AuditNote::new(&caller, "alertDestinations.put", None, ctx);
+                    self.record_audit(&caller.site.id, note, access::done())
+                        .await;
+                }
+                done(response)
+            }
+            Route::Alerts => {
+                let site = self.authorize(k, KeyRole::Viewer).await?;
+                done(self.alerts_response(&site, query).await?)
+            }
+            Route::Members | Route::Member => {
+                let action = match parts.method {
+                    Method::POST => Some(("member.create", ctx)),
+                    Method::DELETE => Some(("member.revoke", ctx)),
+                    _ => None,
+                };
+                let caller = self.caller(k, KeyRole::Secret, action).await?;
+                let id = path
+                    .trim_end_matches('/')
+                    .strip_prefix("/api/members/")
+                    .map(percent_decode);
                 done(
-                    self.alert_destinations_call(site, &parts.method, &body)
+                    self.members_call(caller, &parts.method, id, &body, ctx)
                         .await?,
                 )
             }
-            Route::Alerts => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
-                done(self.alerts_response(&site, query).await?)
+            Route::Audit => {
+                let site = self.authorize(k, KeyRole::Secret).await?;
+                let entries = self.audit_entries(&[site.id], query).await?;
+                let entries: Vec<_> = entries.iter().map(access::audit_view).collect();
+                done(json_response(
+                    StatusCode::OK,
+                    &serde_json::json!({ "entries": entries }),
+                ))
             }
+            Route::Operator(route) => done(
+                self.operator_call(route, &parts, path, query, &body, ctx)
+                    .await?,
+            ),
             Route::DashboardSocket => {
                 if query_param(query, ticket::TICKET_PARAM).is_none() {
-                    self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                    self.authorize(k, KeyRole::Viewer).await?;
                 }
                 Err(ApiError::new(
                     StatusCode::UPGRADE_REQUIRED,
@@ -501,11 +616,10 @@ impl Tippen {
                 ))
             }
             Route::Visitors => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let site = self.authorize(k, KeyRole::Viewer).await?;
                 call(site, Op::ListVisitors)
             }
             Route::Visits | Route::Visit | Route::Companies | Route::Company | Route::Analytics => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
                 let op = match route {
                     Route::Visits => history::HistoryOp::visits(query)?,
                     Route::Visit => history::HistoryOp::visit(path)?,
@@ -513,21 +627,35 @@ impl Tippen {
                     Route::Company => history::HistoryOp::company(path, query)?,
                     _ => history::HistoryOp::analytics(query)?,
                 };
+                let need = if op.exports() {
+                    KeyRole::Secret
+                } else {
+                    KeyRole::Viewer
+                };
+                let site = self.authorize(k, need).await?;
                 // Reads of history only: answered here, without the site's lock.
                 done(self.history_response(&site.id, op).await?)
             }
             Route::Stats => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let site = self.authorize(k, KeyRole::Viewer).await?;
                 call(site, Op::Stats)
             }
             Route::Visitor => {
-                let site = self.authorize(key.as_deref(), KeyRole::Secret).await?;
+                let caller = self
+                    .caller(k, KeyRole::Secret, Some(("visitor.delete", ctx)))
+                    .await?;
                 let raw = path
                     .trim_end_matches('/')
                     .trim_start_matches("/api/visitors/");
                 let visitor_id = percent_decode(raw);
                 check_id("visitor id", &visitor_id, limits.max_id_bytes)?;
-                call(site, Op::DeleteVisitor { visitor_id })
+                let target = Some(visitor_id.clone());
+                audited(
+                    &caller,
+                    Op::DeleteVisitor { visitor_id },
+                    "visitor.delete",
+                    target,
+                )
             }
             Route::TrackVisitor => {
                 let (req, site): (TrackVisitorRequest, _) = self
@@ -608,11 +736,11 @@ impl Tippen {
                 )
             }
             Route::SendVideoInvite => {
-                let (req, site): (SendVideoInviteRequest, _) = self
-                    .keyed_body(key.as_deref(), &body, KeyRole::Secret)
+                let (req, caller): (SendVideoInviteRequest, _) = self
+                    .keyed_body_caller(k, &body, KeyRole::Agent, ("invite.send", ctx))
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
-                self.check_guest_url(&site, &req.guest_url)?;
+                self.check_guest_url(&caller.site, &req.guest_url)?;
                 let invite_id = match req.invite_id {
                     Some(id) => {
                         check_id("inviteId", &id, limits.max_id_bytes)?;
@@ -621,12 +749,19 @@ impl Tippen {
                     None => self.new_invite_id(),
                 };
                 let mut new = NewInvite::new(&invite_id, &req.visitor_id, &req.guest_url);
-                new.invited_by = req.invited_by.map(|b| cut(b, 128));
-                call(site, Op::SendVideoInvite { new })
+                // A member's name is who invited, whatever the body says.
+                new.invited_by = caller
+                    .actor
+                    .name
+                    .clone()
+                    .or(req.invited_by)
+                    .map(|b| cut(b, 128));
+                let target = Some(req.visitor_id.clone());
+                audited(&caller, Op::SendVideoInvite { new }, "invite.send", target)
             }
             Route::VideoCall => {
-                let (req, site): (VideoCallRequest, _) = self
-                    .keyed_body(key.as_deref(), &body, KeyRole::Secret)
+                let (req, caller): (VideoCallRequest, _) = self
+                    .keyed_body_caller(k, &body, KeyRole::Agent, ("videoCall.create", ctx))
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 let invite_id = match req.invite_id {
@@ -636,28 +771,39 @@ impl Tippen {
                     }
                     None => self.new_invite_id(),
                 };
+                let audit = AuditNote::new(
+                    &caller,
+                    "videoCall.create",
+                    Some(req.visitor_id.clone()),
+                    ctx,
+                );
+                let invited_by = caller.actor.name.clone().or(req.invited_by);
                 self.route_video_call(
-                    site,
+                    caller.site,
                     req.visitor_id,
                     invite_id,
-                    req.invited_by,
+                    invited_by,
                     req.host_name,
                     req.guest_name,
+                    audit,
                 )
                 .await
             }
             Route::CancelInvite => {
-                let (req, site): (CancelInviteRequest, _) = self
-                    .keyed_body(key.as_deref(), &body, KeyRole::Secret)
+                let (req, caller): (CancelInviteRequest, _) = self
+                    .keyed_body_caller(k, &body, KeyRole::Agent, ("invite.cancel", ctx))
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 check_id("inviteId", &req.invite_id, limits.max_id_bytes)?;
-                call(
-                    site,
+                let target = Some(req.invite_id.clone());
+                audited(
+                    &caller,
                     Op::CancelInvite {
                         visitor_id: req.visitor_id,
                         invite_id: req.invite_id,
                     },
+                    "invite.cancel",
+                    target,
                 )
             }
             Route::TrackInvite => {
@@ -760,6 +906,7 @@ impl Tippen {
         let SiteCall {
             site: record,
             op: call_op,
+            audit,
         } = call;
         let honours_gpc = record.honor_gpc;
         let honours_dnt = record.honor_dnt;
@@ -894,6 +1041,11 @@ impl Tippen {
         .await;
         match result {
             Ok((response, outcome)) => {
+                if let Some(note) = audit
+                    && response.status().is_success()
+                {
+                    self.record_audit(&site, note, access::done()).await;
+                }
                 let mut effects = if record.alert_rules.is_empty() {
                     Effects::from_outcome(&site, outcome, false)
                 } else {
@@ -956,7 +1108,12 @@ impl Tippen {
         call: OutboundCall,
         answer: Result<Response<Bytes>, TransportError>,
     ) -> Routed {
-        let OutboundCall { site, pending, .. } = call;
+        let OutboundCall {
+            site,
+            pending,
+            audit,
+            ..
+        } = call;
         match pending {
             Pending::VideoCall { mut new } => {
                 let Some(provider) = self.video_provider() else {
@@ -982,6 +1139,7 @@ impl Tippen {
                         Routed::Site(SiteCall {
                             site,
                             op: Op::VideoCall { new },
+                            audit,
                         })
                     }
                     Err(e) => {
@@ -1010,6 +1168,7 @@ impl Tippen {
         invited_by: Option<String>,
         host_name: Option<String>,
         guest_name: Option<String>,
+        audit: AuditNote,
     ) -> Result<Routed, ApiError> {
         let Some(provider) = self.video_provider() else {
             return Err(no_video_provider());
@@ -1062,6 +1221,7 @@ impl Tippen {
             site,
             request,
             pending: Pending::VideoCall { new },
+            audit: Some(audit),
         }))
     }
 
