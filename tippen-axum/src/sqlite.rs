@@ -40,7 +40,7 @@
 //! process; after power loss, up to the last checkpoint), a busy timeout, and statements
 //! prepared once and cached.
 //!
-//! Schema (version 4, in `PRAGMA user_version`):
+//! Schema (version 5, in `PRAGMA user_version`):
 //!
 //! ```sql
 //! sites     (id TEXT PRIMARY KEY, record TEXT)          -- the site as JSON (key hashes only)
@@ -52,14 +52,24 @@
 //! enrichment_cache (ip TEXT PRIMARY KEY, expires_at INTEGER, record TEXT)  -- shared by all sites
 //! enrichment_stats (site_id TEXT PRIMARY KEY, record TEXT)                -- counters as JSON
 //! alert_log        (n INTEGER PRIMARY KEY, site_id TEXT, record TEXT)   -- alert log entries as JSON
+//! audit_log        (n INTEGER PRIMARY KEY, site_id TEXT, at INTEGER, record TEXT)  -- audit entries
+//!                  INDEX audit_log_by_site (site_id, at)                -- as JSON, `at` in ms
 //! users     (site_id, user_id, version, deadline, record)      -- PRIMARY KEY (site_id, user_id)
 //!           INDEX users_by_deadline (site_id, deadline)        -- support triggers (record as JSON,
 //!                                                              -- its capped raw events inside)
 //! ```
 //!
-//! The enrichment tables were added in version 2, the users table in version 3 and
-//! `open_visits` in version 4; an older file gains them on open (a version 3 row keeps its
-//! visit inside `record` until that visitor is next written).
+//! The enrichment tables were added in version 2, the users table in version 3,
+//! `open_visits` in version 4 and `audit_log` in version 5; an older file gains them on open
+//! (a version 3 row keeps its visit inside `record` until that visitor is next written).
+//!
+//! The audit log ([`Store::log_audit`]) is held in memory like the alert log (the core's
+//! [`AuditLogs`]: at most [`AUDIT_KEEP_MAX`](tippen_core::audit::AUDIT_KEEP_MAX) entries per
+//! site) and appended to `audit_log` by the writer, which deletes the site's rows older than
+//! the write's retention boundary in the same transaction. An entry is written behind like
+//! the alert log (committed within the commit interval, or by the next [`Store::sync`]). A
+//! retired site's audit log stays (until a later write of that site's log drops it by
+//! retention).
 //!
 //! A visitor's open visit is a row of its own because it changes far less often than the
 //! record: a heartbeat moves the record's times, and leaves the visit as it was (the record
@@ -81,6 +91,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 use thiserror::Error;
 use tippen_core::alerts::AlertLogEntry;
+use tippen_core::audit::{AuditEntry, AuditLogs};
 use tippen_core::enrichment::{CachedLookup, EnrichmentEvent, EnrichmentStats};
 use tippen_core::history::OpenVisit;
 use tippen_core::presence::VisitorRecord;
@@ -90,7 +101,7 @@ use tippen_core::support::UserRecord;
 use tippen_core::{KeyHash, Site, SiteId, Store, StoreError, Timestamp, Version, Versioned};
 use tokio::sync::watch;
 
-const SCHEMA_VERSION: i64 = 4;
+const SCHEMA_VERSION: i64 = 5;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS sites (
@@ -136,6 +147,13 @@ CREATE TABLE IF NOT EXISTS alert_log (
     record TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS alert_log_by_site ON alert_log (site_id, n);
+CREATE TABLE IF NOT EXISTS audit_log (
+    n INTEGER PRIMARY KEY,
+    site_id TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    record TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_by_site ON audit_log (site_id, at);
 CREATE TABLE IF NOT EXISTS users (
     site_id TEXT NOT NULL,
     user_id TEXT NOT NULL,
@@ -284,6 +302,8 @@ struct State {
     tickets: SpentTickets,
     /// Alert logs (also in the `alert_log` table).
     alert_logs: AlertLogs,
+    /// Audit logs (also in the `audit_log` table).
+    audit_logs: AuditLogs,
     pending: Pending,
     /// Number of the last change recorded in `pending`.
     generation: u64,
@@ -322,6 +342,8 @@ struct Pending {
     users: HashMap<SiteId, HashSet<String>>,
     /// Alert log entries to append, with how many of the site's to keep.
     alert_log: Vec<(SiteId, AlertLogEntry, usize)>,
+    /// Audit entries to append, each with its site's retention boundary.
+    audit_log: Vec<(AuditEntry, Timestamp)>,
 }
 
 impl Pending {
@@ -333,6 +355,7 @@ impl Pending {
             && self.lookups.is_empty()
             && self.stats.is_empty()
             && self.alert_log.is_empty()
+            && self.audit_log.is_empty()
     }
 
     fn visitor_changed(&mut self, site: &SiteId, visitor_id: &str) {
@@ -376,6 +399,7 @@ struct Batch {
     /// `Some`: write this version of the user; `None`: delete the row.
     users: Vec<(SiteId, String, Option<SharedUser>)>,
     alert_log: Vec<(SiteId, AlertLogEntry, usize)>,
+    audit_log: Vec<(AuditEntry, Timestamp)>,
 }
 
 impl Batch {
@@ -387,6 +411,7 @@ impl Batch {
             && self.lookups.is_empty()
             && self.stats.is_empty()
             && self.alert_log.is_empty()
+            && self.audit_log.is_empty()
     }
 
     /// Takes the pending changes with the current state of every changed key.
@@ -434,6 +459,7 @@ impl Batch {
             stats,
             users,
             alert_log: pending.alert_log,
+            audit_log: pending.audit_log,
         }
     }
 
@@ -459,6 +485,8 @@ impl Batch {
             .extend(self.stats.into_iter().map(|(site, _)| site));
         let newer_log = std::mem::replace(&mut pending.alert_log, self.alert_log);
         pending.alert_log.extend(newer_log);
+        let newer_audit = std::mem::replace(&mut pending.audit_log, self.audit_log);
+        pending.audit_log.extend(newer_audit);
     }
 }
 
@@ -942,6 +970,21 @@ fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), Sqlite
             .push(&SiteId(site), entry, tippen_core::alerts::ALERT_LOG_KEEP);
     }
     let mut stmt = conn
+        .prepare("SELECT site_id, record FROM audit_log ORDER BY n")
+        .map_err(open_err)?;
+    let rows = stmt
+        .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))
+        .map_err(open_err)?;
+    for row in rows {
+        let (site, json) = row.map_err(open_err)?;
+        let entry: AuditEntry = serde_json::from_str(&json)
+            .map_err(|e| bad(format!("audit log entry of site {site:?}: {e}")))?;
+        // The retention boundary is the next write's to apply: everything stored is loaded.
+        state
+            .audit_logs
+            .push(entry, Timestamp::from_millis(i64::MIN));
+    }
+    let mut stmt = conn
         .prepare("SELECT site_id, version, record FROM users")
         .map_err(open_err)?;
     let rows = stmt
@@ -1202,6 +1245,16 @@ fn write_batch(
             log.execute(params![site.0, json])?;
             trim.execute(params![site.0, i64::try_from(*keep).unwrap_or(i64::MAX)])?;
         }
+        let mut audit =
+            tx.prepare_cached("INSERT INTO audit_log (site_id, at, record) VALUES (?1, ?2, ?3)")?;
+        let mut expire =
+            tx.prepare_cached("DELETE FROM audit_log WHERE site_id = ?1 AND at < ?2")?;
+        for (entry, keep_after) in &batch.audit_log {
+            let json = serde_json::to_string(entry)
+                .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+            audit.execute(params![entry.site.0, entry.at.as_millis(), json])?;
+            expire.execute(params![entry.site.0, keep_after.as_millis()])?;
+        }
         let mut upsert_user = tx.prepare_cached(
             "INSERT INTO users (site_id, user_id, version, deadline, record)
              VALUES (?1, ?2, ?3, ?4, ?5)
@@ -1411,6 +1464,25 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> Result<Vec<AlertLogEntry>, StoreError> {
         Ok(self.state().alert_logs.latest(site, limit))
+    }
+
+    async fn log_audit(&self, entry: &AuditEntry, keep_after: Timestamp) -> Result<(), StoreError> {
+        let generation = {
+            let mut state = self.state();
+            state.audit_logs.push(entry.clone(), keep_after);
+            state.pending.audit_log.push((entry.clone(), keep_after));
+            self.queued(state)
+        };
+        self.after_write(generation).await
+    }
+
+    async fn audit_log(
+        &self,
+        site: &SiteId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<AuditEntry>, StoreError> {
+        Ok(self.state().audit_logs.latest(site, since, limit))
     }
 
     async fn record_enrichment(

@@ -48,6 +48,62 @@ async fn store_suite_twice_on_one_file() {
     .await;
 }
 
+/// The audit log is read back from the file after a reopen, without the rows a later write's
+/// retention boundary dropped (from the file, not only from memory), and with a credential's
+/// key still finding its site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn audit_log_and_credentials_survive_reopening_and_retention_reaches_the_file() {
+    use tippen_core::audit::{Actor, AuditEntry, Outcome};
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("audit.db");
+    let id = SiteId::from("acme");
+    let entry = |at: i64| AuditEntry {
+        at: Timestamp::from_millis(at),
+        site: id.clone(),
+        actor: Actor::operator(),
+        action: "site.update".to_owned(),
+        target: None,
+        address: None,
+        outcome: Outcome::Done,
+    };
+    let mut site = Site::new("acme", "Acme", "pk_acme", "sk_acme");
+    site.credentials.push(tippen_core::site::Credential {
+        id: "mem_1".to_owned(),
+        hash: KeyHash::of("member_acme"),
+        role: tippen_core::KeyRole::Viewer,
+        name: Some("Vera".to_owned()),
+        created_at: Timestamp::from_millis(1_000),
+        expires_at: None,
+    });
+    let zero = Timestamp::from_millis(0);
+    {
+        let store = SqliteStore::open(&path).expect("open");
+        store.put_site(&site).await.expect("put_site");
+        for at in [1_000, 2_000, 3_000] {
+            store.log_audit(&entry(at), zero).await.expect("log_audit");
+        }
+        store
+            .log_audit(&entry(4_000), Timestamp::from_millis(2_500))
+            .await
+            .expect("log_audit");
+        store.sync().await.expect("sync");
+    }
+    let store = SqliteStore::open(&path).expect("reopen");
+    assert_eq!(
+        store.audit_log(&id, zero, 10).await.expect("audit_log"),
+        vec![entry(4_000), entry(3_000)],
+        "what retention dropped is gone from the file"
+    );
+    assert_eq!(
+        store
+            .site_by_key(&KeyHash::of("member_acme"))
+            .await
+            .expect("by key"),
+        Some(site),
+        "a member token finds its site after a reopen"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn data_survives_reopening() {
     let dir = tempfile::tempdir().expect("temp dir");
