@@ -17,8 +17,8 @@ impl Tippen {
     /// Authorizes a WebSocket upgrade of `path` (`/ws/dashboard` or `/ws/visitor`, a
     /// trailing slash allowed): `None` when the path is not a socket path, else the socket's
     /// role or the refusal to send instead of upgrading. The key comes from the
-    /// `X-Tippen-Api-Key` header or the `apiKey` query parameter. A dashboard needs the
-    /// secret key or a `ticket` of `POST /api/ws-ticket` (checked, then spent once the rest
+    /// `X-Tippen-Api-Key` header or the `apiKey` query parameter. A dashboard needs a
+    /// viewer's role (a member token or the secret key) or a `ticket` of `POST /api/ws-ticket` (checked, then spent once the rest
     /// passes: a ticket opens one socket; else 403), and a browser's `Origin` allowed by the site
     /// ([`Site::dashboard_origins`](crate::Site::dashboard_origins); else 403); the visitor channel any of the site's keys and a `visitorId` (no key: 401;
     /// an unknown key: 403; a missing or over-long `visitorId`: 400). On success the host
@@ -32,12 +32,12 @@ impl Tippen {
     ) -> Option<Result<SocketRole, Response<Bytes>>> {
         let path = path.strip_suffix('/').unwrap_or(path);
         let need = match path {
-            "/ws/dashboard" => KeyRole::Secret,
+            "/ws/dashboard" => KeyRole::Viewer,
             "/ws/visitor" => KeyRole::Public,
             _ => return None,
         };
         let key = key_from(headers, query);
-        let ticket = (need == KeyRole::Secret)
+        let ticket = (need == KeyRole::Viewer)
             .then(|| query_param(query, TICKET_PARAM))
             .flatten();
         let result = async {
@@ -48,7 +48,7 @@ impl Tippen {
                 }
                 None => (self.authorize(key.as_deref(), need).await?, None),
             };
-            if need == KeyRole::Secret {
+            if need == KeyRole::Viewer {
                 if let Some(origin) = headers.get(http::header::ORIGIN) {
                     let origin = String::from_utf8_lossy(origin.as_bytes());
                     let host = headers
