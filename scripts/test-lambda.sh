@@ -156,6 +156,9 @@ export TIPPEN_PUBLIC_URL="https://dashboard.outbound.test"
 # The alert case points the main site's alert destinations (set through the API) at the
 # stand-ins on loopback, which a deployment refuses.
 export TIPPEN_ALERT_PRIVATE_DESTINATIONS=1
+# The operator API's token (tippen_conformance::OPERATOR_TOKEN): the functions check it, the
+# conformance runner presents it (the operator and role cases).
+export TIPPEN_OPERATOR_TOKEN=op_conformance_0123456789abcdef0123456789
 # Company enrichment: the HTTP function hands lookups to tippen-enrich (asynchronous Invoke,
 # through the stand-in like the WebSocket function's greeting); tippen-enrich asks the IPinfo
 # stand-in (key conformance_token). Requests come from 127.0.0.1, a loopback address the core

@@ -118,13 +118,16 @@ grep -q 0001_history.sql "$artifacts/d1-migrations.log" ||
 
 base=http://127.0.0.1:$(port 1)
 stand_ins=127.0.0.1:$(port 5)
+# The operator API's token (tippen_conformance::OPERATOR_TOKEN): the operator and role cases.
+operator_token=op_conformance_0123456789abcdef0123456789
 step "wrangler dev --local on $base, outbound services at the runner's stand-ins on $stand_ins"
 start_wrangler "$(port 1)" "$(port 11)" "$artifacts/wrangler-conformance.log" \
   --var "TIPPEN_VIDEO_PROVIDER_URL:http://$stand_ins/video" \
   --var "TIPPEN_SLACK_WEBHOOK_URL:http://$stand_ins/slack/hook" \
   --var TIPPEN_ENRICHMENT_PROVIDER:ipinfo --var TIPPEN_ENRICHMENT_API_KEY:conformance_token \
   --var "TIPPEN_ENRICHMENT_BASE_URL:http://$stand_ins/ipinfo" \
-  --var TIPPEN_ALERT_PRIVATE_DESTINATIONS:1
+  --var TIPPEN_ALERT_PRIVATE_DESTINATIONS:1 \
+  --var "TIPPEN_OPERATOR_TOKEN:$operator_token"
 export TIPPEN_BASE_URL=$base TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=6000 TIPPEN_LEAVE_LINGER_MS=1000  # as in wrangler.test.toml
 
 step "store conformance suite on Durable Object storage"
@@ -146,6 +149,7 @@ TIPPEN_CONCURRENCY=${TIPPEN_WORKER_CONFORMANCE_CONCURRENCY:-10} TIPPEN_LEGACY_KE
   TIPPEN_OTHER_PUBLIC_KEY=pk_b TIPPEN_OTHER_SECRET_KEY=sk_b_0123456789abcdefghij TIPPEN_VERIFIED_PUBLIC_KEY=pk_v TIPPEN_RATE_LIMITED_PUBLIC_KEY=pk_r \
   TIPPEN_QUOTA_PUBLIC_KEY=pk_q TIPPEN_QUOTA_SECRET_KEY=sk_q_0123456789abcdefghij \
   TIPPEN_ALERT_PUBLIC_KEY=pk_al TIPPEN_ALERT_SECRET_KEY=sk_al_0123456789abcdefghij \
+  TIPPEN_OPERATOR_TOKEN=$operator_token \
   TIPPEN_STAND_INS=$stand_ins TIPPEN_WITH=video,slack,enrichment,history \
   TIPPEN_CLIENT_IP_HEADER=CF-Connecting-IP TIPPEN_REQUIRE_ALL=true \
   "$CARGO_TARGET_DIR/debug/tippen-conformance" | tee "$artifacts/conformance-worker.txt"

@@ -40,6 +40,19 @@ pub fn query_param(query: Option<&str>, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// `s` percent-encoded for a path segment or a query value (only unreserved characters kept).
+pub(super) fn percent_encode_component(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 pub(super) fn percent_decode(s: &str) -> String {
     // form_urlencoded also maps '+' to ' '; path segments keep '+', so protect it first.
     let protected = s.replace('+', "%2B");

@@ -21,6 +21,7 @@ mod socket;
 mod ticket;
 
 pub use extract::{API_KEY_HEADER, DNT_HEADER, GPC_HEADER, presented_key, query_param};
+pub use operator::{operator_combine, operator_fanout_path, operator_site, overview_of};
 pub use response::ApiError;
 pub use socket::SocketRole;
 pub use ticket::TICKET_PARAM;
@@ -65,6 +66,24 @@ fn activity_page(query: Option<&str>) -> Result<crate::support::activity::Activi
         })?),
     };
     Ok(ActivityPage { before, limit })
+}
+
+/// The site a request names for hosts that keep each site apart (the Workers host forwards
+/// to the site's Durable Object) when they do not know its key: a key the server issued
+/// ([`site_in_key`](crate::site::site_in_key)), a dashboard socket's ticket, or an operator
+/// route's site ([`operator_site`]). Only a hint for routing: the site's owner runs the
+/// request through [`Tippen::route`] and decides the answer.
+pub fn routing_site(req: &Request<Bytes>) -> Option<SiteId> {
+    let query = req.uri().query();
+    if let Some(site) = presented_key(req).and_then(|k| crate::site::site_in_key(&k)) {
+        return Some(site);
+    }
+    if let Some(ticket) = query_param(query, TICKET_PARAM) {
+        return ticket::Ticket::parse(&ticket)
+            .ok()
+            .map(|t| SiteId(t.site.to_owned()));
+    }
+    operator_site(req.uri().path(), query, req.body())
 }
 
 /// What the host knows about a request beyond the request itself.

@@ -107,6 +107,52 @@ pub fn operator_site(path: &str, query: Option<&str>, body: &[u8]) -> Option<Sit
     }
 }
 
+/// For an operator request across sites (one [`operator_site`] names none: the list, the
+/// overview, the audit of every site), the path and query to ask each site's owner with
+/// (the same operator token), to be joined by [`operator_combine`]. `None` for anything else.
+pub fn operator_fanout_path(path: &str, query: Option<&str>, site: &SiteId) -> Option<String> {
+    let path = path.trim_end_matches('/');
+    let id = super::extract::percent_encode_component(site.as_str());
+    match OperatorRoute::of(path)? {
+        OperatorRoute::Sites | OperatorRoute::Overview => {
+            Some(format!("/api/operator/sites/{id}"))
+        }
+        OperatorRoute::Audit if super::query_param(query, "site").is_none() => {
+            let limit = super::query_param(query, "limit").unwrap_or_else(|| "100".to_owned());
+            Some(format!(
+                "/api/operator/audit?site={id}&limit={}",
+                super::extract::percent_encode_component(&limit)
+            ))
+        }
+        _ => None,
+    }
+}
+
+/// Joins the sites' answers to the requests of [`operator_fanout_path`] (each a `200` body)
+/// into the answer of the request across sites.
+pub fn operator_combine(path: &str, query: Option<&str>, answers: Vec<Value>) -> Value {
+    match OperatorRoute::of(path.trim_end_matches('/')) {
+        Some(OperatorRoute::Overview) => overview_of(answers),
+        Some(OperatorRoute::Audit) => {
+            let limit = super::query_param(query, "limit")
+                .and_then(|l| l.parse::<usize>().ok())
+                .unwrap_or(100);
+            let mut entries: Vec<Value> = answers
+                .into_iter()
+                .flat_map(|a| a["entries"].as_array().cloned().unwrap_or_default())
+                .collect();
+            entries.sort_by(|a, b| b["at"].as_str().cmp(&a["at"].as_str()));
+            entries.truncate(limit);
+            json!({ "entries": entries })
+        }
+        _ => {
+            let mut sites = answers;
+            sites.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+            json!({ "sites": sites })
+        }
+    }
+}
+
 /// The Command Center's answer from the sites' views (each with its `overview`): the sites
 /// and the platform's totals. Hosts that gather the views themselves (the Worker) call it.
 pub fn overview_of(mut sites: Vec<Value>) -> Value {
@@ -142,6 +188,16 @@ struct Rotation {
 }
 
 impl Tippen {
+    /// Checks the operator token a request presents (as a key): the refusal to answer, if
+    /// any. For hosts that answer requests across sites themselves ([`operator_combine`]).
+    pub fn authorize_operator(
+        &self,
+        req: &http::Request<Bytes>,
+    ) -> Result<(), Response<Bytes>> {
+        self.check_operator(key_from(req.headers(), req.uri().query()).as_deref())
+            .map_err(ApiError::into_response)
+    }
+
     /// Checks the operator token: `401` without one, `403` when the API is off or for a wrong
     /// one.
     fn check_operator(&self, key: Option<&str>) -> Result<(), ApiError> {
