@@ -7,7 +7,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::StatusCode;
-use tippen_core::api::{ApiError, RequestContext, Routed, SocketRole, presented_key};
+use tippen_core::api::{
+    ApiError, RequestContext, Routed, SocketRole, operator_combine, operator_fanout_path,
+    operator_site, presented_key, routing_site,
+};
 use tippen_core::history::Place;
 use tippen_core::settings::register_sites;
 use tippen_core::{MemoryStore, SiteId, Tippen};
@@ -38,8 +41,22 @@ pub const GEO_COUNTRY_HEADER: &str = "x-tippen-geo-country";
 /// the request's `cf` object to the site's Durable Object, like [`GEO_COUNTRY_HEADER`].
 pub const GEO_CITY_HEADER: &str = "x-tippen-geo-city";
 
+/// Internal header marking a request to the site registry (the Durable Object named
+/// [`REGISTRY_OBJECT`], which lists the sites the operator API created). Only the Worker sets
+/// it.
+pub(crate) const REGISTRY_HEADER: &str = "x-tippen-registry";
+
+/// The name of the Durable Object holding the site registry (no site uses it: site ids have no
+/// leading `_`… and this one is reserved).
+pub(crate) const REGISTRY_OBJECT: &str = "__tippen_registry";
+
 /// Headers only the Worker sets on a forwarded request (a client's are dropped).
-const INTERNAL_HEADERS: [&str; 3] = [SITE_HEADER, GEO_COUNTRY_HEADER, GEO_CITY_HEADER];
+const INTERNAL_HEADERS: [&str; 4] = [
+    SITE_HEADER,
+    GEO_COUNTRY_HEADER,
+    GEO_CITY_HEADER,
+    REGISTRY_HEADER,
+];
 
 /// The store conformance route (only with `TIPPEN_TEST_ROUTES=1` and the crate feature
 /// `test-routes`): `POST /__tippen/test/store-suite?prefix=<p>` runs
@@ -133,7 +150,11 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
     if let Some(authorized) = authorize_upgrade(&front.tippen, &req).await? {
         return match authorized {
             Ok(role) => forward(env, role.site().as_str(), &req, Bytes::new()).await,
-            Err(refusal) => worker_response(refusal),
+            // A key or ticket of a site created at runtime: its object decides.
+            Err(refusal) => match routing_site(&http_request(&req, Bytes::new())?) {
+                Some(site) => forward(env, site.as_str(), &req, Bytes::new()).await,
+                None => worker_response(refusal),
+            },
         };
     }
     let body = match read_body(&mut req, front.tippen.config().limits.max_body_bytes).await? {
@@ -149,6 +170,13 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
     {
         return forward(env, site.id.as_str(), &req, body).await;
     }
+    if http_req.uri().path().starts_with("/api/operator/") && req.method() != Method::Options {
+        return operator(env, &front, &req, http_req, body).await;
+    }
+    // A key the operator API issued names its site: that site's object decides.
+    if let Some(site) = routing_site(&http_req) {
+        return forward(env, site.as_str(), &req, body).await;
+    }
     let ctx = RequestContext {
         client_ip: client_ip(http_req.headers()),
         ..RequestContext::default()
@@ -159,6 +187,129 @@ pub async fn fetch(mut req: Request, env: &Env) -> worker::Result<Response> {
         Routed::Site(call) => forward(env, call.site().as_str(), &req, body).await,
         Routed::Outbound(call) => forward(env, call.site().as_str(), &req, body).await,
     }
+}
+
+/// An operator request (`/api/operator/...`): one naming a site goes to that site's object
+/// (a created site is then listed in the registry); one across sites is asked of every site's
+/// object (the configured ones and the registry's) and joined by the core.
+async fn operator(
+    env: &Env,
+    front: &Front,
+    req: &Request,
+    http_req: http::Request<Bytes>,
+    body: Bytes,
+) -> worker::Result<Response> {
+    if let Err(refusal) = front.tippen.authorize_operator(&http_req) {
+        return worker_response(refusal);
+    }
+    let path = http_req.uri().path().to_owned();
+    let query = http_req.uri().query().map(str::to_owned);
+    if let Some(site) = operator_site(&path, query.as_deref(), &body) {
+        let creates = req.method() == Method::Post && path.trim_end_matches('/') == "/api/operator/sites";
+        let response = forward(env, site.as_str(), req, body).await?;
+        if creates && response.status_code() == 201 {
+            registry(env, Method::Post, Some(site.as_str())).await?;
+        }
+        return Ok(response);
+    }
+    let mut ids: Vec<SiteId> = front.config.sites.iter().map(|s| s.id.clone()).collect();
+    for id in registry_ids(env).await? {
+        if !ids.contains(&id) {
+            ids.push(id);
+        }
+    }
+    let mut asks = Vec::new();
+    for id in &ids {
+        let Some(site_path) = operator_fanout_path(&path, query.as_deref(), id) else {
+            // Not an operator route across sites: the core's 404 or 405.
+            return match front.tippen.route(http_req, &RequestContext::default()).await {
+                Routed::Done(done) => effects_response(done.response),
+                _ => worker_response(
+                    ApiError::new(StatusCode::NOT_FOUND, format!("no route for {path}"))
+                        .into_response(),
+                ),
+            };
+        };
+        asks.push(ask_site(env, id, req, site_path));
+    }
+    let mut answers = Vec::new();
+    for answer in futures_util::future::join_all(asks).await {
+        // A site whose object cannot answer is left out, not the whole answer.
+        match answer {
+            Ok(Some(v)) => answers.push(v),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "a site's object did not answer the operator"),
+        }
+    }
+    let combined = operator_combine(&path, query.as_deref(), answers);
+    let mut response = http::Response::new(Bytes::from(combined.to_string()));
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    response
+        .headers_mut()
+        .insert("access-control-allow-origin", http::HeaderValue::from_static("*"));
+    worker_response(response)
+}
+
+/// `GET site_path` of `site`'s object with the operator's headers: the JSON body of a `200`,
+/// `None` for any other answer (a site that does not exist there).
+async fn ask_site(
+    env: &Env,
+    site: &SiteId,
+    req: &Request,
+    site_path: String,
+) -> worker::Result<Option<serde_json::Value>> {
+    let stub = env
+        .durable_object(SITE_OBJECT_BINDING)?
+        .id_from_name(site.as_str())?
+        .get_stub()?;
+    let headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        if !INTERNAL_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+            headers.append(&name, &value)?;
+        }
+    }
+    headers.set(SITE_HEADER, site.as_str())?;
+    let mut url = req.url()?;
+    let (p, q) = site_path.split_once('?').unwrap_or((&site_path, ""));
+    url.set_path(p);
+    url.set_query(Some(q).filter(|q| !q.is_empty()));
+    let mut init = RequestInit::new();
+    init.with_method(Method::Get).with_headers(headers);
+    let mut answer = stub
+        .fetch_with_request(Request::new_with_init(url.as_str(), &init)?)
+        .await?;
+    if answer.status_code() != 200 {
+        return Ok(None);
+    }
+    Ok(serde_json::from_slice(&answer.bytes().await?).ok())
+}
+
+/// The site registry: `GET` lists the ids of the sites the operator API created, `POST` adds
+/// `id`.
+async fn registry(env: &Env, method: Method, id: Option<&str>) -> worker::Result<Response> {
+    let stub = env
+        .durable_object(SITE_OBJECT_BINDING)?
+        .id_from_name(REGISTRY_OBJECT)?
+        .get_stub()?;
+    let headers = Headers::new();
+    headers.set(REGISTRY_HEADER, "1")?;
+    let mut init = RequestInit::new();
+    init.with_method(method).with_headers(headers);
+    if let Some(id) = id {
+        init.with_body(Some(wasm_bindgen::JsValue::from_str(id)));
+    }
+    stub.fetch_with_request(Request::new_with_init("https://registry.internal/", &init)?)
+        .await
+}
+
+/// The ids in the site registry.
+async fn registry_ids(env: &Env) -> worker::Result<Vec<SiteId>> {
+    let mut answer = registry(env, Method::Get, None).await?;
+    let ids: Vec<String> = serde_json::from_slice(&answer.bytes().await?).unwrap_or_default();
+    Ok(ids.into_iter().map(SiteId).collect())
 }
 
 /// The core's word on a WebSocket upgrade ([`Tippen::authorize_socket`]): `None` when `req`

@@ -23,7 +23,6 @@ use worker::{
     WebSocketPair,
 };
 
-use crate::config::WorkerConfig;
 use crate::convert::{client_ip, effects_response, http_request, read_body, worker_response};
 use crate::enrich::Enrichment;
 use crate::front::{authorize_upgrade, config_error, forwarded_place, forwarded_site, load_config};
@@ -176,7 +175,6 @@ impl SiteObject {
             }
             (None, None) => return Err(RuntimeError::NoSite),
         };
-        self.sync_site(&store, &config, &site).await?;
         let mut tippen = Tippen::new(
             Arc::new(store.clone()),
             Arc::new(WorkerClock),
@@ -193,13 +191,26 @@ impl SiteObject {
         if let Some(url) = &config.video_provider_url {
             tippen = tippen.with_video_provider(Arc::new(CustomerConnect::new(url)));
         }
+        // The configured site, as the configuration has it now (keys may have changed since
+        // the last deployment), keeping what the API added (alert rules, member tokens) unless
+        // the operator API took it over. A site created at runtime is in storage already.
+        if let Some(configured) = config.site(site.as_str()) {
+            tippen_core::settings::register_sites(&tippen, std::slice::from_ref(configured))
+                .await
+                .map_err(|e| RuntimeError::Store(tippen_core::StoreError::Backend(e.to_string())))?;
+        }
         let enrichment = match &config.enrichment {
             None => None,
             Some(provider) => Some(Rc::new(Enrichment::new(provider).map_err(|e| {
                 RuntimeError::Config(crate::config::ConfigError::Enrichment(e.to_string()))
             })?)),
         };
-        let (gate, quotas) = match config.site(site.as_str()) {
+        // The stored record: a site created or changed by the operator API has its own limits.
+        let record = {
+            use tippen_core::Store;
+            store.site(&site).await.ok().flatten()
+        };
+        let (gate, quotas) = match record.as_ref().or(config.site(site.as_str())) {
             Some(configured) => (
                 Gate::for_site(&config.rate_limits, configured),
                 SocketQuotas::of(&config.core.limits, configured),
@@ -226,31 +237,11 @@ impl SiteObject {
         Ok(rt)
     }
 
-    /// Stores the configured site (its keys may have changed since the last deployment).
-    async fn sync_site(
-        &self,
-        store: &DurableObjectStore,
-        config: &WorkerConfig,
-        site: &SiteId,
-    ) -> Result<(), RuntimeError> {
-        use tippen_core::Store;
-        let Some(configured) = config.site(site.as_str()) else {
-            // The store conformance object, or a site removed from the configuration: it
-            // keeps what it has and authenticates nothing new.
-            return Ok(());
-        };
-        let stored = store.sites().await.map_err(RuntimeError::Store)?;
-        if !stored.iter().any(|s| s == configured) {
-            store
-                .put_site(configured)
-                .await
-                .map_err(RuntimeError::Store)?;
-        }
-        Ok(())
-    }
-
     /// Handles a request the Worker forwarded (the `DurableObject::fetch` of your wrapper).
     pub async fn fetch(&self, mut req: Request) -> worker::Result<Response> {
+        if req.headers().get(crate::front::REGISTRY_HEADER)?.is_some() {
+            return self.registry(&mut req).await;
+        }
         match req.path().trim_end_matches('/') {
             crate::front::STORE_SUITE_PATH => return self.store_suite(&req).await,
             crate::front::HISTORY_SUITE_PATH => return self.history_suite(&req).await,
@@ -292,6 +283,23 @@ impl SiteObject {
             tracing::warn!(site = %rt.site, "request for another site reached this object");
         }
         effects_response(rt.apply(effects, None).await?.response)
+    }
+
+    /// The site registry (only in the object named `REGISTRY_OBJECT`, reached with the Worker's
+    /// internal header): `GET` answers the ids of the sites the operator API created, `POST`
+    /// adds the body's id.
+    async fn registry(&self, req: &mut Request) -> worker::Result<Response> {
+        const KEY: &str = "tippen_site_registry";
+        let storage = self.state.storage();
+        let mut ids: Vec<String> = storage.get(KEY).await?.unwrap_or_default();
+        if req.method() == worker::Method::Post {
+            let id = req.text().await?;
+            if !id.is_empty() && !ids.contains(&id) {
+                ids.push(id);
+                storage.put(KEY, &ids).await?;
+            }
+        }
+        Response::from_json(&ids)
     }
 
     /// Upgrades a socket the core authorized, within the site's socket quotas (this object's
