@@ -46,7 +46,9 @@
 //! | `{tippen:<site>}:users` | hash | user id → `<version>:<record as JSON>` |
 //! | `{tippen:<site>}:user_deadlines` | sorted set | user id, scored by deadline (ms) |
 //! | `{tippen:<site>}:user_touches` | hash | (unused: support users are never touched) |
-//! | `{tippen:<site>}:meta` | hash | `sequence` → the site's message counter |
+//! | `{tippen:<site>}:meta` | hash | `sequence` → the site's message counter; `audit` → the number of its last audit entry |
+//! | `{tippen:<site>}:alert_log` | list | the site's alert log, newest first, as JSON |
+//! | `{tippen:<site>}:audit` | sorted set | the site's audit log: `<number, 20 digits>:<entry as JSON>`, scored by the entry's time (ms) |
 //! | `{tippen:<site>}:enrichment` | hash | counter name → count (`failures.<kind>` for maps) |
 //! | `{tippen:<site>}:log` | stream | the site's last numbered dashboard messages (entry id `<seq>-1`, field `m`: the text) |
 //! | `{tippen:<site>}:bus` | channel | each numbered dashboard message as published (`<seq> <text>`) |
@@ -67,6 +69,11 @@
 //!   [`RedisOptions::log_len`] kept) and `PUBLISH` on the site's channel. [`RedisBus`] follows
 //!   the channels of the sites whose dashboards a replica holds and replays a range from the
 //!   log (`XRANGE`) when the replica missed some.
+//! - **The audit log is a sorted set** per site scored by each entry's time: one script
+//!   appends an entry (`ZADD`) and drops the site's entries older than the retention boundary
+//!   (`ZREMRANGEBYSCORE`) and beyond [`AUDIT_KEEP_MAX`](tippen_core::audit::AUDIT_KEEP_MAX)
+//!   (`ZREMRANGEBYRANK`); [`Store::audit_log`] is one `ZREVRANGEBYSCORE … LIMIT`. It is not
+//!   deleted when a site is retired (nor is the alert log).
 //! - **Shared rate limits.** [`RedisRateLimiter`] counts the axum host's rate limits for every
 //!   replica at once: GCRA in one script per check, on Redis's clock, one expiring key per
 //!   bucket, client addresses hashed under a secret.
@@ -100,7 +107,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use fred::prelude::{
     Builder, ClientLike, Config, Expiration, HashesInterface, KeysInterface, ListInterface,
-    ReconnectPolicy,
+    ReconnectPolicy, SortedSetsInterface,
 };
 use fred::types::{MultipleKeys, SetOptions};
 use serde::{Deserialize, Serialize, de::DeserializeOwned};
@@ -804,6 +811,63 @@ impl Store for RedisStore {
             .iter()
             .map(|t| {
                 serde_json::from_str(t).map_err(|e| StoreError::Corrupt(format!("alert log: {e}")))
+            })
+            .collect()
+    }
+
+    async fn log_audit(
+        &self,
+        entry: &tippen_core::audit::AuditEntry,
+        keep_after: Timestamp,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(entry).map_err(corrupt)?;
+        let _: i64 = self
+            .eval(
+                &self.scripts.log_audit,
+                vec![
+                    self.site_key(&entry.site, "audit"),
+                    self.site_key(&entry.site, "meta"),
+                ],
+                vec![
+                    entry.at.as_millis().to_string(),
+                    json,
+                    keep_after.as_millis().to_string(),
+                    tippen_core::audit::AUDIT_KEEP_MAX.to_string(),
+                ],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        site: &SiteId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<tippen_core::audit::AuditEntry>, StoreError> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let members: Vec<String> = self
+            .client
+            .zrevrangebyscore(
+                self.site_key(site, "audit"),
+                "+inf",
+                since.as_millis(),
+                false,
+                Some((0, limit)),
+            )
+            .await
+            .map_err(backend)?;
+        members
+            .iter()
+            .map(|member| {
+                let (_, json) = member.split_once(':').ok_or_else(|| {
+                    StoreError::Corrupt("an audit log entry has no number".to_owned())
+                })?;
+                serde_json::from_str(json)
+                    .map_err(|e| StoreError::Corrupt(format!("audit log: {e}")))
             })
             .collect()
     }

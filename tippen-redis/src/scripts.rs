@@ -234,6 +234,23 @@ redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 return 1
 ";
 
+/// Appends an entry to a site's audit log and drops what retention and the cap leave out, in
+/// one step.
+///
+/// `KEYS[1]`: the audit log (sorted set), `KEYS[2]`: the site's meta hash (its `audit` field
+/// numbers the entries). `ARGV[1]`: the entry's time (ms, the score), `ARGV[2]`: the entry as
+/// JSON, `ARGV[3]`: the retention boundary (ms; lower scores are dropped), `ARGV[4]`: the most
+/// entries kept. The member is `<number, 20 digits>:<json>`: unique, so identical entries
+/// both stay, and ordered, so entries of one millisecond read newest first. Returns the
+/// number.
+const LOG_AUDIT: &str = r"
+local n = redis.call('HINCRBY', KEYS[2], 'audit', 1)
+redis.call('ZADD', KEYS[1], ARGV[1], string.format('%020d', n) .. ':' .. ARGV[2])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', '(' .. ARGV[3])
+redis.call('ZREMRANGEBYRANK', KEYS[1], 0, -1 - tonumber(ARGV[4]))
+return n
+";
+
 /// Every script, hashed once (`EVALSHA`, loaded again on `NOSCRIPT`).
 #[derive(Debug, Clone)]
 pub(crate) struct Scripts {
@@ -252,6 +269,7 @@ pub(crate) struct Scripts {
     pub(crate) replay: Script,
     pub(crate) release_claim: Script,
     pub(crate) spend: Script,
+    pub(crate) log_audit: Script,
 }
 
 /// A script that compares versions, with [`VERSION_OF`] before it.
@@ -277,6 +295,7 @@ impl Scripts {
             replay: Script::from_lua(REPLAY),
             release_claim: Script::from_lua(RELEASE_CLAIM),
             spend: Script::from_lua(SPEND),
+            log_audit: Script::from_lua(LOG_AUDIT),
         }
     }
 }

@@ -686,3 +686,36 @@ async fn connecting_fails_with_what_went_wrong() {
         "no password in errors: {err}"
     );
 }
+
+/// Two identical audit entries (same time, same content) are two entries, and entries of one
+/// millisecond read back newest first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identical_audit_entries_both_stay() {
+    use tippen_core::audit::{Actor, AuditEntry, Outcome};
+    let server = RedisServer::start();
+    let store = connect(&server, "tippen").await;
+    let site = SiteId::from("audited");
+    let entry = |target: &str| AuditEntry {
+        at: Timestamp::from_millis(T0),
+        site: site.clone(),
+        actor: Actor::operator(),
+        action: "key.revoke".to_owned(),
+        target: Some(target.to_owned()),
+        address: None,
+        outcome: Outcome::Done,
+    };
+    let keep_after = Timestamp::from_millis(T0 - 1);
+    for target in ["a", "a", "b"] {
+        store
+            .log_audit(&entry(target), keep_after)
+            .await
+            .expect("log_audit");
+    }
+    assert_eq!(
+        store
+            .audit_log(&site, Timestamp::from_millis(T0), 10)
+            .await
+            .expect("audit_log"),
+        vec![entry("b"), entry("a"), entry("a")]
+    );
+}
