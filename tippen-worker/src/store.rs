@@ -16,6 +16,8 @@
 //!   expires (the expired ones of a site are dropped at its next spend).
 //! - `tippen_alert_log(site, n, body)`: each site's alert log (alerts raised, deliveries), its
 //!   newest entries kept.
+//! - `tippen_audit_log(site, n, at, body)`, indexed on `(site, at)`: each site's audit log,
+//!   entries as JSON; each append deletes the site's entries older than its retention boundary.
 //! - `tippen_records(kind, site, key, version, body)`: every other record kind as versioned
 //!   JSON (sequence numbers, enrichment counters, the enrichment cache). A new kind of record
 //!   needs no new table: use [`DurableObjectStore::record`] and
@@ -61,6 +63,9 @@ CREATE TABLE IF NOT EXISTS tippen_tickets (
 CREATE TABLE IF NOT EXISTS tippen_alert_log (
   site TEXT NOT NULL, n INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS tippen_alert_log_by_site ON tippen_alert_log (site, n);
+CREATE TABLE IF NOT EXISTS tippen_audit_log (
+  site TEXT NOT NULL, n INTEGER PRIMARY KEY, at INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS tippen_audit_log_by_site ON tippen_audit_log (site, at);
 CREATE TABLE IF NOT EXISTS tippen_records (
   kind TEXT NOT NULL, site TEXT NOT NULL, key TEXT NOT NULL, version INTEGER NOT NULL,
   body TEXT NOT NULL, PRIMARY KEY (kind, site, key));
@@ -509,6 +514,47 @@ impl Store for DurableObjectStore {
                     .map_err(|e| StoreError::Corrupt(format!("alert log: {e}")))
             })
             .collect()
+    }
+
+    async fn log_audit(
+        &self,
+        entry: &tippen_core::audit::AuditEntry,
+        keep_after: Timestamp,
+    ) -> Result<(), StoreError> {
+        let site = entry.site.as_str();
+        self.run(
+            "INSERT INTO tippen_audit_log (site, at, body) VALUES (?, ?, ?)",
+            vec![text(site), int(entry.at.as_millis()), text(&encode(entry)?)],
+        )?;
+        self.run(
+            "DELETE FROM tippen_audit_log WHERE site = ? AND at < ?",
+            vec![text(site), int(keep_after.as_millis())],
+        )
+    }
+
+    async fn audit_log(
+        &self,
+        site: &SiteId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<tippen_core::audit::AuditEntry>, StoreError> {
+        self.rows(
+            "SELECT body FROM tippen_audit_log WHERE site = ? AND at >= ? \
+             ORDER BY at DESC, n DESC LIMIT ?",
+            vec![
+                text(site.as_str()),
+                int(since.as_millis()),
+                int(i64::try_from(limit).unwrap_or(i64::MAX)),
+            ],
+        )?
+        .iter()
+        .map(|row| {
+            let body = row
+                .first()
+                .ok_or_else(|| StoreError::Corrupt("audit log row".into()))?;
+            decode("audit log entry", as_str(body)?)
+        })
+        .collect()
     }
 
     async fn visitor(
