@@ -28,6 +28,8 @@
 //! | rate counter of a client address | `RATE#IP#<HMAC-SHA256(secret, address) hex>` | `W#<window number>` | `n`, `ttl` |
 //! | client address secret | `SECRET` | `ADDRESS` | `secret` (made once, conditional put) |
 //! | spent dashboard ticket | `TICKET#<site>` | the ticket's nonce and tag | `ttl` (conditional put) |
+//! | alert log entry | `ALERTLOG#<site>` | `<at ms, 15 digits>#<random id>` | `doc`, `ttl` (30 days on) |
+//! | audit log entry | `AUDIT#<site>` | `<at ms, 15 digits>#<random id>` | `doc`, `ttl` (the entry's time plus the retention) |
 //!
 //! The global secondary index `due` (partition `dsite`, sort `dl` as a number) holds only
 //! visitor items: [`Store::due_visitors`] and [`Store::next_deadline`] are Queries on it,
@@ -47,6 +49,12 @@
 //! ([`DynamoStore::end_sweep`]), so a skipped deadline is never left behind. `until` (a few
 //! seconds ahead, renewed while a long sweep goes on) bounds how long a holder that crashed
 //! keeps the others out.
+//!
+//! The audit log ([`Store::log_audit`]) is one item per entry, sorted by time (the random
+//! suffix keeps entries of one millisecond apart): [`Store::audit_log`] is one Query from the
+//! `since` prefix on, newest first. Entries past the retention are dropped by the TTL, set at
+//! write to the entry's time plus the retention the write names (`at - keep_after`), not by a
+//! delete per write.
 //!
 //! Expiry is decided by the core comparing times, never by DynamoDB: TTL deletion (`ttl`,
 //! seconds since the epoch) only cleans up items long after they stopped mattering (it can lag
@@ -123,43 +131,66 @@ const ADDRESS_SECRET_KEY: (&str, &str) = ("SECRET", "ADDRESS");
 const ADDRESS_SECRET_ATTR: &str = "secret";
 
 /// Sites found by key, kept for a short time by one instance (every request authenticates;
-/// sites change rarely). Unknown keys are never cached.
+/// sites change rarely). Unknown keys are never cached. A put of a site through this instance
+/// empties it ([`clear`](Self::clear)), so a key the put dropped (a revoked member token, a
+/// replaced primary key) is never answered from it; a read that began before the put does not
+/// refill it with what it read ([`generation`](Self::generation)).
 #[derive(Debug, Default)]
 struct SiteCache {
     ttl: Duration,
-    entries: Mutex<HashMap<KeyHash, (Instant, Site)>>,
+    entries: Mutex<CachedSites>,
+}
+
+/// The cache's entries, with the number of times it was cleared.
+#[derive(Debug, Default)]
+struct CachedSites {
+    cleared: u64,
+    sites: HashMap<KeyHash, (Instant, Site)>,
 }
 
 impl SiteCache {
     const MAX_ENTRIES: usize = 4096;
 
+    fn lock(&self) -> std::sync::MutexGuard<'_, CachedSites> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     fn get(&self, key: &KeyHash) -> Option<Site> {
         if self.ttl.is_zero() {
             return None;
         }
-        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        entries
+        self.lock()
+            .sites
             .get(key)
             .filter(|(at, _)| at.elapsed() < self.ttl)
             .map(|(_, site)| site.clone())
     }
 
-    fn put(&self, key: KeyHash, site: &Site) {
+    /// Taken before reading a site from the table, handed back to [`put`](Self::put).
+    fn generation(&self) -> u64 {
+        self.lock().cleared
+    }
+
+    /// Keeps `site` for `key`, unless the cache was cleared since `generation` (a put of a
+    /// site happened meanwhile: what was read may be what it replaced).
+    fn put(&self, key: KeyHash, site: &Site, generation: u64) {
         if self.ttl.is_zero() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        if entries.len() >= Self::MAX_ENTRIES {
-            entries.clear();
+        let mut entries = self.lock();
+        if entries.cleared != generation {
+            return;
         }
-        entries.insert(key, (Instant::now(), site.clone()));
+        if entries.sites.len() >= Self::MAX_ENTRIES {
+            entries.sites.clear();
+        }
+        entries.sites.insert(key, (Instant::now(), site.clone()));
     }
 
     fn clear(&self) {
-        self.entries
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clear();
+        let mut entries = self.lock();
+        entries.cleared += 1;
+        entries.sites.clear();
     }
 }
 
@@ -269,6 +300,16 @@ fn key_pk(hash: &KeyHash) -> String {
 }
 
 const SITES_PK: &str = "SITES";
+
+fn audit_pk(site: &SiteId) -> String {
+    format!("AUDIT#{site}")
+}
+
+/// The start of an audit item's sort key: its time in ms, 15 digits (text order is time
+/// order; times before the epoch count as the epoch).
+fn audit_sk_prefix(at: Timestamp) -> String {
+    format!("{:015}", at.as_millis().max(0))
+}
 
 /// Prefix of the enrichment counter attributes (`st.creditsUsed`, `st.skipsByReason.bot`).
 const STATS_PREFIX: &str = "st.";
@@ -1515,10 +1556,77 @@ impl Store for DynamoStore {
         out.items.unwrap_or_default().iter().map(decode).collect()
     }
 
+    async fn log_audit(
+        &self,
+        entry: &tippen_core::audit::AuditEntry,
+        keep_after: Timestamp,
+    ) -> Result<(), StoreError> {
+        use tippen_core::IdGenerator;
+        let at = entry.at.as_millis();
+        let sk = format!(
+            "{}#{}",
+            audit_sk_prefix(entry.at),
+            tippen_core::SecureIds.id("audit")
+        );
+        let mut item = Self::key(&audit_pk(&entry.site), &sk);
+        item.insert(attr::DOC.to_owned(), s(encode(entry)?));
+        // Kept as long after the entry as the write's retention reaches back before it.
+        let retention = at.saturating_sub(keep_after.as_millis()).max(0);
+        item.insert(
+            attr::TTL.to_owned(),
+            n(at.saturating_add(retention).div_euclid(1000)),
+        );
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .send()
+            .await
+            .map_err(|e| backend("PutItem", e))?;
+        Ok(())
+    }
+
+    async fn audit_log(
+        &self,
+        site: &SiteId,
+        since: Timestamp,
+        limit: usize,
+    ) -> Result<Vec<tippen_core::audit::AuditEntry>, StoreError> {
+        let mut entries = Vec::new();
+        let mut start: Option<Item> = None;
+        // One page answers a read of up to `AUDIT_READ_MAX` small entries; more pages only
+        // when DynamoDB's 1 MB page ends first.
+        while entries.len() < limit {
+            let out = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .consistent_read(true)
+                .key_condition_expression("pk = :pk AND sk >= :since")
+                .expression_attribute_values(":pk", s(audit_pk(site)))
+                .expression_attribute_values(":since", s(audit_sk_prefix(since)))
+                .scan_index_forward(false)
+                .limit(i32::try_from(limit - entries.len()).unwrap_or(i32::MAX))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(|e| backend("Query", e))?;
+            for item in out.items.unwrap_or_default() {
+                entries.push(decode(&item)?);
+            }
+            match out.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(entries)
+    }
+
     async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {
         if let Some(site) = self.sites.get(key) {
             return Ok(Some(site));
         }
+        let generation = self.sites.generation();
         let Some(entry) = self.get_versioned(&key_pk(key), "KEY").await? else {
             return Ok(None);
         };
@@ -1527,11 +1635,13 @@ impl Store for DynamoStore {
             return Ok(None);
         };
         let site: Site = decode(&item)?;
-        // A key entry left behind by a racing rotation never authorizes.
-        if site.role_of(key).is_none() {
+        // A key entry left behind by a racing rotation or revocation never authorizes: the key
+        // must be one of the site's (a primary key or a credential, expired or not: expiry is
+        // the core's to judge).
+        if !site.key_hashes().any(|h| h.matches(key)) {
             return Ok(None);
         }
-        self.sites.put(*key, &site);
+        self.sites.put(*key, &site, generation);
         Ok(Some(site))
     }
 

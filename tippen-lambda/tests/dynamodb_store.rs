@@ -57,6 +57,17 @@ async fn dynamodb_store_passes_the_store_suite() {
     tippen_core::testkit::run_store_suite(store, &unique("suite")).await;
 }
 
+/// With the site cache on (as the functions run), a key a put dropped (a revoked member
+/// token, a rotated-out key) finds no site in the process that put it, and a kept one finds
+/// the new site.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dynamodb_store_with_a_site_cache_forgets_dropped_keys_at_once() {
+    let store = store("tippen-suite")
+        .await
+        .with_site_cache(Duration::from_secs(600));
+    tippen_core::testkit::credentials_find_their_site(&store, &unique("cache")).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn dynamodb_history_passes_the_history_suite() {
     // The live store suite's table: history shares it (single-table design).
@@ -86,6 +97,46 @@ async fn partition(table: &str, pk: &str) -> Vec<(String, Option<i64>)> {
             (sk, ttl)
         })
         .collect()
+}
+
+/// An audit entry is one item sorted by its time, expiring (TTL) as long after it as the
+/// write's retention boundary lies before it; two entries of one millisecond are two items.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_items_sort_by_time_and_expire_after_the_retention() {
+    use tippen_core::audit::{Actor, AuditEntry, Outcome};
+    let table = "tippen-suite";
+    let store = store(table).await;
+    let site = SiteId(unique("audit"));
+    let at = 1_729_080_000_000_i64;
+    let retention_ms = 365 * 86_400_000_i64;
+    let entry = AuditEntry {
+        at: Timestamp::from_millis(at),
+        site: site.clone(),
+        actor: Actor::operator(),
+        action: "site.update".to_owned(),
+        target: None,
+        address: None,
+        outcome: Outcome::Done,
+    };
+    for _ in 0..2 {
+        store
+            .log_audit(&entry, Timestamp::from_millis(at - retention_ms))
+            .await
+            .expect("log_audit");
+    }
+    let items = partition(table, &format!("AUDIT#{site}")).await;
+    assert_eq!(items.len(), 2, "two entries of one millisecond: {items:?}");
+    for (sk, ttl) in items {
+        assert!(sk.starts_with(&format!("{at:015}#")), "{sk}");
+        assert_eq!(ttl, Some((at + retention_ms) / 1000), "{sk}");
+    }
+    assert_eq!(
+        store
+            .audit_log(&site, Timestamp::from_millis(at), 10)
+            .await
+            .expect("audit_log"),
+        vec![entry.clone(), entry]
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
