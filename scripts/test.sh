@@ -171,8 +171,9 @@ if runs axum; then
   flock 9
   db_dir=$(mktemp -d)
   port=18787
+  operator_token=op_browser_0123456789abcdef0123456789
   TIPPEN_VISIBLE_GRACE_MS=3000 TIPPEN_HIDDEN_GRACE_MS=8000 TIPPEN_HEARTBEAT_MS=1000 RUST_LOG=warn \
-    TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_URL="http://127.0.0.1:18790/video" \
+    TIPPEN_OPERATOR_TOKEN=$operator_token TIPPEN_INVITE_TTL_MS=4000 TIPPEN_VIDEO_PROVIDER_URL="http://127.0.0.1:18790/video" \
     "$CARGO_TARGET_DIR/debug/tippen-server" --listen "127.0.0.1:$port" --db "$db_dir/tippen.db" \
     >"$artifacts/e2e-server.log" 2>&1 &
   server=$!
@@ -191,6 +192,9 @@ if runs axum; then
   step "axum: the dashboard's alerts: a rule, a marked live row, the Alerts tab, a Slack link (headless Chromium)"
   TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_KEY=demo_api_key TIPPEN_ARTIFACTS="$artifacts" \
     node tests/browser/alerts.mjs
+  step "axum: the operator's Command Center: sign-in, a site created, its counts, disabled, the audit log (headless Chromium)"
+  TIPPEN_BASE_URL="http://127.0.0.1:$port" TIPPEN_OPERATOR_TOKEN=$operator_token TIPPEN_ARTIFACTS="$artifacts" \
+    node tests/browser/command-center.mjs
   kill "$server" 2>/dev/null || true
   wait "$server" 2>/dev/null || true
   rm -rf "$db_dir"

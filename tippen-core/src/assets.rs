@@ -1,4 +1,5 @@
-//! The browser assets every host serves: the tracker script, the dashboard and the demo page.
+//! The browser assets every host serves: the tracker script, the dashboard, the Command Center
+//! and the demo page.
 //! Plain files, no build step; embedded so that every host serves the same bytes. Behind the
 //! crate feature `assets` (on by default): a backend serving its own pages can leave them out.
 
@@ -9,6 +10,8 @@ pub const TRACKER_JS: &str = include_str!("../assets/tippen-tracker.js");
 pub const APP_TRACKER_JS: &str = include_str!("../assets/tippen-app-tracker.js");
 /// `/dashboard`: the live visitor dashboard.
 pub const DASHBOARD_HTML: &str = include_str!("../assets/dashboard.html");
+/// `/command-center`: the operator's overview of every site (the operator API).
+pub const COMMAND_CENTER_HTML: &str = include_str!("../assets/command-center.html");
 /// `/demo`: a demo page carrying the tracker.
 pub const DEMO_HTML: &str = include_str!("../assets/demo.html");
 
@@ -73,6 +76,7 @@ pub fn find(path: &str) -> Option<Asset> {
         "/tippen-app-tracker.js" => (JS, APP_TRACKER_JS),
         "/dashboard" => (HTML, DASHBOARD_HTML),
         "/demo" => (HTML, DEMO_HTML),
+        "/command-center" => (HTML, COMMAND_CENTER_HTML),
         _ => return None,
     };
     Some(Asset { content_type, body })

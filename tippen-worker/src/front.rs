@@ -205,7 +205,8 @@ async fn operator(
     let path = http_req.uri().path().to_owned();
     let query = http_req.uri().query().map(str::to_owned);
     if let Some(site) = operator_site(&path, query.as_deref(), &body) {
-        let creates = req.method() == Method::Post && path.trim_end_matches('/') == "/api/operator/sites";
+        let creates =
+            req.method() == Method::Post && path.trim_end_matches('/') == "/api/operator/sites";
         let response = forward(env, site.as_str(), req, body).await?;
         if creates && response.status_code() == 201 {
             registry(env, Method::Post, Some(site.as_str())).await?;
@@ -222,7 +223,11 @@ async fn operator(
     for id in &ids {
         let Some(site_path) = operator_fanout_path(&path, query.as_deref(), id) else {
             // Not an operator route across sites: the core's 404 or 405.
-            return match front.tippen.route(http_req, &RequestContext::default()).await {
+            return match front
+                .tippen
+                .route(http_req, &RequestContext::default())
+                .await
+            {
                 Routed::Done(done) => effects_response(done.response),
                 _ => worker_response(
                     ApiError::new(StatusCode::NOT_FOUND, format!("no route for {path}"))
@@ -247,9 +252,10 @@ async fn operator(
         http::header::CONTENT_TYPE,
         http::HeaderValue::from_static("application/json"),
     );
-    response
-        .headers_mut()
-        .insert("access-control-allow-origin", http::HeaderValue::from_static("*"));
+    response.headers_mut().insert(
+        "access-control-allow-origin",
+        http::HeaderValue::from_static("*"),
+    );
     worker_response(response)
 }
 
@@ -267,7 +273,10 @@ async fn ask_site(
         .get_stub()?;
     let headers = Headers::new();
     for (name, value) in req.headers().entries() {
-        if !INTERNAL_HEADERS.iter().any(|h| name.eq_ignore_ascii_case(h)) {
+        if !INTERNAL_HEADERS
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+        {
             headers.append(&name, &value)?;
         }
     }

@@ -197,7 +197,9 @@ impl SiteObject {
         if let Some(configured) = config.site(site.as_str()) {
             tippen_core::settings::register_sites(&tippen, std::slice::from_ref(configured))
                 .await
-                .map_err(|e| RuntimeError::Store(tippen_core::StoreError::Backend(e.to_string())))?;
+                .map_err(|e| {
+                    RuntimeError::Store(tippen_core::StoreError::Backend(e.to_string()))
+                })?;
         }
         let enrichment = match &config.enrichment {
             None => None,

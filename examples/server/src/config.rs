@@ -297,6 +297,12 @@ pub struct Settings {
     pub limits: Limits,
     /// Privacy (the opt-out retention).
     pub privacy: PrivacyConfig,
+    /// Alert delivery (public URL, private destinations).
+    pub alerts: tippen_core::alerts::AlertsConfig,
+    /// The audit log's retention.
+    pub audit: tippen_core::audit::AuditConfig,
+    /// The operator token's hash (`TIPPEN_OPERATOR_TOKEN`).
+    pub operator_token: Option<KeyHash>,
 }
 
 impl FileConfig {
@@ -372,6 +378,9 @@ impl FileConfig {
             video_provider_url: shared.video_provider_url,
             limits: shared.config.limits,
             privacy: shared.config.privacy,
+            alerts: shared.config.alerts,
+            audit: shared.config.audit,
+            operator_token: shared.config.operator_token,
         })
     }
 

@@ -356,7 +356,8 @@ async fn run(args: Args) -> Result<(), ServerError> {
         tracing::warn!("no site is configured: every key will be refused (see --config)");
     }
     for old in store.sites().await? {
-        if !sites.iter().any(|s| s.id == old.id) {
+        // A site the operator API created or took over stays.
+        if !old.managed && !sites.iter().any(|s| s.id == old.id) {
             tracing::warn!(site = %old.id, "site is no longer configured; retiring it and its keys");
             live.remove_site(&old.id).await?;
         }
@@ -367,6 +368,9 @@ async fn run(args: Args) -> Result<(), ServerError> {
         invites: settings.invites,
         limits: settings.limits,
         privacy: settings.privacy,
+        alerts: settings.alerts.clone(),
+        audit: settings.audit,
+        operator_token: settings.operator_token,
         ..Config::default()
     };
     match &settings.slack {

@@ -114,9 +114,7 @@ pub fn operator_fanout_path(path: &str, query: Option<&str>, site: &SiteId) -> O
     let path = path.trim_end_matches('/');
     let id = super::extract::percent_encode_component(site.as_str());
     match OperatorRoute::of(path)? {
-        OperatorRoute::Sites | OperatorRoute::Overview => {
-            Some(format!("/api/operator/sites/{id}"))
-        }
+        OperatorRoute::Sites | OperatorRoute::Overview => Some(format!("/api/operator/sites/{id}")),
         OperatorRoute::Audit if super::query_param(query, "site").is_none() => {
             let limit = super::query_param(query, "limit").unwrap_or_else(|| "100".to_owned());
             Some(format!(
@@ -190,10 +188,7 @@ struct Rotation {
 impl Tippen {
     /// Checks the operator token a request presents (as a key): the refusal to answer, if
     /// any. For hosts that answer requests across sites themselves ([`operator_combine`]).
-    pub fn authorize_operator(
-        &self,
-        req: &http::Request<Bytes>,
-    ) -> Result<(), Response<Bytes>> {
+    pub fn authorize_operator(&self, req: &http::Request<Bytes>) -> Result<(), Response<Bytes>> {
         self.check_operator(key_from(req.headers(), req.uri().query()).as_deref())
             .map_err(ApiError::into_response)
     }
@@ -562,11 +557,9 @@ impl Tippen {
         let now = self.now();
         let midnight =
             crate::Timestamp::from_millis(now.as_millis() - now.as_millis().rem_euclid(86_400_000));
-        let live = self
-            .store()
-            .count_visitors(&site.id)
-            .await
-            .map_err(ServiceError::from)?;
+        // Present visitors, as dashboards list them (a record may outlive its visitor's
+        // presence a little: a leave's linger, an expiry not swept yet).
+        let live = self.visitor_listing(&site.id).await?.0.len();
         let stats = self.enrichment_stats(&site.id).await?;
         let lookups = stats.cache_hits + stats.negative_cache_hits + stats.cache_misses;
         let (visits_today, identified_share) = match self.history() {
