@@ -199,7 +199,7 @@ async fn operator(
     http_req: http::Request<Bytes>,
     body: Bytes,
 ) -> worker::Result<Response> {
-    if let Err(refusal) = front.tippen.authorize_operator(&http_req) {
+    if let Some(refusal) = front.tippen.operator_refusal(&http_req) {
         return worker_response(refusal);
     }
     let path = http_req.uri().path().to_owned();

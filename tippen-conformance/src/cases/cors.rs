@@ -30,6 +30,8 @@ pub(super) async fn preflight_is_answered(t: &Target) -> Result<(), Failure> {
         ("/api/visitors", "GET"),
         ("/api/send-video-invite", "POST"),
         ("/api/track/user-activity", "POST"),
+        ("/api/operator/sites/any", "PATCH"),
+        ("/api/members/any", "DELETE"),
     ];
     for (path, method) in routes {
         let answer = http
@@ -52,7 +54,7 @@ pub(super) async fn preflight_is_answered(t: &Target) -> Result<(), Failure> {
         }
         if !lists(&answer, "access-control-allow-methods", method) {
             return Err(answer.fail(format!(
-                "Access-Control-Allow-Methods listing {method} (contract: GET, POST, PUT, DELETE, OPTIONS)"
+                "Access-Control-Allow-Methods listing {method} (contract: GET, POST, PUT, PATCH, DELETE, OPTIONS)"
             )));
         }
         for header in ["X-Tippen-API-Key", "Content-Type"] {

@@ -263,9 +263,7 @@ pub(super) async fn a_rotated_key_works_until_its_overlap_ends(t: &Target) -> Re
             .key(token)
             .json(&json!({"key": key, "overlapSeconds": overlap}))
     };
-    http.send(rotate("neither", 1).key(token))
-        .await?
-        .expect_error(400)?;
+    http.send(rotate("neither", 1)).await?.expect_error(400)?;
     let answer = http.send(rotate("secret", 2)).await?;
     let rotated = answer.expect_ok_json(200)?;
     let (Some(new_key), Some(expires)) = (

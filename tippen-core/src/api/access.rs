@@ -278,7 +278,7 @@ impl Tippen {
                     .map_err(ServiceError::from)?,
             );
         }
-        entries.sort_by(|a, b| b.at.cmp(&a.at));
+        entries.sort_by_key(|e| std::cmp::Reverse(e.at));
         entries.truncate(limit);
         Ok(entries)
     }

@@ -779,11 +779,11 @@ impl Tippen {
                 audited(&caller, Op::SendVideoInvite { new }, "invite.send", target)
             }
             Route::VideoCall => {
-                let (req, caller): (VideoCallRequest, _) = self
+                let (mut req, caller): (VideoCallRequest, _) = self
                     .keyed_body_caller(k, &body, KeyRole::Agent, ("videoCall.create", ctx))
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
-                let invite_id = match req.invite_id {
+                let invite_id = match req.invite_id.take() {
                     Some(id) => {
                         check_id("inviteId", &id, limits.max_id_bytes)?;
                         id
@@ -796,17 +796,10 @@ impl Tippen {
                     Some(req.visitor_id.clone()),
                     ctx,
                 );
-                let invited_by = caller.actor.name.clone().or(req.invited_by);
-                self.route_video_call(
-                    caller.site,
-                    req.visitor_id,
-                    invite_id,
-                    invited_by,
-                    req.host_name,
-                    req.guest_name,
-                    audit,
-                )
-                .await
+                // A member's name is who invites, whatever the body says.
+                req.invited_by = caller.actor.name.clone().or(req.invited_by);
+                self.route_video_call(caller.site, req, invite_id, audit)
+                    .await
             }
             Route::CancelInvite => {
                 let (req, caller): (CancelInviteRequest, _) = self
@@ -1182,13 +1175,17 @@ impl Tippen {
     async fn route_video_call(
         &self,
         site: Site,
-        visitor_id: String,
+        req: VideoCallRequest,
         invite_id: String,
-        invited_by: Option<String>,
-        host_name: Option<String>,
-        guest_name: Option<String>,
         audit: AuditNote,
     ) -> Result<Routed, ApiError> {
+        let VideoCallRequest {
+            visitor_id,
+            invited_by,
+            host_name,
+            guest_name,
+            ..
+        } = req;
         let Some(provider) = self.video_provider() else {
             return Err(no_video_provider());
         };

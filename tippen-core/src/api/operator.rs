@@ -187,10 +187,12 @@ struct Rotation {
 
 impl Tippen {
     /// Checks the operator token a request presents (as a key): the refusal to answer, if
-    /// any. For hosts that answer requests across sites themselves ([`operator_combine`]).
-    pub fn authorize_operator(&self, req: &http::Request<Bytes>) -> Result<(), Response<Bytes>> {
+    /// any (`None`: the token is right). For hosts that answer requests across sites
+    /// themselves ([`operator_combine`]).
+    pub fn operator_refusal(&self, req: &http::Request<Bytes>) -> Option<Response<Bytes>> {
         self.check_operator(key_from(req.headers(), req.uri().query()).as_deref())
-            .map_err(ApiError::into_response)
+            .err()
+            .map(ApiError::into_response)
     }
 
     /// Checks the operator token: `401` without one, `403` when the API is off or for a wrong
