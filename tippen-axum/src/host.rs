@@ -103,6 +103,51 @@ impl Default for HostConfig {
     }
 }
 
+/// Maps an embedding application's signed-in users to tippen's roles (see
+/// [`TippenHost::router_with`]): the application keeps its own login (cookies, OIDC, ...) and
+/// tells tippen who the request's user is, on which site, in which role.
+///
+/// ```
+/// use tippen_axum::Authorize;
+/// use tippen_core::api::Principal;
+/// use tippen_core::{KeyRole, SiteId};
+///
+/// /// Everyone with the application's `staff=` cookie is an agent of the site `shop`.
+/// struct Staff;
+///
+/// impl Authorize for Staff {
+///     fn principal(&self, parts: &http::request::Parts) -> Option<Principal> {
+///         let cookies = parts.headers.get(http::header::COOKIE)?.to_str().ok()?;
+///         let name = cookies.split("; ").find_map(|c| c.strip_prefix("staff="))?;
+///         // A real application looks its session up; this one trusts the cookie's name.
+///         Some(Principal { site: SiteId::from("shop"), role: KeyRole::Agent, name: name.to_owned() })
+///     }
+/// }
+/// ```
+pub trait Authorize: Send + Sync + 'static {
+    /// The request's signed-in user, with their site and role; `None` when there is none.
+    fn principal(&self, parts: &http::request::Parts) -> Option<tippen_core::api::Principal>;
+}
+
+/// `router` with a layer that puts `authorize`'s principal of each request (and only that:
+/// one a request brought along is dropped) where the host reads it.
+fn with_sessions(router: Router, authorize: impl Authorize) -> Router {
+    let authorize = Arc::new(authorize);
+    router.layer(axum::middleware::from_fn(
+        move |req: Request, next: axum::middleware::Next| {
+            let authorize = authorize.clone();
+            async move {
+                let (mut parts, body) = req.into_parts();
+                parts.extensions.remove::<tippen_core::api::Principal>();
+                if let Some(principal) = authorize.principal(&parts) {
+                    parts.extensions.insert(principal);
+                }
+                next.run(Request::from_parts(parts, body)).await
+            }
+        },
+    ))
+}
+
 /// Why a host operation failed.
 #[derive(Debug, Error)]
 #[non_exhaustive]
@@ -360,6 +405,23 @@ impl TippenHost {
         )
     }
 
+    /// [`router`](Self::router) whose requests without a key are authorized by the
+    /// application's own sign-in: `authorize` maps each request (its cookies, its bearer
+    /// token, whatever the application checks) to a [`Principal`](tippen_core::api::Principal)
+    /// — a site, a role and the person's name — or to `None` (then a key is needed, as
+    /// always). tippen authorizes that person like a member token of that role, records their
+    /// name on their invites and in the audit log. A request presenting a key is the key's.
+    /// Dashboards' sockets open with a ticket of `POST /api/ws-ticket`, which the session may
+    /// ask for.
+    pub fn router_with(&self, authorize: impl Authorize) -> Router {
+        with_sessions(self.router(), authorize)
+    }
+
+    /// [`router_at`](Self::router_at) with [`router_with`](Self::router_with)'s sessions.
+    pub fn router_at_with(&self, prefix: &str, authorize: impl Authorize) -> Router {
+        with_sessions(self.router_at(prefix), authorize)
+    }
+
     /// Arms every stored site's timer at its next stored deadline, so visitors whose grace
     /// passed while the server was down are swept at once. Call it once at startup. Returns
     /// how many sites have a deadline.
@@ -476,6 +538,11 @@ impl TippenHost {
         };
         let ctx = RequestContext {
             client_ip,
+            // Set by `router_with`'s layer from the application's own session, never by a client.
+            principal: parts
+                .extensions
+                .get::<tippen_core::api::Principal>()
+                .cloned(),
             ..RequestContext::default()
         };
         let req = http::Request::from_parts(parts, body);

@@ -39,7 +39,7 @@ pub mod sqlite_history;
 
 pub use bus::Bus;
 pub use enrich::EnrichmentConfig;
-pub use host::{HostConfig, HostError, TippenHost};
+pub use host::{Authorize, HostConfig, HostError, TippenHost};
 pub use ip::{InvalidProxy, TrustedProxies};
 pub use limit::{LimitScope, RateLimit, RateLimits, SharedLimiter};
 pub use serve::{ServeConfig, serve};

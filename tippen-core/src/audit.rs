@@ -52,6 +52,9 @@ pub enum ActorKind {
     Member,
     /// The operator token.
     Operator,
+    /// A user of an embedding backend, signed in by the backend's own means (cookies, OIDC)
+    /// and handed to tippen as a [`Principal`](crate::api::Principal).
+    Session,
 }
 
 /// Who did something: the kind of credential, and for a member token its holder's name and the
@@ -101,9 +104,9 @@ impl Actor {
         }
     }
 
-    /// A member token (worth recording refusals of: a person is behind it).
+    /// A person (a member token or a backend's signed-in user): worth recording refusals of.
     pub fn is_member(&self) -> bool {
-        self.kind == ActorKind::Member
+        matches!(self.kind, ActorKind::Member | ActorKind::Session)
     }
 }
 

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tippen_axum::TippenHost;
-use tippen_core::{Config, MemoryStore, Site, SystemClock, Tippen};
+use tippen_core::{Config, KeyRole, MemoryStore, Site, SystemClock, Tippen};
 use tippen_embed_axum::{Shop, TIPPEN_PREFIX, app};
 
 /// The shop's tippen site: the public key goes into its pages, the secret key opens the
@@ -35,7 +35,15 @@ async fn main() -> Result<(), Box<dyn Error>> {
     let host = TippenHost::new(tippen);
     host.arm_stored_deadlines().await?;
 
-    let app = app(Shop::new("Fernhill Coffee", PUBLIC_KEY), &host);
+    // The shop's staff sign in with `POST /login` and use tippen's API in their role.
+    let shop = Shop::new("Fernhill Coffee", PUBLIC_KEY).with_staff(
+        "shop",
+        &[
+            ("ada", "change-me-ada", KeyRole::Agent),
+            ("vera", "change-me-vera", KeyRole::Viewer),
+        ],
+    );
+    let app = app(shop, &host);
     let listen = std::env::var("EMBED_LISTEN").unwrap_or_else(|_| "127.0.0.1:8788".into());
     let listener = tokio::net::TcpListener::bind(&listen).await?;
     let addr = listener.local_addr()?;

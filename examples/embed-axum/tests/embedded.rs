@@ -15,7 +15,7 @@ use tippen_core::enrichment::{ProviderConfig, ProviderKind};
 use tippen_core::quota::QuotaOverrides;
 use tippen_core::slack::{SlackConfig, WebhookUrl};
 use tippen_core::video::CustomerConnect;
-use tippen_core::{Config, MemoryStore, Site, SystemClock, Tippen};
+use tippen_core::{Config, KeyRole, MemoryStore, Site, SystemClock, Tippen};
 use tippen_embed_axum::{Shop, app};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -74,7 +74,14 @@ async fn start(host_config: HostConfig, configure: impl FnOnce(Tippen) -> Tippen
     }
     let host = TippenHost::with_config(tippen, host_config);
     host.arm_stored_deadlines().await.expect("arm");
-    let app = app(Shop::new("Fernhill Coffee", "pk_a"), &host);
+    let shop = Shop::new("Fernhill Coffee", "pk_a").with_staff(
+        "a",
+        &[
+            ("Ada", "ada-password", KeyRole::Agent),
+            ("Vera", "vera-password", KeyRole::Viewer),
+        ],
+    );
+    let app = app(shop, &host);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -247,6 +254,148 @@ async fn a_tracked_visitor_reaches_a_dashboard_under_the_prefix() {
     .await
     .expect("visitor socket");
     assert_eq!(answer.status().as_u16(), 101);
+    shop.host.shutdown().await;
+}
+
+/// Signs in with the shop's own login; the session cookie.
+async fn sign_in(client: &reqwest::Client, base: &str, name: &str, password: &str) -> String {
+    let answer = client
+        .post(format!("{base}/login"))
+        .json(&json!({"name": name, "password": password}))
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(answer.status(), 204, "sign-in of {name}");
+    let cookie = answer
+        .headers()
+        .get("set-cookie")
+        .and_then(|v| v.to_str().ok())
+        .expect("a session cookie")
+        .to_owned();
+    cookie.split(';').next().expect("name=value").to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_shops_staff_use_tippen_in_their_role_without_keys() {
+    let shop = start(HostConfig::default(), |t| t).await;
+    let client = reqwest::Client::new();
+    let base = &shop.base;
+    let status = |r: reqwest::Response| r.status().as_u16();
+
+    // Not signed in: a key is needed, as always; a wrong password signs no one in.
+    let r = client
+        .get(format!("{base}/tippen/api/visitors"))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(status(r), 401);
+    let r = client
+        .post(format!("{base}/login"))
+        .json(&json!({"name": "Ada", "password": "guess"}))
+        .send()
+        .await
+        .expect("POST /login");
+    assert_eq!(status(r), 401);
+    // A cookie a client makes up is no session.
+    let r = client
+        .get(format!("{base}/tippen/api/visitors"))
+        .header("cookie", "shop_session=0123456789abcdef0123456789abcdef")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(status(r), 401);
+
+    let tracked = client
+        .post(format!("{base}/tippen/track/visitor"))
+        .header("X-Tippen-API-Key", "pk_a")
+        .json(&json!({"event": "pageview", "visitor": {"visitorId": "visitor_staff", "url": "https://shop.example/"}}))
+        .send()
+        .await
+        .expect("track");
+    assert_eq!(status(tracked), 200);
+    let invite = |cookie: &str, invite_id: &str| {
+        client
+            .post(format!("{base}/tippen/api/send-video-invite"))
+            .header("cookie", cookie)
+            .json(&json!({
+                "visitorId": "visitor_staff",
+                "inviteId": invite_id,
+                "guestUrl": format!("https://video.example/{invite_id}"),
+            }))
+            .send()
+    };
+
+    // Vera, a viewer: reads the live view; may not invite.
+    let vera = sign_in(&client, base, "Vera", "vera-password").await;
+    let r = client
+        .get(format!("{base}/tippen/api/visitors"))
+        .header("cookie", &vera)
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(r.status(), 200);
+    let listed: Value = r.json().await.expect("JSON");
+    assert_eq!(
+        listed["visitors"][0]["visitorId"], "visitor_staff",
+        "{listed}"
+    );
+    assert_eq!(
+        status(invite(&vera, "inv_vera").await.expect("invite")),
+        403
+    );
+
+    // Ada, an agent: invites, recorded as hers though the body names no one; may not delete.
+    let ada = sign_in(&client, base, "Ada", "ada-password").await;
+    assert_eq!(status(invite(&ada, "inv_ada").await.expect("invite")), 200);
+    let r = client
+        .get(format!("{base}/tippen/api/visitors"))
+        .header("X-Tippen-API-Key", "sk_a")
+        .send()
+        .await
+        .expect("GET");
+    let listed: Value = r.json().await.expect("JSON");
+    assert_eq!(
+        listed["visitors"][0]["invite"]["invitedBy"], "Ada",
+        "{listed}"
+    );
+    let r = client
+        .delete(format!("{base}/tippen/api/visitors/visitor_staff"))
+        .header("cookie", &ada)
+        .send()
+        .await
+        .expect("DELETE");
+    assert_eq!(status(r), 403);
+    // A request presenting a key is the key's, cookie or not.
+    let r = client
+        .get(format!("{base}/tippen/api/visitors"))
+        .header("cookie", &ada)
+        .header("X-Tippen-API-Key", "pk_a")
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(status(r), 403);
+
+    // The audit log names them.
+    let r = client
+        .get(format!("{base}/tippen/api/audit"))
+        .header("X-Tippen-API-Key", "sk_a")
+        .send()
+        .await
+        .expect("GET /api/audit");
+    let audit: Value = r.json().await.expect("JSON");
+    let has = |action: &str, outcome: &str, name: &str| {
+        audit["entries"].as_array().is_some_and(|entries| {
+            entries.iter().any(|e| {
+                e["action"] == action
+                    && e["outcome"] == outcome
+                    && e["actor"]["kind"] == "session"
+                    && e["actor"]["name"] == name
+            })
+        })
+    };
+    assert!(has("invite.send", "done", "Ada"), "{audit}");
+    assert!(has("invite.send", "denied", "Vera"), "{audit}");
+    assert!(has("visitor.delete", "denied", "Ada"), "{audit}");
     shop.host.shutdown().await;
 }
 

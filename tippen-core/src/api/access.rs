@@ -73,15 +73,21 @@ fn role_refusal(role: KeyRole, need: KeyRole) -> ApiError {
 
 impl Tippen {
     /// Checks `key` for `need`: the caller on success; `401` without a key or with an expired
-    /// one, `403` for an unknown key, a disabled site or a role below `need`. A member refused
-    /// `action` (when named) is recorded in the audit log as `denied`.
+    /// one, `403` for an unknown key, a disabled site or a role below `need`. Without a key,
+    /// the embedding backend's [`Principal`](super::Principal) in `ctx` (if any) is the caller. A
+    /// member (or a backend's user) refused `action` (when named) is recorded in the audit log
+    /// as `denied`.
     pub(crate) async fn caller(
         &self,
         key: Option<&str>,
         need: KeyRole,
-        action: Option<(&'static str, &RequestContext)>,
+        ctx: &RequestContext,
+        action: Option<&'static str>,
     ) -> Result<Caller, ApiError> {
         let Some(key) = key.filter(|k| !k.is_empty()) else {
+            if let Some(principal) = &ctx.principal {
+                return self.principal_caller(principal, need, ctx, action).await;
+            }
             return Err(ApiError::new(StatusCode::UNAUTHORIZED, "API key required"));
         };
         if key.len() > self.config().limits.max_key_bytes {
@@ -118,9 +124,55 @@ impl Tippen {
             None if site.legacy_single_key => Actor::key(ActorKind::LegacyKey),
             None => Actor::key(ActorKind::SecretKey),
         };
-        let caller = Caller { site, actor };
+        self.check_role(Caller { site, actor }, role, need, ctx, action)
+            .await
+    }
+
+    /// The caller an embedding backend vouches for (its own session), checked like a key.
+    async fn principal_caller(
+        &self,
+        principal: &super::Principal,
+        need: KeyRole,
+        ctx: &RequestContext,
+        action: Option<&'static str>,
+    ) -> Result<Caller, ApiError> {
+        let site = self
+            .store()
+            .site(&principal.site)
+            .await
+            .map_err(ServiceError::from)?
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::FORBIDDEN,
+                    format!("no site {:?} for this session", principal.site.as_str()),
+                )
+            })?;
+        if site.disabled {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                format!("site {:?} is disabled", site.id.as_str()),
+            ));
+        }
+        let actor = Actor {
+            kind: ActorKind::Session,
+            name: Some(principal.name.clone()),
+            key_id: None,
+        };
+        self.check_role(Caller { site, actor }, principal.role, need, ctx, action)
+            .await
+    }
+
+    /// `caller` when `role` reaches `need`, else `403` (a person refused `action` recorded).
+    async fn check_role(
+        &self,
+        caller: Caller,
+        role: KeyRole,
+        need: KeyRole,
+        ctx: &RequestContext,
+        action: Option<&'static str>,
+    ) -> Result<Caller, ApiError> {
         if role < need {
-            if let Some((action, ctx)) = action
+            if let Some(action) = action
                 && caller.actor.is_member()
             {
                 let note = AuditNote::new(&caller, action, None, ctx);
@@ -130,6 +182,17 @@ impl Tippen {
             return Err(role_refusal(role, need));
         }
         Ok(caller)
+    }
+
+    /// The site's record as stored now, for a change of it: the one a key found may come from
+    /// a host's cache (Lambda's), and a change made on it would undo another made since.
+    pub(crate) async fn fresh_site(&self, site: Site) -> Result<Site, ApiError> {
+        Ok(self
+            .store()
+            .site(&site.id)
+            .await
+            .map_err(ServiceError::from)?
+            .unwrap_or(site))
     }
 
     /// Records an audit entry for `site`. A store failure is logged, not answered: the action
@@ -166,6 +229,9 @@ impl Tippen {
         ctx: &RequestContext,
     ) -> Result<Response<Bytes>, ApiError> {
         let mut site = caller.site.clone();
+        if method != Method::GET && method != Method::HEAD {
+            site = self.fresh_site(site).await?;
+        }
         match (method, id) {
             (m, None) if m == Method::GET || m == Method::HEAD => {
                 let members: Vec<_> = site

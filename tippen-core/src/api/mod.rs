@@ -99,6 +99,25 @@ pub struct RequestContext {
     /// CloudFront's viewer headers: see [`Place::from_headers`](crate::history::Place)):
     /// kept on the visit for history.
     pub place: Option<crate::history::Place>,
+    /// The caller an embedding backend signed in by its own means (see [`Principal`]): used
+    /// when the request presents no key. Only the host sets it, never from what a client
+    /// sent.
+    pub principal: Option<Principal>,
+}
+
+/// A user an embedding backend has signed in by its own means (a session cookie, OIDC), with
+/// the role it grants them on one site: tippen authorizes that user's requests (those without
+/// a key) as if they held a member token of that role, and records their name in the audit
+/// log and on their invites. `tippen_axum::Authorize` maps a backend's sessions to it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Principal {
+    /// The site.
+    pub site: SiteId,
+    /// What the user may do there ([`KeyRole::Viewer`], [`KeyRole::Agent`] or
+    /// [`KeyRole::Secret`], the admin's).
+    pub role: KeyRole,
+    /// The user's name, as the audit log and invites show it.
+    pub name: String,
 }
 
 /// The outcome of [`Tippen::route`].
@@ -374,7 +393,10 @@ impl Route {
 impl Tippen {
     /// Checks `key` for `need`; the site on success.
     pub async fn authorize(&self, key: Option<&str>, need: KeyRole) -> Result<Site, ApiError> {
-        Ok(self.caller(key, need, None).await?.site)
+        Ok(self
+            .caller(key, need, &RequestContext::default(), None)
+            .await?
+            .site)
     }
 
     /// Parses a JSON body that may carry the key (`apiKey`) and authorizes the request: with
@@ -396,16 +418,17 @@ impl Tippen {
         key: Option<&str>,
         body: &[u8],
         need: KeyRole,
-        action: (&'static str, &RequestContext),
+        ctx: &RequestContext,
+        action: &'static str,
     ) -> Result<(T, Caller), ApiError> {
         let header_caller = match key {
-            Some(k) => Some(self.caller(Some(k), need, Some(action)).await?),
+            Some(k) => Some(self.caller(Some(k), need, ctx, Some(action)).await?),
             None => None,
         };
         let req: T = parse_body(body)?;
         let caller = match header_caller {
             Some(caller) => caller,
-            None => self.caller(req.api_key(), need, Some(action)).await?,
+            None => self.caller(req.api_key(), need, ctx, Some(action)).await?,
         };
         Ok((req, caller))
     }
@@ -504,12 +527,12 @@ impl Tippen {
                 asset.body_for(&self.config().sockets),
             )),
             Route::SupportUsers => {
-                let site = self.authorize(k, KeyRole::Viewer).await?;
+                let site = self.caller(k, KeyRole::Viewer, ctx, None).await?.site;
                 call(site, Op::SupportUsers)
             }
             Route::User => {
                 let caller = self
-                    .caller(k, KeyRole::Secret, Some(("user.delete", ctx)))
+                    .caller(k, KeyRole::Secret, ctx, Some("user.delete"))
                     .await?;
                 let raw = path.trim_end_matches('/').trim_start_matches("/api/users/");
                 let user_id = percent_decode(raw);
@@ -518,7 +541,7 @@ impl Tippen {
                 audited(&caller, Op::DeleteUser { user_id }, "user.delete", target)
             }
             Route::UserActivityRead => {
-                let site = self.authorize(k, KeyRole::Viewer).await?;
+                let site = self.caller(k, KeyRole::Viewer, ctx, None).await?.site;
                 let raw = path
                     .trim_end_matches('/')
                     .trim_start_matches("/api/users/")
@@ -529,7 +552,7 @@ impl Tippen {
                 call(site, Op::UserActivityRead { user_id, page })
             }
             Route::WsTicket => {
-                let site = self.authorize(k, KeyRole::Viewer).await?;
+                let site = self.caller(k, KeyRole::Viewer, ctx, None).await?.site;
                 done(self.ws_ticket(&site))
             }
             Route::AlertRules | Route::AlertRule => {
@@ -544,14 +567,19 @@ impl Tippen {
                     KeyRole::Secret
                 };
                 let caller = self
-                    .caller(k, need, (!reads).then_some((action, ctx)))
+                    .caller(k, need, ctx, (!reads).then_some(action))
                     .await?;
                 let id = path
                     .trim_end_matches('/')
                     .strip_prefix("/api/alert-rules/")
                     .map(percent_decode);
+                let site = if reads {
+                    caller.site.clone()
+                } else {
+                    self.fresh_site(caller.site.clone()).await?
+                };
                 let response = self
-                    .alert_rules_call(caller.site.clone(), &parts.method, id.clone(), &body)
+                    .alert_rules_call(site, &parts.method, id.clone(), &body)
                     .await?;
                 if !reads {
                     let target = id.or_else(|| {
@@ -573,10 +601,15 @@ impl Tippen {
                     KeyRole::Secret
                 };
                 let caller = self
-                    .caller(k, need, (!reads).then_some(("alertDestinations.put", ctx)))
+                    .caller(k, need, ctx, (!reads).then_some("alertDestinations.put"))
                     .await?;
+                let site = if reads {
+                    caller.site.clone()
+                } else {
+                    self.fresh_site(caller.site.clone()).await?
+                };
                 let response = self
-                    .alert_destinations_call(caller.site.clone(), &parts.method, &body)
+                    .alert_destinations_call(site, &parts.method, &body)
                     .await?;
                 if !reads {
                     let note = AuditNote::new(&caller, "alertDestinations.put", None, ctx);
@@ -586,16 +619,16 @@ impl Tippen {
                 done(response)
             }
             Route::Alerts => {
-                let site = self.authorize(k, KeyRole::Viewer).await?;
+                let site = self.caller(k, KeyRole::Viewer, ctx, None).await?.site;
                 done(self.alerts_response(&site, query).await?)
             }
             Route::Members | Route::Member => {
                 let action = match parts.method {
-                    Method::POST => Some(("member.create", ctx)),
-                    Method::DELETE => Some(("member.revoke", ctx)),
+                    Method::POST => Some("member.create"),
+                    Method::DELETE => Some("member.revoke"),
                     _ => None,
                 };
-                let caller = self.caller(k, KeyRole::Secret, action).await?;
+                let caller = self.caller(k, KeyRole::Secret, ctx, action).await?;
                 let id = path
                     .trim_end_matches('/')
                     .strip_prefix("/api/members/")
@@ -606,7 +639,7 @@ impl Tippen {
                 )
             }
             Route::Audit => {
-                let site = self.authorize(k, KeyRole::Secret).await?;
+                let site = self.caller(k, KeyRole::Secret, ctx, None).await?.site;
                 let entries = self.audit_entries(&[site.id], query).await?;
                 let entries: Vec<_> = entries.iter().map(access::audit_view).collect();
                 done(json_response(
@@ -620,7 +653,7 @@ impl Tippen {
             ),
             Route::DashboardSocket => {
                 if query_param(query, ticket::TICKET_PARAM).is_none() {
-                    self.authorize(k, KeyRole::Viewer).await?;
+                    self.caller(k, KeyRole::Viewer, ctx, None).await?.site;
                 }
                 Err(ApiError::new(
                     StatusCode::UPGRADE_REQUIRED,
@@ -635,7 +668,7 @@ impl Tippen {
                 ))
             }
             Route::Visitors => {
-                let site = self.authorize(k, KeyRole::Viewer).await?;
+                let site = self.caller(k, KeyRole::Viewer, ctx, None).await?.site;
                 call(site, Op::ListVisitors)
             }
             Route::Visits | Route::Visit | Route::Companies | Route::Company | Route::Analytics => {
@@ -651,17 +684,17 @@ impl Tippen {
                 } else {
                     KeyRole::Viewer
                 };
-                let site = self.authorize(k, need).await?;
+                let site = self.caller(k, need, ctx, None).await?.site;
                 // Reads of history only: answered here, without the site's lock.
                 done(self.history_response(&site.id, op).await?)
             }
             Route::Stats => {
-                let site = self.authorize(k, KeyRole::Viewer).await?;
+                let site = self.caller(k, KeyRole::Viewer, ctx, None).await?.site;
                 call(site, Op::Stats)
             }
             Route::Visitor => {
                 let caller = self
-                    .caller(k, KeyRole::Secret, Some(("visitor.delete", ctx)))
+                    .caller(k, KeyRole::Secret, ctx, Some("visitor.delete"))
                     .await?;
                 let raw = path
                     .trim_end_matches('/')
@@ -756,7 +789,7 @@ impl Tippen {
             }
             Route::SendVideoInvite => {
                 let (req, caller): (SendVideoInviteRequest, _) = self
-                    .keyed_body_caller(k, &body, KeyRole::Agent, ("invite.send", ctx))
+                    .keyed_body_caller(k, &body, KeyRole::Agent, ctx, "invite.send")
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 self.check_guest_url(&caller.site, &req.guest_url)?;
@@ -780,7 +813,7 @@ impl Tippen {
             }
             Route::VideoCall => {
                 let (mut req, caller): (VideoCallRequest, _) = self
-                    .keyed_body_caller(k, &body, KeyRole::Agent, ("videoCall.create", ctx))
+                    .keyed_body_caller(k, &body, KeyRole::Agent, ctx, "videoCall.create")
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 let invite_id = match req.invite_id.take() {
@@ -803,7 +836,7 @@ impl Tippen {
             }
             Route::CancelInvite => {
                 let (req, caller): (CancelInviteRequest, _) = self
-                    .keyed_body_caller(k, &body, KeyRole::Agent, ("invite.cancel", ctx))
+                    .keyed_body_caller(k, &body, KeyRole::Agent, ctx, "invite.cancel")
                     .await?;
                 check_id("visitorId", &req.visitor_id, limits.max_id_bytes)?;
                 check_id("inviteId", &req.invite_id, limits.max_id_bytes)?;
