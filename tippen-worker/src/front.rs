@@ -267,20 +267,7 @@ async fn ask_site(
     req: &Request,
     site_path: String,
 ) -> worker::Result<Option<serde_json::Value>> {
-    let stub = env
-        .durable_object(SITE_OBJECT_BINDING)?
-        .id_from_name(site.as_str())?
-        .get_stub()?;
-    let headers = Headers::new();
-    for (name, value) in req.headers().entries() {
-        if !INTERNAL_HEADERS
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
-        {
-            headers.append(&name, &value)?;
-        }
-    }
-    headers.set(SITE_HEADER, site.as_str())?;
+    let (stub, headers) = site_stub(env, site.as_str(), req)?;
     let mut url = req.url()?;
     let (p, q) = site_path.split_once('?').unwrap_or((&site_path, ""));
     url.set_path(p);
@@ -340,20 +327,7 @@ pub(crate) async fn authorize_upgrade(
 /// adding [`SITE_HEADER`] and the client's place from the `cf` object ([`GEO_COUNTRY_HEADER`],
 /// [`GEO_CITY_HEADER`]).
 async fn forward(env: &Env, object: &str, req: &Request, body: Bytes) -> worker::Result<Response> {
-    let stub = env
-        .durable_object(SITE_OBJECT_BINDING)?
-        .id_from_name(object)?
-        .get_stub()?;
-    let headers = Headers::new();
-    for (name, value) in req.headers().entries() {
-        if !INTERNAL_HEADERS
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h))
-        {
-            headers.append(&name, &value)?;
-        }
-    }
-    headers.set(SITE_HEADER, object)?;
+    let (stub, headers) = site_stub(env, object, req)?;
     if let Some(cf) = req.cf() {
         if let Some(country) = cf.country() {
             headers.set(GEO_COUNTRY_HEADER, &country)?;
@@ -373,6 +347,26 @@ async fn forward(env: &Env, object: &str, req: &Request, body: Bytes) -> worker:
     }
     let forwarded = Request::new_with_init(req.url()?.as_str(), &init)?;
     stub.fetch_with_request(forwarded).await
+}
+
+/// The stub of the Durable Object named `object`, and the headers to send it: the client's,
+/// without [`INTERNAL_HEADERS`], with [`SITE_HEADER`] naming `object`.
+fn site_stub(env: &Env, object: &str, req: &Request) -> worker::Result<(worker::Stub, Headers)> {
+    let stub = env
+        .durable_object(SITE_OBJECT_BINDING)?
+        .id_from_name(object)?
+        .get_stub()?;
+    let headers = Headers::new();
+    for (name, value) in req.headers().entries() {
+        if !INTERNAL_HEADERS
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h))
+        {
+            headers.append(&name, &value)?;
+        }
+    }
+    headers.set(SITE_HEADER, object)?;
+    Ok((stub, headers))
 }
 
 /// The site a Durable Object serves, from a forwarded request's [`SITE_HEADER`].

@@ -653,7 +653,7 @@ impl Tippen {
             ),
             Route::DashboardSocket => {
                 if query_param(query, ticket::TICKET_PARAM).is_none() {
-                    self.caller(k, KeyRole::Viewer, ctx, None).await?.site;
+                    self.caller(k, KeyRole::Viewer, ctx, None).await?;
                 }
                 Err(ApiError::new(
                     StatusCode::UPGRADE_REQUIRED,

@@ -514,6 +514,75 @@ fn registering_writes_only_what_changed() {
 }
 
 #[test]
+fn registering_keeps_member_tokens_and_leaves_managed_sites_alone() {
+    futures_util::FutureExt::now_or_never(async {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_millis(0)));
+        let tippen = Tippen::new(Arc::new(MemoryStore::new()), clock, Config::default());
+        let configured = sites(
+            r#"[{"id":"a","publicKey":"pk_a","secretKey":"sk_a_0123456789abcdefghij"},{"id":"m","publicKey":"pk_m","secretKey":"sk_m_0123456789abcdefghij"}]"#,
+        )
+        .unwrap()
+        .sites;
+        register_sites(&tippen, &configured).await.unwrap();
+        let member = crate::site::Credential {
+            id: "mem_1".into(),
+            hash: KeyHash::of("tmk_member"),
+            role: KeyRole::Viewer,
+            name: Some("Vera".into()),
+            created_at: Timestamp::from_millis(0),
+            expires_at: None,
+        };
+        let mut a = configured[0].clone();
+        a.credentials.push(member);
+        tippen.put_site(&a).await.unwrap();
+        // The operator took "m" over and rotated its secret key.
+        let mut m = configured[1].clone();
+        m.managed = true;
+        m.secret_key_hash = KeyHash::of("tsk_m_rotated_0123456789abcdef");
+        tippen.put_site(&m).await.unwrap();
+        // The configuration is loaded again (a restart): a changed setting of "a" is written,
+        // its member token stays; "m" stays as the operator left it.
+        let mut reloaded = configured.clone();
+        reloaded[0].honor_gpc = false;
+        reloaded[1].honor_gpc = false;
+        assert_eq!(register_sites(&tippen, &reloaded).await.unwrap(), 1);
+        let stored = tippen.store().sites().await.unwrap();
+        let a = stored.iter().find(|s| s.id.as_str() == "a").unwrap();
+        assert!(!a.honor_gpc);
+        assert_eq!(a.credentials.len(), 1, "the member token stays");
+        assert!(tippen.authenticate("tmk_member").await.unwrap().is_some());
+        let m = stored.iter().find(|s| s.id.as_str() == "m").unwrap();
+        assert!(m.honor_gpc && m.managed, "a managed site is left as stored");
+        assert!(tippen.authenticate("sk_m_0123456789abcdefghij").await.unwrap().is_none());
+    })
+    .unwrap();
+}
+
+#[test]
+fn the_operator_token_is_read_and_checked() {
+    let s = read(&[
+        ("TIPPEN_OPERATOR_TOKEN", "op_0123456789abcdef01234567"),
+        ("TIPPEN_AUDIT_RETENTION_DAYS", "30"),
+    ])
+    .unwrap();
+    assert_eq!(
+        s.config.operator_token,
+        Some(KeyHash::of("op_0123456789abcdef01234567"))
+    );
+    assert_eq!(
+        s.config.audit.retention,
+        std::time::Duration::from_secs(30 * 86_400)
+    );
+    let e = read(&[("TIPPEN_OPERATOR_TOKEN", "short")]).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("TIPPEN_OPERATOR_TOKEN has 5 characters"),
+        "{e}"
+    );
+    assert!(read(&[("TIPPEN_AUDIT_RETENTION_DAYS", "0")]).is_err());
+}
+
+#[test]
 fn limits_and_quotas_are_read_and_checked() {
     let s = read(&[
         ("TIPPEN_MAX_BODY_BYTES", "1024"),
