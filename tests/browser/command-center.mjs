@@ -135,6 +135,24 @@ async function main() {
       await page.screenshot({ path: path.join(ARTIFACTS, 'command-center.png'), fullPage: true });
     });
 
+    await step('a viewer\'s token opens the dashboard without invite controls, named', async () => {
+      const made = await apiWith(BASE, keys.secret)('POST', '/api/members', { name: 'Vera Viewer', role: 'viewer' });
+      const dash = await ctx.newPage();
+      dash.on('pageerror', (e) => problems.push(e.message));
+      await dash.goto(`${BASE}/dashboard#apiKey=${encodeURIComponent(made.token)}`);
+      await dash.waitForSelector(`#board tr[data-visitor-id="cc_${run}_b"]`, { timeout: 8000 });
+      await until('the header naming the viewer', async () =>
+        /Vera Viewer · viewer/.test(await dash.textContent('#whoami')));
+      const visible = await dash.isVisible(`#board tr[data-visitor-id="cc_${run}_b"] .invite-button`);
+      assert(!visible, 'no invite button for a viewer');
+      await dash.close();
+      // The same row shows the button to the site's admin (so its absence above is the role's).
+      const admin = await ctx.newPage();
+      await admin.goto(`${BASE}/dashboard#apiKey=${encodeURIComponent(keys.secret)}`);
+      await admin.waitForSelector(`#board tr[data-visitor-id="cc_${run}_b"] .invite-button`, { state: 'visible', timeout: 8000 });
+      await admin.close();
+    });
+
     await step('the site is disabled from the page: its keys are refused', async () => {
       await page.click(`#sites tr[data-site="${siteId}"] button`);
       await until('the row marked disabled', async () =>

@@ -405,6 +405,29 @@ pub(super) async fn member_roles_limit_what_a_token_may_do_and_the_audit_names_t
     )
     .await?;
 
+    // Who each key is (GET /api/me).
+    for (key, role, kind, name) in [
+        (&viewer, "viewer", "member", json!("Vera Viewer")),
+        (&agent, "agent", "member", json!("Ada Agent")),
+        (&site.secret_key, "admin", "secret_key", Value::Null),
+    ] {
+        let answer = http.send(Req::get("/api/me").key(key)).await?;
+        let me = answer.expect_ok_json(200)?;
+        if me["site"] != site.id.as_str()
+            || me["role"] != role
+            || me["kind"] != kind
+            || me["name"] != name
+        {
+            return Err(answer.fail(format!(
+                "200 {{\"site\":\"{}\",\"role\":\"{role}\",\"kind\":\"{kind}\",\"name\":{name},…}}",
+                site.id
+            )));
+        }
+    }
+    http.send(Req::get("/api/me").key(&site.public_key))
+        .await?
+        .expect_error(403)?;
+
     // The viewer reads: the list, statistics, the dashboard socket; nothing else.
     listed_visitor(&http, &viewer, &visitor).await?;
     http.send(Req::get("/api/stats").key(&viewer))

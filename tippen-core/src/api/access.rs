@@ -5,6 +5,8 @@
 //!   → `201 {"id","name","role","createdAt","token"}` (the token is shown this once);
 //! - `DELETE /api/members/{id}` (admin) → `200 {"success":true,"deleted":true}`, `404` for an
 //!   unknown id; the token answers `403` from then on;
+//! - `GET /api/me` (viewer and above) → `200 {"site","siteName","role","kind","name"}`: who
+//!   the key or session is (`role` `viewer`, `agent` or `admin`; `name` a member's);
 //! - `GET /api/audit?limit=100` (admin) → `200 {"entries":[…]}`, newest first (`limit`
 //!   1–1000), within the audit retention.
 //!
@@ -25,8 +27,22 @@ use crate::site::{Credential, KeyHash, KeyMatch, KeyRole, Site, issue_key};
 pub(crate) struct Caller {
     /// The site.
     pub site: Site,
+    /// What the key may do.
+    pub role: KeyRole,
     /// Who presented the key.
     pub actor: Actor,
+}
+
+/// `GET /api/me`: who the key (or session) is, on which site, in which role — what a
+/// dashboard needs to show a viewer no invite button and a member their own name.
+pub(crate) fn me(caller: &Caller) -> serde_json::Value {
+    json!({
+        "site": caller.site.id.as_str(),
+        "siteName": caller.site.name,
+        "role": caller.role.as_str(),
+        "kind": caller.actor.kind,
+        "name": caller.actor.name,
+    })
 }
 
 /// An action to record once it is done: who, what, on what, from where.
@@ -124,7 +140,7 @@ impl Tippen {
             None if site.legacy_single_key => Actor::key(ActorKind::LegacyKey),
             None => Actor::key(ActorKind::SecretKey),
         };
-        self.check_role(Caller { site, actor }, role, need, ctx, action)
+        self.check_role(Caller { site, role, actor }, role, need, ctx, action)
             .await
     }
 
@@ -158,8 +174,18 @@ impl Tippen {
             name: Some(principal.name.clone()),
             key_id: None,
         };
-        self.check_role(Caller { site, actor }, principal.role, need, ctx, action)
-            .await
+        self.check_role(
+            Caller {
+                site,
+                role: principal.role,
+                actor,
+            },
+            principal.role,
+            need,
+            ctx,
+            action,
+        )
+        .await
     }
 
     /// `caller` when `role` reaches `need`, else `403` (a person refused `action` recorded).

@@ -276,6 +276,7 @@ enum Route {
     Members,
     Member,
     Audit,
+    Me,
     Operator(operator::OperatorRoute),
     /// A browser asset (feature `assets`).
     #[cfg(feature = "assets")]
@@ -337,6 +338,7 @@ impl Route {
                 Route::Member
             }
             "/api/audit" => Route::Audit,
+            "/api/me" => Route::Me,
             p if p.starts_with("/api/operator/") => {
                 return operator::OperatorRoute::of(p).map(Route::Operator);
             }
@@ -637,6 +639,10 @@ impl Tippen {
                     self.members_call(caller, &parts.method, id, &body, ctx)
                         .await?,
                 )
+            }
+            Route::Me => {
+                let caller = self.caller(k, KeyRole::Viewer, ctx, None).await?;
+                done(json_response(StatusCode::OK, &access::me(&caller)))
             }
             Route::Audit => {
                 let site = self.caller(k, KeyRole::Secret, ctx, None).await?.site;
