@@ -381,8 +381,10 @@ pub(crate) fn done() -> Outcome {
     Outcome::Done
 }
 
-/// Most runtime credentials (member tokens and rotated keys) a site holds.
-pub(crate) const MAX_CREDENTIALS: usize = 100;
+/// Most runtime credentials (member tokens and rotated keys) a site holds: every store indexes
+/// each, and DynamoDB writes a site with its key entries in one transaction of at most 100
+/// items.
+pub(crate) const MAX_CREDENTIALS: usize = 40;
 
 /// A credential as the API shows it (never its hash).
 pub(crate) fn credential_view(c: &Credential) -> serde_json::Value {

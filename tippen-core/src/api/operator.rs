@@ -364,6 +364,15 @@ impl Tippen {
                     expires_at: Some(expires_at),
                 });
                 if let Some(previous) = &previous {
+                    if site.credentials.len() >= super::access::MAX_CREDENTIALS {
+                        return Err(ApiError::new(
+                            StatusCode::CONFLICT,
+                            format!(
+                                "the site has {} member tokens and keys; revoke one first",
+                                super::access::MAX_CREDENTIALS
+                            ),
+                        ));
+                    }
                     site.credentials.push(previous.clone());
                 }
                 site.managed = true;
