@@ -428,6 +428,11 @@ impl VisitorRecord {
         cfg: &PresenceConfig,
     ) -> Option<UpdateKind> {
         let new_visit = self.tabs.is_empty();
+        // A heartbeat or visibility change of a page the tab has left (it arrived after the
+        // next page's view: a navigation, a reload) says nothing about the tab's page or
+        // visibility now; it only shows the visitor is still there.
+        let stale = ping.kind != PingKind::PageView
+            && self.is_stale_beacon(Some(&ping.tab_id), ping.page_id.as_deref(), now, cfg);
         self.retain_tabs(|t| t.live_at(now, cfg));
         self.left_tabs
             .retain(|l| l.tab_id != ping.tab_id && now < l.at.plus(cfg.departure_quiet));
@@ -450,20 +455,24 @@ impl VisitorRecord {
         let page_view = ping.kind == PingKind::PageView;
         let held = |id: &str| id == ping.tab_id || self.tabs.iter().any(|t| t.tab_id == id);
         let forgets = visit.tabs.iter().any(|t| !held(&t.tab_id));
-        if forgets || visit.changed_by(&ping.tab_id, &ping.url, page_view) {
+        if forgets || (!stale && visit.changed_by(&ping.tab_id, &ping.url, page_view)) {
             let visit = Arc::make_mut(visit);
             visit.retain_tabs(held);
-            visit.on_event(&ping.tab_id, &ping.url, page_view, now);
+            if !stale {
+                visit.on_event(&ping.tab_id, &ping.url, page_view, now);
+            }
         }
         let update = match self.tabs.iter().position(|t| t.tab_id == ping.tab_id) {
             Some(i) => {
                 let mut tab = self.tabs.remove(i);
-                let url_changed = !ping.url.is_empty() && tab.url != ping.url;
-                let vis_changed = tab.visibility != ping.visibility;
+                let url_changed = !stale && !ping.url.is_empty() && tab.url != ping.url;
+                let vis_changed = !stale && tab.visibility != ping.visibility;
                 if url_changed {
                     tab.url.clone_from(&ping.url);
                 }
-                tab.visibility = ping.visibility;
+                if !stale {
+                    tab.visibility = ping.visibility;
+                }
                 tab.last_seen = now;
                 if ping.kind == PingKind::PageView && ping.page_id.is_some() {
                     tab.page_id.clone_from(&ping.page_id);
@@ -1035,7 +1044,59 @@ mod tests {
         };
         r.apply(&hb, late, &cfg);
         assert_eq!(r.tabs[0].page_id.as_deref(), Some("p2"));
-        r.leave_page(Some("a"), Some("p2"), late, &cfg);
+        // The old page's last heartbeat and its going hidden, overtaken by the next page's
+        // view on another URL: the tab stays on the new page, visible, and dashboards hear
+        // nothing (the old URL is not broadcast again); the visit keeps one page change.
+        let next = Ping {
+            page_id: Some("p3".into()),
+            ..ping(PingKind::PageView, "a", "/pricing", Visibility::Visible)
+        };
+        r.apply(&next, late, &cfg);
+        let pages = r
+            .visit
+            .as_ref()
+            .map(|v| format!("{v:?}"))
+            .unwrap_or_default();
+        for old in [
+            Ping {
+                page_id: Some("p2".into()),
+                ..ping(PingKind::Heartbeat, "a", "/", Visibility::Visible)
+            },
+            Ping {
+                page_id: Some("p2".into()),
+                ..ping(PingKind::VisibilityChange, "a", "/", Visibility::Hidden)
+            },
+        ] {
+            assert_eq!(
+                r.apply(&old, late, &cfg),
+                None,
+                "{:?} of the old page",
+                old.kind
+            );
+            assert_eq!(r.tabs[0].url, "/pricing");
+            assert_eq!(r.tabs[0].visibility, Visibility::Visible);
+        }
+        assert_eq!(
+            r.visit
+                .as_ref()
+                .map(|v| format!("{v:?}"))
+                .unwrap_or_default(),
+            pages,
+            "the visit records no page of a stale ping"
+        );
+        // A heartbeat of the current page still moves the page (a single-page app's route).
+        let spa = Ping {
+            page_id: Some("p3".into()),
+            ..ping(
+                PingKind::Heartbeat,
+                "a",
+                "/pricing/plans",
+                Visibility::Visible,
+            )
+        };
+        assert_eq!(r.apply(&spa, late, &cfg), Some(UpdateKind::Pageview));
+        assert_eq!(r.tabs[0].url, "/pricing/plans");
+        r.leave_page(Some("a"), Some("p3"), late, &cfg);
         assert_eq!(r.tabs[0].left_at, Some(late));
     }
 

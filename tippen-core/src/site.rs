@@ -177,7 +177,7 @@ pub(crate) fn issue_key(prefix: &str, site: &SiteId) -> String {
     format!("{prefix}{site}.{}", hex::encode(bytes))
 }
 
-/// The site id inside a key the server issued ([`issue_key`]'s form), `None` for any other
+/// The site id inside a key the server issued (`<prefix><site id>.<48 hex digits>`), `None` for any other
 /// key. Only a hint for routing: whether the key is valid is for the site to say.
 pub fn site_in_key(key: &str) -> Option<SiteId> {
     let rest = ISSUED_PREFIXES.iter().find_map(|p| key.strip_prefix(p))?;
