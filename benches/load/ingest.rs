@@ -26,12 +26,12 @@ pub struct IngestResult {
     pub secs: f64,
 }
 
-fn request(host: &str, event: &str, i: usize) -> Vec<u8> {
+fn request(host: &str, key: &str, event: &str, i: usize) -> Vec<u8> {
     let body = format!(
         r#"{{"event":"{event}","visitor":{{"visitorId":"visitor_1729080000000_{i:06}","tabId":"tab_1","url":"https://shop.example.com/products/item-{i}","timestamp":"2025-10-16T12:00:00Z","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36","visibility":"visible"}},"website":"shop.example.com"}}"#
     );
     format!(
-        "POST /track/visitor HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nX-Tippen-API-Key: demo_api_key\r\nContent-Length: {}\r\n\r\n{body}",
+        "POST /track/visitor HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nX-Tippen-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .into_bytes()
@@ -114,7 +114,12 @@ async fn heartbeat_loop(
 }
 
 /// Creates the visitors with a page view each, then sends their heartbeats for `secs`.
-pub async fn ingest(http: &str, conns: usize, secs: u64) -> Result<IngestResult, String> {
+pub async fn ingest(
+    http: &str,
+    key: &str,
+    conns: usize,
+    secs: u64,
+) -> Result<IngestResult, String> {
     let host = http
         .strip_prefix("http://")
         .ok_or("the ingest figure needs an http:// URL")?
@@ -122,12 +127,12 @@ pub async fn ingest(http: &str, conns: usize, secs: u64) -> Result<IngestResult,
         .to_owned();
     let pageviews: Rc<Vec<Vec<u8>>> = Rc::new(
         (0..VISITORS)
-            .map(|i| request(&host, "pageview", i))
+            .map(|i| request(&host, key, "pageview", i))
             .collect(),
     );
     let heartbeats: Rc<Vec<Vec<u8>>> = Rc::new(
         (0..VISITORS)
-            .map(|i| request(&host, "heartbeat", i))
+            .map(|i| request(&host, key, "heartbeat", i))
             .collect(),
     );
     let ok = Rc::new(Cell::new(0u64));

@@ -31,6 +31,10 @@ pub struct RunArgs {
     /// The server's process id, sampled from `/proc` (RSS, CPU).
     #[arg(long)]
     pub pid: u32,
+    /// The key every request and dashboard presents (a legacy key: it tracks and opens
+    /// dashboards). The reference server's demo key by default.
+    #[arg(long, default_value = "demo_api_key")]
+    pub key: String,
     /// The load levels: mean concurrent visitors, one step each, in this order.
     #[arg(
         long,
@@ -191,6 +195,7 @@ struct Ctx {
     t0: Instant,
     kind: Kind,
     http: String,
+    key: String,
     client: reqwest::Client,
     run: u32,
     heartbeat: Duration,
@@ -240,7 +245,7 @@ fn send(ctx: &Rc<Ctx>, path: &'static str, body: String, json: bool) {
         let answer = ctx
             .client
             .post(format!("{}{path}", ctx.http))
-            .header("X-Tippen-API-Key", "demo_api_key")
+            .header("X-Tippen-API-Key", ctx.key.as_str())
             .header(
                 "Content-Type",
                 if json {
@@ -347,7 +352,8 @@ async fn visitor(ctx: Rc<Ctx>, delay: Duration) {
     let deadline_us = if fastrand::bool() {
         let now_us = ctx.now_us();
         let body = format!(
-            r#"{{"apiKey":"demo_api_key","visitorId":"{id}","tabId":"tab_1","pageId":"p{page}"}}"#
+            r#"{{"apiKey":"{key}","visitorId":"{id}","tabId":"tab_1","pageId":"p{page}"}}"#,
+            key = ctx.key
         );
         send(&ctx, "/track/leave", body, false);
         now_us + ctx.linger_us
@@ -474,9 +480,12 @@ type Ws =
 async fn connect_dashboard(ctx: &Ctx) -> Result<Ws, String> {
     let ws_base = ctx.http.replacen("http://", "ws://", 1);
     let url = match ctx.kind {
-        Kind::Tippen => format!("{ws_base}/ws/dashboard?apiKey=demo_api_key"),
+        Kind::Tippen => format!("{ws_base}/ws/dashboard?apiKey={}", ctx.key),
         Kind::Socketio => {
-            format!("{ws_base}/socket.io/?EIO=4&transport=websocket&apiKey=demo_api_key")
+            format!(
+                "{ws_base}/socket.io/?EIO=4&transport=websocket&apiKey={}",
+                ctx.key
+            )
         }
         Kind::Bare => return Err("bare axum has no dashboards".into()),
     };
@@ -579,6 +588,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         t0: Instant::now(),
         kind: args.kind,
         http: args.http.trim_end_matches('/').to_owned(),
+        key: args.key.clone(),
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(4096)
             // Below every server's keep-alive timeout, so no request meets a closing connection.
@@ -624,7 +634,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     // Ingest first, on the fresh server (a server that collapsed at the last level may still be
     // working off its queue); its visitors expire before the levels start.
     if args.ingest_secs > 0 {
-        let r = ingest::ingest(&ctx.http, args.ingest_conns, args.ingest_secs).await?;
+        let r = ingest::ingest(&ctx.http, &ctx.key, args.ingest_conns, args.ingest_secs).await?;
         eprintln!(
             "{}: ingest {:.0} heartbeats/s ({} errors)",
             args.name, r.rps, r.errors

@@ -119,6 +119,7 @@ pub(super) async fn operator_creates_a_site_whose_keys_work_at_once(
     for bad in [
         json!({"id": unique_id("opbad"), "secretKey": "sk_mine_0123456789abcdefghij"}),
         json!({"id": "no spaces allowed"}),
+        json!({"id": "__tippen_registry"}),
         json!({"id": unique_id("opbad"), "colour": "blue"}),
     ] {
         http.send(Req::post("/api/operator/sites").key(token).json(&bad))

@@ -433,6 +433,12 @@ impl Tippen {
             .and_then(Value::as_str)
             .ok_or_else(|| ApiError::bad_request("missing field 'id' at id"))?
             .to_owned();
+        if id.starts_with("__") {
+            return Err(ApiError::bad_request(format!(
+                "site id {:?} is reserved (ids starting with \"__\" are the hosts' own)",
+                super::cut(id, 64)
+            )));
+        }
         let site_id = SiteId(id);
         let public_key = issue_key("tpk_", &site_id);
         let secret_key = issue_key("tsk_", &site_id);
