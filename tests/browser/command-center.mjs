@@ -55,6 +55,9 @@ async function main() {
   const browser = await chromium.launch({ executablePath: CHROMIUM, args: ARGS, headless: true });
   const problems = [];
   let keys = {};
+  // Visitor b stays, heartbeating as its tracker would (the server under test expires a
+  // visible tab 3 s after its last event), until its site is disabled.
+  let beating = null;
   try {
     const ctx = await browser.newContext({ viewport: { width: 1366, height: 900 } });
     const page = await ctx.newPage();
@@ -107,6 +110,9 @@ async function main() {
         const status = await track(keys.public, 'pageview', `cc_${run}_${v}`, `https://customer.test/${v}`);
         assert(status === 200, `tracking with the new public key: HTTP ${status}`);
       }
+      beating = setInterval(() => {
+        track(keys.public, 'heartbeat', `cc_${run}_b`, 'https://customer.test/b').catch(() => {});
+      }, 500);
       await page.reload();
       await page.waitForSelector('#app:not([hidden])', { timeout: 5000 });
       await until('2 live visitors in the row after a reload', async () => (await cell(siteId, 'liveVisitors')) === '2');
@@ -154,6 +160,7 @@ async function main() {
     });
 
     await step('the site is disabled from the page: its keys are refused', async () => {
+      clearInterval(beating);
       await page.click(`#sites tr[data-site="${siteId}"] button`);
       await until('the row marked disabled', async () =>
         (await page.textContent(`#sites tr[data-site="${siteId}"] .badge`).catch(() => '')) === 'disabled');
@@ -171,6 +178,7 @@ async function main() {
     });
     assert(problems.length === 0, `page errors: ${problems.join('; ')}`);
   } finally {
+    clearInterval(beating);
     await browser.close();
   }
 }
