@@ -137,6 +137,7 @@ fn target(base_url: &str, outbound: Outbound) -> Target {
         leave_linger: LEAVE_LINGER,
         outbound,
         history: true,
+        revocation_delay: Duration::ZERO,
     }
 }
 

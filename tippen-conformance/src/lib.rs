@@ -73,6 +73,7 @@
 //!     alert_site_keys: None,
 //!     operator_token: None,
 //!     history: true,
+//!     revocation_delay: Duration::ZERO,
 //! };
 //! let report = run_all(&target).await;
 //! println!("{report}");
@@ -183,6 +184,12 @@ pub struct Target {
     /// that the history routes answer `501 {"error":…}` instead. The runner's
     /// `--with history` (`TIPPEN_WITH=…,history`) sets it.
     pub history: bool,
+    /// How long after its answer a change that takes access away (a revoked key or member
+    /// token, a disabled site) or gives it back (a site enabled again) may still be unseen by
+    /// some requests: a host whose instances each keep sites for a while (Lambda's
+    /// `TIPPEN_SITE_CACHE_MS`). The cases poll for the new answer up to this long.
+    /// [`Duration::ZERO`] (every host that keeps one view of its sites): at once.
+    pub revocation_delay: Duration,
 }
 
 /// The per-key rate limit (requests a second, bursts of 4) the site of

@@ -100,6 +100,10 @@ struct Args {
     /// The host's operator token (`TIPPEN_OPERATOR_TOKEN`): the operator and role cases run.
     #[arg(long, env = "TIPPEN_OPERATOR_TOKEN")]
     operator_token: Option<String>,
+    /// How long a revocation or a disabled site may go unseen by some requests (a host
+    /// whose instances cache sites: Lambda's `TIPPEN_SITE_CACHE_MS`), in milliseconds.
+    #[arg(long, env = "TIPPEN_REVOCATION_DELAY_MS", default_value_t = 0)]
+    revocation_delay_ms: u64,
     /// Fail when a selected case is not run for want of a capability.
     #[arg(long, env = "TIPPEN_REQUIRE_ALL")]
     require_all: bool,
@@ -161,6 +165,7 @@ async fn main() -> ExitCode {
         visible_grace: Duration::from_millis(args.visible_grace_ms),
         hidden_grace: Duration::from_millis(args.hidden_grace_ms),
         leave_linger: Duration::from_millis(args.leave_linger_ms),
+        revocation_delay: Duration::from_millis(args.revocation_delay_ms),
         visitor_ws_url: args.visitor_ws_url,
         outbound,
         verified_site_public_key: args.verified_public_key,

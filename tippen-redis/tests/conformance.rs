@@ -295,5 +295,6 @@ fn target(base_url: String, dashboard_ws_url: Option<String>, stand_ins: StandIn
             client_ip_header: Some("X-Forwarded-For".into()),
         },
         history: true,
+        revocation_delay: Duration::ZERO,
     }
 }

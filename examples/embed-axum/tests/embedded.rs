@@ -451,6 +451,7 @@ async fn the_conformance_suite_passes_under_the_prefix() {
             client_ip_header: Some("X-Forwarded-For".into()),
         },
         history: false,
+        revocation_delay: Duration::ZERO,
     };
     let report = run_all(&target).await;
     println!("{report}");
