@@ -9,8 +9,10 @@
 #
 # levels: mean concurrent visitors, one step each; compress: every timing divided by it (a 30 s
 # heartbeat becomes 3 s at 10; the servers get the same compressed heartbeat, expiry and
-# linger). Ports: TIPPEN_LOAD_PORT (default 18901) and the next two. Installs what it needs:
-# node and npm (apt) when missing, the peer's packages (npm ci).
+# linger). Then bytes per live visitor at scale (`load hold`): tippen and the peer, each
+# restarted with real timings, made to hold TIPPEN_LOAD_HOLD live visitors at once (default
+# 100000; 0 skips). Ports: TIPPEN_LOAD_PORT (default 18901) and the next two. Installs what it
+# needs: node and npm (apt) when missing, the peer's packages (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/tippen/target}"
@@ -82,6 +84,27 @@ wait_port $((port + 2))
 harness --name "socket.io 4.8" --kind socketio --http "http://127.0.0.1:$((port + 2))" --pid "$pid" --linger-ms 0 --out "$out/socketio.json"
 stop
 
+hold=${TIPPEN_LOAD_HOLD:-100000}
+holds=()
+if [ "$hold" -gt 0 ]; then
+  echo "== tippen holding $hold live visitors (real timings)"
+  TIPPEN_RATE_LIMIT_PER_IP=0 TIPPEN_RATE_LIMIT_PER_KEY=0 TIPPEN_MAX_VISITORS_PER_SITE=10000000 \
+    RUST_LOG=warn "${server_pin[@]}" "$bin/tippen-server" --listen "127.0.0.1:$port" --db "$tmp/hold.db" \
+    >"$tmp/tippen-hold.log" 2>&1 &
+  pid=$!
+  wait_port "$port"
+  "${harness_pin[@]}" "$bin/load" hold --name tippen --http "http://127.0.0.1:$port" --pid "$pid" \
+    --visitors "$hold" --out "$out/hold-tippen.json" && holds+=(--hold "$out/hold-tippen.json")
+  stop
+  echo "== socket.io 4.8 peer holding $hold live visitors (real timings)"
+  PORT=$((port + 2)) "${server_pin[@]}" node benches/peers/server.js >"$tmp/peer-hold.log" 2>&1 &
+  pid=$!
+  wait_port $((port + 2))
+  "${harness_pin[@]}" "$bin/load" hold --name "socket.io 4.8" --http "http://127.0.0.1:$((port + 2))" \
+    --pid "$pid" --visitors "$hold" --out "$out/hold-socketio.json" && holds+=(--hold "$out/hold-socketio.json")
+  stop
+fi
+
 echo "== uptime after: $(uptime)"
-"$bin/load" report --out-dir "$out" "$out/tippen.json" "$out/bare.json" "$out/socketio.json"
+"$bin/load" report --out-dir "$out" "${holds[@]}" "$out/tippen.json" "$out/bare.json" "$out/socketio.json"
 echo "wrote $out/load.svg and $out/table.md"

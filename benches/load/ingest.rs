@@ -26,9 +26,10 @@ pub struct IngestResult {
     pub secs: f64,
 }
 
-fn request(host: &str, key: &str, event: &str, i: usize) -> Vec<u8> {
+/// One tracking request of visitor `i`, formatted once: `event` is `pageview` or `heartbeat`.
+pub(crate) fn request(host: &str, key: &str, event: &str, i: usize) -> Vec<u8> {
     let body = format!(
-        r#"{{"event":"{event}","visitor":{{"visitorId":"visitor_1729080000000_{i:06}","tabId":"tab_1","url":"https://shop.example.com/products/item-{i}","timestamp":"2025-10-16T12:00:00Z","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36","visibility":"visible"}},"website":"shop.example.com"}}"#
+        r#"{{"event":"{event}","visitor":{{"visitorId":"visitor_1729080000000_{i:07}","tabId":"tab_1","url":"https://shop.example.com/products/item-{i}","timestamp":"2025-10-16T12:00:00Z","userAgent":"Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 (KHTML, like Gecko) Chrome/131.0 Safari/537.36","visibility":"visible"}},"website":"shop.example.com"}}"#
     );
     format!(
         "POST /track/visitor HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\nX-Tippen-API-Key: {key}\r\nContent-Length: {}\r\n\r\n{body}",
@@ -38,7 +39,7 @@ fn request(host: &str, key: &str, event: &str, i: usize) -> Vec<u8> {
 }
 
 /// Reads one answer off `conn` (into `buf`, keeping what follows it); its status code.
-async fn answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<u16, String> {
+pub(crate) async fn answer(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<u16, String> {
     loop {
         if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = std::str::from_utf8(&buf[..end]).map_err(|e| e.to_string())?;

@@ -35,6 +35,7 @@
 //! Pinning (`taskset`) is the caller's: `scripts/load-bench.sh` puts each server on one core
 //! and the harness on the other.
 
+mod hold;
 mod ingest;
 mod report;
 mod sim;
@@ -66,11 +67,16 @@ struct Cli {
 enum Cmd {
     /// Runs the load levels and the ingest figure against one server; writes its JSON.
     Run(sim::RunArgs),
+    /// Holds many live visitors on one server and reads what they cost in RSS; writes its JSON.
+    Hold(hold::HoldArgs),
     /// Reads runs' JSON files; writes the SVG plot and the Markdown table into `--out-dir`.
     Report {
         /// Where `load.svg` and `table.md` go.
         #[arg(long)]
         out_dir: PathBuf,
+        /// `load hold` results (JSON) for the table of bytes per live visitor.
+        #[arg(long = "hold")]
+        holds: Vec<PathBuf>,
         /// The runs' JSON files (one per server).
         files: Vec<PathBuf>,
     },
@@ -90,8 +96,23 @@ fn main() {
                 std::process::exit(1);
             }
         }
-        Cmd::Report { out_dir, files } => {
-            if let Err(e) = report::report(&out_dir, &files) {
+        Cmd::Hold(args) => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("tokio runtime");
+            let local = tokio::task::LocalSet::new();
+            if let Err(e) = local.block_on(&rt, hold::hold(args)) {
+                eprintln!("load hold failed: {e}");
+                std::process::exit(1);
+            }
+        }
+        Cmd::Report {
+            out_dir,
+            files,
+            holds,
+        } => {
+            if let Err(e) = report::report(&out_dir, &files, &holds) {
                 eprintln!("load report failed: {e}");
                 std::process::exit(1);
             }

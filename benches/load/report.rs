@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 
 use crate::Kind;
+use crate::hold::HoldResult;
 use crate::sim::{LevelResult, P99_GOAL_MS, RunResult};
 
 /// The level a run is quoted at: the largest held, else its first.
@@ -19,7 +20,14 @@ fn quoted(r: &RunResult) -> Option<&LevelResult> {
 }
 
 /// Writes `load.svg` and `table.md` into `out_dir` and prints the table.
-pub fn report(out_dir: &Path, files: &[PathBuf]) -> Result<(), String> {
+pub fn report(out_dir: &Path, files: &[PathBuf], holds: &[PathBuf]) -> Result<(), String> {
+    let mut held = Vec::new();
+    for f in holds {
+        let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
+        let h: HoldResult =
+            serde_json::from_str(&text).map_err(|e| format!("{}: {e}", f.display()))?;
+        held.push(h);
+    }
     let mut runs = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| format!("{}: {e}", f.display()))?;
@@ -28,7 +36,11 @@ pub fn report(out_dir: &Path, files: &[PathBuf]) -> Result<(), String> {
         runs.push(r);
     }
     std::fs::create_dir_all(out_dir).map_err(|e| e.to_string())?;
-    let table = table(&runs);
+    let mut table = table(&runs);
+    if !held.is_empty() {
+        table.push('\n');
+        table.push_str(&hold_table(&held));
+    }
     std::fs::write(out_dir.join("table.md"), &table).map_err(|e| e.to_string())?;
     print!("{table}");
     plot(&out_dir.join("load.svg"), &runs).map_err(|e| format!("plot: {e}"))?;
@@ -202,4 +214,43 @@ fn plot(path: &Path, runs: &[RunResult]) -> Result<(), Box<dyn std::error::Error
         .draw()?;
     root.present()?;
     Ok(())
+}
+
+/// The `load hold` results: bytes per live visitor with many visitors live at once.
+fn hold_table(held: &[HoldResult]) -> String {
+    let mut t = String::new();
+    let _ = writeln!(
+        t,
+        "| server | live visitors held | RSS before → all live | bytes per live visitor | 1M live visitors would take | page views / heartbeats answered per second |"
+    );
+    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    for h in held {
+        let _ = writeln!(
+            t,
+            "| {} | {} of {}{} | {:.1} → {:.1} MB | {:.0} B | {:.2} GiB | {:.0} / {:.0} |",
+            h.name,
+            h.held,
+            h.visitors,
+            if h.errors > 0 {
+                format!(" ({} errors)", h.errors)
+            } else {
+                String::new()
+            },
+            h.rss_before as f64 / 1e6,
+            h.rss_held as f64 / 1e6,
+            h.bytes_per_visitor,
+            h.bytes_per_visitor * 1e6 / (1u64 << 30) as f64,
+            h.create_rps,
+            h.heartbeat_rps,
+        );
+    }
+    let _ = writeln!(t);
+    for h in held {
+        let _ = writeln!(
+            t,
+            "{} (held): load average {} at the start, {} at the end.",
+            h.name, h.loadavg[0], h.loadavg[1]
+        );
+    }
+    t
 }

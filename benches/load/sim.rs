@@ -550,7 +550,7 @@ async fn dashboard(ctx: Rc<Ctx>, dash: usize, mut ws: Ws) {
 }
 
 /// CPU ticks (user + system) and RSS of a process, from `/proc`.
-fn proc_sample(pid: &str) -> (u64, u64) {
+pub(crate) fn proc_sample(pid: &str) -> (u64, u64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // The fields after the command name (which may hold spaces) in parentheses.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -567,7 +567,7 @@ fn proc_sample(pid: &str) -> (u64, u64) {
     (ticks, rss_kb * 1024)
 }
 
-fn loadavg() -> String {
+pub(crate) fn loadavg() -> String {
     std::fs::read_to_string("/proc/loadavg")
         .unwrap_or_default()
         .trim()

@@ -1,0 +1,185 @@
+//! Bytes per live visitor at scale (`load hold`): one server is made to hold many live
+//! visitors at once — a page view each, then a heartbeat each, over keep-alive connections with
+//! the raw client of the ingest figure — and its RSS is read from `/proc` before and after.
+//! Unlike the levels of `load run`, whose RSS also grows with the visits that closed during the
+//! run (history, caches that fill with time), this is what live visitors themselves cost: the
+//! figure behind "one box holds 1M live visitors in ≤ 1 GiB".
+//!
+//! The server must keep a visitor longer than the run takes (its real 60 s expiry is enough
+//! for 100,000 visitors at a few thousand requests per second) and must not limit visitors or
+//! request rates.
+
+use std::cell::Cell;
+use std::path::PathBuf;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+use crate::ingest::{answer, request};
+use crate::sim::{loadavg, proc_sample};
+
+/// `load hold`'s arguments.
+#[derive(clap::Args, Debug)]
+pub struct HoldArgs {
+    /// The server's name in the report.
+    #[arg(long)]
+    pub name: String,
+    /// The server's base URL (`http://host:port`).
+    #[arg(long)]
+    pub http: String,
+    /// The server's process id, sampled from `/proc` (RSS).
+    #[arg(long)]
+    pub pid: u32,
+    /// The key every request presents.
+    #[arg(long, default_value = "demo_api_key")]
+    pub key: String,
+    /// Live visitors to hold.
+    #[arg(long, default_value_t = 100_000)]
+    pub visitors: usize,
+    /// Keep-alive connections the requests share.
+    #[arg(long, default_value_t = 32)]
+    pub conns: usize,
+    /// Where the JSON goes.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// What `load hold` measured.
+#[derive(Serialize, Deserialize, Debug, Clone)]
+pub struct HoldResult {
+    /// The server's name.
+    pub name: String,
+    /// Visitors asked for.
+    pub visitors: usize,
+    /// Page views answered 200: the visitors held.
+    pub held: u64,
+    /// Answers other than 200 (page views and heartbeats).
+    pub errors: u64,
+    /// RSS before the first visitor (bytes).
+    pub rss_before: u64,
+    /// RSS once every visitor had its page view (bytes).
+    pub rss_created: u64,
+    /// RSS once every visitor had a heartbeat too, the larger of right after and a second
+    /// later (a write-behind store has written them by then) (bytes).
+    pub rss_held: u64,
+    /// (`rss_held` − `rss_before`) / `held`.
+    pub bytes_per_visitor: f64,
+    /// Page views answered per second while creating.
+    pub create_rps: f64,
+    /// Heartbeats answered per second.
+    pub heartbeat_rps: f64,
+    /// `/proc/loadavg` at the start and at the end.
+    pub loadavg: [String; 2],
+}
+
+/// Sends `requests[i]` for every `i` in `c, c + conns, …` on one connection; counts answers.
+async fn send_share(
+    host: &str,
+    c: usize,
+    conns: usize,
+    requests: &[Vec<u8>],
+    ok: &Cell<u64>,
+    errors: &Cell<u64>,
+) -> Result<(), String> {
+    let mut conn = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
+    conn.set_nodelay(true).map_err(|e| e.to_string())?;
+    let mut buf = Vec::with_capacity(8192);
+    for request in requests.iter().skip(c).step_by(conns) {
+        conn.write_all(request).await.map_err(|e| e.to_string())?;
+        let counter = if answer(&mut conn, &mut buf).await? == 200 {
+            ok
+        } else {
+            errors
+        };
+        counter.set(counter.get() + 1);
+    }
+    Ok(())
+}
+
+/// Every request once, over `conns` connections; (answered 200, others, seconds).
+async fn send_all(
+    host: &str,
+    conns: usize,
+    requests: Rc<Vec<Vec<u8>>>,
+) -> Result<(u64, u64, f64), String> {
+    let ok = Rc::new(Cell::new(0u64));
+    let errors = Rc::new(Cell::new(0u64));
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (host, requests) = (host.to_owned(), requests.clone());
+        let (ok, errors) = (ok.clone(), errors.clone());
+        tasks.push(tokio::task::spawn_local(async move {
+            send_share(&host, c, conns, &requests, &ok, &errors).await
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok((ok.get(), errors.get(), start.elapsed().as_secs_f64()))
+}
+
+/// Runs `load hold`: writes the JSON and prints a line.
+pub async fn hold(args: HoldArgs) -> Result<(), String> {
+    let host = args
+        .http
+        .strip_prefix("http://")
+        .ok_or("load hold needs an http:// URL")?
+        .trim_end_matches('/')
+        .to_owned();
+    let pid = args.pid.to_string();
+    let load_start = loadavg();
+    let (_, rss_before) = proc_sample(&pid);
+    if rss_before == 0 {
+        return Err(format!("no process {pid} to sample"));
+    }
+    let build = |event: &str| -> Rc<Vec<Vec<u8>>> {
+        Rc::new(
+            (0..args.visitors)
+                .map(|i| request(&host, &args.key, event, i))
+                .collect(),
+        )
+    };
+    let (held, create_errors, create_secs) = send_all(&host, args.conns, build("pageview")).await?;
+    let (_, rss_created) = proc_sample(&pid);
+    let (beats, beat_errors, beat_secs) = send_all(&host, args.conns, build("heartbeat")).await?;
+    let (_, rss_right_after) = proc_sample(&pid);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (_, rss_later) = proc_sample(&pid);
+    let rss_held = rss_right_after.max(rss_later);
+    let result = HoldResult {
+        name: args.name,
+        visitors: args.visitors,
+        held,
+        errors: create_errors + beat_errors,
+        rss_before,
+        rss_created,
+        rss_held,
+        bytes_per_visitor: rss_held.saturating_sub(rss_before) as f64 / held.max(1) as f64,
+        create_rps: held as f64 / create_secs,
+        heartbeat_rps: beats as f64 / beat_secs,
+        loadavg: [load_start, loadavg()],
+    };
+    eprintln!(
+        "{}: {} of {} visitors held ({} errors); RSS {:.1} → {:.1} (created) → {:.1} MB (held): {:.0} B per live visitor; {:.0} page views/s, {:.0} heartbeats/s",
+        result.name,
+        result.held,
+        result.visitors,
+        result.errors,
+        rss_before as f64 / 1e6,
+        rss_created as f64 / 1e6,
+        rss_held as f64 / 1e6,
+        result.bytes_per_visitor,
+        result.create_rps,
+        result.heartbeat_rps
+    );
+    if let Some(dir) = args.out.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+    }
+    let json = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
+    std::fs::write(&args.out, json).map_err(|e| format!("{}: {e}", args.out.display()))?;
+    Ok(())
+}
