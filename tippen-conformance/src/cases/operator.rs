@@ -478,6 +478,18 @@ pub(super) async fn member_roles_limit_what_a_token_may_do_and_the_audit_names_t
         json!({}),
     )
     .await?;
+    // The visitor's heartbeats, as its tracker sends them, before the steps that need it live
+    // (on a slow host the steps between take much of a short test grace).
+    let heartbeat = || {
+        track_ok(
+            &http,
+            &site.public_key,
+            "heartbeat",
+            &visitor,
+            "https://customer.test/",
+            json!({}),
+        )
+    };
 
     // Who each key is (GET /api/me).
     for (key, role, kind, name) in [
@@ -503,6 +515,7 @@ pub(super) async fn member_roles_limit_what_a_token_may_do_and_the_audit_names_t
         .expect_error(403)?;
 
     // The viewer reads: the list, statistics, the dashboard socket; nothing else.
+    heartbeat().await?;
     listed_visitor(&http, &viewer, &visitor).await?;
     http.send(Req::get("/api/stats").key(&viewer))
         .await?
@@ -536,6 +549,7 @@ pub(super) async fn member_roles_limit_what_a_token_may_do_and_the_audit_names_t
     // The agent invites (recorded as sent by the agent, though the body names no one), may
     // not delete.
     let invite_id = unique_id("inv");
+    heartbeat().await?;
     http.send(invite(&agent, &invite_id))
         .await?
         .expect_json(200, &json!({"success": true}))?;
