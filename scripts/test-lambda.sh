@@ -95,13 +95,13 @@ scripts/install.sh lambda browser
 step "template.yaml: cfn-lint (SAM transform, CloudFormation resource schemas)"
 cfn-lint examples/lambda/template.yaml
 
-step "clippy (tippen-lambda, every feature)"
-cargo clippy -p tippen-lambda -p tippen-lambda-example --all-targets --all-features -- -D warnings
+step "clippy (tippen-dynamodb, tippen-lambda, every feature)"
+cargo clippy -p tippen-dynamodb -p tippen-lambda -p tippen-lambda-example --all-targets --all-features -- -D warnings
 
 step "build the functions and the conformance runner (once)"
 cargo build -p tippen-lambda-example --bins
 cargo build -p tippen-conformance
-cargo test -p tippen-lambda --features moto-tests --no-run
+cargo test -p tippen-dynamodb --features moto-tests --no-run
 
 step "moto (DynamoDB) on 127.0.0.1:$moto_port"
 # One request at a time (tests/moto/serve.py says why): DynamoDB's conditional writes are
@@ -113,7 +113,7 @@ export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
 
 step "DynamoDB store: conformance suite + concurrency test against moto"
 TIPPEN_DYNAMODB_ENDPOINT="http://127.0.0.1:$moto_port" \
-  cargo test -p tippen-lambda --features moto-tests -- --nocapture
+  cargo test -p tippen-dynamodb --features moto-tests -- --nocapture
 
 # The functions as `cargo build` made them (debug), or, with TIPPEN_LAMBDA_BOOTSTRAP_DIR set
 # (e.g. $CARGO_TARGET_DIR/lambda after `cargo lambda build --release --bin X --features Y` per
@@ -176,7 +176,7 @@ export TIPPEN_ENRICH_FUNCTION=tippen-enrich
 export TIPPEN_SWEEP_FUNCTION=tippen-sweep
 export TIPPEN_ENRICHMENT_PROVIDER=ipinfo TIPPEN_ENRICHMENT_API_KEY=conformance_token
 export TIPPEN_ENRICHMENT_BASE_URL="$outbound_url/ipinfo"
-# Visit history in the same table, as template.yaml's VisitHistory=on (tippen_lambda::history).
+# Visit history in the same table, as template.yaml's VisitHistory=on (tippen_dynamodb::history).
 export TIPPEN_HISTORY_TABLE="$table"
 # On AWS the deployment creates the table (template.yaml); here the admin binary does.
 "$CARGO_TARGET_DIR/debug/tippen-create-table"
@@ -217,7 +217,7 @@ step "measure: a closed tab's removal after its leave linger (50 leaves, 8 at a 
 # issue 14: a real close within about 2.5 s of its beacon with this 1 s linger); the figures go
 # to the artifacts. moto serves one DynamoDB call at a time and a close is several calls (visit
 # history); the 300 ms invoker and the invocation polling the wakes often find the site due at
-# once, and the site's sweep lease (tippen_lambda::store, `SWEEP#<site>`) lets one of them close
+# once, and the site's sweep lease (tippen_dynamodb::store, `SWEEP#<site>`) lets one of them close
 # its visitors while the other asks it for one more round, instead of both repeating each close.
 # The measure makes ~1,400-1,600 DynamoDB calls with the lease against ~2,260 before (moto's
 # own count), and moto's Queries cost ~10-25 ms each here. It passed at a load average of

@@ -75,9 +75,9 @@ runs() { local h; for h in "${hosts[@]}"; do [ "$h" = "$1" ] && return 0; done; 
 # The crates no host owns, and each host's.
 common_crates=(-p tippen-core -p tippen-http -p tippen-conformance -p tippen-benches)
 # tippen-redis is the axum host's store for several replicas; its tests need redis-server.
-axum_crates=(-p tippen-axum -p tippen-redis -p tippen-server -p tippen-embed-axum)
+axum_crates=(-p tippen-axum -p tippen-sqlite -p tippen-redis -p tippen-server -p tippen-embed-axum)
 # The crates published to crates.io.
-published_crates=(-p tippen-core -p tippen-http -p tippen-axum -p tippen-redis -p tippen-lambda -p tippen-worker)
+published_crates=(-p tippen-core -p tippen-http -p tippen-sqlite -p tippen-axum -p tippen-redis -p tippen-dynamodb -p tippen-lambda -p tippen-worker)
 msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
 
 # The target dir outlives clones and grows with every toolchain, feature set and change; a full
@@ -222,7 +222,7 @@ fi
 
 if runs lambda; then
   step "lambda: tippen-lambda's unit tests"
-  cargo test -p tippen-lambda -p tippen-lambda-example
+  cargo test -p tippen-dynamodb -p tippen-lambda -p tippen-lambda-example
   step "lambda: the AWS Lambda host under cargo lambda watch, DynamoDB on moto"
   scripts/test-lambda.sh
 fi

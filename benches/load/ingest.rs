@@ -76,31 +76,46 @@ async fn read_more(conn: &mut TcpStream, buf: &mut Vec<u8>) -> Result<(), String
     Ok(())
 }
 
-/// One connection: its share of the visitors gets a page view each, then heartbeats go until
-/// `end` (counted while `measuring`).
-#[allow(clippy::too_many_arguments)]
+/// What the connections share: how many have sent their page views, the counters, whether
+/// they count now and whether to stop.
+#[derive(Default)]
+struct Phase {
+    warmed: Cell<usize>,
+    changed: tokio::sync::Notify,
+    ok: Cell<u64>,
+    errors: Cell<u64>,
+    measuring: Cell<bool>,
+    stop: Cell<bool>,
+}
+
+/// One connection: its share of the visitors gets a page view each (once: `warmed`), then
+/// heartbeats go until `phase.stop` (counted while `phase.measuring`).
 async fn heartbeat_loop(
     host: &str,
     c: usize,
     conns: usize,
     pageviews: &[Vec<u8>],
     heartbeats: &[Vec<u8>],
-    end: Instant,
-    ok: &Cell<u64>,
-    errors: &Cell<u64>,
-    measuring: &Cell<bool>,
+    warmed: &mut bool,
+    phase: &Phase,
 ) -> Result<(), String> {
     let mut conn = TcpStream::connect(host).await.map_err(|e| e.to_string())?;
     conn.set_nodelay(true).map_err(|e| e.to_string())?;
     let mut buf = Vec::with_capacity(8192);
-    for i in (c..VISITORS).step_by(conns) {
-        conn.write_all(&pageviews[i])
-            .await
-            .map_err(|e| e.to_string())?;
-        answer(&mut conn, &mut buf).await?;
+    if !*warmed {
+        for i in (c..VISITORS).step_by(conns) {
+            conn.write_all(&pageviews[i])
+                .await
+                .map_err(|e| e.to_string())?;
+            answer(&mut conn, &mut buf).await?;
+        }
+        *warmed = true;
+        phase.warmed.set(phase.warmed.get() + 1);
+        phase.changed.notify_one();
     }
+    let (ok, errors, measuring) = (&phase.ok, &phase.errors, &phase.measuring);
     let mut i = c;
-    while Instant::now() < end {
+    while !phase.stop.get() {
         conn.write_all(&heartbeats[i])
             .await
             .map_err(|e| e.to_string())?;
@@ -136,46 +151,47 @@ pub async fn ingest(
             .map(|i| request(&host, key, "heartbeat", i))
             .collect(),
     );
-    let ok = Rc::new(Cell::new(0u64));
-    let errors = Rc::new(Cell::new(0u64));
-    let measuring = Rc::new(Cell::new(false));
-    let end = Instant::now() + Duration::from_secs(1 + secs);
-    let started = Instant::now() + Duration::from_secs(1);
+    let phase = Rc::new(Phase::default());
     let mut tasks = Vec::new();
     for c in 0..conns {
         let (host, pageviews, heartbeats) = (host.clone(), pageviews.clone(), heartbeats.clone());
-        let (ok, errors, measuring) = (ok.clone(), errors.clone(), measuring.clone());
+        let phase = phase.clone();
         tasks.push(tokio::task::spawn_local(async move {
+            let mut warmed = false;
             // A connection the server dropped is counted as an error and opened again.
-            while Instant::now() < end {
+            while !phase.stop.get() {
                 let run = heartbeat_loop(
                     &host,
                     c,
                     conns,
                     &pageviews,
                     &heartbeats,
-                    end,
-                    &ok,
-                    &errors,
-                    &measuring,
+                    &mut warmed,
+                    &phase,
                 );
                 if run.await.is_err() {
-                    if measuring.get() {
-                        errors.set(errors.get() + 1);
+                    if phase.measuring.get() {
+                        phase.errors.set(phase.errors.get() + 1);
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
                 }
             }
         }));
     }
-    tokio::time::sleep_until(started.into()).await;
-    measuring.set(true);
+    // Every visitor exists (page views sent by every connection, however long a slow server
+    // takes), then one second of heartbeats before counting.
+    while phase.warmed.get() < conns {
+        phase.changed.notified().await;
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    phase.measuring.set(true);
     let counted_from = Instant::now();
-    let (ok0, err0) = (ok.get(), errors.get());
-    tokio::time::sleep_until(end.into()).await;
-    measuring.set(false);
+    let (ok0, err0) = (phase.ok.get(), phase.errors.get());
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    phase.measuring.set(false);
     let secs_measured = counted_from.elapsed().as_secs_f64();
-    let (ok1, err1) = (ok.get(), errors.get());
+    let (ok1, err1) = (phase.ok.get(), phase.errors.get());
+    phase.stop.set(true);
     for t in tasks {
         t.await.map_err(|e| e.to_string())?;
     }

@@ -32,10 +32,6 @@ mod limit;
 mod quota;
 mod serve;
 mod slack;
-#[cfg(feature = "sqlite")]
-pub mod sqlite;
-#[cfg(feature = "sqlite")]
-pub mod sqlite_history;
 
 pub use bus::Bus;
 pub use enrich::EnrichmentConfig;
@@ -43,8 +39,9 @@ pub use host::{Authorize, HostConfig, HostError, TippenHost};
 pub use ip::{InvalidProxy, TrustedProxies};
 pub use limit::{LimitScope, RateLimit, RateLimits, SharedLimiter};
 pub use serve::{ServeConfig, serve};
-#[cfg(feature = "sqlite")]
-pub use sqlite::{SqliteDurability, SqliteError, SqliteOptions, SqliteStore};
-#[cfg(feature = "sqlite")]
-pub use sqlite_history::SqliteHistory;
 pub use tippen_http::HttpTransport;
+/// The SQLite stores (the crate `tippen-sqlite`, re-exported with the feature `sqlite`).
+#[cfg(feature = "sqlite")]
+pub use tippen_sqlite as sqlite;
+#[cfg(feature = "sqlite")]
+pub use tippen_sqlite::{SqliteDurability, SqliteError, SqliteHistory, SqliteOptions, SqliteStore};

@@ -23,7 +23,7 @@ use crate::enrich_fn::Enrichment;
 use crate::fanout::Fanout;
 #[cfg(feature = "outbound")]
 use crate::outbound::Outbound;
-use crate::store::{DynamoStore, SweepClaim, SweepEnd, Wake};
+use tippen_dynamodb::{DynamoHistory, DynamoStore, SweepClaim, SweepEnd, Wake, sdk_config};
 
 /// Why a function could not start or an operation failed.
 #[derive(Debug, Error)]
@@ -41,21 +41,6 @@ pub enum HostError {
     /// An AWS call outside the store failed.
     #[error("AWS call failed: {0}")]
     Aws(String),
-}
-
-/// The AWS SDK configuration with a rustls (ring) HTTPS client and no OpenSSL. Endpoint
-/// overrides come from the standard variables (`AWS_ENDPOINT_URL_DYNAMODB`, …) only.
-pub async fn sdk_config() -> aws_config::SdkConfig {
-    use aws_smithy_http_client::{Builder, tls};
-    let http = Builder::new()
-        .tls_provider(tls::Provider::Rustls(
-            tls::rustls_provider::CryptoMode::Ring,
-        ))
-        .build_https();
-    aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .http_client(http)
-        .load()
-        .await
 }
 
 /// tippen on Lambda: the core over DynamoDB, and the fan-out to API Gateway connections.
@@ -176,7 +161,15 @@ impl LambdaHost {
     /// A host over the given SDK configuration and settings (registers no site).
     pub fn new(sdk: &aws_config::SdkConfig, config: LambdaConfig) -> Self {
         let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-        let history = crate::history::from_config(&dynamodb, &config);
+        // The history store `TIPPEN_HISTORY_TABLE` names, the items of each configured site
+        // expiring by TTL after its retention; none when history is off.
+        let history = config.history_table.as_deref().map(|table| {
+            let store = config.sites.iter().fold(
+                DynamoHistory::new(dynamodb.clone(), table),
+                |store, site| store.with_retention(&site.id, site.history_retention()),
+            );
+            Arc::new(store) as Arc<dyn tippen_core::history::HistoryStore>
+        });
         let store = Arc::new(
             DynamoStore::new(dynamodb, &config.table).with_site_cache(config.site_cache_ttl),
         );
@@ -647,7 +640,7 @@ impl LambdaHost {
             }
         };
         let now = self.tippen.now();
-        let holder = crate::store::write_token();
+        let holder = tippen_dynamodb::store::write_token();
         let lease = now.plus(SWEEP_LEASE);
         if self.store.claim_sweep(site, &holder, now, lease).await? == SweepClaim::Held {
             tracing::debug!(site = %site, "sweep: another invocation is sweeping the site; it sweeps again");

@@ -16,7 +16,8 @@
 //! reqwest with rustls ([`tippen_http`]). Slack is delivered before the invocation returns,
 //! within a time budget. The WebSocket function makes no outbound call and does not link it.
 //!
-//! State lives in one DynamoDB table ([`store`]) written with conditional writes on a version
+//! State lives in one DynamoDB table (the crate `tippen-dynamodb`, re-exported as [`store`] and
+//! [`history`]) written with conditional writes on a version
 //! attribute, so concurrent invocations never lose an update. `template.yaml` in the
 //! repository's `examples/lambda` deploys it all; the repository's `docs/lambda.md` explains it
 //! and the local runs.
@@ -30,14 +31,12 @@ pub mod enrich;
 #[cfg(feature = "enrich")]
 pub mod enrich_fn;
 pub mod fanout;
-pub mod history;
 pub mod host;
 #[cfg(feature = "http")]
 pub mod http_fn;
 #[cfg(feature = "outbound")]
 pub mod outbound;
 pub mod retention;
-pub mod store;
 #[cfg(feature = "scheduled")]
 pub mod sweep_fn;
 #[cfg(feature = "websocket")]
@@ -59,6 +58,8 @@ pub fn init_logging() {
 
 pub use config::{ConfigError, LambdaConfig};
 pub use fanout::{Fanout, Posted};
-pub use history::DynamoHistory;
-pub use host::{HostError, LambdaHost, sdk_config};
-pub use store::{Connection, DynamoStore, FanoutTarget, SweepClaim, SweepEnd, Wake};
+pub use host::{HostError, LambdaHost};
+pub use tippen_dynamodb::{
+    Connection, DynamoHistory, DynamoStore, FanoutTarget, SweepClaim, SweepEnd, Wake, history,
+    sdk_config, store,
+};

@@ -200,7 +200,7 @@ pub(crate) fn backend<E: std::fmt::Debug>(op: &str, e: E) -> StoreError {
 
 /// A token unique to one write (not to its retries): lets a retried conditional write that
 /// fails against its own earlier attempt recognize it.
-pub(crate) fn write_token() -> String {
+pub fn write_token() -> String {
     use std::hash::{BuildHasher, Hasher};
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);

@@ -17,13 +17,13 @@ use tippen_core::history::{HistoryStore, PutVisit, VisitFilter, VisitQuery};
 use tippen_core::presence::{Ping, PingKind, Visibility};
 use tippen_core::testkit::sample_visit;
 use tippen_core::{Config, ManualClock, SiteId, Store, Timestamp, Tippen};
-use tippen_lambda::{DynamoHistory, DynamoStore, SweepClaim, SweepEnd};
+use tippen_dynamodb::{DynamoHistory, DynamoStore, SweepClaim, SweepEnd};
 
 async fn client() -> aws_sdk_dynamodb::Client {
     let endpoint = std::env::var("TIPPEN_DYNAMODB_ENDPOINT").expect(
         "TIPPEN_DYNAMODB_ENDPOINT must name a running moto_server (scripts/test-lambda.sh)",
     );
-    let sdk = tippen_lambda::sdk_config().await;
+    let sdk = tippen_dynamodb::sdk_config().await;
     let conf = aws_sdk_dynamodb::config::Builder::from(&sdk)
         .endpoint_url(endpoint)
         .build();

@@ -1,4 +1,4 @@
-//! [`SqliteHistory`]: a [`HistoryStore`] on a SQLite file (feature `sqlite`), normally the
+//! [`SqliteHistory`]: a [`HistoryStore`] on a SQLite file, normally the
 //! same file as the [`SqliteStore`](crate::SqliteStore) (its own connection and tables; WAL
 //! lets both write).
 //!
@@ -40,7 +40,7 @@ use tippen_core::history::{
 };
 use tippen_core::{SiteId, StoreError, Timestamp, Version, Versioned};
 
-use crate::sqlite::SqliteError;
+use crate::store::SqliteError;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS history_visits (

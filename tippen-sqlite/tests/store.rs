@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use tippen_axum::{SqliteOptions, SqliteStore};
 use tippen_core::enrichment::{CachePolicy, CompanyProfile, EnrichmentEvent};
 use tippen_core::testkit::{run_store_suite, sample_record, sample_user};
 use tippen_core::{KeyHash, Site, SiteId, Store, Timestamp, Version};
+use tippen_sqlite::{SqliteOptions, SqliteStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn store_suite_write_behind() {

@@ -1,4 +1,4 @@
-//! [`SqliteStore`]: a [`Store`] on a SQLite file (feature `sqlite`; SQLite is compiled in).
+//! [`SqliteStore`]: a [`Store`] on a SQLite file (SQLite is compiled in).
 //!
 //! # Design: memory first, SQLite behind
 //!

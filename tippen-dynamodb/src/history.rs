@@ -63,7 +63,6 @@
 //! later applies to new items only.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -78,22 +77,7 @@ use tippen_core::history::{
 };
 use tippen_core::{SiteId, StoreError, Timestamp, Version, Versioned};
 
-use crate::config::LambdaConfig;
 use crate::store::{DynamoStore, Item, attr, backend, decode, encode, get_n, get_s, n, s};
-
-/// The history store `config` names (`TIPPEN_HISTORY_TABLE`), the items of each configured
-/// site expiring by TTL after its retention ([`Site::history_retention`](tippen_core::Site::history_retention));
-/// `None` when history is off.
-pub fn from_config(client: &Client, config: &LambdaConfig) -> Option<Arc<dyn HistoryStore>> {
-    let table = config.history_table.as_deref()?;
-    let store = config
-        .sites
-        .iter()
-        .fold(DynamoHistory::new(client.clone(), table), |store, site| {
-            store.with_retention(&site.id, site.history_retention())
-        });
-    Some(Arc::new(store))
-}
 
 /// Attributes of history items (besides `pk`, `sk`, `doc`, `v`, `ttl`).
 mod hattr {

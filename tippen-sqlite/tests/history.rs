@@ -3,10 +3,10 @@
 
 use std::sync::Arc;
 
-use tippen_axum::{SqliteHistory, SqliteStore};
 use tippen_core::history::{HistoryStore, VisitFilter, VisitQuery};
 use tippen_core::testkit::{run_history_suite, sample_visit};
 use tippen_core::{SiteId, Timestamp};
+use tippen_sqlite::{SqliteHistory, SqliteStore};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_suite_next_to_the_live_store() {
