@@ -119,6 +119,10 @@ pub struct LevelResult {
     pub http_p50_ms: f64,
     /// Request latency p99 (ms).
     pub http_p99_ms: f64,
+    /// Request latency max (ms): a request the server (or a proxy before it) held far longer
+    /// than the rest shows here, where p99 hides it.
+    #[serde(default)]
+    pub http_max_ms: f64,
     /// Broadcasts timed by the dashboards.
     pub dash_samples: u64,
     /// Transition → dashboard latency (ms).
@@ -687,6 +691,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
                 http_errors: s.errors,
                 http_p50_ms: ms(&s.http, 0.5),
                 http_p99_ms: ms(&s.http, 0.99),
+                http_max_ms: ms(&s.http, 1.0),
                 dash_samples: s.dash.len(),
                 dash_p50_ms: ms(&s.dash, 0.5),
                 dash_p99_ms: ms(&s.dash, 0.99),
@@ -711,12 +716,14 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
                 && l.premature_removals == 0
                 && l.overdue_removals == 0;
             eprintln!(
-                "{} {:>6} visitors: {:>7.0} req/s offered, {:>7.0} answered, {} errors; dashboard p50 {:.2} p99 {:.2} max {:.1} ms ({} samples); removal lag p99 {:.1} ms, {} premature, {} overdue; server cpu {:.0} %, rss {:.1} MB, {:.0} B/visitor; harness cpu {:.0} %{}",
+                "{} {:>6} visitors: {:>7.0} req/s offered, {:>7.0} answered, {} errors, request p99 {:.1} max {:.1} ms; dashboard p50 {:.2} p99 {:.2} max {:.1} ms ({} samples); removal lag p99 {:.1} ms, {} premature, {} overdue; server cpu {:.0} %, rss {:.1} MB, {:.0} B/visitor; harness cpu {:.0} %{}",
                 args.name,
                 level,
                 l.offered_rps,
                 l.answered_rps,
                 l.http_errors,
+                l.http_p99_ms,
+                l.http_max_ms,
                 l.dash_p50_ms,
                 l.dash_p99_ms,
                 l.dash_max_ms,
