@@ -292,14 +292,22 @@ impl SiteObject {
     /// adds the body's id.
     async fn registry(&self, req: &mut Request) -> worker::Result<Response> {
         const KEY: &str = "tippen_site_registry";
+        // The body is read before the list: awaiting it between the storage read and write let
+        // another request in (input gates hold only across storage operations), and of two
+        // sites created at once one was lost from the registry.
+        let id = if req.method() == worker::Method::Post {
+            Some(req.text().await?)
+        } else {
+            None
+        };
         let storage = self.state.storage();
         let mut ids: Vec<String> = storage.get(KEY).await?.unwrap_or_default();
-        if req.method() == worker::Method::Post {
-            let id = req.text().await?;
-            if !id.is_empty() && !ids.contains(&id) {
-                ids.push(id);
-                storage.put(KEY, &ids).await?;
-            }
+        if let Some(id) = id
+            && !id.is_empty()
+            && !ids.contains(&id)
+        {
+            ids.push(id);
+            storage.put(KEY, &ids).await?;
         }
         Response::from_json(&ids)
     }
