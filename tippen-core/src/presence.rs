@@ -15,7 +15,7 @@
 //! linger keeps the visitor and its counts; otherwise the tab goes when the linger ends, and
 //! the visitor with reason `left` if it was the last.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use serde::{Deserialize, Serialize};
 
@@ -189,6 +189,24 @@ impl Company {
         }
     }
 
+    /// This company as a shared value: a fallback equal to [`Company::unknown`] or
+    /// [`Company::direct_visitor`] is the one allocation every record shares; any other
+    /// company gets its own.
+    pub fn shared(self) -> Arc<Company> {
+        static FALLBACKS: LazyLock<[Arc<Company>; 2]> = LazyLock::new(|| {
+            [
+                Arc::new(Company::unknown()),
+                Arc::new(Company::direct_visitor()),
+            ]
+        });
+        if self.source == EnrichmentSource::Fallback
+            && let Some(shared) = FALLBACKS.iter().find(|f| ***f == self)
+        {
+            return shared.clone();
+        }
+        Arc::new(self)
+    }
+
     /// The fallback company named `name` (source `fallback`).
     pub fn fallback(name: &str) -> Self {
         Company {
@@ -204,6 +222,11 @@ impl Company {
             enriched_at: None,
         }
     }
+}
+
+/// Reads a record's company as [`Company::shared`].
+fn shared_company<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Company>, D::Error> {
+    Company::deserialize(d).map(Company::shared)
 }
 
 /// A visitor as stored: everything the dashboard shows, plus the deadline index key.
@@ -227,8 +250,11 @@ pub struct VisitorRecord {
     pub is_bot: bool,
     /// The client's last timestamp, as sent.
     pub client_timestamp: Option<String>,
-    /// Company data.
-    pub company: Company,
+    /// Company data. Shared: most visitors carry one of the fallbacks
+    /// ([`Company::unknown`], [`Company::direct_visitor`]), and a record read back from a
+    /// store shares them too ([`Company::shared`]), so a live visitor costs a pointer here.
+    #[serde(deserialize_with = "shared_company")]
+    pub company: Arc<Company>,
     /// Live tabs, most recently seen last.
     pub tabs: Vec<Tab>,
     /// Tabs that left recently (see [`PresenceConfig::departure_quiet`]). A record with no
@@ -237,8 +263,10 @@ pub struct VisitorRecord {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub left_tabs: Vec<LeftTab>,
     /// The visitor's current (or last) video invite: at most one open invite per visitor.
+    /// Boxed: most visitors have none, and every live visitor's record would otherwise carry
+    /// an invite's room inline.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub invite: Option<Invite>,
+    pub invite: Option<Box<Invite>>,
     /// Earliest tab expiry, or the open invite's expiry if earlier (a tombstone: when its
     /// quiet period ends); [`Timestamp::EPOCH`] when there is nothing to wait for.
     pub deadline: Timestamp,
@@ -338,7 +366,7 @@ impl VisitorRecord {
             user_agent: ping.user_agent.clone(),
             is_bot,
             client_timestamp: ping.client_timestamp.clone(),
-            company,
+            company: company.shared(),
             tabs: Vec::new(),
             left_tabs: Vec::new(),
             invite: None,
@@ -362,7 +390,7 @@ impl VisitorRecord {
             user_agent: None,
             is_bot: false,
             client_timestamp: None,
-            company: Company::unknown(),
+            company: Company::unknown().shared(),
             tabs: Vec::new(),
             left_tabs: Vec::new(),
             invite: None,
@@ -682,7 +710,7 @@ impl VisitorRecord {
 
     /// The open invite, if any.
     pub(crate) fn open_invite(&self) -> Option<&Invite> {
-        self.invite.as_ref().filter(|i| i.is_open())
+        self.invite.as_deref().filter(|i| i.is_open())
     }
 
     /// Expires the open invite if it is due at `now` (and updates the deadline); the
@@ -716,7 +744,7 @@ impl VisitorRecord {
     }
 
     fn recompute_deadline(&mut self, cfg: &PresenceConfig) {
-        let invite = self.invite.as_ref().and_then(Invite::deadline);
+        let invite = self.invite.as_deref().and_then(Invite::deadline);
         self.deadline = match self.tabs.iter().map(|t| t.expiry(cfg)).min() {
             Some(d) => invite.map_or(d, |i| i.min(d)),
             None => self
@@ -849,7 +877,7 @@ mod tests {
         assert!(!late.only_touched_since(&two_tabs));
         // An open invite delivered, or any other field changed: a save.
         let mut renamed = after(&two_tabs, &beat("a"), 5);
-        renamed.company.name = "Acme".into();
+        Arc::make_mut(&mut renamed.company).name = "Acme".into();
         assert!(!renamed.only_touched_since(&two_tabs));
     }
 
@@ -950,7 +978,11 @@ mod tests {
         let p = ping(PingKind::PageView, "a", "/", Visibility::Hidden);
         let mut r = VisitorRecord::start("v", &p, false, Company::unknown(), t0, &cfg);
         let ttl = InviteConfig::default();
-        r.invite = Some(Invite::new(NewInvite::new("i", "v", "u"), t0, &ttl));
+        r.invite = Some(Box::new(Invite::new(
+            NewInvite::new("i", "v", "u"),
+            t0,
+            &ttl,
+        )));
         r.refresh_deadline(&cfg);
         assert_eq!(r.deadline, t0.plus(ttl.ttl));
         assert_eq!(

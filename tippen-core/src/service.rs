@@ -948,7 +948,7 @@ impl Tippen {
                     let mut record = current.value;
                     if let Some(existing) = record
                         .invite
-                        .as_ref()
+                        .as_deref()
                         .filter(|i| i.invite_id == new.invite_id)
                     {
                         return Ok((Write::Keep, (existing.clone(), None)));
@@ -966,7 +966,7 @@ impl Tippen {
                     messages.push(invite.message().into());
                     // The visit keeps the previous invite's final state, and this one's.
                     record.note_invite();
-                    record.invite = Some(invite.clone());
+                    record.invite = Some(Box::new(invite.clone()));
                     record.note_invite();
                     record.refresh_deadline(cfg);
                     let deadline = record.deadline;
@@ -1017,7 +1017,10 @@ impl Tippen {
                 None,
                 |current: Option<Versioned<VisitorRecord>>| {
                     let mut record = current.ok_or_else(not_found)?.value;
-                    let Some(invite) = record.invite.as_mut().filter(|i| i.invite_id == invite_id)
+                    let Some(invite) = record
+                        .invite
+                        .as_deref_mut()
+                        .filter(|i| i.invite_id == invite_id)
                     else {
                         return Err(not_found().into());
                     };
@@ -1225,7 +1228,7 @@ impl Tippen {
                         return Ok((Write::Keep, None));
                     };
                     let mut record = current.value;
-                    record.company = company.clone();
+                    record.company = company.clone().shared();
                     let message = ServerMessage::VisitorUpdate {
                         visitor: Box::new(self.view(&record, now)),
                         event: UpdateKind::Enriched,

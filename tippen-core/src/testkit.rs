@@ -438,7 +438,7 @@ pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> Visito
         user_agent: None,
         is_bot: false,
         client_timestamp: None,
-        company: Company::unknown(),
+        company: Company::unknown().shared(),
         tabs: vec![Tab {
             tab_id: "t".to_owned(),
             url: "https://example.com/".to_owned(),
@@ -767,11 +767,12 @@ pub async fn records_round_trip(store: &dyn Store, prefix: &str) {
     r.user_agent = Some("Mozilla/5.0 (compatible; Googlebot/2.1)".to_owned());
     r.is_bot = true;
     r.client_timestamp = Some("2025-10-16T12:00:00Z".to_owned());
-    r.company.name = "Acme Corporation".to_owned();
-    r.company.domain = Some("acme.com".to_owned());
-    r.company.source = EnrichmentSource::Cache;
-    r.company.is_cached = true;
-    r.company.enriched_at = Some(Timestamp::from_millis(T0 - 5));
+    let company = Arc::make_mut(&mut r.company);
+    company.name = "Acme Corporation".to_owned();
+    company.domain = Some("acme.com".to_owned());
+    company.source = EnrichmentSource::Cache;
+    company.is_cached = true;
+    company.enriched_at = Some(Timestamp::from_millis(T0 - 5));
     r.tabs.push(Tab {
         tab_id: "hidden-tab".to_owned(),
         url: "https://example.com/über".to_owned(),

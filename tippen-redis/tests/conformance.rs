@@ -29,8 +29,20 @@ const VISIBLE_GRACE: Duration = Duration::from_secs(2);
 const HIDDEN_GRACE: Duration = Duration::from_secs(5);
 const LEAVE_LINGER: Duration = Duration::from_secs(1);
 
+/// The hosts' logs in the test's output (shown when it fails): warnings and errors, or what
+/// `RUST_LOG` asks for.
+fn log_to_test_output() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_passes_on_redis() {
+    log_to_test_output();
     let redis = RedisServer::start();
     let stand_ins = StandIns::start("127.0.0.1:0".parse().expect("addr"))
         .await
@@ -52,6 +64,7 @@ async fn conformance_suite_passes_on_redis() {
 /// forwarded by B's bus).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn conformance_suite_passes_split_across_two_replicas() {
+    log_to_test_output();
     let redis = RedisServer::start();
     let stand_ins = StandIns::start("127.0.0.1:0".parse().expect("addr"))
         .await

@@ -70,7 +70,8 @@ async fn main() {
         source: EnrichmentSource::Provider,
         is_cached: false,
         enriched_at: Some(clock_now(&tippen)),
-    };
+    }
+    .shared();
     store
         .save_visitor(&site, &read.value, Some(read.version))
         .await

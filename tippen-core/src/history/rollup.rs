@@ -566,15 +566,18 @@ impl Serialize for Sketch {
             .map(|(i, r)| (i, *r))
             .collect();
         let out = if set.len() * 4 < self.registers.len() * 2 {
-            let mut out = format!("s{}:", self.p);
+            use std::fmt::Write as _;
+            let mut out = String::with_capacity(4 + set.len() * 6);
+            let _ = write!(out, "s{}:", self.p);
             for (i, r) in set {
                 // 14-bit index, 6-bit rank would not fit 16 bits for p > 10: use 4 hex digits
-                // of index and 2 of rank when p > 10.
-                if self.p > 10 {
-                    out.push_str(&format!("{i:04x}{r:02x}"));
+                // of index and 2 of rank when p > 10. (Written in place: no string per
+                // register, as this runs on every rollup save.)
+                let _ = if self.p > 10 {
+                    write!(out, "{i:04x}{r:02x}")
                 } else {
-                    out.push_str(&format!("{:04x}", (i << 6) | usize::from(r)));
-                }
+                    write!(out, "{:04x}", (i << 6) | usize::from(r))
+                };
             }
             out
         } else {

@@ -525,7 +525,7 @@ impl OpenVisit {
                 .unwrap_or_else(|| self.place.clone())
         };
         let mut invites = self.invites.clone();
-        if let Some(invite) = &record.invite
+        if let Some(invite) = record.invite.as_deref()
             && invite.created_at >= self.started_at
         {
             match invites.iter_mut().find(|i| i.invite_id == invite.invite_id) {

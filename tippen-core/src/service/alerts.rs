@@ -4,7 +4,7 @@
 use crate::alerts::{self, ALERT_LOG_KEEP, AlertLogEntry, AlertNotice, Subject};
 use crate::clock::Timestamp;
 use crate::notify::{Label, Notice, Sent};
-use crate::presence::VisitorRecord;
+use crate::presence::{Company, VisitorRecord};
 use crate::site::Site;
 
 use super::Tippen;
@@ -24,7 +24,7 @@ pub(crate) fn subject_of(record: &VisitorRecord, now: Timestamp, identified_now:
     }
     Subject {
         visitor_id: record.visitor_id.clone(),
-        company: record.company.clone(),
+        company: Company::clone(&record.company),
         pages,
         page_views: record.page_views,
         time_on_site_ms: u64::try_from(now.as_millis() - started.as_millis()).unwrap_or(0),
