@@ -77,7 +77,7 @@ common_crates=(-p tippen-core -p tippen-http -p tippen-conformance -p tippen-ben
 # tippen-redis is the axum host's store for several replicas; its tests need redis-server.
 axum_crates=(-p tippen-axum -p tippen-sqlite -p tippen-redis -p tippen-server -p tippen-embed-axum)
 # The crates published to crates.io.
-published_crates=(-p tippen-core -p tippen-http -p tippen-sqlite -p tippen-axum -p tippen-redis -p tippen-dynamodb -p tippen-lambda -p tippen-worker)
+published_crates=(-p tippen-core -p tippen-http -p tippen-sqlite -p tippen-axum -p tippen-redis -p tippen-dynamodb -p tippen-lambda -p tippen-cloudflare -p tippen-worker)
 msrv=$(sed -n 's/^rust-version = "\(.*\)"$/\1/p' Cargo.toml)
 
 # The target dir outlives clones and grows with every toolchain, feature set and change; a full
@@ -153,7 +153,7 @@ if [ "${TIPPEN_MSRV_CHECK:-1}" != 0 ] &&
 elif [ "${TIPPEN_MSRV_CHECK:-1}" != 0 ]; then
   step "the minimum Rust version, $msrv: cargo check of the workspace and the wasm32 crates"
   cargo +"$msrv" check -q --workspace --all-targets --all-features
-  cargo +"$msrv" check -q -p tippen-core -p tippen-worker -p tippen-worker-example \
+  cargo +"$msrv" check -q -p tippen-core -p tippen-cloudflare -p tippen-worker -p tippen-worker-example \
     --target wasm32-unknown-unknown
 fi
 
@@ -215,7 +215,7 @@ fi
 
 if runs worker; then
   step "worker: tippen-worker's native unit tests"
-  cargo test -p tippen-worker -p tippen-worker-example
+  cargo test -p tippen-cloudflare -p tippen-worker -p tippen-worker-example
   step "worker: the Cloudflare Workers host under wrangler dev"
   scripts/test-worker.sh
 fi

@@ -36,6 +36,10 @@
 //! `POST /api/video-call` is called with the runtime's `fetch` ([`FetchTransport`]). Configuration is described
 //! in [`config`].
 //!
+//! The storage is the crate `tippen-cloudflare`, re-exported as [`store`] ([`DurableObjectStore`]
+//! and the shared enrichment cache) and [`history`] ([`D1History`]), so any other Worker can
+//! use it too.
+//!
 //! Company enrichment (`TIPPEN_ENRICHMENT_PROVIDER`): each site's object runs the lookups the
 //! core asks for in the background with `fetch`; the cache is shared by all sites through the
 //! KV namespace bound as `TIPPEN_ENRICHMENT_CACHE` (see [`store`]).
@@ -54,10 +58,8 @@ pub mod config;
 pub mod convert;
 mod enrich;
 mod front;
-pub mod history;
 mod object;
 mod runtime;
-pub mod store;
 mod transport;
 
 pub use config::{ConfigError, WorkerConfig};
@@ -65,8 +67,9 @@ pub use front::{
     GEO_CITY_HEADER, GEO_COUNTRY_HEADER, HISTORY_SUITE_PATH, SITE_HEADER, SITE_OBJECT_BINDING,
     STORE_SUITE_PATH, fetch,
 };
-pub use history::{D1History, HISTORY_BINDING};
 pub use object::{DASHBOARD_TAG, SiteObject, visitor_tag};
 pub use runtime::WorkerClock;
-pub use store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};
+pub use tippen_cloudflare::{
+    D1History, DurableObjectStore, ENRICHMENT_CACHE_BINDING, HISTORY_BINDING, history, store,
+};
 pub use transport::FetchTransport;

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use http::StatusCode;
+use tippen_cloudflare::{D1History, DurableObjectStore, ENRICHMENT_CACHE_BINDING, HISTORY_BINDING};
 use tippen_core::api::{ApiError, RequestContext, SocketRole, presented_key};
 use tippen_core::host::{self, Answer, HostIo};
 use tippen_core::notify::{self, Notice, Notifier};
@@ -26,9 +27,7 @@ use worker::{
 use crate::convert::{client_ip, effects_response, http_request, read_body, worker_response};
 use crate::enrich::Enrichment;
 use crate::front::{authorize_upgrade, config_error, forwarded_place, forwarded_site, load_config};
-use crate::history::{D1History, HISTORY_BINDING};
 use crate::runtime::WorkerClock;
-use crate::store::{DurableObjectStore, ENRICHMENT_CACHE_BINDING};
 use crate::transport::FetchTransport;
 
 /// Tag of every dashboard socket.
