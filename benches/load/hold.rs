@@ -67,6 +67,18 @@ pub struct HoldResult {
     pub rss_held: u64,
     /// (`rss_held` − `rss_before`) / `held`.
     pub bytes_per_visitor: f64,
+    /// RSS once the first half of the visitors were live (page view and heartbeat each), the
+    /// larger of right after and a second later (bytes); 0 in results of older harnesses.
+    #[serde(default)]
+    pub rss_half: u64,
+    /// Page views answered 200 in the first half.
+    #[serde(default)]
+    pub held_half: u64,
+    /// (`rss_held` − `rss_half`) / the visitors of the second half: what one more live
+    /// visitor costs once the process's fixed memory (a full page cache, buffers) is spent.
+    /// 0 in results of older harnesses.
+    #[serde(default)]
+    pub marginal_bytes_per_visitor: f64,
     /// Page views answered per second while creating.
     pub create_rps: f64,
     /// Heartbeats answered per second.
@@ -136,20 +148,37 @@ pub async fn hold(args: HoldArgs) -> Result<(), String> {
     if rss_before == 0 {
         return Err(format!("no process {pid} to sample"));
     }
-    let build = |event: &str| -> Rc<Vec<Vec<u8>>> {
+    let build = |event: &str, visitors: std::ops::Range<usize>| -> Rc<Vec<Vec<u8>>> {
         Rc::new(
-            (0..args.visitors)
+            visitors
                 .map(|i| request(&host, &args.key, event, i))
                 .collect(),
         )
     };
-    let (held, create_errors, create_secs) = send_all(&host, args.conns, build("pageview")).await?;
-    let (_, rss_created) = proc_sample(&pid);
-    let (beats, beat_errors, beat_secs) = send_all(&host, args.conns, build("heartbeat")).await?;
-    let (_, rss_right_after) = proc_sample(&pid);
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let (_, rss_later) = proc_sample(&pid);
-    let rss_held = rss_right_after.max(rss_later);
+    // In two halves, each a page view per visitor then a heartbeat per visitor, the RSS read
+    // after each: the second half's growth is what one more visitor costs. (With real
+    // timings the first half stays live: its heartbeats are seconds old when the second half
+    // ends.)
+    let half = args.visitors / 2;
+    let mut totals = [0u64; 4];
+    let mut secs = [0f64; 2];
+    let mut rss_created = 0;
+    let mut settled = Vec::new();
+    for part in [0..half, half..args.visitors] {
+        let (ok, errors, s) = send_all(&host, args.conns, build("pageview", part.clone())).await?;
+        (totals[0], totals[1], secs[0]) = (totals[0] + ok, totals[1] + errors, secs[0] + s);
+        rss_created = proc_sample(&pid).1;
+        let (ok, errors, s) = send_all(&host, args.conns, build("heartbeat", part)).await?;
+        (totals[2], totals[3], secs[1]) = (totals[2] + ok, totals[3] + errors, secs[1] + s);
+        let (_, right_after) = proc_sample(&pid);
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (_, later) = proc_sample(&pid);
+        settled.push((totals[0], right_after.max(later)));
+    }
+    let [held, create_errors, beats, beat_errors] = totals;
+    let [create_secs, beat_secs] = secs;
+    let (held_half, rss_half) = settled[0];
+    let rss_held = settled[1].1;
     let result = HoldResult {
         name: args.name,
         visitors: args.visitors,
@@ -159,20 +188,26 @@ pub async fn hold(args: HoldArgs) -> Result<(), String> {
         rss_created,
         rss_held,
         bytes_per_visitor: rss_held.saturating_sub(rss_before) as f64 / held.max(1) as f64,
+        rss_half,
+        held_half,
+        marginal_bytes_per_visitor: rss_held.saturating_sub(rss_half) as f64
+            / held.saturating_sub(held_half).max(1) as f64,
         create_rps: held as f64 / create_secs,
         heartbeat_rps: beats as f64 / beat_secs,
         loadavg: [load_start, loadavg()],
     };
     eprintln!(
-        "{}: {} of {} visitors held ({} errors); RSS {:.1} → {:.1} (created) → {:.1} MB (held): {:.0} B per live visitor; {:.0} page views/s, {:.0} heartbeats/s",
+        "{}: {} of {} visitors held ({} errors); RSS {:.1} → {:.1} (half) → {:.1} (created) → {:.1} MB (held): {:.0} B per live visitor, {:.0} B each over the second half; {:.0} page views/s, {:.0} heartbeats/s",
         result.name,
         result.held,
         result.visitors,
         result.errors,
         rss_before as f64 / 1e6,
+        result.rss_half as f64 / 1e6,
         rss_created as f64 / 1e6,
         rss_held as f64 / 1e6,
         result.bytes_per_visitor,
+        result.marginal_bytes_per_visitor,
         result.create_rps,
         result.heartbeat_rps
     );

@@ -221,13 +221,13 @@ fn hold_table(held: &[HoldResult]) -> String {
     let mut t = String::new();
     let _ = writeln!(
         t,
-        "| server | live visitors held | RSS before → all live | bytes per live visitor | 1M live visitors would take | page views / heartbeats answered per second |"
+        "| server | live visitors held | RSS before → half live → all live | bytes per live visitor | one more live visitor (second half) | 1M live visitors would take | page views / heartbeats answered per second |"
     );
-    let _ = writeln!(t, "|---|---|---|---|---|---|");
+    let _ = writeln!(t, "|---|---|---|---|---|---|---|");
     for h in held {
         let _ = writeln!(
             t,
-            "| {} | {} of {}{} | {:.1} → {:.1} MB | {:.0} B | {:.2} GiB | {:.0} / {:.0} |",
+            "| {} | {} of {}{} | {:.1} → {} → {:.1} MB | {:.0} B | {} | {:.2} GiB | {:.0} / {:.0} |",
             h.name,
             h.held,
             h.visitors,
@@ -237,9 +237,25 @@ fn hold_table(held: &[HoldResult]) -> String {
                 String::new()
             },
             h.rss_before as f64 / 1e6,
+            if h.rss_half > 0 {
+                format!("{:.1}", h.rss_half as f64 / 1e6)
+            } else {
+                "–".to_owned()
+            },
             h.rss_held as f64 / 1e6,
             h.bytes_per_visitor,
-            h.bytes_per_visitor * 1e6 / (1u64 << 30) as f64,
+            if h.rss_half > 0 {
+                format!("{:.0} B", h.marginal_bytes_per_visitor)
+            } else {
+                "–".to_owned()
+            },
+            // The second half's growth carried on to a million (older results: the average).
+            if h.rss_half > 0 {
+                (h.rss_half as f64 + h.marginal_bytes_per_visitor * (1e6 - h.held_half as f64))
+                    / (1u64 << 30) as f64
+            } else {
+                h.bytes_per_visitor * 1e6 / (1u64 << 30) as f64
+            },
             h.create_rps,
             h.heartbeat_rps,
         );

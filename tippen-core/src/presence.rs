@@ -224,6 +224,36 @@ impl Company {
     }
 }
 
+/// Most distinct texts [`shared_text`] keeps; when full it starts over (texts already handed
+/// out stay valid), so memory stays bounded whatever clients send.
+const SHARED_TEXTS: usize = 4096;
+
+/// `text` as a shared string: the same allocation for every live visitor sending the same
+/// text (a site's `website`, a browser's user agent, repeated across thousands of visitors).
+/// A bounded table; texts beyond its room are shared again once it starts over.
+pub fn shared_text(text: &str) -> Arc<str> {
+    static TEXTS: LazyLock<std::sync::Mutex<std::collections::HashSet<Arc<str>>>> =
+        LazyLock::new(Default::default);
+    let mut texts = TEXTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(shared) = texts.get(text) {
+        return shared.clone();
+    }
+    if texts.len() >= SHARED_TEXTS {
+        texts.clear();
+    }
+    let shared: Arc<str> = Arc::from(text);
+    texts.insert(shared.clone());
+    shared
+}
+
+fn shared_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<str>, D::Error> {
+    <std::borrow::Cow<'de, str>>::deserialize(d).map(|s| shared_text(&s))
+}
+
+fn shared_opt_str<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Arc<str>>, D::Error> {
+    <Option<std::borrow::Cow<'de, str>>>::deserialize(d).map(|s| s.map(|s| shared_text(&s)))
+}
+
 /// Reads a record's company as [`Company::shared`].
 fn shared_company<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Company>, D::Error> {
     Company::deserialize(d).map(Company::shared)
@@ -234,8 +264,9 @@ fn shared_company<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Arc<Company>
 pub struct VisitorRecord {
     /// Tracker-chosen visitor id (`visitor_<ms>_<random>`).
     pub visitor_id: String,
-    /// The `website` field of the last event.
-    pub website: String,
+    /// The `website` field of the last event (shared: see [`shared_text`]).
+    #[serde(deserialize_with = "shared_str")]
+    pub website: Arc<str>,
     /// Server time this visit started.
     pub first_seen: Timestamp,
     /// Server time of the last event.
@@ -244,8 +275,9 @@ pub struct VisitorRecord {
     pub page_views: u64,
     /// Referrer of the first page view.
     pub referrer: Option<String>,
-    /// Last user agent.
-    pub user_agent: Option<String>,
+    /// Last user agent (shared: see [`shared_text`]).
+    #[serde(default, deserialize_with = "shared_opt_str")]
+    pub user_agent: Option<Arc<str>>,
     /// Whether the user agent is a known bot.
     pub is_bot: bool,
     /// The client's last timestamp, as sent.
@@ -358,12 +390,12 @@ impl VisitorRecord {
     ) -> Self {
         let mut record = VisitorRecord {
             visitor_id: visitor_id.to_owned(),
-            website: ping.website.clone(),
+            website: shared_text(&ping.website),
             first_seen: now,
             last_activity: now,
             page_views: 0,
             referrer: ping.referrer.clone().filter(|r| !r.is_empty()),
-            user_agent: ping.user_agent.clone(),
+            user_agent: ping.user_agent.as_deref().map(shared_text),
             is_bot,
             client_timestamp: ping.client_timestamp.clone(),
             company: company.shared(),
@@ -382,7 +414,7 @@ impl VisitorRecord {
     pub(crate) fn opted_out(visitor_id: &str, now: Timestamp, until: Timestamp) -> Self {
         VisitorRecord {
             visitor_id: visitor_id.to_owned(),
-            website: String::new(),
+            website: Arc::from(""),
             first_seen: now,
             last_activity: now,
             page_views: 0,
@@ -465,11 +497,13 @@ impl VisitorRecord {
         self.left_tabs
             .retain(|l| l.tab_id != ping.tab_id && now < l.at.plus(cfg.departure_quiet));
         self.last_activity = now;
-        if ping.user_agent.is_some() {
-            self.user_agent.clone_from(&ping.user_agent);
+        if let Some(agent) = ping.user_agent.as_deref()
+            && self.user_agent.as_deref() != Some(agent)
+        {
+            self.user_agent = Some(shared_text(agent));
         }
-        if !ping.website.is_empty() {
-            self.website.clone_from(&ping.website);
+        if !ping.website.is_empty() && *self.website != *ping.website {
+            self.website = shared_text(&ping.website);
         }
         if ping.client_timestamp.is_some() {
             self.client_timestamp.clone_from(&ping.client_timestamp);
@@ -783,7 +817,7 @@ impl VisitorView {
             timestamp: record.first_seen.to_rfc3339(),
             last_activity: record.last_activity.to_rfc3339(),
             status: if idle { "idle" } else { "active" }.to_owned(),
-            website: record.website.clone(),
+            website: record.website.to_string(),
             company_domain: c.domain.clone(),
             industry: c.industry.clone(),
             revenue: c.revenue.clone(),
@@ -794,7 +828,7 @@ impl VisitorView {
             enriched_at: c.enriched_at.map(Timestamp::to_rfc3339),
             url: tabs.last().map(|t| t.url.clone()),
             referrer: record.referrer.clone(),
-            user_agent: record.user_agent.clone(),
+            user_agent: record.user_agent.as_deref().map(str::to_owned),
             is_bot: record.is_bot,
             tabs,
             invite: record
@@ -828,6 +862,48 @@ mod tests {
             client_timestamp: None,
             page_id: None,
         }
+    }
+
+    #[test]
+    fn live_records_share_fallbacks_and_repeated_texts_also_when_read_back() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let mut view = ping(
+            PingKind::PageView,
+            "t",
+            "https://x.example/a",
+            Visibility::Visible,
+        );
+        view.user_agent = Some("Mozilla/5.0 (X11; Linux x86_64) Test/1.0".into());
+        let a = VisitorRecord::start("a", &view, false, Company::unknown(), t0, &cfg);
+        let b = VisitorRecord::start("b", &view, false, Company::unknown(), t0, &cfg);
+        let same = |x: &Option<Arc<str>>, y: &Option<Arc<str>>| match (x, y) {
+            (Some(x), Some(y)) => Arc::ptr_eq(x, y),
+            _ => false,
+        };
+        assert!(Arc::ptr_eq(&a.company, &b.company));
+        assert!(Arc::ptr_eq(&a.website, &b.website));
+        assert!(same(&a.user_agent, &b.user_agent));
+        // Read back from a store's JSON: equal, and sharing the same allocations.
+        let back: VisitorRecord =
+            serde_json::from_str(&serde_json::to_string(&a).expect("json")).expect("read back");
+        assert_eq!(back, a);
+        assert!(Arc::ptr_eq(&back.company, &a.company));
+        assert!(Arc::ptr_eq(&back.website, &a.website));
+        assert!(same(&back.user_agent, &a.user_agent));
+        // An identified company is the record's own; another agent is another text.
+        let mut acme = Company::unknown();
+        acme.name = "Acme".into();
+        acme.source = EnrichmentSource::Provider;
+        let identified = VisitorRecord::start("c", &view, false, acme, t0, &cfg);
+        assert!(!Arc::ptr_eq(&identified.company, &a.company));
+        assert_eq!(identified.company.name, "Acme");
+        let mut other = a.clone();
+        let mut beat = ping(PingKind::Heartbeat, "t", "", Visibility::Visible);
+        beat.user_agent = Some("curl/8.0".into());
+        other.apply(&beat, t0.plus(Duration::from_secs(1)), &cfg);
+        assert_eq!(other.user_agent.as_deref(), Some("curl/8.0"));
+        assert_eq!(a.user_agent.as_deref(), view.user_agent.as_deref());
     }
 
     #[test]

@@ -430,7 +430,7 @@ const T0: i64 = 1_729_080_000_000;
 pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> VisitorRecord {
     VisitorRecord {
         visitor_id: visitor_id.to_owned(),
-        website: "example.com".to_owned(),
+        website: "example.com".into(),
         first_seen: Timestamp::from_millis(seen_ms),
         last_activity: Timestamp::from_millis(seen_ms),
         page_views: 1,
@@ -764,7 +764,7 @@ pub async fn records_round_trip(store: &dyn Store, prefix: &str) {
     let site = site_id(prefix, "rt");
     let mut r = sample_record("full", T0, T0 + 300_000);
     r.referrer = Some("https://google.com/?q=ü \"quoted\"".to_owned());
-    r.user_agent = Some("Mozilla/5.0 (compatible; Googlebot/2.1)".to_owned());
+    r.user_agent = Some("Mozilla/5.0 (compatible; Googlebot/2.1)".into());
     r.is_bot = true;
     r.client_timestamp = Some("2025-10-16T12:00:00Z".to_owned());
     let company = Arc::make_mut(&mut r.company);

@@ -417,6 +417,9 @@ impl OpenVisit {
         let i = match self.tabs.iter().position(|t| t.tab_id == tab_id) {
             Some(i) => i,
             None => {
+                // Exactly one more: an open visit lives as long as its visitor, and a vector's
+                // first push would room four (most visits have one tab and few pages).
+                self.tabs.reserve_exact(1);
                 self.tabs.push(VisitTab {
                     tab_id: tab_id.to_owned(),
                     path: String::new(),
@@ -435,6 +438,7 @@ impl OpenVisit {
             self.landing_url = cut(url, MAX_REFERRER_BYTES);
         }
         let page = if self.pages.len() < MAX_PAGES {
+            self.pages.reserve_exact(1);
             self.pages.push(PageVisit {
                 path: path.clone(),
                 at: now,
