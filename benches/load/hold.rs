@@ -18,24 +18,16 @@ use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+use crate::Server;
 use crate::ingest::{answer, request};
 use crate::sim::{loadavg, proc_sample};
 
 /// `load hold`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct HoldArgs {
-    /// The server's name in the report.
-    #[arg(long)]
-    pub name: String,
-    /// The server's base URL (`http://host:port`).
-    #[arg(long)]
-    pub http: String,
-    /// The server's process id, sampled from `/proc` (RSS).
-    #[arg(long)]
-    pub pid: u32,
-    /// The key every request presents.
-    #[arg(long, default_value = "demo_api_key")]
-    pub key: String,
+    /// The server measured.
+    #[command(flatten)]
+    pub server: Server,
     /// Live visitors to hold.
     #[arg(long, default_value_t = 100_000)]
     pub visitors: usize,
@@ -137,12 +129,13 @@ async fn send_all(
 /// Runs `load hold`: writes the JSON and prints a line.
 pub async fn hold(args: HoldArgs) -> Result<(), String> {
     let host = args
+        .server
         .http
         .strip_prefix("http://")
         .ok_or("load hold needs an http:// URL")?
         .trim_end_matches('/')
         .to_owned();
-    let pid = args.pid.to_string();
+    let pid = args.server.pid.to_string();
     let load_start = loadavg();
     let (_, rss_before) = proc_sample(&pid);
     if rss_before == 0 {
@@ -151,7 +144,7 @@ pub async fn hold(args: HoldArgs) -> Result<(), String> {
     let build = |event: &str, visitors: std::ops::Range<usize>| -> Rc<Vec<Vec<u8>>> {
         Rc::new(
             visitors
-                .map(|i| request(&host, &args.key, event, i))
+                .map(|i| request(&host, &args.server.key, event, i))
                 .collect(),
         )
     };
@@ -180,7 +173,7 @@ pub async fn hold(args: HoldArgs) -> Result<(), String> {
     let (held_half, rss_half) = settled[0];
     let rss_held = settled[1].1;
     let result = HoldResult {
-        name: args.name,
+        name: args.server.name,
         visitors: args.visitors,
         held,
         errors: create_errors + beat_errors,

@@ -56,6 +56,24 @@ pub enum Kind {
     Bare,
 }
 
+/// The server a run measures (`load run` and `load hold` alike).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Server {
+    /// The server's label in the results.
+    #[arg(long)]
+    pub name: String,
+    /// The server's base URL (`http://127.0.0.1:18901`).
+    #[arg(long)]
+    pub http: String,
+    /// The server's process id, sampled from `/proc` (RSS, CPU).
+    #[arg(long)]
+    pub pid: u32,
+    /// The key every request and dashboard presents (a legacy key: it tracks and opens
+    /// dashboards). The reference server's demo key by default.
+    #[arg(long, default_value = "demo_api_key")]
+    pub key: String,
+}
+
 #[derive(Parser)]
 #[command(about = "Open-loop load harness: tippen, bare axum and a socket.io peer")]
 struct Cli {
@@ -85,28 +103,8 @@ enum Cmd {
 fn main() {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            let local = tokio::task::LocalSet::new();
-            if let Err(e) = local.block_on(&rt, sim::run(args)) {
-                eprintln!("load run failed: {e}");
-                std::process::exit(1);
-            }
-        }
-        Cmd::Hold(args) => {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("tokio runtime");
-            let local = tokio::task::LocalSet::new();
-            if let Err(e) = local.block_on(&rt, hold::hold(args)) {
-                eprintln!("load hold failed: {e}");
-                std::process::exit(1);
-            }
-        }
+        Cmd::Run(args) => on_one_thread("run", sim::run(args)),
+        Cmd::Hold(args) => on_one_thread("hold", hold::hold(args)),
         Cmd::Report {
             out_dir,
             files,
@@ -117,5 +115,18 @@ fn main() {
                 std::process::exit(1);
             }
         }
+    }
+}
+
+/// Runs `work` on a single-threaded runtime (the harness's tasks are local); exits 1 with
+/// its error.
+fn on_one_thread(what: &str, work: impl std::future::Future<Output = Result<(), String>>) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    if let Err(e) = tokio::task::LocalSet::new().block_on(&rt, work) {
+        eprintln!("load {what} failed: {e}");
+        std::process::exit(1);
     }
 }

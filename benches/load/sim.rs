@@ -13,28 +13,18 @@ use serde::{Deserialize, Serialize};
 use tokio::time::sleep;
 use tokio_tungstenite::tungstenite::Message;
 
-use crate::Kind;
 use crate::ingest;
+use crate::{Kind, Server};
 
 /// `load run`'s options. Times are real ones (a 30 s heartbeat), divided by `--compress`.
 #[derive(clap::Args, Debug, Clone)]
 pub struct RunArgs {
-    /// The server's label in the results.
-    #[arg(long)]
-    pub name: String,
+    /// The server measured.
+    #[command(flatten)]
+    pub server: Server,
     /// What the server speaks.
     #[arg(long, value_enum)]
     pub kind: Kind,
-    /// The server's base URL (`http://127.0.0.1:18901`).
-    #[arg(long)]
-    pub http: String,
-    /// The server's process id, sampled from `/proc` (RSS, CPU).
-    #[arg(long)]
-    pub pid: u32,
-    /// The key every request and dashboard presents (a legacy key: it tracks and opens
-    /// dashboards). The reference server's demo key by default.
-    #[arg(long, default_value = "demo_api_key")]
-    pub key: String,
     /// The load levels: mean concurrent visitors, one step each, in this order.
     #[arg(
         long,
@@ -591,8 +581,8 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     let ctx = Rc::new(Ctx {
         t0: Instant::now(),
         kind: args.kind,
-        http: args.http.trim_end_matches('/').to_owned(),
-        key: args.key.clone(),
+        http: args.server.http.trim_end_matches('/').to_owned(),
+        key: args.server.key.clone(),
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(4096)
             // Below every server's keep-alive timeout, so no request meets a closing connection.
@@ -618,11 +608,11 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         visitors: RefCell::new(HashMap::new()),
         stats: RefCell::new(Stats::new()),
     });
-    let pid = args.pid.to_string();
+    let pid = args.server.pid.to_string();
     let load_start = loadavg();
     let (_, rss_baseline) = proc_sample(&pid);
     let mut result = RunResult {
-        name: args.name.clone(),
+        name: args.server.name.clone(),
         kind: args.kind,
         compress: c,
         dashboards: ctx.dashboards,
@@ -641,7 +631,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
         let r = ingest::ingest(&ctx.http, &ctx.key, args.ingest_conns, args.ingest_secs).await?;
         eprintln!(
             "{}: ingest {:.0} heartbeats/s ({} errors)",
-            args.name, r.rps, r.errors
+            args.server.name, r.rps, r.errors
         );
         result.ingest = Some(r);
         if args.kind != Kind::Bare {
@@ -717,7 +707,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
                 && l.overdue_removals == 0;
             eprintln!(
                 "{} {:>6} visitors: {:>7.0} req/s offered, {:>7.0} answered, {} errors, request p99 {:.1} max {:.1} ms; dashboard p50 {:.2} p99 {:.2} max {:.1} ms ({} samples); removal lag p99 {:.1} ms, {} premature, {} overdue; server cpu {:.0} %, rss {:.1} MB, {:.0} B/visitor; harness cpu {:.0} %{}",
-                args.name,
+                args.server.name,
                 level,
                 l.offered_rps,
                 l.answered_rps,
@@ -744,7 +734,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
             if collapsed {
                 eprintln!(
                     "{}: collapsed at {level} visitors; no higher level",
-                    args.name
+                    args.server.name
                 );
                 break;
             }
