@@ -255,6 +255,10 @@ impl Drop for ActiveGuard {
     }
 }
 
+/// The read buffer of a WebSocket session, allocated when the socket opens. Frames larger than it
+/// still arrive whole (the buffer grows for them, up to the configured message limit).
+const WS_READ_BUFFER_BYTES: usize = 4 * 1024;
+
 /// At most one "shared limits unavailable" warning in this time (the others are debug logs).
 const SHARED_LIMITS_WARN_EVERY: Duration = Duration::from_secs(10);
 
@@ -1414,7 +1418,10 @@ async fn socket_route(State(host): State<TippenHost>, req: Request) -> Response 
     match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => {
             let max = host.inner.config.max_ws_message_bytes;
-            ws.max_message_size(max)
+            // A session reads small frames (page views, presence, invite answers): a 4 KiB
+            // read buffer instead of tungstenite's eager 128 KiB keeps an open socket cheap.
+            ws.read_buffer_size(WS_READ_BUFFER_BYTES)
+                .max_message_size(max)
                 .max_frame_size(max)
                 .on_failed_upgrade(|e| tracing::debug!(error = %e, "WebSocket upgrade failed"))
                 .on_upgrade(move |socket| host.session(role, socket, slot, budget))
