@@ -134,7 +134,9 @@ const ADDRESS_SECRET_ATTR: &str = "secret";
 /// sites change rarely). Unknown keys are never cached. A put of a site through this instance
 /// empties it ([`clear`](Self::clear)), so a key the put dropped (a revoked member token, a
 /// replaced primary key) is never answered from it; a read that began before the put does not
-/// refill it with what it read ([`generation`](Self::generation)).
+/// refill it with what it read ([`generation`](Self::generation)). An entry's age counts from
+/// when its read began, so a change to a site is seen by every later request of the instance
+/// at most `ttl` after it was written, however long the read took.
 #[derive(Debug, Default)]
 struct SiteCache {
     ttl: Duration,
@@ -146,6 +148,13 @@ struct SiteCache {
 struct CachedSites {
     cleared: u64,
     sites: HashMap<KeyHash, (Instant, Site)>,
+}
+
+/// When a read of a site began, and the cache's [`CachedSites::cleared`] count then.
+#[derive(Clone, Copy, Debug)]
+struct Generation {
+    cleared: u64,
+    began: Instant,
 }
 
 impl SiteCache {
@@ -167,24 +176,28 @@ impl SiteCache {
     }
 
     /// Taken before reading a site from the table, handed back to [`put`](Self::put).
-    fn generation(&self) -> u64 {
-        self.lock().cleared
+    fn generation(&self) -> Generation {
+        Generation {
+            cleared: self.lock().cleared,
+            began: Instant::now(),
+        }
     }
 
-    /// Keeps `site` for `key`, unless the cache was cleared since `generation` (a put of a
-    /// site happened meanwhile: what was read may be what it replaced).
-    fn put(&self, key: KeyHash, site: &Site, generation: u64) {
+    /// Keeps `site` for `key`, aged from when its read began, unless the cache was cleared
+    /// since `generation` (a put of a site happened meanwhile: what was read may be what it
+    /// replaced).
+    fn put(&self, key: KeyHash, site: &Site, generation: Generation) {
         if self.ttl.is_zero() {
             return;
         }
         let mut entries = self.lock();
-        if entries.cleared != generation {
+        if entries.cleared != generation.cleared {
             return;
         }
         if entries.sites.len() >= Self::MAX_ENTRIES {
             entries.sites.clear();
         }
-        entries.sites.insert(key, (Instant::now(), site.clone()));
+        entries.sites.insert(key, (generation.began, site.clone()));
     }
 
     fn clear(&self) {
@@ -1862,5 +1875,52 @@ impl Store for DynamoStore {
 
     async fn next_user_deadline(&self, site: &SiteId) -> Result<Option<Timestamp>, StoreError> {
         self.next_due(&user_pk(site)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache(ttl: Duration) -> SiteCache {
+        SiteCache {
+            ttl,
+            entries: Mutex::default(),
+        }
+    }
+
+    #[test]
+    fn a_cached_site_ages_from_when_its_read_began() {
+        let ttl = Duration::from_secs(2);
+        let sites = cache(ttl);
+        let key = KeyHash::of("pk");
+        let site = Site::new("a", "A", "pk", "sk");
+        // A read that began just now is kept.
+        sites.put(key, &site, sites.generation());
+        assert_eq!(sites.get(&key).map(|s| s.id), Some(site.id.clone()));
+        // A read that took the whole ttl (a slow table) is not kept past it: what it read may
+        // be older than every later request may see.
+        let sites = cache(ttl);
+        let Some(began) = Instant::now().checked_sub(ttl) else {
+            return; // a clock this young cannot express the case
+        };
+        let slow = Generation {
+            began,
+            ..sites.generation()
+        };
+        sites.put(key, &site, slow);
+        assert!(sites.get(&key).is_none());
+    }
+
+    #[test]
+    fn a_read_that_began_before_a_clear_is_not_kept() {
+        let sites = cache(Duration::from_secs(30));
+        let key = KeyHash::of("pk");
+        let before = sites.generation();
+        sites.clear();
+        sites.put(key, &Site::new("a", "A", "pk", "sk"), before);
+        assert!(sites.get(&key).is_none());
+        sites.put(key, &Site::new("a", "A", "pk", "sk"), sites.generation());
+        assert!(sites.get(&key).is_some());
     }
 }
