@@ -11,7 +11,8 @@
 # heartbeat becomes 3 s at 10; the servers get the same compressed heartbeat, expiry and
 # linger). Then bytes per live visitor at scale (`load hold`): tippen and the peer, each
 # restarted with real timings, made to hold TIPPEN_LOAD_HOLD live visitors at once (default
-# 100000; 0 skips). Ports: TIPPEN_LOAD_PORT (default 18901) and the next two. Installs what it
+# 100000; 0 skips); tippen then opens TIPPEN_LOAD_SOCKETS visitor sockets (default 5000; 0
+# skips) for what the tracker's open socket per tab costs. Ports: TIPPEN_LOAD_PORT (default 18901) and the next two. Installs what it
 # needs: node and npm (apt) when missing, the peer's packages (npm ci).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -85,16 +86,19 @@ harness --name "socket.io 4.8" --kind socketio --http "http://127.0.0.1:$((port 
 stop
 
 hold=${TIPPEN_LOAD_HOLD:-100000}
+# Visitor sockets (/ws/visitor) tippen opens for the first of them once they are held: what the
+# tracker's socket per tab adds (file descriptors: both ends stay under `ulimit -n`).
+sockets=${TIPPEN_LOAD_SOCKETS:-5000}
 holds=()
 if [ "$hold" -gt 0 ]; then
   echo "== tippen holding $hold live visitors (real timings)"
   TIPPEN_RATE_LIMIT_PER_IP=0 TIPPEN_RATE_LIMIT_PER_KEY=0 TIPPEN_MAX_VISITORS_PER_SITE=10000000 \
-    RUST_LOG=warn "${server_pin[@]}" "$bin/tippen-server" --listen "127.0.0.1:$port" --db "$tmp/hold.db" \
+    TIPPEN_MAX_SOCKETS_PER_SITE=100000 TIPPEN_MAX_SOCKETS_PER_ADDRESS=100000 RUST_LOG=warn "${server_pin[@]}" "$bin/tippen-server" --listen "127.0.0.1:$port" --db "$tmp/hold.db" \
     >"$tmp/tippen-hold.log" 2>&1 &
   pid=$!
   wait_port "$port"
   "${harness_pin[@]}" "$bin/load" hold --name tippen --http "http://127.0.0.1:$port" --pid "$pid" \
-    --visitors "$hold" --out "$out/hold-tippen.json" && holds+=(--hold "$out/hold-tippen.json")
+    --visitors "$hold" --sockets "$sockets" --out "$out/hold-tippen.json" && holds+=(--hold "$out/hold-tippen.json")
   stop
   echo "== socket.io 4.8 peer holding $hold live visitors (real timings)"
   PORT=$((port + 2)) "${server_pin[@]}" node benches/peers/server.js >"$tmp/peer-hold.log" 2>&1 &

@@ -9,7 +9,7 @@
 //! for 100,000 visitors at a few thousand requests per second) and must not limit visitors or
 //! request rates.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::path::PathBuf;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -34,6 +34,11 @@ pub struct HoldArgs {
     /// Keep-alive connections the requests share.
     #[arg(long, default_value_t = 32)]
     pub conns: usize,
+    /// Visitor sockets to open once the visitors are held: tippen's `/ws/visitor`, one for
+    /// each of the first `sockets` visitors, as the tracker keeps one open per tab (0: none;
+    /// the socket.io peer has no visitor channel).
+    #[arg(long, default_value_t = 0)]
+    pub sockets: usize,
     /// Where the JSON goes.
     #[arg(long)]
     pub out: PathBuf,
@@ -71,6 +76,13 @@ pub struct HoldResult {
     /// 0 in results of older harnesses.
     #[serde(default)]
     pub marginal_bytes_per_visitor: f64,
+    /// Visitor sockets opened (`--sockets`); 0 when none were asked for.
+    #[serde(default)]
+    pub sockets: usize,
+    /// (RSS with the sockets open − RSS before opening them) / `sockets`: what the tracker's
+    /// open visitor socket adds to a live visitor. 0 when none were opened.
+    #[serde(default)]
+    pub bytes_per_socket: f64,
     /// Page views answered per second while creating.
     pub create_rps: f64,
     /// Heartbeats answered per second.
@@ -126,6 +138,49 @@ async fn send_all(
     Ok((ok.get(), errors.get(), start.elapsed().as_secs_f64()))
 }
 
+/// How long [`open_sockets`] lets the server settle before reading its RSS.
+const SETTLE: Duration = Duration::from_secs(12);
+
+/// Opens a visitor socket for each of visitors `0..n` (over `conns` concurrent openers), reads
+/// the RSS before and once they are open, each time [`SETTLE`] after the last request (an
+/// allocator keeps pages freed by the requests a while: jemalloc's decay is 10 s);
+/// (sockets open, bytes per socket). The sockets close when it returns.
+async fn open_sockets(
+    ws_base: &str,
+    key: &str,
+    pid: &str,
+    n: usize,
+    conns: usize,
+) -> Result<(usize, f64), String> {
+    tokio::time::sleep(SETTLE).await;
+    let (_, before) = proc_sample(pid);
+    let open = Rc::new(RefCell::new(Vec::with_capacity(n)));
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let (open, ws_base, key) = (open.clone(), ws_base.to_owned(), key.to_owned());
+        tasks.push(tokio::task::spawn_local(async move {
+            for i in (c..n).step_by(conns) {
+                let url = format!(
+                    "{ws_base}/ws/visitor?apiKey={key}&visitorId=visitor_1729080000000_{i:07}"
+                );
+                let (ws, _) = tokio_tungstenite::connect_async(url)
+                    .await
+                    .map_err(|e| format!("visitor socket {i}: {e}"))?;
+                open.borrow_mut().push(ws);
+            }
+            Ok::<(), String>(())
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    tokio::time::sleep(SETTLE).await;
+    let (_, after) = proc_sample(pid);
+    let opened = open.borrow().len();
+    let bytes = after.saturating_sub(before) as f64 / opened.max(1) as f64;
+    Ok((opened, bytes))
+}
+
 /// Runs `load hold`: writes the JSON and prints a line.
 pub async fn hold(args: HoldArgs) -> Result<(), String> {
     let host = args
@@ -169,6 +224,19 @@ pub async fn hold(args: HoldArgs) -> Result<(), String> {
         settled.push((totals[0], right_after.max(later)));
     }
     let [held, create_errors, beats, beat_errors] = totals;
+    let (sockets, bytes_per_socket) = if args.sockets > 0 {
+        let ws_base = format!("ws://{host}");
+        open_sockets(
+            &ws_base,
+            &args.server.key,
+            &pid,
+            args.sockets.min(held as usize),
+            args.conns,
+        )
+        .await?
+    } else {
+        (0, 0.0)
+    };
     let [create_secs, beat_secs] = secs;
     let (held_half, rss_half) = settled[0];
     let rss_held = settled[1].1;
@@ -185,6 +253,8 @@ pub async fn hold(args: HoldArgs) -> Result<(), String> {
         held_half,
         marginal_bytes_per_visitor: rss_held.saturating_sub(rss_half) as f64
             / held.saturating_sub(held_half).max(1) as f64,
+        sockets,
+        bytes_per_socket,
         create_rps: held as f64 / create_secs,
         heartbeat_rps: beats as f64 / beat_secs,
         loadavg: [load_start, loadavg()],
@@ -204,6 +274,12 @@ pub async fn hold(args: HoldArgs) -> Result<(), String> {
         result.create_rps,
         result.heartbeat_rps
     );
+    if sockets > 0 {
+        eprintln!(
+            "{}: {sockets} visitor sockets open: {bytes_per_socket:.0} B each",
+            result.name
+        );
+    }
     if let Some(dir) = args.out.parent() {
         std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
     }

@@ -261,6 +261,13 @@ fn hold_table(held: &[HoldResult]) -> String {
         );
     }
     let _ = writeln!(t);
+    for h in held.iter().filter(|h| h.sockets > 0) {
+        let _ = writeln!(
+            t,
+            "{}: with {} visitor sockets open (`/ws/visitor`, the tracker's one per tab), {:.0} B more per socket.",
+            h.name, h.sockets, h.bytes_per_socket
+        );
+    }
     for h in held {
         let _ = writeln!(
             t,
