@@ -247,8 +247,9 @@ pub enum SqliteError {
         /// The schema version found.
         found: i64,
     },
-    /// The writer thread could not be started.
-    #[error("cannot start the SQLite writer thread: {0}")]
+    /// A thread of the store's (its writer) or of the history's (its checkpoints) could not
+    /// be started.
+    #[error("cannot start a SQLite thread: {0}")]
     Thread(std::io::Error),
 }
 

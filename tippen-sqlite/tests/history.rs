@@ -134,3 +134,53 @@ async fn only_the_ranked_companies_are_read_also_from_an_older_file() {
         "only the first two are read"
     );
 }
+
+/// A history file's WAL is checkpointed by the history's own thread, not by the commits (whose
+/// checkpoints `fsync` on the caller's thread: the async runtime's). Twenty visits are far below
+/// SQLite's automatic checkpoint (1,000 pages), so only that thread can copy them into the file
+/// itself, read here past the WAL (`immutable=1`).
+#[tokio::test]
+async fn the_history_checkpoints_its_wal_on_a_thread_of_its_own() {
+    use rusqlite::{Connection, OpenFlags};
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("t.db");
+    let history = SqliteHistory::open(&path).expect("open");
+    let site = SiteId::from("s");
+    for i in 0..20 {
+        let visit = sample_visit(
+            &site,
+            &format!("visitor-{i}"),
+            1_000 + i,
+            Some("acme.example"),
+            Some("US"),
+            &["/", "/pricing"],
+        );
+        history.put_visit(&site, &visit).await.expect("put");
+    }
+    // The visits in the file itself, the WAL ignored; an error (the table not copied yet, a
+    // page read mid-checkpoint) counts as none.
+    let in_file = || -> i64 {
+        let uri = format!("file:{}?immutable=1", path.display());
+        Connection::open_with_flags(
+            uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .and_then(|c| c.query_row("SELECT COUNT(*) FROM history_visits", [], |r| r.get(0)))
+        .unwrap_or(0)
+    };
+    let wait = 10 * tippen_sqlite::history::CHECKPOINT_EVERY;
+    let deadline = Instant::now() + wait;
+    loop {
+        let n = in_file();
+        if n == 20 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of 20 visits in the file after {wait:?}: the WAL was not checkpointed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
