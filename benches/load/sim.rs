@@ -578,6 +578,10 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 /// Runs every level, then the ingest figure, and writes the result.
 pub async fn run(args: RunArgs) -> Result<(), String> {
     let c = args.compress.max(1);
+    // Opened first: past a collapse, thousands of requests are still open at the end, each on
+    // a connection (a file descriptor) of its own, and no descriptor may be left to open it.
+    let mut out =
+        std::fs::File::create(&args.out).map_err(|e| format!("{}: {e}", args.out.display()))?;
     let ctx = Rc::new(Ctx {
         t0: Instant::now(),
         kind: args.kind,
@@ -744,6 +748,7 @@ pub async fn run(args: RunArgs) -> Result<(), String> {
     }
     result.loadavg[1] = loadavg();
     let json = serde_json::to_string_pretty(&result).map_err(|e| e.to_string())?;
-    std::fs::write(&args.out, json + "\n").map_err(|e| format!("{}: {e}", args.out.display()))?;
+    std::io::Write::write_all(&mut out, (json + "\n").as_bytes())
+        .map_err(|e| format!("{}: {e}", args.out.display()))?;
     Ok(())
 }
