@@ -184,3 +184,48 @@ async fn the_history_checkpoints_its_wal_on_a_thread_of_its_own() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A history call that waits for the file's write lock (held by the live store's writer, here
+/// by another connection) waits on the history's thread, not on the caller's: the async
+/// runtime's only thread goes on running other tasks meanwhile, and the call completes once the
+/// lock is released. On the caller's thread, SQLite's busy handler slept through the wait and
+/// the runtime stood still with it.
+#[tokio::test(flavor = "current_thread")]
+async fn a_history_write_waiting_for_the_file_does_not_stall_the_runtime() {
+    use rusqlite::Connection;
+    use std::time::{Duration, Instant};
+
+    let dir = tempfile::tempdir().expect("temp dir");
+    let path = dir.path().join("t.db");
+    let history = Arc::new(SqliteHistory::open(&path).expect("open"));
+    let site = SiteId::from("s");
+    let visit = sample_visit(&site, "visitor-1", 1_000, None, None, &["/"]);
+    let visit_id = visit.visit_id.clone();
+
+    let writer = Connection::open(&path).expect("second connection");
+    writer
+        .execute_batch("BEGIN IMMEDIATE")
+        .expect("take the write lock");
+    let put = tokio::spawn({
+        let (history, site) = (history.clone(), site.clone());
+        async move { history.put_visit(&site, &visit).await }
+    });
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let slept = started.elapsed();
+    assert!(
+        !put.is_finished(),
+        "the put ended while the file was locked: {:?}",
+        put.await
+    );
+    assert!(
+        slept < Duration::from_secs(1),
+        "a 50 ms timer took {slept:?} while the put waited: the runtime's thread was blocked"
+    );
+    writer.execute_batch("COMMIT").expect("release the lock");
+    put.await
+        .expect("the put's task")
+        .expect("the put once the lock is released");
+    let stored = history.visit(&site, &visit_id).await.expect("read");
+    assert!(stored.is_some(), "the visit was not stored");
+}
