@@ -146,8 +146,9 @@ export TIPPEN_LEAVE_LINGER_MS=$linger_ms
 # revoked key, a removed member token or a disabled site may still be accepted that long by
 # the other instances (docs/access.md). 2 s for the HTTP function's instances here (the
 # others keep the default: the scheduled function re-reads every site's id that often, and
-# moto serves one call at a time), and the suite polls up to 2.5 s for such a change
-# (TIPPEN_REVOCATION_DELAY_MS) where it expects it at once of axum and the Worker.
+# moto serves one call at a time), and the suite checks such a change 2.5 s after it
+# (TIPPEN_REVOCATION_DELAY_MS), when every instance must see it, where it checks it at once on
+# axum and the Worker.
 site_cache_ms=2000
 # Every socket of the suite comes from loopback unless a case names its own address (the quota
 # site's cases do).

@@ -25,6 +25,11 @@ pub(crate) struct Http {
 impl Http {
     /// A fresh client for `target` (one per case keeps cases independent).
     pub(crate) fn new(target: &Target) -> Result<Self, Failure> {
+        Self::at(&target.base_url)
+    }
+
+    /// A fresh client for the server at `base_url`.
+    pub(crate) fn at(base_url: &str) -> Result<Self, Failure> {
         let client = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .build()
@@ -34,7 +39,7 @@ impl Http {
             })?;
         Ok(Http {
             client,
-            base: target.base_url.trim_end_matches('/').to_owned(),
+            base: base_url.trim_end_matches('/').to_owned(),
         })
     }
 

@@ -187,8 +187,10 @@ pub struct Target {
     /// How long after its answer a change that takes access away (a revoked key or member
     /// token, a disabled site) or gives it back (a site enabled again) may still be unseen by
     /// some requests: a host whose instances each keep sites for a while (Lambda's
-    /// `TIPPEN_SITE_CACHE_MS`). The cases poll for the new answer up to this long.
-    /// [`Duration::ZERO`] (every host that keeps one view of its sites): at once.
+    /// `TIPPEN_SITE_CACHE_MS`). The cases check such a change this long after its answer,
+    /// when every request must see it (before, one request may see it and the next, on another
+    /// instance, not). [`Duration::ZERO`] (every host that keeps one view of its sites): at
+    /// once.
     pub revocation_delay: Duration,
 }
 

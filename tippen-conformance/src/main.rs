@@ -100,8 +100,9 @@ struct Args {
     /// The host's operator token (`TIPPEN_OPERATOR_TOKEN`): the operator and role cases run.
     #[arg(long, env = "TIPPEN_OPERATOR_TOKEN")]
     operator_token: Option<String>,
-    /// How long a revocation or a disabled site may go unseen by some requests (a host
-    /// whose instances cache sites: Lambda's `TIPPEN_SITE_CACHE_MS`), in milliseconds.
+    /// How long a revocation, a disabled or re-enabled site may go unseen by some requests (a
+    /// host whose instances cache sites: Lambda's `TIPPEN_SITE_CACHE_MS`), in milliseconds;
+    /// the cases check such a change this long after it.
     #[arg(long, env = "TIPPEN_REVOCATION_DELAY_MS", default_value_t = 0)]
     revocation_delay_ms: u64,
     /// Fail when a selected case is not run for want of a capability.

@@ -45,6 +45,13 @@ pub(crate) const STAND_IN_COMPANY: &str = "Stand-in Corp";
 /// Its domain.
 pub(crate) const STAND_IN_DOMAIN: &str = "standin.example";
 
+/// The company the IPinfo stand-in names for an `8.a.b.c` address: `Target a-b-c` at
+/// `t-a-b-c.target.example` (name, domain); `None` for any other address.
+pub(crate) fn target_company(ip: &str) -> Option<(String, String)> {
+    let tag = ip.strip_prefix("8.")?.replace('.', "-");
+    Some((format!("Target {tag}"), format!("t-{tag}.target.example")))
+}
+
 /// One request the IPinfo stand-in received.
 #[derive(Debug, Clone)]
 pub(crate) struct IpinfoRequest {
@@ -339,11 +346,8 @@ async fn ipinfo(
             json!({"title": "Unknown token", "message": "Please ensure you've entered your token correctly."}),
         );
     }
-    let company = match ip.strip_prefix("8.") {
-        Some(rest) => {
-            let tag = rest.replace('.', "-");
-            json!({"name": format!("Target {tag}"), "domain": format!("t-{tag}.target.example"), "type": "business"})
-        }
+    let company = match target_company(&ip) {
+        Some((name, domain)) => json!({"name": name, "domain": domain, "type": "business"}),
         None => {
             json!({"name": STAND_IN_COMPANY, "domain": STAND_IN_DOMAIN, "type": "business"})
         }

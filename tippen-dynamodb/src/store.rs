@@ -164,15 +164,17 @@ impl SiteCache {
         self.entries.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn get(&self, key: &KeyHash) -> Option<Site> {
+    /// The site kept for `key`, with how long ago its read began.
+    fn get(&self, key: &KeyHash) -> Option<(Site, Duration)> {
         if self.ttl.is_zero() {
             return None;
         }
         self.lock()
             .sites
             .get(key)
-            .filter(|(at, _)| at.elapsed() < self.ttl)
-            .map(|(_, site)| site.clone())
+            .map(|(at, site)| (site, at.elapsed()))
+            .filter(|(_, age)| *age < self.ttl)
+            .map(|(site, age)| (site.clone(), age))
     }
 
     /// Taken before reading a site from the table, handed back to [`put`](Self::put).
@@ -1636,7 +1638,15 @@ impl Store for DynamoStore {
     }
 
     async fn site_by_key(&self, key: &KeyHash) -> Result<Option<Site>, StoreError> {
-        if let Some(site) = self.sites.get(key) {
+        if let Some((site, age)) = self.sites.get(key) {
+            // Which instance answered from what it kept, and how old: a change of the site
+            // reaches the other instances only as their entries age out.
+            tracing::debug!(
+                site = %site.id,
+                disabled = site.disabled,
+                age_ms = age.as_millis(),
+                "site found by key in this instance's cache"
+            );
             return Ok(Some(site));
         }
         let generation = self.sites.generation();
@@ -1654,6 +1664,11 @@ impl Store for DynamoStore {
         if !site.key_hashes().any(|h| h.matches(key)) {
             return Ok(None);
         }
+        tracing::debug!(
+            site = %site.id,
+            disabled = site.disabled,
+            "site found by key in the table"
+        );
         self.sites.put(*key, &site, generation);
         Ok(Some(site))
     }
@@ -1897,7 +1912,7 @@ mod tests {
         let site = Site::new("a", "A", "pk", "sk");
         // A read that began just now is kept.
         sites.put(key, &site, sites.generation());
-        assert_eq!(sites.get(&key).map(|s| s.id), Some(site.id.clone()));
+        assert_eq!(sites.get(&key).map(|(s, _)| s.id), Some(site.id.clone()));
         // A read that took the whole ttl (a slow table) is not kept past it: what it read may
         // be older than every later request may see.
         let sites = cache(ttl);

@@ -20,7 +20,7 @@ use super::enrichment::setup;
 use super::{PROMPT, step_failure};
 use crate::dashboard::{Dashboard, is_update};
 use crate::http::{Http, Req};
-use crate::stand_ins::HookDelivery;
+use crate::stand_ins::{HookDelivery, target_company};
 use crate::wire::{track_body, unique_id};
 use crate::{Failure, Target};
 
@@ -38,9 +38,17 @@ const QUIET: Duration = Duration::from_millis(1500);
 
 /// A fresh `8.a.b.c` address (the stand-in's target companies) and its company's domain.
 fn target_ip() -> (String, String) {
-    let ip = super::enrichment::random_public_ip().replacen("9.", "8.", 1);
-    let tag = ip.trim_start_matches("8.").replace('.', "-");
-    (ip, format!("t-{tag}.target.example"))
+    target_of(&super::enrichment::random_public_ip())
+}
+
+/// The `8.a.b.c` address made of a random `9.a.b.c` one, and the domain the stand-in names
+/// for it.
+fn target_of(random_ip: &str) -> (String, String) {
+    let ip = random_ip.replacen("9.", "8.", 1);
+    let domain = target_company(&ip)
+        .map(|(_, domain)| domain)
+        .unwrap_or_default();
+    (ip, domain)
 }
 
 /// Whether `header` (`t=<s>,v1=<hex>`) signs `body` with [`HOOK_SECRET`], at most 5 minutes
@@ -384,4 +392,22 @@ pub(super) async fn alert_rules_reach_slack_and_signed_webhooks_once(
     .expect_ok_json(200)?;
     dashboard.close().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The case expected `t-48-154.target.example` for `8.8.48.154` (it cut every leading
+    /// `8.`), the stand-in named `t-8-48-154.target.example`, and the enriched update never
+    /// matched: one run in about 125.
+    #[test]
+    fn the_target_domain_is_the_one_the_stand_in_names() {
+        for (random, ip, domain) in [
+            ("9.8.48.154", "8.8.48.154", "t-8-48-154.target.example"),
+            ("9.17.8.8", "8.17.8.8", "t-17-8-8.target.example"),
+        ] {
+            assert_eq!(target_of(random), (ip.to_owned(), domain.to_owned()));
+        }
+    }
 }

@@ -28,24 +28,20 @@ fn operator_token(t: &Target) -> Result<&str, Failure> {
     })
 }
 
-/// Sends `req()` until it answers `status`, for up to [`Target::revocation_delay`] after a
-/// change that takes access away or gives it back (at once where it is zero); the last answer
-/// is checked with `check`.
-async fn answers_within<T>(
+/// Sends `req()` once the change just answered (one that takes access away or gives it back)
+/// must be seen by every request, and checks its answer with `check`: at once on a host with
+/// one view of its sites, [`Target::revocation_delay`] after the change on a host whose
+/// instances each keep sites for a while (Lambda). Before then, one request may see the change
+/// and the next, on another instance, not: a case that went on after the first new answer
+/// failed its next step there.
+async fn answers_once_settled<T>(
     http: &Http,
-    t: &Target,
-    status: u16,
-    req: impl Fn() -> Req,
-    check: impl Fn(crate::http::Answer) -> Result<T, Failure>,
+    delay: Duration,
+    req: impl FnOnce() -> Req,
+    check: impl FnOnce(crate::http::Answer) -> Result<T, Failure>,
 ) -> Result<T, Failure> {
-    let deadline = Instant::now() + t.revocation_delay;
-    loop {
-        let answer = http.send(req()).await?;
-        if answer.status == status || Instant::now() >= deadline {
-            return check(answer);
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    tokio::time::sleep(delay).await;
+    check(http.send(req()).await?)
 }
 
 /// `POST /api/operator/sites` for a fresh site id; checks the `201` and its keys.
@@ -247,10 +243,9 @@ pub(super) async fn operator_creates_a_site_whose_keys_work_at_once(
     {
         return Err(answer.fail("200 with disabled true and the new dashboard origins"));
     }
-    answers_within(
+    answers_once_settled(
         &http,
-        t,
-        403,
+        t.revocation_delay,
         || Req::get("/api/visitors").key(&site.secret_key),
         |a| a.expect_error(403),
     )
@@ -265,32 +260,22 @@ pub(super) async fn operator_creates_a_site_whose_keys_work_at_once(
     )
     .await?
     .expect_ok_json(200)?;
-    answers_within(
+    answers_once_settled(
         &http,
-        t,
-        200,
+        t.revocation_delay,
         || Req::get("/api/visitors").key(&site.secret_key),
         |a| a.expect_ok_json(200),
     )
     .await?;
     // Tracking works again (a page view: the waits above may have outlasted a short test
     // grace), and the visitor is listed.
-    let view = crate::wire::track_body(
+    track_ok(
+        &http,
+        &site.public_key,
         "pageview",
         &visitor,
         "https://customer.test/pricing",
         json!({}),
-    );
-    answers_within(
-        &http,
-        t,
-        200,
-        || {
-            Req::post("/track/visitor")
-                .key(&site.public_key)
-                .json(&view)
-        },
-        |a| a.expect_ok_json(200),
     )
     .await?;
     listed_visitor(&http, &site.secret_key, &visitor).await?;
@@ -414,10 +399,9 @@ pub(super) async fn a_rotated_key_works_until_its_overlap_ends(t: &Target) -> Re
     .await?
     .expect_ok_json(200)?;
     let beat = crate::wire::track_body("heartbeat", &visitor, "https://customer.test/", json!({}));
-    answers_within(
+    answers_once_settled(
         &http,
-        t,
-        403,
+        t.revocation_delay,
         || {
             Req::post("/track/visitor")
                 .key(&site.public_key)
@@ -580,10 +564,9 @@ pub(super) async fn member_roles_limit_what_a_token_may_do_and_the_audit_names_t
     )
     .await?
     .expect_ok_json(200)?;
-    answers_within(
+    answers_once_settled(
         &http,
-        t,
-        403,
+        t.revocation_delay,
         || Req::get("/api/visitors").key(&viewer),
         |a| a.expect_error(403),
     )
@@ -626,4 +609,65 @@ pub(super) async fn member_roles_limit_what_a_token_may_do_and_the_audit_names_t
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::Json;
+    use axum::http::StatusCode;
+
+    use super::*;
+
+    /// A host of two instances taking turns, just after a disabled site was enabled again: the
+    /// first sees it at once, the second answers 403 for `lag` more (a Lambda instance that
+    /// read the disabled site just before and keeps it in its site cache). Its base URL.
+    async fn two_instances(lag: Duration) -> String {
+        let enabled = Instant::now();
+        let requests = Arc::new(AtomicUsize::new(0));
+        let app = axum::Router::new().route(
+            "/api/visitors",
+            axum::routing::get(move || {
+                let second = requests.fetch_add(1, Ordering::SeqCst) % 2 == 1;
+                async move {
+                    if second && enabled.elapsed() < lag {
+                        let error = json!({"error": "site \"op\" is disabled"});
+                        (StatusCode::FORBIDDEN, Json(error))
+                    } else {
+                        (StatusCode::OK, Json(json!({"visitors": []})))
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let addr = listener.local_addr().expect("its address");
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        format!("http://{addr}")
+    }
+
+    /// The operator case failed on Lambda this way: its first request after enabling the site
+    /// reached an instance that saw it, the case went on, and its next request reached one
+    /// that still kept the disabled site (within `TIPPEN_SITE_CACHE_MS`) and answered 403.
+    #[tokio::test]
+    async fn a_change_is_checked_once_every_instance_must_see_it() {
+        let lag = Duration::from_millis(400);
+        let http = Http::at(&two_instances(lag).await).expect("a client");
+        let visitors = || Req::get("/api/visitors").key("tsk_op");
+        answers_once_settled(&http, lag + Duration::from_millis(100), visitors, |a| {
+            a.expect_ok_json(200)
+        })
+        .await
+        .expect("enabled after the delay");
+        // Whichever instance the next requests reach, they see the site enabled.
+        for _ in 0..2 {
+            http.send(visitors())
+                .await
+                .and_then(|a| a.expect_ok_json(200))
+                .expect("enabled on every instance");
+        }
+    }
 }
