@@ -69,8 +69,10 @@ impl MemoryStore {
                         .iter()
                         .map(|t| t.tab_id.capacity() + t.url.capacity())
                         .sum::<usize>();
-                // key + record + tabs + index entry (key repeated) + hash map overhead (~1 word)
-                2 * k.capacity()
+                // key (shared by the map and the index) + record + tabs + index entry + hash
+                // map overhead (~1 word)
+                k.len()
+                    + 2 * std::mem::size_of::<usize>()
                     + std::mem::size_of_val(v)
                     + r.visitor_id.capacity()
                     + r.website.len()
@@ -80,7 +82,7 @@ impl MemoryStore {
                     + r.company.name.capacity()
                     + r.company.location.capacity()
                     + tabs
-                    + std::mem::size_of::<(Timestamp, String)>()
+                    + std::mem::size_of::<(Timestamp, std::sync::Arc<str>)>()
                     + 2 * std::mem::size_of::<usize>()
             })
             .sum()

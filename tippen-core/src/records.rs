@@ -51,10 +51,14 @@ impl<T: DeadlineRecord> DeadlineRecord for Arc<T> {
 }
 
 /// One site's records of one kind: by id, with their versions, and ordered by deadline.
+///
+/// The id is held once, shared by the map and the deadline index: a live visitor costs one
+/// copy of its id here (besides the record's own), and a save that moves a record's deadline
+/// (every heartbeat) allocates nothing.
 #[derive(Clone, Debug)]
 pub struct RecordTable<V> {
-    records: HashMap<String, Versioned<V>>,
-    by_deadline: BTreeSet<(Timestamp, String)>,
+    records: HashMap<Arc<str>, Versioned<V>>,
+    by_deadline: BTreeSet<(Timestamp, Arc<str>)>,
 }
 
 impl<V> Default for RecordTable<V> {
@@ -70,6 +74,12 @@ impl<V: DeadlineRecord> RecordTable<V> {
     /// The record `id` with its version.
     pub fn get(&self, id: &str) -> Option<&Versioned<V>> {
         self.records.get(id)
+    }
+
+    /// The record `id` with its version and the table's copy of its id (shared: a caller that
+    /// keeps the id as long as the record, such as a store's writer, can share it too).
+    pub fn get_with_id(&self, id: &str) -> Option<(&Arc<str>, &Versioned<V>)> {
+        self.records.get_key_value(id)
     }
 
     /// Stores `value` if the stored version is `expected` (`None`: only if absent) and returns
@@ -92,23 +102,29 @@ impl<V: DeadlineRecord> RecordTable<V> {
 
     /// Puts `value` at `version` without a check (loading what was stored before).
     pub fn load(&mut self, value: V, version: Version) {
-        let id = value.record_id().to_owned();
-        if let Some(old) = self.records.get(&id) {
-            self.by_deadline
-                .remove(&(old.value.record_deadline(), id.clone()));
+        let deadline = value.record_deadline();
+        if let Some((id, old)) = self.records.get_key_value(value.record_id()) {
+            let id = id.clone();
+            let old_deadline = old.value.record_deadline();
+            if old_deadline != deadline {
+                self.by_deadline.remove(&(old_deadline, id.clone()));
+                self.by_deadline.insert((deadline, id.clone()));
+            }
+            self.records.insert(id, Versioned { version, value });
+            return;
         }
-        self.by_deadline
-            .insert((value.record_deadline(), id.clone()));
+        let id: Arc<str> = Arc::from(value.record_id());
+        self.by_deadline.insert((deadline, id.clone()));
         self.records.insert(id, Versioned { version, value });
     }
 
     /// Removes the record `id` if its stored version is `expected`; otherwise (also when it
     /// is absent) [`StoreError::Conflict`] and nothing changes.
     pub fn remove(&mut self, id: &str, expected: Version) -> Result<(), StoreError> {
-        match self.records.get(id) {
-            Some(v) if v.version == expected => {
-                self.by_deadline
-                    .remove(&(v.value.record_deadline(), id.to_owned()));
+        match self.records.get_key_value(id) {
+            Some((key, v)) if v.version == expected => {
+                let entry = (v.value.record_deadline(), key.clone());
+                self.by_deadline.remove(&entry);
                 self.records.remove(id);
                 Ok(())
             }
@@ -122,8 +138,8 @@ impl<V: DeadlineRecord> RecordTable<V> {
     }
 
     /// Every record with its id and version, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&String, &Versioned<V>)> {
-        self.records.iter()
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &Versioned<V>)> {
+        self.records.iter().map(|(k, v)| (&**k, v))
     }
 
     /// At most `limit` records whose deadline is at or before `now`, earliest first.
@@ -176,6 +192,11 @@ mod tests {
         // Loading over a record moves its index entry too: one entry, at the new deadline.
         table.load(user("u", 70), Version(7));
         table.save(user("w", 30), None).expect("another record");
+        // A save that keeps the deadline (the index entry stays, under the shared id).
+        let v3 = table
+            .save(user("w", 30), Some(Version(1)))
+            .expect("same deadline");
+        assert_eq!(v3, Version(2));
         assert_eq!(table.next_deadline(), Some(Timestamp::from_millis(30)));
         let due: Vec<_> = table
             .due(Timestamp::from_millis(100), 10)
@@ -183,7 +204,7 @@ mod tests {
             .collect();
         assert_eq!(
             due,
-            [("w".to_owned(), Version(1)), ("u".to_owned(), Version(7))]
+            [("w".to_owned(), Version(2)), ("u".to_owned(), Version(7))]
         );
         assert!(matches!(
             table.remove("u", Version(2)),
@@ -194,5 +215,12 @@ mod tests {
             .expect("remove at its version");
         assert_eq!(table.len(), 1);
         assert_eq!(table.next_deadline(), Some(Timestamp::from_millis(30)));
+        table.remove("w", Version(2)).expect("remove the other");
+        assert!(table.is_empty());
+        assert_eq!(
+            table.next_deadline(),
+            None,
+            "an index entry outlived its record"
+        );
     }
 }
