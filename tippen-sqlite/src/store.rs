@@ -46,7 +46,7 @@
 //! sites     (id TEXT PRIMARY KEY, record TEXT)          -- the site as JSON (key hashes only)
 //! site_keys (key_hash TEXT PRIMARY KEY, site_id TEXT)   -- hex SHA-256 of each key → site
 //! visitors  (site_id, visitor_id, version, deadline, record)   -- PRIMARY KEY (site_id, visitor_id)
-//!           INDEX visitors_by_deadline (site_id, deadline)     -- record: JSON, without its visit
+//!                                                              -- record: JSON, without its visit
 //! open_visits (site_id, visitor_id, visit)   -- a visitor's open visit (VisitorRecord::visit)
 //! sequences (site_id TEXT PRIMARY KEY, value INTEGER)
 //! enrichment_cache (ip TEXT PRIMARY KEY, expires_at INTEGER, record TEXT)  -- shared by all sites
@@ -55,13 +55,16 @@
 //! audit_log        (n INTEGER PRIMARY KEY, site_id TEXT, at INTEGER, record TEXT)  -- audit entries
 //!                  INDEX audit_log_by_site (site_id, at)                -- as JSON, `at` in ms
 //! users     (site_id, user_id, version, deadline, record)      -- PRIMARY KEY (site_id, user_id)
-//!           INDEX users_by_deadline (site_id, deadline)        -- support triggers (record as JSON,
+//!                                                              -- support triggers (record as JSON,
 //!                                                              -- its capped raw events inside)
 //! ```
 //!
 //! The enrichment tables were added in version 2, the users table in version 3,
 //! `open_visits` in version 4 and `audit_log` in version 5; an older file gains them on open
 //! (a version 3 row keeps its visit inside `record` until that visitor is next written).
+//! The deadline indexes of `visitors` and `users` that files up to version 5 carried are
+//! dropped on open: the deadlines are indexed in memory, the file is only read whole on open,
+//! and keeping them cost every heartbeat's row write two more B-tree changes.
 //!
 //! The audit log ([`Store::log_audit`]) is held in memory like the alert log (the core's
 //! [`AuditLogs`]: at most [`AUDIT_KEEP_MAX`](tippen_core::audit::AUDIT_KEEP_MAX) entries per
@@ -121,7 +124,7 @@ CREATE TABLE IF NOT EXISTS visitors (
     record TEXT NOT NULL,
     PRIMARY KEY (site_id, visitor_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS visitors_by_deadline ON visitors (site_id, deadline);
+DROP INDEX IF EXISTS visitors_by_deadline;
 CREATE TABLE IF NOT EXISTS open_visits (
     site_id TEXT NOT NULL,
     visitor_id TEXT NOT NULL,
@@ -162,7 +165,7 @@ CREATE TABLE IF NOT EXISTS users (
     record TEXT NOT NULL,
     PRIMARY KEY (site_id, user_id)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS users_by_deadline ON users (site_id, deadline);
+DROP INDEX IF EXISTS users_by_deadline;
 ";
 
 /// When a write to a [`SqliteStore`] counts as done. See the [module docs](self).
@@ -393,7 +396,8 @@ impl Pending {
 struct Batch {
     sites: Vec<SiteOp>,
     /// `Some`: write this version of the record; `None`: delete the row.
-    visitors: Vec<(SiteId, String, Option<SharedRecord>)>,
+    /// The id is the record table's (shared), or a copy of a deleted record's.
+    visitors: Vec<(SiteId, Arc<str>, Option<SharedRecord>)>,
     sequences: Vec<(SiteId, u64)>,
     lookups: Vec<(IpAddr, CachedLookup)>,
     stats: Vec<(SiteId, EnrichmentStats)>,
@@ -422,8 +426,9 @@ impl Batch {
         for (site, ids) in pending.visitors {
             let records = state.visitors.get(&site).map(|s| &s.records);
             for id in ids {
-                let current = records.and_then(|r| r.get(&id)).cloned();
-                visitors.push((site.clone(), id, current));
+                let found = records.and_then(|r| r.get_with_id(&id));
+                let id = found.map_or_else(|| Arc::from(id), |(shared, _)| shared.clone());
+                visitors.push((site.clone(), id, found.map(|(_, v)| v.clone())));
             }
         }
         let mut users = Vec::new();
@@ -911,11 +916,12 @@ fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), Sqlite
         let Some(records) = state.visitors.get_mut(&site).map(|s| &mut s.records) else {
             continue;
         };
-        if let Some(current) = records.get(&visitor_id) {
+        if let Some((id, current)) = records.get_with_id(&visitor_id) {
+            let id = id.clone();
             let mut record = VisitorRecord::clone(&current.value);
             record.visit = Some(visit.clone());
             records.load(Arc::new(record), current.version);
-            written.0.entry(site).or_default().insert(visitor_id, visit);
+            written.0.entry(site).or_default().insert(id, visit);
         }
     }
     let mut stmt = conn
@@ -1016,12 +1022,13 @@ fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), Sqlite
 /// writes a record's visit only when it is another `Arc` than this one. Holding the `Arc`
 /// (not its address) keeps a freed visit's address from being mistaken for a new one.
 #[derive(Default)]
-struct WrittenVisits(HashMap<SiteId, HashMap<String, Arc<OpenVisit>>>);
+/// Keyed by the record table's copy of the visitor's id (shared, not copied).
+struct WrittenVisits(HashMap<SiteId, HashMap<Arc<str>, Arc<OpenVisit>>>);
 
 /// How a committed batch changes [`WrittenVisits`].
 enum VisitWrite {
-    Written(SiteId, String, Arc<OpenVisit>),
-    Gone(SiteId, String),
+    Written(SiteId, Arc<str>, Arc<OpenVisit>),
+    Gone(SiteId, Arc<str>),
     SiteGone(SiteId),
 }
 
@@ -1038,7 +1045,7 @@ impl WrittenVisits {
                 }
                 VisitWrite::Gone(site, id) => {
                     if let Some(visits) = self.0.get_mut(&site) {
-                        visits.remove(&id);
+                        visits.remove(&*id);
                     }
                 }
                 VisitWrite::SiteGone(site) => {

@@ -452,6 +452,7 @@ async fn a_version_3_file_keeps_the_visit_stored_inside_its_record() {
             "CREATE TABLE visitors (site_id TEXT NOT NULL, visitor_id TEXT NOT NULL,
                 version INTEGER NOT NULL, deadline INTEGER NOT NULL, record TEXT NOT NULL,
                 PRIMARY KEY (site_id, visitor_id)) WITHOUT ROWID;
+             CREATE INDEX visitors_by_deadline ON visitors (site_id, deadline);
              PRAGMA user_version = 3;",
         )
         .expect("schema 3");
@@ -468,6 +469,13 @@ async fn a_version_3_file_keeps_the_visit_stored_inside_its_record() {
         .expect("visitor")
         .expect("record");
     assert_eq!(back.value, record, "the visit is read from the record");
+    // The deadline index of the older layouts is dropped (the deadlines are indexed in memory).
+    let indexes: Vec<String> = rusqlite::Connection::open(&path)
+        .expect("second connection")
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name LIKE '%deadline%'")
+        .and_then(|mut s| s.query_map([], |r| r.get(0))?.collect())
+        .expect("indexes");
+    assert!(indexes.is_empty(), "deadline indexes left: {indexes:?}");
     // Its next write moves the visit to its own row, even though it did not change.
     store
         .save_visitor(&site, &back.value.clone(), Some(back.version))
