@@ -718,10 +718,10 @@ impl VisitorRecord {
     /// already knows.
     pub fn note_place(&mut self, place: Option<&Place>) {
         if let (Some(visit), Some(place)) = (self.visit.as_mut(), place)
-            && visit.place.country.is_none()
-            && visit.place != *place
+            && visit.place().country.is_none()
+            && visit.place() != place
         {
-            Arc::make_mut(visit).place = place.clone();
+            Arc::make_mut(visit).place = (!place.is_empty()).then(|| Box::new(place.clone()));
         }
     }
 

@@ -352,12 +352,25 @@ pub struct OpenVisit {
     /// The tabs of the visit and their current pages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tabs: Vec<VisitTab>,
-    /// Where the visitor is, when the host said.
-    #[serde(default, skip_serializing_if = "Place::is_empty")]
-    pub place: Place,
+    /// Where the visitor is, when the host said (boxed: most hosts say nothing, and every
+    /// live visitor would otherwise carry an empty place inline; never `Some` of an empty
+    /// place, see [`place`](Self::place)).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "boxed_place"
+    )]
+    pub place: Option<Box<Place>>,
     /// Invites sent during the visit.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub invites: Vec<VisitInvite>,
+}
+
+/// Reads an open visit's place, an empty one as none.
+fn boxed_place<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Box<Place>>, D::Error> {
+    Ok(Option::<Place>::deserialize(d)?
+        .filter(|p| !p.is_empty())
+        .map(Box::new))
 }
 
 fn is_zero(n: &u32) -> bool {
@@ -376,7 +389,18 @@ pub fn visit_id(visitor_id: &str, started_at: Timestamp) -> String {
     format!("vis_{}", hex::encode(&digest[..8]))
 }
 
+/// The place of an open visit that has none.
+static NO_PLACE: Place = Place {
+    country: None,
+    city: None,
+};
+
 impl OpenVisit {
+    /// Where the visitor is, as far as the host said (empty when it said nothing).
+    pub fn place(&self) -> &Place {
+        self.place.as_deref().unwrap_or(&NO_PLACE)
+    }
+
     /// A visit of `visitor_id` starting at `now`.
     pub fn start(visitor_id: &str, now: Timestamp) -> OpenVisit {
         OpenVisit {
@@ -388,7 +412,7 @@ impl OpenVisit {
             more_pages: 0,
             exit_page: String::new(),
             tabs: Vec::new(),
-            place: Place::default(),
+            place: None,
             invites: Vec::new(),
         }
     }
@@ -517,8 +541,9 @@ impl OpenVisit {
             }
         }
         let company = VisitCompany::of(&record.company);
-        let place = if self.place.country.is_some() {
-            self.place.clone()
+        let noted = self.place();
+        let place = if noted.country.is_some() {
+            noted.clone()
         } else {
             record
                 .company
@@ -526,7 +551,7 @@ impl OpenVisit {
                 .as_deref()
                 .map(Place::from_location)
                 .filter(|p| !p.is_empty())
-                .unwrap_or_else(|| self.place.clone())
+                .unwrap_or_else(|| noted.clone())
         };
         let mut invites = self.invites.clone();
         if let Some(invite) = record.invite.as_deref()
