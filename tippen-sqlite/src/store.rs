@@ -76,9 +76,10 @@
 //!
 //! A visitor's open visit is a row of its own because it changes far less often than the
 //! record: a heartbeat moves the record's times, and leaves the visit as it was (the record
-//! keeps sharing the same `Arc`). The writer remembers the visit it last committed per
-//! visitor and writes `open_visits` only when the record holds another one, so a batch of
-//! heartbeats rewrites only the smaller `visitors` rows. Users are written behind like visitors (an acknowledged activity
+//! keeps sharing the same `Arc`). A save notes whether the record holds another visit than
+//! the one it replaces (another `Arc`, or one added or taken out; compared under the store's
+//! lock, so nothing is kept per visitor for it), and the writer writes `open_visits` only for
+//! those, so a batch of heartbeats rewrites only the smaller `visitors` rows. Users are written behind like visitors (an acknowledged activity
 //! batch is committed through [`Store::sync`]). Cache
 //! entries and counters are written behind like visitors (a crash loses at most the last
 //! commit interval's; the cache survives every orderly restart).
@@ -339,7 +340,9 @@ type SharedUser = Versioned<Arc<UserRecord>>;
 struct Pending {
     /// Site changes, in order.
     sites: Vec<SiteOp>,
-    visitors: HashMap<SiteId, HashSet<String>>,
+    /// Each changed visitor, and whether its open visit changed (another `Arc`, or one
+    /// added or taken out) since its last write: only then is its `open_visits` row written.
+    visitors: HashMap<SiteId, HashMap<String, bool>>,
     sequences: HashSet<SiteId>,
     lookups: HashSet<IpAddr>,
     stats: HashSet<SiteId>,
@@ -362,17 +365,20 @@ impl Pending {
             && self.audit_log.is_empty()
     }
 
-    fn visitor_changed(&mut self, site: &SiteId, visitor_id: &str) {
+    fn visitor_changed(&mut self, site: &SiteId, visitor_id: &str, visit_changed: bool) {
         // Allocate only for the first change of a key in a batch.
         match self.visitors.get_mut(site) {
-            Some(ids) => {
-                if !ids.contains(visitor_id) {
-                    ids.insert(visitor_id.to_owned());
+            Some(ids) => match ids.get_mut(visitor_id) {
+                Some(changed) => *changed |= visit_changed,
+                None => {
+                    ids.insert(visitor_id.to_owned(), visit_changed);
                 }
-            }
+            },
             None => {
-                self.visitors
-                    .insert(site.clone(), HashSet::from([visitor_id.to_owned()]));
+                self.visitors.insert(
+                    site.clone(),
+                    HashMap::from([(visitor_id.to_owned(), visit_changed)]),
+                );
             }
         }
     }
@@ -396,8 +402,7 @@ impl Pending {
 struct Batch {
     sites: Vec<SiteOp>,
     /// `Some`: write this version of the record; `None`: delete the row.
-    /// The id is the record table's (shared), or a copy of a deleted record's.
-    visitors: Vec<(SiteId, Arc<str>, Option<SharedRecord>)>,
+    visitors: Vec<BatchVisitor>,
     sequences: Vec<(SiteId, u64)>,
     lookups: Vec<(IpAddr, CachedLookup)>,
     stats: Vec<(SiteId, EnrichmentStats)>,
@@ -405,6 +410,17 @@ struct Batch {
     users: Vec<(SiteId, String, Option<SharedUser>)>,
     alert_log: Vec<(SiteId, AlertLogEntry, usize)>,
     audit_log: Vec<(AuditEntry, Timestamp)>,
+}
+
+/// A visitor's row to write.
+struct BatchVisitor {
+    site: SiteId,
+    /// The record table's copy of the id (shared), or a copy of a deleted record's.
+    id: Arc<str>,
+    /// `Some`: write this version of the record; `None`: delete the rows.
+    current: Option<SharedRecord>,
+    /// Whether its open visit changed since it was last written.
+    visit_changed: bool,
 }
 
 impl Batch {
@@ -425,10 +441,15 @@ impl Batch {
         let mut visitors = Vec::new();
         for (site, ids) in pending.visitors {
             let records = state.visitors.get(&site).map(|s| &s.records);
-            for id in ids {
+            for (id, visit_changed) in ids {
                 let found = records.and_then(|r| r.get_with_id(&id));
                 let id = found.map_or_else(|| Arc::from(id), |(shared, _)| shared.clone());
-                visitors.push((site.clone(), id, found.map(|(_, v)| v.clone())));
+                visitors.push(BatchVisitor {
+                    site: site.clone(),
+                    id,
+                    current: found.map(|(_, v)| v.clone()),
+                    visit_changed,
+                });
             }
         }
         let mut users = Vec::new();
@@ -474,8 +495,8 @@ impl Batch {
     fn restore(self, pending: &mut Pending) {
         let newer_sites = std::mem::replace(&mut pending.sites, self.sites);
         pending.sites.extend(newer_sites);
-        for (site, id, _) in self.visitors {
-            pending.visitor_changed(&site, &id);
+        for v in self.visitors {
+            pending.visitor_changed(&v.site, &v.id, v.visit_changed);
         }
         for (site, _) in self.sequences {
             pending.sequence_changed(&site);
@@ -528,7 +549,7 @@ impl SqliteStore {
         };
         let path = path.as_ref().to_path_buf();
         let conn = connect(&path)?;
-        let (mut state, written) = load(&conn, &path)?;
+        let mut state = load(&conn, &path)?;
         let visitors: usize = state.visitors.values().map(|s| s.records.len()).sum();
         state.generation = 0;
         let shared = Arc::new(Shared {
@@ -540,7 +561,7 @@ impl SqliteStore {
             let shared = shared.clone();
             std::thread::Builder::new()
                 .name("tippen-sqlite".into())
-                .spawn(move || write_loop(conn, written, &shared, &committed_tx, interval))
+                .spawn(move || write_loop(conn, &shared, &committed_tx, interval))
                 .map_err(SqliteError::Thread)?
         };
         tracing::info!(
@@ -705,8 +726,16 @@ impl SqliteStore {
     ) -> Result<(Version, u64), StoreError> {
         let mut state = self.state();
         let s = state.visitors.entry(site.clone()).or_default();
+        let before = s.records.get(&record.visitor_id).map(|v| &v.value.visit);
+        let visit_changed = match (before, &record.visit) {
+            (Some(Some(a)), Some(b)) => !Arc::ptr_eq(a, b),
+            (Some(None) | None, None) => false,
+            _ => true,
+        };
         let version = s.records.save(Arc::new(record.clone()), expected)?;
-        state.pending.visitor_changed(site, &record.visitor_id);
+        state
+            .pending
+            .visitor_changed(site, &record.visitor_id, visit_changed);
         Ok((version, self.queued(state)))
     }
 
@@ -721,7 +750,7 @@ impl SqliteStore {
             Some(s) => s.records.remove(visitor_id, expected)?,
             None => return Err(StoreError::Conflict),
         }
-        state.pending.visitor_changed(site, visitor_id);
+        state.pending.visitor_changed(site, visitor_id, true);
         Ok(self.queued(state))
     }
 
@@ -836,7 +865,7 @@ fn connect(path: &Path) -> Result<Connection, SqliteError> {
 }
 
 /// Reads the whole file into memory, with the open visits it holds (for the writer).
-fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), SqliteError> {
+fn load(conn: &Connection, path: &Path) -> Result<State, SqliteError> {
     let open_err = |source| SqliteError::Open {
         path: path.to_path_buf(),
         source,
@@ -895,7 +924,10 @@ fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), Sqlite
             .records
             .load(Arc::new(record), Version(version));
     }
-    let mut written = WrittenVisits::default();
+    // Visitors whose open visit has a row of its own (the others' visits, if any, are inside
+    // their records, as version 3 wrote them: their next write moves them).
+    let mut with_rows: HashSet<(SiteId, String)> = HashSet::new();
+    let mut state_pending_visits = Vec::new();
     let mut stmt = conn
         .prepare("SELECT site_id, visitor_id, visit FROM open_visits")
         .map_err(open_err)?;
@@ -916,12 +948,11 @@ fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), Sqlite
         let Some(records) = state.visitors.get_mut(&site).map(|s| &mut s.records) else {
             continue;
         };
-        if let Some((id, current)) = records.get_with_id(&visitor_id) {
-            let id = id.clone();
+        if let Some(current) = records.get(&visitor_id) {
             let mut record = VisitorRecord::clone(&current.value);
-            record.visit = Some(visit.clone());
+            record.visit = Some(visit);
             records.load(Arc::new(record), current.version);
-            written.0.entry(site).or_default().insert(id, visit);
+            with_rows.insert((site, visitor_id));
         }
     }
     let mut stmt = conn
@@ -1015,52 +1046,25 @@ fn load(conn: &Connection, path: &Path) -> Result<(State, WrittenVisits), Sqlite
             .or_default()
             .load(Arc::new(record), Version(version));
     }
-    Ok((state, written))
-}
-
-/// The open visit committed last per visitor (see the [module docs](self)): the writer
-/// writes a record's visit only when it is another `Arc` than this one. Holding the `Arc`
-/// (not its address) keeps a freed visit's address from being mistaken for a new one.
-#[derive(Default)]
-/// Keyed by the record table's copy of the visitor's id (shared, not copied).
-struct WrittenVisits(HashMap<SiteId, HashMap<Arc<str>, Arc<OpenVisit>>>);
-
-/// How a committed batch changes [`WrittenVisits`].
-enum VisitWrite {
-    Written(SiteId, Arc<str>, Arc<OpenVisit>),
-    Gone(SiteId, Arc<str>),
-    SiteGone(SiteId),
-}
-
-impl WrittenVisits {
-    fn get(&self, site: &SiteId, visitor_id: &str) -> Option<&Arc<OpenVisit>> {
-        self.0.get(site).and_then(|v| v.get(visitor_id))
-    }
-
-    fn apply(&mut self, changes: Vec<VisitWrite>) {
-        for change in changes {
-            match change {
-                VisitWrite::Written(site, id, visit) => {
-                    self.0.entry(site).or_default().insert(id, visit);
-                }
-                VisitWrite::Gone(site, id) => {
-                    if let Some(visits) = self.0.get_mut(&site) {
-                        visits.remove(&*id);
-                    }
-                }
-                VisitWrite::SiteGone(site) => {
-                    self.0.remove(&site);
-                }
+    for (site, visitors) in &state.visitors {
+        for record in visitors.records.values() {
+            if record.visit.is_some()
+                && !with_rows.contains(&(site.clone(), record.visitor_id.clone()))
+            {
+                state_pending_visits.push((site.clone(), record.visitor_id.clone()));
             }
         }
     }
+    for (site, id) in state_pending_visits {
+        state.pending.visitor_changed(&site, &id, true);
+    }
+    Ok(state)
 }
 
 /// The writer thread: commits pending changes, one transaction per batch, at most one commit
 /// per `interval` unless someone waits, until closed.
 fn write_loop(
     mut conn: Connection,
-    mut written: WrittenVisits,
     shared: &Shared,
     committed: &watch::Sender<Committed>,
     interval: Duration,
@@ -1101,9 +1105,8 @@ fn write_loop(
             continue;
         }
         last_commit = Some(Instant::now());
-        match write_batch(&mut conn, &batch, &written) {
-            Ok(visits) => {
-                written.apply(visits);
+        match write_batch(&mut conn, &batch) {
+            Ok(()) => {
                 committed.send_modify(|c| c.generation = generation);
             }
             Err(e) => {
@@ -1127,13 +1130,8 @@ fn write_loop(
     }
 }
 
-/// Commits `batch`; what it did to the open visits, for [`WrittenVisits`] once committed.
-fn write_batch(
-    conn: &mut Connection,
-    batch: &Batch,
-    written: &WrittenVisits,
-) -> Result<Vec<VisitWrite>, rusqlite::Error> {
-    let mut visits = Vec::new();
+/// Commits `batch`.
+fn write_batch(conn: &mut Connection, batch: &Batch) -> Result<(), rusqlite::Error> {
     // IMMEDIATE: the write lock is taken at BEGIN, where the busy timeout applies. A deferred
     // transaction that reads first and then writes while the history connection on the same
     // file commits fails at once with "database is locked" (SQLITE_BUSY_SNAPSHOT in WAL).
@@ -1143,7 +1141,6 @@ fn write_batch(
             SiteOp::Put(site) => put_site_row(&tx, site)?,
             SiteOp::Remove(id) => {
                 tx.execute("DELETE FROM sites WHERE id = ?1", [&id.0])?;
-                visits.push(VisitWrite::SiteGone(id.clone()));
                 for table in [
                     "site_keys",
                     "visitors",
@@ -1174,7 +1171,13 @@ fn write_batch(
         let mut delete_visit =
             tx.prepare_cached("DELETE FROM open_visits WHERE site_id = ?1 AND visitor_id = ?2")?;
         let to_sql = |e: serde_json::Error| rusqlite::Error::ToSqlConversionFailure(Box::new(e));
-        for (site, visitor_id, current) in &batch.visitors {
+        for BatchVisitor {
+            site,
+            id: visitor_id,
+            current,
+            visit_changed,
+        } in &batch.visitors
+        {
             match current {
                 Some(v) => {
                     let json = match &v.value.visit {
@@ -1183,22 +1186,15 @@ fn write_batch(
                             // The record's row without its visit (a copy sharing the visit).
                             let mut bare = VisitorRecord::clone(&v.value);
                             bare.visit = None;
-                            let same = written.get(site, visitor_id);
-                            if !same.is_some_and(|w| Arc::ptr_eq(w, visit)) {
+                            if *visit_changed {
                                 let json = serde_json::to_string(&**visit).map_err(to_sql)?;
                                 upsert_visit.execute(params![site.0, visitor_id, json])?;
-                                visits.push(VisitWrite::Written(
-                                    site.clone(),
-                                    visitor_id.clone(),
-                                    visit.clone(),
-                                ));
                             }
                             serde_json::to_string(&bare).map_err(to_sql)?
                         }
                     };
-                    if v.value.visit.is_none() && written.get(site, visitor_id).is_some() {
+                    if v.value.visit.is_none() && *visit_changed {
                         delete_visit.execute(params![site.0, visitor_id])?;
-                        visits.push(VisitWrite::Gone(site.clone(), visitor_id.clone()));
                     }
                     upsert.execute(params![
                         site.0,
@@ -1211,7 +1207,6 @@ fn write_batch(
                 None => {
                     delete.execute(params![site.0, visitor_id])?;
                     delete_visit.execute(params![site.0, visitor_id])?;
-                    visits.push(VisitWrite::Gone(site.clone(), visitor_id.clone()));
                 }
             }
         }
@@ -1291,7 +1286,7 @@ fn write_batch(
         }
     }
     tx.commit()?;
-    Ok(visits)
+    Ok(())
 }
 
 fn put_site_row(tx: &Transaction<'_>, site: &Site) -> Result<(), rusqlite::Error> {
