@@ -76,9 +76,9 @@ impl MemoryStore {
                     + std::mem::size_of_val(v)
                     + r.visitor_id.capacity()
                     + r.website.len()
-                    + r.referrer.as_ref().map_or(0, String::capacity)
+                    + r.referrer.as_deref().map_or(0, str::len)
                     + r.user_agent.as_deref().map_or(0, str::len)
-                    + r.client_timestamp.as_ref().map_or(0, String::capacity)
+                    + r.client_timestamp.as_deref().map_or(0, str::len)
                     + r.company.name.capacity()
                     + r.company.location.capacity()
                     + tabs

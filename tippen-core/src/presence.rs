@@ -79,7 +79,7 @@ pub struct Tab {
     /// The page (document) of the tab's last page view, if the tracker named it: an exit
     /// beacon for another page is for one the tab has already left.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub page_id: Option<String>,
+    pub page_id: Option<Box<str>>,
 }
 
 impl Tab {
@@ -272,16 +272,16 @@ pub struct VisitorRecord {
     /// Server time of the last event.
     pub last_activity: Timestamp,
     /// Page views in this visit.
-    pub page_views: u64,
+    pub page_views: u32,
     /// Referrer of the first page view.
-    pub referrer: Option<String>,
+    pub referrer: Option<Box<str>>,
     /// Last user agent (shared: see [`shared_text`]).
     #[serde(default, deserialize_with = "shared_opt_str")]
     pub user_agent: Option<Arc<str>>,
     /// Whether the user agent is a known bot.
     pub is_bot: bool,
     /// The client's last timestamp, as sent.
-    pub client_timestamp: Option<String>,
+    pub client_timestamp: Option<Box<str>>,
     /// Company data. Shared: most visitors carry one of the fallbacks
     /// ([`Company::unknown`], [`Company::direct_visitor`]), and a record read back from a
     /// store shares them too ([`Company::shared`]), so a live visitor costs a pointer here.
@@ -394,10 +394,14 @@ impl VisitorRecord {
             first_seen: now,
             last_activity: now,
             page_views: 0,
-            referrer: ping.referrer.clone().filter(|r| !r.is_empty()),
+            referrer: ping
+                .referrer
+                .as_deref()
+                .filter(|r| !r.is_empty())
+                .map(Box::from),
             user_agent: ping.user_agent.as_deref().map(shared_text),
             is_bot,
-            client_timestamp: ping.client_timestamp.clone(),
+            client_timestamp: ping.client_timestamp.as_deref().map(Box::from),
             company: company.shared(),
             tabs: Vec::new(),
             left_tabs: Vec::new(),
@@ -505,11 +509,13 @@ impl VisitorRecord {
         if !ping.website.is_empty() && *self.website != *ping.website {
             self.website = shared_text(&ping.website);
         }
-        if ping.client_timestamp.is_some() {
-            self.client_timestamp.clone_from(&ping.client_timestamp);
+        if let Some(sent) = &ping.client_timestamp
+            && self.client_timestamp.as_deref() != Some(sent.as_str())
+        {
+            self.client_timestamp = Some(sent.as_str().into());
         }
         if ping.kind == PingKind::PageView {
-            self.page_views += 1;
+            self.page_views = self.page_views.saturating_add(1);
         }
         let visit = self
             .visit
@@ -537,7 +543,7 @@ impl VisitorRecord {
                 }
                 tab.last_seen = now;
                 if ping.kind == PingKind::PageView && ping.page_id.is_some() {
-                    tab.page_id.clone_from(&ping.page_id);
+                    tab.page_id = ping.page_id.as_deref().map(Box::from);
                 }
                 // It reported again (a reload, a page restored from the back/forward cache):
                 // not gone after all.
@@ -558,7 +564,7 @@ impl VisitorRecord {
                     visibility: ping.visibility,
                     last_seen: now,
                     left_at: None,
-                    page_id: ping.page_id.clone(),
+                    page_id: ping.page_id.as_deref().map(Box::from),
                 });
                 if self.tabs.len() > cfg.max_tabs_per_visitor.max(1) {
                     let oldest = self.tabs[0].tab_id.clone();
@@ -813,7 +819,7 @@ impl VisitorView {
             company: c.name.clone(),
             location: c.location.clone(),
             last_role: "Unknown".to_owned(),
-            page_views: record.page_views,
+            page_views: record.page_views.into(),
             timestamp: record.first_seen.to_rfc3339(),
             last_activity: record.last_activity.to_rfc3339(),
             status: if idle { "idle" } else { "active" }.to_owned(),
@@ -827,7 +833,7 @@ impl VisitorView {
             is_cached: c.is_cached,
             enriched_at: c.enriched_at.map(Timestamp::to_rfc3339),
             url: tabs.last().map(|t| t.url.clone()),
-            referrer: record.referrer.clone(),
+            referrer: record.referrer.as_deref().map(str::to_owned),
             user_agent: record.user_agent.as_deref().map(str::to_owned),
             is_bot: record.is_bot,
             tabs,

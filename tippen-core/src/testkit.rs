@@ -763,10 +763,10 @@ pub async fn sites_are_isolated(store: &dyn Store, prefix: &str) {
 pub async fn records_round_trip(store: &dyn Store, prefix: &str) {
     let site = site_id(prefix, "rt");
     let mut r = sample_record("full", T0, T0 + 300_000);
-    r.referrer = Some("https://google.com/?q=ü \"quoted\"".to_owned());
+    r.referrer = Some("https://google.com/?q=ü \"quoted\"".into());
     r.user_agent = Some("Mozilla/5.0 (compatible; Googlebot/2.1)".into());
     r.is_bot = true;
-    r.client_timestamp = Some("2025-10-16T12:00:00Z".to_owned());
+    r.client_timestamp = Some("2025-10-16T12:00:00Z".into());
     let company = Arc::make_mut(&mut r.company);
     company.name = "Acme Corporation".to_owned();
     company.domain = Some("acme.com".to_owned());
@@ -780,7 +780,7 @@ pub async fn records_round_trip(store: &dyn Store, prefix: &str) {
         last_seen: Timestamp::from_millis(T0 + 7),
         // A tab held after its exit beacon: the store keeps when it left.
         left_at: Some(Timestamp::from_millis(T0 + 8)),
-        page_id: Some("page_1".to_owned()),
+        page_id: Some("page_1".into()),
     });
     store.save_visitor(&site, &r, None).await.expect("insert");
     let back = store

@@ -521,7 +521,7 @@ struct Touch {
     last_activity: Timestamp,
     /// [`VisitorRecord::client_timestamp`].
     #[serde(rename = "c", default, skip_serializing_if = "Option::is_none")]
-    client_timestamp: Option<String>,
+    client_timestamp: Option<Box<str>>,
     /// Each tab's id and `last_seen`, in the record's order.
     #[serde(rename = "t")]
     tabs: Vec<(String, Timestamp)>,

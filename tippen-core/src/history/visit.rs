@@ -2,6 +2,8 @@
 //! and [`Visit`] (what [`OpenVisit::close`] makes of it when presence removes the visitor).
 //! Pure functions of the events and `now`.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -321,8 +323,9 @@ impl From<&Invite> for VisitInvite {
 pub struct VisitTab {
     /// The tab.
     pub tab_id: String,
-    /// Path of its current page.
-    pub path: String,
+    /// Path of its current page (shared with [`OpenVisit::exit_page`] while it is the
+    /// visit's latest page).
+    pub path: Arc<str>,
     /// Index of its current page in [`OpenVisit::pages`] (`None`: beyond [`MAX_PAGES`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page: Option<u32>,
@@ -348,7 +351,7 @@ pub struct OpenVisit {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub more_pages: u32,
     /// Path of the latest page view.
-    pub exit_page: String,
+    pub exit_page: Arc<str>,
     /// The tabs of the visit and their current pages.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tabs: Vec<VisitTab>,
@@ -389,6 +392,12 @@ pub fn visit_id(visitor_id: &str, started_at: Timestamp) -> String {
     format!("vis_{}", hex::encode(&digest[..8]))
 }
 
+/// The empty path, shared.
+fn no_path() -> Arc<str> {
+    static EMPTY: std::sync::LazyLock<Arc<str>> = std::sync::LazyLock::new(|| Arc::from(""));
+    EMPTY.clone()
+}
+
 /// The place of an open visit that has none.
 static NO_PLACE: Place = Place {
     country: None,
@@ -410,7 +419,7 @@ impl OpenVisit {
             landing_url: String::new(),
             pages: Vec::new(),
             more_pages: 0,
-            exit_page: String::new(),
+            exit_page: no_path(),
             tabs: Vec::new(),
             place: None,
             invites: Vec::new(),
@@ -428,7 +437,9 @@ impl OpenVisit {
         let path = path_of(url);
         match self.tabs.iter().find(|t| t.tab_id == tab_id) {
             None => true,
-            Some(tab) => !path.is_empty() && (page_view || tab.page.is_none() || tab.path != path),
+            Some(tab) => {
+                !path.is_empty() && (page_view || tab.page.is_none() || *tab.path != *path)
+            }
         }
     }
 
@@ -446,7 +457,7 @@ impl OpenVisit {
                 self.tabs.reserve_exact(1);
                 self.tabs.push(VisitTab {
                     tab_id: tab_id.to_owned(),
-                    path: String::new(),
+                    path: no_path(),
                     page: None,
                 });
                 self.tabs.len() - 1
@@ -454,7 +465,7 @@ impl OpenVisit {
         };
         self.extend_page(i, now);
         let tab = &self.tabs[i];
-        let opens = !path.is_empty() && (page_view || tab.page.is_none() || tab.path != path);
+        let opens = !path.is_empty() && (page_view || tab.page.is_none() || *tab.path != *path);
         if !opens {
             return;
         }
@@ -473,7 +484,9 @@ impl OpenVisit {
             self.more_pages = self.more_pages.saturating_add(1);
             None
         };
-        self.exit_page.clone_from(&path);
+        // One copy of the path for the exit page and the tab's.
+        let path: Arc<str> = Arc::from(path);
+        self.exit_page = path.clone();
         let tab = &mut self.tabs[i];
         tab.path = path;
         // A page beyond the bound still replaces the tab's current page (so the earlier one
@@ -582,10 +595,10 @@ impl OpenVisit {
                 .first()
                 .map(|p| p.path.clone())
                 .unwrap_or_default(),
-            exit_page: self.exit_page.clone(),
+            exit_page: self.exit_page.to_string(),
             pages,
             more_pages: self.more_pages,
-            page_views: record.page_views,
+            page_views: record.page_views.into(),
             referrer,
             utm: Utm::of_url(&self.landing_url),
             device: Device::parse(record.user_agent.as_deref(), record.is_bot),
@@ -750,7 +763,7 @@ mod tests {
             paths,
             [("/", 50_000), ("/pricing", 30_000), ("/docs", 15_000)]
         );
-        assert_eq!(v.exit_page, "/docs");
+        assert_eq!(&*v.exit_page, "/docs");
         assert_eq!(v.last_at, t(70_000));
         assert_eq!(Utm::of_url(&v.landing_url).source.as_deref(), Some("news"));
     }
@@ -763,7 +776,7 @@ mod tests {
         }
         assert_eq!(v.pages.len(), MAX_PAGES);
         assert_eq!(v.more_pages, 3);
-        assert_eq!(v.exit_page, format!("/p{}", MAX_PAGES + 2));
+        assert_eq!(*v.exit_page, *format!("/p{}", MAX_PAGES + 2));
         // The last kept page stopped counting when the next (uncounted) one opened.
         assert_eq!(v.pages[MAX_PAGES - 1].duration_ms, 1000);
     }

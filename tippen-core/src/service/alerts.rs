@@ -26,7 +26,7 @@ pub(crate) fn subject_of(record: &VisitorRecord, now: Timestamp, identified_now:
         visitor_id: record.visitor_id.clone(),
         company: Company::clone(&record.company),
         pages,
-        page_views: record.page_views,
+        page_views: record.page_views.into(),
         time_on_site_ms: u64::try_from(now.as_millis() - started.as_millis()).unwrap_or(0),
         visit_started_at: started,
         identified_now: identified_now && alerts::identified(&record.company),
