@@ -186,7 +186,7 @@ impl D1History {
     async fn put_visit(&self, site: &SiteId, visit: &Visit) -> Result<PutVisit, StoreError> {
         let company = visit.company.as_ref().map(|c| company_column(&c.key()));
         let country = visit.place.country.as_deref().map(country_column);
-        let paths: Vec<&str> = visit.pages.iter().map(|p| p.path.as_str()).collect();
+        let paths: Vec<&str> = visit.pages.iter().map(|p| &*p.path).collect();
         let result = self
             .all(
                 "INSERT INTO tippen_visits \

@@ -67,7 +67,7 @@ impl MemoryStore {
                 let tabs: usize = r.tabs.capacity() * std::mem::size_of::<crate::presence::Tab>()
                     + r.tabs
                         .iter()
-                        .map(|t| t.tab_id.capacity() + t.url.capacity())
+                        .map(|t| t.tab_id.capacity() + t.url.len())
                         .sum::<usize>();
                 // key (shared by the map and the index) + record + tabs + index entry + hash
                 // map overhead (~1 word)

@@ -66,8 +66,10 @@ pub struct Ping {
 pub struct Tab {
     /// Tracker-chosen tab id.
     pub tab_id: String,
-    /// Current URL.
-    pub url: String,
+    /// Current URL (shared with the open visit's
+    /// [`landing_url`](crate::history::OpenVisit::landing_url) while the tab shows the landing
+    /// page).
+    pub url: Arc<str>,
     /// Current visibility.
     pub visibility: Visibility,
     /// Server time of the tab's last event.
@@ -521,22 +523,32 @@ impl VisitorRecord {
             .visit
             .get_or_insert_with(|| Arc::new(OpenVisit::start(&self.visitor_id, self.first_seen)));
         let page_view = ping.kind == PingKind::PageView;
+        // One copy of a new address, for the tab and (on the visit's first page) the visit.
+        let url: Arc<str> = match self.tabs.iter().find(|t| t.tab_id == ping.tab_id) {
+            Some(tab) if stale || ping.url.is_empty() || *tab.url == *ping.url => tab.url.clone(),
+            _ => Arc::from(ping.url.as_str()),
+        };
         let held = |id: &str| id == ping.tab_id || self.tabs.iter().any(|t| t.tab_id == id);
         let forgets = visit.tabs.iter().any(|t| !held(&t.tab_id));
         if forgets || (!stale && visit.changed_by(&ping.tab_id, &ping.url, page_view)) {
             let visit = Arc::make_mut(visit);
             visit.retain_tabs(held);
             if !stale {
-                visit.on_event(&ping.tab_id, &ping.url, page_view, now);
+                let sent = if ping.url.is_empty() {
+                    Arc::default()
+                } else {
+                    url.clone()
+                };
+                visit.on_event(&ping.tab_id, &sent, page_view, now);
             }
         }
         let update = match self.tabs.iter().position(|t| t.tab_id == ping.tab_id) {
             Some(i) => {
                 let mut tab = self.tabs.remove(i);
-                let url_changed = !stale && !ping.url.is_empty() && tab.url != ping.url;
+                let url_changed = !Arc::ptr_eq(&tab.url, &url);
                 let vis_changed = !stale && tab.visibility != ping.visibility;
                 if url_changed {
-                    tab.url.clone_from(&ping.url);
+                    tab.url = url;
                 }
                 if !stale {
                     tab.visibility = ping.visibility;
@@ -560,7 +572,7 @@ impl VisitorRecord {
             None => {
                 self.tabs.push(Tab {
                     tab_id: ping.tab_id.clone(),
-                    url: ping.url.clone(),
+                    url,
                     visibility: ping.visibility,
                     last_seen: now,
                     left_at: None,
@@ -808,7 +820,7 @@ impl VisitorView {
             .filter(|t| t.live_at(now, cfg))
             .map(|t| TabView {
                 tab_id: t.tab_id.clone(),
-                url: t.url.clone(),
+                url: t.url.to_string(),
                 visibility: t.visibility,
                 last_seen: t.last_seen.to_rfc3339(),
             })
@@ -910,6 +922,50 @@ mod tests {
         other.apply(&beat, t0.plus(Duration::from_secs(1)), &cfg);
         assert_eq!(other.user_agent.as_deref(), Some("curl/8.0"));
         assert_eq!(a.user_agent.as_deref(), view.user_agent.as_deref());
+    }
+
+    #[test]
+    fn a_visitor_holds_one_copy_of_its_address_and_of_its_page_path() {
+        let cfg = PresenceConfig::default();
+        let t0 = Timestamp::from_millis(1_000_000);
+        let at = |s: u64| t0.plus(Duration::from_secs(s));
+        let landing = "https://x.example/pricing?utm_source=news";
+        let view = |url: &str| ping(PingKind::PageView, "t", url, Visibility::Visible);
+        let mut r = VisitorRecord::start("v", &view(landing), false, Company::unknown(), t0, &cfg);
+        let open = |r: &VisitorRecord| Arc::clone(r.visit.as_ref().expect("an open visit"));
+        let v = open(&r);
+        // On the landing page: the tab's address is the visit's landing address, and the
+        // page's path is the exit page's and the visit tab's.
+        assert_eq!(&*v.landing_url, landing);
+        assert!(Arc::ptr_eq(&r.tabs[0].url, &v.landing_url));
+        assert_eq!(&*v.pages[0].path, "/pricing");
+        assert!(Arc::ptr_eq(&v.pages[0].path, &v.exit_page));
+        assert!(Arc::ptr_eq(&v.pages[0].path, &v.tabs[0].path));
+        // A heartbeat on the same page keeps the shared copies (and the visit itself).
+        r.apply(
+            &ping(PingKind::Heartbeat, "t", landing, Visibility::Visible),
+            at(30),
+            &cfg,
+        );
+        assert!(
+            Arc::ptr_eq(&open(&r), &v),
+            "a heartbeat leaves the visit as it is"
+        );
+        assert!(Arc::ptr_eq(&r.tabs[0].url, &v.landing_url));
+        // The next page: the landing address stays, the tab moves on, the new path is shared.
+        r.apply(&view("https://x.example/docs"), at(40), &cfg);
+        let w = open(&r);
+        assert_eq!(&*w.landing_url, landing);
+        assert_eq!(&*r.tabs[0].url, "https://x.example/docs");
+        assert!(Arc::ptr_eq(&w.pages[1].path, &w.exit_page));
+        assert!(Arc::ptr_eq(&w.pages[1].path, &w.tabs[0].path));
+        // An address beyond the landing bound is cut in the visit, kept whole in the tab.
+        let long = format!("https://x.example/?q={}", "a".repeat(400));
+        let r = VisitorRecord::start("w", &view(&long), false, Company::unknown(), t0, &cfg);
+        let v = open(&r);
+        assert_eq!(&*r.tabs[0].url, long);
+        assert!(v.landing_url.len() < long.len());
+        assert!(long.starts_with(&*v.landing_url));
     }
 
     #[test]
@@ -1187,7 +1243,7 @@ mod tests {
                 "{:?} of the old page",
                 old.kind
             );
-            assert_eq!(r.tabs[0].url, "/pricing");
+            assert_eq!(&*r.tabs[0].url, "/pricing");
             assert_eq!(r.tabs[0].visibility, Visibility::Visible);
         }
         assert_eq!(
@@ -1209,7 +1265,7 @@ mod tests {
             )
         };
         assert_eq!(r.apply(&spa, late, &cfg), Some(UpdateKind::Pageview));
-        assert_eq!(r.tabs[0].url, "/pricing/plans");
+        assert_eq!(&*r.tabs[0].url, "/pricing/plans");
         r.leave_page(Some("a"), Some("p3"), late, &cfg);
         assert_eq!(r.tabs[0].left_at, Some(late));
     }

@@ -441,7 +441,7 @@ pub fn sample_record(visitor_id: &str, seen_ms: i64, deadline_ms: i64) -> Visito
         company: Company::unknown().shared(),
         tabs: vec![Tab {
             tab_id: "t".to_owned(),
-            url: "https://example.com/".to_owned(),
+            url: "https://example.com/".into(),
             visibility: Visibility::Visible,
             last_seen: Timestamp::from_millis(seen_ms),
             left_at: None,
@@ -775,7 +775,7 @@ pub async fn records_round_trip(store: &dyn Store, prefix: &str) {
     company.enriched_at = Some(Timestamp::from_millis(T0 - 5));
     r.tabs.push(Tab {
         tab_id: "hidden-tab".to_owned(),
-        url: "https://example.com/über".to_owned(),
+        url: "https://example.com/über".into(),
         visibility: Visibility::Hidden,
         last_seen: Timestamp::from_millis(T0 + 7),
         // A tab held after its exit beacon: the store keeps when it left.

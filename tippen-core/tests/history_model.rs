@@ -419,7 +419,13 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 v.ended_at.as_millis() - T0,
                 v.pages
                     .iter()
-                    .map(|p| (p.path.clone(), p.at.as_millis() - T0, p.duration_ms as i64))
+                    .map(|p| {
+                        (
+                            p.path.to_string(),
+                            p.at.as_millis() - T0,
+                            p.duration_ms as i64,
+                        )
+                    })
                     .collect(),
                 v.visit_number,
             )

@@ -348,7 +348,7 @@ async fn an_open_visit_is_written_only_when_it_changes_and_survives_reopening() 
     let mut visit = OpenVisit::start("v", Timestamp::from_millis(1_000));
     visit.on_event(
         "t",
-        "https://example.com/a",
+        &"https://example.com/a".into(),
         true,
         Timestamp::from_millis(1_000),
     );
@@ -384,7 +384,7 @@ async fn an_open_visit_is_written_only_when_it_changes_and_survives_reopening() 
     );
     Arc::make_mut(record.visit.as_mut().expect("visit")).on_event(
         "t",
-        "https://example.com/b",
+        &"https://example.com/b".into(),
         true,
         Timestamp::from_millis(1_500),
     );
@@ -440,7 +440,7 @@ async fn a_version_3_file_keeps_the_visit_stored_inside_its_record() {
     let mut visit = OpenVisit::start("v", Timestamp::from_millis(1_000));
     visit.on_event(
         "t",
-        "https://example.com/a",
+        &"https://example.com/a".into(),
         true,
         Timestamp::from_millis(1_000),
     );

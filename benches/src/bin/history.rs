@@ -158,7 +158,7 @@ fn synthetic_visit(site: &SiteId, i: u64, now: i64) -> Visit {
     let pages_n = 1 + (next() % 5) as usize;
     let pages: Vec<PageVisit> = (0..pages_n)
         .map(|p| PageVisit {
-            path: format!("/products/item-{}", next() % 200),
+            path: format!("/products/item-{}", next() % 200).into(),
             at: Timestamp::from_millis(start + p as i64 * 20_000),
             duration_ms: 20_000,
         })
@@ -183,8 +183,8 @@ fn synthetic_visit(site: &SiteId, i: u64, now: i64) -> Visit {
         started_at: Timestamp::from_millis(start),
         ended_at: Timestamp::from_millis(end),
         duration_ms: (end - start) as u64,
-        landing_page: pages[0].path.clone(),
-        exit_page: pages[pages_n - 1].path.clone(),
+        landing_page: pages[0].path.to_string(),
+        exit_page: pages[pages_n - 1].path.to_string(),
         page_views: pages_n as u64,
         pages,
         more_pages: 0,

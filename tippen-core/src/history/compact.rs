@@ -37,7 +37,7 @@ struct Compact {
     t: Option<u64>,
     /// Pages: path, ms after the start, duration.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    p: Vec<(String, i64, u64)>,
+    p: Vec<(std::sync::Arc<str>, i64, u64)>,
     /// `more_pages`.
     #[serde(default, skip_serializing_if = "is_zero")]
     m: u32,
@@ -73,8 +73,8 @@ struct Compact {
 pub fn encode(visit: &Visit) -> String {
     let start = visit.started_at.as_millis();
     let e = visit.ended_at.as_millis() - start;
-    let first = visit.pages.first().map(|p| p.path.as_str());
-    let last = visit.pages.last().map(|p| p.path.as_str());
+    let first = visit.pages.first().map(|p| &*p.path);
+    let last = visit.pages.last().map(|p| &*p.path);
     let compact = Compact {
         v: FORMAT,
         e,
@@ -136,10 +136,10 @@ pub fn decode(
             })
             .collect();
     let landing_page =
-        c.l.or_else(|| pages.first().map(|p| p.path.clone()))
+        c.l.or_else(|| pages.first().map(|p| p.path.to_string()))
             .unwrap_or_default();
     let exit_page =
-        c.x.or_else(|| pages.last().map(|p| p.path.clone()))
+        c.x.or_else(|| pages.last().map(|p| p.path.to_string()))
             .unwrap_or_default();
     Ok(Visit {
         site: site.clone(),

@@ -279,7 +279,7 @@ impl Rollup {
         let n: i64 = if add { 1 } else { -1 };
         let mut seen_pages: Vec<&str> = Vec::with_capacity(visit.pages.len());
         for page in &visit.pages {
-            if !seen_pages.contains(&page.path.as_str()) {
+            if !seen_pages.contains(&&*page.path) {
                 seen_pages.push(&page.path);
                 self.pages.add(&page.path, n);
             }

@@ -35,7 +35,7 @@ impl VisitFilter {
         }) && self
             .page
             .as_deref()
-            .is_none_or(|p| visit.pages.iter().any(|page| page.path == p))
+            .is_none_or(|p| visit.pages.iter().any(|page| *page.path == *p))
             && self.country.as_deref().is_none_or(|c| {
                 visit
                     .place

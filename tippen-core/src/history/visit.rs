@@ -28,8 +28,10 @@ const MAX_SHORT_BYTES: usize = 100;
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PageVisit {
-    /// The page's path (no origin, query or fragment).
-    pub path: String,
+    /// The page's path (no origin, query or fragment). Shared: in an open visit, the latest
+    /// page's path is also its [`exit_page`](OpenVisit::exit_page) and its tab's
+    /// [`path`](VisitTab::path).
+    pub path: Arc<str>,
     /// When it was viewed (server time).
     #[serde(with = "crate::clock::rfc3339")]
     pub at: Timestamp,
@@ -337,14 +339,16 @@ pub struct VisitTab {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct OpenVisit {
-    /// The visit's id ([`visit_id`]).
-    pub visit_id: String,
+    /// The visit's id ([`visit_id`]; boxed, as it never changes).
+    pub visit_id: Box<str>,
     /// When it started.
     pub started_at: Timestamp,
     /// The visitor's latest event or exit beacon so far: the visit's end if it closes now.
     pub last_at: Timestamp,
-    /// The landing address (origin and query kept, for UTM and the landing host).
-    pub landing_url: String,
+    /// The landing address (origin and query kept, for UTM and the landing host). Shared with
+    /// the address the event carried (see [`on_event`](Self::on_event)), so a visitor still
+    /// on its landing page holds one copy of it.
+    pub landing_url: Arc<str>,
     /// Pages in order of viewing, at most [`MAX_PAGES`].
     pub pages: Vec<PageVisit>,
     /// Page views beyond [`MAX_PAGES`].
@@ -364,9 +368,10 @@ pub struct OpenVisit {
         deserialize_with = "boxed_place"
     )]
     pub place: Option<Box<Place>>,
-    /// Invites sent during the visit.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub invites: Vec<VisitInvite>,
+    /// Invites sent during the visit (a boxed slice: most visits have none, and it grows one
+    /// at a time).
+    #[serde(default, skip_serializing_if = "<[VisitInvite]>::is_empty")]
+    pub invites: Box<[VisitInvite]>,
 }
 
 /// Reads an open visit's place, an empty one as none.
@@ -413,16 +418,16 @@ impl OpenVisit {
     /// A visit of `visitor_id` starting at `now`.
     pub fn start(visitor_id: &str, now: Timestamp) -> OpenVisit {
         OpenVisit {
-            visit_id: visit_id(visitor_id, now),
+            visit_id: visit_id(visitor_id, now).into(),
             started_at: now,
             last_at: now,
-            landing_url: String::new(),
+            landing_url: no_path(),
             pages: Vec::new(),
             more_pages: 0,
             exit_page: no_path(),
             tabs: Vec::new(),
             place: None,
-            invites: Vec::new(),
+            invites: Box::default(),
         }
     }
 
@@ -445,8 +450,10 @@ impl OpenVisit {
 
     /// An event of tab `tab_id` at `now` showing `url` (empty: unchanged). A page view, a
     /// tab not seen before, or another path than the tab's opens a page (an empty `url` never
-    /// does); otherwise the tab's current page lasts until `now`.
-    pub fn on_event(&mut self, tab_id: &str, url: &str, page_view: bool, now: Timestamp) {
+    /// does); otherwise the tab's current page lasts until `now`. The visit's first page keeps
+    /// `url` itself as its [`landing_url`](Self::landing_url) (a clone of the `Arc`) when it is
+    /// no longer than the bound.
+    pub fn on_event(&mut self, tab_id: &str, url: &Arc<str>, page_view: bool, now: Timestamp) {
         self.last_at = self.last_at.max(now);
         let path = path_of(url);
         let i = match self.tabs.iter().position(|t| t.tab_id == tab_id) {
@@ -470,8 +477,14 @@ impl OpenVisit {
             return;
         }
         if self.pages.is_empty() && self.more_pages == 0 {
-            self.landing_url = cut(url, MAX_REFERRER_BYTES);
+            self.landing_url = if url.len() <= MAX_REFERRER_BYTES {
+                url.clone()
+            } else {
+                Arc::from(cut(url, MAX_REFERRER_BYTES))
+            };
         }
+        // One copy of the path for the page, the exit page and the tab's.
+        let path: Arc<str> = Arc::from(path);
         let page = if self.pages.len() < MAX_PAGES {
             self.pages.reserve_exact(1);
             self.pages.push(PageVisit {
@@ -484,8 +497,6 @@ impl OpenVisit {
             self.more_pages = self.more_pages.saturating_add(1);
             None
         };
-        // One copy of the path for the exit page and the tab's.
-        let path: Arc<str> = Arc::from(path);
         self.exit_page = path.clone();
         let tab = &mut self.tabs[i];
         tab.path = path;
@@ -529,7 +540,12 @@ impl OpenVisit {
             .find(|i| i.invite_id == seen.invite_id)
         {
             Some(i) => *i = seen,
-            None => self.invites.push(seen),
+            None => {
+                let mut invites = std::mem::take(&mut self.invites).into_vec();
+                invites.reserve_exact(1);
+                invites.push(seen);
+                self.invites = invites.into_boxed_slice();
+            }
         }
     }
 
@@ -566,7 +582,7 @@ impl OpenVisit {
                 .filter(|p| !p.is_empty())
                 .unwrap_or_else(|| noted.clone())
         };
-        let mut invites = self.invites.clone();
+        let mut invites = self.invites.to_vec();
         if let Some(invite) = record.invite.as_deref()
             && invite.created_at >= self.started_at
         {
@@ -583,7 +599,7 @@ impl OpenVisit {
             .map(|r| cut(r, MAX_REFERRER_BYTES));
         Visit {
             site: site.clone(),
-            visit_id: self.visit_id.clone(),
+            visit_id: self.visit_id.to_string(),
             visitor_id: record.visitor_id.clone(),
             started_at: self.started_at,
             ended_at: last_at,
@@ -593,7 +609,7 @@ impl OpenVisit {
             landing_page: self
                 .pages
                 .first()
-                .map(|p| p.path.clone())
+                .map(|p| p.path.to_string())
                 .unwrap_or_default(),
             exit_page: self.exit_page.to_string(),
             pages,
@@ -748,17 +764,18 @@ mod tests {
     #[test]
     fn pages_get_the_time_until_the_next_page_of_their_tab() {
         let mut v = OpenVisit::start("v", t(0));
-        v.on_event("a", "https://x.example/?utm_source=news", true, t(0));
-        v.on_event("a", "", false, t(30_000));
-        v.on_event("b", "https://x.example/pricing", true, t(40_000));
-        v.on_event("a", "https://x.example/docs#intro", true, t(50_000));
-        v.on_event("b", "", false, t(70_000));
+        v.on_event(
+            "a",
+            &"https://x.example/?utm_source=news".into(),
+            true,
+            t(0),
+        );
+        v.on_event("a", &"".into(), false, t(30_000));
+        v.on_event("b", &"https://x.example/pricing".into(), true, t(40_000));
+        v.on_event("a", &"https://x.example/docs#intro".into(), true, t(50_000));
+        v.on_event("b", &"".into(), false, t(70_000));
         v.on_leave(Some("a"), t(65_000));
-        let paths: Vec<_> = v
-            .pages
-            .iter()
-            .map(|p| (p.path.as_str(), p.duration_ms))
-            .collect();
+        let paths: Vec<_> = v.pages.iter().map(|p| (&*p.path, p.duration_ms)).collect();
         assert_eq!(
             paths,
             [("/", 50_000), ("/pricing", 30_000), ("/docs", 15_000)]
@@ -772,7 +789,7 @@ mod tests {
     fn pages_beyond_the_bound_are_counted() {
         let mut v = OpenVisit::start("v", t(0));
         for i in 0..(MAX_PAGES as i64 + 3) {
-            v.on_event("a", &format!("/p{i}"), true, t(i * 1000));
+            v.on_event("a", &format!("/p{i}").into(), true, t(i * 1000));
         }
         assert_eq!(v.pages.len(), MAX_PAGES);
         assert_eq!(v.more_pages, 3);

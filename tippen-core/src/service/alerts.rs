@@ -17,8 +17,8 @@ pub(crate) fn subject_of(record: &VisitorRecord, now: Timestamp, identified_now:
     if let Some(visit) = &record.visit {
         started = visit.started_at;
         for page in &visit.pages {
-            if !pages.contains(&page.path) {
-                pages.push(page.path.clone());
+            if !pages.iter().any(|p| **p == *page.path) {
+                pages.push(page.path.to_string());
             }
         }
     }

@@ -48,7 +48,7 @@ pub fn sample_visit(
         .iter()
         .enumerate()
         .map(|(i, p)| PageVisit {
-            path: (*p).to_owned(),
+            path: (*p).into(),
             at: Timestamp::from_millis(start_ms + i as i64 * 60_000),
             duration_ms: 60_000,
         })
@@ -61,8 +61,11 @@ pub fn sample_visit(
         started_at: start,
         ended_at: end,
         duration_ms: (end.as_millis() - start_ms) as u64,
-        landing_page: pages.first().map(|p| p.path.clone()).unwrap_or_default(),
-        exit_page: pages.last().map(|p| p.path.clone()).unwrap_or_default(),
+        landing_page: pages
+            .first()
+            .map(|p| p.path.to_string())
+            .unwrap_or_default(),
+        exit_page: pages.last().map(|p| p.path.to_string()).unwrap_or_default(),
         page_views: pages.len() as u64,
         pages,
         more_pages: 0,
@@ -137,7 +140,7 @@ pub async fn visits_round_trip(store: &dyn HistoryStore, prefix: &str) {
         "round trip"
     );
     v.pages.push(PageVisit {
-        path: "/b".to_owned(),
+        path: "/b".into(),
         at: Timestamp::from_millis(T0 + 120_000),
         duration_ms: 5,
     });
@@ -722,11 +725,7 @@ pub async fn visits_close_through_the_service(store: Arc<dyn HistoryStore>, pref
         .expect("visits");
     assert_eq!(visits.len(), 1, "one visit closed");
     let v = &visits[0];
-    let pages: Vec<(&str, u64)> = v
-        .pages
-        .iter()
-        .map(|p| (p.path.as_str(), p.duration_ms))
-        .collect();
+    let pages: Vec<(&str, u64)> = v.pages.iter().map(|p| (&*p.path, p.duration_ms)).collect();
     assert_eq!(
         pages,
         [("/", 10_000), ("/pricing", 20_000), ("/docs", 5_000)],
