@@ -916,6 +916,8 @@ impl TippenHost {
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard_at = tokio::time::Instant::now();
         loop {
+            // A lag or the end of the feed, seen while taking what it held.
+            let mut then = Heard::Empty;
             tokio::select! {
                 () = stopped(&mut conn.shutdown) => {
                     conn.close(1001, "server shutting down").await;
@@ -931,20 +933,25 @@ impl TippenHost {
                         break;
                     }
                 }
-                heard = feed.next(&role, conn.number) => match heard {
-                    Heard::Text(text) => {
-                        if !conn.send(Message::Text(text)).await {
-                            break;
-                        }
+                heard = feed.next(&role, conn.number) => {
+                    // What else the feed holds already goes with it, in one write: under
+                    // load a dashboard's task wakes to several broadcasts, and a write each
+                    // was a system call each.
+                    let mut heard = heard;
+                    let mut texts = Vec::new();
+                    while let Heard::Text(text) = heard {
+                        texts.push(Message::Text(text));
+                        // Beyond the bound the rest stays in the feed for the next turn.
+                        heard = if texts.len() < SEND_BATCH {
+                            feed.try_next(&role, conn.number).unwrap_or(Heard::Empty)
+                        } else {
+                            Heard::Empty
+                        };
                     }
-                    Heard::Lagged(missed) => {
-                        tracing::debug!(site = %site, missed, "socket lagged; resyncing");
-                        match Box::pin(self.subscribe(&state, &role, &mut conn)).await {
-                            Some(fresh) => feed = fresh,
-                            None => break,
-                        }
+                    if !texts.is_empty() && !conn.send_all(texts).await {
+                        break;
                     }
-                    Heard::Closed => break,
+                    then = heard;
                 },
                 incoming = conn.socket.recv() => {
                     heard_at = tokio::time::Instant::now();
@@ -976,24 +983,23 @@ impl TippenHost {
                             // What the site broadcast before the reply was built is in the
                             // feed already (numbered and sent under the owner's lock, as the
                             // reply was built): it goes first, so a reply's `seq` never runs
-                            // ahead of the messages this socket has.
-                            let mut open = true;
-                            if reply.is_some()
-                                && let Feed::Dashboard(rx) = &mut feed
-                            {
-                                while let Ok(text) = rx.try_recv() {
-                                    if !conn.send(Message::Text(text)).await {
-                                        open = false;
-                                        break;
+                            // ahead of the messages this socket has. All in one write.
+                            let mut texts = Vec::new();
+                            if reply.is_some() && matches!(feed, Feed::Dashboard(_)) {
+                                while let Some(heard) = feed.try_next(&role, conn.number) {
+                                    match heard {
+                                        Heard::Text(text) => texts.push(Message::Text(text)),
+                                        other => {
+                                            then = other;
+                                            break;
+                                        }
                                     }
                                 }
                             }
-                            if !open {
-                                break;
+                            if let Some(reply) = reply {
+                                texts.push(Message::Text(reply.into()));
                             }
-                            if let Some(reply) = reply
-                                && !conn.send(Message::Text(reply.into())).await
-                            {
+                            if !texts.is_empty() && !conn.send_all(texts).await {
                                 break;
                             }
                         }
@@ -1004,6 +1010,17 @@ impl TippenHost {
                         }
                     }
                 }
+            }
+            match then {
+                Heard::Text(_) | Heard::Empty => {}
+                Heard::Lagged(missed) => {
+                    tracing::debug!(site = %site, missed, "socket lagged; resyncing");
+                    match Box::pin(self.subscribe(&state, &role, &mut conn)).await {
+                        Some(fresh) => feed = fresh,
+                        None => break,
+                    }
+                }
+                Heard::Closed => break,
             }
         }
         tracing::debug!(site = %site, "socket disconnected");
@@ -1022,7 +1039,12 @@ enum Heard {
     Text(Utf8Bytes),
     Lagged(u64),
     Closed,
+    /// Nothing more for now ([`Feed::try_next`]).
+    Empty,
 }
+
+/// Most messages a socket sends with one flush.
+const SEND_BATCH: usize = 64;
 
 impl Feed {
     async fn next(&mut self, role: &SocketRole, socket: u64) -> Heard {
@@ -1031,8 +1053,7 @@ impl Feed {
             Feed::Visitor(rx) => loop {
                 match rx.recv().await {
                     Ok(push) => {
-                        let mine = matches!(role, SocketRole::Visitor { visitor_id, .. } if *push.to == **visitor_id);
-                        if mine && push.skip != Some(socket) {
+                        if push.is_for(role, socket) {
                             break Ok(push.text);
                         }
                     }
@@ -1044,6 +1065,30 @@ impl Feed {
             Ok(text) => Heard::Text(text),
             Err(broadcast::error::RecvError::Lagged(missed)) => Heard::Lagged(missed),
             Err(broadcast::error::RecvError::Closed) => Heard::Closed,
+        }
+    }
+
+    /// What the socket hears without waiting; `None` when nothing is there yet.
+    fn try_next(&mut self, role: &SocketRole, socket: u64) -> Option<Heard> {
+        use broadcast::error::TryRecvError;
+        let heard = match self {
+            Feed::Dashboard(rx) => rx.try_recv(),
+            Feed::Visitor(rx) => loop {
+                match rx.try_recv() {
+                    Ok(push) => {
+                        if push.is_for(role, socket) {
+                            break Ok(push.text);
+                        }
+                    }
+                    Err(e) => break Err(e),
+                }
+            },
+        };
+        match heard {
+            Ok(text) => Some(Heard::Text(text)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Lagged(missed)) => Some(Heard::Lagged(missed)),
+            Err(TryRecvError::Closed) => Some(Heard::Closed),
         }
     }
 }
@@ -1155,8 +1200,22 @@ struct Peer {
 impl Peer {
     /// Sends a message; false when the socket is done (closed, too slow, or shutting down).
     async fn send(&mut self, msg: Message) -> bool {
+        self.send_all(std::iter::once(msg)).await
+    }
+
+    /// Sends messages in order with one flush (one write to the connection where they fit
+    /// its buffer); false when the socket is done (closed, too slow, or shutting down).
+    async fn send_all(&mut self, msgs: impl IntoIterator<Item = Message>) -> bool {
+        use futures_util::SinkExt;
+        let socket = &mut self.socket;
+        let sending = async move {
+            for msg in msgs {
+                socket.feed(msg).await?;
+            }
+            socket.flush().await
+        };
         tokio::select! {
-            sent = tokio::time::timeout(self.send_timeout, self.socket.send(msg)) => match sent {
+            sent = tokio::time::timeout(self.send_timeout, sending) => match sent {
                 Ok(Ok(())) => true,
                 Ok(Err(_)) => false,
                 Err(_) => {
@@ -1185,6 +1244,15 @@ pub(crate) struct Push {
     to: Arc<str>,
     text: Utf8Bytes,
     skip: Option<u64>,
+}
+
+impl Push {
+    /// Whether socket number `socket`, open in `role`, gets this push: a visitor channel of
+    /// its visitor, unless its own frame caused it.
+    fn is_for(&self, role: &SocketRole, socket: u64) -> bool {
+        matches!(role, SocketRole::Visitor { visitor_id, .. } if *self.to == **visitor_id)
+            && self.skip != Some(socket)
+    }
 }
 
 /// A dashboard socket counted in its site's [`SiteState::following`] while it is open.
