@@ -915,6 +915,8 @@ impl TippenHost {
         let mut pings = tokio::time::interval_at(tokio::time::Instant::now() + idle / 3, idle / 3);
         pings.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut heard_at = tokio::time::Instant::now();
+        // The messages of one write (kept: no allocation per message).
+        let mut texts = Vec::new();
         loop {
             // A lag or the end of the feed, seen while taking what it held.
             let mut then = Heard::Empty;
@@ -936,22 +938,18 @@ impl TippenHost {
                 heard = feed.next(&role, conn.number) => {
                     // What else the feed holds already goes with it, in one write: under
                     // load a dashboard's task wakes to several broadcasts, and a write each
-                    // was a system call each.
-                    let mut heard = heard;
-                    let mut texts = Vec::new();
-                    while let Heard::Text(text) = heard {
-                        texts.push(Message::Text(text));
-                        // Beyond the bound the rest stays in the feed for the next turn.
-                        heard = if texts.len() < SEND_BATCH {
-                            feed.try_next(&role, conn.number).unwrap_or(Heard::Empty)
-                        } else {
-                            Heard::Empty
-                        };
-                    }
-                    if !texts.is_empty() && !conn.send_all(texts).await {
+                    // was a system call each. Beyond the bound the rest stays in the feed for
+                    // the next turn.
+                    then = match heard {
+                        Heard::Text(text) => {
+                            texts.push(Message::Text(text));
+                            feed.drain_into(&mut texts, SEND_BATCH, &role, conn.number)
+                        }
+                        other => other,
+                    };
+                    if !texts.is_empty() && !conn.send_all(texts.drain(..)).await {
                         break;
                     }
-                    then = heard;
                 },
                 incoming = conn.socket.recv() => {
                     heard_at = tokio::time::Instant::now();
@@ -984,23 +982,19 @@ impl TippenHost {
                             // feed already (numbered and sent under the owner's lock, as the
                             // reply was built): it goes first, so a reply's `seq` never runs
                             // ahead of the messages this socket has. All in one write.
-                            let mut texts = Vec::new();
-                            if reply.is_some() && matches!(feed, Feed::Dashboard(_)) {
-                                while let Some(heard) = feed.try_next(&role, conn.number) {
-                                    match heard {
-                                        Heard::Text(text) => texts.push(Message::Text(text)),
-                                        other => {
-                                            then = other;
-                                            break;
-                                        }
-                                    }
-                                }
-                            }
                             if let Some(reply) = reply {
+                                if matches!(feed, Feed::Dashboard(_)) {
+                                    then = feed.drain_into(
+                                        &mut texts,
+                                        usize::MAX,
+                                        &role,
+                                        conn.number,
+                                    );
+                                }
                                 texts.push(Message::Text(reply.into()));
-                            }
-                            if !texts.is_empty() && !conn.send_all(texts).await {
-                                break;
+                                if !conn.send_all(texts.drain(..)).await {
+                                    break;
+                                }
                             }
                         }
                         Err(e) => {
@@ -1066,6 +1060,25 @@ impl Feed {
             Err(broadcast::error::RecvError::Lagged(missed)) => Heard::Lagged(missed),
             Err(broadcast::error::RecvError::Closed) => Heard::Closed,
         }
+    }
+
+    /// Moves the texts the feed already holds into `texts` until it holds `limit`; returns
+    /// what stopped it early (a lag, the end), else [`Heard::Empty`].
+    fn drain_into(
+        &mut self,
+        texts: &mut Vec<Message>,
+        limit: usize,
+        role: &SocketRole,
+        socket: u64,
+    ) -> Heard {
+        while texts.len() < limit {
+            match self.try_next(role, socket) {
+                Some(Heard::Text(text)) => texts.push(Message::Text(text)),
+                Some(other) => return other,
+                None => break,
+            }
+        }
+        Heard::Empty
     }
 
     /// What the socket hears without waiting; `None` when nothing is there yet.
